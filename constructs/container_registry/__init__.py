@@ -1,0 +1,3 @@
+from .registry import RegistryReplication, ServiceRepositories
+
+__all__ = ["RegistryReplication", "ServiceRepositories"]

@@ -1,0 +1,3 @@
+from .logs_key import LogsEncryptionKey
+
+__all__ = ["LogsEncryptionKey"]

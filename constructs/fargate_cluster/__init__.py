@@ -1,0 +1,3 @@
+from .fargate_cluster import FargateCluster
+
+__all__ = ["FargateCluster"]

@@ -1,0 +1,44 @@
+"""Network stack: the stage's VPC, plus the stage-wide foundations every later stack relies on."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from constructs.encryption import LogsEncryptionKey
+from constructs.permissions_boundary import PermissionsBoundary
+from constructs.vpc_network import VpcNetwork
+
+from .config import FoundationConfig, RegionConfig
+from .defaults import profile_defaults
+
+
+class NetworkStack(cdk.Stack):
+    """VPC, endpoints and flow logs; also the permissions boundary and the logs KMS key.
+
+    It deploys first in every stage, so it holds what must exist before any other stack's
+    resources: the boundary policy every role refers to and the key every log group uses.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: FoundationConfig, region: RegionConfig, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        defaults = profile_defaults(config.profile)
+
+        self.permissions_boundary = PermissionsBoundary(
+            self, "PermissionsBoundary", policy_name=f"{config.prefix}-{region.name}-permissions-boundary"
+        )
+        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/logs").key
+        self.network = VpcNetwork(
+            self,
+            "Network",
+            cidr=region.cidr,
+            availability_zones=region.availability_zones,
+            nat_gateways=defaults.nat_gateways,
+            endpoint_az_count=defaults.endpoint_az_count,
+            flow_log_retention=logs.RetentionDays[defaults.log_retention],
+            log_encryption_key=self.logs_key,
+        )
+        self.vpc = self.network.vpc

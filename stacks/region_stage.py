@@ -1,0 +1,61 @@
+"""One deployable unit per region: `cdk deploy '<prefix>-<region>/*'`."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from constructs.compliance import CdkProviderHandlerSkips
+
+from .config import FoundationConfig, RegionConfig
+from .global_stack import GlobalStack
+from .network_stack import NetworkStack
+from .platform_stack import PlatformStack
+
+
+class RegionStage(cdk.Stage):
+    """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
+
+    The primary region's stage also holds the global stack.
+    """
+
+    def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
+        super().__init__(
+            scope,
+            config.stage_name(region.name),
+            env=cdk.Environment(account=config.account, region=region.name),
+        )
+        if config.account:
+            # With a concrete account, CDK would look up the region's AZs through AWS. The app fixes
+            # them in config instead, so seed that lookup: synth never needs credentials.
+            self.node.set_context(
+                f"availability-zones:account={config.account}:region={region.name}", list(region.availability_zones)
+            )
+        protect = config.is_prod  # a prod stack cannot be deleted by accident
+
+        self.network = NetworkStack(
+            self, "network", config=config, region=region, termination_protection=protect,
+            description=f"{config.prefix} {region.name}: VPC, endpoints, flow logs, permissions boundary",
+        )
+        self.platform = PlatformStack(
+            self, "platform", config=config, vpc=self.network.vpc, termination_protection=protect,
+            description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories",
+        )
+        self.platform.add_stack_dependency(self.network, "roles need the permissions boundary")
+        self.global_ = None
+        if region.name == config.primary_region:
+            self.global_ = GlobalStack(
+                self, "global", config=config, termination_protection=protect,
+                description=f"{config.prefix}: account-wide settings (ECR replication)",
+            )
+            self.global_.add_stack_dependency(self.network, "roles need the permissions boundary")
+
+        self.network.permissions_boundary.apply_to(self)
+        cdk.Aspects.of(self).add(CdkProviderHandlerSkips())
+        for key, value in {
+            "project": config.prefix,
+            "environment": config.profile,
+            "region": region.name,
+            "managed-by": "cdk",
+        }.items():
+            cdk.Tags.of(self).add(key, value)
