@@ -10,10 +10,18 @@ from stacks.config import ConfigError, load_config
 from stacks.region_stage import RegionStage
 
 
+def add_compliance_checks(app: cdk.App) -> None:
+    """cdk-nag's AwsSolutions and NIST 800-53 rev 5 packs check every stack of every stage at synth.
+
+    A finding fails `cdk synth` unless the construct it is about acknowledges it with a reason
+    (constructs/compliance/acknowledgments.py).
+    """
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
+
+
 def build_app(app: cdk.App) -> cdk.App:
     config = load_config(app.node.get_all_context())
-    # cdk-nag runs as a policy validation plugin over every stack of every stage at synth time.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
+    add_compliance_checks(app)
     for region in config.regions:
         RegionStage(app, config=config, region=region)
     return app

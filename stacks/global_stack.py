@@ -13,7 +13,8 @@ from .config import FoundationConfig
 class GlobalStack(cdk.Stack):
     """Holds settings that must be configured once per account rather than per region.
 
-    Today: ECR replication from the primary region's registry to every other region.
+    Today: ECR replication from the primary region's registry to every other region, so the
+    stage creates this stack only when the app has more than one region.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, **kwargs) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
-from constructs.compliance import CdkProviderHandlerSkips
+from constructs.compliance import CdkProviderResources
 
 from .config import FoundationConfig, RegionConfig
 from .global_stack import GlobalStack
@@ -16,7 +16,7 @@ from .platform_stack import PlatformStack
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    The primary region's stage also holds the global stack.
+    The primary region's stage also holds the global stack (when there are regions to replicate to).
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -43,7 +43,7 @@ class RegionStage(cdk.Stage):
         )
         self.platform.add_stack_dependency(self.network, "roles need the permissions boundary")
         self.global_ = None
-        if region.name == config.primary_region:
+        if region.name == config.primary_region and config.other_regions(region.name):
             self.global_ = GlobalStack(
                 self, "global", config=config, termination_protection=protect,
                 description=f"{config.prefix}: account-wide settings (ECR replication)",
@@ -51,11 +51,7 @@ class RegionStage(cdk.Stage):
             self.global_.add_stack_dependency(self.network, "roles need the permissions boundary")
 
         self.network.permissions_boundary.apply_to(self)
-        cdk.Aspects.of(self).add(CdkProviderHandlerSkips())
-        for key, value in {
-            "project": config.prefix,
-            "environment": config.profile,
-            "region": region.name,
-            "managed-by": "cdk",
-        }.items():
+        tags = {"project": config.prefix, "environment": config.profile, "region": region.name, "managed-by": "cdk"}
+        for key, value in tags.items():
             cdk.Tags.of(self).add(key, value)
+        cdk.Aspects.of(self).add(CdkProviderResources(tags))

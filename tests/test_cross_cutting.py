@@ -1,0 +1,120 @@
+"""What the stage applies to everything in it: permissions boundary, tags, stack protection."""
+
+from __future__ import annotations
+
+import pytest
+
+STAGE_TAGS = {
+    "mf-eu-central-1": {"project": "mf", "environment": "dev", "region": "eu-central-1", "managed-by": "cdk"},
+    "mf-eu-west-1": {"project": "mf", "environment": "dev", "region": "eu-west-1", "managed-by": "cdk"},
+}
+# CloudFormation types that take no Tags property.
+UNTAGGABLE_TYPES = {
+    "AWS::CDK::Metadata", "AWS::EC2::Route", "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::VPCGatewayAttachment",
+    "AWS::ECR::ReplicationConfiguration", "AWS::ECS::ClusterCapacityProviderAssociations", "AWS::IAM::ManagedPolicy",
+    "AWS::IAM::Policy", "AWS::KMS::Alias",
+}
+
+
+def _boundary_arn(region: str) -> dict:
+    return {"Fn::Join": ["", ["arn:aws:iam::", {"Ref": "AWS::AccountId"}, f":policy/mf-{region}-permissions-boundary"]]}
+
+
+def test_every_role_has_the_stage_permissions_boundary(dev):
+    roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
+    assert len(roles) >= 4  # flow log and default-SG custom resource roles, per region
+    for stack, logical_id, role in roles:
+        region = stack.split("/")[0].removeprefix("mf-")
+        assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(region), f"{stack} {logical_id}"
+
+
+def _boundary_statements(dev, region):
+    (policy,) = dev.resources(f"mf-{region}/network", "AWS::IAM::ManagedPolicy").values()
+    assert policy["Properties"]["ManagedPolicyName"] == f"mf-{region}-permissions-boundary"
+    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])
+def test_boundary_allows_only_platform_services_and_never_iam(dev, region):
+    statements = _boundary_statements(dev, region)
+    allows = [s for s in statements.values() if s["Effect"] == "Allow"]
+    assert len(allows) == 1
+    actions = allows[0]["Action"]
+    assert "*" not in actions and not any(a.startswith(("iam:", "organizations:", "account:")) for a in actions)
+    assert {"ecr:*", "logs:*", "xray:*", "secretsmanager:*"} <= set(actions)
+
+
+@pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])
+def test_boundary_denies_every_way_out_of_itself(dev, region):
+    statements = _boundary_statements(dev, region)
+    unless_bounded = {"StringNotEquals": {"iam:PermissionsBoundary": _boundary_arn(region)}}
+
+    create = statements["DenyCreatingPrincipalsWithoutThisBoundary"]
+    assert create["Effect"] == "Deny" and create["Condition"] == unless_bounded
+    assert {"iam:CreateRole", "iam:CreateUser", "iam:PutRolePermissionsBoundary"} <= set(create["Action"])
+
+    change = statements["DenyChangingPermissionsOfPrincipalsWithoutThisBoundary"]
+    assert change["Effect"] == "Deny" and change["Condition"] == unless_bounded
+    assert {"iam:AttachRolePolicy", "iam:PutRolePolicy"} <= set(change["Action"])
+
+    remove = statements["DenyRemovingTheBoundary"]
+    assert remove["Effect"] == "Deny" and "Condition" not in remove
+    assert set(remove["Action"]) == {"iam:DeleteRolePermissionsBoundary", "iam:DeleteUserPermissionsBoundary"}
+
+    edit = statements["DenyEditingTheBoundary"]
+    assert edit["Effect"] == "Deny" and edit["Resource"] == _boundary_arn(region)
+    assert {"iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy"} <= set(edit["Action"])
+
+
+def test_every_taggable_resource_carries_the_stage_tags(dev):
+    checked = 0
+    for stack, logical_id, resource in dev.all_resources():
+        if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):
+            continue
+        tags = {t["Key"]: t["Value"] for t in resource.get("Properties", {}).get("Tags", [])}
+        expected = STAGE_TAGS[stack.split("/")[0]]
+        assert expected.items() <= tags.items(), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
+        checked += 1
+    assert checked > 60
+
+
+def test_service_owned_resources_name_their_service(dev):
+    for stack in ("mf-eu-central-1/platform", "mf-eu-west-1/platform"):
+        for repository in dev.resources(stack, "AWS::ECR::Repository").values():
+            tags = {t["Key"]: t["Value"] for t in repository["Properties"]["Tags"]}
+            assert repository["Properties"]["RepositoryName"] == f"mf/{tags['service']}"
+
+
+def test_tags_follow_the_profile(prod):
+    tags = {t["Key"]: t["Value"] for t in next(iter(prod.resources("mf-eu-west-1/network", "AWS::EC2::VPC").values()))["Properties"]["Tags"]}
+    assert tags["environment"] == "prod"
+
+
+def test_prod_stacks_have_termination_protection_and_dev_stacks_do_not(dev, prod):
+    def protection(assembly):
+        import json
+
+        values = set()
+        for template_file in assembly.template_files.values():
+            manifest = json.loads((template_file.parent / "manifest.json").read_text())
+            for artifact in manifest["artifacts"].values():
+                if artifact["type"] == "aws:cloudformation:stack":
+                    values.add(artifact["properties"].get("terminationProtection", False))
+        return values
+
+    assert protection(dev) == {False}
+    assert protection(prod) == {True}
+
+
+def test_prod_deploys_to_the_configured_account(prod, dev):
+    import json
+
+    def environments(assembly):
+        envs = set()
+        for template_file in assembly.template_files.values():
+            manifest = json.loads((template_file.parent / "manifest.json").read_text())
+            envs |= {a["environment"] for a in manifest["artifacts"].values() if a["type"] == "aws:cloudformation:stack"}
+        return envs
+
+    assert environments(prod) == {"aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1"}
+    assert environments(dev) == {"aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1"}

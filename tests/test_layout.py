@@ -1,0 +1,61 @@
+"""The repository layout that DESIGN.md fixes, and the `constructs` namespace it relies on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.assembly import REPO_ROOT
+
+
+def test_constructs_folder_joins_the_library_namespace_without_shadowing_it():
+    import constructs
+    from constructs import Construct
+
+    from constructs.vpc_network import VpcNetwork
+
+    # The library class, from the installed package...
+    assert Construct.__module__ == "constructs"
+    assert "site-packages" in Path(constructs.__file__).parts
+    # ...and this repo's module, from the repo's constructs/ folder.
+    assert Path(__import__("constructs.vpc_network", fromlist=["x"]).__file__).is_relative_to(REPO_ROOT / "constructs")
+    assert issubclass(VpcNetwork, Construct)
+
+
+def test_constructs_folder_has_no_init_file():
+    assert not (REPO_ROOT / "constructs" / "__init__.py").exists()
+
+
+def test_every_construct_package_has_a_readme_with_its_props():
+    packages = [p for p in (REPO_ROOT / "constructs").iterdir() if (p / "__init__.py").exists()]
+    assert len(packages) >= 5
+    for package in packages:
+        readme = package / "README.md"
+        assert readme.exists(), f"{package.name} has no README.md"
+        text = readme.read_text()
+        for section in ("## Example", "## Props", "## Attributes", "## What it does not do"):
+            assert section in text, f"{package.name}/README.md lacks '{section}'"
+
+
+def test_top_level_layout():
+    for path in ("app.py", "cdk.json", "stacks", "constructs", "services", "pipelines", "runbooks", "tests",
+                 "requirements.txt", "package.json", "package-lock.json", "Makefile", "README.md", ".ci/run", ".gitignore"):
+        assert (REPO_ROOT / path).exists(), path
+
+
+def test_every_python_dependency_is_pinned():
+    for name in ("requirements.txt", "requirements-checkov.txt", "constraints.txt", "constraints-checkov.txt"):
+        for line in (REPO_ROOT / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                assert re.fullmatch(r"[A-Za-z0-9._\[\]-]+==[0-9][A-Za-z0-9.+-]*", line), f"{name}: {line}"
+
+
+def test_cdk_cli_is_pinned_exactly():
+    import json
+
+    package = json.loads((REPO_ROOT / "package.json").read_text())
+    lock = json.loads((REPO_ROOT / "package-lock.json").read_text())
+    version = package["devDependencies"]["aws-cdk"]
+    assert re.fullmatch(r"2\.\d+\.\d+", version)
+    assert lock["packages"]["node_modules/aws-cdk"]["version"] == version

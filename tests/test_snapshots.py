@@ -1,0 +1,35 @@
+"""One JSON snapshot per template (default config), asset hashes scrubbed.
+
+These catch unintended drift anywhere in a template; the fine-grained tests say what matters.
+When one changes on purpose, read the diff, then run `make test` with `--snapshot-update`
+(`.venv/bin/python -m pytest tests/test_snapshots.py --snapshot-update`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from syrupy.extensions.json import JSONSnapshotExtension
+
+STACKS = [
+    "mf-eu-central-1/network", "mf-eu-central-1/platform", "mf-eu-central-1/global",
+    "mf-eu-west-1/network", "mf-eu-west-1/platform",
+]
+_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+@pytest.fixture
+def snapshot_json(snapshot):
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+def test_the_app_has_exactly_these_stacks(dev):
+    assert sorted(dev.templates) == sorted(STACKS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_template_matches_snapshot(dev, snapshot_json, stack):
+    scrubbed = _ASSET_HASH.sub("<asset-hash>", json.dumps(dev.template(stack)))
+    assert json.loads(scrubbed) == snapshot_json
