@@ -47,7 +47,7 @@ _PROFILES = {
         nat_gateways=3,
         endpoint_az_count=3,
         log_retention="ONE_YEAR",
-        # Two on-demand tasks (one per AZ pair) always; Spot only for burst above that.
+        # Two on-demand tasks per service always; above that, half the tasks on Spot.
         capacity_strategy=(CapacityShare("FARGATE", base=2, weight=1), CapacityShare("FARGATE_SPOT", base=0, weight=1)),
         images_kept=50,
         untagged_image_expiry_days=14,

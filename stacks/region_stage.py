@@ -5,7 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
-from constructs.compliance import CdkProviderResources
+from constructs.compliance import adopt_cdk_providers
 
 from .config import FoundationConfig, RegionConfig
 from .global_stack import GlobalStack
@@ -54,4 +54,6 @@ class RegionStage(cdk.Stage):
         tags = {"project": config.prefix, "environment": config.profile, "region": region.name, "managed-by": "cdk"}
         for key, value in tags.items():
             cdk.Tags.of(self).add(key, value)
-        cdk.Aspects.of(self).add(CdkProviderResources(tags))
+        for stack in (self.network, self.platform, self.global_):
+            if stack is not None:
+                adopt_cdk_providers(stack, tags)

@@ -1,5 +1,5 @@
 from .acknowledgments import acknowledge_nag
-from .provider_resources import CdkProviderResources
+from .provider_resources import adopt_cdk_providers
 from .skips import skip_checkov
 
-__all__ = ["CdkProviderResources", "acknowledge_nag", "skip_checkov"]
+__all__ = ["acknowledge_nag", "adopt_cdk_providers", "skip_checkov"]

@@ -1,4 +1,4 @@
-"""cdk-nag acknowledgments: one finding, one construct, one specific reason."""
+"""cdk-nag acknowledgments: named findings, on one construct, with one specific reason."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ _NAG_PACKS = ("AwsSolutions", "NIST.800.53.R5")
 MIN_REASON_LENGTH = 40
 
 
-def acknowledge_nag(scope: IConstruct, rule_id: str, reason: str) -> None:
-    """Acknowledge one cdk-nag finding on ``scope`` (and only its subtree), saying why it is right here.
+def acknowledge_nag(scope: IConstruct, reason: str, *rule_ids: str) -> None:
+    """Acknowledge cdk-nag findings on ``scope`` (and only its subtree), saying why they are right here.
 
-    ``rule_id`` is the ID cdk-nag reports, including any granular part, for example
-    ``AwsSolutions-IAM5[Action::ecr:*]``.
+    Each rule ID is the one cdk-nag reports, including any granular part, for example
+    ``AwsSolutions-IAM5[Action::ecr:*]``; a bare ``AwsSolutions-IAM5`` does not cover those.
     """
-    pack = next((p for p in _NAG_PACKS if rule_id.startswith(p + "-")), None)
-    if pack is None:
-        raise ValueError(f"rule_id={rule_id!r} is invalid: expected a rule of {', '.join(_NAG_PACKS)}")
     if len(reason) < MIN_REASON_LENGTH:
         raise ValueError(f"reason={reason!r} is invalid: give a specific reason of {MIN_REASON_LENGTH}+ characters")
-    cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=f"{pack}::{rule_id}", reason=reason))
+    if not rule_ids:
+        raise ValueError("rule_ids is empty: name each cdk-nag finding to acknowledge")
+    acknowledgments = []
+    for rule_id in rule_ids:
+        pack = next((p for p in _NAG_PACKS if rule_id.startswith(p + "-")), None)
+        if pack is None:
+            raise ValueError(f"rule_id={rule_id!r} is invalid: expected a rule of {', '.join(_NAG_PACKS)}")
+        acknowledgments.append(cdk.Acknowledgment(id=f"{pack}::{rule_id}", reason=reason))
+    cdk.Validations.of(scope).acknowledge(*acknowledgments)

@@ -1,25 +1,28 @@
-"""Scanner skips that travel with the resource they are about, each with its reason.
+"""checkov skips that travel with the resource they are about, each with its reason.
 
-cdk-nag findings are acknowledged where the construct is made (see acknowledgments.py). checkov
-reads skips from a resource's CloudFormation metadata; ``skip_checkov`` writes them there, so a
-skip sits on exactly one resource and names why.
+checkov reads skips from a resource's CloudFormation metadata; ``skip_checkov`` writes them there,
+so a skip sits on exactly one resource and names why. (cdk-nag findings are acknowledged where the
+construct is made: see acknowledgments.py.)
 """
 
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 import aws_cdk as cdk
 
 _CHECKOV_ID = re.compile(r"^CKV2?_AWS_[0-9]+$")
 
 
-def skip_checkov(resource: cdk.CfnResource, check_id: str, reason: str) -> None:
-    """Skip one checkov check on one CloudFormation resource, with its reason."""
-    if not _CHECKOV_ID.match(check_id):
-        raise ValueError(f"check_id={check_id!r} is invalid: expected a checkov AWS check ID such as CKV_AWS_111")
-    if len(reason) < 20:
-        raise ValueError(f"reason={reason!r} is invalid: say specifically why the check does not apply")
-    metadata = resource.get_metadata("checkov") or {"skip": []}
-    metadata["skip"].append({"id": check_id, "comment": reason})
-    resource.add_metadata("checkov", metadata)
+def skip_checkov(resource: cdk.CfnResource, reasons_by_check_id: Mapping[str, str]) -> None:
+    """Skip checkov checks on one CloudFormation resource: check ID -> why it does not apply."""
+    skips = []
+    for check_id, reason in reasons_by_check_id.items():
+        if not _CHECKOV_ID.match(check_id):
+            raise ValueError(f"check_id={check_id!r} is invalid: expected a checkov AWS check ID such as CKV_AWS_111")
+        if len(reason) < 20:
+            raise ValueError(f"reason={reason!r} for {check_id} is invalid: say specifically why the check does not apply")
+        skips.append({"id": check_id, "comment": reason})
+    existing = resource.get_metadata("checkov") or {"skip": []}
+    resource.add_metadata("checkov", {"skip": existing["skip"] + skips})

@@ -56,8 +56,9 @@ class VpcNetwork(Construct):
             raise ValueError(
                 f"endpoint_az_count={endpoint_az_count} is invalid: expected 1 to {len(availability_zones)}"
             )
-        if not 0 <= nat_gateways <= len(availability_zones):
-            raise ValueError(f"nat_gateways={nat_gateways} is invalid: expected 0 to {len(availability_zones)}")
+        if not 1 <= nat_gateways <= len(availability_zones):
+            # Private subnets are "with egress": without a NAT gateway they would have no route out.
+            raise ValueError(f"nat_gateways={nat_gateways} is invalid: expected 1 to {len(availability_zones)}")
         prefix = ipaddress.IPv4Network(cidr).prefixlen
 
         self.vpc = ec2.Vpc(
@@ -94,16 +95,16 @@ class VpcNetwork(Construct):
         # CDK writes the flow log role's grant as an inline policy of that one role.
         acknowledge_nag(
             self.flow_log,
-            "NIST.800.53.R5-IAMNoInlinePolicy",
             "The flow log role's only policy is CDK's least-privilege grant to write this one log group; it lives and dies with the role, so it is inline on purpose",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
         )
         # Public subnets exist for NAT gateways (and internet-facing load balancers where chosen);
         # their route to the internet gateway is what makes them public.
         for subnet in self.vpc.public_subnets:
             acknowledge_nag(
                 subnet,
-                "NIST.800.53.R5-VPCNoUnrestrictedRouteToIGW",
                 "Public subnets hold only the NAT gateways (and internet-facing load balancers); they need 0.0.0.0/0 to the internet gateway. Tasks run in private subnets",
+                "NIST.800.53.R5-VPCNoUnrestrictedRouteToIGW",
             )
 
         # One security group for every interface endpoint: HTTPS from inside the VPC, nothing out.
