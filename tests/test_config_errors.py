@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +17,7 @@ from tests.assembly import REPO_ROOT
 
 CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 CONTROL = "no overrides"
+PROD = "-c profile=prod"
 
 
 def _regions(*entries: tuple[str, str]) -> str:
@@ -45,29 +46,29 @@ CASES = [
 ]
 
 
-def _run_cli(overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    args = [str(CDK_CLI), "synth", "--quiet", "--no-notices"]
+def _run_cli(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedProcess[str]:
+    args = [str(CDK_CLI), "synth", "--quiet", "--no-notices", "--output", str(outdir)]
     for key, value in overrides.items():
         args += ["-c", f"{key}={value}"]
-    with tempfile.TemporaryDirectory() as outdir:
-        return subprocess.run(
-            [*args, "--output", outdir], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "true"},
-        )
+    return subprocess.run(
+        args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "true"},
+    )
 
 
 @pytest.fixture(scope="module")
-def cli_results() -> dict[str, subprocess.CompletedProcess[str]]:
+def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
     """Run every case through the CLI up front, a few at a time (each is a Node + Python start)."""
-    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [(CONTROL, {})]
+    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [(CONTROL, {}), (PROD, {"profile": "prod"})]
+    outdirs = [tmp_path_factory.mktemp("cli") for _ in runs]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        results = pool.map(_run_cli, [overrides for _, overrides in runs])
-        return {case_id: result for (case_id, _), result in zip(runs, results)}
+        results = pool.map(_run_cli, [overrides for _, overrides in runs], outdirs)
+        return {case_id: (result, outdir) for (case_id, _), result, outdir in zip(runs, results, outdirs)}
 
 
 @pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[case[0] for case in CASES])
 def test_bad_config_stops_synth_with_one_clear_line(cli_results, case_id, overrides, expected):
-    result = cli_results[case_id]
+    result, outdir = cli_results[case_id]
     assert result.returncode != 0, result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("config error: ")]
     assert len(error_lines) == 1, result.stderr
@@ -75,10 +76,26 @@ def test_bad_config_stops_synth_with_one_clear_line(cli_results, case_id, overri
         assert text in error_lines[0]
     assert "Traceback" not in result.stderr
     assert "jsii" not in result.stderr.lower()
+    assert not list(outdir.glob("**/*.template.json")), "nothing may be half-built"
+
+
+def _nat_gateways(outdir: Path) -> int:
+    return sum(
+        resource["Type"] == "AWS::EC2::NatGateway"
+        for template in outdir.glob("assembly-*/*.template.json")
+        for resource in json.loads(template.read_text())["Resources"].values()
+    )
 
 
 def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     """The control for the cases above: the same CLI call without bad overrides succeeds."""
-    result = cli_results[CONTROL]
+    result, outdir = cli_results[CONTROL]
     assert result.returncode == 0, result.stderr
-    assert "config error" not in result.stderr
+    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 5
+    assert _nat_gateways(outdir) == 2  # dev: one per region
+
+
+def test_a_cli_override_reaches_the_app(cli_results):
+    result, outdir = cli_results[PROD]
+    assert result.returncode == 0, result.stderr
+    assert _nat_gateways(outdir) == 6  # prod: one per AZ in both regions
