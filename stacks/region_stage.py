@@ -41,19 +41,20 @@ class RegionStage(cdk.Stage):
             self, "platform", config=config, vpc=self.network.vpc, termination_protection=protect,
             description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories",
         )
-        self.platform.add_stack_dependency(self.network, "roles need the permissions boundary")
+        self.stacks: list[cdk.Stack] = [self.network, self.platform]
         self.global_ = None
         if region.name == config.primary_region and config.other_regions(region.name):
             self.global_ = GlobalStack(
                 self, "global", config=config, termination_protection=protect,
                 description=f"{config.prefix}: account-wide settings (ECR replication)",
             )
-            self.global_.add_stack_dependency(self.network, "roles need the permissions boundary")
+            self.stacks.append(self.global_)
+        for stack in self.stacks[1:]:
+            stack.add_stack_dependency(self.network, "roles need the permissions boundary")
 
         self.network.permissions_boundary.apply_to(self)
         tags = {"project": config.prefix, "environment": config.profile, "region": region.name, "managed-by": "cdk"}
         for key, value in tags.items():
             cdk.Tags.of(self).add(key, value)
-        for stack in (self.network, self.platform, self.global_):
-            if stack is not None:
-                adopt_cdk_providers(stack, tags)
+        for stack in self.stacks:
+            adopt_cdk_providers(stack, tags)

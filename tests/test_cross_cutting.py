@@ -118,3 +118,27 @@ def test_prod_deploys_to_the_configured_account(prod, dev):
 
     assert environments(prod) == {"aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1"}
     assert environments(dev) == {"aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1"}
+
+
+def test_roles_in_later_stacks_get_the_boundary_without_a_cross_stack_export(tmp_path):
+    """Services and other later stacks add roles; the boundary must reach them by name, not export."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+
+    from stacks.config import load_config
+    from stacks.region_stage import RegionStage
+
+    from tests.assembly import cdk_json_context
+
+    context = {**cdk_json_context(), "regions": [{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], "primary_region": "eu-west-1"}
+    app = cdk.App(outdir=str(tmp_path), context=context)
+    config = load_config(app.node.get_all_context())
+    stage = RegionStage(app, config=config, region=config.regions[0])
+    iam.Role(stage.platform, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"))
+    assembly = app.synth().get_nested_assembly("assembly-mf-eu-west-1")
+
+    (role,) = [r for r in assembly.get_stack_by_name("mf-eu-west-1-platform").template["Resources"].values()
+               if r["Type"] == "AWS::IAM::Role"]
+    assert role["Properties"]["PermissionsBoundary"] == _boundary_arn("eu-west-1")
+    network_outputs = assembly.get_stack_by_name("mf-eu-west-1-network").template.get("Outputs", {})
+    assert network_outputs and not any("Boundary" in name or "Policy" in name for name in network_outputs)
