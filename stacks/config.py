@@ -17,11 +17,12 @@ from typing import Any, Callable, Mapping
 PROFILES = ("dev", "prod")
 MESH_BACKENDS = ("service-connect", "appmesh")
 
-# AWS commercial regions that have at least three availability zones named <region>a/b/c.
+# AWS commercial regions whose first three availability zones are named <region>a/b/c in every
+# account. (ap-northeast-1 and ca-central-1 are left out: most accounts there see a/c/d and a/b/d.)
 KNOWN_REGIONS = (
-    "af-south-1", "ap-east-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
+    "af-south-1", "ap-east-1", "ap-northeast-2", "ap-northeast-3", "ap-south-1",
     "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
-    "ca-central-1", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
+    "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
     "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1",
     "sa-east-1", "us-east-1", "us-east-2", "us-west-2",
 )

@@ -1,4 +1,4 @@
-"""Network stack: the stage's VPC, plus the stage-wide foundations every later stack relies on."""
+"""Network stack: the stage's VPC and the key its log groups are encrypted with."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from constructs.encryption import LogsEncryptionKey
-from constructs.permissions_boundary import PermissionsBoundary
 from constructs.vpc_network import VpcNetwork
 
 from .config import FoundationConfig, RegionConfig
@@ -15,11 +14,7 @@ from .defaults import profile_defaults
 
 
 class NetworkStack(cdk.Stack):
-    """VPC, endpoints and flow logs; also the permissions boundary and the logs KMS key.
-
-    It deploys first in every stage, so it holds what must exist before any other stack's
-    resources: the boundary policy every role refers to and the key every log group uses.
-    """
+    """VPC, endpoints and flow logs, and the KMS key for the stage's log groups."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: FoundationConfig, region: RegionConfig, **kwargs
@@ -27,9 +22,6 @@ class NetworkStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)
         defaults = profile_defaults(config.profile)
 
-        self.permissions_boundary = PermissionsBoundary(
-            self, "PermissionsBoundary", policy_name=f"{config.prefix}-{region.name}-permissions-boundary"
-        )
         self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/logs").key
         self.network = VpcNetwork(
             self,

@@ -8,6 +8,7 @@ from constructs import Construct
 from constructs.compliance import adopt_cdk_providers
 
 from .config import FoundationConfig, RegionConfig
+from .baseline_stack import BaselineStack
 from .global_stack import GlobalStack
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
@@ -16,7 +17,9 @@ from .platform_stack import PlatformStack
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    The primary region's stage also holds the global stack (when there are regions to replicate to).
+    baseline (permissions boundary) -> network -> platform; the primary region's stage also holds
+    the global stack (when there are regions to replicate to). In prod every stack has termination
+    protection.
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -31,29 +34,35 @@ class RegionStage(cdk.Stage):
             self.node.set_context(
                 f"availability-zones:account={config.account}:region={region.name}", list(region.availability_zones)
             )
-        protect = config.is_prod  # a prod stack cannot be deleted by accident
 
+        tags = {"project": config.prefix, "environment": config.profile, "region": region.name, "managed-by": "cdk"}
+        # Stack tags too: CloudFormation puts them on resources whose templates cannot carry tags.
+        common = {"termination_protection": config.is_prod, "tags": tags}
+
+        self.baseline = BaselineStack(
+            self, "baseline", config=config, region=region,
+            description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage", **common,
+        )
         self.network = NetworkStack(
-            self, "network", config=config, region=region, termination_protection=protect,
-            description=f"{config.prefix} {region.name}: VPC, endpoints, flow logs, permissions boundary",
+            self, "network", config=config, region=region,
+            description=f"{config.prefix} {region.name}: VPC, endpoints, flow logs, logs KMS key", **common,
         )
         self.platform = PlatformStack(
-            self, "platform", config=config, vpc=self.network.vpc, termination_protection=protect,
-            description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories",
+            self, "platform", config=config, vpc=self.network.vpc,
+            description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories", **common,
         )
-        self.stacks: list[cdk.Stack] = [self.network, self.platform]
+        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform]
         self.global_ = None
         if region.name == config.primary_region and config.other_regions(region.name):
             self.global_ = GlobalStack(
-                self, "global", config=config, termination_protection=protect,
-                description=f"{config.prefix}: account-wide settings (ECR replication)",
+                self, "global", config=config,
+                description=f"{config.prefix}: account-wide settings (ECR replication)", **common,
             )
             self.stacks.append(self.global_)
         for stack in self.stacks[1:]:
-            stack.add_stack_dependency(self.network, "roles need the permissions boundary")
+            stack.add_stack_dependency(self.baseline, "its roles name the permissions boundary")
 
-        self.network.permissions_boundary.apply_to(self)
-        tags = {"project": config.prefix, "environment": config.profile, "region": region.name, "managed-by": "cdk"}
+        self.baseline.permissions_boundary.apply_to(self)
         for key, value in tags.items():
             cdk.Tags.of(self).add(key, value)
         for stack in self.stacks:

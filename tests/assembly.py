@@ -23,6 +23,8 @@ class Assembly:
     outdir: Path
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     template_files: dict[str, Path] = field(default_factory=dict)
+    # The manifest entry of each stack (plus its "id"): environment, dependencies, tags, protection.
+    stack_artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def template(self, stack_path: str) -> dict[str, Any]:
         return self.templates[stack_path]
@@ -57,7 +59,7 @@ def read_assembly(outdir: Path) -> Assembly:
 
 def _read_manifest(directory: Path, assembly: Assembly) -> None:
     manifest = json.loads((directory / "manifest.json").read_text())
-    for artifact in manifest.get("artifacts", {}).values():
+    for artifact_id, artifact in manifest.get("artifacts", {}).items():
         properties = artifact.get("properties", {})
         if artifact["type"] == "cdk:cloud-assembly":
             _read_manifest(directory / properties["directoryName"], assembly)
@@ -65,6 +67,7 @@ def _read_manifest(directory: Path, assembly: Assembly) -> None:
             template_file = directory / properties["templateFile"]
             assembly.template_files[artifact["displayName"]] = template_file
             assembly.templates[artifact["displayName"]] = json.loads(template_file.read_text())
+            assembly.stack_artifacts[artifact["displayName"]] = {**artifact, "id": artifact_id}
 
 
 def synth(outdir: Path, **overrides: Any) -> Assembly:

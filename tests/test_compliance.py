@@ -49,9 +49,28 @@ def test_cdk_nag_packs_do_report_findings(tmp_path):
     assert "NIST.800.53.R5-S3BucketLoggingEnabled" in rules
 
 
-def test_cdk_synth_fails_on_findings():
-    """`make synth` relies on CDK's default: validation errors fail the synth."""
+_APP_WITH_A_FINDING = """
+import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
+from app import add_compliance_checks
+app = cdk.App()
+add_compliance_checks(app)
+s3.Bucket(cdk.Stack(app, "Bare"), "Bucket")
+app.synth()
+"""
+
+
+def test_cdk_synth_through_the_cli_fails_on_a_finding(tmp_path):
+    """`make synth` relies on this: the pinned CLI exits non-zero when the checks report a finding."""
     assert "@aws-cdk/core:failSynthOnValidationErrors" not in cdk_json_context()
+    result = subprocess.run(
+        [str(REPO_ROOT / "node_modules" / ".bin" / "cdk"), "synth", "--quiet", "--no-notices",
+         "--app", f"{sys.executable} -c '{_APP_WITH_A_FINDING}'", "--output", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert result.returncode != 0
+    assert "AwsSolutions-S1" in result.stdout + result.stderr
 
 
 def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev):

@@ -22,26 +22,28 @@ def _boundary_arn(region: str) -> dict:
 
 def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) >= 4  # flow log and default-SG custom resource roles, per region
+    assert len(roles) == 4  # flow log and default-SG custom resource roles, per region
     for stack, logical_id, role in roles:
         region = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(region), f"{stack} {logical_id}"
 
 
 def _boundary_statements(dev, region):
-    (policy,) = dev.resources(f"mf-{region}/network", "AWS::IAM::ManagedPolicy").values()
+    (policy,) = dev.resources(f"mf-{region}/baseline", "AWS::IAM::ManagedPolicy").values()
     assert policy["Properties"]["ManagedPolicyName"] == f"mf-{region}-permissions-boundary"
     return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
 
 
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])
-def test_boundary_allows_only_platform_services_and_never_iam(dev, region):
+def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region):
     statements = _boundary_statements(dev, region)
     allows = [s for s in statements.values() if s["Effect"] == "Allow"]
     assert len(allows) == 1
     actions = allows[0]["Action"]
-    assert "*" not in actions and not any(a.startswith(("iam:", "organizations:", "account:")) for a in actions)
+    # No IAM and no STS: a bounded role can neither change roles nor assume another one.
+    assert "*" not in actions and not any(a.startswith(("iam:", "sts:", "organizations:", "account:")) for a in actions)
     assert {"ecr:*", "logs:*", "xray:*", "secretsmanager:*"} <= set(actions)
+    assert allows[0]["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1"]}}
 
 
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])
@@ -91,33 +93,31 @@ def test_tags_follow_the_profile(prod):
 
 
 def test_prod_stacks_have_termination_protection_and_dev_stacks_do_not(dev, prod):
-    def protection(assembly):
-        import json
+    assert {a["properties"].get("terminationProtection", False) for a in dev.stack_artifacts.values()} == {False}
+    assert {a["properties"].get("terminationProtection", False) for a in prod.stack_artifacts.values()} == {True}
 
-        values = set()
-        for template_file in assembly.template_files.values():
-            manifest = json.loads((template_file.parent / "manifest.json").read_text())
-            for artifact in manifest["artifacts"].values():
-                if artifact["type"] == "aws:cloudformation:stack":
-                    values.add(artifact["properties"].get("terminationProtection", False))
-        return values
 
-    assert protection(dev) == {False}
-    assert protection(prod) == {True}
+def test_stacks_carry_the_stage_tags(dev):
+    for stack_path, artifact in dev.stack_artifacts.items():
+        assert artifact["properties"]["tags"] == STAGE_TAGS[stack_path.split("/")[0]], stack_path
+
+
+def test_every_stack_with_roles_deploys_after_the_boundary(dev):
+    """CloudFormation creates a stack's resources in parallel; a role must not race its boundary."""
+    for stack_path, artifact in dev.stack_artifacts.items():
+        stage = stack_path.split("/")[0]
+        if stack_path.endswith("/baseline"):
+            assert dev.resources(stack_path, "AWS::IAM::Role") == {}
+            continue
+        baseline_id = dev.stack_artifacts[f"{stage}/baseline"]["id"]
+        assert baseline_id in artifact["dependencies"], stack_path
 
 
 def test_prod_deploys_to_the_configured_account(prod, dev):
-    import json
-
-    def environments(assembly):
-        envs = set()
-        for template_file in assembly.template_files.values():
-            manifest = json.loads((template_file.parent / "manifest.json").read_text())
-            envs |= {a["environment"] for a in manifest["artifacts"].values() if a["type"] == "aws:cloudformation:stack"}
-        return envs
-
-    assert environments(prod) == {"aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1"}
-    assert environments(dev) == {"aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1"}
+    assert {a["environment"] for a in prod.stack_artifacts.values()} == {
+        "aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1"}
+    assert {a["environment"] for a in dev.stack_artifacts.values()} == {
+        "aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1"}
 
 
 def test_roles_in_later_stacks_get_the_boundary_without_a_cross_stack_export(tmp_path):
@@ -140,5 +140,5 @@ def test_roles_in_later_stacks_get_the_boundary_without_a_cross_stack_export(tmp
     (role,) = [r for r in assembly.get_stack_by_name("mf-eu-west-1-platform").template["Resources"].values()
                if r["Type"] == "AWS::IAM::Role"]
     assert role["Properties"]["PermissionsBoundary"] == _boundary_arn("eu-west-1")
-    network_outputs = assembly.get_stack_by_name("mf-eu-west-1-network").template.get("Outputs", {})
-    assert network_outputs and not any("Boundary" in name or "Policy" in name for name in network_outputs)
+    baseline_outputs = assembly.get_stack_by_name("mf-eu-west-1-baseline").template.get("Outputs", {})
+    assert baseline_outputs == {}

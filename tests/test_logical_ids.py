@@ -9,11 +9,24 @@ from __future__ import annotations
 import pytest
 
 STATEFUL = {
+    "baseline": {
+        "PermissionsBoundaryPolicy2F8055A4": "AWS::IAM::ManagedPolicy",
+    },
     "network": {
         "NetworkVpc7FB7348F": "AWS::EC2::VPC",
+        # Subnets and the endpoint security group hold network interfaces: replacing them fails.
+        "NetworkVpcprivateSubnet1Subnet9EC58498": "AWS::EC2::Subnet",
+        "NetworkVpcprivateSubnet2Subnet6E5E8804": "AWS::EC2::Subnet",
+        "NetworkVpcprivateSubnet3SubnetC252FE86": "AWS::EC2::Subnet",
+        "NetworkVpcpublicSubnet1Subnet00617657": "AWS::EC2::Subnet",
+        "NetworkVpcpublicSubnet2SubnetDCAA7C9A": "AWS::EC2::Subnet",
+        "NetworkVpcpublicSubnet3SubnetB6CE113A": "AWS::EC2::Subnet",
+        "NetworkVpcisolatedSubnet1Subnet188D06DD": "AWS::EC2::Subnet",
+        "NetworkVpcisolatedSubnet2Subnet811E27B8": "AWS::EC2::Subnet",
+        "NetworkVpcisolatedSubnet3Subnet8C51A120": "AWS::EC2::Subnet",
+        "NetworkEndpointSecurityGroup6DEF6240": "AWS::EC2::SecurityGroup",
         "LogsKeyFE4C4A83": "AWS::KMS::Key",
         "NetworkFlowLogGroup4F8CEEEF": "AWS::Logs::LogGroup",
-        "PermissionsBoundaryPolicy2F8055A4": "AWS::IAM::ManagedPolicy",
     },
     "platform": {
         "RegistryKeyDD63DA09": "AWS::KMS::Key",

@@ -81,12 +81,15 @@ def test_interface_endpoints_cover_what_tasks_call(dev, stack):
 
 
 @pytest.mark.parametrize("profile, endpoint_azs", [("dev", 1), ("prod", 3)])
-def test_endpoint_subnets_follow_the_profile(dev, prod, profile, endpoint_azs):
+def test_endpoints_sit_in_private_subnets_of_as_many_azs_as_the_profile_says(dev, prod, profile, endpoint_azs):
     assembly = {"dev": dev, "prod": prod}[profile]
     for stack in NETWORK_STACKS:
+        subnets = assembly.resources(stack, "AWS::EC2::Subnet")
         for endpoint in assembly.resources(stack, "AWS::EC2::VPCEndpoint").values():
             if endpoint["Properties"]["VpcEndpointType"] == "Interface":
-                assert len(endpoint["Properties"]["SubnetIds"]) == endpoint_azs
+                used = [subnets[ref["Ref"]]["Properties"] for ref in endpoint["Properties"]["SubnetIds"]]
+                assert len({s["AvailabilityZone"] for s in used}) == endpoint_azs
+                assert all({"Key": "aws-cdk:subnet-type", "Value": "Private"} in s["Tags"] for s in used)
 
 
 @pytest.mark.parametrize("region, cidr", REGIONS.items())
@@ -120,6 +123,19 @@ def test_flow_logs_capture_all_traffic_into_an_encrypted_log_group(dev, prod, pr
             "AWS::Logs::LogGroup",
             {"RetentionInDays": retention_days, "KmsKeyId": {"Fn::GetAtt": [Match.string_like_regexp("^LogsKey"), "Arn"]}},
         )
+
+
+def test_flow_log_role_is_only_for_this_accounts_flow_logs(dev):
+    Template.from_json(dev.template("mf-eu-west-1/network")).has_resource_properties(
+        "AWS::IAM::Role",
+        {"AssumeRolePolicyDocument": {"Statement": [{
+            "Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+                "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", ["arn:aws:ec2:eu-west-1:", {"Ref": "AWS::AccountId"}, ":vpc-flow-log/*"]]}},
+            },
+        }]}},
+    )
 
 
 def test_logs_key_rotates_and_admits_only_this_accounts_log_groups(dev):

@@ -1,4 +1,4 @@
-"""CDK's own custom-resource provider resources: tagged like ours, and their checkov skips explained."""
+"""CDK's own custom-resource provider resources: tagged like ours, their scanner skips explained."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ _TAGGABLE_PROVIDER_TYPES = ("AWS::IAM::Role", "AWS::Lambda::Function")
 
 def adopt_cdk_providers(stack: cdk.Stack, tags: Mapping[str, str]) -> None:
     """Tag the role and handler of every CDK custom-resource provider in ``stack`` and give each
-    handler its checkov skips. ``cdk.Tags`` cannot reach these raw CfnResources.
+    handler its checkov skips and cfn-lint exception. ``cdk.Tags`` cannot reach these raw
+    CfnResources.
 
     Call it once the stack's constructs exist. (A plain function rather than an aspect: an aspect
     written in Python is called back from jsii for every construct, which slows synth.)
@@ -35,3 +36,5 @@ def adopt_cdk_providers(stack: cdk.Stack, tags: Mapping[str, str]) -> None:
                 resource.add_property_override("Tags", tag_list)
                 if resource.cfn_resource_type == "AWS::Lambda::Function":
                     skip_checkov(resource, _HANDLER_SKIPS)
+                    # CDK gives the handler a DependsOn on its role that its GetAtt already implies.
+                    resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})

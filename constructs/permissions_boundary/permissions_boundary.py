@@ -12,10 +12,11 @@ from constructs.compliance import acknowledge_nag, skip_checkov
 
 # The AWS services that roles of this platform use: tasks, sidecars, autoscaling, flow logs and
 # CDK's own custom resources. A role under the boundary can never act outside this list, whatever
-# its identity policy says.
+# its identity policy says. Deliberately absent: iam and sts (no role may create, change or assume
+# roles), and every global service.
 DEFAULT_ALLOWED_SERVICES = (
     "application-autoscaling", "appmesh", "cloudwatch", "dynamodb", "ec2", "ecr", "ecs", "events",
-    "kms", "logs", "secretsmanager", "servicediscovery", "sqs", "ssm", "ssmmessages", "sts", "xray",
+    "kms", "logs", "secretsmanager", "servicediscovery", "sqs", "ssm", "ssmmessages", "xray",
 )
 
 # IAM actions that change a role's or user's permissions.
@@ -38,13 +39,16 @@ class PermissionsBoundary(Construct):
         construct_id: str,
         *,
         policy_name: str,
+        allowed_regions: Sequence[str],
         allowed_services: Sequence[str] = DEFAULT_ALLOWED_SERVICES,
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
             raise ValueError("allowed_services=[] is invalid: name at least one AWS service prefix")
-        if "iam" in allowed_services:
-            raise ValueError("allowed_services contains 'iam': a boundary that allows IAM can be escaped")
+        if {"iam", "sts"} & set(allowed_services):
+            raise ValueError("allowed_services contains iam or sts: a boundary that allows them can be escaped")
+        if not allowed_regions:
+            raise ValueError("allowed_regions=[] is invalid: name the regions the app runs in")
         stack = cdk.Stack.of(self)
         self.policy_name = policy_name
         self.policy_arn = stack.format_arn(
@@ -65,11 +69,15 @@ class PermissionsBoundary(Construct):
                 "Version": "2012-10-17",
                 "Statement": [
                     {
-                        "Sid": "AllowOnlyThePlatformsServices",
+                        "Sid": "AllowOnlyThePlatformsServicesInTheAppsRegions",
                         "Effect": "Allow",
                         "Action": [f"{service}:*" for service in sorted(allowed_services)],
                         "Resource": "*",
+                        "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     },
+                    # IAM is outside the allow above, so the denies below change nothing today.
+                    # They are the boundary's contract, kept explicit: they still hold if a later
+                    # change allows some IAM action (iam:PassRole for EventBridge targets, say).
                     {
                         "Sid": "DenyCreatingPrincipalsWithoutThisBoundary",
                         "Effect": "Deny",

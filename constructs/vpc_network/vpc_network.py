@@ -5,7 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Mapping, Sequence
 
+import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -86,15 +88,28 @@ class VpcNetwork(Construct):
             retention=flow_log_retention,
             encryption_key=log_encryption_key,
         )
+        stack = cdk.Stack.of(self)
+        # The flow logs service may use this role only for flow logs of this account (confused deputy).
+        flow_log_role = iam.Role(
+            self,
+            "FlowLogRole",
+            assumed_by=iam.ServicePrincipal(
+                "vpc-flow-logs.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {"aws:SourceArn": stack.format_arn(service="ec2", resource="vpc-flow-log", resource_name="*")},
+                },
+            ),
+        )
         self.flow_log = self.vpc.add_flow_log(
             "FlowLog",
-            destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_log_group),
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(self.flow_log_group, flow_log_role),
             traffic_type=ec2.FlowLogTrafficType.ALL,
         )
 
         # CDK writes the flow log role's grant as an inline policy of that one role.
         acknowledge_nag(
-            self.flow_log,
+            flow_log_role,
             "The flow log role's only policy is CDK's least-privilege grant to write this one log group; it lives and dies with the role, so it is inline on purpose",
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )
