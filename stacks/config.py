@@ -62,6 +62,51 @@ class RegionConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """One service of the mesh. ``image`` None means: build services/<name>/Dockerfile as an asset."""
+
+    name: str
+    port: int
+    cpu: int  # task CPU units, sidecars included
+    memory_mib: int  # task memory, sidecars included
+    health_check_path: str
+    calls: tuple[str, ...]
+    min_tasks: int | None  # None: the profile's default
+    max_tasks: int | None
+    image: str | None
+    environment: tuple[tuple[str, str], ...]
+    secrets: tuple[tuple[str, str], ...]  # env var -> "secretsmanager:<name>" or "ssm:<parameter>"
+
+
+@dataclass(frozen=True)
+class ServiceConnectConfig:
+    per_request_timeout_seconds: int
+    idle_timeout_seconds: int
+    tls: str  # auto (prod on, dev off) | on | off
+    private_ca_arn: str | None  # use this CA instead of creating one
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """How a new task definition reaches traffic (Service Connect backend) and when it rolls back."""
+
+    strategy: str  # CANARY | LINEAR | ROLLING
+    canary_percent: float
+    linear_step_percent: float
+    step_bake_minutes: int
+    bake_time_minutes: int
+    alarm_5xx_percent: float
+    alarm_p95_latency_ms: int
+
+
+@dataclass(frozen=True)
+class AppMeshConfig:
+    canary_weight_percent: int
+    max_retries: int
+    per_retry_timeout_ms: int
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -72,6 +117,17 @@ class FoundationConfig:
     mesh: str
     account: str | None
     namespace: str
+    services: tuple[ServiceConfig, ...]
+    service_connect: ServiceConnectConfig
+    deployment: DeploymentConfig
+    appmesh: AppMeshConfig
+
+    @property
+    def mesh_tls(self) -> bool:
+        """Whether service-to-service traffic is TLS. App Mesh always is; Service Connect by setting."""
+        if self.mesh == "appmesh":
+            return True
+        return {"on": True, "off": False, "auto": self.is_prod}[self.service_connect.tls]
 
     @property
     def is_prod(self) -> bool:
@@ -171,6 +227,153 @@ def _parse_regions(key: str, value: Any) -> tuple[RegionConfig, ...]:
     return tuple(regions)
 
 
+def _integer(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(key, value, f"expected an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[str, Any], float]:
+    def parse(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(key, value, f"expected a number from {low} to {high}")
+        return float(value)
+
+    return parse
+
+
+def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda key, value: None if value is None else parse(key, value)
+
+
+def _object(key: str, value: Any, fields: Mapping[str, tuple[Any, Callable[[str, Any], Any]]]) -> dict[str, Any]:
+    """Parse a JSON object whose keys are all in ``fields`` (name -> (default, parser))."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, f"expected an object with keys {', '.join(fields)}")
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", value[unknown[0]], f"unknown key; known keys are {', '.join(fields)}")
+    return {name: parse(f"{key}.{name}", value.get(name, default)) for name, (default, parse) in fields.items()}
+
+
+def _string_map(pattern: re.Pattern[str], what: str) -> Callable[[str, Any], tuple[tuple[str, str], ...]]:
+    def parse(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, "expected an object of environment variable name -> string")
+        for name, item in value.items():
+            if not _ENV_NAME_PATTERN.match(name):
+                raise ConfigError(f"{key}.{name}", item, "the name must be an upper-case environment variable name")
+            if not isinstance(item, str) or not pattern.match(item):
+                raise ConfigError(f"{key}.{name}", item, what)
+        return tuple(sorted(value.items()))
+
+    return parse
+
+
+# Fargate task sizes: CPU units -> allowed memory in MiB.
+FARGATE_MEMORY_BY_CPU = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+_SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+_ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
+_ANY_STRING = re.compile(r"^.*$", re.DOTALL)
+_IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
+_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+
+
+def _pattern(pattern: re.Pattern[str], allowed: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if not pattern.match(_string(key, value)):
+            raise ConfigError(key, value, allowed)
+        return value
+
+    return parse
+
+
+_SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
+    "port": (8080, _integer(1024, 65535)),
+    "cpu": (512, _integer(256, 4096)),
+    "memory_mib": (1024, _integer(512, 30720)),
+    "health_check_path": ("/health/ready", _pattern(_PATH_PATTERN, "expected a URL path such as /health/ready")),
+    "calls": ([], lambda key, value: value),  # checked against the other services below
+    "min_tasks": (None, _optional(_integer(1, 100))),
+    "max_tasks": (None, _optional(_integer(1, 500))),
+    "image": (None, _optional(_pattern(_IMAGE_PATTERN, "expected a registry image with a tag or digest, e.g. registry.example.com/team/app:1.2.3"))),
+    "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
+    "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
+}
+
+
+def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(key, value, "expected a non-empty object of service name -> service settings")
+    services = []
+    for name, entry in value.items():
+        item_key = f"{key}.{name}"
+        if not _SERVICE_NAME_PATTERN.match(name):
+            raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens")
+        fields = _object(item_key, entry, _SERVICE_FIELDS)
+        if fields["memory_mib"] not in FARGATE_MEMORY_BY_CPU.get(fields["cpu"], ()):
+            raise ConfigError(
+                f"{item_key}.memory_mib", fields["memory_mib"],
+                f"Fargate allows {', '.join(map(str, FARGATE_MEMORY_BY_CPU.get(fields['cpu'], ())))} MiB"
+                f" with cpu {fields['cpu']} (cpu must be 256, 512, 1024, 2048 or 4096)",
+            )
+        calls = fields["calls"]
+        if not isinstance(calls, list) or any(c not in value or c == name for c in calls) or len(set(calls)) != len(calls):
+            raise ConfigError(f"{item_key}.calls", calls, f"expected a list of other services: {', '.join(n for n in value if n != name)}")
+        if fields["min_tasks"] and fields["max_tasks"] and fields["min_tasks"] > fields["max_tasks"]:
+            raise ConfigError(f"{item_key}.min_tasks", fields["min_tasks"], f"must not exceed max_tasks={fields['max_tasks']}")
+        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls)}))
+    return tuple(services)
+
+
+def _parse_service_connect(key: str, value: Any) -> ServiceConnectConfig:
+    return ServiceConnectConfig(**_object(key, value, {
+        "per_request_timeout_seconds": (15, _integer(1, 3600)),
+        "idle_timeout_seconds": (300, _integer(1, 3600)),
+        "tls": ("auto", _one_of(("auto", "on", "off"))),
+        "private_ca_arn": (None, _optional(_pattern(
+            re.compile(r"^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:[0-9]{12}:certificate-authority/[0-9a-f-]{36}$"),
+            "expected an AWS Private CA ARN (arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>)",
+        ))),
+    }))
+
+
+def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
+    return DeploymentConfig(**_object(key, value, {
+        "strategy": ("CANARY", _one_of(("CANARY", "LINEAR", "ROLLING"))),
+        "canary_percent": (5, _number(0.1, 50)),
+        "linear_step_percent": (20, _number(3, 50)),
+        "step_bake_minutes": (10, _integer(0, 1440)),
+        "bake_time_minutes": (10, _integer(0, 1440)),
+        "alarm_5xx_percent": (5, _number(0.1, 100)),
+        "alarm_p95_latency_ms": (1000, _integer(10, 60000)),
+    }))
+
+
+def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
+    return AppMeshConfig(**_object(key, value, {
+        "canary_weight_percent": (5, _integer(1, 5)),
+        "max_retries": (2, _integer(0, 10)),
+        "per_retry_timeout_ms": (2000, _integer(100, 60000)),
+    }))
+
+
+_DEFAULT_SERVICES = {
+    "auth": {"calls": []},
+    "persona": {"calls": ["auth"]},
+    "vc-start": {"calls": ["auth", "persona"]},
+}
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -184,6 +387,10 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "mesh": ("service-connect", _one_of(MESH_BACKENDS)),
     "account": (None, _parse_account),
     "namespace": ("svc.local", _parse_namespace),
+    "services": (_DEFAULT_SERVICES, _parse_services),
+    "service_connect": ({}, _parse_service_connect),
+    "deployment": ({}, _parse_deployment),
+    "appmesh": ({}, _parse_appmesh),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

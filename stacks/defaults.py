@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The reference services; each gets its own ECR repository (and later its own service construct).
-SERVICE_NAMES = ("auth", "persona", "vc-start")
-
 
 @dataclass(frozen=True)
 class CapacityShare:
@@ -31,6 +28,9 @@ class ProfileDefaults:
     # ECR lifecycle: how many tagged images each repository keeps, and days before untagged ones go.
     images_kept: int
     untagged_image_expiry_days: int
+    # Task count bounds of a service whose config does not set min_tasks / max_tasks.
+    min_tasks: int
+    max_tasks: int
 
 
 _PROFILES = {
@@ -42,6 +42,8 @@ _PROFILES = {
         capacity_strategy=(CapacityShare("FARGATE", base=1, weight=1), CapacityShare("FARGATE_SPOT", base=0, weight=3)),
         images_kept=20,
         untagged_image_expiry_days=7,
+        min_tasks=1,
+        max_tasks=3,
     ),
     "prod": ProfileDefaults(
         nat_gateways=3,
@@ -51,6 +53,8 @@ _PROFILES = {
         capacity_strategy=(CapacityShare("FARGATE", base=2, weight=1), CapacityShare("FARGATE_SPOT", base=0, weight=1)),
         images_kept=50,
         untagged_image_expiry_days=14,
+        min_tasks=2,
+        max_tasks=10,
     ),
 }
 

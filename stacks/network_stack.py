@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from constructs.encryption import LogsEncryptionKey
-from constructs.vpc_network import VpcNetwork
+from constructs.vpc_network import DEFAULT_INTERFACE_ENDPOINTS, VpcNetwork
 
 from .config import FoundationConfig, RegionConfig
 from .defaults import profile_defaults
@@ -32,5 +33,9 @@ class NetworkStack(cdk.Stack):
             endpoint_az_count=defaults.endpoint_az_count,
             flow_log_retention=logs.RetentionDays[defaults.log_retention],
             log_encryption_key=self.logs_key,
+            interface_endpoints=(
+                {**DEFAULT_INTERFACE_ENDPOINTS, "AppMeshEnvoyManagement": ec2.InterfaceVpcEndpointAwsService.APP_MESH_ENVOY_MANAGEMENT}
+                if config.mesh == "appmesh" else DEFAULT_INTERFACE_ENDPOINTS
+            ),
         )
         self.vpc = self.network.vpc

@@ -12,12 +12,13 @@ from .baseline_stack import BaselineStack
 from .global_stack import GlobalStack
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
+from .services_stack import ServicesStack
 
 
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    baseline (permissions boundary) -> network -> platform; the primary region's stage also holds
+    baseline (permissions boundary) -> network -> platform -> services; the primary region's stage also holds
     the global stack (when there are regions to replicate to). In prod every stack has termination
     protection.
     """
@@ -51,7 +52,11 @@ class RegionStage(cdk.Stage):
             self, "platform", config=config, vpc=self.network.vpc,
             description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories", **common,
         )
-        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform]
+        self.services = ServicesStack(
+            self, "services", config=config, network=self.network, platform=self.platform,
+            description=f"{config.prefix} {region.name}: the services, meshed with {config.mesh}", **common,
+        )
+        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
         self.global_ = None
         if region.name == config.primary_region and config.other_regions(region.name):
             self.global_ = GlobalStack(

@@ -6,7 +6,7 @@ from typing import Mapping
 
 import aws_cdk as cdk
 
-from .skips import skip_checkov
+from .skips import skip_cfn_lint, skip_checkov
 
 # CDK's CustomResourceProvider framework (used, for example, to empty the VPC's default security
 # group) adds a stack-level singleton holding a Lambda function and its role as raw CfnResources.
@@ -36,5 +36,4 @@ def adopt_cdk_providers(stack: cdk.Stack, tags: Mapping[str, str]) -> None:
                 resource.add_property_override("Tags", tag_list)
                 if resource.cfn_resource_type == "AWS::Lambda::Function":
                     skip_checkov(resource, _HANDLER_SKIPS)
-                    # CDK gives the handler a DependsOn on its role that its GetAtt already implies.
-                    resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+                    skip_cfn_lint(resource, {"W3005": "CDK writes a DependsOn on the handler's role that its GetAtt already implies"})

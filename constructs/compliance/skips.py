@@ -26,3 +26,16 @@ def skip_checkov(resource: cdk.CfnResource, reasons_by_check_id: Mapping[str, st
         skips.append({"id": check_id, "comment": reason})
     existing = resource.get_metadata("checkov") or {"skip": []}
     resource.add_metadata("checkov", {"skip": existing["skip"] + skips})
+
+
+def skip_cfn_lint(resource: cdk.CfnResource, reasons_by_rule: Mapping[str, str]) -> None:
+    """Ignore cfn-lint rules on one resource. cfn-lint reads ``ignore_checks``; the reasons sit beside
+    it in the template so a reviewer sees why."""
+    for rule, reason in reasons_by_rule.items():
+        if not re.match(r"^[EWI][0-9]{4}$", rule):
+            raise ValueError(f"rule={rule!r} is invalid: expected a cfn-lint rule ID such as W3005")
+        if len(reason) < 20:
+            raise ValueError(f"reason={reason!r} for {rule} is invalid: say specifically why the rule does not apply")
+    existing = resource.get_metadata("cfn-lint") or {"config": {"ignore_checks": []}}
+    resource.add_metadata("cfn-lint", {"config": {"ignore_checks": existing["config"]["ignore_checks"] + list(reasons_by_rule)}})
+    resource.add_metadata("cfn-lint-reasons", {**(resource.get_metadata("cfn-lint-reasons") or {}), **reasons_by_rule})

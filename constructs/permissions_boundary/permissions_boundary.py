@@ -15,7 +15,7 @@ from constructs.compliance import acknowledge_nag, skip_checkov
 # its identity policy says. Deliberately absent: iam and sts (no role may create, change or assume
 # roles), and every global service.
 DEFAULT_ALLOWED_SERVICES = (
-    "application-autoscaling", "appmesh", "cloudwatch", "dynamodb", "ec2", "ecr", "ecs", "events",
+    "acm", "acm-pca", "application-autoscaling", "appmesh", "cloudwatch", "dynamodb", "ec2", "ecr", "ecs", "events",
     "kms", "logs", "secretsmanager", "servicediscovery", "sqs", "ssm", "ssmmessages", "xray",
 )
 

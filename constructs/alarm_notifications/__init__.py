@@ -1,0 +1,3 @@
+from .alarm_topic import AlarmTopic
+
+__all__ = ["AlarmTopic"]

@@ -1,0 +1,11 @@
+from .adot import AdotCollector
+from .appmesh import AppMeshBackend, AppMeshSettings
+from .extensions import ServiceExtension
+from .props import MeshedServiceProps
+from .service import MeshedFargateService
+from .service_connect import Rollout, ServiceConnectMesh
+
+__all__ = [
+    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "MeshedFargateService", "MeshedServiceProps",
+    "Rollout", "ServiceConnectMesh", "ServiceExtension",
+]

@@ -1,0 +1,77 @@
+"""AdotCollector: an AWS Distro for OpenTelemetry collector sidecar (traces to X-Ray, metrics to CloudWatch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+
+from constructs.compliance import acknowledge_nag
+
+from .extensions import ServiceExtension
+from .service import APP_CONTAINER, MeshedFargateService
+
+ADOT_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+CONFIG_FILE = Path(__file__).with_name("adot-collector.yaml")
+CONTAINER = "adot-collector"
+
+
+class AdotCollector(ServiceExtension):
+    """Adds the collector container; the app exports OTLP to 127.0.0.1:4317 (gRPC) or :4318 (HTTP).
+
+    The collector is not essential: if it fails, the service keeps serving and only telemetry is
+    lost. The app starts after the collector has started, so its first spans are not dropped.
+    """
+
+    def __init__(self, *, metrics_namespace: str, cpu: int = 64, memory_limit_mib: int = 128) -> None:
+        self.metrics_namespace = metrics_namespace
+        self.cpu = cpu
+        self.memory_limit_mib = memory_limit_mib
+        self.container: ecs.ContainerDefinition | None = None
+
+    def use_task_definition(self, service: MeshedFargateService) -> None:
+        metrics_log_group = logs.LogGroup(
+            service, "MetricsLogs", retention=service.log_retention, encryption_key=service.log_encryption_key,
+        )
+        self.container = service.task_definition.add_container(
+            CONTAINER,
+            image=ecs.ContainerImage.from_registry(ADOT_IMAGE),
+            essential=False,
+            cpu=self.cpu,
+            memory_limit_mib=self.memory_limit_mib,
+            user="10001",
+            readonly_root_filesystem=True,
+            environment={
+                # The collector reads its whole configuration from this variable.
+                "AOT_CONFIG_CONTENT": CONFIG_FILE.read_text(),
+                "METRICS_NAMESPACE": self.metrics_namespace,
+                "METRICS_LOG_GROUP": metrics_log_group.log_group_name,
+                "OTEL_RESOURCE_ATTRIBUTES": f"service.name={service.props.name}",
+            },
+            health_check=ecs.HealthCheck(
+                command=["CMD", "/healthcheck"],
+                interval=cdk.Duration.seconds(15), timeout=cdk.Duration.seconds(5), retries=3,
+                start_period=cdk.Duration.seconds(10),
+            ),
+            logging=service.container_logs(CONTAINER),
+        )
+        metrics_log_group.grant_write(service.task_role)
+        xray = iam.PolicyStatement(
+            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+                     "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"],
+            resources=["*"],
+        )
+        service.task_role.add_to_principal_policy(xray)
+        acknowledge_nag(
+            service.task_role,
+            "X-Ray's trace and sampling APIs support no resource-level permissions, so their statement names resource *",
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+
+    def resolve_container_dependencies(self, service: MeshedFargateService) -> None:
+        service.task_definition.find_container(APP_CONTAINER).add_container_dependencies(
+            ecs.ContainerDependency(container=self.container, condition=ecs.ContainerDependencyCondition.START)
+        )

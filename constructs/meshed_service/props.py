@@ -1,0 +1,46 @@
+"""Inputs of MeshedFargateService."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from aws_cdk import aws_ecs as ecs
+
+
+@dataclass(frozen=True)
+class MeshedServiceProps:
+    """What one service is. Units are in the names; every optional field documents its default."""
+
+    name: str
+    image: ecs.ContainerImage
+    container_port: int
+    cpu: int  # task CPU units, sidecars included
+    memory_limit_mib: int  # task memory, sidecars included
+    health_check_path: str
+    min_tasks: int
+    max_tasks: int
+    # Services this one calls, by name; the mesh lets only these through, and their security
+    # groups admit this service.
+    calls: Sequence[str] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    # Injected by ECS from Secrets Manager or SSM Parameter Store; never plain environment values.
+    secrets: Mapping[str, ecs.Secret] = field(default_factory=dict)
+    # Must cover the app's graceful shutdown: ECS sends SIGTERM, waits this long, then SIGKILL.
+    stop_timeout_seconds: int = 30
+    # The only writable paths of the app container (empty task-scoped volumes).
+    scratch_paths: Sequence[str] = ("/tmp",)
+    # Non-root user the app container runs as (uid[:gid]).
+    user: str = "10001:10001"
+    target_cpu_percent: int = 60
+    target_memory_percent: int = 75
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_tasks <= self.max_tasks:
+            raise ValueError(f"min_tasks={self.min_tasks}, max_tasks={self.max_tasks} is invalid: need 1 <= min <= max")
+        if not 2 <= self.stop_timeout_seconds <= 120:
+            raise ValueError(f"stop_timeout_seconds={self.stop_timeout_seconds} is invalid: Fargate allows 2 to 120")
+        if self.user.split(":")[0] in ("0", "root"):
+            raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
+        if self.name in self.calls:
+            raise ValueError(f"calls={list(self.calls)} is invalid: a service does not call itself through the mesh")

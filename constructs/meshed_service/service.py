@@ -1,0 +1,183 @@
+"""MeshedFargateService: one production Fargate service, with sidecars and mesh wiring as extensions."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag
+
+from .extensions import ServiceExtension
+from .props import MeshedServiceProps
+
+APP_CONTAINER = "app"
+PORT_MAPPING_NAME = "http"
+
+
+def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
+    """A role only ECS tasks of this account can assume (confused-deputy guard)."""
+    stack = cdk.Stack.of(scope)
+    return iam.Role(
+        scope,
+        construct_id,
+        description=description,
+        assumed_by=iam.ServicePrincipal(
+            "ecs-tasks.amazonaws.com",
+            conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnLike": {"aws:SourceArn": stack.format_arn(service="ecs", resource="*")},
+            },
+        ),
+    )
+
+
+class MeshedFargateService(Construct):
+    """A Fargate service in private subnets that joins the mesh through its extensions.
+
+    Exposes ``task_definition``, ``app_container``, ``execution_role``, ``task_role``,
+    ``log_group``, ``security_group``, ``service`` (the ``ecs.FargateService``) and ``scaling``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        props: MeshedServiceProps,
+        cluster: ecs.ICluster,
+        capacity_strategy: Sequence[ecs.CapacityProviderStrategy],
+        log_encryption_key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        extensions: Sequence[ServiceExtension] = (),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not capacity_strategy:
+            raise ValueError("capacity_strategy=[] is invalid: pass the platform's strategy (a service without one bypasses Spot)")
+        self.props = props
+        self.cluster = cluster
+        self.extensions = list(extensions)
+        self.log_encryption_key = log_encryption_key
+        self.log_retention = log_retention
+
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=log_encryption_key)
+        # Execution role: what ECS does for the task (pull the image, read the secrets, write logs).
+        # Task role: what the containers themselves call. CDK grants each only what it uses.
+        self.execution_role = ecs_task_role(self, "ExecutionRole", f"ECS agent for {props.name}: pull, secrets, logs")
+        self.task_role = ecs_task_role(self, "TaskRole", f"{props.name} containers and their sidecars")
+
+        task_definition_props: dict[str, Any] = {
+            "cpu": props.cpu,
+            "memory_limit_mib": props.memory_limit_mib,
+            "execution_role": self.execution_role,
+            "task_role": self.task_role,
+            "runtime_platform": ecs.RuntimePlatform(
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+            ),
+        }
+        for extension in self.extensions:
+            task_definition_props = extension.modify_task_definition_props(task_definition_props)
+        self.task_definition = ecs.FargateTaskDefinition(self, "TaskDefinition", **task_definition_props)
+        self.app_container = self._add_app_container()
+
+        acknowledge_nag(
+            self.task_definition,
+            "Only non-secret settings (service name, port, collector endpoint and config) are environment variables; secrets come from Secrets Manager or SSM through props.secrets",
+            "AwsSolutions-ECS2",
+        )
+        for role in (self.execution_role, self.task_role):
+            acknowledge_nag(
+                role,
+                "CDK writes this role's least-privilege grants (image pull, named secrets, this service's log groups) into the role's own inline policy, which lives and dies with the role",
+                "NIST.800.53.R5-IAMNoInlinePolicy",
+            )
+        acknowledge_nag(
+            self.execution_role,
+            "ecr:GetAuthorizationToken, which every image pull needs, has no resource-level permissions; every other statement names its resources",
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+
+        for extension in self.extensions:
+            extension.use_task_definition(self)
+        for extension in self.extensions:
+            extension.resolve_container_dependencies(self)
+
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=cluster.vpc, allow_all_outbound=True,
+            description=f"{props.name} tasks: app port from named callers and the load balancer only",
+        )
+        service_props: dict[str, Any] = {
+            "cluster": cluster,
+            "task_definition": self.task_definition,
+            "desired_count": props.min_tasks,
+            "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            "assign_public_ip": False,
+            "security_groups": [self.security_group],
+            # Explicit, because a service without a strategy gets launch type FARGATE and no Spot.
+            "capacity_provider_strategies": list(capacity_strategy),
+            "circuit_breaker": ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            "min_healthy_percent": 100,
+            "max_healthy_percent": 200,
+            "availability_zone_rebalancing": ecs.AvailabilityZoneRebalancing.ENABLED,
+            "propagate_tags": ecs.PropagatedTagSource.SERVICE,
+            "enable_ecs_managed_tags": True,
+        }
+        for extension in self.extensions:
+            service_props = extension.modify_service_props(service_props)
+        self.service = ecs.FargateService(self, "Service", **service_props)
+        cdk.Tags.of(self).add("service", props.name)
+
+        self.scaling = self.service.auto_scale_task_count(min_capacity=props.min_tasks, max_capacity=props.max_tasks)
+        self.scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=props.target_cpu_percent)
+        self.scaling.scale_on_memory_utilization("Memory", target_utilization_percent=props.target_memory_percent)
+
+        for extension in self.extensions:
+            extension.use_service(self)
+
+    def _add_app_container(self) -> ecs.ContainerDefinition:
+        props = self.props
+        url = f"http://127.0.0.1:{props.container_port}{props.health_check_path}"
+        container = self.task_definition.add_container(
+            APP_CONTAINER,
+            image=props.image,
+            essential=True,
+            user=props.user,
+            readonly_root_filesystem=True,
+            environment=dict(props.environment),
+            secrets=dict(props.secrets),
+            port_mappings=[ecs.PortMapping(
+                container_port=props.container_port, name=PORT_MAPPING_NAME, app_protocol=ecs.AppProtocol.http,
+            )],
+            health_check=ecs.HealthCheck(
+                # The reference images are Python; no curl is needed in the image.
+                command=["CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=3)"],
+                interval=cdk.Duration.seconds(15),
+                timeout=cdk.Duration.seconds(5),
+                retries=3,
+                start_period=cdk.Duration.seconds(20),
+            ),
+            stop_timeout=cdk.Duration.seconds(props.stop_timeout_seconds),
+            logging=self.container_logs("app"),
+        )
+        for index, path in enumerate(props.scratch_paths):
+            volume = f"scratch{index}"
+            self.task_definition.add_volume(name=volume)
+            container.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
+        return container
+
+    def container_logs(self, stream_prefix: str) -> ecs.LogDriver:
+        """awslogs into the service's encrypted log group; non-blocking, so logging never stalls the app."""
+        return ecs.LogDrivers.aws_logs(
+            stream_prefix=stream_prefix, log_group=self.log_group, mode=ecs.AwsLogDriverMode.NON_BLOCKING,
+        )
+
+    def allow_from(self, peer: ec2.IConnectable, description: str) -> None:
+        """Admit ``peer`` (a caller's or the load balancer's security group) on the app port."""
+        self.security_group.connections.allow_from(peer, ec2.Port.tcp(self.props.container_port), description)

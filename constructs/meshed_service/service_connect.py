@@ -1,0 +1,177 @@
+"""Service Connect mesh backend (the default): named endpoints, TLS, access logs, canary rollback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag
+
+from .extensions import ServiceExtension
+from .service import PORT_MAPPING_NAME, MeshedFargateService
+
+_STRATEGIES = ("CANARY", "LINEAR", "ROLLING")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How a new revision takes traffic, and the alarms that roll it back."""
+
+    strategy: str = "CANARY"  # CANARY | LINEAR | ROLLING
+    canary_percent: float = 5.0
+    linear_step_percent: float = 20.0
+    step_bake_minutes: int = 10
+    bake_time_minutes: int = 10
+    alarm_5xx_percent: float = 5.0
+    alarm_p95_latency_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.strategy not in _STRATEGIES:
+            raise ValueError(f"strategy={self.strategy!r} is invalid: use one of {', '.join(_STRATEGIES)}")
+
+
+class ServiceConnectMesh(Construct):
+    """One per cluster namespace: holds what all services share (TLS role), hands out extensions.
+
+    ``tls_authority_arn`` turns on TLS between services, with certificates from that AWS Private
+    CA; ``None`` leaves service-to-service traffic in plain text inside the VPC.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        namespace: servicediscovery.INamespace,
+        alarm_name_prefix: str,
+        alarm_topic: sns.ITopic,
+        rollout: Rollout,
+        per_request_timeout: cdk.Duration,
+        idle_timeout: cdk.Duration,
+        tls_authority_arn: str | None = None,
+        tls_key: kms.IKey | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.namespace = namespace
+        self.alarm_name_prefix = alarm_name_prefix
+        self.alarm_action = cloudwatch_actions.SnsAction(alarm_topic)
+        self.rollout = rollout
+        self.per_request_timeout = per_request_timeout
+        self.idle_timeout = idle_timeout
+        self.tls: ecs.ServiceConnectTlsConfiguration | None = None
+        if tls_authority_arn:
+            # ECS uses this role to issue and rotate the services' certificates from the CA.
+            role = iam.Role(
+                self, "TlsRole",
+                description="ECS infrastructure role: Service Connect TLS certificates from Private CA",
+                assumed_by=iam.ServicePrincipal("ecs.amazonaws.com"),
+                managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
+                    "service-role/AmazonECSInfrastructureRolePolicyForServiceConnectTransportLayerSecurity")],
+            )
+            acknowledge_nag(
+                role,
+                "AWS maintains this infrastructure-role policy for Service Connect TLS; it follows the certificate workflow ECS runs, which a hand-written copy would not",
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonECSInfrastructureRolePolicyForServiceConnectTransportLayerSecurity]",
+            )
+            self.tls = ecs.ServiceConnectTlsConfiguration(aws_pca_authority_arn=tls_authority_arn, kms_key=tls_key, role=role)
+
+    def extension(self) -> ServiceExtension:
+        return _ServiceConnectExtension(self)
+
+
+class _ServiceConnectExtension(ServiceExtension):
+    def __init__(self, mesh: ServiceConnectMesh) -> None:
+        self.mesh = mesh
+        self.alarms: list[cloudwatch.Alarm] = []
+        self._service: MeshedFargateService | None = None
+
+    def use_task_definition(self, service: MeshedFargateService) -> None:
+        self._service = service
+
+    def modify_service_props(self, props: dict[str, Any]) -> dict[str, Any]:
+        service, mesh, rollout = self._service, self.mesh, self.mesh.rollout
+        name = service.props.name
+        props["service_connect_configuration"] = ecs.ServiceConnectProps(
+            namespace=mesh.namespace.namespace_arn,
+            services=[ecs.ServiceConnectService(
+                port_mapping_name=PORT_MAPPING_NAME,
+                discovery_name=name,
+                dns_name=name,  # callers use http://<name>:<port>
+                port=service.props.container_port,
+                per_request_timeout=mesh.per_request_timeout,
+                idle_timeout=mesh.idle_timeout,
+                tls=mesh.tls,
+            )],
+            log_driver=service.container_logs("service-connect"),
+            access_log_configuration=ecs.ServiceConnectAccessLogConfiguration(
+                format=ecs.ServiceConnectAccessLogFormat.JSON, include_query_parameters=False,
+            ),
+        )
+        props["deployment_strategy"] = getattr(ecs.DeploymentStrategy, rollout.strategy)
+        step_bake = cdk.Duration.minutes(rollout.step_bake_minutes)
+        if rollout.strategy == "CANARY":
+            props["canary_configuration"] = ecs.TrafficShiftConfig(step_percent=rollout.canary_percent, step_bake_time=step_bake)
+        elif rollout.strategy == "LINEAR":
+            props["linear_configuration"] = ecs.TrafficShiftConfig(step_percent=rollout.linear_step_percent, step_bake_time=step_bake)
+        if rollout.strategy != "ROLLING":
+            props["bake_time"] = cdk.Duration.minutes(rollout.bake_time_minutes)
+        props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
+            alarm_names=[self._alarm_name("5xx-rate"), self._alarm_name("p95-latency")],
+            behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM,
+        )
+        return props
+
+    def use_service(self, service: MeshedFargateService) -> None:
+        rollout = self.mesh.rollout
+        dimensions = {
+            "ClusterName": service.cluster.cluster_name,
+            "ServiceName": service.service.service_name,
+            "DiscoveryName": service.props.name,
+        }
+
+        def metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=name, dimensions_map=dimensions,
+                                     statistic=statistic, period=cdk.Duration.minutes(1))
+
+        error_rate = cloudwatch.MathExpression(
+            expression="100 * errors / MAX([requests, 1])",
+            using_metrics={"errors": metric("HTTPCode_Target_5XX_Count", "Sum"), "requests": metric("RequestCount", "Sum")},
+            period=cdk.Duration.minutes(1),
+            label="5xx responses, % of requests",
+        )
+        self.alarms = [
+            error_rate.create_alarm(
+                service, "FiveXxRateAlarm",
+                alarm_name=self._alarm_name("5xx-rate"),
+                alarm_description=f"{service.props.name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx; "
+                                  "a deployment in progress rolls back. Runbook: runbooks/elevated-5xx.md",
+                threshold=rollout.alarm_5xx_percent, evaluation_periods=3, datapoints_to_alarm=2,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            metric("TargetResponseTime", "p95").create_alarm(
+                service, "P95LatencyAlarm",
+                alarm_name=self._alarm_name("p95-latency"),
+                alarm_description=f"{service.props.name}: p95 response time above {rollout.alarm_p95_latency_ms} ms; "
+                                  "a deployment in progress rolls back. Runbook: runbooks/latency-slo-breach.md",
+                threshold=rollout.alarm_p95_latency_ms, evaluation_periods=3, datapoints_to_alarm=2,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+        ]
+        for alarm in self.alarms:
+            alarm.add_alarm_action(self.mesh.alarm_action)
+            alarm.add_ok_action(self.mesh.alarm_action)
+
+    def _alarm_name(self, what: str) -> str:
+        return f"{self.mesh.alarm_name_prefix}-{self._service.props.name}-{what}"

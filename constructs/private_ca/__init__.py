@@ -1,0 +1,3 @@
+from .private_ca import PrivateCertificateAuthority
+
+__all__ = ["PrivateCertificateAuthority"]
