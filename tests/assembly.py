@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,6 @@ def synth(outdir: Path, **overrides: Any) -> Assembly:
 
     shutil.rmtree(outdir, ignore_errors=True)
     context = {**cdk_json_context(), **overrides, "@aws-cdk/core:failSynthOnValidationErrors": False}
-    os.environ.setdefault("CDK_VALIDATION", "false")  # cfn-lint checks the templates instead
     app = cdk.App(context=context, outdir=str(outdir))
     app_module.build_app(app)
     app.synth()

@@ -13,6 +13,8 @@ import pytest
 _VENV_BIN = Path(sys.executable).parent
 if (_VENV_BIN / "node").exists():
     os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ['PATH']}"
+# As in `make synth`: cfn-lint checks the templates instead. Set before aws_cdk starts its Node process.
+os.environ.setdefault("CDK_VALIDATION", "false")
 
 from tests.assembly import Assembly, synth  # noqa: E402  (after PATH is set)
 
@@ -30,3 +32,9 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """The same app with ``-c profile=prod -c account=<example>``."""
     return synth(tmp_path_factory.mktemp("cdk") / "prod.out", profile="prod", account=EXAMPLE_ACCOUNT)
+
+
+@pytest.fixture(scope="session")
+def appmesh(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The legacy mesh backend: ``-c mesh=appmesh`` (dev profile)."""
+    return synth(tmp_path_factory.mktemp("cdk") / "appmesh.out", mesh="appmesh")

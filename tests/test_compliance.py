@@ -23,19 +23,24 @@ from tests.assembly import REPO_ROOT, cdk_json_context, read_assembly
 NAG_PACKS = ("AwsSolutions", "NIST.800.53.R5")
 
 
-def _violations(assembly):
+def _violations(assembly, plugins=NAG_PACKS):
+    """Findings of the given validation plugins (CDK's own "Construct Annotations" plugin also reports warnings)."""
     return [
         f"{violation['ruleName']} at {construct['constructPath']}"
         for report in assembly.validation_report()["pluginReports"]
+        if report["pluginName"] in plugins
         for violation in report["violations"]
         for construct in violation["violatingConstructs"]
     ]
 
 
-@pytest.mark.parametrize("profile", ["dev", "prod"])
-def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, profile):
-    assembly = {"dev": dev, "prod": prod}[profile]
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
+def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, variant):
+    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh}[variant]
     assert _violations(assembly) == []
+    # The one expected non-nag entry: App Mesh's end-of-support warning, once per region.
+    expected = ["Annotation::foundation:appmesh-end-of-support"] * 2 if variant == "appmesh" else []
+    assert [v.split(" at ")[0] for v in _violations(assembly, plugins=("Construct Annotations",))] == expected
 
 
 def test_cdk_nag_packs_do_report_findings(tmp_path):
@@ -92,22 +97,22 @@ def _template_files(*assemblies):
     return [str(path) for assembly in assemblies for path in assembly.template_files.values()]
 
 
-def test_cfn_lint_reports_nothing(dev, prod):
+def test_cfn_lint_reports_nothing(dev, prod, appmesh):
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
     result = subprocess.run(
-        [str(cfn_lint), "--format", "parseable", "--", *_template_files(dev, prod)],
+        [str(cfn_lint), "--format", "parseable", "--", *_template_files(dev, prod, appmesh)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 @pytest.fixture(scope="module")
-def checkov_report(dev, prod):
+def checkov_report(dev, prod, appmesh):
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
     result = subprocess.run(
         [str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
-         "--directory", str(dev.outdir), "--directory", str(prod.outdir)],
+         "--directory", str(dev.outdir), "--directory", str(prod.outdir), "--directory", str(appmesh.outdir)],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode in (0, 1), result.stderr
@@ -117,7 +122,7 @@ def checkov_report(dev, prod):
         report, position = decoder.raw_decode(result.stdout, position)
         reports.append(report)
         position += len(result.stdout[position:]) - len(result.stdout[position:].lstrip())
-    assert len(reports) == 2
+    assert len(reports) == 3
     return reports
 
 

@@ -12,7 +12,8 @@ STAGE_TAGS = {
 UNTAGGABLE_TYPES = {
     "AWS::CDK::Metadata", "AWS::EC2::Route", "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::VPCGatewayAttachment",
     "AWS::ECR::ReplicationConfiguration", "AWS::ECS::ClusterCapacityProviderAssociations", "AWS::IAM::ManagedPolicy",
-    "AWS::IAM::Policy", "AWS::KMS::Alias",
+    "AWS::IAM::Policy", "AWS::KMS::Alias", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupIngress",
+    "AWS::SNS::TopicPolicy",
 }
 
 
@@ -22,7 +23,8 @@ def _boundary_arn(region: str) -> dict:
 
 def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 4  # flow log and default-SG custom resource roles, per region
+    # Per region: the flow log and default-SG custom resource roles, and per service a task and an execution role.
+    assert len(roles) == 2 * (2 + 2 * 3)
     for stack, logical_id, role in roles:
         region = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(region), f"{stack} {logical_id}"

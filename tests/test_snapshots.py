@@ -1,4 +1,4 @@
-"""One JSON snapshot per template, for both profiles, asset hashes scrubbed.
+"""One JSON snapshot per template, for both profiles and both mesh backends, asset hashes scrubbed.
 
 These catch unintended drift anywhere in a template; the fine-grained tests say what matters.
 When one changes on purpose, read the diff, then run `make test` with `--snapshot-update`
@@ -14,8 +14,9 @@ import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
 STACKS = [
-    "mf-eu-central-1/baseline", "mf-eu-central-1/network", "mf-eu-central-1/platform", "mf-eu-central-1/global",
-    "mf-eu-west-1/baseline", "mf-eu-west-1/network", "mf-eu-west-1/platform",
+    "mf-eu-central-1/baseline", "mf-eu-central-1/network", "mf-eu-central-1/platform", "mf-eu-central-1/services",
+    "mf-eu-central-1/global",
+    "mf-eu-west-1/baseline", "mf-eu-west-1/network", "mf-eu-west-1/platform", "mf-eu-west-1/services",
 ]
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
@@ -25,13 +26,13 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-def test_the_app_has_exactly_these_stacks(dev, prod):
-    assert sorted(dev.templates) == sorted(prod.templates) == sorted(STACKS)
+def test_the_app_has_exactly_these_stacks(dev, prod, appmesh):
+    assert sorted(dev.templates) == sorted(prod.templates) == sorted(appmesh.templates) == sorted(STACKS)
 
 
 @pytest.mark.parametrize("stack", STACKS, ids=[stack.replace("/", "-") for stack in STACKS])
-@pytest.mark.parametrize("profile", ["dev", "prod"])
-def test_template_matches_snapshot(dev, prod, snapshot_json, profile, stack):
-    assembly = {"dev": dev, "prod": prod}[profile]
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
+def test_template_matches_snapshot(dev, prod, appmesh, snapshot_json, variant, stack):
+    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh}[variant]
     scrubbed = _ASSET_HASH.sub("<asset-hash>", json.dumps(assembly.template(stack)))
     assert json.loads(scrubbed) == snapshot_json

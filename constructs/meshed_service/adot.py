@@ -19,6 +19,15 @@ CONFIG_FILE = Path(__file__).with_name("adot-collector.yaml")
 CONTAINER = "adot-collector"
 
 
+def collector_config(metrics_namespace: str, metrics_log_group_name: str) -> str:
+    """The versioned config file with this service's values filled in."""
+    return (
+        CONFIG_FILE.read_text()
+        .replace("__METRICS_NAMESPACE__", metrics_namespace)
+        .replace("__METRICS_LOG_GROUP__", metrics_log_group_name)
+    )
+
+
 class AdotCollector(ServiceExtension):
     """Adds the collector container; the app exports OTLP to 127.0.0.1:4317 (gRPC) or :4318 (HTTP).
 
@@ -46,9 +55,7 @@ class AdotCollector(ServiceExtension):
             readonly_root_filesystem=True,
             environment={
                 # The collector reads its whole configuration from this variable.
-                "AOT_CONFIG_CONTENT": CONFIG_FILE.read_text(),
-                "METRICS_NAMESPACE": self.metrics_namespace,
-                "METRICS_LOG_GROUP": metrics_log_group.log_group_name,
+                "AOT_CONFIG_CONTENT": collector_config(self.metrics_namespace, metrics_log_group.log_group_name),
                 "OTEL_RESOURCE_ATTRIBUTES": f"service.name={service.props.name}",
             },
             health_check=ecs.HealthCheck(

@@ -144,7 +144,7 @@ class _ServiceConnectExtension(ServiceExtension):
                                      statistic=statistic, period=cdk.Duration.minutes(1))
 
         error_rate = cloudwatch.MathExpression(
-            expression="100 * errors / MAX([requests, 1])",
+            expression="IF(requests > 0, 100 * errors / requests, 0)",
             using_metrics={"errors": metric("HTTPCode_Target_5XX_Count", "Sum"), "requests": metric("RequestCount", "Sum")},
             period=cdk.Duration.minutes(1),
             label="5xx responses, % of requests",

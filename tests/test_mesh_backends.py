@@ -1,0 +1,190 @@
+"""What each mesh backend adds: Service Connect (default) and App Mesh (legacy, selectable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.assembly import synth
+
+SERVICES = ("auth", "persona", "vc-start")
+CALLEES = {"auth": [], "persona": ["auth"], "vc-start": ["auth", "persona"]}
+
+
+def _resources(assembly, stack, resource_type):
+    return assembly.resources(stack, resource_type)
+
+
+def _ecs_services(assembly, region="eu-west-1"):
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in _resources(assembly, f"mf-{region}/services", "AWS::ECS::Service").items()
+    }
+
+
+# --- Service Connect ------------------------------------------------------------------------
+
+
+def test_service_connect_publishes_each_service_under_its_name_with_timeouts_and_json_access_logs(dev):
+    published = {}
+    for properties in _ecs_services(dev).values():
+        connect = properties["ServiceConnectConfiguration"]
+        assert connect["Enabled"] is True
+        assert "platform" in connect["Namespace"]["Fn::GetStackOutput"]["StackName"]
+        assert connect["AccessLogConfiguration"] == {"Format": "JSON", "IncludeQueryParameters": "DISABLED"}
+        assert connect["LogConfiguration"]["LogDriver"] == "awslogs"
+        (service,) = connect["Services"]
+        assert service["PortName"] == "http"
+        assert service["Timeout"] == {"IdleTimeoutSeconds": 300, "PerRequestTimeoutSeconds": 15}
+        assert "Tls" not in service  # dev: TLS off by default
+        published[service["DiscoveryName"]] = service["ClientAliases"]
+    assert published == {name: [{"DnsName": name, "Port": 8080}] for name in SERVICES}
+
+
+def test_service_connect_canary_rolls_back_on_its_alarms(dev):
+    for logical_id, properties in _ecs_services(dev).items():
+        name = next(n for n in sorted(SERVICES, key=len, reverse=True) if logical_id.startswith(n.replace("-", "")))
+        deployment = properties["DeploymentConfiguration"]
+        assert deployment["Strategy"] == "CANARY"
+        assert deployment["CanaryConfiguration"] == {"CanaryBakeTimeInMinutes": 10, "CanaryPercent": 5}
+        assert deployment["BakeTimeInMinutes"] == 10
+        assert deployment["Alarms"] == {"AlarmNames": [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"], "Enable": True, "Rollback": True}
+
+
+def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm").values()}
+    assert sorted(alarms) == sorted(f"mf-{n}-{what}" for n in SERVICES for what in ("5xx-rate", "p95-latency"))
+    for name, alarm in alarms.items():
+        topic = {"Fn::GetStackOutput": alarm["AlarmActions"][0]["Fn::GetStackOutput"]}
+        assert "AlarmsTopic" in topic["Fn::GetStackOutput"]["OutputName"]
+        assert alarm["OKActions"] == alarm["AlarmActions"]
+        assert "Runbook: runbooks/" in alarm["AlarmDescription"]
+        if name.endswith("p95-latency"):
+            assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
+        else:
+            assert alarm["Metrics"][0]["Expression"] == "IF(requests > 0, 100 * errors / requests, 0)"
+            assert {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
+            assert alarm["Threshold"] == 5
+
+
+def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
+    (authority,) = _resources(prod, "mf-eu-central-1/platform", "AWS::ACMPCA::CertificateAuthority").values()
+    assert authority["Properties"]["UsageMode"] == "SHORT_LIVED_CERTIFICATE"
+    assert {"Key": "AmazonECSManaged", "Value": "true"} in authority["Properties"]["Tags"]
+    assert authority["DeletionPolicy"] == "Retain"
+    assert len(_resources(prod, "mf-eu-central-1/platform", "AWS::ACMPCA::CertificateAuthorityActivation")) == 1
+    for properties in _ecs_services(prod, "eu-central-1").values():
+        tls = properties["ServiceConnectConfiguration"]["Services"][0]["Tls"]
+        assert "MeshCertificateAuthority" in tls["IssuerCertificateAuthority"]["AwsPcaAuthorityArn"]["Fn::GetStackOutput"]["OutputName"]
+        assert "RoleArn" in tls
+
+
+def test_an_imported_ca_replaces_the_platform_ca(tmp_path):
+    arn = "arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     service_connect={"tls": "on", "private_ca_arn": arn}, deployment={"strategy": "LINEAR"})
+    assert _resources(assembly, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority") == {}
+    for properties in _ecs_services(assembly).values():
+        assert properties["ServiceConnectConfiguration"]["Services"][0]["Tls"]["IssuerCertificateAuthority"] == {"AwsPcaAuthorityArn": arn}
+        # LINEAR is selectable too.
+        assert properties["DeploymentConfiguration"]["Strategy"] == "LINEAR"
+        assert properties["DeploymentConfiguration"]["LinearConfiguration"] == {"StepBakeTimeInMinutes": 10, "StepPercent": 20}
+
+
+# --- App Mesh -------------------------------------------------------------------------------
+
+
+def _mesh(appmesh, resource_type, region="eu-west-1"):
+    return {k: v["Properties"] for k, v in _resources(appmesh, f"mf-{region}/services", resource_type).items()}
+
+
+def test_appmesh_mesh_drops_all_egress_outside_the_mesh(appmesh):
+    (mesh,) = _mesh(appmesh, "AWS::AppMesh::Mesh").values()
+    assert mesh["Spec"]["EgressFilter"] == {"Type": "DROP_ALL"}
+    assert mesh["MeshName"] == "mf"
+
+
+def test_appmesh_virtual_service_per_service_routes_weighted_with_retries(appmesh):
+    services = _mesh(appmesh, "AWS::AppMesh::VirtualService")
+    assert sorted(s["VirtualServiceName"] for s in services.values()) == sorted(f"{n}.svc.local" for n in SERVICES)
+    routes = _mesh(appmesh, "AWS::AppMesh::Route")
+    assert len(routes) == 3
+    for route in routes.values():
+        http = route["Spec"]["HttpRoute"]
+        assert sorted(t["Weight"] for t in http["Action"]["WeightedTargets"]) == [5, 95]
+        assert http["RetryPolicy"] == {
+            "HttpRetryEvents": ["server-error", "gateway-error", "stream-error"], "MaxRetries": 2,
+            "PerRetryTimeout": {"Unit": "ms", "Value": 2000}, "TcpRetryEvents": ["connection-error"],
+        }
+
+
+def test_appmesh_nodes_listen_with_health_checks_outlier_detection_pools_timeouts_and_strict_tls(appmesh):
+    nodes = _mesh(appmesh, "AWS::AppMesh::VirtualNode")
+    assert sorted(n["VirtualNodeName"] for n in nodes.values()) == sorted(f"{s}-{v}" for s in SERVICES for v in ("primary", "canary"))
+    for node in nodes.values():
+        (listener,) = node["Spec"]["Listeners"]
+        assert listener["PortMapping"] == {"Port": 8080, "Protocol": "http"}
+        assert listener["HealthCheck"]["Path"] == "/health/ready"
+        assert listener["OutlierDetection"]["MaxServerErrors"] == 5
+        assert listener["ConnectionPool"] == {"HTTP": {"MaxConnections": 1024, "MaxPendingRequests": 1024}}
+        assert listener["Timeout"]["HTTP"]["PerRequest"] == {"Unit": "ms", "Value": 15000}
+        assert listener["TLS"]["Mode"] == "STRICT" and "ACM" in listener["TLS"]["Certificate"]
+        policy = node["Spec"]["BackendDefaults"]["ClientPolicy"]["TLS"]
+        assert policy["Enforce"] is True and "ACM" in policy["Validation"]["Trust"]
+        service = node["VirtualNodeName"].rsplit("-", 1)[0]
+        backends = sorted(b["VirtualService"]["VirtualServiceName"] for b in node["Spec"].get("Backends", []))
+        assert backends == sorted(f"{c}.svc.local" for c in CALLEES[service])
+        assert node["Spec"]["ServiceDiscovery"]["AWSCloudMap"]["NamespaceName"]
+
+
+def test_appmesh_envoy_sidecar_and_start_order(appmesh):
+    for task in _mesh(appmesh, "AWS::ECS::TaskDefinition").values():
+        containers = {c["Name"]: c for c in task["ContainerDefinitions"]}
+        envoy = containers["envoy"]
+        assert (envoy["Cpu"], envoy["Memory"], envoy["User"], envoy["Essential"]) == (256, 256, "1337", True)
+        assert "server_info" in " ".join(envoy["HealthCheck"]["Command"])
+        assert any(e["Name"] == "APPMESH_RESOURCE_ARN" for e in envoy["Environment"])
+        assert {"Condition": "HEALTHY", "ContainerName": "envoy"} in containers["app"]["DependsOn"]
+        proxy = {p["Name"]: p["Value"] for p in task["ProxyConfiguration"]["ProxyConfigurationProperties"]}
+        assert proxy["IgnoredUID"] == "1337" and proxy["AppPorts"] == "8080" and proxy["EgressIgnoredPorts"] == "443"
+
+
+def test_appmesh_envoy_may_fetch_only_its_own_node(appmesh):
+    nodes = set(_mesh(appmesh, "AWS::AppMesh::VirtualNode"))
+    for policy in _mesh(appmesh, "AWS::IAM::Policy").values():
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if statement["Action"] == "appmesh:StreamAggregatedResources":
+                assert statement["Resource"]["Ref"] in nodes
+
+
+def test_appmesh_registers_dns_with_a_short_ttl_and_deploys_rolling(appmesh):
+    for registry in _mesh(appmesh, "AWS::ServiceDiscovery::Service").values():
+        assert registry["DnsConfig"]["DnsRecords"] == [{"TTL": 10, "Type": "A"}]
+    for properties in _ecs_services(appmesh).values():
+        assert len(properties["ServiceRegistries"]) == 1
+        assert properties["DeploymentConfiguration"]["Strategy"] == "ROLLING"
+
+
+def test_appmesh_uses_a_general_purpose_ca_and_an_envoy_management_endpoint(appmesh):
+    (authority,) = _resources(appmesh, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority").values()
+    assert authority["Properties"]["UsageMode"] == "GENERAL_PURPOSE"
+    endpoints = _resources(appmesh, "mf-eu-west-1/network", "AWS::EC2::VPCEndpoint")
+    assert any("appmesh-envoy-management" in json.dumps(e["Properties"]["ServiceName"]) for e in endpoints.values())
+
+
+def test_appmesh_resources_carry_the_w3696_exception_and_synth_warns(appmesh):
+    for stack_path, logical_id, resource in appmesh.all_resources():
+        if resource["Type"].startswith("AWS::AppMesh::"):
+            assert resource["Metadata"]["cfn-lint"] == {"config": {"ignore_checks": ["W3696"]}}, logical_id
+            assert "end of support" in resource["Metadata"]["cfn-lint-reasons"]["W3696"]
+        else:
+            assert "W3696" not in json.dumps(resource.get("Metadata", {}))
+    warnings = [
+        entry["data"]
+        for _, metadata in appmesh.stack_metadata()
+        for entries in metadata.values()
+        for entry in entries
+        if entry["type"] == "aws:cdk:warning"
+    ]
+    assert any("App Mesh reached end of support on 2026-09-30" in str(w) for w in warnings)

@@ -1,0 +1,163 @@
+"""The services stack: every configured service as a MeshedFargateService, on both mesh backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.assembly import REPO_ROOT
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+CALLS = {("persona", "auth"), ("vc-start", "auth"), ("vc-start", "persona")}  # (caller, callee)
+ADOT_CONFIG = REPO_ROOT / "constructs" / "meshed_service" / "adot-collector.yaml"
+
+
+def _stack(region):
+    return f"mf-{region}/services"
+
+
+def _by_type(assembly, region, resource_type):
+    return assembly.resources(_stack(region), resource_type)
+
+
+def _service_name(logical_id):
+    """'vcstartServiceXXXX' -> 'vc-start'; 'authcanaryService..' -> 'auth-canary'."""
+    for name in sorted(SERVICES, key=len, reverse=True):
+        flat = name.replace("-", "")
+        if logical_id.startswith(flat + "canary"):
+            return name + "-canary"
+        if logical_id.startswith(flat):
+            return name
+    raise AssertionError(logical_id)
+
+
+@pytest.fixture(params=["dev", "appmesh"])
+def backend(request, dev, appmesh):
+    """Each test below runs against both mesh backends."""
+    return {"dev": dev, "appmesh": appmesh}[request.param]
+
+
+def test_every_configured_service_runs(dev, appmesh):
+    for region in REGIONS:
+        assert sorted(_service_name(i) for i in _by_type(dev, region, "AWS::ECS::Service")) == sorted(SERVICES)
+        # App Mesh: a primary and a canary ECS service behind each virtual service.
+        assert sorted(_service_name(i) for i in _by_type(appmesh, region, "AWS::ECS::Service")) == sorted(
+            [*SERVICES, *(f"{s}-canary" for s in SERVICES)])
+
+
+def test_no_container_runs_as_root_and_every_root_filesystem_is_read_only(backend):
+    for region in REGIONS:
+        for task in _by_type(backend, region, "AWS::ECS::TaskDefinition").values():
+            for container in task["Properties"]["ContainerDefinitions"]:
+                assert container["User"].split(":")[0] not in ("", "0", "root"), container["Name"]
+                assert container["ReadonlyRootFilesystem"] is True, container["Name"]
+
+
+def test_every_container_logs_to_an_encrypted_log_group_with_retention(backend):
+    for region in REGIONS:
+        log_groups = _by_type(backend, region, "AWS::Logs::LogGroup")
+        assert all("KmsKeyId" in g["Properties"] and g["Properties"]["RetentionInDays"] == 30 for g in log_groups.values())
+        for task in _by_type(backend, region, "AWS::ECS::TaskDefinition").values():
+            for container in task["Properties"]["ContainerDefinitions"]:
+                logging = container["LogConfiguration"]
+                assert logging["LogDriver"] == "awslogs" and logging["Options"]["mode"] == "non-blocking"
+                assert logging["Options"]["awslogs-group"]["Ref"] in log_groups
+
+
+def test_app_container_health_check_stop_timeout_and_scratch_volume(backend):
+    for task in _by_type(backend, "eu-west-1", "AWS::ECS::TaskDefinition").values():
+        app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
+        assert "http://127.0.0.1:8080/health/ready" in " ".join(app["HealthCheck"]["Command"])
+        assert app["StopTimeout"] == 30
+        assert app["PortMappings"] == [{"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}]
+        assert app["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "scratch0"}]
+        assert task["Properties"]["ExecutionRoleArn"] != task["Properties"]["TaskRoleArn"]
+
+
+def test_adot_collector_sidecar_runs_the_versioned_config(backend):
+    for task in _by_type(backend, "eu-central-1", "AWS::ECS::TaskDefinition").values():
+        containers = {c["Name"]: c for c in task["Properties"]["ContainerDefinitions"]}
+        adot = containers["adot-collector"]
+        assert adot["Image"].startswith("public.ecr.aws/aws-observability/aws-otel-collector:v")
+        config = next(e["Value"] for e in adot["Environment"] if e["Name"] == "AOT_CONFIG_CONTENT")
+        # Fn::Join parts: the repo file, with the metrics log group's name filled in.
+        text = "".join(p if isinstance(p, str) else "<log-group>" for p in config["Fn::Join"][1])
+        expected = ADOT_CONFIG.read_text().replace("__METRICS_NAMESPACE__", "mf/services").replace("__METRICS_LOG_GROUP__", "<log-group>")
+        assert text == expected
+        assert {"Condition": "START", "ContainerName": "adot-collector"} in containers["app"]["DependsOn"]
+
+
+def test_collector_receives_only_on_localhost():
+    assert ADOT_CONFIG.read_text().count("endpoint: 127.0.0.1:") == 3
+    assert "0.0.0.0" not in ADOT_CONFIG.read_text()
+
+
+def _role_policy_actions(assembly, region, role_logical_id):
+    actions = set()
+    for policy in _by_type(assembly, region, "AWS::IAM::Policy").values():
+        if {"Ref": role_logical_id} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                action = statement["Action"]
+                actions |= {action} if isinstance(action, str) else set(action)
+    return actions
+
+
+def test_execution_and_task_roles_are_separate_and_least_privilege(backend):
+    region = "eu-west-1"
+    for task in _by_type(backend, region, "AWS::ECS::TaskDefinition").values():
+        execution = _role_policy_actions(backend, region, task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0])
+        task_actions = _role_policy_actions(backend, region, task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
+        assert execution <= {"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+                             "ecr:GetAuthorizationToken", "logs:CreateLogStream", "logs:PutLogEvents"}
+        assert {"xray:PutTraceSegments", "logs:PutLogEvents"} <= task_actions
+        assert not any(a.endswith(":*") or a == "*" for a in execution | task_actions)
+    for role in _by_type(backend, region, "AWS::IAM::Role").values():
+        statement = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        if statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}:
+            assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def test_services_run_private_with_rollback_and_the_platform_capacity_strategy(backend):
+    for region in REGIONS:
+        platform = backend.template(f"mf-{region}/platform")["Resources"]
+        (associations,) = [r for r in platform.values() if r["Type"] == "AWS::ECS::ClusterCapacityProviderAssociations"]
+        for service in _by_type(backend, region, "AWS::ECS::Service").values():
+            properties = service["Properties"]
+            network = properties["NetworkConfiguration"]["AwsvpcConfiguration"]
+            assert network["AssignPublicIp"] == "DISABLED"
+            assert all("privateSubnet" in s["Fn::GetStackOutput"]["OutputName"] for s in network["Subnets"])
+            assert properties["CapacityProviderStrategy"] == associations["Properties"]["DefaultCapacityProviderStrategy"]
+            assert "LaunchType" not in properties
+            deployment = properties["DeploymentConfiguration"]
+            assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+            assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)
+            assert properties["AvailabilityZoneRebalancing"] == "ENABLED"
+
+
+@pytest.mark.parametrize("profile, bounds", [("dev", (1, 3)), ("prod", (2, 10))])
+def test_autoscaling_tracks_cpu_and_memory_within_profile_bounds(dev, prod, profile, bounds):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    targets = _by_type(assembly, "eu-central-1", "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert {(t["Properties"]["MinCapacity"], t["Properties"]["MaxCapacity"]) for t in targets.values()} == {bounds}
+    metrics = sorted(
+        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
+        for p in _by_type(assembly, "eu-central-1", "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    )
+    assert metrics == sorted(["ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization"] * 3)
+
+
+def test_security_groups_admit_only_the_named_callers_on_the_app_port(backend):
+    for region in REGIONS:
+        groups = _by_type(backend, region, "AWS::EC2::SecurityGroup")
+        admitted = set()
+        for rule in _by_type(backend, region, "AWS::EC2::SecurityGroupIngress").values():
+            properties = rule["Properties"]
+            assert (properties["FromPort"], properties["ToPort"], properties["IpProtocol"]) == (8080, 8080, "tcp")
+            callee = _service_name(properties["GroupId"]["Fn::GetAtt"][0]).removesuffix("-canary")
+            caller = _service_name(properties["SourceSecurityGroupId"]["Fn::GetAtt"][0]).removesuffix("-canary")
+            admitted.add((caller, callee))
+        assert admitted == CALLS
+        assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
