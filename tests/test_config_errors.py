@@ -43,6 +43,11 @@ CASES = [
     ("unknown mesh", {"mesh": "istio"}, ["mesh='istio'", "service-connect, appmesh"]),
     ("bad prefix", {"prefix": "MF_1"}, ["prefix='MF_1'", "lower-case"]),
     ("bad namespace", {"namespace": "svc local"}, ["namespace='svc local'", "DNS domain"]),
+    ("memory not a Fargate size", {"services": json.dumps({"auth": {"cpu": 256, "memory_mib": 4096}})}, ["services.auth.memory_mib=4096", "512, 1024, 2048"]),
+    ("call to an unknown service", {"services": json.dumps({"auth": {}, "persona": {"calls": ["billing"]}})}, ['services.persona.calls=["billing"]', "auth"]),
+    ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
+    ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
+    ("appmesh canary weight too high", {"appmesh": json.dumps({"canary_weight_percent": 20})}, ["appmesh.canary_weight_percent=20", "1 to 5"]),
 ]
 
 
