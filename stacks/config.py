@@ -63,7 +63,8 @@ class RegionConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """One service of the mesh. ``image`` None means: build services/<name>/Dockerfile as an asset."""
+    """One service of the mesh. Its image: ``image_tag`` from the platform's ECR repository, else
+    ``image`` from another registry, else services/<name>/Dockerfile built as a CDK asset."""
 
     name: str
     port: int
@@ -74,6 +75,7 @@ class ServiceConfig:
     min_tasks: int | None  # None: the profile's default
     max_tasks: int | None
     image: str | None
+    image_tag: str | None  # run <prefix>/<name>:<tag> from this region's ECR repository
     environment: tuple[tuple[str, str], ...]
     secrets: tuple[tuple[str, str], ...]  # env var -> "secretsmanager:<name>" or "ssm:<parameter>"
 
@@ -83,7 +85,10 @@ class ServiceConnectConfig:
     per_request_timeout_seconds: int
     idle_timeout_seconds: int
     tls: str  # auto (prod on, dev off) | on | off
-    private_ca_arn: str | None  # use this CA instead of creating one
+    private_ca_arns: tuple[tuple[str, str], ...]  # region -> an existing CA to use instead of creating one
+
+    def private_ca_arn(self, region: str) -> str | None:
+        return dict(self.private_ca_arns).get(region)
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,7 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "min_tasks": (None, _optional(_integer(1, 100))),
     "max_tasks": (None, _optional(_integer(1, 500))),
     "image": (None, _optional(_pattern(_IMAGE_PATTERN, "expected a registry image with a tag or digest, e.g. registry.example.com/team/app:1.2.3"))),
+    "image_tag": (None, _optional(_pattern(re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"), "expected an image tag of the service's ECR repository, e.g. 1.4.2"))),
     "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
 }
@@ -330,6 +336,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         calls = fields["calls"]
         if not isinstance(calls, list) or any(c not in value or c == name for c in calls) or len(set(calls)) != len(calls):
             raise ConfigError(f"{item_key}.calls", calls, f"expected a list of other services: {', '.join(n for n in value if n != name)}")
+        if fields["image"] and fields["image_tag"]:
+            raise ConfigError(f"{item_key}.image_tag", fields["image_tag"], "set either image or image_tag, not both")
         if fields["min_tasks"] and fields["max_tasks"] and fields["min_tasks"] > fields["max_tasks"]:
             raise ConfigError(f"{item_key}.min_tasks", fields["min_tasks"], f"must not exceed max_tasks={fields['max_tasks']}")
         services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls)}))
@@ -341,11 +349,24 @@ def _parse_service_connect(key: str, value: Any) -> ServiceConnectConfig:
         "per_request_timeout_seconds": (15, _integer(1, 3600)),
         "idle_timeout_seconds": (300, _integer(1, 3600)),
         "tls": ("auto", _one_of(("auto", "on", "off"))),
-        "private_ca_arn": (None, _optional(_pattern(
-            re.compile(r"^arn:aws[a-z-]*:acm-pca:[a-z0-9-]+:[0-9]{12}:certificate-authority/[0-9a-f-]{36}$"),
-            "expected an AWS Private CA ARN (arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>)",
-        ))),
+        "private_ca_arns": ({}, _parse_ca_arns),
     }))
+
+
+_CA_ARN = re.compile(r"^arn:aws[a-z-]*:acm-pca:([a-z0-9-]+):[0-9]{12}:certificate-authority/[0-9a-f-]{36}$")
+
+
+def _parse_ca_arns(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """region -> CA ARN; a CA serves only its own region."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, "expected an object of region -> AWS Private CA ARN")
+    for region, arn in value.items():
+        match = _CA_ARN.match(arn) if isinstance(arn, str) else None
+        if not match:
+            raise ConfigError(f"{key}.{region}", arn, "expected an AWS Private CA ARN (arn:aws:acm-pca:<region>:<account>:certificate-authority/<id>)")
+        if match.group(1) != region:
+            raise ConfigError(f"{key}.{region}", arn, f"the CA must be in {region}: a CA serves only its own region")
+    return tuple(sorted(value.items()))
 
 
 def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
@@ -355,7 +376,7 @@ def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
         "linear_step_percent": (20, _number(3, 50)),
         "step_bake_minutes": (10, _integer(0, 1440)),
         "bake_time_minutes": (10, _integer(0, 1440)),
-        "alarm_5xx_percent": (5, _number(0.1, 100)),
+        "alarm_5xx_percent": (1, _number(0.1, 100)),
         "alarm_p95_latency_ms": (1000, _integer(10, 60000)),
     }))
 
@@ -423,6 +444,18 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         raw = _decode_cli_value(context.get(key, default), default)
         values[key] = parse(key, raw)
 
+    deployment = values["deployment"]
+    if deployment.strategy == "CANARY" and deployment.alarm_5xx_percent >= deployment.canary_percent:
+        # The alarm sees the whole service: a canary failing every request adds only canary_percent.
+        raise ConfigError(
+            "deployment.alarm_5xx_percent", deployment.alarm_5xx_percent,
+            f"must be below deployment.canary_percent={deployment.canary_percent}, or a failing canary cannot trip it",
+        )
+    unknown_ca_regions = set(dict(values["service_connect"].private_ca_arns)) - {r.name for r in values["regions"]}
+    if unknown_ca_regions:
+        region = sorted(unknown_ca_regions)[0]
+        raise ConfigError(f"service_connect.private_ca_arns.{region}", dict(values["service_connect"].private_ca_arns)[region],
+                          f"{region} is not a configured region")
     if values["primary_region"] not in (r.name for r in values["regions"]):
         raise ConfigError(
             "primary_region", values["primary_region"],

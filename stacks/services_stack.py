@@ -122,6 +122,7 @@ class ServicesStack(cdk.Stack):
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
             },
             secrets=self._secrets(construct_id, service),
+            service_name=construct_id,  # runbooks name services: aws ecs ... --service <name>
         )
         return MeshedFargateService(
             self, construct_id,
@@ -134,6 +135,9 @@ class ServicesStack(cdk.Stack):
         )
 
     def _image(self, construct_id: str, service: ServiceConfig) -> ecs.ContainerImage:
+        if service.image_tag:
+            # CI pushes release images here; from_ecr_repository also grants the pull.
+            return ecs.ContainerImage.from_ecr_repository(self.platform.repositories[service.name], service.image_tag)
         if service.image:
             return ecs.ContainerImage.from_registry(service.image)
         dockerfile = SERVICES_DIR / service.name / "Dockerfile"

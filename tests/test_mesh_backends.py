@@ -43,13 +43,18 @@ def test_service_connect_publishes_each_service_under_its_name_with_timeouts_and
 
 
 def test_service_connect_canary_rolls_back_on_its_alarms(dev):
+    alarms = _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm")
     for logical_id, properties in _ecs_services(dev).items():
-        name = next(n for n in sorted(SERVICES, key=len, reverse=True) if logical_id.startswith(n.replace("-", "")))
+        name = properties["ServiceName"]
         deployment = properties["DeploymentConfiguration"]
         assert deployment["Strategy"] == "CANARY"
         assert deployment["CanaryConfiguration"] == {"CanaryBakeTimeInMinutes": 10, "CanaryPercent": 5}
         assert deployment["BakeTimeInMinutes"] == 10
-        assert deployment["Alarms"] == {"AlarmNames": [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"], "Enable": True, "Rollback": True}
+        assert (deployment["Alarms"]["Enable"], deployment["Alarms"]["Rollback"]) == (True, True)
+        watched = [alarms[ref["Ref"]]["Properties"]["AlarmName"] for ref in deployment["Alarms"]["AlarmNames"]]
+        assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"]
+        # Referenced with Ref, so they exist before the service's first deployment.
+        assert all(set(ref) == {"Ref"} for ref in deployment["Alarms"]["AlarmNames"])
 
 
 def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
@@ -65,7 +70,7 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         else:
             assert alarm["Metrics"][0]["Expression"] == "IF(requests > 0, 100 * errors / requests, 0)"
             assert {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
-            assert alarm["Threshold"] == 5
+            assert alarm["Threshold"] == 1  # below the 5 % canary share, so a failing canary trips it
 
 
 def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
@@ -83,7 +88,7 @@ def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
 def test_an_imported_ca_replaces_the_platform_ca(tmp_path):
     arn = "arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"
     assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     service_connect={"tls": "on", "private_ca_arn": arn}, deployment={"strategy": "LINEAR"})
+                     service_connect={"tls": "on", "private_ca_arns": {"eu-west-1": arn}}, deployment={"strategy": "LINEAR"})
     assert _resources(assembly, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority") == {}
     for properties in _ecs_services(assembly).values():
         assert properties["ServiceConnectConfiguration"]["Services"][0]["Tls"]["IssuerCertificateAuthority"] == {"AwsPcaAuthorityArn": arn}

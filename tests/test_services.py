@@ -70,7 +70,8 @@ def test_every_container_logs_to_an_encrypted_log_group_with_retention(backend):
 def test_app_container_health_check_stop_timeout_and_scratch_volume(backend):
     for task in _by_type(backend, "eu-west-1", "AWS::ECS::TaskDefinition").values():
         app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
-        assert "http://127.0.0.1:8080/health/ready" in " ".join(app["HealthCheck"]["Command"])
+        # Liveness for the container check; readiness (/health/ready) is for the mesh and load balancer.
+        assert "http://127.0.0.1:8080/health/live" in " ".join(app["HealthCheck"]["Command"])
         assert app["StopTimeout"] == 30
         assert app["PortMappings"] == [{"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}]
         assert app["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "scratch0"}]
@@ -161,3 +162,29 @@ def test_security_groups_admit_only_the_named_callers_on_the_app_port(backend):
             admitted.add((caller, callee))
         assert admitted == CALLS
         assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
+
+
+def test_every_alarm_names_a_runbook_that_exists(dev, appmesh):
+    import re
+
+    for assembly in (dev, appmesh):
+        for _, _, resource in assembly.all_resources():
+            if resource["Type"] == "AWS::CloudWatch::Alarm":
+                description = resource["Properties"]["AlarmDescription"]
+                runbook = re.search(r"Runbook: (runbooks/[a-z0-9-]+\.md)", description)
+                assert runbook and (REPO_ROOT / runbook.group(1)).exists(), description
+
+
+def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services={"auth": {"image_tag": "1.4.2"}})
+    (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
+    app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
+    image = "".join(p if isinstance(p, str) else "<x>" for p in app["Image"]["Fn::Join"][1])
+    assert image.endswith(":1.4.2") and ".dkr.ecr." in image
+    assert "Repositoriesauth" in json.dumps(app["Image"])  # the platform stack's mf/auth repository
+    pulls = [s for p in assembly.resources("mf-eu-west-1/services", "AWS::IAM::Policy").values()
+             for s in p["Properties"]["PolicyDocument"]["Statement"] if "ecr:BatchGetImage" in s["Action"]]
+    assert pulls and all("Repositoriesauth" in json.dumps(s["Resource"]) for s in pulls)

@@ -28,3 +28,11 @@ class AlarmTopic(Construct):
             conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
         ))
         self.topic = sns.Topic(self, "Topic", topic_name=topic_name, master_key=self.key, enforce_ssl=True)
+        # A topic policy replaces SNS's default one, so CloudWatch needs an explicit allow.
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="AllowCloudWatchAlarmsOfThisAccount",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[self.topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+        ))

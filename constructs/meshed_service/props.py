@@ -17,12 +17,15 @@ class MeshedServiceProps:
     container_port: int
     cpu: int  # task CPU units, sidecars included
     memory_limit_mib: int  # task memory, sidecars included
+    # Readiness: the mesh's and load balancer's health checks use it (not ready = no traffic).
     health_check_path: str
     min_tasks: int
     max_tasks: int
-    # Services this one calls, by name; the mesh lets only these through, and their security
-    # groups admit this service.
+    # Services this one calls, by name. The stack opens the callees' security groups to this
+    # service; App Mesh also lists only these as the node's backends.
     calls: Sequence[str] = ()
+    # Liveness: the container health check uses it; ECS replaces a task that fails it.
+    liveness_path: str = "/health/live"
     environment: Mapping[str, str] = field(default_factory=dict)
     # Injected by ECS from Secrets Manager or SSM Parameter Store; never plain environment values.
     secrets: Mapping[str, ecs.Secret] = field(default_factory=dict)
@@ -32,6 +35,8 @@ class MeshedServiceProps:
     scratch_paths: Sequence[str] = ("/tmp",)
     # Non-root user the app container runs as (uid[:gid]).
     user: str = "10001:10001"
+    # ECS service name (unique in the cluster); None lets CloudFormation generate one.
+    service_name: str | None = None
     target_cpu_percent: int = 60
     target_memory_percent: int = 75
 

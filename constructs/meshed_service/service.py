@@ -115,6 +115,7 @@ class MeshedFargateService(Construct):
         )
         service_props: dict[str, Any] = {
             "cluster": cluster,
+            "service_name": props.service_name,
             "task_definition": self.task_definition,
             "desired_count": props.min_tasks,
             "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
@@ -143,7 +144,8 @@ class MeshedFargateService(Construct):
 
     def _add_app_container(self) -> ecs.ContainerDefinition:
         props = self.props
-        url = f"http://127.0.0.1:{props.container_port}{props.health_check_path}"
+        # Liveness, not readiness: a task that is briefly not ready must not be replaced.
+        url = f"http://127.0.0.1:{props.container_port}{props.liveness_path}"
         container = self.task_definition.add_container(
             APP_CONTAINER,
             image=props.image,

@@ -32,12 +32,17 @@ class Rollout:
     linear_step_percent: float = 20.0
     step_bake_minutes: int = 10
     bake_time_minutes: int = 10
-    alarm_5xx_percent: float = 5.0
+    alarm_5xx_percent: float = 1.0
     alarm_p95_latency_ms: int = 1000
 
     def __post_init__(self) -> None:
         if self.strategy not in _STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is invalid: use one of {', '.join(_STRATEGIES)}")
+        if self.strategy == "CANARY" and self.alarm_5xx_percent >= self.canary_percent:
+            # The alarm sees the whole service: a canary failing every request adds only canary_percent.
+            raise ValueError(
+                f"alarm_5xx_percent={self.alarm_5xx_percent} is invalid: keep it below canary_percent={self.canary_percent}"
+            )
 
 
 class ServiceConnectMesh(Construct):
@@ -71,10 +76,12 @@ class ServiceConnectMesh(Construct):
         self.tls: ecs.ServiceConnectTlsConfiguration | None = None
         if tls_authority_arn:
             # ECS uses this role to issue and rotate the services' certificates from the CA.
+            stack = cdk.Stack.of(self)
             role = iam.Role(
                 self, "TlsRole",
                 description="ECS infrastructure role: Service Connect TLS certificates from Private CA",
-                assumed_by=iam.ServicePrincipal("ecs.amazonaws.com"),
+                assumed_by=iam.ServicePrincipal(
+                    "ecs.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": stack.account}}),
                 managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(
                     "service-role/AmazonECSInfrastructureRolePolicyForServiceConnectTransportLayerSecurity")],
             )
@@ -125,17 +132,22 @@ class _ServiceConnectExtension(ServiceExtension):
             props["linear_configuration"] = ecs.TrafficShiftConfig(step_percent=rollout.linear_step_percent, step_bake_time=step_bake)
         if rollout.strategy != "ROLLING":
             props["bake_time"] = cdk.Duration.minutes(rollout.bake_time_minutes)
+        # The service refers to the alarms (Ref), so CloudFormation creates them first and the
+        # service's first deployment can already use them.
+        self._create_alarms(service)
         props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
-            alarm_names=[self._alarm_name("5xx-rate"), self._alarm_name("p95-latency")],
+            alarm_names=[alarm.alarm_name for alarm in self.alarms],
             behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM,
         )
         return props
 
-    def use_service(self, service: MeshedFargateService) -> None:
+    def _create_alarms(self, service: MeshedFargateService) -> None:
         rollout = self.mesh.rollout
+        if not service.props.service_name:
+            raise ValueError(f"{service.props.name}: set MeshedServiceProps.service_name; the deployment alarms need it before the service exists")
         dimensions = {
             "ClusterName": service.cluster.cluster_name,
-            "ServiceName": service.service.service_name,
+            "ServiceName": service.props.service_name,
             "DiscoveryName": service.props.name,
         }
 

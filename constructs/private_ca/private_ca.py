@@ -47,5 +47,13 @@ class PrivateCertificateAuthority(Construct):
             certificate=root_certificate.attr_certificate,
             status="ACTIVE",
         )
+        if usage_mode == "GENERAL_PURPOSE":
+            # ACM renews the private certificates it issued from this CA only with this permission.
+            acmpca.CfnPermission(
+                self, "AcmRenewal",
+                certificate_authority_arn=self.authority.attr_arn,
+                principal="acm.amazonaws.com",
+                actions=["IssueCertificate", "GetCertificate", "ListPermissions"],
+            )
         self.certificate_authority_arn = self.authority.attr_arn
         self.activation = activation
