@@ -142,7 +142,7 @@ class ServicesStack(cdk.Stack):
             return ecs.ContainerImage.from_registry(service.image)
         dockerfile = SERVICES_DIR / service.name / "Dockerfile"
         if not dockerfile.exists():
-            raise ValueError(f"services.{service.name}: {dockerfile.relative_to(SERVICES_DIR.parent)} does not exist; add it or set services.{service.name}.image")
+            raise ValueError(f"services.{service.name}: {dockerfile.relative_to(SERVICES_DIR.parent)} does not exist; add it, or set services.{service.name}.image_tag or .image")
         # Built by `cdk deploy` (Docker needed there, not at synth); the context is services/ so
         # that every image can use the shared code beside it.
         return ecs.ContainerImage.from_asset(str(SERVICES_DIR), file=f"{service.name}/Dockerfile", exclude=["**/__pycache__", "**/.pytest_cache", "**/tests"])

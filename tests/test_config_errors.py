@@ -18,6 +18,7 @@ from tests.assembly import REPO_ROOT
 CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 CONTROL = "no overrides"
 PROD = "-c profile=prod"
+APPMESH = "-c mesh=appmesh"
 
 
 def _regions(*entries: tuple[str, str]) -> str:
@@ -54,7 +55,7 @@ CASES = [
 
 
 def _run_cli(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedProcess[str]:
-    args = [str(CDK_CLI), "synth", "--quiet", "--no-notices", "--output", str(outdir)]
+    args = [str(CDK_CLI), "synth", "--quiet", "--no-notices", "--output", str(outdir), "**"]
     for key, value in overrides.items():
         args += ["-c", f"{key}={value}"]
     return subprocess.run(
@@ -66,7 +67,8 @@ def _run_cli(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
     """Run every case through the CLI up front, a few at a time (each is a Node + Python start)."""
-    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [(CONTROL, {}), (PROD, {"profile": "prod"})]
+    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [
+        (CONTROL, {}), (PROD, {"profile": "prod"}), (APPMESH, {"mesh": "appmesh"})]
     outdirs = [tmp_path_factory.mktemp("cli") for _ in runs]
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = pool.map(_run_cli, [overrides for _, overrides in runs], outdirs)
@@ -106,3 +108,14 @@ def test_a_cli_override_reaches_the_app(cli_results):
     result, outdir = cli_results[PROD]
     assert result.returncode == 0, result.stderr
     assert _nat_gateways(outdir) == 6  # prod: one per AZ in both regions
+
+
+def test_the_legacy_mesh_synthesizes_through_the_cli_with_its_warning(cli_results):
+    result, outdir = cli_results[APPMESH]
+    assert result.returncode == 0, result.stderr
+    assert "App Mesh reached end of support on 2026-09-30" in result.stdout + result.stderr
+    meshes = [
+        resource for template in outdir.glob("assembly-*/*.template.json")
+        for resource in json.loads(template.read_text())["Resources"].values() if resource["Type"] == "AWS::AppMesh::Mesh"
+    ]
+    assert len(meshes) == 2  # one per region

@@ -68,7 +68,7 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         if name.endswith("p95-latency"):
             assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
         else:
-            assert alarm["Metrics"][0]["Expression"] == "IF(requests > 0, 100 * errors / requests, 0)"
+            assert alarm["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * errors / requests, 0)"
             assert {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
             assert alarm["Threshold"] == 1  # below the 5 % canary share, so a failing canary trips it
 

@@ -188,3 +188,18 @@ def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
     pulls = [s for p in assembly.resources("mf-eu-west-1/services", "AWS::IAM::Policy").values()
              for s in p["Properties"]["PolicyDocument"]["Statement"] if "ecr:BatchGetImage" in s["Action"]]
     assert pulls and all("Repositoriesauth" in json.dumps(s["Resource"]) for s in pulls)
+
+
+def test_a_fourth_service_needs_config_only(tmp_path):
+    from tests.assembly import cdk_json_context, synth
+
+    services = {**cdk_json_context()["services"],
+                "billing": {"image": "public.ecr.aws/nginx/nginx:1.27", "calls": ["auth"], "port": 9090}}
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services=services)
+    ecs_services = {r["Properties"]["ServiceName"] for r in assembly.resources("mf-eu-west-1/services", "AWS::ECS::Service").values()}
+    assert ecs_services == {"auth", "persona", "vc-start", "billing"}
+    repositories = {r["Properties"]["RepositoryName"] for r in assembly.resources("mf-eu-west-1/platform", "AWS::ECR::Repository").values()}
+    assert "mf/billing" in repositories
+    ingress = [r["Properties"] for r in assembly.resources("mf-eu-west-1/services", "AWS::EC2::SecurityGroupIngress").values()]
+    assert any(r["Description"] == "from billing" and r["FromPort"] == 8080 for r in ingress)  # auth admits billing

@@ -21,6 +21,7 @@ from .extensions import ServiceExtension
 from .service import PORT_MAPPING_NAME, MeshedFargateService
 
 _STRATEGIES = ("CANARY", "LINEAR", "ROLLING")
+MIN_REQUESTS_PER_MINUTE = 20
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ class _ServiceConnectExtension(ServiceExtension):
                                      statistic=statistic, period=cdk.Duration.minutes(1))
 
         error_rate = cloudwatch.MathExpression(
-            expression="IF(requests > 0, 100 * errors / requests, 0)",
+            # Below MIN_REQUESTS a minute the rate means little (one error in three requests is 33 %).
+            expression=f"IF(requests >= {MIN_REQUESTS_PER_MINUTE}, 100 * errors / requests, 0)",
             using_metrics={"errors": metric("HTTPCode_Target_5XX_Count", "Sum"), "requests": metric("RequestCount", "Sum")},
             period=cdk.Duration.minutes(1),
             label="5xx responses, % of requests",
