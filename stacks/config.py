@@ -76,12 +76,18 @@ class ServiceConfig:
     max_tasks: int | None
     image: str | None
     image_tag: str | None  # run <prefix>/<name>:<tag> from this region's ECR repository
+    canary_image_tag: str | None  # App Mesh only: what the canary runs, from the same repository
+    liveness_path: str
+    health_check_command: tuple[str, ...] | None  # None: probe liveness_path with the image's python
+    user: str
     environment: tuple[tuple[str, str], ...]
     secrets: tuple[tuple[str, str], ...]  # env var -> "secretsmanager:<name>" or "ssm:<parameter>"
 
 
 @dataclass(frozen=True)
-class ServiceConnectConfig:
+class MeshOptionsConfig:
+    """Settings of whichever mesh backend is chosen (``tls`` applies to Service Connect; App Mesh always uses TLS)."""
+
     per_request_timeout_seconds: int
     idle_timeout_seconds: int
     tls: str  # auto (prod on, dev off) | on | off
@@ -123,7 +129,7 @@ class FoundationConfig:
     account: str | None
     namespace: str
     services: tuple[ServiceConfig, ...]
-    service_connect: ServiceConnectConfig
+    mesh_options: MeshOptionsConfig
     deployment: DeploymentConfig
     appmesh: AppMeshConfig
 
@@ -132,7 +138,7 @@ class FoundationConfig:
         """Whether service-to-service traffic is TLS. App Mesh always is; Service Connect by setting."""
         if self.mesh == "appmesh":
             return True
-        return {"on": True, "off": False, "auto": self.is_prod}[self.service_connect.tls]
+        return {"on": True, "off": False, "auto": self.is_prod}[self.mesh_options.tls]
 
     @property
     def is_prod(self) -> bool:
@@ -292,6 +298,14 @@ _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za
 _ANY_STRING = re.compile(r"^.*$", re.DOTALL)
 _IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
 _PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _parse_health_check_command(key: str, value: Any) -> tuple[str, ...]:
+    if (not isinstance(value, list) or len(value) < 2 or value[0] not in ("CMD", "CMD-SHELL")
+            or not all(isinstance(part, str) for part in value)):
+        raise ConfigError(key, value, 'expected a list of strings starting with "CMD" or "CMD-SHELL", e.g. ["CMD", "/bin/healthcheck"]')
+    return tuple(value)
 
 
 def _pattern(pattern: re.Pattern[str], allowed: str) -> Callable[[str, Any], str]:
@@ -312,7 +326,11 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "min_tasks": (None, _optional(_integer(1, 100))),
     "max_tasks": (None, _optional(_integer(1, 500))),
     "image": (None, _optional(_pattern(_IMAGE_PATTERN, "expected a registry image with a tag or digest, e.g. registry.example.com/team/app:1.2.3"))),
-    "image_tag": (None, _optional(_pattern(re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"), "expected an image tag of the service's ECR repository, e.g. 1.4.2"))),
+    "image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.4.2"))),
+    "canary_image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.5.0-rc1"))),
+    "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path such as /health/live")),
+    "health_check_command": (None, _optional(_parse_health_check_command)),
+    "user": ("10001:10001", _pattern(re.compile(r"^(?!0(:|$))(?!root(:|$))[0-9]{1,10}(:[0-9]{1,10})?$"), "expected a non-root numeric uid[:gid] such as 10001:10001")),
     "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
 }
@@ -336,6 +354,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         calls = fields["calls"]
         if not isinstance(calls, list) or any(c not in value or c == name for c in calls) or len(set(calls)) != len(calls):
             raise ConfigError(f"{item_key}.calls", calls, f"expected a list of other services: {', '.join(n for n in value if n != name)}")
+        if fields["canary_image_tag"] and fields["image"]:
+            raise ConfigError(f"{item_key}.canary_image_tag", fields["canary_image_tag"], "needs the service's ECR repository; remove image or use image_tag")
         if fields["image"] and fields["image_tag"]:
             raise ConfigError(f"{item_key}.image_tag", fields["image_tag"], "set either image or image_tag, not both")
         if fields["min_tasks"] and fields["max_tasks"] and fields["min_tasks"] > fields["max_tasks"]:
@@ -344,8 +364,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
     return tuple(services)
 
 
-def _parse_service_connect(key: str, value: Any) -> ServiceConnectConfig:
-    return ServiceConnectConfig(**_object(key, value, {
+def _parse_mesh_options(key: str, value: Any) -> MeshOptionsConfig:
+    return MeshOptionsConfig(**_object(key, value, {
         "per_request_timeout_seconds": (15, _integer(1, 3600)),
         "idle_timeout_seconds": (300, _integer(1, 3600)),
         "tls": ("auto", _one_of(("auto", "on", "off"))),
@@ -409,7 +429,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "account": (None, _parse_account),
     "namespace": ("svc.local", _parse_namespace),
     "services": (_DEFAULT_SERVICES, _parse_services),
-    "service_connect": ({}, _parse_service_connect),
+    "mesh_options": ({}, _parse_mesh_options),
     "deployment": ({}, _parse_deployment),
     "appmesh": ({}, _parse_appmesh),
 }
@@ -451,10 +471,10 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             "deployment.alarm_5xx_percent", deployment.alarm_5xx_percent,
             f"must be below deployment.canary_percent={deployment.canary_percent}, or a failing canary cannot trip it",
         )
-    unknown_ca_regions = set(dict(values["service_connect"].private_ca_arns)) - {r.name for r in values["regions"]}
+    unknown_ca_regions = set(dict(values["mesh_options"].private_ca_arns)) - {r.name for r in values["regions"]}
     if unknown_ca_regions:
         region = sorted(unknown_ca_regions)[0]
-        raise ConfigError(f"service_connect.private_ca_arns.{region}", dict(values["service_connect"].private_ca_arns)[region],
+        raise ConfigError(f"mesh_options.private_ca_arns.{region}", dict(values["mesh_options"].private_ca_arns)[region],
                           f"{region} is not a configured region")
     if values["primary_region"] not in (r.name for r in values["regions"]):
         raise ConfigError(

@@ -65,7 +65,7 @@ class PlatformStack(cdk.Stack):
         # The CA that signs service-to-service TLS certificates, when the mesh uses TLS: imported
         # from config, or created here. Service Connect needs only a short-lived-certificate CA;
         # App Mesh takes ACM private certificates, which need a general-purpose CA.
-        self.certificate_authority_arn: str | None = config.service_connect.private_ca_arn(self.region)
+        self.certificate_authority_arn: str | None = config.mesh_options.private_ca_arn(self.region)
         if config.mesh_tls and not self.certificate_authority_arn:
             self.certificate_authority_arn = PrivateCertificateAuthority(
                 self,

@@ -54,8 +54,8 @@ class ServicesStack(cdk.Stack):
                 alarm_name_prefix=config.prefix,
                 alarm_topic=platform.alarm_topic,
                 rollout=Rollout(**vars(config.deployment)),
-                per_request_timeout=cdk.Duration.seconds(config.service_connect.per_request_timeout_seconds),
-                idle_timeout=cdk.Duration.seconds(config.service_connect.idle_timeout_seconds),
+                per_request_timeout=cdk.Duration.seconds(config.mesh_options.per_request_timeout_seconds),
+                idle_timeout=cdk.Duration.seconds(config.mesh_options.idle_timeout_seconds),
                 tls_authority_arn=platform.certificate_authority_arn,
             )
             for service in config.services:
@@ -64,15 +64,14 @@ class ServicesStack(cdk.Stack):
             mesh = AppMeshBackend(
                 self, "AppMesh",
                 mesh_name=config.prefix,
-                namespace=platform.namespace,
                 namespace_name=config.namespace,
                 certificate_authority_arn=platform.certificate_authority_arn,
                 settings=AppMeshSettings(
                     canary_weight_percent=config.appmesh.canary_weight_percent,
                     max_retries=config.appmesh.max_retries,
                     per_retry_timeout_ms=config.appmesh.per_retry_timeout_ms,
-                    per_request_timeout_seconds=config.service_connect.per_request_timeout_seconds,
-                    idle_timeout_seconds=config.service_connect.idle_timeout_seconds,
+                    per_request_timeout_seconds=config.mesh_options.per_request_timeout_seconds,
+                    idle_timeout_seconds=config.mesh_options.idle_timeout_seconds,
                 ),
             )
             ports = {service.name: service.port for service in config.services}
@@ -85,8 +84,10 @@ class ServicesStack(cdk.Stack):
                     if variant == "primary":
                         self.services[service.name] = self._service(service.name, service, [extension])
                     else:
-                        # The canary takes the router's canary weight; one task is enough for that.
-                        self.canaries[service.name] = self._service(f"{service.name}-canary", service, [extension], tasks=(1, 1))
+                        # The canary takes the router's canary weight (one task is enough for that) and
+                        # runs canary_image_tag when set: the release being tried.
+                        self.canaries[service.name] = self._service(
+                            f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag)
             mesh.add_routes()
         self.mesh = mesh
 
@@ -100,18 +101,22 @@ class ServicesStack(cdk.Stack):
     def _variants(self, name: str) -> list[MeshedFargateService]:
         return [s for s in (self.services.get(name), self.canaries.get(name)) if s is not None]
 
-    def _service(self, construct_id: str, service: ServiceConfig, mesh_extensions: list, tasks: tuple[int, int] | None = None) -> MeshedFargateService:
+    def _service(self, construct_id: str, service: ServiceConfig, mesh_extensions: list,
+                 tasks: tuple[int, int] | None = None, image_tag: str | None = None) -> MeshedFargateService:
         min_tasks, max_tasks = tasks or (
             service.min_tasks or self.defaults.min_tasks,
             service.max_tasks or max(self.defaults.max_tasks, service.min_tasks or 0),
         )
         props = MeshedServiceProps(
             name=service.name,
-            image=self._image(construct_id, service),
+            image=self._image(service, image_tag or service.image_tag),
             container_port=service.port,
             cpu=service.cpu,
             memory_limit_mib=service.memory_mib,
             health_check_path=service.health_check_path,
+            liveness_path=service.liveness_path,
+            health_check_command=service.health_check_command,
+            user=service.user,
             min_tasks=min_tasks,
             max_tasks=max_tasks,
             calls=service.calls,
@@ -134,10 +139,10 @@ class ServicesStack(cdk.Stack):
             extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions],
         )
 
-    def _image(self, construct_id: str, service: ServiceConfig) -> ecs.ContainerImage:
-        if service.image_tag:
+    def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
+        if image_tag:
             # CI pushes release images here; from_ecr_repository also grants the pull.
-            return ecs.ContainerImage.from_ecr_repository(self.platform.repositories[service.name], service.image_tag)
+            return ecs.ContainerImage.from_ecr_repository(self.platform.repositories[service.name], image_tag)
         if service.image:
             return ecs.ContainerImage.from_registry(service.image)
         dockerfile = SERVICES_DIR / service.name / "Dockerfile"

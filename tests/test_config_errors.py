@@ -49,7 +49,9 @@ CASES = [
     ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
-    ("private CA of another region", {"service_connect": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["service_connect.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
+    ("private CA of another region", {"mesh_options": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["mesh_options.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
+    ("container running as root", {"services": json.dumps({"auth": {"user": "0:0"}})}, ["services.auth.user='0:0'", "non-root"]),
+    ("health check not a command", {"services": json.dumps({"auth": {"health_check_command": "curl localhost"}})}, ["services.auth.health_check_command='curl localhost'", '"CMD" or "CMD-SHELL"']),
     ("appmesh canary weight too high", {"appmesh": json.dumps({"canary_weight_percent": 20})}, ["appmesh.canary_weight_percent=20", "1 to 5"]),
 ]
 

@@ -38,7 +38,9 @@ def test_service_connect_publishes_each_service_under_its_name_with_timeouts_and
         assert service["PortName"] == "http"
         assert service["Timeout"] == {"IdleTimeoutSeconds": 300, "PerRequestTimeoutSeconds": 15}
         assert "Tls" not in service  # dev: TLS off by default
-        published[service["DiscoveryName"]] = service["ClientAliases"]
+        # Service Connect's own (API-only) Cloud Map entry; <name> itself is the DNS registration.
+        assert service["DiscoveryName"] == f"{properties['ServiceName']}-sc"
+        published[properties["ServiceName"]] = service["ClientAliases"]
     assert published == {name: [{"DnsName": name, "Port": 8080}] for name in SERVICES}
 
 
@@ -88,7 +90,7 @@ def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
 def test_an_imported_ca_replaces_the_platform_ca(tmp_path):
     arn = "arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"
     assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     service_connect={"tls": "on", "private_ca_arns": {"eu-west-1": arn}}, deployment={"strategy": "LINEAR"})
+                     mesh_options={"tls": "on", "private_ca_arns": {"eu-west-1": arn}}, deployment={"strategy": "LINEAR"})
     assert _resources(assembly, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority") == {}
     for properties in _ecs_services(assembly).values():
         assert properties["ServiceConnectConfiguration"]["Services"][0]["Tls"]["IssuerCertificateAuthority"] == {"AwsPcaAuthorityArn": arn}
@@ -155,20 +157,34 @@ def test_appmesh_envoy_sidecar_and_start_order(appmesh):
         assert proxy["IgnoredUID"] == "1337" and proxy["AppPorts"] == "8080" and proxy["EgressIgnoredPorts"] == "443"
 
 
-def test_appmesh_envoy_may_fetch_only_its_own_node(appmesh):
+def test_appmesh_envoy_may_fetch_only_its_own_node_and_certificate(appmesh):
     nodes = set(_mesh(appmesh, "AWS::AppMesh::VirtualNode"))
+    certificates = set(_mesh(appmesh, "AWS::CertificateManager::Certificate"))
+    granted = {"appmesh:StreamAggregatedResources": set(), "acm:ExportCertificate": set(), "acm-pca:GetCertificateAuthorityCertificate": 0}
     for policy in _mesh(appmesh, "AWS::IAM::Policy").values():
         for statement in policy["PolicyDocument"]["Statement"]:
             if statement["Action"] == "appmesh:StreamAggregatedResources":
-                assert statement["Resource"]["Ref"] in nodes
+                granted[statement["Action"]].add(statement["Resource"]["Ref"])
+            elif statement["Action"] == "acm:ExportCertificate":
+                granted[statement["Action"]].add(statement["Resource"]["Ref"])
+            elif statement["Action"] == "acm-pca:GetCertificateAuthorityCertificate":
+                assert "MeshCertificateAuthority" in json.dumps(statement["Resource"])
+                granted[statement["Action"]] += 1
+    # One statement per task role, each naming exactly its own node and certificate.
+    assert granted["appmesh:StreamAggregatedResources"] == nodes and len(nodes) == 6
+    assert granted["acm:ExportCertificate"] == certificates and len(certificates) == 6
+    assert granted["acm-pca:GetCertificateAuthorityCertificate"] == 6
 
 
-def test_appmesh_registers_dns_with_a_short_ttl_and_deploys_rolling(appmesh):
-    for registry in _mesh(appmesh, "AWS::ServiceDiscovery::Service").values():
-        assert registry["DnsConfig"]["DnsRecords"] == [{"TTL": 10, "Type": "A"}]
+def test_appmesh_deploys_rolling_and_discovers_nodes_through_the_dns_registration(appmesh):
+    registries = {k: v["Name"] for k, v in _mesh(appmesh, "AWS::ServiceDiscovery::Service").items()}
     for properties in _ecs_services(appmesh).values():
-        assert len(properties["ServiceRegistries"]) == 1
         assert properties["DeploymentConfiguration"]["Strategy"] == "ROLLING"
+    for node in _mesh(appmesh, "AWS::AppMesh::VirtualNode").values():
+        cloud_map = node["Spec"]["ServiceDiscovery"]["AWSCloudMap"]
+        assert cloud_map["ServiceName"]["Fn::GetAtt"][0] in registries
+        expected = node["VirtualNodeName"].removesuffix("-primary")  # auth-primary -> auth, auth-canary stays
+        assert registries[cloud_map["ServiceName"]["Fn::GetAtt"][0]] == expected
 
 
 def test_appmesh_uses_a_general_purpose_ca_and_an_envoy_management_endpoint(appmesh):
@@ -193,3 +209,13 @@ def test_appmesh_resources_carry_the_w3696_exception_and_synth_warns(appmesh):
         if entry["type"] == "aws:cdk:warning"
     ]
     assert any("App Mesh reached end of support on 2026-09-30" in str(w) for w in warnings)
+
+
+def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
+    assembly = synth(tmp_path / "out", mesh="appmesh", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}],
+                     primary_region="eu-west-1", services={"auth": {"image_tag": "1.4.2", "canary_image_tag": "1.5.0-rc1"}})
+    images = {}
+    for task in _mesh(assembly, "AWS::ECS::TaskDefinition").values():
+        app = next(c for c in task["ContainerDefinitions"] if c["Name"] == "app")
+        images[task["Family"]] = app["Image"]["Fn::Join"][1][-1]
+    assert sorted(images.values()) == [":1.4.2", ":1.5.0-rc1"]

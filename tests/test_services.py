@@ -111,8 +111,9 @@ def test_execution_and_task_roles_are_separate_and_least_privilege(backend):
     for task in _by_type(backend, region, "AWS::ECS::TaskDefinition").values():
         execution = _role_policy_actions(backend, region, task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0])
         task_actions = _role_policy_actions(backend, region, task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
-        assert execution <= {"ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
-                             "ecr:GetAuthorizationToken", "logs:CreateLogStream", "logs:PutLogEvents"}
+        assert {"logs:CreateLogStream", "logs:PutLogEvents"} <= execution <= {
+            "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+            "ecr:GetAuthorizationToken", "logs:CreateLogStream", "logs:PutLogEvents"}
         assert {"xray:PutTraceSegments", "logs:PutLogEvents"} <= task_actions
         assert not any(a.endswith(":*") or a == "*" for a in execution | task_actions)
     for role in _by_type(backend, region, "AWS::IAM::Role").values():
@@ -193,8 +194,11 @@ def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
 def test_a_fourth_service_needs_config_only(tmp_path):
     from tests.assembly import cdk_json_context, synth
 
+    # Any image works: this one has no python, runs as uid 101 and listens on 8080.
     services = {**cdk_json_context()["services"],
-                "billing": {"image": "public.ecr.aws/nginx/nginx:1.27", "calls": ["auth"], "port": 9090}}
+                "billing": {"image": "public.ecr.aws/nginx/nginx-unprivileged:1.27", "calls": ["auth"], "port": 8080,
+                            "user": "101", "health_check_path": "/", "liveness_path": "/",
+                            "health_check_command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"]}}
     assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
                      services=services)
     ecs_services = {r["Properties"]["ServiceName"] for r in assembly.resources("mf-eu-west-1/services", "AWS::ECS::Service").values()}
@@ -203,3 +207,42 @@ def test_a_fourth_service_needs_config_only(tmp_path):
     assert "mf/billing" in repositories
     ingress = [r["Properties"] for r in assembly.resources("mf-eu-west-1/services", "AWS::EC2::SecurityGroupIngress").values()]
     assert any(r["Description"] == "from billing" and r["FromPort"] == 8080 for r in ingress)  # auth admits billing
+    billing = next(t["Properties"]["ContainerDefinitions"] for t in assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
+                   if any(c.get("Image") == "public.ecr.aws/nginx/nginx-unprivileged:1.27" for c in t["Properties"]["ContainerDefinitions"]))
+    app = next(c for c in billing if c["Name"] == "app")
+    assert app["User"] == "101" and app["HealthCheck"]["Command"][0] == "CMD-SHELL"
+
+
+def test_secrets_are_injected_by_ecs_and_readable_only_by_the_execution_role(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services={"auth": {"secrets": {"JWT_SIGNING_KEY": "secretsmanager:mf/auth/jwt", "DB_PASSWORD": "ssm:/mf/auth/db"}}})
+    (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
+    app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
+    assert sorted(s["Name"] for s in app["Secrets"]) == ["DB_PASSWORD", "JWT_SIGNING_KEY"]
+    assert not any(e["Name"] in ("DB_PASSWORD", "JWT_SIGNING_KEY") for e in app["Environment"])
+    execution = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    reads = {}
+    for policy in assembly.resources("mf-eu-west-1/services", "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            for action in actions:
+                if action in ("secretsmanager:GetSecretValue", "ssm:GetParameters"):
+                    reads.setdefault(action, set()).update(r["Ref"] for r in policy["Properties"]["Roles"])
+    assert reads == {"secretsmanager:GetSecretValue": {execution}, "ssm:GetParameters": {execution}}
+    assert task_role not in reads["secretsmanager:GetSecretValue"]
+
+
+def test_every_service_registers_in_dns_with_a_short_ttl(backend):
+    for region in REGIONS:
+        registries = _by_type(backend, region, "AWS::ServiceDiscovery::Service")
+        services = _by_type(backend, region, "AWS::ECS::Service")
+        assert len(registries) == len(services)
+        for registry in registries.values():
+            assert registry["Properties"]["DnsConfig"]["DnsRecords"] == [{"TTL": 10, "Type": "A"}]
+        for service in services.values():
+            (registration,) = service["Properties"]["ServiceRegistries"]
+            registry = registries[registration["RegistryArn"]["Fn::GetAtt"][0]]
+            assert registry["Properties"]["Name"] == service["Properties"]["ServiceName"]

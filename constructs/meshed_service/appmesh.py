@@ -18,7 +18,6 @@ from aws_cdk import aws_appmesh as appmesh
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
 from constructs.compliance import skip_cfn_lint
@@ -63,7 +62,6 @@ class AppMeshBackend(Construct):
         construct_id: str,
         *,
         mesh_name: str,
-        namespace: servicediscovery.INamespace,
         namespace_name: str,
         certificate_authority_arn: str,
         settings: AppMeshSettings,
@@ -74,7 +72,6 @@ class AppMeshBackend(Construct):
             f"mesh=appmesh: AWS App Mesh reached end of support on {END_OF_SUPPORT}. It stays selectable for "
             "migrations; use mesh=service-connect for new deployments.",
         )
-        self.namespace = namespace
         self.namespace_name = namespace_name
         self.settings = settings
         self.certificate_authority = acmpca.CertificateAuthority.from_certificate_authority_arn(
@@ -164,19 +161,14 @@ class _AppMeshExtension(ServiceExtension):
 
     def use_task_definition(self, service: MeshedFargateService) -> None:
         backend, settings = self.backend, self.backend.settings
-        self.cloud_map_service = servicediscovery.Service(
-            service, "CloudMapService", namespace=backend.namespace,
-            name=self.name if self.variant == "primary" else f"{self.name}-{self.variant}",
-            dns_record_type=servicediscovery.DnsRecordType.A, dns_ttl=cdk.Duration.seconds(10),
-            custom_health_check=servicediscovery.HealthCheckCustomConfig(failure_threshold=1),
-        )
         certificate = acm.PrivateCertificate(
             service, "MeshCertificate", domain_name=f"{self.name}.{backend.namespace_name}",
             certificate_authority=backend.certificate_authority,
         )
         node = appmesh.VirtualNode(
             service, "VirtualNode", mesh=backend.mesh, virtual_node_name=f"{self.name}-{self.variant}",
-            service_discovery=appmesh.ServiceDiscovery.cloud_map(self.cloud_map_service),
+            # The service's own DNS registration: <name> for the primary, <name>-canary for the canary.
+            service_discovery=appmesh.ServiceDiscovery.cloud_map(service.cloud_map_service),
             listeners=[appmesh.VirtualNodeListener.http(
                 port=self.port,
                 health_check=appmesh.HealthCheck.http(
@@ -244,6 +236,3 @@ class _AppMeshExtension(ServiceExtension):
         # Traffic moves between versions through the router's weights, so ECS deploys rolling.
         props["deployment_strategy"] = ecs.DeploymentStrategy.ROLLING
         return props
-
-    def use_service(self, service: MeshedFargateService) -> None:
-        service.service.associate_cloud_map_service(service=self.cloud_map_service)

@@ -26,6 +26,8 @@ class MeshedServiceProps:
     calls: Sequence[str] = ()
     # Liveness: the container health check uses it; ECS replaces a task that fails it.
     liveness_path: str = "/health/live"
+    # The container health check; None probes liveness_path with the image's python.
+    health_check_command: Sequence[str] | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     # Injected by ECS from Secrets Manager or SSM Parameter Store; never plain environment values.
     secrets: Mapping[str, ecs.Secret] = field(default_factory=dict)
@@ -37,6 +39,8 @@ class MeshedServiceProps:
     user: str = "10001:10001"
     # ECS service name (unique in the cluster); None lets CloudFormation generate one.
     service_name: str | None = None
+    # TTL of the service's DNS records in the namespace.
+    dns_ttl_seconds: int = 10
     target_cpu_percent: int = 60
     target_memory_percent: int = 75
 
@@ -45,6 +49,8 @@ class MeshedServiceProps:
             raise ValueError(f"min_tasks={self.min_tasks}, max_tasks={self.max_tasks} is invalid: need 1 <= min <= max")
         if not 2 <= self.stop_timeout_seconds <= 120:
             raise ValueError(f"stop_timeout_seconds={self.stop_timeout_seconds} is invalid: Fargate allows 2 to 120")
+        if not 5 <= self.dns_ttl_seconds <= 60:
+            raise ValueError(f"dns_ttl_seconds={self.dns_ttl_seconds} is invalid: expected 5 to 60 (short, so clients follow task changes)")
         if self.user.split(":")[0] in ("0", "root"):
             raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
         if self.name in self.calls:

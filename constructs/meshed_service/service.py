@@ -10,6 +10,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag
@@ -42,7 +43,8 @@ class MeshedFargateService(Construct):
     """A Fargate service in private subnets that joins the mesh through its extensions.
 
     Exposes ``task_definition``, ``app_container``, ``execution_role``, ``task_role``,
-    ``log_group``, ``security_group``, ``service`` (the ``ecs.FargateService``) and ``scaling``.
+    ``log_group``, ``cloud_map_service``, ``security_group``, ``service`` (the
+    ``ecs.FargateService``) and ``scaling``.
     """
 
     def __init__(
@@ -67,6 +69,17 @@ class MeshedFargateService(Construct):
         self.log_retention = log_retention
 
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, encryption_key=log_encryption_key)
+        # DNS registration in the cluster's namespace (<service name>.<namespace>, A records, short
+        # TTL so clients see task changes within seconds). Created before the ECS service so that
+        # extensions can point at it (App Mesh's virtual node does).
+        namespace = cluster.default_cloud_map_namespace
+        if namespace is None:
+            raise ValueError("cluster has no default Cloud Map namespace: create it with one (see constructs/fargate_cluster)")
+        self.cloud_map_service = servicediscovery.Service(
+            self, "Discovery", namespace=namespace, name=props.service_name or props.name,
+            dns_record_type=servicediscovery.DnsRecordType.A, dns_ttl=cdk.Duration.seconds(props.dns_ttl_seconds),
+            custom_health_check=servicediscovery.HealthCheckCustomConfig(failure_threshold=1),
+        )
         # Execution role: what ECS does for the task (pull the image, read the secrets, write logs).
         # Task role: what the containers themselves call. CDK grants each only what it uses.
         self.execution_role = ecs_task_role(self, "ExecutionRole", f"ECS agent for {props.name}: pull, secrets, logs")
@@ -133,6 +146,7 @@ class MeshedFargateService(Construct):
         for extension in self.extensions:
             service_props = extension.modify_service_props(service_props)
         self.service = ecs.FargateService(self, "Service", **service_props)
+        self.service.associate_cloud_map_service(service=self.cloud_map_service)
         cdk.Tags.of(self).add("service", props.name)
 
         self.scaling = self.service.auto_scale_task_count(min_capacity=props.min_tasks, max_capacity=props.max_tasks)
@@ -158,8 +172,9 @@ class MeshedFargateService(Construct):
                 container_port=props.container_port, name=PORT_MAPPING_NAME, app_protocol=ecs.AppProtocol.http,
             )],
             health_check=ecs.HealthCheck(
-                # The reference images are Python; no curl is needed in the image.
-                command=["CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=3)"],
+                # By default the image's python probes the liveness path (no curl needed in the image).
+                command=list(props.health_check_command or [
+                    "CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('{url}', timeout=3)"]),
                 interval=cdk.Duration.seconds(15),
                 timeout=cdk.Duration.seconds(5),
                 retries=3,

@@ -46,6 +46,10 @@ class Rollout:
             )
 
 
+def discovery_name(service_name: str) -> str:
+    return f"{service_name}-sc"
+
+
 class ServiceConnectMesh(Construct):
     """One per cluster namespace: holds what all services share (TLS role), hands out extensions.
 
@@ -113,7 +117,9 @@ class _ServiceConnectExtension(ServiceExtension):
             namespace=mesh.namespace.namespace_arn,
             services=[ecs.ServiceConnectService(
                 port_mapping_name=PORT_MAPPING_NAME,
-                discovery_name=name,
+                # Service Connect creates its own, API-only Cloud Map service under this name; the
+                # plain name is taken by the service's DNS registration (MeshedFargateService).
+                discovery_name=discovery_name(name),
                 dns_name=name,  # callers use http://<name>:<port>
                 port=service.props.container_port,
                 per_request_timeout=mesh.per_request_timeout,
@@ -149,7 +155,7 @@ class _ServiceConnectExtension(ServiceExtension):
         dimensions = {
             "ClusterName": service.cluster.cluster_name,
             "ServiceName": service.props.service_name,
-            "DiscoveryName": service.props.name,
+            "DiscoveryName": discovery_name(service.props.name),
         }
 
         def metric(name: str, statistic: str) -> cloudwatch.Metric:
