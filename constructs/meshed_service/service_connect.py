@@ -169,29 +169,30 @@ class _ServiceConnectExtension(ServiceExtension):
             period=cdk.Duration.minutes(1),
             label="5xx responses, % of requests",
         )
+        name = service.props.name
         self.alarms = [
-            error_rate.create_alarm(
-                service, "FiveXxRateAlarm",
-                alarm_name=self._alarm_name("5xx-rate"),
-                alarm_description=f"{service.props.name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx; "
-                                  "a deployment in progress rolls back. Runbook: runbooks/elevated-5xx.md",
-                threshold=rollout.alarm_5xx_percent, evaluation_periods=3, datapoints_to_alarm=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            ),
-            metric("TargetResponseTime", "p95").create_alarm(
-                service, "P95LatencyAlarm",
-                alarm_name=self._alarm_name("p95-latency"),
-                alarm_description=f"{service.props.name}: p95 response time above {rollout.alarm_p95_latency_ms} ms; "
-                                  "a deployment in progress rolls back. Runbook: runbooks/latency-slo-breach.md",
-                threshold=rollout.alarm_p95_latency_ms, evaluation_periods=3, datapoints_to_alarm=2,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            ),
+            self._deployment_alarm(
+                service, "FiveXxRateAlarm", error_rate, "5xx-rate", rollout.alarm_5xx_percent,
+                f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", "elevated-5xx"),
+            self._deployment_alarm(
+                service, "P95LatencyAlarm", metric("TargetResponseTime", "p95"), "p95-latency", rollout.alarm_p95_latency_ms,
+                f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", "latency-slo-breach"),
         ]
-        for alarm in self.alarms:
-            alarm.add_alarm_action(self.mesh.alarm_action)
-            alarm.add_ok_action(self.mesh.alarm_action)
+
+    def _deployment_alarm(self, service: MeshedFargateService, construct_id: str, metric: cloudwatch.IMetric,
+                          what: str, threshold: float, summary: str, runbook: str) -> cloudwatch.Alarm:
+        """Over the threshold in 2 of 3 minutes: notify, and roll back a deployment in progress."""
+        alarm = metric.create_alarm(
+            service, construct_id,
+            alarm_name=self._alarm_name(what),
+            alarm_description=f"{summary}; a deployment in progress rolls back. Runbook: runbooks/{runbook}.md",
+            threshold=threshold, evaluation_periods=3, datapoints_to_alarm=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(self.mesh.alarm_action)
+        alarm.add_ok_action(self.mesh.alarm_action)
+        return alarm
 
     def _alarm_name(self, what: str) -> str:
         return f"{self.mesh.alarm_name_prefix}-{self._service.props.name}-{what}"
