@@ -293,6 +293,8 @@ FARGATE_MEMORY_BY_CPU = {
     4096: tuple(range(8192, 30721, 1024)),
 }
 _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# <name>-sc is Service Connect's Cloud Map entry and <name>-canary the App Mesh canary service.
+_RESERVED_SUFFIXES = ("-sc", "-canary")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
 _ANY_STRING = re.compile(r"^.*$", re.DOTALL)
@@ -342,8 +344,9 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
     services = []
     for name, entry in value.items():
         item_key = f"{key}.{name}"
-        if not _SERVICE_NAME_PATTERN.match(name):
-            raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens")
+        if not _SERVICE_NAME_PATTERN.match(name) or name.endswith(_RESERVED_SUFFIXES):
+            raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens, "
+                                               f"not ending in {' or '.join(_RESERVED_SUFFIXES)} (names the mesh derives)")
         fields = _object(item_key, entry, _SERVICE_FIELDS)
         if fields["memory_mib"] not in FARGATE_MEMORY_BY_CPU.get(fields["cpu"], ()):
             raise ConfigError(
@@ -464,6 +467,11 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         raw = _decode_cli_value(context.get(key, default), default)
         values[key] = parse(key, raw)
 
+    if values["mesh"] != "appmesh":
+        with_canary = [svc.name for svc in values["services"] if svc.canary_image_tag]
+        if with_canary:
+            raise ConfigError(f"services.{with_canary[0]}.canary_image_tag", dict((s.name, s.canary_image_tag) for s in values["services"])[with_canary[0]],
+                              "applies to mesh=appmesh only; with service-connect, deploy the new image_tag and ECS runs the canary")
     deployment = values["deployment"]
     if deployment.strategy == "CANARY" and deployment.alarm_5xx_percent >= deployment.canary_percent:
         # The alarm sees the whole service: a canary failing every request adds only canary_percent.

@@ -6,8 +6,9 @@ in the order the extensions were given, hook by hook:
 1. ``modify_task_definition_props(props)``  before the task definition exists (e.g. proxy config)
 2. ``use_task_definition(service)``         after the app container exists (add sidecar containers)
 3. ``resolve_container_dependencies(service)`` once every container exists (start order)
-4. ``modify_service_props(props)``          before the ECS service exists (mesh, deployment settings)
-5. ``use_service(service)``                 after the ECS service exists (alarms, grants, wiring)
+4. ``modify_service_props(props)``          before the ECS service exists (mesh, deployment settings and
+                                            the alarms they name)
+5. ``use_service(service)``                 after the ECS service exists (grants, wiring)
 """
 
 from __future__ import annotations

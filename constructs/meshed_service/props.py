@@ -49,6 +49,9 @@ class MeshedServiceProps:
             raise ValueError(f"min_tasks={self.min_tasks}, max_tasks={self.max_tasks} is invalid: need 1 <= min <= max")
         if not 2 <= self.stop_timeout_seconds <= 120:
             raise ValueError(f"stop_timeout_seconds={self.stop_timeout_seconds} is invalid: Fargate allows 2 to 120")
+        if self.health_check_command is not None and (
+                len(self.health_check_command) < 2 or self.health_check_command[0] not in ("CMD", "CMD-SHELL")):
+            raise ValueError(f"health_check_command={list(self.health_check_command)} is invalid: start with CMD or CMD-SHELL, then the command")
         if not 5 <= self.dns_ttl_seconds <= 60:
             raise ValueError(f"dns_ttl_seconds={self.dns_ttl_seconds} is invalid: expected 5 to 60 (short, so clients follow task changes)")
         if self.user.split(":")[0] in ("0", "root"):
