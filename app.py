@@ -4,10 +4,8 @@
 import sys
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
 
 from stacks.config import ConfigError, load_config
-from stacks.region_stage import RegionStage
 
 
 def add_compliance_checks(app: cdk.App) -> None:
@@ -16,11 +14,17 @@ def add_compliance_checks(app: cdk.App) -> None:
     A finding fails `cdk synth` unless the construct it is about acknowledges it with a reason
     (constructs/compliance/acknowledgments.py).
     """
+    from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
+
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
 
 
 def build_app(app: cdk.App) -> cdk.App:
     config = load_config(app.node.get_all_context())
+    # Imported only once the config is valid: a config error is reported without loading
+    # cdk-nag and the CDK modules the stacks use, which is most of the app's start-up time.
+    from stacks.region_stage import RegionStage
+
     add_compliance_checks(app)
     for region in config.regions:
         RegionStage(app, config=config, region=region)
