@@ -81,7 +81,7 @@ def test_cdk_synth_through_the_cli_fails_on_a_finding(tmp_path):
 @pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
 def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev, prod, appmesh, variant):
     acknowledged = {}
-    for stack_path, metadata in {"dev": dev, "prod": prod, "appmesh": appmesh}[variant].stack_metadata():
+    for _stack_path, metadata in {"dev": dev, "prod": prod, "appmesh": appmesh}[variant].stack_metadata():
         for construct_path, entries in metadata.items():
             for entry in entries:
                 if entry["type"] == "aws:cdk:acknowledged-rules":

@@ -76,7 +76,7 @@ def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess
     outdirs = [tmp_path_factory.mktemp("cli") for _ in runs]
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = pool.map(_run_cli, [overrides for _, overrides in runs], outdirs)
-        return {case_id: (result, outdir) for (case_id, _), result, outdir in zip(runs, results, outdirs)}
+        return {case_id: (result, outdir) for (case_id, _), result, outdir in zip(runs, results, outdirs, strict=True)}
 
 
 @pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[case[0] for case in CASES])

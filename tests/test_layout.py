@@ -59,3 +59,14 @@ def test_cdk_cli_is_pinned_exactly():
     version = package["devDependencies"]["aws-cdk"]
     assert re.fullmatch(r"2\.\d+\.\d+", version)
     assert lock["packages"]["node_modules/aws-cdk"]["version"] == version
+
+
+def test_python_code_passes_ruff():
+    """Pyflakes and bugbear findings (unused names, mutable defaults, ...) across the repo (ruff.toml)."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "check", "--output-format", "concise", "."], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout

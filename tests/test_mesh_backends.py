@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tests.assembly import synth
 
@@ -46,7 +45,7 @@ def test_service_connect_publishes_each_service_under_its_name_with_timeouts_and
 
 def test_service_connect_canary_rolls_back_on_its_alarms(dev):
     alarms = _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm")
-    for logical_id, properties in _ecs_services(dev).items():
+    for _logical_id, properties in _ecs_services(dev).items():
         name = properties["ServiceName"]
         deployment = properties["DeploymentConfiguration"]
         assert deployment["Strategy"] == "CANARY"
@@ -195,7 +194,7 @@ def test_appmesh_uses_a_general_purpose_ca_and_an_envoy_management_endpoint(appm
 
 
 def test_appmesh_resources_carry_the_w3696_exception_and_synth_warns(appmesh):
-    for stack_path, logical_id, resource in appmesh.all_resources():
+    for _stack_path, logical_id, resource in appmesh.all_resources():
         if resource["Type"].startswith("AWS::AppMesh::"):
             assert resource["Metadata"]["cfn-lint"] == {"config": {"ignore_checks": ["W3696"]}}, logical_id
             assert "end of support" in resource["Metadata"]["cfn-lint-reasons"]["W3696"]
