@@ -82,12 +82,10 @@ class AppMeshBackend(Construct):
         self.virtual_services: dict[str, appmesh.VirtualService] = {}
         self.routers: dict[str, appmesh.VirtualRouter] = {}
         self.nodes: dict[tuple[str, str], appmesh.VirtualNode] = {}
-        self.ports: dict[str, int] = {}
 
     def virtual_service(self, name: str, port: int) -> appmesh.VirtualService:
         """The virtual service ``<name>.<namespace>`` and its router (created on first use)."""
         if name not in self.virtual_services:
-            self.ports[name] = port
             router = appmesh.VirtualRouter(
                 self, f"{name}-router", mesh=self.mesh, virtual_router_name=name,
                 listeners=[appmesh.VirtualRouterListener.http(port)],
