@@ -24,11 +24,15 @@ def build_app(app: cdk.App) -> cdk.App:
     config = load_config(app.node.get_all_context())
     # Imported only once the config is valid: a config error is reported without loading
     # cdk-nag and the CDK modules the stacks use, which is most of the app's start-up time.
+    from stacks.edge_stage import EdgeStage
     from stacks.region_stage import RegionStage
 
     add_compliance_checks(app)
     for region in config.regions:
         RegionStage(app, config=config, region=region)
+    # The edge needs a load balancer in at least two regions to fail over between.
+    if config.exposed_services and len(config.regions) > 1:
+        EdgeStage(app, config=config)
     return app
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import aws_cdk as cdk
 from constructs import Construct
 
 from constructs.permissions_boundary import PermissionsBoundary
 
-from .config import FoundationConfig, RegionConfig
 
 
 class BaselineStack(cdk.Stack):
@@ -18,12 +19,12 @@ class BaselineStack(cdk.Stack):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: FoundationConfig, region: RegionConfig, **kwargs
+        self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str], **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.permissions_boundary = PermissionsBoundary(
             self,
             "PermissionsBoundary",
-            policy_name=f"{config.prefix}-{region.name}-permissions-boundary",
-            allowed_regions=config.region_names,
+            policy_name=f"{boundary_name}-permissions-boundary",
+            allowed_regions=allowed_regions,
         )

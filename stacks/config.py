@@ -82,6 +82,7 @@ class ServiceConfig:
     user: str
     environment: tuple[tuple[str, str], ...]
     secrets: tuple[tuple[str, str], ...]  # env var -> "secretsmanager:<name>" or "ssm:<parameter>"
+    path: str | None  # the URL path the edge routes to this service (path and path/*); None: mesh only
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,33 @@ class AppMeshConfig:
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    """A Route 53 public hosted zone the app may add records and certificates to."""
+
+    zone_name: str
+    hosted_zone_id: str
+    subdomain: str  # the edge answers at <subdomain>.<zone_name>; each region at <region>.<subdomain>.<zone_name>
+
+    @property
+    def edge_name(self) -> str:
+        return f"{self.subdomain}.{self.zone_name}"
+
+    def regional_name(self, region: str) -> str:
+        return f"{region}.{self.edge_name}"
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    """The regional load balancers and the CloudFront edge in front of them."""
+
+    waf: str  # auto (prod on, dev off) | on | off
+    waf_rate_limit_per_5_minutes: int  # requests one IP may make in 5 minutes before WAF blocks it
+    access_log_days: int  # days load balancer access logs are kept
+    failover_status_codes: tuple[int, ...]  # origin answers that send CloudFront to the other region
+    price_class: str  # CloudFront price class: which edge locations serve viewers
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -132,6 +160,8 @@ class FoundationConfig:
     mesh_options: MeshOptionsConfig
     deployment: DeploymentConfig
     appmesh: AppMeshConfig
+    ingress: IngressConfig
+    domain: DomainConfig | None
 
     @property
     def mesh_tls(self) -> bool:
@@ -139,6 +169,15 @@ class FoundationConfig:
         if self.mesh == "appmesh":
             return True
         return {"on": True, "off": False, "auto": self.is_prod}[self.mesh_options.tls]
+
+    @property
+    def waf_enabled(self) -> bool:
+        return {"on": True, "off": False, "auto": self.is_prod}[self.ingress.waf]
+
+    @property
+    def exposed_services(self) -> tuple[ServiceConfig, ...]:
+        """The services the edge routes to, in config order."""
+        return tuple(service for service in self.services if service.path)
 
     @property
     def is_prod(self) -> bool:
@@ -300,6 +339,8 @@ _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za
 _ANY_STRING = re.compile(r"^.*$", re.DOTALL)
 _IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
 _PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+# The edge sends /api/* to the load balancers uncached; each service owns one segment below it.
+_EDGE_PATH_PATTERN = re.compile(r"^/api/[a-z0-9][a-z0-9-]{0,30}$")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -335,6 +376,7 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "user": ("10001:10001", _pattern(re.compile(r"^(?!0(:|$))(?!root(:|$))[0-9]{1,10}(:[0-9]{1,10})?$"), "expected a non-root numeric uid[:gid] such as 10001:10001")),
     "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
+    "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
 }
 
 
@@ -363,6 +405,9 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
             raise ConfigError(f"{item_key}.image_tag", fields["image_tag"], "set either image or image_tag, not both")
         if fields["min_tasks"] and fields["max_tasks"] and fields["min_tasks"] > fields["max_tasks"]:
             raise ConfigError(f"{item_key}.min_tasks", fields["min_tasks"], f"must not exceed max_tasks={fields['max_tasks']}")
+        taken = next((other.name for other in services if fields["path"] and other.path == fields["path"]), None)
+        if taken:
+            raise ConfigError(f"{item_key}.path", fields["path"], f"already routes to {taken}; give each service its own path")
         services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls)}))
     return tuple(services)
 
@@ -412,10 +457,51 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
     }))
 
 
+# CloudFront fails over to the secondary origin only on these answers (and on connection errors).
+FAILOVER_STATUS_CODES = (400, 403, 404, 416, 500, 502, 503, 504)
+PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+
+
+def _parse_status_codes(key: str, value: Any) -> tuple[int, ...]:
+    allowed = f"expected a non-empty list of distinct codes from {', '.join(map(str, FAILOVER_STATUS_CODES))}"
+    if (not isinstance(value, list) or not value or len(set(map(str, value))) != len(value)
+            or any(isinstance(code, bool) or code not in FAILOVER_STATUS_CODES for code in value)):
+        raise ConfigError(key, value, allowed)
+    return tuple(sorted(value))
+
+
+def _parse_ingress(key: str, value: Any) -> IngressConfig:
+    return IngressConfig(**_object(key, value, {
+        "waf": ("auto", _one_of(("auto", "on", "off"))),
+        # WAF's rate-based rules count per 5-minute window and accept limits from 10.
+        "waf_rate_limit_per_5_minutes": (1000, _integer(10, 2_000_000_000)),
+        "access_log_days": (90, _integer(1, 3650)),
+        "failover_status_codes": ([500, 502, 503, 504], _parse_status_codes),
+        "price_class": ("PriceClass_100", _one_of(PRICE_CLASSES)),
+    }))
+
+
+_ZONE_NAME_PATTERN = re.compile(r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_HOSTED_ZONE_ID_PATTERN = re.compile(r"^Z[A-Z0-9]{1,31}$")
+_LABEL_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _parse_domain(key: str, value: Any) -> DomainConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not {"zone_name", "hosted_zone_id"} <= set(value):
+        raise ConfigError(key, value, 'expected null or an object {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABC"}')
+    return DomainConfig(**_object(key, value, {
+        "zone_name": (None, _pattern(_ZONE_NAME_PATTERN, "expected a lower-case DNS zone name such as example.com")),
+        "hosted_zone_id": (None, _pattern(_HOSTED_ZONE_ID_PATTERN, "expected a Route 53 hosted zone ID such as Z0123456789ABC")),
+        "subdomain": ("api", _pattern(_LABEL_PATTERN, "expected one lower-case DNS label such as api")),
+    }))
+
+
 _DEFAULT_SERVICES = {
-    "auth": {"calls": []},
-    "persona": {"calls": ["auth"]},
-    "vc-start": {"calls": ["auth", "persona"]},
+    "auth": {"calls": [], "path": "/api/auth"},
+    "persona": {"calls": ["auth"], "path": "/api/persona"},
+    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc"},
 }
 
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
@@ -435,6 +521,8 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "mesh_options": ({}, _parse_mesh_options),
     "deployment": ({}, _parse_deployment),
     "appmesh": ({}, _parse_appmesh),
+    "ingress": ({}, _parse_ingress),
+    "domain": (None, _parse_domain),
 }
 CONFIG_KEYS = tuple(_KEYS)
 
@@ -448,7 +536,9 @@ def _is_cdk_key(key: str) -> bool:
 
 def _decode_cli_value(value: Any, default: Any) -> Any:
     """`cdk synth -c key=value` always passes strings; lists and objects arrive as JSON text."""
-    if isinstance(value, str) and isinstance(default, (list, dict)):
+    structured = isinstance(default, (list, dict)) or (default is None and value in ("null",)) or (
+        default is None and isinstance(value, str) and value.lstrip().startswith("{"))
+    if isinstance(value, str) and structured:
         try:
             return json.loads(value)
         except json.JSONDecodeError:

@@ -41,7 +41,7 @@ class RegionStage(cdk.Stage):
         common = {"termination_protection": config.is_prod, "tags": tags}
 
         self.baseline = BaselineStack(
-            self, "baseline", config=config, region=region,
+            self, "baseline", boundary_name=f"{config.prefix}-{region.name}", allowed_regions=config.region_names,
             description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage", **common,
         )
         self.network = NetworkStack(

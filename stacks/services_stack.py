@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalIngress
 from constructs.meshed_service import (
     AdotCollector,
     AppMeshBackend,
     AppMeshSettings,
+    LoadBalancerTarget,
     MeshedFargateService,
     MeshedServiceProps,
     Rollout,
@@ -27,6 +31,14 @@ from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+# How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
+# first, so a request that starts just before deregistration still completes.
+STOP_TIMEOUT_SECONDS = 30
+
+
+def ingress_parameter_name(prefix: str, name: str) -> str:
+    """Where the services stack publishes its load balancer for the edge stage (in its own region)."""
+    return f"/{prefix}/ingress/{name}"
 
 
 class ServicesStack(cdk.Stack):
@@ -46,6 +58,7 @@ class ServicesStack(cdk.Stack):
         self.defaults = profile_defaults(config.profile)
         self.services: dict[str, MeshedFargateService] = {}
         self.canaries: dict[str, MeshedFargateService] = {}
+        self.ingress = self._ingress() if config.exposed_services else None
 
         if config.mesh == "service-connect":
             mesh = ServiceConnectMesh(
@@ -59,7 +72,7 @@ class ServicesStack(cdk.Stack):
                 tls_authority_arn=platform.certificate_authority_arn,
             )
             for service in config.services:
-                self.services[service.name] = self._service(service.name, service, [mesh.extension()])
+                self.services[service.name] = self._service(service.name, service, [mesh.extension(), *self._ingress_extensions(service)])
         else:
             mesh = AppMeshBackend(
                 self, "AppMesh",
@@ -80,9 +93,12 @@ class ServicesStack(cdk.Stack):
                     extension = mesh.extension(
                         name=service.name, port=service.port, health_check_path=service.health_check_path,
                         calls=[(callee, ports[callee]) for callee in service.calls], variant=variant,
+                        behind_load_balancer=bool(service.path) and variant == "primary",
                     )
                     if variant == "primary":
-                        self.services[service.name] = self._service(service.name, service, [extension])
+                        # Only the primary takes load balancer traffic; the canary's share is the router's weight.
+                        self.services[service.name] = self._service(
+                            service.name, service, [extension, *self._ingress_extensions(service)])
                     else:
                         # The canary takes the router's canary weight (one task is enough for that) and
                         # runs canary_image_tag when set: the release being tried.
@@ -97,6 +113,58 @@ class ServicesStack(cdk.Stack):
                 for callee_service in self._variants(callee):
                     for caller_service in self._variants(caller.name):
                         callee_service.allow_from(caller_service.security_group, f"from {caller.name}")
+
+    def _ingress(self) -> RegionalIngress:
+        """The region's internal load balancer, with a route per service that has a config path."""
+        config, stage_region = self.config, self.region
+        certificate = None
+        if config.domain:
+            zone = route53.HostedZone.from_hosted_zone_attributes(
+                self, "Zone", hosted_zone_id=config.domain.hosted_zone_id, zone_name=config.domain.zone_name)
+            certificate = acm.Certificate(
+                self, "IngressCertificate", domain_name=config.domain.regional_name(stage_region),
+                validation=acm.CertificateValidation.from_dns(zone),
+            )
+        ingress = RegionalIngress(
+            self, "Ingress",
+            vpc=self.network.vpc,
+            routes=[IngressRoute(name=service.name, path=service.path, port=service.port,
+                                 health_check_path=service.health_check_path,
+                                 deregistration_delay_seconds=STOP_TIMEOUT_SECONDS)
+                    for service in config.exposed_services],
+            origin_peer=CloudFrontOriginFacing(self, "CloudFrontOriginFacing", log_group=logs.LogGroup(
+                self, "CustomResourceLogs", encryption_key=self.network.logs_key,
+                retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY,
+            )).peer,
+            access_log_days=config.ingress.access_log_days,
+            deletion_protection=config.is_prod,
+            certificate=certificate,
+            # ECS's own canary and linear deployments (Service Connect backend) shift load balancer
+            # traffic between two target groups per service.
+            alternate_target_groups=self._shifts_traffic,
+        )
+        # What the edge (another stage, in us-east-1) reads from this region at deploy time.
+        for name, value in (("load-balancer-arn", ingress.load_balancer.load_balancer_arn),
+                            ("load-balancer-dns-name", ingress.load_balancer.load_balancer_dns_name),
+                            ("load-balancer-security-group-id", ingress.security_group.security_group_id)):
+            ssm.StringParameter(self, f"Edge-{name}", parameter_name=ingress_parameter_name(config.prefix, name), string_value=value,
+                                description=f"{stage_region} load balancer {name.removeprefix('load-balancer-')}, read by the edge stage")
+        cdk.CfnOutput(self, "LoadBalancerDnsName", value=ingress.load_balancer.load_balancer_dns_name,
+                      description="Internal DNS name of this region's load balancer")
+        return ingress
+
+    def _ingress_extensions(self, service: ServiceConfig) -> list:
+        if not (self.ingress and service.path):
+            return []
+        routed = self.ingress.routes[service.name]
+        if not self._shifts_traffic:
+            return [LoadBalancerTarget(routed.target_group)]
+        return [LoadBalancerTarget(routed.target_group, alternate_target_group=routed.alternate_target_group,
+                                   listener_rule=routed.listener_rule)]
+
+    @property
+    def _shifts_traffic(self) -> bool:
+        return self.config.mesh == "service-connect" and self.config.deployment.strategy != "ROLLING"
 
     def _variants(self, name: str) -> list[MeshedFargateService]:
         return [s for s in (self.services.get(name), self.canaries.get(name)) if s is not None]
@@ -127,6 +195,7 @@ class ServicesStack(cdk.Stack):
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
             },
             secrets=self._secrets(construct_id, service),
+            stop_timeout_seconds=STOP_TIMEOUT_SECONDS,
             service_name=construct_id,  # runbooks name services: aws ecs ... --service <name>
         )
         return MeshedFargateService(

@@ -38,3 +38,13 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
 def appmesh(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """The legacy mesh backend: ``-c mesh=appmesh`` (dev profile)."""
     return synth(tmp_path_factory.mktemp("cdk") / "appmesh.out", mesh="appmesh")
+
+
+# A zone from no real account: certificates and records are only synthesized.
+EXAMPLE_DOMAIN = {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABCDEFGHIJ"}
+
+
+@pytest.fixture(scope="session")
+def domain(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """Domain mode in prod: ``-c profile=prod -c domain=<example zone>``."""
+    return synth(tmp_path_factory.mktemp("cdk") / "domain.out", profile="prod", account=EXAMPLE_ACCOUNT, domain=EXAMPLE_DOMAIN)

@@ -34,9 +34,9 @@ def _violations(assembly, plugins=NAG_PACKS):
     ]
 
 
-@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
-def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, variant):
-    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh}[variant]
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
+def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, domain, variant):
+    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain}[variant]
     assert _violations(assembly) == []
     # The one expected non-nag entry: App Mesh's end-of-support warning, once per region.
     expected = ["Annotation::foundation:appmesh-end-of-support"] * 2 if variant == "appmesh" else []
@@ -78,10 +78,10 @@ def test_cdk_synth_through_the_cli_fails_on_a_finding(tmp_path):
     assert "AwsSolutions-S1" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
-def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev, prod, appmesh, variant):
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
+def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev, prod, appmesh, domain, variant):
     acknowledged = {}
-    for _stack_path, metadata in {"dev": dev, "prod": prod, "appmesh": appmesh}[variant].stack_metadata():
+    for _stack_path, metadata in {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain}[variant].stack_metadata():
         for construct_path, entries in metadata.items():
             for entry in entries:
                 if entry["type"] == "aws:cdk:acknowledged-rules":
@@ -98,22 +98,22 @@ def _template_files(*assemblies):
     return [str(path) for assembly in assemblies for path in assembly.template_files.values()]
 
 
-def test_cfn_lint_reports_nothing(dev, prod, appmesh):
+def test_cfn_lint_reports_nothing(dev, prod, appmesh, domain):
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
     result = subprocess.run(
-        [str(cfn_lint), "--format", "parseable", "--", *_template_files(dev, prod, appmesh)],
+        [str(cfn_lint), "--format", "parseable", "--", *_template_files(dev, prod, appmesh, domain)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 @pytest.fixture(scope="module")
-def checkov_report(dev, prod, appmesh):
+def checkov_report(dev, prod, appmesh, domain):
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
     result = subprocess.run(
         [str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
-         "--directory", str(dev.outdir), "--directory", str(prod.outdir), "--directory", str(appmesh.outdir)],
+         *(arg for assembly in (dev, prod, appmesh, domain) for arg in ("--directory", str(assembly.outdir)))],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode in (0, 1), result.stderr
@@ -123,7 +123,7 @@ def checkov_report(dev, prod, appmesh):
         report, position = decoder.raw_decode(result.stdout, position)
         reports.append(report)
         position += len(result.stdout[position:]) - len(result.stdout[position:].lstrip())
-    assert len(reports) == 3
+    assert len(reports) == 4
     return reports
 
 

@@ -55,6 +55,12 @@ CASES = [
     ("service name the mesh derives", {"services": json.dumps({"auth": {}, "auth-sc": {}})}, ["services.auth-sc={}", "not ending in -sc or -canary"]),
     ("canary image without app mesh", {"services": json.dumps({"auth": {"image_tag": "1", "canary_image_tag": "2"}})}, ["services.auth.canary_image_tag='2'", "mesh=appmesh only"]),
     ("appmesh canary weight too high", {"appmesh": json.dumps({"canary_weight_percent": 20})}, ["appmesh.canary_weight_percent=20", "1 to 5"]),
+    ("domain not an object", {"domain": "example.com"}, ["domain='example.com'", "zone_name", "hosted_zone_id"]),
+    ("domain without a zone ID", {"domain": json.dumps({"zone_name": "example.com"})}, ['domain={"zone_name": "example.com"}', "hosted_zone_id"]),
+    ("domain zone name with upper case", {"domain": json.dumps({"zone_name": "Example.com", "hosted_zone_id": "Z0123456789ABC"})}, ["domain.zone_name='Example.com'", "lower-case DNS zone name"]),
+    ("malformed hosted zone ID", {"domain": json.dumps({"zone_name": "example.com", "hosted_zone_id": "zone-1"})}, ["domain.hosted_zone_id='zone-1'", "Route 53 hosted zone ID"]),
+    ("two services on one path", {"services": json.dumps({"auth": {"path": "/api/x"}, "persona": {"path": "/api/x"}})}, ["services.persona.path='/api/x'", "already routes to auth"]),
+    ("service path outside /api/", {"services": json.dumps({"auth": {"path": "/auth"}})}, ["services.auth.path='/auth'", "under /api/"]),
 ]
 
 
@@ -104,7 +110,7 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     """The control for the cases above: the same CLI call without bad overrides succeeds."""
     result, outdir = cli_results[CONTROL]
     assert result.returncode == 0, result.stderr
-    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 9
+    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 11  # 5 + 4 regional stacks, 2 edge stacks
     assert _nat_gateways(outdir) == 2  # dev: one per region
 
 

@@ -7,13 +7,14 @@ import pytest
 STAGE_TAGS = {
     "mf-eu-central-1": {"project": "mf", "environment": "dev", "region": "eu-central-1", "managed-by": "cdk"},
     "mf-eu-west-1": {"project": "mf", "environment": "dev", "region": "eu-west-1", "managed-by": "cdk"},
+    "mf-edge": {"project": "mf", "environment": "dev", "region": "global", "managed-by": "cdk"},
 }
 # CloudFormation types that take no Tags property.
 UNTAGGABLE_TYPES = {
     "AWS::CDK::Metadata", "AWS::EC2::Route", "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::VPCGatewayAttachment",
     "AWS::ECR::ReplicationConfiguration", "AWS::ECS::ClusterCapacityProviderAssociations", "AWS::IAM::ManagedPolicy",
     "AWS::IAM::Policy", "AWS::KMS::Alias", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupIngress",
-    "AWS::SNS::TopicPolicy",
+    "AWS::SNS::TopicPolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
 }
 
 
@@ -23,11 +24,13 @@ def _boundary_arn(region: str) -> dict:
 
 def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
-    # Per region: the flow log and default-SG custom resource roles, and per service a task and an execution role.
-    assert len(roles) == 2 * (2 + 2 * 3)
+    # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
+    # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment.
+    # The edge: the role of the custom resources that read the regions' load balancers.
+    assert len(roles) == 2 * (3 + 3 * 3) + 1
     for stack, logical_id, role in roles:
-        region = stack.split("/")[0].removeprefix("mf-")
-        assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(region), f"{stack} {logical_id}"
+        stage = stack.split("/")[0].removeprefix("mf-")
+        assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"
 
 
 def _boundary_statements(dev, region):
@@ -75,7 +78,8 @@ def test_every_taggable_resource_carries_the_stage_tags(dev):
     for stack, logical_id, resource in dev.all_resources():
         if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):
             continue
-        tags = {t["Key"]: t["Value"] for t in resource.get("Properties", {}).get("Tags", [])}
+        tags = resource.get("Properties", {}).get("Tags", [])
+        tags = tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags}  # a map for SSM parameters
         expected = STAGE_TAGS[stack.split("/")[0]]
         assert expected.items() <= tags.items(), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
         checked += 1
@@ -116,10 +120,11 @@ def test_every_stack_with_roles_deploys_after_the_boundary(dev):
 
 
 def test_prod_deploys_to_the_configured_account(prod, dev):
+    # us-east-1: the edge (CloudFront's certificate and web ACL must live there).
     assert {a["environment"] for a in prod.stack_artifacts.values()} == {
-        "aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1"}
+        "aws://111122223333/eu-central-1", "aws://111122223333/eu-west-1", "aws://111122223333/us-east-1"}
     assert {a["environment"] for a in dev.stack_artifacts.values()} == {
-        "aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1"}
+        "aws://unknown-account/eu-central-1", "aws://unknown-account/eu-west-1", "aws://unknown-account/us-east-1"}
 
 
 def test_roles_in_later_stacks_get_the_boundary_without_a_cross_stack_export(tmp_path):

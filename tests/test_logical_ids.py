@@ -36,6 +36,21 @@ STATEFUL = {
         "ComputeCluster4F8E5F81": "AWS::ECS::Cluster",
         "ComputeClusterDefaultServiceDiscoveryNamespaceC42D48F6": "AWS::ServiceDiscovery::PrivateDnsNamespace",
     },
+    "services": {
+        # A new load balancer has a new ARN and DNS name, which the edge reads only when it is deployed.
+        "IngressLoadBalancerAE82CB09": "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        "IngressAccessLogs80F9B44E": "AWS::S3::Bucket",
+    },
+}
+EDGE_STATEFUL = {
+    # The distribution's domain name is what viewers (or the DNS alias) use.
+    "EdgeDistribution0060737B": "AWS::CloudFront::Distribution",
+    # A new store would lose the active_region switch (runbooks/region-failover.md).
+    "EdgeSwitches062D2B34": "AWS::CloudFront::KeyValueStore",
+    "EdgeVpcOrigineucentral165E8FF1E": "AWS::CloudFront::VpcOrigin",
+    "EdgeVpcOrigineuwest1418A59C0": "AWS::CloudFront::VpcOrigin",
+    "EdgeLogsA4EA23EB": "AWS::S3::Bucket",
+    "LogsKeyFE4C4A83": "AWS::KMS::Key",
 }
 
 
@@ -44,3 +59,8 @@ STATEFUL = {
 def test_stateful_resources_keep_their_logical_ids(dev, region, stack):
     resources = dev.template(f"mf-{region}/{stack}")["Resources"]
     assert {logical_id: resources.get(logical_id, {}).get("Type") for logical_id in STATEFUL[stack]} == STATEFUL[stack]
+
+
+def test_edge_stateful_resources_keep_their_logical_ids(dev):
+    resources = dev.template("mf-edge/edge")["Resources"]
+    assert {logical_id: resources.get(logical_id, {}).get("Type") for logical_id in EDGE_STATEFUL} == EDGE_STATEFUL

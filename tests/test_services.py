@@ -153,14 +153,22 @@ def test_autoscaling_tracks_cpu_and_memory_within_profile_bounds(dev, prod, prof
 def test_security_groups_admit_only_the_named_callers_on_the_app_port(backend):
     for region in REGIONS:
         groups = _by_type(backend, region, "AWS::EC2::SecurityGroup")
-        admitted = set()
+        admitted, behind_load_balancer = set(), set()
         for rule in _by_type(backend, region, "AWS::EC2::SecurityGroupIngress").values():
             properties = rule["Properties"]
+            if properties["GroupId"]["Fn::GetAtt"][0].startswith("IngressSecurityGroup"):
+                continue  # the load balancer's own rule (tests/test_ingress.py)
             assert (properties["FromPort"], properties["ToPort"], properties["IpProtocol"]) == (8080, 8080, "tcp")
-            callee = _service_name(properties["GroupId"]["Fn::GetAtt"][0]).removesuffix("-canary")
-            caller = _service_name(properties["SourceSecurityGroupId"]["Fn::GetAtt"][0]).removesuffix("-canary")
-            admitted.add((caller, callee))
+            callee = _service_name(properties["GroupId"]["Fn::GetAtt"][0])
+            source = properties["SourceSecurityGroupId"]["Fn::GetAtt"][0]
+            if source.startswith("IngressSecurityGroup"):
+                behind_load_balancer.add(callee)
+                continue
+            admitted.add((_service_name(source).removesuffix("-canary"), callee.removesuffix("-canary")))
         assert admitted == CALLS
+        # The load balancer reaches every service with a path (all three by default); an App Mesh canary
+        # takes mesh traffic only.
+        assert behind_load_balancer == set(SERVICES)
         assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
 
 

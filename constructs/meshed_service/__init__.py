@@ -1,11 +1,12 @@
 from .adot import AdotCollector
 from .appmesh import AppMeshBackend, AppMeshSettings
 from .extensions import ServiceExtension
+from .load_balancer import LoadBalancerTarget
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
 from .service_connect import Rollout, ServiceConnectMesh
 
 __all__ = [
-    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "MeshedFargateService", "MeshedServiceProps",
+    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
     "Rollout", "ServiceConnectMesh", "ServiceExtension",
 ]

@@ -1,0 +1,9 @@
+from .edge import API_PATH_PATTERN, EdgeDistribution, RegionalOrigin
+from .origin_facing import CloudFrontOriginFacing
+from .regional import IngressRoute, RegionalIngress, RoutedTargets
+from .waf import EdgeWebAcl
+
+__all__ = [
+    "API_PATH_PATTERN", "CloudFrontOriginFacing", "EdgeDistribution", "EdgeWebAcl", "IngressRoute", "RegionalIngress",
+    "RegionalOrigin", "RoutedTargets",
+]

@@ -1,0 +1,234 @@
+"""The global entry point: one CloudFront distribution in front of every region's internal load balancer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag, skip_checkov
+
+_SELECT_API_ORIGIN = Path(__file__).parent / "functions" / "select_api_origin.js"
+API_PATH_PATTERN = "/api/*"
+
+
+@dataclass(frozen=True)
+class RegionalOrigin:
+    """One region's load balancer as the distribution reaches it, through a CloudFront VPC origin."""
+
+    region: str
+    load_balancer_arn: str
+    # The name CloudFront connects to and sends as Host: the load balancer's DNS name, or with a
+    # domain the regional name its certificate covers.
+    domain_name: str
+    https: bool  # True when the load balancer listens on HTTPS (domain mode)
+
+
+class EdgeDistribution(Construct):
+    """A CloudFront distribution whose origins are the regions' internal load balancers.
+
+    * Default behavior: an origin group, primary region first, that fails over to the next
+      region on ``failover_status_codes`` and on connection errors (GET, HEAD, OPTIONS).
+    * ``/api/*``: every method, no caching, all viewer headers but Host forwarded (so
+      ``Authorization``, ``traceparent`` and ``X-Correlation-Id`` reach the services). Origin
+      groups cannot carry POST, so a CloudFront Function picks the region from the key
+      ``active_region`` of the distribution's KeyValueStore (default: the primary).
+    * Viewers: HTTPS only (HTTP redirected), security headers on every response, standard logs
+      to an S3 bucket that expires them after ``log_days``.
+
+    Attributes: ``distribution``, ``key_value_store``, ``vpc_origins`` (region -> CfnVpcOrigin),
+    ``log_bucket``, ``response_headers_policy``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        origins_by_priority: Sequence[RegionalOrigin],
+        failover_status_codes: Sequence[int],
+        price_class: cloudfront.PriceClass,
+        log_days: int,
+        web_acl_arn: str | None = None,
+        certificate: acm.ICertificate | None = None,
+        domain_names: Sequence[str] = (),
+        comment: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if len(origins_by_priority) < 2:
+            raise ValueError(f"origins_by_priority has {len(origins_by_priority)} origin(s): failover needs at least two regions")
+        if bool(certificate) != bool(domain_names):
+            raise ValueError("certificate and domain_names go together: give both for a custom domain, or neither")
+        if not failover_status_codes:
+            raise ValueError("failover_status_codes=[] is invalid: name the origin answers that fail over")
+
+        self.vpc_origins: dict[str, cloudfront.CfnVpcOrigin] = {}
+        imported: dict[str, tuple[cloudfront.IVpcOrigin, str]] = {}
+        for origin in origins_by_priority:
+            vpc_origin = cloudfront.CfnVpcOrigin(
+                self, f"VpcOrigin-{origin.region}",
+                vpc_origin_endpoint_config=cloudfront.CfnVpcOrigin.VpcOriginEndpointConfigProperty(
+                    arn=origin.load_balancer_arn,
+                    name=f"{cdk.Names.unique_id(self)[-40:]}-{origin.region}"[-64:],
+                    http_port=80, https_port=443,
+                    origin_protocol_policy="https-only" if origin.https else "http-only",
+                    origin_ssl_protocols=["TLSv1.2"],
+                ),
+            )
+            self.vpc_origins[origin.region] = vpc_origin
+            imported[origin.region] = (cloudfront.VpcOrigin.from_vpc_origin_attributes(
+                self, f"Imported-{origin.region}", vpc_origin_id=vpc_origin.attr_id, domain_name=origin.domain_name),
+                origin.domain_name)
+
+        def regional(region: str, origin_id: str) -> cloudfront.IOrigin:
+            vpc_origin, domain_name = imported[region]
+            return origins.VpcOrigin.with_vpc_origin(vpc_origin, domain_name=domain_name, origin_id=origin_id,
+                                                     read_timeout=cdk.Duration.seconds(30))
+
+        primary, *others = [o.region for o in origins_by_priority]
+
+        self.response_headers_policy = cloudfront.ResponseHeadersPolicy(
+            self, "SecurityHeaders",
+            comment="Security headers on every response",
+            security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
+                strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
+                    access_control_max_age=cdk.Duration.days(365), include_subdomains=True, preload=False, override=True),
+                content_type_options=cloudfront.ResponseHeadersContentTypeOptions(override=True),
+                frame_options=cloudfront.ResponseHeadersFrameOptions(frame_option=cloudfront.HeadersFrameOption.DENY, override=True),
+                referrer_policy=cloudfront.ResponseHeadersReferrerPolicy(
+                    referrer_policy=cloudfront.HeadersReferrerPolicy.NO_REFERRER, override=True),
+                content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
+                    content_security_policy="default-src 'none'; frame-ancestors 'none'", override=True),
+                xss_protection=cloudfront.ResponseHeadersXSSProtection(protection=True, mode_block=True, override=True),
+            ),
+        )
+        self.key_value_store = cloudfront.KeyValueStore(self, "Switches", comment="active_region: where /api/* goes")
+        select_api_origin = cloudfront.Function(
+            self, "SelectApiOrigin",
+            comment="Sends /api/* to the region named by active_region",
+            code=cloudfront.FunctionCode.from_inline(
+                _SELECT_API_ORIGIN.read_text()
+                .replace("'__PRIMARY_REGION__'", json.dumps(primary))
+                .replace("__KNOWN_REGIONS__", json.dumps([o.region for o in origins_by_priority]))
+            ),
+            runtime=cloudfront.FunctionRuntime.JS_2_0,
+            key_value_store=self.key_value_store,
+        )
+
+        self.log_bucket = self._log_bucket(log_days)
+        no_cache = {
+            "cache_policy": cloudfront.CachePolicy.CACHING_DISABLED,
+            # Caching off, so the origin request policy may forward Authorization. Host stays the
+            # origin's name: the load balancer's certificate (domain mode) is for that name.
+            "origin_request_policy": cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
+            "response_headers_policy": self.response_headers_policy,
+            "viewer_protocol_policy": cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+            "compress": True,
+        }
+        self.distribution = cloudfront.Distribution(
+            self, "Distribution",
+            comment=comment,
+            default_behavior=cloudfront.BehaviorOptions(
+                # Origin IDs are the region names: what the API function selects by.
+                origin=origins.OriginGroup(
+                    primary_origin=regional(primary, primary), fallback_origin=regional(others[0], others[0]),
+                    fallback_status_codes=list(failover_status_codes),
+                ),
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD_OPTIONS,
+                **no_cache,
+            ),
+            additional_behaviors={API_PATH_PATTERN: cloudfront.BehaviorOptions(
+                origin=regional(primary, f"api-{primary}"),
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
+                function_associations=[cloudfront.FunctionAssociation(
+                    function=select_api_origin, event_type=cloudfront.FunctionEventType.VIEWER_REQUEST)],
+                **no_cache,
+            )},
+            price_class=price_class,
+            http_version=cloudfront.HttpVersion.HTTP2_AND_3,
+            # Only a custom certificate has a TLS floor of our choosing; the default one's is fixed.
+            minimum_protocol_version=cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021 if certificate else None,
+            certificate=certificate,
+            domain_names=list(domain_names) or None,
+            web_acl_id=web_acl_arn,
+            enable_logging=True,
+            log_bucket=self.log_bucket,
+            log_file_prefix="cloudfront/",
+        )
+        self._acknowledge(certificate is not None, web_acl_arn is not None)
+
+    def _log_bucket(self, days: int) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self, "Logs",
+            # CloudFront standard logs are delivered through bucket ACLs, which need object writer
+            # ownership, and support only S3-managed encryption.
+            object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            versioned=True,
+            lifecycle_rules=[s3.LifecycleRule(
+                expiration=cdk.Duration.days(days), noncurrent_version_expiration=cdk.Duration.days(1),
+                abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
+            )],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        acknowledge_nag(
+            bucket,
+            "This bucket receives the distribution's standard logs; logging its own access to another bucket would "
+            "only move the question one bucket further.",
+            "AwsSolutions-S1", "NIST.800.53.R5-S3BucketLoggingEnabled",
+        )
+        acknowledge_nag(
+            bucket,
+            "CloudFront delivers standard logs only to buckets with S3-managed keys (SSE-S3) or without a key "
+            "policy CloudFront can use; a customer KMS key is not supported for this bucket.",
+            "NIST.800.53.R5-S3DefaultEncryptionKMS",
+        )
+        acknowledge_nag(
+            bucket,
+            "Edge logs expire after the configured days and describe only this distribution; a copy in a second "
+            "region would outlive nothing they are needed for.",
+            "NIST.800.53.R5-S3BucketReplicationEnabled",
+        )
+        skip_checkov(bucket.node.default_child, {
+            "CKV_AWS_18": "this bucket is the log destination; logging it into another bucket only moves the question",
+            "CKV_AWS_145": "CloudFront standard logs are delivered with SSE-S3; a customer KMS key is not supported here",
+        })
+        return bucket
+
+    def _acknowledge(self, has_certificate: bool, has_web_acl: bool) -> None:
+        acknowledge_nag(
+            self.distribution,
+            "A global API: viewers may come from any country, so the distribution has no geo restriction; WAF "
+            "rules filter abuse instead.",
+            "AwsSolutions-CFR1",
+        )
+        if not has_certificate:
+            acknowledge_nag(
+                self.distribution,
+                "No domain configured, so viewers use CloudFront's default *.cloudfront.net certificate, whose "
+                "security policy CloudFront fixes at TLSv1; set config domain to enforce TLSv1.2_2021.",
+                "AwsSolutions-CFR4",
+            )
+            skip_checkov(self.distribution.node.default_child, {
+                "CKV_AWS_174": "no domain configured: the default *.cloudfront.net certificate's TLS floor is set by CloudFront; config domain enforces TLSv1.2_2021",
+            })
+        if not has_web_acl:
+            acknowledge_nag(
+                self.distribution,
+                "WAF is off by configuration (ingress.waf: auto keeps it off in dev to save its monthly cost); "
+                "prod turns it on.",
+                "AwsSolutions-CFR2",
+            )
+            skip_checkov(self.distribution.node.default_child, {
+                "CKV_AWS_68": "WAF is off by configuration (ingress.waf auto keeps it off in dev); prod turns it on",
+            })

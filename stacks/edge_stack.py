@@ -1,0 +1,120 @@
+"""Edge stack (us-east-1): the CloudFront distribution, its web ACL and, with a domain, its certificate and records."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as targets
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag
+from constructs.encryption import LogsEncryptionKey
+from constructs.ingress import EdgeDistribution, EdgeWebAcl, RegionalOrigin
+
+from .config import FoundationConfig
+from .defaults import profile_defaults
+from .services_stack import ingress_parameter_name
+
+EDGE_REGION = "us-east-1"  # CloudFront certificates and web ACLs live here
+
+
+class EdgeStack(cdk.Stack):
+    """CloudFront in front of every region's internal load balancer.
+
+    The regions' stacks publish their load balancer's ARN and DNS name as SSM parameters
+    (``/<prefix>/ingress/...``) in their own region; this stack reads them at deploy time with a
+    custom resource per value. That is the only cross-region wiring, and it is why the edge is a
+    stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        defaults = profile_defaults(config.profile)
+        domain = config.domain
+        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/edge-logs").key
+        ordered = [config.primary_region, *config.other_regions(config.primary_region)]
+        origins = [
+            RegionalOrigin(
+                region=region,
+                load_balancer_arn=self._read(region, "load-balancer-arn"),
+                domain_name=domain.regional_name(region) if domain else self._read(region, "load-balancer-dns-name"),
+                https=domain is not None,
+            )
+            for region in ordered
+        ]
+
+        self.web_acl = None
+        if config.waf_enabled:
+            self.web_acl = EdgeWebAcl(
+                self, "WebAcl", name=f"{config.prefix}-edge", rate_limit_per_5_minutes=config.ingress.waf_rate_limit_per_5_minutes,
+                log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention],
+            )
+
+        certificate, zone = None, None
+        if domain:
+            zone = route53.HostedZone.from_hosted_zone_attributes(
+                self, "Zone", hosted_zone_id=domain.hosted_zone_id, zone_name=domain.zone_name)
+            certificate = acm.Certificate(self, "Certificate", domain_name=domain.edge_name,
+                                          validation=acm.CertificateValidation.from_dns(zone))
+
+        self.edge = EdgeDistribution(
+            self, "Edge",
+            origins_by_priority=origins,
+            failover_status_codes=config.ingress.failover_status_codes,
+            price_class=cloudfront.PriceClass[config.ingress.price_class.upper().replace("PRICECLASS", "PRICE_CLASS")],
+            log_days=config.ingress.access_log_days,
+            web_acl_arn=self.web_acl.web_acl.attr_arn if self.web_acl else None,
+            certificate=certificate,
+            domain_names=[domain.edge_name] if domain else (),
+            comment=f"{config.prefix}: {', '.join(ordered)}",
+        )
+        if zone:
+            target = route53.RecordTarget.from_alias(targets.CloudFrontTarget(self.edge.distribution))
+            route53.ARecord(self, "AliasV4", zone=zone, record_name=domain.edge_name, target=target)
+            route53.AaaaRecord(self, "AliasV6", zone=zone, record_name=domain.edge_name, target=target)
+
+        distribution = self.edge.distribution
+        cdk.CfnOutput(self, "DistributionId", value=distribution.distribution_id, description="CloudFront distribution ID")
+        cdk.CfnOutput(self, "DistributionDomainName", value=distribution.distribution_domain_name,
+                      description="Where viewers reach the app: https://<this>/api/...")
+        cdk.CfnOutput(self, "KeyValueStoreArn", value=self.edge.key_value_store.key_value_store_arn,
+                      description="The key active_region here picks the region /api/* goes to (runbooks/region-failover.md)")
+
+    def _read(self, region: str, name: str) -> str:
+        """One SSM parameter of another region, read when CloudFormation deploys this stack."""
+        parameter = ingress_parameter_name(self.config.prefix, name)
+        reader = cr.AwsCustomResource(
+            self, f"Read-{region}-{name}",
+            on_update=cr.AwsSdkCall(
+                service="SSM", action="getParameter", parameters={"Name": parameter}, region=region,
+                physical_resource_id=cr.PhysicalResourceId.of(f"{region}:{parameter}"),
+                output_paths=["Parameter.Value"],
+            ),
+            policy=cr.AwsCustomResourcePolicy.from_statements([iam.PolicyStatement(
+                actions=["ssm:GetParameter"],
+                resources=[self.format_arn(service="ssm", region=region, resource="parameter", resource_name=parameter.lstrip("/"))],
+            )]),
+            install_latest_aws_sdk=False,
+            log_group=self._reader_logs(),
+        )
+        acknowledge_nag(
+            reader,
+            "CDK writes the custom resource's single ssm:GetParameter grant, on one named parameter, as an inline "
+            "policy that lives and dies with the custom resource.",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+        )
+        return reader.get_response_field("Parameter.Value")
+
+    def _reader_logs(self) -> logs.ILogGroup:
+        existing = self.node.try_find_child("ReaderLogs")
+        if existing is not None:
+            return existing
+        return logs.LogGroup(self, "ReaderLogs", encryption_key=self.logs_key,
+                             retention=logs.RetentionDays[profile_defaults(self.config.profile).log_retention],
+                             removal_policy=cdk.RemovalPolicy.DESTROY)

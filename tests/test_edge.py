@@ -1,0 +1,191 @@
+"""The edge stage: CloudFront in front of both regions' internal load balancers, WAF, and domain mode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+REGIONS = ("eu-central-1", "eu-west-1")
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed cache policy
+ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"  # AWS managed origin request policy
+
+
+def _edge(assembly):
+    return assembly.template("mf-edge/edge")["Resources"]
+
+
+def _of_type(resources, resource_type):
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == resource_type}
+
+
+def _distribution(assembly):
+    (distribution,) = _of_type(_edge(assembly), "AWS::CloudFront::Distribution").values()
+    return distribution["Properties"]["DistributionConfig"]
+
+
+def test_edge_is_a_stage_of_its_own_in_us_east_1_after_its_boundary(dev):
+    artifacts = {path: artifact for path, artifact in dev.stack_artifacts.items() if path.startswith("mf-edge/")}
+    assert sorted(artifacts) == ["mf-edge/baseline", "mf-edge/edge"]
+    assert {a["environment"].split("/")[-1] for a in artifacts.values()} == {"us-east-1"}
+    assert any("baseline" in dependency for dependency in artifacts["mf-edge/edge"]["dependencies"])
+    (boundary,) = _of_type(dev.template("mf-edge/baseline")["Resources"], "AWS::IAM::ManagedPolicy").values()
+    allow = next(s for s in boundary["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow")
+    assert allow["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1", "us-east-1"]}}
+    for role in _of_type(_edge(dev), "AWS::IAM::Role").values():
+        assert "mf-edge-permissions-boundary" in json.dumps(role["Properties"]["PermissionsBoundary"])
+
+
+def test_each_region_load_balancer_is_read_from_its_own_region_with_a_grant_for_that_parameter_only(dev):
+    readers = _of_type(_edge(dev), "Custom::AWS")
+    calls = {}
+    for logical_id, reader in readers.items():
+        call = json.loads(reader["Properties"]["Create"])
+        assert reader["Properties"]["Update"] == reader["Properties"]["Create"]  # read again on every change
+        calls[(call["region"], call["parameters"]["Name"])] = logical_id
+    assert set(calls) == {(region, f"/mf/ingress/load-balancer-{name}") for region in REGIONS for name in ("arn", "dns-name")}
+    for policy in _of_type(_edge(dev), "AWS::IAM::Policy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(s["Action"] == "ssm:GetParameter" for s in statements):
+            (statement,) = statements
+            resource = json.dumps(statement["Resource"])
+            assert ":parameter/mf/ingress/load-balancer-" in resource and "*" not in resource
+
+
+@pytest.mark.parametrize("variant, protocol", [("dev", "http-only"), ("domain", "https-only")])
+def test_one_vpc_origin_per_region_load_balancer(dev, domain, variant, protocol):
+    resources = _edge({"dev": dev, "domain": domain}[variant])
+    vpc_origins = _of_type(resources, "AWS::CloudFront::VpcOrigin")
+    assert len(vpc_origins) == 2
+    for vpc_origin in vpc_origins.values():
+        config = vpc_origin["Properties"]["VpcOriginEndpointConfig"]
+        assert config["OriginProtocolPolicy"] == protocol and config["OriginSSLProtocols"] == ["TLSv1.2"]
+        reader = resources[config["Arn"]["Fn::GetAtt"][0]]
+        assert reader["Type"] == "Custom::AWS" and "load-balancer-arn" in json.dumps(reader["Properties"])
+
+
+def test_default_behavior_fails_over_from_the_primary_region_on_5xx(dev):
+    config = _distribution(dev)
+    (group,) = config["OriginGroups"]["Items"]
+    assert [m["OriginId"] for m in group["Members"]["Items"]] == ["eu-central-1", "eu-west-1"]
+    assert group["FailoverCriteria"]["StatusCodes"]["Items"] == [500, 502, 503, 504]
+    default = config["DefaultCacheBehavior"]
+    assert default["TargetOriginId"] == group["Id"]
+    # CloudFront fails over only GET, HEAD and OPTIONS, and rejects other methods on an origin group.
+    assert default["AllowedMethods"] == ["GET", "HEAD", "OPTIONS"]
+    assert default["ViewerProtocolPolicy"] == "redirect-to-https"
+
+
+def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch(dev):
+    config = _distribution(dev)
+    (api,) = config["CacheBehaviors"]
+    assert api["PathPattern"] == "/api/*"
+    assert set(api["AllowedMethods"]) == {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
+    assert api["CachePolicyId"] == CACHING_DISABLED
+    # With caching off, this managed policy forwards every viewer header (Authorization, traceparent,
+    # X-Correlation-Id ...) except Host, so the origin sees its own name (its certificate's, with a domain).
+    assert api["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST_HEADER
+    assert api["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert api["TargetOriginId"] == "api-eu-central-1"
+    assert {o["Id"] for o in config["Origins"]} == {"eu-central-1", "eu-west-1", "api-eu-central-1"}
+    (association,) = api["FunctionAssociations"]
+    assert association["EventType"] == "viewer-request"
+    function = _edge(dev)[association["FunctionARN"]["Fn::GetAtt"][0]]["Properties"]
+    assert function["FunctionConfig"]["Runtime"] == "cloudfront-js-2.0"
+    (store,) = function["FunctionConfig"]["KeyValueStoreAssociations"]
+    assert store["KeyValueStoreARN"]["Fn::GetAtt"][0].startswith("EdgeSwitches")
+
+
+def _run_api_function(dev, active_region):
+    """Run the synthesized CloudFront Function in Node with a stand-in for the 'cloudfront' module."""
+    resources = _edge(dev)
+    (function,) = _of_type(resources, "AWS::CloudFront::Function").values()
+    code = function["Properties"]["FunctionCode"]
+    assert "import cf from 'cloudfront';" in code
+    stub = f"""
+const selected = [];
+const cf = {{
+  kvs: () => ({{ get: async (key) => {{ if ({json.dumps(active_region)} === null) throw new Error('not found'); return {json.dumps(active_region)}; }} }}),
+  selectRequestOriginById: (id) => selected.push(id),
+}};
+"""
+    program = stub + code.replace("import cf from 'cloudfront';", "") + """
+handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) => {
+  console.log(JSON.stringify({ selected, uri: request.uri }));
+});
+"""
+    node = shutil.which("node")
+    result = subprocess.run([node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("active_region, selected", [
+    (None, []),  # no key: the behavior's own origin, the primary region
+    ("eu-central-1", []),
+    ("eu-west-1", ["eu-west-1"]),
+    ("eu-moon-1", []),  # a typo in the store does not send traffic nowhere
+])
+def test_api_region_switch_selects_the_region_the_store_names(dev, active_region, selected):
+    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login"}
+
+
+def test_viewers_get_security_headers_and_logs_expire(dev):
+    resources = _edge(dev)
+    (policy,) = _of_type(resources, "AWS::CloudFront::ResponseHeadersPolicy").values()
+    headers = policy["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"] == 31536000
+    assert headers["FrameOptions"]["FrameOption"] == "DENY"
+    assert headers["ContentTypeOptions"]["Override"] is True
+    assert "default-src 'none'" in headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]
+    config = _distribution(dev)
+    bucket_id = config["Logging"]["Bucket"]["Fn::GetAtt"][0]
+    bucket = resources[bucket_id]["Properties"]
+    assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 90
+    assert bucket["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    assert config["PriceClass"] == "PriceClass_100" and config["HttpVersion"] == "http2and3"
+
+
+def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_logs(dev, prod):
+    assert not _of_type(_edge(dev), "AWS::WAFv2::WebACL") and "WebACLId" not in _distribution(dev)
+    resources = _edge(prod)
+    ((acl_id, acl),) = _of_type(resources, "AWS::WAFv2::WebACL").items()
+    properties = acl["Properties"]
+    assert properties["Scope"] == "CLOUDFRONT" and properties["DefaultAction"] == {"Allow": {}}
+    rules = {r["Name"]: r for r in properties["Rules"]}
+    assert set(rules) == {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet", "RateLimitPerIp"}
+    rate = rules["RateLimitPerIp"]
+    assert rate["Statement"]["RateBasedStatement"] == {"AggregateKeyType": "IP", "EvaluationWindowSec": 300, "Limit": 1000}
+    assert rate["Action"] == {"Block": {}}
+    assert _distribution(prod)["WebACLId"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    (logging,) = _of_type(resources, "AWS::WAFv2::LoggingConfiguration").values()
+    assert logging["Properties"]["ResourceArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    (log_group,) = [g for g in _of_type(resources, "AWS::Logs::LogGroup").values()
+                    if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]
+    assert "KmsKeyId" in log_group["Properties"]
+
+
+def test_domain_mode_serves_viewers_on_the_domain_with_a_us_east_1_certificate_and_alias_records(domain):
+    resources = _edge(domain)
+    ((certificate_id, certificate),) = _of_type(resources, "AWS::CertificateManager::Certificate").items()
+    assert certificate["Properties"]["DomainName"] == "api.example.com"
+    assert certificate["Properties"]["ValidationMethod"] == "DNS"
+    config = _distribution(domain)
+    assert config["Aliases"] == ["api.example.com"]
+    assert config["ViewerCertificate"] == {
+        "AcmCertificateArn": {"Ref": certificate_id}, "MinimumProtocolVersion": "TLSv1.2_2021", "SslSupportMethod": "sni-only"}
+    records = _of_type(resources, "AWS::Route53::RecordSet")
+    assert sorted(r["Properties"]["Type"] for r in records.values()) == ["A", "AAAA"]
+    for record in records.values():
+        assert record["Properties"]["Name"] == "api.example.com."
+        assert record["Properties"]["HostedZoneId"] == "Z0123456789ABCDEFGHIJ"
+    # CloudFront connects to each region by the name the regional certificate covers.
+    assert {o["DomainName"] for o in config["Origins"]} == {f"{region}.api.example.com" for region in REGIONS}
+
+
+def test_no_edge_without_two_regions(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1")
+    assert not any(path.startswith("mf-edge/") for path in assembly.templates)

@@ -1,0 +1,204 @@
+"""The regional ingress: an internal load balancer per region routing /api paths to the services."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+REGIONS = ("eu-central-1", "eu-west-1")
+ROUTES = {"auth": "/api/auth", "persona": "/api/persona", "vc-start": "/api/vc"}
+ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"
+
+
+def _services(assembly, region):
+    return assembly.template(f"mf-{region}/services")["Resources"]
+
+
+def _one(resources, resource_type):
+    (found,) = [(logical_id, r) for logical_id, r in resources.items() if r["Type"] == resource_type]
+    return found
+
+
+def _of_type(resources, resource_type):
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == resource_type}
+
+
+def _attributes(load_balancer):
+    return {a["Key"]: a["Value"] for a in load_balancer["Properties"]["LoadBalancerAttributes"]}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_each_region_has_one_internal_load_balancer_in_private_subnets(dev, region):
+    _, load_balancer = _one(_services(dev, region), "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    properties = load_balancer["Properties"]
+    assert properties["Scheme"] == "internal" and properties["Type"] == "application"
+    assert len(properties["Subnets"]) == 3
+    assert all("privateSubnet" in subnet["Fn::GetStackOutput"]["OutputName"] for subnet in properties["Subnets"])
+
+
+@pytest.mark.parametrize("profile, protected", [("dev", "false"), ("prod", "true")])
+def test_load_balancer_drops_invalid_headers_mitigates_desync_logs_access_and_is_protected_in_prod(dev, prod, profile, protected):
+    resources = _services({"dev": dev, "prod": prod}[profile], "eu-central-1")
+    _, load_balancer = _one(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    attributes = _attributes(load_balancer)
+    assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    assert attributes["routing.http.desync_mitigation_mode"] == "defensive"
+    assert attributes["deletion_protection.enabled"] == protected
+    assert attributes["access_logs.s3.enabled"] == "true" and attributes["access_logs.s3.prefix"] == "alb"
+    bucket_id, _ = _one(resources, "AWS::S3::Bucket")
+    assert attributes["access_logs.s3.bucket"] == {"Ref": bucket_id}
+
+
+def test_access_log_bucket_is_encrypted_tls_only_private_and_expires_logs(dev):
+    resources = _services(dev, "eu-central-1")
+    bucket_id, bucket = _one(resources, "AWS::S3::Bucket")
+    properties = bucket["Properties"]
+    (encryption,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"  # ALB logs accept SSE-S3 only
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 90 and rule["Status"] == "Enabled"
+    _, policy = _one(resources, "AWS::S3::BucketPolicy")
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert {"Action": "s3:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}, "Effect": "Deny",
+            "Principal": {"AWS": "*"}}.items() <= statements[0].items()
+    assert any(s["Effect"] == "Allow" and s["Action"] == "s3:PutObject" for s in statements)
+    assert bucket["DeletionPolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_default_mode_listens_on_http_answers_unknown_paths_with_json_404_and_routes_each_service_path(dev, region):
+    resources = _services(dev, region)
+    listener_id, listener = _one(resources, "AWS::ElasticLoadBalancingV2::Listener")
+    assert (listener["Properties"]["Port"], listener["Properties"]["Protocol"]) == (80, "HTTP")
+    (default,) = listener["Properties"]["DefaultActions"]
+    response = default["FixedResponseConfig"]
+    assert (default["Type"], response["StatusCode"], response["ContentType"]) == ("fixed-response", "404", "application/json")
+    assert json.loads(response["MessageBody"])["error"] == "not_found"
+
+    target_groups = _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    routed = {}
+    for rule in _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule").values():
+        properties = rule["Properties"]
+        assert properties["ListenerArn"] == {"Ref": listener_id}
+        (condition,) = properties["Conditions"]
+        (action,) = properties["Actions"]
+        # ECS canary deployments (the default) shift the weights from the live group to the alternate one.
+        weights = {g["TargetGroupArn"]["Ref"]: g["Weight"] for g in action["ForwardConfig"]["TargetGroups"]}
+        assert sorted(weights.values()) == [0, 100] and set(weights) <= set(target_groups)
+        routed[tuple(condition["PathPatternConfig"]["Values"])] = weights
+    assert set(routed) == {(path, f"{path}/*") for path in ROUTES.values()}
+    assert len({group for weights in routed.values() for group in weights}) == len(target_groups) == 6
+
+
+def test_target_groups_check_readiness_and_drain_within_the_stop_timeout(dev):
+    resources = _services(dev, "eu-central-1")
+    stop_timeouts = {
+        container["StopTimeout"]
+        for task in _of_type(resources, "AWS::ECS::TaskDefinition").values()
+        for container in task["Properties"]["ContainerDefinitions"] if container["Name"] == "app"
+    }
+    assert stop_timeouts == {30}
+    for target_group in _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
+        properties = target_group["Properties"]
+        assert (properties["TargetType"], properties["Port"], properties["Protocol"]) == ("ip", 8080, "HTTP")
+        assert properties["HealthCheckPath"] == "/health/ready" and properties["Matcher"] == {"HttpCode": "200"}
+        attributes = {a["Key"]: a["Value"] for a in properties["TargetGroupAttributes"]}
+        # ECS drains a leaving task for this long before it sends SIGTERM; then the stop timeout applies.
+        assert int(attributes["deregistration_delay.timeout_seconds"]) == 30
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_each_service_registers_its_app_container_in_its_target_group(dev, appmesh, variant):
+    resources = _services({"dev": dev, "appmesh": appmesh}[variant], "eu-west-1")
+    rules = _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule")
+    registered = {}
+    for logical_id, service in _of_type(resources, "AWS::ECS::Service").items():
+        load_balancers = service["Properties"].get("LoadBalancers", [])
+        if not load_balancers:
+            assert "canary" in logical_id  # App Mesh canaries take mesh traffic only
+            continue
+        (load_balancer,) = load_balancers
+        assert (load_balancer["ContainerName"], load_balancer["ContainerPort"]) == ("app", 8080)
+        assert service["Properties"]["HealthCheckGracePeriodSeconds"] == 60
+        registered[logical_id] = load_balancer["TargetGroupArn"]["Ref"]
+        advanced = load_balancer.get("AdvancedConfiguration")
+        if variant == "appmesh":
+            assert advanced is None  # rolling deployments; App Mesh canaries move router weights
+            continue
+        # The Service Connect backend deploys by canary: ECS registers the new revision in the alternate
+        # group and shifts this rule's weights, through a role bounded like every other.
+        rule = rules[advanced["ProductionListenerRule"]["Ref"]]
+        forwarded = {g["TargetGroupArn"]["Ref"] for g in rule["Properties"]["Actions"][0]["ForwardConfig"]["TargetGroups"]}
+        assert forwarded == {load_balancer["TargetGroupArn"]["Ref"], advanced["AlternateTargetGroupArn"]["Ref"]}
+        role = resources[advanced["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "ecs.amazonaws.com"}
+        assert "PermissionsBoundary" in role
+    assert len(registered) == 3 and len(set(registered.values())) == 3
+
+
+def test_load_balancer_admits_only_cloudfront_and_reaches_only_the_services(dev):
+    resources = _services(dev, "eu-central-1")
+    (group_id,) = [i for i, r in _of_type(resources, "AWS::EC2::SecurityGroup").items() if i.startswith("Ingress")]
+    assert "SecurityGroupIngress" not in resources[group_id]["Properties"]
+    (ingress,) = [r["Properties"] for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
+                  if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == group_id]
+    assert (ingress["FromPort"], ingress["ToPort"], ingress["IpProtocol"]) == (80, 80, "tcp")
+    lookup_id = ingress["SourcePrefixListId"]["Fn::GetAtt"][0]
+    lookup = resources[lookup_id]
+    assert lookup["Type"] == "Custom::AWS"
+    assert ORIGIN_FACING in json.dumps(lookup["Properties"])
+    egress = [r["Properties"] for r in _of_type(resources, "AWS::EC2::SecurityGroupEgress").values()
+              if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == group_id]
+    assert len(egress) == 3 and {(e["FromPort"], e["ToPort"]) for e in egress} == {(8080, 8080)}
+    assert all("DestinationSecurityGroupId" in e for e in egress)
+
+
+def test_edge_reads_each_region_load_balancer_from_ssm(dev):
+    for region in REGIONS:
+        parameters = {p["Properties"]["Name"] for p in _of_type(_services(dev, region), "AWS::SSM::Parameter").values()}
+        assert parameters == {f"/mf/ingress/load-balancer-{name}" for name in ("arn", "dns-name", "security-group-id")}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_domain_mode_serves_https_with_a_tls13_policy_and_a_dns_validated_regional_certificate(domain, region):
+    resources = _services(domain, region)
+    certificate_id, certificate = _one(resources, "AWS::CertificateManager::Certificate")
+    assert certificate["Properties"]["DomainName"] == f"{region}.api.example.com"
+    assert certificate["Properties"]["ValidationMethod"] == "DNS"
+    assert certificate["Properties"]["DomainValidationOptions"] == [
+        {"DomainName": f"{region}.api.example.com", "HostedZoneId": "Z0123456789ABCDEFGHIJ"}]
+    listeners = {r["Properties"]["Port"]: r["Properties"] for r in _of_type(resources, "AWS::ElasticLoadBalancingV2::Listener").values()}
+    assert set(listeners) == {80, 443}
+    https = listeners[443]
+    assert https["Protocol"] == "HTTPS" and https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert https["Certificates"] == [{"CertificateArn": {"Ref": certificate_id}}]
+    (redirect,) = listeners[80]["DefaultActions"]
+    assert redirect["RedirectConfig"] == {"Port": "443", "Protocol": "HTTPS", "StatusCode": "HTTP_301"}
+    (group_id,) = [i for i in _of_type(resources, "AWS::EC2::SecurityGroup") if i.startswith("Ingress")]
+    (ingress,) = [r["Properties"] for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
+                  if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == group_id]
+    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)  # the prefix list fills the rule quota: one port
+
+
+def test_a_service_without_a_path_stays_off_the_load_balancer(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services={"auth": {"path": "/api/auth"}, "persona": {}})
+    resources = assembly.template("mf-eu-west-1/services")["Resources"]
+    assert len(_of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")) == 2  # live and alternate
+    attached = {i for i, s in _of_type(resources, "AWS::ECS::Service").items() if s["Properties"].get("LoadBalancers")}
+    assert len(attached) == 1 and next(iter(attached)).startswith("auth")
+
+
+def test_no_service_with_a_path_means_no_load_balancer(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services={"persona": {}})
+    resources = assembly.template("mf-eu-west-1/services")["Resources"]
+    assert not _of_type(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer")
