@@ -143,6 +143,8 @@ class IngressConfig:
     access_log_days: int  # days load balancer access logs are kept
     failover_status_codes: tuple[int, ...]  # origin answers that send CloudFront to the other region
     price_class: str  # CloudFront price class: which edge locations serve viewers
+    # Raise it to make the edge read the regions' load balancers again (after one was replaced).
+    origin_generation: int
 
 
 @dataclass(frozen=True)
@@ -478,6 +480,7 @@ def _parse_ingress(key: str, value: Any) -> IngressConfig:
         "access_log_days": (90, _integer(1, 3650)),
         "failover_status_codes": ([500, 502, 503, 504], _parse_status_codes),
         "price_class": ("PriceClass_100", _one_of(PRICE_CLASSES)),
+        "origin_generation": (1, _integer(1, 1_000_000)),
     }))
 
 
@@ -574,6 +577,11 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         region = sorted(unknown_ca_regions)[0]
         raise ConfigError(f"mesh_options.private_ca_arns.{region}", dict(values["mesh_options"].private_ca_arns)[region],
                           f"{region} is not a configured region")
+    if len(values["regions"]) > 2 and any(service.path for service in values["services"]):
+        # CloudFront origin groups hold two origins: the edge fails over between two regions.
+        raise ConfigError("regions", [r.name for r in values["regions"]],
+                          "the edge fails over between exactly two regions; with more, remove every service's path "
+                          "(no edge) or configure two regions")
     if values["primary_region"] not in (r.name for r in values["regions"]):
         raise ConfigError(
             "primary_region", values["primary_region"],

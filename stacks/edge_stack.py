@@ -93,7 +93,8 @@ class EdgeStack(cdk.Stack):
             self, f"Read-{region}-{name}",
             on_update=cr.AwsSdkCall(
                 service="SSM", action="getParameter", parameters={"Name": parameter}, region=region,
-                physical_resource_id=cr.PhysicalResourceId.of(f"{region}:{parameter}"),
+                # A new generation changes this call, so CloudFormation runs it again (runbooks/region-failover.md).
+                physical_resource_id=cr.PhysicalResourceId.of(f"{region}:{parameter}:{self.config.ingress.origin_generation}"),
                 output_paths=["Parameter.Value"],
             ),
             policy=cr.AwsCustomResourcePolicy.from_statements([iam.PolicyStatement(

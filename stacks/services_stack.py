@@ -13,7 +13,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalIngress
+from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalDnsRecord, RegionalIngress
 from constructs.meshed_service import (
     AdotCollector,
     AppMeshBackend,
@@ -117,7 +117,7 @@ class ServicesStack(cdk.Stack):
     def _ingress(self) -> RegionalIngress:
         """The region's internal load balancer, with a route per service that has a config path."""
         config, stage_region = self.config, self.region
-        certificate = None
+        certificate, zone = None, None
         if config.domain:
             zone = route53.HostedZone.from_hosted_zone_attributes(
                 self, "Zone", hosted_zone_id=config.domain.hosted_zone_id, zone_name=config.domain.zone_name)
@@ -143,10 +143,19 @@ class ServicesStack(cdk.Stack):
             # traffic between two target groups per service.
             alternate_target_groups=self._shifts_traffic,
         )
+        if config.domain:
+            dns = RegionalDnsRecord(
+                self, "IngressDns", zone=zone, record_name=config.domain.regional_name(stage_region),
+                load_balancer=ingress.load_balancer,
+                target_groups={name: [group for group in (routed.target_group, routed.alternate_target_group) if group]
+                               for name, routed in ingress.routes.items()},
+                alarm_name_prefix=f"{config.prefix}-{stage_region}", alarm_topic=self.platform.alarm_topic,
+            )
+            cdk.CfnOutput(self, "RegionHealthCheckId", value=dns.health_check.attr_health_check_id,
+                          description="Route 53 health check: healthy while every exposed service has a healthy target")
         # What the edge (another stage, in us-east-1) reads from this region at deploy time.
         for name, value in (("load-balancer-arn", ingress.load_balancer.load_balancer_arn),
-                            ("load-balancer-dns-name", ingress.load_balancer.load_balancer_dns_name),
-                            ("load-balancer-security-group-id", ingress.security_group.security_group_id)):
+                            ("load-balancer-dns-name", ingress.load_balancer.load_balancer_dns_name)):
             ssm.StringParameter(self, f"Edge-{name}", parameter_name=ingress_parameter_name(config.prefix, name), string_value=value,
                                 description=f"{stage_region} load balancer {name.removeprefix('load-balancer-')}, read by the edge stage")
         cdk.CfnOutput(self, "LoadBalancerDnsName", value=ingress.load_balancer.load_balancer_dns_name,
@@ -193,6 +202,8 @@ class ServicesStack(cdk.Stack):
                 "SERVICE_NAME": service.name,
                 "PORT": str(service.port),
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                # The load balancer passes the edge path on unchanged; the service answers under it.
+                **({"PUBLIC_PATH": service.path} if service.path else {}),
             },
             secrets=self._secrets(construct_id, service),
             stop_timeout_seconds=STOP_TIMEOUT_SECONDS,

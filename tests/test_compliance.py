@@ -7,8 +7,10 @@ on single resources, each with its reason).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,36 +97,46 @@ def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev, prod, 
 
 
 def _template_files(*assemblies):
-    return [str(path) for assembly in assemblies for path in assembly.template_files.values()]
-
-
-def test_cfn_lint_reports_nothing(dev, prod, appmesh, domain):
-    cfn_lint = Path(sys.executable).parent / "cfn-lint"
-    result = subprocess.run(
-        [str(cfn_lint), "--format", "parseable", "--", *_template_files(dev, prod, appmesh, domain)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    """Every template of the assemblies, each distinct content once (variants share most stacks)."""
+    unique = {}
+    for assembly in assemblies:
+        for path in assembly.template_files.values():
+            unique.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), str(path))
+    return sorted(unique.values())
 
 
 @pytest.fixture(scope="module")
-def checkov_report(dev, prod, appmesh, domain):
+def scanners(dev, prod, appmesh, domain, tmp_path_factory):
+    """cfn-lint and checkov over every distinct template, started together: each is single-threaded."""
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
-    result = subprocess.run(
-        [str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
-         *(arg for assembly in (dev, prod, appmesh, domain) for arg in ("--directory", str(assembly.outdir)))],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode in (0, 1), result.stderr
-    # checkov prints one JSON report per --directory, one after the other.
-    reports, decoder, position = [], json.JSONDecoder(), 0
-    while position < len(result.stdout.rstrip()):
-        report, position = decoder.raw_decode(result.stdout, position)
-        reports.append(report)
-        position += len(result.stdout[position:]) - len(result.stdout[position:].lstrip())
-    assert len(reports) == 4
-    return reports
+    templates = _template_files(dev, prod, appmesh, domain)
+    # checkov takes a folder: each distinct template once, named after its assembly and stack.
+    folder = tmp_path_factory.mktemp("checkov")
+    for path in map(Path, templates):
+        shutil.copy(path, folder / f"{path.parent.parent.name}-{path.parent.name}-{path.name}")
+    started = {
+        "cfn-lint": subprocess.Popen([str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
+                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "checkov": subprocess.Popen([str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
+                                     "--directory", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    }
+    results = {}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=600)
+        results[name] = (process.returncode, stdout, stderr)
+    return results
+
+
+def test_cfn_lint_reports_nothing(scanners):
+    assert scanners["cfn-lint"] == (0, "", "")
+
+
+@pytest.fixture(scope="module")
+def checkov_report(scanners):
+    returncode, stdout, stderr = scanners["checkov"]
+    assert returncode in (0, 1), stderr
+    return [json.loads(stdout)]
 
 
 def test_checkov_fails_no_check(checkov_report):

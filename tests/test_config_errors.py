@@ -60,6 +60,7 @@ CASES = [
     ("domain zone name with upper case", {"domain": json.dumps({"zone_name": "Example.com", "hosted_zone_id": "Z0123456789ABC"})}, ["domain.zone_name='Example.com'", "lower-case DNS zone name"]),
     ("malformed hosted zone ID", {"domain": json.dumps({"zone_name": "example.com", "hosted_zone_id": "zone-1"})}, ["domain.hosted_zone_id='zone-1'", "Route 53 hosted zone ID"]),
     ("two services on one path", {"services": json.dumps({"auth": {"path": "/api/x"}, "persona": {"path": "/api/x"}})}, ["services.persona.path='/api/x'", "already routes to auth"]),
+    ("edge with three regions", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.20.0.0/16"), ("eu-north-1", "10.30.0.0/16"))}, ["regions=", "exactly two regions"]),
     ("service path outside /api/", {"services": json.dumps({"auth": {"path": "/auth"}})}, ["services.auth.path='/auth'", "under /api/"]),
 ]
 

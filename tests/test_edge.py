@@ -184,6 +184,17 @@ def test_domain_mode_serves_viewers_on_the_domain_with_a_us_east_1_certificate_a
     assert {o["DomainName"] for o in config["Origins"]} == {f"{region}.api.example.com" for region in REGIONS}
 
 
+def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, tmp_path):
+    from tests.assembly import synth
+
+    def reader_calls(assembly):
+        return sorted(r["Properties"]["Update"] for r in _of_type(_edge(assembly), "Custom::AWS").values())
+
+    bumped = synth(tmp_path / "out", ingress={"origin_generation": 2})
+    before, after = reader_calls(dev), reader_calls(bumped)
+    assert len(before) == len(after) == 4 and not set(before) & set(after)  # CloudFormation updates, so reads, all four
+
+
 def test_no_edge_without_two_regions(tmp_path):
     from tests.assembly import synth
 

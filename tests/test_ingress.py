@@ -160,7 +160,7 @@ def test_load_balancer_admits_only_cloudfront_and_reaches_only_the_services(dev)
 def test_edge_reads_each_region_load_balancer_from_ssm(dev):
     for region in REGIONS:
         parameters = {p["Properties"]["Name"] for p in _of_type(_services(dev, region), "AWS::SSM::Parameter").values()}
-        assert parameters == {f"/mf/ingress/load-balancer-{name}" for name in ("arn", "dns-name", "security-group-id")}
+        assert parameters == {f"/mf/ingress/load-balancer-{name}" for name in ("arn", "dns-name")}
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -202,3 +202,45 @@ def test_no_service_with_a_path_means_no_load_balancer(tmp_path):
                      services={"persona": {}})
     resources = assembly.template("mf-eu-west-1/services")["Resources"]
     assert not _of_type(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_domain_mode_names_each_region_and_checks_its_health_through_the_load_balancer(domain, region):
+    resources = _services(domain, region)
+    load_balancer_id, _ = _one(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    _, record = _one(resources, "AWS::Route53::RecordSet")
+    assert record["Properties"]["Name"] == f"{region}.api.example.com."
+    assert record["Properties"]["AliasTarget"]["DNSName"]["Fn::Join"][1][1] == {"Fn::GetAtt": [load_balancer_id, "DNSName"]}
+    checks = _of_type(resources, "AWS::Route53::HealthCheck")
+    children = {i: c for i, c in checks.items() if c["Properties"]["HealthCheckConfig"]["Type"] == "CLOUDWATCH_METRIC"}
+    (region_check,) = [c for c in checks.values() if c["Properties"]["HealthCheckConfig"]["Type"] == "CALCULATED"]
+    config = region_check["Properties"]["HealthCheckConfig"]
+    # Live and alternate group per service; ECS keeps one of them empty, so one healthy per service will do.
+    assert len(children) == 6 and config["HealthThreshold"] == 3
+    assert sorted(c["Fn::GetAtt"][0] for c in config["ChildHealthChecks"]) == sorted(children)
+    alarms = _of_type(resources, "AWS::CloudWatch::Alarm")
+    target_groups = _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    watched = set()
+    for child in children.values():
+        identifier = child["Properties"]["HealthCheckConfig"]["AlarmIdentifier"]
+        assert identifier["Region"] == region
+        alarm = alarms[identifier["Name"]["Ref"]]["Properties"]
+        assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == ("HealthyHostCount", "Minimum", 1)
+        assert alarm["ComparisonOperator"] == "LessThanThreshold" and alarm["TreatMissingData"] == "breaching"
+        assert "AlarmActions" not in alarm  # an input to Route 53, not a page
+        watched.add(next(d for d in alarm["Dimensions"] if d["Name"] == "TargetGroup")["Value"]["Fn::GetAtt"][0])
+    assert watched == set(target_groups)
+    notifying = {a["Properties"]["AlarmName"]: a["Properties"] for a in alarms.values() if a["Properties"].get("AlarmActions")
+                 and "no-healthy-targets" in a["Properties"].get("AlarmName", "")}
+    assert set(notifying) == {f"mf-{region}-{name}-no-healthy-targets" for name in ROUTES}
+    for alarm in notifying.values():
+        (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]
+        assert expression["Expression"].count("FILL(") == 2  # both of the service's groups
+        assert "runbooks/region-failover.md" in alarm["AlarmDescription"]
+
+
+def test_each_exposed_service_is_told_the_path_it_answers_under(dev):
+    for task in _of_type(_services(dev, "eu-central-1"), "AWS::ECS::TaskDefinition").values():
+        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
+        environment = {e["Name"]: e["Value"] for e in app["Environment"]}
+        assert environment["PUBLIC_PATH"] == ROUTES[environment["SERVICE_NAME"]]

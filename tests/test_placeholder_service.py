@@ -33,7 +33,7 @@ def _get(port: int, path: str) -> tuple[int, dict]:
 
 def test_serves_health_then_drains_and_exits_on_sigterm():
     port = _free_port()
-    env = {**os.environ, "SERVICE_NAME": "auth", "PORT": str(port), "DRAIN_SECONDS": "1"}
+    env = {**os.environ, "SERVICE_NAME": "auth", "PORT": str(port), "DRAIN_SECONDS": "1", "PUBLIC_PATH": "/api/auth"}
     process = subprocess.Popen([sys.executable, str(SERVER)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         for _ in range(50):
@@ -44,6 +44,9 @@ def test_serves_health_then_drains_and_exits_on_sigterm():
                 time.sleep(0.1)
         assert (status, body) == (200, {"status": "ready"})
         assert _get(port, "/health/live") == (200, {"status": "live"})
+        # Through the edge the path keeps its prefix: /api/auth/health/ready is the same endpoint.
+        assert _get(port, "/api/auth/health/ready") == (200, {"status": "ready"})
+        assert _get(port, "/api/authx/health/ready")[1] == {"service": "auth", "placeholder": True}
 
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)

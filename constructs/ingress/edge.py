@@ -63,8 +63,9 @@ class EdgeDistribution(Construct):
         comment: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        if len(origins_by_priority) < 2:
-            raise ValueError(f"origins_by_priority has {len(origins_by_priority)} origin(s): failover needs at least two regions")
+        if len(origins_by_priority) != 2:
+            raise ValueError(f"origins_by_priority has {len(origins_by_priority)} origin(s): an origin group fails over "
+                             "between exactly two (primary, then secondary)")
         if bool(certificate) != bool(domain_names):
             raise ValueError("certificate and domain_names go together: give both for a custom domain, or neither")
         if not failover_status_codes:
@@ -131,7 +132,8 @@ class EdgeDistribution(Construct):
             "origin_request_policy": cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
             "response_headers_policy": self.response_headers_policy,
             "viewer_protocol_policy": cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
-            "compress": True,
+            # CloudFront compresses only what a caching policy lets it; the services compress themselves.
+            "compress": False,
         }
         self.distribution = cloudfront.Distribution(
             self, "Distribution",

@@ -15,6 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SERVICE = os.environ.get("SERVICE_NAME", "service")
 PORT = int(os.environ.get("PORT", "8080"))
+# The edge path the load balancer routes to this service (e.g. /api/auth). The load balancer passes
+# the path on unchanged, so the service answers under it too: /api/auth/health/ready is /health/ready.
+PUBLIC_PATH = os.environ.get("PUBLIC_PATH", "").rstrip("/")
 ready = threading.Event()
 
 
@@ -24,9 +27,12 @@ def log(level: str, message: str, **fields: object) -> None:
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path == "/health/live":
+        path = self.path.split("?", 1)[0]
+        if PUBLIC_PATH and (path == PUBLIC_PATH or path.startswith(PUBLIC_PATH + "/")):
+            path = path[len(PUBLIC_PATH):] or "/"
+        if path == "/health/live":
             self._reply(200, {"status": "live"})
-        elif self.path == "/health/ready":
+        elif path == "/health/ready":
             self._reply(200 if ready.is_set() else 503, {"status": "ready" if ready.is_set() else "draining"})
         else:
             self._reply(200, {"service": SERVICE, "placeholder": True})
