@@ -16,6 +16,8 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_checkov
 
+from .log_bucket import log_destination_bucket
+
 _SELECT_API_ORIGIN = Path(__file__).parent / "functions" / "select_api_origin.js"
 API_PATH_PATTERN = "/api/*"
 
@@ -124,7 +126,9 @@ class EdgeDistribution(Construct):
             key_value_store=self.key_value_store,
         )
 
-        self.log_bucket = self._log_bucket(log_days)
+        # CloudFront standard logs are delivered through bucket ACLs, which need object writer ownership.
+        self.log_bucket = log_destination_bucket(self, "Logs", days=log_days, writer="CloudFront",
+                                                 object_ownership=s3.ObjectOwnership.OBJECT_WRITER)
         no_cache = {
             "cache_policy": cloudfront.CachePolicy.CACHING_DISABLED,
             # Caching off, so the origin request policy may forward Authorization. Host stays the
@@ -166,46 +170,6 @@ class EdgeDistribution(Construct):
             log_file_prefix="cloudfront/",
         )
         self._acknowledge(certificate is not None, web_acl_arn is not None)
-
-    def _log_bucket(self, days: int) -> s3.Bucket:
-        bucket = s3.Bucket(
-            self, "Logs",
-            # CloudFront standard logs are delivered through bucket ACLs, which need object writer
-            # ownership, and support only S3-managed encryption.
-            object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            versioned=True,
-            lifecycle_rules=[s3.LifecycleRule(
-                expiration=cdk.Duration.days(days), noncurrent_version_expiration=cdk.Duration.days(1),
-                abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
-            )],
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        acknowledge_nag(
-            bucket,
-            "This bucket receives the distribution's standard logs; logging its own access to another bucket would "
-            "only move the question one bucket further.",
-            "AwsSolutions-S1", "NIST.800.53.R5-S3BucketLoggingEnabled",
-        )
-        acknowledge_nag(
-            bucket,
-            "CloudFront delivers standard logs only to buckets with S3-managed keys (SSE-S3) or without a key "
-            "policy CloudFront can use; a customer KMS key is not supported for this bucket.",
-            "NIST.800.53.R5-S3DefaultEncryptionKMS",
-        )
-        acknowledge_nag(
-            bucket,
-            "Edge logs expire after the configured days and describe only this distribution; a copy in a second "
-            "region would outlive nothing they are needed for.",
-            "NIST.800.53.R5-S3BucketReplicationEnabled",
-        )
-        skip_checkov(bucket.node.default_child, {
-            "CKV_AWS_18": "this bucket is the log destination; logging it into another bucket only moves the question",
-            "CKV_AWS_145": "CloudFront standard logs are delivered with SSE-S3; a customer KMS key is not supported here",
-        })
-        return bucket
 
     def _acknowledge(self, has_certificate: bool, has_web_acl: bool) -> None:
         acknowledge_nag(

@@ -15,6 +15,8 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_checkov
 
+from .log_bucket import log_destination_bucket
+
 NOT_FOUND_BODY = json.dumps({"error": "not_found", "message": "no service at this path"})
 
 
@@ -85,7 +87,9 @@ class RegionalIngress(Construct):
         if not 1 <= access_log_days <= 3650:
             raise ValueError(f"access_log_days={access_log_days} is invalid: expected 1 to 3650")
 
-        self.access_logs_bucket = self._access_logs_bucket(access_log_days)
+        self.access_logs_bucket = log_destination_bucket(
+            self, "AccessLogs", days=access_log_days, writer="Elastic Load Balancing",
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED)
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
             description="Load balancer: admits only the edge and reaches only the service targets",
@@ -177,43 +181,3 @@ class RegionalIngress(Construct):
                 healthy_threshold_count=2, unhealthy_threshold_count=3,
             ),
         )
-
-    def _access_logs_bucket(self, days: int) -> s3.Bucket:
-        bucket = s3.Bucket(
-            self, "AccessLogs",
-            # Load balancer access logs support only S3-managed keys (SSE-S3), not KMS keys.
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            versioned=True,
-            lifecycle_rules=[s3.LifecycleRule(
-                expiration=cdk.Duration.days(days),
-                noncurrent_version_expiration=cdk.Duration.days(1),
-                abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
-            )],
-            removal_policy=cdk.RemovalPolicy.RETAIN,
-        )
-        acknowledge_nag(
-            bucket,
-            "This bucket receives the load balancer's access logs; logging its own access to another bucket would "
-            "only move the question one bucket further.",
-            "AwsSolutions-S1", "NIST.800.53.R5-S3BucketLoggingEnabled",
-        )
-        acknowledge_nag(
-            bucket,
-            "Elastic Load Balancing writes access logs only to buckets encrypted with S3-managed keys (SSE-S3); "
-            "a KMS key is not supported for this bucket.",
-            "NIST.800.53.R5-S3DefaultEncryptionKMS",
-        )
-        acknowledge_nag(
-            bucket,
-            "Access logs describe this region's load balancer and expire after the configured days; a copy in "
-            "another region would outlive nothing the logs are needed for.",
-            "NIST.800.53.R5-S3BucketReplicationEnabled",
-        )
-        skip_checkov(bucket.node.default_child, {
-            "CKV_AWS_18": "this bucket is the access log destination; logging it into another bucket only moves the question",
-            "CKV_AWS_145": "Elastic Load Balancing writes access logs only with SSE-S3; KMS keys are not supported here",
-        })
-        return bucket
