@@ -54,6 +54,7 @@ class EdgeStack(cdk.Stack):
             self.web_acl = EdgeWebAcl(
                 self, "WebAcl", name=f"{config.prefix}-edge", rate_limit_per_5_minutes=config.ingress.waf_rate_limit_per_5_minutes,
                 log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention],
+                retain_logs=config.is_prod,
             )
 
         certificate, zone = None, None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -34,6 +35,8 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
 STOP_TIMEOUT_SECONDS = 30
+# Where a Service Connect proxy listens for mesh callers when the load balancer takes the app port.
+MESH_PROXY_PORT = 15443
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -72,7 +75,8 @@ class ServicesStack(cdk.Stack):
                 tls_authority_arn=platform.certificate_authority_arn,
             )
             for service in config.services:
-                self.services[service.name] = self._service(service.name, service, [mesh.extension(), *self._ingress_extensions(service)])
+                extension = mesh.extension(proxy_ingress_port=self._proxy_ingress_port(service))
+                self.services[service.name] = self._service(service.name, service, [extension, *self._ingress_extensions(service)])
         else:
             mesh = AppMeshBackend(
                 self, "AppMesh",
@@ -93,7 +97,6 @@ class ServicesStack(cdk.Stack):
                     extension = mesh.extension(
                         name=service.name, port=service.port, health_check_path=service.health_check_path,
                         calls=[(callee, ports[callee]) for callee in service.calls], variant=variant,
-                        behind_load_balancer=bool(service.path) and variant == "primary",
                     )
                     if variant == "primary":
                         # Only the primary takes load balancer traffic; the canary's share is the router's weight.
@@ -107,12 +110,14 @@ class ServicesStack(cdk.Stack):
             mesh.add_routes()
         self.mesh = mesh
 
-        # Each service admits exactly the services that call it, on its app port.
+        # Each service admits exactly the services that call it, on the port its mesh proxy listens on.
+        by_name = {service.name: service for service in config.services}
         for caller in config.services:
             for callee in caller.calls:
                 for callee_service in self._variants(callee):
                     for caller_service in self._variants(caller.name):
-                        callee_service.allow_from(caller_service.security_group, f"from {caller.name}")
+                        callee_service.allow_from(caller_service.security_group, f"from {caller.name}",
+                                                  port=self._proxy_ingress_port(by_name[callee]))
 
     def _ingress(self) -> RegionalIngress:
         """The region's internal load balancer, with a route per service that has a config path."""
@@ -130,7 +135,9 @@ class ServicesStack(cdk.Stack):
             vpc=self.network.vpc,
             routes=[IngressRoute(name=service.name, path=service.path, port=service.port,
                                  health_check_path=service.health_check_path,
-                                 deregistration_delay_seconds=STOP_TIMEOUT_SECONDS)
+                                 deregistration_delay_seconds=STOP_TIMEOUT_SECONDS,
+                                 # App Mesh's Envoy takes only TLS on the app port.
+                                 protocol="HTTPS" if config.mesh == "appmesh" else "HTTP")
                     for service in config.exposed_services],
             origin_peer=CloudFrontOriginFacing(self, "CloudFrontOriginFacing", log_group=logs.LogGroup(
                 self, "CustomResourceLogs", encryption_key=self.network.logs_key,
@@ -139,6 +146,9 @@ class ServicesStack(cdk.Stack):
             access_log_days=config.ingress.access_log_days,
             deletion_protection=config.is_prod,
             certificate=certificate,
+            # With a domain, each region has a name of its own for callers inside the VPC (operators,
+            # smoke tests): runbooks/region-failover.md.
+            direct_access_peers=[ec2.Peer.ipv4(self._vpc_cidr)] if config.domain else [],
             # ECS's own canary and linear deployments (Service Connect backend) shift load balancer
             # traffic between two target groups per service.
             alternate_target_groups=self._shifts_traffic,
@@ -152,7 +162,7 @@ class ServicesStack(cdk.Stack):
                 alarm_name_prefix=f"{config.prefix}-{stage_region}", alarm_topic=self.platform.alarm_topic,
             )
             cdk.CfnOutput(self, "RegionHealthCheckId", value=dns.health_check.attr_health_check_id,
-                          description="Route 53 health check: healthy while every exposed service has a healthy target")
+                          description="Route 53 health check of the region: healthy while as many target groups are healthy as there are services")
         # What the edge (another stage, in us-east-1) reads from this region at deploy time.
         for name, value in (("load-balancer-arn", ingress.load_balancer.load_balancer_arn),
                             ("load-balancer-dns-name", ingress.load_balancer.load_balancer_dns_name)):
@@ -161,6 +171,17 @@ class ServicesStack(cdk.Stack):
         cdk.CfnOutput(self, "LoadBalancerDnsName", value=ingress.load_balancer.load_balancer_dns_name,
                       description="Internal DNS name of this region's load balancer")
         return ingress
+
+    @property
+    def _vpc_cidr(self) -> str:
+        """The region's VPC range, from config (a literal the security group checks can read)."""
+        return next(region.cidr for region in self.config.regions if region.name == self.region)
+
+    def _proxy_ingress_port(self, service: ServiceConfig) -> int | None:
+        """With Service Connect TLS, a service behind the load balancer moves its proxy off the app port."""
+        if self.config.mesh == "service-connect" and self.config.mesh_tls and self.ingress and service.path:
+            return MESH_PROXY_PORT
+        return None
 
     def _ingress_extensions(self, service: ServiceConfig) -> list:
         if not (self.ingress and service.path):

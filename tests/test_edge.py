@@ -46,12 +46,13 @@ def test_each_region_load_balancer_is_read_from_its_own_region_with_a_grant_for_
         assert reader["Properties"]["Update"] == reader["Properties"]["Create"]  # read again on every change
         calls[(call["region"], call["parameters"]["Name"])] = logical_id
     assert set(calls) == {(region, f"/mf/ingress/load-balancer-{name}") for region in REGIONS for name in ("arn", "dns-name")}
-    for policy in _of_type(_edge(dev), "AWS::IAM::Policy").values():
-        statements = policy["Properties"]["PolicyDocument"]["Statement"]
-        if any(s["Action"] == "ssm:GetParameter" for s in statements):
-            (statement,) = statements
-            resource = json.dumps(statement["Resource"])
-            assert ":parameter/mf/ingress/load-balancer-" in resource and "*" not in resource
+    grants = [policy["Properties"]["PolicyDocument"]["Statement"] for policy in _of_type(_edge(dev), "AWS::IAM::Policy").values()]
+    assert len(grants) == 4
+    for statements in grants:
+        (statement,) = statements
+        assert statement["Action"] == "ssm:GetParameter"
+        resource = json.dumps(statement["Resource"])
+        assert ":parameter/mf/ingress/load-balancer-" in resource and "*" not in resource
 
 
 @pytest.mark.parametrize("variant, protocol", [("dev", "http-only"), ("domain", "https-only")])
@@ -107,7 +108,10 @@ def _run_api_function(dev, active_region):
     stub = f"""
 const selected = [];
 const cf = {{
-  kvs: () => ({{ get: async (key) => {{ if ({json.dumps(active_region)} === null) throw new Error('not found'); return {json.dumps(active_region)}; }} }}),
+  kvs: () => ({{ get: async (key) => {{
+    if (key !== 'active_region' || {json.dumps(active_region)} === null) throw new Error('not found');
+    return {json.dumps(active_region)};
+  }} }}),
   selectRequestOriginById: (id) => selected.push(id),
 }};
 """
@@ -159,11 +163,28 @@ def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_lo
     assert rate["Statement"]["RateBasedStatement"] == {"AggregateKeyType": "IP", "EvaluationWindowSec": 300, "Limit": 1000}
     assert rate["Action"] == {"Block": {}}
     assert _distribution(prod)["WebACLId"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    common = rules["AWSManagedRulesCommonRuleSet"]["Statement"]["ManagedRuleGroupStatement"]
+    # API bodies may exceed the common set's 8 KB limit: that rule only counts.
+    assert common["RuleActionOverrides"] == [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
     (logging,) = _of_type(resources, "AWS::WAFv2::LoggingConfiguration").values()
     assert logging["Properties"]["ResourceArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
-    (log_group,) = [g for g in _of_type(resources, "AWS::Logs::LogGroup").values()
+    (destination,) = logging["Properties"]["LogDestinationConfigs"]
+    (log_group_id, log_group), = [(i, g) for i, g in _of_type(resources, "AWS::Logs::LogGroup").items()
+                                  if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]
+    # The log group's ARN without the ":*" of CloudFormation's Arn attribute, as WAF wants it.
+    assert destination == {"Fn::Join": ["", ["arn:aws:logs:us-east-1:111122223333:log-group:", {"Ref": log_group_id}]]}
+    assert "KmsKeyId" in log_group["Properties"] and log_group["DeletionPolicy"] == "Retain"
+
+
+def test_waf_follows_its_setting_not_the_profile(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", ingress={"waf": "on"})
+    (acl,) = _of_type(_edge(assembly), "AWS::WAFv2::WebACL").values()
+    assert acl["Properties"]["Scope"] == "CLOUDFRONT"
+    (log_group,) = [g for g in _of_type(_edge(assembly), "AWS::Logs::LogGroup").values()
                     if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]
-    assert "KmsKeyId" in log_group["Properties"]
+    assert log_group["DeletionPolicy"] == "Delete"  # dev: a kept, fixed-name log group would block a rebuild
 
 
 def test_domain_mode_serves_viewers_on_the_domain_with_a_us_east_1_certificate_and_alias_records(domain):

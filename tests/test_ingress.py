@@ -94,8 +94,9 @@ def test_default_mode_listens_on_http_answers_unknown_paths_with_json_404_and_ro
     assert len({group for weights in routed.values() for group in weights}) == len(target_groups) == 6
 
 
-def test_target_groups_check_readiness_and_drain_within_the_stop_timeout(dev):
-    resources = _services(dev, "eu-central-1")
+@pytest.mark.parametrize("variant, protocol", [("dev", "HTTP"), ("appmesh", "HTTPS")])
+def test_target_groups_check_readiness_and_drain_within_the_stop_timeout(dev, appmesh, variant, protocol):
+    resources = _services({"dev": dev, "appmesh": appmesh}[variant], "eu-central-1")
     stop_timeouts = {
         container["StopTimeout"]
         for task in _of_type(resources, "AWS::ECS::TaskDefinition").values()
@@ -104,7 +105,9 @@ def test_target_groups_check_readiness_and_drain_within_the_stop_timeout(dev):
     assert stop_timeouts == {30}
     for target_group in _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup").values():
         properties = target_group["Properties"]
-        assert (properties["TargetType"], properties["Port"], properties["Protocol"]) == ("ip", 8080, "HTTP")
+        # App Mesh's Envoy takes only TLS on the app port; the load balancer does not verify its certificate.
+        assert (properties["TargetType"], properties["Port"], properties["Protocol"]) == ("ip", 8080, protocol)
+        assert properties["HealthCheckProtocol"] == protocol
         assert properties["HealthCheckPath"] == "/health/ready" and properties["Matcher"] == {"HttpCode": "200"}
         attributes = {a["Key"]: a["Value"] for a in properties["TargetGroupAttributes"]}
         # ECS drains a leaving task for this long before it sends SIGTERM; then the stop timeout applies.
@@ -179,9 +182,13 @@ def test_domain_mode_serves_https_with_a_tls13_policy_and_a_dns_validated_region
     (redirect,) = listeners[80]["DefaultActions"]
     assert redirect["RedirectConfig"] == {"Port": "443", "Protocol": "HTTPS", "StatusCode": "HTTP_301"}
     (group_id,) = [i for i in _of_type(resources, "AWS::EC2::SecurityGroup") if i.startswith("Ingress")]
-    (ingress,) = [r["Properties"] for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
-                  if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == group_id]
-    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)  # the prefix list fills the rule quota: one port
+    rules = [r["Properties"] for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
+             if r["Properties"]["GroupId"]["Fn::GetAtt"][0] == group_id]
+    rules += resources[group_id]["Properties"].get("SecurityGroupIngress", [])
+    # The prefix list fills most of the rule quota: one port. The VPC's own range may use the regional name.
+    assert {(r["FromPort"], r["ToPort"]) for r in rules} == {(443, 443)}
+    sources = sorted(("prefix list" if "SourcePrefixListId" in r else r.get("CidrIp")) for r in rules)
+    assert sources == sorted(["prefix list", {"eu-central-1": "10.10.0.0/16", "eu-west-1": "10.20.0.0/16"}[region]])
 
 
 def test_a_service_without_a_path_stays_off_the_load_balancer(tmp_path):
@@ -244,3 +251,17 @@ def test_each_exposed_service_is_told_the_path_it_answers_under(dev):
         (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
         environment = {e["Name"]: e["Value"] for e in app["Environment"]}
         assert environment["PUBLIC_PATH"] == ROUTES[environment["SERVICE_NAME"]]
+
+
+def test_with_mesh_tls_the_load_balancer_reaches_the_app_past_the_service_connect_proxy(prod, dev):
+    """The proxy takes only TLS 1.3 on its port; load balancer health checks do not speak it."""
+    for assembly, override in ((prod, 15443), (dev, None)):
+        resources = _services(assembly, "eu-central-1")
+        for service in _of_type(resources, "AWS::ECS::Service").values():
+            (connect,) = service["Properties"]["ServiceConnectConfiguration"]["Services"]
+            assert connect.get("IngressPortOverride") == override
+            assert bool(connect.get("Tls")) == (assembly is prod)
+        # Mesh callers reach the proxy's port; the load balancer the app port.
+        ports = {(r["Properties"]["FromPort"], r["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0].startswith("Ingress"))
+                 for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values() if "SourceSecurityGroupId" in r["Properties"]}
+        assert ports == {(override or 8080, False), (8080, True)}

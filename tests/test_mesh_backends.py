@@ -125,7 +125,7 @@ def test_appmesh_virtual_service_per_service_routes_weighted_with_retries(appmes
         }
 
 
-def test_appmesh_nodes_listen_with_health_checks_outlier_detection_pools_timeouts_and_tls(appmesh):
+def test_appmesh_nodes_listen_with_health_checks_outlier_detection_pools_timeouts_and_strict_tls(appmesh):
     nodes = _mesh(appmesh, "AWS::AppMesh::VirtualNode")
     assert sorted(n["VirtualNodeName"] for n in nodes.values()) == sorted(f"{s}-{v}" for s in SERVICES for v in ("primary", "canary"))
     for node in nodes.values():
@@ -135,10 +135,8 @@ def test_appmesh_nodes_listen_with_health_checks_outlier_detection_pools_timeout
         assert listener["OutlierDetection"]["MaxServerErrors"] == 5
         assert listener["ConnectionPool"] == {"HTTP": {"MaxConnections": 1024, "MaxPendingRequests": 1024}}
         assert listener["Timeout"]["HTTP"]["PerRequest"] == {"Unit": "ms", "Value": 15000}
-        # The load balancer sends plain HTTP to the primary (every default service has a path), so its
-        # listener also accepts plain text; the canary takes mesh traffic only, TLS only.
-        expected_mode = "PERMISSIVE" if node["VirtualNodeName"].endswith("-primary") else "STRICT"
-        assert listener["TLS"]["Mode"] == expected_mode and "ACM" in listener["TLS"]["Certificate"]
+        # TLS only, for mesh callers and the load balancer alike (it sends HTTPS: tests/test_ingress.py).
+        assert listener["TLS"]["Mode"] == "STRICT" and "ACM" in listener["TLS"]["Certificate"]
         policy = node["Spec"]["BackendDefaults"]["ClientPolicy"]["TLS"]
         assert policy["Enforce"] is True and "ACM" in policy["Validation"]["Trust"]
         service = node["VirtualNodeName"].rsplit("-", 1)[0]

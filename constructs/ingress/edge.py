@@ -127,8 +127,10 @@ class EdgeDistribution(Construct):
         )
 
         # CloudFront standard logs are delivered through bucket ACLs, which need object writer ownership.
-        self.log_bucket = log_destination_bucket(self, "Logs", days=log_days, writer="CloudFront",
-                                                 object_ownership=s3.ObjectOwnership.OBJECT_WRITER)
+        self.log_bucket = log_destination_bucket(
+            self, "Logs", days=log_days, writer="CloudFront", object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
+            kms_reason="Standard logs hold request metadata, no secrets, and are encrypted at rest with S3-managed keys; "
+                       "a customer KMS key would have to admit CloudFront's log delivery to every object for no gain.")
         no_cache = {
             "cache_policy": cloudfront.CachePolicy.CACHING_DISABLED,
             # Caching off, so the origin request policy may forward Authorization. Host stays the

@@ -10,11 +10,11 @@ from constructs.compliance import acknowledge_nag, skip_checkov
 
 
 def log_destination_bucket(scope: Construct, construct_id: str, *, days: int, writer: str,
-                           object_ownership: s3.ObjectOwnership) -> s3.Bucket:
+                           object_ownership: s3.ObjectOwnership, kms_reason: str) -> s3.Bucket:
     """A bucket ``writer`` (e.g. "Elastic Load Balancing") delivers logs to, kept ``days`` days.
 
-    Encrypted with S3-managed keys: neither load balancer access logs nor CloudFront standard logs
-    can be delivered to a bucket with a customer KMS key. Retained when the stack is deleted.
+    Encrypted with S3-managed keys; ``kms_reason`` says why not with a customer KMS key (the
+    acknowledgment of NIST.800.53.R5-S3DefaultEncryptionKMS). Retained when the stack is deleted.
     """
     if not 1 <= days <= 3650:
         raise ValueError(f"days={days} is invalid: expected 1 to 3650")
@@ -38,12 +38,7 @@ def log_destination_bucket(scope: Construct, construct_id: str, *, days: int, wr
         "question one bucket further.",
         "AwsSolutions-S1", "NIST.800.53.R5-S3BucketLoggingEnabled",
     )
-    acknowledge_nag(
-        bucket,
-        f"{writer} delivers logs only to buckets encrypted with S3-managed keys (SSE-S3); a customer KMS key is "
-        "not supported for this bucket.",
-        "NIST.800.53.R5-S3DefaultEncryptionKMS",
-    )
+    acknowledge_nag(bucket, kms_reason, "NIST.800.53.R5-S3DefaultEncryptionKMS")
     acknowledge_nag(
         bucket,
         "The logs expire after the configured days and describe only resources of this stack; a copy in another "
@@ -52,6 +47,6 @@ def log_destination_bucket(scope: Construct, construct_id: str, *, days: int, wr
     )
     skip_checkov(bucket.node.default_child, {
         "CKV_AWS_18": "this bucket is the log destination; logging it into another bucket only moves the question",
-        "CKV_AWS_145": f"{writer} delivers logs only with SSE-S3; a customer KMS key is not supported here",
+        "CKV_AWS_145": kms_reason,
     })
     return bucket

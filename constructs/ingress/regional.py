@@ -31,8 +31,13 @@ class IngressRoute:
     # How long a leaving task keeps serving in-flight requests. ECS deregisters a task from the
     # target group, waits this long, then sends SIGTERM; keep it within the app's stop timeout.
     deregistration_delay_seconds: int
+    # How the load balancer talks to the tasks: HTTPS when a sidecar takes only TLS on the app port
+    # (App Mesh's Envoy); the load balancer does not verify the certificate.
+    protocol: str = "HTTP"
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("HTTP", "HTTPS"):
+            raise ValueError(f"protocol={self.protocol!r} is invalid: use HTTP or HTTPS")
         if not self.path.startswith("/") or self.path.endswith("/"):
             raise ValueError(f"path={self.path!r} is invalid: start with / and do not end with /")
         if not 0 <= self.deregistration_delay_seconds <= 3600:
@@ -55,7 +60,8 @@ class RegionalIngress(Construct):
 
     Without ``certificate`` it listens on HTTP:80 (the edge reaches it through a CloudFront VPC
     origin, inside AWS's network); with one, on HTTPS:443 with a TLS 1.3 policy, and HTTP:80
-    redirects to HTTPS. Requests that match no route get 404 with a small JSON body.
+    redirects to HTTPS. Requests that match no route get 404 with a small JSON body. Its security
+    group admits ``origin_peer`` and ``direct_access_peers`` on the listener port only.
 
     With ``alternate_target_groups`` each route gets a second, empty target group and its rule
     forwards with weights 100/0: what ECS's own canary and linear deployments shift traffic between.
@@ -75,6 +81,7 @@ class RegionalIngress(Construct):
         access_log_days: int,
         deletion_protection: bool,
         certificate: acm.ICertificate | None = None,
+        direct_access_peers: Sequence[ec2.IPeer] = (),
         alternate_target_groups: bool = False,
         load_balancer_name: str | None = None,
     ) -> None:
@@ -89,13 +96,17 @@ class RegionalIngress(Construct):
 
         self.access_logs_bucket = log_destination_bucket(
             self, "AccessLogs", days=access_log_days, writer="Elastic Load Balancing",
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED)
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            kms_reason="Elastic Load Balancing writes access logs only to buckets encrypted with S3-managed keys "
+                       "(SSE-S3); a customer KMS key is not supported for access logs.")
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
-            description="Load balancer: admits only the edge and reaches only the service targets",
+            description="Load balancer: admits the edge and named direct callers and reaches only the service targets",
         )
         port = 443 if certificate else 80
         self.security_group.add_ingress_rule(origin_peer, ec2.Port.tcp(port), "from the CloudFront VPC origin")
+        for peer in direct_access_peers:
+            self.security_group.add_ingress_rule(peer, ec2.Port.tcp(port), "direct regional access")
         self.load_balancer = elbv2.ApplicationLoadBalancer(
             self, "LoadBalancer",
             vpc=vpc,
@@ -110,8 +121,9 @@ class RegionalIngress(Construct):
         self.load_balancer.log_access_logs(self.access_logs_bucket, prefix="alb")
         acknowledge_nag(
             self.load_balancer,
-            "Requests are filtered where they enter, by the WAF web ACL on the CloudFront distribution (config "
-            "ingress.waf); this internal load balancer admits only CloudFront's origin-facing addresses.",
+            "Web requests are filtered where they enter: by the WAF web ACL on the CloudFront distribution when config "
+            "ingress.waf is on (prod by default). This internal load balancer admits only CloudFront's origin-facing "
+            "addresses and the callers named in direct_access_peers.",
             "NIST.800.53.R5-ALBWAFEnabled",
         )
         if not deletion_protection:
@@ -172,11 +184,11 @@ class RegionalIngress(Construct):
             self, construct_id,
             vpc=vpc,
             port=route.port,
-            protocol=elbv2.ApplicationProtocol.HTTP,
+            protocol=elbv2.ApplicationProtocol[route.protocol],
             target_type=elbv2.TargetType.IP,
             deregistration_delay=cdk.Duration.seconds(route.deregistration_delay_seconds),
             health_check=elbv2.HealthCheck(
-                path=route.health_check_path, healthy_http_codes="200",
+                path=route.health_check_path, healthy_http_codes="200", protocol=elbv2.Protocol[route.protocol],
                 interval=cdk.Duration.seconds(10), timeout=cdk.Duration.seconds(5),
                 healthy_threshold_count=2, unhealthy_threshold_count=3,
             ),

@@ -34,8 +34,9 @@ class RegionalDnsRecord(Construct):
       notifying ``alarm_topic``;
     * per target group, an alarm without actions (in ALARM whenever the group is empty) and a
       Route 53 CLOUDWATCH_METRIC health check on it (Route 53 takes single-metric alarms only);
-    * ``health_check``: CALCULATED, healthy while at least one group per service is healthy
-      (threshold: the number of services).
+    * ``health_check``: CALCULATED, healthy while at least as many groups are healthy as there are
+      services: one per service in steady state. During one service's deployment both its groups
+      are healthy, which can mask another service that is down at that moment.
 
     Attributes: ``record``, ``health_check``, ``alarms`` (service -> notifying alarm).
     """

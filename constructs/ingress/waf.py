@@ -10,6 +10,12 @@ from constructs import Construct
 
 # AWS managed rule groups: OWASP-style common attacks, and request patterns known to be malicious.
 MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+# Rules that only count: the common set blocks request bodies over 8 KB, which API calls may send;
+# the services limit their own body sizes.
+_COUNT_ONLY = {
+    "AWSManagedRulesCommonRuleSet": [wafv2.CfnWebACL.RuleActionOverrideProperty(
+        name="SizeRestrictions_BODY", action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={}))],
+}
 
 
 class EdgeWebAcl(Construct):
@@ -21,7 +27,7 @@ class EdgeWebAcl(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, name: str, rate_limit_per_5_minutes: int,
-                 log_encryption_key: kms.IKey, log_retention: logs.RetentionDays) -> None:
+                 log_encryption_key: kms.IKey, log_retention: logs.RetentionDays, retain_logs: bool = True) -> None:
         super().__init__(scope, construct_id)
         if not 10 <= rate_limit_per_5_minutes <= 2_000_000_000:
             raise ValueError(f"rate_limit_per_5_minutes={rate_limit_per_5_minutes} is invalid: WAF allows 10 to 2000000000")
@@ -37,7 +43,7 @@ class EdgeWebAcl(Construct):
             wafv2.CfnWebACL.RuleProperty(
                 name=group, priority=priority,
                 statement=wafv2.CfnWebACL.StatementProperty(managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                    vendor_name="AWS", name=group)),
+                    vendor_name="AWS", name=group, rule_action_overrides=_COUNT_ONLY.get(group))),
                 override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
                 visibility_config=visibility(group),
             )
@@ -59,7 +65,8 @@ class EdgeWebAcl(Construct):
         )
         self.log_group = logs.LogGroup(
             self, "Logs", log_group_name=f"aws-waf-logs-{name}", encryption_key=log_encryption_key,
-            retention=log_retention, removal_policy=cdk.RemovalPolicy.RETAIN,
+            # The name is fixed (WAF wants the prefix), so a kept log group blocks recreating the stack.
+            retention=log_retention, removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
         wafv2.CfnLoggingConfiguration(
             self, "Logging",

@@ -98,19 +98,17 @@ class AppMeshBackend(Construct):
             self._legacy(router, self.virtual_services[name])
         return self.virtual_services[name]
 
-    def extension(self, *, name: str, port: int, health_check_path: str, calls: list[tuple[str, int]], variant: str,
-                  behind_load_balancer: bool = False) -> ServiceExtension:
+    def extension(self, *, name: str, port: int, health_check_path: str, calls: list[tuple[str, int]], variant: str) -> ServiceExtension:
         """``calls``: (service name, port) of every service this one calls.
 
-        ``behind_load_balancer``: a load balancer sends plain HTTP to the node, so its listener
-        accepts TLS and plain text (PERMISSIVE) instead of TLS only; mesh clients still must use TLS.
+        Envoy's listener takes TLS only (STRICT), from mesh callers and from a load balancer alike:
+        a load balancer in front of the service must send HTTPS (it does not verify the certificate).
         """
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is invalid: use one of {', '.join(VARIANTS)}")
         self.virtual_service(name, port)
         backends = [self.virtual_service(callee, callee_port) for callee, callee_port in calls]
-        return _AppMeshExtension(self, name=name, port=port, health_check_path=health_check_path, backends=backends, variant=variant,
-                                 tls_mode=appmesh.TlsMode.PERMISSIVE if behind_load_balancer else appmesh.TlsMode.STRICT)
+        return _AppMeshExtension(self, name=name, port=port, health_check_path=health_check_path, backends=backends, variant=variant)
 
     def add_routes(self) -> None:
         """One route per service: weighted primary/canary targets and a retry policy."""
@@ -145,8 +143,8 @@ class AppMeshBackend(Construct):
 
 class _AppMeshExtension(ServiceExtension):
     def __init__(self, backend: AppMeshBackend, *, name: str, port: int, health_check_path: str,
-                 backends: list[appmesh.VirtualService], variant: str, tls_mode: appmesh.TlsMode) -> None:
-        self.backend, self.name, self.port, self.variant, self.tls_mode = backend, name, port, variant, tls_mode
+                 backends: list[appmesh.VirtualService], variant: str) -> None:
+        self.backend, self.name, self.port, self.variant = backend, name, port, variant
         self.health_check_path = health_check_path
         self.backends = backends
         self.envoy: ecs.ContainerDefinition | None = None
@@ -188,7 +186,7 @@ class _AppMeshExtension(ServiceExtension):
                     idle=cdk.Duration.seconds(settings.idle_timeout_seconds),
                     per_request=cdk.Duration.seconds(settings.per_request_timeout_seconds),
                 ),
-                tls=appmesh.ListenerTlsOptions(mode=self.tls_mode, certificate=appmesh.TlsCertificate.acm(certificate)),
+                tls=appmesh.ListenerTlsOptions(mode=appmesh.TlsMode.STRICT, certificate=appmesh.TlsCertificate.acm(certificate)),
             )],
             backends=[appmesh.Backend.virtual_service(vs) for vs in self.backends],
             backend_defaults=appmesh.BackendDefaults(tls_client_policy=appmesh.TlsClientPolicy(

@@ -195,6 +195,7 @@ class MeshedFargateService(Construct):
             stream_prefix=stream_prefix, log_group=self.log_group, mode=ecs.AwsLogDriverMode.NON_BLOCKING,
         )
 
-    def allow_from(self, peer: ec2.IConnectable, description: str) -> None:
-        """Admit ``peer`` (a caller's or the load balancer's security group) on the app port."""
-        self.security_group.connections.allow_from(peer, ec2.Port.tcp(self.props.container_port), description)
+    def allow_from(self, peer: ec2.IConnectable, description: str, port: int | None = None) -> None:
+        """Admit ``peer`` (a caller's security group) on ``port``: by default the app port; a mesh
+        proxy that listens on a port of its own needs that one instead."""
+        self.security_group.connections.allow_from(peer, ec2.Port.tcp(port or self.props.container_port), description)

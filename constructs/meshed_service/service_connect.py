@@ -97,13 +97,24 @@ class ServiceConnectMesh(Construct):
             )
             self.tls = ecs.ServiceConnectTlsConfiguration(aws_pca_authority_arn=tls_authority_arn, kms_key=tls_key, role=role)
 
-    def extension(self) -> ServiceExtension:
-        return _ServiceConnectExtension(self)
+    def extension(self, *, proxy_ingress_port: int | None = None) -> ServiceExtension:
+        """The Service Connect wiring of one service.
+
+        ``proxy_ingress_port``: where the service's Service Connect proxy listens for mesh callers,
+        instead of the app port. Set it when a load balancer sends plain HTTP to the app port while
+        the mesh uses TLS: the proxy takes only TLS 1.3 there, which load balancer health checks do
+        not speak, so the load balancer must reach the app past the proxy. Mesh callers then need
+        this port open, not the app port.
+        """
+        return _ServiceConnectExtension(self, proxy_ingress_port)
 
 
 class _ServiceConnectExtension(ServiceExtension):
-    def __init__(self, mesh: ServiceConnectMesh) -> None:
+    def __init__(self, mesh: ServiceConnectMesh, proxy_ingress_port: int | None) -> None:
+        if proxy_ingress_port is not None and not 1024 <= proxy_ingress_port <= 65535:
+            raise ValueError(f"proxy_ingress_port={proxy_ingress_port} is invalid: expected 1024 to 65535")
         self.mesh = mesh
+        self.proxy_ingress_port = proxy_ingress_port
         self.alarms: list[cloudwatch.Alarm] = []
         self._service: MeshedFargateService | None = None
 
@@ -113,6 +124,8 @@ class _ServiceConnectExtension(ServiceExtension):
     def modify_service_props(self, props: dict[str, Any]) -> dict[str, Any]:
         service, mesh, rollout = self._service, self.mesh, self.mesh.rollout
         name = service.props.name
+        if self.proxy_ingress_port == service.props.container_port:
+            raise ValueError(f"proxy_ingress_port={self.proxy_ingress_port} is invalid: it must differ from the app port")
         props["service_connect_configuration"] = ecs.ServiceConnectProps(
             namespace=mesh.namespace.namespace_arn,
             services=[ecs.ServiceConnectService(
@@ -122,6 +135,7 @@ class _ServiceConnectExtension(ServiceExtension):
                 discovery_name=discovery_name(name),
                 dns_name=name,  # callers use http://<name>:<port>
                 port=service.props.container_port,
+                ingress_port_override=self.proxy_ingress_port,
                 per_request_timeout=mesh.per_request_timeout,
                 idle_timeout=mesh.idle_timeout,
                 tls=mesh.tls,
