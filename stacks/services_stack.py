@@ -6,6 +6,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
@@ -20,6 +21,7 @@ from constructs.meshed_service import (
     AppMeshBackend,
     AppMeshSettings,
     LoadBalancerTarget,
+    RollbackAlarms,
     MeshedFargateService,
     MeshedServiceProps,
     Rollout,
@@ -189,8 +191,15 @@ class ServicesStack(cdk.Stack):
         routed = self.ingress.routes[service.name]
         if not self._shifts_traffic:
             return [LoadBalancerTarget(routed.target_group)]
+        # The load balancer's own per-group alarms: with Service Connect TLS its traffic bypasses the
+        # proxy whose metrics the mesh's alarms read, and a group alone shows the new revision's health.
+        alarms = RollbackAlarms(
+            alarm_name_prefix=self.config.prefix, action=cloudwatch_actions.SnsAction(self.platform.alarm_topic),
+            max_5xx_percent=self.config.deployment.alarm_5xx_percent,
+            max_p95_latency_ms=self.config.deployment.alarm_p95_latency_ms,
+        )
         return [LoadBalancerTarget(routed.target_group, alternate_target_group=routed.alternate_target_group,
-                                   listener_rule=routed.listener_rule)]
+                                   listener_rule=routed.listener_rule, rollback_alarms=alarms)]
 
     @property
     def _shifts_traffic(self) -> bool:

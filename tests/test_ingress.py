@@ -265,3 +265,32 @@ def test_with_mesh_tls_the_load_balancer_reaches_the_app_past_the_service_connec
         ports = {(r["Properties"]["FromPort"], r["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0].startswith("Ingress"))
                  for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values() if "SourceSecurityGroupId" in r["Properties"]}
         assert ports == {(override or 8080, False), (8080, True)}
+
+
+def test_each_target_group_has_deployment_alarms_that_judge_the_revision_it_carries(prod):
+    """During a canary one group carries only the new revision: its alarms judge it alone."""
+    resources = _services(prod, "eu-central-1")
+    alarms = _of_type(resources, "AWS::CloudWatch::Alarm")
+    target_groups = _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    for service in _of_type(resources, "AWS::ECS::Service").values():
+        name = service["Properties"]["ServiceName"]
+        (load_balancer,) = service["Properties"]["LoadBalancers"]
+        groups = {load_balancer["TargetGroupArn"]["Ref"], load_balancer["AdvancedConfiguration"]["AlternateTargetGroupArn"]["Ref"]}
+        watched = {alarms[ref["Ref"]]["Properties"]["AlarmName"]: alarms[ref["Ref"]]["Properties"]
+                   for ref in service["Properties"]["DeploymentConfiguration"]["Alarms"]["AlarmNames"]}
+        by_group = {}
+        for alarm_name, alarm in watched.items():
+            if "-lb-" not in alarm_name:
+                continue
+            assert alarm["AlarmActions"] and "Runbook: runbooks/" in alarm["AlarmDescription"]
+            if alarm_name.endswith("p95-latency"):
+                assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1)
+                group = next(d for d in alarm["Dimensions"] if d["Name"] == "TargetGroup")["Value"]["Fn::GetAtt"][0]
+            else:
+                assert alarm["Threshold"] == 1 and alarm["Metrics"][0]["Expression"].startswith("IF(requests >= 20")
+                stats = [m["MetricStat"]["Metric"] for m in alarm["Metrics"][1:]]
+                assert {m["MetricName"] for m in stats} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
+                (group,) = {next(d for d in m["Dimensions"] if d["Name"] == "TargetGroup")["Value"]["Fn::GetAtt"][0] for m in stats}
+            assert group in target_groups
+            by_group.setdefault(group, set()).add(alarm_name.rsplit("-", 2)[-2] + "-" + alarm_name.rsplit("-", 1)[-1])
+        assert set(by_group) == groups and all(len(kinds) == 2 for kinds in by_group.values()), name

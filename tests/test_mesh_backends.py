@@ -53,13 +53,16 @@ def test_service_connect_canary_rolls_back_on_its_alarms(dev):
         assert deployment["BakeTimeInMinutes"] == 10
         assert (deployment["Alarms"]["Enable"], deployment["Alarms"]["Rollback"]) == (True, True)
         watched = [alarms[ref["Ref"]]["Properties"]["AlarmName"] for ref in deployment["Alarms"]["AlarmNames"]]
-        assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"]
+        # The mesh's own alarms, then the load balancer's per target group (tests/test_ingress.py).
+        assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"] + [
+            f"mf-{name}-lb-group{i}-{what}" for i in (0, 1) for what in ("5xx-rate", "p95-latency")]
         # Referenced with Ref, so they exist before the service's first deployment.
         assert all(set(ref) == {"Ref"} for ref in deployment["Alarms"]["AlarmNames"])
 
 
 def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
-    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm").values()}
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm").values()
+              if "-lb-" not in a["Properties"]["AlarmName"]}  # the load balancer's: tests/test_ingress.py
     assert sorted(alarms) == sorted(f"mf-{n}-{what}" for n in SERVICES for what in ("5xx-rate", "p95-latency"))
     for name, alarm in alarms.items():
         topic = {"Fn::GetStackOutput": alarm["AlarmActions"][0]["Fn::GetStackOutput"]}
@@ -69,7 +72,7 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         if name.endswith("p95-latency"):
             assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
         else:
-            assert alarm["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * errors / requests, 0)"
+            assert alarm["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
             assert {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
             assert alarm["Threshold"] == 1  # below the 5 % canary share, so a failing canary trips it
 

@@ -1,12 +1,12 @@
 from .adot import AdotCollector
 from .appmesh import AppMeshBackend, AppMeshSettings
 from .extensions import ServiceExtension
-from .load_balancer import LoadBalancerTarget
+from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
 from .service_connect import Rollout, ServiceConnectMesh
 
 __all__ = [
     "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
-    "Rollout", "ServiceConnectMesh", "ServiceExtension",
+    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension",
 ]

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint
 
+from .alarms import deployment_alarm, error_rate
 from .extensions import ServiceExtension
 from .service import APP_CONTAINER, MeshedFargateService
+
+
+@dataclass(frozen=True)
+class RollbackAlarms:
+    """Thresholds of the load balancer's deployment alarms, and where they notify."""
+
+    alarm_name_prefix: str
+    action: cloudwatch.IAlarmAction
+    max_5xx_percent: float
+    max_p95_latency_ms: int
 
 
 class LoadBalancerTarget(ServiceExtension):
@@ -24,21 +37,60 @@ class LoadBalancerTarget(ServiceExtension):
     For ECS canary and linear deployments, also give ``alternate_target_group`` (empty) and the
     ``listener_rule`` that forwards to both: ECS registers the new revision's tasks in the
     alternate group and shifts the rule's weights, through a role it assumes for that.
+
+    With ``rollback_alarms``, each target group gets a 5xx-rate and a p95-latency alarm that the
+    deployment rolls back on. During a canary one group carries only the new revision, so its
+    alarms judge the new revision alone, whatever share of the traffic it has.
     """
 
     def __init__(self, target_group: elbv2.IApplicationTargetGroup, *, health_check_grace_period_seconds: int = 60,
                  alternate_target_group: elbv2.IApplicationTargetGroup | None = None,
-                 listener_rule: elbv2.ApplicationListenerRule | None = None) -> None:
+                 listener_rule: elbv2.ApplicationListenerRule | None = None,
+                 rollback_alarms: RollbackAlarms | None = None) -> None:
         if (alternate_target_group is None) != (listener_rule is None):
             raise ValueError("alternate_target_group and listener_rule go together: give both for canary or linear deployments, or neither")
         self.target_group = target_group
         self.health_check_grace_period = cdk.Duration.seconds(health_check_grace_period_seconds)
         self.alternate_target_group = alternate_target_group
         self.listener_rule = listener_rule
+        self.rollback_alarms = rollback_alarms
+        self.alarms: list[cloudwatch.Alarm] = []
+        self._service: MeshedFargateService | None = None
+
+    def use_task_definition(self, service: MeshedFargateService) -> None:
+        self._service = service
 
     def modify_service_props(self, props: dict[str, Any]) -> dict[str, Any]:
         props["health_check_grace_period"] = self.health_check_grace_period
+        if self.rollback_alarms:
+            self._create_alarms(self._service, self.rollback_alarms)
+            existing = props.get("deployment_alarms")
+            props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
+                alarm_names=[*(existing.alarm_names if existing else []), *(alarm.alarm_name for alarm in self.alarms)],
+                behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM,
+            )
         return props
+
+    def _create_alarms(self, service: MeshedFargateService, settings: RollbackAlarms) -> None:
+        name = service.props.name
+        groups = [group for group in (self.target_group, self.alternate_target_group) if group is not None]
+        for i, group in enumerate(groups):
+            minute = cdk.Duration.minutes(1)
+            errors = group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=minute, statistic="Sum")
+            self.alarms += [
+                deployment_alarm(
+                    service, f"LoadBalancerGroup{i}FiveXxRateAlarm", error_rate(errors, group.metrics.request_count(period=minute)),
+                    alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-5xx-rate", threshold=settings.max_5xx_percent,
+                    summary=f"{name}, load balancer target group {i}: more than {settings.max_5xx_percent}% of requests answered 5xx",
+                    runbook="elevated-5xx", action=settings.action),
+                deployment_alarm(
+                    service, f"LoadBalancerGroup{i}P95LatencyAlarm",
+                    group.metrics.target_response_time(period=minute, statistic="p95"),
+                    # CloudWatch reports TargetResponseTime in seconds.
+                    alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-p95-latency", threshold=settings.max_p95_latency_ms / 1000,
+                    summary=f"{name}, load balancer target group {i}: p95 response time above {settings.max_p95_latency_ms} ms",
+                    runbook="latency-slo-breach", action=settings.action),
+            ]
 
     def use_service(self, service: MeshedFargateService) -> None:
         alternate = None

@@ -17,11 +17,11 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag
 
+from .alarms import deployment_alarm, error_rate
 from .extensions import ServiceExtension
 from .service import PORT_MAPPING_NAME, MeshedFargateService
 
 _STRATEGIES = ("CANARY", "LINEAR", "ROLLING")
-MIN_REQUESTS_PER_MINUTE = 20
 
 
 @dataclass(frozen=True)
@@ -176,37 +176,19 @@ class _ServiceConnectExtension(ServiceExtension):
             return cloudwatch.Metric(namespace="AWS/ECS", metric_name=name, dimensions_map=dimensions,
                                      statistic=statistic, period=cdk.Duration.minutes(1))
 
-        error_rate = cloudwatch.MathExpression(
-            # Below MIN_REQUESTS a minute the rate means little (one error in three requests is 33 %).
-            expression=f"IF(requests >= {MIN_REQUESTS_PER_MINUTE}, 100 * errors / requests, 0)",
-            using_metrics={"errors": metric("HTTPCode_Target_5XX_Count", "Sum"), "requests": metric("RequestCount", "Sum")},
-            period=cdk.Duration.minutes(1),
-            label="5xx responses, % of requests",
-        )
         name = service.props.name
         self.alarms = [
-            self._deployment_alarm(
-                service, "FiveXxRateAlarm", error_rate, "5xx-rate", rollout.alarm_5xx_percent,
-                f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", "elevated-5xx"),
-            self._deployment_alarm(
-                service, "P95LatencyAlarm", metric("TargetResponseTime", "p95"), "p95-latency", rollout.alarm_p95_latency_ms,
-                f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", "latency-slo-breach"),
+            deployment_alarm(
+                service, "FiveXxRateAlarm", error_rate(metric("HTTPCode_Target_5XX_Count", "Sum"), metric("RequestCount", "Sum")),
+                alarm_name=self._alarm_name("5xx-rate"), threshold=rollout.alarm_5xx_percent,
+                summary=f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", runbook="elevated-5xx",
+                action=self.mesh.alarm_action),
+            deployment_alarm(
+                service, "P95LatencyAlarm", metric("TargetResponseTime", "p95"),
+                alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
+                summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
+                action=self.mesh.alarm_action),
         ]
-
-    def _deployment_alarm(self, service: MeshedFargateService, construct_id: str, metric: cloudwatch.IMetric,
-                          what: str, threshold: float, summary: str, runbook: str) -> cloudwatch.Alarm:
-        """Over the threshold in 2 of 3 minutes: notify, and roll back a deployment in progress."""
-        alarm = metric.create_alarm(
-            service, construct_id,
-            alarm_name=self._alarm_name(what),
-            alarm_description=f"{summary}; a deployment in progress rolls back. Runbook: runbooks/{runbook}.md",
-            threshold=threshold, evaluation_periods=3, datapoints_to_alarm=2,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        alarm.add_alarm_action(self.mesh.alarm_action)
-        alarm.add_ok_action(self.mesh.alarm_action)
-        return alarm
 
     def _alarm_name(self, what: str) -> str:
         return f"{self.mesh.alarm_name_prefix}-{self._service.props.name}-{what}"
