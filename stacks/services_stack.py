@@ -189,15 +189,16 @@ class ServicesStack(cdk.Stack):
         if not (self.ingress and service.path):
             return []
         routed = self.ingress.routes[service.name]
-        if not self._shifts_traffic:
-            return [LoadBalancerTarget(routed.target_group)]
-        # The load balancer's own per-group alarms: with Service Connect TLS its traffic bypasses the
-        # proxy whose metrics the mesh's alarms read, and a group alone shows the new revision's health.
+        # Service Connect deployments roll back on alarms; the load balancer adds its own per target
+        # group: with mesh TLS its traffic bypasses the proxy whose metrics the mesh's alarms read, and
+        # during a canary one group alone shows the new revision's health.
         alarms = RollbackAlarms(
             alarm_name_prefix=self.config.prefix, action=cloudwatch_actions.SnsAction(self.platform.alarm_topic),
             max_5xx_percent=self.config.deployment.alarm_5xx_percent,
             max_p95_latency_ms=self.config.deployment.alarm_p95_latency_ms,
-        )
+        ) if self.config.mesh == "service-connect" else None
+        if not self._shifts_traffic:
+            return [LoadBalancerTarget(routed.target_group, rollback_alarms=alarms)]
         return [LoadBalancerTarget(routed.target_group, alternate_target_group=routed.alternate_target_group,
                                    listener_rule=routed.listener_rule, rollback_alarms=alarms)]
 

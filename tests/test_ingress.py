@@ -294,3 +294,18 @@ def test_each_target_group_has_deployment_alarms_that_judge_the_revision_it_carr
             assert group in target_groups
             by_group.setdefault(group, set()).add(alarm_name.rsplit("-", 2)[-2] + "-" + alarm_name.rsplit("-", 1)[-1])
         assert set(by_group) == groups and all(len(kinds) == 2 for kinds in by_group.values()), name
+
+
+def test_rolling_deployments_also_roll_back_on_the_load_balancer_alarms(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     profile="prod", deployment={"strategy": "ROLLING"})
+    resources = assembly.template("mf-eu-west-1/services")["Resources"]
+    alarms = _of_type(resources, "AWS::CloudWatch::Alarm")
+    for service in _of_type(resources, "AWS::ECS::Service").values():
+        (load_balancer,) = service["Properties"]["LoadBalancers"]
+        assert "AdvancedConfiguration" not in load_balancer  # one target group, no traffic shifting
+        names = [alarms[ref["Ref"]]["Properties"]["AlarmName"] for ref in service["Properties"]["DeploymentConfiguration"]["Alarms"]["AlarmNames"]]
+        name = service["Properties"]["ServiceName"]
+        assert names[2:] == [f"mf-{name}-lb-group0-5xx-rate", f"mf-{name}-lb-group0-p95-latency"]
