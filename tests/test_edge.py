@@ -121,6 +121,7 @@ handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) 
 });
 """
     node = shutil.which("node")
+    assert node, "node is missing from PATH: run `make test`, which puts the virtualenv's Node 24 first"
     result = subprocess.run([node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(result.stdout)
 

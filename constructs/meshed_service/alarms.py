@@ -21,9 +21,12 @@ def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric) -> clou
 
 
 def deployment_alarm(scope: Construct, construct_id: str, metric: cloudwatch.IMetric, *, alarm_name: str,
-                     threshold: float, summary: str, runbook: str, action: cloudwatch.IAlarmAction) -> cloudwatch.Alarm:
+                     threshold: float, summary: str, runbook: str, action: cloudwatch.IAlarmAction,
+                     percentile: bool = False) -> cloudwatch.Alarm:
     """Over ``threshold`` in 2 of 3 minutes: notify through ``action``, and (once the service lists
-    the alarm) roll back a deployment in progress."""
+    the alarm) roll back a deployment in progress. For a ``percentile`` metric, minutes with too few
+    requests to mean much (CloudWatch's low sample count) are not evaluated: a canary's first few
+    slow requests must not decide."""
     alarm = metric.create_alarm(
         scope, construct_id,
         alarm_name=alarm_name,
@@ -31,6 +34,7 @@ def deployment_alarm(scope: Construct, construct_id: str, metric: cloudwatch.IMe
         threshold=threshold, evaluation_periods=3, datapoints_to_alarm=2,
         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        evaluate_low_sample_count_percentile="ignore" if percentile else None,
     )
     alarm.add_alarm_action(action)
     alarm.add_ok_action(action)

@@ -76,7 +76,14 @@ class LoadBalancerTarget(ServiceExtension):
         groups = [group for group in (self.target_group, self.alternate_target_group) if group is not None]
         for i, group in enumerate(groups):
             minute = cdk.Duration.minutes(1)
-            errors = group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=minute, statistic="Sum")
+            # Failed answers and failed connections: a hanging or crashing revision shows as the latter.
+            errors = cloudwatch.MathExpression(
+                expression="FILL(answered, 0) + FILL(unreached, 0)", period=minute,
+                using_metrics={
+                    "answered": group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=minute, statistic="Sum"),
+                    "unreached": group.metrics.custom("TargetConnectionErrorCount", period=minute, statistic="Sum"),
+                },
+            )
             self.alarms += [
                 deployment_alarm(
                     service, f"LoadBalancerGroup{i}FiveXxRateAlarm", error_rate(errors, group.metrics.request_count(period=minute)),
@@ -89,7 +96,7 @@ class LoadBalancerTarget(ServiceExtension):
                     # CloudWatch reports TargetResponseTime in seconds.
                     alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-p95-latency", threshold=settings.max_p95_latency_ms / 1000,
                     summary=f"{name}, load balancer target group {i}: p95 response time above {settings.max_p95_latency_ms} ms",
-                    runbook="latency-slo-breach", action=settings.action),
+                    runbook="latency-slo-breach", action=settings.action, percentile=True),
             ]
 
     def use_service(self, service: MeshedFargateService) -> None:

@@ -187,7 +187,7 @@ class _ServiceConnectExtension(ServiceExtension):
                 service, "P95LatencyAlarm", metric("TargetResponseTime", "p95"),
                 alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
                 summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
-                action=self.mesh.alarm_action),
+                action=self.mesh.alarm_action, percentile=True),
         ]
 
     def _alarm_name(self, what: str) -> str:
