@@ -17,8 +17,8 @@ from tests.assembly import REPO_ROOT
 
 CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 CONTROL = "no overrides"
-PROD = "-c profile=prod"
-APPMESH = "-c mesh=appmesh"
+# Two overrides in one run: each must reach the app (one full synth fewer than a run each).
+PROD_APPMESH = "-c profile=prod -c mesh=appmesh"
 
 
 def _regions(*entries: tuple[str, str]) -> str:
@@ -79,7 +79,7 @@ def _run_cli(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedPro
 def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
     """Run every case through the CLI up front, a few at a time (each is a Node + Python start)."""
     runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [
-        (CONTROL, {}), (PROD, {"profile": "prod"}), (APPMESH, {"mesh": "appmesh"})]
+        (CONTROL, {}), (PROD_APPMESH, {"profile": "prod", "mesh": "appmesh"})]
     outdirs = [tmp_path_factory.mktemp("cli") for _ in runs]
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = pool.map(_run_cli, [overrides for _, overrides in runs], outdirs)
@@ -116,13 +116,13 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
 
 
 def test_a_cli_override_reaches_the_app(cli_results):
-    result, outdir = cli_results[PROD]
+    result, outdir = cli_results[PROD_APPMESH]
     assert result.returncode == 0, result.stderr
     assert _nat_gateways(outdir) == 6  # prod: one per AZ in both regions
 
 
 def test_the_legacy_mesh_synthesizes_through_the_cli_with_its_warning(cli_results):
-    result, outdir = cli_results[APPMESH]
+    result, outdir = cli_results[PROD_APPMESH]
     assert result.returncode == 0, result.stderr
     assert "App Mesh reached end of support on 2026-09-30" in result.stdout + result.stderr
     meshes = [
