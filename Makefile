@@ -26,7 +26,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help synth test bench install lock clean
 
 help:
-	@echo "make synth  synthesize every stack of every region into $(CDK_OUT), failing on cdk-nag findings"
+	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings"
 	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors)"
 	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
 	@echo "make lock   re-pin transitive Python dependencies into constraints.txt"
