@@ -539,8 +539,9 @@ def _is_cdk_key(key: str) -> bool:
 
 def _decode_cli_value(value: Any, default: Any) -> Any:
     """`cdk synth -c key=value` always passes strings; lists and objects arrive as JSON text."""
-    structured = isinstance(default, (list, dict)) or (default is None and value in ("null",)) or (
-        default is None and isinstance(value, str) and value.lstrip().startswith("{"))
+    # Keys whose default is None (domain) may be an object too: `-c domain='{...}'` or `-c domain=null`.
+    structured = isinstance(default, (list, dict)) or (
+        default is None and isinstance(value, str) and (value == "null" or value.lstrip().startswith("{")))
     if isinstance(value, str) and structured:
         try:
             return json.loads(value)

@@ -38,6 +38,10 @@ class EdgeStack(cdk.Stack):
         defaults = profile_defaults(config.profile)
         domain = config.domain
         self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/edge-logs").key
+        # The log group of CDK's custom resource handler that reads the regions (one per stack).
+        self.reader_logs = logs.LogGroup(self, "ReaderLogs", encryption_key=self.logs_key,
+                                         retention=logs.RetentionDays[defaults.log_retention],
+                                         removal_policy=cdk.RemovalPolicy.DESTROY)
         ordered = [config.primary_region, *config.other_regions(config.primary_region)]
         origins = [
             RegionalOrigin(
@@ -103,7 +107,7 @@ class EdgeStack(cdk.Stack):
                 resources=[self.format_arn(service="ssm", region=region, resource="parameter", resource_name=parameter.lstrip("/"))],
             )]),
             install_latest_aws_sdk=False,
-            log_group=self._reader_logs(),
+            log_group=self.reader_logs,
         )
         acknowledge_nag(
             reader,
@@ -112,11 +116,3 @@ class EdgeStack(cdk.Stack):
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )
         return reader.get_response_field("Parameter.Value")
-
-    def _reader_logs(self) -> logs.ILogGroup:
-        existing = self.node.try_find_child("ReaderLogs")
-        if existing is not None:
-            return existing
-        return logs.LogGroup(self, "ReaderLogs", encryption_key=self.logs_key,
-                             retention=logs.RetentionDays[profile_defaults(self.config.profile).log_retention],
-                             removal_policy=cdk.RemovalPolicy.DESTROY)

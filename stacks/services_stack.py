@@ -37,8 +37,6 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
 STOP_TIMEOUT_SECONDS = 30
-# Where a Service Connect proxy listens for mesh callers when the load balancer takes the app port.
-MESH_PROXY_PORT = 15443
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -63,36 +61,15 @@ class ServicesStack(cdk.Stack):
         self.defaults = profile_defaults(config.profile)
         self.services: dict[str, MeshedFargateService] = {}
         self.canaries: dict[str, MeshedFargateService] = {}
+        self.mesh = self._mesh()
         self.ingress = self._ingress() if config.exposed_services else None
 
-        if config.mesh == "service-connect":
-            mesh = ServiceConnectMesh(
-                self, "ServiceConnect",
-                namespace=platform.namespace,
-                alarm_name_prefix=config.prefix,
-                alarm_topic=platform.alarm_topic,
-                rollout=Rollout(**vars(config.deployment)),
-                per_request_timeout=cdk.Duration.seconds(config.mesh_options.per_request_timeout_seconds),
-                idle_timeout=cdk.Duration.seconds(config.mesh_options.idle_timeout_seconds),
-                tls_authority_arn=platform.certificate_authority_arn,
-            )
+        mesh = self.mesh
+        if isinstance(mesh, ServiceConnectMesh):
             for service in config.services:
-                extension = mesh.extension(proxy_ingress_port=self._proxy_ingress_port(service))
+                extension = mesh.extension(behind_load_balancer=self._behind_load_balancer(service))
                 self.services[service.name] = self._service(service.name, service, [extension, *self._ingress_extensions(service)])
         else:
-            mesh = AppMeshBackend(
-                self, "AppMesh",
-                mesh_name=config.prefix,
-                namespace_name=config.namespace,
-                certificate_authority_arn=platform.certificate_authority_arn,
-                settings=AppMeshSettings(
-                    canary_weight_percent=config.appmesh.canary_weight_percent,
-                    max_retries=config.appmesh.max_retries,
-                    per_retry_timeout_ms=config.appmesh.per_retry_timeout_ms,
-                    per_request_timeout_seconds=config.mesh_options.per_request_timeout_seconds,
-                    idle_timeout_seconds=config.mesh_options.idle_timeout_seconds,
-                ),
-            )
             ports = {service.name: service.port for service in config.services}
             for service in config.services:
                 for variant in ("primary", "canary"):
@@ -110,16 +87,42 @@ class ServicesStack(cdk.Stack):
                         self.canaries[service.name] = self._service(
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag)
             mesh.add_routes()
-        self.mesh = mesh
 
-        # Each service admits exactly the services that call it, on the port its mesh proxy listens on.
+        # Each service admits exactly the services that call it, on the port the mesh reaches it on.
         by_name = {service.name: service for service in config.services}
         for caller in config.services:
             for callee in caller.calls:
                 for callee_service in self._variants(callee):
                     for caller_service in self._variants(caller.name):
-                        callee_service.allow_from(caller_service.security_group, f"from {caller.name}",
-                                                  port=self._proxy_ingress_port(by_name[callee]))
+                        callee_service.allow_from(caller_service.security_group, f"from {caller.name}", port=mesh.caller_port(
+                            by_name[callee].port, behind_load_balancer=self._behind_load_balancer(by_name[callee])))
+
+    def _mesh(self) -> ServiceConnectMesh | AppMeshBackend:
+        config, platform = self.config, self.platform
+        if config.mesh == "service-connect":
+            return ServiceConnectMesh(
+                self, "ServiceConnect",
+                namespace=platform.namespace,
+                alarm_name_prefix=config.prefix,
+                alarm_topic=platform.alarm_topic,
+                rollout=Rollout(**vars(config.deployment)),
+                per_request_timeout=cdk.Duration.seconds(config.mesh_options.per_request_timeout_seconds),
+                idle_timeout=cdk.Duration.seconds(config.mesh_options.idle_timeout_seconds),
+                tls_authority_arn=platform.certificate_authority_arn,
+            )
+        return AppMeshBackend(
+            self, "AppMesh",
+            mesh_name=config.prefix,
+            namespace_name=config.namespace,
+            certificate_authority_arn=platform.certificate_authority_arn,
+            settings=AppMeshSettings(
+                canary_weight_percent=config.appmesh.canary_weight_percent,
+                max_retries=config.appmesh.max_retries,
+                per_retry_timeout_ms=config.appmesh.per_retry_timeout_ms,
+                per_request_timeout_seconds=config.mesh_options.per_request_timeout_seconds,
+                idle_timeout_seconds=config.mesh_options.idle_timeout_seconds,
+            ),
+        )
 
     def _ingress(self) -> RegionalIngress:
         """The region's internal load balancer, with a route per service that has a config path."""
@@ -138,8 +141,7 @@ class ServicesStack(cdk.Stack):
             routes=[IngressRoute(name=service.name, path=service.path, port=service.port,
                                  health_check_path=service.health_check_path,
                                  deregistration_delay_seconds=STOP_TIMEOUT_SECONDS,
-                                 # App Mesh's Envoy takes only TLS on the app port.
-                                 protocol="HTTPS" if config.mesh == "appmesh" else "HTTP")
+                                 protocol=self.mesh.load_balancer_protocol)
                     for service in config.exposed_services],
             origin_peer=CloudFrontOriginFacing(self, "CloudFrontOriginFacing", log_group=logs.LogGroup(
                 self, "CustomResourceLogs", encryption_key=self.network.logs_key,
@@ -179,11 +181,8 @@ class ServicesStack(cdk.Stack):
         """The region's VPC range, from config (a literal the security group checks can read)."""
         return next(region.cidr for region in self.config.regions if region.name == self.region)
 
-    def _proxy_ingress_port(self, service: ServiceConfig) -> int | None:
-        """With Service Connect TLS, a service behind the load balancer moves its proxy off the app port."""
-        if self.config.mesh == "service-connect" and self.config.mesh_tls and self.ingress and service.path:
-            return MESH_PROXY_PORT
-        return None
+    def _behind_load_balancer(self, service: ServiceConfig) -> bool:
+        return bool(self.ingress and service.path)
 
     def _ingress_extensions(self, service: ServiceConfig) -> list:
         if not (self.ingress and service.path):

@@ -91,8 +91,6 @@ class RegionalIngress(Construct):
         paths = [route.path for route in routes]
         if len(set(paths)) != len(paths) or len({r.name for r in routes}) != len(routes):
             raise ValueError(f"routes are invalid: names and paths must be unique, got {paths}")
-        if not 1 <= access_log_days <= 3650:
-            raise ValueError(f"access_log_days={access_log_days} is invalid: expected 1 to 3650")
 
         self.access_logs_bucket = log_destination_bucket(
             self, "AccessLogs", days=access_log_days, writer="Elastic Load Balancing",

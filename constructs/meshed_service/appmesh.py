@@ -56,6 +56,13 @@ class AppMeshBackend(Construct):
     once all of them exist.
     """
 
+    # Envoy takes only TLS on the app port, from a load balancer too (which does not verify it).
+    load_balancer_protocol = "HTTPS"
+
+    def caller_port(self, container_port: int, *, behind_load_balancer: bool) -> int:
+        """Mesh callers reach a service's Envoy on its app port, load balancer or not."""
+        return container_port
+
     def __init__(
         self,
         scope: Construct,

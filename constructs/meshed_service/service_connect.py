@@ -22,6 +22,8 @@ from .extensions import ServiceExtension
 from .service import PORT_MAPPING_NAME, MeshedFargateService
 
 _STRATEGIES = ("CANARY", "LINEAR", "ROLLING")
+# Where a service's proxy listens for mesh callers when a load balancer takes the app port (TLS on).
+PROXY_PORT_BEHIND_LOAD_BALANCER = 15443
 
 
 @dataclass(frozen=True)
@@ -97,24 +99,26 @@ class ServiceConnectMesh(Construct):
             )
             self.tls = ecs.ServiceConnectTlsConfiguration(aws_pca_authority_arn=tls_authority_arn, kms_key=tls_key, role=role)
 
-    def extension(self, *, proxy_ingress_port: int | None = None) -> ServiceExtension:
-        """The Service Connect wiring of one service.
+    # A load balancer reaches a Service Connect service in plain HTTP: on the proxy without TLS,
+    # past the proxy with it (see caller_port).
+    load_balancer_protocol = "HTTP"
 
-        ``proxy_ingress_port``: where the service's Service Connect proxy listens for mesh callers,
-        instead of the app port. Set it when a load balancer sends plain HTTP to the app port while
-        the mesh uses TLS: the proxy takes only TLS 1.3 there, which load balancer health checks do
-        not speak, so the load balancer must reach the app past the proxy. Mesh callers then need
-        this port open, not the app port.
-        """
-        return _ServiceConnectExtension(self, proxy_ingress_port)
+    def caller_port(self, container_port: int, *, behind_load_balancer: bool) -> int:
+        """The port mesh callers reach a service on. With TLS the proxy takes only TLS 1.3 on its
+        port, which load balancer health checks do not speak: a service behind a load balancer moves
+        its proxy to PROXY_PORT_BEHIND_LOAD_BALANCER (ECS ingressPortOverride), and the load balancer
+        reaches the app port directly."""
+        return PROXY_PORT_BEHIND_LOAD_BALANCER if behind_load_balancer and self.tls else container_port
+
+    def extension(self, *, behind_load_balancer: bool = False) -> ServiceExtension:
+        """The Service Connect wiring of one service (``behind_load_balancer``: see ``caller_port``)."""
+        return _ServiceConnectExtension(self, behind_load_balancer)
 
 
 class _ServiceConnectExtension(ServiceExtension):
-    def __init__(self, mesh: ServiceConnectMesh, proxy_ingress_port: int | None) -> None:
-        if proxy_ingress_port is not None and not 1024 <= proxy_ingress_port <= 65535:
-            raise ValueError(f"proxy_ingress_port={proxy_ingress_port} is invalid: expected 1024 to 65535")
+    def __init__(self, mesh: ServiceConnectMesh, behind_load_balancer: bool) -> None:
         self.mesh = mesh
-        self.proxy_ingress_port = proxy_ingress_port
+        self.behind_load_balancer = behind_load_balancer
         self.alarms: list[cloudwatch.Alarm] = []
         self._service: MeshedFargateService | None = None
 
@@ -124,8 +128,9 @@ class _ServiceConnectExtension(ServiceExtension):
     def modify_service_props(self, props: dict[str, Any]) -> dict[str, Any]:
         service, mesh, rollout = self._service, self.mesh, self.mesh.rollout
         name = service.props.name
-        if self.proxy_ingress_port == service.props.container_port:
-            raise ValueError(f"proxy_ingress_port={self.proxy_ingress_port} is invalid: it must differ from the app port")
+        port = mesh.caller_port(service.props.container_port, behind_load_balancer=self.behind_load_balancer)
+        if port == PROXY_PORT_BEHIND_LOAD_BALANCER == service.props.container_port:
+            raise ValueError(f"{name}: container_port={port} is taken by the Service Connect proxy behind a load balancer")
         props["service_connect_configuration"] = ecs.ServiceConnectProps(
             namespace=mesh.namespace.namespace_arn,
             services=[ecs.ServiceConnectService(
@@ -135,7 +140,7 @@ class _ServiceConnectExtension(ServiceExtension):
                 discovery_name=discovery_name(name),
                 dns_name=name,  # callers use http://<name>:<port>
                 port=service.props.container_port,
-                ingress_port_override=self.proxy_ingress_port,
+                ingress_port_override=port if port != service.props.container_port else None,
                 per_request_timeout=mesh.per_request_timeout,
                 idle_timeout=mesh.idle_timeout,
                 tls=mesh.tls,
