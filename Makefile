@@ -10,6 +10,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
+SERVICES_VENV := .venv-services
 CDK_OUT ?= cdk.out
 
 # Node, npm and npx from the virtualenv come first, so jsii and the CDK CLI run on Node 24.
@@ -23,12 +24,14 @@ export CDK_DISABLE_VERSION_CHECK := true
 export AWS_EC2_METADATA_DISABLED := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help synth test bench install lock clean
+.PHONY: help synth test test-infra test-services bench bench-services run-local install install-services lock clean
 
 help:
 	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings"
 	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors)"
 	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
+	@echo "make run-local       run auth, persona, vc-start and their workers on loopback against moto (Ctrl-C stops all)"
+	@echo "make bench-services  drive each service's main endpoint at a fixed rate; print latency, throughput, errors"
 	@echo "make lock   re-pin transitive Python dependencies into constraints.txt"
 	@echo "make clean  remove build output and the local toolchain"
 
@@ -55,6 +58,16 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt -c constraints-checkov.txt
 	touch $@
 
+# The reference services (services/) have a virtualenv of their own: their dependencies are not the
+# CDK app's, and their Docker images install the same pins (services/constraints.txt).
+$(SERVICES_VENV)/.installed: services/requirements-dev.txt services/constraints.txt services/common/requirements.txt services/auth/requirements.txt services/persona/requirements.txt services/vc-start/requirements.txt
+	$(PYTHON) -m venv $(SERVICES_VENV)
+	$(SERVICES_VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(SERVICES_VENV)/bin/pip install --quiet -r services/requirements-dev.txt -c services/constraints.txt
+	touch $@
+
+install-services: $(SERVICES_VENV)/.installed node_modules/.installed
+
 install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed
 
 synth: install
@@ -62,8 +75,19 @@ synth: install
 	npx --no-install cdk synth --quiet --output $(CDK_OUT) '**'
 	@echo "Synthesized into $(CDK_OUT):" && ls $(CDK_OUT)/assembly-*/*.template.json
 
-test: install $(CHECKOV_VENV)/.installed
+test: test-infra test-services
+
+test-infra: install $(CHECKOV_VENV)/.installed
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest
+
+test-services: install-services
+	cd services && ../$(SERVICES_VENV)/bin/python -m pytest
+
+run-local: install-services
+	$(SERVICES_VENV)/bin/python services/local/run_local.py
+
+bench-services: install-services
+	$(SERVICES_VENV)/bin/python services/bench/bench_services.py
 
 bench: install
 	$(VENV)/bin/python tests/benchmark_synth.py
@@ -78,7 +102,11 @@ lock:
 	$(PYTHON) -m venv $(CHECKOV_VENV) && $(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==26.3
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip freeze --exclude-editable > constraints-checkov.txt
-	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed
+	rm -rf $(SERVICES_VENV)
+	$(PYTHON) -m venv $(SERVICES_VENV) && $(SERVICES_VENV)/bin/pip install --quiet --upgrade pip==26.3
+	$(SERVICES_VENV)/bin/pip install --quiet -r services/requirements-dev.txt
+	$(SERVICES_VENV)/bin/pip freeze --exclude-editable > services/constraints.txt
+	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed $(SERVICES_VENV)/.installed
 
 clean:
-	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache
+	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache
