@@ -1,0 +1,78 @@
+"""The auth app factory: wires settings, AWS clients and the domain objects into a servicekit app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from servicekit import aws
+from servicekit.app import create_service_app
+
+from .accounts import Accounts
+from .keys import SigningKeys
+from .passwords import Passwords
+from .routes import build_router
+from .settings import AuthSettings
+from .tokens import Tokens
+from .users import UserStore
+
+VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class AuthClients:
+    """boto3 clients auth uses; tests pass their own (moto), production builds them from settings."""
+
+    dynamodb: Any
+    secretsmanager: Any
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> AuthClients:
+        return cls(dynamodb=aws.client("dynamodb", settings), secretsmanager=aws.client("secretsmanager", settings))
+
+
+def create_app(
+    settings: AuthSettings | None = None,
+    *,
+    clients: AuthClients | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    settings = settings or AuthSettings()
+    if not settings.table_name:
+        raise ValueError("TABLE_NAME is not set: auth needs its DynamoDB table")
+    clients = clients or AuthClients.from_settings(settings)
+
+    store = UserStore(clients.dynamodb, settings.table_name)
+    keys = SigningKeys(clients.secretsmanager, settings.jwt_signing_secret_id, clock=clock)
+    accounts = Accounts(
+        store,
+        Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
+        lockout_threshold=settings.lockout_threshold,
+        lockout_seconds=settings.lockout_seconds,
+        clock=clock,
+    )
+    tokens = Tokens(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+        clock=clock,
+    )
+
+    async def dynamodb_ready() -> None:
+        await aws.run_sync(store.ping)
+
+    async def signing_key_ready() -> None:
+        await aws.run_sync(keys.check)
+
+    return create_service_app(
+        settings,
+        title="auth",
+        version=VERSION,
+        description="Users, password login with lockout, RS256 access tokens and their JWKS.",
+        routers=[build_router(accounts, tokens, keys)],
+        readiness_checks={"dynamodb": dynamodb_ready, "signing_key": signing_key_ready},
+    )

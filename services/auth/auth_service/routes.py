@@ -1,0 +1,119 @@
+"""HTTP routes: registration, token issue, token verify, JWKS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Response, status
+from servicekit.aws import run_sync
+from servicekit.errors import ApiError, error_responses
+
+from .accounts import Accounts
+from .errors import AccountLocked, InvalidCredentials, SigningKeyError, UsernameTaken
+from .keys import SigningKeys
+from .models import Jwks, LoginRequest, RegisterRequest, TokenClaims, TokenResponse, UserResponse, VerifyRequest, VerifyResponse
+from .tokens import Tokens
+
+T = TypeVar("T")
+
+# Each Argon2 computation holds ARGON2_MEMORY_KIB and a core; bounding them keeps a login burst
+# from exhausting the task's memory (excess requests wait their turn instead).
+MAX_CONCURRENT_HASHES = 4
+JWKS_MAX_AGE_SECONDS = 300
+
+
+def _key_unavailable(exc: SigningKeyError) -> ApiError:
+    return ApiError(503, "signing_key_unavailable", f"signing key unavailable: {exc}")
+
+
+def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRouter:
+    router = APIRouter()
+    hash_slots = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+
+    async def hashing(fn: Callable[..., T], *args: Any) -> T:
+        async with hash_slots:
+            return await run_sync(fn, *args)
+
+    @router.post(
+        "/v1/users",
+        status_code=status.HTTP_201_CREATED,
+        response_model=UserResponse,
+        responses=error_responses(409, 422),
+        summary="Register a user",
+        tags=["users"],
+    )
+    async def register(body: RegisterRequest) -> UserResponse:
+        try:
+            user = await hashing(accounts.register, body.username, body.password)
+        except UsernameTaken:
+            raise ApiError(409, "username_taken", f"username {body.username!r} is already taken") from None
+        return UserResponse(user_id=user.user_id, username=user.username)
+
+    @router.post(
+        "/v1/tokens",
+        response_model=TokenResponse,
+        responses={
+            **error_responses(401, 422, 503),
+            423: {
+                **error_responses(423)[423],
+                "description": "account locked",
+                "headers": {"Retry-After": {"description": "Seconds until the lock expires", "schema": {"type": "integer"}}},
+            },
+        },
+        summary="Log in: exchange username and password for an access token",
+        tags=["tokens"],
+    )
+    async def issue_token(body: LoginRequest) -> TokenResponse:
+        try:
+            user = await hashing(accounts.authenticate, body.username, body.password)
+            issued = await run_sync(tokens.issue, user)
+        except InvalidCredentials:
+            raise ApiError(401, "invalid_credentials", "username or password is incorrect") from None
+        except AccountLocked as exc:
+            raise ApiError(
+                423,
+                "account_locked",
+                "account locked after too many failed logins; try again later",
+                {"retry_after_seconds": exc.retry_after},
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+        except SigningKeyError as exc:
+            raise _key_unavailable(exc) from None
+        return TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)
+
+    @router.post(
+        "/v1/tokens/verify",
+        response_model=VerifyResponse,
+        response_model_exclude_none=True,
+        responses=error_responses(422, 503),
+        summary="Introspect a token: active with its claims, or inactive",
+        tags=["tokens"],
+    )
+    async def verify_token(body: VerifyRequest) -> VerifyResponse:
+        try:
+            claims = await run_sync(tokens.verify, body.token)
+        except SigningKeyError as exc:
+            raise _key_unavailable(exc) from None
+        if claims is None:
+            return VerifyResponse(active=False)
+        return VerifyResponse(active=True, claims=TokenClaims.model_validate(claims))
+
+    @router.get(
+        "/.well-known/jwks.json",
+        response_model=Jwks,
+        responses=error_responses(503),
+        summary="Public keys that verify this service's tokens (current and previous)",
+        tags=["tokens"],
+    )
+    async def jwks(response: Response) -> Jwks:
+        try:
+            key_set = await run_sync(keys.get)
+        except SigningKeyError as exc:
+            raise _key_unavailable(exc) from None
+        # Verifiers cache for as long as auth itself caches the secret.
+        response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
+        return Jwks.model_validate(key_set.jwks)
+
+    return router

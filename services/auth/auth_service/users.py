@@ -1,0 +1,207 @@
+"""The user table: one item per user, keyed by the lower-cased username.
+
+Item: pk=USER#<username_lower>, sk=PROFILE, {user_id, username, password_hash, failed_attempts,
+locked_until (epoch s, 0 = never locked), created_at}. Every write that matters for lockout is a
+conditional update, so concurrent logins cannot lose a failure or undo a lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .errors import UsernameTaken
+
+PROFILE = "PROFILE"
+
+
+def user_pk(username: str) -> str:
+    return f"USER#{username.lower()}"
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    username: str
+    password_hash: str
+    failed_attempts: int
+    locked_until: int
+    created_at: str
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> User:
+        return cls(
+            user_id=item["user_id"]["S"],
+            username=item["username"]["S"],
+            password_hash=item["password_hash"]["S"],
+            failed_attempts=int(item.get("failed_attempts", {"N": "0"})["N"]),
+            locked_until=int(item.get("locked_until", {"N": "0"})["N"]),
+            created_at=item["created_at"]["S"],
+        )
+
+
+@dataclass(frozen=True)
+class FailureResult:
+    """What one recorded failure did: the new count, or the lock it set."""
+
+    failed_attempts: int
+    locked_until: int | None = None
+
+
+class LockedMeanwhile(Exception):
+    """A conditional update found the account locked by a concurrent request."""
+
+
+class UserStore:
+    """DynamoDB access for users through a low-level boto3 client (synchronous; call from a thread)."""
+
+    def __init__(self, dynamodb: Any, table_name: str) -> None:
+        self._db = dynamodb
+        self._table = table_name
+
+    def ping(self) -> None:
+        """Raise unless the table is reachable (readiness). A read of an absent key: no extra IAM action needed."""
+        self._db.get_item(TableName=self._table, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "PING"}})
+
+    def create(self, username: str, password_hash: str, *, now: float) -> User:
+        name = username.lower()
+        user = User(
+            user_id=str(uuid.uuid4()),
+            username=name,
+            password_hash=password_hash,
+            failed_attempts=0,
+            locked_until=0,
+            created_at=datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z"),
+        )
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": user_pk(name)},
+                    "sk": {"S": PROFILE},
+                    "user_id": {"S": user.user_id},
+                    "username": {"S": user.username},
+                    "password_hash": {"S": user.password_hash},
+                    "failed_attempts": {"N": "0"},
+                    "locked_until": {"N": "0"},
+                    "created_at": {"S": user.created_at},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise UsernameTaken(name) from exc
+            raise
+        return user
+
+    def get(self, username: str) -> User | None:
+        # Strongly consistent: the lockout decision must see the latest failure count.
+        resp = self._db.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": user_pk(username)}, "sk": {"S": PROFILE}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return User.from_item(item) if item else None
+
+    def record_failure(self, user: User, *, now: float, threshold: int, lockout_seconds: int) -> FailureResult:
+        """Count one failed login; the failure that reaches `threshold` locks the account.
+
+        Raises LockedMeanwhile if another request locked the account since `user` was read.
+        """
+        key = {"pk": {"S": user_pk(user.username)}, "sk": {"S": PROFILE}}
+        now_n = {"N": str(int(now))}
+        try:
+            resp = self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET failed_attempts = if_not_exists(failed_attempts, :zero) + :one",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": now_n},
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise LockedMeanwhile() from exc
+            raise
+        count = int(resp["Attributes"]["failed_attempts"]["N"])
+        if count < threshold:
+            return FailureResult(failed_attempts=count)
+        until = int(now) + lockout_seconds
+        try:
+            # Only one of several concurrent failures sets the lock; the counter restarts so the
+            # user gets a fresh set of attempts once the lock has expired.
+            self._db.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="SET locked_until = :until, failed_attempts = :zero",
+                ConditionExpression="failed_attempts >= :threshold AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
+                ExpressionAttributeValues={
+                    ":until": {"N": str(until)},
+                    ":zero": {"N": "0"},
+                    ":threshold": {"N": str(threshold)},
+                    ":now": now_n,
+                },
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise LockedMeanwhile() from exc
+            raise
+        return FailureResult(failed_attempts=count, locked_until=until)
+
+    def record_unknown_failure(self, username: str) -> None:
+        """The same conditional write a wrong password costs, on a user that does not exist.
+
+        It writes nothing (the condition fails) but takes one DynamoDB round trip, so a failed login
+        for an unknown name takes as long as one for a real user.
+        """
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": user_pk(username)}, "sk": {"S": PROFILE}},
+                UpdateExpression="SET failed_attempts = if_not_exists(failed_attempts, :zero) + :one",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": {"N": "0"}},
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
+    def record_success(self, user: User, *, now: float) -> None:
+        """Reset the failure count after a good password, unless a concurrent request locked the account."""
+        if user.failed_attempts == 0:
+            return
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": user_pk(user.username)}, "sk": {"S": PROFILE}},
+                UpdateExpression="SET failed_attempts = :zero",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"N": str(int(now))}},
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise LockedMeanwhile() from exc
+            raise
+
+    def replace_hash(self, user: User, new_hash: str) -> None:
+        """Store a re-hash made with new cost settings; skipped if the password changed meanwhile."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": user_pk(user.username)}, "sk": {"S": PROFILE}},
+                UpdateExpression="SET password_hash = :new",
+                ConditionExpression="password_hash = :old",
+                ExpressionAttributeValues={":new": {"S": new_hash}, ":old": {"S": user.password_hash}},
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise

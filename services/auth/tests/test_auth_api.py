@@ -1,0 +1,185 @@
+"""The auth HTTP API end to end in-process: moto behind it, a settable clock for lockout and expiry."""
+
+from __future__ import annotations
+
+import io
+
+import jwt
+import pytest
+from servicekit.logging import configure_logging
+
+PASSWORD = "correct horse battery"
+LOCK_SECONDS = 600  # conftest API_SETTINGS: lockout_threshold=3, lockout_seconds=600
+THRESHOLD = 3
+
+
+def register(client, username="alice", password=PASSWORD, prefix=""):
+    return client.post(f"{prefix}/v1/users", json={"username": username, "password": password})
+
+
+def login(client, username="alice", password=PASSWORD):
+    return client.post("/v1/tokens", json={"username": username, "password": password})
+
+
+def error_of(resp):
+    body = resp.json()
+    assert body["error"]["correlation_id"] == resp.headers["X-Correlation-Id"]
+    return body["error"]
+
+
+def test_register_returns_the_new_user_under_both_paths(client):
+    resp = register(client, "Alice")
+    assert resp.status_code == 201
+    assert resp.json()["username"] == "alice" and resp.json()["user_id"]
+    # The ALB forwards /api/auth/... unchanged; the app answers there too.
+    assert register(client, "bob", prefix="/api/auth").status_code == 201
+
+
+def test_duplicate_username_in_any_case_is_409(client):
+    register(client, "alice")
+    resp = register(client, "ALICE", "another long password")
+    assert resp.status_code == 409
+    assert error_of(resp)["code"] == "username_taken"
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "field"),
+    [
+        ("alice", "short pass!", "password"),  # 11 characters
+        ("alice", "x" * 129, "password"),
+        ("al", PASSWORD, "username"),
+        ("alice smith", PASSWORD, "username"),
+    ],
+)
+def test_weak_password_or_bad_username_is_422_without_echoing_input(client, username, password, field):
+    resp = register(client, username, password)
+    assert resp.status_code == 422
+    err = error_of(resp)
+    assert err["code"] == "validation_error" and field in err["message"]
+    assert password not in resp.text
+
+
+def test_login_issues_a_bearer_token_with_the_spec_claims(client, clock):
+    user_id = register(client).json()["user_id"]
+    resp = login(client, "ALICE")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["iss"] == "mf-auth" and claims["aud"] == "mf-services"
+    assert claims["sub"] == user_id and claims["username"] == "alice"
+    assert claims["iat"] == int(clock()) and claims["exp"] == claims["iat"] + 900 and claims["jti"]
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(client):
+    register(client)
+    wrong, unknown = login(client, password="wrong password!!"), login(client, username="mallory")
+    assert wrong.status_code == unknown.status_code == 401
+    assert error_of(wrong)["code"] == error_of(unknown)["code"] == "invalid_credentials"
+    assert error_of(wrong)["message"] == error_of(unknown)["message"]
+
+
+def test_lockout_returns_423_with_retry_after_then_recovers_after_the_window(client, clock):
+    register(client)
+    for _ in range(THRESHOLD):
+        assert login(client, password="wrong password!!").status_code == 401
+    locked = login(client)  # even the right password
+    assert locked.status_code == 423
+    assert error_of(locked)["code"] == "account_locked"
+    assert locked.headers["Retry-After"] == str(LOCK_SECONDS)
+    clock.advance(LOCK_SECONDS - 10)
+    assert login(client).headers["Retry-After"] == "10"
+    clock.advance(10)
+    assert login(client).status_code == 200
+
+
+def test_jwks_publishes_current_and_previous_keys_and_verifies_issued_tokens(client):
+    register(client)
+    token = login(client).json()["access_token"]
+    resp = client.get("/.well-known/jwks.json")
+    assert resp.status_code == 200 and "max-age=300" in resp.headers["Cache-Control"]
+    keys = resp.json()["keys"]
+    assert [k["kid"] for k in keys] == ["key-2", "key-1"]  # current, then the rotated-out key
+    assert all(k["kty"] == "RSA" and k["use"] == "sig" and k["alg"] == "RS256" for k in keys)
+    kid = jwt.get_unverified_header(token)["kid"]
+    assert kid == "key-2"
+    jwk = next(k for k in keys if k["kid"] == kid)
+    claims = jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["RS256"], audience="mf-services", issuer="mf-auth",
+                        options={"verify_exp": False, "verify_iat": False})
+    assert claims["username"] == "alice"
+    assert client.get("/api/auth/.well-known/jwks.json").json() == resp.json()
+
+
+def test_verify_reports_active_tokens_and_rejects_tampered_or_expired_ones(client, clock):
+    register(client)
+    token = login(client).json()["access_token"]
+    resp = client.post("/v1/tokens/verify", json={"token": token})
+    assert resp.status_code == 200
+    assert resp.json()["active"] is True and resp.json()["claims"]["username"] == "alice"
+    header, payload, signature = token.split(".")
+    forged = jwt.utils.base64url_encode(b'{"sub":"admin"}').decode()
+    assert client.post("/v1/tokens/verify", json={"token": f"{header}.{forged}.{signature}"}).json() == {"active": False}
+    clock.advance(900)
+    assert client.post("/v1/tokens/verify", json={"token": token}).json() == {"active": False}
+
+
+def test_malformed_json_is_422_json_error(client):
+    resp = client.post("/v1/users", content=b'{"username": "alice", ', headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422
+    assert error_of(resp)["code"] == "validation_error"
+
+
+def test_unknown_route_is_404_json_error(client):
+    resp = client.get("/v1/nothing-here")
+    assert resp.status_code == 404
+    assert error_of(resp)["code"] == "not_found"
+
+
+def test_ready_when_table_and_signing_key_are_reachable(client):
+    resp = client.get("/api/auth/health/ready")
+    assert resp.status_code == 200
+    assert resp.json()["checks"] == {"dynamodb": "ok", "signing_key": "ok"}
+
+
+def test_not_ready_when_the_table_is_missing(make_client):
+    resp = make_client(table_name="mf-auth-missing").get("/health/ready")
+    assert resp.status_code == 503
+    assert resp.json()["error"]["details"]["checks"]["dynamodb"].startswith("ResourceNotFoundException")
+
+
+def test_not_ready_and_503_on_login_when_the_signing_key_secret_is_missing(make_client):
+    client = make_client(jwt_signing_secret_id="mf/auth/missing")
+    resp = client.get("/health/ready")
+    assert resp.status_code == 503
+    assert "signing_key" in error_of(resp)["message"] and "not found" in resp.json()["error"]["message"]
+    register(client)
+    resp = login(client)
+    assert resp.status_code == 503 and error_of(resp)["code"] == "signing_key_unavailable"
+
+
+def test_openapi_documents_every_route_with_its_error_responses(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = {
+        ("/v1/users", "post"): {"201", "409", "422"},
+        ("/v1/tokens", "post"): {"200", "401", "422", "423"},
+        ("/v1/tokens/verify", "post"): {"200", "422"},
+        ("/.well-known/jwks.json", "get"): {"200"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, sorted(responses))
+    assert "Retry-After" in paths["/v1/tokens"]["post"]["responses"]["423"]["headers"]
+    error_schema = paths["/v1/tokens"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
+    assert error_schema["$ref"].endswith("/ErrorResponse")
+
+
+def test_logs_never_contain_passwords_or_tokens(client):
+    out = io.StringIO()
+    configure_logging("auth", "INFO", stream=out)  # the app's JSON log lines, into a buffer
+    register(client)
+    login(client, password="wrong password!!")
+    token = login(client).json()["access_token"]
+    client.post("/v1/tokens/verify", json={"token": token})
+    text = out.getvalue()
+    assert "login failed" in text and "login succeeded" in text  # the events are logged...
+    assert PASSWORD not in text and "wrong password!!" not in text and token not in text  # ...the secrets are not
