@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for the services (see services/proto/README.md)."""

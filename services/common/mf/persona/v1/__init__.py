@@ -1,0 +1,1 @@
+"""Generated stubs of mf.persona.v1 (persona.proto); regenerate, never edit."""

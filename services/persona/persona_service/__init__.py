@@ -1,0 +1,3 @@
+"""persona: users' personas and the session slots reserved on them (HTTP + gRPC + event worker)."""
+
+__version__ = "1.0.0"

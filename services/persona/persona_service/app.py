@@ -1,0 +1,75 @@
+"""Builds persona: the HTTP app plus (for servicekit.server.run) the gRPC server sharing its store and verifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from fastapi import FastAPI
+from servicekit import aws
+from servicekit.app import create_service_app
+
+from . import __version__
+from .api import build_router
+from .grpc_api import build_grpc_server
+from .settings import PersonaSettings
+from .store import PersonaStore
+
+
+@dataclass
+class PersonaClients:
+    """Injectable dependencies; anything left None is built from the settings."""
+
+    dynamodb: Any = None  # boto3 DynamoDB client
+    verifier: Any = None  # `await verify(token) -> claims`, e.g. servicekit.auth.JwksVerifier
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def _default_verifier(settings: PersonaSettings) -> tuple[Any, Any]:
+    from servicekit.auth import JwksVerifier
+    from servicekit.resilience import ResilientHttpClient
+
+    http = ResilientHttpClient(settings.auth_url, name="auth-jwks", settings=settings)
+    verifier = JwksVerifier(settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience, http=http)
+    return verifier, http
+
+
+def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClients | None = None) -> FastAPI:
+    settings = settings or PersonaSettings()
+    clients = clients or PersonaClients()
+    if not settings.table_name:
+        raise ValueError("TABLE_NAME is not set: persona needs its DynamoDB table")
+    dynamodb = clients.dynamodb or aws.client("dynamodb", settings)
+    store = PersonaStore(dynamodb, settings.table_name, hold_seconds=settings.reservation_hold_seconds, clock=clients.clock)
+    verifier, owned_http = (clients.verifier, None) if clients.verifier is not None else _default_verifier(settings)
+
+    async def dynamodb_ready() -> None:
+        # A key read needs only dynamodb:GetItem (DescribeTable would need another permission).
+        await aws.run_sync(dynamodb.get_item, TableName=settings.table_name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
+
+    async def close_http() -> None:
+        if owned_http is not None:
+            await owned_http.aclose()
+
+    app = create_service_app(
+        settings,
+        title="persona",
+        version=__version__,
+        description="Personas owned by users, and the session slots the vc-start saga reserves on them.",
+        routers=[build_router(store, verifier)],
+        readiness_checks={"dynamodb": dynamodb_ready},
+        on_shutdown=[close_http],
+    )
+    app.state.store = store
+
+    def grpc_server_factory(s: PersonaSettings) -> grpc.aio.Server:
+        server, _, health_servicer = build_grpc_server(store, verifier, app.state.health, bind=f"0.0.0.0:{s.grpc_port}")
+        app.state.grpc_health = health_servicer
+        health_servicer.start_refreshing()  # servicekit.server calls the factory inside its event loop
+        return server
+
+    app.state.grpc_server_factory = grpc_server_factory
+    return app

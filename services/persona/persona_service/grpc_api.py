@@ -1,0 +1,222 @@
+"""persona's gRPC API (mf.persona.v1.PersonaService) and the standard grpc.health.v1 service."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from botocore.exceptions import BotoCoreError, ClientError
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from mf.persona.v1 import persona_pb2, persona_pb2_grpc
+from servicekit.aws import run_sync
+from servicekit.correlation import correlation_scope, from_grpc_metadata
+from servicekit.errors import ApiError
+from servicekit.health import Health
+from servicekit.logging import get_logger
+
+from . import store as st
+
+log = get_logger(__name__)
+
+SERVICE_NAME = persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name
+_MAX_REASON = 200
+_STATUS = {
+    st.HELD: persona_pb2.RESERVATION_STATUS_HELD,
+    st.CONFIRMED: persona_pb2.RESERVATION_STATUS_CONFIRMED,
+    st.RELEASED: persona_pb2.RESERVATION_STATUS_RELEASED,
+}
+
+
+def _timestamp(iso: str) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(datetime.fromisoformat(iso))
+    return ts
+
+
+def persona_message(p: st.Persona) -> persona_pb2.Persona:
+    return persona_pb2.Persona(
+        persona_id=p.persona_id,
+        display_name=p.display_name,
+        attributes=p.attributes,
+        max_sessions=p.max_sessions,
+        reserved=p.reserved,
+        created_at=_timestamp(p.created_at),
+        updated_at=_timestamp(p.updated_at),
+    )
+
+
+def reservation_message(r: st.Reservation) -> persona_pb2.Reservation:
+    msg = persona_pb2.Reservation(persona_id=r.persona_id, session_id=r.session_id, status=_STATUS[r.status], reason=r.reason or "")
+    if r.status == st.HELD and r.hold_expires_at is not None:
+        msg.expires_at.FromSeconds(r.hold_expires_at)
+    return msg
+
+
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _rpc(method: Handler) -> Handler:
+    """Restore the caller's correlation id and turn domain errors into gRPC status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with correlation_scope(from_grpc_metadata(context.invocation_metadata())):
+            try:
+                return await method(self, request, context)
+            except st.PersonaNotFound as exc:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            except (st.NoSlotAvailable, st.ReservationAlreadyReleased) as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except st.StoreConflict as exc:
+                await context.abort(grpc.StatusCode.ABORTED, str(exc))
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code not in st.TRANSIENT_AWS_ERRORS:  # the caller may retry: ReserveSlot/ReleaseSlot are idempotent
+                    raise
+                log.warning("dynamodb is throttling", extra={"rpc": method.__name__, "aws_error": code})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage busy ({code}); retry")
+            except BotoCoreError as exc:
+                log.warning("dynamodb unreachable", extra={"rpc": method.__name__, "error": str(exc)})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "storage unavailable; retry")
+
+    return wrapper
+
+
+class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
+    def __init__(self, store: st.PersonaStore, verifier: Any) -> None:
+        self._store = store
+        self._verifier = verifier
+
+    async def _owner(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's user id (JWT sub) from the `authorization: Bearer <jwt>` metadata."""
+        header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token in the authorization metadata")
+        try:
+            claims = await self._verifier.verify(token.strip())
+        except ApiError as exc:
+            status = grpc.StatusCode.UNAVAILABLE if exc.status == 503 else grpc.StatusCode.UNAUTHENTICATED
+            await context.abort(status, exc.message)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token has no subject")
+        return sub
+
+    @staticmethod
+    async def _persona_id(request: Any, context: grpc.aio.ServicerContext) -> str:
+        # A malformed id cannot name a persona: same answer as an unknown one.
+        if not st.ID_PATTERN.match(request.persona_id):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"persona {request.persona_id[:128]!r} not found")
+        return request.persona_id
+
+    @staticmethod
+    async def _session_id(request: Any, context: grpc.aio.ServicerContext) -> str:
+        if not st.ID_PATTERN.match(request.session_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session_id must be 1-128 characters of [A-Za-z0-9_-]")
+        return request.session_id
+
+    @_rpc
+    async def GetPersona(self, request: persona_pb2.GetPersonaRequest, context: grpc.aio.ServicerContext) -> persona_pb2.Persona:
+        owner = await self._owner(context)
+        persona_id = await self._persona_id(request, context)
+        return persona_message(await run_sync(self._store.get, persona_id, owner))
+
+    @_rpc
+    async def ListPersonas(
+        self, request: persona_pb2.ListPersonasRequest, context: grpc.aio.ServicerContext
+    ) -> persona_pb2.ListPersonasResponse:
+        owner = await self._owner(context)
+        personas = await run_sync(self._store.list, owner)
+        return persona_pb2.ListPersonasResponse(items=[persona_message(p) for p in personas])
+
+    @_rpc
+    async def ReserveSlot(self, request: persona_pb2.ReserveSlotRequest, context: grpc.aio.ServicerContext) -> persona_pb2.Reservation:
+        owner = await self._owner(context)
+        persona_id = await self._persona_id(request, context)
+        session_id = await self._session_id(request, context)
+        reservation = await run_sync(self._store.reserve, persona_id, session_id, owner)
+        log.info("slot reserved", extra={"persona_id": persona_id, "session_id": session_id, "status": reservation.status})
+        return reservation_message(reservation)
+
+    @_rpc
+    async def ReleaseSlot(self, request: persona_pb2.ReleaseSlotRequest, context: grpc.aio.ServicerContext) -> persona_pb2.Reservation:
+        owner = await self._owner(context)
+        persona_id = await self._persona_id(request, context)
+        session_id = await self._session_id(request, context)
+        if len(request.reason) > _MAX_REASON:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason must be at most {_MAX_REASON} characters")
+        reason = request.reason or "released"
+        reservation = await run_sync(self._store.release, persona_id, session_id, reason, owner=owner)
+        log.info("slot released", extra={"persona_id": persona_id, "session_id": session_id, "reason": reservation.reason})
+        return reservation_message(reservation)
+
+
+class ReadinessHealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 answering SERVING exactly when the service is ready (HTTP /health/ready agrees)."""
+
+    REFRESH_SECONDS = 1.0  # probes may come often; readiness checks touch DynamoDB
+
+    def __init__(self, readiness: Health, services: tuple[str, ...] = ("", SERVICE_NAME)) -> None:
+        super().__init__()
+        self._readiness = readiness
+        self._services = services
+        self._checked_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> bool:
+        ready, report = await self._readiness.readiness()
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in self._services:
+            await self.set(service, status)
+        self._checked_at = time.monotonic()
+        if not ready:
+            log.info("grpc health: not serving", extra={"readiness": report})
+        return ready
+
+    def start_refreshing(self, interval: float = 2.0) -> None:
+        """Re-evaluate readiness in the background too, so Watch streams see drains and outages."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await self.refresh()
+                except Exception:  # never let the probe loop die
+                    log.exception("grpc health refresh failed")
+                await asyncio.sleep(interval)
+
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(loop(), name="grpc-health-refresh")
+
+    async def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._checked_at >= self.REFRESH_SECONDS:
+            await self.refresh()
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        await self._maybe_refresh()
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        await self._maybe_refresh()
+        await super().Watch(request, context)
+
+
+def build_grpc_server(
+    store: st.PersonaStore, verifier: Any, readiness: Health, *, bind: str
+) -> tuple[grpc.aio.Server, int, ReadinessHealthServicer]:
+    """A grpc.aio server with PersonaService + health on `bind` (e.g. "0.0.0.0:50051"); returns (server, port, health).
+
+    Built through `grpc.aio.server`, which servicekit's telemetry wraps with tracing and RED metrics.
+    """
+    server = grpc.aio.server()
+    persona_pb2_grpc.add_PersonaServiceServicer_to_server(PersonaServicer(store, verifier), server)
+    health_servicer = ReadinessHealthServicer(readiness)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(bind)
+    return server, port, health_servicer

@@ -1,0 +1,529 @@
+"""persona's DynamoDB table: personas, the owner index, and slot reservations.
+
+Items (pk / sk):
+- `PERSONA#<id>` / `PROFILE`: the persona, incl. the `reserved` counter.
+- `OWNER#<sub>` / `PERSONA#<id>`: owner index, so listing is a Query (no Scan, no GSI).
+- `PERSONA#<id>` / `RESERVATION#<session_id>`: a slot held for a session (HELD -> CONFIRMED -> RELEASED).
+
+Every change of a reservation's status that moves the counter happens in one TransactWriteItems
+with the counter update, so `reserved` always equals the number of HELD + CONFIRMED reservations.
+A HELD reservation's deadline is `hold_expires_at`, not the table's TTL attribute `expires_at`: if
+DynamoDB's TTL deleted an expired hold, its slot could never be given back. Only RELEASED items get
+`expires_at` (they are kept a week as tombstones, so late duplicate calls stay idempotent).
+
+The store is synchronous (boto3); async callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+HELD = "HELD"
+CONFIRMED = "CONFIRMED"
+RELEASED = "RELEASED"
+REASON_EXPIRED = "reservation_expired"
+RELEASED_RETENTION_SECONDS = 7 * 24 * 3600
+# Optimistic retries when a concurrent writer won a race (conditional check / transaction conflict).
+_ATTEMPTS = 8
+
+# Persona and session ids are UUIDs in practice; anything outside this cannot name an item.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+# DynamoDB errors that mean "busy, retry later" rather than a bug.
+TRANSIENT_AWS_ERRORS = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class StoreError(Exception):
+    """Base of the store's domain errors."""
+
+
+class PersonaNotFound(StoreError):
+    def __init__(self, persona_id: str) -> None:
+        super().__init__(f"persona {persona_id} not found")
+
+
+class PersonaInUse(StoreError):
+    def __init__(self, persona_id: str, reserved: int) -> None:
+        super().__init__(f"persona {persona_id} has {reserved} reserved session slot(s)")
+
+
+class MaxSessionsBelowReserved(StoreError):
+    def __init__(self, max_sessions: int, reserved: int) -> None:
+        super().__init__(f"max_sessions {max_sessions} is below the {reserved} slot(s) currently reserved")
+
+
+class NoSlotAvailable(StoreError):
+    def __init__(self, persona_id: str, max_sessions: int) -> None:
+        super().__init__(f"all {max_sessions} session slot(s) of persona {persona_id} are reserved")
+
+
+class ReservationAlreadyReleased(StoreError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"the reservation for session {session_id} was already released")
+
+
+class StoreConflict(StoreError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} kept conflicting with concurrent writes; retry")
+
+
+@dataclass(frozen=True)
+class Persona:
+    persona_id: str
+    owner: str
+    display_name: str
+    attributes: dict[str, str]
+    max_sessions: int
+    reserved: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    persona_id: str
+    session_id: str
+    status: str
+    hold_expires_at: int | None = None
+    reason: str | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.status == HELD and self.hold_expires_at is not None and self.hold_expires_at <= now
+
+
+class _Cancelled(Exception):
+    """A transaction was cancelled; `reasons` holds one code per item ("None" for items that were fine)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(", ".join(reasons))
+        self.reasons = reasons
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.reasons) and self.reasons[index] == "ConditionalCheckFailed"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _serializer.serialize(v) for k, v in values.items()}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _deserializer.deserialize(v) for k, v in item.items()}
+    # DynamoDB numbers come back as Decimal; everything numeric here is an integer.
+    return {k: int(v) if k in {"max_sessions", "reserved", "hold_expires_at", "expires_at"} else v for k, v in out.items()}
+
+
+def _persona_key(persona_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"PERSONA#{persona_id}"}, "sk": {"S": "PROFILE"}}
+
+
+def _owner_key(owner: str, persona_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"OWNER#{owner}"}, "sk": {"S": f"PERSONA#{persona_id}"}}
+
+
+def _reservation_key(persona_id: str, session_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"PERSONA#{persona_id}"}, "sk": {"S": f"RESERVATION#{session_id}"}}
+
+
+def _to_persona(item: dict[str, Any]) -> Persona:
+    p = _plain(item)
+    return Persona(
+        persona_id=p["persona_id"],
+        owner=p["owner"],
+        display_name=p["display_name"],
+        attributes=dict(p.get("attributes") or {}),
+        max_sessions=p["max_sessions"],
+        reserved=p["reserved"],
+        created_at=p["created_at"],
+        updated_at=p["updated_at"],
+    )
+
+
+def _to_reservation(item: dict[str, Any]) -> Reservation:
+    p = _plain(item)
+    return Reservation(
+        persona_id=p["persona_id"],
+        session_id=p["session_id"],
+        status=p["status"],
+        hold_expires_at=p.get("hold_expires_at"),
+        reason=p.get("reason"),
+    )
+
+
+class PersonaStore:
+    def __init__(self, dynamodb: Any, table_name: str, *, hold_seconds: int = 120, clock: Callable[[], float] = time.time) -> None:
+        self._db = dynamodb
+        self._table = table_name
+        self._hold_seconds = hold_seconds
+        self._clock = clock
+
+    # ---- personas -------------------------------------------------------------------------
+
+    def create(self, owner: str, display_name: str, attributes: dict[str, str], max_sessions: int) -> Persona:
+        now = _iso(self._clock())
+        persona = Persona(str(uuid.uuid4()), owner, display_name, dict(attributes), max_sessions, 0, now, now)
+        profile = {**_persona_key(persona.persona_id), **self._persona_attrs(persona)}
+        index = {**_owner_key(owner, persona.persona_id), "persona_id": {"S": persona.persona_id}}
+        self._transact(
+            [
+                {"Put": {"TableName": self._table, "Item": profile, "ConditionExpression": "attribute_not_exists(pk)"}},
+                {"Put": {"TableName": self._table, "Item": index}},
+            ]
+        )
+        return persona
+
+    def get(self, persona_id: str, owner: str) -> Persona:
+        """The persona if `owner` owns it; PersonaNotFound otherwise (no hint that it exists)."""
+        persona = self._get_persona(persona_id)
+        if persona is None or persona.owner != owner:
+            raise PersonaNotFound(persona_id[:128])
+        return persona
+
+    def list(self, owner: str) -> list[Persona]:
+        ids = [_plain(item)["persona_id"] for item in self._query(f"OWNER#{owner}", "PERSONA#")]
+        personas = [p for p in self._batch_get_personas(ids) if p.owner == owner]
+        return sorted(personas, key=lambda p: (p.created_at, p.persona_id))
+
+    def update(
+        self,
+        persona_id: str,
+        owner: str,
+        *,
+        display_name: str | None = None,
+        attributes: dict[str, str] | None = None,
+        max_sessions: int | None = None,
+    ) -> Persona:
+        if not ID_PATTERN.match(persona_id):
+            raise PersonaNotFound(persona_id[:128])
+        sets = ["updated_at = :updated_at"]
+        values: dict[str, Any] = {"updated_at": _iso(self._clock()), "owner": owner}
+        condition = "attribute_exists(pk) AND #owner = :owner"
+        if display_name is not None:
+            sets.append("display_name = :display_name")
+            values["display_name"] = display_name
+        if attributes is not None:
+            sets.append("attributes = :attributes")
+            values["attributes"] = dict(attributes)
+        if max_sessions is not None:
+            sets.append("max_sessions = :max_sessions")
+            values["max_sessions"] = max_sessions
+            condition += " AND reserved <= :max_sessions"
+        try:
+            out = self._db.update_item(
+                TableName=self._table,
+                Key=_persona_key(persona_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues=_values(**values),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            current = self.get(persona_id, owner)  # raises PersonaNotFound for missing / foreign personas
+            if max_sessions is None:
+                raise StoreConflict(f"updating persona {persona_id}") from None
+            raise MaxSessionsBelowReserved(max_sessions, current.reserved) from None
+        return _to_persona(out["Attributes"])
+
+    def delete(self, persona_id: str, owner: str) -> None:
+        persona = self.get(persona_id, owner)
+        try:
+            self._transact(
+                [
+                    {
+                        "Delete": {
+                            "TableName": self._table,
+                            "Key": _persona_key(persona_id),
+                            "ConditionExpression": "#owner = :owner AND reserved = :zero",
+                            "ExpressionAttributeNames": {"#owner": "owner"},
+                            "ExpressionAttributeValues": _values(owner=owner, zero=0),
+                        }
+                    },
+                    {"Delete": {"TableName": self._table, "Key": _owner_key(owner, persona_id)}},
+                ]
+            )
+        except _Cancelled:
+            current = self.get(persona_id, owner)
+            raise PersonaInUse(persona_id, current.reserved) from None
+        # The reservations left are RELEASED tombstones (reserved was 0); drop them with the persona.
+        keys = [{"pk": item["pk"], "sk": item["sk"]} for item in self._query(f"PERSONA#{persona.persona_id}", "RESERVATION#")]
+        self._batch_delete(keys)
+
+    # ---- reservations ---------------------------------------------------------------------
+
+    def reserve(self, persona_id: str, session_id: str, owner: str) -> Reservation:
+        """Hold a slot for `session_id` (idempotent: the same session gets its existing hold back)."""
+        if not ID_PATTERN.match(session_id):
+            raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9_-]")
+        for _ in range(_ATTEMPTS):
+            now = self._clock()
+            persona = self.get(persona_id, owner)
+            existing = self._get_reservation(persona_id, session_id)
+            if existing is not None:
+                if existing.status == CONFIRMED or (existing.status == HELD and not existing.expired(now)):
+                    return existing
+                if existing.status == HELD:  # expired: give the slot back first
+                    self._release_transition(existing, REASON_EXPIRED)
+                raise ReservationAlreadyReleased(session_id)
+            # Lazy reclaim: holds whose session never started must not keep slots forever.
+            self.reclaim_expired(persona_id)
+            hold = Reservation(persona_id, session_id, HELD, hold_expires_at=int(now) + self._hold_seconds)
+            item = {
+                **_reservation_key(persona_id, session_id),
+                "persona_id": {"S": persona_id},
+                "session_id": {"S": session_id},
+                "status": {"S": HELD},
+                "hold_expires_at": {"N": str(hold.hold_expires_at)},
+                "created_at": {"S": _iso(now)},
+            }
+            try:
+                self._transact(
+                    [
+                        {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+                        {
+                            "Update": {
+                                "TableName": self._table,
+                                "Key": _persona_key(persona_id),
+                                "UpdateExpression": "SET reserved = reserved + :one",
+                                "ConditionExpression": "attribute_exists(pk) AND reserved < max_sessions",
+                                "ExpressionAttributeValues": _values(one=1),
+                            }
+                        },
+                    ]
+                )
+                return hold
+            except _Cancelled as exc:
+                if exc.failed(0):
+                    continue  # a concurrent call for the same session created it: return that one
+                if exc.failed(1):
+                    if self._get_persona(persona_id) is None:
+                        raise PersonaNotFound(persona_id) from None
+                    raise NoSlotAvailable(persona_id, persona.max_sessions) from None
+                time.sleep(random.uniform(0, 0.02))  # transaction conflict: back off, re-read, retry
+        raise StoreConflict(f"reserving a slot of persona {persona_id}")
+
+    def release(self, persona_id: str, session_id: str, reason: str, *, owner: str | None = None) -> Reservation:
+        """Free the slot of `session_id` (idempotent). With `owner`, the persona must be theirs.
+
+        An unknown reservation is recorded as RELEASED, so a ReserveSlot arriving after its
+        compensation (e.g. a retried call) cannot take a slot for a cancelled session.
+        """
+        for _ in range(_ATTEMPTS):
+            persona = self.get(persona_id, owner) if owner is not None else self._get_persona(persona_id)
+            current = self._get_reservation(persona_id, session_id)
+            if current is None:
+                tombstone = Reservation(persona_id, session_id, RELEASED, reason=reason)
+                if persona is None or not ID_PATTERN.match(session_id):
+                    return tombstone  # nothing can ever have been reserved under these ids
+                if self._put_tombstone(tombstone):
+                    return tombstone
+                continue
+            if current.status == RELEASED:
+                return current
+            if self._release_transition(current, reason):
+                return replace(current, status=RELEASED, hold_expires_at=None, reason=reason)
+        raise StoreConflict(f"releasing the slot of session {session_id}")
+
+    def confirm(self, persona_id: str, session_id: str) -> Reservation | None:
+        """HELD -> CONFIRMED. Returns the reservation (RELEASED if it was released or had expired), None if unknown."""
+        for _ in range(_ATTEMPTS):
+            now = self._clock()
+            current = self._get_reservation(persona_id, session_id)
+            if current is None or current.status in (CONFIRMED, RELEASED):
+                return current
+            if current.expired(now):
+                if self._release_transition(current, REASON_EXPIRED):
+                    return replace(current, status=RELEASED, hold_expires_at=None, reason=REASON_EXPIRED)
+                continue
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_reservation_key(persona_id, session_id),
+                    UpdateExpression="SET #status = :confirmed, confirmed_at = :at REMOVE hold_expires_at",
+                    ConditionExpression="#status = :held AND hold_expires_at > :now",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues=_values(confirmed=CONFIRMED, held=HELD, now=int(now), at=_iso(now)),
+                )
+                return replace(current, status=CONFIRMED, hold_expires_at=None)
+            except ClientError as exc:
+                if not _is_condition_failure(exc):
+                    raise
+        raise StoreConflict(f"confirming the slot of session {session_id}")
+
+    def reclaim_expired(self, persona_id: str) -> int:
+        """Release this persona's HELD reservations whose hold expired; returns how many were released."""
+        now = int(self._clock())
+        released = 0
+        for item in self._query(
+            f"PERSONA#{persona_id}",
+            "RESERVATION#",
+            FilterExpression="#status = :held AND hold_expires_at <= :now",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=_values(held=HELD, now=now),
+        ):
+            # False means someone else confirmed or released it meanwhile: nothing to do.
+            released += self._release_transition(_to_reservation(item), REASON_EXPIRED)
+        return released
+
+    def get_reservation(self, persona_id: str, session_id: str) -> Reservation | None:
+        return self._get_reservation(persona_id, session_id)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _persona_attrs(self, p: Persona) -> dict[str, Any]:
+        plain = {
+            "persona_id": p.persona_id,
+            "owner": p.owner,
+            "display_name": p.display_name,
+            "attributes": p.attributes,
+            "max_sessions": p.max_sessions,
+            "reserved": p.reserved,
+            "created_at": p.created_at,
+            "updated_at": p.updated_at,
+        }
+        return {k: _serializer.serialize(v) for k, v in plain.items()}
+
+    def _get_persona(self, persona_id: str) -> Persona | None:
+        if not ID_PATTERN.match(persona_id):
+            return None
+        item = self._db.get_item(TableName=self._table, Key=_persona_key(persona_id), ConsistentRead=True).get("Item")
+        return _to_persona(item) if item else None
+
+    def _get_reservation(self, persona_id: str, session_id: str) -> Reservation | None:
+        if not (ID_PATTERN.match(persona_id) and ID_PATTERN.match(session_id)):
+            return None
+        key = _reservation_key(persona_id, session_id)
+        item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        return _to_reservation(item) if item else None
+
+    def _release_transition(self, current: Reservation, reason: str) -> bool:
+        """current (HELD/CONFIRMED) -> RELEASED and reserved - 1, atomically; False if `current` is stale."""
+        now = self._clock()
+        try:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _reservation_key(current.persona_id, current.session_id),
+                            "UpdateExpression": "SET #status = :released, reason = :reason, released_at = :at, "
+                            "expires_at = :ttl REMOVE hold_expires_at",
+                            "ConditionExpression": "#status = :expected",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _values(
+                                released=RELEASED,
+                                reason=reason,
+                                at=_iso(now),
+                                ttl=int(now) + RELEASED_RETENTION_SECONDS,
+                                expected=current.status,
+                            ),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _persona_key(current.persona_id),
+                            "UpdateExpression": "SET reserved = reserved - :one",
+                            "ConditionExpression": "reserved > :zero",
+                            "ExpressionAttributeValues": _values(one=1, zero=0),
+                        }
+                    },
+                ]
+            )
+            return True
+        except _Cancelled:
+            return False
+
+    def _put_tombstone(self, r: Reservation) -> bool:
+        now = self._clock()
+        item = {
+            **_reservation_key(r.persona_id, r.session_id),
+            "persona_id": {"S": r.persona_id},
+            "session_id": {"S": r.session_id},
+            "status": {"S": RELEASED},
+            "reason": {"S": r.reason or ""},
+            "released_at": {"S": _iso(now)},
+            "expires_at": {"N": str(int(now) + RELEASED_RETENTION_SECONDS)},
+        }
+        try:
+            self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            return False
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            raise _Cancelled(reasons) from None
+
+    def _query(self, pk: str, sk_prefix: str, **extra: Any) -> Iterable[dict[str, Any]]:
+        names = {"#pk": "pk", "#sk": "sk", **extra.pop("ExpressionAttributeNames", {})}
+        values = {**_values(pk=pk, prefix=sk_prefix), **extra.pop("ExpressionAttributeValues", {})}
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+            **extra,
+        }
+        while True:
+            page = self._db.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_get_personas(self, persona_ids: list[str]) -> list[Persona]:
+        found: list[Persona] = []
+        for start in range(0, len(persona_ids), 100):  # BatchGetItem takes at most 100 keys
+            request = {self._table: {"Keys": [_persona_key(pid) for pid in persona_ids[start : start + 100]], "ConsistentRead": True}}
+            for attempt in range(_ATTEMPTS):
+                out = self._db.batch_get_item(RequestItems=request)
+                found.extend(_to_persona(item) for item in out.get("Responses", {}).get(self._table, []))
+                request = out.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)  # throttled: back off before asking for the rest
+            if request:
+                raise StoreConflict("listing personas")
+        return found
+
+    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
+        for start in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
+            request = {self._table: [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
+            for attempt in range(_ATTEMPTS):
+                request = self._db.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

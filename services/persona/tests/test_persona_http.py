@@ -1,0 +1,141 @@
+"""persona's HTTP API: CRUD of the caller's personas, isolation between owners, validation and auth."""
+
+from __future__ import annotations
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from cryptography.hazmat.primitives.asymmetric import rsa
+from persona_service.app import PersonaClients, create_app
+
+
+@pytest.fixture
+async def client(settings, dynamodb, verifier, clock):
+    app = create_app(settings, clients=PersonaClients(dynamodb=dynamodb, verifier=verifier, clock=clock))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        c.app = app
+        yield c
+
+
+@pytest.fixture
+def alice(make_token):
+    return {"Authorization": f"Bearer {make_token('user-a')}"}
+
+
+@pytest.fixture
+def bob(make_token):
+    return {"Authorization": f"Bearer {make_token('user-b')}"}
+
+
+async def test_persona_crud_round_trip(client, alice):
+    created = await client.post(
+        "/v1/personas", json={"display_name": " Ada ", "attributes": {"voice": "alto"}, "max_sessions": 3}, headers=alice
+    )
+    assert created.status_code == 201, created.text
+    persona = created.json()
+    assert {k: persona[k] for k in ("display_name", "attributes", "max_sessions", "reserved")} == {
+        "display_name": "Ada",
+        "attributes": {"voice": "alto"},
+        "max_sessions": 3,
+        "reserved": 0,
+    }
+    pid = persona["persona_id"]
+
+    assert (await client.get(f"/v1/personas/{pid}", headers=alice)).json() == persona
+    # ALB forwards the public path unchanged: both spellings work.
+    assert (await client.get(f"/api/persona/v1/personas/{pid}", headers=alice)).json() == persona
+
+    patched = await client.patch(f"/v1/personas/{pid}", json={"display_name": "Ada L.", "max_sessions": 1}, headers=alice)
+    assert patched.status_code == 200
+    assert patched.json()["display_name"] == "Ada L." and patched.json()["attributes"] == {"voice": "alto"}
+
+    listed = await client.get("/v1/personas", headers=alice)
+    assert [p["persona_id"] for p in listed.json()["items"]] == [pid]
+
+    assert (await client.delete(f"/v1/personas/{pid}", headers=alice)).status_code == 204
+    gone = await client.get(f"/v1/personas/{pid}", headers=alice)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "persona_not_found"
+    assert (await client.get("/v1/personas", headers=alice)).json() == {"items": []}
+
+
+async def test_other_owners_persona_is_invisible(client, alice, bob):
+    pid = (await client.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)).json()["persona_id"]
+    assert (await client.get("/v1/personas", headers=bob)).json() == {"items": []}
+    for method, kwargs in (("GET", {}), ("PATCH", {"json": {"display_name": "mine now"}}), ("DELETE", {})):
+        response = await client.request(method, f"/v1/personas/{pid}", headers=bob, **kwargs)
+        assert response.status_code == 404, method
+        assert response.json()["error"]["code"] == "persona_not_found"
+    assert (await client.get(f"/v1/personas/{pid}", headers=alice)).json()["display_name"] == "Ada"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"display_name": ""},
+        {"display_name": "x" * 101},
+        {"display_name": "Ada", "max_sessions": 0},
+        {"display_name": "Ada", "max_sessions": 11},
+        {"display_name": "Ada", "attributes": {f"k{i}": "v" for i in range(21)}},
+        {"display_name": "Ada", "owner": "someone-else"},
+    ],
+    ids=["missing-name", "empty-name", "long-name", "zero-sessions", "eleven-sessions", "21-attributes", "unknown-field"],
+)
+async def test_invalid_persona_is_rejected_with_422(client, alice, body):
+    response = await client.post("/v1/personas", json=body, headers=alice)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_requests_without_a_valid_token_get_401(client, make_token):
+    foreign_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for headers in (
+        {},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": f"Bearer {make_token('user-a', key=foreign_key)}"},
+        {"Authorization": f"Bearer {make_token('user-a', aud='someone-else')}"},
+    ):
+        response = await client.get("/v1/personas", headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["error"]["code"]
+    assert (await client.post("/v1/personas", json={"display_name": "Ada"})).status_code == 401
+
+
+async def test_delete_and_shrink_refused_while_slots_are_reserved(client, alice):
+    pid = (await client.post("/v1/personas", json={"display_name": "Ada", "max_sessions": 2}, headers=alice)).json()["persona_id"]
+    store = client.app.state.store
+    store.reserve(pid, "s1", "user-a")
+    store.reserve(pid, "s2", "user-a")
+
+    busy = await client.delete(f"/v1/personas/{pid}", headers=alice)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "persona_in_use"
+    shrink = await client.patch(f"/v1/personas/{pid}", json={"max_sessions": 1}, headers=alice)
+    assert shrink.status_code == 409 and shrink.json()["error"]["code"] == "max_sessions_below_reserved"
+    assert (await client.get(f"/v1/personas/{pid}", headers=alice)).json()["reserved"] == 2
+
+    store.release(pid, "s1", "done")
+    store.release(pid, "s2", "done")
+    assert (await client.delete(f"/v1/personas/{pid}", headers=alice)).status_code == 204
+
+
+async def test_readiness_reports_dynamodb(client):
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["dynamodb"] == "ok"
+
+
+async def test_unreachable_dynamodb_answers_503_and_not_ready(settings, verifier, alice):
+    dead = boto3.client(
+        "dynamodb",
+        endpoint_url="http://127.0.0.1:1",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    app = create_app(settings, clients=PersonaClients(dynamodb=dead, verifier=verifier))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        listed = await c.get("/v1/personas", headers=alice)
+        assert listed.status_code == 503 and listed.json()["error"]["code"] == "storage_unavailable"
+        ready = await c.get("/health/ready")
+        assert ready.status_code == 503 and "dynamodb" in ready.json()["error"]["message"]

@@ -1,0 +1,128 @@
+"""Slot reservations in DynamoDB: limits, idempotency, expiry, and races between concurrent callers."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from moto.core.botocore_stubber import BotocoreStubber
+from persona_service import store as st
+
+
+def test_reserve_up_to_max_sessions_then_refuses(store):
+    persona = store.create("user-a", "Ada", {}, 2)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    store.reserve(persona.persona_id, "s2", "user-a")
+    with pytest.raises(st.NoSlotAvailable):
+        store.reserve(persona.persona_id, "s3", "user-a")
+    assert store.get(persona.persona_id, "user-a").reserved == 2
+
+
+def test_reserve_is_idempotent_per_session(store, clock):
+    persona = store.create("user-a", "Ada", {}, 1)
+    first = store.reserve(persona.persona_id, "s1", "user-a")
+    clock.advance(5)
+    again = store.reserve(persona.persona_id, "s1", "user-a")
+    assert first == again and first.status == st.HELD and first.hold_expires_at == int(clock.now) - 5 + 120
+    assert store.get(persona.persona_id, "user-a").reserved == 1
+
+
+def test_release_is_idempotent_and_frees_the_slot_once(store):
+    persona = store.create("user-a", "Ada", {}, 2)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    store.reserve(persona.persona_id, "s2", "user-a")
+    for _ in range(3):
+        released = store.release(persona.persona_id, "s1", "persona_unavailable")
+        assert released.status == st.RELEASED and released.reason == "persona_unavailable"
+    assert store.get(persona.persona_id, "user-a").reserved == 1
+
+
+def test_release_of_unknown_reservation_blocks_a_late_reserve(store):
+    # The compensation may overtake a retried ReserveSlot: the late call must not take a slot.
+    persona = store.create("user-a", "Ada", {}, 1)
+    assert store.release(persona.persona_id, "s1", "persona_unavailable").status == st.RELEASED
+    with pytest.raises(st.ReservationAlreadyReleased):
+        store.reserve(persona.persona_id, "s1", "user-a")
+    assert store.get(persona.persona_id, "user-a").reserved == 0
+
+
+def test_expired_hold_is_reclaimed_before_counting(store, clock):
+    persona = store.create("user-a", "Ada", {}, 1)
+    store.reserve(persona.persona_id, "lost", "user-a")
+    with pytest.raises(st.NoSlotAvailable):
+        store.reserve(persona.persona_id, "s2", "user-a")
+    clock.advance(121)
+    assert store.reserve(persona.persona_id, "s2", "user-a").status == st.HELD
+    lost = store.get_reservation(persona.persona_id, "lost")
+    assert (lost.status, lost.reason) == (st.RELEASED, "reservation_expired")
+    assert store.get(persona.persona_id, "user-a").reserved == 1
+
+
+def test_confirmed_slot_is_never_reclaimed(store, clock):
+    persona = store.create("user-a", "Ada", {}, 1)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    assert store.confirm(persona.persona_id, "s1").status == st.CONFIRMED
+    clock.advance(10_000)
+    with pytest.raises(st.NoSlotAvailable):
+        store.reserve(persona.persona_id, "s2", "user-a")
+
+
+def test_confirm_of_expired_hold_releases_it(store, clock):
+    persona = store.create("user-a", "Ada", {}, 1)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    clock.advance(120)
+    result = store.confirm(persona.persona_id, "s1")
+    assert (result.status, result.reason) == (st.RELEASED, "reservation_expired")
+    assert store.get(persona.persona_id, "user-a").reserved == 0
+
+
+def test_reserve_on_another_owners_persona_is_not_found(store):
+    persona = store.create("user-a", "Ada", {}, 1)
+    with pytest.raises(st.PersonaNotFound):
+        store.reserve(persona.persona_id, "s1", "user-b")
+    with pytest.raises(st.PersonaNotFound):
+        store.release(persona.persona_id, "s1", "x", owner="user-b")
+
+
+def test_listing_uses_the_owner_index_not_a_scan(store, dynamodb, monkeypatch, clock):
+    mine = []
+    for i in range(3):
+        mine.append(store.create("user-a", f"P{i}", {}, 1).persona_id)
+        clock.advance(1)
+    store.create("user-b", "Other", {}, 1)
+
+    def no_scan(**kwargs):
+        raise AssertionError("Scan in a request path")
+
+    monkeypatch.setattr(dynamodb, "scan", no_scan)
+    assert [p.persona_id for p in store.list("user-a")] == mine  # oldest first
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch):
+    """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
+    lock = threading.Lock()
+    original = BotocoreStubber.process_request
+
+    def locked(self, request):
+        with lock:
+            return original(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+
+
+def test_concurrent_reserves_never_exceed_max_sessions(store, atomic_moto):
+    persona = store.create("user-a", "Ada", {}, 3)
+
+    def attempt(i: int) -> str:
+        try:
+            store.reserve(persona.persona_id, f"s{i}", "user-a")
+            return "held"
+        except st.NoSlotAvailable:
+            return "full"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(12)))
+    assert outcomes.count("held") == 3 and outcomes.count("full") == 9
+    assert store.get(persona.persona_id, "user-a").reserved == 3
