@@ -1,0 +1,103 @@
+"""The request half of the saga, step by step: the real store and publisher on moto, a fake persona."""
+
+from __future__ import annotations
+
+import pytest
+from vc_start.models import SessionStatus
+from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError
+from vc_start.saga import StartSessionSaga
+
+TOKEN = "caller-token"
+
+
+def saga(persona, publisher, store) -> StartSessionSaga:
+    return StartSessionSaga(persona=persona, publisher=publisher, store=store)
+
+
+async def test_happy_path_leaves_session_pending_and_publishes_session_started(persona, publisher, store, persona_events, validate_event):
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert session.status is SessionStatus.PENDING and session.reason is None
+    assert (await store.get(session.session_id)).status is SessionStatus.PENDING
+    # The caller's token travels with both persona calls; the slot is held for this very session.
+    assert persona.called("reserve_slot") == [("reserve_slot", "p-1", session.session_id, TOKEN)]
+    [(detail_type, detail)] = persona_events()
+    assert detail_type == "SessionStarted"
+    validate_event(detail_type, detail)
+    assert detail["data"] == {"session_id": session.session_id, "persona_id": "p-1", "user_id": "user-1"}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(PersonaNotFoundError("gone"), PersonaNotFoundError), (PersonaUnavailableError("down"), PersonaUnavailableError)],
+)
+async def test_persona_read_failure_writes_and_reserves_nothing(persona, publisher, store, session_items, persona_events, error, expected):
+    persona.errors["get_persona"] = error
+
+    with pytest.raises(expected):
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert session_items() == []
+    assert persona.called("reserve_slot") == []
+    assert persona_events() == []
+
+
+async def test_reservation_refused_cancels_without_compensation(persona, publisher, store, persona_events):
+    persona.errors["reserve_slot"] = NoSlotAvailableError("all slots taken")
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
+    assert (await store.get(session.session_id)).reason == "no_slot_available"
+    assert persona_events() == []  # persona holds nothing: nothing to undo
+    assert persona.called("release_slot") == []
+
+
+async def test_reservation_timeout_cancels_and_publishes_session_cancelled(persona, publisher, store, persona_events, validate_event):
+    persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: DEADLINE_EXCEEDED")
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
+    assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
+    # The hold may exist: persona is told to release it, and SessionStarted never goes out.
+    [(detail_type, detail)] = persona_events()
+    assert detail_type == "SessionCancelled"
+    validate_event(detail_type, detail)
+    assert detail["data"] == {"session_id": session.session_id, "persona_id": "p-1", "reason": "persona_unavailable"}
+
+
+async def test_persona_deleted_between_read_and_reserve_cancels_without_compensation(persona, publisher, store, persona_events):
+    persona.errors["reserve_slot"] = PersonaNotFoundError("ReserveSlot: not found")
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_not_found")
+    assert persona_events() == []
+
+
+async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_publisher, store):
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
+    assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
+    assert persona.called("release_slot") == [("release_slot", "p-1", session.session_id, "event_publish_failed", TOKEN)]
+
+
+async def test_publish_failure_still_cancels_when_release_fails_too(persona, broken_publisher, store):
+    # Best effort: the hold's expiry on persona's side is the backstop.
+    persona.errors["release_slot"] = PersonaUnavailableError("ReleaseSlot: UNAVAILABLE")
+
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
+    assert len(persona.called("release_slot")) == 1
+
+
+async def test_reservation_timeout_still_cancels_when_compensation_cannot_be_published(persona, broken_publisher, store):
+    persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
+
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
+    assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED

@@ -1,0 +1,1 @@
+"""vc-start: starts virtual-communication sessions for a persona (the reference saga orchestrator)."""

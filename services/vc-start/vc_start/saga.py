@@ -1,0 +1,96 @@
+"""The request half of the session saga (POST /v1/sessions), see README.md for the sequence diagram.
+
+1. read the persona (NOT_FOUND -> 404, no answer -> 503; nothing written yet)
+2. store the session PENDING
+3. reserve a slot on persona; refused -> CANCELLED no_slot_available; ambiguous -> CANCELLED persona_unavailable
+   and publish SessionCancelled so persona drops any hold it made
+4. publish SessionStarted; failure -> CANCELLED event_publish_failed and release the slot over gRPC
+The rest (SlotConfirmed / SlotReleased) happens in the worker (handlers.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from servicekit.events import EventPublishError
+from servicekit.logging import get_logger
+
+from vc_start import events
+from vc_start.events import Publisher
+from vc_start.models import CancelReason, Session
+from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError
+from vc_start.store import SessionStore
+
+log = get_logger(__name__)
+
+
+class StartSessionSaga:
+    def __init__(
+        self,
+        *,
+        persona: PersonaClient,
+        publisher: Publisher,
+        store: SessionStore,
+        new_session_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._persona = persona
+        self._publisher = publisher
+        self._store = store
+        self._new_session_id = new_session_id
+
+    async def start(self, *, persona_id: str, user_id: str, token: str) -> Session:
+        """Run the synchronous steps; returns the session PENDING (or CANCELLED with a reason).
+
+        Raises PersonaNotFoundError / PersonaUnavailableError / PersonaRejectedTokenError before anything is written.
+        """
+        await self._persona.get_persona(persona_id, token=token)
+
+        session = await self._store.create(self._new_session_id(), persona_id, user_id)
+        extra = {"session_id": session.session_id, "persona_id": persona_id}
+        log.info("session created", extra=extra)
+
+        try:
+            await self._persona.reserve_slot(persona_id, session.session_id, token=token)
+        except NoSlotAvailableError:
+            return await self._cancel(session, CancelReason.NO_SLOT_AVAILABLE)
+        except PersonaNotFoundError:
+            # Deleted since step 1: persona holds nothing for us.
+            return await self._cancel(session, CancelReason.PERSONA_NOT_FOUND)
+        except PersonaError as exc:
+            # Ambiguous: the hold may exist. Cancel, and tell persona to drop it (the hold's expiry is the backstop).
+            log.warning("slot reservation failed, compensating", extra={**extra, "error": str(exc)})
+            cancelled = await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE)
+            await self._publish_cancelled(cancelled)
+            return cancelled
+
+        try:
+            await self._publisher.publish(events.SESSION_STARTED, events.session_started(session.session_id, persona_id, user_id))
+        except EventPublishError as exc:
+            log.error("SessionStarted not published, compensating", extra={**extra, "error": str(exc)})
+            cancelled = await self._cancel(session, CancelReason.EVENT_PUBLISH_FAILED)
+            await self._release(cancelled, token)
+            return cancelled
+
+        log.info("session started", extra=extra)
+        return session
+
+    async def _cancel(self, session: Session, reason: CancelReason) -> Session:
+        transition = await self._store.cancel(session.session_id, reason.value)
+        log.info("session cancelled", extra={"session_id": session.session_id, "reason": reason.value, "applied": transition.applied})
+        return transition.session or session
+
+    async def _publish_cancelled(self, session: Session) -> None:
+        data = events.session_cancelled(session.session_id, session.persona_id, session.reason or CancelReason.PERSONA_UNAVAILABLE.value)
+        try:
+            await self._publisher.publish(events.SESSION_CANCELLED, data)
+        except EventPublishError as exc:
+            # Best effort: persona's hold expires after RESERVATION_HOLD_SECONDS anyway.
+            log.error("SessionCancelled not published; the hold will expire", extra={"session_id": session.session_id, "error": str(exc)})
+
+    async def _release(self, session: Session, token: str) -> None:
+        try:
+            await self._persona.release_slot(session.persona_id, session.session_id, session.reason or "", token=token)
+        except PersonaError as exc:
+            # Best effort: persona's hold expires after RESERVATION_HOLD_SECONDS anyway.
+            log.error("ReleaseSlot failed; the hold will expire", extra={"session_id": session.session_id, "error": str(exc)})
