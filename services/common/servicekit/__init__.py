@@ -1,0 +1,24 @@
+"""servicekit: the shared library of the reference services (auth, persona, vc-start).
+
+Deviations from / additions to the spec API (all backwards compatible):
+- ServiceSettings adds aws_endpoint_url, retry_backoff_seconds (0.1), retry_backoff_max_seconds (2.0)
+  and queue_wait_seconds (20); breakers and boto3 clients are cached per settings object.
+- ResilientHttpClient accepts `transport=` (tests); `Breaker.state` / `breaker_state` report
+  "open" (purgatory itself says "opened"). Retryable 502/503/504 answers are returned as the final
+  response once attempts run out; transport errors/time-outs re-raise httpx's exception.
+- resilient_grpc_call: `coro_factory` may take one argument, the per-attempt timeout in seconds
+  (`lambda timeout: stub.GetPersona(req, timeout=timeout)`); time-outs surface as AioRpcError
+  DEADLINE_EXCEEDED. Breakers are looked up by name per settings object.
+- JwksVerifier adds `refetch_interval_seconds` (default 30). bearer_claims: missing header -> 401
+  `unauthorized`, bad token -> 401 `invalid_token`.
+- QueueConsumer handlers get (data, envelope) where envelope is the whole EventBridge event; dedupe
+  markers carry status IN_PROGRESS|DONE with a lease so a crashed consumer's claim is taken over.
+- idempotency: `run_idempotent(store, principal=, key=, request_body=, handler=)` and the FastAPI
+  dependency `idempotency_key` (Idempotency-Key header, validated).
+- errors.ErrorResponse / error_responses(*statuses) document the error body in OpenAPI; every
+  operation also gets a generic "4XX" ErrorResponse entry and 422 uses ErrorResponse.
+- grpcutil: correlation metadata interceptors and ServiceServerInterceptor (restores the correlation
+  id, records rpc.server.duration); configure_telemetry patches grpc.aio.server to add it.
+- Health.on_drain(listener): e.g. flip the gRPC health service to NOT_SERVING when draining starts.
+- Health probes are logged at DEBUG (every other request gets an INFO access line).
+"""

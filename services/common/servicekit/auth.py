@@ -1,0 +1,155 @@
+"""Verifying the JWTs issued by the auth service (RS256, keys from its JWKS endpoint)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jwt import PyJWK
+
+from .errors import ApiError
+from .logging import get_logger
+from .resilience import CircuitOpenError, ResilientHttpClient
+
+log = get_logger(__name__)
+
+ALGORITHMS = ["RS256"]
+# Unknown kid (a rotated key) triggers a refetch, but at most this often: a flood of tokens with
+# made-up kids must not turn into a flood of JWKS requests.
+REFETCH_MIN_INTERVAL_SECONDS = 30.0
+LEEWAY_SECONDS = 5
+_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message, headers=_CHALLENGE)
+
+
+class JwksVerifier:
+    """Verifies bearer tokens; JWKS cached for `cache_seconds` and served stale while auth is down."""
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        http: ResilientHttpClient,
+        cache_seconds: float = 300,
+        refetch_interval_seconds: float = REFETCH_MIN_INTERVAL_SECONDS,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.audience = audience
+        self.http = http
+        self.cache_seconds = cache_seconds
+        self.refetch_interval_seconds = refetch_interval_seconds
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at: float | None = None  # last successful fetch (monotonic)
+        self._attempted_at: float | None = None  # last fetch attempt, successful or not
+        self._lock = asyncio.Lock()
+        self.fetch_count = 0
+
+    async def _fetch(self) -> bool:
+        """Refresh the key set; False (keys unchanged) when auth can't be reached or answers nonsense."""
+        self._attempted_at = time.monotonic()
+        self.fetch_count += 1
+        try:
+            response = await self.http.get(self.jwks_url)
+            if response.status_code != 200:
+                raise ValueError(f"JWKS endpoint answered {response.status_code}")
+            document = response.json()
+        except (httpx.HTTPError, CircuitOpenError, ValueError) as exc:
+            log.warning("JWKS fetch failed: %s: %s", type(exc).__name__, exc)
+            return False
+        keys: dict[str, PyJWK] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+            if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+                continue
+            if entry.get("alg", "RS256") != "RS256" or not entry.get("kid"):
+                continue
+            try:
+                keys[entry["kid"]] = PyJWK(entry, algorithm="RS256")
+            except jwt.PyJWTError as exc:
+                log.warning("ignoring unusable JWK %s: %s", entry.get("kid"), exc)
+        if not keys:
+            log.warning("JWKS document holds no usable RS256 keys")
+            return False
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        return True
+
+    async def _key(self, kid: str) -> PyJWK:
+        now = time.monotonic()
+        stale = self._fetched_at is None or now - self._fetched_at > self.cache_seconds
+        if kid in self._keys and not stale:
+            return self._keys[kid]
+        async with self._lock:
+            now = time.monotonic()
+            stale = self._fetched_at is None or now - self._fetched_at > self.cache_seconds
+            # Without any key, retry soon; with keys (maybe stale) in hand, don't hammer a sick auth.
+            interval = self.refetch_interval_seconds if self._keys else min(1.0, self.refetch_interval_seconds)
+            recently_tried = self._attempted_at is not None and now - self._attempted_at < interval
+            if (stale or kid not in self._keys) and not recently_tried:
+                await self._fetch()
+        if kid in self._keys:
+            return self._keys[kid]
+        if not self._keys:
+            raise ApiError(503, "auth_unavailable", "signing keys are unavailable; try again shortly", headers={"Retry-After": "5"})
+        raise _invalid("token signed with an unknown key")
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """Claims of a valid token; ApiError 401 invalid_token otherwise (503 auth_unavailable without keys)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _invalid("malformed token") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise _invalid("unsupported token algorithm")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _invalid("token has no key id")
+        key = await self._key(kid)
+        try:
+            return jwt.decode(
+                token,
+                key.key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _invalid("token expired") from None
+        except jwt.InvalidAudienceError:
+            raise _invalid("token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise _invalid("token issuer not accepted") from None
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"invalid token: {exc}") from None
+
+
+_bearer = HTTPBearer(auto_error=False, description="JWT access token from the auth service")
+
+
+def bearer_claims(verifier: JwksVerifier):
+    """FastAPI dependency factory: `claims: dict = Depends(bearer_claims(verifier))`.
+
+    Missing or malformed Authorization header -> 401 `unauthorized`; bad token -> 401 `invalid_token`.
+    The claims are also kept on `request.state.claims`.
+    """
+
+    async def dependency(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> dict[str, Any]:
+        if credentials is None or not credentials.credentials:
+            raise ApiError(401, "unauthorized", "missing or malformed Authorization: Bearer header", headers={"WWW-Authenticate": "Bearer"})
+        claims = await verifier.verify(credentials.credentials)
+        request.state.claims = claims
+        return claims
+
+    return dependency

@@ -1,0 +1,83 @@
+"""boto3 clients built from the settings (region + optional endpoint, e.g. moto locally), and a way to
+call them from async code without blocking the event loop."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import boto3
+from botocore.config import Config
+
+from .settings import ServiceSettings
+
+T = TypeVar("T")
+
+# SQS long polls for up to 20 s: the read timeout must outlast them.
+_READ_TIMEOUT_SECONDS = {"sqs": 30.0}
+
+
+def _config(name: str, settings: ServiceSettings) -> Config:
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=settings.http_timeout_seconds,
+        read_timeout=_READ_TIMEOUT_SECONDS.get(name, max(5.0, settings.http_timeout_seconds)),
+        max_pool_connections=50,
+    )
+
+
+def _kwargs(settings: ServiceSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if settings.aws_region:
+        kwargs["region_name"] = settings.aws_region
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    return kwargs
+
+
+# One botocore session per process: it caches the (large) service models and the credentials chain.
+# Creating clients from it is not thread-safe, hence the lock; the clients themselves are.
+_session: boto3.session.Session | None = None
+_session_lock = threading.Lock()
+
+
+def _build(kind: str, name: str, settings: ServiceSettings) -> Any:
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return getattr(_session, kind)(name, config=_config(name, settings), **_kwargs(settings))
+
+
+def client(name: str, settings: ServiceSettings) -> Any:
+    """Cached boto3 client for service `name` ("dynamodb", "events", "sqs", "secretsmanager", ...)."""
+    key = ("client", name)
+    cached = settings._aws_clients.get(key)
+    if cached is None:
+        cached = settings._aws_clients[key] = _build("client", name, settings)
+    return cached
+
+
+def resource(name: str, settings: ServiceSettings) -> Any:
+    """Cached boto3 resource (e.g. "dynamodb")."""
+    key = ("resource", name)
+    cached = settings._aws_clients.get(key)
+    if cached is None:
+        cached = settings._aws_clients[key] = _build("resource", name, settings)
+    return cached
+
+
+async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking (boto3) call in a worker thread; contextvars (trace, correlation id) follow it."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError (None for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None

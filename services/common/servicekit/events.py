@@ -1,0 +1,313 @@
+"""Domain events on EventBridge (publish) and their SQS subscriptions (consume, exactly-once handling).
+
+Every event's `detail` is an envelope:
+  {"event_id": uuid4, "occurred_at": ISO 8601, "correlation_id", "traceparent", "data": {...}}
+so consumers can dedupe, continue the trace and keep the correlation id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import propagate
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import aws
+from .correlation import correlation_scope, current_correlation_id
+from .dynamo import epoch_in, is_conditional_failure
+from .logging import get_logger
+from .settings import ServiceSettings
+from .tracing import get_tracer
+
+log = get_logger(__name__)
+tracer = get_tracer(__name__)
+
+PROCESSED_TTL_SECONDS = 7 * 24 * 3600
+# A claim older than this belongs to a consumer that died mid-handling; another may take it over.
+CLAIM_LEASE_SECONDS = 120
+
+Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
+
+
+class EventPublishError(Exception):
+    """PutEvents failed (call error or a rejected entry)."""
+
+
+class EventPublisher:
+    def __init__(self, settings: ServiceSettings, *, bus_name: str | None = None, source: str | None = None) -> None:
+        self.settings = settings
+        self.bus_name = bus_name or settings.event_bus_name
+        self.source = source or settings.event_source
+        if not self.bus_name or not self.source:
+            raise ValueError("EVENT_BUS_NAME and EVENT_SOURCE must be set to publish events")
+
+    def envelope(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "correlation_id": current_correlation_id(),
+            "traceparent": carrier.get("traceparent"),
+            "data": dict(data),
+        }
+
+    async def publish(self, detail_type: str, data: Mapping[str, Any]) -> str:
+        """Put one event on the bus; returns its event_id. Raises EventPublishError."""
+        with tracer.start_as_current_span(f"publish {detail_type}", kind=SpanKind.PRODUCER) as span:
+            detail = self.envelope(data)  # inside the span: consumers continue from it
+            span.set_attribute("messaging.system", "aws_eventbridge")
+            span.set_attribute("messaging.destination.name", self.bus_name)
+            span.set_attribute("messaging.message.id", detail["event_id"])
+            entry = {"Source": self.source, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": self.bus_name}
+            try:
+                result = await aws.run_sync(aws.client("events", self.settings).put_events, Entries=[entry])
+            except Exception as exc:  # botocore errors of every kind mean the same to callers
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise EventPublishError(f"publishing {detail_type} failed: {type(exc).__name__}: {exc}") from exc
+            if result.get("FailedEntryCount", 0):
+                failed = next((e for e in result.get("Entries", []) if e.get("ErrorCode")), {})
+                message = f"publishing {detail_type} rejected: {failed.get('ErrorCode', '?')}: {failed.get('ErrorMessage', '')}"
+                span.set_status(Status(StatusCode.ERROR, message))
+                raise EventPublishError(message)
+        log.info("published %s", detail_type, extra={"event_id": detail["event_id"], "detail_type": detail_type})
+        return detail["event_id"]
+
+
+def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future:
+    """Run a blocking call in a daemon thread: an abandoned 20 s long poll must not delay process exit
+    (executor threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as exc:
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # loop already closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=target, name="sqs-receive", daemon=True).start()
+    return future
+
+
+class QueueConsumer:
+    """Long-polls QUEUE_URL and hands each event to `handlers[detail_type](data, envelope)` at most once.
+
+    `envelope` is the whole EventBridge event (`detail-type`, `source`, `detail` with event_id etc.).
+    Success or duplicate -> message deleted; any failure -> message left for SQS to redeliver (and,
+    after maxReceiveCount, to move to the DLQ).
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        handlers: Mapping[str, Handler],
+        *,
+        table_name: str | None = None,
+        queue_url: str | None = None,
+        wait_seconds: int | None = None,
+        batch_size: int = 10,
+    ) -> None:
+        self.settings = settings
+        self.handlers = dict(handlers)
+        self.table_name = table_name or settings.table_name
+        self.queue_url = queue_url or settings.queue_url
+        if not self.queue_url or not self.table_name:
+            raise ValueError("QUEUE_URL and TABLE_NAME must be set to consume events")
+        self.wait_seconds = settings.queue_wait_seconds if wait_seconds is None else wait_seconds
+        self.batch_size = batch_size
+
+    # --- dedupe markers ------------------------------------------------------------------------
+
+    def _marker_key(self, event_id: str) -> dict[str, str]:
+        return {"pk": f"EVENT#{event_id}", "sk": "EVENT"}
+
+    async def _claim(self, event_id: str, detail_type: str) -> str:
+        """'claimed', 'done' (already handled) or 'busy' (another consumer is handling it)."""
+        ddb = aws.client("dynamodb", self.settings)
+        now = int(time.time())
+        try:
+            await aws.run_sync(
+                ddb.put_item,
+                TableName=self.table_name,
+                Item={
+                    "pk": {"S": f"EVENT#{event_id}"},
+                    "sk": {"S": "EVENT"},
+                    "status": {"S": "IN_PROGRESS"},
+                    "detail_type": {"S": detail_type},
+                    "lease_until": {"N": str(now + CLAIM_LEASE_SECONDS)},
+                    "expires_at": {"N": str(epoch_in(PROCESSED_TTL_SECONDS))},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR (#s = :in_progress AND lease_until < :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":in_progress": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)}},
+            )
+            return "claimed"
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+        item = await aws.run_sync(ddb.get_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), ConsistentRead=True)
+        status = item.get("Item", {}).get("status", {}).get("S")
+        # No status attribute: a marker written by a simpler producer of markers counts as done.
+        return "busy" if status == "IN_PROGRESS" else "done"
+
+    async def _finish(self, event_id: str) -> None:
+        ddb = aws.client("dynamodb", self.settings)
+        await aws.run_sync(
+            ddb.update_item,
+            TableName=self.table_name,
+            Key=_av(self._marker_key(event_id)),
+            UpdateExpression="SET #s = :done, processed_at = :now REMOVE lease_until",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":done": {"S": "DONE"}, ":now": {"N": str(int(time.time()))}},
+        )
+
+    async def _release(self, event_id: str) -> None:
+        ddb = aws.client("dynamodb", self.settings)
+        try:
+            await aws.run_sync(ddb.delete_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)))
+        except Exception:  # the lease expiry is the backstop
+            log.warning("could not release claim on event %s", event_id, exc_info=True)
+
+    # --- messages --------------------------------------------------------------------------------
+
+    async def _delete(self, receipt_handle: str) -> None:
+        await aws.run_sync(aws.client("sqs", self.settings).delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt_handle)
+
+    async def handle_message(self, message: Mapping[str, Any]) -> str:
+        """Process one SQS message; returns 'handled', 'duplicate', 'busy' or 'failed'."""
+        try:
+            envelope = json.loads(message["Body"])
+            detail_type = envelope["detail-type"]
+            detail = envelope["detail"]
+            if isinstance(detail, str):  # tolerate producers that double-encode
+                detail = envelope["detail"] = json.loads(detail)
+            event_id = detail["event_id"]
+            data = detail.get("data", {})
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("unparseable message %s left for the DLQ: %s: %s", message.get("MessageId"), type(exc).__name__, exc)
+            return "failed"
+        handler = self.handlers.get(detail_type)
+        if handler is None:
+            log.error("no handler for detail-type %s (event %s): left for the DLQ", detail_type, event_id)
+            return "failed"
+
+        parent = propagate.extract({"traceparent": detail["traceparent"]}) if detail.get("traceparent") else None
+        with (
+            correlation_scope(detail.get("correlation_id")),
+            tracer.start_as_current_span(f"process {detail_type}", context=parent, kind=SpanKind.CONSUMER) as span,
+        ):
+            span.set_attribute("messaging.system", "aws_sqs")
+            span.set_attribute("messaging.message.id", event_id)
+            extra = {"event_id": event_id, "detail_type": detail_type}
+            try:
+                claim = await self._claim(event_id, detail_type)
+            except Exception as exc:
+                log.error("could not claim event %s: %s", event_id, exc, extra=extra)
+                return "failed"
+            if claim == "done":
+                log.info("duplicate %s ignored", detail_type, extra=extra)
+                await self._delete(message["ReceiptHandle"])
+                return "duplicate"
+            if claim == "busy":
+                log.info("%s is being handled by another consumer; leaving it", detail_type, extra=extra)
+                return "busy"
+            try:
+                result = handler(data, envelope)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                log.error("handler for %s failed; message left for redelivery", detail_type, exc_info=exc, extra=extra)
+                await self._release(event_id)
+                return "failed"
+            await self._finish(event_id)
+            await self._delete(message["ReceiptHandle"])
+            log.info("handled %s", detail_type, extra=extra)
+            return "handled"
+
+    async def _receive(self) -> list[dict[str, Any]]:
+        sqs = aws.client("sqs", self.settings)
+
+        def receive() -> dict[str, Any]:
+            # Empty polls every 20 s would be a root trace each: not worth tracing.
+            with suppress_instrumentation():
+                return sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.batch_size,
+                    WaitTimeSeconds=self.wait_seconds,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+
+        response = await _in_daemon_thread(receive)
+        return response.get("Messages", [])
+
+    async def process(self, messages: list[Mapping[str, Any]]) -> dict[str, int]:
+        stats = {"received": len(messages), "handled": 0, "duplicate": 0, "busy": 0, "failed": 0}
+        for message in messages:
+            try:
+                outcome = await self.handle_message(message)
+            except Exception as exc:  # e.g. DynamoDB/SQS hiccup after handling: SQS redelivers, markers dedupe
+                log.error("processing message %s failed: %s: %s", message.get("MessageId"), type(exc).__name__, exc, exc_info=exc)
+                outcome = "failed"
+            stats[outcome] += 1
+        return stats
+
+    async def poll_once(self) -> dict[str, int]:
+        """One receive (long poll) and the whole batch handled."""
+        return await self.process(await self._receive())
+
+    async def run_until(self, stop_event: asyncio.Event) -> None:
+        """Poll until `stop_event` is set; the batch in hand is always finished first."""
+        log.info("consuming %s", self.queue_url)
+        while not stop_event.is_set():
+            receive = asyncio.ensure_future(self._receive())
+            stopper = asyncio.ensure_future(stop_event.wait())
+            done, _ = await asyncio.wait({receive, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if receive not in done:
+                # Stopping mid long-poll: whatever that poll returns becomes visible again later.
+                receive.cancel()
+                break
+            stopper.cancel()
+            try:
+                messages = receive.result()
+            except Exception as exc:
+                log.error("receive failed: %s: %s", type(exc).__name__, exc)
+                await _sleep_or_stop(stop_event, 1.0)
+                continue
+            if messages:
+                await self.process(messages)
+        log.info("consumer stopped")
+
+
+async def _sleep_or_stop(stop_event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop_event.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _av(key: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    return {k: {"S": v} for k, v in key.items()}

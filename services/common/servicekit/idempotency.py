@@ -1,0 +1,164 @@
+"""Idempotency keys for POST handlers: the first response is stored and replayed for retries.
+
+Item: {pk: "IDEMPOTENCY#<principal>#<key>", sk: "IDEMPOTENCY", request_hash, status IN_PROGRESS|COMPLETED,
+status_code, body (JSON text), expires_at (24 h TTL)}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Header
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+
+from . import aws
+from .dynamo import is_conditional_failure
+from .errors import ApiError
+from .logging import get_logger
+from .settings import ServiceSettings
+
+log = get_logger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+TTL_SECONDS = 24 * 3600
+# An IN_PROGRESS record older than this belongs to a request that died; the key may be reused.
+IN_PROGRESS_LEASE_SECONDS = 60
+_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def validate_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ -")
+    return key
+
+
+def idempotency_key(key: Annotated[str | None, Header(alias=HEADER, description="Makes a retried POST safe")] = None) -> str | None:
+    """FastAPI dependency: the validated Idempotency-Key header (None when absent)."""
+    return None if key is None else validate_key(key)
+
+
+def request_hash(body: Any) -> str:
+    canonical = json.dumps(jsonable_encoder(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    body: Any
+
+
+class IdempotencyStore:
+    def __init__(self, settings: ServiceSettings, table_name: str | None = None) -> None:
+        self.settings = settings
+        self.table_name = table_name or settings.table_name
+        if not self.table_name:
+            raise ValueError("TABLE_NAME must be set for idempotency records")
+
+    @staticmethod
+    def _key(principal: str, key: str) -> dict[str, dict[str, str]]:
+        return {"pk": {"S": f"IDEMPOTENCY#{principal}#{key}"}, "sk": {"S": "IDEMPOTENCY"}}
+
+    def _ddb(self) -> Any:
+        return aws.client("dynamodb", self.settings)
+
+    async def begin(self, principal: str, key: str, req_hash: str) -> StoredResponse | None:
+        """Claim the key (None: go ahead) or return the stored response to replay.
+
+        Raises ApiError 422 `idempotency_key_reused` (different body) or 409 `request_in_progress`.
+        """
+        validate_key(key)
+        now = int(time.time())
+        item = {
+            **self._key(principal, key),
+            "request_hash": {"S": req_hash},
+            "status": {"S": "IN_PROGRESS"},
+            "lease_until": {"N": str(now + IN_PROGRESS_LEASE_SECONDS)},
+            "expires_at": {"N": str(now + TTL_SECONDS)},
+        }
+        try:
+            await aws.run_sync(
+                self._ddb().put_item,
+                TableName=self.table_name,
+                Item=item,
+                # Expired records may linger until DynamoDB's TTL sweeper removes them.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR (#s = :ip AND lease_until < :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":ip": {"S": "IN_PROGRESS"}},
+            )
+            return None
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+        got = await aws.run_sync(self._ddb().get_item, TableName=self.table_name, Key=self._key(principal, key), ConsistentRead=True)
+        existing = got.get("Item")
+        if existing is None:  # deleted between our put and get (released): let the client retry
+            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly")
+        if existing["request_hash"]["S"] != req_hash:
+            raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was already used with a different request body")
+        if existing["status"]["S"] != "COMPLETED":
+            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly")
+        return StoredResponse(int(existing["status_code"]["N"]), json.loads(existing["body"]["S"]))
+
+    async def complete(self, principal: str, key: str, status_code: int, body: Any) -> None:
+        await aws.run_sync(
+            self._ddb().update_item,
+            TableName=self.table_name,
+            Key=self._key(principal, key),
+            UpdateExpression="SET #s = :done, status_code = :code, body = :body REMOVE lease_until",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":done": {"S": "COMPLETED"},
+                ":code": {"N": str(status_code)},
+                ":body": {"S": json.dumps(jsonable_encoder(body), separators=(",", ":"))},
+            },
+        )
+
+    async def release(self, principal: str, key: str) -> None:
+        """Forget an unfinished request so the client's retry runs it again."""
+        try:
+            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key))
+        except Exception:  # the in-progress lease is the backstop
+            log.warning("could not release idempotency key", exc_info=True)
+
+
+async def run_idempotent(
+    store: IdempotencyStore,
+    *,
+    principal: str,
+    key: str | None,
+    request_body: Any,
+    handler: Callable[[], Awaitable[tuple[int, Any]]],
+) -> Response:
+    """Run `handler` (-> (status_code, body)) at most once per (principal, key, body).
+
+    No key: just runs it. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from the handler is
+    stored and replayed like a success; a 5xx or unexpected error releases the key so a retry runs again.
+    """
+    if key is None:
+        status_code, body = await handler()
+        return JSONResponse(jsonable_encoder(body), status_code=status_code)
+    stored = await store.begin(principal, key, request_hash(request_body))
+    if stored is not None:
+        return JSONResponse(stored.body, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"})
+    try:
+        status_code, body = await handler()
+    except ApiError as exc:
+        if exc.status >= 500:
+            await store.release(principal, key)
+            raise
+        await store.complete(principal, key, exc.status, exc.body())
+        raise
+    except BaseException:
+        await store.release(principal, key)
+        raise
+    await store.complete(principal, key, status_code, body)
+    return JSONResponse(jsonable_encoder(body), status_code=status_code)

@@ -1,0 +1,86 @@
+"""One JSON object per line on stdout, with service, correlation and trace fields on every record."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+from .correlation import current_correlation_id
+
+_HANDLER_MARK = "_servicekit_handler"
+
+# LogRecord attributes that are renamed or dropped; everything else passed via `extra=` is kept.
+_DROP = ("levelname", "name", "msg", "args", "color_message", "taskName")
+
+
+def xray_trace_id(trace_id_hex: str) -> str:
+    """W3C trace id (32 hex) -> X-Ray form 1-<8 hex epoch>-<24 hex> (AwsXRayIdGenerator makes them agree)."""
+    return f"1-{trace_id_hex[:8]}-{trace_id_hex[8:]}"
+
+
+def trace_fields() -> dict[str, str | None]:
+    """trace_id, span_id and xray_trace_id of the current span (None outside a sampled span)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {"trace_id": None, "span_id": None, "xray_trace_id": None}
+    tid = format(ctx.trace_id, "032x")
+    return {"trace_id": tid, "span_id": format(ctx.span_id, "016x"), "xray_trace_id": xray_trace_id(tid)}
+
+
+class ServiceJsonFormatter(JsonFormatter):
+    """python-json-logger formatter adding the fixed fields in a fixed order."""
+
+    def __init__(self, service_name: str, **kwargs: Any) -> None:
+        super().__init__("%(message)s", json_ensure_ascii=False, **kwargs)
+        self.service_name = service_name
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        fixed: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "service": self.service_name,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "correlation_id": getattr(record, "correlation_id", None) or current_correlation_id(),
+        }
+        fixed.update(trace_fields())
+        log_record.update(fixed)
+        super().add_fields(log_record, record, message_dict)
+        for key in _DROP:
+            log_record.pop(key, None)
+        # Our values win over same-named extras set by the base class.
+        log_record.update({k: v for k, v in fixed.items() if k not in ("message",)})
+
+
+def configure_logging(service_name: str, level: str | int = "INFO", *, json_format: bool = True, stream: TextIO | None = None) -> None:
+    """Route every logger (incl. uvicorn's) to one stdout handler. Safe to call repeatedly."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    setattr(handler, _HANDLER_MARK, True)
+    if json_format:
+        handler.setFormatter(ServiceJsonFormatter(service_name))
+    else:
+        # INSTRUMENTATION=off: the benchmark's baseline, as cheap as logging gets.
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    # uvicorn installs its own handlers; ours already prints everything, and we write our own access line.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    for noisy in ("botocore", "boto3", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)

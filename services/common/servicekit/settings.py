@@ -1,0 +1,58 @@
+"""Settings shared by every service: the only place that reads the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Common service configuration; services subclass it and add their own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    service_name: str = "service"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_path: str = ""
+    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str | None = None
+    # "on" / "off" parse as booleans; off is only for the benchmark's baseline.
+    instrumentation: bool = True
+
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    table_name: str | None = None
+    event_bus_name: str | None = None
+    event_source: str | None = None
+    queue_url: str | None = None
+    # SQS long-poll wait (the maximum, 20 s, keeps empty receives cheap); tests use 0.
+    queue_wait_seconds: int = Field(default=20, ge=0, le=20)
+
+    drain_seconds: float = Field(default=5.0, ge=0)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+    max_body_bytes: int = Field(default=65536, ge=0)
+
+    http_timeout_seconds: float = Field(default=2.0, gt=0)
+    call_budget_seconds: float = Field(default=5.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1)
+    # First backoff step; full jitter draws from [0, min(cap, base * 2**n)].
+    retry_backoff_seconds: float = Field(default=0.1, ge=0)
+    retry_backoff_max_seconds: float = Field(default=2.0, ge=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=10.0, gt=0)
+
+    # Circuit breakers live with the settings object: one set per app instance (per process in
+    # production, per app in tests, so one test's open breaker never leaks into the next).
+    _breakers: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # boto3 clients are thread-safe and slow to build: one per (kind, name) per settings object.
+    _aws_clients: dict[tuple[str, str], Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def normalized_public_path(self) -> str:
+        """PUBLIC_PATH without a trailing slash ('' when unset or '/')."""
+        path = (self.public_path or "").strip().rstrip("/")
+        if path and not path.startswith("/"):
+            path = "/" + path
+        return path

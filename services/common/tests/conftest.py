@@ -1,0 +1,78 @@
+"""Fixtures shared by the servicekit tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from servicekit.settings import ServiceSettings
+
+REGION = "us-east-1"
+
+
+def make_settings(**overrides) -> ServiceSettings:
+    """Settings for tests: no env lookups needed, fast retries and breakers."""
+    values = {
+        "service_name": "svc-test",
+        "aws_region": REGION,
+        "table_name": "svc-test",
+        "http_timeout_seconds": 0.5,
+        "call_budget_seconds": 2.0,
+        "retry_attempts": 3,
+        "retry_backoff_seconds": 0.01,
+        "retry_backoff_max_seconds": 0.05,
+        "breaker_failure_threshold": 3,
+        "breaker_reset_seconds": 0.3,
+        "queue_wait_seconds": 0,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)
+
+
+@pytest.fixture
+def sk_settings() -> ServiceSettings:
+    return make_settings()
+
+
+@pytest.fixture(name="make_settings")
+def make_settings_fixture():
+    """Factory: `make_settings(public_path="/api/x")` (test modules can't import conftest in importlib mode)."""
+    return make_settings
+
+
+_session = None
+
+
+def _boto_session():
+    # One session for all tests: building clients from fresh sessions reloads the service models.
+    global _session
+    if _session is None:
+        import boto3
+
+        _session = boto3.session.Session(region_name=REGION)
+    return _session
+
+
+@pytest.fixture
+def aws_client():
+    """Factory for boto3 clients inside the moto mock: `aws_client("sqs")`."""
+    return lambda name: _boto_session().client(name)
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """moto's in-process AWS with a service table (pk/sk + TTL) ready."""
+    from moto import mock_aws
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        _boto_session().client("dynamodb").create_table(
+            TableName="svc-test",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield

@@ -1,0 +1,177 @@
+"""EventPublisher envelope on a (moto) EventBridge bus, and QueueConsumer's exactly-once handling."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from servicekit.correlation import correlation_scope, current_correlation_id
+from servicekit.events import EventPublisher, EventPublishError, QueueConsumer
+from servicekit.tracing import configure_telemetry, get_tracer
+
+@pytest.fixture
+def bus(aws_env, aws_client):
+    """Bus `mf-events` with a rule routing source `mf.test` to queue `events-q` (visibility 0 so a
+    message left on the queue is immediately receivable again)."""
+    events, sqs = aws_client("events"), aws_client("sqs")
+    events.create_event_bus(Name="mf-events")
+    queue_url = sqs.create_queue(QueueName="events-q", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="to-q", EventBusName="mf-events", EventPattern=json.dumps({"source": ["mf.test"]}))
+    events.put_targets(Rule="to-q", EventBusName="mf-events", Targets=[{"Id": "q", "Arn": arn}])
+    return queue_url
+
+
+@pytest.fixture
+def settings(make_settings, bus):
+    return make_settings(event_bus_name="mf-events", event_source="mf.test", queue_url=bus)
+
+
+@pytest.fixture
+def queued(aws_client):
+    """Messages currently receivable on a queue (does not delete them)."""
+
+    def receive(queue_url: str) -> list[dict]:
+        return aws_client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+
+    return receive
+
+
+@pytest.fixture
+def send(aws_client):
+    def put(queue_url: str, body: dict | str) -> None:
+        aws_client("sqs").send_message(QueueUrl=queue_url, MessageBody=body if isinstance(body, str) else json.dumps(body))
+
+    return put
+
+
+def _message(detail_type: str, data: dict, event_id: str | None = None, **detail_extra) -> dict:
+    detail = {"event_id": event_id or str(uuid.uuid4()), "occurred_at": "2025-01-01T00:00:00Z", "correlation_id": "c-1", "data": data}
+    detail.update(detail_extra)
+    body = {"version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type, "source": "mf.test", "detail": detail}
+    return body
+
+
+async def test_publish_puts_detail_envelope_on_the_bus(settings, bus, queued):
+    exporter = InMemorySpanExporter()
+    configure_telemetry(settings, span_exporter=exporter)
+    with correlation_scope("corr-pub"), get_tracer("t").start_as_current_span("request"):
+        event_id = await EventPublisher(settings).publish("SessionStarted", {"session_id": "s1"})
+
+    (message,) = queued(bus)
+    event = json.loads(message["Body"])
+    assert event["detail-type"] == "SessionStarted" and event["source"] == "mf.test"
+    detail = event["detail"]
+    assert detail["event_id"] == event_id and uuid.UUID(event_id)
+    assert detail["data"] == {"session_id": "s1"}
+    assert detail["correlation_id"] == "corr-pub"
+    assert detail["occurred_at"].endswith("Z")
+    producer = next(s for s in exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER)
+    assert detail["traceparent"] == f"00-{producer.context.trace_id:032x}-{producer.context.span_id:016x}-01"
+
+
+async def test_publish_failure_raises_event_publish_error(make_settings, aws_env):
+    publisher = EventPublisher(make_settings(event_bus_name="no-such-bus", event_source="mf.test"))
+    with pytest.raises(EventPublishError):
+        await publisher.publish("SessionStarted", {"session_id": "s1"})
+
+
+async def test_consumer_handles_event_and_continues_trace(settings, bus, queued):
+    exporter = InMemorySpanExporter()
+    configure_telemetry(settings, span_exporter=exporter)
+    seen = []
+
+    async def on_started(data, envelope):
+        seen.append((data, envelope["detail-type"], current_correlation_id()))
+
+    with correlation_scope("corr-flow"), get_tracer("t").start_as_current_span("request") as origin:
+        await EventPublisher(settings).publish("SessionStarted", {"session_id": "s1"})
+    stats = await QueueConsumer(settings, {"SessionStarted": on_started}).poll_once()
+
+    assert stats["handled"] == 1
+    assert seen == [({"session_id": "s1"}, "SessionStarted", "corr-flow")]
+    consumer_span = next(s for s in exporter.get_finished_spans() if s.kind == SpanKind.CONSUMER)
+    assert consumer_span.context.trace_id == origin.get_span_context().trace_id
+    assert queued(bus) == []  # deleted
+
+
+async def test_same_event_twice_is_handled_once(settings, bus, queued, send):
+    calls = []
+
+    async def handler(data, envelope):
+        calls.append(data)
+
+    body = _message("SlotConfirmed", {"session_id": "s1"})
+    send(bus, body)
+    send(bus, body)  # at-least-once delivery: a duplicate
+    consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
+    first = await consumer.poll_once()
+    second = await consumer.poll_once()
+    total = {k: first[k] + second[k] for k in first}
+    assert calls == [{"session_id": "s1"}]
+    assert total["handled"] == 1 and total["duplicate"] == 1
+    assert queued(bus) == []
+
+
+async def test_failing_handler_leaves_message_and_releases_claim(settings, bus, queued, send):
+    attempts = []
+
+    async def flaky(data, envelope):
+        attempts.append(data)
+        if len(attempts) == 1:
+            raise RuntimeError("downstream hiccup")
+
+    send(bus, _message("SlotReleased", {"session_id": "s2"}))
+    consumer = QueueConsumer(settings, {"SlotReleased": flaky})
+    assert (await consumer.poll_once())["failed"] == 1
+    # Redelivered (visibility timeout 0 here) and, since the claim was released, handled this time.
+    assert (await consumer.poll_once())["handled"] == 1
+    assert len(attempts) == 2
+    assert queued(bus) == []
+
+
+@pytest.mark.parametrize("body", ["{not json", json.dumps({"detail-type": "SlotReleased"}), json.dumps(_message("Unknown", {}))])
+async def test_unparseable_or_unknown_events_are_left_on_the_queue(settings, bus, body, queued, send):
+    calls = []
+
+    async def handler(data, envelope):
+        calls.append(data)
+
+    send(bus, body)
+    stats = await QueueConsumer(settings, {"SlotReleased": handler}).poll_once()
+    assert stats["failed"] == 1 and calls == []
+    assert len(queued(bus)) == 1  # still there: SQS will move it to the DLQ after maxReceiveCount
+
+
+async def test_event_claimed_by_another_consumer_is_left_alone(settings, bus, queued, send):
+    calls = []
+
+    async def handler(data, envelope):
+        calls.append(data)
+
+    body = _message("SlotConfirmed", {"session_id": "s3"})
+    consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
+    assert await consumer._claim(body["detail"]["event_id"], "SlotConfirmed") == "claimed"  # someone else is on it
+    send(bus, body)
+    assert (await consumer.poll_once())["busy"] == 1
+    assert calls == [] and len(queued(bus)) == 1
+
+
+async def test_run_until_stops_when_event_is_set(settings, bus, send):
+    import asyncio
+
+    handled = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(data, envelope):
+        handled.set()
+        stop.set()
+
+    send(bus, _message("SlotConfirmed", {"session_id": "s4"}))
+    consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
+    await asyncio.wait_for(consumer.run_until(stop), 5)
+    assert handled.is_set()

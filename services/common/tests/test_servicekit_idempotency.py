@@ -1,0 +1,112 @@
+"""Idempotency-Key on POST: first response stored and replayed; reuse and in-progress rejected."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from servicekit.app import create_service_app
+from servicekit.errors import ApiError
+from servicekit.idempotency import IdempotencyStore, idempotency_key, request_hash, run_idempotent
+
+
+class Order(BaseModel):
+    sku: str
+
+
+@pytest.fixture
+def app_and_calls(make_settings, aws_env):
+    settings = make_settings()
+    store = IdempotencyStore(settings, settings.table_name)
+    calls: list[str] = []
+    router = APIRouter()
+
+    @router.post("/v1/orders", status_code=201)
+    async def create(order: Order, key: Annotated[str | None, Depends(idempotency_key)]):
+        async def handler():
+            calls.append(order.sku)
+            if order.sku == "missing":
+                raise ApiError(404, "sku_not_found", "no such sku")
+            if order.sku == "flaky" and calls.count("flaky") == 1:
+                raise ApiError(503, "upstream_unavailable", "try again")
+            return 201, {"order_no": len(calls), "sku": order.sku}
+
+        return await run_idempotent(store, principal="user-1", key=key, request_body=order, handler=handler)
+
+    return create_service_app(settings, title="t", version="1", routers=[router]), calls, store
+
+
+@pytest.fixture
+async def client(app_and_calls):
+    app = app_and_calls[0]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+        yield c
+
+
+async def _post(client, sku: str, key: str | None = "key-1") -> httpx.Response:
+    return await client.post("/v1/orders", json={"sku": sku}, headers={"Idempotency-Key": key} if key else {})
+
+
+async def test_same_key_same_body_replays_first_response(client, app_and_calls):
+    first = await _post(client, "apple")
+    again = await _post(client, "apple")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() == {"order_no": 1, "sku": "apple"}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert app_and_calls[1] == ["apple"]  # the handler ran once
+
+
+async def test_same_key_different_body_is_422(client):
+    await _post(client, "apple")
+    response = await _post(client, "pear")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_key_in_progress_is_409(client, app_and_calls):
+    store = app_and_calls[2]
+    assert await store.begin("user-1", "key-1", request_hash(Order(sku="apple"))) is None  # a request still running
+    response = await _post(client, "apple")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "request_in_progress"
+
+
+async def test_keys_are_scoped_per_principal(app_and_calls):
+    store = app_and_calls[2]
+    digest = request_hash({"sku": "apple"})
+    assert await store.begin("user-1", "shared", digest) is None
+    assert await store.begin("user-2", "shared", digest) is None  # another user's identical key is independent
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "semi;colon"])
+async def test_invalid_key_is_400(client, key):
+    response = await client.post("/v1/orders", json={"sku": "apple"}, headers={"Idempotency-Key": key})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+async def test_no_key_runs_every_time(client, app_and_calls):
+    await _post(client, "apple", key=None)
+    await _post(client, "apple", key=None)
+    assert app_and_calls[1] == ["apple", "apple"]
+
+
+async def test_client_error_is_stored_and_replayed(client, app_and_calls):
+    first = await _post(client, "missing")
+    again = await _post(client, "missing")
+    assert first.status_code == again.status_code == 404
+    assert again.json()["error"]["code"] == "sku_not_found"
+    assert again.headers["idempotent-replayed"] == "true"
+    assert app_and_calls[1] == ["missing"]
+
+
+async def test_server_error_releases_key_so_retry_runs_again(client, app_and_calls):
+    assert (await _post(client, "flaky")).status_code == 503
+    retry = await _post(client, "flaky")
+    assert retry.status_code == 201
+    assert app_and_calls[1] == ["flaky", "flaky"]

@@ -1,0 +1,67 @@
+"""Every log record is one JSON line carrying service, correlation and trace ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import time
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from servicekit.correlation import correlation_scope
+from servicekit.logging import configure_logging, get_logger
+from servicekit.tracing import configure_telemetry, get_tracer
+
+
+def _lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_log_line_has_service_level_and_correlation_fields():
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", stream=stream)
+    with correlation_scope("corr-123"):
+        get_logger("orders.test").warning("stock low", extra={"sku": "A1"})
+    (line,) = _lines(stream)
+    assert line["service"] == "orders"
+    assert line["level"] == "WARNING"
+    assert line["message"] == "stock low"
+    assert line["logger"] == "orders.test"
+    assert line["correlation_id"] == "corr-123"
+    assert line["sku"] == "A1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["timestamp"])
+    # Outside a span the trace fields exist but are null.
+    assert line["trace_id"] is None and line["xray_trace_id"] is None
+
+
+def test_log_inside_span_carries_w3c_and_matching_xray_trace_id(make_settings):
+    configure_telemetry(make_settings(), span_exporter=InMemorySpanExporter())
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", stream=stream)
+    with get_tracer("test").start_as_current_span("work") as span:
+        logging.getLogger("x").info("inside")
+    (line,) = _lines(stream)
+    ctx = span.get_span_context()
+    assert line["trace_id"] == format(ctx.trace_id, "032x")
+    assert line["span_id"] == format(ctx.span_id, "016x")
+    assert re.fullmatch(r"1-[0-9a-f]{8}-[0-9a-f]{24}", line["xray_trace_id"])
+    assert line["xray_trace_id"].replace("1-", "", 1).replace("-", "") == line["trace_id"]
+    # AwsXRayIdGenerator: the first 8 hex digits are the start time in epoch seconds.
+    assert abs(int(line["trace_id"][:8], 16) - time.time()) < 60
+
+
+def test_plain_logging_when_instrumentation_off():
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", json_format=False, stream=stream)
+    logging.getLogger("x").info("hello")
+    assert stream.getvalue().strip() == "INFO x hello"
+
+
+def test_level_filters_records():
+    stream = io.StringIO()
+    configure_logging("orders", "WARNING", stream=stream)
+    logging.getLogger("x").info("dropped")
+    logging.getLogger("x").error("kept")
+    assert [line["message"] for line in _lines(stream)] == ["kept"]

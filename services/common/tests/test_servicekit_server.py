@@ -1,0 +1,133 @@
+"""Graceful drain of a real server process on SIGTERM, and the worker's signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from servicekit.worker import serve_worker
+
+COMMON = Path(__file__).resolve().parents[1]
+
+APP = """
+import asyncio
+import grpc
+from fastapi import APIRouter
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from servicekit import server
+from servicekit.app import create_service_app
+from servicekit.settings import ServiceSettings
+
+router = APIRouter()
+
+@router.get("/v1/slow")
+async def slow():
+    await asyncio.sleep(0.8)
+    return {"done": True}
+
+def grpc_factory(settings):
+    srv = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), srv)
+    srv.add_insecure_port(f"127.0.0.1:{settings.port + 1}")
+    return srv
+
+settings = ServiceSettings()
+server.run(create_service_app(settings, title="t", version="1", routers=[router]), settings, grpc_server_factory=grpc_factory)
+"""
+
+
+def _free_port_pair() -> int:
+    while True:
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+def _grpc_health(port: int) -> int:
+    async def check() -> int:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return reply.status
+
+    return asyncio.run(check())
+
+
+def test_sigterm_drains_then_finishes_in_flight_and_exits_zero():
+    port = _free_port_pair()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(COMMON),
+        "PORT": str(port),
+        "SERVICE_NAME": "drain-test",
+        "DRAIN_SECONDS": "0.4",
+        "SHUTDOWN_TIMEOUT_SECONDS": "5",
+        "INSTRUMENTATION": "off",
+    }
+    proc = subprocess.Popen([sys.executable, "-c", APP], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=0.5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        assert _grpc_health(port + 1) == 1  # SERVING: the gRPC server runs alongside
+
+        slow: dict = {}
+        thread = threading.Thread(target=lambda: slow.setdefault("r", httpx.get(f"{base}/v1/slow", timeout=5)))
+        thread.start()
+        time.sleep(0.1)  # the slow request is in flight
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+
+        # Draining: still serving, but no longer ready.
+        ready = httpx.get(f"{base}/health/ready", timeout=1)
+        assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
+        assert httpx.get(f"{base}/health/live", timeout=1).status_code == 200
+
+        thread.join(5)
+        assert slow["r"].status_code == 200 and slow["r"].json() == {"done": True}
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0]
+    assert "Traceback" not in output, output
+
+
+async def test_worker_stops_on_sigterm_after_current_batch():
+    class Consumer:
+        batches = 0
+
+        async def run_until(self, stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                self.batches += 1
+                await asyncio.sleep(0.01)
+
+    consumer = Consumer()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(serve_worker(consumer), 5)
+    assert consumer.batches >= 1

@@ -1,0 +1,187 @@
+"""Spans and RED metrics: server span per route, traceparent on outbound calls, reconfigurable per app."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from fastapi import APIRouter, Request
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from servicekit.app import create_service_app
+from servicekit.correlation import HEADER
+from servicekit.tracing import configure_telemetry
+
+
+class _EchoHeaders(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHeaders)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _app(settings, echo_url: str):
+    router = APIRouter()
+
+    @router.get("/v1/relay/{name}")
+    async def relay(name: str, request: Request) -> dict:
+        async with httpx.AsyncClient() as client:
+            seen = (await client.get(f"{echo_url}/downstream", headers={HEADER: request.headers.get(HEADER, "")})).json()
+        return {"name": name, "downstream_headers": seen}
+
+    return create_service_app(settings, title="relay", version="1", routers=[router])
+
+
+def _points(reader: InMemoryMetricReader, name: str) -> list:
+    data = reader.get_metrics_data()
+    points = []
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == name:
+                    points.extend(metric.data.data_points)
+    return points
+
+
+async def test_server_span_and_traceparent_on_outbound_httpx_call(make_settings, echo_url):
+    settings = make_settings(public_path="/api/relay")
+    app = _app(settings, echo_url)
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    configure_telemetry(settings, app, span_exporter=exporter, metric_reader=reader)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+        response = await c.get("/api/relay/v1/relay/x", headers={HEADER: "trace-test-1"})
+        await c.get("/health/ready")
+    assert response.status_code == 200
+    downstream = response.json()["downstream_headers"]
+
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.kind == SpanKind.SERVER)
+    client = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    assert server.name == "GET /v1/relay/{name}"
+    assert server.attributes["http.route"] == "/v1/relay/{name}"
+    assert server.resource.attributes["service.name"] == "svc-test"
+    # The outbound call is a child of the server span and carries its context downstream.
+    assert client.context.trace_id == server.context.trace_id
+    assert client.parent.span_id == server.context.span_id
+    trace_hex, span_hex = format(client.context.trace_id, "032x"), format(client.context.span_id, "016x")
+    assert downstream["traceparent"] == f"00-{trace_hex}-{span_hex}-01"
+    assert downstream["x-correlation-id"] == "trace-test-1"
+    # Health probes are not traced.
+    assert not any("health" in s.name for s in spans)
+
+    (point,) = [p for p in _points(reader, "http.server.request.duration") if p.attributes.get("http.route") == "/v1/relay/{name}"]
+    assert point.count == 1
+    assert point.attributes["http.response.status_code"] == 200
+
+
+async def test_5xx_counted_per_route_in_red_histogram(make_settings, echo_url):
+    settings = make_settings()
+    router = APIRouter()
+
+    @router.get("/v1/fail")
+    async def fail() -> dict:
+        raise RuntimeError("boom")
+
+    app = create_service_app(settings, title="t", version="1", routers=[router])
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    configure_telemetry(settings, app, span_exporter=exporter, metric_reader=reader)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+        for _ in range(3):
+            assert (await c.get("/v1/fail")).status_code == 500
+    (point,) = _points(reader, "http.server.request.duration")
+    assert point.attributes["http.route"] == "/v1/fail"
+    assert point.attributes["http.response.status_code"] == 500
+    assert point.count == 3
+    server = next(s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER)
+    assert server.events and server.events[0].name == "exception"
+
+
+async def test_configure_twice_each_app_exports_to_its_own_exporter(make_settings, echo_url):
+    first_settings, second_settings = make_settings(service_name="first"), make_settings(service_name="second")
+    first, second = _app(first_settings, echo_url), _app(second_settings, echo_url)
+    first_exporter, second_exporter = InMemorySpanExporter(), InMemorySpanExporter()
+    configure_telemetry(first_settings, first, span_exporter=first_exporter)
+    configure_telemetry(second_settings, second, span_exporter=second_exporter)
+    # Reconfiguring an already instrumented app is allowed and redirects its spans.
+    replacement = InMemorySpanExporter()
+    configure_telemetry(first_settings, first, span_exporter=replacement)
+
+    for app in (first, second):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+            assert (await c.get("/v1/relay/a")).status_code == 200
+
+    assert first_exporter.get_finished_spans() == ()
+    assert {s.resource.attributes["service.name"] for s in replacement.get_finished_spans()} == {"first"}
+    assert {s.resource.attributes["service.name"] for s in second_exporter.get_finished_spans()} == {"second"}
+    # The global httpx instrumentation follows the app handling the request.
+    assert any(s.kind == SpanKind.CLIENT for s in replacement.get_finished_spans())
+    assert any(s.kind == SpanKind.CLIENT for s in second_exporter.get_finished_spans())
+
+
+def test_instrumentation_off_returns_disabled_telemetry(make_settings):
+    settings = make_settings(instrumentation=False)
+    telemetry = configure_telemetry(settings)
+    assert not telemetry.enabled
+    telemetry.shutdown()  # harmless
+
+
+async def test_grpc_call_carries_trace_and_correlation_and_records_rpc_duration(make_settings):
+    import grpc
+    from grpc import aio
+
+    from servicekit.correlation import correlation_scope, current_correlation_id
+    from servicekit.resilience import grpc_channel, resilient_grpc_call
+
+    settings = make_settings(service_name="grpc-test")
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    configure_telemetry(settings, span_exporter=exporter, metric_reader=reader)
+    seen: dict = {}
+
+    async def echo(request: bytes, context) -> bytes:
+        seen["correlation_id"] = current_correlation_id()
+        return request.upper()
+
+    server = aio.server()  # servicekit's interceptor is added by configure_telemetry's patch
+    handler = grpc.unary_unary_rpc_method_handler(echo, request_deserializer=None, response_serializer=None)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Echo", {"Say": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc_channel(f"127.0.0.1:{port}", settings) as channel:
+            say = channel.unary_unary("/test.Echo/Say")
+            with correlation_scope("grpc-corr"):
+                reply = await resilient_grpc_call("echo", lambda timeout: say(b"hi", timeout=timeout), settings=settings)
+    finally:
+        await server.stop(0)
+
+    assert reply == b"HI"
+    assert seen["correlation_id"] == "grpc-corr"
+    spans = exporter.get_finished_spans()
+    client = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    server_span = next(s for s in spans if s.kind == SpanKind.SERVER)
+    assert server_span.context.trace_id == client.context.trace_id
+    assert server_span.parent.span_id == client.context.span_id
+    (point,) = _points(reader, "rpc.server.duration")
+    assert point.attributes["rpc.method"] == "Say" and point.attributes["rpc.grpc.status_code"] == 0
