@@ -83,6 +83,16 @@ class ServiceConfig:
     environment: tuple[tuple[str, str], ...]
     secrets: tuple[tuple[str, str], ...]  # env var -> "secretsmanager:<name>" or "ssm:<parameter>"
     path: str | None  # the URL path the edge routes to this service (path and path/*); None: mesh only
+    table: bool  # the service owns a DynamoDB table (TABLE_NAME); nothing else may touch it
+    grpc_port: int | None  # a second, gRPC port the mesh publishes besides `port`
+    worker: bool  # a second essential container runs `python -m <module>.worker` (reads QUEUE_URL)
+    module: str  # the service's Python package in its image (`python -m <module>`)
+    consumes: tuple[tuple[str, tuple[str, ...]], ...]  # producer service -> event detail-types; feeds the queue
+    signing_key: bool  # the stack creates the service's JWT signing-key secret (JWT_SIGNING_SECRET_ID)
+
+    @property
+    def worker_command(self) -> tuple[str, ...]:
+        return ("python", "-m", f"{self.module}.worker")
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,13 @@ class IngressConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """The event bus and the services' event queues."""
+
+    max_receive_count: int  # deliveries of a message before its queue moves it to the dead-letter queue
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -164,6 +181,25 @@ class FoundationConfig:
     appmesh: AppMeshConfig
     ingress: IngressConfig
     domain: DomainConfig | None
+    events: EventsConfig
+
+    def event_source(self, service: str) -> str:
+        """The ``source`` of every event a service publishes; its task role may put no other."""
+        return f"{self.prefix}.{service}"
+
+    @property
+    def event_bus_name(self) -> str:
+        return f"{self.prefix}-events"
+
+    @property
+    def producers(self) -> frozenset[str]:
+        """Services whose events another service consumes: only they may publish to the bus."""
+        return frozenset(producer for service in self.services for producer, _ in service.consumes)
+
+    @property
+    def token_signer(self) -> ServiceConfig | None:
+        """The service that signs access tokens (``signing_key``); its callers verify them."""
+        return next((service for service in self.services if service.signing_key), None)
 
     @property
     def mesh_tls(self) -> bool:
@@ -334,8 +370,9 @@ FARGATE_MEMORY_BY_CPU = {
     4096: tuple(range(8192, 30721, 1024)),
 }
 _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-# <name>-sc is Service Connect's Cloud Map entry and <name>-canary the App Mesh canary service.
-_RESERVED_SUFFIXES = ("-sc", "-canary")
+# <name>-sc and <name>-grpc-sc are Service Connect's Cloud Map entries and <name>-canary the App Mesh
+# canary service.
+_RESERVED_SUFFIXES = ("-sc", "-grpc", "-canary")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
 _ANY_STRING = re.compile(r"^.*$", re.DOTALL)
@@ -344,6 +381,33 @@ _PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 # The edge sends /api/* to the load balancers uncached; each service owns one segment below it.
 _EDGE_PATH_PATTERN = re.compile(r"^/api/[a-z0-9][a-z0-9-]{0,30}$")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "expected true or false")
+    return value
+
+
+_MODULE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# EventBridge detail-types: up to 128 characters; these are the names in services/contracts/events.
+_DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
+# Ports a task's other containers already listen on: the ADOT collector (4317, 4318), Envoy (9901,
+# 15000, 15001) and the Service Connect proxy behind a load balancer (15443).
+SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
+
+
+def _parse_consumes(key: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """producer service -> detail-types; the producers are checked against the services below."""
+    allowed = 'expected an object of producer service -> non-empty list of event detail-types, e.g. {"persona": ["SlotConfirmed"]}'
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, allowed)
+    for producer, detail_types in value.items():
+        if (not isinstance(detail_types, list) or not detail_types or len(set(map(str, detail_types))) != len(detail_types)
+                or not all(isinstance(t, str) and _DETAIL_TYPE_PATTERN.match(t) for t in detail_types)):
+            raise ConfigError(f"{key}.{producer}", detail_types, "expected a non-empty list of distinct event detail-types "
+                              "(a letter, then up to 127 letters, digits, dots, hyphens or underscores)")
+    return tuple(sorted((producer, tuple(detail_types)) for producer, detail_types in value.items()))
 
 
 def _parse_health_check_command(key: str, value: Any) -> tuple[str, ...]:
@@ -379,6 +443,12 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
     "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
+    "table": (False, _boolean),
+    "grpc_port": (None, _optional(_integer(1024, 65535))),
+    "worker": (False, _boolean),
+    "module": (None, _optional(_pattern(_MODULE_PATTERN, "expected a Python module name such as persona_service"))),
+    "consumes": ({}, _parse_consumes),
+    "signing_key": (False, _boolean),
 }
 
 
@@ -390,7 +460,7 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         item_key = f"{key}.{name}"
         if not _SERVICE_NAME_PATTERN.match(name) or name.endswith(_RESERVED_SUFFIXES):
             raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens, "
-                                               f"not ending in {' or '.join(_RESERVED_SUFFIXES)} (names the mesh derives)")
+                                               f"not ending in {', '.join(_RESERVED_SUFFIXES)} (names the mesh derives)")
         fields = _object(item_key, entry, _SERVICE_FIELDS)
         if fields["memory_mib"] not in FARGATE_MEMORY_BY_CPU.get(fields["cpu"], ()):
             raise ConfigError(
@@ -410,8 +480,34 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         taken = next((other.name for other in services if fields["path"] and other.path == fields["path"]), None)
         if taken:
             raise ConfigError(f"{item_key}.path", fields["path"], f"already routes to {taken}; give each service its own path")
-        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls)}))
+        _check_events_and_ports(item_key, name, fields, value)
+        signer = next((other.name for other in services if other.signing_key), None)
+        if fields["signing_key"] and signer:
+            raise ConfigError(f"{item_key}.signing_key", True, f"only one service signs tokens, and {signer} already does")
+        module = fields["module"] or name.replace("-", "_")
+        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module}))
     return tuple(services)
+
+
+def _check_events_and_ports(item_key: str, name: str, fields: dict[str, Any], services: dict[str, Any]) -> None:
+    grpc_port = fields["grpc_port"]
+    if grpc_port is not None and (grpc_port == fields["port"] or grpc_port in SIDECAR_PORTS):
+        raise ConfigError(f"{item_key}.grpc_port", grpc_port, f"must differ from port={fields['port']} and from the "
+                          f"sidecars' ports {', '.join(map(str, SIDECAR_PORTS))}")
+    for producer, _ in fields["consumes"]:
+        if producer == name or producer not in services:
+            raise ConfigError(f"{item_key}.consumes.{producer}", dict(fields["consumes"])[producer],
+                              f"{producer} is not another configured service: expected one of "
+                              f"{', '.join(n for n in services if n != name)}")
+    if fields["consumes"] and not fields["worker"]:
+        raise ConfigError(f"{item_key}.worker", fields["worker"],
+                          "must be true when consumes is set: the worker is what reads the service's event queue")
+    if fields["consumes"] and not fields["table"]:
+        raise ConfigError(f"{item_key}.table", fields["table"],
+                          "must be true when consumes is set: the worker records processed event IDs in the service's table")
+    if fields["worker"] and not fields["consumes"]:
+        raise ConfigError(f"{item_key}.worker", True,
+                          "needs consumes: the worker reads the service's event queue, which exists only for a consumer")
 
 
 def _parse_mesh_options(key: str, value: Any) -> MeshOptionsConfig:
@@ -502,10 +598,19 @@ def _parse_domain(key: str, value: Any) -> DomainConfig | None:
 
 
 _DEFAULT_SERVICES = {
-    "auth": {"calls": [], "path": "/api/auth"},
-    "persona": {"calls": ["auth"], "path": "/api/persona"},
-    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc"},
+    "auth": {"calls": [], "path": "/api/auth", "module": "auth_service", "table": True, "signing_key": True},
+    "persona": {"calls": ["auth"], "path": "/api/persona", "module": "persona_service", "table": True, "grpc_port": 50051,
+                "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
+    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "module": "vc_start", "table": True, "worker": True,
+                 "consumes": {"persona": ["SlotConfirmed", "SlotReleased"]}},
 }
+
+
+def _parse_events(key: str, value: Any) -> EventsConfig:
+    return EventsConfig(**_object(key, value, {
+        # SQS allows 1 to 1000 receives before a message moves to the dead-letter queue.
+        "max_receive_count": (3, _integer(1, 1000)),
+    }))
 
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
@@ -526,6 +631,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "appmesh": ({}, _parse_appmesh),
     "ingress": ({}, _parse_ingress),
     "domain": (None, _parse_domain),
+    "events": ({}, _parse_events),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

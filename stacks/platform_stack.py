@@ -1,10 +1,11 @@
-"""Platform stack: the shared runtime every service lands on (cluster, namespace, registry)."""
+"""Platform stack: the shared runtime every service lands on (cluster, namespace, registry, event bus)."""
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
@@ -58,6 +59,11 @@ class PlatformStack(cdk.Stack):
         )
         self.cluster = platform.cluster
         self.namespace = platform.namespace
+
+        # The region's event bus: services publish with source <prefix>.<service>, and each consumer's
+        # rules (services stack) feed its queue. Issue 6 adds an archive, a resource policy and schemas.
+        self.event_bus = events.EventBus(self, "EventBus", event_bus_name=config.event_bus_name,
+                                         description=f"{config.prefix} {self.region}: events between the services")
 
         # Every alarm of the region notifies this topic.
         self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-alarms").topic

@@ -50,11 +50,11 @@ class RegionStage(cdk.Stage):
         )
         self.platform = PlatformStack(
             self, "platform", config=config, vpc=self.network.vpc,
-            description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories", **common,
+            description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories, event bus", **common,
         )
         self.services = ServicesStack(
             self, "services", config=config, network=self.network, platform=self.platform,
-            description=f"{config.prefix} {region.name}: the services, meshed with {config.mesh}", **common,
+            description=f"{config.prefix} {region.name}: the services and their tables, queues and secrets, meshed with {config.mesh}", **common,
         )
         self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
         self.global_ = None

@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -26,7 +27,9 @@ from constructs.meshed_service import (
     MeshedServiceProps,
     Rollout,
     ServiceConnectMesh,
+    WorkerContainer,
 )
+from constructs.service_resources import EventSubscription, ServiceResources
 
 from .config import FoundationConfig, ServiceConfig
 from .defaults import profile_defaults
@@ -34,9 +37,19 @@ from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+# What no image needs from services/ (the build context): tests, tooling, sources of generated code,
+# the placeholder program of issues 3-4 (minimal), caches and other dot-files (CDK keeps .dockerignore
+# and the Dockerfile whatever the patterns say).
+# Each service's build also leaves out the other services' folders, so a change to one service does
+# not rebuild the others' images. Excluded files do not count towards the asset's hash either.
+IMAGE_EXCLUDES = ("**/tests", "bench", "local", "contracts", "proto", "minimal", "**/.*", "**/__pycache__", "**/*.pyc", "**/*.md",
+                  "pytest.ini", "requirements-dev.txt")
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
 STOP_TIMEOUT_SECONDS = 30
+# A worker finishes its batch within the stop timeout when its task stops, and a batch takes far
+# less in normal running; twice that passes before SQS hands an unfinished message to another worker.
+QUEUE_VISIBILITY_TIMEOUT_SECONDS = 2 * STOP_TIMEOUT_SECONDS
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -44,10 +57,17 @@ def ingress_parameter_name(prefix: str, name: str) -> str:
     return f"/{prefix}/ingress/{name}"
 
 
-class ServicesStack(cdk.Stack):
-    """One MeshedFargateService per configured service (with App Mesh, a primary and a canary each).
+def env_prefix(service_name: str) -> str:
+    """'vc-start' -> 'VC_START': how a service's name starts the variables that point at it."""
+    return service_name.upper().replace("-", "_")
 
-    Exposes ``services``: name -> MeshedFargateService (the primary), and ``canaries`` (App Mesh).
+
+class ServicesStack(cdk.Stack):
+    """One MeshedFargateService per configured service (with App Mesh, a primary and a canary each),
+    and the resources each service owns (ServiceResources), granted to its task roles only.
+
+    Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh) and
+    ``resources``: name -> ServiceResources (services that own or publish anything).
     """
 
     def __init__(
@@ -61,6 +81,8 @@ class ServicesStack(cdk.Stack):
         self.defaults = profile_defaults(config.profile)
         self.services: dict[str, MeshedFargateService] = {}
         self.canaries: dict[str, MeshedFargateService] = {}
+        self._image_assets: dict[str, ecr_assets.DockerImageAsset] = {}
+        self.resources = {service.name: self._resources(service) for service in config.services if self._owns_resources(service)}
         self.mesh = self._mesh()
         self.ingress = self._ingress() if config.exposed_services else None
 
@@ -70,12 +92,13 @@ class ServicesStack(cdk.Stack):
                 extension = mesh.extension(behind_load_balancer=self._behind_load_balancer(service))
                 self.services[service.name] = self._service(service.name, service, [extension, *self._ingress_extensions(service)])
         else:
-            ports = {service.name: service.port for service in config.services}
+            ports = {service.name: (service.port, service.grpc_port) for service in config.services}
             for service in config.services:
                 for variant in ("primary", "canary"):
                     extension = mesh.extension(
-                        name=service.name, port=service.port, health_check_path=service.health_check_path,
-                        calls=[(callee, ports[callee]) for callee in service.calls], variant=variant,
+                        name=service.name, port=service.port, grpc_port=service.grpc_port,
+                        health_check_path=service.health_check_path,
+                        calls=[(callee, *ports[callee]) for callee in service.calls], variant=variant,
                     )
                     if variant == "primary":
                         # Only the primary takes load balancer traffic; the canary's share is the router's weight.
@@ -88,14 +111,71 @@ class ServicesStack(cdk.Stack):
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag)
             mesh.add_routes()
 
-        # Each service admits exactly the services that call it, on the port the mesh reaches it on.
+        # Each service admits exactly the services that call it, on the ports the mesh reaches it on.
         by_name = {service.name: service for service in config.services}
         for caller in config.services:
             for callee in caller.calls:
+                target = by_name[callee]
+                ports = [(mesh.caller_port(target.port, behind_load_balancer=self._behind_load_balancer(target)), f"from {caller.name}")]
+                if target.grpc_port:
+                    ports.append((target.grpc_port, f"gRPC from {caller.name}"))
                 for callee_service in self._variants(callee):
                     for caller_service in self._variants(caller.name):
-                        callee_service.allow_from(caller_service.security_group, f"from {caller.name}", port=mesh.caller_port(
-                            by_name[callee].port, behind_load_balancer=self._behind_load_balancer(by_name[callee])))
+                        for port, description in ports:
+                            callee_service.allow_from(caller_service.security_group, description, port=port)
+
+        # Only a service's own task roles (primary and, with App Mesh, canary) reach its resources.
+        for name, resources in self.resources.items():
+            for variant in self._variants(name):
+                resources.grant(variant.task_role)
+
+    def _owns_resources(self, service: ServiceConfig) -> bool:
+        return service.table or service.signing_key or bool(service.consumes) or service.name in self.config.producers
+
+    def _resources(self, service: ServiceConfig) -> ServiceResources:
+        config = self.config
+        return ServiceResources(
+            self, f"{service.name}-resources",
+            name_prefix=config.prefix,
+            name=service.name,
+            retain=config.is_prod,
+            table=service.table,
+            event_bus=self.platform.event_bus,
+            publish_source=config.event_source(service.name) if service.name in config.producers else None,
+            subscriptions=[EventSubscription(producer=producer, source=config.event_source(producer), detail_types=detail_types)
+                           for producer, detail_types in service.consumes],
+            max_receive_count=config.events.max_receive_count,
+            visibility_timeout=cdk.Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
+            signing_secret=service.signing_key,
+        )
+
+    def _environment(self, service: ServiceConfig) -> dict[str, str]:
+        """The variables services/ reads (servicekit settings): who the service is, where its resources
+        are, and how its app reaches each callee through the mesh."""
+        config = self.config
+        by_name = {other.name: other for other in config.services}
+        env = {
+            **dict(service.environment),
+            "SERVICE_NAME": service.name,
+            "PORT": str(service.port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            # The load balancer passes the edge path on unchanged; the service answers under it.
+            **({"PUBLIC_PATH": service.path} if service.path else {}),
+            **({"GRPC_PORT": str(service.grpc_port)} if service.grpc_port else {}),
+        }
+        if service.name in self.resources:
+            env.update(self.resources[service.name].environment)
+        for callee in (by_name[name] for name in service.calls):
+            # <CALLEE>_URL for HTTP (AUTH_URL), <CALLEE>_GRPC_TARGET for gRPC (PERSONA_GRPC_TARGET).
+            env[f"{env_prefix(callee.name)}_URL"] = f"http://{self.mesh.callee_address(callee.name, callee.port)}"
+            if callee.grpc_port:
+                env[f"{env_prefix(callee.name)}_GRPC_TARGET"] = self.mesh.callee_address(callee.name, callee.grpc_port)
+        signer = config.token_signer
+        if signer and (signer.name == service.name or signer.name in service.calls):
+            # The signer puts these into its tokens; its callers verify them.
+            env["JWT_ISSUER"] = f"{config.prefix}-{signer.name}"
+            env["JWT_AUDIENCE"] = f"{config.prefix}-services"
+        return env
 
     def _mesh(self) -> ServiceConnectMesh | AppMeshBackend:
         config, platform = self.config, self.platform
@@ -227,14 +307,8 @@ class ServicesStack(cdk.Stack):
             min_tasks=min_tasks,
             max_tasks=max_tasks,
             calls=service.calls,
-            environment={
-                **dict(service.environment),
-                "SERVICE_NAME": service.name,
-                "PORT": str(service.port),
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
-                # The load balancer passes the edge path on unchanged; the service answers under it.
-                **({"PUBLIC_PATH": service.path} if service.path else {}),
-            },
+            grpc_port=service.grpc_port,
+            environment=self._environment(service),
             secrets=self._secrets(construct_id, service),
             stop_timeout_seconds=STOP_TIMEOUT_SECONDS,
             service_name=construct_id,  # runbooks name services: aws ecs ... --service <name>
@@ -246,7 +320,9 @@ class ServicesStack(cdk.Stack):
             capacity_strategy=self.platform.capacity_strategy,
             log_encryption_key=self.network.logs_key,
             log_retention=logs.RetentionDays[self.defaults.log_retention],
-            extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions],
+            # The worker last: it starts after every container the app starts after.
+            extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions,
+                        *([WorkerContainer(command=service.worker_command)] if service.worker else [])],
         )
 
     def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
@@ -259,8 +335,16 @@ class ServicesStack(cdk.Stack):
         if not dockerfile.exists():
             raise ValueError(f"services.{service.name}: {dockerfile.relative_to(SERVICES_DIR.parent)} does not exist; add it, or set services.{service.name}.image_tag or .image")
         # Built by `cdk deploy` (Docker needed there, not at synth); the context is services/ so
-        # that every image can use the shared code beside it.
-        return ecs.ContainerImage.from_asset(str(SERVICES_DIR), file=f"{service.name}/Dockerfile", exclude=["**/__pycache__", "**/.pytest_cache", "**/tests"])
+        # that every image can use the shared code beside it. One asset per service: its app, its
+        # worker and (App Mesh) its canary run the same image.
+        if service.name not in self._image_assets:
+            others = [other.name for other in self.config.services
+                      if other.name != service.name and (SERVICES_DIR / other.name / "Dockerfile").exists()]
+            self._image_assets[service.name] = ecr_assets.DockerImageAsset(
+                self, f"{service.name}-image", directory=str(SERVICES_DIR), file=f"{service.name}/Dockerfile",
+                exclude=[*IMAGE_EXCLUDES, *others],
+            )
+        return ecs.ContainerImage.from_docker_image_asset(self._image_assets[service.name])
 
     def _secrets(self, construct_id: str, service: ServiceConfig) -> dict[str, ecs.Secret]:
         secrets = {}

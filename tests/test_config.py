@@ -52,3 +52,34 @@ def test_readme_config_table_lists_every_key():
     readme = (REPO_ROOT / "README.md").read_text()
     for key in CONFIG_KEYS:
         assert f"| `{key}` |" in readme, key
+
+
+def test_services_events_and_ports_defaults():
+    services = {service.name: service for service in load_config({}).services}
+    assert [name for name, service in services.items() if service.table] == ["auth", "persona", "vc-start"]
+    assert services["persona"].grpc_port == 50051 and services["auth"].grpc_port is None
+    assert services["persona"].worker_command == ("python", "-m", "persona_service.worker")
+    assert services["vc-start"].worker_command == ("python", "-m", "vc_start.worker")
+    assert dict(services["persona"].consumes) == {"vc-start": ("SessionStarted", "SessionCancelled")}
+    assert dict(services["vc-start"].consumes) == {"persona": ("SlotConfirmed", "SlotReleased")}
+    config = load_config({})
+    assert config.producers == {"persona", "vc-start"} and config.token_signer.name == "auth"
+    assert config.events.max_receive_count == 3 and config.event_source("persona") == "mf.persona"
+    # Without `module`, the package is the service name with underscores.
+    assert load_config({"services": {"vc-start": {}}}).services[0].module == "vc_start"
+
+
+@pytest.mark.parametrize("services, message", [
+    ({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": []}}},
+     "services.persona.consumes.auth=[] is invalid: expected a non-empty list of distinct event detail-types"),
+    ({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["A", "A"]}}},
+     'services.persona.consumes.auth=["A", "A"] is invalid: expected a non-empty list of distinct'),
+    ({"auth": {"grpc_port": 4317}}, "services.auth.grpc_port=4317 is invalid: must differ from port=8080 and from the sidecars' ports"),
+    ({"auth": {"table": "yes"}}, "services.auth.table='yes' is invalid: expected true or false"),
+    ({"auth": {"module": "auth-service"}}, "services.auth.module='auth-service' is invalid: expected a Python module name"),
+    ({"auth": {"consumes": ["persona"]}}, 'services.auth.consumes=["persona"] is invalid: expected an object of producer service'),
+])
+def test_bad_service_event_and_port_settings_name_the_key(services, message):
+    with pytest.raises(ConfigError) as error:
+        load_config({"services": services})
+    assert str(error.value).startswith(f"config error: {message}")

@@ -52,7 +52,7 @@ CASES = [
     ("private CA of another region", {"mesh_options": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["mesh_options.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
     ("container running as root", {"services": json.dumps({"auth": {"user": "0:0"}})}, ["services.auth.user='0:0'", "non-root"]),
     ("health check not a command", {"services": json.dumps({"auth": {"health_check_command": "curl localhost"}})}, ["services.auth.health_check_command='curl localhost'", '"CMD" or "CMD-SHELL"']),
-    ("service name the mesh derives", {"services": json.dumps({"auth": {}, "auth-sc": {}})}, ["services.auth-sc={}", "not ending in -sc or -canary"]),
+    ("service name the mesh derives", {"services": json.dumps({"auth": {}, "auth-sc": {}})}, ["services.auth-sc={}", "not ending in -sc, -grpc, -canary"]),
     ("canary image without app mesh", {"services": json.dumps({"auth": {"image_tag": "1", "canary_image_tag": "2"}})}, ["services.auth.canary_image_tag='2'", "mesh=appmesh only"]),
     ("appmesh canary weight too high", {"appmesh": json.dumps({"canary_weight_percent": 20})}, ["appmesh.canary_weight_percent=20", "1 to 5"]),
     ("domain not an object", {"domain": "example.com"}, ["domain='example.com'", "zone_name", "hosted_zone_id"]),
@@ -62,6 +62,17 @@ CASES = [
     ("two services on one path", {"services": json.dumps({"auth": {"path": "/api/x"}, "persona": {"path": "/api/x"}})}, ["services.persona.path='/api/x'", "already routes to auth"]),
     ("edge with three regions", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.20.0.0/16"), ("eu-north-1", "10.30.0.0/16"))}, ["regions=", "exactly two regions"]),
     ("service path outside /api/", {"services": json.dumps({"auth": {"path": "/auth"}})}, ["services.auth.path='/auth'", "under /api/"]),
+    ("consumes from an unknown service", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"billing": ["X"]}}})},
+     ['services.persona.consumes.billing=["X"]', "not another configured service", "auth"]),
+    ("consumes without a worker", {"services": json.dumps({"auth": {}, "persona": {"table": True, "consumes": {"auth": ["UserCreated"]}}})},
+     ["services.persona.worker=false", "must be true when consumes is set"]),
+    ("worker without events", {"services": json.dumps({"auth": {"worker": True}})}, ["services.auth.worker=true", "needs consumes"]),
+    ("consumes without a table", {"services": json.dumps({"auth": {}, "persona": {"worker": True, "consumes": {"auth": ["UserCreated"]}}})},
+     ["services.persona.table=false", "processed event IDs"]),
+    ("gRPC port on the HTTP port", {"services": json.dumps({"auth": {"grpc_port": 8080}})}, ["services.auth.grpc_port=8080", "must differ from port=8080"]),
+    ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
+     ["services.persona.signing_key=true", "auth already does"]),
+    ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
 ]
 
 

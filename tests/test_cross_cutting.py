@@ -14,7 +14,7 @@ UNTAGGABLE_TYPES = {
     "AWS::CDK::Metadata", "AWS::EC2::Route", "AWS::EC2::SubnetRouteTableAssociation", "AWS::EC2::VPCGatewayAttachment",
     "AWS::ECR::ReplicationConfiguration", "AWS::ECS::ClusterCapacityProviderAssociations", "AWS::IAM::ManagedPolicy",
     "AWS::IAM::Policy", "AWS::KMS::Alias", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupIngress",
-    "AWS::SNS::TopicPolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
+    "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
 }
 
 
@@ -49,6 +49,22 @@ def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region)
     assert "*" not in actions and not any(a.startswith(("iam:", "sts:", "organizations:", "account:")) for a in actions)
     assert {"ecr:*", "logs:*", "xray:*", "secretsmanager:*"} <= set(actions)
     assert allows[0]["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1"]}}
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_boundary_allows_every_service_the_stages_roles_use_and_nothing_unused(dev, appmesh, variant):
+    assembly = {"dev": dev, "appmesh": appmesh}[variant]
+    (allow,) = [s for s in _boundary_statements(assembly, "eu-west-1").values() if s["Effect"] == "Allow"]
+    used = set()
+    for stack, _, resource in assembly.all_resources():
+        if stack.startswith("mf-eu-west-1/") and resource["Type"] == "AWS::IAM::Policy":
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                used |= {action.split(":")[0] for action in actions}
+    allowed = {action.split(":")[0] for action in allow["Action"]}
+    # The task roles' own table, queue, bus, secret and key.
+    assert {"dynamodb", "sqs", "events", "secretsmanager", "kms"} <= used <= allowed
+    assert "ssmmessages" not in allowed  # no ECS Exec
 
 
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])

@@ -258,13 +258,15 @@ def test_with_mesh_tls_the_load_balancer_reaches_the_app_past_the_service_connec
     for assembly, override in ((prod, 15443), (dev, None)):
         resources = _services(assembly, "eu-central-1")
         for service in _of_type(resources, "AWS::ECS::Service").values():
-            (connect,) = service["Properties"]["ServiceConnectConfiguration"]["Services"]
+            connect, *grpc = service["Properties"]["ServiceConnectConfiguration"]["Services"]
             assert connect.get("IngressPortOverride") == override
             assert bool(connect.get("Tls")) == (assembly is prod)
-        # Mesh callers reach the proxy's port; the load balancer the app port.
+            # No load balancer reaches a gRPC port: its proxy stays there, with TLS when the mesh has it.
+            assert all("IngressPortOverride" not in g and bool(g.get("Tls")) == (assembly is prod) for g in grpc)
+        # Mesh callers reach the proxy's port (and persona's gRPC port); the load balancer the app port.
         ports = {(r["Properties"]["FromPort"], r["Properties"]["SourceSecurityGroupId"]["Fn::GetAtt"][0].startswith("Ingress"))
                  for r in _of_type(resources, "AWS::EC2::SecurityGroupIngress").values() if "SourceSecurityGroupId" in r["Properties"]}
-        assert ports == {(override or 8080, False), (8080, True)}
+        assert ports == {(override or 8080, False), (50051, False), (8080, True)}
 
 
 def test_each_target_group_has_deployment_alarms_that_judge_the_revision_it_carries(prod):

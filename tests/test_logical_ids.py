@@ -35,8 +35,22 @@ STATEFUL = {
         "RepositoriesvcstartA5D17395": "AWS::ECR::Repository",
         "ComputeCluster4F8E5F81": "AWS::ECS::Cluster",
         "ComputeClusterDefaultServiceDiscoveryNamespaceC42D48F6": "AWS::ServiceDiscovery::PrivateDnsNamespace",
+        # Rules name the bus; a new bus loses events in flight.
+        "EventBus7B8748AA": "AWS::Events::EventBus",
     },
     "services": {
+        # Each service's data, the key it is encrypted with, and events waiting or failed.
+        "authresourcesTableFE845E92": "AWS::DynamoDB::Table",
+        "personaresourcesTable92A74BB2": "AWS::DynamoDB::Table",
+        "vcstartresourcesTable1A0E511A": "AWS::DynamoDB::Table",
+        "authresourcesKey4B9F6920": "AWS::KMS::Key",
+        "personaresourcesKey39C260AE": "AWS::KMS::Key",
+        "vcstartresourcesKeyFF91EDFA": "AWS::KMS::Key",
+        "authresourcesSigningKey0FE2D951": "AWS::SecretsManager::Secret",
+        "personaresourcesQueueE3A7D94D": "AWS::SQS::Queue",
+        "personaresourcesDeadLetterQueue71F55F89": "AWS::SQS::Queue",
+        "vcstartresourcesQueue0DBA0D54": "AWS::SQS::Queue",
+        "vcstartresourcesDeadLetterQueueE70BCC9F": "AWS::SQS::Queue",
         # A new load balancer has a new ARN and DNS name, which the edge reads only when it is deployed.
         "IngressLoadBalancerAE82CB09": "AWS::ElasticLoadBalancingV2::LoadBalancer",
         "IngressAccessLogs80F9B44E": "AWS::S3::Bucket",

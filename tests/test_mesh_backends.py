@@ -33,14 +33,16 @@ def test_service_connect_publishes_each_service_under_its_name_with_timeouts_and
         assert "platform" in connect["Namespace"]["Fn::GetStackOutput"]["StackName"]
         assert connect["AccessLogConfiguration"] == {"Format": "JSON", "IncludeQueryParameters": "DISABLED"}
         assert connect["LogConfiguration"]["LogDriver"] == "awslogs"
-        (service,) = connect["Services"]
-        assert service["PortName"] == "http"
-        assert service["Timeout"] == {"IdleTimeoutSeconds": 300, "PerRequestTimeoutSeconds": 15}
-        assert "Tls" not in service  # dev: TLS off by default
-        # Service Connect's own (API-only) Cloud Map entry; <name> itself is the DNS registration.
-        assert service["DiscoveryName"] == f"{properties['ServiceName']}-sc"
-        published[properties["ServiceName"]] = service["ClientAliases"]
-    assert published == {name: [{"DnsName": name, "Port": 8080}] for name in SERVICES}
+        for service in connect["Services"]:
+            assert service["Timeout"] == {"IdleTimeoutSeconds": 300, "PerRequestTimeoutSeconds": 15}
+            assert "Tls" not in service  # dev: TLS off by default
+            # Service Connect's own (API-only) Cloud Map entries; <name> itself is the DNS registration.
+            suffix = {"http": "-sc", "grpc": "-grpc-sc"}[service["PortName"]]
+            assert service["DiscoveryName"] == f"{properties['ServiceName']}{suffix}"
+            published.setdefault(properties["ServiceName"], []).extend(service["ClientAliases"])
+    # persona also publishes its gRPC port under the same name: vc-start dials persona:50051.
+    assert published == {"auth": [{"DnsName": "auth", "Port": 8080}], "vc-start": [{"DnsName": "vc-start", "Port": 8080}],
+                         "persona": [{"DnsName": "persona", "Port": 8080}, {"DnsName": "persona", "Port": 50051}]}
 
 
 def test_service_connect_canary_rolls_back_on_its_alarms(dev):
@@ -119,21 +121,43 @@ def test_appmesh_virtual_service_per_service_routes_weighted_with_retries(appmes
     services = _mesh(appmesh, "AWS::AppMesh::VirtualService")
     assert sorted(s["VirtualServiceName"] for s in services.values()) == sorted(f"{n}.svc.local" for n in SERVICES)
     routes = _mesh(appmesh, "AWS::AppMesh::Route")
-    assert len(routes) == 3
-    for route in routes.values():
-        http = route["Spec"]["HttpRoute"]
+    http_routes = [r["Spec"]["HttpRoute"] for r in routes.values() if "HttpRoute" in r["Spec"]]
+    grpc_routes = [r["Spec"]["GrpcRoute"] for r in routes.values() if "GrpcRoute" in r["Spec"]]
+    assert (len(http_routes), len(grpc_routes)) == (3, 1)
+    for http in http_routes:
         assert sorted(t["Weight"] for t in http["Action"]["WeightedTargets"]) == [5, 95]
+        # Each route names its port: persona's router and nodes listen on two.
+        assert http["Match"] == {"Port": 8080, "Prefix": "/"} and {t["Port"] for t in http["Action"]["WeightedTargets"]} == {8080}
         assert http["RetryPolicy"] == {
             "HttpRetryEvents": ["server-error", "gateway-error", "stream-error"], "MaxRetries": 2,
             "PerRetryTimeout": {"Unit": "ms", "Value": 2000}, "TcpRetryEvents": ["connection-error"],
         }
+    (grpc,) = grpc_routes
+    assert grpc["Match"] == {"Port": 50051}
+    assert sorted((t["Port"], t["Weight"]) for t in grpc["Action"]["WeightedTargets"]) == [(50051, 5), (50051, 95)]
+    assert grpc["RetryPolicy"] == {"GrpcRetryEvents": ["unavailable"], "MaxRetries": 2, "PerRetryTimeout": {"Unit": "ms", "Value": 2000},
+                                   "TcpRetryEvents": ["connection-error"]}
+    assert grpc["Timeout"] == {"PerRequest": {"Unit": "ms", "Value": 15000}}
+    routers = {r["VirtualRouterName"]: r["Spec"]["Listeners"] for r in _mesh(appmesh, "AWS::AppMesh::VirtualRouter").values()}
+    assert routers["persona"] == [{"PortMapping": {"Port": 8080, "Protocol": "http"}}, {"PortMapping": {"Port": 50051, "Protocol": "grpc"}}]
+    assert routers["auth"] == routers["vc-start"] == [{"PortMapping": {"Port": 8080, "Protocol": "http"}}]
 
 
 def test_appmesh_nodes_listen_with_health_checks_outlier_detection_pools_timeouts_and_strict_tls(appmesh):
     nodes = _mesh(appmesh, "AWS::AppMesh::VirtualNode")
     assert sorted(n["VirtualNodeName"] for n in nodes.values()) == sorted(f"{s}-{v}" for s in SERVICES for v in ("primary", "canary"))
     for node in nodes.values():
-        (listener,) = node["Spec"]["Listeners"]
+        listener, *grpc = node["Spec"]["Listeners"]
+        if node["VirtualNodeName"].startswith("persona-"):
+            # The gRPC port: its own listener, health-checked with the gRPC health protocol, TLS only too.
+            (grpc,) = grpc
+            assert grpc["PortMapping"] == {"Port": 50051, "Protocol": "grpc"}
+            assert (grpc["HealthCheck"]["Protocol"], grpc["HealthCheck"]["Port"]) == ("grpc", 50051)
+            assert grpc["ConnectionPool"] == {"GRPC": {"MaxRequests": 1024}} and grpc["OutlierDetection"] == listener["OutlierDetection"]
+            assert grpc["Timeout"]["GRPC"]["PerRequest"] == {"Unit": "ms", "Value": 15000}
+            assert grpc["TLS"] == listener["TLS"]
+        else:
+            assert grpc == []
         assert listener["PortMapping"] == {"Port": 8080, "Protocol": "http"}
         assert listener["HealthCheck"]["Path"] == "/health/ready"
         assert listener["OutlierDetection"]["MaxServerErrors"] == 5
@@ -158,7 +182,9 @@ def test_appmesh_envoy_sidecar_and_start_order(appmesh):
         assert any(e["Name"] == "APPMESH_RESOURCE_ARN" for e in envoy["Environment"])
         assert {"Condition": "HEALTHY", "ContainerName": "envoy"} in containers["app"]["DependsOn"]
         proxy = {p["Name"]: p["Value"] for p in task["ProxyConfiguration"]["ProxyConfigurationProperties"]}
-        assert proxy["IgnoredUID"] == "1337" and proxy["AppPorts"] == "8080" and proxy["EgressIgnoredPorts"] == "443"
+        assert proxy["IgnoredUID"] == "1337" and proxy["EgressIgnoredPorts"] == "443"
+        # Envoy takes inbound traffic on every port the app serves.
+        assert proxy["AppPorts"] == ("8080,50051" if "grpc" in {m["Name"] for m in containers["app"]["PortMappings"]} else "8080")
 
 
 def test_appmesh_envoy_may_fetch_only_its_own_node_and_certificate(appmesh):

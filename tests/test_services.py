@@ -72,7 +72,7 @@ def test_app_container_health_check_stop_timeout_and_scratch_volume(backend):
         # Liveness for the container check; readiness (/health/ready) is for the mesh and load balancer.
         assert "http://127.0.0.1:8080/health/live" in " ".join(app["HealthCheck"]["Command"])
         assert app["StopTimeout"] == 30
-        assert app["PortMappings"] == [{"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}]
+        assert app["PortMappings"][0] == {"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}
         assert app["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "scratch0"}]
         assert task["Properties"]["ExecutionRoleArn"] != task["Properties"]["TaskRoleArn"]
 
@@ -150,7 +150,7 @@ def test_autoscaling_tracks_cpu_and_memory_within_profile_bounds(dev, prod, prof
     assert metrics == sorted(["ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization"] * 3)
 
 
-def test_security_groups_admit_only_the_named_callers_on_the_app_port(backend):
+def test_security_groups_admit_only_the_named_callers_on_the_app_and_grpc_ports(backend):
     for region in REGIONS:
         groups = _by_type(backend, region, "AWS::EC2::SecurityGroup")
         admitted, behind_load_balancer = set(), set()
@@ -158,14 +158,17 @@ def test_security_groups_admit_only_the_named_callers_on_the_app_port(backend):
             properties = rule["Properties"]
             if properties["GroupId"]["Fn::GetAtt"][0].startswith("IngressSecurityGroup"):
                 continue  # the load balancer's own rule (tests/test_ingress.py)
-            assert (properties["FromPort"], properties["ToPort"], properties["IpProtocol"]) == (8080, 8080, "tcp")
+            port = properties["FromPort"]
+            assert (properties["ToPort"], properties["IpProtocol"]) == (port, "tcp")
             callee = _service_name(properties["GroupId"]["Fn::GetAtt"][0])
             source = properties["SourceSecurityGroupId"]["Fn::GetAtt"][0]
             if source.startswith("IngressSecurityGroup"):
+                assert port == 8080
                 behind_load_balancer.add(callee)
                 continue
-            admitted.add((_service_name(source).removesuffix("-canary"), callee.removesuffix("-canary")))
-        assert admitted == CALLS
+            admitted.add((_service_name(source).removesuffix("-canary"), callee.removesuffix("-canary"), port))
+        # Every caller on the callee's HTTP port; persona's gRPC port only for vc-start, its one caller.
+        assert admitted == {(caller, callee, 8080) for caller, callee in CALLS} | {("vc-start", "persona", 50051)}
         # The load balancer reaches every service with a path (all three by default); an App Mesh canary
         # takes mesh traffic only.
         assert behind_load_balancer == set(SERVICES)

@@ -5,8 +5,9 @@ from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
 from .service_connect import Rollout, ServiceConnectMesh
+from .worker import WorkerContainer
 
 __all__ = [
     "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
-    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension",
+    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "WorkerContainer",
 ]

@@ -1,16 +1,17 @@
 """App Mesh backend (legacy: AWS ended App Mesh support on 2026-09-30). Selectable, complete, tested.
 
-Per service: a virtual service ``<name>.<namespace>`` backed by a virtual router whose one route
+Per service: a virtual service ``<name>.<namespace>`` backed by a virtual router whose route
 splits traffic between a primary and a canary virtual node, with a retry policy; each node has
 an HTTP listener with health check, outlier detection, connection pool, timeouts and strict TLS,
 and lists the virtual services its service calls as its only backends (the mesh drops all other
-egress). Each task runs the Envoy sidecar; the app starts once Envoy is healthy.
+egress). A service with a gRPC port gets a second listener on router and nodes and a gRPC route.
+Each task runs the Envoy sidecar; the app starts once Envoy is healthy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_acmpca as acmpca
@@ -63,6 +64,12 @@ class AppMeshBackend(Construct):
         """Mesh callers reach a service's Envoy on its app port, load balancer or not."""
         return container_port
 
+    def callee_address(self, name: str, port: int) -> str:
+        """``host:port`` a caller's app uses to reach service ``name`` on ``port``: the virtual
+        service name, which resolves through the primary's DNS registration; the caller's Envoy
+        intercepts the connection and adds TLS."""
+        return f"{name}.{self.namespace_name}:{port}"
+
     def __init__(
         self,
         scope: Construct,
@@ -89,13 +96,19 @@ class AppMeshBackend(Construct):
         self.virtual_services: dict[str, appmesh.VirtualService] = {}
         self.routers: dict[str, appmesh.VirtualRouter] = {}
         self.nodes: dict[tuple[str, str], appmesh.VirtualNode] = {}
+        # Service name -> (HTTP port, gRPC port or None): what its router and nodes listen on.
+        self.ports: dict[str, tuple[int, int | None]] = {}
 
-    def virtual_service(self, name: str, port: int) -> appmesh.VirtualService:
+    def virtual_service(self, name: str, port: int, grpc_port: int | None = None) -> appmesh.VirtualService:
         """The virtual service ``<name>.<namespace>`` and its router (created on first use)."""
+        if name in self.ports and self.ports[name] != (port, grpc_port):
+            raise ValueError(f"service {name!r} was declared with ports {self.ports[name]}, now {(port, grpc_port)}: pass the same ports everywhere")
         if name not in self.virtual_services:
+            self.ports[name] = (port, grpc_port)
             router = appmesh.VirtualRouter(
                 self, f"{name}-router", mesh=self.mesh, virtual_router_name=name,
-                listeners=[appmesh.VirtualRouterListener.http(port)],
+                listeners=[appmesh.VirtualRouterListener.http(port),
+                           *([appmesh.VirtualRouterListener.grpc(grpc_port)] if grpc_port else [])],
             )
             self.routers[name] = router
             self.virtual_services[name] = appmesh.VirtualService(
@@ -105,32 +118,41 @@ class AppMeshBackend(Construct):
             self._legacy(router, self.virtual_services[name])
         return self.virtual_services[name]
 
-    def extension(self, *, name: str, port: int, health_check_path: str, calls: list[tuple[str, int]], variant: str) -> ServiceExtension:
-        """``calls``: (service name, port) of every service this one calls.
+    def extension(self, *, name: str, port: int, health_check_path: str, calls: Sequence[tuple[str, int] | tuple[str, int, int | None]],
+                  variant: str, grpc_port: int | None = None) -> ServiceExtension:
+        """``calls``: (service name, port) or (service name, port, gRPC port) of every service this one calls.
 
-        Envoy's listener takes TLS only (STRICT), from mesh callers and from a load balancer alike:
+        Envoy's listeners take TLS only (STRICT), from mesh callers and from a load balancer alike:
         a load balancer in front of the service must send HTTPS (it does not verify the certificate).
         """
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is invalid: use one of {', '.join(VARIANTS)}")
-        self.virtual_service(name, port)
-        backends = [self.virtual_service(callee, callee_port) for callee, callee_port in calls]
-        return _AppMeshExtension(self, name=name, port=port, health_check_path=health_check_path, backends=backends, variant=variant)
+        self.virtual_service(name, port, grpc_port)
+        backends = [self.virtual_service(*callee) for callee in calls]
+        return _AppMeshExtension(self, name=name, port=port, grpc_port=grpc_port, health_check_path=health_check_path,
+                                 backends=backends, variant=variant)
 
     def add_routes(self) -> None:
-        """One route per service: weighted primary/canary targets and a retry policy."""
+        """One route per service and port: weighted primary/canary targets and a retry policy."""
         settings = self.settings
         for name, router in self.routers.items():
             missing = [v for v in VARIANTS if (name, v) not in self.nodes]
             if missing:
                 raise ValueError(f"service {name!r} has no {' or '.join(missing)} node: create both variants before add_routes()")
+            port, grpc_port = self.ports[name]
+
+            def targets(target_port: int, name: str = name) -> list[appmesh.WeightedTarget]:
+                # With two listeners on each side, routes and targets name their port.
+                return [
+                    appmesh.WeightedTarget(virtual_node=self.nodes[(name, "primary")], port=target_port, weight=100 - settings.canary_weight_percent),
+                    appmesh.WeightedTarget(virtual_node=self.nodes[(name, "canary")], port=target_port, weight=settings.canary_weight_percent),
+                ]
+
             route = router.add_route(
                 "Route",
                 route_spec=appmesh.RouteSpec.http(
-                    weighted_targets=[
-                        appmesh.WeightedTarget(virtual_node=self.nodes[(name, "primary")], weight=100 - settings.canary_weight_percent),
-                        appmesh.WeightedTarget(virtual_node=self.nodes[(name, "canary")], weight=settings.canary_weight_percent),
-                    ],
+                    match=appmesh.HttpRouteMatch(path=appmesh.HttpRoutePathMatch.starts_with("/"), port=port),
+                    weighted_targets=targets(port),
                     retry_policy=appmesh.HttpRetryPolicy(
                         retry_attempts=settings.max_retries,
                         retry_timeout=cdk.Duration.millis(settings.per_retry_timeout_ms),
@@ -142,6 +164,23 @@ class AppMeshBackend(Construct):
                 ),
             )
             self._legacy(route)
+            if grpc_port:
+                grpc_route = router.add_route(
+                    "GrpcRoute",
+                    route_spec=appmesh.RouteSpec.grpc(
+                        match=appmesh.GrpcRouteMatch(port=grpc_port),
+                        weighted_targets=targets(grpc_port),
+                        # UNAVAILABLE: the server did not take the call, so a retry cannot run it twice.
+                        retry_policy=appmesh.GrpcRetryPolicy(
+                            retry_attempts=settings.max_retries,
+                            retry_timeout=cdk.Duration.millis(settings.per_retry_timeout_ms),
+                            grpc_retry_events=[appmesh.GrpcRetryEvent.UNAVAILABLE],
+                            tcp_retry_events=[appmesh.TcpRetryEvent.CONNECTION_ERROR],
+                        ),
+                        timeout=appmesh.GrpcTimeout(per_request=cdk.Duration.seconds(settings.per_request_timeout_seconds)),
+                    ),
+                )
+                self._legacy(grpc_route)
 
     def _legacy(self, *constructs: Construct) -> None:
         for construct in constructs:
@@ -149,9 +188,9 @@ class AppMeshBackend(Construct):
 
 
 class _AppMeshExtension(ServiceExtension):
-    def __init__(self, backend: AppMeshBackend, *, name: str, port: int, health_check_path: str,
+    def __init__(self, backend: AppMeshBackend, *, name: str, port: int, grpc_port: int | None, health_check_path: str,
                  backends: list[appmesh.VirtualService], variant: str) -> None:
-        self.backend, self.name, self.port, self.variant = backend, name, port, variant
+        self.backend, self.name, self.port, self.grpc_port, self.variant = backend, name, port, grpc_port, variant
         self.health_check_path = health_check_path
         self.backends = backends
         self.envoy: ecs.ContainerDefinition | None = None
@@ -162,7 +201,7 @@ class _AppMeshExtension(ServiceExtension):
         props["proxy_configuration"] = ecs.AppMeshProxyConfiguration(
             container_name=ENVOY_CONTAINER,
             properties=ecs.AppMeshProxyConfigurationProps(
-                app_ports=[self.port], proxy_ingress_port=15000, proxy_egress_port=15001, ignored_uid=ENVOY_UID,
+                app_ports=[self.port, *([self.grpc_port] if self.grpc_port else [])], proxy_ingress_port=15000, proxy_egress_port=15001, ignored_uid=ENVOY_UID,
                 egress_ignored_i_ps=["169.254.170.2", "169.254.169.254"], egress_ignored_ports=[443],
             ),
         )
@@ -174,27 +213,33 @@ class _AppMeshExtension(ServiceExtension):
             service, "MeshCertificate", domain_name=f"{self.name}.{backend.namespace_name}",
             certificate_authority=backend.certificate_authority,
         )
+        tls = appmesh.ListenerTlsOptions(mode=appmesh.TlsMode.STRICT, certificate=appmesh.TlsCertificate.acm(certificate))
+        outlier_detection = appmesh.OutlierDetection(
+            base_ejection_duration=cdk.Duration.seconds(30), interval=cdk.Duration.seconds(10),
+            max_ejection_percent=50, max_server_errors=5,
+        )
+        checks = {"interval": cdk.Duration.seconds(10), "timeout": cdk.Duration.seconds(5), "healthy_threshold": 2, "unhealthy_threshold": 3}
+        idle, per_request = cdk.Duration.seconds(settings.idle_timeout_seconds), cdk.Duration.seconds(settings.per_request_timeout_seconds)
+        listeners = [appmesh.VirtualNodeListener.http(
+            port=self.port,
+            health_check=appmesh.HealthCheck.http(path=self.health_check_path, **checks),
+            outlier_detection=outlier_detection,
+            connection_pool=appmesh.HttpConnectionPool(max_connections=1024, max_pending_requests=1024),
+            timeout=appmesh.HttpTimeout(idle=idle, per_request=per_request),
+            tls=tls,
+        )]
+        if self.grpc_port:
+            # The gRPC health checking protocol (grpc.health.v1), which the app serves on this port.
+            listeners.append(appmesh.VirtualNodeListener.grpc(
+                port=self.grpc_port, health_check=appmesh.HealthCheck.grpc(**checks), outlier_detection=outlier_detection,
+                connection_pool=appmesh.GrpcConnectionPool(max_requests=1024),
+                timeout=appmesh.GrpcTimeout(idle=idle, per_request=per_request), tls=tls,
+            ))
         node = appmesh.VirtualNode(
             service, "VirtualNode", mesh=backend.mesh, virtual_node_name=f"{self.name}-{self.variant}",
             # The service's own DNS registration: <name> for the primary, <name>-canary for the canary.
             service_discovery=appmesh.ServiceDiscovery.cloud_map(service.cloud_map_service),
-            listeners=[appmesh.VirtualNodeListener.http(
-                port=self.port,
-                health_check=appmesh.HealthCheck.http(
-                    path=self.health_check_path, interval=cdk.Duration.seconds(10), timeout=cdk.Duration.seconds(5),
-                    healthy_threshold=2, unhealthy_threshold=3,
-                ),
-                outlier_detection=appmesh.OutlierDetection(
-                    base_ejection_duration=cdk.Duration.seconds(30), interval=cdk.Duration.seconds(10),
-                    max_ejection_percent=50, max_server_errors=5,
-                ),
-                connection_pool=appmesh.HttpConnectionPool(max_connections=1024, max_pending_requests=1024),
-                timeout=appmesh.HttpTimeout(
-                    idle=cdk.Duration.seconds(settings.idle_timeout_seconds),
-                    per_request=cdk.Duration.seconds(settings.per_request_timeout_seconds),
-                ),
-                tls=appmesh.ListenerTlsOptions(mode=appmesh.TlsMode.STRICT, certificate=appmesh.TlsCertificate.acm(certificate)),
-            )],
+            listeners=listeners,
             backends=[appmesh.Backend.virtual_service(vs) for vs in self.backends],
             backend_defaults=appmesh.BackendDefaults(tls_client_policy=appmesh.TlsClientPolicy(
                 enforce=True,

@@ -14,7 +14,7 @@ class MeshedServiceProps:
 
     name: str
     image: ecs.ContainerImage
-    container_port: int
+    container_port: int  # the app's HTTP port
     cpu: int  # task CPU units, sidecars included
     memory_limit_mib: int  # task memory, sidecars included
     # Readiness: the mesh's and load balancer's health checks use it (not ready = no traffic).
@@ -24,6 +24,8 @@ class MeshedServiceProps:
     # Services this one calls, by name. The stack opens the callees' security groups to this
     # service; App Mesh also lists only these as the node's backends.
     calls: Sequence[str] = ()
+    # A second port the app serves gRPC on (port mapping "grpc"); the mesh backends publish it too.
+    grpc_port: int | None = None
     # Liveness: the container health check uses it; ECS replaces a task that fails it.
     liveness_path: str = "/health/live"
     # The container health check; None probes liveness_path with the image's python.
@@ -56,5 +58,7 @@ class MeshedServiceProps:
             raise ValueError(f"dns_ttl_seconds={self.dns_ttl_seconds} is invalid: expected 5 to 60 (short, so clients follow task changes)")
         if self.user.split(":")[0] in ("0", "root"):
             raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
+        if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != self.container_port):
+            raise ValueError(f"grpc_port={self.grpc_port} is invalid: expected a port from 1 to 65535 other than container_port={self.container_port}")
         if self.name in self.calls:
             raise ValueError(f"calls={list(self.calls)} is invalid: a service does not call itself through the mesh")

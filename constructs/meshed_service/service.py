@@ -20,6 +20,7 @@ from .props import MeshedServiceProps
 
 APP_CONTAINER = "app"
 PORT_MAPPING_NAME = "http"
+GRPC_PORT_MAPPING_NAME = "grpc"
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -102,7 +103,7 @@ class MeshedFargateService(Construct):
 
         acknowledge_nag(
             self.task_definition,
-            "Only non-secret settings (service name, port, collector endpoint and config) are environment variables; secrets come from Secrets Manager or SSM through props.secrets",
+            "Only non-secret settings (service name, ports, resource names and addresses, collector endpoint and config) are environment variables; secrets come from Secrets Manager or SSM through props.secrets or the service's own SDK calls",
             "AwsSolutions-ECS2",
         )
         for role in (self.execution_role, self.task_role):
@@ -168,9 +169,11 @@ class MeshedFargateService(Construct):
             readonly_root_filesystem=True,
             environment=dict(props.environment),
             secrets=dict(props.secrets),
-            port_mappings=[ecs.PortMapping(
-                container_port=props.container_port, name=PORT_MAPPING_NAME, app_protocol=ecs.AppProtocol.http,
-            )],
+            port_mappings=[
+                ecs.PortMapping(container_port=props.container_port, name=PORT_MAPPING_NAME, app_protocol=ecs.AppProtocol.http),
+                *([ecs.PortMapping(container_port=props.grpc_port, name=GRPC_PORT_MAPPING_NAME, app_protocol=ecs.AppProtocol.grpc)]
+                  if props.grpc_port else []),
+            ],
             health_check=ecs.HealthCheck(
                 # By default the image's python probes the liveness path (no curl needed in the image).
                 command=list(props.health_check_command or [

@@ -19,7 +19,7 @@ from constructs.compliance import acknowledge_nag
 
 from .alarms import deployment_alarm, error_rate
 from .extensions import ServiceExtension
-from .service import PORT_MAPPING_NAME, MeshedFargateService
+from .service import GRPC_PORT_MAPPING_NAME, PORT_MAPPING_NAME, MeshedFargateService
 
 _STRATEGIES = ("CANARY", "LINEAR", "ROLLING")
 # Where a service's proxy listens for mesh callers when a load balancer takes the app port (TLS on).
@@ -50,6 +50,10 @@ class Rollout:
 
 def discovery_name(service_name: str) -> str:
     return f"{service_name}-sc"
+
+
+def grpc_discovery_name(service_name: str) -> str:
+    return f"{service_name}-grpc-sc"
 
 
 class ServiceConnectMesh(Construct):
@@ -110,6 +114,11 @@ class ServiceConnectMesh(Construct):
         reaches the app port directly."""
         return PROXY_PORT_BEHIND_LOAD_BALANCER if behind_load_balancer and self.tls else container_port
 
+    def callee_address(self, name: str, port: int) -> str:
+        """``host:port`` a caller's app uses to reach service ``name`` on ``port``: the client alias,
+        served by the caller's own Service Connect proxy (which adds TLS when it is on)."""
+        return f"{name}:{port}"
+
     def extension(self, *, behind_load_balancer: bool = False) -> ServiceExtension:
         """The Service Connect wiring of one service (``behind_load_balancer``: see ``caller_port``)."""
         return _ServiceConnectExtension(self, behind_load_balancer)
@@ -131,20 +140,29 @@ class _ServiceConnectExtension(ServiceExtension):
         port = mesh.caller_port(service.props.container_port, behind_load_balancer=self.behind_load_balancer)
         if port == PROXY_PORT_BEHIND_LOAD_BALANCER == service.props.container_port:
             raise ValueError(f"{name}: container_port={port} is taken by the Service Connect proxy behind a load balancer")
+        endpoints = [ecs.ServiceConnectService(
+            port_mapping_name=PORT_MAPPING_NAME,
+            # Service Connect creates its own, API-only Cloud Map service under this name; the
+            # plain name is taken by the service's DNS registration (MeshedFargateService).
+            discovery_name=discovery_name(name),
+            dns_name=name,  # callers use http://<name>:<port>
+            port=service.props.container_port,
+            ingress_port_override=port if port != service.props.container_port else None,
+            per_request_timeout=mesh.per_request_timeout,
+            idle_timeout=mesh.idle_timeout,
+            tls=mesh.tls,
+        )]
+        if service.props.grpc_port:
+            # The same name on the gRPC port (<name>:<grpc_port>): a client alias is a name and a port.
+            # No load balancer reaches this port, so the proxy keeps it.
+            endpoints.append(ecs.ServiceConnectService(
+                port_mapping_name=GRPC_PORT_MAPPING_NAME, discovery_name=grpc_discovery_name(name), dns_name=name,
+                port=service.props.grpc_port, per_request_timeout=mesh.per_request_timeout,
+                idle_timeout=mesh.idle_timeout, tls=mesh.tls,
+            ))
         props["service_connect_configuration"] = ecs.ServiceConnectProps(
             namespace=mesh.namespace.namespace_arn,
-            services=[ecs.ServiceConnectService(
-                port_mapping_name=PORT_MAPPING_NAME,
-                # Service Connect creates its own, API-only Cloud Map service under this name; the
-                # plain name is taken by the service's DNS registration (MeshedFargateService).
-                discovery_name=discovery_name(name),
-                dns_name=name,  # callers use http://<name>:<port>
-                port=service.props.container_port,
-                ingress_port_override=port if port != service.props.container_port else None,
-                per_request_timeout=mesh.per_request_timeout,
-                idle_timeout=mesh.idle_timeout,
-                tls=mesh.tls,
-            )],
+            services=endpoints,
             log_driver=service.container_logs("service-connect"),
             access_log_configuration=ecs.ServiceConnectAccessLogConfiguration(
                 format=ecs.ServiceConnectAccessLogFormat.JSON, include_query_parameters=False,

@@ -1,0 +1,55 @@
+"""WorkerContainer: a second essential container that runs another command from the app's image."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecs as ecs
+
+from .extensions import ServiceExtension
+from .service import MeshedFargateService
+
+WORKER_CONTAINER = "worker"
+
+
+class WorkerContainer(ServiceExtension):
+    """Runs ``command`` (a queue worker, say) beside the app, from the same image.
+
+    It gets what the app container gets: image, environment, secrets, user, log group (stream prefix
+    ``worker``), stop timeout and a read-only root filesystem with scratch volumes of its own at the
+    app's ``scratch_paths``. It is essential: if it exits, ECS replaces the whole task, as it does
+    when the app exits. It has no port and no health check. It starts after every container the app
+    starts after, so list it after the extensions that add those containers.
+    """
+
+    def __init__(self, *, command: Sequence[str]) -> None:
+        if not command:
+            raise ValueError("command=[] is invalid: give the worker's command, e.g. ['python', '-m', 'app.worker']")
+        self.command = list(command)
+        self.container: ecs.ContainerDefinition | None = None
+
+    def use_task_definition(self, service: MeshedFargateService) -> None:
+        props = service.props
+        self.container = service.task_definition.add_container(
+            WORKER_CONTAINER,
+            image=props.image,
+            command=self.command,
+            essential=True,
+            user=props.user,
+            readonly_root_filesystem=True,
+            environment=dict(props.environment),
+            secrets=dict(props.secrets),
+            stop_timeout=cdk.Duration.seconds(props.stop_timeout_seconds),
+            logging=service.container_logs(WORKER_CONTAINER),
+        )
+        for index, path in enumerate(props.scratch_paths):
+            volume = f"{WORKER_CONTAINER}-scratch{index}"
+            service.task_definition.add_volume(name=volume)
+            self.container.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
+
+    def resolve_container_dependencies(self, service: MeshedFargateService) -> None:
+        # The collector (and with App Mesh, Envoy) must be up before the worker's first call too.
+        dependencies = service.app_container.container_dependencies
+        if dependencies:
+            self.container.add_container_dependencies(*dependencies)

@@ -1,0 +1,3 @@
+from .service_resources import EventSubscription, ServiceResources
+
+__all__ = ["EventSubscription", "ServiceResources"]

@@ -1,0 +1,393 @@
+"""What each service owns and may do (issue 5): its table, queue, secret and key, its bus permissions, its
+environment and its worker, on both mesh backends. Database per service: no other role touches a table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from constructs.service_resources.service_resources import QUEUE_ACTIONS, SECRET_ACTIONS, TABLE_ACTIONS, TABLE_KEY_ACTIONS
+from tests.assembly import synth
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+CONSUMES = {"persona": ("vc-start", ["SessionStarted", "SessionCancelled"]), "vc-start": ("persona", ["SlotConfirmed", "SlotReleased"])}
+PRODUCERS = {"persona", "vc-start"}
+WORKERS = {"persona": "persona_service.worker", "vc-start": "vc_start.worker"}
+
+
+def _resources(assembly, region="eu-west-1"):
+    return assembly.template(f"mf-{region}/services")["Resources"]
+
+
+def _of_type(resources, resource_type):
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == resource_type}
+
+
+def _owner(logical_id):
+    """'vcstartresourcesTable..' -> 'vc-start'; 'personacanaryTaskRole..' -> 'persona' (a canary is its service)."""
+    for name in sorted((*SERVICES, "billing"), key=len, reverse=True):  # billing: the config-only test below
+        if logical_id.startswith(name.replace("-", "")):
+            return name
+    return None
+
+
+def _owned(resources, resource_type):
+    """service name -> logical ID of the one resource of that type it owns."""
+    owned = {}
+    for logical_id in _of_type(resources, resource_type):
+        assert "resources" in logical_id, logical_id
+        assert _owner(logical_id) not in owned, logical_id
+        owned[_owner(logical_id)] = logical_id
+    return owned
+
+
+@pytest.fixture(params=["dev", "appmesh"])
+def backend(request, dev, appmesh):
+    return request.param, {"dev": dev, "appmesh": appmesh}[request.param]
+
+
+# --- Tables -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_each_service_owns_one_table_with_its_key_ttl_on_demand_and_point_in_time_recovery(dev, region):
+    resources = _resources(dev, region)
+    tables, keys = _owned(resources, "AWS::DynamoDB::Table"), _owned(resources, "AWS::KMS::Key")
+    assert set(tables) == set(keys) == set(SERVICES)
+    for name, logical_id in tables.items():
+        properties = resources[logical_id]["Properties"]
+        assert properties["TableName"] == f"mf-{name}"
+        assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+        assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert properties["SSESpecification"] == {"KMSMasterKeyId": {"Fn::GetAtt": [keys[name], "Arn"]}, "SSEEnabled": True, "SSEType": "KMS"}
+        assert "GlobalSecondaryIndexes" not in properties and "StreamSpecification" not in properties
+    for logical_id in keys.values():
+        assert resources[logical_id]["Properties"]["EnableKeyRotation"] is True
+    aliases = {r["Properties"]["AliasName"] for r in _of_type(resources, "AWS::KMS::Alias").values()}
+    assert aliases == {f"alias/mf/{name}" for name in SERVICES}
+
+
+@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
+def test_prod_keeps_tables_keys_and_secrets_and_protects_tables_from_deletion(dev, prod, profile, retained):
+    resources = _resources({"dev": dev, "prod": prod}[profile])
+    policy = "Retain" if retained else "Delete"
+    for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret"):
+        for logical_id, resource in _of_type(resources, resource_type).items():
+            if resource_type == "AWS::KMS::Key" and not _owner(logical_id):
+                continue
+            assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
+    for table in _of_type(resources, "AWS::DynamoDB::Table").values():
+        assert table["Properties"]["DeletionProtectionEnabled"] is retained
+
+
+# --- Least privilege ---------------------------------------------------------------------------
+
+
+def _statements_by_role(resources):
+    """(role logical ID, statement) for every identity policy statement of the stack."""
+    for policy in _of_type(resources, "AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                yield role["Ref"], statement
+
+
+def _actions(statement):
+    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+
+
+def test_only_a_services_own_task_roles_reach_its_table_key_queue_and_secret(backend):
+    variant, assembly = backend
+    resources = _resources(assembly)
+    # Logical ID of each owned resource -> its service.
+    owned = {logical_id: _owner(logical_id)
+             for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SQS::Queue", "AWS::SecretsManager::Secret")
+             for logical_id in _of_type(resources, resource_type) if "resources" in logical_id}
+    assert len(owned) == 3 + 3 + 4 + 1
+    reached = {}
+    for role, statement in _statements_by_role(resources):
+        for logical_id in owned:
+            if logical_id in json.dumps(statement["Resource"]):
+                assert role.startswith(owned[logical_id].replace("-", "")) and "TaskRole" in role, (role, logical_id)
+                reached.setdefault(logical_id, set()).add(role)
+    # The dead-letter queues are read by operators, not by the services.
+    assert all("DeadLetterQueue" not in logical_id for logical_id in reached)
+    task_roles_per_service = 2 if variant == "appmesh" else 1  # with App Mesh, the canary too
+    for logical_id, roles in reached.items():
+        assert len(roles) == task_roles_per_service, (logical_id, roles)
+    assert {owned[i] for i in reached if "Table" in i} == set(SERVICES)
+
+
+def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend):
+    _, assembly = backend
+    resources = _resources(assembly)
+    tables = _owned(resources, "AWS::DynamoDB::Table")
+    keys = _owned(resources, "AWS::KMS::Key")
+    seen = set()
+    for role, statement in _statements_by_role(resources):
+        actions = _actions(statement)
+        service = _owner(role)
+        if any(a.startswith("dynamodb:") for a in actions):
+            assert sorted(actions) == sorted(TABLE_ACTIONS) and statement["Resource"] == {"Fn::GetAtt": [tables[service], "Arn"]}
+            seen.add(service)
+        if set(actions) == set(TABLE_KEY_ACTIONS):
+            assert statement["Resource"] == {"Fn::GetAtt": [keys[service], "Arn"]}
+            assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "dynamodb.eu-west-1.amazonaws.com"}}
+    assert seen == set(SERVICES)
+    # Item-level only: no scans, no table administration, no transactions-as-a-wildcard.
+    assert not {"dynamodb:Scan", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} & set(TABLE_ACTIONS)
+    assert {"dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
+
+
+def test_only_producers_may_put_events_on_the_bus_and_only_under_their_own_source(backend):
+    _, assembly = backend
+    publishers = set()
+    for role, statement in _statements_by_role(_resources(assembly)):
+        if "events:PutEvents" in _actions(statement):
+            service = _owner(role)
+            assert _actions(statement) == ["events:PutEvents"] and "TaskRole" in role
+            assert statement["Condition"] == {"StringEquals": {"events:source": f"mf.{service}"}}
+            output = statement["Resource"]["Fn::GetStackOutput"]
+            assert output["StackName"] == "mf-eu-west-1-platform" and "EventBus" in output["OutputName"] and "Arn" in output["OutputName"]
+            publishers.add(service)
+        assert not any(a.startswith("events:") and a != "events:PutEvents" for a in _actions(statement))
+    assert publishers == PRODUCERS  # auth publishes nothing, so it may not
+
+
+def test_consumers_receive_from_their_queue_only(backend):
+    _, assembly = backend
+    resources = _resources(assembly)
+    readers = {}
+    for role, statement in _statements_by_role(resources):
+        if any(a.startswith("sqs:") for a in _actions(statement)):
+            assert sorted(_actions(statement)) == sorted(QUEUE_ACTIONS)
+            (queue,) = statement["Resource"]["Fn::GetAtt"][:1]
+            assert resources[queue]["Properties"]["QueueName"] == f"mf-{_owner(role)}-events"
+            readers.setdefault(_owner(role), set()).add(queue)
+    assert set(readers) == set(CONSUMES)
+
+
+# --- Queues and rules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_each_consumer_has_an_encrypted_tls_only_queue_with_a_dead_letter_queue(dev, region):
+    resources = _resources(dev, region)
+    queues = {r["Properties"]["QueueName"]: (logical_id, r["Properties"]) for logical_id, r in _of_type(resources, "AWS::SQS::Queue").items()}
+    assert sorted(queues) == sorted(f"mf-{name}-events{suffix}" for name in CONSUMES for suffix in ("", "-dlq"))
+    policies = {p["Properties"]["Queues"][0]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+                for p in _of_type(resources, "AWS::SQS::QueuePolicy").values()}
+    rules = _of_type(resources, "AWS::Events::Rule")
+    for name in CONSUMES:
+        queue_id, queue = queues[f"mf-{name}-events"]
+        dlq_id, dlq = queues[f"mf-{name}-events-dlq"]
+        assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+        assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 3}
+        # Longer than the worker needs for a batch (it finishes one within the 30 s stop timeout).
+        assert queue["VisibilityTimeout"] == 60 > 30
+        assert queue["ReceiveMessageWaitTimeSeconds"] == 20
+        assert queue["MessageRetentionPeriod"] == 4 * 86400 < dlq["MessageRetentionPeriod"] == 14 * 86400
+        for logical_id in (queue_id, dlq_id):
+            deny, *allows = policies[logical_id]
+            assert deny == {"Action": "sqs:*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}, "Effect": "Deny",
+                            "Principal": {"AWS": "*"}, "Resource": {"Fn::GetAtt": [logical_id, "Arn"]}}
+            # Only EventBridge may send, and only for this consumer's rule.
+            (allow,) = allows
+            assert allow["Principal"] == {"Service": "events.amazonaws.com"} and "sqs:SendMessage" in _actions(allow)
+            (condition,) = allow["Condition"]["ArnEquals"].items()
+            assert condition[0] == "aws:SourceArn" and condition[1]["Fn::GetAtt"][1] == "Arn"
+            assert rules[condition[1]["Fn::GetAtt"][0]]["Properties"]["Name"] == f"mf-{name}-from-{CONSUMES[name][0]}"
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_a_rule_per_consumer_routes_its_producers_detail_types_to_its_queue_with_retries_and_a_dead_letter_queue(dev, region):
+    resources = _resources(dev, region)
+    rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(resources, "AWS::Events::Rule").values()}
+    assert sorted(rules) == sorted(f"mf-{name}-from-{producer}" for name, (producer, _) in CONSUMES.items())
+    queues = {r["Properties"]["QueueName"]: logical_id for logical_id, r in _of_type(resources, "AWS::SQS::Queue").items()}
+    for name, (producer, detail_types) in CONSUMES.items():
+        rule = rules[f"mf-{name}-from-{producer}"]
+        assert rule["EventPattern"] == {"detail-type": detail_types, "source": [f"mf.{producer}"]}
+        assert rule["State"] == "ENABLED"
+        bus = rule["EventBusName"]["Fn::GetStackOutput"]
+        assert bus["StackName"] == f"mf-{region}-platform" and "EventBus" in bus["OutputName"]
+        (target,) = rule["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": [queues[f"mf-{name}-events"], "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [queues[f"mf-{name}-events-dlq"], "Arn"]}}
+        assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_each_region_has_one_custom_event_bus(dev, region):
+    buses = dev.resources(f"mf-{region}/platform", "AWS::Events::EventBus")
+    assert [b["Properties"]["Name"] for b in buses.values()] == ["mf-events"]
+
+
+# --- The signing key ----------------------------------------------------------------------------
+
+
+def test_auth_owns_its_signing_key_secret_encrypted_with_its_own_key(backend):
+    _, assembly = backend
+    resources = _resources(assembly)
+    (secret_id,) = _of_type(resources, "AWS::SecretsManager::Secret")
+    secret = resources[secret_id]["Properties"]
+    assert secret["Name"] == "mf/auth/jwt-signing-key"
+    assert secret["KmsKeyId"] == {"Fn::GetAtt": [_owned(resources, "AWS::KMS::Key")["auth"], "Arn"]}
+    grants = [(role, statement) for role, statement in _statements_by_role(resources)
+              if any(a.startswith("secretsmanager:") for a in _actions(statement))
+              and json.dumps(statement["Resource"]) == json.dumps({"Ref": secret_id})]
+    assert grants and all(_owner(role) == "auth" and "TaskRole" in role and sorted(_actions(s)) == sorted(SECRET_ACTIONS)
+                          for role, s in grants)
+    decrypt = [s for role, s in _statements_by_role(resources) if _owner(role) == "auth" and _actions(s) == ["kms:Decrypt"]]
+    assert decrypt and all(s["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}} for s in decrypt)
+
+
+# --- Environment and worker ---------------------------------------------------------------------
+
+
+def _readable(value):
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return f"<{value['Ref'].split('resources')[1][:-8]}>"  # 'personaresourcesQueueE3A7D94D' -> '<Queue>'
+    if "Fn::GetStackOutput" in value:
+        return f"<{value['Fn::GetStackOutput']['StackName'].rsplit('-', 1)[1]}:{'EventBus' if 'EventBus' in value['Fn::GetStackOutput']['OutputName'] else '?'}>"
+    raise AssertionError(value)
+
+
+def _containers(assembly, region="eu-west-1", primary_only=True):
+    """service name -> container name -> container definition."""
+    found = {}
+    for logical_id, task in _of_type(_resources(assembly, region), "AWS::ECS::TaskDefinition").items():
+        if primary_only and "canary" in logical_id:
+            continue
+        found.setdefault(_owner(logical_id), {}).update({c["Name"]: c for c in task["Properties"]["ContainerDefinitions"]})
+    return found
+
+
+def _expected_environment(variant):
+    def address(name, port):
+        return f"{name}.svc.local:{port}" if variant == "appmesh" else f"{name}:{port}"
+
+    common = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "PORT": "8080", "JWT_ISSUER": "mf-auth", "JWT_AUDIENCE": "mf-services"}
+    return {
+        "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "<Table>", "JWT_SIGNING_SECRET_ID": "<SigningKey>"},
+        "persona": {**common, "SERVICE_NAME": "persona", "PUBLIC_PATH": "/api/persona", "GRPC_PORT": "50051", "TABLE_NAME": "<Table>",
+                    "QUEUE_URL": "<Queue>", "EVENT_BUS_NAME": "<platform:EventBus>", "EVENT_SOURCE": "mf.persona",
+                    "AUTH_URL": f"http://{address('auth', 8080)}"},
+        "vc-start": {**common, "SERVICE_NAME": "vc-start", "PUBLIC_PATH": "/api/vc", "TABLE_NAME": "<Table>", "QUEUE_URL": "<Queue>",
+                     "EVENT_BUS_NAME": "<platform:EventBus>", "EVENT_SOURCE": "mf.vc-start", "AUTH_URL": f"http://{address('auth', 8080)}",
+                     "PERSONA_URL": f"http://{address('persona', 8080)}", "PERSONA_GRPC_TARGET": address("persona", 50051)},
+    }
+
+
+def test_each_service_gets_the_environment_the_services_read_on_either_backend(backend):
+    variant, assembly = backend
+    expected = _expected_environment(variant)
+    for region in REGIONS:
+        for canaries in (False, True):
+            for service, containers in _containers(assembly, region, primary_only=not canaries).items():
+                environment = {e["Name"]: _readable(e["Value"]) for e in containers["app"]["Environment"]}
+                assert environment == expected[service], (region, service)
+                # Each value that names a resource names the service's own.
+                refs = [e["Value"]["Ref"] for e in containers["app"]["Environment"] if isinstance(e["Value"], dict) and "Ref" in e["Value"]]
+                assert refs and all(_owner(ref) == service for ref in refs)
+
+
+def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_same_environment(backend):
+    _, assembly = backend
+    for service, containers in _containers(assembly, primary_only=False).items():
+        app = containers["app"]
+        if service not in WORKERS:
+            assert "worker" not in containers
+            continue
+        worker = containers["worker"]
+        assert worker["Command"] == ["python", "-m", WORKERS[service]]
+        assert worker["Image"] == app["Image"] and worker["Environment"] == app["Environment"]
+        assert (worker["Essential"], worker["ReadonlyRootFilesystem"], worker["User"]) == (True, True, "10001:10001")
+        assert worker["StopTimeout"] == app["StopTimeout"] == 30
+        assert worker["LogConfiguration"]["Options"]["awslogs-stream-prefix"] == "worker"
+        assert worker["LogConfiguration"]["Options"]["awslogs-group"] == app["LogConfiguration"]["Options"]["awslogs-group"]
+        assert worker["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "worker-scratch0"}]
+        # It waits for what the app waits for (the collector; with App Mesh, a healthy Envoy), serves no port
+        # and has no health check: ECS replaces the task if it exits.
+        assert worker["DependsOn"] == app["DependsOn"]
+        assert "PortMappings" not in worker and "HealthCheck" not in worker
+
+
+def test_persona_maps_its_grpc_port_with_the_grpc_app_protocol(backend):
+    _, assembly = backend
+    for service, containers in _containers(assembly).items():
+        mappings = containers["app"]["PortMappings"]
+        expected = [{"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}]
+        if service == "persona":
+            expected.append({"AppProtocol": "grpc", "ContainerPort": 50051, "Name": "grpc", "Protocol": "tcp"})
+        assert mappings == expected, service
+
+
+# --- Images -------------------------------------------------------------------------------------
+
+
+def test_each_image_is_built_from_its_own_folder_and_the_shared_code_only(dev):
+    manifest = next(p for p in dev.outdir.glob("assembly-mf-eu-west-1/*services*.assets.json"))
+    images = json.loads(manifest.read_text())["dockerImages"]
+    assert len(images) == 3  # one per service: its app, worker (and App Mesh canary) share it
+    built = {}
+    for image in images.values():
+        source = image["source"]
+        context = manifest.parent / source["directory"]  # relative to the nested assembly
+        service = source["dockerFile"].split("/")[0]
+        built[service] = {p.name for p in context.iterdir()}
+        assert {"common", service} <= built[service]
+        # Other services, tests, tooling and sources of generated code stay out of the build context.
+        assert not ({"tests", "bench", "local", "contracts", "proto", "minimal", "pytest.ini", "requirements-dev.txt"}
+                    | (set(SERVICES) - {service})) & built[service]
+        assert not list(context.glob("**/tests")) and not list(context.glob("**/__pycache__")) and not list(context.glob("**/*.md"))
+        # Caches and tool state (.pytest_cache, .hypothesis, ...) stay out; only .dockerignore, which docker reads.
+        assert [p.name for p in context.glob("**/.*")] in ([], [".dockerignore"])
+    assert set(built) == set(SERVICES)
+
+
+# --- Config only --------------------------------------------------------------------------------
+
+
+def test_a_new_consumer_needs_config_only(tmp_path):
+    from tests.assembly import cdk_json_context
+
+    services = {**cdk_json_context()["services"],
+                "billing": {"image": "registry.example.com/team/billing:1.0.0", "calls": ["auth"], "table": True, "worker": True,
+                            "module": "billing_app", "consumes": {"persona": ["SlotConfirmed"], "vc-start": ["SessionStarted"]}}}
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services=services, events={"max_receive_count": 5})
+    resources = _resources(assembly)
+    rules = {r["Properties"]["Name"]: r["Properties"] for r in _of_type(resources, "AWS::Events::Rule").values()}
+    assert rules["mf-billing-from-persona"]["EventPattern"] == {"detail-type": ["SlotConfirmed"], "source": ["mf.persona"]}
+    assert rules["mf-billing-from-vc-start"]["EventPattern"] == {"detail-type": ["SessionStarted"], "source": ["mf.vc-start"]}
+    queues = [r["Properties"] for r in _of_type(resources, "AWS::SQS::Queue").values() if "RedrivePolicy" in r["Properties"]]
+    assert {q["RedrivePolicy"]["maxReceiveCount"] for q in queues} == {5}
+    billing = _containers(assembly)["billing"]
+    assert billing["worker"]["Command"] == ["python", "-m", "billing_app.worker"]
+    environment = {e["Name"] for e in billing["app"]["Environment"]}
+    # A consumer that nobody consumes from publishes nothing: no bus variables, no PutEvents.
+    assert {"TABLE_NAME", "QUEUE_URL", "AUTH_URL", "JWT_ISSUER"} <= environment and not {"EVENT_BUS_NAME", "EVENT_SOURCE"} & environment
+    assert not [s for role, s in _statements_by_role(resources) if role.startswith("billing") and "events:PutEvents" in _actions(s)]
+
+
+def test_constructs_reject_what_cannot_work():
+    from aws_cdk import aws_ecs as ecs
+
+    from constructs.meshed_service import MeshedServiceProps, WorkerContainer
+    from constructs.service_resources import EventSubscription
+
+    image = ecs.ContainerImage.from_registry("registry.example.com/app:1")
+    with pytest.raises(ValueError, match="grpc_port=8080 is invalid"):
+        MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
+                           health_check_path="/", min_tasks=1, max_tasks=1, grpc_port=8080)
+    with pytest.raises(ValueError, match="command=\\[\\] is invalid"):
+        WorkerContainer(command=[])
+    with pytest.raises(ValueError, match="detail_types=\\[\\] is invalid"):
+        EventSubscription(producer="persona", source="mf.persona", detail_types=[])
