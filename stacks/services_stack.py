@@ -38,11 +38,10 @@ from .platform_stack import PlatformStack
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 # What no image needs from services/ (the build context): tests, tooling, sources of generated code,
-# the placeholder program of issues 3-4 (minimal), caches and other dot-files (CDK keeps .dockerignore
-# and the Dockerfile whatever the patterns say).
+# caches and other dot-files (CDK keeps .dockerignore and the Dockerfile whatever the patterns say).
 # Each service's build also leaves out the other services' folders, so a change to one service does
 # not rebuild the others' images. Excluded files do not count towards the asset's hash either.
-IMAGE_EXCLUDES = ("**/tests", "bench", "local", "contracts", "proto", "minimal", "**/.*", "**/__pycache__", "**/*.pyc", "**/*.md",
+IMAGE_EXCLUDES = ("**/tests", "bench", "local", "contracts", "proto", "**/.*", "**/__pycache__", "**/*.pyc", "**/*.md",
                   "pytest.ini", "requirements-dev.txt")
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
