@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from servicekit import aws
 from servicekit.app import create_service_app
+from servicekit.dynamo import readiness_check
 
 from .accounts import Accounts
 from .keys import SigningKeys
@@ -62,9 +63,6 @@ def create_app(
         clock=clock,
     )
 
-    async def dynamodb_ready() -> None:
-        await aws.run_sync(store.ping)
-
     async def signing_key_ready() -> None:
         await aws.run_sync(keys.check)
 
@@ -74,5 +72,5 @@ def create_app(
         version=VERSION,
         description="Users, password login with lockout, RS256 access tokens and their JWKS.",
         routers=[build_router(accounts, tokens, keys)],
-        readiness_checks={"dynamodb": dynamodb_ready, "signing_key": signing_key_ready},
+        readiness_checks={"dynamodb": readiness_check(settings, client=clients.dynamodb), "signing_key": signing_key_ready},
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
@@ -69,7 +70,7 @@ def parse_key_set(secret_string: str) -> KeySet:
         raise SigningKeyError("current key has no private_key_pem")
     try:
         private_key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise SigningKeyError("current key's private_key_pem is not an unencrypted PEM private key") from None
     private_key = _rsa(private_key, "current key")
     public_keys: dict[str, RSAPublicKey] = {kid: private_key.public_key()}
@@ -84,7 +85,7 @@ def parse_key_set(secret_string: str) -> KeySet:
             raise SigningKeyError(f"{what} repeats kid {old_kid!r}")
         try:
             public_key = serialization.load_pem_public_key(str(entry.get("public_key_pem", "")).encode())
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise SigningKeyError(f"{what}'s public_key_pem is not a PEM public key") from None
         public_keys[old_kid] = _rsa(public_key, what)
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import ClientError
+from servicekit.dynamo import is_conditional_failure
 
 from .errors import UsernameTaken
 
@@ -21,10 +22,6 @@ PROFILE = "PROFILE"
 
 def user_pk(username: str) -> str:
     return f"USER#{username.lower()}"
-
-
-def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True)
@@ -67,10 +64,6 @@ class UserStore:
         self._db = dynamodb
         self._table = table_name
 
-    def ping(self) -> None:
-        """Raise unless the table is reachable (readiness). A read of an absent key: no extra IAM action needed."""
-        self._db.get_item(TableName=self._table, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "PING"}})
-
     def create(self, username: str, password_hash: str, *, now: float) -> User:
         name = username.lower()
         user = User(
@@ -97,7 +90,7 @@ class UserStore:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if _is_condition_failure(exc):
+            if is_conditional_failure(exc):
                 raise UsernameTaken(name) from exc
             raise
         return user
@@ -129,7 +122,7 @@ class UserStore:
                 ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
-            if _is_condition_failure(exc):
+            if is_conditional_failure(exc):
                 raise LockedMeanwhile() from exc
             raise
         count = int(resp["Attributes"]["failed_attempts"]["N"])
@@ -152,7 +145,7 @@ class UserStore:
                 },
             )
         except ClientError as exc:
-            if _is_condition_failure(exc):
+            if is_conditional_failure(exc):
                 raise LockedMeanwhile() from exc
             raise
         return FailureResult(failed_attempts=count, locked_until=until)
@@ -172,7 +165,7 @@ class UserStore:
                 ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": {"N": "0"}},
             )
         except ClientError as exc:
-            if not _is_condition_failure(exc):
+            if not is_conditional_failure(exc):
                 raise
 
     def record_success(self, user: User, *, now: float) -> None:
@@ -188,7 +181,7 @@ class UserStore:
                 ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"N": str(int(now))}},
             )
         except ClientError as exc:
-            if _is_condition_failure(exc):
+            if is_conditional_failure(exc):
                 raise LockedMeanwhile() from exc
             raise
 
@@ -203,5 +196,5 @@ class UserStore:
                 ExpressionAttributeValues={":new": {"S": new_hash}, ":old": {"S": user.password_hash}},
             )
         except ClientError as exc:
-            if not _is_condition_failure(exc):
+            if not is_conditional_failure(exc):
                 raise

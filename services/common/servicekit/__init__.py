@@ -9,12 +9,18 @@ Deviations from / additions to the spec API (all backwards compatible):
 - resilient_grpc_call: `coro_factory` may take one argument, the per-attempt timeout in seconds
   (`lambda timeout: stub.GetPersona(req, timeout=timeout)`); time-outs surface as AioRpcError
   DEADLINE_EXCEEDED. Breakers are looked up by name per settings object.
-- JwksVerifier adds `refetch_interval_seconds` (default 30). bearer_claims: missing header -> 401
+- JwksVerifier adds `refetch_interval_seconds` (default 30), `JwksVerifier.from_settings(settings)`
+  (with its own ResilientHttpClient) and `aclose()`; settings.AuthClientSettings holds AUTH_URL,
+  JWT_ISSUER, JWT_AUDIENCE for services that accept auth's tokens. bearer_claims: missing header -> 401
   `unauthorized`, bad token -> 401 `invalid_token`.
+- ResilientHttpClient.aclose() may be followed by more requests (a new pool opens), so an app whose
+  lifespan closes its clients can be started again.
+- dynamo.readiness_check(settings, client=None): GetItem of an absent key (writes nothing).
 - QueueConsumer handlers get (data, envelope) where envelope is the whole EventBridge event; dedupe
   markers carry status IN_PROGRESS|DONE with a lease so a crashed consumer's claim is taken over.
 - idempotency: `run_idempotent(store, principal=, key=, request_body=, handler=)` and the FastAPI
-  dependency `idempotency_key` (Idempotency-Key header, validated).
+  dependency `idempotency_key` (Idempotency-Key header, validated). 401/403/429 are not stored (a
+  retry with a fresh token runs again).
 - errors.ErrorResponse / error_responses(*statuses) document the error body in OpenAPI; every
   operation also gets a generic "4XX" ErrorResponse entry and 422 uses ErrorResponse.
 - grpcutil: correlation metadata interceptors and ServiceServerInterceptor (restores the correlation

@@ -2,14 +2,17 @@
 
 Request path, outermost first:
   edge (PUBLIC_PATH strip, telemetry selection) -> OpenTelemetry (FastAPI instrumentation)
-  -> correlation id -> access log -> catch-all 500 -> body size limit -> FastAPI routing/handlers.
+  -> correlation id -> access log -> catch-all 500 -> body size limit -> body text check (lone
+  surrogates) -> FastAPI routing/handlers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -39,8 +42,8 @@ def _json_error(status: int, code: str, message: str, details: Any = None, heade
     return JSONResponse(error_body(code, message, details), status_code=status, headers=dict(headers or {}))
 
 
-async def _send_json_error(send, status: int, code: str, message: str) -> None:
-    response = _json_error(status, code, message)
+async def _send_json_error(send, status: int, code: str, message: str, details: Any = None) -> None:
+    response = _json_error(status, code, message, details)
     await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
 
@@ -135,6 +138,49 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _send_json_error(send, 413, "payload_too_large", exc.detail)
+
+
+# A UTF-16 surrogate written as a JSON escape; only lone ones (not half of a pair) are invalid.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):  # not (sane) JSON: FastAPI's own parsing answers it
+        return False
+    return False
+
+
+class JsonTextMiddleware:
+    """422 for a body holding a lone surrogate escape ("\\ud800"). Python's json accepts it, but the
+    string cannot be encoded as UTF-8, so hashing, storing or echoing it would end in a 500."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        messages = [await receive()]
+        while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
+            messages.append(await receive())
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(body):
+            message = "body: strings must be valid Unicode (lone surrogate escape)"
+            error = {"loc": ["body"], "msg": message, "type": "string_unicode"}
+            await _send_json_error(send, 422, "validation_error", message, {"errors": [error]})
+            return
+
+        async def replay():
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 class CatchAllMiddleware:
@@ -340,6 +386,7 @@ def create_service_app(
     app.add_exception_handler(RequestValidationError, _validation_handler)
 
     # add_middleware prepends: the last added runs first.
+    app.add_middleware(JsonTextMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     if settings.instrumentation:

@@ -15,6 +15,7 @@ from jwt import PyJWK
 from .errors import ApiError
 from .logging import get_logger
 from .resilience import CircuitOpenError, ResilientHttpClient
+from .settings import AuthClientSettings
 
 log = get_logger(__name__)
 
@@ -55,6 +56,16 @@ class JwksVerifier:
         self._lock = asyncio.Lock()
         self.fetch_count = 0
 
+    @classmethod
+    def from_settings(cls, settings: AuthClientSettings, *, name: str = "auth-jwks") -> JwksVerifier:
+        """A verifier of auth's tokens with its own resilient HTTP client (close it with `aclose()`)."""
+        http = ResilientHttpClient(settings.auth_url, name=name, settings=settings)
+        return cls(settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience, http=http)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (it reopens on the next fetch, so an app can be started again)."""
+        await self.http.aclose()
+
     async def _fetch(self) -> bool:
         """Refresh the key set; False (keys unchanged) when auth can't be reached or answers nonsense."""
         self._attempted_at = time.monotonic()
@@ -67,9 +78,13 @@ class JwksVerifier:
         except (httpx.HTTPError, CircuitOpenError, ValueError) as exc:
             log.warning("JWKS fetch failed: %s: %s", type(exc).__name__, exc)
             return False
+        entries = document.get("keys") if isinstance(document, dict) else None
         keys: dict[str, PyJWK] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+        for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+                continue
+            if "d" in entry:  # private key material has no business in a JWKS: never trust it
+                log.warning("ignoring JWK %s: it holds a private key", entry.get("kid"))
                 continue
             if entry.get("alg", "RS256") != "RS256" or not entry.get("kid"):
                 continue
@@ -87,7 +102,9 @@ class JwksVerifier:
     async def _key(self, kid: str) -> PyJWK:
         now = time.monotonic()
         stale = self._fetched_at is None or now - self._fetched_at > self.cache_seconds
-        if kid in self._keys and not stale:
+        # While one request refreshes a stale set (up to CALL_BUDGET_SECONDS when auth is down), the
+        # others keep verifying with the keys in hand instead of queueing behind it.
+        if kid in self._keys and (not stale or self._lock.locked()):
             return self._keys[kid]
         async with self._lock:
             now = time.monotonic()

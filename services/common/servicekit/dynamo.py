@@ -28,11 +28,16 @@ def epoch_in(seconds: float) -> int:
     return int(time.time() + seconds)
 
 
-def readiness_check(settings: ServiceSettings, table_name: str | None = None):
-    """A readiness check callable: DescribeTable on the service's table."""
+def readiness_check(settings: ServiceSettings, table_name: str | None = None, *, client: Any = None):
+    """A readiness check callable: a GetItem of an absent key on the service's table.
+
+    It proves what every request needs (network path, credentials, dynamodb:GetItem on this table)
+    and writes nothing. `client`: the boto3 DynamoDB client to use (default: servicekit.aws's).
+    """
     name = table_name or settings.table_name
 
     async def check() -> None:
-        await aws.run_sync(aws.client("dynamodb", settings).describe_table, TableName=name)
+        ddb = client or aws.client("dynamodb", settings)
+        await aws.run_sync(ddb.get_item, TableName=name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
 
     return check

@@ -32,6 +32,9 @@ TTL_SECONDS = 24 * 3600
 # An IN_PROGRESS record older than this belongs to a request that died; the key may be reused.
 IN_PROGRESS_LEASE_SECONDS = 60
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Answers about the caller's credentials or rate, not about the request: a retry (e.g. with a fresh
+# token) must run again rather than replay them for 24 h.
+_NOT_REPLAYED = frozenset({401, 403, 429})
 
 
 def validate_key(key: str) -> str:
@@ -40,7 +43,11 @@ def validate_key(key: str) -> str:
     return key
 
 
-def idempotency_key(key: Annotated[str | None, Header(alias=HEADER, description="Makes a retried POST safe")] = None) -> str | None:
+def idempotency_key(key: Annotated[str | None, Header(
+    alias=HEADER, description="Makes a retried POST safe; a malformed key gets 400 invalid_idempotency_key",
+    # Documented, not enforced by FastAPI: its own check would answer 422; ours answers 400.
+    json_schema_extra={"pattern": _KEY.pattern, "minLength": 1, "maxLength": 128},
+)] = None) -> str | None:
     """FastAPI dependency: the validated Idempotency-Key header (None when absent)."""
     return None if key is None else validate_key(key)
 
@@ -141,7 +148,8 @@ async def run_idempotent(
     """Run `handler` (-> (status_code, body)) at most once per (principal, key, body).
 
     No key: just runs it. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from the handler is
-    stored and replayed like a success; a 5xx or unexpected error releases the key so a retry runs again.
+    stored and replayed like a success (except 401/403/429); a 5xx or unexpected error releases the key
+    so a retry runs again.
     """
     if key is None:
         status_code, body = await handler()
@@ -152,13 +160,22 @@ async def run_idempotent(
     try:
         status_code, body = await handler()
     except ApiError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 or exc.status in _NOT_REPLAYED:
             await store.release(principal, key)
             raise
-        await store.complete(principal, key, exc.status, exc.body())
+        await _complete(store, principal, key, exc.status, exc.body())
         raise
     except BaseException:
         await store.release(principal, key)
         raise
-    await store.complete(principal, key, status_code, body)
+    await _complete(store, principal, key, status_code, body)
     return JSONResponse(jsonable_encoder(body), status_code=status_code)
+
+
+async def _complete(store: IdempotencyStore, principal: str, key: str, status_code: int, body: Any) -> None:
+    # The work is done: failing to record it must not turn the answer into a 500 (a client retrying
+    # that would run the work again once the lease ends). Retries meanwhile get 409 request_in_progress.
+    try:
+        await store.complete(principal, key, status_code, body)
+    except Exception:
+        log.warning("could not record the response of an idempotent request", exc_info=True)

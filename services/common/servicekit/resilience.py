@@ -132,8 +132,20 @@ class ResilientHttpClient:
         self.name = name
         self.settings = settings
         self.breaker = Breaker(name, settings.breaker_failure_threshold, settings.breaker_reset_seconds)
-        self._client = client or httpx.AsyncClient(base_url=base_url, timeout=settings.http_timeout_seconds, transport=transport)
+        self._base_url = base_url
+        self._transport = transport
+        # An injected client belongs to the caller; ours is rebuilt after aclose() (see there).
+        self._owns_client = client is None
+        self._client: httpx.AsyncClient | None = client or self._new_client()
         self.attempts = 0  # total network attempts made (observability and tests)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self._base_url, timeout=self.settings.http_timeout_seconds, transport=self._transport)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
 
     @property
     def breaker_state(self) -> str:
@@ -146,7 +158,14 @@ class ResilientHttpClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Close the connection pool. A later request opens a new one (unless the httpx client was
+        injected), so an app whose lifespan closes this client can be started again."""
+        client = self._client
+        if client is None:
+            return
+        if self._owns_client:
+            self._client = None
+        await client.aclose()
 
     async def request(self, method: str, path: str, *, idempotent: bool | None = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         """Send with retries (idempotent requests only), budget and breaker. Raises CircuitOpenError,
@@ -168,7 +187,7 @@ class ResilientHttpClient:
                 try:
                     # httpx's timeout is per phase (connect, each read...); this bounds the whole attempt.
                     async with asyncio.timeout(timeout):
-                        response = await self._client.request(method, path, headers=send_headers, timeout=timeout, **kwargs)
+                        response = await self._http().request(method, path, headers=send_headers, timeout=timeout, **kwargs)
                 except TimeoutError:
                     raise httpx.ReadTimeout(f"{self.name}: no complete answer within {timeout:.3g} s") from None
                 if response.status_code >= 500:

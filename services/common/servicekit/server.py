@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -79,10 +79,24 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: Any = None) -> None:
         # HTTP and gRPC stop accepting together and finish their in-flight work concurrently.
-        tasks: list[Awaitable[Any]] = [super().shutdown(sockets=sockets)]
-        if self.grpc_server is not None:
-            tasks.append(self.grpc_server.stop(self.grpc_grace_seconds))
-        await asyncio.gather(*tasks)
+        if self.grpc_server is None:
+            await super().shutdown(sockets=sockets)
+            return
+        grpc_stopped = asyncio.ensure_future(self.grpc_server.stop(self.grpc_grace_seconds))
+        # uvicorn runs the lifespan shutdown (closing the clients the app's handlers use) as soon as
+        # HTTP is done; in-flight gRPC calls use the same clients, so it waits for gRPC too.
+        lifespan_shutdown = self.lifespan.shutdown
+
+        async def shutdown_after_grpc() -> None:
+            await asyncio.shield(grpc_stopped)
+            await lifespan_shutdown()
+
+        self.lifespan.shutdown = shutdown_after_grpc  # type: ignore[method-assign]
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            self.lifespan.shutdown = lifespan_shutdown  # type: ignore[method-assign]
+            await grpc_stopped
 
 
 def build_server(app: Any, settings: ServiceSettings, *, grpc_server: Any = None, host: str = "0.0.0.0") -> DrainingServer:

@@ -56,3 +56,16 @@ class ServiceSettings(BaseSettings):
         if path and not path.startswith("/"):
             path = "/" + path
         return path
+
+
+class AuthClientSettings(ServiceSettings):
+    """Settings of a service that accepts auth's access tokens (verified with auth's JWKS)."""
+
+    # Base URL of auth; its JWKS is served at /.well-known/jwks.json.
+    auth_url: str = "http://127.0.0.1:8081"
+    jwt_issuer: str = "mf-auth"
+    jwt_audience: str = "mf-services"
+
+    @property
+    def jwks_url(self) -> str:
+        return self.auth_url.rstrip("/") + "/.well-known/jwks.json"

@@ -103,6 +103,20 @@ def test_malformed_bodies_are_4xx_never_5xx(client, content):
     assert response.json()["error"]["code"]
 
 
+@pytest.mark.parametrize("name", [r"\ud800", r"a\udfffb", r"\ud83d"])
+def test_lone_surrogate_in_a_json_string_is_422_not_500(client, name):
+    # json.loads accepts the escape, but the string can never be encoded (hashed, stored, echoed).
+    content = b'{"name": "' + name.encode() + b'", "qty": 1}'
+    _assert_error(client.post("/v1/items", content=content, headers={"content-type": "application/json"}), 422, "validation_error")
+
+
+@pytest.mark.parametrize(("name", "expected"), [(r"\ud83d\ude00", "\U0001f600"), (r"\\ud800", "\\ud800")])
+def test_surrogate_pairs_and_escaped_backslashes_are_fine(client, name, expected):
+    content = b'{"name": "' + name.encode() + b'", "qty": 1}'
+    response = client.post("/v1/items", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 201 and response.json()["name"] == expected
+
+
 def test_path_parameter_of_wrong_type_is_422(client):
     _assert_error(client.get("/v1/items/abc"), 422, "validation_error")
 

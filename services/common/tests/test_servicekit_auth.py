@@ -146,6 +146,34 @@ async def test_no_keys_and_auth_down_is_503(keys, auth_setup):
     assert (info.value.status, info.value.code) == (503, "auth_unavailable")
 
 
+@pytest.mark.parametrize("document", [{"keys": 5}, {"keys": "k1"}, ["k1"], "nonsense"])
+async def test_jwks_of_the_wrong_shape_is_no_keys_not_a_crash(keys, make_settings, document):
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=document))
+    http = ResilientHttpClient("http://auth", name="auth", settings=make_settings(retry_attempts=1), transport=transport)
+    verifier = JwksVerifier("/.well-known/jwks.json", issuer=ISSUER, audience=AUDIENCE, http=http)
+    with pytest.raises(ApiError) as info:
+        await verifier.verify(keys["k1"].token())
+    assert (info.value.status, info.value.code) == (503, "auth_unavailable")
+
+
+async def test_jwk_carrying_a_private_key_is_ignored(keys, auth_setup):
+    fake, make = auth_setup
+    private = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys["k1"].private))
+    fake.jwks = [{**private, "kid": "k1", "use": "sig", "alg": "RS256"}]
+    with pytest.raises(ApiError) as info:
+        await make().verify(keys["k1"].token())
+    assert info.value.status == 503
+
+
+async def test_stale_keys_keep_verifying_while_a_refresh_is_under_way(keys, auth_setup):
+    fake, make = auth_setup
+    verifier = make(cache_seconds=0.0, refetch_interval_seconds=0.0)
+    await verifier.verify(keys["k1"].token())
+    async with verifier._lock:  # a refresh in flight (e.g. waiting on a hung auth)
+        claims = await asyncio.wait_for(verifier.verify(keys["k1"].token()), 1.0)
+    assert claims["sub"] == "user-1" and fake.hits == 1
+
+
 def test_bearer_claims_dependency(keys, auth_setup, make_settings):
     _, make = auth_setup
     verifier = make()

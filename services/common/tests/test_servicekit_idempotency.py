@@ -33,6 +33,8 @@ def app_and_calls(make_settings, aws_env):
                 raise ApiError(404, "sku_not_found", "no such sku")
             if order.sku == "flaky" and calls.count("flaky") == 1:
                 raise ApiError(503, "upstream_unavailable", "try again")
+            if order.sku == "stale-token" and calls.count("stale-token") == 1:
+                raise ApiError(401, "invalid_token", "token expired")
             return 201, {"order_no": len(calls), "sku": order.sku}
 
         return await run_idempotent(store, principal="user-1", key=key, request_body=order, handler=handler)
@@ -110,3 +112,19 @@ async def test_server_error_releases_key_so_retry_runs_again(client, app_and_cal
     retry = await _post(client, "flaky")
     assert retry.status_code == 201
     assert app_and_calls[1] == ["flaky", "flaky"]
+
+
+async def test_unauthorized_is_not_replayed_so_a_retry_with_a_fresh_token_runs(client, app_and_calls):
+    assert (await _post(client, "stale-token")).status_code == 401
+    retry = await _post(client, "stale-token")
+    assert retry.status_code == 201 and "idempotent-replayed" not in retry.headers
+    assert app_and_calls[1] == ["stale-token", "stale-token"]
+
+
+async def test_failing_to_record_the_response_still_answers_it(client, app_and_calls, monkeypatch):
+    async def broken_complete(*args, **kwargs):
+        raise RuntimeError("dynamodb is down")
+
+    monkeypatch.setattr(app_and_calls[2], "complete", broken_complete)
+    response = await _post(client, "apple")
+    assert response.status_code == 201 and response.json()["sku"] == "apple"

@@ -244,3 +244,12 @@ async def test_each_attempt_carries_a_traceparent_of_the_current_trace(make_sett
     assert [r["traceparent"].split("-")[1] for r in server.requests] == [trace_hex, trace_hex]
     # One client span per attempt: the retry is visible in the trace.
     assert len({r["traceparent"].split("-")[2] for r in server.requests}) == 2
+
+
+async def test_client_can_be_used_again_after_aclose(make_settings):
+    # An app's lifespan closes its clients on shutdown; starting the app again must still work.
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
+    client = ResilientHttpClient("http://dep", name="dep", settings=make_settings(), transport=transport)
+    await client.aclose()
+    assert (await client.get("/x")).json() == {"ok": True}
+    await client.aclose()

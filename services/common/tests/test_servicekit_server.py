@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from servicekit.app import create_service_app
+from servicekit.server import build_server
 from servicekit.worker import serve_worker
 
 COMMON = Path(__file__).resolve().parents[1]
@@ -131,3 +133,23 @@ async def test_worker_stops_on_sigterm_after_current_batch():
     loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(serve_worker(consumer), 5)
     assert consumer.batches >= 1
+
+
+async def test_lifespan_shutdown_waits_for_grpc_in_flight_calls(make_settings):
+    # The app's shutdown hooks close clients that in-flight gRPC handlers still use.
+    events: list[str] = []
+
+    class SlowGrpcServer:
+        async def stop(self, grace: float) -> None:
+            await asyncio.sleep(0.3)  # an in-flight call finishing within the grace period
+            events.append("grpc stopped")
+
+    settings = make_settings(port=0, drain_seconds=0, instrumentation=False)
+    app = create_service_app(settings, title="t", version="1", on_shutdown=[lambda: events.append("lifespan shutdown")])
+    server = build_server(app, settings, grpc_server=SlowGrpcServer(), host="127.0.0.1")
+    serving = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    server.begin_drain()
+    await asyncio.wait_for(serving, 5)
+    assert events == ["grpc stopped", "lifespan shutdown"]

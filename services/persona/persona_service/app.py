@@ -11,6 +11,8 @@ import grpc
 from fastapi import FastAPI
 from servicekit import aws
 from servicekit.app import create_service_app
+from servicekit.auth import JwksVerifier
+from servicekit.dynamo import readiness_check
 
 from . import __version__
 from .api import build_router
@@ -28,15 +30,6 @@ class PersonaClients:
     clock: Callable[[], float] = field(default=time.time)
 
 
-def _default_verifier(settings: PersonaSettings) -> tuple[Any, Any]:
-    from servicekit.auth import JwksVerifier
-    from servicekit.resilience import ResilientHttpClient
-
-    http = ResilientHttpClient(settings.auth_url, name="auth-jwks", settings=settings)
-    verifier = JwksVerifier(settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience, http=http)
-    return verifier, http
-
-
 def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClients | None = None) -> FastAPI:
     settings = settings or PersonaSettings()
     clients = clients or PersonaClients()
@@ -44,15 +37,15 @@ def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClien
         raise ValueError("TABLE_NAME is not set: persona needs its DynamoDB table")
     dynamodb = clients.dynamodb or aws.client("dynamodb", settings)
     store = PersonaStore(dynamodb, settings.table_name, hold_seconds=settings.reservation_hold_seconds, clock=clients.clock)
-    verifier, owned_http = (clients.verifier, None) if clients.verifier is not None else _default_verifier(settings)
+    owned_verifier = JwksVerifier.from_settings(settings) if clients.verifier is None else None
+    verifier = clients.verifier or owned_verifier
 
-    async def dynamodb_ready() -> None:
-        # A key read needs only dynamodb:GetItem (DescribeTable would need another permission).
-        await aws.run_sync(dynamodb.get_item, TableName=settings.table_name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
-
-    async def close_http() -> None:
-        if owned_http is not None:
-            await owned_http.aclose()
+    async def close_clients() -> None:
+        grpc_health = getattr(app.state, "grpc_health", None)
+        if grpc_health is not None:
+            grpc_health.stop_refreshing()
+        if owned_verifier is not None:
+            await owned_verifier.aclose()
 
     app = create_service_app(
         settings,
@@ -60,8 +53,8 @@ def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClien
         version=__version__,
         description="Personas owned by users, and the session slots the vc-start saga reserves on them.",
         routers=[build_router(store, verifier)],
-        readiness_checks={"dynamodb": dynamodb_ready},
-        on_shutdown=[close_http],
+        readiness_checks={"dynamodb": readiness_check(settings, client=dynamodb)},
+        on_shutdown=[close_clients],
     )
     app.state.store = store
 

@@ -169,6 +169,11 @@ class ReadinessHealthServicer(health.aio.HealthServicer):
         self._services = services
         self._checked_at = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        # Draining must show on the very next Check, not after the cached answer ages out.
+        readiness.on_drain(self._invalidate)
+
+    def _invalidate(self) -> None:
+        self._checked_at = float("-inf")
 
     async def refresh(self) -> bool:
         ready, report = await self._readiness.readiness()
@@ -193,6 +198,11 @@ class ReadinessHealthServicer(health.aio.HealthServicer):
 
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(loop(), name="grpc-health-refresh")
+
+    def stop_refreshing(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     async def _maybe_refresh(self) -> None:
         if time.monotonic() - self._checked_at >= self.REFRESH_SECONDS:

@@ -27,6 +27,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from servicekit.dynamo import is_conditional_failure
 
 HELD = "HELD"
 CONFIRMED = "CONFIRMED"
@@ -237,16 +238,21 @@ class PersonaStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if not _is_condition_failure(exc):
+            if not is_conditional_failure(exc):
                 raise
             current = self.get(persona_id, owner)  # raises PersonaNotFound for missing / foreign personas
             if max_sessions is None:
                 raise StoreConflict(f"updating persona {persona_id}") from None
+            if self.reclaim_expired(persona_id):  # expired holds must not block the change: retry
+                return self.update(persona_id, owner, display_name=display_name, attributes=attributes, max_sessions=max_sessions)
             raise MaxSessionsBelowReserved(max_sessions, current.reserved) from None
         return _to_persona(out["Attributes"])
 
     def delete(self, persona_id: str, owner: str) -> None:
         persona = self.get(persona_id, owner)
+        if persona.reserved:
+            # Holds whose session never started (e.g. a lost compensation) must not block the delete.
+            self.reclaim_expired(persona_id)
         try:
             self._transact(
                 [
@@ -264,6 +270,8 @@ class PersonaStore:
             )
         except _Cancelled:
             current = self.get(persona_id, owner)
+            if current.reserved == 0:  # cancelled by a concurrent write, not by a reservation
+                raise StoreConflict(f"deleting persona {persona_id}") from None
             raise PersonaInUse(persona_id, current.reserved) from None
         # The reservations left are RELEASED tombstones (reserved was 0); drop them with the persona.
         keys = [{"pk": item["pk"], "sk": item["sk"]} for item in self._query(f"PERSONA#{persona.persona_id}", "RESERVATION#")]
@@ -282,8 +290,10 @@ class PersonaStore:
             if existing is not None:
                 if existing.status == CONFIRMED or (existing.status == HELD and not existing.expired(now)):
                     return existing
-                if existing.status == HELD:  # expired: give the slot back first
-                    self._release_transition(existing, REASON_EXPIRED)
+                # Expired: give the slot back first. Losing that race means it was just confirmed
+                # or released: re-read and answer from what is there now.
+                if existing.status == HELD and not self._release_transition(existing, REASON_EXPIRED):
+                    continue
                 raise ReservationAlreadyReleased(session_id)
             # Lazy reclaim: holds whose session never started must not keep slots forever.
             self.reclaim_expired(persona_id)
@@ -366,7 +376,7 @@ class PersonaStore:
                 )
                 return replace(current, status=CONFIRMED, hold_expires_at=None)
             except ClientError as exc:
-                if not _is_condition_failure(exc):
+                if not is_conditional_failure(exc):
                     raise
         raise StoreConflict(f"confirming the slot of session {session_id}")
 
@@ -469,7 +479,7 @@ class PersonaStore:
             self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
             return True
         except ClientError as exc:
-            if not _is_condition_failure(exc):
+            if not is_conditional_failure(exc):
                 raise
             return False
 
@@ -523,7 +533,3 @@ class PersonaStore:
                 if not request:
                     break
                 time.sleep(0.05 * 2**attempt)
-
-
-def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -111,13 +111,12 @@ async def test_invalid_session_id_is_rejected(grpc_env, store, auth):
 
 
 async def test_health_service_follows_readiness(grpc_env):
-    _, health, readiness, health_servicer = grpc_env
+    _, health, readiness, _ = grpc_env
     for service in ("", SERVICE_NAME):
         response = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
 
-    readiness.mark_draining()  # what SIGTERM does
-    await health_servicer.refresh()  # skip the 1 s probe cache
+    readiness.mark_draining()  # what SIGTERM does: the very next Check sees it, despite the 1 s probe cache
     response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
     assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -139,3 +139,14 @@ async def test_unreachable_dynamodb_answers_503_and_not_ready(settings, verifier
         assert listed.status_code == 503 and listed.json()["error"]["code"] == "storage_unavailable"
         ready = await c.get("/health/ready")
         assert ready.status_code == 503 and "dynamodb" in ready.json()["error"]["message"]
+
+
+async def test_app_with_its_own_verifier_can_be_started_again(settings, dynamodb, clock, alice):
+    # Its lifespan closes the JWKS client on shutdown; a second start must still fetch keys.
+    app = create_app(settings, clients=PersonaClients(dynamodb=dynamodb, clock=clock))
+    for _ in range(2):
+        async with app.router.lifespan_context(app):
+            pass
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        response = await c.get("/v1/personas", headers=alice)
+    assert response.status_code == 200 and response.json() == {"items": []}

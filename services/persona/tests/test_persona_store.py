@@ -77,6 +77,20 @@ def test_confirm_of_expired_hold_releases_it(store, clock):
     assert store.get(persona.persona_id, "user-a").reserved == 0
 
 
+def test_expired_holds_do_not_block_delete_or_lowering_max_sessions(store, clock):
+    # A hold whose compensation was lost must not pin the persona once it has expired.
+    persona = store.create("user-a", "Ada", {}, 2)
+    store.reserve(persona.persona_id, "lost-1", "user-a")
+    store.reserve(persona.persona_id, "lost-2", "user-a")
+    with pytest.raises(st.PersonaInUse):
+        store.delete(persona.persona_id, "user-a")
+    clock.advance(121)
+    assert store.update(persona.persona_id, "user-a", max_sessions=1).reserved == 0
+    store.delete(persona.persona_id, "user-a")
+    with pytest.raises(st.PersonaNotFound):
+        store.get(persona.persona_id, "user-a")
+
+
 def test_reserve_on_another_owners_persona_is_not_found(store):
     persona = store.create("user-a", "Ada", {}, 1)
     with pytest.raises(st.PersonaNotFound):

@@ -12,7 +12,6 @@ from servicekit.dynamo import readiness_check
 from servicekit.errors import ApiError, ErrorResponse, error_responses
 from servicekit.events import EventPublisher
 from servicekit.idempotency import IdempotencyStore, idempotency_key, run_idempotent
-from servicekit.resilience import ResilientHttpClient
 
 from vc_start.events import Publisher
 from vc_start.models import CreateSessionRequest, SessionResponse
@@ -45,14 +44,15 @@ def build_clients(settings: VcStartSettings) -> Clients:
     if not settings.table_name:
         raise ValueError("TABLE_NAME must be set")
     persona = GrpcPersonaClient(settings.persona_grpc_target, settings)
-    auth_http = ResilientHttpClient(settings.auth_url, name="auth", settings=settings)
+    verifier = JwksVerifier.from_settings(settings)
     return Clients(
         store=SessionStore(aws.client("dynamodb", settings), settings.table_name),
         persona=persona,
         publisher=EventPublisher(settings),
-        verifier=JwksVerifier(settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience, http=auth_http),
+        verifier=verifier,
         idempotency=IdempotencyStore(settings, settings.table_name),
-        closers=[persona.close, auth_http.aclose],
+        # Both reopen on next use, so the app can be started again after a shutdown.
+        closers=[persona.close, verifier.aclose],
     )
 
 

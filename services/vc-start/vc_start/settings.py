@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from servicekit.settings import ServiceSettings
+from servicekit.settings import AuthClientSettings
 
 
-class VcStartSettings(ServiceSettings):
+class VcStartSettings(AuthClientSettings):
+    """AUTH_URL, JWT_ISSUER and JWT_AUDIENCE (token verification) come from AuthClientSettings."""
+
     service_name: str = "vc-start"
     public_path: str = "/api/vc"
     event_source: str | None = "mf.vc-start"
-    # Base URL of auth: its JWKS verifies callers' tokens.
-    auth_url: str = "http://127.0.0.1:8081"
     # host:port of persona's gRPC server.
     persona_grpc_target: str = "127.0.0.1:50051"
-    jwt_issuer: str = "mf-auth"
-    jwt_audience: str = "mf-services"
-
-    @property
-    def jwks_url(self) -> str:
-        return self.auth_url.rstrip("/") + "/.well-known/jwks.json"
