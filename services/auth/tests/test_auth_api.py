@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 
+import boto3
 import jwt
 import pytest
+from auth_service.app import AuthClients, create_app
+from auth_service.settings import AuthSettings
+from botocore.config import Config
+from fastapi.testclient import TestClient
 from servicekit.logging import configure_logging
 
 PASSWORD = "correct horse battery"
@@ -155,6 +160,26 @@ def test_not_ready_and_503_on_login_when_the_signing_key_secret_is_missing(make_
     register(client)
     resp = login(client)
     assert resp.status_code == 503 and error_of(resp)["code"] == "signing_key_unavailable"
+
+
+def test_unreachable_table_answers_503_on_register_and_login(secrets, clock, fast_argon2):
+    dead = boto3.client(
+        "dynamodb",
+        endpoint_url="http://127.0.0.1:1",  # nothing listens there
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=0.5),
+    )
+    settings = AuthSettings(
+        table_name="mf-auth", jwt_signing_secret_id="mf/auth/jwt-signing-key", **{f"argon2_{k}": v for k, v in fast_argon2.items()}
+    )
+    app = create_app(settings, clients=AuthClients(dynamodb=dead, secretsmanager=secrets), clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for resp in (register(client), login(client)):
+            assert resp.status_code == 503, resp.text
+            assert error_of(resp)["code"] == "storage_unavailable"
+            assert resp.headers["Retry-After"]
 
 
 def test_openapi_documents_every_route_with_its_error_responses(client):

@@ -23,6 +23,10 @@ Deviations from / additions to the spec API (all backwards compatible):
   retry with a fresh token runs again).
 - errors.ErrorResponse / error_responses(*statuses) document the error body in OpenAPI; every
   operation also gets a generic "4XX" ErrorResponse entry and 422 uses ErrorResponse.
+- A botocore error meaning the store is unavailable (`aws.is_unavailable`: EndpointConnectionError,
+  connect/read time-outs, closed connections, throttling or AWS server-error codes) raised from a route
+  answers 503 `storage_unavailable` with Retry-After (`aws.retry_after_seconds`: 1 s throttled, 5 s
+  otherwise) in every service; other botocore errors stay 500. Non-health operations document the 503.
 - grpcutil: correlation metadata interceptors and ServiceServerInterceptor (restores the correlation
   id, records rpc.server.duration); configure_telemetry patches grpc.aio.server to add it.
 - Health.on_drain(listener): e.g. flip the gRPC health service to NOT_SERVING when draining starts.

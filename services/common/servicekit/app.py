@@ -4,6 +4,9 @@ Request path, outermost first:
   edge (PUBLIC_PATH strip, telemetry selection) -> OpenTelemetry (FastAPI instrumentation)
   -> correlation id -> access log -> catch-all 500 -> body size limit -> body text check (lone
   surrogates) -> FastAPI routing/handlers.
+
+Errors raised by handlers: ApiError -> its status; botocore errors meaning the store is unreachable or
+throttling -> 503 `storage_unavailable` + Retry-After (aws.is_unavailable); anything else -> 500.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -25,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import aws
 from .correlation import CorrelationMiddleware
 from .errors import ApiError, ErrorResponse, code_for_status, error_body
 from .health import Health
@@ -276,6 +281,22 @@ async def _http_exception_handler(request: Request, exc: StarletteHTTPException)
     return _json_error(status, code_for_status(status), message, headers=getattr(exc, "headers", None))
 
 
+async def _aws_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The service's table (or another AWS dependency) is unreachable or throttling: 503, so clients retry.
+
+    Any other botocore error is a bug or a refused request: re-raised to the catch-all (500 + traceback)."""
+    if not aws.is_unavailable(exc):
+        raise exc
+    reason = aws.error_code(exc) or type(exc).__name__
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(exc)
+    log.warning("storage unavailable: %s", reason, extra={"aws_error": reason})
+    retry_after = aws.retry_after_seconds(exc)
+    message = "storage is busy; retry later" if retry_after == aws.RETRY_AFTER_THROTTLED_SECONDS else "storage is unavailable; retry later"
+    return _json_error(503, "storage_unavailable", message, headers={"Retry-After": str(retry_after)})
+
+
 def _clean_validation_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     # No "input" echo: it may hold passwords or huge payloads.
     return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
@@ -311,6 +332,8 @@ def _install_openapi(app: FastAPI) -> None:
                     responses["422"] = {"description": "Validation error", "content": ref}
                 # Any 4xx (401, 404, 405, 413, ...) carries the standard error body.
                 responses.setdefault("4XX", {"description": "Client error", "content": ref})
+                if "health" not in operation.get("tags", ()):
+                    responses.setdefault("503", {"description": "storage_unavailable (retry after Retry-After seconds)", "content": ref})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
         app.openapi_schema = schema
@@ -384,6 +407,8 @@ def create_service_app(
     app.add_exception_handler(ApiError, _api_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(ClientError, _aws_error_handler)
+    app.add_exception_handler(BotoCoreError, _aws_error_handler)
 
     # add_middleware prepends: the last added runs first.
     app.add_middleware(JsonTextMiddleware)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import boto3
+from botocore import exceptions as botocore_errors
 from botocore.config import Config
 
 from .settings import ServiceSettings
@@ -81,3 +82,27 @@ def error_code(exc: BaseException) -> str | None:
     if isinstance(response, dict):
         return response.get("Error", {}).get("Code")
     return None
+
+
+# AWS error codes that mean "the service is busy or failing: retry later", not "this request is wrong".
+THROTTLING_ERROR_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "RequestLimitExceeded"}
+)
+SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailable", "ServiceUnavailableException"})
+# Seconds a client should wait before retrying: throttling clears fast, an outage less so.
+RETRY_AFTER_THROTTLED_SECONDS = 1
+RETRY_AFTER_UNREACHABLE_SECONDS = 5
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for a botocore error meaning the AWS service cannot answer now (no connection, a timeout,
+    throttling, a server-side failure), after botocore's own retries: the request itself may be fine."""
+    # ConnectionError: EndpointConnectionError, ConnectTimeoutError, ...; HTTPClientError: ReadTimeoutError, ConnectionClosedError.
+    if isinstance(exc, (botocore_errors.ConnectionError, botocore_errors.HTTPClientError)):
+        return True
+    return isinstance(exc, botocore_errors.ClientError) and error_code(exc) in THROTTLING_ERROR_CODES | SERVER_ERROR_CODES
+
+
+def retry_after_seconds(exc: BaseException) -> int:
+    """The Retry-After to answer for an `is_unavailable` error."""
+    return RETRY_AFTER_THROTTLED_SECONDS if error_code(exc) in THROTTLING_ERROR_CODES else RETRY_AFTER_UNREACHABLE_SECONDS

@@ -5,7 +5,6 @@
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, Response
 from servicekit.auth import bearer_claims
 from servicekit.aws import run_sync
@@ -31,15 +30,7 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ApiError(409, "max_sessions_below_reserved", str(exc)) from None
     except st.StoreConflict as exc:
         raise ApiError(409, "concurrent_update", str(exc)) from None
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code not in st.TRANSIENT_AWS_ERRORS:
-            raise
-        log.warning("dynamodb is throttling", extra={"aws_error": code})
-        raise ApiError(503, "storage_unavailable", "persona storage is busy; retry later", headers={"Retry-After": "1"}) from None
-    except BotoCoreError as exc:
-        log.warning("dynamodb unreachable", extra={"error": str(exc)})
-        raise ApiError(503, "storage_unavailable", "persona storage is unavailable; retry later") from None
+    # DynamoDB unreachable or throttling: servicekit answers 503 storage_unavailable.
 
 
 def build_router(store: st.PersonaStore, verifier: Any) -> APIRouter:

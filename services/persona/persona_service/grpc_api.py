@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mf.persona.v1 import persona_pb2, persona_pb2_grpc
+from servicekit import aws
 from servicekit.aws import run_sync
 from servicekit.correlation import correlation_scope, from_grpc_metadata
 from servicekit.errors import ApiError
@@ -75,15 +76,13 @@ def _rpc(method: Handler) -> Handler:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except st.StoreConflict as exc:
                 await context.abort(grpc.StatusCode.ABORTED, str(exc))
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code not in st.TRANSIENT_AWS_ERRORS:  # the caller may retry: ReserveSlot/ReleaseSlot are idempotent
+            except (ClientError, BotoCoreError) as exc:
+                if not aws.is_unavailable(exc):
                     raise
-                log.warning("dynamodb is throttling", extra={"rpc": method.__name__, "aws_error": code})
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage busy ({code}); retry")
-            except BotoCoreError as exc:
-                log.warning("dynamodb unreachable", extra={"rpc": method.__name__, "error": str(exc)})
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "storage unavailable; retry")
+                # The caller may retry: ReserveSlot/ReleaseSlot are idempotent.
+                reason = aws.error_code(exc) or type(exc).__name__
+                log.warning("storage unavailable", extra={"rpc": method.__name__, "aws_error": reason})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable ({reason}); retry")
 
     return wrapper
 

@@ -40,11 +40,6 @@ _ATTEMPTS = 8
 # Persona and session ids are UUIDs in practice; anything outside this cannot name an item.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
-# DynamoDB errors that mean "busy, retry later" rather than a bug.
-TRANSIENT_AWS_ERRORS = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
-)
-
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 

@@ -6,6 +6,7 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from botocore.stub import Stubber
 from cryptography.hazmat.primitives.asymmetric import rsa
 from persona_service.app import PersonaClients, create_app
 
@@ -135,10 +136,28 @@ async def test_unreachable_dynamodb_answers_503_and_not_ready(settings, verifier
     )
     app = create_app(settings, clients=PersonaClients(dynamodb=dead, verifier=verifier))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        created = await c.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)
+        assert created.status_code == 503 and created.json()["error"]["code"] == "storage_unavailable"
+        assert created.headers["retry-after"]
         listed = await c.get("/v1/personas", headers=alice)
         assert listed.status_code == 503 and listed.json()["error"]["code"] == "storage_unavailable"
         ready = await c.get("/health/ready")
         assert ready.status_code == 503 and "dynamodb" in ready.json()["error"]["message"]
+
+
+async def test_throttled_dynamodb_answers_503_with_retry_after(settings, verifier, alice):
+    # The real client raises DynamoDB's own throttling error (botocore's Stubber answers in AWS's place).
+    throttled = boto3.client(
+        "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    with Stubber(throttled) as stub:
+        stub.add_client_error("transact_write_items", "ProvisionedThroughputExceededException", http_status_code=400)
+        app = create_app(settings, clients=PersonaClients(dynamodb=throttled, verifier=verifier))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+            created = await c.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)
+    assert created.status_code == 503, created.text
+    assert created.json()["error"]["code"] == "storage_unavailable"
+    assert created.headers["retry-after"] == "1"
 
 
 async def test_app_with_its_own_verifier_can_be_started_again(settings, dynamodb, clock, alice):

@@ -98,9 +98,30 @@ def settings(aws_env) -> VcStartSettings:
     return settings
 
 
+class Clock:
+    """time.time stand-in that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
-def store(settings) -> SessionStore:
-    return SessionStore(aws.client("dynamodb", settings), TABLE)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(settings, clock) -> SessionStore:
+    """The session store on the test clock, with the configured pending timeout."""
+    return SessionStore(
+        aws.client("dynamodb", settings), TABLE, pending_timeout_seconds=settings.session_pending_timeout_seconds, clock=clock
+    )
 
 
 @pytest.fixture
@@ -262,18 +283,29 @@ def make_token(signing_key):
 
 
 @pytest.fixture
-def app(settings, store, publisher, persona, jwks):
-    """The real app and verifier; auth's JWKS endpoint is served by an httpx mock transport."""
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
-    auth_http = ResilientHttpClient("http://auth.test", name="auth", settings=settings, transport=transport)
-    clients = Clients(
-        store=store,
-        persona=persona,
-        publisher=publisher,
-        verifier=JwksVerifier(settings.jwks_url, issuer=ISSUER, audience=AUDIENCE, http=auth_http),
-        idempotency=IdempotencyStore(settings, TABLE),
-    )
-    return create_app(settings, clients=clients)
+def make_clients(settings, store, publisher, persona, jwks):
+    """make_clients(**overrides) -> the app's Clients: the real verifier (auth's JWKS endpoint is served by an
+    httpx mock transport), store, publisher and idempotency on moto, the fake persona."""
+
+    def make(**overrides: Any) -> Clients:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json=jwks))
+        auth_http = ResilientHttpClient("http://auth.test", name="auth", settings=settings, transport=transport)
+        clients = {
+            "store": store,
+            "persona": persona,
+            "publisher": publisher,
+            "verifier": JwksVerifier(settings.jwks_url, issuer=ISSUER, audience=AUDIENCE, http=auth_http),
+            "idempotency": IdempotencyStore(settings, TABLE),
+        }
+        return Clients(**{**clients, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def app(settings, make_clients):
+    """The real app on the clients above."""
+    return create_app(settings, clients=make_clients())
 
 
 @pytest.fixture

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import boto3
+import httpx
 import pytest
+from botocore.config import Config
+from servicekit.idempotency import IdempotencyStore
+from vc_start.app import create_app
 from vc_start.persona import NoSlotAvailableError, PersonaUnavailableError
+from vc_start.settings import VcStartSettings
+from vc_start.store import SessionStore
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -50,6 +57,32 @@ async def test_persona_unavailable_before_reservation_is_503_and_nothing_is_writ
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "persona_unavailable"
     assert session_items() == []
+    assert persona.called("reserve_slot") == []
+    assert persona_events() == []
+
+
+async def test_dynamodb_outage_is_503_storage_unavailable_and_nothing_is_reserved(
+    settings, make_clients, make_token, persona, persona_events
+):
+    # Every DynamoDB call (sessions and idempotency records) goes to a port where nothing listens.
+    dead = boto3.client(
+        "dynamodb",
+        endpoint_url="http://127.0.0.1:1",
+        region_name=settings.aws_region,
+        config=Config(retries={"max_attempts": 1}, connect_timeout=0.5),
+    )
+    down = VcStartSettings(aws_region=settings.aws_region, table_name=settings.table_name)
+    down._aws_clients[("client", "dynamodb")] = dead
+    app = create_app(down, clients=make_clients(store=SessionStore(dead, settings.table_name), idempotency=IdempotencyStore(down)))
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://vc-start.test") as c:
+        plain = await c.post("/v1/sessions", json={"persona_id": "p-1"}, headers=bearer(make_token()))
+        keyed = await c.post("/v1/sessions", json={"persona_id": "p-1"}, headers={**bearer(make_token()), "Idempotency-Key": "k-1"})
+
+    for response in (plain, keyed):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "storage_unavailable"
+        assert response.headers["retry-after"]
     assert persona.called("reserve_slot") == []
     assert persona_events() == []
 

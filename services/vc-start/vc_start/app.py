@@ -19,6 +19,7 @@ from vc_start.persona import GrpcPersonaClient, PersonaClient, PersonaNotFoundEr
 from vc_start.saga import StartSessionSaga
 from vc_start.settings import VcStartSettings
 from vc_start.store import SessionStore
+from vc_start.timeouts import time_out_if_overdue
 
 VERSION = "1.0.0"
 
@@ -46,7 +47,9 @@ def build_clients(settings: VcStartSettings) -> Clients:
     persona = GrpcPersonaClient(settings.persona_grpc_target, settings)
     verifier = JwksVerifier.from_settings(settings)
     return Clients(
-        store=SessionStore(aws.client("dynamodb", settings), settings.table_name),
+        store=SessionStore(
+            aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds
+        ),
         persona=persona,
         publisher=EventPublisher(settings),
         verifier=verifier,
@@ -114,6 +117,10 @@ def sessions_router(clients: Clients) -> APIRouter:
         "/sessions/{session_id}",
         response_model=SessionResponse,
         summary="Read one of the caller's sessions",
+        description=(
+            "A session still PENDING SESSION_PENDING_TIMEOUT_SECONDS after its creation is answered (and stored) "
+            "CANCELLED with reason timed_out, and any slot persona still holds for it is released."
+        ),
         responses=error_responses(401, 404),
     )
     async def get_session(
@@ -124,6 +131,7 @@ def sessions_router(clients: Clients) -> APIRouter:
         # Someone else's session is reported exactly like a missing one.
         if session is None or session.user_id != str(claims["sub"]):
             raise ApiError(404, "session_not_found", f"session {session_id} not found")
+        session = await time_out_if_overdue(session, store=clients.store, publisher=clients.publisher)
         return SessionResponse.of(session)
 
     return router

@@ -19,6 +19,10 @@ log = get_logger(__name__)
 DEFAULT_COMPENSATION_REASON = "session_cancelled"
 
 
+class SessionUndecidedError(Exception):
+    """A SlotConfirmed found its session PENDING but could not settle it; a redelivery retries."""
+
+
 class SessionEventHandlers:
     def __init__(self, *, store: SessionStore, publisher: Publisher) -> None:
         self._store = store
@@ -38,13 +42,22 @@ class SessionEventHandlers:
         if session is None:
             log.warning("SlotConfirmed for an unknown session ignored", extra={"session_id": session_id})
             return
+        if session.status is SessionStatus.PENDING:
+            # Not activated, so overdue: the confirmation came too late. Time it out, then give the slot back below.
+            timed_out = await self._store.time_out(session_id)
+            session = timed_out.session or session
+            if timed_out.applied:
+                log.warning("session timed out before its slot was confirmed", extra={"session_id": session_id})
         if session.status is SessionStatus.CANCELLED:
-            # The session gave up (e.g. a reservation timeout) but persona confirmed the slot: give it back.
+            # The session gave up (e.g. it timed out) but persona confirmed the slot: give it back.
             reason = session.reason or DEFAULT_COMPENSATION_REASON
             await self._publisher.publish(events.SESSION_CANCELLED, events.session_cancelled(session_id, session.persona_id, reason))
             log.info("confirmed slot of a cancelled session released", extra={"session_id": session_id, "reason": reason})
-            return
-        log.info("SlotConfirmed for an active session ignored", extra={"session_id": session_id})
+        elif session.status is SessionStatus.ACTIVE:
+            log.info("SlotConfirmed for an active session ignored", extra={"session_id": session_id})
+        else:
+            # Still PENDING yet not activatable: the clocks disagree. Leave the event for redelivery.
+            raise SessionUndecidedError(f"session {session_id} is PENDING but could be neither activated nor timed out")
 
     async def on_slot_released(self, data: dict, envelope: dict) -> None:
         session_id = data["session_id"]

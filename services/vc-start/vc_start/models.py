@@ -12,6 +12,9 @@ PERSONA_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 
 class SessionStatus(StrEnum):
+    """PENDING until the saga settles, then ACTIVE or CANCELLED (both final; see README.md for every transition).
+    A session PENDING for SESSION_PENDING_TIMEOUT_SECONDS is CANCELLED `timed_out` (timeouts.py)."""
+
     PENDING = "PENDING"
     ACTIVE = "ACTIVE"
     CANCELLED = "CANCELLED"
@@ -24,6 +27,8 @@ class CancelReason(StrEnum):
     PERSONA_UNAVAILABLE = "persona_unavailable"
     PERSONA_NOT_FOUND = "persona_not_found"
     EVENT_PUBLISH_FAILED = "event_publish_failed"
+    # PENDING for longer than SESSION_PENDING_TIMEOUT_SECONDS (e.g. vc-start died mid-saga, a compensation was lost).
+    TIMED_OUT = "timed_out"
 
 
 @dataclass(frozen=True)

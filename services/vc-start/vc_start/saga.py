@@ -5,7 +5,8 @@
 3. reserve a slot on persona; refused -> CANCELLED no_slot_available; ambiguous -> CANCELLED persona_unavailable
    and publish SessionCancelled so persona drops any hold it made
 4. publish SessionStarted; failure -> CANCELLED event_publish_failed and release the slot over gRPC
-The rest (SlotConfirmed / SlotReleased) happens in the worker (handlers.py).
+The rest (SlotConfirmed / SlotReleased) happens in the worker (handlers.py); a session nothing settles is
+timed out after SESSION_PENDING_TIMEOUT_SECONDS (timeouts.py).
 """
 
 from __future__ import annotations

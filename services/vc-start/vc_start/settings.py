@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from servicekit.settings import AuthClientSettings
+
+# persona's RESERVATION_HOLD_SECONDS (120) plus a margin: by then a session's hold is confirmed or expired.
+DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS = 180.0
 
 
 class VcStartSettings(AuthClientSettings):
@@ -13,3 +17,6 @@ class VcStartSettings(AuthClientSettings):
     event_source: str | None = "mf.vc-start"
     # host:port of persona's gRPC server.
     persona_grpc_target: str = "127.0.0.1:50051"
+    # A session still PENDING this long after it was created is CANCELLED (reason timed_out) when it is next read
+    # or confirmed. Keep it above persona's RESERVATION_HOLD_SECONDS so no session times out while its hold is live.
+    session_pending_timeout_seconds: float = Field(default=DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS, gt=0)

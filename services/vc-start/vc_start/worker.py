@@ -15,7 +15,9 @@ def build_consumer(settings: VcStartSettings) -> QueueConsumer:
     if not settings.table_name:
         raise ValueError("TABLE_NAME must be set")
     handlers = SessionEventHandlers(
-        store=SessionStore(aws.client("dynamodb", settings), settings.table_name),
+        store=SessionStore(
+            aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds
+        ),
         publisher=EventPublisher(settings),
     )
     # Dedupe markers (EVENT#<id>) live in vc-start's own table.

@@ -1,0 +1,201 @@
+"""A session never stays PENDING forever: past SESSION_PENDING_TIMEOUT_SECONDS it is CANCELLED `timed_out` when
+read or when a late SlotConfirmed arrives, and persona is told to release any slot it holds for it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import httpx
+import pytest
+from moto.core.botocore_stubber import BotocoreStubber
+from servicekit.events import QueueConsumer
+from vc_start.app import create_app
+from vc_start.handlers import SessionEventHandlers
+from vc_start.models import SessionStatus
+from vc_start.settings import VcStartSettings
+from vc_start.worker import build_consumer
+
+SESSION_ID = "3f2a1c9e-8b7d-4e6f-9a0b-1c2d3e4f5a6b"
+TIMEOUT = 180.0  # the default: persona's 120 s hold plus a margin
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def pending(store):
+    # As if vc-start died right after storing the session: no event will ever finish it.
+    return await store.create(SESSION_ID, "p-1", "user-1")
+
+
+@pytest.fixture
+def worker(settings, store, publisher):
+    """The real consumer with handlers on the test clock."""
+    handlers = SessionEventHandlers(store=store, publisher=publisher)
+    return QueueConsumer(settings, handlers.handlers(), table_name=settings.table_name)
+
+
+def test_the_timeout_defaults_to_the_persona_hold_plus_a_margin(monkeypatch):
+    assert VcStartSettings().session_pending_timeout_seconds == TIMEOUT
+    monkeypatch.setenv("SESSION_PENDING_TIMEOUT_SECONDS", "300")
+    assert VcStartSettings().session_pending_timeout_seconds == 300
+
+
+async def test_get_answers_pending_until_the_timeout(http, make_token, clock, pending, persona_events):
+    clock.advance(TIMEOUT - 1)
+
+    response = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["reason"]) == ("PENDING", None)
+    assert persona_events() == []
+
+
+async def test_get_times_out_an_overdue_session_and_releases_its_slot(
+    http, make_token, clock, store, pending, persona_events, validate_event
+):
+    clock.advance(TIMEOUT)
+
+    response = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["reason"]) == ("CANCELLED", "timed_out")
+    assert body["updated_at"] > body["created_at"]
+    stored = await store.get(SESSION_ID)
+    assert (stored.status, stored.reason) == (SessionStatus.CANCELLED, "timed_out")
+    # Compensation: persona releases any hold or confirmed slot of this session.
+    [(detail_type, detail)] = persona_events()
+    assert detail_type == "SessionCancelled"
+    validate_event(detail_type, detail)
+    assert detail["data"] == {"session_id": SESSION_ID, "persona_id": "p-1", "reason": "timed_out"}
+
+    again = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+    assert again.json() == body
+    assert persona_events() == []  # timed out (and compensated) once
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch):
+    """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
+    lock = threading.Lock()
+    original = BotocoreStubber.process_request
+
+    def locked(self, request):
+        with lock:
+            return original(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+
+
+async def test_concurrent_reads_time_out_the_session_once(http, make_token, clock, pending, persona_events, atomic_moto):
+    clock.advance(TIMEOUT + 60)
+
+    responses = await asyncio.gather(*(http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token())) for _ in range(4)))
+
+    assert {(r.json()["status"], r.json()["reason"]) for r in responses} == {("CANCELLED", "timed_out")}
+    assert [t for t, _ in persona_events()] == ["SessionCancelled"]
+
+
+async def test_another_users_read_does_not_touch_the_session(http, make_token, clock, store, pending, persona_events):
+    clock.advance(TIMEOUT)
+
+    response = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token("user-2")))
+
+    assert response.status_code == 404
+    assert (await store.get(SESSION_ID)).status is SessionStatus.PENDING
+    assert persona_events() == []
+
+
+@pytest.mark.parametrize("decided", ["activate", "cancel"])
+async def test_decided_sessions_never_time_out(http, make_token, clock, store, pending, persona_events, decided):
+    if decided == "activate":
+        await store.activate(SESSION_ID)
+    else:
+        await store.cancel(SESSION_ID, "no_slot_available")
+    before = await store.get(SESSION_ID)
+    clock.advance(TIMEOUT * 10)
+
+    response = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+
+    assert (response.json()["status"], response.json()["reason"]) == (before.status.value, before.reason)
+    assert (await store.time_out(SESSION_ID)).applied is False
+    assert await store.get(SESSION_ID) == before
+    assert persona_events() == []
+
+
+async def test_time_out_is_refused_while_the_session_is_not_overdue(clock, store, pending):
+    # The update itself re-checks the age: a reader with a stale view cannot cancel a session that is still in time.
+    clock.advance(TIMEOUT - 0.5)
+
+    transition = await store.time_out(SESSION_ID)
+
+    assert transition.applied is False
+    assert transition.session.status is SessionStatus.PENDING
+
+
+async def test_get_still_answers_when_the_compensation_cannot_be_published(
+    settings, make_clients, broken_publisher, make_token, clock, pending
+):
+    # The session is cancelled all the same; a confirmed slot is released when its late SlotConfirmed arrives,
+    # and a hold (shorter than the timeout) has expired and is reclaimed by persona.
+    app = create_app(settings, clients=make_clients(publisher=broken_publisher))
+    clock.advance(TIMEOUT)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://vc") as c:
+        response = await c.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["reason"]) == ("CANCELLED", "timed_out")
+
+
+async def test_slot_confirmed_in_time_activates(worker, clock, store, pending, deliver, persona_events):
+    clock.advance(TIMEOUT - 1)
+    deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
+
+    await worker.poll_once()
+
+    assert (await store.get(SESSION_ID)).status is SessionStatus.ACTIVE
+    assert persona_events() == []
+
+
+async def test_late_slot_confirmed_times_out_the_session_and_releases_the_slot(
+    worker, clock, store, pending, deliver, persona_events, validate_event
+):
+    clock.advance(TIMEOUT)
+    deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
+
+    stats = await worker.poll_once()
+
+    assert stats["handled"] == 1
+    session = await store.get(SESSION_ID)
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "timed_out")  # never activated
+    [(detail_type, detail)] = persona_events()
+    validate_event(detail_type, detail)
+    assert (detail_type, detail["data"]) == ("SessionCancelled", {"session_id": SESSION_ID, "persona_id": "p-1", "reason": "timed_out"})
+
+
+async def test_slot_confirmed_after_a_read_timed_out_the_session_still_releases_the_slot(
+    http, make_token, worker, clock, pending, deliver, persona_events
+):
+    clock.advance(TIMEOUT)
+    await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
+    deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
+
+    await worker.poll_once()
+
+    # One SessionCancelled from the read, one from the worker (persona releases idempotently).
+    assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "timed_out")] * 2
+
+
+async def test_the_worker_uses_the_configured_timeout(settings, store, pending, deliver):
+    # `pending` was created on the test clock (now); a 1 ms timeout makes it overdue for the real worker.
+    settings.session_pending_timeout_seconds = 0.001
+    await asyncio.sleep(0.01)
+    deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
+
+    await build_consumer(settings).poll_once()
+
+    assert (await store.get(SESSION_ID)).reason == "timed_out"

@@ -1,0 +1,43 @@
+"""The saga's backstop: a session must not stay PENDING forever.
+
+If vc-start dies between storing a session and publishing SessionStarted, or persona's answer is lost, no event
+will ever finish the session. A session still PENDING `SESSION_PENDING_TIMEOUT_SECONDS` after its creation is
+overdue and is CANCELLED with reason `timed_out`, lazily: when it is read (here) or when a late SlotConfirmed
+for it reaches the worker (handlers.py, which then compensates like for any cancelled session).
+"""
+
+from __future__ import annotations
+
+from servicekit.events import EventPublishError
+from servicekit.logging import get_logger
+
+from vc_start import events
+from vc_start.events import Publisher
+from vc_start.models import CancelReason, Session
+from vc_start.store import SessionStore
+
+log = get_logger(__name__)
+
+
+async def time_out_if_overdue(session: Session, *, store: SessionStore, publisher: Publisher) -> Session:
+    """The session as it stands once an overdue PENDING session has been timed out.
+
+    The caller that times it out also publishes SessionCancelled, so persona releases any slot it still holds
+    for the session. Best effort: if that fails, a late SlotConfirmed is compensated by the worker and a hold
+    (shorter than the timeout) has already expired, so persona reclaims it.
+    """
+    if not store.is_overdue(session):
+        return session
+    transition = await store.time_out(session.session_id)
+    current = transition.session or session
+    if not transition.applied:
+        return current  # decided meanwhile (ACTIVE, CANCELLED, or timed out by another reader)
+    extra = {"session_id": session.session_id, "persona_id": session.persona_id, "created_at": session.created_at}
+    log.warning("session timed out while PENDING", extra=extra)
+    try:
+        await publisher.publish(
+            events.SESSION_CANCELLED, events.session_cancelled(session.session_id, session.persona_id, CancelReason.TIMED_OUT.value)
+        )
+    except EventPublishError as exc:
+        log.error("SessionCancelled for a timed-out session not published", extra={**extra, "error": str(exc)})
+    return current
