@@ -1,0 +1,84 @@
+"""Fixtures of the cross-service tests: one stack of real processes per pytest session (see harness.py).
+
+The stack starts on first use only (other tests in this folder never pay for it). Extra processes a
+collected test asks for (through the fixtures below) start together with the standard ones, so their
+start-up overlaps instead of adding up.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import harness` from the test modules
+import harness  # noqa: E402
+
+# fixture name -> harness.EXTRAS process it stands for
+EXTRA_FIXTURES = {
+    "vc_start_e2e": "vc-start-e2e",
+    "vc_start_no_persona": "vc-start-no-persona",
+    "vc_start_off_bus": "vc-start-off-bus",
+    "auth_drain": "auth-drain",
+}
+
+
+@pytest.fixture(scope="session")
+def service_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Stack]:
+    wanted = {EXTRA_FIXTURES[name] for item in request.session.items
+              for name in getattr(item, "fixturenames", ()) if name in EXTRA_FIXTURES}
+    stack = harness.Stack(tmp_path_factory.mktemp("service-logs"))
+    try:
+        stack.start(sorted(wanted))
+        yield stack
+    finally:
+        unclean = stack.stop()
+        assert not unclean, (f"not stopped cleanly by SIGTERM within {harness.STOP_TIMEOUT_SECONDS:g} s: {', '.join(unclean)}"
+                             + stack.explain(*(entry.split(" ")[0] for entry in unclean)))
+
+
+@pytest.fixture
+def stack(service_stack: harness.Stack) -> harness.Stack:
+    """The shared stack, checked to be intact before each test."""
+    service_stack.check_intact()
+    return service_stack
+
+
+@pytest.fixture(scope="session")
+def api(service_stack: harness.Stack) -> Iterator[harness.Api]:
+    client = harness.Api(service_stack)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def user(api: harness.Api) -> tuple[str, str]:
+    """(user_id, access token) of a user registered once for the session."""
+    return api.sign_up()
+
+
+def _extra(stack: harness.Stack, name: str) -> str:
+    stack.ensure(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def vc_start_e2e(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "vc-start-e2e")
+
+
+@pytest.fixture(scope="session")
+def vc_start_no_persona(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "vc-start-no-persona")
+
+
+@pytest.fixture(scope="session")
+def vc_start_off_bus(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "vc-start-off-bus")
+
+
+@pytest.fixture(scope="session")
+def auth_drain(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "auth-drain")
