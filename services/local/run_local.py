@@ -312,16 +312,15 @@ def banner(ports: Ports) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # first: from here on a signal stops us in order
+        signal.signal(signum, lambda *_: stop.set())
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     ports = Ports()
     busy = [f"{name} ({port})" for name, port in ports.named().items() if port_in_use(port)]
     if busy:
         print(f"run-local: port in use: {', '.join(busy)}; stop whatever holds it and retry", file=sys.stderr)
         return 2
-
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
 
     launcher = Launcher()
     status = 0
