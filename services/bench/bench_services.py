@@ -14,7 +14,10 @@ loopback only, seeds a user, a token and personas, then:
    loop), with INSTRUMENTATION=on and =off in ABBA order (on, off, off, on: a steady drift in
    machine load cancels out), restarting the service for each run. Target: throughput lost to
    instrumentation <= 15 %. Also shows the service's CPU time per request, which the other
-   processes on the machine disturb less.
+   processes on the machine disturb less. "on" runs with the production default trace sampler
+   (servicekit.tracing: a small parent-based ratio) and decides the verdict; each round also has an
+   "on, every request sampled" run (OTEL_TRACES_SAMPLER=parentbased_always_on), shown beside it
+   (order on, sampled, off, off, sampled, on).
 
 Instrumented runs export over OTLP/gRPC to a do-nothing collector (otlp_sink.py), as they would
 to the ADOT sidecar in ECS. moto runs with two of its costs fixed (fast_moto.py; --stock-moto to
@@ -343,7 +346,7 @@ class Bench:
             await self.settle(control)
         return results
 
-    async def overhead_phase(self, client: RawHttpClient) -> list[tuple[Endpoint, list[Result], list[Result]]]:
+    async def overhead_phase(self, client: RawHttpClient) -> list[tuple[Endpoint, list[Result], list[Result], list[Result]]]:
         """Cheap endpoints on purpose: there instrumentation is the largest share of the work (login
         would hide it behind Argon2), and starting sessions without end would fill every persona."""
         args, endpoints = self.args, self.endpoints()
@@ -351,9 +354,10 @@ class Bench:
         rows = []
         for key in [key for key, selected_by in OVERHEAD_ENDPOINTS.items() if selected_by & args.endpoints]:
             endpoint = endpoints[key]
-            runs: dict[str, list[Result]] = {"on": [], "off": []}
+            runs: dict[str, list[Result]] = {"on": [], "off": [], "sampled": []}
             for mode in modes:
-                print(f"  {endpoint.label}: INSTRUMENTATION={mode}, {args.overhead_duration:g} s at the highest rate ...",
+                label = "on, every request sampled" if mode == "sampled" else mode
+                print(f"  {endpoint.label}: INSTRUMENTATION={label}, {args.overhead_duration:g} s at the highest rate ...",
                       flush=True)
                 pid = self.restart(endpoint.service, mode)
                 await max_rate(client, endpoint, 1.0, args.concurrency, self.numbers)  # warm-up
@@ -364,7 +368,7 @@ class Bench:
                 runs[mode].append(result)
                 self.launcher.raise_if_dead()
             self.restart(endpoint.service, "on")
-            rows.append((endpoint, runs["on"], runs["off"]))
+            rows.append((endpoint, runs["on"], runs["off"], runs["sampled"]))
         return rows
 
     def cpu_snapshot(self) -> dict[str, float]:
@@ -375,8 +379,12 @@ class Bench:
         return {name: value for name, value in snapshot.items() if value is not None}
 
     def restart(self, name: str, instrumentation: str) -> int:
+        """``instrumentation``: on (production default sampler), sampled (on, every request sampled) or off."""
         self.launcher.stop([name])
-        spec = dataclasses.replace(self.specs[name], env={**self.specs[name].env, "INSTRUMENTATION": instrumentation})
+        env = {**self.specs[name].env, "INSTRUMENTATION": "off" if instrumentation == "off" else "on"}
+        if instrumentation == "sampled":
+            env.update({"OTEL_TRACES_SAMPLER": "parentbased_always_on"})
+        spec = dataclasses.replace(self.specs[name], env=env)
         child = self.launcher.start(spec)
         self.launcher.wait_ready([name])
         return child.process.pid
@@ -485,9 +493,9 @@ class Bench:
 
 
 def abba(rounds: int) -> list[str]:
-    """on, off, off, on, on, off, ...: each pair in turn reversed, so a steady drift in machine load
+    """on, sampled, off, off, sampled, on, ...: each round in turn reversed, so a steady drift in machine load
     favours neither mode."""
-    return [mode for i in range(rounds) for mode in (("on", "off") if i % 2 == 0 else ("off", "on"))]
+    return [mode for i in range(rounds) for mode in (("on", "sampled", "off") if i % 2 == 0 else ("off", "sampled", "on"))]
 
 
 async def expect(call: Any, status: int, what: str) -> dict[str, Any]:
@@ -517,7 +525,7 @@ def verdict(ok: bool) -> str:
 
 
 def report(args: argparse.Namespace, fixed: list[Result], saga: str, capacity: list[Result],
-           overhead: list[tuple[Endpoint, list[Result], list[Result]]]) -> int:
+           overhead: list[tuple[Endpoint, list[Result], list[Result], list[Result]]]) -> int:
     passed = True
     print(f"\nFixed rate {args.rate:g} req/s, {args.duration:g} s each; latency from the scheduled send time, every"
           f" request counted (a timeout as {REQUEST_TIMEOUT_SECONDS:g} s); target p95 < {P95_TARGET_MS:g} ms,"
@@ -572,26 +580,30 @@ def report(args: argparse.Namespace, fixed: list[Result], saga: str, capacity: l
     if overhead:
         print(f"\nInstrumentation overhead: highest sustained rate, INSTRUMENTATION=on vs off ({args.concurrency} callers,"
               f" {args.overhead_duration:g} s per run, median of {len(overhead[0][1])} run(s) each);"
-              f" target <= {OVERHEAD_TARGET_PERCENT:g} %")
-        header = (f"{'endpoint':<34}{'on req/s':>10}{'off req/s':>10}{'overhead %':>12}"
+              f" target <= {OVERHEAD_TARGET_PERCENT:g} % with the production default sampler (the verdict);"
+              " the every-request-sampled rows are shown beside it")
+        header = (f"{'endpoint':<34}{'sampler':<24}{'on req/s':>10}{'off req/s':>10}{'overhead %':>12}"
                   f"{'CPU ms/req on':>15}{'off':>7}{'CPU +%':>8}  result")
         print(header)
         print("-" * len(header))
-        for endpoint, on, off in overhead:
-            on_rate, off_rate = median([r.throughput for r in on]), median([r.throughput for r in off])
-            loss = 100.0 * (off_rate - on_rate) / off_rate if off_rate else math.nan
-            cpu_on = median([r.cpu_ms_per_request for r in on if r.cpu_ms_per_request is not None])
-            cpu_off = median([r.cpu_ms_per_request for r in off if r.cpu_ms_per_request is not None])
-            cpu_more = 100.0 * (cpu_on - cpu_off) / cpu_off if cpu_off else math.nan
-            errors = sum(r.errors for r in on + off)
-            ok = loss <= OVERHEAD_TARGET_PERCENT and errors == 0
-            passed &= ok
-            print(f"{endpoint.label:<34}{on_rate:>10.1f}{off_rate:>10.1f}{loss:>12.1f}"
-                  f"{cpu_on:>15.2f}{cpu_off:>7.2f}{cpu_more:>8.1f}  {verdict(ok)}"
-                  + (f" ({errors} errors)" if errors else ""))
+        for endpoint, on_default, off, on_sampled in overhead:
+            for sampler, on in (("production default", on_default), ("every request sampled", on_sampled)):
+                on_rate, off_rate = median([r.throughput for r in on]), median([r.throughput for r in off])
+                loss = 100.0 * (off_rate - on_rate) / off_rate if off_rate else math.nan
+                cpu_on = median([r.cpu_ms_per_request for r in on if r.cpu_ms_per_request is not None])
+                cpu_off = median([r.cpu_ms_per_request for r in off if r.cpu_ms_per_request is not None])
+                cpu_more = 100.0 * (cpu_on - cpu_off) / cpu_off if cpu_off else math.nan
+                errors = sum(r.errors for r in on + off)
+                ok = loss <= OVERHEAD_TARGET_PERCENT and errors == 0
+                if on is on_default:
+                    passed &= ok
+                print(f"{endpoint.label:<34}{sampler:<24}{on_rate:>10.1f}{off_rate:>10.1f}{loss:>12.1f}"
+                      f"{cpu_on:>15.2f}{cpu_off:>7.2f}{cpu_more:>8.1f}  {verdict(ok)}"
+                      + (f" ({errors} errors)" if errors else "") + ("" if on is on_default else " (not in the verdict)"))
         print("  runs (req/s): " + "; ".join(
             f"{e.label.split()[0]} on {'/'.join(f'{r.throughput:.0f}' for r in on)}"
-            f" off {'/'.join(f'{r.throughput:.0f}' for r in off)}" for e, on, off in overhead))
+            f" sampled {'/'.join(f'{r.throughput:.0f}' for r in sampled)}"
+            f" off {'/'.join(f'{r.throughput:.0f}' for r in off)}" for e, on, off, sampled in overhead))
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"\nOverall: {verdict(passed)} (machine: {os.cpu_count()} CPUs shared by the load generator, moto, every service"
           f" process and whatever else runs here; load average now {load}; at the start {args.load_at_start})")

@@ -18,6 +18,9 @@ class ServiceSettings(BaseSettings):
     public_path: str = ""
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
+    # The standard OpenTelemetry variables; unset: servicekit.tracing's default (a small parent-based ratio).
+    otel_traces_sampler: str | None = None
+    otel_traces_sampler_arg: str | None = None
     # "on" / "off" parse as booleans; off is only for the benchmark's baseline.
     instrumentation: bool = True
 

@@ -22,11 +22,21 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .settings import ServiceSettings
@@ -42,6 +52,26 @@ HEALTH_EXCLUDED_URLS = "/health/live,/health/ready"
 OTLP_TIMEOUT_SECONDS = 3
 # CloudWatch (via the ADOT sidecar's EMF exporter) stores metrics at one-minute resolution anyway.
 METRIC_EXPORT_INTERVAL_MILLIS = 30_000
+
+# Trace sampling when OTEL_TRACES_SAMPLER is unset: like X-Ray's default rule, a small share of the
+# requests that start a trace here; a request whose caller sampled (or not) follows that decision.
+# Unsampled requests still carry a valid trace id: it is in their logs and in the traceparent they
+# send on. OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (the standard variables) override it, e.g.
+# `parentbased_always_on` to trace everything (tests, `make run-local`).
+DEFAULT_TRACES_SAMPLER = "parentbased_traceidratio"
+DEFAULT_TRACES_SAMPLER_RATIO = 0.05
+
+# Instruments the library instrumentations create that no dashboard or alarm reads: they would cost
+# a recording (or two) per request for nothing. http.server.request.duration (RED) is kept.
+DROPPED_INSTRUMENTS = frozenset(
+    {
+        "http.server.active_requests",
+        "http.server.request.body.size",
+        "http.server.response.body.size",
+        "http.client.request.body.size",
+        "http.client.response.body.size",
+    }
+)
 
 
 class Telemetry:
@@ -197,6 +227,9 @@ class _SwitchingMeter(metrics.Meter):
         self._args = (name, version, schema_url, attributes)
 
     def _sync(self, kind: str, name: str, **kwargs: Any) -> Any:
+        if name in DROPPED_INSTRUMENTS:
+            # Not even a switch: nothing per request (the providers' Views drop them as well).
+            return getattr(_NOOP_METER, f"create_{kind}")(name, **kwargs)
         return _SwitchingInstrument(self, kind, name, kwargs)
 
     def _observable(self, kind: str, name: str, **kwargs: Any) -> Any:
@@ -236,6 +269,7 @@ class _SwitchingMeterProvider(metrics.MeterProvider):
 
 
 _NOOP_TRACER = trace.NoOpTracer()
+_NOOP_METER = metrics.NoOpMeter("servicekit.dropped")
 SWITCHING_TRACER_PROVIDER = _SwitchingTracerProvider()
 SWITCHING_METER_PROVIDER = _SwitchingMeterProvider()
 
@@ -265,6 +299,38 @@ def _install_globals() -> None:
     install_server_metrics()
 
 
+_SAMPLERS: dict[str, Any] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+    "traceidratio": TraceIdRatioBased,
+    "parentbased_traceidratio": ParentBasedTraceIdRatio,
+}
+
+
+def make_sampler(name: str | None, arg: str | float | None) -> Sampler:
+    """The sampler named like OTEL_TRACES_SAMPLER (with OTEL_TRACES_SAMPLER_ARG as the ratio);
+    unset: DEFAULT_TRACES_SAMPLER at DEFAULT_TRACES_SAMPLER_RATIO (an unset or bad ratio: that one too)."""
+    key = (name or DEFAULT_TRACES_SAMPLER).strip().lower()
+    if key not in _SAMPLERS:
+        log.warning("unknown OTEL_TRACES_SAMPLER %r: using %s", name, DEFAULT_TRACES_SAMPLER)
+        key = DEFAULT_TRACES_SAMPLER
+    sampler = _SAMPLERS[key]
+    if key not in ("traceidratio", "parentbased_traceidratio"):
+        return sampler
+    ratio = DEFAULT_TRACES_SAMPLER_RATIO
+    if arg not in (None, ""):
+        try:
+            ratio = float(arg)  # type: ignore[arg-type]
+        except ValueError:
+            log.warning("OTEL_TRACES_SAMPLER_ARG %r is not a number: using %g", arg, ratio)
+        if not 0.0 <= ratio <= 1.0:
+            log.warning("OTEL_TRACES_SAMPLER_ARG %r is outside [0, 1]: using %g", arg, DEFAULT_TRACES_SAMPLER_RATIO)
+            ratio = DEFAULT_TRACES_SAMPLER_RATIO
+    return sampler(ratio)
+
+
 def _insecure(endpoint: str) -> bool:
     return not endpoint.startswith("https://")
 
@@ -289,7 +355,11 @@ def configure_telemetry(
         return tel
 
     resource = Resource.create({"service.name": settings.service_name})
-    tracer_provider = TracerProvider(resource=resource, id_generator=AwsXRayIdGenerator())
+    tracer_provider = TracerProvider(
+        resource=resource,
+        id_generator=AwsXRayIdGenerator(),
+        sampler=make_sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg),
+    )
     readers: list[MetricReader] = []
     if span_exporter is not None:
         # Synchronous export so tests see spans as soon as the request returns.
@@ -311,7 +381,13 @@ def configure_telemetry(
                 export_interval_millis=METRIC_EXPORT_INTERVAL_MILLIS,
             )
         )
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        views=[View(instrument_name=name, aggregation=DropAggregation()) for name in sorted(DROPPED_INSTRUMENTS)],
+        # No exemplars (trace ids attached to histogram points): nothing reads them, each costs per recording.
+        exemplar_filter=AlwaysOffExemplarFilter(),
+    )
 
     tel = Telemetry(settings.service_name, tracer_provider, meter_provider, span_exporter=span_exporter, metric_reader=metric_reader)
     _install_globals()

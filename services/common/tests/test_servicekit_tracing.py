@@ -185,3 +185,44 @@ async def test_grpc_call_carries_trace_and_correlation_and_records_rpc_duration(
     assert server_span.parent.span_id == client.context.span_id
     (point,) = _points(reader, "rpc.server.duration")
     assert point.attributes["rpc.method"] == "Say" and point.attributes["rpc.grpc.status_code"] == 0
+
+
+def test_sampler_follows_the_standard_variables_with_a_small_ratio_by_default():
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    from servicekit.tracing import DEFAULT_TRACES_SAMPLER_RATIO, make_sampler
+
+    default = make_sampler(None, None)
+    assert isinstance(default, ParentBased)
+    assert f"{DEFAULT_TRACES_SAMPLER_RATIO}" in default.get_description()
+    assert "0.5" in make_sampler("parentbased_traceidratio", "0.5").get_description()
+    assert make_sampler("parentbased_always_on", None).get_description().startswith("ParentBased{root:AlwaysOnSampler")
+    assert f"{DEFAULT_TRACES_SAMPLER_RATIO}" in make_sampler("nonsense", "x").get_description()
+
+
+async def test_unsampled_request_still_logs_trace_ids_and_propagates_traceparent(make_settings, echo_url):
+    import io
+
+    from servicekit.logging import configure_logging
+
+    settings = make_settings(otel_traces_sampler="parentbased_always_off")
+    app = _app(settings, echo_url)
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    configure_telemetry(settings, app, span_exporter=exporter, metric_reader=reader)
+    stream = io.StringIO()
+    configure_logging(settings.service_name, "INFO", stream=stream)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+            response = await c.get("/v1/relay/x")
+    finally:
+        configure_logging(settings.service_name, "INFO")
+    assert response.status_code == 200
+    assert exporter.get_finished_spans() == ()
+    access = [json.loads(line) for line in stream.getvalue().splitlines() if '"access"' in line or "relay" in line][-1]
+    assert access["trace_id"] and access["xray_trace_id"] == f"1-{access['trace_id'][:8]}-{access['trace_id'][8:]}"
+    traceparent = response.json()["downstream_headers"]["traceparent"]
+    assert traceparent.split("-")[1] == access["trace_id"] and traceparent.endswith("-00")
+    # RED metrics do not depend on sampling; the unused instruments are not recorded at all.
+    assert _points(reader, "http.server.request.duration")
+    assert not _points(reader, "http.server.active_requests")
+    assert not _points(reader, "http.server.response.body.size")
