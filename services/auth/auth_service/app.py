@@ -63,8 +63,12 @@ def create_app(
         clock=clock,
     )
 
-    async def signing_key_ready() -> None:
-        await aws.run_sync(keys.check)
+    async def load_signing_key() -> None:
+        # Logs "signing key unavailable" at once when the secret is missing or malformed.
+        try:
+            await aws.run_sync(keys.check)
+        except Exception:  # noqa: BLE001 (already logged; token routes answer 503 until a key loads)
+            pass
 
     return create_service_app(
         settings,
@@ -72,5 +76,10 @@ def create_app(
         version=VERSION,
         description="Users, password login with lockout, RS256 access tokens and their JWKS.",
         routers=[build_router(accounts, tokens, keys)],
-        readiness_checks={"dynamodb": readiness_check(settings, client=clients.dynamodb), "signing_key": signing_key_ready},
+        # Not the signing key: a missing key is shared configuration that every task lacks alike, so
+        # failing readiness would take them all out of the load balancer and make ECS roll back the
+        # deployment (the first deploy could never finish: the key is stored after it). Token issue
+        # and the JWKS answer 503 signing_key_unavailable instead, and the error is logged.
+        readiness_checks={"dynamodb": readiness_check(settings, client=clients.dynamodb)},
+        on_startup=[load_signing_key],
     )

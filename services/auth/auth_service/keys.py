@@ -134,7 +134,7 @@ class SigningKeys:
         return self._keys
 
     def check(self) -> None:
-        """Readiness: raise SigningKeyError if the latest load of the secret failed."""
+        """Load the secret when due; raise SigningKeyError if the latest load failed (logged as well)."""
         self.get()
         if self._error is not None:
             raise SigningKeyError(self._error)

@@ -98,7 +98,7 @@ def test_secret_is_reread_after_five_minutes_so_rotation_takes_effect(keys, secr
     assert [k["kid"] for k in keys.get().jwks["keys"]] == ["key-3", "key-2"]
 
 
-def test_a_broken_secret_fails_readiness_but_the_last_good_key_keeps_signing(keys, secrets, clock):
+def test_a_broken_secret_is_reported_but_the_last_good_key_keeps_signing(keys, secrets, clock):
     keys.check()
     secrets.put_secret_value(SecretId=SECRET_ID, SecretString="{not json")
     clock.advance(300)
