@@ -37,18 +37,16 @@ from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
-# What no image needs from services/ (the build context): tests, tooling, sources of generated code,
-# caches and other dot-files (CDK keeps .dockerignore and the Dockerfile whatever the patterns say).
-# Each service's build also leaves out the other services' folders, so a change to one service does
-# not rebuild the others' images. Excluded files do not count towards the asset's hash either.
-IMAGE_EXCLUDES = ("**/tests", "bench", "local", "contracts", "proto", "**/.*", "**/__pycache__", "**/*.pyc", "**/*.md",
-                  "pytest.ini", "requirements-dev.txt")
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
 STOP_TIMEOUT_SECONDS = 30
-# A worker finishes its batch within the stop timeout when its task stops, and a batch takes far
-# less in normal running; twice that passes before SQS hands an unfinished message to another worker.
-QUEUE_VISIBILITY_TIMEOUT_SECONDS = 2 * STOP_TIMEOUT_SECONDS
+# Longer than the event consumer's claim lease (servicekit events.CLAIM_LEASE_SECONDS = 120): a worker
+# that dies mid-message (killed at the end of the stop timeout, out of memory, task replaced) leaves
+# its claim on the event until the lease runs out. A redelivery that comes before then finds the claim
+# busy and fails, and after max_receive_count such receives SQS dead-letters a message that was never
+# handled. A stopping worker gets SIGTERM and the stop timeout, but nothing guarantees a batch ends
+# within it; 150 s lets the lease expire first, so the next receive takes the claim over.
+QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -105,9 +103,12 @@ class ServicesStack(cdk.Stack):
                             service.name, service, [extension, *self._ingress_extensions(service)])
                     else:
                         # The canary takes the router's canary weight (one task is enough for that) and
-                        # runs canary_image_tag when set: the release being tried.
+                        # runs canary_image_tag when set: the release being tried. It runs no worker: a
+                        # worker there would take its share of the queue's events (about 1/(n+1) with n
+                        # primary tasks) whatever the router's weight.
                         self.canaries[service.name] = self._service(
-                            f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag)
+                            f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
+                            worker=False)
             mesh.add_routes()
 
         # Each service admits exactly the services that call it, on the ports the mesh reaches it on.
@@ -288,7 +289,8 @@ class ServicesStack(cdk.Stack):
         return [s for s in (self.services.get(name), self.canaries.get(name)) if s is not None]
 
     def _service(self, construct_id: str, service: ServiceConfig, mesh_extensions: list,
-                 tasks: tuple[int, int] | None = None, image_tag: str | None = None) -> MeshedFargateService:
+                 tasks: tuple[int, int] | None = None, image_tag: str | None = None,
+                 worker: bool = True) -> MeshedFargateService:
         min_tasks, max_tasks = tasks or (
             service.min_tasks or self.defaults.min_tasks,
             service.max_tasks or max(self.defaults.max_tasks, service.min_tasks or 0),
@@ -321,7 +323,7 @@ class ServicesStack(cdk.Stack):
             log_retention=logs.RetentionDays[self.defaults.log_retention],
             # The worker last: it starts after every container the app starts after.
             extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions,
-                        *([WorkerContainer(command=service.worker_command)] if service.worker else [])],
+                        *([WorkerContainer(command=service.worker_command)] if worker and service.worker else [])],
         )
 
     def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
@@ -335,13 +337,17 @@ class ServicesStack(cdk.Stack):
             raise ValueError(f"services.{service.name}: {dockerfile.relative_to(SERVICES_DIR.parent)} does not exist; add it, or set services.{service.name}.image_tag or .image")
         # Built by `cdk deploy` (Docker needed there, not at synth); the context is services/ so
         # that every image can use the shared code beside it. One asset per service: its app, its
-        # worker and (App Mesh) its canary run the same image.
+        # worker and (App Mesh) its canary run the same image. What no image needs (tests, tooling,
+        # sources of generated code, caches, dot-files) is in services/.dockerignore, which
+        # DockerImageAsset reads itself (Docker ignore semantics, CDK v2's default) before `exclude`.
+        # Each build also leaves out the other services' folders, so a change to one service does not
+        # rebuild the others' images: excluded files do not count towards the asset's hash.
         if service.name not in self._image_assets:
             others = [other.name for other in self.config.services
                       if other.name != service.name and (SERVICES_DIR / other.name / "Dockerfile").exists()]
             self._image_assets[service.name] = ecr_assets.DockerImageAsset(
                 self, f"{service.name}-image", directory=str(SERVICES_DIR), file=f"{service.name}/Dockerfile",
-                exclude=[*IMAGE_EXCLUDES, *others],
+                exclude=others,
             )
         return ecs.ContainerImage.from_docker_image_asset(self._image_assets[service.name])
 

@@ -4,6 +4,8 @@ environment and its worker, on both mesh backends. Database per service: no othe
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,14 @@ SERVICES = ("auth", "persona", "vc-start")
 CONSUMES = {"persona": ("vc-start", ["SessionStarted", "SessionCancelled"]), "vc-start": ("persona", ["SlotConfirmed", "SlotReleased"])}
 PRODUCERS = {"persona", "vc-start"}
 WORKERS = {"persona": "persona_service.worker", "vc-start": "vc_start.worker"}
+SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+
+
+def _claim_lease_seconds():
+    """servicekit's CLAIM_LEASE_SECONDS, read from its source (the infra venv does not install servicekit)."""
+    source = (SERVICES_DIR / "common" / "servicekit" / "events.py").read_text()
+    (value,) = re.findall(r"^CLAIM_LEASE_SECONDS = (\d+)$", source, re.MULTILINE)
+    return int(value)
 
 
 def _resources(assembly, region="eu-west-1"):
@@ -73,14 +83,19 @@ def test_each_service_owns_one_table_with_its_key_ttl_on_demand_and_point_in_tim
 
 
 @pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
-def test_prod_keeps_tables_keys_and_secrets_and_protects_tables_from_deletion(dev, prod, profile, retained):
+def test_prod_keeps_tables_keys_secrets_and_queues_and_protects_tables_from_deletion(dev, prod, profile, retained):
     resources = _resources({"dev": dev, "prod": prod}[profile])
     policy = "Retain" if retained else "Delete"
-    for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret"):
+    checked = set()
+    # The queues, dead-letter queues above all, go with the table: unhandled events outlive the stack in prod.
+    for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::SQS::Queue"):
         for logical_id, resource in _of_type(resources, resource_type).items():
             if resource_type == "AWS::KMS::Key" and not _owner(logical_id):
                 continue
             assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
+            checked.add(resource_type)
+    assert len(checked) == 4
+    assert len([i for i in _of_type(resources, "AWS::SQS::Queue") if "DeadLetterQueue" in i]) == len(CONSUMES)
     for table in _of_type(resources, "AWS::DynamoDB::Table").values():
         assert table["Properties"]["DeletionProtectionEnabled"] is retained
 
@@ -140,7 +155,9 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     assert seen == set(SERVICES)
     # Item-level only: no scans, no table administration, no transactions-as-a-wildcard.
     assert not {"dynamodb:Scan", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} & set(TABLE_ACTIONS)
-    assert {"dynamodb:ConditionCheckItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
+    assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
+    # Nothing in services/ calls these: readiness is a GetItem, and no transaction has a ConditionCheck item.
+    assert not {"dynamodb:DescribeTable", "dynamodb:ConditionCheckItem"} & set(TABLE_ACTIONS)
 
 
 def test_only_producers_may_put_events_on_the_bus_and_only_under_their_own_source(backend):
@@ -169,6 +186,8 @@ def test_consumers_receive_from_their_queue_only(backend):
             assert resources[queue]["Properties"]["QueueName"] == f"mf-{_owner(role)}-events"
             readers.setdefault(_owner(role), set()).add(queue)
     assert set(readers) == set(CONSUMES)
+    # The worker receives and deletes; it reads no queue attributes and changes no message's visibility.
+    assert sorted(QUEUE_ACTIONS) == ["sqs:DeleteMessage", "sqs:ReceiveMessage"]
 
 
 # --- Queues and rules ---------------------------------------------------------------------------
@@ -187,8 +206,9 @@ def test_each_consumer_has_an_encrypted_tls_only_queue_with_a_dead_letter_queue(
         dlq_id, dlq = queues[f"mf-{name}-events-dlq"]
         assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
         assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 3}
-        # Longer than the worker needs for a batch (it finishes one within the 30 s stop timeout).
-        assert queue["VisibilityTimeout"] == 60 > 30
+        # Longer than the consumer's claim lease: a redelivery after a worker died mid-message finds the
+        # claim expired and takes it over, instead of failing on it until the message is dead-lettered.
+        assert queue["VisibilityTimeout"] == 150 > _claim_lease_seconds() == 120
         assert queue["ReceiveMessageWaitTimeSeconds"] == 20
         assert queue["MessageRetentionPeriod"] == 4 * 86400 < dlq["MessageRetentionPeriod"] == 14 * 86400
         for logical_id in (queue_id, dlq_id):
@@ -300,7 +320,8 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
 
 def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_same_environment(backend):
     _, assembly = backend
-    for service, containers in _containers(assembly, primary_only=False).items():
+    # The primaries only: with App Mesh the canary runs no worker (test below).
+    for service, containers in _containers(assembly).items():
         app = containers["app"]
         if service not in WORKERS:
             assert "worker" not in containers
@@ -317,6 +338,24 @@ def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_s
         # and has no health check: ECS replaces the task if it exits.
         assert worker["DependsOn"] == app["DependsOn"]
         assert "PortMappings" not in worker and "HealthCheck" not in worker
+
+
+def test_the_appmesh_canary_runs_no_worker_so_it_takes_no_share_of_the_queue(appmesh):
+    resources = _resources(appmesh)
+    tasks = {logical_id: {c["Name"] for c in task["Properties"]["ContainerDefinitions"]}
+             for logical_id, task in _of_type(resources, "AWS::ECS::TaskDefinition").items()}
+    canaries = {_owner(i): names for i, names in tasks.items() if "canary" in i}
+    primaries = {_owner(i): names for i, names in tasks.items() if "canary" not in i}
+    assert set(canaries) == set(primaries) == set(SERVICES)
+    for service in SERVICES:
+        assert "app" in canaries[service] and "worker" not in canaries[service], service
+        assert ("worker" in primaries[service]) is (service in WORKERS), service
+
+
+def test_the_service_keys_description_claims_no_access_control_the_key_policy_does_not_make(dev):
+    for logical_id, key in _of_type(_resources(dev), "AWS::KMS::Key").items():
+        if _owner(logical_id):
+            assert "only its task roles" not in key["Properties"]["Description"], logical_id
 
 
 def test_persona_maps_its_grpc_port_with_the_grpc_app_protocol(backend):

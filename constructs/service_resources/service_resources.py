@@ -18,15 +18,17 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag, skip_checkov
 
 # Item-level access only: no Scan (no request path scans), no table or index administration.
-# TransactWriteItems has no IAM action of its own: each item in it needs its Put/Update/Delete or
-# ConditionCheckItem. DescribeTable is the readiness check.
+# Only what services/ calls: readiness is a GetItem of an absent key, and TransactWriteItems has no
+# IAM action of its own (each item in it needs its Put/Update/Delete; no transaction uses a
+# ConditionCheck item, which would need dynamodb:ConditionCheckItem).
 TABLE_ACTIONS = (
-    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem",
+    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
+    "dynamodb:Query", "dynamodb:UpdateItem",
 )
 # What DynamoDB does with the table's key on the caller's behalf (kms:ViaService keeps it there).
 TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
-QUEUE_ACTIONS = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage")
+# The worker receives and deletes; it neither reads queue attributes nor changes a message's visibility.
+QUEUE_ACTIONS = ("sqs:DeleteMessage", "sqs:ReceiveMessage")
 SECRET_ACTIONS = ("secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue")
 TTL_ATTRIBUTE = "expires_at"
 
@@ -86,7 +88,7 @@ class ServiceResources(Construct):
         if table or signing_secret:
             self.key = kms.Key(
                 self, "Key", alias=f"{name_prefix}/{name}", enable_key_rotation=True, removal_policy=removal,
-                description=f"Encrypts the {name} service's table and secrets; only its task roles may use it",
+                description=f"Encrypts the {name} service's table and secrets (default key policy: IAM policies decide who uses it)",
             )
 
         self.table: dynamodb.Table | None = None
@@ -115,7 +117,8 @@ class ServiceResources(Construct):
         self.dead_letter_queue: sqs.Queue | None = None
         self.rules: dict[str, events.Rule] = {}
         if subscriptions:
-            self._add_queue(resource_name, subscriptions, max_receive_count, visibility_timeout or cdk.Duration.seconds(60))
+            self._add_queue(resource_name, subscriptions, max_receive_count, visibility_timeout or cdk.Duration.seconds(60),
+                            removal)
 
         self.signing_secret: secretsmanager.Secret | None = None
         if signing_secret:
@@ -136,13 +139,14 @@ class ServiceResources(Construct):
             )
 
     def _add_queue(self, resource_name: str, subscriptions: Sequence[EventSubscription], max_receive_count: int,
-                   visibility_timeout: cdk.Duration) -> None:
+                   visibility_timeout: cdk.Duration, removal: cdk.RemovalPolicy) -> None:
         # One dead-letter queue for both ways an event can fail: the worker gave up on it
         # (max_receive_count receives) or EventBridge could not deliver it. Both hold the event as
-        # EventBridge sent it, so an operator inspects and redrives them the same way.
+        # EventBridge sent it, so an operator inspects and redrives them the same way. Like the table,
+        # both queues are retained with ``retain`` (prod): deleting the stack must not drop dead letters.
         self.dead_letter_queue = sqs.Queue(
             self, "DeadLetterQueue", queue_name=f"{resource_name}-events-dlq", encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True, retention_period=cdk.Duration.days(14),
+            enforce_ssl=True, retention_period=cdk.Duration.days(14), removal_policy=removal,
         )
         self.queue = sqs.Queue(
             self, "Queue", queue_name=f"{resource_name}-events", encryption=sqs.QueueEncryption.SQS_MANAGED,
@@ -150,6 +154,7 @@ class ServiceResources(Construct):
             # Shorter than the dead-letter queue's 14 days: a message keeps its first enqueue time there.
             retention_period=cdk.Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=max_receive_count),
+            removal_policy=removal,
         )
         for queue in (self.queue, self.dead_letter_queue):
             skip_checkov(queue.node.default_child, {"CKV_AWS_27": (
