@@ -395,6 +395,18 @@ _DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
 # Ports a task's other containers already listen on: the ADOT collector (4317, 4318), Envoy (9901,
 # 15000, 15001) and the Service Connect proxy behind a load balancer (15443).
 SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
+# What the services stack sets in every task's environment itself (services_stack._environment and
+# constructs/service_resources): a value of the same name in `environment` would be overwritten.
+GENERATED_ENVIRONMENT = frozenset({
+    "SERVICE_NAME", "PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUBLIC_PATH", "GRPC_PORT", "TABLE_NAME", "EVENT_BUS_NAME",
+    "EVENT_SOURCE", "QUEUE_URL", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE",
+})
+
+
+def env_prefix(service_name: str) -> str:
+    """'vc-start' -> 'VC_START': how a service's name starts the variables that point at it
+    (<CALLEE>_URL, <CALLEE>_GRPC_TARGET in its callers' environment)."""
+    return service_name.upper().replace("-", "_")
 
 
 def _parse_consumes(key: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -471,6 +483,11 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         calls = fields["calls"]
         if not isinstance(calls, list) or any(c not in value or c == name for c in calls) or len(set(calls)) != len(calls):
             raise ConfigError(f"{item_key}.calls", calls, f"expected a list of other services: {', '.join(n for n in value if n != name)}")
+        generated = GENERATED_ENVIRONMENT | {f"{env_prefix(callee)}_{suffix}" for callee in calls for suffix in ("URL", "GRPC_TARGET")}
+        clash = sorted(set(dict(fields["environment"])) & generated)
+        if clash:
+            raise ConfigError(f"{item_key}.environment.{clash[0]}", dict(fields["environment"])[clash[0]],
+                              "the stack sets this variable itself; choose another name")
         if fields["canary_image_tag"] and fields["image"]:
             raise ConfigError(f"{item_key}.canary_image_tag", fields["canary_image_tag"], "needs the service's ECR repository; remove image or use image_tag")
         if fields["image"] and fields["image_tag"]:

@@ -31,7 +31,7 @@ from constructs.meshed_service import (
 )
 from constructs.service_resources import EventSubscription, ServiceResources
 
-from .config import FoundationConfig, ServiceConfig
+from .config import FoundationConfig, ServiceConfig, env_prefix
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
@@ -52,11 +52,6 @@ QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 def ingress_parameter_name(prefix: str, name: str) -> str:
     """Where the services stack publishes its load balancer for the edge stage (in its own region)."""
     return f"/{prefix}/ingress/{name}"
-
-
-def env_prefix(service_name: str) -> str:
-    """'vc-start' -> 'VC_START': how a service's name starts the variables that point at it."""
-    return service_name.upper().replace("-", "_")
 
 
 class ServicesStack(cdk.Stack):

@@ -78,6 +78,10 @@ def test_services_events_and_ports_defaults():
     ({"auth": {"table": "yes"}}, "services.auth.table='yes' is invalid: expected true or false"),
     ({"auth": {"module": "auth-service"}}, "services.auth.module='auth-service' is invalid: expected a Python module name"),
     ({"auth": {"consumes": ["persona"]}}, 'services.auth.consumes=["persona"] is invalid: expected an object of producer service'),
+    # Variables the stack sets itself, fixed or derived from a callee's name, would be overwritten silently.
+    ({"auth": {"environment": {"TABLE_NAME": "x"}}}, "services.auth.environment.TABLE_NAME='x' is invalid: the stack sets this variable"),
+    ({"auth": {}, "vc-start": {"calls": ["auth"], "environment": {"AUTH_URL": "http://elsewhere"}}},
+     "services.vc-start.environment.AUTH_URL='http://elsewhere' is invalid: the stack sets this variable"),
 ])
 def test_bad_service_event_and_port_settings_name_the_key(services, message):
     with pytest.raises(ConfigError) as error:
