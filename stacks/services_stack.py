@@ -119,10 +119,11 @@ class ServicesStack(cdk.Stack):
                         for port, description in ports:
                             callee_service.allow_from(caller_service.security_group, description, port=port)
 
-        # Only a service's own task roles (primary and, with App Mesh, canary) reach its resources.
+        # Only a service's own task roles (primary and, with App Mesh, canary) reach its resources; the
+        # canary runs no worker, so not its queue.
         for name, resources in self.resources.items():
             for variant in self._variants(name):
-                resources.grant(variant.task_role)
+                resources.grant(variant.task_role, consume=variant is self.services[name])
 
     def _owns_resources(self, service: ServiceConfig) -> bool:
         return service.table or service.signing_key or bool(service.consumes) or service.name in self.config.producers

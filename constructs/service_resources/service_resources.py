@@ -189,8 +189,9 @@ class ServiceResources(Construct):
             env["EVENT_SOURCE"] = self.publish_source
         return env
 
-    def grant(self, role: iam.IRole) -> None:
-        """Give ``role`` exactly what the service does with its resources, each statement on one ARN."""
+    def grant(self, role: iam.IRole, *, consume: bool = True) -> None:
+        """Give ``role`` exactly what the service does with its resources, each statement on one ARN.
+        ``consume=False``: not the queue (a task that runs no worker, such as an App Mesh canary)."""
         region = cdk.Stack.of(self).region
         statements = []
         if self.table:
@@ -205,7 +206,7 @@ class ServiceResources(Construct):
                 iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.key.key_arn],
                                     conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}),
             ]
-        if self.queue:
+        if self.queue and consume:
             statements.append(iam.PolicyStatement(actions=list(QUEUE_ACTIONS), resources=[self.queue.queue_arn]))
         if self.publish_source:
             statements.append(iam.PolicyStatement(
