@@ -1,6 +1,27 @@
-"""Shared by every test folder: trace every request (the production default samples a small share,
-see servicekit.tracing), so tests that assert exported spans see them. Subprocesses inherit it."""
+"""Shared by every test folder.
+
+- Trace every request (the production default samples a small share, see servicekit.tracing), so
+  tests that assert exported spans see them. Subprocesses inherit it.
+- ``atomic_moto``: for tests that race requests against in-process moto.
+"""
 
 import os
+import threading
+
+import pytest
+from moto.core.botocore_stubber import BotocoreStubber
 
 os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch):
+    """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
+    lock = threading.Lock()
+    original = BotocoreStubber.process_request
+
+    def locked(self, request):
+        with lock:
+            return original(self, request)
+
+    monkeypatch.setattr(BotocoreStubber, "process_request", locked)

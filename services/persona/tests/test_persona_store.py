@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from moto.core.botocore_stubber import BotocoreStubber
 from persona_service import store as st
 
 
@@ -111,19 +109,6 @@ def test_listing_uses_the_owner_index_not_a_scan(store, dynamodb, monkeypatch, c
 
     monkeypatch.setattr(dynamodb, "scan", no_scan)
     assert [p.persona_id for p in store.list("user-a")] == mine  # oldest first
-
-
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
-    lock = threading.Lock()
-    original = BotocoreStubber.process_request
-
-    def locked(self, request):
-        with lock:
-            return original(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
 
 
 def test_concurrent_reserves_never_exceed_max_sessions(store, atomic_moto):

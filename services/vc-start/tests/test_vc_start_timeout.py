@@ -4,11 +4,9 @@ read or when a late SlotConfirmed arrives, and persona is told to release any sl
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import httpx
 import pytest
-from moto.core.botocore_stubber import BotocoreStubber
 from servicekit.events import QueueConsumer
 from vc_start.app import create_app
 from vc_start.handlers import SessionEventHandlers
@@ -75,19 +73,6 @@ async def test_get_times_out_an_overdue_session_and_releases_its_slot(
     again = await http.get(f"/v1/sessions/{SESSION_ID}", headers=bearer(make_token()))
     assert again.json() == body
     assert persona_events() == []  # timed out (and compensated) once
-
-
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
-    lock = threading.Lock()
-    original = BotocoreStubber.process_request
-
-    def locked(self, request):
-        with lock:
-            return original(self, request)
-
-    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
 
 
 async def test_concurrent_reads_time_out_the_session_once(http, make_token, clock, pending, persona_events, atomic_moto):
