@@ -162,6 +162,7 @@ class EventsConfig:
     """The event bus and the services' event queues."""
 
     max_receive_count: int  # deliveries of a message before its queue moves it to the dead-letter queue
+    archive_retention_days: int  # how long the bus's archive keeps events for replay
 
 
 @dataclass(frozen=True)
@@ -627,6 +628,8 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
     return EventsConfig(**_object(key, value, {
         # SQS allows 1 to 1000 receives before a message moves to the dead-letter queue.
         "max_receive_count": (3, _integer(1, 1000)),
+        # 0 would mean "forever" to EventBridge: an unbounded archive is a cost nobody chose.
+        "archive_retention_days": (30, _integer(1, 3650)),
     }))
 
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so

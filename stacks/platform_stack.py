@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -11,11 +14,29 @@ from constructs import Construct
 
 from constructs.alarm_notifications import AlarmTopic
 from constructs.container_registry import ServiceRepositories
+from constructs.event_bus import EventArchiveAndSchemas, EventContract
 from constructs.fargate_cluster import FargateCluster
 from constructs.private_ca import PrivateCertificateAuthority
 
-from .config import FoundationConfig
+from .config import ConfigError, FoundationConfig
 from .defaults import profile_defaults
+
+EVENT_CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "services" / "contracts" / "events"
+
+
+def event_contracts(config: FoundationConfig) -> list[EventContract]:
+    """Every event a service consumes, with its schema from services/contracts/events: the bus's registry."""
+    contracts = {}
+    for consumer in config.services:
+        for producer, detail_types in consumer.consumes:
+            for detail_type in detail_types:
+                path = EVENT_CONTRACTS_DIR / f"{detail_type}.schema.json"
+                if not path.exists():
+                    raise ConfigError(f"services.{consumer.name}.consumes.{producer}", detail_type,
+                                      f"an event with a contract in services/contracts/events/ (add {path.name})")
+                contracts[detail_type] = EventContract(detail_type=detail_type, source=config.event_source(producer),
+                                                       data_schema=json.loads(path.read_text()))
+    return list(contracts.values())
 
 
 class PlatformStack(cdk.Stack):
@@ -61,9 +82,20 @@ class PlatformStack(cdk.Stack):
         self.namespace = platform.namespace
 
         # The region's event bus: services publish with source <prefix>.<service>, and each consumer's
-        # rules (services stack) feed its queue. Issue 6 adds an archive, a resource policy and schemas.
+        # rules (services stack) feed its queue. The services stack adds the policy that only the
+        # producers may put events (it holds their roles). Events stay in the region they were put in:
+        # constructs/event_bus/README.md says why they are not replicated.
         self.event_bus = events.EventBus(self, "EventBus", event_bus_name=config.event_bus_name,
                                          description=f"{config.prefix} {self.region}: events between the services")
+        self.event_records = EventArchiveAndSchemas(
+            self, "EventRecords",
+            event_bus=self.event_bus,
+            archive_name=f"{config.event_bus_name}-archive",
+            archive_retention=cdk.Duration.days(config.events.archive_retention_days),
+            registry_name=config.event_bus_name,
+            envelope_schema=json.loads((EVENT_CONTRACTS_DIR / "envelope.schema.json").read_text()),
+            contracts=event_contracts(config),
+        )
 
         # Every alarm of the region notifies this topic.
         self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-alarms").topic

@@ -16,6 +16,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from constructs.event_bus import restrict_publishers
 from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalDnsRecord, RegionalIngress
 from constructs.meshed_service import (
     AdotCollector,
@@ -124,6 +125,9 @@ class ServicesStack(cdk.Stack):
         for name, resources in self.resources.items():
             for variant in self._variants(name):
                 resources.grant(variant.task_role, consume=variant is self.services[name])
+        publishers = [variant.task_role for name in sorted(config.producers) for variant in self._variants(name)]
+        if publishers:
+            restrict_publishers(self, "EventBusPublishers", event_bus=platform.event_bus, publishers=publishers)
 
     def _owns_resources(self, service: ServiceConfig) -> bool:
         return service.table or service.signing_key or bool(service.consumes) or service.name in self.config.producers

@@ -73,6 +73,9 @@ CASES = [
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
+    ("archive kept forever", {"events": json.dumps({"archive_retention_days": 0})}, ["events.archive_retention_days=0", "1 to 3650"]),
+    ("event without a contract", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["UserCreated"]}}})},
+     ["services.persona.consumes.auth='UserCreated'", "contract in services/contracts/events/", "UserCreated.schema.json"]),
 ]
 
 

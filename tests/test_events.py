@@ -1,0 +1,117 @@
+"""The region's event bus (issue 6): an archive for replay, the contracts registered as schemas, and a bus
+policy that lets only the producers' task roles put events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import jsonschema
+import pytest
+
+from constructs.event_bus.schemas import to_draft_4
+from tests.assembly import cdk_json_context
+
+REGIONS = ("eu-central-1", "eu-west-1")
+# detail-type -> producer, as cdk.json's consumes says.
+REGISTERED = {"SessionStarted": "vc-start", "SessionCancelled": "vc-start", "SlotConfirmed": "persona", "SlotReleased": "persona"}
+
+
+def _platform(assembly, region):
+    return assembly.template(f"mf-{region}/platform")["Resources"]
+
+
+def _of_type(resources, resource_type):
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == resource_type}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_the_bus_keeps_an_archive_of_this_accounts_events_for_the_configured_days(dev, region):
+    resources = _platform(dev, region)
+    (bus_id,) = _of_type(resources, "AWS::Events::EventBus")
+    (archive,) = _of_type(resources, "AWS::Events::Archive").values()
+    properties = archive["Properties"]
+    assert properties["SourceArn"] == {"Fn::GetAtt": [bus_id, "Arn"]}
+    assert properties["ArchiveName"] == "mf-events-archive"
+    assert properties["RetentionDays"] == cdk_json_context()["events"]["archive_retention_days"] == 30
+    assert properties["EventPattern"] == {"account": [{"Ref": "AWS::AccountId"}]}
+
+
+def _registered_schemas(assembly, region):
+    resources = _platform(assembly, region)
+    (registry_id, registry), = _of_type(resources, "AWS::EventSchemas::Registry").items()
+    assert registry["Properties"]["RegistryName"] == "mf-events"
+    schemas = {}
+    for schema in _of_type(resources, "AWS::EventSchemas::Schema").values():
+        properties = schema["Properties"]
+        assert properties["RegistryName"] == {"Fn::GetAtt": [registry_id, "RegistryName"]}
+        assert properties["Type"] == "JSONSchemaDraft4"
+        schemas[properties["SchemaName"]] = json.loads(properties["Content"])
+    return schemas
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_every_consumed_event_is_registered_under_its_producers_source(dev, region):
+    schemas = _registered_schemas(dev, region)
+    assert set(schemas) == {f"mf.{producer}@{detail_type}" for detail_type, producer in REGISTERED.items()}
+
+
+def _session_started(**data_changes):
+    """A SessionStarted event as EventBridge delivers it to a target."""
+    data = {"session_id": str(uuid.uuid4()), "persona_id": "p-1", "user_id": "alice", **data_changes}
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "SessionStarted", "source": "mf.vc-start",
+        "account": "111122223333", "time": "2026-11-22T09:00:00Z", "region": "eu-central-1", "resources": [],
+        "detail": {"event_id": str(uuid.uuid4()), "occurred_at": "2026-11-22T09:00:00+00:00", "correlation_id": "c-1",
+                   "traceparent": None, "data": data},
+    }
+
+
+def test_the_registered_session_started_schema_accepts_a_real_event_and_rejects_broken_ones(dev):
+    schema = _registered_schemas(dev, "eu-central-1")["mf.vc-start@SessionStarted"]
+    validator = jsonschema.Draft4Validator(schema)
+    jsonschema.Draft4Validator.check_schema(schema)
+    assert not list(validator.iter_errors(_session_started()))
+
+    wrong_source = {**_session_started(), "source": "mf.persona"}
+    missing_field = _session_started()
+    del missing_field["detail"]["data"]["session_id"]
+    unknown_field = _session_started(seats=3)
+    bad_session_id = _session_started(session_id="not-a-uuid")
+    no_envelope = {**_session_started(), "detail": {"data": _session_started()["detail"]["data"]}}
+    for broken in (wrong_source, missing_field, unknown_field, bad_session_id, no_envelope):
+        assert list(validator.iter_errors(broken)), broken
+
+
+def test_contracts_translate_to_draft_4_or_fail_naming_the_keyword():
+    assert to_draft_4({"$schema": "x", "$id": "y", "const": "a", "properties": {"b": {"const": 1}}}, where="T") == {
+        "enum": ["a"], "properties": {"b": {"enum": [1]}}}
+    with pytest.raises(ValueError, match=r"^T\.properties\.b: keyword '\$ref' has no JSON Schema draft 4 equivalent"):
+        to_draft_4({"properties": {"b": {"$ref": "#/$defs/b"}}}, where="T")
+
+
+def _bus_policy(assembly, region):
+    resources = assembly.template(f"mf-{region}/services")["Resources"]
+    (policy,) = _of_type(resources, "AWS::Events::EventBusPolicy").values()
+    return resources, policy["Properties"]
+
+
+@pytest.mark.parametrize("variant, publishers", [
+    ("dev", {"persona", "vc-start"}),
+    # With App Mesh the canary runs the release being tried, which publishes as its service does.
+    ("appmesh", {"persona", "persona-canary", "vc-start", "vc-start-canary"}),
+])
+@pytest.mark.parametrize("region", REGIONS)
+def test_only_the_producers_task_roles_may_put_events_on_the_bus(dev, appmesh, variant, publishers, region):
+    resources, properties = _bus_policy({"dev": dev, "appmesh": appmesh}[variant], region)
+    statement = properties["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "events:PutEvents"
+    output = properties["EventBusName"]["Fn::GetStackOutput"]
+    assert output["StackName"] == f"mf-{region}-platform" and "EventBus" in output["OutputName"]
+    allowed = statement["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    roles = {role for role, attribute in (ref["Fn::GetAtt"] for ref in allowed) if attribute == "Arn"}
+    assert len(roles) == len(allowed) and all(resources[role]["Type"] == "AWS::IAM::Role" for role in roles)
+    expected = {name.replace("-", "") + "TaskRole" for name in publishers}
+    assert {role[: role.index("TaskRole") + len("TaskRole")] for role in roles} == expected  # auth is not a producer
+    # EventBridge replaying the archive is not a principal of this account: the deny leaves it alone.
+    assert statement["Condition"]["Bool"] == {"aws:PrincipalIsAWSService": "false"}
