@@ -24,12 +24,13 @@ export CDK_DISABLE_VERSION_CHECK := true
 export AWS_EC2_METADATA_DISABLED := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help synth test test-infra test-services bench bench-services run-local install install-services lock clean
+.PHONY: help synth test test-infra test-services bench bench-services run-local install install-services lock clean cost
 
 help:
 	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings"
 	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors)"
 	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
+	@echo "make cost   synthesize dev and prod into $(CDK_OUT).cost-dev/-prod; print each one's monthly cost per region, stack and line item (offline, tools/cost)"
 	@echo "make run-local       run auth, persona, vc-start and their workers on loopback against moto (Ctrl-C stops all)"
 	@echo "make bench-services  drive each service's main endpoint at a fixed rate; print latency, throughput, errors"
 	@echo "make lock   re-pin transitive Python dependencies into constraints.txt"
@@ -91,6 +92,16 @@ bench-services: install-services
 
 bench: install
 	$(VENV)/bin/python tests/benchmark_synth.py
+
+# The estimate reads only the templates and tools/cost/prices.json: no AWS credentials, no network.
+# prod is synthesized for an example account, as the tests do; its prices do not depend on the account.
+COST_ACCOUNT ?= 111122223333
+
+cost: install
+	rm -rf $(CDK_OUT).cost-dev $(CDK_OUT).cost-prod
+	npx --no-install cdk synth --quiet --output $(CDK_OUT).cost-dev '**' > /dev/null
+	npx --no-install cdk synth --quiet --output $(CDK_OUT).cost-prod -c profile=prod -c account=$(COST_ACCOUNT) '**' > /dev/null
+	$(VENV)/bin/python -m tools.cost.estimate --assembly $(CDK_OUT).cost-dev --assembly $(CDK_OUT).cost-prod
 
 # Re-pin every transitive dependency after changing a direct pin: builds both virtualenvs afresh
 # from the direct pins alone, then freezes them.

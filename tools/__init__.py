@@ -1,0 +1,1 @@
+"""Repository tools that run outside the CDK app (``python -m tools.<name>``)."""
