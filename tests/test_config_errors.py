@@ -73,6 +73,13 @@ CASES = [
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
+    ("budget limit of zero", {"budget": json.dumps({"monthly_limit_usd": 0})}, ["budget.monthly_limit_usd=0", "1 to 10000000"]),
+    ("budget limit for an unknown profile", {"budget": json.dumps({"monthly_limit_usd": {"dev": 100, "staging": 200}})},
+     ['budget.monthly_limit_usd={"dev": 100, "staging": 200}', "exactly the keys dev, prod"]),
+    ("more budget thresholds than Budgets allows", {"budget": json.dumps({"alert_thresholds_percent": [10, 20, 30, 40, 50, 60]})},
+     ["budget.alert_thresholds_percent=[10, 20, 30, 40, 50, 60]", "1 to 5 distinct percentages", "at most 10"]),
+    ("budget e-mail that is no address", {"budget": json.dumps({"notify_emails": ["oncall"]})},
+     ['budget.notify_emails=["oncall"]', "e-mail addresses"]),
 ]
 
 
