@@ -166,6 +166,21 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """The monthly AWS Budgets cost budget of this deployment and who hears when it is reached."""
+
+    monthly_limit_usd: tuple[tuple[str, float], ...]  # profile -> limit in USD
+    alert_thresholds_percent: tuple[float, ...]  # each: an ACTUAL and a FORECASTED alert at this % of the limit
+    notify_emails: tuple[str, ...]  # e-mail subscribers of every alert, besides the budget's SNS topic
+    # Count only costs tagged project=<prefix> (a cost allocation tag, activated once per account);
+    # false: the whole account's costs.
+    filter_by_project_tag: bool
+
+    def limit_usd(self, profile: str) -> float:
+        return dict(self.monthly_limit_usd)[profile]
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -183,6 +198,7 @@ class FoundationConfig:
     ingress: IngressConfig
     domain: DomainConfig | None
     events: EventsConfig
+    budget: BudgetConfig
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -632,6 +648,49 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
         "archive_retention_days": (30, _integer(1, 3650)),
     }))
 
+# Budgets allows 10 notifications per budget, each with one SNS and up to 10 e-mail subscribers;
+# every threshold takes two (ACTUAL and FORECASTED).
+MAX_BUDGET_THRESHOLDS, MAX_BUDGET_EMAILS = 5, 10
+_EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _parse_monthly_limit(key: str, value: Any) -> tuple[tuple[str, float], ...]:
+    """One limit for every profile, or one per profile."""
+    limit = _number(1, 10_000_000)
+    if isinstance(value, dict):
+        if set(value) != set(PROFILES):
+            raise ConfigError(key, value, f"expected a number of USD, or an object with exactly the keys {', '.join(PROFILES)}")
+        return tuple((profile, limit(f"{key}.{profile}", value[profile])) for profile in PROFILES)
+    amount = limit(key, value)
+    return tuple((profile, amount) for profile in PROFILES)
+
+
+def _parse_thresholds(key: str, value: Any) -> tuple[float, ...]:
+    allowed = (f"expected a list of 1 to {MAX_BUDGET_THRESHOLDS} distinct percentages of the limit from 1 to 1000 "
+               f"(each becomes an ACTUAL and a FORECASTED alert; a budget has at most 10)")
+    if (not isinstance(value, list) or not 1 <= len(value) <= MAX_BUDGET_THRESHOLDS
+            or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 1 <= t <= 1000 for t in value)
+            or len(set(value)) != len(value)):
+        raise ConfigError(key, value, allowed)
+    return tuple(sorted(float(t) for t in value))
+
+
+def _parse_emails(key: str, value: Any) -> tuple[str, ...]:
+    if (not isinstance(value, list) or len(value) > MAX_BUDGET_EMAILS or len(set(map(str, value))) != len(value)
+            or not all(isinstance(e, str) and _EMAIL_PATTERN.match(e) for e in value)):
+        raise ConfigError(key, value, f"expected a list of up to {MAX_BUDGET_EMAILS} distinct e-mail addresses")
+    return tuple(value)
+
+
+def _parse_budget(key: str, value: Any) -> BudgetConfig:
+    return BudgetConfig(**_object(key, value, {
+        "monthly_limit_usd": ({"dev": 300, "prod": 2500}, _parse_monthly_limit),
+        "alert_thresholds_percent": ([50, 80, 100], _parse_thresholds),
+        "notify_emails": ([], _parse_emails),
+        "filter_by_project_tag": (True, _boolean),
+    }))
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -652,6 +711,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "ingress": ({}, _parse_ingress),
     "domain": (None, _parse_domain),
     "events": ({}, _parse_events),
+    "budget": ({}, _parse_budget),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

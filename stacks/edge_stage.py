@@ -27,6 +27,8 @@ class EdgeStage(cdk.Stage):
             self, "baseline", boundary_name=f"{config.prefix}-edge",
             # The edge's custom resources read the regions' parameters from us-east-1.
             allowed_regions=[EDGE_REGION, *config.region_names],
+            # us-east-1's analyzer, unless a regional stage there has it already (one per region).
+            access_analyzer_name=None if EDGE_REGION in config.region_names else f"{config.prefix}-{EDGE_REGION}",
             description=f"{config.prefix} edge: permissions boundary for every role of the stage", **common,
         )
         self.edge = EdgeStack(

@@ -18,9 +18,9 @@ from .services_stack import ServicesStack
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    baseline (permissions boundary) -> network -> platform -> services; the primary region's stage also holds
-    the global stack (when there are regions to replicate to). In prod every stack has termination
-    protection.
+    baseline (permissions boundary, Access Analyzer) -> network -> platform -> services; the primary
+    region's stage also holds the global stack (cost budget; ECR replication when there are regions to
+    replicate to). In prod every stack has termination protection.
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -42,7 +42,8 @@ class RegionStage(cdk.Stage):
 
         self.baseline = BaselineStack(
             self, "baseline", boundary_name=f"{config.prefix}-{region.name}", allowed_regions=config.region_names,
-            description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage", **common,
+            access_analyzer_name=f"{config.prefix}-{region.name}",
+            description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage, IAM Access Analyzer", **common,
         )
         self.network = NetworkStack(
             self, "network", config=config, region=region,
@@ -58,10 +59,10 @@ class RegionStage(cdk.Stage):
         )
         self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
         self.global_ = None
-        if region.name == config.primary_region and config.other_regions(region.name):
+        if region.name == config.primary_region:
             self.global_ = GlobalStack(
                 self, "global", config=config,
-                description=f"{config.prefix}: account-wide settings (ECR replication)", **common,
+                description=f"{config.prefix}: account-wide settings (cost budget, ECR replication)", **common,
             )
             self.stacks.append(self.global_)
         for stack in self.stacks[1:]:

@@ -30,6 +30,7 @@ from constructs.meshed_service import (
     ServiceConnectMesh,
     WorkerContainer,
 )
+from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import EventSubscription, ServiceResources
 
 from .config import FoundationConfig, ServiceConfig, env_prefix
@@ -48,6 +49,12 @@ STOP_TIMEOUT_SECONDS = 30
 # handled. A stopping worker gets SIGTERM and the stop timeout, but nothing guarantees a batch ends
 # within it; 150 s lets the lease expire first, so the next receive takes the claim over.
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
+# What stays a plain environment variable: what the task definition itself is built around (its
+# ports, the load balancer's path, the collector sidecar), which a value changed elsewhere would
+# contradict. Every other setting is the service's configuration in SSM (ServiceConfigParameters).
+TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT"})
+# servicekit's own default, published so that operators can change it per service.
+DEFAULT_LOG_LEVEL = "INFO"
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -59,8 +66,9 @@ class ServicesStack(cdk.Stack):
     """One MeshedFargateService per configured service (with App Mesh, a primary and a canary each),
     and the resources each service owns (ServiceResources), granted to its task roles only.
 
-    Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh) and
-    ``resources``: name -> ServiceResources (services that own or publish anything).
+    Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh),
+    ``resources``: name -> ServiceResources (services that own or publish anything) and
+    ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM).
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class ServicesStack(cdk.Stack):
         self.services: dict[str, MeshedFargateService] = {}
         self.canaries: dict[str, MeshedFargateService] = {}
         self._image_assets: dict[str, ecr_assets.DockerImageAsset] = {}
+        self.config_parameters: dict[str, ServiceConfigParameters] = {}
         self.resources = {service.name: self._resources(service) for service in config.services if self._owns_resources(service)}
         self.mesh = self._mesh()
         self.ingress = self._ingress() if config.exposed_services else None
@@ -155,6 +164,7 @@ class ServicesStack(cdk.Stack):
         config = self.config
         by_name = {other.name: other for other in config.services}
         env = {
+            "LOG_LEVEL": DEFAULT_LOG_LEVEL,
             **dict(service.environment),
             "SERVICE_NAME": service.name,
             "PORT": str(service.port),
@@ -276,10 +286,12 @@ class ServicesStack(cdk.Stack):
             max_5xx_percent=self.config.deployment.alarm_5xx_percent,
             max_p95_latency_ms=self.config.deployment.alarm_p95_latency_ms,
         ) if self.config.mesh == "service-connect" else None
+        requests = self.defaults.requests_per_task_per_minute
         if not self._shifts_traffic:
-            return [LoadBalancerTarget(routed.target_group, rollback_alarms=alarms)]
+            return [LoadBalancerTarget(routed.target_group, rollback_alarms=alarms, requests_per_target_per_minute=requests)]
         return [LoadBalancerTarget(routed.target_group, alternate_target_group=routed.alternate_target_group,
-                                   listener_rule=routed.listener_rule, rollback_alarms=alarms)]
+                                   listener_rule=routed.listener_rule, rollback_alarms=alarms,
+                                   requests_per_target_per_minute=requests)]
 
     @property
     def _shifts_traffic(self) -> bool:
@@ -295,6 +307,7 @@ class ServicesStack(cdk.Stack):
             service.min_tasks or self.defaults.min_tasks,
             service.max_tasks or max(self.defaults.max_tasks, service.min_tasks or 0),
         )
+        environment, parameters = self._configuration(service)
         props = MeshedServiceProps(
             name=service.name,
             image=self._image(service, image_tag or service.image_tag),
@@ -309,10 +322,12 @@ class ServicesStack(cdk.Stack):
             max_tasks=max_tasks,
             calls=service.calls,
             grpc_port=service.grpc_port,
-            environment=self._environment(service),
-            secrets=self._secrets(construct_id, service),
+            environment=environment,
+            secrets={**parameters.secrets, **self._secrets(construct_id, service)},
             stop_timeout_seconds=STOP_TIMEOUT_SECONDS,
             service_name=construct_id,  # runbooks name services: aws ecs ... --service <name>
+            scale_out_cooldown_seconds=self.defaults.scale_out_cooldown_seconds,
+            scale_in_cooldown_seconds=self.defaults.scale_in_cooldown_seconds,
         )
         return MeshedFargateService(
             self, construct_id,
@@ -323,8 +338,24 @@ class ServicesStack(cdk.Stack):
             log_retention=logs.RetentionDays[self.defaults.log_retention],
             # The worker last: it starts after every container the app starts after.
             extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions,
-                        *([WorkerContainer(command=service.worker_command)] if worker and service.worker else [])],
+                        *([self._worker(service)] if worker and service.worker else [])],
         )
+
+    def _worker(self, service: ServiceConfig) -> WorkerContainer:
+        queue = self.resources[service.name].queue
+        return WorkerContainer(command=service.worker_command, queue=queue, backlog_per_task=self.defaults.backlog_per_task)
+
+    def _configuration(self, service: ServiceConfig) -> tuple[dict[str, str], ServiceConfigParameters]:
+        """The service's settings split: what the task definition is built around stays its
+        environment; the rest goes to SSM under /<prefix>/<service>/config/ and reaches the
+        containers through ECS ``secrets`` (one set of parameters per service, shared by its canary)."""
+        settings = self._environment(service)
+        in_ssm = {name: value for name, value in settings.items() if name not in TASK_DEFINITION_ENVIRONMENT and value != ""}
+        if service.name not in self.config_parameters:
+            self.config_parameters[service.name] = ServiceConfigParameters(
+                self, f"{service.name}-config", prefix=self.config.prefix, service=service.name, values=in_ssm)
+        environment = {name: value for name, value in settings.items() if name not in in_ssm}
+        return environment, self.config_parameters[service.name]
 
     def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
         if image_tag:

@@ -85,3 +85,15 @@ def synth(outdir: Path, **overrides: Any) -> Assembly:
     app_module.build_app(app)
     app.synth()
     return read_assembly(outdir)
+
+
+def container_settings(resources: dict[str, dict[str, Any]], container: dict[str, Any]) -> dict[str, Any]:
+    """A container's settings by name: its environment plus what ECS injects from the stack's own SSM
+    parameters (``secrets`` whose ARN names a parameter of ``resources``), as the parameter's value."""
+    settings = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
+    for secret in container.get("Secrets", []):
+        parts = secret["ValueFrom"].get("Fn::Join", ["", []])[1] if isinstance(secret["ValueFrom"], dict) else []
+        refs = [p["Ref"] for p in parts if isinstance(p, dict) and p.get("Ref") in resources]
+        if refs and resources[refs[0]]["Type"] == "AWS::SSM::Parameter":
+            settings[secret["Name"]] = resources[refs[0]]["Properties"]["Value"]
+    return settings

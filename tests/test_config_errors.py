@@ -76,6 +76,13 @@ CASES = [
     ("archive kept forever", {"events": json.dumps({"archive_retention_days": 0})}, ["events.archive_retention_days=0", "1 to 3650"]),
     ("event without a contract", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["UserCreated"]}}})},
      ["services.persona.consumes.auth='UserCreated'", "contract in services/contracts/events/", "UserCreated.schema.json"]),
+    ("budget limit of zero", {"budget": json.dumps({"monthly_limit_usd": 0})}, ["budget.monthly_limit_usd=0", "1 to 10000000"]),
+    ("budget limit for an unknown profile", {"budget": json.dumps({"monthly_limit_usd": {"dev": 100, "staging": 200}})},
+     ['budget.monthly_limit_usd={"dev": 100, "staging": 200}', "exactly the keys dev, prod"]),
+    ("more budget thresholds than Budgets allows", {"budget": json.dumps({"alert_thresholds_percent": [10, 20, 30, 40, 50, 60]})},
+     ["budget.alert_thresholds_percent=[10, 20, 30, 40, 50, 60]", "1 to 5 distinct percentages", "at most 10"]),
+    ("budget e-mail that is no address", {"budget": json.dumps({"notify_emails": ["oncall"]})},
+     ['budget.notify_emails=["oncall"]', "e-mail addresses"]),
 ]
 
 

@@ -94,7 +94,8 @@ def test_every_taggable_resource_carries_the_stage_tags(dev):
     for stack, logical_id, resource in dev.all_resources():
         if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):
             continue
-        tags = resource.get("Properties", {}).get("Tags", [])
+        properties = resource.get("Properties", {})
+        tags = properties.get("Tags", properties.get("ResourceTags", []))  # ResourceTags: AWS::Budgets::Budget
         tags = tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags}  # a map for SSM parameters
         expected = STAGE_TAGS[stack.split("/")[0]]
         assert expected.items() <= tags.items(), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"

@@ -47,8 +47,8 @@ def test_namespace_name_is_configurable(tmp_path):
     Template.from_json(assembly.template("mf-eu-central-1/platform")).has_resource_properties(
         "AWS::ServiceDiscovery::PrivateDnsNamespace", {"Name": "mesh.internal"}
     )
-    # With one region there is nothing to replicate to, so there is no global stack.
-    assert "mf-eu-central-1/global" not in assembly.templates
+    # With one region there is nothing to replicate to: the global stack holds only the cost budget.
+    assert assembly.resources("mf-eu-central-1/global", "AWS::ECR::ReplicationConfiguration") == {}
 
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)

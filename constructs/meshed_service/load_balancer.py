@@ -14,6 +14,7 @@ from constructs.compliance import acknowledge_nag, skip_cfn_lint
 
 from .alarms import deployment_alarm, error_rate
 from .extensions import ServiceExtension
+from .scaling import track_requests_per_target
 from .service import APP_CONTAINER, MeshedFargateService
 
 
@@ -41,14 +42,21 @@ class LoadBalancerTarget(ServiceExtension):
     With ``rollback_alarms``, each target group gets a 5xx-rate and a p95-latency alarm that the
     deployment rolls back on. During a canary one group carries only the new revision, so its
     alarms judge the new revision alone, whatever share of the traffic it has.
+
+    With ``requests_per_target_per_minute``, a scaling service also tracks requests per healthy
+    target across both groups (``scaling.track_requests_per_target``).
     """
 
     def __init__(self, target_group: elbv2.IApplicationTargetGroup, *, health_check_grace_period_seconds: int = 60,
                  alternate_target_group: elbv2.IApplicationTargetGroup | None = None,
                  listener_rule: elbv2.ApplicationListenerRule | None = None,
-                 rollback_alarms: RollbackAlarms | None = None) -> None:
+                 rollback_alarms: RollbackAlarms | None = None,
+                 requests_per_target_per_minute: int | None = None) -> None:
         if (alternate_target_group is None) != (listener_rule is None):
             raise ValueError("alternate_target_group and listener_rule go together: give both for canary or linear deployments, or neither")
+        if requests_per_target_per_minute is not None and requests_per_target_per_minute < 1:
+            raise ValueError(f"requests_per_target_per_minute={requests_per_target_per_minute} is invalid: expected 1 or more, or None")
+        self.requests_per_target_per_minute = requests_per_target_per_minute
         self.target_group = target_group
         self.health_check_grace_period = cdk.Duration.seconds(health_check_grace_period_seconds)
         self.alternate_target_group = alternate_target_group
@@ -109,6 +117,9 @@ class LoadBalancerTarget(ServiceExtension):
         target = service.service.load_balancer_target(
             container_name=APP_CONTAINER, container_port=service.props.container_port, alternate_target=alternate)
         target.attach_to_application_target_group(self.target_group)
+        if self.requests_per_target_per_minute is not None and service.scaling is not None:
+            groups = [group for group in (self.target_group, self.alternate_target_group) if group is not None]
+            track_requests_per_target(service, groups, self.requests_per_target_per_minute)
         if alternate is not None:
             skip_cfn_lint(service.service.node.default_child, {
                 "W3005": "CDK makes the service depend on its production listener rule, which the service's AdvancedConfiguration also references",

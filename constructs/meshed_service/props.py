@@ -19,6 +19,7 @@ class MeshedServiceProps:
     memory_limit_mib: int  # task memory, sidecars included
     # Readiness: the mesh's and load balancer's health checks use it (not ready = no traffic).
     health_check_path: str
+    # Task count bounds for auto scaling; min_tasks == max_tasks runs a fixed count without scaling.
     min_tasks: int
     max_tasks: int
     # Services this one calls, by name. The stack opens the callees' security groups to this
@@ -45,6 +46,10 @@ class MeshedServiceProps:
     dns_ttl_seconds: int = 10
     target_cpu_percent: int = 60
     target_memory_percent: int = 75
+    # Every target tracking policy of the service (CPU, memory, and what extensions add) waits this
+    # long after scaling out / in before it scales the same way again. Scale in more slowly than out.
+    scale_out_cooldown_seconds: int = 60
+    scale_in_cooldown_seconds: int = 300
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_tasks <= self.max_tasks:
@@ -60,5 +65,8 @@ class MeshedServiceProps:
             raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
         if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != self.container_port):
             raise ValueError(f"grpc_port={self.grpc_port} is invalid: expected a port from 1 to 65535 other than container_port={self.container_port}")
+        if not 0 <= self.scale_out_cooldown_seconds <= self.scale_in_cooldown_seconds <= 3600:
+            raise ValueError(f"scale_out_cooldown_seconds={self.scale_out_cooldown_seconds}, scale_in_cooldown_seconds="
+                             f"{self.scale_in_cooldown_seconds} is invalid: need 0 <= out <= in <= 3600 (scale in more slowly than out)")
         if self.name in self.calls:
             raise ValueError(f"calls={list(self.calls)} is invalid: a service does not call itself through the mesh")

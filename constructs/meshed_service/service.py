@@ -45,7 +45,7 @@ class MeshedFargateService(Construct):
 
     Exposes ``task_definition``, ``app_container``, ``execution_role``, ``task_role``,
     ``log_group``, ``cloud_map_service``, ``security_group``, ``service`` (the
-    ``ecs.FargateService``) and ``scaling``.
+    ``ecs.FargateService``) and ``scaling`` (the ``ecs.ScalableTaskCount``; None for a fixed task count).
     """
 
     def __init__(
@@ -150,9 +150,15 @@ class MeshedFargateService(Construct):
         self.service.associate_cloud_map_service(service=self.cloud_map_service)
         cdk.Tags.of(self).add("service", props.name)
 
-        self.scaling = self.service.auto_scale_task_count(min_capacity=props.min_tasks, max_capacity=props.max_tasks)
-        self.scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=props.target_cpu_percent)
-        self.scaling.scale_on_memory_utilization("Memory", target_utilization_percent=props.target_memory_percent)
+        # A fixed count (min == max, e.g. an App Mesh canary's one task) gets no scaling at all: a
+        # scalable target there could only fight the count, and its policies would only cost alarms.
+        self.scaling: ecs.ScalableTaskCount | None = None
+        if props.min_tasks < props.max_tasks:
+            self.scaling = self.service.auto_scale_task_count(min_capacity=props.min_tasks, max_capacity=props.max_tasks)
+            cooldowns = {"scale_out_cooldown": cdk.Duration.seconds(props.scale_out_cooldown_seconds),
+                         "scale_in_cooldown": cdk.Duration.seconds(props.scale_in_cooldown_seconds)}
+            self.scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=props.target_cpu_percent, **cooldowns)
+            self.scaling.scale_on_memory_utilization("Memory", target_utilization_percent=props.target_memory_percent, **cooldowns)
 
         for extension in self.extensions:
             extension.use_service(self)

@@ -6,8 +6,10 @@ from typing import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_sqs as sqs
 
 from .extensions import ServiceExtension
+from .scaling import track_backlog_per_task
 from .service import MeshedFargateService
 
 WORKER_CONTAINER = "worker"
@@ -21,12 +23,20 @@ class WorkerContainer(ServiceExtension):
     app's ``scratch_paths``. It is essential: if it exits, ECS replaces the whole task, as it does
     when the app exits. It has no port and no health check. It starts after every container the app
     starts after, so list it after the extensions that add those containers.
+
+    With ``queue`` and ``backlog_per_task``, a scaling service also tracks the queue's backlog per
+    running task (``scaling.track_backlog_per_task``), so the workers keep up with the queue even
+    when the app's CPU and requests are low.
     """
 
-    def __init__(self, *, command: Sequence[str]) -> None:
+    def __init__(self, *, command: Sequence[str], queue: sqs.IQueue | None = None, backlog_per_task: int | None = None) -> None:
         if not command:
             raise ValueError("command=[] is invalid: give the worker's command, e.g. ['python', '-m', 'app.worker']")
+        if (queue is None) != (backlog_per_task is None):
+            raise ValueError("queue and backlog_per_task go together: give both to scale on the queue's backlog, or neither")
         self.command = list(command)
+        self.queue = queue
+        self.backlog_per_task = backlog_per_task
         self.container: ecs.ContainerDefinition | None = None
 
     def use_task_definition(self, service: MeshedFargateService) -> None:
@@ -53,3 +63,7 @@ class WorkerContainer(ServiceExtension):
         dependencies = service.app_container.container_dependencies
         if dependencies:
             self.container.add_container_dependencies(*dependencies)
+
+    def use_service(self, service: MeshedFargateService) -> None:
+        if self.queue is not None and service.scaling is not None:
+            track_backlog_per_task(service, self.queue, self.backlog_per_task)

@@ -1,0 +1,3 @@
+from .monthly_budget import MonthlyCostBudget
+
+__all__ = ["MonthlyCostBudget"]

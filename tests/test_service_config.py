@@ -1,0 +1,135 @@
+"""Each service's configuration lives in SSM under /<prefix>/<service>/config/ and reaches its tasks through ECS."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.assembly import container_settings, synth
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+# What the task definition itself is built around stays a plain environment variable.
+TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+SSM_READS = {"ssm:GetParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:DescribeParameters"}
+
+
+def _owner(logical_id):
+    for name in sorted(SERVICES, key=len, reverse=True):
+        if logical_id.startswith(name.replace("-", "")):
+            return name
+    return None
+
+
+def _parameters(resources):
+    """parameter logical ID -> properties, for the services' configuration parameters only."""
+    return {i: r["Properties"] for i, r in resources.items()
+            if r["Type"] == "AWS::SSM::Parameter" and "/config/" in r["Properties"]["Name"]}
+
+
+def _parameter_ref(value_from):
+    """The parameter logical ID in an ARN CDK builds as Fn::Join [..., ':parameter', {Ref: <parameter>}]."""
+    (ref,) = [part["Ref"] for part in value_from["Fn::Join"][1] if isinstance(part, dict) and "Ref" in part and part["Ref"] != "AWS::AccountId"]
+    return ref
+
+
+def _task_definitions(assembly, region):
+    resources = assembly.template(f"mf-{region}/services")["Resources"]
+    return resources, {i: r for i, r in resources.items() if r["Type"] == "AWS::ECS::TaskDefinition"}
+
+
+@pytest.fixture(params=["dev", "appmesh"])
+def backend(request, dev, appmesh):
+    return {"dev": dev, "appmesh": appmesh}[request.param]
+
+
+def test_each_services_settings_are_parameters_under_its_own_path(backend):
+    for region in REGIONS:
+        resources = backend.template(f"mf-{region}/services")["Resources"]
+        parameters = _parameters(resources)
+        by_service = {}
+        for logical_id, parameter in parameters.items():
+            service = _owner(logical_id)
+            name = parameter["Name"].removeprefix(f"/mf/{service}/config/")
+            assert parameter["Name"] == f"/mf/{service}/config/{name}", parameter["Name"]
+            assert parameter["Type"] == "String" and parameter["Tier"] == "Standard"
+            by_service.setdefault(service, set()).add(name)
+        assert by_service["auth"] == {"LOG_LEVEL", "TABLE_NAME", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE"}
+        assert by_service["persona"] == {"LOG_LEVEL", "TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
+                                         "JWT_ISSUER", "JWT_AUDIENCE"}
+        assert by_service["vc-start"] == {"LOG_LEVEL", "TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
+                                          "PERSONA_URL", "PERSONA_GRPC_TARGET", "JWT_ISSUER", "JWT_AUDIENCE"}
+        assert {p["Value"] for p in parameters.values() if p["Name"].endswith("/LOG_LEVEL")} == {"INFO"}
+
+
+def test_containers_get_the_parameters_as_ecs_secrets_and_keep_the_task_definitions_own_settings(backend):
+    """ECS resolves the parameters when a task starts: a changed value needs new tasks, not a new image."""
+    for region in REGIONS:
+        resources, tasks = _task_definitions(backend, region)
+        parameters = _parameters(resources)
+        for logical_id, task in tasks.items():
+            service = _owner(logical_id)
+            for container in task["Properties"]["ContainerDefinitions"]:
+                if container["Name"] not in ("app", "worker"):
+                    continue
+                environment = {e["Name"] for e in container["Environment"]}
+                assert environment <= TASK_DEFINITION_ENVIRONMENT and {"SERVICE_NAME", "PORT"} <= environment
+                injected = {s["Name"]: _parameter_ref(s["ValueFrom"]) for s in container["Secrets"]}
+                # Every one of the service's own parameters, under its own variable name, and no other service's.
+                own = {p["Name"].rsplit("/", 1)[1]: i for i, p in parameters.items() if _owner(i) == service}
+                assert injected == own, (region, logical_id, container["Name"])
+                assert not environment & set(injected)
+
+
+def test_only_each_services_execution_roles_read_its_parameters(backend):
+    for region in REGIONS:
+        resources, tasks = _task_definitions(backend, region)
+        parameters = _parameters(resources)
+        execution_roles = {t["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]: _owner(i) for i, t in tasks.items()}
+        task_roles = {t["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0] for t in tasks.values()}
+        readers = {}
+        for policy in (r for r in resources.values() if r["Type"] == "AWS::IAM::Policy"):
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if not any(a.startswith("ssm:") for a in actions):
+                    continue
+                assert set(actions) <= SSM_READS
+                targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                assert "*" not in targets and all(isinstance(t, dict) for t in targets)  # ARNs of single parameters
+                for role in policy["Properties"]["Roles"]:
+                    readers.setdefault(role["Ref"], set()).update(_parameter_ref(t) for t in targets)
+        assert not set(readers) & task_roles  # the containers themselves read no parameter
+        for role, read in readers.items():
+            assert role in execution_roles
+            assert read == {i for i in parameters if _owner(i) == execution_roles[role]}, role
+
+
+def test_config_environment_goes_to_ssm_and_overrides_the_default_log_level(tmp_path):
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     services={"auth": {"environment": {"LOG_LEVEL": "DEBUG", "FEATURE_FLAGS": "login-v2", "EMPTY": ""}}})
+    resources, tasks = _task_definitions(assembly, "eu-west-1")
+    parameters = {p["Name"]: p["Value"] for p in _parameters(resources).values()}
+    assert parameters["/mf/auth/config/LOG_LEVEL"] == "DEBUG"
+    assert parameters["/mf/auth/config/FEATURE_FLAGS"] == "login-v2"
+    # SSM cannot hold an empty value: that one stays in the environment.
+    assert "/mf/auth/config/EMPTY" not in parameters
+    (task,) = tasks.values()
+    app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
+    settings = container_settings(resources, app)
+    assert (settings["LOG_LEVEL"], settings["FEATURE_FLAGS"], settings["EMPTY"]) == ("DEBUG", "login-v2", "")
+
+
+def test_service_config_parameters_reject_what_ssm_cannot_hold():
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from constructs.service_config import ServiceConfigParameters
+
+    stack = cdk.Stack(cdk.App(), "Stack")
+    with pytest.raises(ValueError, match="SSM parameters cannot be empty"):
+        ServiceConfigParameters(stack, "Empty", prefix="mf", service="auth", values={"LOG_LEVEL": ""})
+    with pytest.raises(ValueError, match="upper-case environment variable name"):
+        ServiceConfigParameters(stack, "Lower", prefix="mf", service="auth", values={"log_level": "INFO"})
+    config = ServiceConfigParameters(stack, "Good", prefix="mf", service="auth", values={"LOG_LEVEL": "INFO"})
+    assert config.path == "/mf/auth/config" and list(config.secrets) == ["LOG_LEVEL"]
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::SSM::Parameter", {"Name": "/mf/auth/config/LOG_LEVEL", "Value": "INFO", "Type": "String"})
