@@ -11,6 +11,7 @@ from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
 from .global_stack import GlobalStack
 from .network_stack import NetworkStack
+from .observability_stack import ObservabilityStack
 from .platform_stack import PlatformStack
 from .services_stack import ServicesStack
 
@@ -18,7 +19,7 @@ from .services_stack import ServicesStack
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    baseline (permissions boundary) -> network -> platform -> services; the primary region's stage also holds
+    baseline (permissions boundary) -> network -> platform -> services -> observability; the primary region's stage also holds
     the global stack (when there are regions to replicate to). In prod every stack has termination
     protection.
     """
@@ -56,7 +57,11 @@ class RegionStage(cdk.Stage):
             self, "services", config=config, network=self.network, platform=self.platform,
             description=f"{config.prefix} {region.name}: the services and their tables, queues and secrets, meshed with {config.mesh}", **common,
         )
-        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
+        self.observability = ObservabilityStack(
+            self, "observability", config=config, network=self.network, platform=self.platform, services=self.services,
+            description=f"{config.prefix} {region.name}: dashboards, alarms and X-Ray sampling rules", **common,
+        )
+        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services, self.observability]
         self.global_ = None
         if region.name == config.primary_region and config.other_regions(region.name):
             self.global_ = GlobalStack(
