@@ -181,6 +181,16 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    """Trace sampling and the thresholds of the observability stack's alarms."""
+
+    xray_sampling_rate: float  # share of requests that start a trace (X-Ray rules and the services' OTel sampler)
+    xray_reservoir_per_second: int  # traces per second X-Ray samples before the rate applies (X-Ray clients)
+    quota_alarm_percent: int  # a service quota's usage above this share of the quota alarms
+    queue_age_alarm_minutes: int  # an event queue's oldest message older than this alarms
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -199,6 +209,7 @@ class FoundationConfig:
     domain: DomainConfig | None
     events: EventsConfig
     budget: BudgetConfig
+    observability: ObservabilityConfig
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -417,6 +428,7 @@ SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
 GENERATED_ENVIRONMENT = frozenset({
     "SERVICE_NAME", "PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUBLIC_PATH", "GRPC_PORT", "TABLE_NAME", "EVENT_BUS_NAME",
     "EVENT_SOURCE", "QUEUE_URL", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE",
+    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
 })
 
 
@@ -691,6 +703,18 @@ def _parse_budget(key: str, value: Any) -> BudgetConfig:
     }))
 
 
+def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
+    return ObservabilityConfig(**_object(key, value, {
+        # 5 %: the services' own default (servicekit.tracing.DEFAULT_TRACES_SAMPLER_RATIO).
+        "xray_sampling_rate": (0.05, _number(0, 1)),
+        "xray_reservoir_per_second": (1, _integer(0, 1000)),
+        "quota_alarm_percent": (80, _integer(1, 100)),
+        # With the default max_receive_count, above the ~7.5 minutes a failing message is redelivered
+        # (3 receives x the queue's 150 s visibility timeout) before it is dead-lettered.
+        "queue_age_alarm_minutes": (15, _integer(1, 1440)),
+    }))
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -712,6 +736,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "domain": (None, _parse_domain),
     "events": ({}, _parse_events),
     "budget": ({}, _parse_budget),
+    "observability": ({}, _parse_observability),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

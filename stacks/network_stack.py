@@ -39,3 +39,14 @@ class NetworkStack(cdk.Stack):
             ),
         )
         self.vpc = self.network.vpc
+
+        # CDK's handler that empties the default security group would log to an implicit
+        # /aws/lambda/<name> group, kept forever and unencrypted: give it one like every other.
+        provider = self.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        if provider is not None:
+            handler_logs = logs.LogGroup(
+                self, "DefaultSecurityGroupHandlerLogs", encryption_key=self.logs_key,
+                retention=logs.RetentionDays[defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY)
+            handler = provider.node.find_child("Handler")
+            handler.add_property_override("LoggingConfig", {"LogGroup": handler_logs.log_group_name})
+            handler.node.add_dependency(handler_logs)

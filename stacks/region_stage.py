@@ -11,6 +11,7 @@ from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
 from .global_stack import GlobalStack
 from .network_stack import NetworkStack
+from .observability_stack import ObservabilityStack
 from .platform_stack import PlatformStack
 from .services_stack import ServicesStack
 
@@ -18,9 +19,9 @@ from .services_stack import ServicesStack
 class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
-    baseline (permissions boundary, Access Analyzer) -> network -> platform -> services; the primary
-    region's stage also holds the global stack (cost budget; ECR replication when there are regions to
-    replicate to). In prod every stack has termination protection.
+    baseline (permissions boundary, Access Analyzer) -> network -> platform -> services -> observability;
+    the primary region's stage also holds the global stack (cost budget; ECR replication when there are
+    regions to replicate to). In prod every stack has termination protection.
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -57,7 +58,11 @@ class RegionStage(cdk.Stage):
             self, "services", config=config, network=self.network, platform=self.platform,
             description=f"{config.prefix} {region.name}: the services and their tables, queues and secrets, meshed with {config.mesh}", **common,
         )
-        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
+        self.observability = ObservabilityStack(
+            self, "observability", config=config, network=self.network, platform=self.platform, services=self.services,
+            description=f"{config.prefix} {region.name}: dashboards, alarms and X-Ray sampling rules", **common,
+        )
+        self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services, self.observability]
         self.global_ = None
         if region.name == config.primary_region:
             self.global_ = GlobalStack(

@@ -169,6 +169,9 @@ class ServicesStack(cdk.Stack):
             "SERVICE_NAME": service.name,
             "PORT": str(service.port),
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            # The same share of new traces as the region's X-Ray sampling rules (observability stack).
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(config.observability.xray_sampling_rate),
             # The load balancer passes the edge path on unchanged; the service answers under it.
             **({"PUBLIC_PATH": service.path} if service.path else {}),
             **({"GRPC_PORT": str(service.grpc_port)} if service.grpc_port else {}),

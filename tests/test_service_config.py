@@ -53,10 +53,12 @@ def test_each_services_settings_are_parameters_under_its_own_path(backend):
             assert parameter["Name"] == f"/mf/{service}/config/{name}", parameter["Name"]
             assert parameter["Type"] == "String" and parameter["Tier"] == "Standard"
             by_service.setdefault(service, set()).add(name)
-        assert by_service["auth"] == {"LOG_LEVEL", "TABLE_NAME", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE"}
-        assert by_service["persona"] == {"LOG_LEVEL", "TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
+        # Every service: its log level and trace sampler (the rate of the X-Ray sampling rules).
+        common = {"LOG_LEVEL", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"}
+        assert by_service["auth"] == common | {"TABLE_NAME", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE"}
+        assert by_service["persona"] == common | {"TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
                                          "JWT_ISSUER", "JWT_AUDIENCE"}
-        assert by_service["vc-start"] == {"LOG_LEVEL", "TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
+        assert by_service["vc-start"] == common | {"TABLE_NAME", "QUEUE_URL", "EVENT_BUS_NAME", "EVENT_SOURCE", "AUTH_URL",
                                           "PERSONA_URL", "PERSONA_GRPC_TARGET", "JWT_ISSUER", "JWT_AUDIENCE"}
         assert {p["Value"] for p in parameters.values() if p["Name"].endswith("/LOG_LEVEL")} == {"INFO"}
 

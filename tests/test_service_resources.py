@@ -298,7 +298,9 @@ def _expected_environment(variant):
         return f"{name}.svc.local:{port}" if variant == "appmesh" else f"{name}:{port}"
 
     common = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "PORT": "8080", "JWT_ISSUER": "mf-auth", "JWT_AUDIENCE": "mf-services",
-              "LOG_LEVEL": "INFO"}
+              "LOG_LEVEL": "INFO",
+              # The rate of the region's X-Ray sampling rules (config observability.xray_sampling_rate).
+              "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.05"}
     return {
         "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "<Table>", "JWT_SIGNING_SECRET_ID": "<SigningKey>"},
         "persona": {**common, "SERVICE_NAME": "persona", "PUBLIC_PATH": "/api/persona", "GRPC_PORT": "50051", "TABLE_NAME": "<Table>",

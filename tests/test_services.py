@@ -165,17 +165,6 @@ def test_security_groups_admit_only_the_named_callers_on_the_app_and_grpc_ports(
         assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
 
 
-def test_every_alarm_names_a_runbook_that_exists(dev, appmesh):
-    import re
-
-    for assembly in (dev, appmesh):
-        for _, _, resource in assembly.all_resources():
-            if resource["Type"] == "AWS::CloudWatch::Alarm":
-                description = resource["Properties"]["AlarmDescription"]
-                runbook = re.search(r"Runbook: (runbooks/[a-z0-9-]+\.md)", description)
-                assert runbook and (REPO_ROOT / runbook.group(1)).exists(), description
-
-
 def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
     from tests.assembly import synth
 

@@ -1,0 +1,162 @@
+"""PlatformMonitoring: the region's platform dashboard (endpoints, NAT, mesh, queues) and its alarms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import aws_cdk as cdk
+import cdk_monitoring_constructs as monitoring
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from .facade import dashboard_facade, named_alarm
+from .quotas import QUOTAS, ServiceQuota
+
+MINUTE = cdk.Duration.minutes(1)
+FIVE_MINUTES = cdk.Duration.minutes(5)
+
+
+@dataclass(frozen=True)
+class MonitoredQueue:
+    """A service's event queue and the dead-letter queue its redrive policy and EventBridge targets use."""
+
+    service: str
+    queue: sqs.IQueue
+    dead_letter_queue: sqs.IQueue
+
+
+@dataclass(frozen=True)
+class MeshedService:
+    """What the mesh section plots per service: its ECS service and Service Connect discovery name."""
+
+    ecs_service_name: str
+    discovery_name: str | None  # None: the App Mesh backend, whose Envoy stats CloudWatch does not receive
+
+
+class PlatformMonitoring(Construct):
+    """A dashboard ``dashboard_name`` and these alarms (all to ``alarm_topic``, on ALARM and on OK):
+
+    - per queue: ``<prefix>-<service>-events-dlq-not-empty`` (visible messages in the dead-letter
+      queue) and ``<prefix>-<service>-events-oldest-message`` (age of the oldest message above
+      ``max_queue_age``);
+    - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
+      applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric).
+
+    Exposes ``facade`` and ``alarms`` (name -> alarm).
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, dashboard_name: str, alarm_name_prefix: str,
+        alarm_topic: sns.ITopic, vpc_id: str, nat_gateway_ids: Sequence[str], interface_endpoints: Mapping[str, str],
+        cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
+        max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota] = QUOTAS,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.alarm_name_prefix = alarm_name_prefix
+        self.facade = dashboard_facade(self, "Monitoring", dashboard_name=dashboard_name, alarm_topic=alarm_topic,
+                                       alarm_name_prefix=alarm_name_prefix)
+        self.facade.add_large_header("Network: interface endpoints and NAT gateways")
+        self._endpoints(vpc_id, interface_endpoints)
+        self._nat_gateways(nat_gateway_ids)
+        self.facade.add_large_header("Mesh")
+        self._mesh(cluster_name, meshed_services)
+        self.facade.add_large_header("Event queues and dead-letter queues")
+        for monitored in queues:
+            self._queue(monitored, max_queue_age)
+        self.facade.add_large_header("Service quotas")
+        self._quotas(quotas, quota_alarm_percent)
+        self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
+
+    def _endpoints(self, vpc_id: str, endpoints: Mapping[str, str]) -> None:
+        """AWS/PrivateLinkEndpoints publishes per endpoint with four dimensions; one search per metric
+        plots every endpoint of the VPC."""
+
+        def search(metric_name: str, statistic: str) -> cloudwatch.MathExpression:
+            schema = '{AWS/PrivateLinkEndpoints,"Endpoint Type","Service Name","VPC Endpoint Id","VPC Id"}'
+            return cloudwatch.MathExpression(
+                expression=f"SEARCH('{schema} MetricName=\"{metric_name}\" \"VPC Id\"=\"{vpc_id}\"', '{statistic}', 300)",
+                using_metrics={}, period=FIVE_MINUTES, label=" ")
+
+        self.facade.monitor_custom(
+            human_readable_name="Interface VPC endpoints", alarm_friendly_name="endpoints",
+            description="AWS/PrivateLinkEndpoints, every interface endpoint of the VPC: " + ", ".join(
+                f"{name} (`{endpoint_id}`)" for name, endpoint_id in endpoints.items()),
+            metric_groups=[
+                monitoring.CustomMetricGroup(title="Bytes processed / 5 minutes", metrics=[search("BytesProcessed", "Sum")]),
+                monitoring.CustomMetricGroup(title="New connections / 5 minutes", metrics=[search("NewConnections", "Sum")]),
+                monitoring.CustomMetricGroup(title="Packets dropped / 5 minutes", metrics=[search("PacketsDropped", "Sum")]),
+            ])
+
+    def _nat_gateways(self, nat_gateway_ids: Sequence[str]) -> None:
+        def nat(metric_name: str, statistic: str) -> list[cloudwatch.Metric]:
+            return [cloudwatch.Metric(namespace="AWS/NATGateway", metric_name=metric_name, statistic=statistic,
+                                      dimensions_map={"NatGatewayId": gateway}, period=FIVE_MINUTES, label=f"NAT gateway {i}")
+                    for i, gateway in enumerate(nat_gateway_ids)]
+
+        self.facade.monitor_custom(human_readable_name="NAT gateways", alarm_friendly_name="nat", metric_groups=[
+            monitoring.CustomMetricGroup(title="Bytes out to destinations / 5 minutes", metrics=nat("BytesOutToDestination", "Sum")),
+            monitoring.CustomMetricGroup(title="Active connections", metrics=nat("ActiveConnectionCount", "Maximum")),
+            monitoring.CustomMetricGroup(title="Port allocation errors / 5 minutes", metrics=nat("ErrorPortAllocation", "Sum")),
+            monitoring.CustomMetricGroup(title="Packets dropped / 5 minutes", metrics=nat("PacketsDropCount", "Sum")),
+        ])
+
+    def _mesh(self, cluster_name: str, services: Sequence[MeshedService]) -> None:
+        connected = [s for s in services if s.discovery_name]
+        if not connected:
+            self.facade.add_widget(cloudwatch.TextWidget(width=24, height=3, markdown=(
+                "**App Mesh**: Envoy publishes its statistics on its admin port only; nothing sends them to "
+                "CloudWatch, so this dashboard has no mesh metrics. Use the Envoy access logs in each service's log "
+                "group (stream prefix `envoy/`) and the load balancer sections of the service dashboards.")))
+            return
+
+        def mesh(service: MeshedService, metric_name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=metric_name, statistic=statistic, period=MINUTE,
+                                     label=service.ecs_service_name,
+                                     dimensions_map={"ClusterName": cluster_name, "ServiceName": service.ecs_service_name,
+                                                     "DiscoveryName": service.discovery_name})
+
+        self.facade.monitor_custom(
+            human_readable_name="Service Connect (inbound, per service)", alarm_friendly_name="mesh",
+            description="AWS/ECS Service Connect metrics; each service's 5xx-rate and p95-latency alarms live with the service",
+            metric_groups=[
+                monitoring.CustomMetricGroup(title="Requests / minute", metrics=[mesh(s, "RequestCount", "Sum") for s in connected]),
+                monitoring.CustomMetricGroup(title="5xx / minute", metrics=[mesh(s, "HTTPCode_Target_5XX_Count", "Sum") for s in connected]),
+                monitoring.CustomMetricGroup(title="p95 response time (milliseconds)",
+                                             metrics=[mesh(s, "TargetResponseTime", "p95") for s in connected]),
+                monitoring.CustomMetricGroup(title="TLS negotiation errors / minute", metrics=[
+                    mesh(s, "TargetTLSNegotiationErrorCount", "Sum") for s in connected]),
+            ])
+
+    def _queue(self, monitored: MonitoredQueue, max_age: cdk.Duration) -> None:
+        name = f"{self.alarm_name_prefix}-{monitored.service}-events"
+        self.facade.monitor_sqs_queue_with_dlq(
+            queue=monitored.queue, dead_letter_queue=monitored.dead_letter_queue,
+            human_readable_name=f"{monitored.service}: event queue", alarm_friendly_name=name,
+            add_dead_letter_queue_max_size_alarm=named_alarm(
+                monitoring.MaxMessageCountThreshold, alarm_name=f"{name}-dlq-not-empty", max_message_count=0,
+                summary=f"{monitored.service}: events in the dead-letter queue {name}-dlq (the worker gave up on them, or EventBridge could not deliver them)",
+                runbook="dlq-redrive", datapoints_to_alarm=1, evaluation_periods=1),
+            add_queue_max_message_age_alarm=named_alarm(
+                monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
+                summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
+                runbook="queue-backlog", datapoints_to_alarm=3, evaluation_periods=3),
+        )
+
+    def _quotas(self, quotas: Sequence[ServiceQuota], percent: int) -> None:
+        self.facade.monitor_custom(
+            human_readable_name="Usage against applied quotas (%)", alarm_friendly_name="quotas",
+            description=("AWS/Usage over `SERVICE_QUOTA()`. No usage metric exists for ECR repositories or images per "
+                         "repository, nor for Cloud Map instances: config and lifecycle rules bound those (runbooks/quota-exhaustion.md)."),
+            metric_groups=[monitoring.CustomMetricGroup(title="Usage, % of quota", metrics=[
+                monitoring.CustomMetricWithAlarm(
+                    metric=quota.percent_of_quota(), alarm_friendly_name=f"quota-{quota.name}",
+                    add_alarm=named_alarm(
+                        monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-quota-{quota.name}", threshold=percent,
+                        summary=f"{quota.description} above {percent}% of this region's applied quota",
+                        runbook="quota-exhaustion", comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        datapoints_to_alarm=2, evaluation_periods=2,
+                        treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+                for quota in quotas])])

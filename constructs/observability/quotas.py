@@ -1,0 +1,59 @@
+"""The service quotas this platform can exhaust that AWS/Usage publishes a metric for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+
+FIVE_MINUTES = cdk.Duration.minutes(5)
+
+
+@dataclass(frozen=True)
+class ServiceQuota:
+    """An AWS/Usage metric that Service Quotas knows a quota for (so ``SERVICE_QUOTA()`` resolves it)."""
+
+    name: str  # in the alarm name: <prefix>-quota-<name>
+    description: str
+    metric_name: str  # ResourceCount (a count now) or CallCount (API calls per period)
+    dimensions: tuple[tuple[str, str], ...]
+    per_second: bool = False  # a rate quota (requests per second) against CallCount per period
+
+    def usage(self) -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace="AWS/Usage", metric_name=self.metric_name, dimensions_map=dict(self.dimensions),
+                                 statistic="Maximum" if self.metric_name == "ResourceCount" else "Sum",
+                                 period=FIVE_MINUTES, label=self.description)
+
+    def percent_of_quota(self) -> cloudwatch.MathExpression:
+        # Metric ids are per graph, and every quota shares one.
+        usage = "usage_" + self.name.replace("-", "_")
+        # CallCount sums a 5-minute period; a rate quota is per second: usage / PERIOD() first.
+        rate = f"{usage} / PERIOD({usage})" if self.per_second else usage
+        return cloudwatch.MathExpression(expression=f"100 * ({rate}) / SERVICE_QUOTA({usage})", using_metrics={usage: self.usage()},
+                                         period=FIVE_MINUTES, label=f"{self.description}, % of quota")
+
+
+def _fargate(kind: str, label: str, usage_class: str) -> ServiceQuota:
+    return ServiceQuota(
+        name=f"fargate-{kind}-vcpu", description=f"Fargate {label} vCPUs in use",
+        metric_name="ResourceCount",
+        dimensions=(("Service", "Fargate"), ("Type", "Resource"), ("Resource", "vCPU"), ("Class", usage_class)))
+
+
+def _ecr_api(name: str, operation: str) -> ServiceQuota:
+    # ECR's usage metrics carry no Class dimension.
+    return ServiceQuota(name=f"ecr-{name}", description=f"ECR {operation} requests per second",
+                        metric_name="CallCount", dimensions=(("Service", "ECR"), ("Type", "API"), ("Resource", operation)),
+                        per_second=True)
+
+
+# Fargate's vCPU quotas cap every task the cluster runs, On-Demand and Spot apart; ECR's pull rate
+# quotas are what a scale-out (or a wave of Spot replacements) of many tasks at once spends.
+QUOTAS = (
+    _fargate("on-demand", "On-Demand", "Standard/OnDemand"),
+    _fargate("spot", "Spot", "Standard/Spot"),
+    _ecr_api("batch-get-image", "BatchGetImage"),
+    _ecr_api("get-download-url-for-layer", "GetDownloadUrlForLayer"),
+    _ecr_api("get-authorization-token", "GetAuthorizationToken"),
+)

@@ -1,0 +1,285 @@
+"""ServiceMonitoring: one service's dashboard (RED and USE) and the alarms no deployment owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import aws_cdk as cdk
+import cdk_monitoring_constructs as monitoring
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE
+
+from .facade import dashboard_facade, named_alarm
+from .spot_interruptions import SpotInterruptionMetric
+
+MINUTE = cdk.Duration.minutes(1)
+FIVE_MINUTES = cdk.Duration.minutes(5)
+CONTAINER_INSIGHTS = "ECS/ContainerInsights"
+# What the ADOT sidecar exports (constructs/meshed_service/adot-collector.yaml): OTel histograms as
+# statistic sets, with these dimension sets.
+HTTP_DURATION = "http.server.request.duration"  # seconds; dimensions {service.name}, {service.name, error.type}
+GRPC_DURATION = "rpc.server.duration"  # milliseconds; {service.name}, {service.name, rpc.grpc.status_code}
+ERROR_LOG_METRIC = "ErrorLogLines"
+
+
+@dataclass(frozen=True)
+class MonitoredTasks:
+    """One ECS service that runs the service (App Mesh runs a primary and a canary)."""
+
+    ecs_service_name: str
+    fargate_service: ecs.FargateService
+    log_group: logs.ILogGroup  # the containers' JSON logs (servicekit: one object per line with "level")
+
+
+@dataclass(frozen=True)
+class LoadBalancerAlarms:
+    """5xx-rate and p95-latency alarms on the target groups, for a service no deployment alarm covers."""
+
+    max_5xx_percent: float
+    max_p95_latency_ms: int
+
+
+class ServiceMonitoring(Construct):
+    """A dashboard ``dashboard_name`` for one service, and its alarms (all to ``alarm_topic``, ALARM and OK):
+
+    - per target group: ``<prefix>-<name>-lb-group<i>-unhealthy-targets`` (and with
+      ``load_balancer_alarms`` the 5xx-rate and p95-latency alarms a Service Connect deployment would own);
+    - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired``;
+    - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group.
+
+    Exposes ``facade``, ``alarms`` (name -> alarm) and ``error_log_filters``.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, name: str, dashboard_name: str, alarm_name_prefix: str,
+        alarm_topic: sns.ITopic, cluster_name: str, tasks: Sequence[MonitoredTasks], metrics_namespace: str,
+        error_log_namespace: str, load_balancer: elbv2.IApplicationLoadBalancer | None = None,
+        target_groups: Sequence[elbv2.IApplicationTargetGroup] = (),
+        load_balancer_alarms: LoadBalancerAlarms | None = None, mesh_discovery_name: str | None = None,
+        grpc: bool = False, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
+        spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
+        below_desired_minutes: int = 10,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not tasks:
+            raise ValueError(f"{name}: tasks is empty; monitor at least one ECS service")
+        self.name = name
+        self.alarm_name_prefix = alarm_name_prefix
+        self.cluster_name = cluster_name
+        self.metrics_namespace = metrics_namespace
+        self.facade = dashboard_facade(self, "Monitoring", dashboard_name=dashboard_name, alarm_topic=alarm_topic,
+                                       alarm_name_prefix=f"{alarm_name_prefix}-{name}")
+
+        self.facade.add_large_header(f"{name}: requests, errors, duration (RED)")
+        if bool(load_balancer) != bool(target_groups):
+            raise ValueError(f"{name}: give load_balancer and target_groups together, or neither")
+        if load_balancer:
+            self._load_balancer(load_balancer, target_groups, load_balancer_alarms)
+        self._own_metrics(grpc)
+        if mesh_discovery_name:
+            self._service_connect(tasks[0].ecs_service_name, mesh_discovery_name)
+        if deployment_alarms:
+            self.facade.add_widget(cloudwatch.AlarmStatusWidget(
+                title="Deployment alarms (a deployment in progress rolls back on these)", alarms=list(deployment_alarms),
+                width=24))
+
+        self.facade.add_large_header(f"{name}: utilization, saturation, errors of the tasks (USE)")
+        for monitored in tasks:
+            self.facade.monitor_simple_fargate_service(
+                fargate_service=monitored.fargate_service, human_readable_name=f"{monitored.ecs_service_name}: CPU and memory",
+                alarm_friendly_name=monitored.ecs_service_name)
+            self._task_counts(monitored, below_desired_minutes, spot_interruptions)
+        self.error_log_filters = [self._error_log_filter(i, monitored.log_group, error_log_namespace)
+                                  for i, monitored in enumerate(tasks)]
+        self._error_logs(error_log_namespace, max_error_log_lines_per_5_minutes)
+        self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
+
+    def _alarm_name(self, what: str) -> str:
+        return f"{self.alarm_name_prefix}-{self.name}-{what}"
+
+    def _custom(self, title: str, groups: list[monitoring.CustomMetricGroup], description: str | None = None) -> None:
+        self.facade.monitor_custom(human_readable_name=title, alarm_friendly_name=title, metric_groups=groups,
+                                   description=description)
+
+    def _load_balancer(self, load_balancer: elbv2.IApplicationLoadBalancer, groups: Sequence[elbv2.IApplicationTargetGroup],
+                       alarms: LoadBalancerAlarms | None) -> None:
+        """Per target group (two when ECS shifts traffic between them during a canary): requests,
+        5xx, response time percentiles and target health, as the load balancer sees them."""
+        label = {0: "primary group", 1: "alternate group"}
+        requests, errors, latency, health = [], [], [], []
+        for i, group in enumerate(groups):
+            # Dimensions from the resources' full-name attributes: a target group's own ``metrics``
+            # derive the load balancer's from its listener ARN with Fn::Split, which cfn-lint cannot
+            # check across stacks.
+            def alb(metric_name: str, statistic: str, metric_label: str | None = None,
+                    group: elbv2.IApplicationTargetGroup = group) -> cloudwatch.Metric:
+                return cloudwatch.Metric(
+                    namespace="AWS/ApplicationELB", metric_name=metric_name, statistic=statistic, period=MINUTE,
+                    label=metric_label, dimensions_map={"LoadBalancer": load_balancer.load_balancer_full_name,
+                                                        "TargetGroup": group.target_group_full_name})
+
+            group_requests = alb("RequestCount", "Sum", f"{label[i]}: requests")
+            # Metric ids are per graph: suffix them with the group so both groups fit in one widget.
+            answered, unreached = alb("HTTPCode_Target_5XX_Count", "Sum"), alb("TargetConnectionErrorCount", "Sum")
+            group_errors = cloudwatch.MathExpression(
+                expression=f"FILL(answered{i}, 0) + FILL(unreached{i}, 0)", period=MINUTE,
+                label=f"{label[i]}: 5xx and connection errors", using_metrics={f"answered{i}": answered, f"unreached{i}": unreached})
+            requests.append(group_requests)
+            if alarms:
+                errors.append(monitoring.CustomMetricWithAlarm(
+                    # As constructs/meshed_service/alarms.error_rate: minutes with few requests count as 0 %.
+                    metric=cloudwatch.MathExpression(
+                        expression=(f"IF(requests{i} >= {MIN_REQUESTS_PER_MINUTE}, "
+                                    f"100 * (FILL(answered{i}, 0) + FILL(unreached{i}, 0)) / requests{i}, 0)"),
+                        using_metrics={f"answered{i}": answered, f"unreached{i}": unreached, f"requests{i}": group_requests},
+                        period=MINUTE, label=f"{label[i]}: 5xx, % of requests"),
+                    alarm_friendly_name=f"lb-group{i}-5xx-rate",
+                    add_alarm=named_alarm(
+                        monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-5xx-rate"),
+                        summary=f"{self.name}: more than {alarms.max_5xx_percent}% of the load balancer's requests to target group {i} answered 5xx or failed to connect",
+                        runbook="elevated-5xx", threshold=alarms.max_5xx_percent,
+                        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        datapoints_to_alarm=2, evaluation_periods=3,
+                        treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)))
+            else:
+                errors.append(group_errors)
+            for statistic in ("p50", "p95", "p99"):
+                metric = alb("TargetResponseTime", statistic, f"{label[i]}: {statistic}")
+                if alarms and statistic == "p95":
+                    latency.append(monitoring.CustomMetricWithAlarm(
+                        metric=metric, alarm_friendly_name=f"lb-group{i}-p95-latency",
+                        add_alarm=named_alarm(
+                            monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-p95-latency"),
+                            summary=f"{self.name}: p95 response time of target group {i} above {alarms.max_p95_latency_ms} ms",
+                            runbook="latency-slo-breach", threshold=alarms.max_p95_latency_ms / 1000,
+                            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                            datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
+                            treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)))
+                else:
+                    latency.append(metric)
+            health.append(alb("HealthyHostCount", "Minimum", f"{label[i]}: healthy"))
+            health.append(monitoring.CustomMetricWithAlarm(
+                metric=alb("UnHealthyHostCount", "Maximum", f"{label[i]}: unhealthy"),
+                alarm_friendly_name=f"lb-group{i}-unhealthy-targets",
+                add_alarm=named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-unhealthy-targets"),
+                    summary=f"{self.name}: target group {i} has had unhealthy targets for 5 minutes (tasks failing the load balancer's health check)",
+                    runbook="unhealthy-targets", threshold=0,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=5, evaluation_periods=5,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)))
+        self._custom("Load balancer", [
+            monitoring.CustomMetricGroup(title="Requests / minute", metrics=requests),
+            monitoring.CustomMetricGroup(title="5xx and connection errors" + (" (% of requests)" if alarms else " / minute"), metrics=errors),
+            monitoring.CustomMetricGroup(title="Target response time (seconds)", metrics=latency),
+            monitoring.CustomMetricGroup(title="Targets", metrics=health),
+        ], description="AWS/ApplicationELB, per target group of the service's listener rule")
+
+    def _own_metrics(self, grpc: bool) -> None:
+        """What the service itself measures (OTel, exported by the ADOT sidecar as EMF)."""
+        ns = self.metrics_namespace
+        service = {"service.name": self.name}
+
+        def own(metric_name: str, statistic: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=ns, metric_name=metric_name, dimensions_map=service, statistic=statistic,
+                                     period=MINUTE, label=label)
+
+        def failures(metric_name: str, dimension: str, exclude: str = "") -> cloudwatch.MathExpression:
+            # One series per error.type (or gRPC status): summed, the failures per minute.
+            query = (f'{{"{ns}","{dimension}","service.name"}} MetricName="{metric_name}" "service.name"="{self.name}"'
+                     + (f' NOT "{dimension}"="{exclude}"' if exclude else ""))
+            return cloudwatch.MathExpression(expression=f"SUM(SEARCH('{query}', 'SampleCount', 60))", using_metrics={},
+                                             period=MINUTE, label="failed")
+
+        groups = [
+            monitoring.CustomMetricGroup(title="HTTP requests / minute", metrics=[own(HTTP_DURATION, "SampleCount", "requests")]),
+            monitoring.CustomMetricGroup(title="HTTP failures / minute (5xx, unhandled errors)",
+                                         metrics=[failures(HTTP_DURATION, "error.type")]),
+            monitoring.CustomMetricGroup(title="HTTP duration (seconds)", metrics=[
+                own(HTTP_DURATION, "Average", "average"), own(HTTP_DURATION, "Maximum", "maximum")]),
+        ]
+        if grpc:
+            groups += [
+                monitoring.CustomMetricGroup(title="gRPC calls / minute", metrics=[own(GRPC_DURATION, "SampleCount", "calls")]),
+                monitoring.CustomMetricGroup(title="gRPC failures / minute (status not OK)",
+                                             metrics=[failures(GRPC_DURATION, "rpc.grpc.status_code", exclude="0")]),
+                monitoring.CustomMetricGroup(title="gRPC duration (milliseconds)", metrics=[
+                    own(GRPC_DURATION, "Average", "average"), own(GRPC_DURATION, "Maximum", "maximum")]),
+            ]
+        self._custom("The service's own metrics", groups, description=(
+            f"Namespace `{ns}`, from the service's OpenTelemetry instruments. Histograms arrive as statistic sets, "
+            "so percentiles come from the load balancer and the mesh, not from here."))
+
+    def _service_connect(self, ecs_service_name: str, discovery_name: str) -> None:
+        dimensions = {"ClusterName": self.cluster_name, "ServiceName": ecs_service_name, "DiscoveryName": discovery_name}
+
+        def mesh(metric_name: str, statistic: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=metric_name, dimensions_map=dimensions,
+                                     statistic=statistic, period=MINUTE, label=label)
+
+        self._custom("Mesh (Service Connect, inbound)", [
+            monitoring.CustomMetricGroup(title="Requests / minute", metrics=[mesh("RequestCount", "Sum", "requests")]),
+            monitoring.CustomMetricGroup(title="5xx / minute", metrics=[mesh("HTTPCode_Target_5XX_Count", "Sum", "5xx")]),
+            monitoring.CustomMetricGroup(title="Response time (milliseconds)", metrics=[
+                mesh("TargetResponseTime", statistic, statistic) for statistic in ("p50", "p95", "p99")]),
+        ])
+
+    def _task_counts(self, monitored: MonitoredTasks, minutes: int, spot: SpotInterruptionMetric | None) -> None:
+        dimensions = {"ClusterName": self.cluster_name, "ServiceName": monitored.ecs_service_name}
+
+        def insight(metric_name: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=CONTAINER_INSIGHTS, metric_name=metric_name, dimensions_map=dimensions,
+                                     statistic="Average", period=MINUTE, label=label)
+
+        shortfall = cloudwatch.MathExpression(
+            expression="FILL(desired, 0) - FILL(running, 0)", period=MINUTE, label="desired - running",
+            using_metrics={"desired": insight("DesiredTaskCount", "desired"), "running": insight("RunningTaskCount", "running")})
+        groups = [
+            monitoring.CustomMetricGroup(title="Tasks", metrics=[
+                insight("DesiredTaskCount", "desired"), insight("RunningTaskCount", "running"), insight("PendingTaskCount", "pending")]),
+            monitoring.CustomMetricGroup(title="Tasks missing (desired - running)", metrics=[monitoring.CustomMetricWithAlarm(
+                metric=shortfall, alarm_friendly_name=f"{monitored.ecs_service_name}-tasks-below-desired",
+                add_alarm=named_alarm(
+                    monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-{monitored.ecs_service_name}-tasks-below-desired",
+                    summary=f"{monitored.ecs_service_name}: fewer tasks running than desired for {minutes} minutes (tasks fail to start or keep stopping)",
+                    runbook="task-count-below-desired", threshold=0,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=minutes, evaluation_periods=minutes,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))]),
+        ]
+        if spot:
+            groups.append(monitoring.CustomMetricGroup(title="Fargate Spot interruptions / 5 minutes",
+                                                       metrics=[spot.metric(monitored.ecs_service_name)]))
+        self._custom(f"{monitored.ecs_service_name}: tasks", groups, description=(
+            "ECS/ContainerInsights task counts" + ("; Spot interruptions from ECS task state change events" if spot else "")))
+
+    def _error_log_filter(self, index: int, log_group: logs.ILogGroup, namespace: str) -> logs.MetricFilter:
+        return logs.MetricFilter(
+            self, f"ErrorLogFilter{index}", log_group=log_group, metric_namespace=namespace, metric_name=ERROR_LOG_METRIC,
+            # servicekit's JSON log lines: {"level": "ERROR", "service": "<name>", ...}
+            filter_pattern=logs.FilterPattern.any(logs.FilterPattern.string_value("$.level", "=", "ERROR"),
+                                                  logs.FilterPattern.string_value("$.level", "=", "CRITICAL")),
+            metric_value="1", dimensions={"service": "$.service"}, unit=cloudwatch.Unit.COUNT,
+        )
+
+    def _error_logs(self, namespace: str, threshold: int) -> None:
+        lines = cloudwatch.Metric(namespace=namespace, metric_name=ERROR_LOG_METRIC, dimensions_map={"service": self.name},
+                                  statistic="Sum", period=FIVE_MINUTES, label="ERROR and CRITICAL lines")
+        self._custom("Error logs", [monitoring.CustomMetricGroup(title="Error log lines / 5 minutes", metrics=[
+            monitoring.CustomMetricWithAlarm(
+                metric=lines, alarm_friendly_name="error-logs",
+                add_alarm=named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name("error-logs"),
+                    summary=f"{self.name}: more than {threshold} ERROR or CRITICAL log lines in 5 minutes",
+                    runbook="error-logs", threshold=threshold,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=1, evaluation_periods=1,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))])],
+            description=f"Metric filter on the service's log groups: `{{ $.level = \"ERROR\" || $.level = \"CRITICAL\" }}` -> `{namespace}` `{ERROR_LOG_METRIC}`")

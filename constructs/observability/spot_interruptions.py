@@ -1,0 +1,59 @@
+"""SpotInterruptionMetric: a CloudWatch metric of Fargate Spot interruptions, which ECS does not publish.
+
+ECS reports a reclaimed Spot task only as an "ECS Task State Change" event with stopCode
+SpotInterruption. A rule on the default bus copies those events of one cluster into a log group,
+and a metric filter counts them per ECS service (the event's ``group``, ``service:<name>``).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+METRIC_NAME = "SpotInterruptions"
+
+
+class SpotInterruptionMetric(Construct):
+    """Exposes ``log_group`` (the events, for Logs Insights), ``rule`` and ``metric(service_name)``."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_arn: str, metric_namespace: str,
+                 log_group_name: str, encryption_key: kms.IKey, retention: logs.RetentionDays) -> None:
+        super().__init__(scope, construct_id)
+        self.metric_namespace = metric_namespace
+        self.log_group = logs.LogGroup(self, "Events", log_group_name=log_group_name, encryption_key=encryption_key,
+                                       retention=retention, removal_policy=cdk.RemovalPolicy.DESTROY)
+        # EventBridge writes to a log group under the group's resource policy (no role).
+        policy = self.log_group.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com"), iam.ServicePrincipal("delivery.logs.amazonaws.com")],
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.log_group.log_group_arn],
+        ))
+        # An L1 target: the L2 CloudWatchLogGroup target would add a Lambda-backed custom resource for
+        # the same resource policy.
+        self.rule = events.CfnRule(
+            self, "Rule",
+            description="Fargate Spot interruptions of this region's cluster, for the SpotInterruptions metric",
+            event_pattern={"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
+                           "detail": {"clusterArn": [cluster_arn], "stopCode": ["SpotInterruption"]}},
+            state="ENABLED",
+            targets=[events.CfnRule.TargetProperty(id="log-group", arn=cdk.Stack.of(self).format_arn(
+                service="logs", resource="log-group", resource_name=log_group_name,
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME))],
+        )
+        self.rule.node.add_dependency(policy.policy_dependable)
+        logs.MetricFilter(
+            self, "Count", log_group=self.log_group, metric_namespace=metric_namespace, metric_name=METRIC_NAME,
+            filter_pattern=logs.FilterPattern.string_value("$.detail.stopCode", "=", "SpotInterruption"),
+            metric_value="1", dimensions={"group": "$.detail.group"}, unit=cloudwatch.Unit.COUNT,
+        )
+
+    def metric(self, ecs_service_name: str) -> cloudwatch.Metric:
+        """Spot interruptions of one ECS service's tasks, per 5 minutes."""
+        return cloudwatch.Metric(namespace=self.metric_namespace, metric_name=METRIC_NAME,
+                                 dimensions_map={"group": f"service:{ecs_service_name}"}, statistic="Sum",
+                                 period=cdk.Duration.minutes(5), label=f"{ecs_service_name}: Spot interruptions")

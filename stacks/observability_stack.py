@@ -1,0 +1,100 @@
+"""Observability stack: per-service and platform dashboards, the alarms no other stack owns, X-Ray sampling."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from constructs.meshed_service import MeshedFargateService
+from constructs.meshed_service.service_connect import discovery_name
+from constructs.observability import (
+    LoadBalancerAlarms,
+    MeshedService,
+    MonitoredQueue,
+    MonitoredTasks,
+    PlatformMonitoring,
+    ServiceMonitoring,
+    SpotInterruptionMetric,
+    TraceSampling,
+)
+
+from .config import FoundationConfig
+from .defaults import profile_defaults
+from .network_stack import NetworkStack
+from .platform_stack import PlatformStack
+from .services_stack import ServicesStack
+
+
+class ObservabilityStack(cdk.Stack):
+    """Reads what the other stacks of the region built; owns no state. Every alarm notifies the
+    platform's alarm topic on ALARM and on OK. Exposes ``services`` (name -> ServiceMonitoring),
+    ``platform`` (PlatformMonitoring), ``sampling`` (TraceSampling) and ``spot_interruptions``.
+
+    The 5xx-rate and p95-latency alarms of Service Connect deployments stay with the services stack
+    (they roll deployments back); the dashboards show them. With App Mesh, which has no deployment
+    alarms, the load balancer's 5xx-rate and p95-latency alarms are made here.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, network: NetworkStack,
+                 platform: PlatformStack, services: ServicesStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        defaults = profile_defaults(config.profile)
+        prefix, region = config.prefix, self.region
+        topic = platform.alarm_topic
+        service_connect = config.mesh == "service-connect"
+
+        self.spot_interruptions = SpotInterruptionMetric(
+            self, "SpotInterruptions", cluster_arn=platform.cluster.cluster_arn, metric_namespace=f"{prefix}/ecs",
+            log_group_name=f"/aws/events/{prefix}-spot-interruptions", encryption_key=network.logs_key,
+            retention=logs.RetentionDays[defaults.log_retention])
+
+        self.services: dict[str, ServiceMonitoring] = {}
+        for service in config.services:
+            primary = services.services[service.name]
+            variants = [v for v in (primary, services.canaries.get(service.name)) if v is not None]
+            routed = services.ingress.routes.get(service.name) if services.ingress else None
+            target_groups = [g for g in (routed.target_group, routed.alternate_target_group) if g] if routed else []
+            self.services[service.name] = ServiceMonitoring(
+                self, f"{service.name}-monitoring", name=service.name, dashboard_name=f"{prefix}-{region}-{service.name}",
+                alarm_name_prefix=prefix, alarm_topic=topic, cluster_name=platform.cluster.cluster_name,
+                tasks=[MonitoredTasks(ecs_service_name=v.props.service_name, fargate_service=v.service, log_group=v.log_group)
+                       for v in variants],
+                metrics_namespace=f"{prefix}/services", error_log_namespace=f"{prefix}/logs",
+                load_balancer=services.ingress.load_balancer if target_groups else None, target_groups=target_groups,
+                load_balancer_alarms=None if service_connect else LoadBalancerAlarms(
+                    max_5xx_percent=config.deployment.alarm_5xx_percent,
+                    max_p95_latency_ms=config.deployment.alarm_p95_latency_ms),
+                mesh_discovery_name=discovery_name(service.name) if service_connect else None,
+                grpc=service.grpc_port is not None,
+                deployment_alarms=[alarm for v in variants for alarm in _deployment_alarms(v)],
+                spot_interruptions=self.spot_interruptions,
+            )
+
+        vpc = network.vpc
+        nat_gateways = [subnet.node.try_find_child("NATGateway") for subnet in vpc.public_subnets]
+        self.platform = PlatformMonitoring(
+            self, "platform-monitoring", dashboard_name=f"{prefix}-{region}-platform", alarm_name_prefix=prefix,
+            alarm_topic=topic, vpc_id=vpc.vpc_id,
+            nat_gateway_ids=[gateway.ref for gateway in nat_gateways if isinstance(gateway, ec2.CfnNatGateway)],
+            interface_endpoints={name: endpoint.vpc_endpoint_id for name, endpoint in network.network.interface_endpoints.items()},
+            cluster_name=platform.cluster.cluster_name,
+            meshed_services=[MeshedService(ecs_service_name=service.name,
+                                           discovery_name=discovery_name(service.name) if service_connect else None)
+                             for service in config.services],
+            queues=[MonitoredQueue(service=name, queue=resources.queue, dead_letter_queue=resources.dead_letter_queue)
+                    for name, resources in services.resources.items() if getattr(resources, "queue", None) is not None],
+            max_queue_age=cdk.Duration.minutes(config.observability.queue_age_alarm_minutes),
+            quota_alarm_percent=config.observability.quota_alarm_percent,
+        )
+
+        self.sampling = TraceSampling(
+            self, "TraceSampling", rule_name_prefix=prefix, services=[service.name for service in config.services],
+            rate=config.observability.xray_sampling_rate,
+            reservoir_per_second=config.observability.xray_reservoir_per_second)
+
+
+def _deployment_alarms(service: MeshedFargateService) -> list:
+    """The alarms the service's extensions made for its deployments (Service Connect, load balancer)."""
+    return [alarm for extension in service.extensions for alarm in getattr(extension, "alarms", [])]

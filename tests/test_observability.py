@@ -1,0 +1,278 @@
+"""The observability stack: dashboards per service and for the platform, alarms that notify and name a
+runbook, DLQ, queue-age and quota alarms, error-log metric filters, Spot interruptions, X-Ray sampling."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from constructs.meshed_service.adot import CONFIG_FILE
+from tests.assembly import REPO_ROOT, Assembly, container_settings
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+CONSUMERS = ("persona", "vc-start")  # the services with an event queue (config `consumes`)
+RUNBOOK = re.compile(r"Runbook: (runbooks/[a-z0-9-]+\.md)$")
+
+
+def _observability(region: str = "eu-central-1") -> str:
+    return f"mf-{region}/observability"
+
+
+def _alarms(assembly: Assembly, stack: str) -> dict[str, dict[str, Any]]:
+    return {a["Properties"]["AlarmName"]: a["Properties"] for a in assembly.resources(stack, "AWS::CloudWatch::Alarm").values()}
+
+
+def _text(value: Any) -> str:
+    """A template value as text: the strings of an Fn::Join, other tokens as <token>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return "".join(_text(part) for part in value["Fn::Join"][1])
+    return "<token>"
+
+
+def _dashboards(assembly: Assembly, stack: str) -> dict[str, str]:
+    return {d["Properties"]["DashboardName"]: _text(d["Properties"]["DashboardBody"])
+            for d in assembly.resources(stack, "AWS::CloudWatch::Dashboard").values()}
+
+
+def _metric_names(alarm: dict[str, Any]) -> set[str]:
+    if "MetricName" in alarm:
+        return {alarm["MetricName"]}
+    return {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+
+
+def test_a_dashboard_per_service_and_one_for_the_platform_in_each_region(dev):
+    names = []
+    for region in REGIONS:
+        dashboards = _dashboards(dev, _observability(region))
+        assert set(dashboards) == {f"mf-{region}-{name}" for name in (*SERVICES, "platform")}
+        names += dashboards
+    # Dashboard names are global to the account: the two regions' must not collide.
+    assert len(names) == len(set(names))
+
+
+def test_service_dashboards_show_red_and_use(dev):
+    dashboards = _dashboards(dev, _observability())
+    for name in SERVICES:
+        body = dashboards[f"mf-eu-central-1-{name}"]
+        # RED from the load balancer (percentiles) and from the service's own OTel metrics (EMF).
+        assert all(f'"stat":"{p}"' in body for p in ("p50", "p95", "p99")) and "TargetResponseTime" in body
+        assert "RequestCount" in body and "HTTPCode_Target_5XX_Count" in body
+        assert '"mf/services","http.server.request.duration","service.name","' + name + '"' in body.replace(" ", "")
+        assert f'\\"service.name\\"=\\"{name}\\"' in body and "error.type" in body  # the failures search
+        # USE: CPU and memory, running against desired tasks, Spot interruptions.
+        assert "CPUUtilization" in body and "MemoryUtilization" in body
+        assert "DesiredTaskCount" in body and "RunningTaskCount" in body
+        assert f'"group","service:{name}"' in body.replace(" ", "") and "SpotInterruptions" in body
+        # Service Connect's own view, and the deployment alarms that stay in the services stack.
+        assert f'"DiscoveryName","{name}-sc"' in body.replace(" ", "")
+        assert '"type":"alarm"' in body
+    assert "rpc.server.duration" in dashboards["mf-eu-central-1-persona"]  # persona serves gRPC
+    assert "rpc.server.duration" not in dashboards["mf-eu-central-1-auth"]
+
+
+def test_the_service_dashboards_read_the_dimensions_the_collector_declares():
+    """The awsemf exporter makes a metric only for a declared dimension set: the dashboards' sets must be declared."""
+    declarations = yaml.safe_load(CONFIG_FILE.read_text())["exporters"]["awsemf"]["metric_declarations"]
+    declared = {(tuple(dims), selector) for d in declarations for dims in d["dimensions"] for selector in d["metric_name_selectors"]}
+    assert (("service.name",), ".*") in declared
+    assert (("service.name", "error.type"), r"^http\.server\.request\.duration$") in declared
+    assert (("service.name", "rpc.grpc.status_code"), r"^rpc\.server\.duration$") in declared
+    # service.name is a resource attribute: it is a label only with the conversion on.
+    assert yaml.safe_load(CONFIG_FILE.read_text())["exporters"]["awsemf"]["resource_to_telemetry_conversion"]["enabled"] is True
+
+
+def test_platform_dashboard_shows_endpoints_nat_mesh_queues_and_quotas(dev, appmesh):
+    body = _dashboards(dev, _observability())["mf-eu-central-1-platform"]
+    assert "AWS/PrivateLinkEndpoints" in body and "PacketsDropped" in body
+    assert "AWS/NATGateway" in body and "ErrorPortAllocation" in body
+    assert all(f'"DiscoveryName","{name}-sc"' in body.replace(" ", "") for name in SERVICES)
+    assert body.count("ApproximateAgeOfOldestMessage") >= len(CONSUMERS)
+    assert "SERVICE_QUOTA(" in body
+    # App Mesh's Envoy statistics do not reach CloudWatch: the dashboard says so instead of plotting nothing.
+    mesh_body = _dashboards(appmesh, _observability())["mf-eu-central-1-platform"]
+    assert "DiscoveryName" not in mesh_body and "Envoy publishes its statistics on its admin port only" in mesh_body
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
+def test_every_alarm_notifies_on_alarm_and_on_ok_and_names_a_runbook_that_exists(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    alarms = [(stack, logical_id, resource["Properties"]) for stack, logical_id, resource in assembly.all_resources()
+              if resource["Type"] == "AWS::CloudWatch::Alarm"]
+    # The one exception: domain mode's per-target-group alarms are a Route 53 health check's input and
+    # notify no one by design (a deployment's idle group is empty); <service>-no-healthy-targets notifies.
+    health_check_inputs = {(stack, check["Properties"]["HealthCheckConfig"]["AlarmIdentifier"]["Name"]["Ref"])
+                           for stack, _, check in assembly.all_resources() if check["Type"] == "AWS::Route53::HealthCheck"
+                           and "AlarmIdentifier" in check["Properties"]["HealthCheckConfig"]}
+    names = {alarm["AlarmName"] for _, _, alarm in alarms}
+    assert alarms
+    for stack, logical_id, alarm in alarms:
+        name = alarm.get("AlarmName", logical_id)
+        runbook = RUNBOOK.search(alarm["AlarmDescription"])
+        assert runbook and (REPO_ROOT / runbook.group(1)).is_file(), f"{name}: {alarm['AlarmDescription']}"
+        if (stack, logical_id) in health_check_inputs:
+            assert "AlarmActions" not in alarm and re.sub(r"-group\d-empty$", "-no-healthy-targets", name) in names
+            continue
+        assert alarm.get("AlarmActions") and alarm.get("OKActions") == alarm["AlarmActions"], name
+        assert alarm.get("ActionsEnabled", True) is True, name
+    # Alarm names are unique per region: no stack duplicates another's.
+    for region in REGIONS:
+        in_region = [a["AlarmName"] for stack, _, a in alarms if stack.startswith(f"mf-{region}/")]
+        assert len(in_region) == len(set(in_region))
+
+
+def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
+    for region in REGIONS:
+        queues = {q["Properties"]["QueueName"] for q in dev.resources(f"mf-{region}/services", "AWS::SQS::Queue").values()}
+        assert queues == {f"mf-{name}-events{suffix}" for name in CONSUMERS for suffix in ("", "-dlq")}
+        alarms = _alarms(dev, _observability(region))
+        for name in CONSUMERS:
+            dlq = alarms[f"mf-{name}-events-dlq-not-empty"]
+            assert _metric_names(dlq) == {"ApproximateNumberOfMessagesVisible"}
+            assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")  # any message at all
+            queue_name = json.dumps(dlq["Metrics"][0]["MetricStat"]["Metric"]["Dimensions"])
+            assert f"{name.replace('-', '')}resourcesDeadLetterQueue" in queue_name  # that service's DLQ
+            age = alarms[f"mf-{name}-events-oldest-message"]
+            assert _metric_names(age) == {"ApproximateAgeOfOldestMessage"} and age["Threshold"] == 15 * 60
+            assert f"{name.replace('-', '')}resourcesQueue" in json.dumps(age["Metrics"])
+        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS)
+
+
+def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
+    alarms = _alarms(dev, _observability())
+    expected = {
+        "mf-quota-fargate-on-demand-vcpu": {"Service": "Fargate", "Type": "Resource", "Resource": "vCPU", "Class": "Standard/OnDemand"},
+        "mf-quota-fargate-spot-vcpu": {"Service": "Fargate", "Type": "Resource", "Resource": "vCPU", "Class": "Standard/Spot"},
+        "mf-quota-ecr-batch-get-image": {"Service": "ECR", "Type": "API", "Resource": "BatchGetImage"},
+        "mf-quota-ecr-get-download-url-for-layer": {"Service": "ECR", "Type": "API", "Resource": "GetDownloadUrlForLayer"},
+        "mf-quota-ecr-get-authorization-token": {"Service": "ECR", "Type": "API", "Resource": "GetAuthorizationToken"},
+    }
+    assert {n for n in alarms if "-quota-" in n} == set(expected)
+    for name, dimensions in expected.items():
+        alarm = alarms[name]
+        (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+        (usage,) = [m for m in alarm["Metrics"] if "MetricStat" in m]
+        assert f"SERVICE_QUOTA({usage['Id']})" in expression and alarm["Threshold"] == 80
+        assert usage["MetricStat"]["Metric"]["Namespace"] == "AWS/Usage"
+        assert {d["Name"]: d["Value"] for d in usage["MetricStat"]["Metric"]["Dimensions"]} == dimensions
+        # API quotas are per second; CallCount sums the period.
+        assert ("PERIOD(" in expression) == (dimensions["Type"] == "API")
+
+
+def test_service_alarms_cover_targets_tasks_and_error_logs(dev):
+    alarms = _alarms(dev, _observability())
+    for name in SERVICES:
+        for group in (0, 1):  # the canary deployment's two target groups
+            unhealthy = alarms[f"mf-{name}-lb-group{group}-unhealthy-targets"]
+            assert _metric_names(unhealthy) == {"UnHealthyHostCount"} and unhealthy["Threshold"] == 0
+            assert (unhealthy["DatapointsToAlarm"], unhealthy["EvaluationPeriods"]) == (5, 5)
+        below = alarms[f"mf-{name}-tasks-below-desired"]
+        assert _metric_names(below) == {"DesiredTaskCount", "RunningTaskCount"}
+        assert any(m.get("Expression") == "FILL(desired, 0) - FILL(running, 0)" for m in below["Metrics"])
+        assert (below["Threshold"], below["DatapointsToAlarm"]) == (0, 10)
+        errors = alarms[f"mf-{name}-error-logs"]
+        metric = errors["Metrics"][0]["MetricStat"]["Metric"]
+        assert (metric["Namespace"], metric["MetricName"], metric["Dimensions"]) == (
+            "mf/logs", "ErrorLogLines", [{"Name": "service", "Value": name}])
+
+
+def test_error_logs_are_counted_from_each_service_log_group(dev, appmesh):
+    for assembly, log_groups_per_service in ((dev, 1), (appmesh, 2)):  # App Mesh: the primary's and the canary's
+        filters = [f["Properties"] for f in assembly.resources(_observability(), "AWS::Logs::MetricFilter").values()
+                   if f["Properties"]["MetricTransformations"][0]["MetricName"] == "ErrorLogLines"]
+        assert len(filters) == len(SERVICES) * log_groups_per_service
+        for metric_filter in filters:
+            assert metric_filter["FilterPattern"] == '{ ($.level = "ERROR") || ($.level = "CRITICAL") }'
+            (transformation,) = metric_filter["MetricTransformations"]
+            assert transformation["MetricNamespace"] == "mf/logs"
+            assert transformation["Dimensions"] == [{"Key": "service", "Value": "$.service"}]
+            assert re.search(r"(auth|persona|vcstart)(canary)?Logs", json.dumps(metric_filter["LogGroupName"]))
+
+
+def test_service_connect_keeps_its_deployment_alarms_and_app_mesh_gets_load_balancer_ones(dev, appmesh):
+    for name in SERVICES:
+        # Service Connect: the services stack owns the 5xx and p95 alarms (they roll deployments back).
+        assert {f"mf-{name}-5xx-rate", f"mf-{name}-lb-group0-5xx-rate"} <= set(_alarms(dev, "mf-eu-central-1/services"))
+        assert not any("5xx" in n or "p95" in n for n in _alarms(dev, _observability()))
+        # App Mesh has no deployment alarms: the observability stack alarms on the load balancer's view.
+        mesh_alarms = _alarms(appmesh, _observability())
+        rate, latency = mesh_alarms[f"mf-{name}-lb-group0-5xx-rate"], mesh_alarms[f"mf-{name}-lb-group0-p95-latency"]
+        assert rate["Threshold"] == 1 and "runbooks/elevated-5xx.md" in rate["AlarmDescription"]
+        (stat,) = [m["MetricStat"] for m in latency["Metrics"] if "MetricStat" in m]
+        assert latency["Threshold"] == 1.0 and (stat["Stat"], stat["Metric"]["MetricName"]) == ("p95", "TargetResponseTime")
+        assert latency["EvaluateLowSampleCountPercentile"] == "ignore"
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_every_log_group_has_retention_and_a_key_and_no_function_logs_to_an_implicit_group(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    for stack, logical_id, resource in assembly.all_resources():
+        if resource["Type"] == "AWS::Logs::LogGroup":
+            assert {"KmsKeyId", "RetentionInDays"} <= set(resource["Properties"]), f"{stack} {logical_id}"
+        if resource["Type"] == "AWS::Lambda::Function":
+            assert "LogGroup" in resource["Properties"].get("LoggingConfig", {}), f"{stack} {logical_id}"
+
+
+def test_spot_interruptions_become_a_metric(dev):
+    stack = _observability()
+    (rule,) = dev.resources(stack, "AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["detail-type"] == ["ECS Task State Change"] and pattern["detail"]["stopCode"] == ["SpotInterruption"]
+    assert "clusterArn" in pattern["detail"]  # this region's cluster only
+    (log_group_id, log_group), = dev.resources(stack, "AWS::Logs::LogGroup").items()
+    assert rule["Properties"]["Targets"][0]["Arn"]["Fn::Join"][1][-1] == ":log-group:/aws/events/mf-spot-interruptions"
+    assert log_group["Properties"]["LogGroupName"] == "/aws/events/mf-spot-interruptions"
+    (policy,) = dev.resources(stack, "AWS::Logs::ResourcePolicy").values()
+    assert "events.amazonaws.com" in json.dumps(policy["Properties"]["PolicyDocument"])
+    spot = [f["Properties"] for f in dev.resources(stack, "AWS::Logs::MetricFilter").values()
+            if f["Properties"]["MetricTransformations"][0]["MetricName"] == "SpotInterruptions"]
+    assert spot and spot[0]["LogGroupName"] == {"Ref": log_group_id}
+    assert spot[0]["MetricTransformations"][0]["Dimensions"] == [{"Key": "group", "Value": "$.detail.group"}]
+
+
+def _default_sampler_ratio() -> float:
+    source = (REPO_ROOT / "services/common/servicekit/tracing.py").read_text()
+    return float(re.search(r"^DEFAULT_TRACES_SAMPLER_RATIO = ([0-9.]+)$", source, re.M).group(1))
+
+
+def _sampler_args(assembly: Assembly, stack: str) -> set[str]:
+    """OTEL_TRACES_SAMPLER_ARG of every container that has it (set directly or from the service's SSM config)."""
+    resources = assembly.template(stack)["Resources"]
+    return {settings["OTEL_TRACES_SAMPLER_ARG"] for task in assembly.resources(stack, "AWS::ECS::TaskDefinition").values()
+            for container in task["Properties"]["ContainerDefinitions"]
+            if "OTEL_TRACES_SAMPLER_ARG" in (settings := container_settings(resources, container))}
+
+
+def test_sampling_rules_default_to_the_services_own_sampler(dev):
+    rules = {r["Properties"]["SamplingRule"]["RuleName"]: r["Properties"]["SamplingRule"]
+             for r in dev.resources(_observability(), "AWS::XRay::SamplingRule").values()}
+    assert set(rules) == {f"mf-{name}" for name in (*SERVICES, "health")}
+    for name in SERVICES:
+        assert (rules[f"mf-{name}"]["FixedRate"], rules[f"mf-{name}"]["ReservoirSize"]) == (_default_sampler_ratio(), 1)
+        assert rules[f"mf-{name}"]["ServiceName"] == name
+    assert (rules["mf-health"]["FixedRate"], rules["mf-health"]["ReservoirSize"], rules["mf-health"]["URLPath"]) == (0, 0, "*/health/*")
+    assert rules["mf-health"]["Priority"] < min(rules[f"mf-{n}"]["Priority"] for n in SERVICES)
+    assert _sampler_args(dev, "mf-eu-central-1/services") == {str(_default_sampler_ratio())}
+
+
+def test_observability_config_reaches_sampling_rules_services_and_thresholds(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     observability={"xray_sampling_rate": 0.2, "xray_reservoir_per_second": 3, "quota_alarm_percent": 90,
+                                    "queue_age_alarm_minutes": 30})
+    stack = _observability("eu-west-1")
+    rules = [r["Properties"]["SamplingRule"] for r in assembly.resources(stack, "AWS::XRay::SamplingRule").values()
+             if r["Properties"]["SamplingRule"]["RuleName"] != "mf-health"]
+    assert {(r["FixedRate"], r["ReservoirSize"]) for r in rules} == {(0.2, 3)} and len(rules) == len(SERVICES)
+    # The services' OpenTelemetry sampler starts traces at the same rate.
+    assert _sampler_args(assembly, "mf-eu-west-1/services") == {"0.2"}
+    alarms = _alarms(assembly, stack)
+    assert {a["Threshold"] for n, a in alarms.items() if "-quota-" in n} == {90}
+    assert {a["Threshold"] for n, a in alarms.items() if n.endswith("-oldest-message")} == {30 * 60}
