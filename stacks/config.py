@@ -165,6 +165,13 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """The services' global tables and the token signer's replicated secret (the primary region's data stack)."""
+
+    signing_key_rotation_days: int  # days between rotations of the JWT signing key
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -182,6 +189,7 @@ class FoundationConfig:
     ingress: IngressConfig
     domain: DomainConfig | None
     events: EventsConfig
+    data: DataConfig
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -230,6 +238,14 @@ class FoundationConfig:
 
     def stage_name(self, region: str) -> str:
         return f"{self.prefix}-{region}"
+
+    def table_name(self, service: str) -> str:
+        """A service's global table: the same name in every region, so each region finds its replica by name."""
+        return f"{self.prefix}-{service}"
+
+    def signing_secret_name(self, service: str) -> str:
+        """The signer's secret: the same name in every region (primary and replicas)."""
+        return f"{self.prefix}/{service}/jwt-signing-key"
 
 
 def _show(value: Any) -> str:
@@ -629,6 +645,15 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
         "max_receive_count": (3, _integer(1, 1000)),
     }))
 
+
+def _parse_data(key: str, value: Any) -> DataConfig:
+    return DataConfig(**_object(key, value, {
+        # Secrets Manager rotates at most every 4 hours and at least every 1000 days; a signing key
+        # older than a year is past what key-management guidance (NIST SP 800-57) allows.
+        "signing_key_rotation_days": (30, _integer(1, 365)),
+    }))
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -649,6 +674,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "ingress": ({}, _parse_ingress),
     "domain": (None, _parse_domain),
     "events": ({}, _parse_events),
+    "data": ({}, _parse_data),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

@@ -73,6 +73,8 @@ CASES = [
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
+    ("signing key rotation beyond a year", {"data": json.dumps({"signing_key_rotation_days": 400})},
+     ["data.signing_key_rotation_days=400", "1 to 365"]),
 ]
 
 
@@ -122,7 +124,7 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     """The control for the cases above: the same CLI call without bad overrides succeeds."""
     result, outdir = cli_results[CONTROL]
     assert result.returncode == 0, result.stderr
-    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 11  # 5 + 4 regional stacks, 2 edge stacks
+    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 12  # 6 + 4 regional stacks (primary: data, global), 2 edge stacks
     assert _nat_gateways(outdir) == 2  # dev: one per region
 
 
