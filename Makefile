@@ -11,6 +11,13 @@ PYTHON ?= python3
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 SERVICES_VENV := .venv-services
+# The signing-key rotation function's dependencies (constructs/service_data): Linux wheels for its
+# Lambda runtime and architecture, installed without Docker.
+ROTATION_LAYER := constructs/service_data/rotation_layer
+# Keep in step with the function (constructs/service_data/signing_key_rotation.py), which checks the stamp.
+ROTATION_PYTHON := 3.14
+ROTATION_ARCH := aarch64
+ROTATION_PLATFORMS := $(foreach glibc,manylinux_2_34 manylinux_2_28 manylinux2014,$(glibc)_$(ROTATION_ARCH))
 CDK_OUT ?= cdk.out
 
 # Node, npm and npx from the virtualenv come first, so jsii and the CDK CLI run on Node 24.
@@ -69,7 +76,15 @@ $(SERVICES_VENV)/.installed: services/requirements-dev.txt services/constraints.
 
 install-services: $(SERVICES_VENV)/.installed node_modules/.installed
 
-install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed
+# Synth packages build/ as the function's layer (and fails, saying to run `make install`, without it).
+$(ROTATION_LAYER)/build/.installed: $(ROTATION_LAYER)/requirements.txt Makefile $(VENV)/.installed
+	rm -rf $(ROTATION_LAYER)/build
+	$(VENV)/bin/pip install --quiet --no-compile --only-binary=:all: --implementation cp \
+		--python-version $(ROTATION_PYTHON) $(addprefix --platform ,$(ROTATION_PLATFORMS)) \
+		--target $(ROTATION_LAYER)/build/python -r $(ROTATION_LAYER)/requirements.txt
+	echo "python$(ROTATION_PYTHON) $(ROTATION_ARCH)" > $@
+
+install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(ROTATION_LAYER)/build/.installed
 
 synth: install
 	rm -rf $(CDK_OUT)
@@ -120,4 +135,4 @@ lock:
 	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed $(SERVICES_VENV)/.installed
 
 clean:
-	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache
+	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build

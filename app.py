@@ -43,6 +43,10 @@ def main() -> None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         sys.exit(2)
+    except FileNotFoundError as error:
+        # A build step's output is missing; the message names the command that builds it.
+        print(f"build error: {error}", file=sys.stderr)
+        sys.exit(2)
     app.synth()
     # The process ends here. Freezing the heap spares the interpreter's final garbage collection
     # over the tens of thousands of objects aws-cdk-lib's modules hold: about 0.25 s of every synth.

@@ -191,6 +191,13 @@ class ObservabilityConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """The services' global tables and the token signer's replicated secret (the primary region's data stack)."""
+
+    signing_key_rotation_days: int  # days between rotations of the JWT signing key
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -210,6 +217,7 @@ class FoundationConfig:
     events: EventsConfig
     budget: BudgetConfig
     observability: ObservabilityConfig
+    data: DataConfig
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -258,6 +266,14 @@ class FoundationConfig:
 
     def stage_name(self, region: str) -> str:
         return f"{self.prefix}-{region}"
+
+    def table_name(self, service: str) -> str:
+        """A service's global table: the same name in every region, so each region finds its replica by name."""
+        return f"{self.prefix}-{service}"
+
+    def signing_secret_name(self, service: str) -> str:
+        """The signer's secret: the same name in every region (primary and replicas)."""
+        return f"{self.prefix}/{service}/jwt-signing-key"
 
 
 def _show(value: Any) -> str:
@@ -715,6 +731,14 @@ def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
     }))
 
 
+def _parse_data(key: str, value: Any) -> DataConfig:
+    return DataConfig(**_object(key, value, {
+        # Secrets Manager rotates at most every 4 hours and at least every 1000 days; a signing key
+        # older than a year is past what key-management guidance (NIST SP 800-57) allows.
+        "signing_key_rotation_days": (30, _integer(1, 365)),
+    }))
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -737,6 +761,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "events": ({}, _parse_events),
     "budget": ({}, _parse_budget),
     "observability": ({}, _parse_observability),
+    "data": ({}, _parse_data),
 }
 CONFIG_KEYS = tuple(_KEYS)
 

@@ -9,6 +9,7 @@ from constructs.compliance import adopt_cdk_providers
 
 from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
+from .data_stack import DataStack
 from .global_stack import GlobalStack
 from .network_stack import NetworkStack
 from .observability_stack import ObservabilityStack
@@ -20,8 +21,9 @@ class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
     baseline (permissions boundary, Access Analyzer) -> network -> platform -> services -> observability;
-    the primary region's stage also holds the global stack (cost budget; ECR replication when there are
-    regions to replicate to). In prod every stack has termination protection.
+    the primary region's stage also holds the data stack (global tables, replicated secrets; before
+    services) and the global stack (cost budget; ECR replication when there are regions to replicate
+    to). In prod every stack has termination protection.
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -54,15 +56,26 @@ class RegionStage(cdk.Stage):
             self, "platform", config=config, vpc=self.network.vpc,
             description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories, event bus", **common,
         )
+        # The primary region holds each service's global table and the signer's secret; every region's
+        # services find their replica by name.
+        self.data = None
+        if region.name == config.primary_region and any(s.table or s.signing_key for s in config.services):
+            self.data = DataStack(
+                self, "data", config=config, network=self.network,
+                description=f"{config.prefix}: the services' global tables and replicated secrets, their keys and the signing-key rotation", **common,
+            )
         self.services = ServicesStack(
             self, "services", config=config, network=self.network, platform=self.platform,
-            description=f"{config.prefix} {region.name}: the services and their tables, queues and secrets, meshed with {config.mesh}", **common,
+            description=f"{config.prefix} {region.name}: the services, their queues and their access to the global tables and secret, meshed with {config.mesh}", **common,
         )
         self.observability = ObservabilityStack(
             self, "observability", config=config, network=self.network, platform=self.platform, services=self.services,
             description=f"{config.prefix} {region.name}: dashboards, alarms and X-Ray sampling rules", **common,
         )
         self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services, self.observability]
+        if self.data:
+            self.services.add_stack_dependency(self.data, "its task roles use the tables and secret the data stack creates")
+            self.stacks.insert(3, self.data)
         self.global_ = None
         if region.name == config.primary_region:
             self.global_ = GlobalStack(

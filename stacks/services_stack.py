@@ -148,14 +148,15 @@ class ServicesStack(cdk.Stack):
             name_prefix=config.prefix,
             name=service.name,
             retain=config.is_prod,
-            table=service.table,
+            # The service's global table and secret (the primary region's data stack), by name in this region.
+            table_name=config.table_name(service.name) if service.table else None,
             event_bus=self.platform.event_bus,
             publish_source=config.event_source(service.name) if service.name in config.producers else None,
             subscriptions=[EventSubscription(producer=producer, source=config.event_source(producer), detail_types=detail_types)
                            for producer, detail_types in service.consumes],
             max_receive_count=config.events.max_receive_count,
             visibility_timeout=cdk.Duration.seconds(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
-            signing_secret=service.signing_key,
+            signing_secret_name=config.signing_secret_name(service.name) if service.signing_key else None,
         )
 
     def _environment(self, service: ServiceConfig) -> dict[str, str]:

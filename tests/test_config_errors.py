@@ -87,6 +87,8 @@ CASES = [
     ("negative sampling reservoir", {"observability": json.dumps({"xray_reservoir_per_second": -1})}, ["observability.xray_reservoir_per_second=-1", "from 0 to 1000"]),
     ("quota alarm above 100 %", {"observability": json.dumps({"quota_alarm_percent": 120})}, ["observability.quota_alarm_percent=120", "from 1 to 100"]),
     ("unknown observability key", {"observability": json.dumps({"sampling": 0.1})}, ["observability.sampling=0.1", "unknown key", "xray_sampling_rate"]),
+    ("signing key rotation beyond a year", {"data": json.dumps({"signing_key_rotation_days": 400})},
+     ["data.signing_key_rotation_days=400", "1 to 365"]),
 ]
 
 
@@ -136,7 +138,7 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     """The control for the cases above: the same CLI call without bad overrides succeeds."""
     result, outdir = cli_results[CONTROL]
     assert result.returncode == 0, result.stderr
-    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 13  # 6 + 5 regional stacks, 2 edge stacks
+    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 14  # 7 + 5 regional stacks (primary: data, global), 2 edge stacks
     assert _nat_gateways(outdir) == 2  # dev: one per region
 
 

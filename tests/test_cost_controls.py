@@ -107,9 +107,12 @@ def test_every_taggable_resource_carries_the_cost_allocation_tags(prod, appmesh,
     for stack, logical_id, resource in assembly.all_resources():
         if resource["Type"] in UNTAGGABLE_TYPES | UNTAGGABLE_IN_VARIANTS or resource["Type"].startswith("Custom::"):
             continue
-        tags = _tags(resource)
-        assert STAGE_TAG_KEYS <= set(tags), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
-        assert tags["project"] == "mf" and tags["environment"] == ("prod" if profile == "prod" else "dev")
+        # A global table carries its tags per replica.
+        replicas = resource["Properties"]["Replicas"] if resource["Type"] == "AWS::DynamoDB::GlobalTable" else [resource]
+        for tagged in replicas:
+            tags = _tags(tagged if tagged is resource else {"Properties": tagged})
+            assert STAGE_TAG_KEYS <= set(tags), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
+            assert tags["project"] == "mf" and tags["environment"] == ("prod" if profile == "prod" else "dev")
         checked.add(resource["Type"])
     assert {"AWS::Budgets::Budget", "AWS::AccessAnalyzer::Analyzer", "AWS::SSM::Parameter", "AWS::ECS::Service"} <= checked
 

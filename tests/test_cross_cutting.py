@@ -16,6 +16,7 @@ UNTAGGABLE_TYPES = {
     "AWS::IAM::Policy", "AWS::KMS::Alias", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupIngress",
     "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
     "AWS::Logs::ResourcePolicy", "AWS::Logs::MetricFilter", "AWS::Events::Archive", "AWS::Events::EventBusPolicy",
+    "AWS::Lambda::LayerVersion", "AWS::Lambda::Permission", "AWS::SecretsManager::RotationSchedule",
 }
 
 
@@ -27,8 +28,9 @@ def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
     # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
     # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment.
-    # The edge: the role of the custom resources that read the regions' load balancers.
-    assert len(roles) == 2 * (3 + 3 * 3) + 1
+    # The edge: the role of the custom resources that read the regions' load balancers. The primary's data
+    # stack: the signing-key rotation function's and the replica-key custom resources' roles.
+    assert len(roles) == 2 * (3 + 3 * 3) + 1 + 2
     for stack, logical_id, role in roles:
         stage = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"
@@ -95,11 +97,12 @@ def test_every_taggable_resource_carries_the_stage_tags(dev):
     for stack, logical_id, resource in dev.all_resources():
         if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):
             continue
-        properties = resource.get("Properties", {})
-        tags = properties.get("Tags", properties.get("ResourceTags", []))  # ResourceTags: AWS::Budgets::Budget
-        tags = tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags}  # a map for SSM parameters
         expected = STAGE_TAGS[stack.split("/")[0]]
-        assert expected.items() <= tags.items(), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
+        # A global table carries its tags per replica.
+        for properties in resource["Properties"]["Replicas"] if resource["Type"] == "AWS::DynamoDB::GlobalTable" else [resource.get("Properties", {})]:
+            tags = properties.get("Tags", properties.get("ResourceTags", []))  # ResourceTags: AWS::Budgets::Budget
+            tags = tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags}  # a map for SSM parameters
+            assert expected.items() <= tags.items(), f"{stack} {logical_id} ({resource['Type']}) has tags {tags}"
         checked += 1
     assert checked > 60
 

@@ -14,7 +14,7 @@ VARIANTS = ("dev", "prod", "appmesh", "domain")
 EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
-RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2"}
+RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms"}
 
 
 @pytest.fixture(params=VARIANTS)

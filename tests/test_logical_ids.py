@@ -39,14 +39,7 @@ STATEFUL = {
         "EventBus7B8748AA": "AWS::Events::EventBus",
     },
     "services": {
-        # Each service's data, the key it is encrypted with, and events waiting or failed.
-        "authresourcesTableFE845E92": "AWS::DynamoDB::Table",
-        "personaresourcesTable92A74BB2": "AWS::DynamoDB::Table",
-        "vcstartresourcesTable1A0E511A": "AWS::DynamoDB::Table",
-        "authresourcesKey4B9F6920": "AWS::KMS::Key",
-        "personaresourcesKey39C260AE": "AWS::KMS::Key",
-        "vcstartresourcesKeyFF91EDFA": "AWS::KMS::Key",
-        "authresourcesSigningKey0FE2D951": "AWS::SecretsManager::Secret",
+        # Events waiting or failed.
         "personaresourcesQueueE3A7D94D": "AWS::SQS::Queue",
         "personaresourcesDeadLetterQueue71F55F89": "AWS::SQS::Queue",
         "vcstartresourcesQueue0DBA0D54": "AWS::SQS::Queue",
@@ -54,6 +47,23 @@ STATEFUL = {
         # A new load balancer has a new ARN and DNS name, which the edge reads only when it is deployed.
         "IngressLoadBalancerAE82CB09": "AWS::ElasticLoadBalancingV2::LoadBalancer",
         "IngressAccessLogs80F9B44E": "AWS::S3::Bucket",
+    },
+}
+# The primary region only (constructs/service_data): each service's global table, the multi-Region key it
+# and the signing-key secret are encrypted with, the key's replica in the other region (a new one would
+# be a new key the replicas of table and secret do not use), and the secret.
+PRIMARY_STATEFUL = {
+    "data": {
+        "authdataTable703D2B51": "AWS::DynamoDB::GlobalTable",
+        "personadataTableB4DE4350": "AWS::DynamoDB::GlobalTable",
+        "vcstartdataTable27972B7F": "AWS::DynamoDB::GlobalTable",
+        "authdataKey69E5D817": "AWS::KMS::Key",
+        "personadataKey5EE35C3C": "AWS::KMS::Key",
+        "vcstartdataKeyF2A71DB1": "AWS::KMS::Key",
+        "authdataKeyeuwest1365889EF": "Custom::KmsReplicaKey",
+        "personadataKeyeuwest1F8EF4398": "Custom::KmsReplicaKey",
+        "vcstartdataKeyeuwest14B291790": "Custom::KmsReplicaKey",
+        "authdataSigningKey5FA6556A": "AWS::SecretsManager::Secret",
     },
 }
 EDGE_STATEFUL = {
@@ -73,6 +83,12 @@ EDGE_STATEFUL = {
 def test_stateful_resources_keep_their_logical_ids(dev, region, stack):
     resources = dev.template(f"mf-{region}/{stack}")["Resources"]
     assert {logical_id: resources.get(logical_id, {}).get("Type") for logical_id in STATEFUL[stack]} == STATEFUL[stack]
+
+
+@pytest.mark.parametrize("stack", sorted(PRIMARY_STATEFUL))
+def test_primary_region_stateful_resources_keep_their_logical_ids(dev, stack):
+    resources = dev.template(f"mf-eu-central-1/{stack}")["Resources"]
+    assert {logical_id: resources.get(logical_id, {}).get("Type") for logical_id in PRIMARY_STATEFUL[stack]} == PRIMARY_STATEFUL[stack]
 
 
 def test_edge_stateful_resources_keep_their_logical_ids(dev):

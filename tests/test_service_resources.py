@@ -1,5 +1,6 @@
-"""What each service owns and may do (issue 5): its table, queue, secret and key, its bus permissions, its
-environment and its worker, on both mesh backends. Database per service: no other role touches a table."""
+"""What each service owns and may do (issue 5): its queue, its bus permissions, its grants on its own table,
+secret and key (global since issue 6: tests/test_service_data.py), its environment and its worker, on both
+mesh backends. Database per service: no other role touches a table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from constructs.service_resources.service_resources import QUEUE_ACTIONS, SECRET_ACTIONS, TABLE_ACTIONS, TABLE_KEY_ACTIONS
+from constructs.service_resources.service_resources import (
+    QUEUE_ACTIONS,
+    SECRET_ACTIONS,
+    TABLE_ACTIONS,
+    TABLE_KEY_ACTIONS,
+    TABLE_KEY_DESCRIBE_ACTIONS,
+)
 from tests.assembly import container_settings, synth
 
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -58,46 +65,18 @@ def backend(request, dev, appmesh):
     return request.param, {"dev": dev, "appmesh": appmesh}[request.param]
 
 
-# --- Tables -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("region", REGIONS)
-def test_each_service_owns_one_table_with_its_key_ttl_on_demand_and_point_in_time_recovery(dev, region):
-    resources = _resources(dev, region)
-    tables, keys = _owned(resources, "AWS::DynamoDB::Table"), _owned(resources, "AWS::KMS::Key")
-    assert set(tables) == set(keys) == set(SERVICES)
-    for name, logical_id in tables.items():
-        properties = resources[logical_id]["Properties"]
-        assert properties["TableName"] == f"mf-{name}"
-        assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
-        assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
-        assert properties["BillingMode"] == "PAY_PER_REQUEST"
-        assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-        assert properties["SSESpecification"] == {"KMSMasterKeyId": {"Fn::GetAtt": [keys[name], "Arn"]}, "SSEEnabled": True, "SSEType": "KMS"}
-        assert "GlobalSecondaryIndexes" not in properties and "StreamSpecification" not in properties
-    for logical_id in keys.values():
-        assert resources[logical_id]["Properties"]["EnableKeyRotation"] is True
-    aliases = {r["Properties"]["AliasName"] for r in _of_type(resources, "AWS::KMS::Alias").values()}
-    assert aliases == {f"alias/mf/{name}" for name in SERVICES}
+# --- Retention ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
-def test_prod_keeps_tables_keys_secrets_and_queues_and_protects_tables_from_deletion(dev, prod, profile, retained):
+def test_prod_keeps_the_queues_and_dev_deletes_them(dev, prod, profile, retained):
     resources = _resources({"dev": dev, "prod": prod}[profile])
     policy = "Retain" if retained else "Delete"
-    checked = set()
-    # The queues, dead-letter queues above all, go with the table: unhandled events outlive the stack in prod.
-    for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::SQS::Queue"):
-        for logical_id, resource in _of_type(resources, resource_type).items():
-            if resource_type == "AWS::KMS::Key" and not _owner(logical_id):
-                continue
-            assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
-            checked.add(resource_type)
-    assert len(checked) == 4
-    assert len([i for i in _of_type(resources, "AWS::SQS::Queue") if "DeadLetterQueue" in i]) == len(CONSUMES)
-    for table in _of_type(resources, "AWS::DynamoDB::Table").values():
-        assert table["Properties"]["DeletionProtectionEnabled"] is retained
+    # The dead-letter queues above all: unhandled events outlive the stack in prod.
+    queues = _of_type(resources, "AWS::SQS::Queue")
+    assert len(queues) == 2 * len(CONSUMES)
+    for logical_id, resource in queues.items():
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
 
 
 # --- Least privilege ---------------------------------------------------------------------------
@@ -115,46 +94,70 @@ def _actions(statement):
     return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
 
 
-def test_only_a_services_own_task_roles_reach_its_table_key_queue_and_secret(backend):
+def _text(value):
+    """An ARN expression as text, the account as <AWS::AccountId>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        return value["Fn::Join"][0].join(_text(part) for part in value["Fn::Join"][1])
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    return json.dumps(value)
+
+
+# Names of every service's table and secret, as the grants' ARNs end.
+def _named_resource(arn):
+    """'arn:...:table/mf-persona' -> ('table', 'persona'); '...:secret:mf/auth/jwt-signing-key-??????' -> ('secret', 'auth')."""
+    match = re.search(r":table/mf-([a-z-]+)$", arn) or re.search(r":secret:mf/([a-z-]+)/jwt-signing-key-\?{6}$", arn)
+    return (("table" if ":table/" in arn else "secret"), match.group(1)) if match else None
+
+
+def test_only_a_services_own_task_roles_reach_its_queue_table_and_secret(backend):
     variant, assembly = backend
     resources = _resources(assembly)
-    # Logical ID of each owned resource -> its service.
-    owned = {logical_id: _owner(logical_id)
-             for resource_type in ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SQS::Queue", "AWS::SecretsManager::Secret")
-             for logical_id in _of_type(resources, resource_type) if "resources" in logical_id}
-    assert len(owned) == 3 + 3 + 4 + 1
+    queues = {logical_id: _owner(logical_id) for logical_id in _of_type(resources, "AWS::SQS::Queue")}
+    assert len(queues) == 4
     reached = {}
     for role, statement in _statements_by_role(resources):
-        for logical_id in owned:
+        for logical_id in queues:
             if logical_id in json.dumps(statement["Resource"]):
-                assert role.startswith(owned[logical_id].replace("-", "")) and "TaskRole" in role, (role, logical_id)
+                assert role.startswith(queues[logical_id].replace("-", "")) and "TaskRole" in role, (role, logical_id)
                 reached.setdefault(logical_id, set()).add(role)
+        # The table and the secret are the primary region's (tests/test_service_data.py), named by ARN here.
+        named = _named_resource(_text(statement["Resource"]))
+        if named:
+            assert named[1] == _owner(role) and "TaskRole" in role, (role, named)
+            reached.setdefault(named, set()).add(role)
     # The dead-letter queues are read by operators, not by the services.
-    assert all("DeadLetterQueue" not in logical_id for logical_id in reached)
+    assert all("DeadLetterQueue" not in str(resource) for resource in reached)
     task_roles_per_service = 2 if variant == "appmesh" else 1  # with App Mesh, the canary too
-    for logical_id, roles in reached.items():
+    for resource, roles in reached.items():
         # The App Mesh canary runs no worker, so it gets no queue: only the primary reads it.
-        expected = 1 if "Queue" in logical_id else task_roles_per_service
-        assert len(roles) == expected, (logical_id, roles)
-        if "Queue" in logical_id:
-            assert not any("canary" in role for role in roles), (logical_id, roles)
-    assert {owned[i] for i in reached if "Table" in i} == set(SERVICES)
+        expected = 1 if "Queue" in str(resource) else task_roles_per_service
+        assert len(roles) == expected, (resource, roles)
+        if "Queue" in str(resource):
+            assert not any("canary" in role for role in roles), (resource, roles)
+    assert {name for kind, name in (r for r in reached if isinstance(r, tuple)) if kind == "table"} == set(SERVICES)
+    assert {name for kind, name in (r for r in reached if isinstance(r, tuple)) if kind == "secret"} == {"auth"}
 
 
 def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend):
     _, assembly = backend
     resources = _resources(assembly)
-    tables = _owned(resources, "AWS::DynamoDB::Table")
-    keys = _owned(resources, "AWS::KMS::Key")
     seen = set()
     for role, statement in _statements_by_role(resources):
         actions = _actions(statement)
         service = _owner(role)
         if any(a.startswith("dynamodb:") for a in actions):
-            assert sorted(actions) == sorted(TABLE_ACTIONS) and statement["Resource"] == {"Fn::GetAtt": [tables[service], "Arn"]}
+            assert sorted(actions) == sorted(TABLE_ACTIONS)
+            assert _text(statement["Resource"]) == f"arn:aws:dynamodb:eu-west-1:<AWS::AccountId>:table/mf-{service}"
             seen.add(service)
         if set(actions) == set(TABLE_KEY_ACTIONS):
-            assert statement["Resource"] == {"Fn::GetAtt": [keys[service], "Arn"]}
+            # Any key of the region (the replica's ID is the primary's), through DynamoDB, for this table only.
+            assert _text(statement["Resource"]) == "arn:aws:kms:eu-west-1:<AWS::AccountId>:key/*"
+            assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "dynamodb.eu-west-1.amazonaws.com",
+                                                               "kms:EncryptionContext:aws:dynamodb:tableName": f"mf-{service}"}}
+        if set(actions) == set(TABLE_KEY_DESCRIBE_ACTIONS):
             assert statement["Condition"] == {"StringEquals": {"kms:ViaService": "dynamodb.eu-west-1.amazonaws.com"}}
     assert seen == set(SERVICES)
     # Item-level only: no scans, no table administration, no transactions-as-a-wildcard.
@@ -162,6 +165,8 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
     # Nothing in services/ calls these: readiness is a GetItem, and no transaction has a ConditionCheck item.
     assert not {"dynamodb:DescribeTable", "dynamodb:ConditionCheckItem"} & set(TABLE_ACTIONS)
+    # Key use that carries no table name is metadata only.
+    assert set(TABLE_KEY_DESCRIBE_ACTIONS) == {"kms:DescribeKey"}
 
 
 def test_only_producers_may_put_events_on_the_bus_and_only_under_their_own_source(backend):
@@ -254,20 +259,20 @@ def test_each_region_has_one_custom_event_bus(dev, region):
 # --- The signing key ----------------------------------------------------------------------------
 
 
-def test_auth_owns_its_signing_key_secret_encrypted_with_its_own_key(backend):
+def test_only_auth_reads_the_signing_key_secret_by_name_and_decrypts_it_through_secrets_manager(backend):
     _, assembly = backend
     resources = _resources(assembly)
-    (secret_id,) = _of_type(resources, "AWS::SecretsManager::Secret")
-    secret = resources[secret_id]["Properties"]
-    assert secret["Name"] == "mf/auth/jwt-signing-key"
-    assert secret["KmsKeyId"] == {"Fn::GetAtt": [_owned(resources, "AWS::KMS::Key")["auth"], "Arn"]}
+    assert not _of_type(resources, "AWS::SecretsManager::Secret")  # the primary region's data stack holds it
+    pattern = "arn:aws:secretsmanager:eu-west-1:<AWS::AccountId>:secret:mf/auth/jwt-signing-key-??????"
     grants = [(role, statement) for role, statement in _statements_by_role(resources)
-              if any(a.startswith("secretsmanager:") for a in _actions(statement))
-              and json.dumps(statement["Resource"]) == json.dumps({"Ref": secret_id})]
+              if any(a.startswith("secretsmanager:") for a in _actions(statement))]
     assert grants and all(_owner(role) == "auth" and "TaskRole" in role and sorted(_actions(s)) == sorted(SECRET_ACTIONS)
-                          for role, s in grants)
-    decrypt = [s for role, s in _statements_by_role(resources) if _owner(role) == "auth" and _actions(s) == ["kms:Decrypt"]]
-    assert decrypt and all(s["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}} for s in decrypt)
+                          and _text(s["Resource"]) == pattern for role, s in grants)
+    decrypt = [s for role, s in _statements_by_role(resources) if _actions(s) == ["kms:Decrypt"]]
+    assert decrypt
+    for statement in decrypt:
+        assert statement["Condition"]["StringEquals"] == {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
+        assert _text(statement["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]) == pattern
 
 
 # --- Environment and worker ---------------------------------------------------------------------
@@ -302,11 +307,13 @@ def _expected_environment(variant):
               # The rate of the region's X-Ray sampling rules (config observability.xray_sampling_rate).
               "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.05"}
     return {
-        "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "<Table>", "JWT_SIGNING_SECRET_ID": "<SigningKey>"},
-        "persona": {**common, "SERVICE_NAME": "persona", "PUBLIC_PATH": "/api/persona", "GRPC_PORT": "50051", "TABLE_NAME": "<Table>",
+        # Names, not ARNs: the same in every region, where each service reads its own region's replica.
+        "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "mf-auth",
+                 "JWT_SIGNING_SECRET_ID": "mf/auth/jwt-signing-key"},
+        "persona": {**common, "SERVICE_NAME": "persona", "PUBLIC_PATH": "/api/persona", "GRPC_PORT": "50051", "TABLE_NAME": "mf-persona",
                     "QUEUE_URL": "<Queue>", "EVENT_BUS_NAME": "<platform:EventBus>", "EVENT_SOURCE": "mf.persona",
                     "AUTH_URL": f"http://{address('auth', 8080)}"},
-        "vc-start": {**common, "SERVICE_NAME": "vc-start", "PUBLIC_PATH": "/api/vc", "TABLE_NAME": "<Table>", "QUEUE_URL": "<Queue>",
+        "vc-start": {**common, "SERVICE_NAME": "vc-start", "PUBLIC_PATH": "/api/vc", "TABLE_NAME": "mf-vc-start", "QUEUE_URL": "<Queue>",
                      "EVENT_BUS_NAME": "<platform:EventBus>", "EVENT_SOURCE": "mf.vc-start", "AUTH_URL": f"http://{address('auth', 8080)}",
                      "PERSONA_URL": f"http://{address('persona', 8080)}", "PERSONA_GRPC_TARGET": address("persona", 50051)},
     }
@@ -323,9 +330,9 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
                 settings = container_settings(resources, containers["app"])
                 environment = {name: _readable(value) for name, value in settings.items()}
                 assert environment == expected[service], (region, service)
-                # Each value that names a resource names the service's own.
+                # Each value that names a resource of the stack names the service's own.
                 refs = [value["Ref"] for value in settings.values() if isinstance(value, dict) and "Ref" in value]
-                assert refs and all(_owner(ref) == service for ref in refs)
+                assert all(_owner(ref) == service for ref in refs) and bool(refs) is (service in CONSUMES)
 
 
 def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_same_environment(backend):
@@ -360,12 +367,6 @@ def test_the_appmesh_canary_runs_no_worker_so_it_takes_no_share_of_the_queue(app
     for service in SERVICES:
         assert "app" in canaries[service] and "worker" not in canaries[service], service
         assert ("worker" in primaries[service]) is (service in WORKERS), service
-
-
-def test_the_service_keys_description_claims_no_access_control_the_key_policy_does_not_make(dev):
-    for logical_id, key in _of_type(_resources(dev), "AWS::KMS::Key").items():
-        if _owner(logical_id):
-            assert "only its task roles" not in key["Properties"]["Description"], logical_id
 
 
 def test_persona_maps_its_grpc_port_with_the_grpc_app_protocol(backend):

@@ -1,4 +1,4 @@
-"""ServiceResources: what one service owns (table, event queue, signing secret, their key) and its grants."""
+"""ServiceResources: what one service owns in a region (event queue) and its grants (also on its global table and secret)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import aws_cdk as cdk
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -25,12 +22,13 @@ TABLE_ACTIONS = (
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
     "dynamodb:Query", "dynamodb:UpdateItem",
 )
-# What DynamoDB does with the table's key on the caller's behalf (kms:ViaService keeps it there).
-TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
-# The worker receives and deletes; it neither reads queue attributes nor changes a message's visibility.
+# What DynamoDB does with the table's key on the caller's behalf (kms:ViaService keeps it there). Each
+# request carries the table's name as encryption context, which pins the grant to this table's key.
+TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+# DescribeKey carries no encryption context, so it is granted apart, through DynamoDB only.
+TABLE_KEY_DESCRIBE_ACTIONS = ("kms:DescribeKey",)
 QUEUE_ACTIONS = ("sqs:DeleteMessage", "sqs:ReceiveMessage")
 SECRET_ACTIONS = ("secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue")
-TTL_ATTRIBUTE = "expires_at"
 
 
 @dataclass(frozen=True)
@@ -47,14 +45,15 @@ class EventSubscription:
 
 
 class ServiceResources(Construct):
-    """The stateful resources and bus permissions of one service, granted to its task roles only.
+    """The per-region resources and permissions of one service, granted to its task roles only.
 
-    Creates what is asked for, nothing else: a DynamoDB table (``table``), a queue with a dead-letter
-    queue fed by one rule per subscription (``subscriptions``), a JWT signing-key secret
-    (``signing_secret``), and one customer managed KMS key for the table and the secret. ``grant(role)``
-    gives a role exactly the item, queue, secret and key actions on these resources, plus PutEvents
-    on the bus with the service's own source when ``publish_source`` is set. ``environment`` holds
-    the variables that tell the service where they are.
+    Creates what is asked for, nothing else: a queue with a dead-letter queue fed by one rule per
+    subscription (``subscriptions``). The service's table and signing-key secret are global (the
+    primary region's data stack, constructs/service_data) and are found here by name in this
+    stack's region: ``table_name``, ``signing_secret_name``. ``grant(role)`` gives a role exactly the
+    item, queue, secret and key actions on these resources, plus PutEvents on the bus with the
+    service's own source when ``publish_source`` is set. ``environment`` holds the variables that tell
+    the service where they are.
     """
 
     def __init__(
@@ -65,13 +64,13 @@ class ServiceResources(Construct):
         name_prefix: str,
         name: str,
         retain: bool,
-        table: bool = False,
+        table_name: str | None = None,
         event_bus: events.IEventBus | None = None,
         publish_source: str | None = None,
         subscriptions: Sequence[EventSubscription] = (),
         max_receive_count: int = 3,
         visibility_timeout: cdk.Duration | None = None,
-        signing_secret: bool = False,
+        signing_secret_name: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if (publish_source or subscriptions) and event_bus is None:
@@ -84,35 +83,8 @@ class ServiceResources(Construct):
         removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
         resource_name = f"{name_prefix}-{name}"
 
-        self.key: kms.Key | None = None
-        if table or signing_secret:
-            self.key = kms.Key(
-                self, "Key", alias=f"{name_prefix}/{name}", enable_key_rotation=True, removal_policy=removal,
-                description=f"Encrypts the {name} service's table and secrets (default key policy: IAM policies decide who uses it)",
-            )
-
-        self.table: dynamodb.Table | None = None
-        if table:
-            self.table = dynamodb.Table(
-                self, "Table",
-                table_name=resource_name,
-                partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-                sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-                billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-                time_to_live_attribute=TTL_ATTRIBUTE,
-                point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
-                encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-                encryption_key=self.key,
-                deletion_protection=retain,
-                removal_policy=removal,
-            )
-            acknowledge_nag(
-                self.table,
-                "Point-in-time recovery keeps 35 days of continuous backups of this table; an AWS Backup plan "
-                "(vault, cross-region copies) belongs to the backup and disaster-recovery work, not to this service",
-                "NIST.800.53.R5-DynamoDBInBackupPlan",
-            )
-
+        self.table_name = table_name
+        self.signing_secret_name = signing_secret_name
         self.queue: sqs.Queue | None = None
         self.dead_letter_queue: sqs.Queue | None = None
         self.rules: dict[str, events.Rule] = {}
@@ -120,30 +92,12 @@ class ServiceResources(Construct):
             self._add_queue(resource_name, subscriptions, max_receive_count, visibility_timeout or cdk.Duration.seconds(60),
                             removal)
 
-        self.signing_secret: secretsmanager.Secret | None = None
-        if signing_secret:
-            # Secrets Manager cannot generate an RSA key pair: the secret starts as a random placeholder,
-            # which the service reports as malformed until an operator stores a key (README). Issue 6
-            # adds rotation (a function that writes a new key and keeps the previous public key) and
-            # replication to the other region.
-            self.signing_secret = secretsmanager.Secret(
-                self, "SigningKey", secret_name=f"{name_prefix}/{name}/jwt-signing-key", encryption_key=self.key,
-                description=f"{name}: the private key that signs access tokens, and the previous public keys",
-                removal_policy=removal,
-            )
-            acknowledge_nag(
-                self.signing_secret,
-                "Secrets Manager cannot generate this RSA signing key; rotating it needs a function that writes a new "
-                "key pair and keeps the previous public key in the JWKS, which the key-rotation work (issue 6) adds",
-                "AwsSolutions-SMG4", "NIST.800.53.R5-SecretsManagerRotationEnabled",
-            )
-
     def _add_queue(self, resource_name: str, subscriptions: Sequence[EventSubscription], max_receive_count: int,
                    visibility_timeout: cdk.Duration, removal: cdk.RemovalPolicy) -> None:
         # One dead-letter queue for both ways an event can fail: the worker gave up on it
         # (max_receive_count receives) or EventBridge could not deliver it. Both hold the event as
-        # EventBridge sent it, so an operator inspects and redrives them the same way. Like the table,
-        # both queues are retained with ``retain`` (prod): deleting the stack must not drop dead letters.
+        # EventBridge sent it, so an operator inspects and redrives them the same way. Both queues are
+        # retained with ``retain`` (prod): deleting the stack must not drop dead letters.
         self.dead_letter_queue = sqs.Queue(
             self, "DeadLetterQueue", queue_name=f"{resource_name}-events-dlq", encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True, retention_period=cdk.Duration.days(14), removal_policy=removal,
@@ -175,37 +129,44 @@ class ServiceResources(Construct):
             )
 
     @property
+    def table_arn(self) -> str | None:
+        """This region's replica of the service's global table."""
+        return cdk.Stack.of(self).format_arn(service="dynamodb", resource="table", resource_name=self.table_name) if self.table_name else None
+
+    @property
+    def signing_secret_arn_pattern(self) -> str | None:
+        """The secret's ARN in this region, with the six random characters Secrets Manager appends as ``??????``."""
+        if not self.signing_secret_name:
+            return None
+        return cdk.Stack.of(self).format_arn(service="secretsmanager", resource="secret", resource_name=f"{self.signing_secret_name}-??????",
+                                             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
+
+    @property
     def environment(self) -> dict[str, str]:
-        """Where the service finds its resources (the variable names services/ reads)."""
+        """Where the service finds its resources (the variables services/ reads)."""
         env = {}
-        if self.table:
-            env["TABLE_NAME"] = self.table.table_name
+        if self.table_name:
+            env["TABLE_NAME"] = self.table_name
         if self.queue:
             env["QUEUE_URL"] = self.queue.queue_url
-        if self.signing_secret:
-            env["JWT_SIGNING_SECRET_ID"] = self.signing_secret.secret_arn
+        if self.signing_secret_name:
+            # A name, not an ARN: the same in every region, where each reads its own replica.
+            env["JWT_SIGNING_SECRET_ID"] = self.signing_secret_name
         if self.publish_source:
             env["EVENT_BUS_NAME"] = self.event_bus.event_bus_name
             env["EVENT_SOURCE"] = self.publish_source
         return env
 
     def grant(self, role: iam.IRole, *, consume: bool = True) -> None:
-        """Give ``role`` exactly what the service does with its resources, each statement on one ARN.
-        ``consume=False``: not the queue (a task that runs no worker, such as an App Mesh canary)."""
-        region = cdk.Stack.of(self).region
+        """Give ``role`` exactly what the service does with its resources, each statement on one ARN
+        (the keys: see ``_key_statements``). ``consume=False``: not the queue (a task that runs no
+        worker, such as an App Mesh canary)."""
         statements = []
-        if self.table:
-            statements += [
-                iam.PolicyStatement(actions=list(TABLE_ACTIONS), resources=[self.table.table_arn]),
-                iam.PolicyStatement(actions=list(TABLE_KEY_ACTIONS), resources=[self.key.key_arn],
-                                    conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}}),
-            ]
-        if self.signing_secret:
-            statements += [
-                iam.PolicyStatement(actions=list(SECRET_ACTIONS), resources=[self.signing_secret.secret_arn]),
-                iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.key.key_arn],
-                                    conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}}),
-            ]
+        if self.table_name:
+            statements.append(iam.PolicyStatement(actions=list(TABLE_ACTIONS), resources=[self.table_arn]))
+        if self.signing_secret_name:
+            statements.append(iam.PolicyStatement(actions=list(SECRET_ACTIONS), resources=[self.signing_secret_arn_pattern]))
+        statements += self._key_statements()
         if self.queue and consume:
             statements.append(iam.PolicyStatement(actions=list(QUEUE_ACTIONS), resources=[self.queue.queue_arn]))
         if self.publish_source:
@@ -215,3 +176,50 @@ class ServiceResources(Construct):
             ))
         for statement in statements:
             role.add_to_principal_policy(statement)
+        if self.table_name or self.signing_secret_name:
+            acknowledge_nag(
+                role,
+                f"The {self.name} service's key in this region is the primary's replica (another region's stack creates it, so "
+                "its key ID is unknown here at synth), so no resource-level key ARN can be named: the statements name any key of "
+                "this account and region, and kms:ViaService "
+                "plus the encryption context DynamoDB and Secrets Manager send (the table name, the secret's ARN) pin each to "
+                "the service's own table or secret",
+                f"AwsSolutions-IAM5[Resource::{self._any_key_arn_for_nag()}]",
+            )
+
+    def _key_statements(self) -> list[iam.PolicyStatement]:
+        """KMS use through DynamoDB and Secrets Manager only, for this service's table and secret only.
+
+        The key is the replica of a multi-Region key made in the primary region, so the resource is
+        any key of this account and region; the conditions narrow it: ``kms:ViaService`` and the
+        encryption context each service sends (DynamoDB: ``aws:dynamodb:tableName``; Secrets
+        Manager: ``SecretARN``).
+        """
+        region = cdk.Stack.of(self).region
+        any_key = [self._any_key_arn()]
+        statements = []
+        if self.table_name:
+            via_dynamodb = {"kms:ViaService": f"dynamodb.{region}.amazonaws.com"}
+            statements += [
+                iam.PolicyStatement(actions=list(TABLE_KEY_ACTIONS), resources=any_key, conditions={"StringEquals": {
+                    **via_dynamodb, "kms:EncryptionContext:aws:dynamodb:tableName": self.table_name}}),
+                iam.PolicyStatement(actions=list(TABLE_KEY_DESCRIBE_ACTIONS), resources=any_key, conditions={"StringEquals": via_dynamodb}),
+            ]
+        if self.signing_secret_name:
+            statements.append(iam.PolicyStatement(
+                actions=["kms:Decrypt"], resources=any_key,
+                conditions={"StringEquals": {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"},
+                            "StringLike": {"kms:EncryptionContext:SecretARN": self.signing_secret_arn_pattern}}))
+        return statements
+
+    def _any_key_arn(self) -> str:
+        return cdk.Stack.of(self).format_arn(service="kms", resource="key", resource_name="*")
+
+    def _any_key_arn_for_nag(self) -> str:
+        """How cdk-nag prints ``_any_key_arn``: unresolved pseudo parameters as <AWS::...>."""
+        stack = cdk.Stack.of(self)
+
+        def shown(value: str, pseudo: str) -> str:
+            return f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
+
+        return f"arn:{shown(stack.partition, 'Partition')}:kms:{stack.region}:{shown(stack.account, 'AccountId')}:key/*"

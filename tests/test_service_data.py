@@ -1,0 +1,324 @@
+"""The services' state survives a region (issue 6, Data and Security): a global table per service and the
+signer's replicated, rotated secret, all in the primary region's data stack, each encrypted with a
+multi-Region key and its replica; every region's services reach their own replica by name."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from constructs.service_data.signing_key_rotation import REPLICA_KEY_ACTIONS, ROTATION_KEY_ACTIONS, ROTATION_SECRET_ACTIONS
+from tests.assembly import REPO_ROOT, synth
+
+PRIMARY, OTHER = "eu-central-1", "eu-west-1"
+SERVICES = ("auth", "persona", "vc-start")
+DATA = f"mf-{PRIMARY}/data"
+# What auth may sign with a retired key, plus how long a token it signed lives, plus the verifiers' JWKS cache.
+AUTH_SECRET_CACHE_SECONDS, ACCESS_TOKEN_TTL_SECONDS, JWKS_CACHE_SECONDS = 300, 900, 300
+
+
+def _of_type(assembly, stack, resource_type):
+    return assembly.resources(stack, resource_type)
+
+
+def _owned(assembly, resource_type, stack=DATA):
+    """service name -> (logical ID, resource) of the one resource of that type the service's ServiceData holds."""
+    owned = {}
+    for logical_id, resource in _of_type(assembly, stack, resource_type).items():
+        service = next(name for name in sorted(SERVICES, key=len, reverse=True) if logical_id.startswith(name.replace("-", "") + "data"))
+        assert service not in owned, logical_id
+        owned[service] = (logical_id, resource)
+    return owned
+
+
+def _text(value):
+    """A CloudFormation string expression as readable text: Refs and GetAtts as <...>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_text(part) for part in parts)
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return f"<{'.'.join(value['Fn::GetAtt'])}>"
+    raise AssertionError(value)
+
+
+def _replica_arn(key_id, region=OTHER):
+    """The replica's ARN as the templates write it: the primary's key ID in the other region."""
+    return f"arn:aws:kms:{region}:<AWS::AccountId>:key/<{key_id}>"
+
+
+# --- Where the data lives ----------------------------------------------------------------------
+
+
+def test_only_the_primary_region_has_a_data_stack_and_its_services_deploy_after_it(dev):
+    assert DATA in dev.templates and f"mf-{OTHER}/data" not in dev.templates
+    artifacts = dev.stack_artifacts
+    assert artifacts[DATA]["id"] in artifacts[f"mf-{PRIMARY}/services"]["dependencies"]
+    assert {artifacts[f"mf-{PRIMARY}/{stack}"]["id"] for stack in ("baseline", "network")} <= set(artifacts[DATA]["dependencies"])
+    # No region's services stack holds a table, a table key or a secret of its own any more.
+    for region in (PRIMARY, OTHER):
+        for resource_type in ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable", "AWS::SecretsManager::Secret", "AWS::KMS::Key"):
+            assert not _of_type(dev, f"mf-{region}/services", resource_type), (region, resource_type)
+
+
+def test_each_service_has_a_global_table_replicated_to_the_other_region_each_replica_with_its_regions_key(dev):
+    tables, keys = _owned(dev, "AWS::DynamoDB::GlobalTable"), _owned(dev, "AWS::KMS::Key")
+    assert set(tables) == set(keys) == set(SERVICES)
+    for name, (_, table) in tables.items():
+        properties = table["Properties"]
+        assert properties["TableName"] == f"mf-{name}"
+        assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+        assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+        assert properties["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+        assert "GlobalSecondaryIndexes" not in properties
+        key_id = keys[name][0]
+        replicas = {replica["Region"]: replica for replica in properties["Replicas"]}
+        assert set(replicas) == {PRIMARY, OTHER}
+        for region, replica in replicas.items():
+            assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+            expected_key = f"<{key_id}.Arn>" if region == PRIMARY else _replica_arn(key_id)
+            assert _text(replica["SSESpecification"]["KMSMasterKeyId"]) == expected_key, (name, region)
+
+
+def test_each_service_key_is_a_rotating_multi_region_key_replicated_to_the_other_region_before_use(dev):
+    keys = _owned(dev, "AWS::KMS::Key")
+    replicas = _owned(dev, "Custom::KmsReplicaKey")
+    tables = _owned(dev, "AWS::DynamoDB::GlobalTable")
+    for name, (key_id, key) in keys.items():
+        assert key["Properties"]["MultiRegion"] is True and key["Properties"]["EnableKeyRotation"] is True
+        replica_id, replica = replicas[name]
+        create = json.loads(_text(replica["Properties"]["Create"]))
+        assert (create["service"], create["action"]) == ("KMS", "replicateKey")
+        assert create["parameters"]["KeyId"] == f"<{key_id}.Arn>" and create["parameters"]["ReplicaRegion"] == OTHER
+        assert create["physicalResourceId"] == {"id": _replica_arn(key_id)}
+        # The table (and auth's secret) must not be created before the replica key they use exists.
+        assert replica_id in tables[name][1]["DependsOn"]
+    aliases = {r["Properties"]["AliasName"] for r in _of_type(dev, DATA, "AWS::KMS::Alias").values()}
+    assert aliases == {f"alias/mf/{name}" for name in SERVICES}
+
+
+def test_the_replica_key_custom_resource_may_replicate_only_its_key_into_the_other_region(dev):
+    for name, (replica_id, _) in _owned(dev, "Custom::KmsReplicaKey").items():
+        (policy,) = [p for i, p in _of_type(dev, DATA, "AWS::IAM::Policy").items() if i.startswith(replica_id.removesuffix(replica_id[-8:]))]
+        statements = {tuple(s["Action"]) if isinstance(s["Action"], list) else (s["Action"],): s
+                      for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+        key_id = _owned(dev, "AWS::KMS::Key")[name][0]
+        replicate = statements[("kms:ReplicateKey",)]
+        assert replicate["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        assert replicate["Condition"] == {"StringEquals": {"kms:ReplicaRegion": OTHER}}
+        create = statements[("kms:CreateKey", "kms:TagResource")]
+        assert create["Condition"] == {"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}
+        assert _text(statements[("kms:ScheduleKeyDeletion",)]["Resource"]) == _replica_arn(key_id)
+
+
+# --- Profiles ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
+def test_prod_retains_tables_keys_replicas_and_the_secret_and_protects_tables_and_dev_deletes_them(dev, prod, profile, retained):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    policy = "Retain" if retained else "Delete"
+    for resource_type in ("AWS::DynamoDB::GlobalTable", "AWS::KMS::Key", "AWS::SecretsManager::Secret"):
+        owned = _owned(assembly, resource_type)
+        assert owned
+        for logical_id, resource in owned.values():
+            assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
+    for _, table in _owned(assembly, "AWS::DynamoDB::GlobalTable").values():
+        assert {replica["DeletionProtectionEnabled"] for replica in table["Properties"]["Replicas"]} == {retained}
+    # The replica keys: in dev, deleting the stack schedules their deletion too; in prod they stay.
+    for _, replica in _owned(assembly, "Custom::KmsReplicaKey").values():
+        if retained:
+            assert "Delete" not in replica["Properties"]
+        else:
+            delete = json.loads(_text(replica["Properties"]["Delete"]))
+            assert (delete["action"], delete["region"]) == ("scheduleKeyDeletion", OTHER)
+            assert delete["parameters"]["PendingWindowInDays"] == 7
+
+
+# --- The signing-key secret and its rotation -----------------------------------------------------
+
+
+def test_the_signing_key_secret_is_replicated_to_the_other_region_encrypted_with_each_regions_key(dev):
+    ((secret_id, secret),) = _of_type(dev, DATA, "AWS::SecretsManager::Secret").items()
+    assert secret_id.startswith("authdata")
+    key_id = _owned(dev, "AWS::KMS::Key")["auth"][0]
+    properties = secret["Properties"]
+    assert properties["Name"] == "mf/auth/jwt-signing-key"
+    assert properties["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    ((replica),) = properties["ReplicaRegions"]
+    assert replica["Region"] == OTHER and _text(replica["KmsKeyId"]) == _replica_arn(key_id)
+    assert _owned(dev, "Custom::KmsReplicaKey")["auth"][0] in secret["DependsOn"]
+
+
+def _rotation(assembly):
+    (schedule,) = _of_type(assembly, DATA, "AWS::SecretsManager::RotationSchedule").values()
+    function_id = schedule["Properties"]["RotationLambdaARN"]["Fn::GetAtt"][0]
+    return schedule, function_id, assembly.template(DATA)["Resources"][function_id]
+
+
+def test_the_signing_key_rotates_every_30_days_and_at_once_on_the_first_deploy(dev):
+    schedule, function_id, _ = _rotation(dev)
+    (secret_id,) = _of_type(dev, DATA, "AWS::SecretsManager::Secret")
+    assert schedule["Properties"]["SecretId"] == {"Ref": secret_id}
+    assert schedule["Properties"]["RotationRules"] == {"ScheduleExpression": "rate(30 days)"}
+    # The placeholder Secrets Manager generates is replaced by a real key as soon as the schedule exists.
+    assert schedule["Properties"]["RotateImmediatelyOnUpdate"] is True
+    # Secrets Manager may invoke the function (for this secret only) before the schedule is created.
+    (permission_id, permission), = _of_type(dev, DATA, "AWS::Lambda::Permission").items()
+    assert permission["Properties"]["Principal"] == "secretsmanager.amazonaws.com"
+    assert permission["Properties"]["SourceArn"] == {"Ref": secret_id}
+    assert permission["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    # ...and the function must hold its permissions (its role's policy) by then.
+    role_id = dev.template(DATA)["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy_id,) = [i for i, p in _of_type(dev, DATA, "AWS::IAM::Policy").items() if p["Properties"]["Roles"] == [{"Ref": role_id}]]
+    assert {permission_id, policy_id} <= set(schedule["DependsOn"])
+
+
+def test_the_rotation_function_runs_the_handler_with_its_dependencies_and_keeps_retired_keys_long_enough(dev):
+    _, _, function = _rotation(dev)
+    properties = function["Properties"]
+    assert (properties["Runtime"], properties["Architectures"], properties["Handler"]) == ("python3.14", ["arm64"], "handler.handler")
+    (layer_ref,) = properties["Layers"]
+    layer = dev.template(DATA)["Resources"][layer_ref["Ref"]]["Properties"]
+    assert layer["CompatibleRuntimes"] == ["python3.14"] and layer["CompatibleArchitectures"] == ["arm64"]
+    # A token signed just before a rotation, by a task that has not re-read the secret yet, must still
+    # verify wherever a verifier's cached JWKS is about to be refreshed.
+    retention = int(properties["Environment"]["Variables"]["PREVIOUS_KEY_RETENTION_SECONDS"])
+    assert retention >= AUTH_SECRET_CACHE_SECONDS + ACCESS_TOKEN_TTL_SECONDS + JWKS_CACHE_SECONDS
+    log_group = dev.template(DATA)["Resources"][properties["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]
+    assert log_group["RetentionInDays"] == 30 and "KmsKeyId" in log_group
+
+
+def test_the_layer_is_built_for_the_functions_runtime_and_architecture():
+    """make install chooses the layer's wheels; they must match what the function runs on."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    python = re.search(r"^ROTATION_PYTHON := (\S+)$", makefile, re.MULTILINE).group(1)
+    arch = re.search(r"^ROTATION_ARCH := (\S+)$", makefile, re.MULTILINE).group(1)
+    from constructs.service_data import signing_key_rotation as rotation
+
+    assert rotation.RUNTIME.name == f"python{python}"
+    assert {"aarch64": "arm64", "x86_64": "x86_64"}[arch] == rotation.ARCHITECTURE.name
+    assert rotation.LAYER_TARGET == f"python{python} {arch}"
+    assert (rotation.LAYER_DIR / ".installed").read_text().strip() == rotation.LAYER_TARGET
+    assert list((rotation.LAYER_DIR / "python").glob(f"_cffi_backend.cpython-{python.replace('.', '')}-{arch}-linux-gnu.so"))
+
+
+def test_the_rotation_function_may_use_only_its_secret_and_that_secrets_keys_through_secrets_manager(dev):
+    _, _, function = _rotation(dev)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy,) = [p for p in _of_type(dev, DATA, "AWS::IAM::Policy").values() if p["Properties"]["Roles"] == [{"Ref": role_id}]]
+    (secret_id,) = _of_type(dev, DATA, "AWS::SecretsManager::Secret")
+    key_id = _owned(dev, "AWS::KMS::Key")["auth"][0]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    by_actions = {tuple(s["Action"]): s for s in statements}
+    assert by_actions[tuple(ROTATION_SECRET_ACTIONS)]["Resource"] == {"Ref": secret_id}
+    primary = by_actions[tuple(ROTATION_KEY_ACTIONS)]
+    assert primary["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert primary["Condition"] == {"StringEquals": {"kms:ViaService": f"secretsmanager.{PRIMARY}.amazonaws.com",
+                                                     "kms:EncryptionContext:SecretARN": {"Ref": secret_id}}}
+    # Secrets Manager encrypts the new version for the replica with the replica's key, as the caller.
+    replica = by_actions[tuple(REPLICA_KEY_ACTIONS)]
+    assert _text(replica["Resource"]) == _replica_arn(key_id)
+    assert replica["Condition"] == {"StringEquals": {"kms:ViaService": f"secretsmanager.{OTHER}.amazonaws.com"}}
+    logs = by_actions[("logs:CreateLogStream", "logs:PutLogEvents")]
+    assert logs["Resource"]["Fn::GetAtt"][0] == function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    assert len(statements) == 4 and "*" not in json.dumps([s["Resource"] for s in statements])
+    # No managed policy (AWSLambdaBasicExecutionRole would allow writing to any log group).
+    assert "ManagedPolicyArns" not in dev.template(DATA)["Resources"][role_id]["Properties"]
+
+
+def test_rotation_no_longer_needs_acknowledging(dev):
+    report = json.dumps(dev.validation_report())
+    for rule in ("AwsSolutions-SMG4", "NIST.800.53.R5-SecretsManagerRotationEnabled"):
+        assert rule not in report, rule
+
+
+# --- Every region's services reach their replica by name -----------------------------------------
+
+
+def _task_role_statements(assembly, region, service):
+    prefix = service.replace("-", "")
+    for logical_id, policy in _of_type(assembly, f"mf-{region}/services", "AWS::IAM::Policy").items():
+        if logical_id.startswith(prefix) and "TaskRole" in logical_id and "canary" not in logical_id:
+            yield from policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+@pytest.mark.parametrize("region", [PRIMARY, OTHER])
+def test_each_regions_task_roles_use_their_own_regions_table_and_secret_through_their_own_regions_services(dev, region):
+    any_key = f"arn:aws:kms:{region}:<AWS::AccountId>:key/*"
+    for service in SERVICES:
+        statements = list(_task_role_statements(dev, region, service))
+        tables = [_text(s["Resource"]) for s in statements if any(a.startswith("dynamodb:") for a in s["Action"])]
+        assert tables == [f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-{service}"]
+        kms = [s for s in statements if "kms:" in json.dumps(s["Action"])]
+        assert kms and all(_text(s["Resource"]) == any_key for s in kms)
+        crypto = [s for s in kms if "kms:Decrypt" in s["Action"] and s["Condition"]["StringEquals"]["kms:ViaService"].startswith("dynamodb.")]
+        # The replica's key ID is unknown here: the table's name in DynamoDB's encryption context pins the grant.
+        assert [s["Condition"] for s in crypto] == [{"StringEquals": {
+            "kms:ViaService": f"dynamodb.{region}.amazonaws.com", "kms:EncryptionContext:aws:dynamodb:tableName": f"mf-{service}"}}]
+        secret_pattern = f"arn:aws:secretsmanager:{region}:<AWS::AccountId>:secret:mf/auth/jwt-signing-key-??????"
+        secrets = [s for s in statements if any(a.startswith("secretsmanager:") for a in s["Action"])]
+        via_secrets = [s for s in kms if s["Condition"]["StringEquals"]["kms:ViaService"].startswith("secretsmanager.")]
+        if service == "auth":
+            (secret,) = secrets
+            assert _text(secret["Resource"]) == secret_pattern
+            (decrypt,) = via_secrets
+            assert decrypt["Action"] == "kms:Decrypt"
+            assert decrypt["Condition"]["StringEquals"] == {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
+            assert _text(decrypt["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]) == secret_pattern
+        else:
+            assert not secrets and not via_secrets
+
+
+
+def test_only_the_key_wildcard_of_the_task_roles_is_acknowledged_and_it_says_what_pins_it(dev):
+    """The wildcard over this region's keys is acknowledged on the task roles alone, with its reason."""
+    acknowledged = {}
+    for report in dev.validation_report()["pluginReports"]:
+        assert not [v for v in report["violations"] if "key/*" in v["ruleName"]]
+        for violation in report["suppressedViolations"]:
+            if re.fullmatch(r"AwsSolutions-IAM5\[Resource::arn:aws:kms:[a-z0-9-]+:<AWS::AccountId>:key/\*\]", violation["ruleName"]):
+                assert "encryption context" in violation["reason"] and "kms:ViaService" in violation["reason"]
+                for construct in violation["violatingConstructs"]:
+                    acknowledged[construct["constructPath"]] = violation["acknowledgedAt"]
+    expected = {f"mf-{region}/services/{service}/TaskRole/DefaultPolicy/Resource": f"mf-{region}/services/{service}/TaskRole"
+                for region in (PRIMARY, OTHER) for service in SERVICES}
+    assert acknowledged == expected
+
+
+def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_come_from_config(tmp_path):
+    assembly = synth(tmp_path / "out", regions=[{"name": OTHER, "cidr": "10.20.0.0/16"}], primary_region=OTHER,
+                     data={"signing_key_rotation_days": 7})
+    stack = f"mf-{OTHER}/data"
+    assert not _of_type(assembly, stack, "Custom::KmsReplicaKey")
+    for table in _of_type(assembly, stack, "AWS::DynamoDB::GlobalTable").values():
+        assert [replica["Region"] for replica in table["Properties"]["Replicas"]] == [OTHER]
+    (secret,) = _of_type(assembly, stack, "AWS::SecretsManager::Secret").values()
+    assert "ReplicaRegions" not in secret["Properties"]
+    (schedule,) = _of_type(assembly, stack, "AWS::SecretsManager::RotationSchedule").values()
+    assert schedule["Properties"]["RotationRules"] == {"ScheduleExpression": "rate(7 days)"}
+
+
+def test_synth_without_the_built_layer_stops_with_one_line_saying_to_run_make_install(monkeypatch, tmp_path, capsys):
+    import app as app_module
+    from constructs.service_data import signing_key_rotation
+
+    monkeypatch.setattr(signing_key_rotation, "LAYER_DIR", tmp_path / "build")
+    with pytest.raises(SystemExit) as exit_info:
+        app_module.main()
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("build error: ") and "run `make install`" in line and str(tmp_path / "build") in line
+
+
+def test_the_service_keys_description_claims_no_access_control_the_key_policy_does_not_make(dev):
+    for logical_id, key in _owned(dev, "AWS::KMS::Key").values():
+        assert "only its task roles" not in key["Properties"]["Description"], logical_id
+        assert "IAM policies decide" in key["Properties"]["Description"], logical_id
