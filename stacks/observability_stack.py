@@ -86,6 +86,7 @@ class ObservabilityStack(cdk.Stack):
             queues=[MonitoredQueue(service=name, queue=resources.queue, dead_letter_queue=resources.dead_letter_queue)
                     for name, resources in services.resources.items() if getattr(resources, "queue", None) is not None],
             max_queue_age=cdk.Duration.minutes(config.observability.queue_age_alarm_minutes),
+            dead_letter_queues={"spot-interruptions": self.spot_interruptions.dead_letter_queue},
             quota_alarm_percent=config.observability.quota_alarm_percent,
         )
 

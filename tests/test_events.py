@@ -115,3 +115,37 @@ def test_only_the_producers_task_roles_may_put_events_on_the_bus(dev, appmesh, v
     assert {role[: role.index("TaskRole") + len("TaskRole")] for role in roles} == expected  # auth is not a producer
     # EventBridge replaying the archive is not a principal of this account: the deny leaves it alone.
     assert statement["Condition"]["Bool"] == {"aws:PrincipalIsAWSService": "false"}
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_every_event_target_retries_into_a_dead_letter_queue_that_an_alarm_watches(dev, appmesh, variant):
+    """The issue's bar: every queue and event target has a dead-letter queue with an alarm (and the alarm notifies)."""
+    assembly = {"dev": dev, "appmesh": appmesh}[variant]
+    for region in REGIONS:
+        stacks = [s for s in assembly.templates if s.startswith(f"mf-{region}/")]
+        dead_letter_queues = set()
+        for stack in stacks:
+            for queue in assembly.resources(stack, "AWS::SQS::Queue").values():
+                redrive = queue["Properties"].get("RedrivePolicy")
+                if redrive:
+                    dead_letter_queues.add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
+            for rule in assembly.resources(stack, "AWS::Events::Rule").values():
+                for target in rule["Properties"]["Targets"]:
+                    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0, target
+                    dead_letter_queues.add(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0])
+        # Every queue is a dead-letter queue or has one.
+        for stack in stacks:
+            for logical_id, queue in assembly.resources(stack, "AWS::SQS::Queue").items():
+                assert logical_id in dead_letter_queues or "RedrivePolicy" in queue["Properties"], (stack, logical_id)
+        watched = set()
+        for alarm in assembly.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values():
+            properties = alarm["Properties"]
+            for query in properties.get("Metrics", []):
+                metric = query.get("MetricStat", {}).get("Metric", {})
+                if metric.get("MetricName") == "ApproximateNumberOfMessagesVisible" and properties["Threshold"] == 0:
+                    (dimension,) = metric["Dimensions"]
+                    # The queue's name: a GetAtt in the same stack, or another stack's output named after the queue.
+                    reference = json.dumps(dimension["Value"])
+                    watched |= {queue for queue in dead_letter_queues if queue in reference}
+                    assert properties["AlarmActions"] and properties["AlarmActions"] == properties["OKActions"]
+        assert watched == dead_letter_queues and len(watched) >= 3

@@ -141,7 +141,10 @@ def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
             age = alarms[f"mf-{name}-events-oldest-message"]
             assert _metric_names(age) == {"ApproximateAgeOfOldestMessage"} and age["Threshold"] == 15 * 60
             assert f"{name.replace('-', '')}resourcesQueue" in json.dumps(age["Metrics"])
-        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS)
+        # Plus the one dead-letter queue that is not a service's: the Spot-interruption rule's target's
+        # (tests/test_events.py checks every dead-letter queue has its alarm).
+        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 1
+        assert "mf-spot-interruptions-dlq-not-empty" in alarms
 
 
 def test_quota_alarms_compare_usage_with_the_applied_quota(dev):

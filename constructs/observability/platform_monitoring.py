@@ -42,6 +42,8 @@ class PlatformMonitoring(Construct):
     - per queue: ``<prefix>-<service>-events-dlq-not-empty`` (visible messages in the dead-letter
       queue) and ``<prefix>-<service>-events-oldest-message`` (age of the oldest message above
       ``max_queue_age``);
+    - per entry of ``dead_letter_queues`` (name -> a dead-letter queue of some other event target):
+      ``<prefix>-<name>-dlq-not-empty``;
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
       applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric).
 
@@ -53,6 +55,7 @@ class PlatformMonitoring(Construct):
         alarm_topic: sns.ITopic, vpc_id: str, nat_gateway_ids: Sequence[str], interface_endpoints: Mapping[str, str],
         cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
         max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota] = QUOTAS,
+        dead_letter_queues: Mapping[str, sqs.IQueue] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_name_prefix = alarm_name_prefix
@@ -66,6 +69,8 @@ class PlatformMonitoring(Construct):
         self.facade.add_large_header("Event queues and dead-letter queues")
         for monitored in queues:
             self._queue(monitored, max_queue_age)
+        for name, dead_letter_queue in (dead_letter_queues or {}).items():
+            self._dead_letter_queue(name, dead_letter_queue)
         self.facade.add_large_header("Service quotas")
         self._quotas(quotas, quota_alarm_percent)
         self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
@@ -143,6 +148,16 @@ class PlatformMonitoring(Construct):
                 monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
                 summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
                 runbook="queue-backlog", datapoints_to_alarm=3, evaluation_periods=3),
+        )
+
+    def _dead_letter_queue(self, name: str, queue: sqs.IQueue) -> None:
+        alarm_name = f"{self.alarm_name_prefix}-{name}-dlq-not-empty"
+        self.facade.monitor_sqs_queue(
+            queue=queue, human_readable_name=f"{name}: dead-letter queue", alarm_friendly_name=f"{self.alarm_name_prefix}-{name}-dlq",
+            add_queue_max_size_alarm=named_alarm(
+                monitoring.MaxMessageCountThreshold, alarm_name=alarm_name, max_message_count=0,
+                summary=f"{name}: events EventBridge could not deliver to their target", runbook="dlq-redrive",
+                datapoints_to_alarm=1, evaluation_periods=1),
         )
 
     def _quotas(self, quotas: Sequence[ServiceQuota], percent: int) -> None:

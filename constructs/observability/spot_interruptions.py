@@ -13,13 +13,17 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from constructs.compliance import acknowledge_nag, skip_checkov
 
 METRIC_NAME = "SpotInterruptions"
 
 
 class SpotInterruptionMetric(Construct):
-    """Exposes ``log_group`` (the events, for Logs Insights), ``rule`` and ``metric(service_name)``."""
+    """Exposes ``log_group`` (the events, for Logs Insights), ``rule``, ``dead_letter_queue`` (events the rule
+    could not deliver) and ``metric(service_name)``."""
 
     def __init__(self, scope: Construct, construct_id: str, *, cluster_arn: str, metric_namespace: str,
                  log_group_name: str, encryption_key: kms.IKey, retention: logs.RetentionDays) -> None:
@@ -35,6 +39,16 @@ class SpotInterruptionMetric(Construct):
         ))
         # An L1 target: the L2 CloudWatchLogGroup target would add a Lambda-backed custom resource for
         # the same resource policy.
+        # Like every event target of the app: retries, then a dead-letter queue that an alarm watches.
+        self.dead_letter_queue = sqs.Queue(
+            self, "DeadLetterQueue", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+            retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        acknowledge_nag(self.dead_letter_queue, "This queue is the dead-letter queue of the rule's target (its DeadLetterConfig, "
+                        "which cdk-nag does not read); a dead-letter queue needs no dead-letter queue of its own", "AwsSolutions-SQS3")
+        skip_checkov(self.dead_letter_queue.node.default_child, {"CKV_AWS_27": (
+            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
+            "customer managed key would need a key policy letting EventBridge use it")})
         self.rule = events.CfnRule(
             self, "Rule",
             description="Fargate Spot interruptions of this region's cluster, for the SpotInterruptions metric",
@@ -43,9 +57,15 @@ class SpotInterruptionMetric(Construct):
             state="ENABLED",
             targets=[events.CfnRule.TargetProperty(id="log-group", arn=cdk.Stack.of(self).format_arn(
                 service="logs", resource="log-group", resource_name=log_group_name,
-                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME))],
+                arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME),
+                dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),
+                retry_policy=events.CfnRule.RetryPolicyProperty(maximum_retry_attempts=185, maximum_event_age_in_seconds=86400))],
         )
         self.rule.node.add_dependency(policy.policy_dependable)
+        self.dead_letter_queue.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com")], actions=["sqs:SendMessage"],
+            resources=[self.dead_letter_queue.queue_arn], conditions={"ArnEquals": {"aws:SourceArn": self.rule.attr_arn}},
+        ))
         logs.MetricFilter(
             self, "Count", log_group=self.log_group, metric_namespace=metric_namespace, metric_name=METRIC_NAME,
             filter_pattern=logs.FilterPattern.string_value("$.detail.stopCode", "=", "SpotInterruption"),
