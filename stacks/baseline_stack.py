@@ -19,7 +19,8 @@ class BaselineStack(cdk.Stack):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str], **kwargs
+        self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str],
+        assumable_role_arns: Sequence[str] = (), **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.permissions_boundary = PermissionsBoundary(
@@ -27,4 +28,5 @@ class BaselineStack(cdk.Stack):
             "PermissionsBoundary",
             policy_name=f"{boundary_name}-permissions-boundary",
             allowed_regions=allowed_regions,
+            assumable_role_arns=assumable_role_arns,
         )

@@ -9,7 +9,7 @@ from constructs.compliance import adopt_cdk_providers
 
 from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
-from .global_stack import GlobalStack
+from .global_stack import GlobalStack, ci_assumable_role_arns
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 from .services_stack import ServicesStack
@@ -19,8 +19,8 @@ class RegionStage(cdk.Stage):
     """The stacks of one region, in deploy order, plus the stage's cross-cutting concerns.
 
     baseline (permissions boundary) -> network -> platform -> services; the primary region's stage also holds
-    the global stack (when there are regions to replicate to). In prod every stack has termination
-    protection.
+    the global stack (when there are regions to replicate to or ``github`` is configured). In prod every
+    stack has termination protection.
     """
 
     def __init__(self, scope: Construct, *, config: FoundationConfig, region: RegionConfig) -> None:
@@ -40,8 +40,11 @@ class RegionStage(cdk.Stage):
         # Stack tags too: CloudFormation puts them on resources whose templates cannot carry tags.
         common = {"termination_protection": config.is_prod, "tags": tags}
 
+        is_primary = region.name == config.primary_region
         self.baseline = BaselineStack(
             self, "baseline", boundary_name=f"{config.prefix}-{region.name}", allowed_regions=config.region_names,
+            # The CI diff role (global stack, primary stage only) reads through the CDK lookup roles.
+            assumable_role_arns=ci_assumable_role_arns(self, config) if is_primary else (),
             description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage", **common,
         )
         self.network = NetworkStack(
@@ -58,10 +61,13 @@ class RegionStage(cdk.Stage):
         )
         self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services]
         self.global_ = None
-        if region.name == config.primary_region and config.other_regions(region.name):
+        global_contents = ", ".join(
+            [*(["ECR replication"] if config.other_regions(region.name) else []),
+             *(["GitHub OIDC and CI roles"] if config.github else [])])
+        if is_primary and global_contents:
             self.global_ = GlobalStack(
                 self, "global", config=config,
-                description=f"{config.prefix}: account-wide settings (ECR replication)", **common,
+                description=f"{config.prefix}: account-wide settings ({global_contents})", **common,
             )
             self.stacks.append(self.global_)
         for stack in self.stacks[1:]:

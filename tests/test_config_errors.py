@@ -74,6 +74,10 @@ CASES = [
      ["services.persona.signing_key=true", "auth already does"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
     ("archive kept forever", {"events": json.dumps({"archive_retention_days": 0})}, ["events.archive_retention_days=0", "1 to 3650"]),
+    ("github repository without an owner", {"github": json.dumps({"repository": "foundation"})},
+     ["github.repository='foundation'", "owner/name"]),
+    ("github branch with a wildcard", {"github": json.dumps({"repository": "example-org/foundation", "branch": "release/*"})},
+     ["github.branch='release/*'", "no wildcards"]),
     ("event without a contract", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["UserCreated"]}}})},
      ["services.persona.consumes.auth='UserCreated'", "contract in services/contracts/events/", "UserCreated.schema.json"]),
 ]
