@@ -30,8 +30,7 @@ def build_app(app: cdk.App) -> cdk.App:
     add_compliance_checks(app)
     for region in config.regions:
         RegionStage(app, config=config, region=region)
-    # The edge needs a load balancer in at least two regions to fail over between.
-    if config.exposed_services and len(config.regions) > 1:
+    if config.has_edge:
         EdgeStage(app, config=config)
     return app
 

@@ -145,6 +145,20 @@ class DomainConfig:
 
 
 @dataclass(frozen=True)
+class GitHubConfig:
+    """The GitHub repository whose workflows may assume the app's CI roles, from one branch only."""
+
+    repository: str  # owner/name
+    branch: str  # the only ref whose workflows get credentials: refs/heads/<branch>
+    oidc_provider_arn: str | None  # the account's existing GitHub OIDC provider; None: the app creates one
+
+    @property
+    def subject(self) -> str:
+        """The OIDC token's ``sub`` claim of a job that runs on a push to the branch (no environment)."""
+        return f"repo:{self.repository}:ref:refs/heads/{self.branch}"
+
+
+@dataclass(frozen=True)
 class IngressConfig:
     """The regional load balancers and the CloudFront edge in front of them."""
 
@@ -218,6 +232,7 @@ class FoundationConfig:
     budget: BudgetConfig
     observability: ObservabilityConfig
     data: DataConfig
+    github: GitHubConfig | None
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -252,6 +267,11 @@ class FoundationConfig:
     def exposed_services(self) -> tuple[ServiceConfig, ...]:
         """The services the edge routes to, in config order."""
         return tuple(service for service in self.services if service.path)
+
+    @property
+    def has_edge(self) -> bool:
+        """The edge needs a load balancer in at least two regions to fail over between."""
+        return bool(self.exposed_services) and len(self.regions) > 1
 
     @property
     def is_prod(self) -> bool:
@@ -739,6 +759,28 @@ def _parse_data(key: str, value: Any) -> DataConfig:
     }))
 
 
+# GitHub: an owner of 1-39 letters, digits or inner hyphens; a repository name of letters, digits, ., _ or -.
+_GITHUB_REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/(?!\.\.?$)[A-Za-z0-9._-]{1,100}$")
+# A branch name git accepts, without the characters an IAM condition or a shell would read specially
+# (no wildcards *, ?, no spaces, no colons), no "..", "//", leading "-" or "/", or trailing "/", "." or ".lock".
+_BRANCH_PATTERN = re.compile(r"^(?!.*\.\.)(?!.*//)(?!.*\.lock$)(?!.*[/.]$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
+_GITHUB_OIDC_PROVIDER_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/token\.actions\.githubusercontent\.com$")
+
+
+def _parse_github(key: str, value: Any) -> GitHubConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "repository" not in value:
+        raise ConfigError(key, value, 'expected null or an object {"repository": "owner/name", "branch": "main"}')
+    return GitHubConfig(**_object(key, value, {
+        "repository": (None, _pattern(_GITHUB_REPOSITORY_PATTERN, "expected a GitHub repository as owner/name, e.g. octo-org/foundation")),
+        "branch": ("main", _pattern(_BRANCH_PATTERN, "expected a branch name such as main or release/2026 "
+                                                     "(letters, digits, ., _, -, /; no wildcards, spaces or ..)")),
+        "oidc_provider_arn": (None, _optional(_pattern(_GITHUB_OIDC_PROVIDER_ARN, "expected null or the ARN of the account's "
+                                                       "GitHub OIDC provider (arn:aws:iam::<account>:oidc-provider/token.actions.githubusercontent.com)"))),
+    }))
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -762,6 +804,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "budget": ({}, _parse_budget),
     "observability": ({}, _parse_observability),
     "data": ({}, _parse_data),
+    "github": (None, _parse_github),
 }
 CONFIG_KEYS = tuple(_KEYS)
 
@@ -775,7 +818,7 @@ def _is_cdk_key(key: str) -> bool:
 
 def _decode_cli_value(value: Any, default: Any) -> Any:
     """`cdk synth -c key=value` always passes strings; lists and objects arrive as JSON text."""
-    # Keys whose default is None (domain) may be an object too: `-c domain='{...}'` or `-c domain=null`.
+    # Keys whose default is None (domain, github) may be an object too: `-c domain='{...}'` or `-c domain=null`.
     structured = isinstance(default, (list, dict)) or (
         default is None and isinstance(value, str) and (value == "null" or value.lstrip().startswith("{")))
     if isinstance(value, str) and structured:

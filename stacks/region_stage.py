@@ -10,7 +10,7 @@ from constructs.compliance import adopt_cdk_providers
 from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
 from .data_stack import DataStack
-from .global_stack import GlobalStack
+from .global_stack import GlobalStack, ci_assumable_role_arns
 from .network_stack import NetworkStack
 from .observability_stack import ObservabilityStack
 from .platform_stack import PlatformStack
@@ -43,9 +43,12 @@ class RegionStage(cdk.Stage):
         # Stack tags too: CloudFormation puts them on resources whose templates cannot carry tags.
         common = {"termination_protection": config.is_prod, "tags": tags}
 
+        is_primary = region.name == config.primary_region
         self.baseline = BaselineStack(
             self, "baseline", boundary_name=f"{config.prefix}-{region.name}", allowed_regions=config.region_names,
             access_analyzer_name=f"{config.prefix}-{region.name}",
+            # The CI diff role (global stack, primary stage only) reads through the CDK lookup roles.
+            assumable_role_arns=ci_assumable_role_arns(self, config) if is_primary else (),
             description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage, IAM Access Analyzer", **common,
         )
         self.network = NetworkStack(
@@ -77,10 +80,13 @@ class RegionStage(cdk.Stage):
             self.services.add_stack_dependency(self.data, "its task roles use the tables and secret the data stack creates")
             self.stacks.insert(3, self.data)
         self.global_ = None
-        if region.name == config.primary_region:
+        global_contents = ", ".join(
+            ["cost budget", *(["ECR replication"] if config.other_regions(region.name) else []),
+             *(["GitHub OIDC and CI roles"] if config.github else [])])
+        if is_primary:
             self.global_ = GlobalStack(
                 self, "global", config=config,
-                description=f"{config.prefix}: account-wide settings (cost budget, ECR replication)", **common,
+                description=f"{config.prefix}: account-wide settings ({global_contents})", **common,
             )
             self.stacks.append(self.global_)
         for stack in self.stacks[1:]:

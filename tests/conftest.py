@@ -48,3 +48,13 @@ EXAMPLE_DOMAIN = {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABCD
 def domain(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """Domain mode in prod: ``-c profile=prod -c domain=<example zone>``."""
     return synth(tmp_path_factory.mktemp("cdk") / "domain.out", profile="prod", account=EXAMPLE_ACCOUNT, domain=EXAMPLE_DOMAIN)
+
+
+# A repository on GitHub that is no one's: the OIDC roles are only synthesized.
+EXAMPLE_GITHUB = {"repository": "example-org/foundation", "branch": "main"}
+
+
+@pytest.fixture(scope="session")
+def github(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """CI through GitHub OIDC: ``-c github=<example repository>`` (dev profile)."""
+    return synth(tmp_path_factory.mktemp("cdk") / "github.out", github=EXAMPLE_GITHUB)

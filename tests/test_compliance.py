@@ -36,9 +36,9 @@ def _violations(assembly, plugins=NAG_PACKS):
     ]
 
 
-@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
-def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, domain, variant):
-    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain}[variant]
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain", "github"])
+def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, domain, github, variant):
+    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain, "github": github}[variant]
     assert _violations(assembly) == []
     # The one expected non-nag entry: App Mesh's end-of-support warning, once per region.
     expected = ["Annotation::foundation:appmesh-end-of-support"] * 2 if variant == "appmesh" else []
@@ -106,11 +106,11 @@ def _template_files(*assemblies):
 
 
 @pytest.fixture(scope="module")
-def scanners(dev, prod, appmesh, domain, tmp_path_factory):
+def scanners(dev, prod, appmesh, domain, github, tmp_path_factory):
     """cfn-lint and checkov over every distinct template, started together: each is single-threaded."""
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
-    templates = _template_files(dev, prod, appmesh, domain)
+    templates = _template_files(dev, prod, appmesh, domain, github)
     # checkov takes a folder: each distinct template once, named after its assembly and stack.
     folder = tmp_path_factory.mktemp("checkov")
     for path in map(Path, templates):

@@ -42,6 +42,7 @@ class PermissionsBoundary(Construct):
         policy_name: str,
         allowed_regions: Sequence[str],
         allowed_services: Sequence[str] = DEFAULT_ALLOWED_SERVICES,
+        assumable_role_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -76,6 +77,14 @@ class PermissionsBoundary(Construct):
                         "Resource": "*",
                         "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     },
+                    # Named roles only (CI's `cdk diff` reads through the CDK lookup role): sts stays
+                    # out of allowed_services, so no role of the scope can assume any other role.
+                    *([{
+                        "Sid": "AllowAssumingOnlyTheNamedRoles",
+                        "Effect": "Allow",
+                        "Action": "sts:AssumeRole",
+                        "Resource": list(assumable_role_arns),
+                    }] if assumable_role_arns else []),
                     # IAM is outside the allow above, so the denies below change nothing today.
                     # They are the boundary's contract, kept explicit: they still hold if a later
                     # change allows some IAM action (iam:PassRole for EventBridge targets, say).

@@ -1,0 +1,189 @@
+"""The GitHub Actions workflows: they lint clean, pin what they run, and do what the README says.
+
+pull-request.yml runs `make test` and `make synth`; main.yml runs the same checks and then `cdk diff`
+per stage; containers.yml builds each service for amd64 and arm64, scans both with Trivy and only
+then pushes one immutable tag (the commit SHA) to ECR.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stacks.config import load_config
+from tests.assembly import REPO_ROOT, cdk_json_context
+
+WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.yml"))
+ACTIONLINT = Path(sys.executable).parent / "actionlint"
+# owner/repo[/path]@<40 hex> # v1.2.3: the full commit, and the release it is, for the reader and for updates.
+PINNED_USES = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40} # v?\d+\.\d+\.\d+$")
+# Actions allowed without a commit pin: none. (Local reusable workflows, ./.github/..., are this repo's own.)
+UNPINNED_EXCEPTIONS: frozenset[str] = frozenset()
+CONFIG = load_config(cdk_json_context())
+
+
+def _load(name: str) -> dict[str, Any]:
+    workflow = yaml.safe_load((WORKFLOWS_DIR / name).read_text())
+    # YAML 1.1 reads the key `on` as the boolean true.
+    workflow["on"] = workflow.pop(True, workflow.get("on"))
+    return workflow
+
+
+def _steps(workflow: dict[str, Any], job: str) -> list[dict[str, Any]]:
+    return workflow["jobs"][job]["steps"]
+
+
+def _index(steps: list[dict[str, Any]], predicate) -> list[int]:
+    return [i for i, step in enumerate(steps) if predicate(step)]
+
+
+def _uses(step: dict[str, Any], action: str) -> bool:
+    return step.get("uses", "").split("@")[0] == action
+
+
+def test_the_workflows_exist():
+    assert {path.name for path in WORKFLOW_FILES} >= {"pull-request.yml", "main.yml", "containers.yml", "checks.yml"}
+
+
+def test_every_workflow_passes_actionlint():
+    result = subprocess.run([str(ACTIONLINT), "-no-color", *map(str, WORKFLOW_FILES)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda path: path.name)
+def test_every_action_is_pinned_to_a_full_commit_with_its_release_in_a_comment(path: Path):
+    uses_lines = [line.strip() for line in path.read_text().splitlines() if re.match(r"^\s*(- )?uses: ", line)]
+    assert uses_lines
+    for line in uses_lines:
+        reference = line.split("uses: ", 1)[1]
+        if reference.startswith("./"):
+            continue
+        action = reference.split("@")[0]
+        assert PINNED_USES.match(reference) or action in UNPINNED_EXCEPTIONS, line
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda path: path.name)
+def test_every_workflow_reads_only_by_default_and_every_job_has_a_timeout(path: Path):
+    workflow = _load(path.name)
+    assert workflow["permissions"] == {"contents": "read"}
+    for job_id, job in workflow["jobs"].items():
+        if "uses" in job:  # a call to a reusable workflow: its own jobs carry their timeouts
+            continue
+        assert 1 <= job["timeout-minutes"] <= 60, job_id
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda path: path.name)
+def test_only_jobs_that_assume_an_aws_role_may_request_an_oidc_token(path: Path):
+    workflow = _load(path.name)
+    for job_id, job in workflow["jobs"].items():
+        assumes_role = any(_uses(step, "aws-actions/configure-aws-credentials") for step in job.get("steps", []))
+        permissions = job.get("permissions", {})
+        assert (permissions.get("id-token") == "write") == assumes_role, job_id
+        if assumes_role:
+            assert permissions == {"contents": "read", "id-token": "write"}, job_id
+
+
+def test_pull_requests_run_make_test_then_make_synth():
+    workflow = _load("pull-request.yml")
+    assert "pull_request" in workflow["on"]
+    assert workflow["concurrency"] == {"group": "pull-request-${{ github.event.pull_request.number }}", "cancel-in-progress": True}
+    assert workflow["jobs"] == {"checks": {"uses": "./.github/workflows/checks.yml"}}
+
+    checks = _load("checks.yml")
+    assert "workflow_call" in checks["on"]
+    steps = _steps(checks, "test-and-synth")
+    runs = [step.get("run") for step in steps]
+    assert runs.index("make test") < runs.index("make synth")
+    setup = next(step for step in steps if _uses(step, "actions/setup-python"))
+    assert setup["with"]["python-version"] == "3.11"
+    cache = next(step for step in steps if _uses(step, "actions/cache"))
+    for pin_file in ("requirements*.txt", "constraints*.txt", "package-lock.json"):
+        assert pin_file in cache["with"]["key"]
+
+
+def test_main_runs_the_checks_then_diffs_every_stage_through_the_diff_role():
+    workflow = _load("main.yml")
+    assert workflow["on"] == {"push": {"branches": [CONFIG.github.branch if CONFIG.github else "main"]}}
+    assert workflow["jobs"]["checks"] == {"uses": "./.github/workflows/checks.yml"}
+    diff = workflow["jobs"]["diff"]
+    assert diff["needs"] == "checks"
+
+    expected = [(CONFIG.stage_name(region.name), region.name) for region in CONFIG.regions]
+    if CONFIG.has_edge:
+        expected.append((f"{CONFIG.prefix}-edge", "us-east-1"))
+    assert [(entry["stage"], entry["region"]) for entry in diff["strategy"]["matrix"]["include"]] == expected
+
+    steps = diff["steps"]
+    credentials = next(step for step in steps if _uses(step, "aws-actions/configure-aws-credentials"))
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DIFF_ROLE_ARN }}"
+    assert credentials["with"]["aws-region"] == "${{ matrix.region }}"
+    diff_step = steps[-1]
+    assert diff_step["env"] == {"STAGE": "${{ matrix.stage }}"}
+    # The lookup role (all the diff role may assume) serves only the template method.
+    assert 'npx --no-install cdk diff --method=template "${STAGE}/*"' in diff_step["run"]
+
+
+def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_cache():
+    workflow = _load("containers.yml")
+    assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["services/**", ".github/workflows/containers.yml"]}
+    assert "workflow_dispatch" in workflow["on"]
+    job = workflow["jobs"]["image"]
+    assert job["strategy"]["matrix"]["service"] == [service.name for service in CONFIG.services]
+
+    steps = job["steps"]
+    builds = [step for step in steps if _uses(step, "docker/build-push-action")]
+    for step in builds:
+        assert step["with"]["context"] == "services"
+        assert step["with"]["file"] == "services/${{ matrix.service }}/Dockerfile"
+        assert "type=gha" in step["with"]["cache-from"]
+    scanned = {step["with"]["platforms"] for step in builds if step["with"].get("load")}
+    assert scanned == {"linux/amd64", "linux/arm64"}
+    for step in builds:
+        if step["with"].get("load"):
+            assert step["with"]["cache-to"].startswith("type=gha,mode=max")
+    assert _index(steps, lambda step: _uses(step, "docker/setup-qemu-action"))
+    assert _index(steps, lambda step: _uses(step, "docker/setup-buildx-action"))
+
+
+def test_both_platform_images_are_scanned_and_a_high_or_critical_finding_stops_the_job_before_the_push():
+    steps = _steps(_load("containers.yml"), "image")
+    scans = _index(steps, lambda step: _uses(step, "aquasecurity/trivy-action"))
+    pushes = _index(steps, lambda step: _uses(step, "docker/build-push-action") and step["with"].get("push"))
+    credentials = _index(steps, lambda step: _uses(step, "aws-actions/configure-aws-credentials"))
+    assert len(scans) == 2 and len(pushes) == 1 and len(credentials) == 1
+    # No AWS credentials exist until both images have passed the scan.
+    assert max(scans) < credentials[0] < pushes[0]
+
+    loaded_tags = {step["with"]["tags"] for step in steps if _uses(step, "docker/build-push-action") and step["with"].get("load")}
+    assert {steps[i]["with"]["image-ref"] for i in scans} == loaded_tags
+    for i in scans:
+        assert steps[i]["with"]["exit-code"] == "1"
+        assert steps[i]["with"]["severity"] == "HIGH,CRITICAL"
+        assert steps[i]["with"]["ignore-unfixed"] is True
+        assert "if" not in steps[i]  # a scan never skips
+
+
+def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
+    steps = _steps(_load("containers.yml"), "image")
+    push = next(step for step in steps if _uses(step, "docker/build-push-action") and step["with"].get("push"))
+    assert push["with"]["platforms"] == "linux/amd64,linux/arm64"
+    assert push["with"]["tags"] == "${{ steps.ecr.outputs.image }}"
+    assert set(push["with"]["cache-from"].splitlines()) == {"type=gha,scope=${{ matrix.service }}-amd64", "type=gha,scope=${{ matrix.service }}-arm64"}
+
+    login = next(step for step in steps if step.get("id") == "ecr")
+    # One tag only, the commit SHA, in <prefix>/<service> of the primary region read from cdk.json.
+    assert 'echo "image=${registry}/${REPOSITORY}:${GITHUB_SHA}" >> "$GITHUB_OUTPUT"' in login["run"]
+    assert login["env"]["REPOSITORY"] == "${{ steps.app.outputs.prefix }}/${{ matrix.service }}"
+    credentials = next(step for step in steps if _uses(step, "aws-actions/configure-aws-credentials"))
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_IMAGE_PUSH_ROLE_ARN }}"
+    assert credentials["with"]["aws-region"] == "${{ steps.app.outputs.region }}"
+    config_step = next(step for step in steps if step.get("id") == "app")
+    assert ".context.prefix" in config_step["run"] and ".context.primary_region" in config_step["run"]
