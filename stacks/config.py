@@ -166,6 +166,15 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The CDK Pipelines pipeline (pipelines/): where its source comes from."""
+
+    connection_arn: str  # a CodeConnections connection in the app's account and primary region
+    repository: str  # owner/name (GitLab: group/subgroup/name) as the connection's provider spells it
+    branch: str  # the branch the pipeline builds and deploys
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -183,6 +192,7 @@ class FoundationConfig:
     ingress: IngressConfig
     domain: DomainConfig | None
     events: EventsConfig
+    pipeline: PipelineConfig | None = None
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -632,6 +642,45 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
         "archive_retention_days": (30, _integer(1, 3650)),
     }))
 
+# codeconnections is the service's current name; connections made under its old name keep codestar-connections ARNs.
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):([a-z0-9-]+):([0-9]{12}):connection/[0-9a-f-]{36}$")
+_REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)+$")
+# A git branch name as `git check-ref-format --branch` would take it, minus the rarer characters.
+_BRANCH_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,255}(?<![./])$")
+
+
+def _parse_pipeline(key: str, value: Any) -> PipelineConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not {"connection_arn", "repository"} <= set(value):
+        raise ConfigError(key, value, 'expected null or an object {"connection_arn": "arn:aws:codeconnections:...", '
+                                      '"repository": "owner/name", "branch": "main"}')
+    return PipelineConfig(**_object(key, value, {
+        "connection_arn": (None, _pattern(_CONNECTION_ARN, "expected a CodeConnections connection ARN "
+                                          "(arn:aws:codeconnections:<region>:<account>:connection/<id>)")),
+        "repository": (None, _pattern(_REPOSITORY_PATTERN, "expected the repository as owner/name, e.g. my-org/foundation")),
+        "branch": ("main", _pattern(_BRANCH_PATTERN, "expected a git branch name such as main")),
+    }))
+
+
+def _check_pipeline(values: dict[str, Any]) -> None:
+    """The pipeline deploys to several regions of one account, from a connection in that account."""
+    pipeline = values["pipeline"]
+    if pipeline is None:
+        return
+    if values["account"] is None:
+        raise ConfigError("account", None, "the pipeline needs a 12-digit account: CDK Pipelines' cross-region "
+                                           "deployments cannot target the CLI's current account")
+    _, connection_region, connection_account = _CONNECTION_ARN.match(pipeline.connection_arn).groups()
+    if connection_account != values["account"]:
+        raise ConfigError("pipeline.connection_arn", pipeline.connection_arn,
+                          f"the connection must be in account {values['account']}, the pipeline's")
+    if connection_region != values["primary_region"]:
+        raise ConfigError("pipeline.connection_arn", pipeline.connection_arn,
+                          f"the connection must be in {values['primary_region']}, the pipeline's region (primary_region)")
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -652,6 +701,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "ingress": ({}, _parse_ingress),
     "domain": (None, _parse_domain),
     "events": ({}, _parse_events),
+    "pipeline": (None, _parse_pipeline),
 }
 CONFIG_KEYS = tuple(_KEYS)
 
@@ -714,4 +764,5 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             "primary_region", values["primary_region"],
             f"must be one of the configured regions: {', '.join(r.name for r in values['regions'])}",
         )
+    _check_pipeline(values)
     return FoundationConfig(**values)

@@ -42,6 +42,7 @@ class PermissionsBoundary(Construct):
         policy_name: str,
         allowed_regions: Sequence[str],
         allowed_services: Sequence[str] = DEFAULT_ALLOWED_SERVICES,
+        assumable_role_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -76,6 +77,14 @@ class PermissionsBoundary(Construct):
                         "Resource": "*",
                         "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     },
+                    # sts stays out of allowed_services: only sts:AssumeRole, and only of the roles named
+                    # here (a delivery pipeline assumes CDK's bootstrap roles to deploy).
+                    *([{
+                        "Sid": "AllowAssumingOnlyTheNamedRoles",
+                        "Effect": "Allow",
+                        "Action": "sts:AssumeRole",
+                        "Resource": sorted(assumable_role_arns),
+                    }] if assumable_role_arns else []),
                     # IAM is outside the allow above, so the denies below change nothing today.
                     # They are the boundary's contract, kept explicit: they still hold if a later
                     # change allows some IAM action (iam:PassRole for EventBridge targets, say).
