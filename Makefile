@@ -34,7 +34,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help synth test test-infra test-services bench bench-services run-local install install-services lock clean cost
 
 help:
-	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings"
+	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings;"
+	@echo "            without a pipeline in cdk.json, also the example delivery pipeline into $(CDK_OUT).pipeline"
 	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors, actionlint on .github/workflows)"
 	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
 	@echo "make cost   synthesize dev and prod into $(CDK_OUT).cost-dev/-prod; print each one's monthly cost per region, stack and line item (offline, tools/cost)"
@@ -86,10 +87,21 @@ $(ROTATION_LAYER)/build/.installed: $(ROTATION_LAYER)/requirements.txt Makefile 
 
 install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(ROTATION_LAYER)/build/.installed
 
+# While cdk.json names no pipeline (`pipeline: null`), the pipeline stack is synthesized a second time
+# with an example connection in an example account (pipelines/example_config.py) into $(CDK_OUT).pipeline,
+# so every `make synth` checks it, its stages and its nag acknowledgments. With a real `pipeline` in
+# cdk.json the first synth already holds it (that is what the pipeline's own synth step publishes).
+PIPELINE_ACCOUNT ?= 111122223333
+
 synth: install
-	rm -rf $(CDK_OUT)
+	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline
 	npx --no-install cdk synth --quiet --output $(CDK_OUT) '**'
 	@echo "Synthesized into $(CDK_OUT):" && ls $(CDK_OUT)/assembly-*/*.template.json
+	example="$$($(VENV)/bin/python -m pipelines.example_config)"; \
+	if [ -n "$$example" ]; then \
+	  npx --no-install cdk synth --quiet --output $(CDK_OUT).pipeline -c account=$(PIPELINE_ACCOUNT) -c pipeline="$$example" '**'; \
+	  echo "Synthesized the example pipeline into $(CDK_OUT).pipeline:" && ls $(CDK_OUT).pipeline/*.template.json; \
+	fi
 
 test: test-infra test-services
 
@@ -135,4 +147,4 @@ lock:
 	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed $(SERVICES_VENV)/.installed
 
 clean:
-	rm -rf $(CDK_OUT) $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build
+	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The CDK app: one cdk.Stage per configured region, built from the typed config in cdk.json."""
+"""The CDK app: one cdk.Stage per configured region (and the edge), built from the typed config in cdk.json;
+with config `pipeline`, also the CDK Pipelines pipeline that deploys them (pipelines/)."""
 
 import gc
 import sys
@@ -28,10 +29,13 @@ def build_app(app: cdk.App) -> cdk.App:
     from stacks.region_stage import RegionStage
 
     add_compliance_checks(app)
-    for region in config.regions:
-        RegionStage(app, config=config, region=region)
-    if config.has_edge:
-        EdgeStage(app, config=config)
+    region_stages = [RegionStage(app, config=config, region=region) for region in config.regions]
+    edge_stage = EdgeStage(app, config=config) if config.has_edge else None
+    if config.pipeline:
+        # The pipeline deploys these same stages (pipelines/README.md): no second copy of any stack.
+        from pipelines.delivery import add_delivery_pipeline
+
+        add_delivery_pipeline(app, config=config, region_stages=region_stages, edge_stage=edge_stage)
     return app
 
 

@@ -212,6 +212,15 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """The CDK Pipelines pipeline (pipelines/): where its source comes from."""
+
+    connection_arn: str  # a CodeConnections connection in the app's account and primary region
+    repository: str  # owner/name (GitLab: group/subgroup/name) as the connection's provider spells it
+    branch: str  # the branch the pipeline builds and deploys
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -233,6 +242,7 @@ class FoundationConfig:
     observability: ObservabilityConfig
     data: DataConfig
     github: GitHubConfig | None
+    pipeline: PipelineConfig | None = None
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -781,6 +791,44 @@ def _parse_github(key: str, value: Any) -> GitHubConfig | None:
     }))
 
 
+# codeconnections is the service's current name; connections made under its old name keep codestar-connections ARNs.
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws[a-z-]*:(codeconnections|codestar-connections):([a-z0-9-]+):([0-9]{12}):connection/[0-9a-f-]{36}$")
+_REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)+$")
+
+
+def _parse_pipeline(key: str, value: Any) -> PipelineConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not {"connection_arn", "repository"} <= set(value):
+        raise ConfigError(key, value, 'expected null or an object {"connection_arn": "arn:aws:codeconnections:...", '
+                                      '"repository": "owner/name", "branch": "main"}')
+    return PipelineConfig(**_object(key, value, {
+        "connection_arn": (None, _pattern(_CONNECTION_ARN, "expected a CodeConnections connection ARN "
+                                          "(arn:aws:codeconnections:<region>:<account>:connection/<id>)")),
+        "repository": (None, _pattern(_REPOSITORY_PATTERN, "expected the repository as owner/name, e.g. my-org/foundation")),
+        "branch": ("main", _pattern(_BRANCH_PATTERN, "expected a branch name such as main or release/2026 "
+                                                     "(letters, digits, ., _, -, /; no wildcards, spaces or ..)")),
+    }))
+
+
+def _check_pipeline(values: dict[str, Any]) -> None:
+    """The pipeline deploys to several regions of one account, from a connection in that account."""
+    pipeline = values["pipeline"]
+    if pipeline is None:
+        return
+    if values["account"] is None:
+        raise ConfigError("account", None, "the pipeline needs a 12-digit account: CDK Pipelines' cross-region "
+                                           "deployments cannot target the CLI's current account")
+    _, connection_region, connection_account = _CONNECTION_ARN.match(pipeline.connection_arn).groups()
+    if connection_account != values["account"]:
+        raise ConfigError("pipeline.connection_arn", pipeline.connection_arn,
+                          f"the connection must be in account {values['account']}, the pipeline's")
+    if connection_region != values["primary_region"]:
+        raise ConfigError("pipeline.connection_arn", pipeline.connection_arn,
+                          f"the connection must be in {values['primary_region']}, the pipeline's region (primary_region)")
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -805,6 +853,7 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "observability": ({}, _parse_observability),
     "data": ({}, _parse_data),
     "github": (None, _parse_github),
+    "pipeline": (None, _parse_pipeline),
 }
 CONFIG_KEYS = tuple(_KEYS)
 
@@ -867,4 +916,5 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             "primary_region", values["primary_region"],
             f"must be one of the configured regions: {', '.join(r.name for r in values['regions'])}",
         )
+    _check_pipeline(values)
     return FoundationConfig(**values)

@@ -25,6 +25,9 @@ def _regions(*entries: tuple[str, str]) -> str:
     return json.dumps([{"name": name, "cidr": cidr} for name, cidr in entries])
 
 
+_PIPELINE = {"connection_arn": "arn:aws:codeconnections:eu-central-1:111122223333:connection/00000000-0000-0000-0000-000000000000",
+             "repository": "example-org/foundation", "branch": "main"}
+
 # (case id, -c overrides, text the error line must contain: key, bad value, what is allowed)
 CASES = [
     ("unknown key", {"colour": "blue"}, ["colour='blue'", "unknown key", "prefix"]),
@@ -78,6 +81,13 @@ CASES = [
      ["github.repository='foundation'", "owner/name"]),
     ("github branch with a wildcard", {"github": json.dumps({"repository": "example-org/foundation", "branch": "release/*"})},
      ["github.branch='release/*'", "no wildcards"]),
+    ("malformed connection ARN", {"account": "111122223333", "pipeline": json.dumps({**_PIPELINE, "connection_arn": "arn:aws:codeconnections:eu-central-1:111122223333:connection/my-github"})},
+     ["pipeline.connection_arn='arn:aws:codeconnections:eu-central-1:111122223333:connection/my-github'", "CodeConnections connection ARN"]),
+    ("malformed repository", {"account": "111122223333", "pipeline": json.dumps({**_PIPELINE, "repository": "https://github.com/example-org/foundation"})},
+     ["pipeline.repository='https://github.com/example-org/foundation'", "owner/name"]),
+    ("pipeline without an account", {"pipeline": json.dumps(_PIPELINE)}, ["account=null", "the pipeline needs a 12-digit account"]),
+    ("connection outside the primary region", {"account": "111122223333", "pipeline": json.dumps({**_PIPELINE, "connection_arn": _PIPELINE["connection_arn"].replace("eu-central-1", "eu-west-1")})},
+     ["pipeline.connection_arn='arn:aws:codeconnections:eu-west-1:", "must be in eu-central-1, the pipeline's region"]),
     ("event without a contract", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["UserCreated"]}}})},
      ["services.persona.consumes.auth='UserCreated'", "contract in services/contracts/events/", "UserCreated.schema.json"]),
     ("budget limit of zero", {"budget": json.dumps({"monthly_limit_usd": 0})}, ["budget.monthly_limit_usd=0", "1 to 10000000"]),

@@ -77,13 +77,14 @@ class PermissionsBoundary(Construct):
                         "Resource": "*",
                         "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     },
-                    # Named roles only (CI's `cdk diff` reads through the CDK lookup role): sts stays
-                    # out of allowed_services, so no role of the scope can assume any other role.
+                    # sts stays out of allowed_services: only sts:AssumeRole, and only of the roles named
+                    # here (CI's `cdk diff` reads through the CDK lookup roles; a delivery pipeline assumes
+                    # CDK's bootstrap roles to deploy).
                     *([{
                         "Sid": "AllowAssumingOnlyTheNamedRoles",
                         "Effect": "Allow",
                         "Action": "sts:AssumeRole",
-                        "Resource": list(assumable_role_arns),
+                        "Resource": sorted(assumable_role_arns),
                     }] if assumable_role_arns else []),
                     # IAM is outside the allow above, so the denies below change nothing today.
                     # They are the boundary's contract, kept explicit: they still hold if a later

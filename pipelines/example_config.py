@@ -1,0 +1,35 @@
+"""An example `pipeline` config, so that `make synth` and the tests synthesize the pipeline stack
+while cdk.json names none (its `pipeline` is null until someone sets up a real connection).
+
+`python -m pipelines.example_config` prints the example as JSON for `-c pipeline=...`, or nothing when
+cdk.json already configures a pipeline (then `make synth`'s first synth includes the real one).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# An account ID from the AWS documentation's examples and a connection ID of zeros: no real account.
+EXAMPLE_ACCOUNT = "111122223333"
+_CONTEXT = json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read_text())["context"]
+
+
+def example_pipeline(primary_region: str | None = None, account: str = EXAMPLE_ACCOUNT) -> dict[str, Any]:
+    """A connection in the pipeline's own account and region (the config requires both)."""
+    region = primary_region or _CONTEXT.get("primary_region", "eu-central-1")
+    return {
+        "connection_arn": f"arn:aws:codeconnections:{region}:{account}:connection/00000000-0000-0000-0000-000000000000",
+        "repository": "example-org/microservices-foundation",
+        "branch": "main",
+    }
+
+
+def main() -> None:
+    if _CONTEXT.get("pipeline") is None:
+        print(json.dumps(example_pipeline()))
+
+
+if __name__ == "__main__":
+    main()
