@@ -288,3 +288,17 @@ def test_prod_costs_more_than_dev_in_every_region(dev: Assembly, prod: Assembly)
     assert len(nat) == 3
     ca = [li for li in prod_estimate.lines if li.item.startswith("Private CA")]
     assert [li.item for li in ca] == ["Private CA, short-lived certificate mode"] * 2
+
+
+def test_dashboards_and_replica_keys_are_priced_in_their_own_regions(tmp_path, round_prices):
+    create = {"Fn::Join": ["", ['{"action":"replicateKey","service":"KMS","parameters":{"KeyId":"', {"Fn::GetAtt": ["Key", "Arn"]},
+                                '","ReplicaRegion":"eu-west-1"}}']]}
+    assembly = write_assembly(tmp_path, {"app/data": {
+        "Dashboard": {"Type": "AWS::CloudWatch::Dashboard", "Properties": {}},
+        "KeyReplica": {"Type": "Custom::KmsReplicaKey", "Properties": {"Create": create}},
+    }})
+    estimate = estimate_assembly(assembly, round_prices)
+    (dashboard,) = lines_named(estimate, "CloudWatch dashboard")
+    assert (dashboard.region, dashboard.usd) == (REGION, round_prices.price(REGION, "cloudwatch_dashboard_month"))
+    (replica,) = lines_named(estimate, "KMS replica key in eu-west-1")
+    assert (replica.region, replica.usd) == ("eu-west-1", 1.0)

@@ -7,6 +7,9 @@ profile's assumptions from prices.json.
 
 from __future__ import annotations
 
+import json
+import re
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -352,6 +355,20 @@ def _kms_key(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context)
     return [_line(stack, "KMS key", logical_id, f"1 key-month x {_usd(price)}", price)]
 
 
+def _replica_key(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context) -> list[LineItem]:
+    """constructs/service_data's replica of a multi-Region key, made by a custom resource (KMS.replicateKey)."""
+    match = re.search(r'"ReplicaRegion":"([a-z0-9-]+)"', json.dumps(props).replace('\\"', '"'))
+    region = match.group(1) if match else stack.region
+    price = ctx.price(region, "kms_key_month")
+    return [_line(stack, f"KMS replica key in {region}", logical_id, f"1 key-month x {_usd(price)}", price, region=region)]
+
+
+def _dashboard(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context) -> list[LineItem]:
+    # The account's first 3 dashboards are free; like every free tier, not counted here.
+    price = ctx.price(stack.region, "cloudwatch_dashboard_month")
+    return [_line(stack, "CloudWatch dashboard", logical_id, f"1 dashboard-month x {_usd(price)}", price)]
+
+
 def _secret(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context) -> list[LineItem]:
     replicas = props.get("ReplicaRegions") or []
     lines = [_line(stack, "Secrets Manager secret", logical_id, f"1 x {_usd(ctx.price(stack.region, 'secret_month'))}",
@@ -418,6 +435,8 @@ RULES: dict[str, Rule] = {
     "AWS::Logs::LogGroup": _log_group,
     "AWS::KMS::Key": _kms_key,
     "AWS::KMS::ReplicaKey": _kms_key,
+    "Custom::KmsReplicaKey": _replica_key,
+    "AWS::CloudWatch::Dashboard": _dashboard,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::DynamoDB::Table": _table,
     "AWS::DynamoDB::GlobalTable": _global_table,
