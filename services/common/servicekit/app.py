@@ -1,9 +1,9 @@
 """`create_service_app`: a FastAPI app with the behaviour every service shares.
 
 Request path, outermost first:
-  edge (PUBLIC_PATH strip, telemetry selection) -> OpenTelemetry (FastAPI instrumentation)
-  -> correlation id -> access log -> catch-all 500 -> body size limit -> body text check (lone
-  surrogates) -> FastAPI routing/handlers.
+  edge (PUBLIC_PATH strip, telemetry selection) -> correlation id -> HTTP telemetry (server span,
+  RED histogram, access log: servicekit.http_telemetry; only with INSTRUMENTATION=on) -> catch-all
+  500 -> body size limit -> body text check (lone surrogates) -> FastAPI routing/handlers.
 
 Errors raised by handlers: ApiError -> its status; botocore errors meaning the store is unreachable or
 throttling -> 503 `storage_unavailable` + Retry-After (aws.is_unavailable); anything else -> 500.
@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,14 +31,12 @@ from . import aws
 from .correlation import CorrelationMiddleware
 from .errors import ApiError, ErrorResponse, code_for_status, error_body
 from .health import Health
+from .http_telemetry import HttpTelemetryMiddleware
 from .logging import configure_logging, get_logger
 from .settings import ServiceSettings
 from .tracing import configure_telemetry, reset_active_telemetry, set_active_telemetry
 
 log = get_logger("servicekit.app")
-access_log = get_logger("servicekit.access")
-
-HEALTH_PATHS = ("/health/live", "/health/ready")
 
 
 def _json_error(status: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -219,48 +215,6 @@ class CatchAllMiddleware:
             await _send_json_error(send, 500, "internal_error", "internal server error")
 
 
-class AccessLogMiddleware:
-    """One line per request: method, route, path, status, duration_ms (health probes at DEBUG)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def tracking_send(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        finally:
-            route = scope.get("route")
-            route_path = getattr(route, "path", None)
-            path = scope.get("path", "")
-            level = logging.DEBUG if path in HEALTH_PATHS else logging.INFO
-            access_log.log(
-                level,
-                "%s %s %s",
-                scope.get("method"),
-                path,
-                status,
-                extra={
-                    "method": scope.get("method"),
-                    "route": route_path,
-                    "path": scope.get("root_path", "") + path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                },
-            )
-
-
 # --- error handlers ------------------------------------------------------------------------------
 
 
@@ -399,7 +353,10 @@ def create_service_app(
             # Telemetry is flushed by servicekit.server.run once the servers have stopped.
             await _call_all(reversed(shutdown))
 
-    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    # FastAPI's own OpenTelemetry support stays off: HttpTelemetryMiddleware does that job, and
+    # FastAPI's would add a span per dependency, endpoint and serialization to every request.
+    native_telemetry_off = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan, telemetry=native_telemetry_off)
     app.state.settings = settings
     app.state.health = health
     app.state.telemetry = None
@@ -415,7 +372,7 @@ def create_service_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
     if settings.instrumentation:
-        app.add_middleware(AccessLogMiddleware)
+        app.add_middleware(HttpTelemetryMiddleware, fastapi_app=app)
     app.add_middleware(CorrelationMiddleware)
 
     app.include_router(_health_router(health))
@@ -425,7 +382,7 @@ def create_service_app(
 
     configure_telemetry(settings, app)
 
-    # Wrap whatever stack FastAPI (and the OTel instrumentation) builds with the edge layer.
+    # Wrap whatever stack FastAPI builds with the edge layer.
     inner_build = app.build_middleware_stack
     prefix = settings.normalized_public_path
 

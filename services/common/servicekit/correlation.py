@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 
-from opentelemetry import trace
-
 HEADER = "X-Correlation-Id"
 HEADER_LOWER = HEADER.lower()
 GRPC_METADATA_KEY = "x-correlation-id"
@@ -99,10 +97,7 @@ class CorrelationMiddleware:
                 break
         cid = incoming if is_valid(incoming) else new_correlation_id()
         token = _correlation_id.set(cid)
-        # Searchable in X-Ray / the trace backend next to the logs' correlation_id.
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attribute("correlation.id", cid)
+        # (The server span, inside this middleware, carries it as `correlation.id`: http_telemetry.)
         raw = cid.encode("latin-1")
 
         async def send_with_id(message) -> None:

@@ -43,12 +43,9 @@ from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-# Stable HTTP semantic conventions: `http.server.request.duration` (s) with `http.route`, which the
-# RED dashboards key on. Must be set before any instrumentation initialises (it is read once).
+# Stable HTTP semantic conventions for the library instrumentations (httpx, botocore), like the
+# server side (servicekit.http_telemetry). Must be set before any instrumentation initialises.
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
-# Health probes run every few seconds: tracing them would drown the real traffic.
-HEALTH_EXCLUDED_URLS = "/health/live,/health/ready"
 OTLP_TIMEOUT_SECONDS = 3
 # CloudWatch (via the ADOT sidecar's EMF exporter) stores metrics at one-minute resolution anyway.
 METRIC_EXPORT_INTERVAL_MILLIS = 30_000
@@ -342,7 +339,7 @@ def configure_telemetry(
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
 ) -> Telemetry:
-    """Build this service's providers and make them current; instrument `app` (a FastAPI) if given.
+    """Build this service's providers and make them current; point `app` (from create_service_app) at them.
 
     With INSTRUMENTATION=off nothing is instrumented and a disabled Telemetry is returned.
     Safe to call repeatedly: the latest call wins for `app` and for process-wide instrumentation.
@@ -395,18 +392,8 @@ def configure_telemetry(
         _latest = tel
 
     if app is not None:
+        # The app's HttpTelemetryMiddleware (added by create_service_app) reads it per request.
         app.state.telemetry = tel
-        if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-            FastAPIInstrumentor.instrument_app(
-                app,
-                tracer_provider=SWITCHING_TRACER_PROVIDER,
-                meter_provider=SWITCHING_METER_PROVIDER,
-                excluded_urls=HEALTH_EXCLUDED_URLS,
-                # Per-message ASGI send/receive spans are noise in X-Ray.
-                exclude_spans=["receive", "send"],
-            )
     return tel
 
 

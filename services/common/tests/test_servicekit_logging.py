@@ -65,3 +65,28 @@ def test_level_filters_records():
     logging.getLogger("x").info("dropped")
     logging.getLogger("x").error("kept")
     assert [line["message"] for line in _lines(stream)] == ["kept"]
+
+
+def test_timestamp_is_each_records_own_time_in_utc_milliseconds():
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", stream=stream)
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "_servicekit_handler", False)]
+    # The date and time part is cached per second: a new second, a new minute, and back again.
+    for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_061.5, 1_700_000_000.0):
+        record = logging.LogRecord("orders.test", logging.INFO, __file__, 1, "tick", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        handler.handle(record)
+    assert [line["timestamp"] for line in _lines(stream)] == [
+        "2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.999Z", "2023-11-14T22:14:21.500Z", "2023-11-14T22:13:20.000Z"]
+
+
+def test_non_ascii_text_and_non_json_extras_are_written_as_before():
+    from datetime import UTC, datetime
+
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", stream=stream)
+    get_logger("orders.test").info("café ünïcode", extra={"when": datetime(2024, 1, 2, tzinfo=UTC), "raw": b"\x00"})
+    assert "café ünïcode" in stream.getvalue()  # not \u-escaped
+    (line,) = _lines(stream)
+    assert line["when"] == "2024-01-02T00:00:00+00:00"
+    assert line["raw"]  # python-json-logger's encoder still handles what json cannot
