@@ -102,7 +102,11 @@ async def test_each_attempt_gets_the_per_attempt_deadline_and_a_hang_is_unavaila
 
     assert len(servicer.seen) == settings.retry_attempts
     for _, _, remaining in servicer.seen:
-        assert 0 < remaining <= settings.http_timeout_seconds
+        # gRPC carries the deadline as a timeout header (in whole units, rounded) and the server counts it
+        # from the header's arrival: the server's remaining time can exceed the per-attempt timeout by a
+        # fraction of a millisecond (seen: 0.150136 s of 0.15 s). 2 ms still tells a per-attempt deadline
+        # from the whole call's budget.
+        assert 0 < remaining <= settings.http_timeout_seconds + 0.002
 
 
 async def test_open_breaker_fails_fast_without_calling_persona(client, servicer, settings):
