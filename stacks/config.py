@@ -62,6 +62,23 @@ class RegionConfig:
 
 
 @dataclass(frozen=True)
+class LegacyConfig:
+    """A legacy Lambda function behind the service's path (strangler fig): the load balancer splits the
+    path's requests between it and the service by the SSM flag /<prefix>/<service>/migration/percent-to-service.
+    A load balancer invokes only functions of its own region, so: one function name in every region
+    (in the app's account), or an ARN per configured region."""
+
+    function_name: str | None  # <name> or <name>:<alias>, the same in every region
+    function_arns: tuple[tuple[str, str], ...]  # region -> function ARN in that region
+    initial_percent_to_service: int  # the flag's value when the stack creates it; runbooks change it after
+
+    def function_arn(self, region: str, partition: str, account: str) -> str:
+        if self.function_name:
+            return f"arn:{partition}:lambda:{region}:{account}:function:{self.function_name}"
+        return dict(self.function_arns)[region]
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """One service of the mesh. Its image: ``image_tag`` from the platform's ECR repository, else
     ``image`` from another registry, else services/<name>/Dockerfile built as a CDK asset."""
@@ -89,6 +106,7 @@ class ServiceConfig:
     module: str  # the service's Python package in its image (`python -m <module>`)
     consumes: tuple[tuple[str, tuple[str, ...]], ...]  # producer service -> event detail-types; feeds the queue
     signing_key: bool  # the stack creates the service's JWT signing-key secret (JWT_SIGNING_SECRET_ID)
+    legacy: LegacyConfig | None = None  # a legacy function that shares the service's path (strangler fig)
 
     @property
     def worker_command(self) -> tuple[str, ...]:
@@ -513,6 +531,40 @@ def _pattern(pattern: re.Pattern[str], allowed: str) -> Callable[[str, Any], str
     return parse
 
 
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$")
+_FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:([a-z0-9-]+):([0-9]{12}):function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$")
+# Target group names are at most 32 characters: <prefix>-<service>-legacy must fit.
+LEGACY_TARGET_GROUP_SUFFIX = "-legacy"
+
+
+def legacy_target_group_name(prefix: str, service: str) -> str:
+    return f"{prefix}-{service}{LEGACY_TARGET_GROUP_SUFFIX}"
+
+
+def _parse_function_arns(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """region -> Lambda function ARN in that region; the regions are checked against config regions later."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(key, value, "expected an object of region -> Lambda function ARN, one per configured region")
+    for region, arn in value.items():
+        match = _FUNCTION_ARN.match(arn) if isinstance(arn, str) else None
+        if not match:
+            raise ConfigError(f"{key}.{region}", arn, "expected a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>[:<alias>])")
+        if match.group(1) != region:
+            raise ConfigError(f"{key}.{region}", arn, f"the function must be in {region}: a load balancer invokes only functions of its own region")
+    return tuple(sorted(value.items()))
+
+
+def _parse_legacy(key: str, value: Any) -> LegacyConfig:
+    fields = _object(key, value, {
+        "function_name": (None, _optional(_pattern(_FUNCTION_NAME, "expected a Lambda function name, optionally with :<alias>"))),
+        "function_arns": (None, _optional(_parse_function_arns)),
+        "initial_percent_to_service": (0, _integer(0, 100)),
+    })
+    if (fields["function_name"] is None) == (fields["function_arns"] is None):
+        raise ConfigError(key, value, "set exactly one of function_name (the same name in every region) or function_arns (region -> ARN)")
+    return LegacyConfig(**{**fields, "function_arns": fields["function_arns"] or ()})
+
+
 _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "port": (8080, _integer(1024, 65535)),
     "cpu": (512, _integer(256, 4096)),
@@ -536,6 +588,7 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "module": (None, _optional(_pattern(_MODULE_PATTERN, "expected a Python module name such as persona_service"))),
     "consumes": ({}, _parse_consumes),
     "signing_key": (False, _boolean),
+    "legacy": (None, _optional(_parse_legacy)),
 }
 
 
@@ -576,6 +629,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         signer = next((other.name for other in services if other.signing_key), None)
         if fields["signing_key"] and signer:
             raise ConfigError(f"{item_key}.signing_key", True, f"only one service signs tokens, and {signer} already does")
+        if fields["legacy"] and not fields["path"]:
+            raise ConfigError(f"{item_key}.legacy", entry["legacy"], "needs the service's path: the legacy function shares the path's load balancer rule")
         module = fields["module"] or name.replace("-", "_")
         services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module}))
     return tuple(services)
@@ -917,4 +972,24 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             f"must be one of the configured regions: {', '.join(r.name for r in values['regions'])}",
         )
     _check_pipeline(values)
+    _check_legacy(values)
     return FoundationConfig(**values)
+
+
+def _check_legacy(values: dict[str, Any]) -> None:
+    """What a legacy function needs from the rest of the config: every region, the app's account, a short name."""
+    regions = sorted(r.name for r in values["regions"])
+    for service in values["services"]:
+        legacy, key = service.legacy, f"services.{service.name}.legacy"
+        if legacy is None:
+            continue
+        if len(legacy_target_group_name(values["prefix"], service.name)) > 32:
+            raise ConfigError(key, service.name, f"the legacy target group {legacy_target_group_name(values['prefix'], service.name)} "
+                                                 "exceeds 32 characters; shorten the prefix or the service name")
+        arns = dict(legacy.function_arns)
+        if arns and sorted(arns) != regions:
+            raise ConfigError(f"{key}.function_arns", sorted(arns), f"expected exactly one ARN per configured region: {', '.join(regions)}")
+        for region, arn in arns.items():
+            if values["account"] and arn.split(":")[4] != values["account"]:
+                raise ConfigError(f"{key}.function_arns.{region}", arn,
+                                  f"the function must be in the app's account {values['account']}: a load balancer invokes only its own account's functions")

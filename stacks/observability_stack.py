@@ -86,7 +86,10 @@ class ObservabilityStack(cdk.Stack):
             queues=[MonitoredQueue(service=name, queue=resources.queue, dead_letter_queue=resources.dead_letter_queue)
                     for name, resources in services.resources.items() if getattr(resources, "queue", None) is not None],
             max_queue_age=cdk.Duration.minutes(config.observability.queue_age_alarm_minutes),
-            dead_letter_queues={"spot-interruptions": self.spot_interruptions.dead_letter_queue},
+            dead_letter_queues={"spot-interruptions": self.spot_interruptions.dead_letter_queue,
+                                **{f"{name}-migration": fig.dead_letter_queue for name, fig in services.strangler_figs.items()}},
+            # A migration flag that could not be applied is answered by re-applying it, not by a redrive.
+            dead_letter_runbooks={f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs},
             quota_alarm_percent=config.observability.quota_alarm_percent,
         )
 

@@ -32,8 +32,9 @@ from constructs.meshed_service import (
 )
 from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import EventSubscription, ServiceResources
+from constructs.strangler_fig import StranglerFig
 
-from .config import FoundationConfig, ServiceConfig, env_prefix
+from .config import FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
@@ -62,13 +63,19 @@ def ingress_parameter_name(prefix: str, name: str) -> str:
     return f"/{prefix}/ingress/{name}"
 
 
+def migration_parameter_name(prefix: str, service: str) -> str:
+    """The strangler fig's flag: percent of the service path's requests that go to the service (0-100)."""
+    return f"/{prefix}/{service}/migration/percent-to-service"
+
+
 class ServicesStack(cdk.Stack):
     """One MeshedFargateService per configured service (with App Mesh, a primary and a canary each),
     and the resources each service owns (ServiceResources), granted to its task roles only.
 
     Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh),
     ``resources``: name -> ServiceResources (services that own or publish anything) and
-    ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM).
+    ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM) and
+    ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function).
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class ServicesStack(cdk.Stack):
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
                             worker=False)
             mesh.add_routes()
+        self.strangler_figs = {service.name: self._strangler_fig(service) for service in config.services if service.legacy}
 
         # Each service admits exactly the services that call it, on the ports the mesh reaches it on.
         by_name = {service.name: service for service in config.services}
@@ -137,6 +145,26 @@ class ServicesStack(cdk.Stack):
         publishers = [variant.task_role for name in sorted(config.producers) for variant in self._variants(name)]
         if publishers:
             restrict_publishers(self, "EventBusPublishers", event_bus=platform.event_bus, publishers=publishers)
+
+    def _strangler_fig(self, service: ServiceConfig) -> StranglerFig:
+        """The service's path shared with its legacy function, split by the flag in SSM (runbooks/strangler-fig-traffic-shift.md)."""
+        routed = self.ingress.routes[service.name]
+        return StranglerFig(
+            self, f"{service.name}-strangler-fig", name=service.name, listener_rule=routed.listener_rule,
+            service_target_groups=[group for group in (routed.target_group, routed.alternate_target_group) if group],
+            legacy_function_arn=service.legacy.function_arn(self.region, self.partition, self.account),
+            target_group_name=legacy_target_group_name(self.config.prefix, service.name),
+            parameter_name=migration_parameter_name(self.config.prefix, service.name),
+            initial_percent_to_service=service.legacy.initial_percent_to_service,
+            function_name=f"{self.config.prefix}-{service.name}-traffic-shift",  # runbooks name it
+            dead_letter_queue_name=f"{self.config.prefix}-{service.name}-migration-dlq",
+            log_group=logs.LogGroup(
+                self, f"{service.name}-migration-logs", log_group_name=f"/{self.config.prefix}/{service.name}/traffic-shift",
+                encryption_key=self.network.logs_key,
+                retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY),
+            # ECS canary and linear deployments rewrite the rule's weights; each end re-applies the flag.
+            deployment_service_arns=[self.services[service.name].service.service_arn] if self._shifts_traffic else [],
+        )
 
     def _owns_resources(self, service: ServiceConfig) -> bool:
         return service.table or service.signing_key or bool(service.consumes) or service.name in self.config.producers

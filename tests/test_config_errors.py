@@ -103,6 +103,16 @@ CASES = [
     ("unknown observability key", {"observability": json.dumps({"sampling": 0.1})}, ["observability.sampling=0.1", "unknown key", "xray_sampling_rate"]),
     ("signing key rotation beyond a year", {"data": json.dumps({"signing_key_rotation_days": 400})},
      ["data.signing_key_rotation_days=400", "1 to 365"]),
+    ("legacy function without a path", {"services": json.dumps({"auth": {"legacy": {"function_name": "auth-v1"}}})},
+     ['services.auth.legacy={"function_name": "auth-v1"}', "needs the service's path"]),
+    ("legacy function of another region", {"services": json.dumps({"auth": {"path": "/api/auth", "legacy": {"function_arns": {
+        "eu-central-1": "arn:aws:lambda:eu-west-1:111122223333:function:auth-v1"}}}})},
+     ["services.auth.legacy.function_arns.eu-central-1='arn:aws:lambda:eu-west-1:", "must be in eu-central-1"]),
+    ("legacy function ARN that is no ARN", {"services": json.dumps({"auth": {"path": "/api/auth", "legacy": {"function_arns": {
+        "eu-central-1": "auth-v1"}}}})}, ["services.auth.legacy.function_arns.eu-central-1='auth-v1'", "Lambda function ARN"]),
+    ("migration percent above 100", {"services": json.dumps({"auth": {"path": "/api/auth", "legacy": {
+        "function_name": "auth-v1", "initial_percent_to_service": 101}}})},
+     ["services.auth.legacy.initial_percent_to_service=101", "from 0 to 100"]),
 ]
 
 

@@ -43,7 +43,7 @@ class PlatformMonitoring(Construct):
       queue) and ``<prefix>-<service>-events-oldest-message`` (age of the oldest message above
       ``max_queue_age``);
     - per entry of ``dead_letter_queues`` (name -> a dead-letter queue of some other event target):
-      ``<prefix>-<name>-dlq-not-empty``;
+      ``<prefix>-<name>-dlq-not-empty``, whose runbook is ``dead_letter_runbooks[name]`` (default dlq-redrive);
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
       applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric).
 
@@ -55,7 +55,7 @@ class PlatformMonitoring(Construct):
         alarm_topic: sns.ITopic, vpc_id: str, nat_gateway_ids: Sequence[str], interface_endpoints: Mapping[str, str],
         cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
         max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota] = QUOTAS,
-        dead_letter_queues: Mapping[str, sqs.IQueue] | None = None,
+        dead_letter_queues: Mapping[str, sqs.IQueue] | None = None, dead_letter_runbooks: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_name_prefix = alarm_name_prefix
@@ -70,7 +70,7 @@ class PlatformMonitoring(Construct):
         for monitored in queues:
             self._queue(monitored, max_queue_age)
         for name, dead_letter_queue in (dead_letter_queues or {}).items():
-            self._dead_letter_queue(name, dead_letter_queue)
+            self._dead_letter_queue(name, dead_letter_queue, (dead_letter_runbooks or {}).get(name, "dlq-redrive"))
         self.facade.add_large_header("Service quotas")
         self._quotas(quotas, quota_alarm_percent)
         self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
@@ -150,13 +150,13 @@ class PlatformMonitoring(Construct):
                 runbook="queue-backlog", datapoints_to_alarm=3, evaluation_periods=3),
         )
 
-    def _dead_letter_queue(self, name: str, queue: sqs.IQueue) -> None:
+    def _dead_letter_queue(self, name: str, queue: sqs.IQueue, runbook: str) -> None:
         alarm_name = f"{self.alarm_name_prefix}-{name}-dlq-not-empty"
         self.facade.monitor_sqs_queue(
             queue=queue, human_readable_name=f"{name}: dead-letter queue", alarm_friendly_name=f"{self.alarm_name_prefix}-{name}-dlq",
             add_queue_max_size_alarm=named_alarm(
                 monitoring.MaxMessageCountThreshold, alarm_name=alarm_name, max_message_count=0,
-                summary=f"{name}: events EventBridge could not deliver to their target", runbook="dlq-redrive",
+                summary=f"{name}: events EventBridge could not deliver to their target", runbook=runbook,
                 datapoints_to_alarm=1, evaluation_periods=1),
         )
 

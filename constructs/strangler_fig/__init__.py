@@ -1,0 +1,3 @@
+from .strangler_fig import StranglerFig
+
+__all__ = ["StranglerFig"]

@@ -1,0 +1,61 @@
+"""The listener rule's weights for a migration percentage: pure, so it is tested without AWS."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# The share of requests, in percent, that goes to the new service; the rest goes to the legacy function.
+MIN_PERCENT, MAX_PERCENT = 0, 100
+
+
+class InvalidPercent(ValueError):
+    """The flag's value is not a whole number from 0 to 100."""
+
+
+def parse_percent(raw: str) -> int:
+    """'37' -> 37. Anything but a plain integer from 0 to 100 raises InvalidPercent."""
+    text = raw.strip()
+    if not text.isdigit() or not MIN_PERCENT <= int(text) <= MAX_PERCENT:
+        raise InvalidPercent(f"percent-to-service={raw!r} is invalid: expected a whole number from 0 to 100")
+    return int(text)
+
+
+def rule_weights(percent: int, legacy_group: str, service_weights: Mapping[str, int],
+                 serving_groups: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Target group ARN -> weight for the rule's forward action, out of 100.
+
+    The legacy group gets ``100 - percent``. The service's groups (one, or two while ECS shifts a
+    deployment between them) share ``percent`` in the proportion ECS gave them (``service_weights``,
+    their current weights), so a canary keeps its share of the service's traffic. When all of them
+    weigh 0 (the service had 0 %) that proportion is gone: the share is split equally among
+    ``serving_groups`` (the groups with healthy targets). No group to send it to raises ValueError.
+    """
+    if not MIN_PERCENT <= percent <= MAX_PERCENT:
+        raise InvalidPercent(f"percent={percent} is invalid: expected 0 to 100")
+    if not service_weights or legacy_group in service_weights:
+        raise ValueError("service_weights must name the service's target groups, not the legacy one")
+    basis = {group: weight for group, weight in service_weights.items() if weight > 0}
+    if not basis and percent > 0:
+        basis = {group: 1 for group in service_weights if group in serving_groups}
+        if not basis:
+            raise ValueError(f"no service target group has healthy targets to take {percent} % of the traffic")
+    shares = _split(percent, basis)
+    return {legacy_group: MAX_PERCENT - percent, **{group: shares.get(group, 0) for group in service_weights}}
+
+
+def _split(total: int, basis: Mapping[str, int]) -> dict[str, int]:
+    """``total`` split in proportion to ``basis`` (largest remainder), every group of the basis at least 1
+    while total allows: a canary that ECS gave traffic keeps some."""
+    if not basis or total == 0:
+        return {}
+    whole = sum(basis.values())
+    exact = {group: total * weight / whole for group, weight in basis.items()}
+    shares = {group: int(value) for group, value in exact.items()}
+    for group in sorted(exact, key=lambda g: exact[g] - shares[g], reverse=True)[: total - sum(shares.values())]:
+        shares[group] += 1
+    for group in sorted(shares):
+        if shares[group] == 0 and total >= len(basis):
+            richest = max(shares, key=shares.get)
+            shares[richest] -= 1
+            shares[group] = 1
+    return shares
