@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from constructs.service_data import ServiceData
@@ -18,10 +21,12 @@ class DataStack(cdk.Stack):
 
     Deployed in the primary region's stage after baseline and network, before its services; the other
     regions' services stacks find the replicas by name, so the primary stage deploys first.
-    Exposes ``data``: service name -> ServiceData.
+    Exposes ``data``: service name -> ServiceData, and ``rotation_alarms``: service name -> the alarm on
+    its signing-key rotation function's errors (notifies ``alarm_topic`` on ALARM and OK).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, network: NetworkStack, **kwargs) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, network: NetworkStack,
+                 alarm_topic: sns.ITopic, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         retention = logs.RetentionDays[profile_defaults(config.profile).log_retention]
         # CDK's custom-resource handler (replica keys) and the rotation function log apart.
@@ -43,3 +48,28 @@ class DataStack(cdk.Stack):
             )
             for service in config.services if service.table or service.signing_key
         }
+        self.rotation_alarms = {
+            name: _rotation_failure_alarm(self, f"{name}-rotation-errors", alarm_name=f"{config.prefix}-{name}-signing-key-rotation-errors",
+                                          data=data, alarm_topic=alarm_topic)
+            for name, data in self.data.items() if data.rotation
+        }
+
+
+def _rotation_failure_alarm(scope: Construct, construct_id: str, *, alarm_name: str, data: ServiceData,
+                            alarm_topic: sns.ITopic) -> cloudwatch.Alarm:
+    """Any error of the rotation function: Secrets Manager calls it once per step and a step that raises
+    leaves the rotation unfinished (the secret keeps its AWSCURRENT key and retries at the next schedule)."""
+    secret_name = data.signing_secret.node.default_child.name
+    alarm = cloudwatch.Alarm(
+        scope, construct_id, alarm_name=alarm_name,
+        metric=data.rotation.function.metric_errors(period=cdk.Duration.minutes(5), statistic="Sum"),
+        threshold=0, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD, evaluation_periods=1,
+        # The function runs a few times per rotation interval: no invocation is the normal state.
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarm_description=f"The rotation function of {secret_name} failed a step; the secret keeps its current key. "
+                          "Runbook: runbooks/secret-rotation-failure.md",
+    )
+    action = cloudwatch_actions.SnsAction(alarm_topic)
+    alarm.add_alarm_action(action)
+    alarm.add_ok_action(action)
+    return alarm

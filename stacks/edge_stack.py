@@ -15,6 +15,7 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag
 from constructs.encryption import LogsEncryptionKey
 from constructs.ingress import EdgeDistribution, EdgeWebAcl, RegionalOrigin
+from constructs.operations import RegionFailoverAutomation
 
 from .config import FoundationConfig
 from .defaults import profile_defaults
@@ -29,7 +30,8 @@ class EdgeStack(cdk.Stack):
     The regions' stacks publish their load balancer's ARN and DNS name as SSM parameters
     (``/<prefix>/ingress/...``) in their own region; this stack reads them at deploy time with a
     custom resource per value. That is the only cross-region wiring, and it is why the edge is a
-    stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``.
+    stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``. ``failover`` is the
+    Automation document `<prefix>-region-failover` that flips the API region switch (runbooks/region-failover.md).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, **kwargs) -> None:
@@ -90,6 +92,9 @@ class EdgeStack(cdk.Stack):
                       description="Where viewers reach the app: https://<this>/api/...")
         cdk.CfnOutput(self, "KeyValueStoreArn", value=self.edge.key_value_store.key_value_store_arn,
                       description="The key active_region here picks the region /api/* goes to (runbooks/region-failover.md)")
+        self.failover = RegionFailoverAutomation(
+            self, "FailoverAutomation", document_name=f"{config.prefix}-region-failover",
+            key_value_store_arn=self.edge.key_value_store.key_value_store_arn, regions=ordered)
 
     def _read(self, region: str, name: str) -> str:
         """One SSM parameter of another region, read when CloudFormation deploys this stack."""

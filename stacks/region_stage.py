@@ -64,7 +64,7 @@ class RegionStage(cdk.Stage):
         self.data = None
         if region.name == config.primary_region and any(s.table or s.signing_key for s in config.services):
             self.data = DataStack(
-                self, "data", config=config, network=self.network,
+                self, "data", config=config, network=self.network, alarm_topic=self.platform.alarm_topic,
                 description=f"{config.prefix}: the services' global tables and replicated secrets, their keys and the signing-key rotation", **common,
             )
         self.services = ServicesStack(

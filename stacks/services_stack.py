@@ -16,6 +16,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from constructs.compliance import skip_cfn_lint
 from constructs.event_bus import restrict_publishers
 from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalDnsRecord, RegionalIngress
 from constructs.meshed_service import (
@@ -30,6 +31,7 @@ from constructs.meshed_service import (
     ServiceConnectMesh,
     WorkerContainer,
 )
+from constructs.operations import ServiceRollbackAutomation
 from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import EventSubscription, ServiceResources
 from constructs.strangler_fig import StranglerFig
@@ -73,9 +75,10 @@ class ServicesStack(cdk.Stack):
     and the resources each service owns (ServiceResources), granted to its task roles only.
 
     Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh),
-    ``resources``: name -> ServiceResources (services that own or publish anything) and
-    ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM) and
-    ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function).
+    ``resources``: name -> ServiceResources (services that own or publish anything),
+    ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM),
+    ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function) and
+    ``rollback``: the ServiceRollbackAutomation document `<prefix>-rollback-service`.
     """
 
     def __init__(
@@ -145,6 +148,21 @@ class ServicesStack(cdk.Stack):
         publishers = [variant.task_role for name in sorted(config.producers) for variant in self._variants(name)]
         if publishers:
             restrict_publishers(self, "EventBusPublishers", event_bus=platform.event_bus, publishers=publishers)
+        self.rollback = self._rollback_automation()
+
+    def _rollback_automation(self) -> ServiceRollbackAutomation:
+        """`<prefix>-rollback-service` (runbooks): back to the previous task definition revision. CloudFormation
+        deregisters a replaced revision, and ECS cannot return a service to a deregistered one: keep them."""
+        variants = [*self.services.values(), *self.canaries.values()]
+        for variant in variants:
+            definition = variant.task_definition.node.default_child
+            definition.cfn_options.update_replace_policy = cdk.CfnDeletionPolicy.RETAIN
+            skip_cfn_lint(definition, {"W3011": "Only replaced revisions are kept, so a rollback finds them registered; "
+                                                "deleting the stack should deregister the last one"})
+        return ServiceRollbackAutomation(
+            self, "RollbackAutomation", document_name=f"{self.config.prefix}-rollback-service",
+            cluster_name=self.config.prefix,  # the platform stack names the cluster after the prefix
+            service_names=[variant.props.service_name for variant in variants])
 
     def _strangler_fig(self, service: ServiceConfig) -> StranglerFig:
         """The service's path shared with its legacy function, split by the flag in SSM (runbooks/strangler-fig-traffic-shift.md)."""

@@ -27,10 +27,11 @@ def _boundary_arn(region: str) -> dict:
 def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
     # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
-    # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment.
-    # The edge: the role of the custom resources that read the regions' load balancers. The primary's data
-    # stack: the signing-key rotation function's and the replica-key custom resources' roles.
-    assert len(roles) == 2 * (3 + 3 * 3) + 1 + 2
+    # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment,
+    # and the rollback Automation document's role. The edge: the role of the custom resources that read the
+    # regions' load balancers. The primary's data stack: the signing-key rotation function's and the
+    # replica-key custom resources' roles.
+    assert len(roles) == 2 * (3 + 3 * 3 + 1) + 1 + 2
     for stack, logical_id, role in roles:
         stage = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"

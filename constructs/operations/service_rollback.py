@@ -1,0 +1,99 @@
+"""ServiceRollbackAutomation: an SSM Automation document that moves an ECS service back one task definition revision."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag
+
+# Runs inside Automation (aws:executeScript): picks the revision to return to from the running one's ARN.
+_PICK_REVISION = '''
+def handler(events, context):
+    arn, running = events["Running"].rsplit(":", 1)
+    family = arn.rsplit("/", 1)[1]
+    wanted = str(events.get("Revision") or "").strip()
+    target = int(wanted) if wanted else int(running) - 1
+    if target < 1 or target == int(running):
+        raise ValueError(f"no revision to roll back to: running {family}:{running}, asked for {wanted or 'the previous'}")
+    return {"TaskDefinition": f"{arn}:{target}"}
+'''
+# How long the rollback may take: a Service Connect canary bakes before it completes.
+DEPLOYMENT_TIMEOUT_SECONDS = 3600
+
+
+class ServiceRollbackAutomation(Construct):
+    """An Automation document ``document_name`` that sets one service of ``cluster_name`` back to the
+    previous task definition revision (or a given one) and waits until ECS reports the deployment
+    COMPLETED, run through its own role, which may only describe and update those services.
+
+    Exposes ``document`` (``ssm.CfnDocument``) and ``role`` (the AutomationAssumeRole).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, document_name: str, cluster_name: str,
+                 service_names: Sequence[str]) -> None:
+        super().__init__(scope, construct_id)
+        if not service_names:
+            raise ValueError("service_names=[] is invalid: name at least one ECS service of the cluster")
+        stack = cdk.Stack.of(self)
+        self.role = iam.Role(
+            self, "Role", description=f"AutomationAssumeRole of the SSM document {document_name}",
+            assumed_by=iam.ServicePrincipal("ssm.amazonaws.com", conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnLike": {"aws:SourceArn": stack.format_arn(service="ssm", resource="automation-execution", resource_name="*")}}),
+        )
+        # UpdateService keeps the service's roles (the task definition names them): no iam:PassRole.
+        self.role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ecs:DescribeServices", "ecs:UpdateService"],
+            resources=[stack.format_arn(service="ecs", resource="service", resource_name=f"{cluster_name}/{name}")
+                       for name in service_names]))
+        acknowledge_nag(self.role, "CDK writes the role's one statement (describe and update the named services) as an inline "
+                        "policy that lives and dies with the role", "NIST.800.53.R5-IAMNoInlinePolicy")
+        cluster = {"cluster": cluster_name, "services": ["{{ ServiceName }}"]}
+        self.document = ssm.CfnDocument(
+            self, "Document", name=document_name, document_type="Automation", document_format="JSON",
+            # A named document cannot be replaced in place: a change becomes its new default version.
+            update_method="NewVersion",
+            content={
+                "schemaVersion": "0.3",
+                "description": f"Rolls an ECS service of cluster {cluster_name} back to its previous task definition revision "
+                               "(or to Revision) and waits for the deployment to complete. runbooks/elevated-5xx.md",
+                "assumeRole": "{{ AutomationAssumeRole }}",
+                "parameters": {
+                    "ServiceName": {"type": "String", "allowedValues": list(service_names),
+                                    "description": "The ECS service to roll back"},
+                    "Revision": {"type": "String", "default": "", "allowedPattern": "^[0-9]*$",
+                                 "description": "The revision of the service's task definition family to run; empty: the one "
+                                                "before the running revision"},
+                    "AutomationAssumeRole": {"type": "String", "default": self.role.role_arn,
+                                             "description": "The role the steps run as"},
+                },
+                "mainSteps": [
+                    {"name": "DescribeService", "action": "aws:executeAwsApi", "onFailure": "Abort",
+                     "inputs": {"Service": "ecs", "Api": "DescribeServices", **cluster},
+                     "outputs": [{"Name": "Running", "Selector": "$.services[0].taskDefinition", "Type": "String"}]},
+                    {"name": "PickRevision", "action": "aws:executeScript", "onFailure": "Abort",
+                     "inputs": {"Runtime": "python3.11", "Handler": "handler", "Script": _PICK_REVISION.strip(),
+                                "InputPayload": {"Running": "{{ DescribeService.Running }}", "Revision": "{{ Revision }}"}},
+                     "outputs": [{"Name": "TaskDefinition", "Selector": "$.Payload.TaskDefinition", "Type": "String"}]},
+                    {"name": "UpdateService", "action": "aws:executeAwsApi", "onFailure": "Abort",
+                     "inputs": {"Service": "ecs", "Api": "UpdateService", "cluster": cluster_name,
+                                "service": "{{ ServiceName }}", "taskDefinition": "{{ PickRevision.TaskDefinition }}"}},
+                    {"name": "WaitForDeployment", "action": "aws:waitForAwsResourceProperty", "onFailure": "Abort",
+                     "timeoutSeconds": DEPLOYMENT_TIMEOUT_SECONDS,
+                     # ECS lists the newest (PRIMARY) deployment first.
+                     "inputs": {"Service": "ecs", "Api": "DescribeServices", **cluster,
+                                "PropertySelector": "$.services[0].deployments[0].rolloutState", "DesiredValues": ["COMPLETED"]}},
+                    # A deployment that ECS rolled back also ends COMPLETED, on the revision it started from.
+                    {"name": "CheckRevision", "action": "aws:assertAwsResourceProperty", "onFailure": "Abort",
+                     "inputs": {"Service": "ecs", "Api": "DescribeServices", **cluster,
+                                "PropertySelector": "$.services[0].taskDefinition",
+                                "DesiredValues": ["{{ PickRevision.TaskDefinition }}"]}},
+                ],
+                "outputs": ["PickRevision.TaskDefinition", "DescribeService.Running"],
+            },
+        )

@@ -1,0 +1,125 @@
+"""The SSM Automation documents the runbooks run (constructs/operations), and the signing-key rotation alarm."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.assembly import Assembly
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+
+
+def _document(assembly: Assembly, stack: str, name: str) -> dict[str, Any]:
+    documents = [d["Properties"] for d in assembly.resources(stack, "AWS::SSM::Document").values() if d["Properties"]["Name"] == name]
+    assert len(documents) == 1, f"{stack}: {name}"
+    return documents[0]
+
+
+def _steps(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {step["name"]: step for step in document["Content"]["mainSteps"]}
+
+
+def _pick_revision(document: dict[str, Any]):
+    """The PickRevision step's script, run here as Automation runs it."""
+    namespace: dict[str, Any] = {}
+    exec(_steps(document)["PickRevision"]["inputs"]["Script"], namespace)  # noqa: S102 (the app's own script)
+    return namespace["handler"]
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_the_rollback_document_updates_the_service_and_waits_for_its_deployment(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        document = _document(assembly, f"mf-{region}/services", "mf-rollback-service")
+        assert (document["DocumentType"], document["Content"]["schemaVersion"]) == ("Automation", "0.3")
+        assert document["UpdateMethod"] == "NewVersion"  # a named document changes by new versions
+        parameters = document["Content"]["parameters"]
+        ecs_services = set(SERVICES) | ({f"{name}-canary" for name in SERVICES} if variant == "appmesh" else set())
+        assert set(parameters["ServiceName"]["allowedValues"]) == ecs_services
+        assert parameters["Revision"]["default"] == ""
+        steps = _steps(document)
+        assert [(name, step["action"]) for name, step in steps.items()] == [
+            ("DescribeService", "aws:executeAwsApi"), ("PickRevision", "aws:executeScript"),
+            ("UpdateService", "aws:executeAwsApi"), ("WaitForDeployment", "aws:waitForAwsResourceProperty"),
+            ("CheckRevision", "aws:assertAwsResourceProperty")]
+        assert steps["UpdateService"]["inputs"] == {"Service": "ecs", "Api": "UpdateService", "cluster": "mf",
+                                                   "service": "{{ ServiceName }}", "taskDefinition": "{{ PickRevision.TaskDefinition }}"}
+        wait = steps["WaitForDeployment"]["inputs"]
+        assert (wait["PropertySelector"], wait["DesiredValues"]) == ("$.services[0].deployments[0].rolloutState", ["COMPLETED"])
+        assert steps["CheckRevision"]["inputs"]["DesiredValues"] == ["{{ PickRevision.TaskDefinition }}"]
+        assert all(step["onFailure"] == "Abort" for step in steps.values())
+
+
+def test_the_rollback_picks_the_previous_revision_or_the_one_asked_for(dev):
+    pick = _pick_revision(_document(dev, "mf-eu-central-1/services", "mf-rollback-service"))
+    running = "arn:aws:ecs:eu-central-1:111122223333:task-definition/mfeucentral1servicesauthTaskDefinitionB2C89D39:12"
+    family = running.rsplit(":", 1)[0]
+    assert pick({"Running": running, "Revision": ""}, None) == {"TaskDefinition": f"{family}:11"}
+    assert pick({"Running": running, "Revision": "7"}, None) == {"TaskDefinition": f"{family}:7"}
+    for revision in ("12", "0"):  # the running revision itself, or none
+        with pytest.raises(ValueError, match="no revision to roll back to"):
+            pick({"Running": running, "Revision": revision}, None)
+    with pytest.raises(ValueError):
+        pick({"Running": running.rsplit(":", 1)[0] + ":1", "Revision": ""}, None)  # nothing before revision 1
+
+
+def test_the_rollback_role_may_only_describe_and_update_the_clusters_services(dev):
+    stack = "mf-eu-central-1/services"
+    document = _document(dev, stack, "mf-rollback-service")
+    role_id = document["Content"]["parameters"]["AutomationAssumeRole"]["default"]["Fn::GetAtt"][0]
+    role = dev.template(stack)["Resources"][role_id]["Properties"]
+    trust = role["AssumeRolePolicyDocument"]["Statement"]
+    assert [s["Principal"] for s in trust] == [{"Service": "ssm.amazonaws.com"}]
+    assert set(trust[0]["Condition"]) == {"StringEquals", "ArnLike"}  # this account's automation executions only
+    statements = [s for p in dev.resources(stack, "AWS::IAM::Policy").values()
+                  if {"Ref": role_id} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert [sorted(s["Action"]) for s in statements] == [["ecs:DescribeServices", "ecs:UpdateService"]]
+    resources = [json.dumps(r) for r in statements[0]["Resource"]]
+    assert len(resources) == len(SERVICES) and all(f':service/mf/{name}"' in r for name, r in zip(SERVICES, resources, strict=True))
+    assert "PermissionsBoundary" in role  # the stage's boundary caps it too
+
+
+def test_replaced_task_definitions_stay_registered_for_the_rollback(dev, appmesh):
+    for assembly in (dev, appmesh):
+        for region in REGIONS:
+            definitions = assembly.resources(f"mf-{region}/services", "AWS::ECS::TaskDefinition").values()
+            assert definitions and all(d.get("UpdateReplacePolicy") == "Retain" for d in definitions)
+
+
+def test_the_failover_document_sets_and_checks_the_active_region_of_the_edge_store(dev):
+    stack = "mf-edge/edge"
+    document = _document(dev, stack, "mf-region-failover")
+    assert (document["DocumentType"], document["Content"]["schemaVersion"]) == ("Automation", "0.3")
+    assert document["Content"]["parameters"]["TargetRegion"]["allowedValues"] == list(REGIONS)  # primary first
+    steps = _steps(document)
+    assert list(steps) == ["ReadStore", "SetActiveRegion", "CheckActiveRegion"]
+    (store_id,) = dev.resources(stack, "AWS::CloudFront::KeyValueStore")
+    for step in steps.values():
+        assert step["inputs"]["Service"] == "cloudfront-keyvaluestore"
+        assert step["inputs"]["KvsARN"] == {"Fn::GetAtt": [store_id, "Arn"]}
+    put = steps["SetActiveRegion"]["inputs"]
+    assert (put["Api"], put["Key"], put["Value"], put["IfMatch"]) == ("PutKey", "active_region", "{{ TargetRegion }}", "{{ ReadStore.ETag }}")
+    check = steps["CheckActiveRegion"]
+    assert check["action"] == "aws:assertAwsResourceProperty" and check["inputs"]["DesiredValues"] == ["{{ TargetRegion }}"]
+    # The function the edge runs reads this key.
+    assert "kvs.get('active_region')" in json.dumps(dev.template(stack))
+
+
+def test_a_failed_signing_key_rotation_alarms_in_the_primary_region(dev):
+    stack = "mf-eu-central-1/data"
+    alarms = [a["Properties"] for a in dev.resources(stack, "AWS::CloudWatch::Alarm").values()]
+    assert [a["AlarmName"] for a in alarms] == ["mf-auth-signing-key-rotation-errors"]
+    alarm = alarms[0]
+    (function_id,) = [k for k, f in dev.resources(stack, "AWS::Lambda::Function").items()
+                      if "Rotates the RSA key" in f["Properties"].get("Description", "")]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["TreatMissingData"]) == (0, "GreaterThanThreshold", "notBreaching")
+    assert alarm["AlarmDescription"].endswith("Runbook: runbooks/secret-rotation-failure.md")
+    assert alarm["AlarmActions"] == alarm["OKActions"] and "AlarmsTopic" in json.dumps(alarm["AlarmActions"])
+    # The other region has no data stack: the secret is rotated in the primary and replicated.
+    assert not any(path.startswith("mf-eu-west-1/data") for path in dev.templates)

@@ -1,0 +1,249 @@
+"""The runbooks match the app: their sections, the alarms that send an on-call engineer to them, and
+every resource, stack, output and SSM name they cite, checked against the synthesized templates.
+
+tests/test_observability.py checks the other direction (every alarm names a runbook that exists and
+notifies on ALARM and OK).
+
+How a citation is recognised (keep the runbooks to these forms):
+
+- an inline code span that is a name as a whole: it starts with `<prefix>-` / `mf-`, `<prefix>/` /
+  `mf/`, `/<prefix>/` / `/mf/`, or `/aws/<kind>/mf-` (for example `mf-<service>-events-dlq-not-empty`,
+  `/mf/ingress/load-balancer-arn`, `mf/auth/jwt-signing-key`, `mf-rollback-service`);
+- the value after a name option in a command (`--stack-name`, `--name`, `--queue-name`,
+  `--document-name`, `--log-group-name`, `--secret-id`, `--repository-name`, `--alarm-names`,
+  `--cluster`), in code blocks too;
+- a stack output: a code span right before or after the word "output", or `OutputKey=='<key>'`.
+
+Placeholders are expanded before the check: `<prefix>` to `mf`, `<region>` to each configured region,
+`<service>` to each service, `<a|b>` to each alternative. A citation passes when at least one expansion
+exists in at least one variant (dev, prod, appmesh, domain): some names exist only for some services
+(event queues) or in one variant (domain mode's health alarms). What still holds another placeholder
+(`<ecs service>`, `<name>`) or another shell variable (`$LG`) is prose, not a citation, and is not
+checked; the shell variables `$R` and `$REGION` stand for `<region>`, `$SERVICE` for `<service>`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
+
+RUNBOOKS = REPO_ROOT / "runbooks"
+SECTIONS = ("Detection", "Diagnosis", "Action", "Verification", "Rollback")
+VARIANTS = ("dev", "prod", "appmesh", "domain")
+RUNBOOK = re.compile(r"Runbook: runbooks/([a-z0-9-]+\.md)$")
+
+CONTEXT = cdk_json_context()
+PREFIX = CONTEXT["prefix"]
+PLACEHOLDERS = {
+    "prefix": [PREFIX],
+    "region": [region["name"] for region in CONTEXT["regions"]],
+    "service": list(CONTEXT["services"]),
+}
+
+# The shell variables the runbooks' commands use for a region or a service, as placeholders.
+SHELL_VARIABLES = {"R": "region", "REGION": "region", "SERVICE": "service"}
+SHELL_VARIABLE = re.compile(r"\$\{?(R|REGION|SERVICE)\b\}?")
+
+# The template properties that hold a resource's name, at any depth (AWS::XRay::SamplingRule nests its
+# RuleName, for example). A metric namespace (`mf/logs`) counts as a name too.
+NAME_KEYS = {
+    "AlarmName", "BudgetName", "ClusterName", "DashboardName", "DocumentName", "EventBusName", "FunctionName",
+    "LogGroupName", "MeshName", "MetricNamespace", "Name", "Namespace", "QueueName", "RepositoryName", "RuleName", "ServiceName",
+    "TableName", "TopicName",
+}
+NAME_SPAN = re.compile(rf"^(/aws/[a-z-]+/)?/?(<prefix>|{PREFIX})[-/][A-Za-z0-9<>|/._ -]+$")
+NAME_OPTIONS = re.compile(
+    r"--(?:stack-name|name|queue-name|document-name|log-group-name|secret-id|repository-name|alarm-names|cluster)"
+    r"[ =]+['\"]?([^\s'\"\\]+)")
+OUTPUT = re.compile(r"\boutputs?\s+`([A-Za-z][A-Za-z0-9]+)`|`([A-Za-z][A-Za-z0-9]+)`\s+outputs?\b|OutputKey=='([A-Za-z0-9]+)'")
+FENCED = re.compile(r"```.*?```", re.DOTALL)
+INLINE = re.compile(r"`([^`\n]+)`")
+PLACEHOLDER = re.compile(r"<([^<>]+)>")
+
+# Names a runbook cites on purpose although no template of this app holds them, and why.
+NOT_IN_TEMPLATES: dict[str, str] = {}
+
+
+def runbook_files() -> list[Path]:
+    return sorted(path for path in RUNBOOKS.glob("*.md") if path.name != "README.md")
+
+
+def _expansions(text: str) -> list[str]:
+    """``text`` with every placeholder replaced, in every combination; [] when a placeholder is unknown."""
+    parts = PLACEHOLDER.split(SHELL_VARIABLE.sub(lambda match: f"<{SHELL_VARIABLES[match.group(1)]}>", text))  # literal, name, literal, name, ...
+    choices = []
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            choices.append([part])
+        elif part in PLACEHOLDERS:
+            choices.append(PLACEHOLDERS[part])
+        elif "|" in part:
+            choices.append(part.split("|"))
+        else:
+            return []
+    return ["".join(combination) for combination in itertools.product(*choices)]
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    """A cited name as a regular expression: known placeholders as their values, others as any name part."""
+    parts = PLACEHOLDER.split(text)
+    regex = ""
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            regex += re.escape(part)
+        else:
+            values = PLACEHOLDERS.get(part) or (part.split("|") if "|" in part else None)
+            regex += f"({'|'.join(map(re.escape, values))})" if values else "[A-Za-z0-9-]+"
+    return re.compile(f"^{regex}$")
+
+
+def citations(markdown: str) -> Iterator[tuple[str, str]]:
+    """(kind, cited text) for every citation in a runbook: kind "name" or "output"."""
+    for match in OUTPUT.finditer(markdown):
+        yield "output", next(group for group in match.groups() if group)
+    for match in NAME_OPTIONS.finditer(markdown):
+        yield "name", match.group(1)
+    for span in INLINE.findall(FENCED.sub("", markdown)):
+        if NAME_SPAN.match(span.strip()):
+            yield "name", span.strip()
+
+
+def sections(markdown: str) -> list[str]:
+    return re.findall(r"^## (.+?)\s*$", markdown, re.MULTILINE)
+
+
+def section(markdown: str, title: str) -> str:
+    match = re.search(rf"^## {title}\s*$(.*?)(?=^## |\Z)", markdown, re.MULTILINE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def _names_in(value: Any, key: str | None = None) -> Iterator[str]:
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            yield from _names_in(child, child_key)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _names_in(child, key)
+    elif isinstance(value, str) and key in NAME_KEYS:
+        yield value
+
+
+def _app_names(assembly: Assembly) -> tuple[frozenset[str], frozenset[str]]:
+    """(resource, stack and metric namespace names; output keys) of one synthesized variant."""
+    names: set[str] = set()
+    outputs: set[str] = set()
+    for stack_path, template in assembly.templates.items():
+        names.add(stack_path)
+        names.add(assembly.stack_artifacts[stack_path]["properties"].get("stackName", ""))
+        outputs.update(template.get("Outputs", {}))
+        for resource in template["Resources"].values():
+            names.update(_names_in(resource.get("Properties", {})))
+    return frozenset(names), frozenset(outputs)
+
+
+@pytest.fixture(scope="module")
+def app_names(request) -> tuple[set[str], set[str]]:
+    """Every name and output key of every variant."""
+    names: set[str] = set()
+    outputs: set[str] = set()
+    for variant in VARIANTS:
+        variant_names, variant_outputs = _app_names(request.getfixturevalue(variant))
+        names |= variant_names
+        outputs |= variant_outputs
+    return names, outputs
+
+
+def test_the_matcher_finds_names_options_and_outputs():
+    """The citation matcher itself, on the forms the module docstring promises (and what it skips)."""
+    text = ("Alarm `<prefix>-<service>-5xx-rate`, queue `mf-persona-events-dlq`, see `cdk.json`, output "
+            "`RegionHealthCheckId`, `DistributionId` output, `mf-$R-services`, `<prefix>-<ecs service>-x`.\n"
+            "```sh\naws ssm get-parameter --name /mf/ingress/load-balancer-arn\n"
+            "aws cloudformation describe-stacks --stack-name mf-edge-edge --query \"Stacks[0].Outputs[?OutputKey=='KeyValueStoreArn']\"\n"
+            "`mf-ignored-inside-code`\n```\n")
+    found = set(citations(text))
+    assert {("name", "<prefix>-<service>-5xx-rate"), ("name", "mf-persona-events-dlq"), ("output", "RegionHealthCheckId"),
+            ("output", "DistributionId"), ("output", "KeyValueStoreArn"), ("name", "/mf/ingress/load-balancer-arn"),
+            ("name", "mf-edge-edge")} <= found
+    assert ("name", "mf-ignored-inside-code") not in found and not any(text == "cdk.json" for _, text in found)
+    assert _expansions("mf-<region>-<service>-group<0|1>-empty")[:2] == [
+        "mf-eu-central-1-auth-group0-empty", "mf-eu-central-1-auth-group1-empty"]
+    assert _expansions("mf-$R-services") == ["mf-eu-central-1-services", "mf-eu-west-1-services"]
+    assert _expansions("$LG") == ["$LG"] and _expansions("<prefix>-<ecs service>-x") == []
+    assert _pattern("<prefix>-quota-<name>").match("mf-quota-fargate-spot-vcpu")
+
+
+@pytest.mark.parametrize("runbook", runbook_files(), ids=lambda path: path.name)
+def test_every_runbook_has_the_five_sections_in_order(runbook):
+    found = [title for title in sections(runbook.read_text()) if title in SECTIONS]
+    assert found == list(SECTIONS), f"{runbook.name}: sections {sections(runbook.read_text())}"
+    for title in SECTIONS:
+        assert section(runbook.read_text(), title).strip(), f"{runbook.name}: empty section {title}"
+
+
+def test_the_runbooks_readme_lists_every_runbook():
+    readme = (RUNBOOKS / "README.md").read_text()
+    assert [path.name for path in runbook_files() if f"]({path.name})" not in readme] == []
+
+
+def missing_citations(markdown: str, names: set[str], outputs: set[str]) -> list[str]:
+    """The citations of ``markdown`` that no name (or output key) matches in any expansion."""
+    missing = []
+    for kind, cited in citations(markdown):
+        if cited in NOT_IN_TEMPLATES:
+            continue
+        expansions = _expansions(cited)
+        if not expansions or any("$" in text or "*" in text for text in expansions):
+            continue  # prose or a shell variable, not a citation (module docstring)
+        if not any(text in (outputs if kind == "output" else names) for text in expansions):
+            missing.append(f"{kind} {cited}")
+    return missing
+
+
+def test_a_name_or_output_the_app_does_not_create_is_reported(app_names):
+    names, outputs = app_names
+    text = ("Alarm `mf-<service>-5xx-rate`, queue `mf-<service>-events-dlq` (only some services have one), "
+            "`mf-<service>-events-dlq-typo`, parameter `/mf/ingress/no-such-parameter`, output `NoSuchOutput`, "
+            "output `KeyValueStoreArn`.\n```sh\naws ssm start-automation-execution --document-name mf-rollback-servic\n```\n")
+    assert missing_citations(text, names, outputs) == [
+        "output NoSuchOutput", "name mf-rollback-servic", "name mf-<service>-events-dlq-typo",
+        "name /mf/ingress/no-such-parameter"]
+
+
+@pytest.mark.parametrize("runbook", runbook_files(), ids=lambda path: path.name)
+def test_every_name_and_output_a_runbook_cites_exists_in_the_templates(runbook, app_names):
+    names, outputs = app_names
+    missing = missing_citations(runbook.read_text(), names, outputs)
+    assert not missing, f"{runbook.name} cites what no template of any variant has: {missing}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_runbook_an_alarm_names_lists_that_alarm_in_its_detection_section(request, variant):
+    """An on-call engineer paged by an alarm finds it, by name or name pattern, where the alarm sends them."""
+    assembly: Assembly = request.getfixturevalue(variant)
+    unlisted = []
+    for stack, _, resource in assembly.all_resources():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        alarm = resource["Properties"]
+        name, runbook = alarm["AlarmName"], RUNBOOK.search(alarm["AlarmDescription"]).group(1)
+        detection = section((RUNBOOKS / runbook).read_text(), "Detection")
+        if not any(_pattern(span).match(name) for span in INLINE.findall(FENCED.sub("", detection))):
+            unlisted.append(f"{stack} {name} -> {runbook}")
+    assert not unlisted, "alarms their runbook's Detection section does not list:\n" + "\n".join(unlisted)
+
+
+def test_the_automation_documents_the_runbooks_run_exist_in_every_region(dev):
+    """The rollback and failover documents the runbooks start by name (`aws ssm start-automation-execution`)."""
+    documents = {stack: {d["Properties"]["Name"] for d in dev.resources(stack, "AWS::SSM::Document").values()}
+                 for stack in dev.templates}
+    for region in PLACEHOLDERS["region"]:
+        assert f"{PREFIX}-rollback-service" in documents[f"{PREFIX}-{region}/services"]
+    assert f"{PREFIX}-region-failover" in documents[f"{PREFIX}-edge/edge"]
+    cited = "".join(path.read_text() for path in runbook_files())
+    assert f"--document-name {PREFIX}-rollback-service" in cited and f"--document-name {PREFIX}-region-failover" in cited
