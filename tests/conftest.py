@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ if (_VENV_BIN / "node").exists():
 # As in `make synth`: cfn-lint checks the templates instead. Set before aws_cdk starts its Node process.
 os.environ.setdefault("CDK_VALIDATION", "false")
 
-from tests.assembly import Assembly, synth  # noqa: E402  (after PATH is set)
+from tests.assembly import Assembly, cdk_json_context, synth  # noqa: E402  (after PATH is set)
 
 # An account ID from the AWS documentation's examples; no real account.
 EXAMPLE_ACCOUNT = "111122223333"
@@ -58,3 +59,21 @@ EXAMPLE_GITHUB = {"repository": "example-org/foundation", "branch": "main"}
 def github(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
     """CI through GitHub OIDC: ``-c github=<example repository>`` (dev profile)."""
     return synth(tmp_path_factory.mktemp("cdk") / "github.out", github=EXAMPLE_GITHUB)
+
+
+# The strangler-fig variant: auth keeps a legacy function behind its path, this share to the service.
+STRANGLER_PERCENT = 37
+
+
+def with_legacy(legacy: dict) -> dict:
+    """cdk.json's services with ``legacy`` set on auth."""
+    services = json.loads(json.dumps(cdk_json_context()["services"]))
+    services["auth"]["legacy"] = legacy
+    return services
+
+
+@pytest.fixture(scope="session")
+def strangler(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """cdk.json's app with auth's legacy function named (the same name in both regions), 37 % to the service."""
+    return synth(tmp_path_factory.mktemp("cdk") / "strangler.out",
+                 services=with_legacy({"function_name": "auth-v1", "initial_percent_to_service": STRANGLER_PERCENT}))

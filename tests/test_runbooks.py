@@ -16,7 +16,7 @@ How a citation is recognised (keep the runbooks to these forms):
 
 Placeholders are expanded before the check: `<prefix>` to `mf`, `<region>` to each configured region,
 `<service>` to each service, `<a|b>` to each alternative. A citation passes when at least one expansion
-exists in at least one variant (dev, prod, appmesh, domain): some names exist only for some services
+exists in at least one variant (dev, prod, appmesh, domain, strangler): some names exist only for some services
 (event queues) or in one variant (domain mode's health alarms). What still holds another placeholder
 (`<ecs service>`, `<name>`) or another shell variable (`$LG`) is prose, not a citation, and is not
 checked; the shell variables `$R` and `$REGION` stand for `<region>`, `$SERVICE` for `<service>`.
@@ -35,7 +35,7 @@ from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
 
 RUNBOOKS = REPO_ROOT / "runbooks"
 SECTIONS = ("Detection", "Diagnosis", "Action", "Verification", "Rollback")
-VARIANTS = ("dev", "prod", "appmesh", "domain")
+VARIANTS = ("dev", "prod", "appmesh", "domain", "strangler")
 RUNBOOK = re.compile(r"Runbook: runbooks/([a-z0-9-]+\.md)$")
 
 CONTEXT = cdk_json_context()

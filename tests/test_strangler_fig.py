@@ -18,28 +18,16 @@ from pathlib import Path
 import pytest
 
 from stacks.config import ConfigError, load_config
-from tests.assembly import REPO_ROOT, cdk_json_context, synth
+from tests.assembly import REPO_ROOT, cdk_json_context
 from tests.test_compliance import _violations
 from tests.test_events import REGIONS, assert_every_event_target_retries_into_a_watched_dead_letter_queue
 
 sys.path.insert(0, str(REPO_ROOT / "constructs" / "strangler_fig" / "function"))
 from weights import InvalidPercent, parse_percent, rule_weights  # noqa: E402
 
-INITIAL_PERCENT = 37
+from tests.conftest import STRANGLER_PERCENT as INITIAL_PERCENT, with_legacy as _with_legacy  # noqa: E402
+
 PARAMETER = "/mf/auth/migration/percent-to-service"
-
-
-def _with_legacy(legacy: dict) -> dict:
-    services = json.loads(json.dumps(cdk_json_context()["services"]))
-    services["auth"]["legacy"] = legacy
-    return services
-
-
-@pytest.fixture(scope="module")
-def strangler(tmp_path_factory):
-    """cdk.json's app with auth's legacy function named (the same name in both regions), 37 % to the service."""
-    return synth(tmp_path_factory.mktemp("cdk") / "strangler.out",
-                 services=_with_legacy({"function_name": "auth-v1", "initial_percent_to_service": INITIAL_PERCENT}))
 
 
 def _services(assembly, region):
