@@ -144,6 +144,8 @@ class AppMeshConfig:
     canary_weight_percent: int
     max_retries: int
     per_retry_timeout_ms: int
+    shift_steps_percent: tuple[int, ...]  # the traffic shift's canary percentages, in order, ending at 100
+    shift_bake_minutes: int  # wait after each step before the next alarm check
 
 
 @dataclass(frozen=True)
@@ -699,7 +701,21 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
         "canary_weight_percent": (5, _integer(1, 5)),
         "max_retries": (2, _integer(0, 10)),
         "per_retry_timeout_ms": (2000, _integer(100, 60000)),
+        "shift_steps_percent": ([5, 25, 50, 100], _parse_shift_steps),
+        # The alarms read between steps trip on 2 of 3 one-minute datapoints: a shorter bake could pass first.
+        "shift_bake_minutes": (10, _integer(3, 1440)),
     }))
+
+
+MAX_SHIFT_STEPS = 10
+
+
+def _parse_shift_steps(key: str, value: Any) -> tuple[int, ...]:
+    if (not isinstance(value, list) or not 1 <= len(value) <= MAX_SHIFT_STEPS
+            or any(isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= 100 for step in value)
+            or value != sorted(set(value)) or value[-1] != 100):
+        raise ConfigError(key, value, f"expected 1 to {MAX_SHIFT_STEPS} strictly increasing integer percentages from 1 to 100, ending at 100")
+    return tuple(value)
 
 
 # CloudFront fails over to the secondary origin only on these answers (and on connection errors).

@@ -29,6 +29,8 @@ from constructs.meshed_service import (
     MeshedServiceProps,
     Rollout,
     ServiceConnectMesh,
+    ShiftSettings,
+    TrafficShift,
     WorkerContainer,
 )
 from constructs.operations import ServiceRollbackAutomation
@@ -92,6 +94,7 @@ class ServicesStack(cdk.Stack):
         self.defaults = profile_defaults(config.profile)
         self.services: dict[str, MeshedFargateService] = {}
         self.canaries: dict[str, MeshedFargateService] = {}
+        self.traffic_shifts: dict[str, TrafficShift] = {}  # App Mesh only
         self._image_assets: dict[str, ecr_assets.DockerImageAsset] = {}
         self.config_parameters: dict[str, ServiceConfigParameters] = {}
         self.resources = {service.name: self._resources(service) for service in config.services if self._owns_resources(service)}
@@ -125,6 +128,7 @@ class ServicesStack(cdk.Stack):
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
                             worker=False)
             mesh.add_routes()
+            self.traffic_shifts = {service.name: self._traffic_shift(mesh, service) for service in config.services}
         self.strangler_figs = {service.name: self._strangler_fig(service) for service in config.services if service.legacy}
 
         # Each service admits exactly the services that call it, on the ports the mesh reaches it on.
@@ -174,10 +178,10 @@ class ServicesStack(cdk.Stack):
             target_group_name=legacy_target_group_name(self.config.prefix, service.name),
             parameter_name=migration_parameter_name(self.config.prefix, service.name),
             initial_percent_to_service=service.legacy.initial_percent_to_service,
-            function_name=f"{self.config.prefix}-{service.name}-traffic-shift",  # runbooks name it
+            function_name=f"{self.config.prefix}-{service.name}-migration-weights",  # runbooks name it
             dead_letter_queue_name=f"{self.config.prefix}-{service.name}-migration-dlq",
             log_group=logs.LogGroup(
-                self, f"{service.name}-migration-logs", log_group_name=f"/{self.config.prefix}/{service.name}/traffic-shift",
+                self, f"{service.name}-migration-logs", log_group_name=f"/{self.config.prefix}/{service.name}/migration-weights",
                 encryption_key=self.network.logs_key,
                 retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY),
             # ECS canary and linear deployments rewrite the rule's weights; each end re-applies the flag.
@@ -263,6 +267,30 @@ class ServicesStack(cdk.Stack):
                 idle_timeout_seconds=config.mesh_options.idle_timeout_seconds,
             ),
         )
+
+    def _traffic_shift(self, mesh: AppMeshBackend, service: ServiceConfig) -> TrafficShift:
+        """The service's progressive rollout (runbooks/canary-rollback.md). One state machine per service:
+        each role reaches only its own service's routes, and a run of one service cannot touch another's."""
+        prefix = self.config.prefix
+        # By name (the observability stack owns them; it depends on this stack, not the other way round).
+        # The load balancer's alarms see the primary's tasks only (it sends the canary nothing), so the
+        # error-log alarm (both variants' logs) and the canary's task count watch the canary itself.
+        alarms = [f"{prefix}-{service.name}-lb-group0-5xx-rate", f"{prefix}-{service.name}-lb-group0-p95-latency"] \
+            if self._behind_load_balancer(service) else []
+        alarms += [f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired"]
+        shift = TrafficShift(
+            self, f"{service.name}-traffic-shift", state_machine_name=f"{prefix}-{service.name}-traffic-shift",
+            mesh=mesh.mesh, routes=mesh.routes[service.name],
+            primary_node=mesh.nodes[(service.name, "primary")], canary_node=mesh.nodes[(service.name, "canary")],
+            alarm_names=alarms,
+            settings=ShiftSettings(steps_percent=self.config.appmesh.shift_steps_percent,
+                                   bake_minutes=self.config.appmesh.shift_bake_minutes),
+            log_encryption_key=self.network.logs_key, log_retention=logs.RetentionDays[self.defaults.log_retention],
+        )
+        cdk.CfnOutput(self, f"TrafficShiftArn{env_prefix(service.name).title().replace('_', '')}",
+                      value=shift.state_machine.state_machine_arn,
+                      description=f"{service.name}: state machine that shifts traffic to the canary (runbooks/canary-rollback.md)")
+        return shift
 
     def _ingress(self) -> RegionalIngress:
         """The region's internal load balancer, with a route per service that has a config path."""

@@ -96,3 +96,11 @@ def test_budget_defaults_and_a_single_limit_for_every_profile():
     single = load_config({"budget": {"monthly_limit_usd": 750, "alert_thresholds_percent": [100, 75]}}).budget
     assert (single.limit_usd("dev"), single.limit_usd("prod")) == (750, 750)
     assert single.alert_thresholds_percent == (75, 100)
+
+
+def test_appmesh_traffic_shift_defaults_and_override():
+    shift = load_config({}).appmesh
+    assert (shift.shift_steps_percent, shift.shift_bake_minutes) == ((5, 25, 50, 100), 10)
+    # From the CLI, the object arrives as JSON text.
+    shift = load_config({"appmesh": '{"shift_steps_percent": [10, 50, 100], "shift_bake_minutes": 5}'}).appmesh
+    assert (shift.shift_steps_percent, shift.shift_bake_minutes) == ((10, 50, 100), 5)

@@ -5,9 +5,11 @@ from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
 from .service_connect import Rollout, ServiceConnectMesh
+from .traffic_shift import ShiftSettings, TrafficShift
 from .worker import WorkerContainer
 
 __all__ = [
     "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
-    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "WorkerContainer",
+    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "ShiftSettings",
+    "TrafficShift", "WorkerContainer",
 ]

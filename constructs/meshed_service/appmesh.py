@@ -98,6 +98,8 @@ class AppMeshBackend(Construct):
         self.nodes: dict[tuple[str, str], appmesh.VirtualNode] = {}
         # Service name -> (HTTP port, gRPC port or None): what its router and nodes listen on.
         self.ports: dict[str, tuple[int, int | None]] = {}
+        # Service name -> its routes (HTTP, then gRPC), filled by add_routes(); a traffic shift moves their weights.
+        self.routes: dict[str, list[appmesh.Route]] = {}
 
     def virtual_service(self, name: str, port: int, grpc_port: int | None = None) -> appmesh.VirtualService:
         """The virtual service ``<name>.<namespace>`` and its router (created on first use)."""
@@ -164,6 +166,7 @@ class AppMeshBackend(Construct):
                 ),
             )
             self._legacy(route)
+            self.routes[name] = [route]
             if grpc_port:
                 grpc_route = router.add_route(
                     "GrpcRoute",
@@ -181,6 +184,7 @@ class AppMeshBackend(Construct):
                     ),
                 )
                 self._legacy(grpc_route)
+                self.routes[name].append(grpc_route)
 
     def _legacy(self, *constructs: Construct) -> None:
         for construct in constructs:

@@ -1,0 +1,220 @@
+"""Progressive rollout for the App Mesh backend: a Step Functions state machine per service that moves
+its routes' weights from the primary to the canary virtual node step by step, and back on an alarm.
+
+Flow (``steps`` = 5, 25, 50, 100 by default)::
+
+    RecordStartingRoute -> CheckAlarms1 -> Alarm? -> Shift1 -> Bake1 -> CheckAlarms2 -> ... -> Shift4 -> Bake4
+        -> CheckAlarmsFinal -> Alarm? -> Promoted (Succeed)
+    any alarm check that finds an alarm in ALARM (or misses one), and any failed call -> Rollback -> RolledBack (Fail)
+
+``Rollback`` sets every route of the service to 100 % primary, 0 % canary. The routes are replaced whole
+(UpdateRoute takes the full spec), so each update carries the route's own match, retry policy and
+timeout from the template, with only the weights changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_appmesh as appmesh
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from constructs.compliance import acknowledge_nag, skip_cfn_lint
+
+DEFAULT_STEPS_PERCENT = (5, 25, 50, 100)
+# The alarms it reads trip on 2 of 3 one-minute datapoints: a shorter bake could pass before they can.
+MIN_BAKE_MINUTES = 3
+ROLLED_BACK_ERROR = "CanaryRolledBack"
+
+
+@dataclass(frozen=True)
+class ShiftSettings:
+    """Canary percentages in order (strictly increasing, ending at 100) and the wait after each."""
+
+    steps_percent: Sequence[int] = DEFAULT_STEPS_PERCENT
+    bake_minutes: int = 10
+
+    def __post_init__(self) -> None:
+        steps = list(self.steps_percent)
+        if not steps or steps[-1] != 100 or any(not 1 <= s <= 100 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"steps_percent={steps} is invalid: expected strictly increasing percentages from 1 to 100, ending at 100")
+        if self.bake_minutes < MIN_BAKE_MINUTES:
+            raise ValueError(f"bake_minutes={self.bake_minutes} is invalid: expected {MIN_BAKE_MINUTES} or more")
+
+
+class TrafficShift(Construct):
+    """The traffic-shift state machine of one App Mesh service.
+
+    ``routes``: the service's routes (HTTP, and gRPC when it has a gRPC port), each with weighted targets
+    on ``primary_node`` and ``canary_node``. ``alarm_names``: alarms read before every step, by name
+    (names are deterministic; a reference would tie this stack to the one that owns them). Exposes
+    ``state_machine``, ``role`` and ``log_group``.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, state_machine_name: str, mesh: appmesh.IMesh,
+        routes: Sequence[appmesh.Route], primary_node: appmesh.VirtualNode, canary_node: appmesh.VirtualNode,
+        alarm_names: Sequence[str], settings: ShiftSettings, log_encryption_key: kms.IKey,
+        log_retention: logs.RetentionDays,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not routes:
+            raise ValueError("routes=[] is invalid: pass the service's routes")
+        if not alarm_names:
+            raise ValueError("alarm_names=[] is invalid: a shift without an alarm to check cannot roll back")
+        stack = cdk.Stack.of(self)
+        self.settings, self.alarm_names = settings, list(alarm_names)
+        self._mesh_name = _name(mesh, "mesh_name")
+        self._routes = list(routes)
+        self._node_names = {"primary": _name(primary_node, "virtual_node_name"), "canary": _name(canary_node, "virtual_node_name")}
+        self._route_arns = [route.route_arn for route in self._routes]
+        self._alarm_arns = [stack.format_arn(service="cloudwatch", resource="alarm", resource_name=name,
+                                             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME) for name in self.alarm_names]
+
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+                             description=f"Runs {state_machine_name}: the service's App Mesh routes and alarms only")
+        self.log_group = logs.LogGroup(
+            self, "Logs", log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
+            encryption_key=log_encryption_key, retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY)
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine", state_machine_name=state_machine_name, role=self.role,
+            definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
+            comment=f"Shift traffic to the canary {', '.join(map(str, settings.steps_percent))} %, "
+                    f"baking {settings.bake_minutes} min after each step; all back to the primary on an alarm",
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            tracing_enabled=True,
+            # The longest run: every bake plus a margin for the calls.
+            timeout=cdk.Duration.minutes(settings.bake_minutes * len(settings.steps_percent) + 30),
+        )
+        skip_cfn_lint(self.state_machine.node.default_child, {
+            "W3005": "CDK writes a DependsOn on the state machine's role beside the one on the role's policy, which the state machine needs first"})
+        acknowledge_nag(
+            self.role,
+            "The state machine's log delivery (logs:*LogDelivery, logs:Describe*) and X-Ray tracing "
+            "(xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) actions have no resource-level permissions; "
+            "the App Mesh and CloudWatch statements name this service's route and alarm ARNs",
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+        acknowledge_nag(
+            self.role,
+            "CDK writes the state machine's grants (its routes, its alarms, logs, X-Ray) into the role's own inline "
+            "policy, which lives and dies with the role and the state machine",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+        )
+
+    # The definition ------------------------------------------------------------------------------
+
+    def _definition(self) -> sfn.IChainable:
+        settings = self.settings
+        rollback = self._set_weights("Rollback", canary_percent=0, then=sfn.Fail(
+            self, "RolledBack", error=ROLLED_BACK_ERROR,
+            cause="An alarm was in ALARM (or missing, or a call failed): all traffic is back on the primary node"))
+        start = self._describe_route()
+        chain = sfn.Chain.start(start)
+        bake = cdk.Duration.minutes(settings.bake_minutes)
+        for step, percent in enumerate(settings.steps_percent, start=1):
+            shift = self._set_weights(f"Shift{step}", canary_percent=percent, catch=rollback)
+            chain = chain.next(self._alarm_check(f"{step}", rollback)).next(shift).next(
+                sfn.Wait(self, f"Bake{step}", time=sfn.WaitTime.duration(bake),
+                         comment=f"Bake {settings.bake_minutes} min at {percent} % canary"))
+        return chain.next(self._alarm_check("Final", rollback)).next(sfn.Succeed(
+            self, "Promoted", comment="All traffic on the canary node; promote its image to the primary"))
+
+    def _describe_route(self) -> sfn.IChainable:
+        """The first route as it stands, for the execution history (and a fast failure if it is gone)."""
+        route = self._routes[0]
+        task = tasks.CallAwsService(
+            self, "RecordStartingRoute", service="appmesh", action="describeRoute", iam_action="appmesh:DescribeRoute",
+            iam_resources=self._route_arns,
+            parameters={"MeshName": self._mesh_name, "VirtualRouterName": self._router_name(route),
+                        "RouteName": self._route_name(route)},
+            result_selector={"Spec.$": "$.Route.Spec"}, result_path="$.startingRoute")
+        return task
+
+    def _alarm_check(self, label: str, rollback: sfn.IChainable) -> sfn.IChainable:
+        """Read the alarms; go on only if every one exists and none is in ALARM."""
+        names = self.alarm_names
+        check = tasks.CallAwsService(
+            self, f"CheckAlarms{label}", service="cloudwatch", action="describeAlarms",
+            iam_action="cloudwatch:DescribeAlarms", iam_resources=self._alarm_arns,
+            parameters={"AlarmNames": names, "AlarmTypes": ["MetricAlarm"]},
+            result_selector={"MetricAlarms.$": "$.MetricAlarms"}, result_path="$.alarms")
+        check.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+        check.add_catch(rollback, result_path="$.error")
+        found = "$.alarms.MetricAlarms"
+        alarm_or_missing = sfn.Condition.or_(
+            # One alarm fewer than asked for: it was deleted or never deployed; shifting blind is not allowed.
+            sfn.Condition.not_(sfn.Condition.is_present(f"{found}[{len(names) - 1}]")),
+            *(sfn.Condition.and_(sfn.Condition.is_present(f"{found}[{i}]"),
+                                 sfn.Condition.string_equals(f"{found}[{i}].StateValue", "ALARM"))
+              for i in range(len(names))),
+        )
+        next_step = sfn.Pass(self, f"AlarmsOk{label}", result_path=sfn.JsonPath.DISCARD)
+        choice = sfn.Choice(self, f"AlarmGate{label}").when(alarm_or_missing, rollback).otherwise(next_step)
+        return sfn.Chain.custom(check, [next_step], check.next(choice))
+
+    def _set_weights(self, state_id: str, *, canary_percent: int, catch: sfn.IChainable | None = None,
+                     then: sfn.IChainable | None = None) -> sfn.IChainable:
+        """Set every route of the service to ``canary_percent`` on the canary node, the rest on the primary."""
+        updates = [self._update_route(f"{state_id}{'' if i == 0 else f'-{self._route_name(route)}'}", route, canary_percent)
+                   for i, route in enumerate(self._routes)]
+        for update in updates:
+            update.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+            if catch is not None:
+                update.add_catch(catch, result_path="$.error")
+        chain = sfn.Chain.start(updates[0])
+        for update in updates[1:]:
+            chain = chain.next(update)
+        return chain.next(then) if then is not None else chain
+
+    def _update_route(self, state_id: str, route: appmesh.Route, canary_percent: int) -> tasks.CallAwsService:
+        return tasks.CallAwsService(
+            self, state_id, service="appmesh", action="updateRoute", iam_action="appmesh:UpdateRoute",
+            iam_resources=self._route_arns,
+            parameters={"MeshName": self._mesh_name, "VirtualRouterName": self._router_name(route),
+                        "RouteName": self._route_name(route), "Spec": self._spec(route, canary_percent)},
+            comment=f"{100 - canary_percent} % primary, {canary_percent} % canary",
+            result_path=sfn.JsonPath.DISCARD)
+
+    def _spec(self, route: appmesh.Route, canary_percent: int) -> dict[str, Any]:
+        """The route's template spec with new weights, in the SDK's shape (PascalCase)."""
+        cfn_route = route.node.default_child
+        assert isinstance(cfn_route, appmesh.CfnRoute)
+        spec = cdk.Stack.of(self).resolve(cfn_route.spec)
+        (kind, body), = spec.items()  # httpRoute or grpcRoute
+        weights = {"primary": 100 - canary_percent, "canary": canary_percent}
+        port = body["action"]["weightedTargets"][0].get("port")
+        body = {**body, "action": {"weightedTargets": [
+            {"virtualNode": self._node_names[variant], "weight": weight, **({"port": port} if port else {})}
+            for variant, weight in weights.items()]}}
+        return _pascal({kind: body})
+
+    @staticmethod
+    def _router_name(route: appmesh.Route) -> str:
+        return _name(route.virtual_router, "virtual_router_name")
+
+    @staticmethod
+    def _route_name(route: appmesh.Route) -> str:
+        return _name(route, "route_name")
+
+
+def _name(construct: Construct, attribute: str) -> str:
+    """The resource's name as the template sets it (a literal, readable in the definition), else its token."""
+    given = getattr(construct.node.default_child, attribute, None)
+    return given if isinstance(given, str) and not cdk.Token.is_unresolved(given) else getattr(construct, attribute)
+
+
+def _pascal(value: Any) -> Any:
+    """The CloudFormation spec's keys as Step Functions' SDK integrations take them (PascalCase)."""
+    if isinstance(value, dict):
+        return {key[:1].upper() + key[1:]: _pascal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_pascal(item) for item in value]
+    return value

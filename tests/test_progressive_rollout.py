@@ -1,0 +1,338 @@
+"""Progressive rollout: the App Mesh traffic-shift state machines, read from the synthesized templates and walked
+state by state (no AWS needed), and the Service Connect variant, which leaves rollout to ECS and has none."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_appmesh as appmesh
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk.assertions import Template
+
+from constructs.meshed_service import ShiftSettings, TrafficShift
+from constructs.meshed_service.traffic_shift import ROLLED_BACK_ERROR
+
+SERVICES = ("auth", "persona", "vc-start")
+REGIONS = ("eu-central-1", "eu-west-1")
+DEFAULT_STEPS, DEFAULT_BAKE_SECONDS = [5, 25, 50, 100], 600
+UPDATE_ROUTE, DESCRIBE_ALARMS = ":states:::aws-sdk:appmesh:updateRoute", ":states:::aws-sdk:cloudwatch:describeAlarms"
+
+
+# --- Reading a definition ------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    """A DefinitionString as text: Fn::Join joined, other intrinsics as ${...} placeholders."""
+    if isinstance(value, str):
+        return value
+    (function, argument), = value.items()
+    if function == "Fn::Join":
+        separator, parts = argument
+        return separator.join(_text(part) for part in parts)
+    if function == "Ref":
+        return "${%s}" % argument
+    if function == "Fn::GetAtt":
+        return "${%s}" % ".".join(argument)
+    raise AssertionError(f"unexpected intrinsic {function} in a definition")
+
+
+def _machines(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """State machine name -> its resource, with the parsed definition under "Definition"."""
+    return {resource["Properties"]["StateMachineName"]: {**resource, "Definition": json.loads(_text(resource["Properties"]["DefinitionString"]))}
+            for resource in template["Resources"].values() if resource["Type"] == "AWS::StepFunctions::StateMachine"}
+
+
+def _successors(state: dict[str, Any]) -> list[str]:
+    targets = [state.get("Next"), state.get("Default"), *(rule["Next"] for rule in state.get("Choices", [])),
+               *(catch["Next"] for catch in state.get("Catch", []))]
+    return [target for target in targets if target]
+
+
+def _paths(definition: dict[str, Any], start: str | None = None) -> Iterator[list[str]]:
+    """Every path from ``start`` (StartAt) to a terminal state; the graph must have no cycle."""
+    states = definition["States"]
+
+    def walk(path: list[str]) -> Iterator[list[str]]:
+        successors = _successors(states[path[-1]])
+        if not successors:
+            yield path
+        for successor in successors:
+            assert successor not in path, f"cycle through {successor}"
+            yield from walk([*path, successor])
+
+    yield from walk([start or definition["StartAt"]])
+
+
+def _is(state: dict[str, Any], resource: str) -> bool:
+    return state["Type"] == "Task" and state["Resource"].endswith(resource)
+
+
+def _canary_weight(state: dict[str, Any]) -> tuple[str, int, int]:
+    """(route name, primary %, canary %) of an updateRoute task."""
+    parameters = state["Parameters"]
+    (route,) = parameters["Spec"].values()
+    weights = {target["VirtualNode"].rsplit("-", 1)[1]: target["Weight"] for target in route["Action"]["WeightedTargets"]}
+    return parameters["RouteName"], weights["primary"], weights["canary"]
+
+
+def _events(definition: dict[str, Any], path: list[str]) -> list[Any]:
+    """What a path does, in order: ("check",), ("shift", canary %) once per step, ("wait", seconds), the end."""
+    events: list[Any] = []
+    for name in path:
+        state = definition["States"][name]
+        if _is(state, DESCRIBE_ALARMS):
+            events.append(("check",))
+        elif _is(state, UPDATE_ROUTE):
+            shift = ("shift", _canary_weight(state)[2])
+            if events[-1] != shift:  # one step updates every route of the service
+                events.append(shift)
+        elif state["Type"] == "Wait":
+            events.append(("wait", state["Seconds"]))
+        elif state["Type"] in ("Succeed", "Fail"):
+            events.append(state["Type"])
+    return events
+
+
+def _expected_success(steps: list[int], bake_seconds: int) -> list[Any]:
+    events: list[Any] = []
+    for percent in steps:
+        events += [("check",), ("shift", percent), ("wait", bake_seconds)]
+    return [*events, ("check",), "Succeed"]
+
+
+# --- A tiny Choice evaluator: the subset these definitions use --------------------------------------
+
+def _lookup(document: Any, path: str) -> tuple[bool, Any]:
+    value = document
+    for key, index in re.findall(r"\.([A-Za-z]+)|\[(\d+)\]", path.removeprefix("$")):
+        if key:
+            if not isinstance(value, dict) or key not in value:
+                return False, None
+            value = value[key]
+        else:
+            if not isinstance(value, list) or int(index) >= len(value):
+                return False, None
+            value = value[int(index)]
+    return True, value
+
+
+def _matches(rule: dict[str, Any], document: Any) -> bool:
+    if "Or" in rule:
+        return any(_matches(r, document) for r in rule["Or"])
+    if "And" in rule:
+        return all(_matches(r, document) for r in rule["And"])
+    if "Not" in rule:
+        return not _matches(rule["Not"], document)
+    present, value = _lookup(document, rule["Variable"])
+    if "IsPresent" in rule:
+        return present == rule["IsPresent"]
+    if "StringEquals" in rule:
+        assert present, f"{rule['Variable']} is read without an IsPresent guard: the execution would fail"
+        return value == rule["StringEquals"]
+    raise AssertionError(f"unexpected rule {rule}")
+
+
+def _choose(state: dict[str, Any], document: Any) -> str:
+    return next((rule["Next"] for rule in state["Choices"] if _matches(rule, document)), state["Default"])
+
+
+def _gate_after(definition: dict[str, Any], check: str) -> dict[str, Any]:
+    gate = definition["States"][definition["States"][check]["Next"]]
+    assert gate["Type"] == "Choice"
+    return gate
+
+
+# --- The App Mesh variant --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def machines(appmesh) -> dict[str, dict[str, dict[str, Any]]]:
+    """Region -> state machine name -> resource (with "Definition")."""
+    return {region: _machines(appmesh.template(f"mf-{region}/services")) for region in REGIONS}
+
+
+def test_appmesh_has_one_traffic_shift_per_service_in_each_region_with_its_arn_as_output(appmesh, machines):
+    for region in REGIONS:
+        assert sorted(machines[region]) == sorted(f"mf-{name}-traffic-shift" for name in SERVICES)
+        outputs = appmesh.template(f"mf-{region}/services")["Outputs"]
+        shift_outputs = {key: output["Value"]["Ref"] for key, output in outputs.items() if key.startswith("TrafficShiftArn")}
+        assert sorted(shift_outputs) == ["TrafficShiftArnAuth", "TrafficShiftArnPersona", "TrafficShiftArnVcStart"]
+        machine_ids = {logical_id for logical_id in appmesh.resources(f"mf-{region}/services", "AWS::StepFunctions::StateMachine")}
+        assert set(shift_outputs.values()) == machine_ids
+
+
+def test_every_path_to_success_shifts_through_the_configured_steps_with_a_check_before_and_a_bake_after_each(machines):
+    for region in REGIONS:
+        for name, machine in machines[region].items():
+            definition = machine["Definition"]
+            successes = [path for path in _paths(definition) if definition["States"][path[-1]]["Type"] == "Succeed"]
+            assert successes, name
+            for path in successes:
+                assert _events(definition, path) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS), (name, path)
+
+
+def test_every_step_updates_all_of_the_services_routes_keeping_their_match_retries_and_timeout(appmesh, machines):
+    """UpdateRoute replaces the whole spec: each update must carry the template's route, weights aside."""
+    template = appmesh.template("mf-eu-central-1/services")
+    routes = {(r["Properties"]["MeshName"]["Fn::GetAtt"][0], r["Properties"]["RouteName"], _router_of(template, r)): r["Properties"]["Spec"]
+              for r in template["Resources"].values() if r["Type"] == "AWS::AppMesh::Route"}
+    for name in SERVICES:
+        definition = machines["eu-central-1"][f"mf-{name}-traffic-shift"]["Definition"]
+        updates = [state for state in definition["States"].values() if _is(state, UPDATE_ROUTE)]
+        service_routes = {key[1]: spec for key, spec in routes.items() if key[2] == name}
+        assert service_routes, name
+        # Each step and the rollback touch every route of the service (persona: HTTP and gRPC).
+        assert len(updates) == (len(DEFAULT_STEPS) + 1) * len(service_routes)
+        for update in updates:
+            parameters = update["Parameters"]
+            assert (parameters["MeshName"], parameters["VirtualRouterName"]) == ("mf", name)
+            (kind, sent), = parameters["Spec"].items()
+            (template_kind, declared), = service_routes[parameters["RouteName"]].items()
+            assert kind == template_kind
+            assert {k: v for k, v in sent.items() if k != "Action"} == {k: v for k, v in declared.items() if k != "Action"}
+            targets = sent["Action"]["WeightedTargets"]
+            assert [t["VirtualNode"] for t in targets] == [f"{name}-primary", f"{name}-canary"]
+            assert [t["Port"] for t in targets] == [t["Port"] for t in declared["Action"]["WeightedTargets"]]
+            assert sum(t["Weight"] for t in targets) == 100
+
+
+def _router_of(template: dict[str, Any], route: dict[str, Any]) -> str:
+    router_id = route["Properties"]["VirtualRouterName"]["Fn::GetAtt"][0]
+    return template["Resources"][router_id]["Properties"]["VirtualRouterName"]
+
+
+def test_an_alarm_or_a_missing_alarm_sends_every_gate_to_the_rollback_and_quiet_alarms_let_it_go_on(machines):
+    for name, machine in machines["eu-central-1"].items():
+        definition = machine["Definition"]
+        checks = [state_name for state_name, state in definition["States"].items() if _is(state, DESCRIBE_ALARMS)]
+        assert len(checks) == len(DEFAULT_STEPS) + 1
+        for check in checks:
+            names = definition["States"][check]["Parameters"]["AlarmNames"]
+            gate = _gate_after(definition, check)
+
+            def outcome(states: list[str], gate=gate, names=names) -> str:
+                # DescribeAlarms answers in no promised order; the ResultSelector keeps MetricAlarms.
+                alarms = [{"AlarmName": alarm, "StateValue": state} for alarm, state in zip(reversed(names), states, strict=False)]  # fewer states: a missing alarm
+                return _choose(gate, {"alarms": {"MetricAlarms": alarms}})
+
+            quiet = outcome(["OK"] * len(names))
+            assert quiet != "Rollback" and outcome(["INSUFFICIENT_DATA"] * len(names)) == quiet
+            for i in range(len(names)):
+                assert outcome(["OK"] * i + ["ALARM"] + ["OK"] * (len(names) - i - 1)) == "Rollback", (name, check, i)
+            assert outcome(["OK"] * (len(names) - 1)) == "Rollback", "an alarm that does not exist must stop the shift"
+            # A failed DescribeAlarms call (after its retries) rolls back too.
+            assert [c["Next"] for c in definition["States"][check]["Catch"]] == ["Rollback"]
+
+
+def test_the_rollback_sets_every_route_to_all_primary_and_ends_the_run_as_failed(machines):
+    for name, machine in machines["eu-central-1"].items():
+        definition = machine["Definition"]
+        (path,) = _paths(definition, "Rollback")
+        updates = [_canary_weight(definition["States"][s]) for s in path if _is(definition["States"][s], UPDATE_ROUTE)]
+        assert {route for route, _, _ in updates} == ({"Route", "GrpcRoute"} if name == "mf-persona-traffic-shift" else {"Route"})
+        assert all((primary, canary) == (100, 0) for _, primary, canary in updates)
+        end = definition["States"][path[-1]]
+        assert (end["Type"], end["Error"]) == ("Fail", ROLLED_BACK_ERROR)
+        # Every failed shift call (after retries) also ends in the rollback.
+        for state in definition["States"].values():
+            if _is(state, UPDATE_ROUTE) and state is not definition["States"]["Rollback"] and "Catch" in state:
+                assert [c["Next"] for c in state["Catch"]] == ["Rollback"]
+        shifts = [s for s in definition["States"] if s.startswith("Shift")]
+        assert all("Catch" in definition["States"][s] for s in shifts)
+
+
+def test_the_alarms_checked_are_the_services_own_and_exist_in_the_observability_stack_without_a_dependency(appmesh, machines):
+    for region in REGIONS:
+        observed = {r["Properties"]["AlarmName"] for r in appmesh.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
+        for name in SERVICES:
+            definition = machines[region][f"mf-{name}-traffic-shift"]["Definition"]
+            checked = {tuple(s["Parameters"]["AlarmNames"]) for s in definition["States"].values() if _is(s, DESCRIBE_ALARMS)}
+            (names,) = checked
+            assert {f"mf-{name}-lb-group0-5xx-rate", f"mf-{name}-lb-group0-p95-latency"} <= set(names)
+            assert set(names) <= observed, set(names) - observed
+        # Names, not references: the services stack does not wait for (or import from) the observability stack.
+        assert not any("observability" in dependency for dependency in appmesh.stack_artifacts[f"mf-{region}/services"].get("dependencies", []))
+
+
+def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(appmesh):
+    for region in REGIONS:
+        stack = f"mf-{region}/services"
+        routes = appmesh.resources(stack, "AWS::AppMesh::Route")
+        policies = appmesh.resources(stack, "AWS::IAM::Policy")
+        for machine in appmesh.resources(stack, "AWS::StepFunctions::StateMachine").values():
+            name = machine["Properties"]["StateMachineName"].removeprefix("mf-").removesuffix("-traffic-shift")
+            role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+            statements = [s for p in policies.values() if {"Ref": role_id} in p["Properties"]["Roles"]
+                          for s in p["Properties"]["PolicyDocument"]["Statement"]]
+            own_routes = {route_id for route_id, route in routes.items()
+                          if route["Properties"]["VirtualRouterName"]["Fn::GetAtt"][0].startswith(f"AppMesh{name.replace('-', '')}router")}
+            for statement in statements:
+                actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+                resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                if any(a.startswith("appmesh:") for a in actions):
+                    assert sorted(actions) == ["appmesh:DescribeRoute", "appmesh:UpdateRoute"]
+                    assert {r["Ref"] for r in resources} == own_routes, name
+                elif any(a.startswith("cloudwatch:") for a in actions):
+                    assert actions == ["cloudwatch:DescribeAlarms"]
+                    arns = [_text(r) for r in resources]
+                    assert all(re.fullmatch(rf"arn:aws:cloudwatch:{region}:\$\{{AWS::AccountId}}:alarm:mf-{name}-[a-z0-9-]+", a) for a in arns), arns
+                else:
+                    # Log delivery and X-Ray: actions without resource-level permissions (acknowledged in nag).
+                    assert all(a.split(":")[0] in ("logs", "xray") for a in actions) and resources == ["*"], statement
+                    assert not any(a.endswith("*") for a in actions)
+
+
+def test_each_state_machine_logs_everything_to_an_encrypted_log_group_with_retention_and_traces(appmesh):
+    stack = "mf-eu-central-1/services"
+    log_groups = appmesh.resources(stack, "AWS::Logs::LogGroup")
+    for machine in appmesh.resources(stack, "AWS::StepFunctions::StateMachine").values():
+        properties = machine["Properties"]
+        assert properties["TracingConfiguration"] == {"Enabled": True}
+        logging = properties["LoggingConfiguration"]
+        assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is True
+        log_group = log_groups[logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]]["Properties"]
+        assert log_group["LogGroupName"] == f"/aws/vendedlogs/states/{properties['StateMachineName']}"
+        assert "KmsKeyId" in log_group and log_group["RetentionInDays"] > 0
+
+
+# --- The Service Connect variant -------------------------------------------------------------------
+
+def test_service_connect_has_no_traffic_shift_state_machine(dev):
+    for region in REGIONS:
+        assert dev.resources(f"mf-{region}/services", "AWS::StepFunctions::StateMachine") == {}
+        assert not any(key.startswith("TrafficShiftArn") for key in dev.template(f"mf-{region}/services").get("Outputs", {}))
+
+
+# --- The construct, with other settings ------------------------------------------------------------
+
+def _shift_stack(settings: ShiftSettings) -> dict[str, Any]:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Shift", env=cdk.Environment(account="111122223333", region="eu-west-1"))
+    mesh = appmesh.Mesh(stack, "Mesh", mesh_name="mf")
+    router = appmesh.VirtualRouter(stack, "Router", mesh=mesh, virtual_router_name="auth",
+                                   listeners=[appmesh.VirtualRouterListener.http(8080)])
+    nodes = {variant: appmesh.VirtualNode(stack, variant, mesh=mesh, virtual_node_name=f"auth-{variant}")
+             for variant in ("primary", "canary")}
+    route = router.add_route("Route", route_spec=appmesh.RouteSpec.http(weighted_targets=[
+        appmesh.WeightedTarget(virtual_node=nodes["primary"], weight=90), appmesh.WeightedTarget(virtual_node=nodes["canary"], weight=10)]))
+    TrafficShift(stack, "Shift", state_machine_name="mf-auth-traffic-shift", mesh=mesh, routes=[route],
+                 primary_node=nodes["primary"], canary_node=nodes["canary"], alarm_names=["mf-auth-error-logs"],
+                 settings=settings, log_encryption_key=kms.Key(stack, "Key"), log_retention=logs.RetentionDays.ONE_WEEK)
+    return Template.from_stack(stack).to_json()
+
+
+def test_configured_steps_and_bake_time_shape_the_run():
+    definition = _machines(_shift_stack(ShiftSettings(steps_percent=[10, 40, 100], bake_minutes=3)))["mf-auth-traffic-shift"]["Definition"]
+    (success,) = [p for p in _paths(definition) if definition["States"][p[-1]]["Type"] == "Succeed"]
+    assert _events(definition, success) == _expected_success([10, 40, 100], 180)
+    # Three bakes and a margin for the calls: a stuck run ends rather than holding a half-shifted route.
+    assert definition["TimeoutSeconds"] == (3 * 3 + 30) * 60
+
+
+@pytest.mark.parametrize("steps, bake", [([5, 25, 50], 10), ([25, 5, 100], 10), ([0, 100], 10), ([50, 50, 100], 10), ([100], 2)])
+def test_shift_settings_refuse_steps_that_do_not_end_at_all_canary_or_a_bake_shorter_than_the_alarms_need(steps, bake):
+    with pytest.raises(ValueError, match="is invalid"):
+        ShiftSettings(steps_percent=steps, bake_minutes=bake)
