@@ -55,7 +55,7 @@ SHELL_VARIABLE = re.compile(r"\$\{?(R|REGION|SERVICE)\b\}?")
 NAME_KEYS = {
     "AlarmName", "BudgetName", "ClusterName", "DashboardName", "DocumentName", "EventBusName", "FunctionName",
     "LogGroupName", "MeshName", "MetricNamespace", "Name", "Namespace", "QueueName", "RepositoryName", "RuleName", "ServiceName",
-    "TableName", "TopicName",
+    "StateMachineName", "TableName", "TopicName",
 }
 NAME_SPAN = re.compile(rf"^(/aws/[a-z-]+/)?/?(<prefix>|{PREFIX})[-/][A-Za-z0-9<>|/._ -]+$")
 NAME_OPTIONS = re.compile(
