@@ -103,6 +103,14 @@ CASES = [
     ("unknown observability key", {"observability": json.dumps({"sampling": 0.1})}, ["observability.sampling=0.1", "unknown key", "xray_sampling_rate"]),
     ("signing key rotation beyond a year", {"data": json.dumps({"signing_key_rotation_days": 400})},
      ["data.signing_key_rotation_days=400", "1 to 365"]),
+    ("chaos targets an unknown service", {"chaos": json.dumps({"service": "billing"})},
+     ["chaos.service='billing'", "auth, persona, vc-start"]),
+    ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
+     ["chaos.stop_percent=100", "from 1 to 99"]),
+    ("chaos in a fourth availability zone", {"chaos": json.dumps({"service": "persona", "availability_zone": "d"})},
+     ["chaos.availability_zone='d'", "a, b, c"]),
+    ("chaos latency beyond what FIS takes", {"chaos": json.dumps({"service": "persona", "latency_ms": 20000})},
+     ["chaos.latency_ms=20000", "from 1 to 10000"]),
 ]
 
 

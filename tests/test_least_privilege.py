@@ -14,7 +14,8 @@ VARIANTS = ("dev", "prod", "appmesh", "domain")
 EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
-RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms"}
+# ecs, ssm, logs and tag: the AWS FIS experiment roles and the fault-injection sidecar's roles (chaos stack).
+RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "logs", "tag"}
 
 
 @pytest.fixture(params=VARIANTS)

@@ -1,6 +1,7 @@
 from .adot import AdotCollector
 from .appmesh import AppMeshBackend, AppMeshSettings
 from .extensions import ServiceExtension
+from .fault_injection import FaultInjection
 from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
@@ -8,6 +9,6 @@ from .service_connect import Rollout, ServiceConnectMesh
 from .worker import WorkerContainer
 
 __all__ = [
-    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
+    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "FaultInjection", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
     "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "WorkerContainer",
 ]
