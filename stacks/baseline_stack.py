@@ -24,7 +24,8 @@ class BaselineStack(cdk.Stack):
 
     def __init__(
         self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str],
-        access_analyzer_name: str | None = None, assumable_role_arns: Sequence[str] = (), **kwargs,
+        access_analyzer_name: str | None = None, assumable_role_arns: Sequence[str] = (),
+        ssm_managed_instance_role_arns: Sequence[str] = (), tag_reader_role_arns: Sequence[str] = (), **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.permissions_boundary = PermissionsBoundary(
@@ -33,6 +34,8 @@ class BaselineStack(cdk.Stack):
             policy_name=f"{boundary_name}-permissions-boundary",
             allowed_regions=allowed_regions,
             assumable_role_arns=assumable_role_arns,
+            ssm_managed_instance_role_arns=ssm_managed_instance_role_arns,
+            tag_reader_role_arns=tag_reader_role_arns,
         )
         # External access findings for this region's resources (and the account's roles): a bucket,
         # key, queue, secret or role that a principal outside the account can use shows up in the

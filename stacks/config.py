@@ -241,6 +241,19 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class ChaosConfig:
+    """The AWS FIS experiment templates of every region (the chaos stack). Templates cost nothing until run."""
+
+    service: str  # the service the task experiments target (stop tasks, network faults)
+    stop_percent: int  # share of the service's running tasks the stop-tasks experiment stops
+    task_network_faults: bool  # create the latency and packet-loss experiment (adds the SSM agent sidecar to the service)
+    latency_ms: int  # delay the network-faults experiment adds to every packet of the targeted tasks
+    packet_loss_percent: int  # share of packets the network-faults experiment drops
+    duration_minutes: int  # how long each fault lasts
+    availability_zone: str  # the zone letter (a, b or c) whose private subnets the AZ experiment cuts off
+
+
+@dataclass(frozen=True)
 class FoundationConfig:
     """The whole app's configuration. Built only by ``load_config``."""
 
@@ -263,6 +276,7 @@ class FoundationConfig:
     data: DataConfig
     github: GitHubConfig | None
     pipeline: PipelineConfig | None = None
+    chaos: ChaosConfig | None = None
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -320,6 +334,15 @@ class FoundationConfig:
     def table_name(self, service: str) -> str:
         """A service's global table: the same name in every region, so each region finds its replica by name."""
         return f"{self.prefix}-{service}"
+
+    def fault_injection_role_names(self, region: str) -> tuple[str, str] | None:
+        """(SSM managed-instance role of the chaos service's tasks, FIS network-faults experiment role),
+        named so the stage's permissions boundary can let exactly them pass to SSM and read tags.
+        None without network-fault experiments."""
+        if self.chaos is None or not self.chaos.task_network_faults:
+            return None
+        base = f"{self.prefix}-{region}-{self.chaos.service}"
+        return f"{base}-fis-instance", f"{base}-fis-network-faults"
 
     def signing_secret_name(self, service: str) -> str:
         """The signer's secret: the same name in every region (primary and replicas)."""
@@ -900,6 +923,42 @@ def _check_pipeline(values: dict[str, Any]) -> None:
                           f"the connection must be in {values['primary_region']}, the pipeline's region (primary_region)")
 
 
+_AZ_LETTERS = ("a", "b", "c")  # KNOWN_REGIONS: the first three zones of each are <region>a/b/c
+
+
+def _parse_chaos(key: str, value: Any) -> ChaosConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "service" not in value:
+        raise ConfigError(key, value, 'expected null or an object {"service": "<a configured service>", ...}')
+    return ChaosConfig(**_object(key, value, {
+        "service": (None, _pattern(_SERVICE_NAME_PATTERN, "expected the name of a configured service")),
+        # 100 % would be an outage, not an experiment: at least one task keeps serving.
+        "stop_percent": (30, _integer(1, 99)),
+        "task_network_faults": (True, _boolean),
+        # FIS takes 0-10000 ms for aws:ecs:task-network-latency.
+        "latency_ms": (200, _integer(1, 10_000)),
+        "packet_loss_percent": (10, _integer(1, 100)),
+        # FIS actions last at most 12 hours; an hour is already a long game day.
+        "duration_minutes": (10, _integer(1, 60)),
+        "availability_zone": ("a", _one_of(_AZ_LETTERS)),
+    }))
+
+
+def _check_chaos(values: dict[str, Any]) -> None:
+    """The experiments target a configured service, and one whose SLO alarms can stop them."""
+    chaos = values["chaos"]
+    if chaos is None:
+        return
+    by_name = {service.name: service for service in values["services"]}
+    if chaos.service not in by_name:
+        raise ConfigError("chaos.service", chaos.service, f"expected one of the configured services: {', '.join(by_name)}")
+    if values["mesh"] == "appmesh" and not by_name[chaos.service].path:
+        # With App Mesh the only SLO alarms are the load balancer's: a service without a path has none to stop on.
+        raise ConfigError("chaos.service", chaos.service, "with mesh=appmesh, pick a service with a path: its load "
+                                                          "balancer alarms are the experiments' stop conditions")
+
+
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so
 # a reader sees the whole config in one file.
 _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
@@ -925,6 +984,9 @@ _KEYS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "data": ({}, _parse_data),
     "github": (None, _parse_github),
     "pipeline": (None, _parse_pipeline),
+    # Templates cost nothing until run; config "chaos": null removes them (and the sidecar). With these
+    # default settings and no persona service, there are none (load_config).
+    "chaos": ({"service": "persona"}, _parse_chaos),
 }
 CONFIG_KEYS = tuple(_KEYS)
 
@@ -989,6 +1051,12 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         )
     _check_pipeline(values)
     _check_legacy(values)
+    default_chaos = _parse_chaos("chaos", _KEYS["chaos"][0])
+    if values["chaos"] == default_chaos and default_chaos.service not in {service.name for service in values["services"]}:
+        # The default experiments (cdk.json repeats them) target persona; an app without persona has none
+        # until its chaos config names a service.
+        values["chaos"] = None
+    _check_chaos(values)
     return FoundationConfig(**values)
 
 

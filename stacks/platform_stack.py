@@ -70,11 +70,13 @@ class PlatformStack(cdk.Stack):
             ecs.CapacityProviderStrategy(capacity_provider=share.provider, base=share.base, weight=share.weight)
             for share in defaults.capacity_strategy
         ]
+        # A literal name: other stacks (chaos) build the cluster's ARNs from it without a cross-stack export.
+        self.cluster_name = config.prefix
         platform = FargateCluster(
             self,
             "Compute",
             vpc=vpc,
-            cluster_name=config.prefix,
+            cluster_name=self.cluster_name,
             namespace_name=config.namespace,
             capacity_strategy=self.capacity_strategy,
         )

@@ -9,6 +9,7 @@ from constructs.compliance import adopt_cdk_providers
 
 from .config import FoundationConfig, RegionConfig
 from .baseline_stack import BaselineStack
+from .chaos_stack import ChaosStack
 from .data_stack import DataStack
 from .global_stack import GlobalStack, ci_assumable_role_arns
 from .network_stack import NetworkStack
@@ -49,6 +50,7 @@ class RegionStage(cdk.Stage):
             access_analyzer_name=f"{config.prefix}-{region.name}",
             # The CI diff role (global stack, primary stage only) reads through the CDK lookup roles.
             assumable_role_arns=ci_assumable_role_arns(self, config) if is_primary else (),
+            **_fault_injection_boundary(config, region.name),
             description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage, IAM Access Analyzer", **common,
         )
         self.network = NetworkStack(
@@ -76,6 +78,17 @@ class RegionStage(cdk.Stage):
             description=f"{config.prefix} {region.name}: dashboards, alarms and X-Ray sampling rules", **common,
         )
         self.stacks: list[cdk.Stack] = [self.baseline, self.network, self.platform, self.services, self.observability]
+        # Last: it reads the services' alarms and subnets, and nothing reads it.
+        self.chaos = None
+        if config.chaos:
+            self.chaos = ChaosStack(
+                self, "chaos", config=config, network=self.network, platform=self.platform, services=self.services,
+                observability=self.observability,
+                description=f"{config.prefix} {region.name}: AWS FIS experiment templates (stop tasks, network faults, AZ outage)", **common,
+            )
+            self.chaos.add_stack_dependency(self.observability, "its stop conditions watch the observability stack's alarms")
+            self.chaos.add_stack_dependency(self.services, "its stop conditions watch the services' deployment alarms")
+            self.stacks.append(self.chaos)
         if self.data:
             self.services.add_stack_dependency(self.data, "its task roles use the tables and secret the data stack creates")
             self.stacks.insert(3, self.data)
@@ -97,3 +110,12 @@ class RegionStage(cdk.Stage):
             cdk.Tags.of(self).add(key, value)
         for stack in self.stacks:
             adopt_cdk_providers(stack, tags)
+
+
+def _fault_injection_boundary(config: FoundationConfig, region: str) -> dict[str, list[str]]:
+    """The two named roles of the FIS network faults that the boundary must let through (none without them)."""
+    names = config.fault_injection_role_names(region)
+    if names is None:
+        return {}
+    instance_role, experiment_role = (f"arn:{cdk.Aws.PARTITION}:iam::{cdk.Aws.ACCOUNT_ID}:role/{name}" for name in names)
+    return {"ssm_managed_instance_role_arns": [instance_role], "tag_reader_role_arns": [experiment_role]}

@@ -23,6 +23,7 @@ from constructs.meshed_service import (
     AdotCollector,
     AppMeshBackend,
     AppMeshSettings,
+    FaultInjection,
     LoadBalancerTarget,
     RollbackAlarms,
     MeshedFargateService,
@@ -416,8 +417,19 @@ class ServicesStack(cdk.Stack):
             log_retention=logs.RetentionDays[self.defaults.log_retention],
             # The worker last: it starts after every container the app starts after.
             extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions,
-                        *([self._worker(service)] if worker and service.worker else [])],
+                        *([self._worker(service)] if worker and service.worker else []),
+                        *([self._fault_injection()] if self._network_faults_target(construct_id) else [])],
         )
+
+    def _network_faults_target(self, construct_id: str) -> bool:
+        """Fault injection only where an experiment needs it: the chaos service's primary tasks."""
+        chaos = self.config.chaos
+        return chaos is not None and chaos.task_network_faults and construct_id == chaos.service
+
+    def _fault_injection(self) -> FaultInjection:
+        # Named: the stage's permissions boundary lets exactly this role be passed to SSM.
+        instance_role_name, _ = self.config.fault_injection_role_names(self.region)
+        return FaultInjection(managed_instance_role_name=instance_role_name)
 
     def _worker(self, service: ServiceConfig) -> WorkerContainer:
         queue = self.resources[service.name].queue

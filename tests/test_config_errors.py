@@ -117,6 +117,14 @@ CASES = [
     ("migration percent above 100", {"services": json.dumps({"auth": {"path": "/api/auth", "legacy": {
         "function_name": "auth-v1", "initial_percent_to_service": 101}}})},
      ["services.auth.legacy.initial_percent_to_service=101", "from 0 to 100"]),
+    ("chaos targets an unknown service", {"chaos": json.dumps({"service": "billing"})},
+     ["chaos.service='billing'", "auth, persona, vc-start"]),
+    ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
+     ["chaos.stop_percent=100", "from 1 to 99"]),
+    ("chaos in a fourth availability zone", {"chaos": json.dumps({"service": "persona", "availability_zone": "d"})},
+     ["chaos.availability_zone='d'", "a, b, c"]),
+    ("chaos latency beyond what FIS takes", {"chaos": json.dumps({"service": "persona", "latency_ms": 20000})},
+     ["chaos.latency_ms=20000", "from 1 to 10000"]),
 ]
 
 

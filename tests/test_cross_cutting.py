@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 STAGE_TAGS = {
@@ -28,13 +30,18 @@ def test_every_role_has_the_stage_permissions_boundary(dev):
     roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
     # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
     # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment,
-    # and the rollback Automation document's role. The edge: the role of the custom resources that read the
-    # regions' load balancers. The primary's data stack: the signing-key rotation function's and the
-    # replica-key custom resources' roles.
-    assert len(roles) == 2 * (3 + 3 * 3 + 1) + 1 + 2
+    # and the rollback Automation document's role; the chaos stack's three FIS experiment roles and the chaos
+    # service's SSM managed-instance role. The edge: the role of the custom resources that read the regions'
+    # load balancers. The primary's data stack: the signing-key rotation function's and the replica-key custom
+    # resources' roles.
+    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4) + 1 + 2
     for stack, logical_id, role in roles:
         stage = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"
+
+
+def _listed(value):
+    return value if isinstance(value, list) else [value]
 
 
 def _boundary_statements(dev, region):
@@ -46,29 +53,45 @@ def _boundary_statements(dev, region):
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])
 def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region):
     statements = _boundary_statements(dev, region)
-    allows = [s for s in statements.values() if s["Effect"] == "Allow"]
-    assert len(allows) == 1
-    actions = allows[0]["Action"]
+    allows = {sid: s for sid, s in statements.items() if s["Effect"] == "Allow"}
+    platform = allows.pop("AllowOnlyThePlatformsServicesInTheAppsRegions")
+    actions = platform["Action"]
     # No IAM and no STS: a bounded role can neither change roles nor assume another one.
     assert "*" not in actions and not any(a.startswith(("iam:", "sts:", "organizations:", "account:")) for a in actions)
     assert {"ecr:*", "logs:*", "xray:*", "secretsmanager:*"} <= set(actions)
-    assert allows[0]["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1"]}}
+    assert platform["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1"]}}
+    # The only other allows: the FIS network faults' two named roles (config chaos), nothing for anyone else.
+    instance_role, experiment_role = (f"role/mf-{region}-persona-fis-instance", f"role/mf-{region}-persona-fis-network-faults")
+    assert set(allows) == {"AllowPassingOnlyTheManagedInstanceRolesToSsm", "AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly",
+                           "AllowReadingTagsToTheNamedRolesOnly"}
+    pass_role = allows["AllowPassingOnlyTheManagedInstanceRolesToSsm"]
+    assert pass_role["Action"] == "iam:PassRole" and pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ssm.amazonaws.com"}}
+    assert [json.dumps(r).endswith(f'{instance_role}"]]}}') for r in _listed(pass_role["Resource"])] == [True]
+    channels = allows["AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly"]
+    assert channels["Action"] == ["ec2messages:*", "ssmmessages:*"]
+    assert [json.dumps(r).endswith(f'{instance_role}"]]}}') for r in _listed(channels["Condition"]["ArnEquals"]["aws:PrincipalArn"])] == [True]
+    tags = allows["AllowReadingTagsToTheNamedRolesOnly"]
+    assert tags["Action"] == "tag:GetResources"
+    assert [json.dumps(r).endswith(f'{experiment_role}"]]}}') for r in _listed(tags["Condition"]["ArnEquals"]["aws:PrincipalArn"])] == [True]
 
 
 @pytest.mark.parametrize("variant", ["dev", "appmesh"])
 def test_boundary_allows_every_service_the_stages_roles_use_and_nothing_unused(dev, appmesh, variant):
     assembly = {"dev": dev, "appmesh": appmesh}[variant]
-    (allow,) = [s for s in _boundary_statements(assembly, "eu-west-1").values() if s["Effect"] == "Allow"]
+    allows = [s for s in _boundary_statements(assembly, "eu-west-1").values() if s["Effect"] == "Allow"]
     used = set()
     for stack, _, resource in assembly.all_resources():
         if stack.startswith("mf-eu-west-1/") and resource["Type"] == "AWS::IAM::Policy":
             for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 used |= {action.split(":")[0] for action in actions}
-    allowed = {action.split(":")[0] for action in allow["Action"]}
+    allowed = {action.split(":")[0] for allow in allows
+               for action in (allow["Action"] if isinstance(allow["Action"], list) else [allow["Action"]])}
     # The task roles' own table, queue, bus, secret and key.
     assert {"dynamodb", "sqs", "events", "secretsmanager", "kms"} <= used <= allowed
-    assert "ssmmessages" not in allowed  # no ECS Exec
+    # No ECS Exec: the SSM agent's channels are open to the FIS sidecar's managed-instance role only.
+    (platform,) = [s for s in allows if s.get("Sid") == "AllowOnlyThePlatformsServicesInTheAppsRegions"]
+    assert not any(a.startswith("ssmmessages:") for a in platform["Action"])
 
 
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])

@@ -14,9 +14,10 @@ VARIANTS = ("dev", "prod", "appmesh", "domain")
 EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
-RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms"}
-# Per variant, on top: with App Mesh, the traffic-shift state machines' log delivery (logs:*LogDelivery).
-VARIANT_WILDCARD_SERVICES = {"appmesh": {"logs"}}
+# ecs, ssm, logs and tag: the AWS FIS experiment roles and the fault-injection sidecar's roles (chaos stack).
+RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "logs", "tag"}
+# Per variant, on top (none today: the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
+VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {}
 
 
 @pytest.fixture(params=VARIANTS)

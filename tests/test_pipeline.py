@@ -114,9 +114,9 @@ def test_each_region_deploys_every_stack_of_its_stage_in_dependency_order(dev_pi
     actions = _stages(dev_pipeline)["mf-eu-central-1"]
     run_order = {a["Name"]: a["RunOrder"] for a in actions}
     deployed = [name.removesuffix(".Deploy") for name in run_order if name.endswith(".Deploy")]
-    assert sorted(deployed) == ["baseline", "data", "global", "network", "observability", "platform", "services", "smoke-test"]
+    assert sorted(deployed) == ["baseline", "chaos", "data", "global", "network", "observability", "platform", "services", "smoke-test"]
     for earlier, later in [("baseline", "network"), ("network", "platform"), ("platform", "services"), ("data", "services"),
-                           ("services", "observability"), ("services", "smoke-test")]:
+                           ("services", "observability"), ("services", "smoke-test"), ("observability", "chaos")]:
         assert run_order[f"{earlier}.Deploy"] < run_order[f"{later}.Prepare"]
 
 

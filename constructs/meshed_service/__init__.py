@@ -1,6 +1,7 @@
 from .adot import AdotCollector
 from .appmesh import AppMeshBackend, AppMeshSettings
 from .extensions import ServiceExtension
+from .fault_injection import FaultInjection
 from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
@@ -9,7 +10,7 @@ from .traffic_shift import ShiftSettings, TrafficShift
 from .worker import WorkerContainer
 
 __all__ = [
-    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "LoadBalancerTarget", "MeshedFargateService", "MeshedServiceProps",
-    "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "ShiftSettings",
+    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "FaultInjection", "LoadBalancerTarget", "MeshedFargateService",
+    "MeshedServiceProps", "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "ShiftSettings",
     "TrafficShift", "WorkerContainer",
 ]

@@ -43,6 +43,8 @@ class PermissionsBoundary(Construct):
         allowed_regions: Sequence[str],
         allowed_services: Sequence[str] = DEFAULT_ALLOWED_SERVICES,
         assumable_role_arns: Sequence[str] = (),
+        ssm_managed_instance_role_arns: Sequence[str] = (),
+        tag_reader_role_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -86,6 +88,33 @@ class PermissionsBoundary(Construct):
                         "Action": "sts:AssumeRole",
                         "Resource": sorted(assumable_role_arns),
                     }] if assumable_role_arns else []),
+                    # AWS FIS network faults (constructs/meshed_service FaultInjection): the task's SSM agent
+                    # sidecar registers it as a managed instance with these roles, which the task role must
+                    # pass to SSM and nothing else; the agent then talks over its message channels as that
+                    # role only. Nothing else in the stage gets iam, ec2messages or ssmmessages.
+                    *([{
+                        "Sid": "AllowPassingOnlyTheManagedInstanceRolesToSsm",
+                        "Effect": "Allow",
+                        "Action": "iam:PassRole",
+                        "Resource": sorted(ssm_managed_instance_role_arns),
+                        "Condition": {"StringEquals": {"iam:PassedToService": "ssm.amazonaws.com"}},
+                    }, {
+                        "Sid": "AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly",
+                        "Effect": "Allow",
+                        "Action": ["ec2messages:*", "ssmmessages:*"],
+                        "Resource": "*",
+                        "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(ssm_managed_instance_role_arns)},
+                                      "StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
+                    }] if ssm_managed_instance_role_arns else []),
+                    # FIS finds the managed instance of a task by its ECS_TASK_ARN tag.
+                    *([{
+                        "Sid": "AllowReadingTagsToTheNamedRolesOnly",
+                        "Effect": "Allow",
+                        "Action": "tag:GetResources",
+                        "Resource": "*",
+                        "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(tag_reader_role_arns)},
+                                      "StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
+                    }] if tag_reader_role_arns else []),
                     # IAM is outside the allow above, so the denies below change nothing today.
                     # They are the boundary's contract, kept explicit: they still hold if a later
                     # change allows some IAM action (iam:PassRole for EventBridge targets, say).
@@ -127,6 +156,8 @@ class PermissionsBoundary(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "NIST.800.53.R5-IAMPolicyNoStatementsWithFullAccess",
             *(f"AwsSolutions-IAM5[Action::{service}:*]" for service in allowed_services),
+            *(["AwsSolutions-IAM5[Action::ec2messages:*]", "AwsSolutions-IAM5[Action::ssmmessages:*]"]
+              if ssm_managed_instance_role_arns else []),
         )
         skip_checkov(
             self.policy.node.default_child,

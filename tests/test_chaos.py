@@ -1,0 +1,310 @@
+"""Chaos stack: the AWS FIS experiment templates, their roles, stop conditions and logs, and fault
+injection only in the task definition an experiment targets."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from stacks.config import ConfigError, load_config
+from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
+
+REGIONS = ("eu-central-1", "eu-west-1")
+SERVICES = ("auth", "persona", "vc-start")
+TARGET = "persona"  # cdk.json's chaos.service
+TEMPLATES = {"stop_tasks": f"mf-{TARGET}-stop-tasks", "network_faults": f"mf-{TARGET}-network-faults", "az_outage": "mf-az-outage"}
+SLO_ALARM = re.compile(r"^mf-(?P<service>[a-z-]+?)-(lb-group\d-)?(5xx-rate|p95-latency)$")
+
+
+def _chaos(region: str) -> str:
+    return f"mf-{region}/chaos"
+
+
+def _templates(assembly: Assembly, region: str) -> dict[str, dict[str, Any]]:
+    """Experiment templates by their Name tag."""
+    return {t["Properties"]["Tags"]["Name"]: t["Properties"]
+            for t in assembly.resources(_chaos(region), "AWS::FIS::ExperimentTemplate").values()}
+
+
+def _text(value: Any) -> str:
+    """A CloudFormation value with pseudo parameters rendered, for comparing ARNs."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return "".join(_text(part) for part in value["Fn::Join"][1])
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetStackOutput" in value:
+        return f"<output:{value['Fn::GetStackOutput']['OutputName']}>"
+    return json.dumps(value)
+
+
+def _role_policy(assembly: Assembly, region: str, role_arn: dict) -> list[dict[str, Any]]:
+    role_id = role_arn["Fn::GetAtt"][0]
+    statements = []
+    for policy in assembly.resources(_chaos(region), "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {action for s in statements for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+
+def _statements_for(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [s for s in statements if action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+
+
+def _slo_alarm_names(assembly: Assembly, region: str, service: str | None = None) -> set[str]:
+    """Every 5xx-rate and p95-latency alarm the services and observability stacks make (of one service)."""
+    names = set()
+    for stack in (f"mf-{region}/services", f"mf-{region}/observability"):
+        for alarm in assembly.resources(stack, "AWS::CloudWatch::Alarm").values():
+            match = SLO_ALARM.match(alarm["Properties"].get("AlarmName", ""))
+            if match and (service is None or match["service"] == service):
+                names.add(match.group(0))
+    return names
+
+
+def _composite_alarm_names(assembly: Assembly, region: str, stop_alarm_arn: dict) -> set[str]:
+    composite = assembly.template(_chaos(region))["Resources"][stop_alarm_arn["Fn::GetAtt"][0]]
+    assert composite["Type"] == "AWS::CloudWatch::CompositeAlarm"
+    rule = _text(composite["Properties"]["AlarmRule"])
+    arns = re.findall(r'ALARM\("([^"]+)"\)', rule)
+    assert rule == "(" + " OR ".join(f'ALARM("{arn}")' for arn in arns) + ")", "any one SLO alarm stops the experiment"
+    prefix = f"arn:aws:cloudwatch:{region}:<AWS::AccountId>:alarm:"
+    assert all(arn.startswith(prefix) for arn in arns), arns
+    return {arn.removeprefix(prefix) for arn in arns}
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_every_region_has_the_three_experiments_and_the_runbook_names_each(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    runbook = (REPO_ROOT / "runbooks" / "chaos-experiments.md").read_text()
+    for region in REGIONS:
+        assert set(_templates(assembly, region)) == set(TEMPLATES.values())
+        outputs = assembly.template(_chaos(region))["Outputs"]
+        assert {o["Value"]["Ref"] for o in outputs.values()} == set(
+            assembly.resources(_chaos(region), "AWS::FIS::ExperimentTemplate")), "an output per template ID"
+        for name in TEMPLATES.values():
+            assert f"`{name}`" in runbook
+        for output in outputs:
+            assert output in runbook
+
+
+def test_stop_tasks_stops_the_configured_share_of_the_target_services_tasks(dev):
+    for region in REGIONS:
+        template = _templates(dev, region)[TEMPLATES["stop_tasks"]]
+        (action,) = template["Actions"].values()
+        assert action["ActionId"] == "aws:ecs:stop-task" and "Parameters" not in action
+        target = template["Targets"][action["Targets"]["Tasks"]]
+        assert target["ResourceType"] == "aws:ecs:task"
+        assert target["SelectionMode"] == "PERCENT(30)"
+        assert target["Parameters"] == {"cluster": _cluster_name(dev, region), "service": _service_name(dev, region, TARGET)}
+
+
+def test_network_faults_add_latency_then_packet_loss_through_the_ecs_fault_endpoints(dev):
+    for region in REGIONS:
+        template = _templates(dev, region)[TEMPLATES["network_faults"]]
+        latency, loss = template["Actions"]["latency"], template["Actions"]["packet-loss"]
+        assert latency["ActionId"] == "aws:ecs:task-network-latency"
+        assert loss["ActionId"] == "aws:ecs:task-network-packet-loss"
+        assert latency["Parameters"] == {"duration": "PT10M", "delayMilliseconds": "200", "useEcsFaultInjectionEndpoints": "true"}
+        assert loss["Parameters"] == {"duration": "PT10M", "lossPercent": "10", "useEcsFaultInjectionEndpoints": "true"}
+        # FIS cannot run the two at once in one task.
+        assert loss["StartAfter"] == ["latency"] and "StartAfter" not in latency
+        target = template["Targets"][latency["Targets"]["Tasks"]]
+        assert loss["Targets"] == latency["Targets"]
+        assert (target["ResourceType"], target["SelectionMode"]) == ("aws:ecs:task", "ALL")
+        assert target["Parameters"] == {"cluster": _cluster_name(dev, region), "service": _service_name(dev, region, TARGET)}
+
+
+def test_az_outage_cuts_off_exactly_the_subnets_of_the_configured_zone(dev):
+    for region in REGIONS:
+        template = _templates(dev, region)[TEMPLATES["az_outage"]]
+        (action,) = template["Actions"].values()
+        assert action["ActionId"] == "aws:network:disrupt-connectivity"
+        assert action["Parameters"] == {"duration": "PT10M", "scope": "all"}
+        target = template["Targets"][action["Targets"]["Subnets"]]
+        assert (target["ResourceType"], target["SelectionMode"]) == ("aws:ec2:subnet", "ALL")
+        subnets = {_subnet_zone(dev, region, arn) for arn in target["ResourceArns"]}
+        # Public, private and isolated: every subnet the VPC has in the zone, and none elsewhere.
+        assert subnets == {(f"{region}a", kind) for kind in ("public", "private", "isolated")}
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_each_experiment_stops_on_the_slo_alarms_of_what_it_disturbs(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        templates = _templates(assembly, region)
+        target_alarms, all_alarms = _slo_alarm_names(assembly, region, TARGET), _slo_alarm_names(assembly, region)
+        assert target_alarms and {SLO_ALARM.match(n)["service"] for n in all_alarms} == set(SERVICES)
+        for key, name in TEMPLATES.items():
+            (condition,) = templates[name]["StopConditions"]
+            assert condition["Source"] == "aws:cloudwatch:alarm"
+            expected = all_alarms if key == "az_outage" else target_alarms
+            assert _composite_alarm_names(assembly, region, condition["Value"]) == expected, name
+
+
+def test_each_role_is_trusted_by_fis_for_this_account_only_and_grants_only_its_actions(dev):
+    logging = {"logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"}
+    expected = {
+        "stop_tasks": {"ecs:ListTasks", "ecs:DescribeTasks", "ecs:StopTask"},
+        "network_faults": {"ecs:ListTasks", "ecs:DescribeTasks", "ssm:SendCommand", "ssm:ListCommands", "ssm:CancelCommand",
+                           "tag:GetResources"},
+        "az_outage": {"ec2:DescribeSubnets", "ec2:DescribeNetworkAcls", "ec2:DescribeVpcs", "ec2:DescribeManagedPrefixLists",
+                      "ec2:GetManagedPrefixListEntries", "ec2:CreateNetworkAcl", "ec2:CreateTags", "ec2:CreateNetworkAclEntry",
+                      "ec2:DeleteNetworkAcl", "ec2:ReplaceNetworkAclAssociation"},
+    }
+    for region in REGIONS:
+        templates = _templates(dev, region)
+        roles = {templates[name]["RoleArn"]["Fn::GetAtt"][0] for name in TEMPLATES.values()}
+        assert len(roles) == len(TEMPLATES), "a role per template"
+        for key, name in TEMPLATES.items():
+            role_arn = templates[name]["RoleArn"]
+            (trust,) = dev.template(_chaos(region))["Resources"][role_arn["Fn::GetAtt"][0]]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+            assert trust["Principal"] == {"Service": "fis.amazonaws.com"}
+            assert "aws:SourceAccount" in trust["Condition"]["StringEquals"]
+            assert _text(trust["Condition"]["ArnLike"]["aws:SourceArn"]).endswith(":experiment/*")
+            statements = _role_policy(dev, region, role_arn)
+            assert _actions(statements) == expected[key] | logging, name
+            assert all(s["Effect"] == "Allow" for s in statements)
+            if key != "az_outage":
+                _assert_tasks_of_the_cluster_only(statements, region)
+
+
+def _assert_tasks_of_the_cluster_only(statements: list[dict[str, Any]], region: str) -> None:
+    tasks = f"arn:aws:ecs:{region}:<AWS::AccountId>:task/mf/*"
+    (list_tasks,) = _statements_for(statements, "ecs:ListTasks")
+    assert _text(list_tasks["Condition"]["ArnEquals"]["ecs:cluster"]) == f"arn:aws:ecs:{region}:<AWS::AccountId>:cluster/mf"
+    (describe,) = _statements_for(statements, "ecs:DescribeTasks")
+    assert _text(describe["Resource"]) == tasks
+    for send in _statements_for(statements, "ssm:SendCommand"):
+        resources = [_text(r) for r in (send["Resource"] if isinstance(send["Resource"], list) else [send["Resource"]])]
+        if any("managed-instance" in r for r in resources):
+            # Only the managed instances the FIS sidecar registered for tasks of this cluster.
+            assert _text(send["Condition"]["StringLike"]["ssm:resourceTag/ECS_TASK_ARN"]) == tasks
+        else:
+            assert resources == [f"arn:aws:ssm:{region}::document/AWSFIS-Run-Network-Latency-ECS",
+                                 f"arn:aws:ssm:{region}::document/AWSFIS-Run-Network-Packet-Loss-ECS"]
+
+
+def test_the_az_role_swaps_acls_of_the_targeted_subnets_only_and_touches_only_fis_acls(dev):
+    for region in REGIONS:
+        template = _templates(dev, region)[TEMPLATES["az_outage"]]
+        statements = _role_policy(dev, region, template["RoleArn"])
+        (target,) = template["Targets"].values()
+        acls = f"arn:aws:ec2:{region}:<AWS::AccountId>:network-acl/*"
+        (swap,) = _statements_for(statements, "ec2:ReplaceNetworkAclAssociation")
+        assert {_text(r) for r in swap["Resource"]} == {acls, *(_text(arn) for arn in target["ResourceArns"])}
+        (edit,) = _statements_for(statements, "ec2:DeleteNetworkAcl")
+        assert edit["Condition"] == {"StringEquals": {"aws:ResourceTag/managedByFIS": "true"}}
+        (create,) = _statements_for(statements, "ec2:CreateNetworkAcl")
+        assert create["Condition"] == {"StringEquals": {"aws:RequestTag/managedByFIS": "true"}}
+        wildcard = {a for s in statements if s["Resource"] == "*" for a in _actions([s])}
+        assert all(a.startswith(("ec2:Describe", "ec2:GetManagedPrefixListEntries", "logs:")) for a in wildcard), wildcard
+
+
+def test_every_experiment_logs_to_one_kms_encrypted_log_group(dev):
+    for region in REGIONS:
+        (log_group_id, log_group), = dev.resources(_chaos(region), "AWS::Logs::LogGroup").items()
+        assert log_group["Properties"]["LogGroupName"] == "/aws/fis/mf"
+        assert "KmsKeyId" in log_group["Properties"] and log_group["Properties"]["RetentionInDays"] > 0
+        for template in _templates(dev, region).values():
+            assert template["LogConfiguration"] == {
+                "CloudWatchLogsConfiguration": {"LogGroupArn": {"Fn::GetAtt": [log_group_id, "Arn"]}}, "LogSchemaVersion": 2}
+            assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "fail"
+            assert {"project", "environment", "region", "managed-by"} <= set(template["Tags"])
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_only_the_targeted_services_task_definition_allows_fault_injection(request, variant):
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        stack = f"mf-{region}/services"
+        resources = assembly.template(stack)["Resources"]
+        allowed = {logical_id: definition["Properties"] for logical_id, definition in
+                   assembly.resources(stack, "AWS::ECS::TaskDefinition").items()
+                   if definition["Properties"].get("EnableFaultInjection")}
+        # Only persona's primary (with App Mesh, not its canary persona-canary).
+        task_definitions = {s["Properties"]["ServiceName"]: s["Properties"]["TaskDefinition"]["Ref"]
+                            for s in assembly.resources(stack, "AWS::ECS::Service").values()}
+        assert set(allowed) == {task_definitions[TARGET]}
+        properties = allowed[task_definitions[TARGET]]
+        assert properties["PidMode"] == "task"
+        others = [d["Properties"] for d in assembly.resources(stack, "AWS::ECS::TaskDefinition").values() if d["Properties"] is not properties]
+        assert all("PidMode" not in d and all(c["Name"] != "amazon-ssm-agent" for c in d["ContainerDefinitions"]) for d in others)
+        sidecar = next(c for c in properties["ContainerDefinitions"] if c["Name"] == "amazon-ssm-agent")
+        assert sidecar["Essential"] is False, "a sidecar that fails to register must not take the app down"
+        assert re.match(r"^public\.ecr\.aws/amazon-ssm-agent/amazon-ssm-agent:\d+\.\d+\.\d+\.\d+$", sidecar["Image"]), "pinned"
+        (role_name,) = [e["Value"] for e in sidecar["Environment"] if e["Name"] == "MANAGED_INSTANCE_ROLE_NAME"]
+        managed_instance_role = role_name["Ref"]
+        assert resources[managed_instance_role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+            "Service": "ssm.amazonaws.com"}
+        task_statements = _policy_of(resources, properties["TaskRoleArn"]["Fn::GetAtt"][0])
+        (activation,) = _statements_for(task_statements, "ssm:CreateActivation")
+        assert activation["Condition"] == {"StringEquals": {"aws:RequestTag/FAULT_INJECTION_SIDECAR": "true"}}
+        (pass_role,) = _statements_for(task_statements, "iam:PassRole")
+        assert pass_role["Resource"] == {"Fn::GetAtt": [managed_instance_role, "Arn"]}
+        # No other task role can register instances or pass roles.
+        for other in others:
+            assert not _statements_for(_policy_of(resources, other["TaskRoleArn"]["Fn::GetAtt"][0]), "ssm:CreateActivation")
+
+
+def _policy_of(resources: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    return [s for r in resources.values() if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
+            for s in r["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _cluster_name(assembly: Assembly, region: str) -> str:
+    (cluster,) = assembly.resources(f"mf-{region}/platform", "AWS::ECS::Cluster").values()
+    return cluster["Properties"]["ClusterName"]
+
+
+def _service_name(assembly: Assembly, region: str, name: str) -> str:
+    names = {s["Properties"]["ServiceName"] for s in assembly.resources(f"mf-{region}/services", "AWS::ECS::Service").values()}
+    assert name in names
+    return name
+
+
+def _subnet_zone(assembly: Assembly, region: str, arn: dict) -> tuple[str, str]:
+    """(AZ, public/private/isolated) of the network stack's subnet an ARN names through a stack output."""
+    text = _text(arn)
+    assert text.startswith(f"arn:aws:ec2:{region}:<AWS::AccountId>:subnet/<output:"), text
+    output_name = text.split("<output:")[1].rstrip(">")
+    network = assembly.template(f"mf-{region}/network")
+    subnet_id = network["Outputs"][output_name]["Value"]["Ref"]
+    subnet = network["Resources"][subnet_id]
+    assert subnet["Type"] == "AWS::EC2::Subnet"
+    kind = next(t["Value"] for t in subnet["Properties"]["Tags"] if t["Key"] == "aws-cdk:subnet-name")
+    return subnet["Properties"]["AvailabilityZone"], kind
+
+
+def _context(**chaos: Any) -> dict[str, Any]:
+    return {**cdk_json_context(), "chaos": {"service": TARGET, **chaos}}
+
+
+def test_config_defaults_and_what_it_rejects():
+    config = load_config({**cdk_json_context(), "chaos": {"service": "auth"}}).chaos
+    assert (config.stop_percent, config.latency_ms, config.packet_loss_percent, config.duration_minutes,
+            config.availability_zone, config.task_network_faults) == (30, 200, 10, 10, "a", True)
+    assert load_config({**cdk_json_context(), "chaos": None}).chaos is None
+    # The default targets persona; an app without persona has no experiments until its chaos config says more.
+    assert load_config({}).chaos.service == "persona"
+    assert load_config({**cdk_json_context(), "services": {"vc-start": {}}}).chaos is None
+    with pytest.raises(ConfigError, match="expected one of the configured services: vc-start"):
+        load_config({"services": {"vc-start": {}}, "chaos": {"service": "persona", "stop_percent": 20}})
+    for chaos, key in [({"stop_percent": 0}, "chaos.stop_percent"), ({"packet_loss_percent": 101}, "chaos.packet_loss_percent"),
+                       ({"duration_minutes": 0}, "chaos.duration_minutes"), ({"task_network_faults": "yes"}, "chaos.task_network_faults"),
+                       ({"jitter_ms": 5}, "chaos.jitter_ms")]:
+        with pytest.raises(ConfigError) as error:
+            load_config(_context(**chaos))
+        assert error.value.key == key
+    with pytest.raises(ConfigError, match="pick a service with a path"):
+        context = cdk_json_context()
+        services = {**context["services"], "worker-only": {"calls": [], "module": "worker_only"}}
+        load_config({**context, "mesh": "appmesh", "services": services, "chaos": {"service": "worker-only"}})
