@@ -15,9 +15,9 @@ from syrupy.extensions.json import JSONSnapshotExtension
 
 STACKS = [
     "mf-eu-central-1/baseline", "mf-eu-central-1/network", "mf-eu-central-1/platform", "mf-eu-central-1/data",
-    "mf-eu-central-1/services", "mf-eu-central-1/observability", "mf-eu-central-1/global",
+    "mf-eu-central-1/services", "mf-eu-central-1/observability", "mf-eu-central-1/chaos", "mf-eu-central-1/global",
     "mf-eu-west-1/baseline", "mf-eu-west-1/network", "mf-eu-west-1/platform", "mf-eu-west-1/services",
-    "mf-eu-west-1/observability",
+    "mf-eu-west-1/observability", "mf-eu-west-1/chaos",
     "mf-edge/baseline", "mf-edge/edge",
 ]
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
