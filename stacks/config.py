@@ -836,7 +836,9 @@ def _parse_emails(key: str, value: Any) -> tuple[str, ...]:
 
 def _parse_budget(key: str, value: Any) -> BudgetConfig:
     return BudgetConfig(**_object(key, value, {
-        "monthly_limit_usd": ({"dev": 300, "prod": 2500}, _parse_monthly_limit),
+        # Above each profile's at-rest estimate (`make cost`: dev about $490, prod about $1,650 a month) with
+        # room to scale out, so that the alerts mean an unexpected cost rather than firing every month.
+        "monthly_limit_usd": ({"dev": 600, "prod": 2500}, _parse_monthly_limit),
         "alert_thresholds_percent": ([50, 80, 100], _parse_thresholds),
         "notify_emails": ([], _parse_emails),
         "filter_by_project_tag": (True, _boolean),

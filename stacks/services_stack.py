@@ -129,7 +129,12 @@ class ServicesStack(cdk.Stack):
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
                             worker=False)
             mesh.add_routes()
-            self.traffic_shifts = {service.name: self._traffic_shift(mesh, service) for service in config.services}
+            # The router's weights move only calls from other services: the load balancer sends the primary
+            # everything. A service nothing calls would give its canary no traffic to judge, so it gets no
+            # state machine (a run would "promote" an untested release).
+            called = {callee for caller in config.services for callee in caller.calls}
+            self.traffic_shifts = {service.name: self._traffic_shift(mesh, service) for service in config.services
+                                   if service.name in called}
         self.strangler_figs = {service.name: self._strangler_fig(service) for service in config.services if service.legacy}
 
         # Each service admits exactly the services that call it, on the ports the mesh reaches it on.

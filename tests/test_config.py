@@ -91,7 +91,7 @@ def test_bad_service_event_and_port_settings_name_the_key(services, message):
 
 def test_budget_defaults_and_a_single_limit_for_every_profile():
     budget = load_config({}).budget
-    assert (budget.limit_usd("dev"), budget.limit_usd("prod")) == (300, 2500)
+    assert (budget.limit_usd("dev"), budget.limit_usd("prod")) == (600, 2500)
     assert budget.alert_thresholds_percent == (50, 80, 100) and budget.notify_emails == () and budget.filter_by_project_tag
     single = load_config({"budget": {"monthly_limit_usd": 750, "alert_thresholds_percent": [100, 75]}}).budget
     assert (single.limit_usd("dev"), single.limit_usd("prod")) == (750, 750)

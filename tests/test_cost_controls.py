@@ -23,7 +23,7 @@ def _budgets(assembly):
     return {stack: r for stack, _, r in assembly.all_resources() if r["Type"] == "AWS::Budgets::Budget"}
 
 
-@pytest.mark.parametrize("profile, limit", [("dev", 300), ("prod", 2500)])
+@pytest.mark.parametrize("profile, limit", [("dev", 600), ("prod", 2500)])
 def test_one_monthly_cost_budget_per_deployment_with_the_profiles_limit(dev, prod, profile, limit):
     assembly = {"dev": dev, "prod": prod}[profile]
     budgets = _budgets(assembly)

@@ -121,6 +121,21 @@ def test_every_alarm_notifies_on_alarm_and_on_ok_and_names_a_runbook_that_exists
             continue
         assert alarm.get("AlarmActions") and alarm.get("OKActions") == alarm["AlarmActions"], name
         assert alarm.get("ActionsEnabled", True) is True, name
+    # Composite alarms: only the chaos stack's SLO alarms, which stop FIS experiments. They notify no one
+    # themselves because every alarm they combine already does (a second message per breach).
+    stop_conditions = json.dumps([template["Properties"]["StopConditions"] for _, _, template in assembly.all_resources()
+                                  if template["Type"] == "AWS::FIS::ExperimentTemplate"])
+    for stack, logical_id, resource in assembly.all_resources():
+        if resource["Type"] != "AWS::CloudWatch::CompositeAlarm":
+            continue
+        composite = resource["Properties"]
+        runbook = RUNBOOK.search(composite["AlarmDescription"])
+        assert runbook and (REPO_ROOT / runbook.group(1)).is_file(), composite["AlarmName"]
+        assert f'"{logical_id}"' in stop_conditions and "AlarmActions" not in composite, composite["AlarmName"]
+        rule = composite["AlarmRule"]
+        rule = "".join(part for part in rule["Fn::Join"][1] if isinstance(part, str)) if isinstance(rule, dict) else rule
+        combined = re.findall(r':alarm:([^"]+)"', rule)
+        assert combined and set(combined) <= names, (composite["AlarmName"], set(combined) - names)
     # Alarm names are unique per region: no stack duplicates another's.
     for region in REGIONS:
         in_region = [a["AlarmName"] for stack, _, a in alarms if stack.startswith(f"mf-{region}/")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.defaults import profile_defaults
+from tests.test_services import _service_name as _owner  # the service (or <name>-canary) a logical ID belongs to
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -13,17 +14,6 @@ WORKERS = {"persona", "vc-start"}  # the services with an event queue and a work
 
 def _resources(assembly, region, resource_type):
     return assembly.resources(f"mf-{region}/services", resource_type)
-
-
-def _owner(logical_id):
-    """'vcstartServiceTaskCountTarget...' -> 'vc-start'; 'authcanary...' -> 'auth-canary'."""
-    for name in sorted(SERVICES, key=len, reverse=True):
-        flat = name.replace("-", "")
-        if logical_id.startswith(flat + "canary"):
-            return name + "-canary"
-        if logical_id.startswith(flat):
-            return name
-    raise AssertionError(logical_id)
 
 
 def _policies(assembly, region):

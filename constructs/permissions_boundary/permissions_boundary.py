@@ -115,9 +115,9 @@ class PermissionsBoundary(Construct):
                         "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(tag_reader_role_arns)},
                                       "StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     }] if tag_reader_role_arns else []),
-                    # IAM is outside the allow above, so the denies below change nothing today.
-                    # They are the boundary's contract, kept explicit: they still hold if a later
-                    # change allows some IAM action (iam:PassRole for EventBridge targets, say).
+                    # IAM is outside the allows above (but for passing the named managed-instance roles to
+                    # SSM), so the denies below change nothing today. They are the boundary's contract, kept
+                    # explicit: they still hold if a later change allows more of IAM.
                     {
                         "Sid": "DenyCreatingPrincipalsWithoutThisBoundary",
                         "Effect": "Deny",
