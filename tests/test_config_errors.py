@@ -174,7 +174,7 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     """The control for the cases above: the same CLI call without bad overrides succeeds."""
     result, outdir = cli_results[CONTROL]
     assert result.returncode == 0, result.stderr
-    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 14  # 7 + 5 regional stacks (primary: data, global), 2 edge stacks
+    assert len(list(outdir.glob("assembly-*/*.template.json"))) == 16  # 8 + 6 regional stacks (primary: data, global), 2 edge stacks
     assert _nat_gateways(outdir) == 2  # dev: one per region
 
 

@@ -125,7 +125,7 @@ def test_every_alarm_notifies_on_alarm_and_on_ok_and_names_a_runbook_that_exists
     # themselves because every alarm they combine already does (a second message per breach).
     stop_conditions = json.dumps([template["Properties"]["StopConditions"] for _, _, template in assembly.all_resources()
                                   if template["Type"] == "AWS::FIS::ExperimentTemplate"])
-    for stack, logical_id, resource in assembly.all_resources():
+    for _, logical_id, resource in assembly.all_resources():
         if resource["Type"] != "AWS::CloudWatch::CompositeAlarm":
             continue
         composite = resource["Properties"]
