@@ -55,11 +55,13 @@ SHELL_VARIABLE = re.compile(r"\$\{?(R|REGION|SERVICE)\b\}?")
 NAME_KEYS = {
     "AlarmName", "BudgetName", "ClusterName", "DashboardName", "DocumentName", "EventBusName", "FunctionName",
     "LogGroupName", "MeshName", "MetricNamespace", "Name", "Namespace", "QueueName", "RepositoryName", "RuleName", "ServiceName",
-    "StateMachineName", "TableName", "TopicName",
+    "StateMachineName", "TableName", "TopicName", "VirtualRouterName", "RouteName", "VirtualNodeName",
 }
 NAME_SPAN = re.compile(rf"^(/aws/[a-z-]+/)?/?(<prefix>|{PREFIX})[-/][A-Za-z0-9<>|/._ -]+$")
 NAME_OPTIONS = re.compile(
-    r"--(?:stack-name|name|queue-name|document-name|log-group-name|secret-id|repository-name|alarm-names|cluster)"
+    r"--(?:stack-name|name|queue-name|document-name|log-group-name|secret-id|repository-name|alarm-names|cluster"
+    r"|mesh-name|function-name|table-name|state-machine-name|dashboard-name|rule|topic-name|budget-name"
+    r"|virtual-router-name|route-name|virtual-node-name)"
     r"[ =]+['\"]?([^\s'\"\\]+)")
 OUTPUT = re.compile(r"\boutputs?\s+`([A-Za-z][A-Za-z0-9]+)`|`([A-Za-z][A-Za-z0-9]+)`\s+outputs?\b|OutputKey=='([A-Za-z0-9]+)'")
 FENCED = re.compile(r"```.*?```", re.DOTALL)
