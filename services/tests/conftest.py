@@ -15,6 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import harness` from the test modules
 import harness  # noqa: E402
+import httpx  # noqa: E402
+from auth_service.app import create_app as create_auth_app  # noqa: E402
+from auth_service.settings import AuthSettings  # noqa: E402
+from faultproxy import FAST_ARGON2, UvicornThread, issue_token, moto_environment, settings_for  # noqa: E402
 
 # fixture name -> harness.EXTRAS process it stands for
 EXTRA_FIXTURES = {
@@ -82,3 +86,28 @@ def vc_start_off_bus(service_stack: harness.Stack) -> str:
 @pytest.fixture(scope="session")
 def auth_drain(service_stack: harness.Stack) -> str:
     return _extra(service_stack, "auth-drain")
+
+
+# --- in-process services on a moto server (contract, fault-injection and schemathesis tests) ---------------
+
+
+@pytest.fixture(scope="module")
+def env():
+    """A moto server set up by local/bootstrap.py, and each service's environment for it (per test module)."""
+    with moto_environment() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def auth(env):
+    """auth on uvicorn (its own loop and thread), as persona and vc-start reach it over TCP."""
+    server = UvicornThread(create_auth_app(settings_for(AuthSettings, env["auth"], **FAST_ARGON2, log_level="WARNING")), name="auth")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def caller(auth) -> tuple[str, str]:
+    """(access_token, user_id) of a caller registered through auth's real API."""
+    with httpx.Client(base_url=auth.url, timeout=10) as http:
+        return issue_token(http)

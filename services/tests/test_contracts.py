@@ -25,13 +25,11 @@ import jsonschema
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FAST_ARGON2, PersonaGrpcThread, UvicornThread, issue_token, moto_environment, settings_for  # noqa: E402
+from faultproxy import PersonaGrpcThread, settings_for  # noqa: E402
 
 import persona_service.worker as persona_worker  # noqa: E402
 import vc_start.events as vc_events  # noqa: E402
 import vc_start.worker as vc_worker  # noqa: E402
-from auth_service.app import create_app as create_auth_app  # noqa: E402
-from auth_service.settings import AuthSettings  # noqa: E402
 from persona_service.settings import PersonaSettings  # noqa: E402
 from servicekit import aws  # noqa: E402
 from servicekit.auth import JwksVerifier  # noqa: E402
@@ -86,26 +84,6 @@ def test_every_saga_event_has_exactly_one_schema():
 
 
 # --- the services, on a moto server set up by local/bootstrap.py ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def env():
-    with moto_environment() as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def auth(env):
-    server = UvicornThread(create_auth_app(settings_for(AuthSettings, env["auth"], **FAST_ARGON2, **QUIET)), name="auth")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def caller(auth) -> tuple[str, str]:
-    """(access_token, user_id) from auth's real API."""
-    with httpx.Client(base_url=auth.url, timeout=10) as http:
-        return issue_token(http)
 
 
 @pytest.fixture(scope="module")

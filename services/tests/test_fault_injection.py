@@ -21,10 +21,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FAST_ARGON2, FaultProxy, PersonaGrpcThread, UvicornThread, issue_token, moto_environment, settings_for  # noqa: E402
+from faultproxy import FaultProxy, PersonaGrpcThread, settings_for  # noqa: E402
 
-from auth_service.app import create_app as create_auth_app  # noqa: E402
-from auth_service.settings import AuthSettings  # noqa: E402
 from persona_service.settings import PersonaSettings  # noqa: E402
 from servicekit import aws  # noqa: E402
 from servicekit.auth import JwksVerifier  # noqa: E402
@@ -61,27 +59,6 @@ def resilience(**overrides) -> dict:
 
 
 # --- the services -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def env():
-    with moto_environment() as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def auth(env):
-    """auth on uvicorn (its own loop and thread), as persona and vc-start reach it over TCP."""
-    server = UvicornThread(create_auth_app(settings_for(AuthSettings, env["auth"], **FAST_ARGON2, log_level="WARNING")), name="auth")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def caller(auth) -> tuple[str, str]:
-    """(access_token, user_id) of a caller registered through auth's API."""
-    with httpx.Client(base_url=auth.url, timeout=10) as http:
-        return issue_token(http)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FAST_ARGON2, PersonaGrpcThread, UvicornThread, issue_token, moto_environment, settings_for  # noqa: E402
+from faultproxy import FAST_ARGON2, PersonaGrpcThread, UvicornThread, issue_token, settings_for  # noqa: E402
 
 from auth_service.app import create_app as create_auth_app  # noqa: E402
 from auth_service.settings import AuthSettings  # noqa: E402
@@ -49,12 +49,6 @@ QUIET = {"log_level": "WARNING"}
 
 
 # --- the services -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def env():
-    with moto_environment() as env:
-        yield env
 
 
 def _auth(env):
