@@ -103,10 +103,17 @@ synth: install
 	  echo "Synthesized the example pipeline into $(CDK_OUT).pipeline:" && ls $(CDK_OUT).pipeline/*.template.json; \
 	fi
 
-test: test-infra test-services
+# The two suites run side by side, each printing its output when it is done: the services' tests
+# spend much of their time waiting on local servers and timeouts, which leaves CPU for the infra tests.
+test:
+	$(MAKE) --no-print-directory --output-sync=target -j2 test-infra test-services
+
+# Two pytest-xdist workers, a test module each at a time (module fixtures such as the scanners run
+# once); they share every synthesized variant (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 test-infra: install $(CHECKOV_VENV)/.installed
-	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest
+	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-services: install-services
 	cd services && ../$(SERVICES_VENV)/bin/python -m pytest

@@ -2,12 +2,19 @@
 """The CDK app: one cdk.Stage per configured region (and the edge), built from the typed config in cdk.json;
 with config `pipeline`, also the CDK Pipelines pipeline that deploys them (pipelines/)."""
 
-import gc
-import sys
+from __future__ import annotations
 
-import aws_cdk as cdk
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stacks.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    import aws_cdk as cdk
 
 
 def add_compliance_checks(app: cdk.App) -> None:
@@ -16,6 +23,7 @@ def add_compliance_checks(app: cdk.App) -> None:
     A finding fails `cdk synth` unless the construct it is about acknowledges it with a reason
     (constructs/compliance/acknowledgments.py).
     """
+    import aws_cdk as cdk
     from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
 
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
@@ -39,9 +47,25 @@ def build_app(app: cdk.App) -> cdk.App:
     return app
 
 
+def context_from_cli() -> dict[str, Any]:
+    """The context the CDK CLI hands the app, read the way cdk.App reads it: CDK_CONTEXT_JSON, then
+    the file CONTEXT_OVERFLOW_LOCATION_ENV names when the CLI found the context too large for the
+    environment."""
+    context = json.loads(os.environ.get("CDK_CONTEXT_JSON") or "{}")
+    overflow = os.environ.get("CONTEXT_OVERFLOW_LOCATION_ENV")
+    if overflow:
+        context.update(json.loads(Path(overflow).read_text()))
+    return context
+
+
 def main() -> None:
-    app = cdk.App()
     try:
+        # Checked before aws-cdk-lib and its Node process start (about 0.5 s), so a config error
+        # costs no more than the Python start. build_app checks the context the App sees again.
+        load_config(context_from_cli())
+        import aws_cdk as cdk
+
+        app = cdk.App()
         build_app(app)
     except ConfigError as error:
         print(error, file=sys.stderr)

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 PROFILES = ("dev", "prod")
@@ -26,6 +27,9 @@ KNOWN_REGIONS = (
     "eu-west-1", "eu-west-2", "eu-west-3", "il-central-1", "me-central-1", "me-south-1",
     "sa-east-1", "us-east-1", "us-east-2", "us-west-2",
 )
+
+# Every event a service consumes has its JSON Schema here; the bus's schema registry is built from them.
+EVENT_CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "services" / "contracts" / "events"
 
 AZ_COUNT = 3
 # Each AZ gets one private subnet of VPC prefix + 2 and a public and an isolated one of prefix + 5
@@ -680,6 +684,12 @@ def _check_events_and_ports(item_key: str, name: str, fields: dict[str, Any], se
     if fields["worker"] and not fields["consumes"]:
         raise ConfigError(f"{item_key}.worker", True,
                           "needs consumes: the worker reads the service's event queue, which exists only for a consumer")
+    for producer, detail_types in fields["consumes"]:
+        for detail_type in detail_types:
+            contract = EVENT_CONTRACTS_DIR / f"{detail_type}.schema.json"
+            if not contract.exists():
+                raise ConfigError(f"{item_key}.consumes.{producer}", detail_type,
+                                  f"an event with a contract in services/contracts/events/ (add {contract.name})")
 
 
 def _parse_mesh_options(key: str, value: Any) -> MeshOptionsConfig:

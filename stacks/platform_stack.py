@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -18,10 +17,8 @@ from constructs.event_bus import EventArchiveAndSchemas, EventContract
 from constructs.fargate_cluster import FargateCluster
 from constructs.private_ca import PrivateCertificateAuthority
 
-from .config import ConfigError, FoundationConfig
+from .config import EVENT_CONTRACTS_DIR, FoundationConfig
 from .defaults import profile_defaults
-
-EVENT_CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "services" / "contracts" / "events"
 
 
 def event_contracts(config: FoundationConfig) -> list[EventContract]:
@@ -30,10 +27,7 @@ def event_contracts(config: FoundationConfig) -> list[EventContract]:
     for consumer in config.services:
         for producer, detail_types in consumer.consumes:
             for detail_type in detail_types:
-                path = EVENT_CONTRACTS_DIR / f"{detail_type}.schema.json"
-                if not path.exists():
-                    raise ConfigError(f"services.{consumer.name}.consumes.{producer}", detail_type,
-                                      f"an event with a contract in services/contracts/events/ (add {path.name})")
+                path = EVENT_CONTRACTS_DIR / f"{detail_type}.schema.json"  # load_config checked it exists
                 contracts[detail_type] = EventContract(detail_type=detail_type, source=config.event_source(producer),
                                                        data_schema=json.loads(path.read_text()))
     return list(contracts.values())

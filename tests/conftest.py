@@ -1,4 +1,4 @@
-"""Session fixtures: the whole app is synthesized once per profile, and every test reads that."""
+"""Session fixtures: the whole app is synthesized once per variant (VARIANTS), and every test reads that."""
 
 from __future__ import annotations
 
@@ -17,50 +17,17 @@ if (_VENV_BIN / "node").exists():
 # As in `make synth`: cfn-lint checks the templates instead. Set before aws_cdk starts its Node process.
 os.environ.setdefault("CDK_VALIDATION", "false")
 
-from tests.assembly import Assembly, cdk_json_context, synth  # noqa: E402  (after PATH is set)
+from filelock import FileLock  # noqa: E402
+
+from pipelines.example_config import example_pipeline  # noqa: E402
+from tests.assembly import Assembly, cdk_json_context, read_assembly, synth  # noqa: E402  (after PATH is set)
 
 # An account ID from the AWS documentation's examples; no real account.
 EXAMPLE_ACCOUNT = "111122223333"
-
-
-@pytest.fixture(scope="session")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The app exactly as cdk.json configures it (profile dev, no account)."""
-    return synth(tmp_path_factory.mktemp("cdk") / "dev.out")
-
-
-@pytest.fixture(scope="session")
-def prod(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The same app with ``-c profile=prod -c account=<example>``."""
-    return synth(tmp_path_factory.mktemp("cdk") / "prod.out", profile="prod", account=EXAMPLE_ACCOUNT)
-
-
-@pytest.fixture(scope="session")
-def appmesh(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """The legacy mesh backend: ``-c mesh=appmesh`` (dev profile)."""
-    return synth(tmp_path_factory.mktemp("cdk") / "appmesh.out", mesh="appmesh")
-
-
 # A zone from no real account: certificates and records are only synthesized.
 EXAMPLE_DOMAIN = {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABCDEFGHIJ"}
-
-
-@pytest.fixture(scope="session")
-def domain(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """Domain mode in prod: ``-c profile=prod -c domain=<example zone>``."""
-    return synth(tmp_path_factory.mktemp("cdk") / "domain.out", profile="prod", account=EXAMPLE_ACCOUNT, domain=EXAMPLE_DOMAIN)
-
-
 # A repository on GitHub that is no one's: the OIDC roles are only synthesized.
 EXAMPLE_GITHUB = {"repository": "example-org/foundation", "branch": "main"}
-
-
-@pytest.fixture(scope="session")
-def github(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """CI through GitHub OIDC: ``-c github=<example repository>`` (dev profile)."""
-    return synth(tmp_path_factory.mktemp("cdk") / "github.out", github=EXAMPLE_GITHUB)
-
-
 # The strangler-fig variant: auth keeps a legacy function behind its path, this share to the service.
 STRANGLER_PERCENT = 37
 
@@ -72,8 +39,63 @@ def with_legacy(legacy: dict) -> dict:
     return services
 
 
-@pytest.fixture(scope="session")
-def strangler(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
-    """cdk.json's app with auth's legacy function named (the same name in both regions), 37 % to the service."""
-    return synth(tmp_path_factory.mktemp("cdk") / "strangler.out",
-                 services=with_legacy({"function_name": "auth-v1", "initial_percent_to_service": STRANGLER_PERCENT}))
+# Every whole-app variant the tests read, by fixture name: the context overrides on top of cdk.json.
+VARIANTS: dict[str, dict] = {
+    # The app exactly as cdk.json configures it (profile dev, no account).
+    "dev": {},
+    "prod": {"profile": "prod", "account": EXAMPLE_ACCOUNT},
+    # The legacy mesh backend (dev profile).
+    "appmesh": {"mesh": "appmesh"},
+    # Domain mode in prod.
+    "domain": {"profile": "prod", "account": EXAMPLE_ACCOUNT, "domain": EXAMPLE_DOMAIN},
+    # CI through GitHub OIDC (dev profile).
+    "github": {"github": EXAMPLE_GITHUB},
+    # auth's legacy function named (the same name in both regions), 37 % to the service.
+    "strangler": {"services": with_legacy({"function_name": "auth-v1", "initial_percent_to_service": STRANGLER_PERCENT})},
+    # The delivery pipeline: dev with cdk.json's regions, and prod with eu-west-1 as the primary region,
+    # which the pipeline must deploy first although cdk.json lists it second.
+    "dev_pipeline": {"account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()},
+    "prod_pipeline": {"account": EXAMPLE_ACCOUNT, "profile": "prod", "primary_region": "eu-west-1",
+                      "pipeline": example_pipeline("eu-west-1")},
+}
+
+
+# pytest-xdist names its workers gw0, gw1...; without it (or with -p no:xdist) there is one process.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "master")
+
+
+def _synth_variant(tmp_path_factory: pytest.TempPathFactory, name: str) -> Assembly:
+    """One variant per test run. Under pytest-xdist the workers share a folder, and whichever worker
+    asks first synthesizes while the other waits on the lock and then reads the result."""
+    if WORKER == "master":
+        return synth(tmp_path_factory.mktemp("cdk") / f"{name}.out", **VARIANTS[name])
+    outdir = tmp_path_factory.getbasetemp().parent / f"{name}.out"
+    with FileLock(f"{outdir}.lock"):
+        done = outdir / ".done"
+        if done.exists():
+            return read_assembly(outdir)
+        assembly = synth(outdir, **VARIANTS[name])
+        done.touch()
+        return assembly
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _synthesize_variants_across_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, each worker first synthesizes its share of the variants (gw0 the 1st, 3rd...,
+    gw1 the 2nd, 4th...), so both cores synthesize at once and no worker waits for the other on a lock."""
+    if WORKER == "master":
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    for name in list(VARIANTS)[int(WORKER.removeprefix("gw")) % workers::workers]:
+        _synth_variant(tmp_path_factory, name)
+
+
+def _variant_fixture(name: str):
+    @pytest.fixture(scope="session", name=name)
+    def variant(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+        return _synth_variant(tmp_path_factory, name)
+    return variant
+
+
+for _name in VARIANTS:
+    globals()[f"_{_name}_variant"] = _variant_fixture(_name)

@@ -1,4 +1,6 @@
-"""Security and lint gates over the synthesized templates of both profiles.
+"""Security and lint gates over the synthesized templates of every variant the tests synthesize
+(tests/conftest.py VARIANTS: both profiles, App Mesh, domain mode, GitHub OIDC, the strangler fig and
+the delivery pipeline).
 
 cdk-nag (AwsSolutions, NIST 800-53 rev 5) must report nothing unacknowledged; cfn-lint must report
 nothing (its ignored rules are listed in .cfnlintrc.yaml); checkov must fail nothing (its skips sit
@@ -21,6 +23,7 @@ from aws_cdk import aws_s3 as s3
 
 from app import add_compliance_checks
 from tests.assembly import REPO_ROOT, cdk_json_context, read_assembly
+from tests.conftest import VARIANTS
 
 NAG_PACKS = ("AwsSolutions", "NIST.800.53.R5")
 
@@ -36,9 +39,9 @@ def _violations(assembly, plugins=NAG_PACKS):
     ]
 
 
-@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain", "github"])
-def test_cdk_nag_reports_no_unacknowledged_findings(dev, prod, appmesh, domain, github, variant):
-    assembly = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain, "github": github}[variant]
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cdk_nag_reports_no_unacknowledged_findings(request, variant):
+    assembly = request.getfixturevalue(variant)
     assert _violations(assembly) == []
     # The one expected non-nag entry: App Mesh's end-of-support warning, once per region.
     expected = ["Annotation::foundation:appmesh-end-of-support"] * 2 if variant == "appmesh" else []
@@ -80,10 +83,10 @@ def test_cdk_synth_through_the_cli_fails_on_a_finding(tmp_path):
     assert "AwsSolutions-S1" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
-def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(dev, prod, appmesh, domain, variant):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_acknowledgment_names_a_nag_rule_and_a_specific_reason(request, variant):
     acknowledged = {}
-    for _stack_path, metadata in {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain}[variant].stack_metadata():
+    for _stack_path, metadata in request.getfixturevalue(variant).stack_metadata():
         for construct_path, entries in metadata.items():
             for entry in entries:
                 if entry["type"] == "aws:cdk:acknowledged-rules":
@@ -101,22 +104,26 @@ def _template_files(*assemblies):
     unique = {}
     for assembly in assemblies:
         for path in assembly.template_files.values():
-            unique.setdefault(hashlib.sha256(Path(path).read_bytes()).hexdigest(), str(path))
+            unique.setdefault(_content(path), str(path))
     return sorted(unique.values())
 
 
 @pytest.fixture(scope="module")
-def scanners(dev, prod, appmesh, domain, github, tmp_path_factory):
+def scanned_templates(request) -> list[str]:
+    return _template_files(*(request.getfixturevalue(name) for name in VARIANTS))
+
+
+@pytest.fixture(scope="module")
+def scanners(scanned_templates, tmp_path_factory):
     """cfn-lint and checkov over every distinct template, started together: each is single-threaded."""
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
-    templates = _template_files(dev, prod, appmesh, domain, github)
     # checkov takes a folder: each distinct template once, named after its assembly and stack.
     folder = tmp_path_factory.mktemp("checkov")
-    for path in map(Path, templates):
+    for path in map(Path, scanned_templates):
         shutil.copy(path, folder / f"{path.parent.parent.name}-{path.parent.name}-{path.name}")
     started = {
-        "cfn-lint": subprocess.Popen([str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
+        "cfn-lint": subprocess.Popen([str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *scanned_templates],
                                      cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
         "checkov": subprocess.Popen([str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
                                      "--directory", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
@@ -126,6 +133,20 @@ def scanners(dev, prod, appmesh, domain, github, tmp_path_factory):
         stdout, stderr = process.communicate(timeout=600)
         results[name] = (process.returncode, stdout, stderr)
     return results
+
+
+def _content(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_the_scan_covers_what_only_the_strangler_fig_and_the_pipeline_add(scanned_templates, strangler, dev_pipeline, prod_pipeline):
+    scanned = set(map(_content, scanned_templates))
+    for region in ("eu-central-1", "eu-west-1"):  # the legacy function's target group and permission
+        assert _content(strangler.template_files[f"mf-{region}/services"]) in scanned
+    pipeline_only = [path for assembly in (dev_pipeline, prod_pipeline) for stack, path in assembly.template_files.items()
+                     if "pipeline" in stack or "cross-region-stack" in stack or stack.endswith("/smoke-test")]
+    assert len(pipeline_only) == 2 * 6  # baseline, pipeline, two support stacks, two smoke-test stacks
+    assert set(map(_content, pipeline_only)) <= scanned
 
 
 def test_cfn_lint_reports_nothing(scanners):
@@ -147,6 +168,8 @@ def test_checkov_fails_no_check(checkov_report):
     ]
     assert failed == []
     assert all(report["summary"]["passed"] > 100 for report in checkov_report)
+    passed = {check["resource"] for report in checkov_report for check in report["results"]["passed_checks"]}
+    assert any(resource.startswith("AWS::Lambda::Function.authstranglerfig") for resource in passed)  # the strangler fig's function
 
 
 def test_checkov_skips_each_give_a_reason(checkov_report):

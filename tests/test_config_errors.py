@@ -1,24 +1,28 @@
 """Bad config stops `cdk synth` with one line naming the key, the value and what is allowed.
 
-Every case goes through the real entry point: the pinned CDK CLI running app.py with `-c` overrides.
+Every case runs the real entry point in a subprocess: app.py started the way the CDK CLI starts it
+(cdk.json's "app" command, the merged context in CDK_CONTEXT_JSON, `-c` values as strings). A dozen
+cases, one of each kind, also go through the pinned CLI itself and must print the same line: that
+shows the CLI hands the app what these runs hand it. (A CLI start costs about 1 s, app.py's own
+check 0.1 s, since app.py checks the config before it loads aws-cdk-lib.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.assembly import REPO_ROOT
+from tests.assembly import REPO_ROOT, cdk_json_context
 
 CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
+APP_COMMAND = shlex.split(json.loads((REPO_ROOT / "cdk.json").read_text())["app"])
 CONTROL = "no overrides"
-# Two overrides in one run: each must reach the app (one full synth fewer than a run each).
-PROD_APPMESH = "-c profile=prod -c mesh=appmesh"
 
 
 def _regions(*entries: tuple[str, str]) -> str:
@@ -128,38 +132,76 @@ CASES = [
 ]
 
 
+# One case of each kind issue 2 names (unknown key, wrong type, unknown or duplicate region, invalid,
+# overlapping or too small CIDR, primary not in regions, malformed account, unknown profile or mesh),
+# plus a nested JSON override: these also run through the CLI.
+THROUGH_THE_CLI = [
+    "unknown key", "regions not a list", "unknown region", "duplicate region", "cidr not a network",
+    "overlapping cidrs", "cidr too small for 3 AZs", "primary region not configured", "account too short",
+    "unknown profile", "unknown mesh", "shift step not an integer",
+]
+_CLI_ENV = {"CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "true"}
+
+
 def _run_cli(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedProcess[str]:
     args = [str(CDK_CLI), "synth", "--quiet", "--no-notices", "--output", str(outdir), "**"]
     for key, value in overrides.items():
         args += ["-c", f"{key}={value}"]
-    return subprocess.run(
-        args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "CDK_DISABLE_CLI_TELEMETRY": "true", "CDK_DISABLE_VERSION_CHECK": "true"},
-    )
+    return subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **_CLI_ENV})
+
+
+def _run_app(overrides: dict[str, str], outdir: Path) -> subprocess.CompletedProcess[str]:
+    """app.py as `cdk synth` starts it, with cdk.json's context and ``overrides`` on top."""
+    env = {**os.environ, **_CLI_ENV, "CDK_OUTDIR": str(outdir),
+           "CDK_CONTEXT_JSON": json.dumps({**cdk_json_context(), **overrides})}
+    return subprocess.run(APP_COMMAND, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def _error_line(result: subprocess.CompletedProcess[str]) -> str:
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("config error: ")]
+    assert len(error_lines) == 1, result.stderr
+    return error_lines[0]
 
 
 @pytest.fixture(scope="module")
-def cli_results(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
-    """Run every case through the CLI up front, a few at a time (each is a Node + Python start)."""
-    runs = [(case_id, overrides) for case_id, overrides, _ in CASES] + [
-        (CONTROL, {}), (PROD_APPMESH, {"profile": "prod", "mesh": "appmesh"})]
-    outdirs = [tmp_path_factory.mktemp("cli") for _ in runs]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = pool.map(_run_cli, [overrides for _, overrides in runs], outdirs)
-        return {case_id: (result, outdir) for (case_id, _), result, outdir in zip(runs, results, outdirs, strict=True)}
+def results(tmp_path_factory) -> dict[tuple[str, str], tuple[subprocess.CompletedProcess[str], Path]]:
+    """Every run up front, two at a time, keyed by (entry point, case): each is a process start."""
+    overrides = {case_id: case_overrides for case_id, case_overrides, _ in CASES}
+    runs = [(_run_app, case_id, overrides[case_id]) for case_id in overrides]
+    runs += [(_run_cli, case_id, overrides[case_id]) for case_id in THROUGH_THE_CLI]
+    runs.insert(0, (_run_cli, CONTROL, {}))  # the one full synth first
+    outdirs = [tmp_path_factory.mktemp("synth") for _ in runs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = pool.map(lambda run, outdir: run[0](run[2], outdir), runs, outdirs)
+        return {(run.__name__, case_id): (result, outdir)
+                for (run, case_id, _), result, outdir in zip(runs, done, outdirs, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def cli_results(results) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
+    return {case_id: result for (entry_point, case_id), result in results.items() if entry_point == "_run_cli"}
 
 
 @pytest.mark.parametrize("case_id, overrides, expected", CASES, ids=[case[0] for case in CASES])
-def test_bad_config_stops_synth_with_one_clear_line(cli_results, case_id, overrides, expected):
-    result, outdir = cli_results[case_id]
-    assert result.returncode != 0, result.stdout + result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("config error: ")]
-    assert len(error_lines) == 1, result.stderr
+def test_bad_config_stops_synth_with_one_clear_line(results, case_id, overrides, expected):
+    result, outdir = results["_run_app", case_id]
+    assert result.returncode == 2, result.stdout + result.stderr
+    error_line = _error_line(result)
     for text in expected:
-        assert text in error_lines[0]
+        assert text in error_line
     assert "Traceback" not in result.stderr
     assert "jsii" not in result.stderr.lower()
-    assert not list(outdir.glob("**/*.template.json")), "nothing may be half-built"
+    assert not list(outdir.iterdir()), "nothing may be half-built"
+
+
+def test_the_dozen_cases_of_each_kind_print_the_same_line_through_the_cli(cli_results, results):
+    assert {case_id for case_id, _, _ in CASES} >= set(THROUGH_THE_CLI)
+    for case_id in THROUGH_THE_CLI:
+        result, outdir = cli_results[case_id]
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert _error_line(result) == _error_line(results["_run_app", case_id][0]), case_id
+        assert "Traceback" not in result.stderr and "jsii" not in result.stderr.lower(), case_id
+        assert not list(outdir.glob("**/*.template.json")), f"{case_id}: nothing may be half-built"
 
 
 def _nat_gateways(outdir: Path) -> int:
@@ -176,20 +218,3 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     assert result.returncode == 0, result.stderr
     assert len(list(outdir.glob("assembly-*/*.template.json"))) == 16  # 8 + 6 regional stacks (primary: data, global), 2 edge stacks
     assert _nat_gateways(outdir) == 2  # dev: one per region
-
-
-def test_a_cli_override_reaches_the_app(cli_results):
-    result, outdir = cli_results[PROD_APPMESH]
-    assert result.returncode == 0, result.stderr
-    assert _nat_gateways(outdir) == 6  # prod: one per AZ in both regions
-
-
-def test_the_legacy_mesh_synthesizes_through_the_cli_with_its_warning(cli_results):
-    result, outdir = cli_results[PROD_APPMESH]
-    assert result.returncode == 0, result.stderr
-    assert "App Mesh reached end of support on 2026-09-30" in result.stdout + result.stderr
-    meshes = [
-        resource for template in outdir.glob("assembly-*/*.template.json")
-        for resource in json.loads(template.read_text())["Resources"].values() if resource["Type"] == "AWS::AppMesh::Mesh"
-    ]
-    assert len(meshes) == 2  # one per region
