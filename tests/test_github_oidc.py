@@ -71,6 +71,18 @@ def test_the_push_role_may_push_only_to_the_primary_regions_service_repositories
     assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
 
 
+def test_the_push_role_can_tag_an_index_of_scanned_manifests_but_not_delete_or_retag(github):
+    """containers.yml pushes manifests by digest and then tags an index of them: `imagetools create` reads
+    each manifest and its config blob back. Immutability must stay the repository's, not the role's, choice."""
+    role_id, _ = _role(github, "mf-github-image-push")
+    (push,) = [statement for statement in _statements(github, role_id) if statement["Action"] != "ecr:GetAuthorizationToken"]
+    assert {"ecr:PutImage", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload",
+            "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:BatchCheckLayerAvailability"} <= set(push["Action"])
+    assert not {"ecr:BatchDeleteImage", "ecr:PutImageTagMutability", "ecr:DeleteRepository", "ecr:SetRepositoryPolicy",
+                "ecr:PutLifecyclePolicy", "ecr:PutImageScanningConfiguration"} & set(push["Action"])
+    assert not any("*" in action for action in push["Action"])
+
+
 def test_the_diff_role_may_only_assume_the_cdk_lookup_roles_and_the_boundary_lets_it(github):
     role_id, _ = _role(github, "mf-github-diff")
     (statement,) = _statements(github, role_id)

@@ -20,12 +20,20 @@ exists in at least one variant (dev, prod, appmesh, domain, strangler): some nam
 (event queues) or in one variant (domain mode's health alarms). What still holds another placeholder
 (`<ecs service>`, `<name>`) or another shell variable (`$LG`) is prose, not a citation, and is not
 checked; the shell variables `$R` and `$REGION` stand for `<region>`, `$SERVICE` for `<service>`.
+
+Commands, in the runbooks and their README: every `aws ssm start-automation-execution` names an
+AWS::SSM::Document the app creates, with only parameter keys its Content declares, every one without a
+default, and values from its allowedValues; every quoted option value that starts with `{` or `[` parses
+as JSON (not `--query`, `--query-string` or `--filter-pattern`, which are not JSON), and an App Mesh route
+`--spec` names only virtual nodes of the App Mesh variant.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -249,3 +257,188 @@ def test_the_automation_documents_the_runbooks_run_exist_in_every_region(dev):
     assert f"{PREFIX}-region-failover" in documents[f"{PREFIX}-edge/edge"]
     cited = "".join(path.read_text() for path in runbook_files())
     assert f"--document-name {PREFIX}-rollback-service" in cited and f"--document-name {PREFIX}-region-failover" in cited
+
+
+# ---- Commands a runbook gives to run: Automation documents and their parameters, inline JSON ----
+
+START_AUTOMATION = re.compile(r"aws\s+ssm\s+start-automation-execution\b")  # a line may break inside
+# Options whose value is not JSON although it may start with { or [: JMESPath, Logs Insights, metric filters.
+NOT_JSON_OPTIONS = frozenset({"query", "query-string", "filter-pattern"})
+# An option with a quoted value that starts like JSON: --spec '{...}', --item "{\"pk\": ...}".
+JSON_OPTION = re.compile(r"--([a-z][a-z0-9-]*)[ =]+(?:'([{\[][^']*)'|\"([{\[](?:\\.|[^\"\\])*)\")")
+SHELL_EXPANSION = re.compile(r"\$(?:\([^)]*\)|\{[A-Za-z_]+\}|[A-Za-z_]+)")
+ROUTE_KINDS = ("httpRoute", "http2Route", "grpcRoute", "tcpRoute")
+
+
+def command_files() -> list[Path]:
+    """The runbooks and their README (which shows the Automation commands too)."""
+    return [*runbook_files(), RUNBOOKS / "README.md"]
+
+
+def _command_text(markdown: str, start: int) -> str:
+    """The command that starts at ``start``: to the closing backtick of an inline code span, or in a code
+    block to the end of the line, following ``\\`` continuations."""
+    in_block = markdown[:start].count("```") % 2 == 1
+    if not in_block:  # an inline span may wrap lines; a command in bare prose ends with its paragraph
+        ends = [end for end in (markdown.find("`", start), markdown.find("\n\n", start), len(markdown)) if end >= 0]
+        return markdown[start:min(ends)]
+    end = start
+    while True:
+        end = markdown.index("\n", end)
+        if not markdown[:end].rstrip(" ").endswith("\\"):
+            return markdown[start:end].replace("\\\n", " ")
+        end += 1
+
+
+def automation_commands(markdown: str) -> Iterator[tuple[str | None, dict[str, str] | None]]:
+    """(document name, {parameter: value}) of every `aws ssm start-automation-execution` in ``markdown``;
+    None for a part the command does not give (or gives in a form that cannot be read)."""
+    for match in START_AUTOMATION.finditer(markdown):
+        words = shlex.split(_command_text(markdown, match.start()).replace("\n", " "), comments=True)
+        options = {word: words[index + 1] for index, word in enumerate(words[:-1]) if word.startswith("--")}
+        parameters = options.get("--parameters")
+        if parameters is None:
+            yield options.get("--document-name"), {}
+        elif parameters.startswith("{"):
+            try:
+                given = json.loads(parameters)  # {"Key": ["value"]}: the API's map of string lists
+                yield options.get("--document-name"), {key: ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                                                       for key, value in given.items()}
+            except ValueError:
+                yield options.get("--document-name"), None
+        else:  # shorthand: Key=value,Key2=value
+            pairs = [pair.split("=", 1) for pair in parameters.split(",")]
+            yield options.get("--document-name"), dict(pairs) if all(len(pair) == 2 for pair in pairs) else None
+
+
+def _documents(assembly: Assembly) -> dict[str, dict[str, dict[str, Any]]]:
+    """Automation document name -> its declared parameters, from the templates' AWS::SSM::Document content."""
+    return {resource["Properties"]["Name"]: resource["Properties"]["Content"].get("parameters", {})
+            for _, _, resource in assembly.all_resources()
+            if resource["Type"] == "AWS::SSM::Document" and isinstance(resource["Properties"].get("Name"), str)}
+
+
+@pytest.fixture(scope="module")
+def automation_documents(request) -> dict[str, dict[str, dict[str, Any]]]:
+    documents: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant in VARIANTS:
+        documents.update(_documents(request.getfixturevalue(variant)))
+    return documents
+
+
+def automation_problems(markdown: str, documents: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """What is wrong with the Automation commands of ``markdown``: an unknown document, an undeclared
+    parameter, a required parameter (no default) left out, or a value the document does not allow."""
+    problems = []
+    for document, given in automation_commands(markdown):
+        if document is None or document not in documents:
+            problems.append(f"document {document}")
+            continue
+        if given is None:
+            problems.append(f"{document}: unreadable --parameters")
+            continue
+        declared = documents[document]
+        problems += [f"{document}: undeclared parameter {key}" for key in given if key not in declared]
+        problems += [f"{document}: required parameter {key} not given"
+                     for key, spec in declared.items() if "default" not in spec and key not in given]
+        for key, value in given.items():
+            allowed = declared.get(key, {}).get("allowedValues")
+            values = _expansions(value)
+            if allowed and values and not any("$" in text for text in values):
+                problems += [f"{document}: {key}={text} not in {allowed}" for text in values if text not in allowed]
+    return problems
+
+
+def inline_json(markdown: str) -> Iterator[tuple[str, str, Any]]:
+    """(option, the value as given, the parsed value or the ValueError) for every JSON-looking quoted value
+    given to a command option. Shell expansions in double quotes (`$K`, `$(date ...)`) stand in as strings."""
+    for match in JSON_OPTION.finditer(markdown):
+        option, single, double = match.groups()
+        if option in NOT_JSON_OPTIONS:
+            continue
+        text = single if single is not None else re.sub(r"\\(.)", r"\1", SHELL_EXPANSION.sub("x", double))
+        try:
+            yield option, text, json.loads(text)
+        except ValueError as error:
+            yield option, text, error
+
+
+def json_problems(markdown: str, virtual_nodes: set[str]) -> list[str]:
+    """Inline JSON that does not parse, and App Mesh route specs that send traffic to a virtual node the
+    App Mesh variant does not create (for every service a `<service>` placeholder stands for)."""
+    problems = []
+    for option, text, value in inline_json(markdown):
+        if isinstance(value, ValueError):
+            problems.append(f"--{option}: not JSON ({value}): {text[:60]}")
+            continue
+        if option != "spec" or not isinstance(value, dict):
+            continue
+        for kind in ROUTE_KINDS:
+            for target in value.get(kind, {}).get("action", {}).get("weightedTargets", []):
+                nodes = _expansions(target.get("virtualNode", ""))
+                if not nodes or any(node not in virtual_nodes for node in nodes):
+                    problems.append(f"--spec {kind}: virtual node {target.get('virtualNode')}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def virtual_nodes(appmesh) -> set[str]:
+    return {resource["Properties"]["VirtualNodeName"] for _, _, resource in appmesh.all_resources()
+            if resource["Type"] == "AWS::AppMesh::VirtualNode"}
+
+
+def test_the_command_readers_find_documents_parameters_and_inline_json():
+    text = ("Run `aws ssm\nstart-automation-execution  --region <region> --document-name mf-rollback-service "
+            "--parameters ServiceName=<service>`.\n```sh\nE=$(aws ssm start-automation-execution --document-name mf-region-failover \\\n"
+            "  --parameters '{\"TargetRegion\": [\"eu-west-1\"]}' --query AutomationExecutionId --output text)\n"
+            "aws ssm start-automation-execution --document-name mf-rollback-service  # ServiceName=persona\n"
+            "aws dynamodb put-item --item \"{\\\"pk\\\":{\\\"S\\\":\\\"$K\\\"}}\" --query '{a:b}'\n```\n")
+    assert list(automation_commands(text)) == [
+        ("mf-rollback-service", {"ServiceName": "<service>"}), ("mf-region-failover", {"TargetRegion": "eu-west-1"}),
+        ("mf-rollback-service", {})]
+    assert [(option, value) for option, _, value in inline_json(text)] == [
+        ("parameters", {"TargetRegion": ["eu-west-1"]}), ("item", {"pk": {"S": "x"}})]  # not --query's JMESPath
+
+
+def test_an_unknown_document_undeclared_or_missing_parameter_or_disallowed_value_is_reported(automation_documents):
+    text = ("```sh\naws ssm start-automation-execution --document-name mf-rollback-servic --parameters ServiceName=auth\n"
+            "aws ssm start-automation-execution --document-name mf-rollback-service --parameters Service=auth\n"
+            "aws ssm start-automation-execution --document-name mf-region-failover --parameters TargetRegion=us-east-1\n"
+            "aws ssm start-automation-execution --document-name mf-rollback-service --parameters ServiceName=<service>,Revision=3\n```\n")
+    assert automation_problems(text, automation_documents) == [
+        "document mf-rollback-servic",
+        "mf-rollback-service: undeclared parameter Service",
+        "mf-rollback-service: required parameter ServiceName not given",
+        "mf-region-failover: TargetRegion=us-east-1 not in ['eu-central-1', 'eu-west-1']",
+    ]
+
+
+@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+def test_every_automation_command_names_a_document_and_parameters_the_app_declares(path, automation_documents):
+    problems = automation_problems(path.read_text(), automation_documents)
+    assert not problems, f"{path.name}: {problems}"
+
+
+def test_json_that_does_not_parse_or_a_route_to_a_missing_virtual_node_is_reported(virtual_nodes):
+    text = ("```sh\naws appmesh update-route --spec '{\"httpRoute\": {\"action\": {\"weightedTargets\": [\n"
+            "  {\"virtualNode\": \"<service>-primary\", \"weight\": 100}, {\"virtualNode\": \"<service>-blue\", \"weight\": 0}]}}}'\n"
+            "aws stepfunctions start-execution --input '{\"release\": \"v1\",}'\n"
+            "aws logs filter-log-events --filter-pattern '{ $.level = \"ERROR\" }'\n```\n")
+    problems = json_problems(text, virtual_nodes)
+    assert problems[0] == "--spec httpRoute: virtual node <service>-blue"
+    assert len(problems) == 2 and problems[1].startswith("--input: not JSON")
+
+
+@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+def test_every_inline_json_parses_and_every_route_spec_names_virtual_nodes_that_exist(path, virtual_nodes):
+    problems = json_problems(path.read_text(), virtual_nodes)
+    assert not problems, f"{path.name}: {problems}"
+
+
+def test_the_readers_see_the_route_specs_and_automation_commands_the_runbooks_hold():
+    """The checks above pass because they look, not because they find nothing."""
+    text = "".join(path.read_text() for path in command_files())
+    specs = [value for option, _, value in inline_json(text) if option == "spec" and isinstance(value, dict)]
+    assert {kind for spec in specs for kind in spec} >= {"httpRoute", "grpcRoute"}
+    documents = {document for document, _ in automation_commands(text)}
+    assert documents == {f"{PREFIX}-rollback-service", f"{PREFIX}-region-failover"}

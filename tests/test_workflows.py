@@ -131,6 +131,26 @@ def test_main_runs_the_checks_then_diffs_every_stage_through_the_diff_role():
     assert 'npx --no-install cdk diff --method=template "${STAGE}/*"' in diff_step["run"]
 
 
+def _container_steps() -> list[dict[str, Any]]:
+    return _steps(_load("containers.yml"), "image")
+
+
+def _builds(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in steps if _uses(step, "docker/build-push-action")]
+
+
+def _oci_layout(build: dict[str, Any]) -> str:
+    """Where a build writes its OCI image layout (a directory: tar=false)."""
+    exporter = dict(option.split("=", 1) for option in build["with"]["outputs"].split(","))
+    assert exporter["type"] == "oci" and exporter["tar"] == "false", build["name"]
+    return exporter["dest"]
+
+
+def _push(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    (push,) = [step for step in steps if step.get("id") == "push"]
+    return push
+
+
 def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_cache():
     workflow = _load("containers.yml")
     assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["services/**", ".github/workflows/containers.yml"]}
@@ -139,48 +159,86 @@ def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_
     assert job["strategy"]["matrix"]["service"] == [service.name for service in CONFIG.services]
 
     steps = job["steps"]
-    builds = [step for step in steps if _uses(step, "docker/build-push-action")]
+    builds = _builds(steps)
+    assert sorted(step["with"]["platforms"] for step in builds) == ["linux/amd64", "linux/arm64"]
     for step in builds:
+        platform = step["with"]["platforms"].split("/")[1]
         assert step["with"]["context"] == "services"
         assert step["with"]["file"] == "services/${{ matrix.service }}/Dockerfile"
-        assert "type=gha" in step["with"]["cache-from"]
-    scanned = {step["with"]["platforms"] for step in builds if step["with"].get("load")}
-    assert scanned == {"linux/amd64", "linux/arm64"}
-    for step in builds:
-        if step["with"].get("load"):
-            assert step["with"]["cache-to"].startswith("type=gha,mode=max")
+        assert step["with"]["cache-from"] == f"type=gha,scope=${{{{ matrix.service }}}}-{platform}"
+        assert step["with"]["cache-to"] == f"type=gha,mode=max,scope=${{{{ matrix.service }}}}-{platform}"
+        # Built once, to disk, never pushed or loaded by the build itself: the push sends this layout.
+        assert not {"push", "load", "tags"} & set(step["with"]), step["name"]
+        assert step["with"]["provenance"] is False  # one manifest per layout, the one that is scanned
+        assert _oci_layout(step) == f"${{{{ runner.temp }}}}/oci/{platform}"
     assert _index(steps, lambda step: _uses(step, "docker/setup-qemu-action"))
     assert _index(steps, lambda step: _uses(step, "docker/setup-buildx-action"))
 
 
 def test_both_platform_images_are_scanned_and_a_high_or_critical_finding_stops_the_job_before_the_push():
-    steps = _steps(_load("containers.yml"), "image")
+    steps = _container_steps()
     scans = _index(steps, lambda step: _uses(step, "aquasecurity/trivy-action"))
-    pushes = _index(steps, lambda step: _uses(step, "docker/build-push-action") and step["with"].get("push"))
+    builds = _index(steps, lambda step: _uses(step, "docker/build-push-action"))
     credentials = _index(steps, lambda step: _uses(step, "aws-actions/configure-aws-credentials"))
-    assert len(scans) == 2 and len(pushes) == 1 and len(credentials) == 1
-    # No AWS credentials exist until both images have passed the scan.
-    assert max(scans) < credentials[0] < pushes[0]
+    push = steps.index(_push(steps))
+    assert len(scans) == 2 and len(builds) == 2 and len(credentials) == 1
+    # No AWS credentials exist until both images have passed the scan, and nothing builds after it.
+    assert max(builds) < min(scans) and max(scans) < credentials[0] < push
 
-    loaded_tags = {step["with"]["tags"] for step in steps if _uses(step, "docker/build-push-action") and step["with"].get("load")}
-    assert {steps[i]["with"]["image-ref"] for i in scans} == loaded_tags
+    # Each scan reads a build's OCI layout from disk (`trivy image --input`), not a name that could be rebuilt.
+    assert sorted(steps[i]["with"]["input"] for i in scans) == sorted(_oci_layout(steps[i]) for i in builds)
     for i in scans:
+        assert "image-ref" not in steps[i]["with"]
         assert steps[i]["with"]["exit-code"] == "1"
         assert steps[i]["with"]["severity"] == "HIGH,CRITICAL"
         assert "ignore-unfixed" not in steps[i]["with"]  # an unfixed HIGH or CRITICAL finding fails too
         assert "if" not in steps[i]  # a scan never skips
 
 
-def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
-    steps = _steps(_load("containers.yml"), "image")
-    push = next(step for step in steps if _uses(step, "docker/build-push-action") and step["with"].get("push"))
-    assert push["with"]["platforms"] == "linux/amd64,linux/arm64"
-    assert push["with"]["tags"] == "${{ steps.ecr.outputs.image }}"
-    assert set(push["with"]["cache-from"].splitlines()) == {"type=gha,scope=${{ matrix.service }}-amd64", "type=gha,scope=${{ matrix.service }}-arm64"}
+def test_the_push_sends_the_scanned_layouts_by_the_digests_the_builds_reported():
+    """What reaches ECR is what Trivy scanned: the same layout directory, checked against the build's digest."""
+    steps = _container_steps()
+    push = _push(steps)
+    assert "uses" not in push  # not a second docker build
+    scanned = {step["with"]["input"] for step in steps if _uses(step, "aquasecurity/trivy-action")}
+    builds = {step["id"]: step for step in _builds(steps)}
+    assert set(builds) == {"build-amd64", "build-arm64"}
+    for platform in ("amd64", "arm64"):
+        layout, digest = f"${platform.upper()}_LAYOUT", f"${platform.upper()}_DIGEST"
+        assert push["env"][layout[1:]] == _oci_layout(builds[f"build-{platform}"])
+        assert push["env"][layout[1:]] in scanned
+        assert push["env"][digest[1:]] == f"${{{{ steps.build-{platform}.outputs.digest }}}}"
+        # crane pushes that layout to the build's digest, and the step fails unless that is what it pushed.
+        pushed = f'"${{REPOSITORY_URI}}@${{{platform.upper()}_DIGEST}}"'
+        assert f'test "$(crane push "{layout}" {pushed})" = {pushed}' in push["run"]
+    run = push["run"]
+    assert run.startswith("set -euo pipefail")
+    assert not re.search(r"docker (push|build |buildx build)", run)  # nothing is rebuilt or re-exported
+    # The one tag is an index of exactly the two scanned manifests, read back from ECR and compared.
+    assert ('docker buildx imagetools create --tag "${REPOSITORY_URI}:${GITHUB_SHA}" \\\n'
+            '  "${REPOSITORY_URI}@${AMD64_DIGEST}" "${REPOSITORY_URI}@${ARM64_DIGEST}"') in run
+    assert 'imagetools inspect --raw "${REPOSITORY_URI}:${GITHUB_SHA}"' in run
+    assert 'test "$pushed" = "$scanned"' in run
 
+    install = next(step for step in steps if step.get("name") == "Install crane")
+    assert re.fullmatch(r"go install github\.com/google/go-containerregistry/cmd/crane@v\d+\.\d+\.\d+\n"
+                        r'echo "\$GOBIN" >> "\$GITHUB_PATH"\n', install["run"])
+    assert steps.index(install) < steps.index(push)
+
+
+def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
+    steps = _container_steps()
+    push = _push(steps)
     login = next(step for step in steps if step.get("id") == "ecr")
-    # One tag only, the commit SHA, in <prefix>/<service> of the primary region read from cdk.json.
-    assert 'echo "image=${registry}/${REPOSITORY}:${GITHUB_SHA}" >> "$GITHUB_OUTPUT"' in login["run"]
+    # Tags are immutable: a commit whose tag exists is skipped, by the push and by the crane install.
+    for step in (push, next(step for step in steps if step.get("name") == "Install crane")):
+        assert step["if"] == "vars.AWS_IMAGE_PUSH_ROLE_ARN != '' && steps.ecr.outputs.exists == 'false'"
+    assert 'aws ecr describe-images --repository-name "$REPOSITORY" --image-ids "imageTag=${GITHUB_SHA}"' in login["run"]
+    # One tag only, the commit SHA, in <prefix>/<service> of the primary region read from cdk.json;
+    # the manifests themselves go up untagged (by digest), so no other tag is ever taken.
+    assert push["env"]["REPOSITORY_URI"] == "${{ steps.ecr.outputs.repository }}"
+    assert 'echo "repository=${registry}/${REPOSITORY}" >> "$GITHUB_OUTPUT"' in login["run"]
+    assert re.findall(r"--tag \S+", push["run"]) == ['--tag "${REPOSITORY_URI}:${GITHUB_SHA}"']
     assert login["env"]["REPOSITORY"] == "${{ steps.app.outputs.prefix }}/${{ matrix.service }}"
     credentials = next(step for step in steps if _uses(step, "aws-actions/configure-aws-credentials"))
     assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_IMAGE_PUSH_ROLE_ARN }}"

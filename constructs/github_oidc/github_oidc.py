@@ -13,11 +13,14 @@ from constructs.compliance import acknowledge_nag
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 # The audience aws-actions/configure-aws-credentials requests by default.
 STS_AUDIENCE = "sts.amazonaws.com"
-# What a docker push to ECR needs besides the registry token (docker checks layers and manifests
-# first), and DescribeImages: the workflow skips a commit whose immutable tag is already pushed.
+# What pushing the scanned images needs besides the registry token: upload blobs and manifests by
+# digest (crane checks layers and manifests first), then tag an index of them (`docker buildx imagetools
+# create` reads each manifest and its config blob for the platform: BatchGetImage, GetDownloadUrlForLayer),
+# and DescribeImages: the workflow skips a commit whose immutable tag is already pushed. Nothing that
+# deletes an image or changes the repository's tag mutability.
 ECR_PUSH_ACTIONS = (
     "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
-    "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart",
+    "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart",
 )
 
 
