@@ -79,14 +79,23 @@ def _synth_variant(tmp_path_factory: pytest.TempPathFactory, name: str) -> Assem
         return assembly
 
 
+_VARIANTS_NEEDED = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Note the variants the selected tests use (directly or through other fixtures)."""
+    used = {name for item in items for name in getattr(item, "fixturenames", ())}
+    config.stash[_VARIANTS_NEEDED] = [name for name in VARIANTS if name in used]
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _synthesize_variants_across_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Under pytest-xdist, each worker first synthesizes its share of the variants (gw0 the 1st, 3rd...,
-    gw1 the 2nd, 4th...), so both cores synthesize at once and no worker waits for the other on a lock."""
+def _synthesize_variants_across_workers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under pytest-xdist, each worker first synthesizes its share of the variants the run needs (gw0
+    the 1st, 3rd..., gw1 the 2nd, 4th...), so both cores synthesize at once and neither waits on a lock."""
     if WORKER == "master":
         return
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    for name in list(VARIANTS)[int(WORKER.removeprefix("gw")) % workers::workers]:
+    for name in request.config.stash[_VARIANTS_NEEDED][int(WORKER.removeprefix("gw")) % workers::workers]:
         _synth_variant(tmp_path_factory, name)
 
 
