@@ -14,7 +14,9 @@ from constructs.observability import (
     MeshedService,
     MonitoredQueue,
     MonitoredTasks,
+    QUOTAS,
     PlatformMonitoring,
+    QuotaCounter,
     ServiceMonitoring,
     SpotInterruptionMetric,
     TraceSampling,
@@ -30,7 +32,7 @@ from .services_stack import ServicesStack
 class ObservabilityStack(cdk.Stack):
     """Reads what the other stacks of the region built; owns no state. Every alarm notifies the
     platform's alarm topic on ALARM and on OK. Exposes ``services`` (name -> ServiceMonitoring),
-    ``platform`` (PlatformMonitoring), ``sampling`` (TraceSampling) and ``spot_interruptions``.
+    ``platform`` (PlatformMonitoring), ``sampling`` (TraceSampling), ``spot_interruptions`` and ``quota_counter``.
 
     The 5xx-rate and p95-latency alarms of Service Connect deployments stay with the services stack
     (they roll deployments back); the dashboards show them. With App Mesh, which has no deployment
@@ -47,8 +49,14 @@ class ObservabilityStack(cdk.Stack):
 
         self.spot_interruptions = SpotInterruptionMetric(
             self, "SpotInterruptions", cluster_arn=platform.cluster.cluster_arn, metric_namespace=f"{prefix}/ecs",
-            log_group_name=f"/aws/events/{prefix}-spot-interruptions", encryption_key=network.logs_key,
+            log_group_name=f"/aws/events/{prefix}-spot-interruptions", rule_name=f"{prefix}-spot-interruptions", encryption_key=network.logs_key,
             retention=logs.RetentionDays[defaults.log_retention])
+
+        # Cloud Map and ECR counts, which AWS/Usage does not publish: the platform's namespace and repositories.
+        self.quota_counter = QuotaCounter(
+            self, "QuotaCounter", function_name=f"{prefix}-quota-counter", metric_namespace=f"{prefix}/quotas", cloud_map_namespaces=[config.namespace],
+            ecr_repositories=[f"{prefix}/{service.name}" for service in config.services],
+            encryption_key=network.logs_key, retention=logs.RetentionDays[defaults.log_retention])
 
         self.services: dict[str, ServiceMonitoring] = {}
         for service in config.services:
@@ -87,10 +95,12 @@ class ObservabilityStack(cdk.Stack):
                     for name, resources in services.resources.items() if getattr(resources, "queue", None) is not None],
             max_queue_age=cdk.Duration.minutes(config.observability.queue_age_alarm_minutes),
             dead_letter_queues={"spot-interruptions": self.spot_interruptions.dead_letter_queue,
+                                "counted-quotas": self.quota_counter.dead_letter_queue,
                                 **{f"{name}-migration": fig.dead_letter_queue for name, fig in services.strangler_figs.items()}},
             # A migration flag that could not be applied is answered by re-applying it, not by a redrive.
-            dead_letter_runbooks={f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs},
-            quota_alarm_percent=config.observability.quota_alarm_percent,
+            dead_letter_runbooks={"counted-quotas": "quota-exhaustion",
+                                  **{f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs}},
+            quota_alarm_percent=config.observability.quota_alarm_percent, quotas=QUOTAS + self.quota_counter.quotas,
         )
 
         self.sampling = TraceSampling(

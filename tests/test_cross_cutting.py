@@ -19,6 +19,7 @@ UNTAGGABLE_TYPES = {
     "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
     "AWS::Logs::ResourcePolicy", "AWS::Logs::MetricFilter", "AWS::Events::Archive", "AWS::Events::EventBusPolicy",
     "AWS::Lambda::LayerVersion", "AWS::Lambda::Permission", "AWS::SecretsManager::RotationSchedule",
+    "AWS::Lambda::EventInvokeConfig",
 }
 
 
@@ -31,10 +32,10 @@ def test_every_role_has_the_stage_permissions_boundary(dev):
     # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
     # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment,
     # and the rollback Automation document's role; the chaos stack's three FIS experiment roles and the chaos
-    # service's SSM managed-instance role. The edge: the role of the custom resources that read the regions'
+    # service's SSM managed-instance role; the observability stack's quota counter role. The edge: the role of the custom resources that read the regions'
     # load balancers. The primary's data stack: the signing-key rotation function's and the replica-key custom
     # resources' roles.
-    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4) + 1 + 2
+    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4 + 1) + 1 + 2
     for stack, logical_id, role in roles:
         stage = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"

@@ -153,3 +153,34 @@ def assert_every_event_target_retries_into_a_watched_dead_letter_queue(assembly)
                     watched |= {queue for queue in dead_letter_queues if queue in reference}
                     assert properties["AlarmActions"] and properties["AlarmActions"] == properties["OKActions"]
         assert watched == dead_letter_queues and len(watched) >= 3
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh", "strangler"])
+def test_only_its_own_source_queues_may_name_a_queue_as_their_dead_letter_queue(dev, appmesh, strangler, variant):
+    """A dead-letter queue of SQS redrive allows exactly its source queues (byQueue); every other queue (event queues,
+    and dead-letter queues only of rules and Lambda functions) allows none (denyAll): no other queue of the account
+    can make one of them its dead-letter queue and pour messages in."""
+    assembly = {"dev": dev, "appmesh": appmesh, "strangler": strangler}[variant]
+    by_queue = 0
+    for region in REGIONS:
+        stacks = [s for s in assembly.templates if s.startswith(f"mf-{region}/")]
+        queues = {logical_id: queue["Properties"] for stack in stacks
+                  for logical_id, queue in assembly.resources(stack, "AWS::SQS::Queue").items()}
+        assert len(queues) >= 4, region
+        sources: dict[str, list[str]] = {}  # dead-letter queue -> names of the queues that redrive to it
+        for properties in queues.values():
+            if "RedrivePolicy" in properties:
+                sources.setdefault(properties["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0], []).append(properties["QueueName"])
+        for logical_id, properties in queues.items():
+            policy = properties.get("RedriveAllowPolicy")
+            assert policy, f"{region} {logical_id} allows any queue of the account to redrive into it"
+            if logical_id not in sources:
+                assert policy == {"redrivePermission": "denyAll"}, (region, logical_id)
+                continue
+            assert policy["redrivePermission"] == "byQueue", (region, logical_id)
+            # Built from the source queue's name (a GetAtt would be a cycle with the source's redrive policy).
+            allowed = [json.dumps(arn) for arn in policy["sourceQueueArns"]]
+            for name, arn in zip(sorted(sources[logical_id]), sorted(allowed), strict=True):
+                assert f":sqs:{region}:" in arn and arn.endswith(f':{name}"]]}}'), (region, logical_id, arn)
+            by_queue += 1
+    assert by_queue >= 4  # each region: every consumer's dead-letter queue

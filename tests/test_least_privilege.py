@@ -15,7 +15,9 @@ EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
 # ecs, ssm, logs and tag: the AWS FIS experiment roles and the fault-injection sidecar's roles (chaos stack).
-RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "logs", "tag"}
+# servicediscovery, servicequotas and cloudwatch: the quota counter's lists, quota reads and PutMetricData (pinned
+# to its namespace by cloudwatch:namespace) in the observability stack.
+RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "logs", "tag", "servicediscovery", "servicequotas", "cloudwatch"}
 # Per variant, on top (none today: the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
 VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {}
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from constructs.meshed_service.adot import CONFIG_FILE
+from constructs.observability.quota_counter import COUNTED
 from tests.assembly import REPO_ROOT, Assembly, container_settings
 
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -156,10 +157,10 @@ def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
             age = alarms[f"mf-{name}-events-oldest-message"]
             assert _metric_names(age) == {"ApproximateAgeOfOldestMessage"} and age["Threshold"] == 15 * 60
             assert f"{name.replace('-', '')}resourcesQueue" in json.dumps(age["Metrics"])
-        # Plus the one dead-letter queue that is not a service's: the Spot-interruption rule's target's
-        # (tests/test_events.py checks every dead-letter queue has its alarm).
-        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 1
-        assert "mf-spot-interruptions-dlq-not-empty" in alarms
+        # Plus the two dead-letter queues that are not a service's: the Spot-interruption rule's target's and the
+        # quota counter's (tests/test_events.py checks every dead-letter queue has its alarm).
+        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 2
+        assert {"mf-spot-interruptions-dlq-not-empty", "mf-counted-quotas-dlq-not-empty"} <= set(alarms)
 
 
 def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
@@ -171,7 +172,8 @@ def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
         "mf-quota-ecr-get-download-url-for-layer": {"Service": "ECR", "Type": "API", "Resource": "GetDownloadUrlForLayer"},
         "mf-quota-ecr-get-authorization-token": {"Service": "ECR", "Type": "API", "Resource": "GetAuthorizationToken"},
     }
-    assert {n for n in alarms if "-quota-" in n} == set(expected)
+    # The rest are QuotaCounter's (tests/test_quota_counter.py).
+    assert {n for n in alarms if "-quota-" in n} - {f"mf-quota-{name}" for name, _ in COUNTED} == set(expected)
     for name, dimensions in expected.items():
         alarm = alarms[name]
         (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
@@ -179,6 +181,7 @@ def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
         assert f"SERVICE_QUOTA({usage['Id']})" in expression and alarm["Threshold"] == 80
         assert usage["MetricStat"]["Metric"]["Namespace"] == "AWS/Usage"
         assert {d["Name"]: d["Value"] for d in usage["MetricStat"]["Metric"]["Dimensions"]} == dimensions
+        # ECR publishes its API usage without a Class dimension (quotas.py names the source); a Class would match nothing.
         # API quotas are per second; CallCount sums the period.
         assert ("PERIOD(" in expression) == (dimensions["Type"] == "API")
 
@@ -239,15 +242,17 @@ def test_every_log_group_has_retention_and_a_key_and_no_function_logs_to_an_impl
 
 def test_spot_interruptions_become_a_metric(dev):
     stack = _observability()
-    (rule,) = dev.resources(stack, "AWS::Events::Rule").values()
+    (rule,) = [r for r in dev.resources(stack, "AWS::Events::Rule").values() if "EventPattern" in r["Properties"]]
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["detail-type"] == ["ECS Task State Change"] and pattern["detail"]["stopCode"] == ["SpotInterruption"]
     assert "clusterArn" in pattern["detail"]  # this region's cluster only
-    (log_group_id, log_group), = dev.resources(stack, "AWS::Logs::LogGroup").items()
+    (log_group_id, log_group), = [(i, g) for i, g in dev.resources(stack, "AWS::Logs::LogGroup").items()
+                                  if g["Properties"].get("LogGroupName") == "/aws/events/mf-spot-interruptions"]
     assert rule["Properties"]["Targets"][0]["Arn"]["Fn::Join"][1][-1] == ":log-group:/aws/events/mf-spot-interruptions"
     assert log_group["Properties"]["LogGroupName"] == "/aws/events/mf-spot-interruptions"
     (policy,) = dev.resources(stack, "AWS::Logs::ResourcePolicy").values()
     assert "events.amazonaws.com" in json.dumps(policy["Properties"]["PolicyDocument"])
+    assert rule["Properties"]["Name"] == "mf-spot-interruptions"
     spot = [f["Properties"] for f in dev.resources(stack, "AWS::Logs::MetricFilter").values()
             if f["Properties"]["MetricTransformations"][0]["MetricName"] == "SpotInterruptions"]
     assert spot and spot[0]["LogGroupName"] == {"Ref": log_group_id}
@@ -294,3 +299,26 @@ def test_observability_config_reaches_sampling_rules_services_and_thresholds(tmp
     alarms = _alarms(assembly, stack)
     assert {a["Threshold"] for n, a in alarms.items() if "-quota-" in n} == {90}
     assert {a["Threshold"] for n, a in alarms.items() if n.endswith("-oldest-message")} == {30 * 60}
+
+
+def _policy_statements(policy_document: Any) -> list[dict[str, Any]]:
+    """A log group resource policy's statements, with its Fn::Join tokens as <token> (GetAtt) or the pseudo parameter."""
+    def text(part: Any) -> str:
+        return part if isinstance(part, str) else "<" + part.get("Ref", "token") + ">"
+    return json.loads("".join(text(part) for part in policy_document["Fn::Join"][1]))["Statement"]
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_only_the_spot_interruption_rule_writes_events_into_its_log_group(dev, region):
+    """The log group's resource policy: EventBridge may put log events only for the Spot-interruption rule
+    (aws:SourceArn, which it sends with PutLogEvents); CloudWatch Logs' delivery service only for this account."""
+    (policy,) = dev.resources(_observability(region), "AWS::Logs::ResourcePolicy").values()
+    statements = _policy_statements(policy["Properties"]["PolicyDocument"])
+    rule_arn = f"arn:aws:events:{region}:<AWS::AccountId>:rule/mf-spot-interruptions"
+    writes = [s for s in statements if "logs:PutLogEvents" in json.dumps(s["Action"])]
+    assert writes and all(s["Effect"] == "Allow" and "Condition" in s for s in writes)
+    by_principal = {s["Principal"]["Service"]: s["Condition"] for s in writes}
+    assert by_principal == {"events.amazonaws.com": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                            "delivery.logs.amazonaws.com": {"StringEquals": {"aws:SourceAccount": "<AWS::AccountId>"}}}
+    # The only unconditioned grant: EventBridge creating a stream (it sends no source with CreateLogStream).
+    assert [s["Action"] for s in statements if "Condition" not in s] == ["logs:CreateLogStream"]

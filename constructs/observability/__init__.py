@@ -2,13 +2,14 @@
 
 from .facade import RUNBOOK_DIRECTORY, dashboard_facade, runbook_link
 from .platform_monitoring import MeshedService, MonitoredQueue, PlatformMonitoring
-from .quotas import QUOTAS, ServiceQuota
+from .quota_counter import QuotaCounter
+from .quotas import QUOTAS, CountedQuota, ServiceQuota
 from .sampling import TraceSampling
 from .service_monitoring import LoadBalancerAlarms, MonitoredTasks, ServiceMonitoring
 from .spot_interruptions import SpotInterruptionMetric
 
 __all__ = [
-    "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks", "PlatformMonitoring", "QUOTAS",
+    "CountedQuota", "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks", "PlatformMonitoring", "QUOTAS", "QuotaCounter",
     "RUNBOOK_DIRECTORY", "ServiceMonitoring", "ServiceQuota", "SpotInterruptionMetric", "TraceSampling",
     "dashboard_facade", "runbook_link",
 ]

@@ -13,7 +13,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .facade import dashboard_facade, named_alarm
-from .quotas import QUOTAS, ServiceQuota
+from .quotas import QUOTAS, CountedQuota, ServiceQuota
 
 MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)
@@ -45,7 +45,7 @@ class PlatformMonitoring(Construct):
     - per entry of ``dead_letter_queues`` (name -> a dead-letter queue of some other event target):
       ``<prefix>-<name>-dlq-not-empty``, whose runbook is ``dead_letter_runbooks[name]`` (default dlq-redrive);
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
-      applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric).
+      applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric, or QuotaCounter's published percentage).
 
     Exposes ``facade`` and ``alarms`` (name -> alarm).
     """
@@ -54,7 +54,7 @@ class PlatformMonitoring(Construct):
         self, scope: Construct, construct_id: str, *, dashboard_name: str, alarm_name_prefix: str,
         alarm_topic: sns.ITopic, vpc_id: str, nat_gateway_ids: Sequence[str], interface_endpoints: Mapping[str, str],
         cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
-        max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota] = QUOTAS,
+        max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota | CountedQuota] = QUOTAS,
         dead_letter_queues: Mapping[str, sqs.IQueue] | None = None, dead_letter_runbooks: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -160,11 +160,12 @@ class PlatformMonitoring(Construct):
                 datapoints_to_alarm=1, evaluation_periods=1),
         )
 
-    def _quotas(self, quotas: Sequence[ServiceQuota], percent: int) -> None:
+    def _quotas(self, quotas: Sequence[ServiceQuota | CountedQuota], percent: int) -> None:
         self.facade.monitor_custom(
             human_readable_name="Usage against applied quotas (%)", alarm_friendly_name="quotas",
-            description=("AWS/Usage over `SERVICE_QUOTA()`. No usage metric exists for ECR repositories or images per "
-                         "repository, nor for Cloud Map instances: config and lifecycle rules bound those (runbooks/quota-exhaustion.md)."),
+            description=("AWS/Usage over `SERVICE_QUOTA()`; ECR repositories and images and Cloud Map namespaces and "
+                         "instances, which AWS/Usage does not count, from the quota counter function every 15 minutes "
+                         "(runbooks/quota-exhaustion.md)."),
             metric_groups=[monitoring.CustomMetricGroup(title="Usage, % of quota", metrics=[
                 monitoring.CustomMetricWithAlarm(
                     metric=quota.percent_of_quota(), alarm_friendly_name=f"quota-{quota.name}",
@@ -172,6 +173,6 @@ class PlatformMonitoring(Construct):
                         monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-quota-{quota.name}", threshold=percent,
                         summary=f"{quota.description} above {percent}% of this region's applied quota",
                         runbook="quota-exhaustion", comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                        datapoints_to_alarm=2, evaluation_periods=2,
+                        datapoints_to_alarm=quota.datapoints_to_alarm, evaluation_periods=quota.datapoints_to_alarm,
                         treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
                 for quota in quotas])])

@@ -1,4 +1,5 @@
-"""The service quotas this platform can exhaust that AWS/Usage publishes a metric for."""
+"""The service quotas this platform can exhaust: those AWS/Usage publishes a metric for (``ServiceQuota``) and those
+the QuotaCounter function counts itself (``CountedQuota``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ServiceQuota:
     metric_name: str  # ResourceCount (a count now) or CallCount (API calls per period)
     dimensions: tuple[tuple[str, str], ...]
     per_second: bool = False  # a rate quota (requests per second) against CallCount per period
+    datapoints_to_alarm = 2  # of as many 5-minute periods
 
     def usage(self) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace="AWS/Usage", metric_name=self.metric_name, dimensions_map=dict(self.dimensions),
@@ -34,6 +36,23 @@ class ServiceQuota:
                                          period=FIVE_MINUTES, label=f"{self.description}, % of quota")
 
 
+@dataclass(frozen=True)
+class CountedQuota:
+    """A quota's usage in percent that QuotaCounter publishes (it reads the quota from Service Quotas itself)."""
+
+    name: str  # in the alarm name: <prefix>-quota-<name>, and the metric's Quota dimension
+    description: str
+    metric_namespace: str
+    metric_name: str
+    period: cdk.Duration  # how often the function publishes
+    datapoints_to_alarm = 1  # counts change slowly and arrive once per period
+
+    def percent_of_quota(self) -> cloudwatch.Metric:
+        return cloudwatch.Metric(namespace=self.metric_namespace, metric_name=self.metric_name,
+                                 dimensions_map={"Quota": self.name}, statistic="Maximum", period=self.period,
+                                 label=f"{self.description}, % of quota")
+
+
 def _fargate(kind: str, label: str, usage_class: str) -> ServiceQuota:
     return ServiceQuota(
         name=f"fargate-{kind}-vcpu", description=f"Fargate {label} vCPUs in use",
@@ -42,7 +61,8 @@ def _fargate(kind: str, label: str, usage_class: str) -> ServiceQuota:
 
 
 def _ecr_api(name: str, operation: str) -> ServiceQuota:
-    # ECR's usage metrics carry no Class dimension.
+    # ECR's API usage metrics carry Service=ECR, Type=API, Resource=<operation> and no Class dimension: ECR's usage
+    # metrics page says ECR does not use it (docs.aws.amazon.com/AmazonECR/latest/userguide/monitoring-usage.html).
     return ServiceQuota(name=f"ecr-{name}", description=f"ECR {operation} requests per second",
                         metric_name="CallCount", dimensions=(("Service", "ECR"), ("Type", "API"), ("Resource", operation)),
                         per_second=True)

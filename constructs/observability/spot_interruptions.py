@@ -26,23 +26,36 @@ class SpotInterruptionMetric(Construct):
     could not deliver) and ``metric(service_name)``."""
 
     def __init__(self, scope: Construct, construct_id: str, *, cluster_arn: str, metric_namespace: str,
-                 log_group_name: str, encryption_key: kms.IKey, retention: logs.RetentionDays) -> None:
+                 log_group_name: str, rule_name: str, encryption_key: kms.IKey, retention: logs.RetentionDays) -> None:
         super().__init__(scope, construct_id)
         self.metric_namespace = metric_namespace
         self.log_group = logs.LogGroup(self, "Events", log_group_name=log_group_name, encryption_key=encryption_key,
                                        retention=retention, removal_policy=cdk.RemovalPolicy.DESTROY)
-        # EventBridge writes to a log group under the group's resource policy (no role).
+        stack = cdk.Stack.of(self)
+        # The rule's ARN from its name: the rule depends on the policy below, which names the rule.
+        rule_arn = stack.format_arn(service="events", resource="rule", resource_name=rule_name)
+        # EventBridge writes to a log group under the group's resource policy (no role). It sends the rule's ARN as
+        # aws:SourceArn with PutLogEvents but no source with CreateLogStream (AWS's eventbridge-cloudwatch pattern in
+        # aws-samples/serverless-patterns conditions PutLogEvents only): an unconditioned CreateLogStream lets any
+        # rule make empty streams here, never write into them.
         policy = self.log_group.add_to_resource_policy(iam.PolicyStatement(
-            principals=[iam.ServicePrincipal("events.amazonaws.com"), iam.ServicePrincipal("delivery.logs.amazonaws.com")],
-            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-            resources=[self.log_group.log_group_arn],
-        ))
+            principals=[iam.ServicePrincipal("events.amazonaws.com")], actions=["logs:CreateLogStream"],
+            resources=[self.log_group.log_group_arn]))
+        self.log_group.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com")], actions=["logs:PutLogEvents"],
+            resources=[self.log_group.log_group_arn], conditions={"ArnEquals": {"aws:SourceArn": rule_arn}}))
+        # CloudWatch Logs' own delivery service, which AWS's EventBridge guide lists beside it, for this account only.
+        self.log_group.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("delivery.logs.amazonaws.com")], actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[self.log_group.log_group_arn], conditions={"StringEquals": {"aws:SourceAccount": stack.account}}))
         # An L1 target: the L2 CloudWatchLogGroup target would add a Lambda-backed custom resource for
         # the same resource policy.
         # Like every event target of the app: retries, then a dead-letter queue that an alarm watches.
         self.dead_letter_queue = sqs.Queue(
             self, "DeadLetterQueue", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
             retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
+            # The rule target's only: no queue may name it as its dead-letter queue.
+            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
         )
         acknowledge_nag(self.dead_letter_queue, "This queue is the dead-letter queue of the rule's target (its DeadLetterConfig, "
                         "which cdk-nag does not read); a dead-letter queue needs no dead-letter queue of its own", "AwsSolutions-SQS3")
@@ -50,12 +63,12 @@ class SpotInterruptionMetric(Construct):
             "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
             "customer managed key would need a key policy letting EventBridge use it")})
         self.rule = events.CfnRule(
-            self, "Rule",
+            self, "Rule", name=rule_name,
             description="Fargate Spot interruptions of this region's cluster, for the SpotInterruptions metric",
             event_pattern={"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
                            "detail": {"clusterArn": [cluster_arn], "stopCode": ["SpotInterruption"]}},
             state="ENABLED",
-            targets=[events.CfnRule.TargetProperty(id="log-group", arn=cdk.Stack.of(self).format_arn(
+            targets=[events.CfnRule.TargetProperty(id="log-group", arn=stack.format_arn(
                 service="logs", resource="log-group", resource_name=log_group_name,
                 arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME),
                 dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self.dead_letter_queue.queue_arn),

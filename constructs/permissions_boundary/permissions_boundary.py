@@ -12,12 +12,13 @@ from constructs.compliance import acknowledge_nag, skip_checkov
 
 # The AWS services that roles of this platform use: tasks (their tables, queues, bus and secrets:
 # dynamodb, sqs, events, secretsmanager, kms), sidecars, autoscaling, flow logs, ECS shifting load
-# balancer traffic in deployments, and CDK's own custom resources. A role under the boundary can never
+# balancer traffic in deployments, the quota counter (servicequotas reads), and CDK's own custom resources. A role under the boundary can never
 # act outside this list, whatever its identity policy says. Deliberately absent: iam and sts (no role
 # may create, change or assume roles), ssmmessages (no ECS Exec), and every global service.
 DEFAULT_ALLOWED_SERVICES = (
     "acm", "acm-pca", "application-autoscaling", "appmesh", "cloudwatch", "dynamodb", "ec2", "ecr", "ecs",
-    "elasticloadbalancing", "events", "kms", "logs", "secretsmanager", "servicediscovery", "sqs", "ssm", "xray",
+    "elasticloadbalancing", "events", "kms", "logs", "secretsmanager", "servicediscovery", "servicequotas", "sqs", "ssm",
+    "xray",
 )
 
 # IAM actions that change a role's or user's permissions.

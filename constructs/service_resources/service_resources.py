@@ -98,16 +98,23 @@ class ServiceResources(Construct):
         # (max_receive_count receives) or EventBridge could not deliver it. Both hold the event as
         # EventBridge sent it, so an operator inspects and redrives them the same way. Both queues are
         # retained with ``retain`` (prod): deleting the stack must not drop dead letters.
+        queue_name = f"{resource_name}-events"
+        # Only the event queue may name this one as its dead-letter queue. Its ARN from its name: a reference to the
+        # queue would be a cycle (the queue's redrive policy references this one).
+        source_queue = sqs.Queue.from_queue_arn(self, "SourceQueue", cdk.Stack.of(self).format_arn(service="sqs", resource=queue_name))
         self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", queue_name=f"{resource_name}-events-dlq", encryption=sqs.QueueEncryption.SQS_MANAGED,
+            self, "DeadLetterQueue", queue_name=f"{queue_name}-dlq", encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True, retention_period=cdk.Duration.days(14), removal_policy=removal,
+            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.BY_QUEUE, source_queues=[source_queue]),
         )
         self.queue = sqs.Queue(
-            self, "Queue", queue_name=f"{resource_name}-events", encryption=sqs.QueueEncryption.SQS_MANAGED,
+            self, "Queue", queue_name=queue_name, encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True, visibility_timeout=visibility_timeout, receive_message_wait_time=cdk.Duration.seconds(20),
             # Shorter than the dead-letter queue's 14 days: a message keeps its first enqueue time there.
             retention_period=cdk.Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=max_receive_count),
+            # A working queue, nobody's dead-letter queue.
+            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
             removal_policy=removal,
         )
         for queue in (self.queue, self.dead_letter_queue):

@@ -74,6 +74,8 @@ class StranglerFig(Construct):
         self.dead_letter_queue = sqs.Queue(
             self, "DeadLetterQueue", queue_name=dead_letter_queue_name, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
             retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
+            # A target of EventBridge and Lambda only: no queue may name it as its dead-letter queue.
+            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
         )
         self.function = self._function(name, listener_rule, service_target_groups, log_group, function_name)
         target = events_targets.LambdaFunction(
