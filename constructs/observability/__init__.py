@@ -4,11 +4,11 @@ from .facade import RUNBOOK_DIRECTORY, dashboard_facade, runbook_link
 from .platform_monitoring import MeshedService, MonitoredQueue, PlatformMonitoring
 from .quotas import QUOTAS, ServiceQuota
 from .sampling import TraceSampling
-from .service_monitoring import LoadBalancerAlarms, MonitoredTasks, ServiceMonitoring
+from .service_monitoring import CanaryAlarms, LoadBalancerAlarms, MonitoredTasks, ServiceMonitoring
 from .spot_interruptions import SpotInterruptionMetric
 
 __all__ = [
-    "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks", "PlatformMonitoring", "QUOTAS",
+    "CanaryAlarms", "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks", "PlatformMonitoring", "QUOTAS",
     "RUNBOOK_DIRECTORY", "ServiceMonitoring", "ServiceQuota", "SpotInterruptionMetric", "TraceSampling",
     "dashboard_facade", "runbook_link",
 ]
