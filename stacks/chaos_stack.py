@@ -33,7 +33,10 @@ def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, 
     candidates = [alarm for extension in primary.extensions for alarm in getattr(extension, "alarms", [])]
     candidates += list(observability.services[name].alarms.values())
     names = {alarm.node.default_child.alarm_name for alarm in candidates}
-    return sorted(alarm_name for alarm_name in names if alarm_name.endswith(SLO_ALARM_SUFFIXES))
+    # Not the App Mesh canary's own alarms (<prefix>-<name>-canary-5xx-rate...): they judge a release on its share
+    # of the mesh's calls, not the service's SLO, and the experiments disturb the primary's tasks.
+    return sorted(alarm_name for alarm_name in names
+                  if alarm_name.endswith(SLO_ALARM_SUFFIXES) and f"-{name}-canary-" not in alarm_name)
 
 
 class ChaosStack(cdk.Stack):

@@ -516,12 +516,14 @@ _DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
 # Ports a task's other containers already listen on: the ADOT collector (4317, 4318), Envoy (9901,
 # 15000, 15001) and the Service Connect proxy behind a load balancer (15443).
 SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
-# What the services stack sets in every task's environment itself (services_stack._environment and
-# constructs/service_resources): a value of the same name in `environment` would be overwritten.
+# What the services stack sets in every task's environment itself (services_stack._environment,
+# constructs/service_resources and the ADOT collector's exporter settings, constructs/meshed_service/adot.py):
+# a value of the same name in `environment` would be overwritten.
 GENERATED_ENVIRONMENT = frozenset({
     "SERVICE_NAME", "PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUBLIC_PATH", "GRPC_PORT", "TABLE_NAME", "EVENT_BUS_NAME",
     "EVENT_SOURCE", "QUEUE_URL", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE",
     "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
 })
 
 

@@ -10,6 +10,7 @@ from constructs import Construct
 from constructs.meshed_service import MeshedFargateService
 from constructs.meshed_service.service_connect import discovery_name
 from constructs.observability import (
+    CanaryAlarms,
     LoadBalancerAlarms,
     MeshedService,
     MonitoredQueue,
@@ -78,6 +79,10 @@ class ObservabilityStack(cdk.Stack):
                 grpc=service.grpc_port is not None,
                 deployment_alarms=[alarm for v in variants for alarm in _deployment_alarms(v)],
                 spot_interruptions=self.spot_interruptions,
+                # App Mesh: the canary's own 5xx rate and p95, which its traffic shift rolls back on.
+                canary_alarms=CanaryAlarms(max_5xx_percent=config.deployment.alarm_5xx_percent,
+                                           max_p95_latency_ms=config.deployment.alarm_p95_latency_ms)
+                if service.name in services.canaries else None,
             )
 
         vpc = network.vpc

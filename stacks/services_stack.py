@@ -34,6 +34,7 @@ from constructs.meshed_service import (
     TrafficShift,
     WorkerContainer,
 )
+from constructs.meshed_service.adot import EXPORTER_ENVIRONMENT, VARIANT_ATTRIBUTE
 from constructs.operations import ServiceRollbackAutomation
 from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import EventSubscription, ServiceResources
@@ -57,8 +58,10 @@ STOP_TIMEOUT_SECONDS = 30
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 # What stays a plain environment variable: what the task definition itself is built around (its
 # ports, the load balancer's path, the collector sidecar), which a value changed elsewhere would
-# contradict. Every other setting is the service's configuration in SSM (ServiceConfigParameters).
-TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT"})
+# contradict. Every other setting is the service's configuration in SSM (ServiceConfigParameters). The
+# collector's exporter settings (histograms it can make percentiles of) come with the collector (AdotCollector).
+TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                                         *EXPORTER_ENVIRONMENT})
 # servicekit's own default, published so that operators can change it per service.
 DEFAULT_LOG_LEVEL = "INFO"
 
@@ -119,7 +122,7 @@ class ServicesStack(cdk.Stack):
                     if variant == "primary":
                         # Only the primary takes load balancer traffic; the canary's share is the router's weight.
                         self.services[service.name] = self._service(
-                            service.name, service, [extension, *self._ingress_extensions(service)])
+                            service.name, service, [extension, *self._ingress_extensions(service)], variant=variant)
                     else:
                         # The canary takes the router's canary weight (one task is enough for that) and
                         # runs canary_image_tag when set: the release being tried. It runs no worker: a
@@ -127,7 +130,7 @@ class ServicesStack(cdk.Stack):
                         # primary tasks) whatever the router's weight.
                         self.canaries[service.name] = self._service(
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
-                            worker=False)
+                            worker=False, variant=variant)
             mesh.add_routes()
             # The router's weights move only calls from other services: the load balancer sends the primary
             # everything. A service nothing calls would give its canary no traffic to judge, so it gets no
@@ -280,9 +283,13 @@ class ServicesStack(cdk.Stack):
         prefix = self.config.prefix
         # By name (the observability stack owns them; it depends on this stack, not the other way round).
         # The load balancer's alarms see the primary's tasks only (it sends the canary nothing), so the
+        # canary's own alarms (its 5xx rate and p95 from its tasks' metrics, by deployment.variant), the
         # error-log alarm (both variants' logs) and the canary's task count watch the canary itself.
         alarms = [f"{prefix}-{service.name}-lb-group0-5xx-rate", f"{prefix}-{service.name}-lb-group0-p95-latency"] \
             if self._behind_load_balancer(service) else []
+        alarms += [f"{prefix}-{service.name}-canary-5xx-rate", f"{prefix}-{service.name}-canary-p95-latency"]
+        if service.grpc_port:
+            alarms += [f"{prefix}-{service.name}-canary-grpc-error-rate", f"{prefix}-{service.name}-canary-grpc-p95-latency"]
         alarms += [f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired"]
         shift = TrafficShift(
             self, f"{service.name}-traffic-shift", state_machine_name=f"{prefix}-{service.name}-traffic-shift",
@@ -386,7 +393,8 @@ class ServicesStack(cdk.Stack):
 
     def _service(self, construct_id: str, service: ServiceConfig, mesh_extensions: list,
                  tasks: tuple[int, int] | None = None, image_tag: str | None = None,
-                 worker: bool = True) -> MeshedFargateService:
+                 worker: bool = True, variant: str | None = None) -> MeshedFargateService:
+        """``variant`` (App Mesh: primary or canary) tags the task's telemetry, so alarms can judge the canary alone."""
         min_tasks, max_tasks = tasks or (
             service.min_tasks or self.defaults.min_tasks,
             service.max_tasks or max(self.defaults.max_tasks, service.min_tasks or 0),
@@ -421,7 +429,9 @@ class ServicesStack(cdk.Stack):
             log_encryption_key=self.network.logs_key,
             log_retention=logs.RetentionDays[self.defaults.log_retention],
             # The worker last: it starts after every container the app starts after.
-            extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services"), *mesh_extensions,
+            extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services",
+                                      resource_attributes={VARIANT_ATTRIBUTE: variant} if variant else None),
+                        *mesh_extensions,
                         *([self._worker(service)] if worker and service.worker else []),
                         *([self._fault_injection()] if self._network_faults_target(construct_id) else [])],
         )

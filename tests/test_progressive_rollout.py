@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import aws_cdk as cdk
 import pytest
@@ -56,7 +56,7 @@ def _successors(state: dict[str, Any]) -> list[str]:
 
 
 def _paths(definition: dict[str, Any], start: str | None = None) -> Iterator[list[str]]:
-    """Every path from ``start`` (StartAt) to a terminal state; the graph must have no cycle."""
+    """Every path from ``start`` (StartAt) to a terminal state; the graph from there must have no cycle."""
     states = definition["States"]
 
     def walk(path: list[str]) -> Iterator[list[str]]:
@@ -82,29 +82,60 @@ def _canary_weight(state: dict[str, Any]) -> tuple[str, int, int]:
     return parameters["RouteName"], weights["primary"], weights["canary"]
 
 
-def _events(definition: dict[str, Any], path: list[str]) -> list[Any]:
-    """What a path does, in order: ("check",), ("shift", canary %) once per step, ("wait", seconds), the end."""
-    events: list[Any] = []
-    for name in path:
-        state = definition["States"][name]
+def _expected_success(steps: list[int], bake_seconds: int) -> list[Any]:
+    """A check before the first shift; after each shift, a check after every minute of its bake."""
+    events: list[Any] = [("check",)]
+    for percent in steps:
+        events += [("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60)]
+    return [*events, "Succeed"]
+
+
+# --- A tiny interpreter: runs a definition with the alarms a scenario gives each check --------------
+
+def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda check: "OK") -> list[Any]:
+    """What one execution does, in order: ("check",), ("shift", canary %) once per step (one step updates every
+    route of the service), ("wait", seconds), then "Succeed" or "Fail". ``alarm_state(n)``: every alarm's state
+    at the n-th check (from 0)."""
+    states, document, events, name, checks = definition["States"], {}, [], definition["StartAt"], 0
+    for _ in range(100_000):
+        state = states[name]
+        kind = state["Type"]
+        if kind in ("Succeed", "Fail"):
+            return [*events, kind]
+        if kind == "Choice":
+            name = _choose(state, document)
+            continue
         if _is(state, DESCRIBE_ALARMS):
+            names = state["Parameters"]["AlarmNames"]
+            _put(document, state["ResultPath"], {"MetricAlarms": [{"AlarmName": n, "StateValue": alarm_state(checks)} for n in names]})
             events.append(("check",))
+            checks += 1
         elif _is(state, UPDATE_ROUTE):
             shift = ("shift", _canary_weight(state)[2])
-            if events[-1] != shift:  # one step updates every route of the service
+            if events[-1] != shift:
                 events.append(shift)
-        elif state["Type"] == "Wait":
+        elif kind == "Wait":
             events.append(("wait", state["Seconds"]))
-        elif state["Type"] in ("Succeed", "Fail"):
-            events.append(state["Type"])
-    return events
+        elif kind == "Pass" and "Result" in state:
+            _put(document, state["ResultPath"], state["Result"])
+        elif kind == "Pass" and "Parameters" in state:
+            _put(document, state["ResultPath"], {key.removesuffix(".$"): _intrinsic(value, document)
+                                                 for key, value in state["Parameters"].items()})
+        name = state["Next"]
+    raise AssertionError("the execution does not end")
 
 
-def _expected_success(steps: list[int], bake_seconds: int) -> list[Any]:
-    events: list[Any] = []
-    for percent in steps:
-        events += [("check",), ("shift", percent), ("wait", bake_seconds)]
-    return [*events, ("check",), "Succeed"]
+def _put(document: dict[str, Any], path: str | None, value: Any) -> None:
+    if path is not None:  # null: the result is discarded
+        document[path.removeprefix("$.")] = value
+
+
+def _intrinsic(expression: str, document: Any) -> Any:
+    match = re.fullmatch(r"States\.MathAdd\((\$[.\w]+), (-?\d+)\)", expression)
+    assert match, f"unexpected intrinsic {expression}"
+    present, value = _lookup(document, match.group(1))
+    assert present, f"{match.group(1)} is read before it is set"
+    return value + int(match.group(2))
 
 
 # --- A tiny Choice evaluator: the subset these definitions use --------------------------------------
@@ -136,6 +167,9 @@ def _matches(rule: dict[str, Any], document: Any) -> bool:
     if "StringEquals" in rule:
         assert present, f"{rule['Variable']} is read without an IsPresent guard: the execution would fail"
         return value == rule["StringEquals"]
+    if "NumericGreaterThan" in rule:
+        assert present, f"{rule['Variable']} is read before it is set"
+        return value > rule["NumericGreaterThan"]
     raise AssertionError(f"unexpected rule {rule}")
 
 
@@ -167,14 +201,34 @@ def test_appmesh_has_one_traffic_shift_per_service_in_each_region_with_its_arn_a
         assert set(shift_outputs.values()) == machine_ids
 
 
-def test_every_path_to_success_shifts_through_the_configured_steps_with_a_check_before_and_a_bake_after_each(machines):
+def test_a_quiet_run_shifts_through_the_configured_steps_reading_the_alarms_every_minute_of_each_bake(machines):
     for region in REGIONS:
         for name, machine in machines[region].items():
-            definition = machine["Definition"]
-            successes = [path for path in _paths(definition) if definition["States"][path[-1]]["Type"] == "Succeed"]
-            assert successes, name
-            for path in successes:
-                assert _events(definition, path) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS), (name, path)
+            assert _run(machine["Definition"]) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS), name
+
+
+def test_an_alarm_at_any_check_of_any_bake_returns_all_traffic_to_the_primary_at_once(machines):
+    for name, machine in machines["eu-central-1"].items():
+        definition = machine["Definition"]
+        quiet = _run(definition)
+        check_positions = [i for i, event in enumerate(quiet) if event == ("check",)]
+        assert len(check_positions) == 1 + len(DEFAULT_STEPS) * DEFAULT_BAKE_SECONDS // 60
+        for n, position in enumerate(check_positions):
+            alarmed = _run(definition, lambda check, n=n: "ALARM" if check == n else "OK")
+            # Everything up to the alarmed check as in a quiet run, then straight to 0 % canary and the end.
+            assert alarmed == [*quiet[:position + 1], ("shift", 0), "Fail"], (name, n)
+
+
+def test_no_minute_of_a_bake_passes_without_an_alarm_check_that_can_roll_back(machines):
+    for name, machine in machines["eu-central-1"].items():
+        states = machine["Definition"]["States"]
+        waits = {state_name: state for state_name, state in states.items() if state["Type"] == "Wait"}
+        assert len(waits) == len(DEFAULT_STEPS), name
+        for wait in waits.values():
+            check = states[wait["Next"]]
+            assert wait["Seconds"] <= 60 and _is(check, DESCRIBE_ALARMS), name
+            assert [c["Next"] for c in check["Catch"]] == ["Rollback"]
+            assert "Rollback" in [rule["Next"] for rule in states[check["Next"]]["Choices"]]
 
 
 def test_every_step_updates_all_of_the_services_routes_keeping_their_match_retries_and_timeout(appmesh, machines):
@@ -255,6 +309,11 @@ def test_the_alarms_checked_are_the_services_own_and_exist_in_the_observability_
             checked = {tuple(s["Parameters"]["AlarmNames"]) for s in definition["States"].values() if _is(s, DESCRIBE_ALARMS)}
             (names,) = checked
             assert {f"mf-{name}-lb-group0-5xx-rate", f"mf-{name}-lb-group0-p95-latency"} <= set(names)
+            # The canary's own traffic (the load balancer sends it nothing): its 5xx rate and p95, gRPC too for persona.
+            canary = {f"mf-{name}-canary-5xx-rate", f"mf-{name}-canary-p95-latency", f"mf-{name}-canary-tasks-below-desired"}
+            if name == "persona":
+                canary |= {"mf-persona-canary-grpc-error-rate", "mf-persona-canary-grpc-p95-latency"}
+            assert canary <= set(names)
             assert set(names) <= observed, set(names) - observed
         # Names, not references: the services stack does not wait for (or import from) the observability stack.
         assert not any("observability" in dependency for dependency in appmesh.stack_artifacts[f"mf-{region}/services"].get("dependencies", []))
@@ -329,13 +388,13 @@ def _shift_stack(settings: ShiftSettings) -> dict[str, Any]:
 
 def test_configured_steps_and_bake_time_shape_the_run():
     definition = _machines(_shift_stack(ShiftSettings(steps_percent=[10, 40, 100], bake_minutes=3)))["mf-auth-traffic-shift"]["Definition"]
-    (success,) = [p for p in _paths(definition) if definition["States"][p[-1]]["Type"] == "Succeed"]
-    assert _events(definition, success) == _expected_success([10, 40, 100], 180)
+    assert _run(definition) == _expected_success([10, 40, 100], 180)
     # Three bakes and a margin for the calls: a stuck run ends rather than holding a half-shifted route.
     assert definition["TimeoutSeconds"] == (3 * 3 + 30) * 60
 
 
-@pytest.mark.parametrize("steps, bake", [([5, 25, 50], 10), ([25, 5, 100], 10), ([0, 100], 10), ([50, 50, 100], 10), ([100], 2)])
+@pytest.mark.parametrize("steps, bake", [([5, 25, 50], 10), ([25, 5, 100], 10), ([0, 100], 10), ([50, 50, 100], 10), ([100], 2),
+                                         ([5, 25, 50, 100], 361)])
 def test_shift_settings_refuse_steps_that_do_not_end_at_all_canary_or_a_bake_shorter_than_the_alarms_need(steps, bake):
     with pytest.raises(ValueError, match="is invalid"):
         ShiftSettings(steps_percent=steps, bake_minutes=bake)

@@ -305,7 +305,10 @@ def _expected_environment(variant):
     common = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "PORT": "8080", "JWT_ISSUER": "mf-auth", "JWT_AUDIENCE": "mf-services",
               "LOG_LEVEL": "INFO",
               # The rate of the region's X-Ray sampling rules (config observability.xray_sampling_rate).
-              "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.05"}
+              "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.05",
+              # Histograms the ADOT collector can make percentiles of (tests/test_service_percentiles.py).
+              "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram",
+              "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA"}
     return {
         # Names, not ARNs: the same in every region, where each service reads its own region's replica.
         "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "mf-auth",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import aws_cdk as cdk
 from aws_cdk import aws_ecs as ecs
@@ -13,10 +14,24 @@ from constructs.compliance import acknowledge_nag
 
 from .extensions import ServiceExtension
 from .service import APP_CONTAINER, MeshedFargateService
+from .worker import WORKER_CONTAINER
 
+# awsemf writes exponential histograms as EMF Values/Counts (percentiles in CloudWatch) since
+# opentelemetry-collector-contrib PR #22626 (mid-2023; ADOT v0.31.0 ships contrib v0.80.0); this pin is later.
 ADOT_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
 CONFIG_FILE = Path(__file__).with_name("adot-collector.yaml")
 CONTAINER = "adot-collector"
+# The resource attribute that tells an App Mesh canary's telemetry from its primary's (a metric dimension
+# in adot-collector.yaml). This repo's own name: OpenTelemetry's conventions define none for it.
+VARIANT_ATTRIBUTE = "deployment.variant"
+# For every container that exports to the collector (the OpenTelemetry SDKs' standard variables): each
+# histogram exponential, so awsemf sends buckets CloudWatch computes percentiles from, and delta, because
+# awsemf passes exponential histograms on as they come. servicekit sets both in code for its RED durations.
+EXPORTER_ENVIRONMENT = {
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram",
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA",
+}
+EXPORTING_CONTAINERS = (APP_CONTAINER, WORKER_CONTAINER)
 
 
 def collector_config(metrics_namespace: str, metrics_log_group_name: str) -> str:
@@ -33,10 +48,14 @@ class AdotCollector(ServiceExtension):
 
     The collector is not essential: if it fails, the service keeps serving and only telemetry is
     lost. The app starts after the collector has started, so its first spans are not dropped.
+    ``resource_attributes`` are added to every span and metric the task sends (the collector's
+    ``resourcedetection`` env detector), e.g. ``{VARIANT_ATTRIBUTE: "canary"}``.
     """
 
-    def __init__(self, *, metrics_namespace: str, cpu: int = 64, memory_limit_mib: int = 128) -> None:
+    def __init__(self, *, metrics_namespace: str, resource_attributes: Mapping[str, str] | None = None,
+                 cpu: int = 64, memory_limit_mib: int = 128) -> None:
         self.metrics_namespace = metrics_namespace
+        self.resource_attributes = dict(resource_attributes or {})
         self.cpu = cpu
         self.memory_limit_mib = memory_limit_mib
         self.container: ecs.ContainerDefinition | None = None
@@ -56,7 +75,8 @@ class AdotCollector(ServiceExtension):
             environment={
                 # The collector reads its whole configuration from this variable.
                 "AOT_CONFIG_CONTENT": collector_config(self.metrics_namespace, metrics_log_group.log_group_name),
-                "OTEL_RESOURCE_ATTRIBUTES": f"service.name={service.props.name}",
+                "OTEL_RESOURCE_ATTRIBUTES": ",".join(
+                    f"{key}={value}" for key, value in {"service.name": service.props.name, **self.resource_attributes}.items()),
             },
             health_check=ecs.HealthCheck(
                 command=["CMD", "/healthcheck"],
@@ -79,6 +99,12 @@ class AdotCollector(ServiceExtension):
         )
 
     def resolve_container_dependencies(self, service: MeshedFargateService) -> None:
+        # Here, not in use_task_definition: every extension's containers (the worker's too) exist by now.
+        for name in EXPORTING_CONTAINERS:
+            container = service.task_definition.find_container(name)
+            if container is not None:
+                for variable, value in EXPORTER_ENVIRONMENT.items():
+                    container.add_environment(variable, value)
         service.task_definition.find_container(APP_CONTAINER).add_container_dependencies(
             ecs.ContainerDependency(container=self.container, condition=ecs.ContainerDependencyCondition.START)
         )

@@ -10,13 +10,14 @@ from constructs import Construct
 MIN_REQUESTS_PER_MINUTE = 20
 
 
-def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric) -> cloudwatch.MathExpression:
+def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric,
+               label: str = "5xx responses, % of requests") -> cloudwatch.MathExpression:
     """5xx answers as a percentage of requests, per minute; 0 below MIN_REQUESTS_PER_MINUTE."""
     return cloudwatch.MathExpression(
         expression=f"IF(requests >= {MIN_REQUESTS_PER_MINUTE}, 100 * FILL(errors, 0) / requests, 0)",
         using_metrics={"errors": errors, "requests": requests},
         period=cdk.Duration.minutes(1),
-        label="5xx responses, % of requests",
+        label=label,
     )
 
 

@@ -3,10 +3,13 @@ its routes' weights from the primary to the canary virtual node step by step, an
 
 Flow (``steps`` = 5, 25, 50, 100 by default)::
 
-    RecordStartingRoute -> CheckAlarms1 -> Alarm? -> Shift1 -> Bake1 -> CheckAlarms2 -> ... -> Shift4 -> Bake4
-        -> CheckAlarmsFinal -> Alarm? -> Promoted (Succeed)
+    RecordStartingRoute -> CheckAlarmsStart -> AlarmGateStart -> Shift1 -> StartBake1
+        -> [Bake1 (wait 1 min) -> CheckAlarms1 -> AlarmGate1 -> CountDown1 -> BakeLeft1] until the bake is over
+        -> Baked1 -> Shift2 -> ... -> Baked4 -> Promoted (Succeed)
     any alarm check that finds an alarm in ALARM (or misses one), and any failed call -> Rollback -> RolledBack (Fail)
 
+The alarms are read once a minute throughout each bake (``bake_minutes`` checks, each after a one-minute
+wait), so a canary that trips one is rolled back within about a minute, not at the end of its bake.
 ``Rollback`` sets every route of the service to 100 % primary, 0 % canary. The routes are replaced whole
 (UpdateRoute takes the full spec), so each update carries the route's own match, retry policy and
 timeout from the template, with only the weights changed.
@@ -31,6 +34,10 @@ from constructs.compliance import acknowledge_nag, skip_cfn_lint
 DEFAULT_STEPS_PERCENT = (5, 25, 50, 100)
 # The alarms it reads trip on 2 of 3 one-minute datapoints: a shorter bake could pass before they can.
 MIN_BAKE_MINUTES = 3
+# One check a minute costs about 13 execution history events; a standard execution keeps at most 25,000.
+MAX_TOTAL_BAKE_MINUTES = 24 * 60
+# The alarms' own period: reading them more often sees nothing new.
+CHECK_INTERVAL_SECONDS = 60
 ROLLED_BACK_ERROR = "CanaryRolledBack"
 
 
@@ -47,13 +54,17 @@ class ShiftSettings:
             raise ValueError(f"steps_percent={steps} is invalid: expected strictly increasing percentages from 1 to 100, ending at 100")
         if self.bake_minutes < MIN_BAKE_MINUTES:
             raise ValueError(f"bake_minutes={self.bake_minutes} is invalid: expected {MIN_BAKE_MINUTES} or more")
+        if self.bake_minutes * len(steps) > MAX_TOTAL_BAKE_MINUTES:
+            raise ValueError(f"bake_minutes={self.bake_minutes} is invalid with {len(steps)} steps: expected at most "
+                             f"{MAX_TOTAL_BAKE_MINUTES} minutes of bake in all (one execution's history holds about a day of checks)")
 
 
 class TrafficShift(Construct):
     """The traffic-shift state machine of one App Mesh service.
 
     ``routes``: the service's routes (HTTP, and gRPC when it has a gRPC port), each with weighted targets
-    on ``primary_node`` and ``canary_node``. ``alarm_names``: alarms read before every step, by name
+    on ``primary_node`` and ``canary_node``. ``alarm_names``: alarms read before the first step and every
+    minute of each bake, by name
     (names are deterministic; a reference would tie this stack to the one that owns them). Exposes
     ``state_machine``, ``role`` and ``log_group``.
     """
@@ -87,7 +98,7 @@ class TrafficShift(Construct):
             self, "StateMachine", state_machine_name=state_machine_name, role=self.role,
             definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
             comment=f"Shift traffic to the canary {', '.join(map(str, settings.steps_percent))} %, "
-                    f"baking {settings.bake_minutes} min after each step; all back to the primary on an alarm",
+                    f"baking {settings.bake_minutes} min after each step with the alarms read every minute; all back to the primary on an alarm",
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
             # The longest run: every bake plus a margin for the calls.
@@ -116,16 +127,28 @@ class TrafficShift(Construct):
         rollback = self._set_weights("Rollback", canary_percent=0, then=sfn.Fail(
             self, "RolledBack", error=ROLLED_BACK_ERROR,
             cause="An alarm was in ALARM (or missing, or a call failed): all traffic is back on the primary node"))
-        start = self._describe_route()
-        chain = sfn.Chain.start(start)
-        bake = cdk.Duration.minutes(settings.bake_minutes)
+        chain = sfn.Chain.start(self._describe_route()).next(self._alarm_check("Start", rollback))
         for step, percent in enumerate(settings.steps_percent, start=1):
             shift = self._set_weights(f"Shift{step}", canary_percent=percent, catch=rollback)
-            chain = chain.next(self._alarm_check(f"{step}", rollback)).next(shift).next(
-                sfn.Wait(self, f"Bake{step}", time=sfn.WaitTime.duration(bake),
-                         comment=f"Bake {settings.bake_minutes} min at {percent} % canary"))
-        return chain.next(self._alarm_check("Final", rollback)).next(sfn.Succeed(
+            chain = chain.next(shift).next(self._bake(step, percent, rollback))
+        return chain.next(sfn.Succeed(
             self, "Promoted", comment="All traffic on the canary node; promote its image to the primary"))
+
+    def _bake(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
+        """Wait a minute, read the alarms, repeat until ``bake_minutes`` have passed; roll back at the first alarm."""
+        checks = self.settings.bake_minutes * 60 // CHECK_INTERVAL_SECONDS
+        start = sfn.Pass(self, f"StartBake{step}", result=sfn.Result.from_object({"checksLeft": checks}), result_path="$.bake",
+                         comment=f"Bake {self.settings.bake_minutes} min at {percent} % canary: {checks} alarm checks")
+        wait = sfn.Wait(self, f"Bake{step}", time=sfn.WaitTime.duration(cdk.Duration.seconds(CHECK_INTERVAL_SECONDS)))
+        count_down = sfn.Pass(
+            self, f"CountDown{step}", result_path="$.bake",
+            parameters={"checksLeft": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.bake.checksLeft"), -1)})
+        done = sfn.Pass(self, f"Baked{step}", result_path=sfn.JsonPath.DISCARD)
+        left = sfn.Choice(self, f"BakeLeft{step}").when(
+            sfn.Condition.number_greater_than("$.bake.checksLeft", 0), wait).otherwise(done)
+        start.next(wait).next(self._alarm_check(f"{step}", rollback, on_ok=count_down))
+        count_down.next(left)
+        return sfn.Chain.custom(start, [done], start)
 
     def _describe_route(self) -> sfn.IChainable:
         """The first route as it stands, for the execution history (and a fast failure if it is gone)."""
@@ -138,8 +161,8 @@ class TrafficShift(Construct):
             result_selector={"Spec.$": "$.Route.Spec"}, result_path="$.startingRoute")
         return task
 
-    def _alarm_check(self, label: str, rollback: sfn.IChainable) -> sfn.IChainable:
-        """Read the alarms; go on only if every one exists and none is in ALARM."""
+    def _alarm_check(self, label: str, rollback: sfn.IChainable, on_ok: sfn.Pass | None = None) -> sfn.IChainable:
+        """Read the alarms; go on (to ``on_ok``) only if every one exists and none is in ALARM."""
         names = self.alarm_names
         check = tasks.CallAwsService(
             self, f"CheckAlarms{label}", service="cloudwatch", action="describeAlarms",
@@ -156,7 +179,7 @@ class TrafficShift(Construct):
                                  sfn.Condition.string_equals(f"{found}[{i}].StateValue", "ALARM"))
               for i in range(len(names))),
         )
-        next_step = sfn.Pass(self, f"AlarmsOk{label}", result_path=sfn.JsonPath.DISCARD)
+        next_step = on_ok or sfn.Pass(self, f"AlarmsOk{label}", result_path=sfn.JsonPath.DISCARD)
         choice = sfn.Choice(self, f"AlarmGate{label}").when(alarm_or_missing, rollback).otherwise(next_step)
         return sfn.Chain.custom(check, [next_step], check.next(choice))
 

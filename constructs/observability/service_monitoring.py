@@ -14,7 +14,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE
+from constructs.meshed_service.adot import VARIANT_ATTRIBUTE
+from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate
 
 from .facade import dashboard_facade, named_alarm
 from .spot_interruptions import SpotInterruptionMetric
@@ -22,10 +23,18 @@ from .spot_interruptions import SpotInterruptionMetric
 MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)
 CONTAINER_INSIGHTS = "ECS/ContainerInsights"
-# What the ADOT sidecar exports (constructs/meshed_service/adot-collector.yaml): OTel histograms as
-# statistic sets, with these dimension sets.
+# What the ADOT sidecar exports (constructs/meshed_service/adot-collector.yaml): the services' duration
+# histograms as exponential histograms (EMF Values/Counts: percentiles as well as SampleCount, Sum, Min, Max),
+# with these dimension sets; App Mesh tasks add {service.name, deployment.variant} and, for the canary
+# alarms, {service.name, deployment.variant, http.response.status_code | rpc.grpc.status_code}.
 HTTP_DURATION = "http.server.request.duration"  # seconds; dimensions {service.name}, {service.name, error.type}
 GRPC_DURATION = "rpc.server.duration"  # milliseconds; {service.name}, {service.name, rpc.grpc.status_code}
+PERCENTILES = ("p50", "p95", "p99")
+# What servicekit answers 5xx with (servicekit.errors.HTTP_STATUS_CODES; an unhandled exception is a 500).
+SERVER_ERROR_STATUSES = (500, 502, 503, 504)
+# The gRPC codes that are the server's fault (the ones that map to 5xx): UNKNOWN, DEADLINE_EXCEEDED,
+# UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. A client's mistakes (NOT_FOUND, INVALID_ARGUMENT...) are not.
+GRPC_SERVER_ERROR_CODES = (2, 4, 12, 13, 14, 15)
 ERROR_LOG_METRIC = "ErrorLogLines"
 
 
@@ -36,6 +45,14 @@ class MonitoredTasks:
     ecs_service_name: str
     fargate_service: ecs.FargateService
     log_group: logs.ILogGroup  # the containers' JSON logs (servicekit: one object per line with "level")
+
+
+@dataclass(frozen=True)
+class CanaryAlarms:
+    """5xx-rate and p95-latency alarms on an App Mesh canary's own traffic (its tasks' metrics, by variant)."""
+
+    max_5xx_percent: float
+    max_p95_latency_ms: int
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,9 @@ class ServiceMonitoring(Construct):
     - per target group: ``<prefix>-<name>-lb-group<i>-unhealthy-targets`` (and with
       ``load_balancer_alarms`` the 5xx-rate and p95-latency alarms a Service Connect deployment would own);
     - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired``;
-    - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group.
+    - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
+    - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
+      with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
 
     Exposes ``facade``, ``alarms`` (name -> alarm) and ``error_log_filters``.
     """
@@ -65,7 +84,7 @@ class ServiceMonitoring(Construct):
         load_balancer_alarms: LoadBalancerAlarms | None = None, mesh_discovery_name: str | None = None,
         grpc: bool = False, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
         spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
-        below_desired_minutes: int = 10,
+        below_desired_minutes: int = 10, canary_alarms: CanaryAlarms | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not tasks:
@@ -83,6 +102,8 @@ class ServiceMonitoring(Construct):
         if load_balancer:
             self._load_balancer(load_balancer, target_groups, load_balancer_alarms)
         self._own_metrics(grpc)
+        if canary_alarms:
+            self._canary(canary_alarms, grpc)
         if mesh_discovery_name:
             self._service_connect(tasks[0].ecs_service_name, mesh_discovery_name)
         if deployment_alarms:
@@ -203,7 +224,7 @@ class ServiceMonitoring(Construct):
             monitoring.CustomMetricGroup(title="HTTP failures / minute (5xx, unhandled errors)",
                                          metrics=[failures(HTTP_DURATION, "error.type")]),
             monitoring.CustomMetricGroup(title="HTTP duration (seconds)", metrics=[
-                own(HTTP_DURATION, "Average", "average"), own(HTTP_DURATION, "Maximum", "maximum")]),
+                *(own(HTTP_DURATION, p, p) for p in PERCENTILES), own(HTTP_DURATION, "Maximum", "maximum")]),
         ]
         if grpc:
             groups += [
@@ -211,11 +232,75 @@ class ServiceMonitoring(Construct):
                 monitoring.CustomMetricGroup(title="gRPC failures / minute (status not OK)",
                                              metrics=[failures(GRPC_DURATION, "rpc.grpc.status_code", exclude="0")]),
                 monitoring.CustomMetricGroup(title="gRPC duration (milliseconds)", metrics=[
-                    own(GRPC_DURATION, "Average", "average"), own(GRPC_DURATION, "Maximum", "maximum")]),
+                    *(own(GRPC_DURATION, p, p) for p in PERCENTILES), own(GRPC_DURATION, "Maximum", "maximum")]),
             ]
         self._custom("The service's own metrics", groups, description=(
-            f"Namespace `{ns}`, from the service's OpenTelemetry instruments. Histograms arrive as statistic sets, "
-            "so percentiles come from the load balancer and the mesh, not from here."))
+            f"Namespace `{ns}`, from the service's OpenTelemetry instruments: every request the service answers, "
+            "whoever sent it (load balancer or mesh). Durations are exponential histograms, so the percentiles "
+            "are the service's own."))
+
+    def _canary(self, alarms: CanaryAlarms, grpc: bool) -> None:
+        """The App Mesh canary judged on its own traffic (the router's share of mesh calls), beside the primary."""
+        ns = self.metrics_namespace
+
+        def variant(metric_name: str, statistic: str, label: str, name: str = "canary", **dimensions: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=ns, metric_name=metric_name, statistic=statistic, period=MINUTE, label=label,
+                                     dimensions_map={"service.name": self.name, VARIANT_ATTRIBUTE: name, **dimensions})
+
+        def rate_alarm(what: str, requests: cloudwatch.Metric, errors: dict[str, cloudwatch.Metric], summary: str):
+            failed = cloudwatch.MathExpression(expression=" + ".join(f"FILL({i}, 0)" for i in errors), using_metrics=errors,
+                                               period=MINUTE, label="failed")
+            return monitoring.CustomMetricWithAlarm(
+                metric=error_rate(failed, requests, label="canary: failed, % of its requests"), alarm_friendly_name=f"canary-{what}",
+                add_alarm=named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
+                    summary=summary, runbook="canary-rollback", threshold=alarms.max_5xx_percent,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=2, evaluation_periods=3,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+
+        def p95_alarm(what: str, metric: cloudwatch.Metric, threshold: float, summary: str):
+            return monitoring.CustomMetricWithAlarm(
+                metric=metric, alarm_friendly_name=f"canary-{what}",
+                add_alarm=named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
+                    summary=summary, runbook="canary-rollback", threshold=threshold,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+
+        limit = f"; minutes with fewer than {MIN_REQUESTS_PER_MINUTE} requests or calls count as 0 %"
+        groups = [
+            monitoring.CustomMetricGroup(title="HTTP requests / minute", metrics=[
+                variant(HTTP_DURATION, "SampleCount", "canary"), variant(HTTP_DURATION, "SampleCount", "primary", "primary")]),
+            monitoring.CustomMetricGroup(title="Canary HTTP 5xx (% of its requests)", metrics=[rate_alarm(
+                "5xx-rate", variant(HTTP_DURATION, "SampleCount", "requests"),
+                {f"s{status}": variant(HTTP_DURATION, "SampleCount", str(status), **{"http.response.status_code": str(status)})
+                 for status in SERVER_ERROR_STATUSES},
+                f"{self.name}: more than {alarms.max_5xx_percent:g}% of the App Mesh canary's requests answered 5xx{limit}")]),
+            monitoring.CustomMetricGroup(title="HTTP p95 (seconds)", metrics=[
+                p95_alarm("p95-latency", variant(HTTP_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms / 1000,
+                          f"{self.name}: p95 duration of the App Mesh canary's requests above {alarms.max_p95_latency_ms} ms"),
+                variant(HTTP_DURATION, "p95", "primary p95", "primary")]),
+        ]
+        if grpc:
+            groups += [
+                monitoring.CustomMetricGroup(title="gRPC calls / minute", metrics=[
+                    variant(GRPC_DURATION, "SampleCount", "canary"), variant(GRPC_DURATION, "SampleCount", "primary", "primary")]),
+                monitoring.CustomMetricGroup(title="Canary gRPC server errors (% of its calls)", metrics=[rate_alarm(
+                    "grpc-error-rate", variant(GRPC_DURATION, "SampleCount", "calls"),
+                    {f"c{code}": variant(GRPC_DURATION, "SampleCount", str(code), **{"rpc.grpc.status_code": str(code)})
+                     for code in GRPC_SERVER_ERROR_CODES},
+                    f"{self.name}: more than {alarms.max_5xx_percent:g}% of the App Mesh canary's gRPC calls failed with a "
+                    f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))}){limit}")]),
+                monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[
+                    p95_alarm("grpc-p95-latency", variant(GRPC_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms,
+                              f"{self.name}: p95 duration of the App Mesh canary's gRPC calls above {alarms.max_p95_latency_ms} ms"),
+                    variant(GRPC_DURATION, "p95", "primary p95", "primary")]),
+            ]
+        self._custom("Canary (App Mesh): its own traffic against the primary's", groups, description=(
+            f"Namespace `{ns}` by `{VARIANT_ATTRIBUTE}` (the tasks' collector sets it): the traffic-shift state machine "
+            "rolls back on the canary's alarms (runbooks/canary-rollback.md)."))
 
     def _service_connect(self, ecs_service_name: str, discovery_name: str) -> None:
         dimensions = {"ClusterName": self.cluster_name, "ServiceName": ecs_service_name, "DiscoveryName": discovery_name}

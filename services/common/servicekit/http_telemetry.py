@@ -32,8 +32,6 @@ access_log = logging.getLogger("servicekit.access")
 
 HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
 DURATION_METRIC = "http.server.request.duration"
-# The stable HTTP semantic conventions' advice (seconds), as OpenTelemetry's instrumentation uses.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 INSTRUMENTATION_SCOPE = "servicekit.http"
 # Any other method is reported as "_OTHER" (semantic conventions): a client must not be able to mint
 # new metric series by inventing methods.
@@ -62,8 +60,8 @@ class HttpTelemetryMiddleware:
         self._duration = meter.create_histogram(
             DURATION_METRIC,
             unit="s",
+            # An exponential histogram (tracing.EXPONENTIAL_HISTOGRAMS): no bucket boundaries to advise.
             description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self._propagation_headers = frozenset(field.lower().encode("latin-1") for field in propagate.get_global_textmap().fields)
         self._metric_attributes = {}

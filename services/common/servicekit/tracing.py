@@ -22,9 +22,9 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import DropAggregation, View
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -69,6 +69,23 @@ DROPPED_INSTRUMENTS = frozenset(
         "http.client.response.body.size",
     }
 )
+
+# The RED durations the dashboards and canary alarms read as percentiles: base-2 exponential histograms,
+# which the ADOT sidecar's awsemf exporter writes as EMF Values/Counts arrays that CloudWatch computes
+# p50/p95/p99 from (explicit-bucket histograms arrive as count/sum/min/max only). A View, so every
+# reader gets them this way, whatever OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION says.
+EXPONENTIAL_HISTOGRAMS = ("http.server.request.duration", "rpc.server.duration")
+# awsemf passes exponential histogram points through as they come (it converts no cumulative histogram
+# to delta): cumulative points would make every minute's p95 the p95 of the task's whole life.
+OTLP_HISTOGRAM_TEMPORALITY = {Histogram: AggregationTemporality.DELTA}
+
+
+def metric_views() -> list[View]:
+    """The instruments dropped, and the RED durations as exponential histograms."""
+    return [
+        *(View(instrument_name=name, aggregation=DropAggregation()) for name in sorted(DROPPED_INSTRUMENTS)),
+        *(View(instrument_name=name, aggregation=ExponentialBucketHistogramAggregation()) for name in EXPONENTIAL_HISTOGRAMS),
+    ]
 
 
 class Telemetry:
@@ -374,14 +391,15 @@ def configure_telemetry(
         )
         readers.append(
             PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=OTLP_TIMEOUT_SECONDS),
+                OTLPMetricExporter(endpoint=endpoint, insecure=_insecure(endpoint), timeout=OTLP_TIMEOUT_SECONDS,
+                                   preferred_temporality=OTLP_HISTOGRAM_TEMPORALITY),
                 export_interval_millis=METRIC_EXPORT_INTERVAL_MILLIS,
             )
         )
     meter_provider = MeterProvider(
         resource=resource,
         metric_readers=readers,
-        views=[View(instrument_name=name, aggregation=DropAggregation()) for name in sorted(DROPPED_INSTRUMENTS)],
+        views=metric_views(),
         # No exemplars (trace ids attached to histogram points): nothing reads them, each costs per recording.
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
