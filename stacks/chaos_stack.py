@@ -31,8 +31,7 @@ def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, 
     """A service's 5xx-rate and p95-latency alarms, wherever the app made them (their names are fixed)."""
     primary = services.services[name]
     candidates = [alarm for extension in primary.extensions for alarm in getattr(extension, "alarms", [])]
-    candidates += list(observability.services[name].alarms.values())
-    names = {alarm.node.default_child.alarm_name for alarm in candidates}
+    names = {alarm.node.default_child.alarm_name for alarm in candidates} | set(observability.services[name].alarm_names)
     # Not the App Mesh canary's own alarms (<prefix>-<name>-canary-5xx-rate...): they judge a release on its share
     # of the mesh's calls, not the service's SLO, and the experiments disturb the primary's tasks.
     return sorted(alarm_name for alarm_name in names

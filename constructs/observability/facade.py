@@ -40,3 +40,18 @@ def named_alarm(threshold_type: type, *, alarm_name: str, summary: str, runbook:
     and a description that ends with the runbook to follow (the facade appends "Runbook: <link>")."""
     return {"Critical": threshold_type(
         alarm_name_override=alarm_name, alarm_description_override=summary, runbook_link=runbook_link(runbook), **threshold)}
+
+
+class NamedAlarms:
+    """``named_alarm`` that also remembers each alarm's name, in ``names``.
+
+    Cheaper than asking the facade afterwards: ``created_alarms()`` returns structs whose every
+    property is a round trip to jsii's Node process, some 2,000 of them for this app's alarms.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, threshold_type: type, *, alarm_name: str, summary: str, runbook: str, **threshold: Any) -> dict[str, Any]:
+        self.names.append(alarm_name)
+        return named_alarm(threshold_type, alarm_name=alarm_name, summary=summary, runbook=runbook, **threshold)

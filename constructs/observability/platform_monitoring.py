@@ -12,7 +12,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from .facade import dashboard_facade, named_alarm
+from .facade import NamedAlarms, dashboard_facade
 from .quotas import QUOTAS, CountedQuota, ServiceQuota
 
 MINUTE = cdk.Duration.minutes(1)
@@ -47,7 +47,7 @@ class PlatformMonitoring(Construct):
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
       applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric, or QuotaCounter's published percentage).
 
-    Exposes ``facade`` and ``alarms`` (name -> alarm).
+    Exposes ``facade`` and ``alarm_names`` (every alarm it made).
     """
 
     def __init__(
@@ -59,6 +59,7 @@ class PlatformMonitoring(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_name_prefix = alarm_name_prefix
+        self.named_alarm = NamedAlarms()
         self.facade = dashboard_facade(self, "Monitoring", dashboard_name=dashboard_name, alarm_topic=alarm_topic,
                                        alarm_name_prefix=alarm_name_prefix)
         self.facade.add_large_header("Network: interface endpoints and NAT gateways")
@@ -73,7 +74,10 @@ class PlatformMonitoring(Construct):
             self._dead_letter_queue(name, dead_letter_queue, (dead_letter_runbooks or {}).get(name, "dlq-redrive"))
         self.facade.add_large_header("Service quotas")
         self._quotas(quotas, quota_alarm_percent)
-        self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
+
+    @property
+    def alarm_names(self) -> list[str]:
+        return self.named_alarm.names
 
     def _endpoints(self, vpc_id: str, endpoints: Mapping[str, str]) -> None:
         """AWS/PrivateLinkEndpoints publishes per endpoint with four dimensions; one search per metric
@@ -140,11 +144,11 @@ class PlatformMonitoring(Construct):
         self.facade.monitor_sqs_queue_with_dlq(
             queue=monitored.queue, dead_letter_queue=monitored.dead_letter_queue,
             human_readable_name=f"{monitored.service}: event queue", alarm_friendly_name=name,
-            add_dead_letter_queue_max_size_alarm=named_alarm(
+            add_dead_letter_queue_max_size_alarm=self.named_alarm(
                 monitoring.MaxMessageCountThreshold, alarm_name=f"{name}-dlq-not-empty", max_message_count=0,
                 summary=f"{monitored.service}: events in the dead-letter queue {name}-dlq (the worker gave up on them, or EventBridge could not deliver them)",
                 runbook="dlq-redrive", datapoints_to_alarm=1, evaluation_periods=1),
-            add_queue_max_message_age_alarm=named_alarm(
+            add_queue_max_message_age_alarm=self.named_alarm(
                 monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
                 summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
                 runbook="queue-backlog", datapoints_to_alarm=3, evaluation_periods=3),
@@ -154,7 +158,7 @@ class PlatformMonitoring(Construct):
         alarm_name = f"{self.alarm_name_prefix}-{name}-dlq-not-empty"
         self.facade.monitor_sqs_queue(
             queue=queue, human_readable_name=f"{name}: dead-letter queue", alarm_friendly_name=f"{self.alarm_name_prefix}-{name}-dlq",
-            add_queue_max_size_alarm=named_alarm(
+            add_queue_max_size_alarm=self.named_alarm(
                 monitoring.MaxMessageCountThreshold, alarm_name=alarm_name, max_message_count=0,
                 summary=f"{name}: events EventBridge could not deliver to their target", runbook=runbook,
                 datapoints_to_alarm=1, evaluation_periods=1),
@@ -169,7 +173,7 @@ class PlatformMonitoring(Construct):
             metric_groups=[monitoring.CustomMetricGroup(title="Usage, % of quota", metrics=[
                 monitoring.CustomMetricWithAlarm(
                     metric=quota.percent_of_quota(), alarm_friendly_name=f"quota-{quota.name}",
-                    add_alarm=named_alarm(
+                    add_alarm=self.named_alarm(
                         monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-quota-{quota.name}", threshold=percent,
                         summary=f"{quota.description} above {percent}% of this region's applied quota",
                         runbook="quota-exhaustion", comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,

@@ -17,7 +17,7 @@ from constructs import Construct
 from constructs.meshed_service.adot import VARIANT_ATTRIBUTE
 from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate
 
-from .facade import dashboard_facade, named_alarm
+from .facade import NamedAlarms, dashboard_facade
 from .spot_interruptions import SpotInterruptionMetric
 
 MINUTE = cdk.Duration.minutes(1)
@@ -73,7 +73,7 @@ class ServiceMonitoring(Construct):
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
 
-    Exposes ``facade``, ``alarms`` (name -> alarm) and ``error_log_filters``.
+    Exposes ``facade``, ``alarm_names`` (every alarm it made) and ``error_log_filters``.
     """
 
     def __init__(
@@ -93,6 +93,7 @@ class ServiceMonitoring(Construct):
         self.alarm_name_prefix = alarm_name_prefix
         self.cluster_name = cluster_name
         self.metrics_namespace = metrics_namespace
+        self.named_alarm = NamedAlarms()
         self.facade = dashboard_facade(self, "Monitoring", dashboard_name=dashboard_name, alarm_topic=alarm_topic,
                                        alarm_name_prefix=f"{alarm_name_prefix}-{name}")
 
@@ -120,7 +121,10 @@ class ServiceMonitoring(Construct):
         self.error_log_filters = [self._error_log_filter(i, monitored.log_group, error_log_namespace)
                                   for i, monitored in enumerate(tasks)]
         self._error_logs(error_log_namespace, max_error_log_lines_per_5_minutes)
-        self.alarms = {created.alarm_name: created.alarm for created in self.facade.created_alarms()}
+
+    @property
+    def alarm_names(self) -> list[str]:
+        return self.named_alarm.names
 
     def _alarm_name(self, what: str) -> str:
         return f"{self.alarm_name_prefix}-{self.name}-{what}"
@@ -162,7 +166,7 @@ class ServiceMonitoring(Construct):
                         using_metrics={f"answered{i}": answered, f"unreached{i}": unreached, f"requests{i}": group_requests},
                         period=MINUTE, label=f"{label[i]}: 5xx, % of requests"),
                     alarm_friendly_name=f"lb-group{i}-5xx-rate",
-                    add_alarm=named_alarm(
+                    add_alarm=self.named_alarm(
                         monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-5xx-rate"),
                         summary=f"{self.name}: more than {alarms.max_5xx_percent}% of the load balancer's requests to target group {i} answered 5xx or failed to connect",
                         runbook="elevated-5xx", threshold=alarms.max_5xx_percent,
@@ -176,7 +180,7 @@ class ServiceMonitoring(Construct):
                 if alarms and statistic == "p95":
                     latency.append(monitoring.CustomMetricWithAlarm(
                         metric=metric, alarm_friendly_name=f"lb-group{i}-p95-latency",
-                        add_alarm=named_alarm(
+                        add_alarm=self.named_alarm(
                             monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-p95-latency"),
                             summary=f"{self.name}: p95 response time of target group {i} above {alarms.max_p95_latency_ms} ms",
                             runbook="latency-slo-breach", threshold=alarms.max_p95_latency_ms / 1000,
@@ -189,7 +193,7 @@ class ServiceMonitoring(Construct):
             health.append(monitoring.CustomMetricWithAlarm(
                 metric=alb("UnHealthyHostCount", "Maximum", f"{label[i]}: unhealthy"),
                 alarm_friendly_name=f"lb-group{i}-unhealthy-targets",
-                add_alarm=named_alarm(
+                add_alarm=self.named_alarm(
                     monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-unhealthy-targets"),
                     summary=f"{self.name}: target group {i} has had unhealthy targets for 5 minutes (tasks failing the load balancer's health check)",
                     runbook="unhealthy-targets", threshold=0,
@@ -252,7 +256,7 @@ class ServiceMonitoring(Construct):
                                                period=MINUTE, label="failed")
             return monitoring.CustomMetricWithAlarm(
                 metric=error_rate(failed, requests, label="canary: failed, % of its requests"), alarm_friendly_name=f"canary-{what}",
-                add_alarm=named_alarm(
+                add_alarm=self.named_alarm(
                     monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
                     summary=summary, runbook="canary-rollback", threshold=alarms.max_5xx_percent,
                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -262,7 +266,7 @@ class ServiceMonitoring(Construct):
         def p95_alarm(what: str, metric: cloudwatch.Metric, threshold: float, summary: str):
             return monitoring.CustomMetricWithAlarm(
                 metric=metric, alarm_friendly_name=f"canary-{what}",
-                add_alarm=named_alarm(
+                add_alarm=self.named_alarm(
                     monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
                     summary=summary, runbook="canary-rollback", threshold=threshold,
                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -331,7 +335,7 @@ class ServiceMonitoring(Construct):
                 insight("DesiredTaskCount", "desired"), insight("RunningTaskCount", "running"), insight("PendingTaskCount", "pending")]),
             monitoring.CustomMetricGroup(title="Tasks missing (desired - running)", metrics=[monitoring.CustomMetricWithAlarm(
                 metric=shortfall, alarm_friendly_name=f"{monitored.ecs_service_name}-tasks-below-desired",
-                add_alarm=named_alarm(
+                add_alarm=self.named_alarm(
                     monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-{monitored.ecs_service_name}-tasks-below-desired",
                     summary=f"{monitored.ecs_service_name}: fewer tasks running than desired for {minutes} minutes (tasks fail to start or keep stopping)",
                     runbook="task-count-below-desired", threshold=0,
@@ -360,7 +364,7 @@ class ServiceMonitoring(Construct):
         self._custom("Error logs", [monitoring.CustomMetricGroup(title="Error log lines / 5 minutes", metrics=[
             monitoring.CustomMetricWithAlarm(
                 metric=lines, alarm_friendly_name="error-logs",
-                add_alarm=named_alarm(
+                add_alarm=self.named_alarm(
                     monitoring.CustomThreshold, alarm_name=self._alarm_name("error-logs"),
                     summary=f"{self.name}: more than {threshold} ERROR or CRITICAL log lines in 5 minutes",
                     runbook="error-logs", threshold=threshold,
