@@ -1,12 +1,12 @@
 """Real services on loopback against a real moto server, for the cross-service tests.
 
-One moto server (ThreadedMotoServer on a free port) runs in the test process; every service and
+One moto server (`python -m moto.server` on a free port) runs as a child process; every service and
 worker is a `python -m <module>` child started exactly as `make run-local` starts it (the process
 specs and the launcher come from services/local/run_local.py, the resources from
 services/local/bootstrap.py). What this module adds for tests:
 
-- free ports for everything and a resource prefix of its own (moto's state is global to the test
-  process, so another test's moto server or bootstrap must not see or change ours);
+- free ports for everything and a resource prefix of its own; moto in its own process, because
+  moto's state is global to a process and a mock_aws() in a test of this process resets it on exit;
 - one log file per process (JSON lines), readable while the process runs;
 - extra processes that differ from the standard ones in one setting (a vc-start whose JWKS cache
   is still cold, one pointed at a closed persona port, one publishing to a side bus, an auth with
@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import logging
+import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +31,6 @@ from typing import Any, TextIO, TypeVar
 
 import boto3
 import httpx
-from moto.server import ThreadedMotoServer
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
@@ -66,6 +65,20 @@ def _run_local() -> Any:
     """services/local/run_local.py: process specs, launcher, bootstrap. Loaded on first use, so a broken
     run_local fails these tests only, not the collection of every test in this folder."""
     return _load("services_local_run_local", SERVICES_DIR / "local" / "run_local.py")
+
+
+def _wait_for_moto(process: subprocess.Popen[bytes], endpoint: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with code {process.returncode} before answering on {endpoint}")
+        try:
+            if httpx.get(f"{endpoint}/moto-api/", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"moto server did not answer on {endpoint} within {timeout:g} s")
 
 
 def _python() -> str:
@@ -182,7 +195,7 @@ class Stack:
         # Our own writer, not the launcher's log_dir: the tests read the files while the processes run (flushed per line).
         self.launcher = self.rl.Launcher(output=self.logs.write)
         self.prefix = "x" + uuid.uuid4().hex[:6]
-        self.moto: ThreadedMotoServer | None = None
+        self.moto: subprocess.Popen[bytes] | None = None
         self.endpoint = ""
         self.env: dict[str, dict[str, str]] = {}
         self.specs: dict[str, Any] = {}
@@ -195,11 +208,11 @@ class Stack:
     # lifecycle ---------------------------------------------------------------------------------
 
     def start(self, extras: Iterable[str] = ()) -> Stack:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call otherwise
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        (port,) = self.rl.free_ports(1)
+        self.moto = subprocess.Popen([_python(), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        _wait_for_moto(self.moto, self.endpoint)
         self.env = self.rl.bootstrap(self.endpoint, REGION, self.prefix, visibility_timeout_seconds=VISIBILITY_TIMEOUT_SECONDS,
                                      max_receive_count=MAX_RECEIVE_COUNT)
         self._add_taps()
@@ -235,7 +248,8 @@ class Stack:
             killed = self.launcher.stop(timeout=STOP_TIMEOUT_SECONDS)
         finally:
             if self.moto is not None:
-                self.moto.stop()
+                self.moto.terminate()
+                self.moto.wait(timeout=STOP_TIMEOUT_SECONDS)
             self.logs.close()
         return [f"{name} (killed)" if name in killed else f"{name} (exit {process.returncode})"
                 for name, process in processes.items() if name in killed or process.returncode != 0]
