@@ -97,3 +97,12 @@ def container_settings(resources: dict[str, dict[str, Any]], container: dict[str
         if refs and resources[refs[0]]["Type"] == "AWS::SSM::Parameter":
             settings[secret["Name"]] = resources[refs[0]]["Properties"]["Value"]
     return settings
+
+
+def template_text(value: Any) -> str:
+    """A template value as text: the strings of an Fn::Join, other tokens as <token>."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return value["Fn::Join"][0].join(template_text(part) for part in value["Fn::Join"][1])
+    return "<token>"

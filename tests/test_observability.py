@@ -12,7 +12,7 @@ import yaml
 
 from constructs.meshed_service.adot import CONFIG_FILE
 from constructs.observability.quota_counter import COUNTED
-from tests.assembly import REPO_ROOT, Assembly, container_settings
+from tests.assembly import Assembly, REPO_ROOT, container_settings, template_text
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -28,17 +28,10 @@ def _alarms(assembly: Assembly, stack: str) -> dict[str, dict[str, Any]]:
     return {a["Properties"]["AlarmName"]: a["Properties"] for a in assembly.resources(stack, "AWS::CloudWatch::Alarm").values()}
 
 
-def _text(value: Any) -> str:
-    """A template value as text: the strings of an Fn::Join, other tokens as <token>."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        return "".join(_text(part) for part in value["Fn::Join"][1])
-    return "<token>"
 
 
 def _dashboards(assembly: Assembly, stack: str) -> dict[str, str]:
-    return {d["Properties"]["DashboardName"]: _text(d["Properties"]["DashboardBody"])
+    return {d["Properties"]["DashboardName"]: template_text(d["Properties"]["DashboardBody"])
             for d in assembly.resources(stack, "AWS::CloudWatch::Dashboard").values()}
 
 

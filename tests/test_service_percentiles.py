@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from constructs.meshed_service.adot import CONFIG_FILE
-from tests.assembly import Assembly, cdk_json_context
+from tests.assembly import Assembly, cdk_json_context, template_text
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -36,12 +36,6 @@ def _environment(container: dict[str, Any]) -> dict[str, Any]:
     return {variable["Name"]: variable["Value"] for variable in container.get("Environment", [])}
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "Fn::Join" in value:
-        return "".join(_text(part) for part in value["Fn::Join"][1])
-    return "<token>"
 
 
 def _alarms(assembly: Assembly, region: str = "eu-central-1") -> dict[str, dict[str, Any]]:
@@ -102,7 +96,7 @@ def test_the_collector_declares_the_variant_dimension_sets_the_canary_alarms_rea
 @pytest.mark.parametrize("variant", ["dev", "appmesh"])
 def test_each_service_dashboard_plots_p50_p95_and_p99_of_the_services_own_durations(request, variant):
     assembly: Assembly = request.getfixturevalue(variant)
-    dashboards = {_text(d["Properties"]["DashboardName"]): json.loads(_text(d["Properties"]["DashboardBody"]))
+    dashboards = {template_text(d["Properties"]["DashboardName"]): json.loads(template_text(d["Properties"]["DashboardBody"]))
                   for d in assembly.resources("mf-eu-central-1/observability", "AWS::CloudWatch::Dashboard").values()}
     for name in SERVICES:
         plotted = {(metric[1], tuple(metric[2:-1]), metric[-1]["stat"])

@@ -46,8 +46,8 @@ PASSWORD = "correct horse battery staple"
 T = TypeVar("T")
 
 
-def _load(name: str, path: Path) -> Any:
-    """Import a file that is not in a package (services/local/*.py) under a unique module name."""
+def load_module(name: str, path: Path) -> Any:
+    """Import a file that is not in a package (services/local/*.py, a Lambda handler) under a unique module name."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -64,7 +64,7 @@ def _load(name: str, path: Path) -> Any:
 def _run_local() -> Any:
     """services/local/run_local.py: process specs, launcher, bootstrap. Loaded on first use, so a broken
     run_local fails these tests only, not the collection of every test in this folder."""
-    return _load("services_local_run_local", SERVICES_DIR / "local" / "run_local.py")
+    return load_module("services_local_run_local", SERVICES_DIR / "local" / "run_local.py")
 
 
 def _wait_for_moto(process: subprocess.Popen[bytes], endpoint: str, timeout: float = 30.0) -> None:

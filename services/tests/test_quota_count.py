@@ -9,13 +9,13 @@ the applied values of the quotas under test, and the default-value call, so that
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
 import pytest
+from harness import load_module
 from moto import mock_aws
 from moto.servicequotas.exceptions import NoSuchResource
 from moto.servicequotas.models import ServiceQuotasBackend
@@ -26,14 +26,7 @@ NAMESPACE = "mf/quotas"
 REGION = "eu-central-1"
 
 
-def _load_handler():
-    spec = importlib.util.spec_from_file_location("quota_usage_handler", HANDLER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quota_usage = _load_handler()
+quota_usage = load_module("quota_usage_handler", HANDLER)
 
 # Applied values (what an increase would have changed) and defaults; one quota has no applied value.
 APPLIED = {("AWSCloudMap", "L-0FE3F50E"): 40.0, ("AWSCloudMap", "L-D95E8A57"): 20.0,

@@ -8,7 +8,6 @@ The handler's tests live with the services because this virtualenv has cryptogra
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from auth_service.keys import parse_key_set
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from harness import load_module
 from moto import mock_aws
 
 HANDLER = Path(__file__).resolve().parents[2] / "constructs" / "service_data" / "rotation" / "handler.py"
@@ -27,14 +27,7 @@ RETENTION_SECONDS = 1800
 FUNCTION_ARN = "arn:aws:lambda:eu-central-1:123456789012:function:rotate-signing-key"
 
 
-def _load_handler():
-    spec = importlib.util.spec_from_file_location("signing_key_rotation_handler", HANDLER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rotation = _load_handler()
+rotation = load_module("signing_key_rotation_handler", HANDLER)
 
 
 class _InProcessLambda:

@@ -7,12 +7,12 @@ cannot take botocore (its jsii pins a python-dateutil botocore does not accept).
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import boto3
 import pytest
+from harness import load_module
 from moto import mock_aws
 
 FUNCTION_DIR = Path(__file__).resolve().parents[2] / "constructs" / "strangler_fig" / "function"
@@ -20,15 +20,8 @@ REGION = "eu-central-1"
 PARAMETER = "/mf/auth/migration/percent-to-service"
 
 
-def _load_handler():
-    sys.path.insert(0, str(FUNCTION_DIR))  # the handler imports weights.py beside it, as Lambda does
-    spec = importlib.util.spec_from_file_location("strangler_fig_handler", FUNCTION_DIR / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-handler = _load_handler()
+sys.path.insert(0, str(FUNCTION_DIR))  # the handler imports weights.py beside it, as Lambda does
+handler = load_module("strangler_fig_handler", FUNCTION_DIR / "handler.py")
 
 
 @pytest.fixture
