@@ -181,6 +181,10 @@ def test_function_arns_must_cover_every_region_in_the_apps_account(legacy, messa
     (10, {"live": 95, "alt": 5}, frozenset(), {"legacy": 90, "live": 9, "alt": 1}),
     # From 0 % the proportion is gone: the group with healthy targets takes the share.
     (20, {"live": 0, "alt": 0}, frozenset({"alt"}), {"legacy": 80, "live": 0, "alt": 20}),
+    # A stack update wrote the template's weights onto the group ECS emptied: the serving group takes them.
+    (37, {"live": 37, "alt": 0}, frozenset({"alt"}), {"legacy": 63, "live": 0, "alt": 37}),
+    # During a canary both groups serve: ECS's proportion stands.
+    (10, {"live": 95, "alt": 5}, frozenset({"live", "alt"}), {"legacy": 90, "live": 9, "alt": 1}),
 ])
 def test_the_weights_give_the_legacy_function_the_rest_and_keep_ecs_proportion(percent, service_weights, serving, expected):
     assert rule_weights(percent, "legacy", service_weights, serving) == expected

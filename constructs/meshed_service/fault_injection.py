@@ -14,7 +14,9 @@ from .extensions import ServiceExtension
 from .service import MeshedFargateService
 
 SSM_AGENT_CONTAINER = "amazon-ssm-agent"
-# Pinned: bump deliberately, with the FIS user guide's sidecar script below.
+# Pinned: bump deliberately, with the FIS user guide's sidecar script below. The guide's example uses
+# ":latest" (Amazon Linux 2023, dnf); this early-2024 tag predates the agent's 2025 security fix and may
+# lack dnf: README, FaultInjection, says what to check before an experiment relies on it.
 SSM_AGENT_IMAGE = "public.ecr.aws/amazon-ssm-agent/amazon-ssm-agent:3.2.2222.0"
 # The tag the FIS script puts on every activation and managed instance it registers.
 SIDECAR_TAG = "FAULT_INJECTION_SIDECAR"

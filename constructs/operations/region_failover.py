@@ -38,6 +38,8 @@ class RegionFailoverAutomation(Construct):
                     "TargetRegion": {"type": "String", "allowedValues": list(regions),
                                      "description": "The region /api/* goes to from now on"},
                 },
+                # Unverified: the KeyValueStore API is SigV4A-only, which boto3 signs only with the AWS CRT;
+                # AWS does not document that Automation's boto3 has it (README, "What it does not do").
                 "mainSteps": [
                     # PutKey needs the store's current ETag: a change made meanwhile fails the step.
                     {"name": "ReadStore", "action": "aws:executeAwsApi", "onFailure": "Abort",

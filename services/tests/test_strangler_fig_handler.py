@@ -109,12 +109,26 @@ def test_from_0_percent_the_share_goes_to_the_group_with_healthy_targets_and_wit
     assert _weights(rule) == {rule["live"]: 0, rule["alternate"]: 0, rule["legacy"]: 100}
 
     # ECS registered the running tasks in the alternate group (the last deployment made it live).
-    ec2, elbv2 = rule["ec2"], rule["elbv2"]
-    subnet = ec2.create_subnet(VpcId=rule["vpc"], CidrBlock="10.0.9.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
-    address = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["PrivateIpAddress"]
-    elbv2.register_targets(TargetGroupArn=rule["alternate"], Targets=[{"Id": address, "Port": 8080}])
+    _serve_from(rule, "alternate")
     _flip(rule, "20")
     assert _weights(rule) == {rule["live"]: 0, rule["alternate"]: 20, rule["legacy"]: 80}
+
+
+def _serve_from(rule, group):
+    """ECS registered a running task in ``group`` (moto reports a registered target healthy)."""
+    ec2 = rule["ec2"]
+    subnet = ec2.create_subnet(VpcId=rule["vpc"], CidrBlock="10.0.9.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    address = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["PrivateIpAddress"]
+    rule["elbv2"].register_targets(TargetGroupArn=rule[group], Targets=[{"Id": address, "Port": 8080}])
+
+
+def test_after_a_stack_update_wrote_the_share_onto_the_emptied_group_the_serving_group_gets_it_back(rule):
+    """ECS's last deployment made the alternate group live; the stack update put the template's 37 % back
+    on the first group, which has no tasks (what aws/aws-cdk#36649 describes). The function moves it."""
+    _serve_from(rule, "alternate")
+    result = handler.reconcile(rule["ssm"], rule["elbv2"], rule["settings"], trigger="CloudFormation Stack Status Change")
+    assert result["outcome"] == "applied"
+    assert _weights(rule) == {rule["live"]: 0, rule["alternate"]: 37, rule["legacy"]: 63}
 
 
 def test_the_lambda_entry_point_reads_its_settings_from_the_environment(rule, monkeypatch):

@@ -47,9 +47,9 @@ def reconcile(ssm: Any, elbv2: Any, settings: dict[str, Any], trigger: str | Non
     config = forward.get("ForwardConfig") or {"TargetGroups": [{"TargetGroupArn": forward["TargetGroupArn"], "Weight": 1}]}
     current = {group["TargetGroupArn"]: group.get("Weight", 1) for group in config["TargetGroups"]}
     service = {arn: current.get(arn, 0) for arn in settings["service_target_group_arns"]}
-    serving = frozenset()
-    if percent > 0 and not any(service.values()):
-        serving = frozenset(arn for arn in service if _has_healthy_targets(elbv2, arn))
+    # Which groups have healthy targets: after a stack update the template's weights may sit on the
+    # group ECS emptied (ECS alternates the live group; CloudFormation writes back the first).
+    serving = frozenset(arn for arn in service if _has_healthy_targets(elbv2, arn)) if percent > 0 else frozenset()
     # Raises when no service group can take the traffic: Lambda retries, then the dead-letter queue alarms.
     weights = rule_weights(percent, legacy, service, serving)
     if weights == {arn: current.get(arn, 0) for arn in weights}:

@@ -26,19 +26,23 @@ def rule_weights(percent: int, legacy_group: str, service_weights: Mapping[str, 
 
     The legacy group gets ``100 - percent``. The service's groups (one, or two while ECS shifts a
     deployment between them) share ``percent`` in the proportion ECS gave them (``service_weights``,
-    their current weights), so a canary keeps its share of the service's traffic. When all of them
-    weigh 0 (the service had 0 %) that proportion is gone: the share is split equally among
-    ``serving_groups`` (the groups with healthy targets). No group to send it to raises ValueError.
+    their current weights), so a canary keeps its share of the service's traffic. Only weighted groups
+    in ``serving_groups`` (the groups with healthy targets) count when any group serves: a weight that
+    CloudFormation wrote back onto the group ECS emptied in its last deployment is not ECS's
+    proportion. When no weighted group serves (the service had 0 %, or the template's weights), the
+    share is split equally among ``serving_groups``. When no group serves at all, the weights stay as
+    they are; with none of them above 0 that would send the share nowhere and raises ValueError.
     """
     if not MIN_PERCENT <= percent <= MAX_PERCENT:
         raise InvalidPercent(f"percent={percent} is invalid: expected 0 to 100")
     if not service_weights or legacy_group in service_weights:
         raise ValueError("service_weights must name the service's target groups, not the legacy one")
     basis = {group: weight for group, weight in service_weights.items() if weight > 0}
+    if serving_groups and percent > 0:
+        basis = ({group: weight for group, weight in basis.items() if group in serving_groups}
+                 or {group: 1 for group in service_weights if group in serving_groups})
     if not basis and percent > 0:
-        basis = {group: 1 for group in service_weights if group in serving_groups}
-        if not basis:
-            raise ValueError(f"no service target group has healthy targets to take {percent} % of the traffic")
+        raise ValueError(f"no service target group has healthy targets to take {percent} % of the traffic")
     shares = _split(percent, basis)
     return {legacy_group: MAX_PERCENT - percent, **{group: shares.get(group, 0) for group in service_weights}}
 
