@@ -124,7 +124,8 @@ class ServicesStack(cdk.Stack):
                         self.services[service.name] = self._service(
                             service.name, service, [extension, *self._ingress_extensions(service)], variant=variant)
                     else:
-                        # The canary takes the router's canary weight (one task is enough for that) and
+                        # The canary takes the router's canary weight (one task is enough for that; a
+                        # traffic shift scales it with its share, and back on a rollback) and
                         # runs canary_image_tag when set: the release being tried. It runs no worker: a
                         # worker there would take its share of the queue's events (about 1/(n+1) with n
                         # primary tasks) whatever the router's weight.
@@ -299,6 +300,10 @@ class ServicesStack(cdk.Stack):
             settings=ShiftSettings(steps_percent=self.config.appmesh.shift_steps_percent,
                                    bake_minutes=self.config.appmesh.shift_bake_minutes),
             log_encryption_key=self.network.logs_key, log_retention=logs.RetentionDays[self.defaults.log_retention],
+            # Before each step the canary gets its share of the primary's tasks; on a rollback its own count again.
+            primary_service=self.services[service.name].service, canary_service=self.canaries[service.name].service,
+            primary_max_tasks=self.services[service.name].props.max_tasks,
+            canary_tasks=self.canaries[service.name].props.min_tasks,
         )
         cdk.CfnOutput(self, f"TrafficShiftArn{env_prefix(service.name).title().replace('_', '')}",
                       value=shift.state_machine.state_machine_arn,

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_appmesh as appmesh
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
 from constructs.meshed_service import ShiftSettings, TrafficShift
-from constructs.meshed_service.traffic_shift import ROLLED_BACK_ERROR
+from constructs.meshed_service.traffic_shift import NOT_SCALED_ERROR, ROLLED_BACK_ERROR, SERVICE_MISSING_ERROR, canary_task_count
 
 SERVICES = ("auth", "persona", "vc-start")
 # The services another service calls (cdk.json): the router's weights move only calls through the mesh,
@@ -24,6 +27,8 @@ SHIFTED = ("auth", "persona")
 REGIONS = ("eu-central-1", "eu-west-1")
 DEFAULT_STEPS, DEFAULT_BAKE_SECONDS = [5, 25, 50, 100], 600
 UPDATE_ROUTE, DESCRIBE_ALARMS = ":states:::aws-sdk:appmesh:updateRoute", ":states:::aws-sdk:cloudwatch:describeAlarms"
+DESCRIBE_SERVICES, UPDATE_SERVICE = ":states:::aws-sdk:ecs:describeServices", ":states:::aws-sdk:ecs:updateService"
+SCALE_CHECK_SECONDS, SCALE_CHECKS = 15, 20  # the default scale_timeout_minutes (5) in 15-second reads
 
 
 # --- Reading a definition ------------------------------------------------------------------------
@@ -82,25 +87,64 @@ def _canary_weight(state: dict[str, Any]) -> tuple[str, int, int]:
     return parameters["RouteName"], weights["primary"], weights["canary"]
 
 
-def _expected_success(steps: list[int], bake_seconds: int) -> list[Any]:
-    """A check before the first shift; after each shift, a check after every minute of its bake."""
+def _expected_success(steps: list[int], bake_seconds: int, canary_counts: list[int]) -> list[Any]:
+    """A check before the first shift; before each shift the canary's desired count (``canary_counts``, one per
+    step) and one read that finds it running; after each shift, a check after every minute of its bake."""
     events: list[Any] = [("check",)]
-    for percent in steps:
-        events += [("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60)]
+    for percent, count in zip(steps, canary_counts, strict=True):
+        events += [("scale", count), ("wait", SCALE_CHECK_SECONDS), ("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60)]
     return [*events, "Succeed"]
 
 
 # --- A tiny interpreter: runs a definition with the alarms a scenario gives each check --------------
 
-def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda check: "OK") -> list[Any]:
-    """What one execution does, in order: ("check",), ("shift", canary %) once per step (one step updates every
-    route of the service), ("wait", seconds), then "Succeed" or "Fail". ``alarm_state(n)``: every alarm's state
-    at the n-th check (from 0)."""
+@dataclass
+class FakeEcs:
+    """The two ECS services as a run sees them. ``primary_desired``: the primary's desired count at each read.
+    The canary runs a new desired count from the ``reads_to_run``-th read after the update (never: None)."""
+
+    primary_desired: int = 2
+    reads_to_run: int | None = 1
+    canary_desired: int = 1
+    canary_running: int = 1
+    reads_since_update: int = 0
+    missing: frozenset[str] = frozenset()  # services DescribeServices does not find
+    calls: list[str] = field(default_factory=list)
+
+    def describe(self, service: str) -> list[dict[str, Any]]:
+        self.calls.append(f"describe {service}")
+        if service in self.missing:
+            return []
+        return [self._describe(service)]
+
+    def _describe(self, service: str) -> dict[str, Any]:
+        if not service.endswith("-canary"):
+            return {"ServiceName": service, "DesiredCount": self.primary_desired}
+        self.reads_since_update += 1
+        if self.reads_to_run is not None and self.reads_since_update >= self.reads_to_run:
+            self.canary_running = self.canary_desired
+        return {"ServiceName": service, "DesiredCount": self.canary_desired, "RunningCount": self.canary_running}
+
+    def update(self, service: str, desired_count: int) -> None:
+        assert service.endswith("-canary"), f"the run may scale only the canary, not {service}"
+        self.calls.append(f"update {service} {desired_count}")
+        self.canary_desired, self.reads_since_update = desired_count, 0
+
+
+def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda check: "OK",
+         ecs_services: FakeEcs | None = None, final: dict[str, Any] | None = None) -> list[Any]:
+    """What one execution does, in order: ("check",), ("scale", canary desired count), ("shift", canary %) once
+    per step (one step updates every route of the service), ("wait", seconds), then "Succeed" or "Fail".
+    ``alarm_state(n)``: every alarm's state at the n-th check (from 0). ``final``: filled with the end state's
+    name and the execution's document."""
+    ecs_services = ecs_services or FakeEcs()
     states, document, events, name, checks = definition["States"], {}, [], definition["StartAt"], 0
     for _ in range(100_000):
         state = states[name]
         kind = state["Type"]
         if kind in ("Succeed", "Fail"):
+            if final is not None:
+                final.update(state=name, document=document)
             return [*events, kind]
         if kind == "Choice":
             name = _choose(state, document)
@@ -114,13 +158,20 @@ def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda 
             shift = ("shift", _canary_weight(state)[2])
             if events[-1] != shift:
                 events.append(shift)
+        elif _is(state, DESCRIBE_SERVICES):
+            (service,) = state["Parameters"]["Services"]
+            response = {"Services": ecs_services.describe(service)}
+            _put(document, state["ResultPath"], _fields(state["ResultSelector"], response))
+        elif _is(state, UPDATE_SERVICE):
+            count = _fields(state["Parameters"], document)["DesiredCount"]
+            ecs_services.update(state["Parameters"]["Service"], count)
+            events.append(("scale", count))
         elif kind == "Wait":
             events.append(("wait", state["Seconds"]))
         elif kind == "Pass" and "Result" in state:
             _put(document, state["ResultPath"], state["Result"])
         elif kind == "Pass" and "Parameters" in state:
-            _put(document, state["ResultPath"], {key.removesuffix(".$"): _intrinsic(value, document)
-                                                 for key, value in state["Parameters"].items()})
+            _put(document, state["ResultPath"], _fields(state["Parameters"], document))
         name = state["Next"]
     raise AssertionError("the execution does not end")
 
@@ -130,12 +181,28 @@ def _put(document: dict[str, Any], path: str | None, value: Any) -> None:
         document[path.removeprefix("$.")] = value
 
 
+def _fields(template: dict[str, Any], document: Any) -> dict[str, Any]:
+    """Parameters or a ResultSelector applied to ``document``: "key.$" values are paths or intrinsics."""
+    return {key.removesuffix(".$"): _intrinsic(value, document) if key.endswith(".$") else value
+            for key, value in template.items()}
+
+
+def _read(document: Any, path: str) -> Any:
+    present, value = _lookup(document, path)
+    assert present, f"{path} is read before it is set"
+    return value
+
+
 def _intrinsic(expression: str, document: Any) -> Any:
-    match = re.fullmatch(r"States\.MathAdd\((\$[.\w]+), (-?\d+)\)", expression)
-    assert match, f"unexpected intrinsic {expression}"
-    present, value = _lookup(document, match.group(1))
-    assert present, f"{match.group(1)} is read before it is set"
-    return value + int(match.group(2))
+    if expression.startswith("$"):
+        return _read(document, expression)
+    if match := re.fullmatch(r"States\.MathAdd\((\$[.\w]+), (-?\d+)\)", expression):
+        return _read(document, match.group(1)) + int(match.group(2))
+    if match := re.fullmatch(r"States\.ArrayGetItem\(States\.Array\(([\d, ]+)\), (\$[.\w]+)\)", expression):
+        table, index = [int(item) for item in match.group(1).split(",")], _read(document, match.group(2))
+        assert 0 <= index < len(table), f"{match.group(2)}={index} is outside the table: the execution would fail"
+        return table[index]
+    raise AssertionError(f"unexpected intrinsic {expression}")
 
 
 # --- A tiny Choice evaluator: the subset these definitions use --------------------------------------
@@ -167,9 +234,11 @@ def _matches(rule: dict[str, Any], document: Any) -> bool:
     if "StringEquals" in rule:
         assert present, f"{rule['Variable']} is read without an IsPresent guard: the execution would fail"
         return value == rule["StringEquals"]
+    assert present, f"{rule['Variable']} is read before it is set"
     if "NumericGreaterThan" in rule:
-        assert present, f"{rule['Variable']} is read before it is set"
         return value > rule["NumericGreaterThan"]
+    if "NumericGreaterThanEqualsPath" in rule:
+        return value >= _read(document, rule["NumericGreaterThanEqualsPath"])
     raise AssertionError(f"unexpected rule {rule}")
 
 
@@ -204,7 +273,9 @@ def test_appmesh_has_one_traffic_shift_per_service_in_each_region_with_its_arn_a
 def test_a_quiet_run_shifts_through_the_configured_steps_reading_the_alarms_every_minute_of_each_bake(machines):
     for region in REGIONS:
         for name, machine in machines[region].items():
-            assert _run(machine["Definition"]) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS), name
+            # A primary of 2 tasks: the canary keeps 1 up to 50 %, and runs 2 for 100 %.
+            assert _run(machine["Definition"], ecs_services=FakeEcs(primary_desired=2)) == \
+                _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2]), name
 
 
 def test_an_alarm_at_any_check_of_any_bake_returns_all_traffic_to_the_primary_at_once(machines):
@@ -215,14 +286,16 @@ def test_an_alarm_at_any_check_of_any_bake_returns_all_traffic_to_the_primary_at
         assert len(check_positions) == 1 + len(DEFAULT_STEPS) * DEFAULT_BAKE_SECONDS // 60
         for n, position in enumerate(check_positions):
             alarmed = _run(definition, lambda check, n=n: "ALARM" if check == n else "OK")
-            # Everything up to the alarmed check as in a quiet run, then straight to 0 % canary and the end.
-            assert alarmed == [*quiet[:position + 1], ("shift", 0), "Fail"], (name, n)
+            # Everything up to the alarmed check as in a quiet run, then straight to 0 % canary, and only then
+            # the canary back to its one task (scaled in first, it would take its share on fewer tasks).
+            assert alarmed == [*quiet[:position + 1], ("shift", 0), ("scale", 1), "Fail"], (name, n)
 
 
 def test_no_minute_of_a_bake_passes_without_an_alarm_check_that_can_roll_back(machines):
     for name, machine in machines["eu-central-1"].items():
         states = machine["Definition"]["States"]
-        waits = {state_name: state for state_name, state in states.items() if state["Type"] == "Wait"}
+        waits = {state_name: state for state_name, state in states.items()
+                 if state["Type"] == "Wait" and not _is(states[state["Next"]], DESCRIBE_SERVICES)}
         assert len(waits) == len(DEFAULT_STEPS), name
         for wait in waits.values():
             check = states[wait["Next"]]
@@ -284,21 +357,34 @@ def test_an_alarm_or_a_missing_alarm_sends_every_gate_to_the_rollback_and_quiet_
             assert [c["Next"] for c in definition["States"][check]["Catch"]] == ["Rollback"]
 
 
-def test_the_rollback_sets_every_route_to_all_primary_and_ends_the_run_as_failed(machines):
+def test_the_rollback_sets_every_route_to_all_primary_then_the_canary_to_one_task_and_ends_the_run_as_failed(machines):
     for name, machine in machines["eu-central-1"].items():
         definition = machine["Definition"]
-        (path,) = _paths(definition, "Rollback")
-        updates = [_canary_weight(definition["States"][s]) for s in path if _is(definition["States"][s], UPDATE_ROUTE)]
-        assert {route for route, _, _ in updates} == ({"Route", "GrpcRoute"} if name == "mf-persona-traffic-shift" else {"Route"})
-        assert all((primary, canary) == (100, 0) for _, primary, canary in updates)
-        end = definition["States"][path[-1]]
-        assert (end["Type"], end["Error"]) == ("Fail", ROLLED_BACK_ERROR)
+        paths = list(_paths(definition, "Rollback"))
+        # Scaling the canary back in either succeeds or fails (after retries); the run fails as rolled back either way.
+        assert len(paths) == 2
+        for path in paths:
+            states = [definition["States"][s] for s in path]
+            updates = [_canary_weight(s) for s in states if _is(s, UPDATE_ROUTE)]
+            assert {route for route, _, _ in updates} == ({"Route", "GrpcRoute"} if name == "mf-persona-traffic-shift" else {"Route"})
+            assert all((primary, canary) == (100, 0) for _, primary, canary in updates)
+            (scale_in,) = [i for i, s in enumerate(states) if _is(s, UPDATE_SERVICE)]
+            assert all(i < scale_in for i, s in enumerate(states) if _is(s, UPDATE_ROUTE)), "routes first, then the canary's tasks"
+            service = name.removeprefix("mf-").removesuffix("-traffic-shift")
+            assert states[scale_in]["Parameters"] == {"Cluster": "mf", "Service": f"{service}-canary", "DesiredCount": 1}
+            end = states[-1]
+            assert (end["Type"], end["Error"]) == ("Fail", ROLLED_BACK_ERROR)
         # Every failed shift call (after retries) also ends in the rollback.
         for state in definition["States"].values():
             if _is(state, UPDATE_ROUTE) and state is not definition["States"]["Rollback"] and "Catch" in state:
                 assert [c["Next"] for c in state["Catch"]] == ["Rollback"]
         shifts = [s for s in definition["States"] if s.startswith("Shift")]
         assert all("Catch" in definition["States"][s] for s in shifts)
+        # So does every failed read or scale of the ECS services during the shift.
+        ecs_calls = [s for s_name, s in definition["States"].items() if (_is(s, DESCRIBE_SERVICES) or _is(s, UPDATE_SERVICE))
+                     and s_name != "ScaleInCanary"]
+        assert len(ecs_calls) == 3 * len(DEFAULT_STEPS)
+        assert all([c["Next"] for c in s["Catch"]] == ["Rollback"] for s in ecs_calls)
 
 
 def test_the_alarms_checked_are_the_services_own_and_exist_in_the_observability_stack_without_a_dependency(appmesh, machines):
@@ -324,6 +410,7 @@ def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(
         stack = f"mf-{region}/services"
         routes = appmesh.resources(stack, "AWS::AppMesh::Route")
         policies = appmesh.resources(stack, "AWS::IAM::Policy")
+        ecs_services = {r["Properties"]["ServiceName"]: logical_id for logical_id, r in appmesh.resources(stack, "AWS::ECS::Service").items()}
         for machine in appmesh.resources(stack, "AWS::StepFunctions::StateMachine").values():
             name = machine["Properties"]["StateMachineName"].removeprefix("mf-").removesuffix("-traffic-shift")
             role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
@@ -331,10 +418,13 @@ def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(
                           for s in p["Properties"]["PolicyDocument"]["Statement"]]
             own_routes = {route_id for route_id, route in routes.items()
                           if route["Properties"]["VirtualRouterName"]["Fn::GetAtt"][0].startswith(f"AppMesh{name.replace('-', '')}router")}
+            ecs_grants = set()
             for statement in statements:
                 actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
                 resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-                if any(a.startswith("appmesh:") for a in actions):
+                if any(a.startswith("ecs:") for a in actions):
+                    ecs_grants |= {(action, resource["Ref"]) for action in actions for resource in resources}
+                elif any(a.startswith("appmesh:") for a in actions):
                     assert sorted(actions) == ["appmesh:DescribeRoute", "appmesh:UpdateRoute"]
                     assert {r["Ref"] for r in resources} == own_routes, name
                 elif any(a.startswith("cloudwatch:") for a in actions):
@@ -345,6 +435,26 @@ def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(
                     # Log delivery and X-Ray: actions without resource-level permissions (acknowledged in nag).
                     assert all(a.split(":")[0] in ("logs", "xray") for a in actions) and resources == ["*"], statement
                     assert not any(a.endswith("*") for a in actions)
+            # Reads of both of its ECS services; a desired count for the canary only.
+            primary, canary = ecs_services[name], ecs_services[f"{name}-canary"]
+            assert ecs_grants == {("ecs:DescribeServices", primary), ("ecs:DescribeServices", canary), ("ecs:UpdateService", canary)}, name
+
+
+def test_the_stages_permissions_boundary_admits_every_action_of_the_traffic_shift_roles(appmesh):
+    """A boundary is an intersection: an action it does not allow would fail at run time, in the middle of a shift."""
+    for region in REGIONS:
+        stack = f"mf-{region}/services"
+        (boundary,) = appmesh.resources(f"mf-{region}/baseline", "AWS::IAM::ManagedPolicy").values()
+        allows = [s for s in boundary["Properties"]["PolicyDocument"]["Statement"]
+                  if s["Effect"] == "Allow" and region in s.get("Condition", {}).get("StringEquals", {}).get("aws:RequestedRegion", [])]
+        allowed = {action for s in allows for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+        roles = {m["Properties"]["RoleArn"]["Fn::GetAtt"][0] for m in appmesh.resources(stack, "AWS::StepFunctions::StateMachine").values()}
+        actions = {action for p in appmesh.resources(stack, "AWS::IAM::Policy").values()
+                   if {r["Ref"] for r in p["Properties"]["Roles"]} & roles
+                   for s in p["Properties"]["PolicyDocument"]["Statement"]
+                   for action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+        assert {"ecs:UpdateService", "ecs:DescribeServices"} <= actions
+        assert all(f"{action.split(':')[0]}:*" in allowed for action in actions), sorted(a for a in actions if f"{a.split(':')[0]}:*" not in allowed)
 
 
 def test_each_state_machine_logs_everything_to_an_encrypted_log_group_with_retention_and_traces(appmesh):
@@ -370,7 +480,7 @@ def test_service_connect_has_no_traffic_shift_state_machine(dev):
 
 # --- The construct, with other settings ------------------------------------------------------------
 
-def _shift_stack(settings: ShiftSettings) -> dict[str, Any]:
+def _shift_stack(settings: ShiftSettings, primary_max_tasks: int = 6) -> dict[str, Any]:
     app = cdk.App()
     stack = cdk.Stack(app, "Shift", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     mesh = appmesh.Mesh(stack, "Mesh", mesh_name="mf")
@@ -380,21 +490,116 @@ def _shift_stack(settings: ShiftSettings) -> dict[str, Any]:
              for variant in ("primary", "canary")}
     route = router.add_route("Route", route_spec=appmesh.RouteSpec.http(weighted_targets=[
         appmesh.WeightedTarget(virtual_node=nodes["primary"], weight=90), appmesh.WeightedTarget(virtual_node=nodes["canary"], weight=10)]))
+    cluster = ecs.Cluster.from_cluster_attributes(
+        stack, "Cluster", cluster_name="mf", vpc=ec2.Vpc.from_vpc_attributes(stack, "Vpc", vpc_id="vpc-1", availability_zones=["eu-west-1a"]))
+    services = {variant: ecs.FargateService.from_fargate_service_attributes(stack, f"{variant}-service", cluster=cluster, service_name=name)
+                for variant, name in (("primary", "auth"), ("canary", "auth-canary"))}
     TrafficShift(stack, "Shift", state_machine_name="mf-auth-traffic-shift", mesh=mesh, routes=[route],
                  primary_node=nodes["primary"], canary_node=nodes["canary"], alarm_names=["mf-auth-error-logs"],
-                 settings=settings, log_encryption_key=kms.Key(stack, "Key"), log_retention=logs.RetentionDays.ONE_WEEK)
+                 settings=settings, log_encryption_key=kms.Key(stack, "Key"), log_retention=logs.RetentionDays.ONE_WEEK,
+                 primary_service=services["primary"], canary_service=services["canary"], primary_max_tasks=primary_max_tasks)
     return Template.from_stack(stack).to_json()
 
 
 def test_configured_steps_and_bake_time_shape_the_run():
     definition = _machines(_shift_stack(ShiftSettings(steps_percent=[10, 40, 100], bake_minutes=3)))["mf-auth-traffic-shift"]["Definition"]
-    assert _run(definition) == _expected_success([10, 40, 100], 180)
-    # Three bakes and a margin for the calls: a stuck run ends rather than holding a half-shifted route.
-    assert definition["TimeoutSeconds"] == (3 * 3 + 30) * 60
+    assert _run(definition, ecs_services=FakeEcs(primary_desired=5)) == _expected_success([10, 40, 100], 180, [1, 2, 5])
+    # Three bakes, three scale-out waits of at most 5 minutes and a margin for the calls: a stuck run ends
+    # rather than holding a half-shifted route.
+    assert definition["TimeoutSeconds"] == (3 * (3 + 5) + 30) * 60
 
 
-@pytest.mark.parametrize("steps, bake", [([5, 25, 50], 10), ([25, 5, 100], 10), ([0, 100], 10), ([50, 50, 100], 10), ([100], 2),
-                                         ([5, 25, 50, 100], 361)])
-def test_shift_settings_refuse_steps_that_do_not_end_at_all_canary_or_a_bake_shorter_than_the_alarms_need(steps, bake):
+@pytest.mark.parametrize("primary, counts", [
+    (0, [1, 1, 1, 1]),   # a primary scaled to nothing: the canary still keeps one task
+    (3, [1, 1, 2, 3]),   # ceil(3 x 25 / 100) = 1, ceil(3 x 50 / 100) = 2
+    (4, [1, 1, 2, 4]),
+    (6, [1, 2, 3, 6]),   # the primary's maximum
+    (10, [1, 2, 3, 6]),  # above it (set by hand): counted as the maximum, no failed table lookup
+])
+def test_before_each_shift_the_canary_gets_its_share_of_the_primarys_tasks_at_most_the_primarys_maximum(primary, counts):
+    definition = _machines(_shift_stack(ShiftSettings(), primary_max_tasks=6))["mf-auth-traffic-shift"]["Definition"]
+    fake = FakeEcs(primary_desired=primary)
+    assert _run(definition, ecs_services=fake) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, counts)
+    # Read the primary, scale the canary, read the canary until it runs: the primary itself is never changed.
+    assert fake.calls[:3] == ["describe auth", f"update auth-canary {counts[0]}", "describe auth-canary"]
+
+
+def test_the_canary_count_is_the_primarys_share_rounded_up_at_least_one_at_most_the_maximum():
+    assert [canary_task_count(10, p, 10) for p in DEFAULT_STEPS] == [1, 3, 5, 10]
+    assert [canary_task_count(20, p, 20) for p in DEFAULT_STEPS] == [1, 5, 10, 20]
+    assert canary_task_count(21, 5, 40) == 2 and canary_task_count(1, 100, 1) == 1 and canary_task_count(0, 50, 4) == 1
+
+
+def test_a_canary_that_starts_slowly_holds_the_shift_until_its_tasks_run():
+    definition = _machines(_shift_stack(ShiftSettings()))["mf-auth-traffic-shift"]["Definition"]
+    events = _run(definition, ecs_services=FakeEcs(primary_desired=4, reads_to_run=3))
+    step3 = events.index(("scale", 2))
+    # Three 15-second reads before the canary's two tasks run; the weights move only then.
+    assert events[step3:step3 + 5] == [("scale", 2), *[("wait", SCALE_CHECK_SECONDS)] * 3, ("shift", 50)]
+
+
+def test_a_canary_that_never_reaches_its_count_is_rolled_back_after_the_scale_timeout(appmesh, machines):
+    final: dict[str, Any] = {}
+    definition = _machines(_shift_stack(ShiftSettings()))["mf-auth-traffic-shift"]["Definition"]
+    events = _run(definition, ecs_services=FakeEcs(primary_desired=4, reads_to_run=None), final=final)
+    # 5 % and 25 % need the one task it has; 50 % needs two, which never run: 20 reads (5 min), then the
+    # routes back to the primary and the canary back to one task, without a shift to 50 %.
+    step3 = events.index(("scale", 2))
+    assert events[step3:] == [("scale", 2), *[("wait", SCALE_CHECK_SECONDS)] * SCALE_CHECKS, ("shift", 0), ("scale", 1), "Fail"]
+    assert ("shift", 50) not in events
+    assert final["state"] == "RolledBack" and final["document"]["error"]["Error"] == NOT_SCALED_ERROR
+    # The app's machines wait the same (the tasks-below-desired alarm would wait 10 minutes).
+    for name, machine in machines["eu-central-1"].items():
+        events = _run(machine["Definition"], ecs_services=FakeEcs(primary_desired=4, reads_to_run=None))
+        assert events[-3:] == [("shift", 0), ("scale", 1), "Fail"], name
+        assert events.count(("wait", SCALE_CHECK_SECONDS)) == 2 + SCALE_CHECKS, name
+
+
+@pytest.mark.parametrize("missing", ["auth", "auth-canary"])
+def test_an_ecs_service_that_is_not_found_rolls_the_shift_back_instead_of_failing_it_half_shifted(missing):
+    definition = _machines(_shift_stack(ShiftSettings()))["mf-auth-traffic-shift"]["Definition"]
+    final: dict[str, Any] = {}
+    events = _run(definition, ecs_services=FakeEcs(missing=frozenset({missing})), final=final)
+    assert events[-3:] == [("shift", 0), ("scale", 1), "Fail"] and not any(e[0] == "shift" and e[1] > 0 for e in events[:-1])
+    assert final["state"] == "RolledBack" and final["document"]["error"]["Error"] == SERVICE_MISSING_ERROR
+
+
+def test_the_apps_machines_cover_every_primary_count_up_to_the_primarys_maximum(appmesh, machines):
+    """The table a step looks the canary's count up in must reach the primary's max_tasks (else the run fails)."""
+    for name, machine in machines["eu-central-1"].items():
+        service = name.removeprefix("mf-").removesuffix("-traffic-shift")
+        maximum = _primary_max_tasks(appmesh, "mf-eu-central-1/services", service)
+        for primary in (1, maximum, maximum + 3):
+            events = _run(machine["Definition"], ecs_services=FakeEcs(primary_desired=primary))
+            assert [count for kind, *count in events[:-1] if kind == "scale"] == \
+                [[canary_task_count(min(primary, maximum), p, maximum)] for p in DEFAULT_STEPS], (name, primary)
+
+
+def _primary_max_tasks(assembly, stack: str, service: str) -> int:
+    services = {logical_id: r["Properties"]["ServiceName"] for logical_id, r in assembly.resources(stack, "AWS::ECS::Service").items()}
+    for target in assembly.resources(stack, "AWS::ApplicationAutoScaling::ScalableTarget").values():
+        parts = target["Properties"]["ResourceId"]["Fn::Join"][1]
+        if any(isinstance(p, dict) and services.get(p.get("Fn::GetAtt", [None])[0]) == service for p in parts):
+            return target["Properties"]["MaxCapacity"]
+    raise AssertionError(f"no scalable target for {service}")
+
+
+def test_the_canarys_desired_count_in_the_template_stays_one_and_unscaled(appmesh):
+    """CloudFormation owns the count: the state machine changes it only for the length of a shift."""
+    stack = "mf-eu-central-1/services"
+    canaries = {logical_id: r for logical_id, r in appmesh.resources(stack, "AWS::ECS::Service").items()
+                if r["Properties"]["ServiceName"].endswith("-canary")}
+    assert sorted(r["Properties"]["ServiceName"] for r in canaries.values()) == [f"{name}-canary" for name in SERVICES]
+    assert all(r["Properties"]["DesiredCount"] == 1 for r in canaries.values())
+    # No scalable target: auto scaling would fight the state machine over the count.
+    targets = [json.dumps(t["Properties"]["ResourceId"]) for t in appmesh.resources(stack, "AWS::ApplicationAutoScaling::ScalableTarget").values()]
+    assert targets and not any(f'"{logical_id}"' in target for target in targets for logical_id in canaries)
+
+
+@pytest.mark.parametrize("steps, bake, scale_timeout", [
+    ([5, 25, 50], 10, 5), ([25, 5, 100], 10, 5), ([0, 100], 10, 5), ([50, 50, 100], 10, 5), ([100], 2, 5),
+    ([5, 25, 50, 100], 361, 5), ([5, 25, 50, 100], 10, 0), ([5, 25, 50, 100], 10, 26)])
+def test_shift_settings_refuse_steps_that_do_not_end_at_all_canary_a_bake_shorter_than_the_alarms_need_or_scale_waits_too_long(
+        steps, bake, scale_timeout):
     with pytest.raises(ValueError, match="is invalid"):
-        ShiftSettings(steps_percent=steps, bake_minutes=bake)
+        ShiftSettings(steps_percent=steps, bake_minutes=bake, scale_timeout_minutes=scale_timeout)

@@ -3,14 +3,22 @@ its routes' weights from the primary to the canary virtual node step by step, an
 
 Flow (``steps`` = 5, 25, 50, 100 by default)::
 
-    RecordStartingRoute -> CheckAlarmsStart -> AlarmGateStart -> Shift1 -> StartBake1
+    RecordStartingRoute -> CheckAlarmsStart -> AlarmGateStart
+        -> ReadPrimary1 -> PrimaryRead1 -> PrimaryCount1 (PrimaryAtMax1 above max_tasks) -> CanaryCount1 -> ScaleCanary1 -> StartScaleWait1
+        -> [ScaleWait1 (15 s) -> ReadCanary1 -> CanaryScaled1 -> CountDownScale1] until the canary runs its count
+        -> Shift1 -> StartBake1
         -> [Bake1 (wait 1 min) -> CheckAlarms1 -> AlarmGate1 -> CountDown1 -> BakeLeft1] until the bake is over
-        -> Baked1 -> Shift2 -> ... -> Baked4 -> Promoted (Succeed)
-    any alarm check that finds an alarm in ALARM (or misses one), and any failed call -> Rollback -> RolledBack (Fail)
+        -> Baked1 -> ReadPrimary2 -> ... -> Shift2 -> ... -> Baked4 -> Promoted (Succeed)
+    any alarm check that finds an alarm in ALARM (or misses one), a canary that does not reach its count in time
+    (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
 
 The alarms are read once a minute throughout each bake (``bake_minutes`` checks, each after a one-minute
 wait), so a canary that trips one is rolled back within about a minute, not at the end of its bake.
-``Rollback`` sets every route of the service to 100 % primary, 0 % canary. The routes are replaced whole
+Before each shift to p %, the canary ECS service gets max(1, ceil(primary desired count x p / 100)) tasks (the
+primary's count read at that moment, taken as at most ``primary_max_tasks``), and the shift waits until that many
+run: one task cannot carry 25 % or more of the service's mesh calls. ``Rollback`` sets every route of the service
+to 100 % primary, 0 % canary first, and only then returns the canary to ``canary_tasks`` (scaling in a canary that
+still takes traffic would overload it). The routes are replaced whole
 (UpdateRoute takes the full spec), so each update carries the route's own match, retry policy and
 timeout from the template, with only the weights changed.
 """
@@ -22,6 +30,7 @@ from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_appmesh as appmesh
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -38,7 +47,20 @@ MIN_BAKE_MINUTES = 3
 MAX_TOTAL_BAKE_MINUTES = 24 * 60
 # The alarms' own period: reading them more often sees nothing new.
 CHECK_INTERVAL_SECONDS = 60
+# How often the canary's running count is read while it scales out (a Fargate task starts in about a minute).
+SCALE_CHECK_INTERVAL_SECONDS = 15
+# The scale-out waits' share of the history budget: with MAX_TOTAL_BAKE_MINUTES of checks, 1,840 checks of
+# about 13 events each stay below 25,000.
+MAX_TOTAL_SCALE_CHECKS = 400
 ROLLED_BACK_ERROR = "CanaryRolledBack"
+NOT_SCALED_ERROR = "CanaryNotScaled"
+SERVICE_MISSING_ERROR = "EcsServiceMissing"
+
+
+def canary_task_count(primary_desired: int, percent: int, primary_max_tasks: int) -> int:
+    """Tasks the canary needs for ``percent`` % of the calls the primary's ``primary_desired`` tasks take,
+    at least one, at most the primary's maximum."""
+    return min(primary_max_tasks, max(1, -(-primary_desired * percent // 100)))
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,8 @@ class ShiftSettings:
 
     steps_percent: Sequence[int] = DEFAULT_STEPS_PERCENT
     bake_minutes: int = 10
+    # Below the canary's tasks-below-desired alarm (10 minutes), so a slow scale-out is this timeout, not that alarm.
+    scale_timeout_minutes: int = 5
 
     def __post_init__(self) -> None:
         steps = list(self.steps_percent)
@@ -57,6 +81,14 @@ class ShiftSettings:
         if self.bake_minutes * len(steps) > MAX_TOTAL_BAKE_MINUTES:
             raise ValueError(f"bake_minutes={self.bake_minutes} is invalid with {len(steps)} steps: expected at most "
                              f"{MAX_TOTAL_BAKE_MINUTES} minutes of bake in all (one execution's history holds about a day of checks)")
+        if self.scale_timeout_minutes < 1 or self.scale_checks * len(steps) > MAX_TOTAL_SCALE_CHECKS:
+            raise ValueError(f"scale_timeout_minutes={self.scale_timeout_minutes} is invalid with {len(steps)} steps: expected 1 or more and at most "
+                             f"{MAX_TOTAL_SCALE_CHECKS * SCALE_CHECK_INTERVAL_SECONDS // 60} minutes of scale-out waits in all")
+
+    @property
+    def scale_checks(self) -> int:
+        """Reads of the canary's running count before a step times out."""
+        return self.scale_timeout_minutes * 60 // SCALE_CHECK_INTERVAL_SECONDS
 
 
 class TrafficShift(Construct):
@@ -65,32 +97,41 @@ class TrafficShift(Construct):
     ``routes``: the service's routes (HTTP, and gRPC when it has a gRPC port), each with weighted targets
     on ``primary_node`` and ``canary_node``. ``alarm_names``: alarms read before the first step and every
     minute of each bake, by name
-    (names are deterministic; a reference would tie this stack to the one that owns them). Exposes
-    ``state_machine``, ``role`` and ``log_group``.
+    (names are deterministic; a reference would tie this stack to the one that owns them).
+    ``primary_service`` / ``canary_service``: the ECS services behind the two nodes; the canary is scaled to
+    its share of the primary's tasks (at most ``primary_max_tasks``) before each step and back to
+    ``canary_tasks`` (its count in the template) on a rollback. Exposes ``state_machine``, ``role`` and ``log_group``.
     """
 
     def __init__(
         self, scope: Construct, construct_id: str, *, state_machine_name: str, mesh: appmesh.IMesh,
         routes: Sequence[appmesh.Route], primary_node: appmesh.VirtualNode, canary_node: appmesh.VirtualNode,
         alarm_names: Sequence[str], settings: ShiftSettings, log_encryption_key: kms.IKey,
-        log_retention: logs.RetentionDays,
+        log_retention: logs.RetentionDays, primary_service: ecs.IBaseService, canary_service: ecs.IBaseService,
+        primary_max_tasks: int, canary_tasks: int = 1,
     ) -> None:
         super().__init__(scope, construct_id)
         if not routes:
             raise ValueError("routes=[] is invalid: pass the service's routes")
         if not alarm_names:
             raise ValueError("alarm_names=[] is invalid: a shift without an alarm to check cannot roll back")
+        if not 1 <= canary_tasks <= primary_max_tasks:
+            raise ValueError(f"canary_tasks={canary_tasks} is invalid: expected 1 to primary_max_tasks ({primary_max_tasks})")
         stack = cdk.Stack.of(self)
         self.settings, self.alarm_names = settings, list(alarm_names)
         self._mesh_name = _name(mesh, "mesh_name")
         self._routes = list(routes)
         self._node_names = {"primary": _name(primary_node, "virtual_node_name"), "canary": _name(canary_node, "virtual_node_name")}
         self._route_arns = [route.route_arn for route in self._routes]
+        self._primary_max_tasks, self._canary_tasks = primary_max_tasks, canary_tasks
+        self._cluster_name = _name(canary_service.cluster, "cluster_name")
+        self._ecs = {"primary": (_name(primary_service, "service_name"), primary_service.service_arn),
+                     "canary": (_name(canary_service, "service_name"), canary_service.service_arn)}
         self._alarm_arns = [stack.format_arn(service="cloudwatch", resource="alarm", resource_name=name,
                                              arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME) for name in self.alarm_names]
 
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-                             description=f"Runs {state_machine_name}: the service's App Mesh routes and alarms only")
+                             description=f"Runs {state_machine_name}: the service's App Mesh routes, alarms and ECS services only")
         self.log_group = logs.LogGroup(
             self, "Logs", log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
             encryption_key=log_encryption_key, retention=log_retention, removal_policy=cdk.RemovalPolicy.DESTROY)
@@ -101,8 +142,8 @@ class TrafficShift(Construct):
                     f"baking {settings.bake_minutes} min after each step with the alarms read every minute; all back to the primary on an alarm",
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
             tracing_enabled=True,
-            # The longest run: every bake plus a margin for the calls.
-            timeout=cdk.Duration.minutes(settings.bake_minutes * len(settings.steps_percent) + 30),
+            # The longest run: every bake and every scale-out wait plus a margin for the calls.
+            timeout=cdk.Duration.minutes((settings.bake_minutes + settings.scale_timeout_minutes) * len(settings.steps_percent) + 30),
         )
         skip_cfn_lint(self.state_machine.node.default_child, {
             "W3005": "CDK writes a DependsOn on the state machine's role beside the one on the role's policy, which the state machine needs first"})
@@ -110,12 +151,12 @@ class TrafficShift(Construct):
             self.role,
             "The state machine's log delivery (logs:*LogDelivery, logs:Describe*) and X-Ray tracing "
             "(xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) actions have no resource-level permissions; "
-            "the App Mesh and CloudWatch statements name this service's route and alarm ARNs",
+            "the App Mesh, CloudWatch and ECS statements name this service's route, alarm and ECS service ARNs",
             "AwsSolutions-IAM5[Resource::*]",
         )
         acknowledge_nag(
             self.role,
-            "CDK writes the state machine's grants (its routes, its alarms, logs, X-Ray) into the role's own inline "
+            "CDK writes the state machine's grants (its routes, its alarms, its ECS services, logs, X-Ray) into the role's own inline "
             "policy, which lives and dies with the role and the state machine",
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )
@@ -124,13 +165,22 @@ class TrafficShift(Construct):
 
     def _definition(self) -> sfn.IChainable:
         settings = self.settings
-        rollback = self._set_weights("Rollback", canary_percent=0, then=sfn.Fail(
+        rolled_back = sfn.Fail(
             self, "RolledBack", error=ROLLED_BACK_ERROR,
-            cause="An alarm was in ALARM (or missing, or a call failed): all traffic is back on the primary node"))
+            cause="An alarm was in ALARM (or missing, the canary did not scale out, or a call failed): all traffic is "
+                  "back on the primary node and the canary back to its own task count")
+        # Traffic first, then tasks: a canary scaled in while it still takes its share would be overloaded.
+        scale_in = self._update_canary_count("ScaleInCanary", self._canary_tasks,
+                                             comment=f"Back to the canary's own {self._canary_tasks} task(s), after the routes")
+        scale_in.add_catch(sfn.Fail(
+            self, "RolledBackCanaryStillScaled", error=ROLLED_BACK_ERROR,
+            cause="All traffic is back on the primary node, but setting the canary's desired count back failed: "
+                  "set it by hand (runbooks/canary-rollback.md)"), result_path="$.error")
+        rollback = self._set_weights("Rollback", canary_percent=0, then=scale_in.next(rolled_back))
         chain = sfn.Chain.start(self._describe_route()).next(self._alarm_check("Start", rollback))
         for step, percent in enumerate(settings.steps_percent, start=1):
             shift = self._set_weights(f"Shift{step}", canary_percent=percent, catch=rollback)
-            chain = chain.next(shift).next(self._bake(step, percent, rollback))
+            chain = chain.next(self._scale_canary(step, percent, rollback)).next(shift).next(self._bake(step, percent, rollback))
         return chain.next(sfn.Succeed(
             self, "Promoted", comment="All traffic on the canary node; promote its image to the primary"))
 
@@ -149,6 +199,79 @@ class TrafficShift(Construct):
         start.next(wait).next(self._alarm_check(f"{step}", rollback, on_ok=count_down))
         count_down.next(left)
         return sfn.Chain.custom(start, [done], start)
+
+    def _scale_canary(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
+        """Give the canary its share of the primary's tasks for ``percent`` %, then wait (bounded) until they run."""
+        max_tasks = self._primary_max_tasks
+        # DescribeServices answers a missing service with an empty list (and a failure entry): read only after
+        # an IsPresent check, else the path error fails the execution without a rollback.
+        missing = sfn.Pass(
+            self, f"ServiceMissing{step}", result_path="$.error",
+            result=sfn.Result.from_object({"Error": SERVICE_MISSING_ERROR, "Cause": "DescribeServices found no such ECS service"}))
+        missing.next(rollback)
+        read_primary = self._describe_service(f"ReadPrimary{step}", "primary", rollback, result_path="$.primary")
+        primary_count = sfn.Pass(self, f"PrimaryCount{step}", result_path="$.scale",
+                                 parameters={"primaryDesired": sfn.JsonPath.number_at("$.primary.Services[0].DesiredCount")})
+        # JSONPath has no multiplication: the count for each primary count from 0 to its maximum, worked out here.
+        counts = ", ".join(str(canary_task_count(desired, percent, max_tasks)) for desired in range(max_tasks + 1))
+        count = sfn.Pass(
+            self, f"CanaryCount{step}", result_path="$.scale",
+            comment=f"max(1, ceil(primary desired count x {percent} / 100)), at most {max_tasks}",
+            parameters={"primaryDesired": sfn.JsonPath.number_at("$.scale.primaryDesired"),
+                        "canaryDesired.$": f"States.ArrayGetItem(States.Array({counts}), $.scale.primaryDesired)"})
+        # Above its maximum (set by hand): counted as the maximum, the canary's cap anyway at 100 %.
+        at_max = sfn.Pass(self, f"PrimaryAtMax{step}", result=sfn.Result.from_object({"primaryDesired": max_tasks}), result_path="$.scale")
+        primary_read = sfn.Choice(self, f"PrimaryRead{step}").when(
+            sfn.Condition.not_(sfn.Condition.is_present("$.primary.Services[0]")), missing
+        ).when(sfn.Condition.number_greater_than("$.primary.Services[0].DesiredCount", max_tasks), at_max.next(count)
+               ).otherwise(primary_count.next(count))
+        scale = self._update_canary_count(f"ScaleCanary{step}", sfn.JsonPath.number_at("$.scale.canaryDesired"),
+                                          comment=f"The canary's tasks for {percent} % of the calls")
+        scale.add_catch(rollback, result_path="$.error")
+        checks = self.settings.scale_checks
+        start_wait = sfn.Pass(self, f"StartScaleWait{step}", result=sfn.Result.from_object({"checksLeft": checks}),
+                              result_path="$.scaleWait", comment=f"At most {self.settings.scale_timeout_minutes} min for the canary's tasks to run")
+        wait = sfn.Wait(self, f"ScaleWait{step}", time=sfn.WaitTime.duration(cdk.Duration.seconds(SCALE_CHECK_INTERVAL_SECONDS)))
+        read_canary = self._describe_service(f"ReadCanary{step}", "canary", rollback, result_path="$.canary")
+        count_down = sfn.Pass(
+            self, f"CountDownScale{step}", result_path="$.scaleWait",
+            parameters={"checksLeft": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.scaleWait.checksLeft"), -1)})
+        timed_out = sfn.Pass(
+            self, f"ScaleTimedOut{step}", result_path="$.error",
+            result=sfn.Result.from_object({"Error": NOT_SCALED_ERROR, "Cause": f"The canary did not run its tasks for {percent} % "
+                                           f"within {self.settings.scale_timeout_minutes} min"}))
+        timed_out.next(rollback)
+        scaled = sfn.Pass(self, f"CanaryScaled{step}", result_path=sfn.JsonPath.DISCARD)
+        # RUNNING tasks only: the app container starts after Envoy is healthy, and an essential container
+        # that turns unhealthy stops its task (out of the count); the bake's alarms judge the rest.
+        ready = sfn.Choice(self, f"CanaryReady{step}").when(
+            sfn.Condition.not_(sfn.Condition.is_present("$.canary.Services[0]")), missing
+        ).when(
+            sfn.Condition.number_greater_than_equals_json_path("$.canary.Services[0].RunningCount", "$.scale.canaryDesired"), scaled
+        ).when(sfn.Condition.number_greater_than("$.scaleWait.checksLeft", 1), count_down).otherwise(timed_out)
+        count_down.next(wait)
+        read_primary.next(primary_read)
+        count.next(scale).next(start_wait).next(wait).next(read_canary).next(ready)
+        return sfn.Chain.custom(read_primary, [scaled], read_primary)
+
+    def _describe_service(self, state_id: str, variant: str, rollback: sfn.IChainable, *, result_path: str) -> tasks.CallAwsService:
+        name, arn = self._ecs[variant]
+        task = tasks.CallAwsService(
+            self, state_id, service="ecs", action="describeServices", iam_action="ecs:DescribeServices",
+            iam_resources=[arn], parameters={"Cluster": self._cluster_name, "Services": [name]},
+            result_selector={"Services.$": "$.Services"}, result_path=result_path)
+        task.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+        task.add_catch(rollback, result_path="$.error")
+        return task
+
+    def _update_canary_count(self, state_id: str, desired_count: Any, *, comment: str) -> tasks.CallAwsService:
+        name, arn = self._ecs["canary"]
+        task = tasks.CallAwsService(
+            self, state_id, service="ecs", action="updateService", iam_action="ecs:UpdateService",
+            iam_resources=[arn], parameters={"Cluster": self._cluster_name, "Service": name, "DesiredCount": desired_count},
+            comment=comment, result_path=sfn.JsonPath.DISCARD)
+        task.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+        return task
 
     def _describe_route(self) -> sfn.IChainable:
         """The first route as it stands, for the execution history (and a fast failure if it is gone)."""
