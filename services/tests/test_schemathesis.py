@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FAST_ARGON2, PersonaGrpcThread, UvicornThread, issue_token, settings_for  # noqa: E402
+from faultproxy import FAST_ARGON2, PersonaGrpcThread, settings_for  # noqa: E402
 
 from auth_service.app import create_app as create_auth_app  # noqa: E402
 from auth_service.settings import AuthSettings  # noqa: E402
@@ -56,22 +56,8 @@ def _auth(env):
 
 
 @pytest.fixture(scope="module")
-def auth_server(env):
-    # A second instance of auth for the verifiers over TCP (one app object per event loop).
-    server = UvicornThread(_auth(env), name="auth")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def caller(auth_server) -> tuple[str, str]:
-    with httpx.Client(base_url=auth_server.url, timeout=10) as http:
-        return issue_token(http)
-
-
-@pytest.fixture(scope="module")
-def persona_grpc(env, auth_server):
-    server = PersonaGrpcThread(settings_for(PersonaSettings, env["persona"], auth_url=auth_server.url, **QUIET))
+def persona_grpc(env, auth):
+    server = PersonaGrpcThread(settings_for(PersonaSettings, env["persona"], auth_url=auth.url, **QUIET))
     yield server
     server.stop()
 
@@ -90,22 +76,22 @@ def auth_app(env):
 
 
 @pytest.fixture
-def persona_app(env, auth_server):
-    return create_persona_app(settings_for(PersonaSettings, env["persona"], auth_url=auth_server.url, **QUIET))
+def persona_app(env, auth):
+    return create_persona_app(settings_for(PersonaSettings, env["persona"], auth_url=auth.url, **QUIET))
 
 
 @pytest.fixture
-def vc_start_app(env, auth_server, persona_grpc):
-    settings = settings_for(VcStartSettings, env["vc-start"], auth_url=auth_server.url, persona_grpc_target=persona_grpc.target, **QUIET)
+def vc_start_app(env, auth, persona_grpc):
+    settings = settings_for(VcStartSettings, env["vc-start"], auth_url=auth.url, persona_grpc_target=persona_grpc.target, **QUIET)
     return create_vc_start_app(settings, clients=build_clients(settings))
 
 
 @pytest.fixture(scope="module")
-def session_ids(env, auth_server, persona_grpc, persona_ids, caller) -> list[str]:
+def session_ids(env, auth, persona_grpc, persona_ids, caller) -> list[str]:
     """A session of the test caller, started through vc-start's API."""
 
     async def start() -> httpx.Response:
-        settings = settings_for(VcStartSettings, env["vc-start"], auth_url=auth_server.url, persona_grpc_target=persona_grpc.target, **QUIET)
+        settings = settings_for(VcStartSettings, env["vc-start"], auth_url=auth.url, persona_grpc_target=persona_grpc.target, **QUIET)
         clients = build_clients(settings)
         app = create_vc_start_app(settings, clients=clients)
         try:
