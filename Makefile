@@ -18,6 +18,9 @@ ROTATION_LAYER := constructs/service_data/rotation_layer
 ROTATION_PYTHON := 3.14
 ROTATION_ARCH := aarch64
 ROTATION_PLATFORMS := $(foreach glibc,manylinux_2_34 manylinux_2_28 manylinux2014,$(glibc)_$(ROTATION_ARCH))
+# The region-failover function's dependencies (constructs/operations): boto3 with the AWS CRT, built the
+# same way for the same runtime and architecture (constructs/operations/region_failover.py checks the stamp).
+FAILOVER_LAYER := constructs/operations/failover_layer
 CDK_OUT ?= cdk.out
 
 # Node, npm and npx from the virtualenv come first, so jsii and the CDK CLI run on Node 24.
@@ -85,7 +88,15 @@ $(ROTATION_LAYER)/build/.installed: $(ROTATION_LAYER)/requirements.txt Makefile 
 		--target $(ROTATION_LAYER)/build/python -r $(ROTATION_LAYER)/requirements.txt
 	echo "python$(ROTATION_PYTHON) $(ROTATION_ARCH)" > $@
 
-install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(ROTATION_LAYER)/build/.installed
+$(FAILOVER_LAYER)/build/.installed: $(FAILOVER_LAYER)/requirements.txt Makefile $(VENV)/.installed
+	rm -rf $(FAILOVER_LAYER)/build
+	$(VENV)/bin/pip install --quiet --no-compile --only-binary=:all: --implementation cp \
+		--python-version $(ROTATION_PYTHON) $(addprefix --platform ,$(ROTATION_PLATFORMS)) \
+		--target $(FAILOVER_LAYER)/build/python -r $(FAILOVER_LAYER)/requirements.txt
+	echo "python$(ROTATION_PYTHON) $(ROTATION_ARCH)" > $@
+
+install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(ROTATION_LAYER)/build/.installed \
+	$(FAILOVER_LAYER)/build/.installed
 
 # While cdk.json names no pipeline (`pipeline: null`), the pipeline stack is synthesized a second time
 # with an example connection in an example account (pipelines/example_config.py) into $(CDK_OUT).pipeline,
@@ -154,4 +165,4 @@ lock:
 	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed $(SERVICES_VENV)/.installed
 
 clean:
-	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build
+	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build $(FAILOVER_LAYER)/build

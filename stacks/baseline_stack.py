@@ -25,7 +25,8 @@ class BaselineStack(cdk.Stack):
     def __init__(
         self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str],
         access_analyzer_name: str | None = None, assumable_role_arns: Sequence[str] = (),
-        ssm_managed_instance_role_arns: Sequence[str] = (), tag_reader_role_arns: Sequence[str] = (), **kwargs,
+        ssm_managed_instance_role_arns: Sequence[str] = (), tag_reader_role_arns: Sequence[str] = (),
+        key_value_store_writer_role_arns: Sequence[str] = (), **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.permissions_boundary = PermissionsBoundary(
@@ -36,6 +37,7 @@ class BaselineStack(cdk.Stack):
             assumable_role_arns=assumable_role_arns,
             ssm_managed_instance_role_arns=ssm_managed_instance_role_arns,
             tag_reader_role_arns=tag_reader_role_arns,
+            key_value_store_writer_role_arns=key_value_store_writer_role_arns,
         )
         # External access findings for this region's resources (and the account's roles): a bucket,
         # key, queue, secret or role that a principal outside the account can use shows up in the

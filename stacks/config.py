@@ -348,6 +348,12 @@ class FoundationConfig:
         base = f"{self.prefix}-{region}-{self.chaos.service}"
         return f"{base}-fis-instance", f"{base}-fis-network-faults"
 
+    @property
+    def region_failover_role_name(self) -> str:
+        """The role of the edge's region-failover function, named so the edge's permissions boundary can let
+        exactly it set keys in a KeyValueStore (whose ARN the boundary cannot know: the edge stack creates it)."""
+        return f"{self.prefix}-region-failover"
+
     def signing_secret_name(self, service: str) -> str:
         """The signer's secret: the same name in every region (primary and replicas)."""
         return f"{self.prefix}/{service}/jwt-signing-key"

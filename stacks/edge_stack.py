@@ -31,7 +31,8 @@ class EdgeStack(cdk.Stack):
     (``/<prefix>/ingress/...``) in their own region; this stack reads them at deploy time with a
     custom resource per value. That is the only cross-region wiring, and it is why the edge is a
     stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``. ``failover`` is the
-    Automation document `<prefix>-region-failover` that flips the API region switch (runbooks/region-failover.md).
+    Automation document `<prefix>-region-failover`, and the function of that name it invokes, that flip the API
+    region switch (runbooks/region-failover.md).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, **kwargs) -> None:
@@ -94,7 +95,9 @@ class EdgeStack(cdk.Stack):
                       description="The key active_region here picks the region /api/* goes to (runbooks/region-failover.md)")
         self.failover = RegionFailoverAutomation(
             self, "FailoverAutomation", document_name=f"{config.prefix}-region-failover",
-            key_value_store_arn=self.edge.key_value_store.key_value_store_arn, regions=ordered)
+            key_value_store_arn=self.edge.key_value_store.key_value_store_arn, regions=ordered,
+            function_name=f"{config.prefix}-region-failover", role_name=config.region_failover_role_name,
+            log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention])
 
     def _read(self, region: str, name: str) -> str:
         """One SSM parameter of another region, read when CloudFormation deploys this stack."""

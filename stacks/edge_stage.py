@@ -29,6 +29,9 @@ class EdgeStage(cdk.Stage):
             allowed_regions=[EDGE_REGION, *config.region_names],
             # us-east-1's analyzer, unless a regional stage there has it already (one per region).
             access_analyzer_name=None if EDGE_REGION in config.region_names else f"{config.prefix}-{EDGE_REGION}",
+            # The region-failover function sets the API switch in the edge's KeyValueStore (a global API).
+            key_value_store_writer_role_arns=[
+                f"arn:{cdk.Aws.PARTITION}:iam::{cdk.Aws.ACCOUNT_ID}:role/{config.region_failover_role_name}"],
             description=f"{config.prefix} edge: permissions boundary for every role of the stage", **common,
         )
         self.edge = EdgeStack(

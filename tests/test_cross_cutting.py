@@ -33,9 +33,9 @@ def test_every_role_has_the_stage_permissions_boundary(dev):
     # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment,
     # and the rollback Automation document's role; the chaos stack's three FIS experiment roles and the chaos
     # service's SSM managed-instance role; the observability stack's quota counter role. The edge: the role of the custom resources that read the regions'
-    # load balancers. The primary's data stack: the signing-key rotation function's and the replica-key custom
-    # resources' roles.
-    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4 + 1) + 1 + 2
+    # load balancers and the region-failover function's role. The primary's data stack: the signing-key rotation
+    # function's and the replica-key custom resources' roles.
+    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4 + 1) + 2 + 2
     for stack, logical_id, role in roles:
         stage = stack.split("/")[0].removeprefix("mf-")
         assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"

@@ -1,4 +1,5 @@
-"""The SSM Automation documents the runbooks run (constructs/operations), and the signing-key rotation alarm."""
+"""The SSM Automation documents the runbooks run (constructs/operations), and the signing-key rotation alarm.
+The region-failover document and its function: tests/test_region_failover.py."""
 
 from __future__ import annotations
 
@@ -88,25 +89,6 @@ def test_replaced_task_definitions_stay_registered_for_the_rollback(dev, appmesh
         for region in REGIONS:
             definitions = assembly.resources(f"mf-{region}/services", "AWS::ECS::TaskDefinition").values()
             assert definitions and all(d.get("UpdateReplacePolicy") == "Retain" for d in definitions)
-
-
-def test_the_failover_document_sets_and_checks_the_active_region_of_the_edge_store(dev):
-    stack = "mf-edge/edge"
-    document = _document(dev, stack, "mf-region-failover")
-    assert (document["DocumentType"], document["Content"]["schemaVersion"]) == ("Automation", "0.3")
-    assert document["Content"]["parameters"]["TargetRegion"]["allowedValues"] == list(REGIONS)  # primary first
-    steps = _steps(document)
-    assert list(steps) == ["ReadStore", "SetActiveRegion", "CheckActiveRegion"]
-    (store_id,) = dev.resources(stack, "AWS::CloudFront::KeyValueStore")
-    for step in steps.values():
-        assert step["inputs"]["Service"] == "cloudfront-keyvaluestore"
-        assert step["inputs"]["KvsARN"] == {"Fn::GetAtt": [store_id, "Arn"]}
-    put = steps["SetActiveRegion"]["inputs"]
-    assert (put["Api"], put["Key"], put["Value"], put["IfMatch"]) == ("PutKey", "active_region", "{{ TargetRegion }}", "{{ ReadStore.ETag }}")
-    check = steps["CheckActiveRegion"]
-    assert check["action"] == "aws:assertAwsResourceProperty" and check["inputs"]["DesiredValues"] == ["{{ TargetRegion }}"]
-    # The function the edge runs reads this key.
-    assert "kvs.get('active_region')" in json.dumps(dev.template(stack))
 
 
 def test_a_failed_signing_key_rotation_alarms_in_the_primary_region(dev):

@@ -21,6 +21,11 @@ DEFAULT_ALLOWED_SERVICES = (
     "xray",
 )
 
+# What the edge's region-failover function calls on its KeyValueStore (constructs/operations).
+KEY_VALUE_STORE_WRITER_ACTIONS = (
+    "cloudfront-keyvaluestore:DescribeKeyValueStore", "cloudfront-keyvaluestore:GetKey", "cloudfront-keyvaluestore:PutKey",
+)
+
 # IAM actions that change a role's or user's permissions.
 _PRINCIPAL_POLICY_ACTIONS = [
     "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
@@ -46,6 +51,7 @@ class PermissionsBoundary(Construct):
         assumable_role_arns: Sequence[str] = (),
         ssm_managed_instance_role_arns: Sequence[str] = (),
         tag_reader_role_arns: Sequence[str] = (),
+        key_value_store_writer_role_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -116,6 +122,18 @@ class PermissionsBoundary(Construct):
                         "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(tag_reader_role_arns)},
                                       "StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     }] if tag_reader_role_arns else []),
+                    # The edge's region-failover function (constructs/operations): reads and sets keys of the
+                    # account's CloudFront KeyValueStores, for the named roles only. No region condition: the
+                    # KeyValueStore API is global and signed for every region (SigV4A), and AWS does not document
+                    # which aws:RequestedRegion its requests carry. The store's ARN (an ID CloudFront assigns) is not
+                    # known here; the role's own policy names the one store.
+                    *([{
+                        "Sid": "AllowSettingKeyValueStoreKeysToTheNamedRolesOnly",
+                        "Effect": "Allow",
+                        "Action": list(KEY_VALUE_STORE_WRITER_ACTIONS),
+                        "Resource": stack.format_arn(service="cloudfront", region="", resource="key-value-store", resource_name="*"),
+                        "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(key_value_store_writer_role_arns)}},
+                    }] if key_value_store_writer_role_arns else []),
                     # IAM is outside the allows above (but for passing the named managed-instance roles to
                     # SSM), so the denies below change nothing today. They are the boundary's contract, kept
                     # explicit: they still hold if a later change allows more of IAM.
@@ -160,6 +178,17 @@ class PermissionsBoundary(Construct):
             *(["AwsSolutions-IAM5[Action::ec2messages:*]", "AwsSolutions-IAM5[Action::ssmmessages:*]"]
               if ssm_managed_instance_role_arns else []),
         )
+        if key_value_store_writer_role_arns:
+            # As cdk-nag prints the ARN: unresolved pseudo parameters as <AWS::...>.
+            partition, account = (f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
+                                  for value, pseudo in ((stack.partition, "Partition"), (stack.account, "AccountId")))
+            acknowledge_nag(
+                self.policy,
+                "Permissions boundary: a ceiling for the named region-failover role only (aws:PrincipalArn), over the "
+                "account's KeyValueStores because the store's ARN is assigned after this boundary deploys; the role's "
+                "identity policy grants the three calls on the one store",
+                f"AwsSolutions-IAM5[Resource::arn:{partition}:cloudfront::{account}:key-value-store/*]",
+            )
         skip_checkov(
             self.policy.node.default_child,
             {check_id: ceiling for check_id in ("CKV_AWS_107", "CKV_AWS_108", "CKV_AWS_109", "CKV_AWS_111")},
