@@ -234,3 +234,62 @@ async def test_failure_after_the_response_started_is_recorded_once_with_its_exce
     assert (span.attributes["http.response.status_code"], span.attributes["error.type"]) == (200, "RuntimeError")
     (point,) = _points(reader)
     assert (point.attributes["http.route"], point.attributes["error.type"]) == ("/v1/export", "RuntimeError")
+
+
+async def test_access_line_is_the_same_whether_written_directly_or_through_logging_and_other_handlers_still_get_it(service, monkeypatch):
+    # Alone on the root logger, servicekit's handler gets the access line written directly (no LogRecord);
+    # with a capture handler (pytest's caplog, an embedding app's) or a filter the record goes through logging.
+    import logging
+
+    from servicekit import http_telemetry
+
+    app, exporter, reader, stream = service
+    _only_servicekit_handler(monkeypatch)
+    written_directly: list[str] = []
+    monkeypatch.setattr(http_telemetry, "write_direct", lambda handler, line: (written_directly.append(line), handler.stream.write(line + "\n")))
+    sampled, trace_id, _ = _traceparent(sampled=True)
+    captured: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = captured.append  # type: ignore[method-assign]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+        headers = {"traceparent": sampled, "X-Correlation-Id": "corr-d"}
+        assert (await client.get("/api/items/v1/items/caf\u00e9", headers=headers)).status_code == 422
+        logging.getLogger().addHandler(capture)
+        try:
+            assert (await client.get("/api/items/v1/items/caf\u00e9", headers=headers)).status_code == 422
+        finally:
+            logging.getLogger().removeHandler(capture)
+    direct, through_logging = _access_lines(stream)
+    assert [json.loads(line) for line in written_directly] == [direct]
+    assert [record.name for record in captured] == ["servicekit.access"]
+    spans = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time)
+    for line, span in zip((direct, through_logging), spans, strict=True):
+        assert (line["trace_id"], line["span_id"]) == (trace_id, format(span.context.span_id, "016x"))
+    varying = ("timestamp", "span_id", "duration_ms")
+    assert list(direct) == list(through_logging) == [
+        "timestamp", "level", "service", "message", "logger", "correlation_id", "trace_id", "span_id", "xray_trace_id",
+        "method", "route", "path", "status", "duration_ms"]
+    assert {k: v for k, v in direct.items() if k not in varying} == {k: v for k, v in through_logging.items() if k not in varying} == {
+        "level": "INFO", "service": "svc-test", "message": "GET /v1/items/caf\u00e9 422", "logger": "servicekit.access",
+        "correlation_id": "corr-d", "trace_id": trace_id, "xray_trace_id": f"1-{trace_id[:8]}-{trace_id[8:]}",
+        "method": "GET", "route": "/v1/items/{item_id}", "path": "/api/items/v1/items/caf\u00e9", "status": 422}
+
+
+async def test_a_filter_on_the_handler_still_decides_which_access_lines_are_written(service, monkeypatch):
+    app, exporter, reader, stream = service
+    handler = _only_servicekit_handler(monkeypatch)
+    handler.addFilter(lambda record: record.status != 404)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+        await client.get("/v1/items/1")
+        await client.get("/v1/nothing-here")
+    assert [line["status"] for line in _access_lines(stream)] == [200]
+
+
+def _only_servicekit_handler(monkeypatch):
+    """As in a service process: servicekit's handler alone on the root logger (pytest adds its own)."""
+    import logging
+
+    root = logging.getLogger()
+    (handler,) = [h for h in root.handlers if getattr(h, "_servicekit_handler", False)]
+    monkeypatch.setattr(root, "handlers", [handler])
+    return handler

@@ -90,3 +90,29 @@ def test_non_ascii_text_and_non_json_extras_are_written_as_before():
     (line,) = _lines(stream)
     assert line["when"] == "2024-01-02T00:00:00+00:00"
     assert line["raw"]  # python-json-logger's encoder still handles what json cannot
+
+
+def test_a_line_written_without_a_log_record_is_the_line_the_record_would_have_made(make_settings, monkeypatch):
+    # The access line skips the LogRecord/Handler/Formatter chain; its text must not change (Logs
+    # Insights queries in runbooks/ use the field names, and parsers the encoding).
+    from datetime import UTC, datetime
+
+    import servicekit.logging as servicekit_logging
+
+    configure_telemetry(make_settings(), span_exporter=InMemorySpanExporter())
+    stream = io.StringIO()
+    configure_logging("orders", "INFO", stream=stream)
+    (handler,) = [h for h in logging.getLogger().handlers if getattr(h, "_servicekit_handler", False)]
+    plain = {"method": "GET", "route": None, "path": '/v1/caf\u00e9/"quoted"\n\x01\\', "status": 404, "duration_ms": 12.345,
+             "level": "sneaky"}
+    mixed = {**plain, "ratio": float("nan"), "cached": True, "when": datetime(2024, 1, 2, tzinfo=UTC), "raw": b"\x00"}
+    with correlation_scope("corr-9"), get_tracer("test").start_as_current_span("request"):
+        for created, fields in ((1_700_000_000.25, plain), (1_700_000_061.999, mixed), (1_700_000_062.0, plain)):
+            monkeypatch.setattr(servicekit_logging.time, "time", lambda created=created: created)
+            direct = handler.formatter.direct_line(logging.INFO, "servicekit.access", "GET /v1/caf\u00e9 404", fields, None)
+            record = logging.LogRecord("servicekit.access", logging.INFO, __file__, 1, "%s %s %s", ("GET", "/v1/caf\u00e9", 404), None)
+            record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+            record.__dict__.update(fields)
+            assert direct == handler.formatter.format(record)
+            # Plain values and the encoder's fallback alike; our fixed fields win over a same-named extra.
+            assert json.loads(direct)["level"] == "INFO" and json.loads(direct)["path"] == plain["path"]

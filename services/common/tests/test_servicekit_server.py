@@ -153,3 +153,35 @@ async def test_lifespan_shutdown_waits_for_grpc_in_flight_calls(make_settings):
     server.begin_drain()
     await asyncio.wait_for(serving, 5)
     assert events == ["grpc stopped", "lifespan shutdown"]
+
+
+async def test_objects_built_at_start_up_are_frozen_out_of_garbage_collection_and_later_garbage_is_still_collected(make_settings):
+    # The collector's full passes would otherwise walk every module, route and client on every run.
+    import gc
+    import weakref
+
+    settings = make_settings(port=0, drain_seconds=0, instrumentation=False)
+    app = create_service_app(settings, title="t", version="1")
+    server = build_server(app, settings, host="127.0.0.1")
+    gc.unfreeze()
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        tracked = {id(obj) for obj in gc.get_objects()}
+        assert gc.get_freeze_count() > 0
+        assert id(app) not in tracked and id(app.router) not in tracked
+
+        class Node:
+            pass
+
+        cycle = Node()
+        cycle.itself = cycle  # garbage only the collector can free
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None
+    finally:
+        server.begin_drain()
+        await asyncio.wait_for(serving, 5)
+        gc.unfreeze()  # the other tests' objects go back to the collector
