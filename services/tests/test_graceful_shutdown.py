@@ -36,11 +36,18 @@ class Outcome:
     error: str | None = None
 
 
-def _call(base: str, path: str, payload: dict) -> Outcome:
+def _call(base: str, path: str, payload: dict, sent: threading.Semaphore | None = None) -> Outcome:
+    """POST `payload`; `sent` is released once the whole request has reached the server's socket."""
     outcome = Outcome(path, time.monotonic())
+
+    def trace(event: str, _info: dict) -> None:
+        if sent is not None and event == "http11.send_request_body.complete":
+            sent.release()
+
     try:
         # A client per call: each request on its own new connection, none reusing one the server may be closing.
-        response = httpx.post(f"{base}{path}", json=payload, timeout=30)
+        with httpx.Client(timeout=30) as client:
+            response = client.post(f"{base}{path}", json=payload, extensions={"trace": trace})
         outcome.status, outcome.body = response.status_code, response.json()
     except (httpx.HTTPError, ValueError) as error:
         outcome.error = f"{type(error).__name__}: {error}"
@@ -74,10 +81,14 @@ def test_sigterm_finishes_in_flight_requests_then_refuses_and_exits_0(stack: har
         try:
             assert first_part_sent.wait(5), "the slow login never started sending"
             # 10 logins and 10 registrations at once: with production hashing they queue up for a while.
-            burst = [pool.submit(_call, base, "/api/auth/v1/tokens", {"username": u, "password": harness.PASSWORD}) for u in users * 2]
-            burst += [pool.submit(_call, base, "/api/auth/v1/users", {"username": f"n{uuid.uuid4().hex[:12]}", "password": harness.PASSWORD})
+            sent = threading.Semaphore(0)
+            burst = [pool.submit(_call, base, "/api/auth/v1/tokens", {"username": u, "password": harness.PASSWORD}, sent) for u in users * 2]
+            burst += [pool.submit(_call, base, "/api/auth/v1/users", {"username": f"n{uuid.uuid4().hex[:12]}", "password": harness.PASSWORD}, sent)
                       for _ in range(10)]
-            time.sleep(0.05)
+            # SIGTERM only once every request of the burst is on the wire (not after a fixed pause, which a
+            # busy machine can outlast): the test is about requests in flight, not ones still being sent.
+            for _ in burst:
+                assert sent.acquire(timeout=10), "a request of the burst was never sent" + stack.explain(auth_drain)
             sigterm_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
 
