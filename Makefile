@@ -11,16 +11,14 @@ PYTHON ?= python3
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 SERVICES_VENV := .venv-services
-# The signing-key rotation function's dependencies (constructs/service_data): Linux wheels for its
-# Lambda runtime and architecture, installed without Docker.
-ROTATION_LAYER := constructs/service_data/rotation_layer
-# Keep in step with the function (constructs/service_data/signing_key_rotation.py), which checks the stamp.
-ROTATION_PYTHON := 3.14
-ROTATION_ARCH := aarch64
-ROTATION_PLATFORMS := $(foreach glibc,manylinux_2_34 manylinux_2_28 manylinux2014,$(glibc)_$(ROTATION_ARCH))
-# The region-failover function's dependencies (constructs/operations): boto3 with the AWS CRT, built the
-# same way for the same runtime and architecture (constructs/operations/region_failover.py checks the stamp).
-FAILOVER_LAYER := constructs/operations/failover_layer
+# The Lambda functions' dependencies, one layer each: Linux wheels for their runtime and architecture,
+# installed without Docker. Keep in step with the functions, which check the stamp:
+# constructs/service_data/signing_key_rotation.py (signing-key rotation) and
+# constructs/operations/region_failover.py (region failover: boto3 with the AWS CRT).
+LAYER_PYTHON := 3.14
+LAYER_ARCH := aarch64
+LAYER_PLATFORMS := $(foreach glibc,manylinux_2_34 manylinux_2_28 manylinux2014,$(glibc)_$(LAYER_ARCH))
+LAYERS := constructs/service_data/rotation_layer constructs/operations/failover_layer
 CDK_OUT ?= cdk.out
 
 # Node, npm and npx from the virtualenv come first, so jsii and the CDK CLI run on Node 24.
@@ -80,23 +78,15 @@ $(SERVICES_VENV)/.installed: services/requirements-dev.txt services/constraints.
 
 install-services: $(SERVICES_VENV)/.installed node_modules/.installed
 
-# Synth packages build/ as the function's layer (and fails, saying to run `make install`, without it).
-$(ROTATION_LAYER)/build/.installed: $(ROTATION_LAYER)/requirements.txt Makefile $(VENV)/.installed
-	rm -rf $(ROTATION_LAYER)/build
+# Synth packages <layer>/build/ as the function's layer (and fails, saying to run `make install`, without it).
+%/build/.installed: %/requirements.txt Makefile $(VENV)/.installed
+	rm -rf $*/build
 	$(VENV)/bin/pip install --quiet --no-compile --only-binary=:all: --implementation cp \
-		--python-version $(ROTATION_PYTHON) $(addprefix --platform ,$(ROTATION_PLATFORMS)) \
-		--target $(ROTATION_LAYER)/build/python -r $(ROTATION_LAYER)/requirements.txt
-	echo "python$(ROTATION_PYTHON) $(ROTATION_ARCH)" > $@
+		--python-version $(LAYER_PYTHON) $(addprefix --platform ,$(LAYER_PLATFORMS)) \
+		--target $*/build/python -r $<
+	echo "python$(LAYER_PYTHON) $(LAYER_ARCH)" > $@
 
-$(FAILOVER_LAYER)/build/.installed: $(FAILOVER_LAYER)/requirements.txt Makefile $(VENV)/.installed
-	rm -rf $(FAILOVER_LAYER)/build
-	$(VENV)/bin/pip install --quiet --no-compile --only-binary=:all: --implementation cp \
-		--python-version $(ROTATION_PYTHON) $(addprefix --platform ,$(ROTATION_PLATFORMS)) \
-		--target $(FAILOVER_LAYER)/build/python -r $(FAILOVER_LAYER)/requirements.txt
-	echo "python$(ROTATION_PYTHON) $(ROTATION_ARCH)" > $@
-
-install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(ROTATION_LAYER)/build/.installed \
-	$(FAILOVER_LAYER)/build/.installed
+install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(addsuffix /build/.installed,$(LAYERS))
 
 # While cdk.json names no pipeline (`pipeline: null`), the pipeline stack is synthesized a second time
 # with an example connection in an example account (pipelines/example_config.py) into $(CDK_OUT).pipeline,
@@ -165,4 +155,4 @@ lock:
 	touch $(VENV)/.installed $(CHECKOV_VENV)/.installed $(SERVICES_VENV)/.installed
 
 clean:
-	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(ROTATION_LAYER)/build $(FAILOVER_LAYER)/build
+	rm -rf $(CDK_OUT) $(CDK_OUT).pipeline $(VENV) $(CHECKOV_VENV) $(SERVICES_VENV) node_modules .pytest_cache $(addsuffix /build,$(LAYERS))

@@ -106,9 +106,11 @@ def test_the_layer_holds_boto3_with_the_crt_for_the_functions_runtime_and_archit
     from constructs.operations import region_failover
 
     makefile = (REPO_ROOT / "Makefile").read_text()
-    python = re.search(r"^ROTATION_PYTHON := (\S+)$", makefile, re.MULTILINE).group(1)
-    arch = re.search(r"^ROTATION_ARCH := (\S+)$", makefile, re.MULTILINE).group(1)
-    assert "$(FAILOVER_LAYER)/build/.installed" in makefile.split("\ninstall:")[1].split("\n\n")[0]
+    python = re.search(r"^LAYER_PYTHON := (\S+)$", makefile, re.MULTILINE).group(1)
+    arch = re.search(r"^LAYER_ARCH := (\S+)$", makefile, re.MULTILINE).group(1)
+    layers = re.search(r"^LAYERS := (.+)$", makefile, re.MULTILINE).group(1).split()
+    assert str(region_failover.LAYER_DIR.parent.relative_to(REPO_ROOT)) in layers  # `make install` builds every one
+    assert "$(addsuffix /build/.installed,$(LAYERS))" in makefile.split("\ninstall:")[1].split("\n")[0]
     assert region_failover.RUNTIME.name == f"python{python}" and region_failover.ARCHITECTURE.name == "arm64"
     assert (region_failover.LAYER_DIR / ".installed").read_text().strip() == region_failover.LAYER_TARGET == f"python{python} {arch}"
     pins = dict(line.split("==") for line in (region_failover.LAYER_DIR.parent / "requirements.txt").read_text().splitlines()

@@ -199,10 +199,11 @@ def test_the_rotation_function_runs_the_handler_with_its_dependencies_and_keeps_
 def test_the_layer_is_built_for_the_functions_runtime_and_architecture():
     """make install chooses the layer's wheels; they must match what the function runs on."""
     makefile = (REPO_ROOT / "Makefile").read_text()
-    python = re.search(r"^ROTATION_PYTHON := (\S+)$", makefile, re.MULTILINE).group(1)
-    arch = re.search(r"^ROTATION_ARCH := (\S+)$", makefile, re.MULTILINE).group(1)
+    python = re.search(r"^LAYER_PYTHON := (\S+)$", makefile, re.MULTILINE).group(1)
+    arch = re.search(r"^LAYER_ARCH := (\S+)$", makefile, re.MULTILINE).group(1)
     from constructs.service_data import signing_key_rotation as rotation
 
+    assert str(rotation.LAYER_DIR.parent.relative_to(REPO_ROOT)) in re.search(r"^LAYERS := (.+)$", makefile, re.MULTILINE).group(1).split()
     assert rotation.RUNTIME.name == f"python{python}"
     assert {"aarch64": "arm64", "x86_64": "x86_64"}[arch] == rotation.ARCHITECTURE.name
     assert rotation.LAYER_TARGET == f"python{python} {arch}"
