@@ -103,7 +103,8 @@ class Command:
 
 class _Reader:
     """A small shell reader: words, quotes, `$(...)`, `\\` continuations, comments and operators; enough for
-    the commands the runbooks give, not a shell."""
+    the commands the runbooks give, not a shell. (shlex does not read `$(...)`, and a bash parser would take
+    the runbooks' `<placeholder>` values for redirections.)"""
 
     def __init__(self, text: str, base: int, inline: bool):
         self.text, self.base, self.inline = text, base, inline
