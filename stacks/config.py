@@ -111,6 +111,7 @@ class ServiceConfig:
     consumes: tuple[tuple[str, tuple[str, ...]], ...]  # producer service -> event detail-types; feeds the queue
     signing_key: bool  # the stack creates the service's JWT signing-key secret (JWT_SIGNING_SECRET_ID)
     legacy: LegacyConfig | None = None  # a legacy function that shares the service's path (strangler fig)
+    table_actions: tuple[str, ...] = ()  # the DynamoDB item actions its task role gets on its table (with table)
 
     @property
     def worker_command(self) -> tuple[str, ...]:
@@ -510,6 +511,16 @@ _EDGE_PATH_PATTERN = re.compile(r"^/api/[a-z0-9][a-z0-9-]{0,30}$")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
+# What a service's task role may do on its own table: item-level only (constructs/service_resources TABLE_ACTIONS).
+TABLE_ITEM_ACTIONS = ("BatchGetItem", "BatchWriteItem", "DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem")
+
+
+def _parse_table_actions(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(set(value)) != len(value) or not set(value) <= set(TABLE_ITEM_ACTIONS):
+        raise ConfigError(key, value, f"expected a non-empty list of distinct DynamoDB item actions: {', '.join(TABLE_ITEM_ACTIONS)}")
+    return tuple(sorted(value))
+
+
 def _boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, value, "expected true or false")
@@ -620,6 +631,7 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
     "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
     "table": (False, _boolean),
+    "table_actions": (None, _optional(_parse_table_actions)),
     "grpc_port": (None, _optional(_integer(1024, 65535))),
     "worker": (False, _boolean),
     "module": (None, _optional(_pattern(_MODULE_PATTERN, "expected a Python module name such as persona_service"))),
@@ -669,7 +681,11 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if fields["legacy"] and not fields["path"]:
             raise ConfigError(f"{item_key}.legacy", entry["legacy"], "needs the service's path: the legacy function shares the path's load balancer rule")
         module = fields["module"] or name.replace("-", "_")
-        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module}))
+        if fields["table_actions"] and not fields["table"]:
+            raise ConfigError(f"{item_key}.table_actions", list(fields["table_actions"]), "needs table: true (the actions are on the service's table)")
+        # Unset: every item action; set it to what the service's code calls (tests/test_service_aws_calls.py checks).
+        table_actions = (fields["table_actions"] or TABLE_ITEM_ACTIONS) if fields["table"] else ()
+        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module, "table_actions": table_actions}))
     return tuple(services)
 
 
@@ -802,10 +818,12 @@ def _parse_domain(key: str, value: Any) -> DomainConfig | None:
 
 
 _DEFAULT_SERVICES = {
-    "auth": {"calls": [], "path": "/api/auth", "module": "auth_service", "table": True, "signing_key": True},
+    "auth": {"calls": [], "path": "/api/auth", "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
+             "signing_key": True},
     "persona": {"calls": ["auth"], "path": "/api/persona", "module": "persona_service", "table": True, "grpc_port": 50051,
                 "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
-    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "module": "vc_start", "table": True, "worker": True,
+    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "module": "vc_start", "table": True,
+                 "table_actions": ["DeleteItem", "GetItem", "PutItem", "UpdateItem"], "worker": True,
                  "consumes": {"persona": ["SlotConfirmed", "SlotReleased"]}},
 }
 

@@ -37,7 +37,7 @@ from constructs.meshed_service import (
 from constructs.meshed_service.adot import EXPORTER_ENVIRONMENT, VARIANT_ATTRIBUTE
 from constructs.operations import ServiceRollbackAutomation
 from constructs.service_config import ServiceConfigParameters
-from constructs.service_resources import EventSubscription, ServiceResources
+from constructs.service_resources import TABLE_ACTIONS, EventSubscription, ServiceResources
 from constructs.strangler_fig import StranglerFig
 
 from .config import FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
@@ -210,6 +210,7 @@ class ServicesStack(cdk.Stack):
             retain=config.is_prod,
             # The service's global table and secret (the primary region's data stack), by name in this region.
             table_name=config.table_name(service.name) if service.table else None,
+            table_actions=[f"dynamodb:{action}" for action in service.table_actions] or TABLE_ACTIONS,
             event_bus=self.platform.event_bus,
             publish_source=config.event_source(service.name) if service.name in config.producers else None,
             subscriptions=[EventSubscription(producer=producer, source=config.event_source(producer), detail_types=detail_types)

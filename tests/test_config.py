@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from stacks.config import CONFIG_KEYS, ConfigError, load_config
+from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, load_config
 from tests.assembly import REPO_ROOT, cdk_json_context
 
 
@@ -67,6 +67,11 @@ def test_services_events_and_ports_defaults():
     assert config.events.max_receive_count == 3 and config.event_source("persona") == "mf.persona"
     # Without `module`, the package is the service name with underscores.
     assert load_config({"services": {"vc-start": {}}}).services[0].module == "vc_start"
+    # Each task role gets the table actions its code calls (tests/test_service_aws_calls.py); unset: every item action.
+    assert services["auth"].table_actions == ("GetItem", "PutItem", "UpdateItem")
+    assert services["vc-start"].table_actions == ("DeleteItem", "GetItem", "PutItem", "UpdateItem")
+    assert services["persona"].table_actions == TABLE_ITEM_ACTIONS
+    assert load_config({"services": {"billing": {}}}).services[0].table_actions == ()
 
 
 @pytest.mark.parametrize("services, message", [
@@ -76,6 +81,9 @@ def test_services_events_and_ports_defaults():
      'services.persona.consumes.auth=["A", "A"] is invalid: expected a non-empty list of distinct'),
     ({"auth": {"grpc_port": 4317}}, "services.auth.grpc_port=4317 is invalid: must differ from port=8080 and from the sidecars' ports"),
     ({"auth": {"table": "yes"}}, "services.auth.table='yes' is invalid: expected true or false"),
+    ({"auth": {"table": True, "table_actions": ["GetItem", "Scan"]}},
+     'services.auth.table_actions=["GetItem", "Scan"] is invalid: expected a non-empty list of distinct DynamoDB item actions'),
+    ({"auth": {"table_actions": ["GetItem"]}}, 'services.auth.table_actions=["GetItem"] is invalid: needs table: true'),
     ({"auth": {"module": "auth-service"}}, "services.auth.module='auth-service' is invalid: expected a Python module name"),
     ({"auth": {"consumes": ["persona"]}}, 'services.auth.consumes=["persona"] is invalid: expected an object of producer service'),
     # Variables the stack sets itself, fixed or derived from a callee's name, would be overwritten silently.

@@ -17,7 +17,8 @@ from constructs.service_resources.service_resources import (
     TABLE_KEY_ACTIONS,
     TABLE_KEY_DESCRIBE_ACTIONS,
 )
-from tests.assembly import container_settings, synth
+from stacks.config import TABLE_ITEM_ACTIONS, load_config
+from tests.assembly import cdk_json_context, container_settings, synth
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -25,6 +26,7 @@ CONSUMES = {"persona": ("vc-start", ["SessionStarted", "SessionCancelled"]), "vc
 PRODUCERS = {"persona", "vc-start"}
 WORKERS = {"persona": "persona_service.worker", "vc-start": "vc_start.worker"}
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
+TABLE_ACTIONS_BY_SERVICE = {s.name: s.table_actions for s in load_config(cdk_json_context()).services}
 
 
 def _claim_lease_seconds():
@@ -149,7 +151,8 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
         actions = _actions(statement)
         service = _owner(role)
         if any(a.startswith("dynamodb:") for a in actions):
-            assert sorted(actions) == sorted(TABLE_ACTIONS)
+            # What the service's code calls (cdk.json table_actions; tests/test_service_aws_calls.py ties them to the code).
+            assert sorted(actions) == [f"dynamodb:{action}" for action in TABLE_ACTIONS_BY_SERVICE[service]], service
             assert _text(statement["Resource"]) == f"arn:aws:dynamodb:eu-west-1:<AWS::AccountId>:table/mf-{service}"
             seen.add(service)
         if set(actions) == set(TABLE_KEY_ACTIONS):
@@ -163,7 +166,10 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     # Item-level only: no scans, no table administration, no transactions-as-a-wildcard.
     assert not {"dynamodb:Scan", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} & set(TABLE_ACTIONS)
     assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
-    # Nothing in services/ calls these: readiness is a GetItem, and no transaction has a ConditionCheck item.
+    # The config accepts exactly the construct's item actions; persona, which calls them all, gets them all.
+    assert {f"dynamodb:{action}" for action in TABLE_ITEM_ACTIONS} == set(TABLE_ACTIONS)
+    assert TABLE_ACTIONS_BY_SERVICE["persona"] == TABLE_ITEM_ACTIONS
+    # Nothing in services/ calls these (tests/test_service_aws_calls.py finds every call and ties each role to it).
     assert not {"dynamodb:DescribeTable", "dynamodb:ConditionCheckItem"} & set(TABLE_ACTIONS)
     # Key use that carries no table name is metadata only.
     assert set(TABLE_KEY_DESCRIBE_ACTIONS) == {"kms:DescribeKey"}
@@ -409,8 +415,6 @@ def test_each_image_is_built_from_its_own_folder_and_the_shared_code_only(dev):
 
 
 def test_a_new_consumer_needs_config_only(tmp_path):
-    from tests.assembly import cdk_json_context
-
     services = {**cdk_json_context()["services"],
                 "billing": {"image": "registry.example.com/team/billing:1.0.0", "calls": ["auth"], "table": True, "worker": True,
                             "module": "billing_app", "consumes": {"persona": ["SlotConfirmed"], "vc-start": ["SessionStarted"]}}}
@@ -431,10 +435,11 @@ def test_a_new_consumer_needs_config_only(tmp_path):
 
 
 def test_constructs_reject_what_cannot_work():
+    import aws_cdk as cdk
     from aws_cdk import aws_ecs as ecs
 
     from constructs.meshed_service import MeshedServiceProps, WorkerContainer
-    from constructs.service_resources import EventSubscription
+    from constructs.service_resources import EventSubscription, ServiceResources
 
     image = ecs.ContainerImage.from_registry("registry.example.com/app:1")
     with pytest.raises(ValueError, match="grpc_port=8080 is invalid"):
@@ -442,5 +447,7 @@ def test_constructs_reject_what_cannot_work():
                            health_check_path="/", min_tasks=1, max_tasks=1, grpc_port=8080)
     with pytest.raises(ValueError, match="command=\\[\\] is invalid"):
         WorkerContainer(command=[])
+    with pytest.raises(ValueError, match="table_actions=\\['dynamodb:Scan'\\] is invalid"):
+        ServiceResources(cdk.Stack(), "r", name_prefix="mf", name="a", retain=False, table_name="mf-a", table_actions=["dynamodb:Scan"])
     with pytest.raises(ValueError, match="detail_types=\\[\\] is invalid"):
         EventSubscription(producer="persona", source="mf.persona", detail_types=[])

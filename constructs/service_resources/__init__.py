@@ -1,3 +1,3 @@
-from .service_resources import EventSubscription, ServiceResources
+from .service_resources import TABLE_ACTIONS, EventSubscription, ServiceResources
 
-__all__ = ["EventSubscription", "ServiceResources"]
+__all__ = ["TABLE_ACTIONS", "EventSubscription", "ServiceResources"]

@@ -14,8 +14,8 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_checkov
 
-# Item-level access only: no Scan (no request path scans), no table or index administration.
-# Only what services/ calls: readiness is a GetItem of an absent key, and TransactWriteItems has no
+# Item-level access only: no Scan (no request path scans), no table or index administration. The
+# most a service's role gets (``table_actions`` narrows it to what that service calls). Only what services/ calls: readiness is a GetItem of an absent key, and TransactWriteItems has no
 # IAM action of its own (each item in it needs its Put/Update/Delete; no transaction uses a
 # ConditionCheck item, which would need dynamodb:ConditionCheckItem).
 TABLE_ACTIONS = (
@@ -28,7 +28,8 @@ TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
 # DescribeKey carries no encryption context, so it is granted apart, through DynamoDB only.
 TABLE_KEY_DESCRIBE_ACTIONS = ("kms:DescribeKey",)
 QUEUE_ACTIONS = ("sqs:DeleteMessage", "sqs:ReceiveMessage")
-SECRET_ACTIONS = ("secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue")
+# auth reads the signing key with GetSecretValue only (tests/test_service_aws_calls.py ties the grants to the code).
+SECRET_ACTIONS = ("secretsmanager:GetSecretValue",)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ServiceResources(Construct):
     subscription (``subscriptions``). The service's table and signing-key secret are global (the
     primary region's data stack, constructs/service_data) and are found here by name in this
     stack's region: ``table_name``, ``signing_secret_name``. ``grant(role)`` gives a role exactly the
-    item, queue, secret and key actions on these resources, plus PutEvents on the bus with the
+    item actions ``table_actions`` (what the service's code calls), queue, secret and key actions on these resources, plus PutEvents on the bus with the
     service's own source when ``publish_source`` is set. ``environment`` holds the variables that tell
     the service where they are.
     """
@@ -71,8 +72,11 @@ class ServiceResources(Construct):
         max_receive_count: int = 3,
         visibility_timeout: cdk.Duration | None = None,
         signing_secret_name: str | None = None,
+        table_actions: Sequence[str] = TABLE_ACTIONS,
     ) -> None:
         super().__init__(scope, construct_id)
+        if not table_actions or not set(table_actions) <= set(TABLE_ACTIONS):
+            raise ValueError(f"table_actions={list(table_actions)} is invalid: expected some of {', '.join(TABLE_ACTIONS)}")
         if (publish_source or subscriptions) and event_bus is None:
             raise ValueError(f"{name}: publish_source and subscriptions need event_bus")
         if not 1 <= max_receive_count <= 1000:
@@ -84,6 +88,7 @@ class ServiceResources(Construct):
         resource_name = f"{name_prefix}-{name}"
 
         self.table_name = table_name
+        self.table_actions = tuple(sorted(table_actions))
         self.signing_secret_name = signing_secret_name
         self.queue: sqs.Queue | None = None
         self.dead_letter_queue: sqs.Queue | None = None
@@ -170,7 +175,7 @@ class ServiceResources(Construct):
         worker, such as an App Mesh canary)."""
         statements = []
         if self.table_name:
-            statements.append(iam.PolicyStatement(actions=list(TABLE_ACTIONS), resources=[self.table_arn]))
+            statements.append(iam.PolicyStatement(actions=list(self.table_actions), resources=[self.table_arn]))
         if self.signing_secret_name:
             statements.append(iam.PolicyStatement(actions=list(SECRET_ACTIONS), resources=[self.signing_secret_arn_pattern]))
         statements += self._key_statements()
