@@ -101,6 +101,19 @@ def test_the_function_runs_python_3_14_on_arm64_with_the_crt_layer_and_knows_the
     assert log_group["RetentionInDays"] == {"dev": 30, "prod": 365}[variant]
 
 
+def test_the_layer_ships_botocores_model_of_the_one_service_the_function_calls_and_none_of_the_other_400(dev):
+    """botocore's data folder is most of the layer's files: every synth would hash and copy them all."""
+    _, function = _function(dev)
+    (layer_ref,) = function["Layers"]
+    key = dev.template(EDGE)["Resources"][layer_ref["Ref"]]["Properties"]["Content"]["S3Key"]
+    (staged,) = dev.outdir.glob(f"**/asset.{key.removesuffix('.zip')}")
+    data = staged / "python" / "botocore" / "data"
+    assert sorted(path.name for path in data.iterdir()) == sorted(
+        ["cloudfront-keyvaluestore", "_retry.json", "endpoints.json", "partitions.json", "sdk-default-configuration.json"])
+    assert list((data / "cloudfront-keyvaluestore").glob("*/service-2.json*"))
+    assert (staged / "python" / "_awscrt.abi3.so").is_file() and not (staged / ".installed").exists()
+
+
 def test_the_layer_holds_boto3_with_the_crt_for_the_functions_runtime_and_architecture():
     """make install chooses the layer's wheels: botocore[crt]'s pins, for what the function runs on."""
     from constructs.operations import region_failover

@@ -3,6 +3,7 @@ at one region."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +48,17 @@ def handler(events, context):
 '''
 
 
+def layer_exclude() -> list[str]:
+    """What the layer leaves out: its build stamp, and botocore's models of every service the function does not
+    call (handler.SERVICE_MODELS), keeping botocore's own files (endpoints, partitions, defaults, retries)."""
+    tree = ast.parse((HANDLER_DIR / "handler.py").read_text())
+    (models,) = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(target, "id", None) == "SERVICE_MODELS" for target in node.targets)]
+    data = "python/botocore/data"
+    return [".installed", f"{data}/*", f"!{data}/*.json", *(f"!{data}/{model}" for model in models),
+            *(f"!{data}/{model}/**" for model in models)]
+
+
 class RegionFailoverAutomation(Construct):
     """An Automation document ``document_name`` that sets ``active_region`` in the KeyValueStore
     ``key_value_store_arn`` to one of ``regions`` (the primary: back to normal) through the function
@@ -81,7 +93,7 @@ class RegionFailoverAutomation(Construct):
         self.role = iam.Role(self, "Role", role_name=role_name, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Sets active_region in the edge's KeyValueStore (region failover)")
         self.layer = lambda_.LayerVersion(
-            self, "Dependencies", code=lambda_.Code.from_asset(str(layer_dir), exclude=[".installed"]),
+            self, "Dependencies", code=lambda_.Code.from_asset(str(layer_dir), exclude=layer_exclude()),
             compatible_runtimes=[RUNTIME], compatible_architectures=[ARCHITECTURE],
             description="boto3 with the AWS CRT (SigV4A) for the region-failover function (failover_layer/requirements.txt)",
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -203,3 +204,30 @@ def test_without_the_crt_botocore_cannot_sign_the_request_which_is_why_the_layer
     assert result.returncode != 0
     assert "MissingDependencyException" in result.stderr and "botocore[crt]" in result.stderr, result.stderr[-2000:]
     assert store.requests == []
+
+
+def test_the_handler_runs_with_only_the_botocore_models_the_layer_keeps(store, tmp_path):
+    """The layer leaves out botocore's models of every service but failover.SERVICE_MODELS
+    (region_failover.layer_exclude): a botocore pruned the same way must still fail over."""
+    import botocore
+
+    pruned = tmp_path / "botocore"
+    shutil.copytree(Path(botocore.__file__).parent, pruned, ignore=shutil.ignore_patterns("__pycache__"))
+    for entry in (pruned / "data").iterdir():
+        if entry.is_dir() and entry.name not in failover.SERVICE_MODELS:
+            shutil.rmtree(entry)
+    assert sorted(p.name for p in (pruned / "data").iterdir() if p.is_dir()) == ["cloudfront-keyvaluestore"]
+    script = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import socket; real = socket.getaddrinfo\n"
+        f"socket.getaddrinfo = lambda host, *a, **k: real('127.0.0.1' if host == '{ACCOUNT}.localhost' else host, *a, **k)\n"
+        "import botocore; assert botocore.__file__.startswith(sys.path[0]), botocore.__file__\n"
+        "import importlib.util, json\n"
+        f"spec = importlib.util.spec_from_file_location('handler', {str(HANDLER)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print(json.dumps(module.handler({'target_region': 'eu-west-1'}, None)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == {"previous": None, "active_region": "eu-west-1"}
+    assert store.values == {"active_region": "eu-west-1"}

@@ -17,6 +17,9 @@ import os
 import boto3
 
 KEY = "active_region"  # what the edge's CloudFront Function reads (constructs/ingress/functions)
+# The botocore service models this function loads. The layer ships no others: region_failover.py leaves the
+# rest of botocore's data folder out (2,200 files, 26 MB that every synth would hash and copy).
+SERVICE_MODELS = ("cloudfront-keyvaluestore",)
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
@@ -30,7 +33,7 @@ def handler(event, context):
         raise ValueError(f"target_region={target!r} is not one of the configured regions {regions}")
     store = os.environ["KEY_VALUE_STORE_ARN"]
     # The store's API is global; the region only picks the partition (the endpoint comes from the ARN).
-    client = boto3.client("cloudfront-keyvaluestore", region_name="us-east-1")
+    client = boto3.client(SERVICE_MODELS[0], region_name="us-east-1")
 
     etag = client.describe_key_value_store(KvsARN=store)["ETag"]
     try:
