@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from tests.aws_calls import TRANSACT_ITEM_ACTIONS, TRANSACTIONS, find_calls, iam_prefix, parse, referenced_names
 from tests.test_least_privilege import _decision
+from tests.test_service_resources import _text
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 PACKAGES = {"auth": "auth/auth_service", "persona": "persona/persona_service", "vc-start": "vc-start/vc_start"}
@@ -185,19 +185,6 @@ def _task_role_statements(assembly, region, service):
                   for s in r["Properties"]["PolicyDocument"]["Statement"]]
     assert all(s["Effect"] == "Allow" for s in statements)
     return containers, statements
-
-
-def _text(value):
-    """A resource as text: joins joined, references as <logical ID>, anything else as JSON."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        return value["Fn::Join"][0].join(_text(part) for part in value["Fn::Join"][1])
-    if "Ref" in value:
-        return f"<{value['Ref']}>"
-    if "Fn::GetAtt" in value:
-        return f"<{value['Fn::GetAtt'][0]}.{value['Fn::GetAtt'][1]}>"
-    return json.dumps(value)
 
 
 def _own_resource(service, action, resource):

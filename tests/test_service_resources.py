@@ -97,13 +97,16 @@ def _actions(statement):
 
 
 def _text(value):
-    """An ARN expression as text, the account as <AWS::AccountId>."""
+    """An ARN expression as text: joins joined, references as <logical ID> (the account as <AWS::AccountId>),
+    attributes as <logical ID.attribute>, anything else as JSON."""
     if isinstance(value, str):
         return value
     if "Fn::Join" in value:
         return value["Fn::Join"][0].join(_text(part) for part in value["Fn::Join"][1])
     if "Ref" in value:
         return f"<{value['Ref']}>"
+    if "Fn::GetAtt" in value:
+        return f"<{value['Fn::GetAtt'][0]}.{value['Fn::GetAtt'][1]}>"
     return json.dumps(value)
 
 
