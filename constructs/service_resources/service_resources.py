@@ -14,10 +14,11 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_checkov
 
-# Item-level access only: no Scan (no request path scans), no table or index administration. The
-# most a service's role gets (``table_actions`` narrows it to what that service calls). Only what services/ calls: readiness is a GetItem of an absent key, and TransactWriteItems has no
-# IAM action of its own (each item in it needs its Put/Update/Delete; no transaction uses a
-# ConditionCheck item, which would need dynamodb:ConditionCheckItem).
+# The most a service's role gets on its table (``table_actions`` narrows it to what that service calls):
+# item-level access only, no Scan (no request path scans), no table or index administration.
+# Readiness is a GetItem of an absent key, and TransactWriteItems has no IAM action of its own (each
+# item in it needs its Put/Update/Delete; no transaction uses a ConditionCheck item, which would need
+# dynamodb:ConditionCheckItem).
 TABLE_ACTIONS = (
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
     "dynamodb:Query", "dynamodb:UpdateItem",
