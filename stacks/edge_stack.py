@@ -97,7 +97,8 @@ class EdgeStack(cdk.Stack):
             self, "FailoverAutomation", document_name=f"{config.prefix}-region-failover",
             key_value_store_arn=self.edge.key_value_store.key_value_store_arn, regions=ordered,
             function_name=f"{config.prefix}-region-failover", role_name=config.region_failover_role_name,
-            log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention])
+            log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention],
+            retain_logs=config.is_prod)
 
     def _read(self, region: str, name: str) -> str:
         """One SSM parameter of another region, read when CloudFormation deploys this stack."""

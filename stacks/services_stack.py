@@ -210,6 +210,7 @@ class ServicesStack(cdk.Stack):
             retain=config.is_prod,
             # The service's global table and secret (the primary region's data stack), by name in this region.
             table_name=config.table_name(service.name) if service.table else None,
+            # What the service's code calls (config); a service without a table has none and gets no table grant.
             table_actions=[f"dynamodb:{action}" for action in service.table_actions] or TABLE_ACTIONS,
             event_bus=self.platform.event_bus,
             publish_source=config.event_source(service.name) if service.name in config.producers else None,

@@ -65,6 +65,9 @@ def test_the_document_invokes_the_function_with_the_target_region_and_then_check
     assert steps["CheckResult"]["inputs"]["InputPayload"] == {"Payload": "{{ SetActiveRegion.Payload }}",
                                                              "TargetRegion": "{{ TargetRegion }}"}
     assert all(step["onFailure"] == "Abort" for step in steps.values())
+    # The region it replaced is an output of the execution, where the runbook reads it.
+    assert [output["Name"] for output in steps["CheckResult"]["outputs"]] == ["Previous"]
+    assert document["Content"]["outputs"] == ["CheckResult.Previous"]
     # No step calls the KeyValueStore API from Automation's own boto3 any more.
     assert "cloudfront-keyvaluestore" not in json.dumps(document["Content"])
     # The function the edge runs reads the key the handler sets.
@@ -99,6 +102,8 @@ def test_the_function_runs_python_3_14_on_arm64_with_the_crt_layer_and_knows_the
     log_group = assembly.template(EDGE)["Resources"][function["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]
     assert log_group["LogGroupName"] == "/aws/lambda/mf-region-failover" and "KmsKeyId" in log_group
     assert log_group["RetentionInDays"] == {"dev": 30, "prod": 365}[variant]
+    log_group_resource = assembly.template(EDGE)["Resources"][function["LoggingConfig"]["LogGroup"]["Ref"]]
+    assert log_group_resource["DeletionPolicy"] == {"dev": "Delete", "prod": "Retain"}[variant]
 
 
 def test_the_layer_ships_botocores_model_of_the_one_service_the_function_calls_and_none_of_the_other_400(dev):

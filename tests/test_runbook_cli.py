@@ -78,7 +78,9 @@ CUSTOM_COMMANDS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 # Words before `aws` that still leave it the command word: assignments (E=$(aws ...)) and keywords.
-LEADING_KEYWORDS = frozenset({"do", "then", "else", "time", "!", "{"})
+LEADING_KEYWORDS = frozenset({"do", "then", "else", "time", "!", "{", "if", "while", "until", "xargs", "watch"})
+# Commands that run the rest of the line as a command: their own flags (without values) may come before `aws`.
+RUNNERS = frozenset({"xargs", "watch"})
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")  # <prefix>, <new vCPU count>: not a redirect
 INLINE_SPAN = re.compile(r"`([^`]+)`")
@@ -222,7 +224,8 @@ def aws_commands(markdown: str) -> list[tuple[int, list[Word], bool]]:
                 if word.text == "aws":
                     found.append((markdown.count("\n", 0, word.offset) + 1, command.words[index:], command.inline))
                     break
-                if word.text not in LEADING_KEYWORDS and not ASSIGNMENT.match(word.text):
+                runner_flag = word.text.startswith("-") and any(w.text in RUNNERS for w in command.words[:index])
+                if word.text not in LEADING_KEYWORDS and not ASSIGNMENT.match(word.text) and not runner_flag:
                     break
     return sorted(found, key=lambda item: (item[0], item[1][0].offset))
 
@@ -341,6 +344,8 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
             "for R in eu-central-1 eu-west-1; do aws ssm get-parameter --name /mf/x --region $R | jq .; done\n"
             "echo \"$(aws sts get-caller-identity --query Account --output text)\" > out.txt\n"
             "aws logs tail /aws/lambda/mf-x --since 1h && echo aws sqs nothing\n"
+            "until aws sts get-caller-identity; do sleep 1; done\n"
+            "echo a | xargs -r aws ecs describe-tasks --cluster mf --tasks\n"
             "```\n")
     commands = [(line, [word.text for word in words]) for line, words, _ in aws_commands(text)]
     assert commands == [
@@ -350,6 +355,8 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
         (6, ["aws", "ssm", "get-parameter", "--name", "/mf/x", "--region", "$R"]),
         (7, ["aws", "sts", "get-caller-identity", "--query", "Account", "--output", "text"]),
         (8, ["aws", "logs", "tail", "/aws/lambda/mf-x", "--since", "1h"]),
+        (9, ["aws", "sts", "get-caller-identity"]),
+        (10, ["aws", "ecs", "describe-tasks", "--cluster", "mf", "--tasks"]),
     ]
 
 

@@ -78,7 +78,7 @@ class RegionFailoverAutomation(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, document_name: str, key_value_store_arn: str,
                  regions: Sequence[str], function_name: str, role_name: str, log_encryption_key: kms.IKey,
-                 log_retention: logs.RetentionDays, layer_dir: Path | None = None) -> None:
+                 log_retention: logs.RetentionDays, retain_logs: bool = False, layer_dir: Path | None = None) -> None:
         super().__init__(scope, construct_id)
         if not regions:
             raise ValueError("regions=[] is invalid: name the regions /api/* may be sent to")
@@ -89,7 +89,8 @@ class RegionFailoverAutomation(Construct):
                                     "to build the region-failover function's dependencies")
         self.log_group = logs.LogGroup(self, "Logs", log_group_name=f"/aws/lambda/{function_name}",
                                        encryption_key=log_encryption_key, retention=log_retention,
-                                       removal_policy=cdk.RemovalPolicy.DESTROY)
+                                       # The record of each switch: kept when the stack goes (retain_logs, prod).
+                                       removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY)
         self.role = iam.Role(self, "Role", role_name=role_name, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Sets active_region in the edge's KeyValueStore (region failover)")
         self.layer = lambda_.LayerVersion(
@@ -132,6 +133,8 @@ class RegionFailoverAutomation(Construct):
                                 "InputPayload": {"Payload": "{{ SetActiveRegion.Payload }}", "TargetRegion": "{{ TargetRegion }}"}},
                      "outputs": [{"Name": "Previous", "Selector": "$.Payload.Previous", "Type": "String"}]},
                 ],
+                # The execution's outputs (GetAutomationExecution's Outputs), where the runbook reads what changed.
+                "outputs": ["CheckResult.Previous"],
             },
         )
         self._acknowledge()

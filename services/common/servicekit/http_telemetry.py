@@ -216,10 +216,16 @@ def _log_access(level: int, scope, route: str | None, status: int, seconds: floa
     fields = {"method": method, "route": route, "path": scope.get("root_path", "") + path, "status": status,
               "duration_ms": round(seconds * 1000.0, 3)}
     handler = direct_json_handler(access_log, level)
+    line = None
     if handler is not None:
         try:
-            write_direct(handler, handler.formatter.direct_line(level, access_log.name, f"{method} {path} {status}", fields, span))  # type: ignore[union-attr]
-            return
-        except Exception:  # noqa: BLE001 - logging's own path reports it (handleError) and never raises
-            pass
-    access_log.log(level, "%s %s %s", method, path, status, extra=fields)
+            line = handler.formatter.direct_line(level, access_log.name, f"{method} {path} {status}", fields, span)  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a value the shortcut cannot write: logging's own path takes it
+            line = None
+    if line is None:
+        access_log.log(level, "%s %s %s", method, path, status, extra=fields)
+        return
+    try:
+        write_direct(handler, line)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - as logging does, a line that cannot be written never fails the request
+        pass  # (and is not retried through logging: part of it may already be out)
