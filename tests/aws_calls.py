@@ -27,7 +27,6 @@ from botocore import xform_name
 # with DynamoDB transactions"). BatchWriteItem is its own action (Service Authorization Reference).
 TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem",
                          "Get": "GetItem"}
-BATCH_WRITE_ITEMS = ("PutRequest", "DeleteRequest")
 TRANSACTIONS = {"TransactWriteItems", "TransactGetItems"}
 
 _botocore = botocore.session.get_session()
@@ -212,10 +211,8 @@ def find_calls(modules: dict[str, ast.Module]) -> dict[str, Found]:
                 if service and node.attr in operations(service):
                     operation = operations(service)[node.attr]
                     items = ()
-                    if operation in TRANSACTIONS:
+                    if operation in TRANSACTIONS:  # (BatchWriteItem is an IAM action of its own)
                         items = _item_kinds(self.tree, TRANSACT_ITEM_ACTIONS)
-                    elif operation == "BatchWriteItem":
-                        items = _item_kinds(self.tree, BATCH_WRITE_ITEMS)
                     entry.calls.add(Call(service, operation, where, items))
                 else:
                     entry.unresolved.add(f"{where} {ast.unparse(node)}")

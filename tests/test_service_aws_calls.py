@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.aws_calls import TRANSACT_ITEM_ACTIONS, TRANSACTIONS, find_calls, iam_prefix, parse, referenced_names
-from tests.test_least_privilege import _decision
+from tests.test_least_privilege import _as_list, _decision
 from tests.test_service_resources import _text
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
@@ -162,10 +162,6 @@ def test_the_finder_sees_direct_calls_callables_passed_on_and_transaction_items_
 
 
 # --- What the roles grant ------------------------------------------------------------------------
-
-
-def _as_list(value):
-    return value if isinstance(value, list) else [value]
 
 
 def _task_role_statements(assembly, region, service):
