@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.assembly import Assembly
+from constructs.lambda_layer import LAYER_TARGET
 
 EDGE = "mf-edge/edge"
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -130,7 +131,7 @@ def test_the_layer_holds_boto3_with_the_crt_for_the_functions_runtime_and_archit
     assert str(region_failover.LAYER_DIR.parent.relative_to(REPO_ROOT)) in layers  # `make install` builds every one
     assert "$(addsuffix /build/.installed,$(LAYERS))" in makefile.split("\ninstall:")[1].split("\n")[0]
     assert region_failover.RUNTIME.name == f"python{python}" and region_failover.ARCHITECTURE.name == "arm64"
-    assert (region_failover.LAYER_DIR / ".installed").read_text().strip() == region_failover.LAYER_TARGET == f"python{python} {arch}"
+    assert (region_failover.LAYER_DIR / ".installed").read_text().strip() == LAYER_TARGET == f"python{python} {arch}"
     pins = dict(line.split("==") for line in (region_failover.LAYER_DIR.parent / "requirements.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     built = region_failover.LAYER_DIR / "python"

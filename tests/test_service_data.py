@@ -11,6 +11,7 @@ import pytest
 
 from constructs.service_data.signing_key_rotation import REPLICA_KEY_ACTIONS, ROTATION_KEY_ACTIONS, ROTATION_SECRET_ACTIONS
 from tests.assembly import REPO_ROOT, synth
+from constructs.lambda_layer import LAYER_TARGET
 
 PRIMARY, OTHER = "eu-central-1", "eu-west-1"
 SERVICES = ("auth", "persona", "vc-start")
@@ -206,8 +207,8 @@ def test_the_layer_is_built_for_the_functions_runtime_and_architecture():
     assert str(rotation.LAYER_DIR.parent.relative_to(REPO_ROOT)) in re.search(r"^LAYERS := (.+)$", makefile, re.MULTILINE).group(1).split()
     assert rotation.RUNTIME.name == f"python{python}"
     assert {"aarch64": "arm64", "x86_64": "x86_64"}[arch] == rotation.ARCHITECTURE.name
-    assert rotation.LAYER_TARGET == f"python{python} {arch}"
-    assert (rotation.LAYER_DIR / ".installed").read_text().strip() == rotation.LAYER_TARGET
+    assert LAYER_TARGET == f"python{python} {arch}"
+    assert (rotation.LAYER_DIR / ".installed").read_text().strip() == LAYER_TARGET
     assert list((rotation.LAYER_DIR / "python").glob(f"_cffi_backend.cpython-{python.replace('.', '')}-{arch}-linux-gnu.so"))
 
 

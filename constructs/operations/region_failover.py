@@ -16,16 +16,13 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.lambda_layer import ARCHITECTURE, RUNTIME, built_layer
 from constructs.permissions_boundary import KEY_VALUE_STORE_WRITER_ACTIONS
 
 # The key the edge's CloudFront Function reads (constructs/ingress/functions/select_api_origin.js).
 ACTIVE_REGION_KEY = "active_region"
 HANDLER_DIR = Path(__file__).resolve().parent / "failover"
 LAYER_DIR = Path(__file__).resolve().parent / "failover_layer" / "build"
-RUNTIME = lambda_.Runtime.PYTHON_3_14
-ARCHITECTURE = lambda_.Architecture.ARM_64
-# What the Makefile writes into the layer's stamp: the runtime and CPU its wheels were chosen for.
-LAYER_TARGET = "python3.14 aarch64"
 # Runs inside Automation (aws:executeScript) on the function's result. A function error may not fail the
 # invoke step itself (AWS documents FunctionError as an output, not as a step failure); its payload is then
 # Lambda's error document, which names no region, so this step fails the execution with the function's message.
@@ -49,13 +46,13 @@ def handler(events, context):
 
 
 def layer_exclude() -> list[str]:
-    """What the layer leaves out: its build stamp, and botocore's models of every service the function does not
-    call (handler.SERVICE_MODELS), keeping botocore's own files (endpoints, partitions, defaults, retries)."""
+    """What the layer leaves out: botocore's models of every service the function does not call
+    (handler.SERVICE_MODELS), keeping botocore's own files (endpoints, partitions, defaults, retries)."""
     tree = ast.parse((HANDLER_DIR / "handler.py").read_text())
     (models,) = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
                  and any(getattr(target, "id", None) == "SERVICE_MODELS" for target in node.targets)]
     data = "python/botocore/data"
-    return [".installed", f"{data}/*", f"!{data}/*.json", *(f"!{data}/{model}" for model in models),
+    return [f"{data}/*", f"!{data}/*.json", *(f"!{data}/{model}" for model in models),
             *(f"!{data}/{model}/**" for model in models)]
 
 
@@ -83,21 +80,16 @@ class RegionFailoverAutomation(Construct):
         if not regions:
             raise ValueError("regions=[] is invalid: name the regions /api/* may be sent to")
         layer_dir = layer_dir or LAYER_DIR
-        stamp = layer_dir / ".installed"
-        if not (layer_dir / "python").is_dir() or not stamp.is_file() or stamp.read_text().strip() != LAYER_TARGET:
-            raise FileNotFoundError(f"{layer_dir} is missing or not built for {LAYER_TARGET}: run `make install` "
-                                    "to build the region-failover function's dependencies")
+        self.layer = built_layer(
+            self, "Dependencies", layer_dir=layer_dir, purpose="the region-failover function's dependencies", exclude=layer_exclude(),
+            description="boto3 with the AWS CRT (SigV4A) for the region-failover function (failover_layer/requirements.txt)",
+        )
         self.log_group = logs.LogGroup(self, "Logs", log_group_name=f"/aws/lambda/{function_name}",
                                        encryption_key=log_encryption_key, retention=log_retention,
                                        # The record of each switch: kept when the stack goes (retain_logs, prod).
                                        removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY)
         self.role = iam.Role(self, "Role", role_name=role_name, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Sets active_region in the edge's KeyValueStore (region failover)")
-        self.layer = lambda_.LayerVersion(
-            self, "Dependencies", code=lambda_.Code.from_asset(str(layer_dir), exclude=layer_exclude()),
-            compatible_runtimes=[RUNTIME], compatible_architectures=[ARCHITECTURE],
-            description="boto3 with the AWS CRT (SigV4A) for the region-failover function (failover_layer/requirements.txt)",
-        )
         self.function = lambda_.Function(
             self, "Function", function_name=function_name, runtime=RUNTIME, architecture=ARCHITECTURE, role=self.role,
             code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__", "*.pyc"]),

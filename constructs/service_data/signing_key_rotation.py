@@ -14,13 +14,10 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.lambda_layer import ARCHITECTURE, RUNTIME, built_layer
 
 HANDLER_DIR = Path(__file__).resolve().parent / "rotation"
 LAYER_DIR = Path(__file__).resolve().parent / "rotation_layer" / "build"
-RUNTIME = lambda_.Runtime.PYTHON_3_14
-ARCHITECTURE = lambda_.Architecture.ARM_64
-# What the Makefile writes into the layer's stamp: the runtime and CPU its wheels were chosen for.
-LAYER_TARGET = "python3.14 aarch64"
 # What rotation reads and writes: the versions of the secret and their staging labels.
 ROTATION_SECRET_ACTIONS = (
     "secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue",
@@ -47,19 +44,14 @@ class SigningKeyRotation(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         layer_dir = layer_dir or LAYER_DIR
-        stamp = layer_dir / ".installed"
-        if not (layer_dir / "python").is_dir() or not stamp.is_file() or stamp.read_text().strip() != LAYER_TARGET:
-            raise FileNotFoundError(f"{layer_dir} is missing or not built for {LAYER_TARGET}: run `make install` "
-                                    "to build the signing-key rotation function's dependencies")
+        self.layer = built_layer(
+            self, "Dependencies", layer_dir=layer_dir, purpose="the signing-key rotation function's dependencies",
+            description="cryptography for the signing-key rotation function (rotation_layer/requirements.txt)",
+        )
         stack = cdk.Stack.of(self)
         secret_name = secret.node.default_child.name  # the literal name (secret.secret_name is a token)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description=f"Rotates {secret_name}")
-        self.layer = lambda_.LayerVersion(
-            self, "Dependencies", code=lambda_.Code.from_asset(str(layer_dir), exclude=[".installed"]),
-            compatible_runtimes=[RUNTIME], compatible_architectures=[ARCHITECTURE],
-            description="cryptography for the signing-key rotation function (rotation_layer/requirements.txt)",
-        )
         self.function = lambda_.Function(
             self, "Function",
             runtime=RUNTIME, architecture=ARCHITECTURE,
