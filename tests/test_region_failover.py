@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from tests.assembly import Assembly
+from tests.test_operations import _document as operations_document
+from tests.test_operations import _steps
 from constructs.lambda_layer import LAYER_TARGET
 
 EDGE = "mf-edge/edge"
@@ -23,13 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _document(assembly: Assembly) -> dict[str, Any]:
-    (document,) = [d["Properties"] for d in assembly.resources(EDGE, "AWS::SSM::Document").values()
-                   if d["Properties"]["Name"] == "mf-region-failover"]
-    return document
-
-
-def _steps(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {step["name"]: step for step in document["Content"]["mainSteps"]}
+    return operations_document(assembly, EDGE, "mf-region-failover")
 
 
 def _function(assembly: Assembly) -> tuple[str, dict[str, Any]]:
