@@ -178,15 +178,3 @@ def test_the_edge_boundary_lets_only_the_failover_role_set_key_value_store_keys(
     for region in REGIONS:
         (regional,) = assembly.resources(f"mf-{region}/baseline", "AWS::IAM::ManagedPolicy").values()
         assert "cloudfront-keyvaluestore" not in json.dumps(regional["Properties"]["PolicyDocument"])
-
-
-def test_synth_without_the_built_failover_layer_stops_saying_to_run_make_install(monkeypatch, tmp_path, capsys):
-    import app as app_module
-    from constructs.operations import region_failover
-
-    monkeypatch.setattr(region_failover, "LAYER_DIR", tmp_path / "build")
-    with pytest.raises(SystemExit) as exit_info:
-        app_module.main()
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("build error: ") and "region-failover" in line and "run `make install`" in line

@@ -309,18 +309,6 @@ def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_com
     assert schedule["Properties"]["RotationRules"] == {"ScheduleExpression": "rate(7 days)"}
 
 
-def test_synth_without_the_built_layer_stops_with_one_line_saying_to_run_make_install(monkeypatch, tmp_path, capsys):
-    import app as app_module
-    from constructs.service_data import signing_key_rotation
-
-    monkeypatch.setattr(signing_key_rotation, "LAYER_DIR", tmp_path / "build")
-    with pytest.raises(SystemExit) as exit_info:
-        app_module.main()
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("build error: ") and "run `make install`" in line and str(tmp_path / "build") in line
-
-
 def test_the_service_keys_description_claims_no_access_control_the_key_policy_does_not_make(dev):
     for logical_id, key in _owned(dev, "AWS::KMS::Key").values():
         assert "only its task roles" not in key["Properties"]["Description"], logical_id
