@@ -111,6 +111,13 @@ def _distinct(paths) -> list[str]:
     return sorted(unique.values())
 
 
+def _region(assembly, stack_path: str) -> str:
+    """The region a stack deploys to, from its manifest environment (aws://<account>/<region>)."""
+    region = assembly.stack_artifacts[stack_path]["environment"].rsplit("/", 1)[1]
+    assert region != "unknown-region", f"{stack_path} names no region"
+    return region
+
+
 def _pipeline_only(assembly) -> list[str]:
     """The templates only a pipeline config adds: the pipeline, its baseline and support stacks, the smoke tests."""
     return [str(path) for stack, path in assembly.template_files.items()
@@ -118,29 +125,37 @@ def _pipeline_only(assembly) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scanned_templates(dev, prod, appmesh, domain, github, strangler, dev_pipeline, prod_pipeline) -> list[str]:
-    """Every distinct template of every variant, except that of the pipeline variants only what the
+def scanned_templates(dev, prod, appmesh, domain, github, strangler, dev_pipeline, prod_pipeline) -> dict[str, str]:
+    """Every distinct template of every variant, with the region its stack deploys to, except that of the pipeline variants only what the
     pipeline adds: their regional stacks are dev's and prod's with a literal account (about a third of
     the scanners' time for nothing the other variants do not already show)."""
     variants = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain, "github": github,
                 "strangler": strangler, "dev_pipeline": dev_pipeline, "prod_pipeline": prod_pipeline}
     assert set(variants) == set(VARIANTS)  # a new variant must be scanned too
     whole = [path for assembly in (dev, prod, appmesh, domain, github, strangler) for path in assembly.template_files.values()]
-    return _distinct([*whole, *_pipeline_only(dev_pipeline), *_pipeline_only(prod_pipeline)])
+    regions = {str(path): _region(assembly, stack) for assembly in variants.values() for stack, path in assembly.template_files.items()}
+    return {path: regions[path] for path in _distinct([*whole, *_pipeline_only(dev_pipeline), *_pipeline_only(prod_pipeline)])}
 
 
 @pytest.fixture(scope="module")
 def scanners(scanned_templates, tmp_path_factory):
-    """cfn-lint and checkov over every distinct template, started together: each is single-threaded."""
+    """cfn-lint (one run per region) and checkov over every distinct template, started together: each is
+    single-threaded."""
     checkov = Path(os.environ.get("CHECKOV", REPO_ROOT / ".venv-checkov" / "bin" / "checkov"))
     assert checkov.exists(), f"{checkov} is missing: run `make test`, which installs checkov in its own virtualenv"
     # checkov takes a folder: each distinct template once, named after its assembly and stack.
     folder = tmp_path_factory.mktemp("checkov")
     for path in map(Path, scanned_templates):
         shutil.copy(path, folder / f"{path.parent.parent.name}-{path.parent.name}-{path.name}")
+    # cfn-lint checks each template for the region its stack deploys to (allowed values, resource types and
+    # endpoints differ by region): the edge's us-east-1 stacks are not the regional stacks' eu regions.
+    by_region: dict[str, list[str]] = {}
+    for path, region in scanned_templates.items():
+        by_region.setdefault(region, []).append(path)
     started = {
-        "cfn-lint": subprocess.Popen([str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *scanned_templates],
-                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        **{f"cfn-lint {region}": subprocess.Popen(
+            [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--regions", region, "--", *paths],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for region, paths in sorted(by_region.items())},
         "checkov": subprocess.Popen([str(checkov), "--framework", "cloudformation", "--skip-download", "--output", "json",
                                      "--directory", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
     }
@@ -160,8 +175,10 @@ def test_the_scan_covers_what_only_the_strangler_fig_and_the_pipeline_add(scanne
     assert set(map(_content, pipeline_only)) <= scanned
 
 
-def test_cfn_lint_reports_nothing(scanners):
-    assert scanners["cfn-lint"] == (0, "", "")
+def test_cfn_lint_reports_nothing_checking_each_template_for_its_own_region(scanners, scanned_templates):
+    assert set(scanned_templates.values()) == {"eu-central-1", "eu-west-1", "us-east-1"}  # the regions and the edge
+    for region in set(scanned_templates.values()):
+        assert scanners[f"cfn-lint {region}"] == (0, "", ""), region
 
 
 @pytest.fixture(scope="module")
