@@ -31,7 +31,7 @@ from pydantic import BaseModel  # noqa: E402
 
 from servicekit.app import create_service_app  # noqa: E402
 from servicekit.logging import configure_logging  # noqa: E402
-from servicekit.server import freeze_startup_objects  # noqa: E402
+from servicekit.startup import freeze_startup_objects  # noqa: E402
 from servicekit.settings import ServiceSettings  # noqa: E402
 from servicekit.tracing import DEFAULT_TRACES_SAMPLER  # noqa: E402
 

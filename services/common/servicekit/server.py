@@ -8,13 +8,12 @@ Shutdown sequence (ECS sends SIGTERM, then SIGKILL after the 30 s stop timeout):
   3. lifespan shutdown, telemetry flushed, exit 0.
 A second SIGINT/SIGTERM skips the rest of the drain period.
 
-Once started, the objects built so far are frozen out of garbage collection (freeze_startup_objects).
+Once started, the objects built so far are frozen out of garbage collection (startup.freeze_startup_objects).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import signal
 import time
@@ -26,6 +25,7 @@ import uvicorn
 from .health import Health
 from .logging import configure_logging, get_logger
 from .settings import ServiceSettings
+from .startup import freeze_startup_objects
 
 log = get_logger(__name__)
 
@@ -105,15 +105,6 @@ class DrainingServer(uvicorn.Server):
         finally:
             self.lifespan.shutdown = lifespan_shutdown  # type: ignore[method-assign]
             await grpc_stopped
-
-
-def freeze_startup_objects() -> None:
-    """Once started (modules, app, clients, caches all built): move every object alive now out of the
-    collector's reach (gc.freeze), so its full collections stop walking hundreds of thousands of
-    long-lived objects that never become garbage. Collected first so no garbage is frozen with them."""
-    gc.collect()
-    gc.freeze()
-    log.info("start-up objects frozen out of garbage collection", extra={"frozen_objects": gc.get_freeze_count()})
 
 
 def build_server(app: Any, settings: ServiceSettings, *, grpc_server: Any = None, host: str = "0.0.0.0") -> DrainingServer:

@@ -1,4 +1,7 @@
-"""Run a queue consumer as a process: SIGTERM/SIGINT finish the current batch, then exit 0."""
+"""Run a queue consumer as a process: SIGTERM/SIGINT finish the current batch, then exit 0.
+
+Once its consumer is built, the objects built so far are frozen out of garbage collection, as in a
+service process (startup.freeze_startup_objects)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Callable
 from .events import QueueConsumer
 from .logging import configure_logging, get_logger
 from .settings import ServiceSettings
+from .startup import freeze_startup_objects
 from .tracing import configure_telemetry
 
 log = get_logger(__name__)
@@ -44,6 +48,7 @@ def run_worker(settings: ServiceSettings, consumer: QueueConsumer | Callable[[],
     telemetry = configure_telemetry(settings)
     if not isinstance(consumer, QueueConsumer):
         consumer = consumer()
+    freeze_startup_objects()
     try:
         asyncio.run(serve_worker(consumer))
     finally:
