@@ -2,6 +2,9 @@
 
 - Trace every request (the production default samples a small share, see servicekit.tracing), so
   tests that assert exported spans see them. Subprocesses inherit it.
+- moto's EC2 starts without its catalogue of public AMIs (some 15,000 images parsed from JSON, about
+  a second each time a test starts a mock with EC2 in it, e.g. the strangler-fig handler's load
+  balancer): no test here reads an AMI. Subprocesses (moto servers) inherit it.
 - ``atomic_moto``: for tests that race requests against in-process moto.
 """
 
@@ -12,6 +15,7 @@ import pytest
 from moto.core.botocore_stubber import BotocoreStubber
 
 os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 
 @pytest.fixture
