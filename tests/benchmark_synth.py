@@ -11,7 +11,12 @@ both medians and their ratio (the target), and for context the ratio of build+sy
 "floor" app: the full app's imports and cdk-nag packs around one resource, the share of the full
 app's time that does not depend on what the app builds.
 
-Usage: make bench   (or: .venv/bin/python tests/benchmark_synth.py --runs 5)
+Each run also prints the CPU time of the app's processes (Python and jsii's Node), which other load on a
+shared machine moves less than wall time. ``--compare CHECKOUT`` measures a change instead: the full app
+of this checkout against that of another (``git worktree add ../base main``, with its own ``make install``
+or the same virtualenv and layer builds), run by run in turn.
+
+Usage: make bench   (or: .venv/bin/python tests/benchmark_synth.py --runs 5 [--compare ../base])
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -76,47 +82,87 @@ print(json.dumps({{"import": imported - start, "work": done - imported}}))
 """
 
 
-def _interpreter_options() -> list[str]:
+def _interpreter_options(repo: Path = REPO_ROOT) -> list[str]:
     """The options between the interpreter and app.py in cdk.json's "app" command, e.g. ["-O"]."""
-    command = shlex.split(json.loads((REPO_ROOT / "cdk.json").read_text())["app"])
+    command = shlex.split(json.loads((repo / "cdk.json").read_text())["app"])
     return [arg for arg in command[1:] if arg.startswith("-")]
 
 
-def _run(snippet: str) -> tuple[float, dict[str, float]]:
-    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+def _run(snippet: str, repo: Path = REPO_ROOT) -> tuple[float, float, dict[str, float]]:
+    """Run one app of ``repo`` (a checkout of this project): wall time, CPU time of the process and its
+    children (Python and jsii's Node; steadier than wall time on a shared machine) and the phase timings."""
+    context = json.loads((repo / "cdk.json").read_text())["context"]
     with tempfile.TemporaryDirectory() as outdir:
         env = {**os.environ, "CDK_VALIDATION": "false", "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": json.dumps(context),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        command = [sys.executable, *_interpreter_options(), "-c", snippet.format(repo=str(REPO_ROOT))]
+        command = [sys.executable, *_interpreter_options(repo), "-c", snippet.format(repo=str(repo))]
+        cpu_before = _children_cpu()
         started = time.perf_counter()
-        result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
+        cpu = _children_cpu() - cpu_before
         if result.returncode != 0 or not any(Path(outdir).glob("manifest.json")):
             sys.exit(f"benchmark app failed (exit code {result.returncode}):\n{result.stderr}")
-    return wall, json.loads(result.stdout.strip().splitlines()[-1])
+    return wall, cpu, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def compare(other: Path, runs: int) -> None:
+    """The full app of this checkout and of ``other`` (another checkout, e.g. `git worktree add`), alternating
+    run by run so that both see the same machine load: the way to tell whether a change made synth faster."""
+    if not (other / "app.py").is_file() or not (other / "cdk.json").is_file():
+        sys.exit(f"--compare {other} is not a checkout of this project: it has no app.py and cdk.json")
+    checkouts = {"this": REPO_ROOT, "other": other.resolve()}
+    walls: dict[str, list[float]] = {name: [] for name in checkouts}
+    cpus: dict[str, list[float]] = {name: [] for name in checkouts}
+    _run(_EMPTY_APP)  # warm the OS file cache; not counted
+    for run in range(1, runs + 1):
+        order = list(checkouts.items()) if run % 2 else list(reversed(checkouts.items()))
+        for name, repo in order:
+            wall, cpu, _ = _run(_FULL_APP, repo)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            print(f"run {run} {name:5}: {wall:.2f} s wall, {cpu:.2f} s CPU  ({repo})", flush=True)
+    for name, repo in checkouts.items():
+        print(f"median full app, {name:5} ({repo}): {statistics.median(walls[name]):.2f} s wall, "
+              f"{statistics.median(cpus[name]):.2f} s CPU")
+    for label, figures in (("wall", walls), ("CPU", cpus)):
+        this, that = statistics.median(figures["this"]), statistics.median(figures["other"])
+        print(f"this checkout against the other, {label}: {this - that:+.2f} s ({(this - that) / that:+.1%})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each app (default 5)")
+    parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                        help="instead: the full app of this checkout against that of another one, alternating")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.runs)
+        return
 
     _run(_EMPTY_APP)  # warm the OS file cache; not counted
     apps = {"full": _FULL_APP, "empty": _EMPTY_APP, "floor": _FLOOR_APP}
     walls: dict[str, list[float]] = {name: [] for name in apps}
+    cpus: dict[str, list[float]] = {name: [] for name in apps}
     work: dict[str, list[float]] = {name: [] for name in apps}
     for run in range(1, args.runs + 1):
         for name, snippet in apps.items():
-            wall, phases = _run(snippet)
+            wall, cpu, phases = _run(snippet)
             walls[name].append(wall)
+            cpus[name].append(cpu)
             work[name].append(phases["work"])
-            print(f"run {run} {name:5}: {wall:.2f} s  (imports {phases['import']:.2f}, build+synth {phases['work']:.2f}, "
-                  f"process start and exit {wall - phases['import'] - phases['work']:.2f})", flush=True)
+            print(f"run {run} {name:5}: {wall:.2f} s, CPU {cpu:.2f} s  (imports {phases['import']:.2f}, "
+                  f"build+synth {phases['work']:.2f}, process start and exit {wall - phases['import'] - phases['work']:.2f})", flush=True)
 
     full, empty = statistics.median(walls["full"]), statistics.median(walls["empty"])
     print(f"interpreter options from cdk.json: {' '.join(_interpreter_options()) or '(none)'}")
-    print(f"median full app  (2 regions, cdk-nag on): {full:.2f} s")
-    print(f"median empty app (one bucket):            {empty:.2f} s")
+    print(f"median full app  (2 regions, cdk-nag on): {full:.2f} s (CPU {statistics.median(cpus['full']):.2f} s)")
+    print(f"median empty app (one bucket):            {empty:.2f} s (CPU {statistics.median(cpus['empty']):.2f} s)")
     print(f"ratio: {full / empty:.2f} (target <= 3.0)")
     # The same runs without process start, imports and exit, which both apps pay in part.
     full_work, empty_work = statistics.median(work["full"]), statistics.median(work["empty"])
