@@ -103,14 +103,6 @@ def _content(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _distinct(paths) -> list[str]:
-    """Each distinct template content once (variants share most stacks)."""
-    unique = {}
-    for path in paths:
-        unique.setdefault(_content(path), str(path))
-    return sorted(unique.values())
-
-
 def _region(assembly, stack_path: str) -> str:
     """The region a stack deploys to, from its manifest environment (aws://<account>/<region>)."""
     region = assembly.stack_artifacts[stack_path]["environment"].rsplit("/", 1)[1]
@@ -126,15 +118,21 @@ def _pipeline_only(assembly) -> list[str]:
 
 @pytest.fixture(scope="module")
 def scanned_templates(dev, prod, appmesh, domain, github, strangler, dev_pipeline, prod_pipeline) -> dict[str, str]:
-    """Every distinct template of every variant, with the region its stack deploys to, except that of the pipeline variants only what the
-    pipeline adds: their regional stacks are dev's and prod's with a literal account (about a third of
-    the scanners' time for nothing the other variants do not already show)."""
+    """Every distinct template of every variant, with the region its stack deploys to (a template that two
+    regions share counts once per region), except that of the pipeline variants only what the pipeline
+    adds: their regional stacks are dev's and prod's with a literal account (about a third of the
+    scanners' time for nothing the other variants do not already show)."""
     variants = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain, "github": github,
                 "strangler": strangler, "dev_pipeline": dev_pipeline, "prod_pipeline": prod_pipeline}
     assert set(variants) == set(VARIANTS)  # a new variant must be scanned too
-    whole = [path for assembly in (dev, prod, appmesh, domain, github, strangler) for path in assembly.template_files.values()]
-    regions = {str(path): _region(assembly, stack) for assembly in variants.values() for stack, path in assembly.template_files.items()}
-    return {path: regions[path] for path in _distinct([*whole, *_pipeline_only(dev_pipeline), *_pipeline_only(prod_pipeline)])}
+    whole = [(path, _region(assembly, stack)) for assembly in (dev, prod, appmesh, domain, github, strangler)
+             for stack, path in assembly.template_files.items()]
+    pipeline = [(path, _region(assembly, stack)) for assembly in (dev_pipeline, prod_pipeline)
+                for stack, path in assembly.template_files.items() if str(path) in _pipeline_only(assembly)]
+    unique: dict[tuple[str, str], str] = {}
+    for path, region in [*whole, *pipeline]:
+        unique.setdefault((_content(path), region), str(path))
+    return {path: region for (_content_hash, region), path in sorted(unique.items(), key=lambda item: item[1])}
 
 
 @pytest.fixture(scope="module")

@@ -67,16 +67,20 @@ def layer_archive(layer_dir: Path, exclude: Sequence[str] = ()) -> Path:
     if not archive.exists():
         # Written aside and renamed: two synths at once (test workers) each write whole, identical archives.
         with tempfile.NamedTemporaryFile(dir=layer_dir, prefix=".layer-", suffix=".zip", delete=False) as partial:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zip_file:
-                for relative, path in files:
-                    if is_excluded(PurePosixPath(relative), exclude):
-                        continue
-                    entry = zipfile.ZipInfo(relative, date_time=_ZIP_TIME)
-                    # A regular file, executable or not: the installing machine's umask does not reach the bytes.
-                    mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
-                    entry.external_attr = (0o100000 | mode) << 16
-                    entry.compress_type = zipfile.ZIP_DEFLATED
-                    zip_file.writestr(entry, Path(path).read_bytes())
+            try:
+                with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zip_file:
+                    for relative, path in files:
+                        if is_excluded(PurePosixPath(relative), exclude):
+                            continue
+                        entry = zipfile.ZipInfo(relative, date_time=_ZIP_TIME)
+                        # A regular file, executable or not: the installing machine's umask does not reach the bytes.
+                        mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
+                        entry.external_attr = (0o100000 | mode) << 16
+                        entry.compress_type = zipfile.ZIP_DEFLATED
+                        zip_file.writestr(entry, Path(path).read_bytes())
+            except BaseException:
+                os.unlink(partial.name)  # no half-written archive left beside the build
+                raise
         os.replace(partial.name, archive)
         for stale in layer_dir.glob("layer-*.zip"):
             if stale != archive:
