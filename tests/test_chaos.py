@@ -204,8 +204,15 @@ def test_the_az_role_swaps_acls_of_the_targeted_subnets_only_and_touches_only_fi
         assert {_text(r) for r in swap["Resource"]} == {acls, *(_text(arn) for arn in target["ResourceArns"])}
         (edit,) = _statements_for(statements, "ec2:DeleteNetworkAcl")
         assert edit["Condition"] == {"StringEquals": {"aws:ResourceTag/managedByFIS": "true"}}
-        (create,) = _statements_for(statements, "ec2:CreateNetworkAcl")
-        assert create["Condition"] == {"StringEquals": {"aws:RequestTag/managedByFIS": "true"}}
+        # As AWS's managed policy for this action does: the tag condition on the ACL, the VPC in a statement of its own
+        # (a request tag describes the resource being created; on the VPC's statement it would refuse the request).
+        (on_acls, on_vpc) = sorted(_statements_for(statements, "ec2:CreateNetworkAcl"), key=lambda s: "Condition" not in s)
+        assert _text(on_acls["Resource"]) == acls
+        assert on_acls["Condition"] == {"StringEquals": {"aws:RequestTag/managedByFIS": "true"}}
+        assert re.fullmatch(rf"arn:aws:ec2:{region}:<AWS::AccountId>:vpc/\S+", _text(on_vpc["Resource"])) and "Condition" not in on_vpc
+        (tag,) = _statements_for(statements, "ec2:CreateTags")
+        assert _text(tag["Resource"]) == acls
+        assert tag["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateNetworkAcl", "aws:RequestTag/managedByFIS": "true"}}
         wildcard = {a for s in statements if s["Resource"] == "*" for a in _actions([s])}
         assert all(a.startswith(("ec2:Describe", "ec2:GetManagedPrefixListEntries", "logs:")) for a in wildcard), wildcard
 

@@ -153,12 +153,15 @@ class AzOutageExperiment(FisExperiment):
             statements=[
                 iam.PolicyStatement(actions=["ec2:DescribeSubnets", "ec2:DescribeNetworkAcls", "ec2:DescribeVpcs",
                                              "ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListEntries"], resources=["*"]),
-                # FIS's own ACL: created tagged in this VPC, edited and deleted only while tagged.
-                iam.PolicyStatement(actions=["ec2:CreateNetworkAcl"], resources=[
-                    stack.format_arn(service="ec2", resource="vpc", resource_name=vpc.vpc_id), acls],
-                    conditions={"StringEquals": {f"aws:RequestTag/{FIS_NACL_TAG}": "true"}}),
-                iam.PolicyStatement(actions=["ec2:CreateTags"], resources=[acls],
-                                    conditions={"StringEquals": {"ec2:CreateAction": "CreateNetworkAcl"}}),
+                # FIS's own ACL: created tagged in this VPC, edited and deleted only while tagged. The tag
+                # condition sits on the ACL alone, as in AWS's AWSFaultInjectionSimulatorNetworkAccess: a
+                # request tag is a property of the resource being created, so the VPC gets a statement of its own.
+                iam.PolicyStatement(actions=["ec2:CreateNetworkAcl"], resources=[acls],
+                                    conditions={"StringEquals": {f"aws:RequestTag/{FIS_NACL_TAG}": "true"}}),
+                iam.PolicyStatement(actions=["ec2:CreateNetworkAcl"],
+                                    resources=[stack.format_arn(service="ec2", resource="vpc", resource_name=vpc.vpc_id)]),
+                iam.PolicyStatement(actions=["ec2:CreateTags"], resources=[acls], conditions={"StringEquals": {
+                    "ec2:CreateAction": "CreateNetworkAcl", f"aws:RequestTag/{FIS_NACL_TAG}": "true"}}),
                 iam.PolicyStatement(actions=["ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAcl"], resources=[acls],
                                     conditions={"StringEquals": fis_tag}),
                 # Swap the ACLs of the AZ's subnets only (and back).

@@ -102,7 +102,8 @@ class ServiceResources(Construct):
                    visibility_timeout: cdk.Duration, removal: cdk.RemovalPolicy) -> None:
         # One dead-letter queue for both ways an event can fail: the worker gave up on it
         # (max_receive_count receives) or EventBridge could not deliver it. Both hold the event as
-        # EventBridge sent it, so an operator inspects and redrives them the same way. Both queues are
+        # EventBridge sent it, so an operator inspects them the same way and redrives them with one move
+        # task that names the event queue as its destination (runbooks/dlq-redrive.md). Both queues are
         # retained with ``retain`` (prod): deleting the stack must not drop dead letters.
         queue_name = f"{resource_name}-events"
         # Only the event queue may name this one as its dead-letter queue. Its ARN from its name: a reference to the
