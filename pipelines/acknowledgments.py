@@ -68,7 +68,7 @@ def acknowledge_pipeline_findings(stack: PipelineStack) -> None:
         pipeline.self_mutation_project.role,
         "Self-mutation runs `cdk deploy` of the pipeline stack: cloudformation:DescribeStacks and s3:ListBucket "
         "on any stack and bucket, and sts:AssumeRole only into roles tagged as CDK bootstrap roles "
-        "(the permissions boundary narrows that to cdk-hnb659fds-* roles)",
+        "(the permissions boundary narrows that to the cdk-<bootstrap qualifier>-* roles)",
         "AwsSolutions-IAM5[Resource::*]",
         f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]",
     )

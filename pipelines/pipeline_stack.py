@@ -18,6 +18,7 @@ from constructs.encryption import LogsEncryptionKey
 from constructs.permissions_boundary import PermissionsBoundary
 from stacks.config import FoundationConfig
 from stacks.defaults import profile_defaults
+from stacks.global_stack import bootstrap_qualifier
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Exactly the repository README's quick start: `make test` gates the deploy, `make synth` writes cdk.out.
@@ -32,6 +33,11 @@ PYTHON_VERSION = "3.11"
 PIPELINE_SERVICES = ("cloudformation", "codebuild", "codeconnections", "codestar-connections", "kms", "logs", "s3")
 
 
+# What the asset-publishing actions install (`npm install -g cdk-assets@...`): pinned like the CLI, so a new
+# release cannot change what runs with the publishing roles without a commit. CDK Pipelines' default is "latest".
+CDK_ASSETS_VERSION = "4.7.3"
+
+
 def pinned_cdk_cli_version() -> str:
     """The CLI version package.json pins: self-mutation must not install a CLI that cannot read this app's assembly."""
     return json.loads((REPO_ROOT / "package.json").read_text())["devDependencies"]["aws-cdk"]
@@ -44,6 +50,8 @@ class PipelineBaselineStack(cdk.Stack):
                  allowed_regions: Sequence[str], pipeline_stack_name: str, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         role_arn = f"arn:{cdk.Aws.PARTITION}:iam::{config.account}:role"
+        # The stages' qualifier (context @aws-cdk/core:bootstrapQualifier, else CDK's default): the roles they deploy with.
+        bootstrap_roles = f"cdk-{bootstrap_qualifier(self)}-*"
         self.permissions_boundary = PermissionsBoundary(
             self, "PermissionsBoundary",
             policy_name=f"{pipeline_stack_name}-permissions-boundary",
@@ -51,7 +59,7 @@ class PipelineBaselineStack(cdk.Stack):
             allowed_services=PIPELINE_SERVICES,
             assumable_role_arns=[
                 # CDK's bootstrap roles (deploy, file and image publishing), which do the deploying.
-                f"{role_arn}/cdk-{cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER}-*",
+                f"{role_arn}/{bootstrap_roles}",
                 # The pipeline's per-action roles: CloudFormation names them <stack name>-<logical ID>-<suffix>.
                 f"{role_arn}/{pipeline_stack_name}-*",
             ],
@@ -60,7 +68,7 @@ class PipelineBaselineStack(cdk.Stack):
             self.permissions_boundary.policy,
             "Permissions boundary: sts:AssumeRole is allowed only into CDK's bootstrap roles and the pipeline stack's "
             "own action roles, whose names CloudFormation generates behind these prefixes",
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::{config.account}:role/cdk-{cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER}-*]",
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::{config.account}:role/{bootstrap_roles}]",
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::{config.account}:role/{pipeline_stack_name}-*]",
         )
 
@@ -88,6 +96,7 @@ class PipelineStack(cdk.Stack):
             cross_account_keys=True,
             enable_key_rotation=True,
             cli_version=pinned_cdk_cli_version(),
+            cdk_assets_cli_version=CDK_ASSETS_VERSION,
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL),
                 logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=build_logs)),

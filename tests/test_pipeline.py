@@ -8,6 +8,7 @@ cdk.json lists it second. tests/test_compliance.py runs nag, cfn-lint and checko
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from pipelines.example_config import EXAMPLE_ACCOUNT, example_pipeline
-from pipelines.pipeline_stack import PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_cdk_cli_version
+from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_cdk_cli_version
 from pipelines.smoke_test import health_check_commands
 from stacks.config import load_config
 from tests.assembly import Assembly, cdk_json_context
@@ -81,6 +82,16 @@ def test_the_pipeline_updates_itself_with_the_pinned_cdk_cli_before_deploying(de
     buildspec = json.loads(_project(dev_pipeline, self_mutate)["Source"]["BuildSpec"])
     assert buildspec["phases"]["install"]["commands"] == [f"npm install -g aws-cdk@{pinned_cdk_cli_version()}"]
     assert buildspec["phases"]["build"]["commands"] == ["cdk -a . deploy mf-pipeline --require-approval=never --verbose"]
+
+
+def test_every_asset_publishing_action_installs_the_pinned_cdk_assets(dev_pipeline):
+    """They run with the publishing roles: no `latest` (CDK Pipelines' default) that a new release could change."""
+    assert re.fullmatch(r"\d+\.\d+\.\d+", CDK_ASSETS_VERSION)
+    publishers = _stages(dev_pipeline)["Assets"]
+    assert len(publishers) >= 2  # the layers' and functions' files, the services' images
+    for action in publishers:
+        buildspec = json.loads(_project(dev_pipeline, action)["Source"]["BuildSpec"])
+        assert buildspec["phases"]["install"]["commands"] == [f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"]
 
 
 def _deploy_stages(assembly: Assembly) -> list[tuple[str, set[str | None]]]:
@@ -277,3 +288,21 @@ def test_cdk_nag_reports_nothing_unacknowledged_on_the_pipeline(variant):
     ]
     assert findings == []
     assert {"mf-pipeline", "mf-pipeline-baseline", "mf-eu-central-1/smoke-test", "mf-eu-west-1/smoke-test"} <= set(assembly.templates)
+
+
+def test_with_a_custom_bootstrap_qualifier_the_boundary_admits_those_bootstrap_roles_only():
+    """Bootstrapped with `--qualifier`, the stages deploy through cdk-<qualifier>-* roles; the pipeline must reach them."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from pipelines.pipeline_stack import PipelineBaselineStack
+
+    config = load_config({**cdk_json_context(), "account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()})
+    app = cdk.App(context={"@aws-cdk/core:bootstrapQualifier": "team42"})
+    baseline = PipelineBaselineStack(app, "mf-pipeline-baseline", config=config, allowed_regions=["eu-central-1"],
+                                     pipeline_stack_name="mf-pipeline",
+                                     env=cdk.Environment(account=EXAMPLE_ACCOUNT, region="eu-central-1"))
+    (boundary,) = Template.from_stack(baseline).find_resources("AWS::IAM::ManagedPolicy").values()
+    statements = {s["Sid"]: s for s in boundary["Properties"]["PolicyDocument"]["Statement"]}
+    assumable = json.dumps(statements["AllowAssumingOnlyTheNamedRoles"]["Resource"])
+    assert ":role/cdk-team42-*" in assumable and "hnb659fds" not in assumable
