@@ -131,7 +131,7 @@ class ServicesStack(cdk.Stack):
                         # primary tasks) whatever the router's weight.
                         self.canaries[service.name] = self._service(
                             f"{service.name}-canary", service, [extension], tasks=(1, 1), image_tag=service.canary_image_tag,
-                            worker=False, variant=variant)
+                            worker=False, variant=variant, external_task_count=True)  # the traffic shift sets its count
             mesh.add_routes()
             # The router's weights move only calls from other services: the load balancer sends the primary
             # everything. A service nothing calls would give its canary no traffic to judge, so it gets no
@@ -400,7 +400,7 @@ class ServicesStack(cdk.Stack):
 
     def _service(self, construct_id: str, service: ServiceConfig, mesh_extensions: list,
                  tasks: tuple[int, int] | None = None, image_tag: str | None = None,
-                 worker: bool = True, variant: str | None = None) -> MeshedFargateService:
+                 worker: bool = True, variant: str | None = None, external_task_count: bool = False) -> MeshedFargateService:
         """``variant`` (App Mesh: primary or canary) tags the task's telemetry, so alarms can judge the canary alone."""
         min_tasks, max_tasks = tasks or (
             service.min_tasks or self.defaults.min_tasks,
@@ -427,6 +427,7 @@ class ServicesStack(cdk.Stack):
             service_name=construct_id,  # runbooks name services: aws ecs ... --service <name>
             scale_out_cooldown_seconds=self.defaults.scale_out_cooldown_seconds,
             scale_in_cooldown_seconds=self.defaults.scale_in_cooldown_seconds,
+            external_task_count=external_task_count,
         )
         return MeshedFargateService(
             self, construct_id,

@@ -172,6 +172,8 @@ def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_lo
     assert common["RuleActionOverrides"] == [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
     (logging,) = _of_type(resources, "AWS::WAFv2::LoggingConfiguration").values()
     assert logging["Properties"]["ResourceArn"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    # The log records every request's headers: bearer tokens and cookies go in as REDACTED, not replayable.
+    assert logging["Properties"]["RedactedFields"] == [{"SingleHeader": {"Name": "authorization"}}, {"SingleHeader": {"Name": "cookie"}}]
     (destination,) = logging["Properties"]["LogDestinationConfigs"]
     (log_group_id, log_group), = [(i, g) for i, g in _of_type(resources, "AWS::Logs::LogGroup").items()
                                   if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]

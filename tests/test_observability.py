@@ -250,6 +250,8 @@ def test_spot_interruptions_become_a_metric(dev):
             if f["Properties"]["MetricTransformations"][0]["MetricName"] == "SpotInterruptions"]
     assert spot and spot[0]["LogGroupName"] == {"Ref": log_group_id}
     assert spot[0]["MetricTransformations"][0]["Dimensions"] == [{"Key": "group", "Value": "$.detail.group"}]
+    # Each step of a task's stop is an event with the stop code: one interrupted task counts once, at STOPPED.
+    assert spot[0]["FilterPattern"] == '{ ($.detail.stopCode = "SpotInterruption") && ($.detail.lastStatus = "STOPPED") }'
 
 
 def _default_sampler_ratio() -> float:

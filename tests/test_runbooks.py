@@ -196,6 +196,21 @@ def test_every_runbook_has_the_five_sections_in_order(runbook):
         assert section(runbook.read_text(), title).strip(), f"{runbook.name}: empty section {title}"
 
 
+# servicekit's JSON logs carry Python's level names (record.levelname): Logs Insights compares strings exactly.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVEL_FILTER = re.compile(r"""\blevel\s*(?:in\s*\[([^\]]*)\]|=\s*"([^"]*)")""")
+
+
+def test_every_log_level_a_runbook_query_filters_on_is_one_the_services_write():
+    """A query for `level in ["error"]` finds nothing in logs that say "ERROR": the on-call engineer sees no errors."""
+    filtered = []
+    for runbook in runbook_files():
+        for listed, single in LEVEL_FILTER.findall(runbook.read_text()):
+            filtered += [(runbook.name, level) for level in (re.findall(r'"([^"]*)"', listed) if listed else [single])]
+    assert len({name for name, _ in filtered}) >= 4  # the readers see the runbooks' queries
+    assert [(name, level) for name, level in filtered if level not in LOG_LEVELS] == []
+
+
 def test_the_runbooks_readme_lists_every_runbook():
     readme = (RUNBOOKS / "README.md").read_text()
     assert [path.name for path in runbook_files() if f"]({path.name})" not in readme] == []

@@ -44,8 +44,10 @@ def test_every_service_scales_within_its_profiles_bounds(dev, prod, profile, bou
             properties = target["Properties"]
             assert (properties["MinCapacity"], properties["MaxCapacity"]) == bounds
             assert properties["ScalableDimension"] == "ecs:service:DesiredCount"
+        # No DesiredCount: CloudFormation would send it with every update, putting a scaled-out service back
+        # to it on each deployment. A new service starts at one task and the scalable target raises it to min.
         for service in _resources(assembly, region, "AWS::ECS::Service").values():
-            assert service["Properties"]["DesiredCount"] == bounds[0]
+            assert "DesiredCount" not in service["Properties"]
 
 
 @pytest.mark.parametrize("profile, scale_in_seconds", [("dev", 300), ("prod", 600)])
@@ -127,7 +129,9 @@ def test_app_mesh_canaries_run_one_task_without_scaling(appmesh):
     for region in REGIONS:
         canaries = {i: s for i, s in _resources(appmesh, region, "AWS::ECS::Service").items() if "canary" in _owner(i)}
         assert len(canaries) == len(SERVICES)
-        assert {s["Properties"]["DesiredCount"] for s in canaries.values()} == {1}
+        # One task at creation (ECS's start without a DesiredCount); later the traffic shift sets the count,
+        # and a deployment of the stack keeps what it set.
+        assert all("DesiredCount" not in s["Properties"] for s in canaries.values())
         scaled = {_owner(i) for i in _resources(appmesh, region, "AWS::ApplicationAutoScaling::ScalableTarget")}
         assert scaled == set(SERVICES)
         # The canary runs no worker, so nothing there could scale on the queue either.
@@ -167,6 +171,10 @@ def test_scaling_building_blocks_reject_what_cannot_work():
     with pytest.raises(ValueError, match="scale in more slowly than out"):
         MeshedServiceProps(name="a", image=image, container_port=8080, cpu=512, memory_limit_mib=1024, health_check_path="/ready",
                            min_tasks=1, max_tasks=2, scale_out_cooldown_seconds=300, scale_in_cooldown_seconds=60)
+    # Without a DesiredCount ECS starts a service at one task: only a one-task service may leave its count to others.
+    with pytest.raises(ValueError, match=r"external_task_count=True with min_tasks=2, max_tasks=2 is invalid"):
+        MeshedServiceProps(name="a", image=image, container_port=8080, cpu=512, memory_limit_mib=1024, health_check_path="/ready",
+                           min_tasks=2, max_tasks=2, external_task_count=True)
     with pytest.raises(ValueError, match="queue and backlog_per_task go together"):
         WorkerContainer(command=["python", "-m", "app.worker"], backlog_per_task=10)
     with pytest.raises(ValueError, match="requests_per_target_per_minute=0 is invalid"):

@@ -192,11 +192,16 @@ def test_a_fourth_service_needs_config_only(tmp_path):
     services = {**cdk_json_context()["services"],
                 "billing": {"image": "public.ecr.aws/nginx/nginx-unprivileged:1.27", "calls": ["auth"], "port": 8080,
                             "user": "101", "health_check_path": "/", "liveness_path": "/",
-                            "health_check_command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"]}}
+                            "health_check_command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"],
+                            "min_tasks": 2, "max_tasks": 2}}
     assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
                      services=services)
-    ecs_services = {r["Properties"]["ServiceName"] for r in assembly.resources("mf-eu-west-1/services", "AWS::ECS::Service").values()}
-    assert ecs_services == {"auth", "persona", "vc-start", "billing"}
+    by_name = {r["Properties"]["ServiceName"]: r["Properties"] for r in assembly.resources("mf-eu-west-1/services", "AWS::ECS::Service").values()}
+    assert set(by_name) == {"auth", "persona", "vc-start", "billing"}
+    # A fixed count (min == max) has no scalable target, so the template holds the count; scaled services leave it out.
+    assert by_name["billing"]["DesiredCount"] == 2 and all("DesiredCount" not in by_name[name] for name in ("auth", "persona", "vc-start"))
+    targets = json.dumps([t["Properties"]["ResourceId"] for t in assembly.resources("mf-eu-west-1/services", "AWS::ApplicationAutoScaling::ScalableTarget").values()])
+    assert "billing" not in targets.lower() and len(assembly.resources("mf-eu-west-1/services", "AWS::ApplicationAutoScaling::ScalableTarget")) == 3
     repositories = {r["Properties"]["RepositoryName"] for r in assembly.resources("mf-eu-west-1/platform", "AWS::ECR::Repository").values()}
     assert "mf/billing" in repositories
     ingress = [r["Properties"] for r in assembly.resources("mf-eu-west-1/services", "AWS::EC2::SecurityGroupIngress").values()]

@@ -93,7 +93,7 @@ def test_a_flag_change_the_end_of_an_ecs_deployment_and_a_stack_update_invoke_th
              if r["Properties"]["EventPattern"]["source"][0] in ("aws.ssm", "aws.ecs", "aws.cloudformation")}
     assert rules["aws.cloudformation"]["EventPattern"] == {
         "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Stack Status Change"],
-        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE"]}}}
+        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}}}
     assert rules["aws.ssm"]["EventPattern"] == {"source": ["aws.ssm"], "detail-type": ["Parameter Store Change"],
                                                 "detail": {"name": [PARAMETER], "operation": ["Create", "Update"]}}
     deployment = rules["aws.ecs"]["EventPattern"]

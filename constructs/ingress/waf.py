@@ -10,6 +10,8 @@ from constructs import Construct
 
 # AWS managed rule groups: OWASP-style common attacks, and request patterns known to be malicious.
 MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+# Request headers whose values WAF writes to its logs as REDACTED: the callers' credentials.
+REDACTED_HEADERS = ("authorization", "cookie")
 # Rules that only count: the common set blocks request bodies over 8 KB, which API calls may send;
 # the services limit their own body sizes.
 _COUNT_ONLY = {
@@ -74,4 +76,8 @@ class EdgeWebAcl(Construct):
             # WAF wants the log group's ARN without the ":*" that CloudFormation's Arn attribute ends in.
             log_destination_configs=[stack.format_arn(service="logs", resource="log-group", resource_name=self.log_group.log_group_name,
                                                       arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)],
+            # WAF logs every request's headers: keep the callers' credentials (bearer tokens, cookies) out of
+            # them, or anyone who can read the log group could replay a live token. Header names in lower case.
+            redacted_fields=[wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": header})
+                             for header in REDACTED_HEADERS],
         )

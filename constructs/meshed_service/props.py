@@ -50,10 +50,17 @@ class MeshedServiceProps:
     # long after scaling out / in before it scales the same way again. Scale in more slowly than out.
     scale_out_cooldown_seconds: int = 60
     scale_in_cooldown_seconds: int = 300
+    # Something outside the template sets the running count of this fixed-count service (the App Mesh
+    # traffic shift sets its canary's): the template then leaves DesiredCount out, so a deployment keeps
+    # the count instead of putting it back. ECS starts such a service at one task, hence min_tasks=1.
+    external_task_count: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_tasks <= self.max_tasks:
             raise ValueError(f"min_tasks={self.min_tasks}, max_tasks={self.max_tasks} is invalid: need 1 <= min <= max")
+        if self.external_task_count and not self.min_tasks == self.max_tasks == 1:
+            raise ValueError(f"external_task_count=True with min_tasks={self.min_tasks}, max_tasks={self.max_tasks} is invalid: "
+                             "it is for a one-task service whose count something else sets (ECS starts it at one task)")
         if not 2 <= self.stop_timeout_seconds <= 120:
             raise ValueError(f"stop_timeout_seconds={self.stop_timeout_seconds} is invalid: Fargate allows 2 to 120")
         if self.health_check_command is not None and (

@@ -131,7 +131,6 @@ class MeshedFargateService(Construct):
             "cluster": cluster,
             "service_name": props.service_name,
             "task_definition": self.task_definition,
-            "desired_count": props.min_tasks,
             "vpc_subnets": ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             "assign_public_ip": False,
             "security_groups": [self.security_group],
@@ -144,6 +143,13 @@ class MeshedFargateService(Construct):
             "propagate_tags": ecs.PropagatedTagSource.SERVICE,
             "enable_ecs_managed_tags": True,
         }
+        # DesiredCount only where the template alone sets the count. Where the scalable target (min < max)
+        # or something outside (external_task_count) sets it, CloudFormation would send it with every
+        # update and put the service back to it on each deployment, undoing scale-out. Without one,
+        # CloudFormation starts a new service at one task and keeps the running count on updates;
+        # registering the scalable target then raises the service to min_tasks.
+        if props.min_tasks == props.max_tasks and not props.external_task_count:
+            service_props["desired_count"] = props.min_tasks
         for extension in self.extensions:
             service_props = extension.modify_service_props(service_props)
         self.service = ecs.FargateService(self, "Service", **service_props)

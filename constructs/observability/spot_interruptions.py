@@ -2,7 +2,8 @@
 
 ECS reports a reclaimed Spot task only as an "ECS Task State Change" event with stopCode
 SpotInterruption. A rule on the default bus copies those events of one cluster into a log group,
-and a metric filter counts them per ECS service (the event's ``group``, ``service:<name>``).
+and a metric filter counts each interrupted task once (its STOPPED event) per ECS service (the event's
+``group``, ``service:<name>``).
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ class SpotInterruptionMetric(Construct):
             principals=[iam.ServicePrincipal("events.amazonaws.com")], actions=["sqs:SendMessage"],
             resources=[self.dead_letter_queue.queue_arn], conditions={"ArnEquals": {"aws:SourceArn": self.rule.attr_arn}},
         ))
+        # ECS sends a task state change event at each step of the task's stop (the two-minute warning while it
+        # still runs, STOPPING, DEPROVISIONING, STOPPED), each with the stopCode: the log group keeps them all
+        # (the timeline of an interruption), the metric counts the final one, one per interrupted task.
         logs.MetricFilter(
             self, "Count", log_group=self.log_group, metric_namespace=metric_namespace, metric_name=METRIC_NAME,
-            filter_pattern=logs.FilterPattern.string_value("$.detail.stopCode", "=", "SpotInterruption"),
+            filter_pattern=logs.FilterPattern.all(
+                logs.FilterPattern.string_value("$.detail.stopCode", "=", "SpotInterruption"),
+                logs.FilterPattern.string_value("$.detail.lastStatus", "=", "STOPPED")),
             metric_value="1", dimensions={"group": "$.detail.group"}, unit=cloudwatch.Unit.COUNT,
         )
 

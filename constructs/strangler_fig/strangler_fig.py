@@ -27,6 +27,9 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 PERCENT_PATTERN = "^(100|[1-9]?[0-9])$"
 # What ends an ECS deployment: ECS may have rewritten the rule's weights while it shifted traffic.
 DEPLOYMENT_ENDED = ("SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED")
+# The ends of a stack update that may have rewritten the listener rule's weights: a completed update writes the
+# template's, a rolled-back one the previous template's.
+STACK_UPDATE_ENDED = ("UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
 # A flag change is worth applying for a day; EventBridge's retries back off over that time.
 MAX_EVENT_AGE = cdk.Duration.hours(24)
 RETRY_ATTEMPTS = 185
@@ -94,12 +97,13 @@ class StranglerFig(Construct):
                 detail={"eventName": list(DEPLOYMENT_ENDED)}),
             targets=[target],
         ) if deployment_service_arns else None
-        # A stack update that touches the rule writes the template's (initial) weights back over the flag's.
+        # A stack update that touches the rule writes the template's (initial) weights back over the flag's; so
+        # does the rollback of a failed one (back to the previous template's weights).
         self.stack_rule = events.Rule(
             self, "StackUpdated", description=f"{name}: the stack with the load balancer rule was updated; apply the migration flag again",
             event_pattern=events.EventPattern(
                 source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
-                detail={"stack-id": [stack.stack_id], "status-details": {"status": ["UPDATE_COMPLETE"]}}),
+                detail={"stack-id": [stack.stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
             targets=[target],
         )
         self._acknowledge()
