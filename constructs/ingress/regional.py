@@ -59,7 +59,7 @@ class RegionalIngress(Construct):
     """An internal ALB in the VPC's private subnets with one rule and target group per route.
 
     Without ``certificate`` it listens on HTTP:80 (the edge reaches it through a CloudFront VPC
-    origin, inside AWS's network); with one, on HTTPS:443 with a TLS 1.3 policy, and HTTP:80
+    origin, inside AWS's network); with one, on HTTPS:443 with a TLS 1.2 and 1.3 policy, and HTTP:80
     redirects to HTTPS. Requests that match no route get 404 with a small JSON body. Its security
     group admits ``origin_peer`` and ``direct_access_peers`` on the listener port only.
 
@@ -157,7 +157,7 @@ class RegionalIngress(Construct):
             )
             skip_checkov(self.listener.node.default_child, {
                 "CKV_AWS_2": "internal listener without a domain: only the CloudFront VPC origin reaches it; set config domain for HTTPS",
-                "CKV_AWS_103": "plain HTTP listener (no TLS to configure) without a domain; set config domain for HTTPS with TLS 1.3",
+                "CKV_AWS_103": "plain HTTP listener (no TLS to configure) without a domain; set config domain for HTTPS with TLS 1.2 and 1.3",
             })
 
         self.routes: dict[str, RoutedTargets] = {}
