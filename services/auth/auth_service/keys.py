@@ -1,7 +1,9 @@
 """Signing keys from Secrets Manager: the current private key plus previous public keys, cached.
 
-SecretString: {"current": {"kid", "private_key_pem"}, "previous": [{"kid", "public_key_pem"}]}.
-Previous keys stay published in the JWKS so tokens they signed verify until they expire.
+SecretString: {"current": {"kid", "private_key_pem"}, "previous": [{"kid", "public_key_pem", "retire_after"}]}.
+Previous keys stay published in the JWKS so tokens they signed verify until they expire, and only until
+their ``retire_after`` (set by the rotation function: the retention after the rotation); an entry without
+one (stored by hand) stays until the next rotation gives it one.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -55,7 +59,22 @@ def _kid(entry: Any, what: str) -> str:
     return kid
 
 
-def parse_key_set(secret_string: str) -> KeySet:
+def _retire_after(entry: dict[str, Any], what: str) -> float | None:
+    """The entry's ``retire_after`` (UTC, ``%Y-%m-%dT%H:%M:%SZ`` as the rotation function writes it), or None."""
+    value = entry.get("retire_after")
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise SigningKeyError(f"{what}'s retire_after {value!r} is not a UTC time like 2026-01-31T12:00:00Z") from None
+
+
+def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
+    """The key set in ``secret_string``, without previous keys whose ``retire_after`` is not after ``now``
+    (epoch seconds; default the current time): a retired key stops verifying when its retention ends,
+    not at the next rotation, which may be a month later."""
+    now = time.time() if now is None else now
     """Parse and validate the secret; errors name the problem, never the key material."""
     try:
         data = json.loads(secret_string)
@@ -83,6 +102,9 @@ def parse_key_set(secret_string: str) -> KeySet:
         old_kid = _kid(entry, what)
         if old_kid in public_keys:
             raise SigningKeyError(f"{what} repeats kid {old_kid!r}")
+        retire_after = _retire_after(entry, what)
+        if retire_after is not None and retire_after <= now:
+            continue  # its retention is over: tokens it signed have expired, and it must not verify new ones
         try:
             public_key = serialization.load_pem_public_key(str(entry.get("public_key_pem", "")).encode())
         except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -123,6 +123,8 @@ def test_missing_secret_is_reported_clearly(secrets_client, clock):
         ({"current": {"kid": "a", "private_key_pem": "garbage"}}, "not an unencrypted PEM private key"),
         ({"current": {"kid": "a", "private_key_pem": "VALID"}, "previous": [{"kid": "a", "public_key_pem": "x"}]}, "repeats kid"),
         ({"current": {"kid": "a", "private_key_pem": "VALID"}, "previous": [{"kid": "b", "public_key_pem": "x"}]}, "not a PEM public key"),
+        ({"current": {"kid": "a", "private_key_pem": "VALID"}, "previous": [{"kid": "b", "public_key_pem": "x", "retire_after": "soon"}]},
+         "retire_after 'soon' is not a UTC time"),
     ],
 )
 def test_malformed_secrets_are_rejected_with_the_reason(secret, message, make_secret, rsa_keys):
@@ -131,3 +133,17 @@ def test_malformed_secrets_are_rejected_with_the_reason(secret, message, make_se
     with pytest.raises(SigningKeyError, match=message) as err:
         parse_key_set(text)
     assert "PRIVATE KEY" not in str(err.value)
+
+
+def test_a_previous_key_verifies_only_until_its_retire_after(make_secret, rsa_keys):
+    """The rotation function gives a retired key a retention (retire_after); it must stop verifying then, not at
+    the next rotation a month later: after a key leak, "rotate now" must end the leaked key's trust."""
+    secret = json.loads(make_secret(("new", rsa_keys[0]), [("old", rsa_keys[1]), ("hand-stored", rsa_keys[1])]))
+    secret["previous"][0]["retire_after"] = "2026-11-22T12:30:00Z"
+    secret["previous"][1]["public_key_pem"] = secret["previous"][0]["public_key_pem"]
+    text = json.dumps(secret)
+    retire = 1_795_350_600  # 2026-11-22T12:30:00Z
+    before, after = parse_key_set(text, now=retire - 1), parse_key_set(text, now=retire)
+    assert list(before.public_keys) == ["new", "old", "hand-stored"]
+    assert list(after.public_keys) == ["new", "hand-stored"]  # no retire_after: until a rotation gives it one
+    assert [k["kid"] for k in after.jwks["keys"]] == ["new", "hand-stored"]
