@@ -169,9 +169,12 @@ class UserStore:
                 raise
 
     def record_success(self, user: User, *, now: float) -> None:
-        """Reset the failure count after a good password, unless a concurrent request locked the account."""
-        if user.failed_attempts == 0:
-            return
+        """Reset the failure count after a good password, unless a concurrent request locked the account.
+
+        Written on every success, also when ``user`` was read with no failures: the lock a concurrent
+        burst of wrong guesses sets resets the count to 0, so a read taken just after an expired lock
+        shows 0 whether or not the account is locked again by now; only the conditional write can tell.
+        """
         try:
             self._db.update_item(
                 TableName=self._table,

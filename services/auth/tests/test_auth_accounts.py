@@ -129,6 +129,24 @@ def test_a_lock_set_by_a_concurrent_request_wins_over_a_stale_read(accounts, sto
     assert real_get("alice").locked_until == int(clock()) + LOCK_SECONDS
 
 
+def test_a_correct_guess_read_with_no_failures_is_refused_once_a_concurrent_burst_has_locked_the_account(accounts, store, clock):
+    """Locking resets the count to 0: a login that read the account clean (e.g. just after a lock expired) while
+    wrong guesses sent with it lock it again must be refused, or a burst tests a password per request in flight."""
+    accounts.register("alice", PASSWORD)
+    clean = store.get("alice")
+    assert clean.failed_attempts == 0 and clean.locked_until == 0
+    for _ in range(THRESHOLD):
+        with pytest.raises(InvalidCredentials):
+            accounts.authenticate("alice", "wrong password!!")  # the burst: the last one locks, the count back to 0
+    locked = store.get("alice")
+    assert locked.failed_attempts == 0 and locked.locked_until > clock()
+    reads = iter([clean])
+    real_get = store.get
+    store.get = lambda name: next(reads, None) or real_get(name)
+    with pytest.raises(AccountLocked):
+        accounts.authenticate("alice", PASSWORD)
+
+
 def test_hash_is_upgraded_when_costs_change(store, clock):
     weak = Accounts(store, Passwords(time_cost=1, memory_kib=1024), lockout_threshold=3, lockout_seconds=60, clock=clock)
     weak.register("alice", PASSWORD)
