@@ -84,6 +84,23 @@ async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_pub
     assert persona.called("release_slot") == [("release_slot", "p-1", session.session_id, "event_publish_failed", TOKEN)]
 
 
+async def test_a_publish_error_after_the_event_went_out_and_the_session_went_active_releases_nothing(persona, store):
+    """PutEvents may fail on the caller's side after the bus took the event (a timeout): if the workers confirmed
+    and activated the session meanwhile, the saga's cancel does not apply, and the ACTIVE session keeps its slot."""
+    from servicekit.events import EventPublishError
+
+    class ActivatedThenFailed:
+        async def publish(self, detail_type, data):
+            await store.activate(data["session_id"])  # what the workers do with the event that got through
+            raise EventPublishError("PutEvents: read timeout")
+
+    session = await saga(persona, ActivatedThenFailed(), store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+
+    assert (session.status, session.reason) == (SessionStatus.ACTIVE, None)
+    assert (await store.get(session.session_id)).status is SessionStatus.ACTIVE
+    assert persona.called("release_slot") == []
+
+
 async def test_publish_failure_still_cancels_when_release_fails_too(persona, broken_publisher, store):
     # Best effort: the hold's expiry on persona's side is the backstop.
     persona.errors["release_slot"] = PersonaUnavailableError("ReleaseSlot: UNAVAILABLE")

@@ -54,32 +54,46 @@ class StartSessionSaga:
         try:
             await self._persona.reserve_slot(persona_id, session.session_id, token=token)
         except NoSlotAvailableError:
-            return await self._cancel(session, CancelReason.NO_SLOT_AVAILABLE)
+            return (await self._cancel(session, CancelReason.NO_SLOT_AVAILABLE))[0]
         except PersonaNotFoundError:
             # Deleted since step 1: persona holds nothing for us.
-            return await self._cancel(session, CancelReason.PERSONA_NOT_FOUND)
+            return (await self._cancel(session, CancelReason.PERSONA_NOT_FOUND))[0]
         except PersonaError as exc:
             # Ambiguous: the hold may exist. Cancel, and tell persona to drop it (the hold's expiry is the backstop).
             log.warning("slot reservation failed, compensating", extra={**extra, "error": str(exc)})
-            cancelled = await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE)
-            await self._publish_cancelled(cancelled)
+            cancelled, applied = await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE)
+            if applied:
+                await self._publish_cancelled(cancelled)
             return cancelled
 
         try:
             await self._publisher.publish(events.SESSION_STARTED, events.session_started(session.session_id, persona_id, user_id))
         except EventPublishError as exc:
+            # The event may have gone out all the same (a call that timed out after the bus took it), and the
+            # workers may have confirmed the slot and activated the session since: then the cancel does not
+            # apply, and the slot belongs to an ACTIVE session. Undo only what this request cancelled.
             log.error("SessionStarted not published, compensating", extra={**extra, "error": str(exc)})
-            cancelled = await self._cancel(session, CancelReason.EVENT_PUBLISH_FAILED)
-            await self._release(cancelled, token)
+            cancelled, applied = await self._cancel(session, CancelReason.EVENT_PUBLISH_FAILED)
+            if applied:
+                await self._release(cancelled, token)
             return cancelled
 
         log.info("session started", extra=extra)
         return session
 
-    async def _cancel(self, session: Session, reason: CancelReason) -> Session:
+    async def _cancel(self, session: Session, reason: CancelReason) -> tuple[Session, bool]:
+        """PENDING -> CANCELLED: the session's state after it, and whether this call cancelled it. Not applied
+        when the session has settled meanwhile (the workers activated it, or it timed out): whoever settled
+        it owns the slot."""
         transition = await self._store.cancel(session.session_id, reason.value)
-        log.info("session cancelled", extra={"session_id": session.session_id, "reason": reason.value, "applied": transition.applied})
-        return transition.session or session
+        if transition.applied:
+            log.info("session cancelled", extra={"session_id": session.session_id, "reason": reason.value})
+        else:
+            current = transition.session
+            log.warning("session settled meanwhile: not cancelled, nothing to compensate",
+                        extra={"session_id": session.session_id, "reason": reason.value,
+                               "status": current.status.value if current else None})
+        return transition.session or session, transition.applied
 
     async def _publish_cancelled(self, session: Session) -> None:
         data = events.session_cancelled(session.session_id, session.persona_id, session.reason or CancelReason.PERSONA_UNAVAILABLE.value)
