@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import jwt
 import pytest
-from auth_service.keys import parse_key_set
+from auth_service.keys import SigningKeys, parse_key_set
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from harness import load_module
@@ -98,7 +98,10 @@ def test_the_first_rotation_replaces_the_placeholder_with_a_key_auth_loads(secre
     assert "AWSCURRENT" in stages[fake.events[0]["ClientRequestToken"]]
 
 
-def test_a_rotation_keeps_the_old_public_key_until_its_tokens_expire_and_auth_still_verifies_them(secrets, monkeypatch):
+def test_a_rotation_publishes_the_new_key_before_auth_signs_with_it_and_keeps_the_old_one_until_its_tokens_expire(secrets, monkeypatch):
+    """Auth tasks re-read the secret every 300 s: a task that signed with the new key at once would send verifiers
+    to fetch a JWKS that other tasks do not have yet (401s for minutes). The new key signs only from its
+    sign_after, when every task publishes it; the old one signs until then and verifies its tokens after."""
     _lambda(monkeypatch, _InProcessLambda())
     _placeholder(secrets)
     old = parse_key_set(_rotate(secrets))
@@ -106,18 +109,42 @@ def test_a_rotation_keeps_the_old_public_key_until_its_tokens_expire_and_auth_st
 
     before = time.time()
     rotated_text = _rotate(secrets)
-    new = parse_key_set(rotated_text)
-    assert new.kid != old.kid
-    assert _pem(new.private_key) != _pem(old.private_key)
-    assert list(new.public_keys) == [new.kid, old.kid]
-    assert [key["kid"] for key in new.jwks["keys"]] == [new.kid, old.kid]
+    rotated = json.loads(rotated_text)
+    new_kid = rotated["current"]["kid"]
+    sign_after = time.mktime(time.strptime(rotated["current"]["sign_after"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert before + rotation.NEW_KEY_ACTIVATION_SECONDS - 2 <= sign_after <= time.time() + rotation.NEW_KEY_ACTIVATION_SECONDS + 1
+    assert rotation.NEW_KEY_ACTIVATION_SECONDS > SigningKeys(None, None, clock=time.monotonic)._cache_seconds  # auth's re-read
+
+    published = parse_key_set(rotated_text)  # what every auth task loads before sign_after
+    assert published.kid == old.kid and _pem(published.private_key) == _pem(old.private_key)
+    assert [key["kid"] for key in published.jwks["keys"]] == [new_kid, old.kid]
+    signing = parse_key_set(rotated_text, now=sign_after)
+    assert signing.kid == new_kid and _pem(signing.private_key) != _pem(old.private_key)
+    assert list(signing.public_keys) == [new_kid, old.kid]
     # A token the old key signed still verifies against the key set auth now publishes.
     header = jwt.get_unverified_header(token)
-    assert jwt.decode(token, new.public_keys[header["kid"]], algorithms=["RS256"])["sub"] == "u1"
-    (previous,) = json.loads(rotated_text)["previous"]
+    assert jwt.decode(token, signing.public_keys[header["kid"]], algorithms=["RS256"])["sub"] == "u1"
+    (previous,) = rotated["previous"]
     assert previous["public_key_pem"] == _public_pem(old.private_key)
+    # Retired for a retention period from when it stops signing.
     retire_after = time.mktime(time.strptime(previous["retire_after"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-    assert before + RETENTION_SECONDS - 2 <= retire_after <= time.time() + RETENTION_SECONDS + 1
+    assert retire_after == sign_after + RETENTION_SECONDS
+
+
+def test_a_retired_key_keeps_its_private_half_only_while_no_newer_key_signs(secrets, monkeypatch):
+    _lambda(monkeypatch, _InProcessLambda())
+    _placeholder(secrets)
+    _rotate(secrets)
+    first = json.loads(_rotate(secrets))  # the key of the first rotation still signs: its private half stays
+    assert "private_key_pem" in first["previous"][0]
+    second = json.loads(_rotate(secrets))  # within the activation time: neither newer key signs yet
+    assert [("private_key_pem" in entry) for entry in second["previous"]] == [True, True]
+    assert parse_key_set(json.dumps(second)).kid == first["previous"][0]["kid"]  # the one that signed all along
+    # Once the middle key has signed (its sign_after passed), a rotation drops the oldest key's private half.
+    later = time.time() + rotation.NEW_KEY_ACTIVATION_SECONDS + 1
+    third = rotation.next_key_set(json.dumps(second), token="t" * 32, now=later, retention_seconds=RETENTION_SECONDS)
+    assert [("private_key_pem" in entry) for entry in third["previous"]] == [True, False, False]
+    rotation.check_key_set(third)
 
 
 def test_previous_keys_past_their_retire_time_are_dropped_and_hand_stored_ones_get_one(secrets, monkeypatch):
@@ -136,7 +163,7 @@ def test_previous_keys_past_their_retire_time_are_dropped_and_hand_stored_ones_g
     assert [entry["kid"] for entry in rotated["previous"]] == ["k4", "k3", "k1"]
     by_kid = {entry["kid"]: entry for entry in rotated["previous"]}
     assert by_kid["k3"]["retire_after"] == _iso(now + 600)
-    assert by_kid["k1"]["retire_after"] == by_kid["k4"]["retire_after"]  # one retention period from now
+    assert by_kid["k1"]["retire_after"] == by_kid["k4"]["retire_after"]  # a retention period after the new key signs
     assert set(parse_key_set(json.dumps(rotated)).public_keys) == {rotated["current"]["kid"], "k4", "k3", "k1"}
 
 

@@ -1,16 +1,23 @@
 """Secrets Manager rotation function for the JWT signing-key secret.
 
-Each rotation makes a new RSA key the ``current`` one and moves the old current key's public half to
-``previous`` with a ``retire_after`` time, so tokens it signed keep verifying (auth publishes every
-previous key in its JWKS) until they have expired. Previous keys past their ``retire_after`` are
-dropped. The format is the one services/auth/auth_service/keys.py reads:
+Each rotation makes a new RSA key the ``current`` one and moves the old current key to ``previous`` with
+a ``retire_after`` time, so tokens it signed keep verifying (auth publishes every previous key in its
+JWKS) until they have expired. Previous keys past their ``retire_after`` are dropped.
 
-    {"current": {"kid", "private_key_pem", "created_at"},
-     "previous": [{"kid", "public_key_pem", "retired_at", "retire_after"}, ...]}   (newest first)
+The new key is published at once but signs only from its ``sign_after``, NEW_KEY_ACTIVATION_SECONDS
+later: by then every auth task has re-read the secret (every 300 s) and publishes it, so a verifier that
+meets the new kid finds it in the JWKS whichever auth task it asks. Until then auth keeps signing with
+the newest older key that already signed, so the old current key keeps its private half in
+``previous`` while no newer key signs; a later rotation drops it. The format is the one
+services/auth/auth_service/keys.py reads:
+
+    {"current": {"kid", "private_key_pem", "created_at", "sign_after"},
+     "previous": [{"kid", "public_key_pem", ["private_key_pem", "sign_after"], "retired_at", "retire_after"}, ...]}
+                                                                              (newest first)
 
 Secrets Manager calls the four steps in order with the same ClientRequestToken, and may repeat any of
 them: every step is idempotent. Environment: PREVIOUS_KEY_RETENTION_SECONDS (how long a retired key
-stays in ``previous``).
+stays in ``previous`` after it has stopped signing).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ log.setLevel(logging.INFO)
 KEY_BITS = 2048  # auth refuses keys below 2048 bits (keys.py MIN_RSA_BITS)
 PUBLIC_EXPONENT = 65537
 PENDING, CURRENT = "AWSPENDING", "AWSCURRENT"
+# From publishing a new key to signing with it: longer than auth's re-read of the secret (300 s,
+# auth_service/keys.py SigningKeys), so every auth task publishes the key before any task signs with it.
+NEW_KEY_ACTIVATION_SECONDS = 360
 
 
 def handler(event: dict[str, Any], context: Any) -> None:
@@ -98,20 +108,30 @@ def finish_secret(client: Any, arn: str, token: str) -> None:
     client.update_secret_version_stage(SecretId=arn, VersionStage=PENDING, RemoveFromVersionId=token)
 
 
-def next_key_set(current_secret: str, *, token: str, now: float, retention_seconds: int) -> dict[str, Any]:
-    """A new current key; the old current key's public half and the unexpired previous keys after it.
+def next_key_set(current_secret: str, *, token: str, now: float, retention_seconds: int,
+                 activation_seconds: int = NEW_KEY_ACTIVATION_SECONDS) -> dict[str, Any]:
+    """A new current key that signs from ``now + activation_seconds``; the old current key first among the
+    previous ones (retired ``retention_seconds`` after the new key starts signing), then the unexpired
+    older ones. A previous key keeps its private half only while no newer key signs yet.
 
     The first rotation finds the placeholder Secrets Manager generated (not a key set): it starts
     the key set afresh. A previous key without a readable ``retire_after`` (stored by hand) gets one
     now, so it is dropped a retention period later like the rest.
     """
     old = _json_object(current_secret)
-    retire_after = _iso(now + retention_seconds)
+    sign_after = now + activation_seconds
+    retire_after = _iso(sign_after + retention_seconds)
     previous = []
-    old_public_pem = _public_pem_of(old.get("current"))
+    old_current = old.get("current")
+    old_public_pem = _public_pem_of(old_current)
+    newer_signs = False  # whether a key newer than the entry at hand signs already (the new one does not yet)
     if old_public_pem:
-        previous.append({"kid": old["current"]["kid"], "public_key_pem": old_public_pem, "retired_at": _iso(now),
-                         "retire_after": retire_after})
+        entry = {"kid": old_current["kid"], "public_key_pem": old_public_pem, "private_key_pem": old_current["private_key_pem"],
+                 "retired_at": _iso(sign_after), "retire_after": retire_after}
+        if _parse_iso(old_current.get("sign_after")) is not None:
+            entry["sign_after"] = old_current["sign_after"]
+        previous.append(entry)
+        newer_signs = _signs(entry, now)
     elif old:
         log.warning("the current secret holds no loadable current key (the first rotation replaces a placeholder)")
     for entry in old.get("previous", []) if isinstance(old.get("previous"), list) else []:
@@ -122,13 +142,25 @@ def next_key_set(current_secret: str, *, token: str, now: float, retention_secon
         if expiry is not None and expiry <= now:
             log.info("dropping previous key %s: retired after %s", entry["kid"], entry["retire_after"])
             continue
-        previous.append({**entry, "retire_after": entry["retire_after"] if expiry is not None else retire_after})
+        kept = {**entry, "retire_after": entry["retire_after"] if expiry is not None else retire_after}
+        if newer_signs:
+            kept.pop("private_key_pem", None)  # a newer key signs: this one only verifies from now on
+        previous.append(kept)
+        newer_signs = newer_signs or _signs(kept, now)
 
     private_key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=KEY_BITS)
     kid = f"{datetime.fromtimestamp(now, timezone.utc):%Y%m%dT%H%M%SZ}-{token.replace('-', '')[:8]}"
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    return {"current": {"kid": kid, "private_key_pem": pem, "created_at": _iso(now)},
+    return {"current": {"kid": kid, "private_key_pem": pem, "created_at": _iso(now), "sign_after": _iso(sign_after)},
             "previous": [entry for entry in previous if entry["kid"] != kid]}
+
+
+def _signs(entry: dict[str, Any], now: float) -> bool:
+    """Whether auth may sign with ``entry`` at ``now``: it has its private half, and its sign_after (if any) has come."""
+    if not isinstance(entry.get("private_key_pem"), str):
+        return False
+    sign_after = _parse_iso(entry.get("sign_after"))
+    return sign_after is None or sign_after <= now
 
 
 def check_key_set(key_set: Any) -> rsa.RSAPrivateKey:
@@ -145,6 +177,10 @@ def check_key_set(key_set: Any) -> rsa.RSAPrivateKey:
         public_key = serialization.load_pem_public_key(entry["public_key_pem"].encode())
         if not isinstance(public_key, rsa.RSAPublicKey) or public_key.key_size < KEY_BITS:
             raise ValueError(f"previous key {entry['kid']} is not an RSA key of at least 2048 bits")
+        if "private_key_pem" in entry:
+            kept_private = serialization.load_pem_private_key(entry["private_key_pem"].encode(), password=None)
+            if not isinstance(kept_private, rsa.RSAPrivateKey) or kept_private.public_key().public_numbers() != public_key.public_numbers():
+                raise ValueError(f"previous key {entry['kid']}'s private_key_pem is not the private half of its public_key_pem")
         kids.append(entry["kid"])
     if not all(isinstance(kid, str) and kid for kid in kids) or len(set(kids)) != len(kids):
         raise ValueError("key IDs must be non-empty and distinct")

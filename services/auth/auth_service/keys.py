@@ -1,9 +1,14 @@
 """Signing keys from Secrets Manager: the current private key plus previous public keys, cached.
 
-SecretString: {"current": {"kid", "private_key_pem"}, "previous": [{"kid", "public_key_pem", "retire_after"}]}.
-Previous keys stay published in the JWKS so tokens they signed verify until they expire, and only until
-their ``retire_after`` (set by the rotation function: the retention after the rotation); an entry without
-one (stored by hand) stays until the next rotation gives it one.
+SecretString: {"current": {"kid", "private_key_pem", "sign_after"}, "previous": [{"kid", "public_key_pem",
+"private_key_pem", "sign_after", "retire_after"}]} (the rotation function's format; only the kids and the
+current private key are required).
+Every key is published in the JWKS at once. Auth signs with the newest key whose ``sign_after`` has come
+(current first, then previous keys that still hold their private half): after a rotation the new key is
+published for some minutes before any task signs with it, so every auth task's JWKS holds it by the time a
+verifier meets its kid. Previous keys stay published so tokens they signed verify until they expire, and
+only until their ``retire_after``; an entry without one (stored by hand) stays until the next rotation
+gives it one.
 """
 
 from __future__ import annotations
@@ -59,15 +64,25 @@ def _kid(entry: Any, what: str) -> str:
     return kid
 
 
-def _retire_after(entry: dict[str, Any], what: str) -> float | None:
-    """The entry's ``retire_after`` (UTC, ``%Y-%m-%dT%H:%M:%SZ`` as the rotation function writes it), or None."""
-    value = entry.get("retire_after")
+def _time(entry: dict[str, Any], field_name: str, what: str) -> float | None:
+    """The entry's ``field_name`` (UTC, ``%Y-%m-%dT%H:%M:%SZ`` as the rotation function writes it), or None."""
+    value = entry.get(field_name)
     if value is None:
         return None
     try:
         return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
-        raise SigningKeyError(f"{what}'s retire_after {value!r} is not a UTC time like 2026-01-31T12:00:00Z") from None
+        raise SigningKeyError(f"{what}'s {field_name} {value!r} is not a UTC time like 2026-01-31T12:00:00Z") from None
+
+
+def _private_key(pem: Any, what: str) -> RSAPrivateKey:
+    if not isinstance(pem, str):
+        raise SigningKeyError(f"{what} has no private_key_pem")
+    try:
+        private_key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SigningKeyError(f"{what}'s private_key_pem is not an unencrypted PEM private key") from None
+    return _rsa(private_key, what)
 
 
 def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
@@ -84,15 +99,11 @@ def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
         raise SigningKeyError("signing key secret has no 'current' key")
     current = data["current"]
     kid = _kid(current, "current key")
-    pem = current.get("private_key_pem")
-    if not isinstance(pem, str):
-        raise SigningKeyError("current key has no private_key_pem")
-    try:
-        private_key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise SigningKeyError("current key's private_key_pem is not an unencrypted PEM private key") from None
-    private_key = _rsa(private_key, "current key")
+    private_key = _private_key(current.get("private_key_pem"), "current key")
     public_keys: dict[str, RSAPublicKey] = {kid: private_key.public_key()}
+    # Keys auth may sign with, newest first, with the time each may start: the current key, then previous
+    # keys that still hold their private half (the rotation keeps it until a newer key signs).
+    signers: list[tuple[str, RSAPrivateKey, float | None]] = [(kid, private_key, _time(current, "sign_after", "current key"))]
 
     previous = data.get("previous", [])
     if not isinstance(previous, list):
@@ -102,7 +113,7 @@ def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
         old_kid = _kid(entry, what)
         if old_kid in public_keys:
             raise SigningKeyError(f"{what} repeats kid {old_kid!r}")
-        retire_after = _retire_after(entry, what)
+        retire_after = _time(entry, "retire_after", what)
         if retire_after is not None and retire_after <= now:
             continue  # its retention is over: tokens it signed have expired, and it must not verify new ones
         try:
@@ -110,9 +121,16 @@ def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise SigningKeyError(f"{what}'s public_key_pem is not a PEM public key") from None
         public_keys[old_kid] = _rsa(public_key, what)
+        if "private_key_pem" in entry:
+            kept = _private_key(entry["private_key_pem"], what)
+            if kept.public_key().public_numbers() != public_keys[old_kid].public_numbers():
+                raise SigningKeyError(f"{what}'s private_key_pem is not the private half of its public_key_pem")
+            signers.append((old_kid, kept, _time(entry, "sign_after", what)))
 
+    # The newest key whose sign_after has come; if none has (the very first key set), the oldest one there is.
+    signing_kid, signing_key, _ = next(((k, key, after) for k, key, after in signers if after is None or after <= now), signers[-1])
     jwks = {"keys": [_jwk(k, key) for k, key in public_keys.items()]}
-    return KeySet(kid=kid, private_key=private_key, public_keys=public_keys, jwks=jwks)
+    return KeySet(kid=signing_kid, private_key=signing_key, public_keys=public_keys, jwks=jwks)
 
 
 class SigningKeys:

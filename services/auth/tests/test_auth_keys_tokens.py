@@ -125,11 +125,15 @@ def test_missing_secret_is_reported_clearly(secrets_client, clock):
         ({"current": {"kid": "a", "private_key_pem": "VALID"}, "previous": [{"kid": "b", "public_key_pem": "x"}]}, "not a PEM public key"),
         ({"current": {"kid": "a", "private_key_pem": "VALID"}, "previous": [{"kid": "b", "public_key_pem": "x", "retire_after": "soon"}]},
          "retire_after 'soon' is not a UTC time"),
+        ({"current": {"kid": "a", "private_key_pem": "VALID", "sign_after": "later"}}, "sign_after 'later' is not a UTC time"),
+        ({"current": {"kid": "a", "private_key_pem": "VALID"},
+          "previous": [{"kid": "b", "public_key_pem": "PUBLIC_OF_OTHER", "private_key_pem": "VALID"}]}, "not the private half"),
     ],
 )
 def test_malformed_secrets_are_rejected_with_the_reason(secret, message, make_secret, rsa_keys):
-    valid_pem = json.loads(make_secret(("a", rsa_keys[0])))["current"]["private_key_pem"]
-    text = json.dumps(secret).replace('"VALID"', json.dumps(valid_pem))
+    valid = json.loads(make_secret(("a", rsa_keys[0]), [("b", rsa_keys[1])]))
+    valid_pem, other_public = valid["current"]["private_key_pem"], valid["previous"][0]["public_key_pem"]
+    text = json.dumps(secret).replace('"VALID"', json.dumps(valid_pem)).replace('"PUBLIC_OF_OTHER"', json.dumps(other_public))
     with pytest.raises(SigningKeyError, match=message) as err:
         parse_key_set(text)
     assert "PRIVATE KEY" not in str(err.value)
