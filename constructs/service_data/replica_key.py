@@ -17,6 +17,13 @@ from constructs.compliance import acknowledge_nag
 REPLICA_DELETION_WINDOW_DAYS = 7
 
 
+def replica_tags(stack: cdk.Stack, region: str) -> dict[str, str]:
+    """The stack's tags for a replica it creates in ``region``, with a ``region`` tag (when the stack has
+    one) naming where the replica lives rather than the stack's region."""
+    tags = stack.tags.tag_values()
+    return {**tags, "region": region} if "region" in tags else tags
+
+
 class ReplicaKey(Construct):
     """``primary_key`` (created with ``multi_region=True``) replicated into ``region`` with
     ``KMS.ReplicateKey``, called in the primary's region by a custom resource.
@@ -25,7 +32,7 @@ class ReplicaKey(Construct):
     would have to deploy between the primary key and the resources that use the replica here (global
     table, replicated secret). A replica shares its primary's key ID, so its ARN is known at synth:
     ``key_arn``. The replica gets CDK's default key policy (the account's IAM policies decide) and the
-    stack's tags. ``retain=False``: deleting the resource schedules the replica's deletion (7 days);
+    stack's tags, its ``region`` tag naming the replica's region (replica_tags). ``retain=False``: deleting the resource schedules the replica's deletion (7 days);
     ``retain=True``: the replica outlives the stack, like the primary key.
     """
 
@@ -37,7 +44,7 @@ class ReplicaKey(Construct):
             raise ValueError(f"region={region!r} is invalid: a replica must be in another region than its primary key")
         self.region = region
         self.key_arn = stack.format_arn(service="kms", region=region, resource="key", resource_name=primary_key.key_id)
-        tags: Mapping[str, str] = stack.tags.tag_values()
+        tags: Mapping[str, str] = replica_tags(stack, region)
         replicate = cr.AwsSdkCall(
             service="KMS", action="replicateKey",
             parameters={"KeyId": primary_key.key_arn, "ReplicaRegion": region, "Description": description,

@@ -14,7 +14,7 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag
 
-from .replica_key import ReplicaKey
+from .replica_key import ReplicaKey, replica_tags
 from .signing_key_rotation import SigningKeyRotation
 
 TTL_ATTRIBUTE = "expires_at"
@@ -97,7 +97,10 @@ class ServiceData(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(
                 self.key, {region: replica.key_arn for region, replica in self.replica_keys.items()}),
-            replicas=[dynamodb.ReplicaTableProps(region=region) for region in self.replica_keys],
+            # Each replica's region tag names its own region (CDK copies the table's tags to every replica).
+            replicas=[dynamodb.ReplicaTableProps(region=region, tags=[
+                cdk.CfnTag(key=key, value=value) for key, value in replica_tags(cdk.Stack.of(self), region).items() if key == "region"])
+                for region in self.replica_keys],
             deletion_protection=retain,
             removal_policy=removal,
         )
