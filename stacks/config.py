@@ -613,6 +613,9 @@ def _parse_legacy(key: str, value: Any) -> LegacyConfig:
     return LegacyConfig(**{**fields, "function_arns": fields["function_arns"] or ()})
 
 
+# The smallest Fargate task size above Envoy's 256 and the collector's 64 CPU units (mesh=appmesh).
+APPMESH_MIN_TASK_CPU = 512
+
 _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "port": (8080, _integer(1024, 65535)),
     "cpu": (512, _integer(256, 4096)),
@@ -1065,6 +1068,13 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         if with_canary:
             raise ConfigError(f"services.{with_canary[0]}.canary_image_tag", dict((s.name, s.canary_image_tag) for s in values["services"])[with_canary[0]],
                               "applies to mesh=appmesh only; with service-connect, deploy the new image_tag and ECS runs the canary")
+    else:
+        # Every App Mesh task also runs Envoy (256 CPU units) and the ADOT collector (64): ECS refuses a task
+        # whose containers reserve more than the task has.
+        too_small = [svc for svc in values["services"] if svc.cpu < APPMESH_MIN_TASK_CPU]
+        if too_small:
+            raise ConfigError(f"services.{too_small[0].name}.cpu", too_small[0].cpu,
+                              f"with mesh=appmesh expected at least {APPMESH_MIN_TASK_CPU}: Envoy (256) and the ADOT collector (64) share the task")
     deployment = values["deployment"]
     if deployment.strategy == "CANARY" and deployment.alarm_5xx_percent >= deployment.canary_percent:
         # The alarm sees the whole service: a canary failing every request adds only canary_percent.

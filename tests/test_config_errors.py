@@ -52,6 +52,8 @@ CASES = [
     ("bad prefix", {"prefix": "MF_1"}, ["prefix='MF_1'", "lower-case"]),
     ("bad namespace", {"namespace": "svc local"}, ["namespace='svc local'", "DNS domain"]),
     ("memory not a Fargate size", {"services": json.dumps({"auth": {"cpu": 256, "memory_mib": 4096}})}, ["services.auth.memory_mib=4096", "512, 1024, 2048"]),
+    ("task too small for the App Mesh sidecars", {"mesh": "appmesh", "services": json.dumps({"auth": {"cpu": 256, "memory_mib": 512}})},
+     ["services.auth.cpu=256", "mesh=appmesh", "at least 512"]),
     ("call to an unknown service", {"services": json.dumps({"auth": {}, "persona": {"calls": ["billing"]}})}, ['services.persona.calls=["billing"]', "auth"]),
     ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),

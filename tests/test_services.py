@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.assembly import REPO_ROOT
 
@@ -93,6 +94,16 @@ def test_adot_collector_sidecar_runs_the_versioned_config(backend):
         expected = ADOT_CONFIG.read_text().replace("__METRICS_NAMESPACE__", "mf/services").replace("__METRICS_LOG_GROUP__", "<log-group>")
         assert text == expected
         assert {"Condition": "START", "ContainerName": "adot-collector"} in containers["app"]["DependsOn"]
+        # Not essential: without a restart policy a collector that exits stays down for the task's life.
+        assert adot["Essential"] is False and adot["RestartPolicy"] == {"Enabled": True}
+
+
+def test_the_collector_limits_its_memory_first_in_every_pipeline_below_its_container_limit():
+    config = yaml.safe_load(ADOT_CONFIG.read_text())
+    limiter = config["processors"]["memory_limiter"]
+    assert limiter["limit_mib"] < 128 and limiter["spike_limit_mib"] < limiter["limit_mib"]
+    for name, pipeline in config["service"]["pipelines"].items():
+        assert pipeline["processors"][0] == "memory_limiter", name
 
 
 def test_collector_receives_only_on_localhost():

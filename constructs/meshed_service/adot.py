@@ -68,6 +68,9 @@ class AdotCollector(ServiceExtension):
             CONTAINER,
             image=ecs.ContainerImage.from_registry(ADOT_IMAGE),
             essential=False,
+            # Not essential, so ECS would neither restart a collector that exits nor replace the task: the
+            # task would go on without telemetry (and a canary judged by it would look healthy). Restart it.
+            enable_restart_policy=True,
             cpu=self.cpu,
             memory_limit_mib=self.memory_limit_mib,
             user="10001",
