@@ -86,11 +86,13 @@ def _private_key(pem: Any, what: str) -> RSAPrivateKey:
 
 
 def parse_key_set(secret_string: str, *, now: float | None = None) -> KeySet:
-    """The key set in ``secret_string``, without previous keys whose ``retire_after`` is not after ``now``
-    (epoch seconds; default the current time): a retired key stops verifying when its retention ends,
-    not at the next rotation, which may be a month later."""
+    """Parse and validate the secret; errors name the problem, never the key material.
+
+    At ``now`` (epoch seconds; default the current time) the set signs with the newest key whose
+    ``sign_after`` has come, and leaves out previous keys whose ``retire_after`` has passed: a retired key
+    stops verifying when its retention ends, not at the next rotation, which may be a month later.
+    """
     now = time.time() if now is None else now
-    """Parse and validate the secret; errors name the problem, never the key material."""
     try:
         data = json.loads(secret_string)
     except ValueError:
