@@ -42,6 +42,8 @@ help:
 	@echo "make cost   synthesize dev and prod into $(CDK_OUT).cost-dev/-prod; print each one's monthly cost per region, stack and line item (offline, tools/cost)"
 	@echo "make run-local       run auth, persona, vc-start and their workers on loopback against moto (Ctrl-C stops all)"
 	@echo "make bench-services  drive each service's main endpoint at a fixed rate; print latency, throughput, errors"
+	@echo "make test-infra / make test-services  one of the two suites (TEST_WORKERS=0: test-infra in one process)"
+	@echo "make install / make install-services  only set up the toolchain (the CDK app's; the services')"
 	@echo "make lock   re-pin transitive Python dependencies into constraints.txt"
 	@echo "make clean  remove build output and the local toolchain"
 
@@ -119,10 +121,11 @@ test-infra: install $(CHECKOV_VENV)/.installed
 test-services: install-services
 	cd services && ../$(SERVICES_VENV)/bin/python -m pytest
 
-run-local: install-services
+# The services' own virtualenv is all these need (node_modules is for the buf tests of test-services).
+run-local: $(SERVICES_VENV)/.installed
 	$(SERVICES_VENV)/bin/python services/local/run_local.py
 
-bench-services: install-services
+bench-services: $(SERVICES_VENV)/.installed
 	$(SERVICES_VENV)/bin/python services/bench/bench_services.py
 
 bench: install
