@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -40,7 +41,7 @@ from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import TABLE_ACTIONS, EventSubscription, ServiceResources
 from constructs.strangler_fig import StranglerFig
 
-from .config import FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
+from .config import DeploymentConfig, FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
@@ -74,6 +75,20 @@ def ingress_parameter_name(prefix: str, name: str) -> str:
 def migration_parameter_name(prefix: str, service: str) -> str:
     """The strangler fig's flag: percent of the service path's requests that go to the service (0-100)."""
     return f"/{prefix}/{service}/migration/percent-to-service"
+
+
+# What a rollback's deployment may take besides its bakes (tasks starting, draining), and at most: SSM's
+# longest documented step timeout (30 days, aws:pause).
+ROLLBACK_MARGIN_MINUTES = 30
+MAX_ROLLBACK_MINUTES = 30 * 24 * 60
+
+
+def rollback_timeout(deployment: DeploymentConfig) -> cdk.Duration:
+    """How long the rollback document waits for ECS: the deployment's bakes (a canary's one step, or every
+    linear step) and the final bake, plus a margin; at least an hour (a rolling deployment)."""
+    steps = {"CANARY": 1, "LINEAR": math.ceil(100 / deployment.linear_step_percent)}.get(deployment.strategy, 0)
+    minutes = steps * deployment.step_bake_minutes + (deployment.bake_time_minutes if steps else 0) + ROLLBACK_MARGIN_MINUTES
+    return cdk.Duration.minutes(min(MAX_ROLLBACK_MINUTES, max(60, minutes)))
 
 
 class ServicesStack(cdk.Stack):
@@ -176,7 +191,8 @@ class ServicesStack(cdk.Stack):
         return ServiceRollbackAutomation(
             self, "RollbackAutomation", document_name=f"{self.config.prefix}-rollback-service",
             cluster_name=self.config.prefix,  # the platform stack names the cluster after the prefix
-            service_names=[variant.props.service_name for variant in variants])
+            service_names=[variant.props.service_name for variant in variants],
+            deployment_timeout=rollback_timeout(self.config.deployment))
 
     def _strangler_fig(self, service: ServiceConfig) -> StranglerFig:
         """The service's path shared with its legacy function, split by the flag in SSM (runbooks/strangler-fig-traffic-shift.md)."""

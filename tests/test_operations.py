@@ -53,6 +53,24 @@ def test_the_rollback_document_updates_the_service_and_waits_for_its_deployment(
         assert (wait["PropertySelector"], wait["DesiredValues"]) == ("$.services[0].deployments[0].rolloutState", ["COMPLETED"])
         assert steps["CheckRevision"]["inputs"]["DesiredValues"] == ["{{ PickRevision.TaskDefinition }}"]
         assert all(step["onFailure"] == "Abort" for step in steps.values())
+        # The default CANARY (5 %, 10 min step bake, 10 min final bake): an hour covers it.
+        assert steps["WaitForDeployment"]["timeoutSeconds"] == 3600
+
+
+@pytest.mark.parametrize("deployment, minutes", [
+    ({"strategy": "ROLLING"}, 60),
+    ({"strategy": "CANARY", "step_bake_minutes": 60, "bake_time_minutes": 30}, 60 + 30 + 30),
+    ({"strategy": "LINEAR", "linear_step_percent": 20}, 5 * 10 + 10 + 30),
+    ({"strategy": "LINEAR", "linear_step_percent": 3, "step_bake_minutes": 1440, "bake_time_minutes": 1440}, 30 * 24 * 60),
+])
+def test_the_rollback_waits_as_long_as_the_deployment_settings_make_ecs_take(deployment, minutes):
+    """A LINEAR rollback with the default 20 % steps bakes five times: a fixed hour would fail a rollback ECS completes."""
+    from stacks.config import load_config
+    from stacks.services_stack import rollback_timeout
+    from tests.assembly import cdk_json_context
+
+    config = load_config({**cdk_json_context(), "deployment": deployment})
+    assert rollback_timeout(config.deployment).to_minutes() == minutes
 
 
 def test_the_rollback_picks_the_previous_revision_or_the_one_asked_for(dev):

@@ -11,6 +11,7 @@ Flow (``steps`` = 5, 25, 50, 100 by default)::
         -> Baked1 -> ReadPrimary2 -> ... -> Shift2 -> ... -> Baked4 -> Promoted (Succeed)
     any alarm check that finds an alarm in ALARM (or misses one), a canary that does not reach its count in time
     (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
+    a route Rollback cannot set back after its retries -> RollbackIncomplete (Fail: traffic may still be split)
 
 The alarms are read once a minute throughout each bake (``bake_minutes`` checks, each after a one-minute
 wait), so a canary that trips one is rolled back within about a minute, not at the end of its bake.
@@ -53,6 +54,7 @@ SCALE_CHECK_INTERVAL_SECONDS = 15
 # about 13 events each stay below 25,000.
 MAX_TOTAL_SCALE_CHECKS = 400
 ROLLED_BACK_ERROR = "CanaryRolledBack"
+ROLLBACK_INCOMPLETE_ERROR = "RollbackIncomplete"
 NOT_SCALED_ERROR = "CanaryNotScaled"
 SERVICE_MISSING_ERROR = "EcsServiceMissing"
 
@@ -176,7 +178,13 @@ class TrafficShift(Construct):
             self, "RolledBackCanaryStillScaled", error=ROLLED_BACK_ERROR,
             cause="All traffic is back on the primary node, but setting the canary's desired count back failed: "
                   "set it by hand (runbooks/canary-rollback.md)"), result_path="$.error")
-        rollback = self._set_weights("Rollback", canary_percent=0, then=scale_in.next(rolled_back))
+        # A route the rollback cannot set back even after its retries leaves traffic split: end in a failure
+        # that says so, not in the raw SDK error, and leave the canary's tasks as they are.
+        rollback_incomplete = sfn.Fail(
+            self, "RollbackIncomplete", error=ROLLBACK_INCOMPLETE_ERROR,
+            cause="Setting a route back to 100 % primary failed: traffic may still be split between the primary and the "
+                  "canary. Force a rollback by hand (runbooks/canary-rollback.md)")
+        rollback = self._set_weights("Rollback", canary_percent=0, catch=rollback_incomplete, then=scale_in.next(rolled_back))
         chain = sfn.Chain.start(self._describe_route()).next(self._alarm_check("Start", rollback))
         for step, percent in enumerate(settings.steps_percent, start=1):
             shift = self._set_weights(f"Shift{step}", canary_percent=percent, catch=rollback)

@@ -22,20 +22,22 @@ def handler(events, context):
         raise ValueError(f"no revision to roll back to: running {family}:{running}, asked for {wanted or 'the previous'}")
     return {"TaskDefinition": f"{arn}:{target}"}
 '''
-# How long the rollback may take: a Service Connect canary bakes before it completes.
+# How long the rollback may take by default: a Service Connect canary bakes before it completes. The
+# services stack passes the time its deployment settings need (deployment_timeout).
 DEPLOYMENT_TIMEOUT_SECONDS = 3600
 
 
 class ServiceRollbackAutomation(Construct):
     """An Automation document ``document_name`` that sets one service of ``cluster_name`` back to the
     previous task definition revision (or a given one) and waits until ECS reports the deployment
-    COMPLETED, run through its own role, which may only describe and update those services.
+    COMPLETED (within ``deployment_timeout``, default an hour: what the services' deployment strategy and
+    bake times take), run through its own role, which may only describe and update those services.
 
     Exposes ``document`` (``ssm.CfnDocument``) and ``role`` (the AutomationAssumeRole).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, document_name: str, cluster_name: str,
-                 service_names: Sequence[str]) -> None:
+                 service_names: Sequence[str], deployment_timeout: cdk.Duration | None = None) -> None:
         super().__init__(scope, construct_id)
         if not service_names:
             raise ValueError("service_names=[] is invalid: name at least one ECS service of the cluster")
@@ -84,7 +86,7 @@ class ServiceRollbackAutomation(Construct):
                      "inputs": {"Service": "ecs", "Api": "UpdateService", "cluster": cluster_name,
                                 "service": "{{ ServiceName }}", "taskDefinition": "{{ PickRevision.TaskDefinition }}"}},
                     {"name": "WaitForDeployment", "action": "aws:waitForAwsResourceProperty", "onFailure": "Abort",
-                     "timeoutSeconds": DEPLOYMENT_TIMEOUT_SECONDS,
+                     "timeoutSeconds": int(deployment_timeout.to_seconds()) if deployment_timeout else DEPLOYMENT_TIMEOUT_SECONDS,
                      # ECS lists the newest (PRIMARY) deployment first.
                      "inputs": {"Service": "ecs", "Api": "DescribeServices", **cluster,
                                 "PropertySelector": "$.services[0].deployments[0].rolloutState", "DesiredValues": ["COMPLETED"]}},
