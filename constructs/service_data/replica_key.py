@@ -32,8 +32,9 @@ class ReplicaKey(Construct):
     would have to deploy between the primary key and the resources that use the replica here (global
     table, replicated secret). A replica shares its primary's key ID, so its ARN is known at synth:
     ``key_arn``. The replica gets CDK's default key policy (the account's IAM policies decide) and the
-    stack's tags, its ``region`` tag naming the replica's region (replica_tags). ``retain=False``: deleting the resource schedules the replica's deletion (7 days);
-    ``retain=True``: the replica outlives the stack, like the primary key.
+    stack's tags, its ``region`` tag naming the replica's region (replica_tags). ``retain=False``: deleting
+    the resource schedules the replica's deletion (7 days); ``retain=True``: the replica outlives the stack,
+    like the primary key.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, primary_key: kms.Key, region: str, retain: bool,

@@ -97,9 +97,9 @@ class ServiceData(Construct):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(
                 self.key, {region: replica.key_arn for region, replica in self.replica_keys.items()}),
-            # Each replica's region tag names its own region (CDK copies the table's tags to every replica).
+            # CDK copies the table's tags to every replica; a replica's own tags override them (its region tag).
             replicas=[dynamodb.ReplicaTableProps(region=region, tags=[
-                cdk.CfnTag(key=key, value=value) for key, value in replica_tags(cdk.Stack.of(self), region).items() if key == "region"])
+                cdk.CfnTag(key=key, value=value) for key, value in replica_tags(cdk.Stack.of(self), region).items()])
                 for region in self.replica_keys],
             deletion_protection=retain,
             removal_policy=removal,
