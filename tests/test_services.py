@@ -132,6 +132,8 @@ def test_execution_and_task_roles_are_separate_and_least_privilege(backend):
             # The service's configuration parameters, read when a task starts (tests/test_service_config.py).
             "ssm:DescribeParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParameters"}
         assert {"xray:PutTraceSegments", "logs:PutLogEvents"} <= task_actions
+        # The apps sample on their own and the collector serves no X-Ray remote sampling: no sampling APIs.
+        assert not any(action.startswith("xray:GetSampling") for action in task_actions)
         assert not any(a.endswith(":*") or a == "*" for a in execution | task_actions)
     for role in _by_type(backend, region, "AWS::IAM::Role").values():
         statement = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]

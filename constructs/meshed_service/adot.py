@@ -21,6 +21,8 @@ from .worker import WORKER_CONTAINER
 ADOT_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
 CONFIG_FILE = Path(__file__).with_name("adot-collector.yaml")
 CONTAINER = "adot-collector"
+# The X-Ray calls of the collector's awsxray exporter: uploading segments and its own telemetry.
+XRAY_EXPORT_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 # The resource attribute that tells an App Mesh canary's telemetry from its primary's (a metric dimension
 # in adot-collector.yaml). This repo's own name: OpenTelemetry's conventions define none for it.
 VARIANT_ATTRIBUTE = "deployment.variant"
@@ -89,15 +91,13 @@ class AdotCollector(ServiceExtension):
             logging=service.container_logs(CONTAINER),
         )
         metrics_log_group.grant_write(service.task_role)
-        xray = iam.PolicyStatement(
-            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
-                     "xray:GetSamplingTargets", "xray:GetSamplingStatisticSummaries"],
-            resources=["*"],
-        )
+        # What the awsxray exporter calls. No sampling APIs: the apps sample on their own (servicekit), and the
+        # collector serves no X-Ray remote sampling.
+        xray = iam.PolicyStatement(actions=list(XRAY_EXPORT_ACTIONS), resources=["*"])
         service.task_role.add_to_principal_policy(xray)
         acknowledge_nag(
             service.task_role,
-            "X-Ray's trace and sampling APIs support no resource-level permissions, so their statement names resource *",
+            "X-Ray's trace upload APIs support no resource-level permissions, so their statement names resource *",
             "AwsSolutions-IAM5[Resource::*]",
         )
 
