@@ -41,7 +41,7 @@ KEY_BITS = 2048  # auth refuses keys below 2048 bits (keys.py MIN_RSA_BITS)
 PUBLIC_EXPONENT = 65537
 PENDING, CURRENT = "AWSPENDING", "AWSCURRENT"
 # From publishing a new key to signing with it: longer than auth's re-read of the secret (300 s,
-# auth_service/keys.py SigningKeys), so every auth task publishes the key before any task signs with it.
+# auth_service/keys.py SECRET_CACHE_SECONDS), so every auth task publishes the key before any task signs with it.
 NEW_KEY_ACTIVATION_SECONDS = 360
 
 

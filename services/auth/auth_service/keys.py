@@ -33,6 +33,8 @@ from .errors import SigningKeyError
 log = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# How often each auth task re-reads the secret (the rotation function's NEW_KEY_ACTIVATION_SECONDS must exceed it).
+SECRET_CACHE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class SigningKeys:
         secret_id: str | None,
         *,
         clock: Callable[[], float],
-        cache_seconds: float = 300.0,
+        cache_seconds: float = SECRET_CACHE_SECONDS,
         retry_seconds: float = 30.0,
     ) -> None:
         self._client = secrets_client
