@@ -77,8 +77,8 @@ def migration_parameter_name(prefix: str, service: str) -> str:
     return f"/{prefix}/{service}/migration/percent-to-service"
 
 
-# What a rollback's deployment may take besides its bakes (tasks starting, draining), and at most: SSM's
-# longest documented step timeout (30 days, aws:pause).
+# What a rollback's deployment may take besides its bakes (tasks starting, draining), and at most 30 days:
+# the longest step timeout SSM documents (aws:pause); aws:waitForAwsResourceProperty documents no maximum.
 ROLLBACK_MARGIN_MINUTES = 30
 MAX_ROLLBACK_MINUTES = 30 * 24 * 60
 

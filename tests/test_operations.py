@@ -14,6 +14,23 @@ REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
 
 
+# ECS's service deployment states ("View service history using Amazon ECS service deployments", ECS developer
+# guide): a deployment in one of the first five is still under way.
+UNDER_WAY_DEPLOYMENT_STATES = {"PENDING", "IN_PROGRESS", "STOP_REQUESTED", "ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS"}
+FINAL_DEPLOYMENT_STATES = {"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"}
+
+
+def test_the_rollback_knows_every_deployment_state_ecs_has():
+    """A state that botocore's ECS model gains must be sorted into under way or final, here and in the document."""
+    import botocore.session
+
+    from constructs.operations.service_rollback import DEPLOYMENT_FINAL_STATES
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    assert set(model.shape_for("ServiceDeploymentStatus").enum) == UNDER_WAY_DEPLOYMENT_STATES | FINAL_DEPLOYMENT_STATES
+    assert set(DEPLOYMENT_FINAL_STATES) == FINAL_DEPLOYMENT_STATES
+
+
 def _document(assembly: Assembly, stack: str, name: str) -> dict[str, Any]:
     documents = [d["Properties"] for d in assembly.resources(stack, "AWS::SSM::Document").values() if d["Properties"]["Name"] == name]
     assert len(documents) == 1, f"{stack}: {name}"
@@ -45,12 +62,27 @@ def test_the_rollback_document_updates_the_service_and_waits_for_its_deployment(
         steps = _steps(document)
         assert [(name, step["action"]) for name, step in steps.items()] == [
             ("DescribeService", "aws:executeAwsApi"), ("PickRevision", "aws:executeScript"),
-            ("UpdateService", "aws:executeAwsApi"), ("WaitForDeployment", "aws:waitForAwsResourceProperty"),
-            ("CheckRevision", "aws:assertAwsResourceProperty")]
+            ("UpdateService", "aws:executeAwsApi"), ("ReadDeployment", "aws:executeAwsApi"),
+            ("CheckDeploymentTarget", "aws:assertAwsResourceProperty"), ("WaitForDeployment", "aws:waitForAwsResourceProperty"),
+            ("CheckDeployment", "aws:assertAwsResourceProperty"), ("CheckRevision", "aws:assertAwsResourceProperty")]
         assert steps["UpdateService"]["inputs"] == {"Service": "ecs", "Api": "UpdateService", "cluster": "mf",
                                                    "service": "{{ ServiceName }}", "taskDefinition": "{{ PickRevision.TaskDefinition }}"}
-        wait = steps["WaitForDeployment"]["inputs"]
-        assert (wait["PropertySelector"], wait["DesiredValues"]) == ("$.services[0].deployments[0].rolloutState", ["COMPLETED"])
+        # Every later step follows the one service deployment that this UpdateService started ...
+        assert steps["UpdateService"]["outputs"] == [
+            {"Name": "ServiceDeployment", "Selector": "$.service.currentServiceDeployment", "Type": "String"}]
+        for name in ("ReadDeployment", "WaitForDeployment", "CheckDeployment"):
+            inputs = steps[name]["inputs"]
+            assert (inputs["Api"], inputs["serviceDeploymentArns"]) == (
+                "DescribeServiceDeployments", ["{{ UpdateService.ServiceDeployment }}"]), name
+        # ... after checking that it deploys the picked revision (else the wait could pass on an older one).
+        target = steps["CheckDeploymentTarget"]["inputs"]
+        assert (target["Api"], target["serviceRevisionArns"], target["PropertySelector"], target["DesiredValues"]) == (
+            "DescribeServiceRevisions", ["{{ ReadDeployment.TargetRevision }}"], "$.serviceRevisions[0].taskDefinition",
+            ["{{ PickRevision.TaskDefinition }}"])
+        # The wait ends on any final state (a rolled-back deployment ends it at once), and only SUCCESSFUL passes.
+        wait, check = steps["WaitForDeployment"]["inputs"], steps["CheckDeployment"]["inputs"]
+        assert wait["PropertySelector"] == check["PropertySelector"] == "$.serviceDeployments[0].status"
+        assert set(wait["DesiredValues"]) == FINAL_DEPLOYMENT_STATES and check["DesiredValues"] == ["SUCCESSFUL"]
         assert steps["CheckRevision"]["inputs"]["DesiredValues"] == ["{{ PickRevision.TaskDefinition }}"]
         assert all(step["onFailure"] == "Abort" for step in steps.values())
         # The default CANARY (5 %, 10 min step bake, 10 min final bake): an hour covers it.
@@ -86,7 +118,7 @@ def test_the_rollback_picks_the_previous_revision_or_the_one_asked_for(dev):
         pick({"Running": running.rsplit(":", 1)[0] + ":1", "Revision": ""}, None)  # nothing before revision 1
 
 
-def test_the_rollback_role_may_only_describe_and_update_the_clusters_services(dev):
+def test_the_rollback_role_may_only_describe_and_update_the_clusters_services_and_read_their_deployments(dev):
     stack = "mf-eu-central-1/services"
     document = _document(dev, stack, "mf-rollback-service")
     role_id = document["Content"]["parameters"]["AutomationAssumeRole"]["default"]["Fn::GetAtt"][0]
@@ -96,9 +128,15 @@ def test_the_rollback_role_may_only_describe_and_update_the_clusters_services(de
     assert set(trust[0]["Condition"]) == {"StringEquals", "ArnLike"}  # this account's automation executions only
     statements = [s for p in dev.resources(stack, "AWS::IAM::Policy").values()
                   if {"Ref": role_id} in p["Properties"]["Roles"] for s in p["Properties"]["PolicyDocument"]["Statement"]]
-    assert [sorted(s["Action"]) for s in statements] == [["ecs:DescribeServices", "ecs:UpdateService"]]
-    resources = [json.dumps(r) for r in statements[0]["Resource"]]
-    assert len(resources) == len(SERVICES) and all(f':service/mf/{name}"' in r for name, r in zip(SERVICES, resources, strict=True))
+    assert [sorted(s["Action"]) for s in statements] == [
+        ["ecs:DescribeServices", "ecs:UpdateService"], ["ecs:DescribeServiceDeployments", "ecs:DescribeServiceRevisions"]]
+    services = [json.dumps(r) for r in statements[0]["Resource"]]
+    assert len(services) == len(SERVICES) and all(f':service/mf/{name}"' in r for name, r in zip(SERVICES, services, strict=True))
+    # Only these services' deployments and revisions (ECS assigns their IDs, hence the trailing *).
+    deployments = sorted(json.dumps(r) for r in statements[1]["Resource"])
+    assert deployments == sorted(r for r in deployments for kind in ("service-deployment", "service-revision")
+                                 for name in SERVICES if f':{kind}/mf/{name}/*"' in r)
+    assert len(deployments) == 2 * len(SERVICES)
     assert "PermissionsBoundary" in role  # the stage's boundary caps it too
 
 

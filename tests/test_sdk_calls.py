@@ -17,11 +17,12 @@ from tests.sdk_calls import SdkCall, automation_calls, calls_in, check, custom_r
 
 # The calls each variant must contain, so a change in how they are found cannot empty the check.
 EXPECTED = {
-    "dev": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("kms", "ReplicateKey"), ("kms", "ScheduleKeyDeletion"),
+    "dev": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments"),
+            ("ecs", "DescribeServiceRevisions"), ("kms", "ReplicateKey"), ("kms", "ScheduleKeyDeletion"),
             ("ec2", "DescribeManagedPrefixLists"), ("ssm", "GetParameter")},
     "appmesh": {("appmesh", "DescribeRoute"), ("appmesh", "UpdateRoute"), ("cloudwatch", "DescribeAlarms"),
-                ("ecs", "DescribeServices"), ("ecs", "UpdateService")},
-    "prod": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ssm", "GetParameter")},
+                ("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments")},
+    "prod": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments"), ("ssm", "GetParameter")},
 }
 
 

@@ -20,16 +20,6 @@ TARGET = "targets"  # each template has one target set; every action acts on it
 _LOG_DELIVERY_ACTIONS = ["logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"]
 
 
-def arn_as_nag_shows(scope: Construct, service: str, resource: str) -> str:
-    """An ARN of this stack's account and region as cdk-nag prints it (unresolved pseudo parameters as <AWS::...>)."""
-    stack = cdk.Stack.of(scope)
-
-    def shown(value: str, pseudo: str) -> str:
-        return f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
-
-    return f"arn:{shown(stack.partition, 'Partition')}:{service}:{shown(stack.region, 'Region')}:{shown(stack.account, 'AccountId')}:{resource}"
-
-
 @dataclass(frozen=True)
 class ExperimentAction:
     """One FIS action: ``action_id`` on the template's targets, which the action names ``target_key`` (e.g. Tasks)."""

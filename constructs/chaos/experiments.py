@@ -11,7 +11,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from .experiment import ExperimentAction, FisExperiment, arn_as_nag_shows
+from constructs.compliance import arn_as_nag_shows
+
+from .experiment import ExperimentAction, FisExperiment
 
 # The SSM documents FIS runs for the two network actions when useEcsFaultInjectionEndpoints is true.
 NETWORK_FAULT_DOCUMENTS = ("AWSFIS-Run-Network-Latency-ECS", "AWSFIS-Run-Network-Packet-Loss-ECS")

@@ -27,3 +27,14 @@ def acknowledge_nag(scope: IConstruct, reason: str, *rule_ids: str) -> None:
             raise ValueError(f"rule_id={rule_id!r} is invalid: expected a rule of {', '.join(_NAG_PACKS)}")
         acknowledgments.append(cdk.Acknowledgment(id=f"{pack}::{rule_id}", reason=reason))
     cdk.Validations.of(scope).acknowledge(*acknowledgments)
+
+
+def arn_as_nag_shows(scope: IConstruct, service: str, resource: str) -> str:
+    """An ARN of ``scope``'s stack account and region as cdk-nag prints it in a granular finding ID
+    (unresolved pseudo parameters as ``<AWS::...>``), e.g. for ``AwsSolutions-IAM5[Resource::<arn>]``."""
+    stack = cdk.Stack.of(scope)
+
+    def shown(value: str, pseudo: str) -> str:
+        return f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
+
+    return f"arn:{shown(stack.partition, 'Partition')}:{service}:{shown(stack.region, 'Region')}:{shown(stack.account, 'AccountId')}:{resource}"

@@ -21,7 +21,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, arn_as_nag_shows, skip_cfn_lint, skip_checkov
 
 from .quotas import CountedQuota
 
@@ -113,8 +113,8 @@ class QuotaCounter(Construct):
             self.role,
             "Cloud Map service IDs (srv-...) and the region's ECR repositories are not known at synthesis: the function "
             "reads every service of the region's namespaces and counts every repository of the region",
-            f"AwsSolutions-IAM5[Resource::{_arn_as_nag_shows(self, 'servicediscovery', 'service/*')}]",
-            f"AwsSolutions-IAM5[Resource::{_arn_as_nag_shows(self, 'ecr', 'repository/*')}]",
+            f"AwsSolutions-IAM5[Resource::{arn_as_nag_shows(self, 'servicediscovery', 'service/*')}]",
+            f"AwsSolutions-IAM5[Resource::{arn_as_nag_shows(self, 'ecr', 'repository/*')}]",
         )
         acknowledge_nag(
             self.role,
@@ -150,13 +150,3 @@ class QuotaCounter(Construct):
         })
         skip_cfn_lint(self.function.node.default_child, {
             "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})
-
-
-def _arn_as_nag_shows(scope: Construct, service: str, resource: str) -> str:
-    """An ARN of this stack's account and region as cdk-nag prints it (unresolved pseudo parameters as <AWS::...>)."""
-    stack = cdk.Stack.of(scope)
-
-    def shown(value: str, pseudo: str) -> str:
-        return f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
-
-    return f"arn:{shown(stack.partition, 'Partition')}:{service}:{shown(stack.region, 'Region')}:{shown(stack.account, 'AccountId')}:{resource}"
