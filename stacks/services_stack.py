@@ -52,10 +52,10 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 STOP_TIMEOUT_SECONDS = 30
 # Longer than the event consumer's claim lease (servicekit events.CLAIM_LEASE_SECONDS = 120): a worker
 # that dies mid-message (killed at the end of the stop timeout, out of memory, task replaced) leaves
-# its claim on the event until the lease runs out. A redelivery that comes before then finds the claim
-# busy and fails, and after max_receive_count such receives SQS dead-letters a message that was never
-# handled. A stopping worker gets SIGTERM and the stop timeout, but nothing guarantees a batch ends
-# within it; 150 s lets the lease expire first, so the next receive takes the claim over.
+# its claim on the event until the lease runs out; 150 s lets it expire first, so the next receive takes
+# the claim over. (An earlier receive finds the claim busy and sets the message visible at the lease's
+# end, but it counts towards max_receive_count.) A failed handler's message comes back sooner, after
+# servicekit's backoff, which keeps the saga's retries within persona's 120 s slot hold.
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 # What stays a plain environment variable: what the task definition itself is built around (its
 # ports, the load balancer's path, the collector sidecar), which a value changed elsewhere would

@@ -204,8 +204,8 @@ def test_consumers_receive_from_their_queue_only(backend):
             assert resources[queue]["Properties"]["QueueName"] == f"mf-{_owner(role)}-events"
             readers.setdefault(_owner(role), set()).add(queue)
     assert set(readers) == set(CONSUMES)
-    # The worker receives and deletes; it reads no queue attributes and changes no message's visibility.
-    assert sorted(QUEUE_ACTIONS) == ["sqs:DeleteMessage", "sqs:ReceiveMessage"]
+    # The worker receives, deletes and reschedules messages (servicekit's retry backoff); it reads no queue attributes.
+    assert sorted(QUEUE_ACTIONS) == ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"]
 
 
 # --- Queues and rules ---------------------------------------------------------------------------

@@ -28,7 +28,14 @@ TABLE_ACTIONS = (
 TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
 # DescribeKey carries no encryption context, so it is granted apart, through DynamoDB only.
 TABLE_KEY_DESCRIBE_ACTIONS = ("kms:DescribeKey",)
-QUEUE_ACTIONS = ("sqs:DeleteMessage", "sqs:ReceiveMessage")
+# ChangeMessageVisibility: servicekit's consumer brings a failed event back after a short backoff, and one
+# another consumer holds when that consumer's claim lease ends, instead of after the visibility timeout.
+QUEUE_ACTIONS = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage")
+# Longer than servicekit's claim lease (events.CLAIM_LEASE_SECONDS, 120 s): a worker that dies mid-message
+# (killed at the end of its stop timeout, out of memory) holds the claim until then, and the next receive
+# should find it expired and take it over. Earlier receives are not lost (the consumer sets such a message
+# visible again when the lease ends), but each counts towards maxReceiveCount.
+DEFAULT_VISIBILITY_TIMEOUT = cdk.Duration.seconds(150)
 # auth reads the signing key with GetSecretValue only (tests/test_service_aws_calls.py ties the grants to the code).
 SECRET_ACTIONS = ("secretsmanager:GetSecretValue",)
 
@@ -95,7 +102,7 @@ class ServiceResources(Construct):
         self.dead_letter_queue: sqs.Queue | None = None
         self.rules: dict[str, events.Rule] = {}
         if subscriptions:
-            self._add_queue(resource_name, subscriptions, max_receive_count, visibility_timeout or cdk.Duration.seconds(60),
+            self._add_queue(resource_name, subscriptions, max_receive_count, visibility_timeout or DEFAULT_VISIBILITY_TIMEOUT,
                             removal)
 
     def _add_queue(self, resource_name: str, subscriptions: Sequence[EventSubscription], max_receive_count: int,

@@ -54,7 +54,10 @@ def bootstrap(endpoint_url: str, region: str = "eu-central-1", prefix: str = "mf
     AWS_ENDPOINT_URL, TABLE_NAME, and as needed JWT_SIGNING_SECRET_ID, EVENT_BUS_NAME,
     EVENT_SOURCE, QUEUE_URL); ``resources`` names the rest (bus ARN, queue and DLQ URLs and ARNs,
     rule names) for tests and tools. A short visibility timeout lets a poison message reach its
-    DLQ after ``max_receive_count`` receives within seconds instead of minutes.
+    DLQ after ``max_receive_count`` receives within seconds instead of minutes. It is shorter than
+    servicekit's claim lease (the app's queues: 150 s against 120 s): a worker killed mid-event here
+    costs that event a receive or two (each redelivery finds the claim busy and is set visible again
+    when the lease ends), which the app's longer timeout avoids.
     """
     aws = _Aws(endpoint_url, region)
     resources: dict[str, str] = {}

@@ -34,6 +34,10 @@ tracer = get_tracer(__name__)
 PROCESSED_TTL_SECONDS = 7 * 24 * 3600
 # A claim older than this belongs to a consumer that died mid-handling; another may take it over.
 CLAIM_LEASE_SECONDS = 120
+# A handler is cut off well within the lease: past it, a redelivery would take the claim over and run
+# the event a second time while the first run goes on.
+HANDLER_TIMEOUT_SECONDS = 60
+assert HANDLER_TIMEOUT_SECONDS < CLAIM_LEASE_SECONDS
 
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
 
@@ -115,8 +119,10 @@ class QueueConsumer:
     """Long-polls QUEUE_URL and hands each event to `handlers[detail_type](data, envelope)` at most once.
 
     `envelope` is the whole EventBridge event (`detail-type`, `source`, `detail` with event_id etc.).
-    Success or duplicate -> message deleted; any failure -> message left for SQS to redeliver (and,
-    after maxReceiveCount, to move to the DLQ).
+    Success or duplicate -> message deleted; a handler failure -> message visible again after a short
+    backoff (and, after maxReceiveCount receives, moved to the DLQ by SQS); an event another consumer
+    holds -> back when that consumer's claim lease ends. A malformed message or one without a handler
+    is left for the queue's visibility timeout, and ends in the DLQ.
     """
 
     def __init__(
@@ -143,8 +149,9 @@ class QueueConsumer:
     def _marker_key(self, event_id: str) -> dict[str, str]:
         return {"pk": f"EVENT#{event_id}", "sk": "EVENT"}
 
-    async def _claim(self, event_id: str, detail_type: str) -> str:
-        """'claimed', 'done' (already handled) or 'busy' (another consumer is handling it)."""
+    async def _claim(self, event_id: str, detail_type: str, owner: str) -> tuple[str, int]:
+        """('claimed' | 'done' (already handled) | 'busy' (another consumer is handling it), and for busy
+        the seconds until that consumer's lease ends)."""
         ddb = aws.client("dynamodb", self.settings)
         now = int(time.time())
         try:
@@ -157,43 +164,79 @@ class QueueConsumer:
                     "status": {"S": "IN_PROGRESS"},
                     "detail_type": {"S": detail_type},
                     "lease_until": {"N": str(now + CLAIM_LEASE_SECONDS)},
+                    # Only this claim's holder may finish or release it: a holder that outlived its lease
+                    # must not overwrite or delete the claim of the consumer that took over.
+                    "owner": {"S": owner},
                     "expires_at": {"N": str(epoch_in(PROCESSED_TTL_SECONDS))},
                 },
                 ConditionExpression="attribute_not_exists(pk) OR (#s = :in_progress AND lease_until < :now)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":in_progress": {"S": "IN_PROGRESS"}, ":now": {"N": str(now)}},
             )
-            return "claimed"
+            return "claimed", 0
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
-        item = await aws.run_sync(ddb.get_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), ConsistentRead=True)
-        status = item.get("Item", {}).get("status", {}).get("S")
+        got = await aws.run_sync(ddb.get_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), ConsistentRead=True)
+        item = got.get("Item")
+        if item is None:  # released between our put and our read: nobody handled it, so try again soon
+            return "busy", 1
+        status = item.get("status", {}).get("S")
+        if status == "IN_PROGRESS":
+            return "busy", max(1, int(item.get("lease_until", {}).get("N", now)) - now + 1)
         # No status attribute: a marker written by a simpler producer of markers counts as done.
-        return "busy" if status == "IN_PROGRESS" else "done"
+        return "done", 0
 
-    async def _finish(self, event_id: str) -> None:
+    def _owned(self, owner: str) -> dict[str, Any]:
+        return {"ConditionExpression": "#o = :me", "ExpressionAttributeNames": {"#o": "owner"},
+                "ExpressionAttributeValues": {":me": {"S": owner}}}
+
+    async def _finish(self, event_id: str, owner: str) -> None:
         ddb = aws.client("dynamodb", self.settings)
-        await aws.run_sync(
-            ddb.update_item,
-            TableName=self.table_name,
-            Key=_av(self._marker_key(event_id)),
-            UpdateExpression="SET #s = :done, processed_at = :now REMOVE lease_until",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":done": {"S": "DONE"}, ":now": {"N": str(int(time.time()))}},
-        )
+        owned = self._owned(owner)
+        try:
+            await aws.run_sync(
+                ddb.update_item,
+                TableName=self.table_name,
+                Key=_av(self._marker_key(event_id)),
+                UpdateExpression="SET #s = :done, processed_at = :now REMOVE lease_until",
+                ConditionExpression=owned["ConditionExpression"],
+                ExpressionAttributeNames={"#s": "status", **owned["ExpressionAttributeNames"]},
+                ExpressionAttributeValues={":done": {"S": "DONE"}, ":now": {"N": str(int(time.time()))},
+                                           **owned["ExpressionAttributeValues"]},
+            )
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+            # Another consumer took the claim over (this run outlived its lease): its run records the result.
+            log.warning("claim on event %s was taken over before this consumer finished", event_id)
 
-    async def _release(self, event_id: str) -> None:
+    async def _release(self, event_id: str, owner: str) -> None:
         ddb = aws.client("dynamodb", self.settings)
         try:
-            await aws.run_sync(ddb.delete_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)))
-        except Exception:  # the lease expiry is the backstop
-            log.warning("could not release claim on event %s", event_id, exc_info=True)
+            await aws.run_sync(ddb.delete_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), **self._owned(owner))
+        except Exception as exc:  # the lease expiry is the backstop
+            if not is_conditional_failure(exc):
+                log.warning("could not release claim on event %s", event_id, exc_info=True)
 
     # --- messages --------------------------------------------------------------------------------
 
     async def _delete(self, receipt_handle: str) -> None:
         await aws.run_sync(aws.client("sqs", self.settings).delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt_handle)
+
+    async def _visible_in(self, message: Mapping[str, Any], seconds: int) -> None:
+        """Make the message visible again after ``seconds`` instead of the queue's visibility timeout."""
+        try:
+            await aws.run_sync(aws.client("sqs", self.settings).change_message_visibility, QueueUrl=self.queue_url,
+                               ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=int(seconds))
+        except Exception:  # the queue's visibility timeout is the backstop
+            log.warning("could not change the visibility of message %s", message.get("MessageId"), exc_info=True)
+
+    def _retry_delay(self, message: Mapping[str, Any]) -> int:
+        """Backoff before a failed event's next try: short enough that the saga's retries land while persona
+        still holds the slot (120 s), growing with each receive."""
+        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        return min(self.settings.event_retry_backoff_max_seconds, self.settings.event_retry_backoff_seconds * receives)
 
     async def handle_message(self, message: Mapping[str, Any]) -> str:
         """Process one SQS message; returns 'handled', 'duplicate', 'busy' or 'failed'."""
@@ -221,29 +264,37 @@ class QueueConsumer:
             span.set_attribute("messaging.system", "aws_sqs")
             span.set_attribute("messaging.message.id", event_id)
             extra = {"event_id": event_id, "detail_type": detail_type}
+            owner = uuid.uuid4().hex
             try:
-                claim = await self._claim(event_id, detail_type)
+                claim, busy_for = await self._claim(event_id, detail_type, owner)
             except Exception as exc:
                 log.error("could not claim event %s: %s", event_id, exc, extra=extra)
+                await self._visible_in(message, self._retry_delay(message))
                 return "failed"
             if claim == "done":
                 log.info("duplicate %s ignored", detail_type, extra=extra)
                 await self._delete(message["ReceiptHandle"])
                 return "duplicate"
             if claim == "busy":
-                log.info("%s is being handled by another consumer; leaving it", detail_type, extra=extra)
+                # Back when the holder's lease ends (it may have died), not at the queue's visibility timeout:
+                # each receive counts towards maxReceiveCount, and a few early ones would dead-letter the
+                # message before anyone could take the claim over.
+                log.info("%s is being handled by another consumer; back in %d s", detail_type, busy_for, extra=extra)
+                await self._visible_in(message, busy_for)
                 return "busy"
             try:
-                result = handler(data, envelope)
-                if inspect.isawaitable(result):
-                    await result
+                async with asyncio.timeout(HANDLER_TIMEOUT_SECONDS):
+                    result = handler(data, envelope)
+                    if inspect.isawaitable(result):
+                        await result
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                 log.error("handler for %s failed; message left for redelivery", detail_type, exc_info=exc, extra=extra)
-                await self._release(event_id)
+                await self._release(event_id, owner)
+                await self._visible_in(message, self._retry_delay(message))
                 return "failed"
-            await self._finish(event_id)
+            await self._finish(event_id, owner)
             await self._delete(message["ReceiptHandle"])
             log.info("handled %s", detail_type, extra=extra)
             return "handled"
@@ -264,9 +315,15 @@ class QueueConsumer:
         response = await _in_daemon_thread(receive)
         return response.get("Messages", [])
 
-    async def process(self, messages: list[Mapping[str, Any]]) -> dict[str, int]:
-        stats = {"received": len(messages), "handled": 0, "duplicate": 0, "busy": 0, "failed": 0}
+    async def process(self, messages: list[Mapping[str, Any]], stop_event: asyncio.Event | None = None) -> dict[str, int]:
+        """Handle a batch in turn. Once ``stop_event`` is set, the rest of the batch goes back to the queue
+        at once (a stopping worker has the stop timeout, not ten handlers' time)."""
+        stats = {"received": len(messages), "handled": 0, "duplicate": 0, "busy": 0, "failed": 0, "returned": 0}
         for message in messages:
+            if stop_event is not None and stop_event.is_set():
+                await self._visible_in(message, 0)
+                stats["returned"] += 1
+                continue
             try:
                 outcome = await self.handle_message(message)
             except Exception as exc:  # e.g. DynamoDB/SQS hiccup after handling: SQS redelivers, markers dedupe
@@ -298,7 +355,7 @@ class QueueConsumer:
                 await _sleep_or_stop(stop_event, 1.0)
                 continue
             if messages:
-                await self.process(messages)
+                await self.process(messages, stop_event)
         log.info("consumer stopped")
 
 

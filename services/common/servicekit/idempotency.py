@@ -1,7 +1,7 @@
 """Idempotency keys for POST handlers: the first response is stored and replayed for retries.
 
 Item: {pk: "IDEMPOTENCY#<principal>#<key>", sk: "IDEMPOTENCY", request_hash, status IN_PROGRESS|COMPLETED,
-status_code, body (JSON text), expires_at (24 h TTL)}.
+owner (the request that holds it), lease_until, status_code, body (JSON text), expires_at (24 h TTL)}.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -63,6 +64,11 @@ class StoredResponse:
     body: Any
 
 
+def _in_progress(retry_after_seconds: int) -> ApiError:
+    return ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly",
+                    headers={"Retry-After": str(max(1, retry_after_seconds))})
+
+
 class IdempotencyStore:
     def __init__(self, settings: ServiceSettings, table_name: str | None = None) -> None:
         self.settings = settings
@@ -77,10 +83,11 @@ class IdempotencyStore:
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.settings)
 
-    async def begin(self, principal: str, key: str, req_hash: str) -> StoredResponse | None:
-        """Claim the key (None: go ahead) or return the stored response to replay.
+    async def begin(self, principal: str, key: str, req_hash: str, owner: str) -> StoredResponse | None:
+        """Claim the key for ``owner`` (None: go ahead) or return the stored response to replay.
 
-        Raises ApiError 422 `idempotency_key_reused` (different body) or 409 `request_in_progress`.
+        Raises ApiError 422 `idempotency_key_reused` (different body) or 409 `request_in_progress` (with
+        Retry-After: when the holder's lease ends).
         """
         validate_key(key)
         now = int(time.time())
@@ -88,6 +95,9 @@ class IdempotencyStore:
             **self._key(principal, key),
             "request_hash": {"S": req_hash},
             "status": {"S": "IN_PROGRESS"},
+            # Only the holder completes or releases the record: a request that outlived its lease must not
+            # overwrite or delete the record of the retry that took the key over.
+            "owner": {"S": owner},
             "lease_until": {"N": str(now + IN_PROGRESS_LEASE_SECONDS)},
             "expires_at": {"N": str(now + TTL_SECONDS)},
         }
@@ -108,33 +118,39 @@ class IdempotencyStore:
         got = await aws.run_sync(self._ddb().get_item, TableName=self.table_name, Key=self._key(principal, key), ConsistentRead=True)
         existing = got.get("Item")
         if existing is None:  # deleted between our put and get (released): let the client retry
-            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly")
+            raise _in_progress(1)
         if existing["request_hash"]["S"] != req_hash:
             raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was already used with a different request body")
         if existing["status"]["S"] != "COMPLETED":
-            raise ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly")
+            raise _in_progress(int(existing.get("lease_until", {}).get("N", now)) - now + 1)
         return StoredResponse(int(existing["status_code"]["N"]), json.loads(existing["body"]["S"]))
 
-    async def complete(self, principal: str, key: str, status_code: int, body: Any) -> None:
+    async def complete(self, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
+        """Store the response; raises a conditional-check failure when ``owner`` no longer holds the key."""
         await aws.run_sync(
             self._ddb().update_item,
             TableName=self.table_name,
             Key=self._key(principal, key),
             UpdateExpression="SET #s = :done, status_code = :code, body = :body REMOVE lease_until",
-            ExpressionAttributeNames={"#s": "status"},
+            ConditionExpression="#o = :me",
+            ExpressionAttributeNames={"#s": "status", "#o": "owner"},
             ExpressionAttributeValues={
                 ":done": {"S": "COMPLETED"},
                 ":code": {"N": str(status_code)},
                 ":body": {"S": json.dumps(jsonable_encoder(body), separators=(",", ":"))},
+                ":me": {"S": owner},
             },
         )
 
-    async def release(self, principal: str, key: str) -> None:
-        """Forget an unfinished request so the client's retry runs it again."""
+    async def release(self, principal: str, key: str, owner: str) -> None:
+        """Forget an unfinished request so the client's retry runs it again (only while ``owner`` holds the key)."""
         try:
-            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key))
-        except Exception:  # the in-progress lease is the backstop
-            log.warning("could not release idempotency key", exc_info=True)
+            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key),
+                               ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
+                               ExpressionAttributeValues={":me": {"S": owner}})
+        except Exception as exc:  # the in-progress lease is the backstop
+            if not is_conditional_failure(exc):
+                log.warning("could not release idempotency key", exc_info=True)
 
 
 async def run_idempotent(
@@ -154,28 +170,33 @@ async def run_idempotent(
     if key is None:
         status_code, body = await handler()
         return JSONResponse(jsonable_encoder(body), status_code=status_code)
-    stored = await store.begin(principal, key, request_hash(request_body))
+    owner = uuid.uuid4().hex
+    stored = await store.begin(principal, key, request_hash(request_body), owner)
     if stored is not None:
         return JSONResponse(stored.body, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"})
     try:
         status_code, body = await handler()
     except ApiError as exc:
         if exc.status >= 500 or exc.status in _NOT_REPLAYED:
-            await store.release(principal, key)
+            await store.release(principal, key, owner)
             raise
-        await _complete(store, principal, key, exc.status, exc.body())
+        await _complete(store, principal, key, owner, exc.status, exc.body())
         raise
     except BaseException:
-        await store.release(principal, key)
+        await store.release(principal, key, owner)
         raise
-    await _complete(store, principal, key, status_code, body)
+    await _complete(store, principal, key, owner, status_code, body)
     return JSONResponse(jsonable_encoder(body), status_code=status_code)
 
 
-async def _complete(store: IdempotencyStore, principal: str, key: str, status_code: int, body: Any) -> None:
-    # The work is done: failing to record it must not turn the answer into a 500 (a client retrying
-    # that would run the work again once the lease ends). Retries meanwhile get 409 request_in_progress.
+async def _complete(store: IdempotencyStore, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
+    # The work is done: failing to record it must not turn the answer into a 500. Retries get 409
+    # request_in_progress until the lease ends, and then run the work again: the handlers behind
+    # idempotency keys must tolerate that (vc-start's session start does, through its saga).
     try:
-        await store.complete(principal, key, status_code, body)
-    except Exception:
-        log.warning("could not record the response of an idempotent request", exc_info=True)
+        await store.complete(principal, key, owner, status_code, body)
+    except Exception as exc:
+        if is_conditional_failure(exc):
+            log.warning("idempotency key was taken over by a retry before this request finished")
+        else:
+            log.warning("could not record the response of an idempotent request", exc_info=True)

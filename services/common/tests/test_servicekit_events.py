@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -10,6 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from servicekit.correlation import correlation_scope, current_correlation_id
+from servicekit import events
 from servicekit.events import EventPublisher, EventPublishError, QueueConsumer
 from servicekit.tracing import configure_telemetry, get_tracer
 
@@ -126,12 +128,31 @@ async def test_failing_handler_leaves_message_and_releases_claim(settings, bus, 
             raise RuntimeError("downstream hiccup")
 
     send(bus, _message("SlotReleased", {"session_id": "s2"}))
-    consumer = QueueConsumer(settings, {"SlotReleased": flaky})
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 0}), {"SlotReleased": flaky})
     assert (await consumer.poll_once())["failed"] == 1
-    # Redelivered (visibility timeout 0 here) and, since the claim was released, handled this time.
+    # Redelivered (no backoff here) and, since the claim was released, handled this time.
     assert (await consumer.poll_once())["handled"] == 1
     assert len(attempts) == 2
     assert queued(bus) == []
+
+
+async def test_a_failed_event_comes_back_after_a_backoff_that_grows_with_its_receives(settings, bus, queued, send):
+    """Not after the queue's visibility timeout (150 s in the app): persona holds a session's slot 120 s,
+    so the saga's retries must come sooner."""
+
+    async def failing(data, envelope):
+        raise RuntimeError("downstream hiccup")
+
+    send(bus, _message("SlotReleased", {"session_id": "s5"}))
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 1, "event_retry_backoff_max_seconds": 1}),
+                             {"SlotReleased": failing})
+    assert (await consumer.poll_once())["failed"] == 1
+    assert queued(bus) == []  # hidden for the backoff (the queue's own visibility timeout is 0 here)
+    await asyncio.sleep(1.2)
+    assert len(queued(bus)) == 1
+    received = {"Attributes": {"ApproximateReceiveCount": "4"}}
+    assert consumer._retry_delay(received) == 1  # capped
+    assert QueueConsumer(settings, {})._retry_delay(received) == 20  # default: 5 s per receive, at most 60 s
 
 
 @pytest.mark.parametrize("body", ["{not json", json.dumps({"detail-type": "SlotReleased"}), json.dumps(_message("Unknown", {}))])
@@ -155,10 +176,98 @@ async def test_event_claimed_by_another_consumer_is_left_alone(settings, bus, qu
 
     body = _message("SlotConfirmed", {"session_id": "s3"})
     consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
-    assert await consumer._claim(body["detail"]["event_id"], "SlotConfirmed") == "claimed"  # someone else is on it
+    claimed = await consumer._claim(body["detail"]["event_id"], "SlotConfirmed", "another-consumer")  # someone else is on it
+    assert claimed == ("claimed", 0)
     send(bus, body)
     assert (await consumer.poll_once())["busy"] == 1
-    assert calls == [] and len(queued(bus)) == 1
+    # Left on the queue, but hidden until the other consumer's lease ends (it may have died holding it):
+    # receives before then would only count towards maxReceiveCount.
+    assert calls == [] and queued(bus) == []
+    assert (await consumer._claim(body["detail"]["event_id"], "SlotConfirmed", "a-third"))[0] == "busy"
+    _, busy_for = await consumer._claim(body["detail"]["event_id"], "SlotConfirmed", "a-third")
+    assert events.CLAIM_LEASE_SECONDS - 2 <= busy_for <= events.CLAIM_LEASE_SECONDS + 1
+
+
+async def test_a_claim_released_while_another_consumer_looks_is_retried_not_taken_as_done(settings, bus, queued, send, aws_client):
+    """The holder's handler failed and released its claim between this consumer's put and its read: the
+    event was never handled, so it must come back, not be deleted as a duplicate."""
+    from servicekit import aws
+
+    calls = []
+
+    async def handler(data, envelope):
+        calls.append(data)
+
+    body = _message("SlotConfirmed", {"session_id": "s6"})
+    consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
+    assert (await consumer._claim(body["detail"]["event_id"], "SlotConfirmed", "holder"))[0] == "claimed"
+    ddb = aws.client("dynamodb", settings)
+    read = ddb.get_item
+
+    def read_after_the_holder_released(**kwargs):
+        aws_client("dynamodb").delete_item(TableName=settings.table_name, Key=kwargs["Key"])
+        return read(**kwargs)
+
+    ddb.get_item = read_after_the_holder_released
+    try:
+        send(bus, body)
+        assert (await consumer.poll_once())["busy"] == 1
+    finally:
+        ddb.get_item = read
+    await asyncio.sleep(1.1)  # back after a second
+    assert (await consumer.poll_once())["handled"] == 1 and len(calls) == 1
+
+
+async def test_only_a_claims_holder_finishes_or_releases_it(settings, aws_client):
+    """A consumer whose run outlived its lease must not overwrite or delete the claim of the one that took over."""
+    consumer = QueueConsumer(settings, {})
+    key = {"pk": {"S": "EVENT#e7"}, "sk": {"S": "EVENT"}}
+    assert (await consumer._claim("e7", "SlotConfirmed", "new-holder"))[0] == "claimed"
+    await consumer._finish("e7", "stale-holder")
+    await consumer._release("e7", "stale-holder")
+    item = aws_client("dynamodb").get_item(TableName=settings.table_name, Key=key)["Item"]
+    assert (item["status"]["S"], item["owner"]["S"]) == ("IN_PROGRESS", "new-holder")
+    # A stale finish of a claim that is gone creates nothing (an item without expires_at would never expire).
+    await consumer._finish("e8", "stale-holder")
+    assert "Item" not in aws_client("dynamodb").get_item(TableName=settings.table_name, Key={**key, "pk": {"S": "EVENT#e8"}})
+    await consumer._finish("e7", "new-holder")
+    assert aws_client("dynamodb").get_item(TableName=settings.table_name, Key=key)["Item"]["status"]["S"] == "DONE"
+
+
+async def test_a_handler_is_cut_off_before_its_claim_lease_ends(settings, bus, queued, send, monkeypatch):
+    monkeypatch.setattr(events, "HANDLER_TIMEOUT_SECONDS", 0.2)
+    released = []
+
+    async def slow(data, envelope):
+        try:
+            await asyncio.sleep(5)
+        finally:
+            released.append(True)
+
+    send(bus, _message("SlotConfirmed", {"session_id": "s9"}))
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 0}), {"SlotConfirmed": slow})
+    assert (await asyncio.wait_for(consumer.poll_once(), 2))["failed"] == 1
+    assert released == [True] and len(queued(bus)) == 1  # claim released, message back for another try
+    assert events.HANDLER_TIMEOUT_SECONDS < events.CLAIM_LEASE_SECONDS
+
+
+async def test_a_stopping_consumer_returns_the_rest_of_its_batch_at_once(settings, bus, queued, send, aws_client):
+    aws_client("sqs").set_queue_attributes(QueueUrl=bus, Attributes={"VisibilityTimeout": "60"})
+    stop = asyncio.Event()
+    handled = []
+
+    async def handler(data, envelope):
+        handled.append(data)
+        stop.set()  # SIGTERM arrives while the first message is handled
+
+    for n in range(3):
+        send(bus, _message("SlotConfirmed", {"n": n}))
+    consumer = QueueConsumer(settings, {"SlotConfirmed": handler})
+    messages = await consumer._receive()
+    assert len(messages) == 3
+    stats = await consumer.process(messages, stop)
+    assert (stats["handled"], stats["returned"]) == (1, 2) and len(handled) == 1
+    assert len(queued(bus)) == 2  # visible again now (not in 60 s), for a consumer that is not stopping
 
 
 async def test_run_until_stops_when_event_is_set(settings, bus, send):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import httpx
@@ -11,7 +12,11 @@ from pydantic import BaseModel
 
 from servicekit.app import create_service_app
 from servicekit.errors import ApiError
-from servicekit.idempotency import IdempotencyStore, idempotency_key, request_hash, run_idempotent
+from servicekit import idempotency
+from servicekit.dynamo import is_conditional_failure
+from servicekit.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyStore, idempotency_key, request_hash, run_idempotent
+
+real_time = time.time
 
 
 class Order(BaseModel):
@@ -70,19 +75,36 @@ async def test_same_key_different_body_is_422(client):
     assert response.json()["error"]["code"] == "idempotency_key_reused"
 
 
-async def test_key_in_progress_is_409(client, app_and_calls):
+async def test_key_in_progress_is_409_with_retry_after_when_its_lease_ends(client, app_and_calls):
     store = app_and_calls[2]
-    assert await store.begin("user-1", "key-1", request_hash(Order(sku="apple"))) is None  # a request still running
+    assert await store.begin("user-1", "key-1", request_hash(Order(sku="apple")), "running") is None  # a request still running
     response = await _post(client, "apple")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "request_in_progress"
+    assert IN_PROGRESS_LEASE_SECONDS - 2 <= int(response.headers["retry-after"]) <= IN_PROGRESS_LEASE_SECONDS + 1
+
+
+async def test_only_the_request_holding_a_key_completes_or_releases_it(app_and_calls, monkeypatch):
+    """A request that outlived its lease must not overwrite or delete the record of the retry that took over."""
+    store = app_and_calls[2]
+    digest = request_hash(Order(sku="apple"))
+    assert await store.begin("user-1", "key-2", digest, "stale") is None
+    monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + IN_PROGRESS_LEASE_SECONDS + 5)
+    assert await store.begin("user-1", "key-2", digest, "retry") is None  # the lease ended: the retry takes the key over
+    await store.release("user-1", "key-2", "stale")
+    with pytest.raises(Exception) as stale_completion:
+        await store.complete("user-1", "key-2", "stale", 201, {"from": "stale"})
+    assert is_conditional_failure(stale_completion.value)
+    await store.complete("user-1", "key-2", "retry", 201, {"from": "retry"})
+    replay = await store.begin("user-1", "key-2", digest, "later")
+    assert replay is not None and replay.body == {"from": "retry"}
 
 
 async def test_keys_are_scoped_per_principal(app_and_calls):
     store = app_and_calls[2]
     digest = request_hash({"sku": "apple"})
-    assert await store.begin("user-1", "shared", digest) is None
-    assert await store.begin("user-2", "shared", digest) is None  # another user's identical key is independent
+    assert await store.begin("user-1", "shared", digest, "a") is None
+    assert await store.begin("user-2", "shared", digest, "b") is None  # another user's identical key is independent
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 129, "semi;colon"])
