@@ -18,7 +18,9 @@ from .services_stack import ServicesStack
 
 # The alarms the experiments stop on: the ones a deployment rolls back on (constructs/meshed_service/alarms.py
 # and, with App Mesh, the observability stack's load balancer alarms).
-SLO_ALARM_SUFFIXES = ("-5xx-rate", "-p95-latency")
+# A service with no task left answers nothing the rate and latency alarms could judge (their minutes below 20
+# requests count as 0 %), so the experiment also stops when one has no running task.
+SLO_ALARM_SUFFIXES = ("-5xx-rate", "-p95-latency", "-no-running-tasks")
 
 
 def experiment_names(prefix: str, service: str) -> dict[str, str]:
@@ -28,7 +30,7 @@ def experiment_names(prefix: str, service: str) -> dict[str, str]:
 
 
 def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, name: str) -> list[str]:
-    """A service's 5xx-rate and p95-latency alarms, wherever the app made them (their names are fixed)."""
+    """A service's 5xx-rate, p95-latency and no-running-tasks alarms, wherever the app made them (their names are fixed)."""
     primary = services.services[name]
     candidates = [alarm for extension in primary.extensions for alarm in getattr(extension, "alarms", [])]
     names = {alarm.node.default_child.alarm_name for alarm in candidates} | set(observability.services[name].alarm_names)
@@ -64,12 +66,12 @@ class ChaosStack(cdk.Stack):
         service_slo = slo_stop_condition(
             self, "ServiceSlo", alarm_name=f"{prefix}-{chaos.service}-slo",
             alarms=self._alarms(slo_alarm_names(services, observability, chaos.service)),
-            summary=f"{chaos.service}: a 5xx-rate or p95-latency alarm")
+            summary=f"{chaos.service}: a 5xx-rate, p95-latency or no-running-tasks alarm")
         all_slo = slo_stop_condition(
             self, "AllServicesSlo", alarm_name=f"{prefix}-services-slo",
             alarms=self._alarms([name for service in config.services
                                  for name in slo_alarm_names(services, observability, service.name)]),
-            summary="any service: a 5xx-rate or p95-latency alarm")
+            summary="any service: a 5xx-rate, p95-latency or no-running-tasks alarm")
 
         cluster_name = platform.cluster_name
         duration = cdk.Duration.minutes(chaos.duration_minutes)

@@ -17,7 +17,7 @@ SERVICES = ("auth", "persona", "vc-start")
 TARGET = "persona"  # cdk.json's chaos.service
 TEMPLATES = {"stop_tasks": f"mf-{TARGET}-stop-tasks", "network_faults": f"mf-{TARGET}-network-faults", "az_outage": "mf-az-outage"}
 # Not the App Mesh canary's own alarms (mf-<service>-canary-5xx-rate...): a release's share of the mesh's calls, not an SLO.
-SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?P<service>[a-z-]+?)-(lb-group\d-)?(5xx-rate|p95-latency)$")
+SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?P<service>[a-z-]+?)-((lb-group\d-)?(5xx-rate|p95-latency)|no-running-tasks)$")
 
 
 def _chaos(region: str) -> str:
@@ -61,7 +61,8 @@ def _statements_for(statements: list[dict[str, Any]], action: str) -> list[dict[
 
 
 def _slo_alarm_names(assembly: Assembly, region: str, service: str | None = None) -> set[str]:
-    """Every 5xx-rate and p95-latency alarm the services and observability stacks make (of one service)."""
+    """Every 5xx-rate, p95-latency and no-running-tasks alarm the services and observability stacks make (of one service):
+    a service with no task left answers nothing the rate and latency alarms could judge."""
     names = set()
     for stack in (f"mf-{region}/services", f"mf-{region}/observability"):
         for alarm in assembly.resources(stack, "AWS::CloudWatch::Alarm").values():

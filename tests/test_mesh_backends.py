@@ -71,12 +71,22 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         assert "AlarmsTopic" in topic["Fn::GetStackOutput"]["OutputName"]
         assert alarm["OKActions"] == alarm["AlarmActions"]
         assert "Runbook: runbooks/" in alarm["AlarmDescription"]
+        service = name.removeprefix("mf-").removesuffix("-5xx-rate").removesuffix("-p95-latency")
+        # Service Connect publishes response codes and times on the callers' side only: TargetDiscoveryName.
+        for dimensions in [alarm.get("Dimensions")] + [m["MetricStat"]["Metric"]["Dimensions"] for m in alarm.get("Metrics", [])
+                                                       if "MetricStat" in m]:
+            assert dimensions in (None, [{"Name": "TargetDiscoveryName", "Value": f"{service}-sc"}]), name
         if name.endswith("p95-latency"):
             assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
             assert alarm["EvaluateLowSampleCountPercentile"] == "ignore"  # a few slow requests do not decide
         else:
             assert alarm["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
-            assert {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]} == {"HTTPCode_Target_5XX_Count", "RequestCount"}
+            by_id = {m["Id"]: m for m in alarm["Metrics"]}
+            # Responses as the service's callers saw them, both sides of the division from the same proxies.
+            assert by_id["requests"]["Expression"] == "FILL(r2xx, 0) + FILL(r3xx, 0) + FILL(r4xx, 0) + FILL(r5xx, 0)"
+            stats = {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
+            assert {i: s["Metric"]["MetricName"] for i, s in stats.items()} == {
+                "errors": "HTTPCode_Target_5XX_Count", **{f"r{c}xx": f"HTTPCode_Target_{c}XX_Count" for c in "2345"}}
             assert alarm["Threshold"] == 1  # below the 5 % canary share, so a failing canary trips it
 
 

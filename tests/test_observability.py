@@ -64,8 +64,12 @@ def test_service_dashboards_show_red_and_use(dev):
         assert "CPUUtilization" in body and "MemoryUtilization" in body
         assert "DesiredTaskCount" in body and "RunningTaskCount" in body
         assert f'"group","service:{name}"' in body.replace(" ", "") and "SpotInterruptions" in body
-        # Service Connect's own view, and the deployment alarms that stay in the services stack.
-        assert f'"DiscoveryName","{name}-sc"' in body.replace(" ", "")
+        # Service Connect's own view (requests inbound; responses as callers saw them), and the deployment alarms that
+        # stay in the services stack.
+        compact = body.replace(" ", "")
+        assert f'"DiscoveryName","{name}-sc"' in compact
+        assert f'"HTTPCode_Target_5XX_Count","TargetDiscoveryName","{name}-sc"' in compact
+        assert f'"TargetResponseTime","TargetDiscoveryName","{name}-sc"' in compact
         assert '"type":"alarm"' in body
     assert "rpc.server.duration" in dashboards["mf-eu-central-1-persona"]  # persona serves gRPC
     assert "rpc.server.duration" not in dashboards["mf-eu-central-1-auth"]
@@ -87,6 +91,7 @@ def test_platform_dashboard_shows_endpoints_nat_mesh_queues_and_quotas(dev, appm
     assert "AWS/PrivateLinkEndpoints" in body and "PacketsDropped" in body
     assert "AWS/NATGateway" in body and "ErrorPortAllocation" in body
     assert all(f'"DiscoveryName","{name}-sc"' in body.replace(" ", "") for name in SERVICES)
+    assert all(f'"HTTPCode_Target_5XX_Count","TargetDiscoveryName","{name}-sc"' in body.replace(" ", "") for name in SERVICES)
     assert body.count("ApproximateAgeOfOldestMessage") >= len(CONSUMERS)
     assert "SERVICE_QUOTA(" in body
     # App Mesh's Envoy statistics do not reach CloudWatch: the dashboard says so instead of plotting nothing.
@@ -154,6 +159,9 @@ def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
         # quota counter's (tests/test_events.py checks every dead-letter queue has its alarm).
         assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 2
         assert {"mf-spot-interruptions-dlq-not-empty", "mf-counted-quotas-dlq-not-empty"} <= set(alarms)
+        # SQS stops publishing an idle queue's metrics after about six hours, and nobody reads a dead-letter queue:
+        # no data there means empty, not INSUFFICIENT_DATA for ever.
+        assert {alarm["TreatMissingData"] for n, alarm in alarms.items() if n.endswith("-dlq-not-empty")} == {"notBreaching"}
 
 
 def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
@@ -190,6 +198,15 @@ def test_service_alarms_cover_targets_tasks_and_error_logs(dev):
         assert _metric_names(below) == {"DesiredTaskCount", "RunningTaskCount"}
         assert any(m.get("Expression") == "FILL(desired, 0) - FILL(running, 0)" for m in below["Metrics"])
         assert (below["Threshold"], below["DatapointsToAlarm"]) == (0, 10)
+        # A service with no task at all: ECS then reports no metric for it, which the alarm above takes as fine.
+        down = alarms[f"mf-{name}-no-running-tasks"]
+        (query,) = down["Metrics"]
+        assert (query["MetricStat"]["Metric"]["Namespace"], query["MetricStat"]["Metric"]["MetricName"], query["MetricStat"]["Stat"]) == (
+            "ECS/ContainerInsights", "RunningTaskCount", "Minimum")
+        dimensions = {d["Name"]: d["Value"] for d in query["MetricStat"]["Metric"]["Dimensions"]}
+        assert set(dimensions) == {"ClusterName", "ServiceName"} and dimensions["ServiceName"] == name
+        assert (down["Threshold"], down["ComparisonOperator"], down["TreatMissingData"]) == (1, "LessThanThreshold", "breaching")
+        assert (down["DatapointsToAlarm"], down["EvaluationPeriods"]) == (5, 5)
         errors = alarms[f"mf-{name}-error-logs"]
         metric = errors["Metrics"][0]["MetricStat"]["Metric"]
         assert (metric["Namespace"], metric["MetricName"], metric["Dimensions"]) == (

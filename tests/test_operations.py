@@ -132,11 +132,12 @@ def test_the_rollback_role_may_only_describe_and_update_the_clusters_services_an
         ["ecs:DescribeServices", "ecs:UpdateService"], ["ecs:DescribeServiceDeployments", "ecs:DescribeServiceRevisions"]]
     services = [json.dumps(r) for r in statements[0]["Resource"]]
     assert len(services) == len(SERVICES) and all(f':service/mf/{name}"' in r for name, r in zip(SERVICES, services, strict=True))
-    # Only these services' deployments and revisions (ECS assigns their IDs, hence the trailing *).
+    # Only these services' deployments and revisions (ECS assigns their IDs, hence the trailing *), and the
+    # services themselves, which the Service Authorization Reference lists as required for both actions too.
     deployments = sorted(json.dumps(r) for r in statements[1]["Resource"])
-    assert deployments == sorted(r for r in deployments for kind in ("service-deployment", "service-revision")
-                                 for name in SERVICES if f':{kind}/mf/{name}/*"' in r)
-    assert len(deployments) == 2 * len(SERVICES)
+    assert deployments == sorted(r for r in deployments for kind in ("service", "service-deployment", "service-revision")
+                                 for name in SERVICES if f':{kind}/mf/{name}{"" if kind == "service" else "/*"}"' in r)
+    assert len(deployments) == 3 * len(SERVICES)
     assert "PermissionsBoundary" in role  # the stage's boundary caps it too
 
 

@@ -73,8 +73,10 @@ def test_an_alarm_per_counted_quota_at_the_configured_percentage(dev, region):
         metric = query["MetricStat"]["Metric"]
         assert (metric["Namespace"], metric["MetricName"]) == ("mf/quotas", "PercentOfQuota")
         assert metric["Dimensions"] == [{"Name": "Quota", "Value": name}]
-        # One datapoint per 15-minute run: a 15-minute period, so no period is empty while the function works.
-        assert (query["MetricStat"]["Period"], query["MetricStat"]["Stat"], alarm["EvaluationPeriods"]) == (900, "Maximum", 1)
+        # One datapoint per 15-minute run: a 15-minute period, so no period is empty while the function works; one of
+        # two periods, so a late or failed run does not turn an alarm OK and back again.
+        assert (query["MetricStat"]["Period"], query["MetricStat"]["Stat"]) == (900, "Maximum")
+        assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (1, 2, "notBreaching")
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (80, "GreaterThanThreshold")  # observability.quota_alarm_percent
         assert alarm["AlarmActions"] and alarm["AlarmActions"] == alarm["OKActions"]
         assert alarm["AlarmDescription"].endswith(RUNBOOK)

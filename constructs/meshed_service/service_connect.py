@@ -17,7 +17,7 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag
 
-from .alarms import deployment_alarm, error_rate
+from .alarms import deployment_alarm, service_connect_error_rate, service_connect_metric
 from .extensions import ServiceExtension
 from .service import GRPC_PORT_MAPPING_NAME, PORT_MAPPING_NAME, MeshedFargateService
 
@@ -189,25 +189,16 @@ class _ServiceConnectExtension(ServiceExtension):
         rollout = self.mesh.rollout
         if not service.props.service_name:
             raise ValueError(f"{service.props.name}: set MeshedServiceProps.service_name; the deployment alarms need it before the service exists")
-        dimensions = {
-            "ClusterName": service.cluster.cluster_name,
-            "ServiceName": service.props.service_name,
-            "DiscoveryName": discovery_name(service.props.name),
-        }
-
-        def metric(name: str, statistic: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=name, dimensions_map=dimensions,
-                                     statistic=statistic, period=cdk.Duration.minutes(1))
-
+        endpoint = discovery_name(service.props.name)
         name = service.props.name
         self.alarms = [
             deployment_alarm(
-                service, "FiveXxRateAlarm", error_rate(metric("HTTPCode_Target_5XX_Count", "Sum"), metric("RequestCount", "Sum")),
+                service, "FiveXxRateAlarm", service_connect_error_rate(endpoint),
                 alarm_name=self._alarm_name("5xx-rate"), threshold=rollout.alarm_5xx_percent,
                 summary=f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", runbook="elevated-5xx",
                 action=self.mesh.alarm_action),
             deployment_alarm(
-                service, "P95LatencyAlarm", metric("TargetResponseTime", "p95"),
+                service, "P95LatencyAlarm", service_connect_metric(endpoint, "TargetResponseTime", "p95"),
                 alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
                 summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
                 action=self.mesh.alarm_action, percentile=True),

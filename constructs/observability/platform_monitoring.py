@@ -12,10 +12,16 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from constructs.meshed_service.alarms import service_connect_metric
+
 from .facade import NamedAlarms, dashboard_facade
 from .quotas import QUOTAS, CountedQuota, ServiceQuota
 
 MINUTE = cdk.Duration.minutes(1)
+# SQS stops publishing a queue's metrics after about six hours without activity (SQS developer guide, "Available
+# CloudWatch metrics for Amazon SQS"): a dead-letter queue nobody reads is such a queue. No data there is an empty
+# queue, not an unknown one; a message arriving wakes the metrics up again.
+IDLE_QUEUE_IS_EMPTY = cloudwatch.TreatMissingData.NOT_BREACHING
 FIVE_MINUTES = cdk.Duration.minutes(5)
 
 
@@ -121,22 +127,28 @@ class PlatformMonitoring(Construct):
                 "group (stream prefix `envoy/`) and the load balancer sections of the service dashboards.")))
             return
 
-        def mesh(service: MeshedService, metric_name: str, statistic: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=metric_name, statistic=statistic, period=MINUTE,
+        def inbound(service: MeshedService) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ECS", metric_name="RequestCount", statistic="Sum", period=MINUTE,
                                      label=service.ecs_service_name,
                                      dimensions_map={"ClusterName": cluster_name, "ServiceName": service.ecs_service_name,
                                                      "DiscoveryName": service.discovery_name})
 
+        def seen_by_callers(service: MeshedService, metric_name: str, statistic: str) -> cloudwatch.Metric:
+            return service_connect_metric(service.discovery_name, metric_name, statistic, service.ecs_service_name)
+
         self.facade.monitor_custom(
-            human_readable_name="Service Connect (inbound, per service)", alarm_friendly_name="mesh",
-            description="AWS/ECS Service Connect metrics; each service's 5xx-rate and p95-latency alarms live with the service",
+            human_readable_name="Service Connect (per service)", alarm_friendly_name="mesh",
+            description=("AWS/ECS Service Connect metrics: requests as each service's proxy counts them, responses as its "
+                         "callers' proxies saw them (`TargetDiscoveryName`); each service's 5xx-rate and p95-latency alarms "
+                         "live with the service"),
             metric_groups=[
-                monitoring.CustomMetricGroup(title="Requests / minute", metrics=[mesh(s, "RequestCount", "Sum") for s in connected]),
-                monitoring.CustomMetricGroup(title="5xx / minute", metrics=[mesh(s, "HTTPCode_Target_5XX_Count", "Sum") for s in connected]),
-                monitoring.CustomMetricGroup(title="p95 response time (milliseconds)",
-                                             metrics=[mesh(s, "TargetResponseTime", "p95") for s in connected]),
-                monitoring.CustomMetricGroup(title="TLS negotiation errors / minute", metrics=[
-                    mesh(s, "TargetTLSNegotiationErrorCount", "Sum") for s in connected]),
+                monitoring.CustomMetricGroup(title="Requests / minute (inbound)", metrics=[inbound(s) for s in connected]),
+                monitoring.CustomMetricGroup(title="5xx / minute (as callers saw them)",
+                                             metrics=[seen_by_callers(s, "HTTPCode_Target_5XX_Count", "Sum") for s in connected]),
+                monitoring.CustomMetricGroup(title="p95 response time, milliseconds (as callers saw it)",
+                                             metrics=[seen_by_callers(s, "TargetResponseTime", "p95") for s in connected]),
+                monitoring.CustomMetricGroup(title="TLS negotiation errors / minute (callers to the service)", metrics=[
+                    seen_by_callers(s, "TargetTLSNegotiationErrorCount", "Sum") for s in connected]),
             ])
 
     def _queue(self, monitored: MonitoredQueue, max_age: cdk.Duration) -> None:
@@ -147,7 +159,8 @@ class PlatformMonitoring(Construct):
             add_dead_letter_queue_max_size_alarm=self.named_alarm(
                 monitoring.MaxMessageCountThreshold, alarm_name=f"{name}-dlq-not-empty", max_message_count=0,
                 summary=f"{monitored.service}: events in the dead-letter queue {name}-dlq (the worker gave up on them, or EventBridge could not deliver them)",
-                runbook="dlq-redrive", datapoints_to_alarm=1, evaluation_periods=1),
+                runbook="dlq-redrive", datapoints_to_alarm=1, evaluation_periods=1,
+                treat_missing_data_override=IDLE_QUEUE_IS_EMPTY),
             add_queue_max_message_age_alarm=self.named_alarm(
                 monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
                 summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
@@ -161,7 +174,7 @@ class PlatformMonitoring(Construct):
             add_queue_max_size_alarm=self.named_alarm(
                 monitoring.MaxMessageCountThreshold, alarm_name=alarm_name, max_message_count=0,
                 summary=f"{name}: events EventBridge could not deliver to their target", runbook=runbook,
-                datapoints_to_alarm=1, evaluation_periods=1),
+                datapoints_to_alarm=1, evaluation_periods=1, treat_missing_data_override=IDLE_QUEUE_IS_EMPTY),
         )
 
     def _quotas(self, quotas: Sequence[ServiceQuota | CountedQuota], percent: int) -> None:
@@ -177,6 +190,6 @@ class PlatformMonitoring(Construct):
                         monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-quota-{quota.name}", threshold=percent,
                         summary=f"{quota.description} above {percent}% of this region's applied quota",
                         runbook="quota-exhaustion", comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                        datapoints_to_alarm=quota.datapoints_to_alarm, evaluation_periods=quota.datapoints_to_alarm,
+                        datapoints_to_alarm=quota.datapoints_to_alarm, evaluation_periods=quota.evaluation_periods,
                         treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
                 for quota in quotas])])

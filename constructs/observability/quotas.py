@@ -21,6 +21,7 @@ class ServiceQuota:
     dimensions: tuple[tuple[str, str], ...]
     per_second: bool = False  # a rate quota (requests per second) against CallCount per period
     datapoints_to_alarm = 2  # of as many 5-minute periods
+    evaluation_periods = 2
 
     def usage(self) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace="AWS/Usage", metric_name=self.metric_name, dimensions_map=dict(self.dimensions),
@@ -45,7 +46,10 @@ class CountedQuota:
     metric_namespace: str
     metric_name: str
     period: cdk.Duration  # how often the function publishes
-    datapoints_to_alarm = 1  # counts change slowly and arrive once per period
+    # Counts change slowly and arrive once per period; one of two periods, so that a late or failed run (an
+    # empty period, not breaching) does not turn an alarm OK and back again.
+    datapoints_to_alarm = 1
+    evaluation_periods = 2
 
     def percent_of_quota(self) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace=self.metric_namespace, metric_name=self.metric_name,

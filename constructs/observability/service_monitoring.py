@@ -15,7 +15,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from constructs.meshed_service.adot import VARIANT_ATTRIBUTE
-from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate
+from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate, service_connect_metric
 
 from .facade import NamedAlarms, dashboard_facade
 from .spot_interruptions import SpotInterruptionMetric
@@ -23,6 +23,8 @@ from .spot_interruptions import SpotInterruptionMetric
 MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)
 CONTAINER_INSIGHTS = "ECS/ContainerInsights"
+# A service with no task running this long is down: longer than a task takes to be replaced.
+NO_TASKS_MINUTES = 5
 # What the ADOT sidecar exports (constructs/meshed_service/adot-collector.yaml): the services' duration
 # histograms as exponential histograms (EMF Values/Counts: percentiles as well as SampleCount, Sum, Min, Max),
 # with these dimension sets; App Mesh tasks add {service.name, deployment.variant} and, for the canary
@@ -307,17 +309,17 @@ class ServiceMonitoring(Construct):
             "rolls back on the canary's alarms (runbooks/canary-rollback.md)."))
 
     def _service_connect(self, ecs_service_name: str, discovery_name: str) -> None:
-        dimensions = {"ClusterName": self.cluster_name, "ServiceName": ecs_service_name, "DiscoveryName": discovery_name}
-
-        def mesh(metric_name: str, statistic: str, label: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(namespace="AWS/ECS", metric_name=metric_name, dimensions_map=dimensions,
-                                     statistic=statistic, period=MINUTE, label=label)
-
-        self._custom("Mesh (Service Connect, inbound)", [
-            monitoring.CustomMetricGroup(title="Requests / minute", metrics=[mesh("RequestCount", "Sum", "requests")]),
-            monitoring.CustomMetricGroup(title="5xx / minute", metrics=[mesh("HTTPCode_Target_5XX_Count", "Sum", "5xx")]),
-            monitoring.CustomMetricGroup(title="Response time (milliseconds)", metrics=[
-                mesh("TargetResponseTime", statistic, statistic) for statistic in ("p50", "p95", "p99")]),
+        # Requests as the service's own proxy counts them; responses and their time as its callers' proxies
+        # saw them (Service Connect publishes those on TargetDiscoveryName only: meshed_service/alarms.py).
+        inbound = cloudwatch.Metric(namespace="AWS/ECS", metric_name="RequestCount", statistic="Sum", period=MINUTE, label="requests",
+                                    dimensions_map={"ClusterName": self.cluster_name, "ServiceName": ecs_service_name,
+                                                    "DiscoveryName": discovery_name})
+        self._custom("Mesh (Service Connect)", [
+            monitoring.CustomMetricGroup(title="Requests / minute (inbound)", metrics=[inbound]),
+            monitoring.CustomMetricGroup(title="5xx / minute (as callers saw them)", metrics=[
+                service_connect_metric(discovery_name, "HTTPCode_Target_5XX_Count", "Sum", "5xx")]),
+            monitoring.CustomMetricGroup(title="Response time, milliseconds (as callers saw it)", metrics=[
+                service_connect_metric(discovery_name, "TargetResponseTime", statistic, statistic) for statistic in PERCENTILES]),
         ])
 
     def _task_counts(self, monitored: MonitoredTasks, minutes: int, spot: SpotInterruptionMetric | None) -> None:
@@ -342,6 +344,20 @@ class ServiceMonitoring(Construct):
                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                     datapoints_to_alarm=minutes, evaluation_periods=minutes,
                     treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))]),
+            # The shortfall above cannot see a service with no task at all: ECS stops reporting a service's
+            # metrics while none of its tasks runs (ECS developer guide, "Amazon ECS CloudWatch metrics"), and
+            # no data is "not breaching" there. Here silence counts as no task running.
+            monitoring.CustomMetricGroup(title="Tasks running (minimum)", metrics=[monitoring.CustomMetricWithAlarm(
+                metric=insight("RunningTaskCount", "running (minimum)").with_(statistic="Minimum"),
+                alarm_friendly_name=f"{monitored.ecs_service_name}-no-running-tasks",
+                add_alarm=self.named_alarm(
+                    monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-{monitored.ecs_service_name}-no-running-tasks",
+                    summary=f"{monitored.ecs_service_name}: no task running, or no task metrics, for {NO_TASKS_MINUTES} minutes "
+                            "(the service is down)",
+                    runbook="task-count-below-desired", threshold=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    datapoints_to_alarm=NO_TASKS_MINUTES, evaluation_periods=NO_TASKS_MINUTES,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.BREACHING))]),
         ]
         if spot:
             groups.append(monitoring.CustomMetricGroup(title="Fargate Spot interruptions / 5 minutes",

@@ -53,16 +53,17 @@ class ServiceRollbackAutomation(Construct):
                 "ArnLike": {"aws:SourceArn": stack.format_arn(service="ssm", resource="automation-execution", resource_name="*")}}),
         )
         # UpdateService keeps the service's roles (the task definition names them): no iam:PassRole.
-        self.role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["ecs:DescribeServices", "ecs:UpdateService"],
-            resources=[stack.format_arn(service="ecs", resource="service", resource_name=f"{cluster_name}/{name}")
-                       for name in service_names]))
+        service_arns = [stack.format_arn(service="ecs", resource="service", resource_name=f"{cluster_name}/{name}")
+                        for name in service_names]
+        self.role.add_to_principal_policy(iam.PolicyStatement(actions=["ecs:DescribeServices", "ecs:UpdateService"],
+                                                              resources=service_arns))
         # Service deployment and revision IDs are assigned by ECS: their ARNs end in one, under the service's path.
+        # The Service Authorization Reference lists the service too as a resource both actions require.
         deployment_arns = {kind: [stack.format_arn(service="ecs", resource=kind, resource_name=f"{cluster_name}/{name}/*")
                                   for name in service_names] for kind in ("service-deployment", "service-revision")}
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["ecs:DescribeServiceDeployments", "ecs:DescribeServiceRevisions"],
-            resources=[*deployment_arns["service-deployment"], *deployment_arns["service-revision"]]))
+            resources=[*service_arns, *deployment_arns["service-deployment"], *deployment_arns["service-revision"]]))
         acknowledge_nag(self.role, "CDK writes the role's statements (the named services, their deployments and revisions) as "
                         "an inline policy that lives and dies with the role", "NIST.800.53.R5-IAMNoInlinePolicy")
         acknowledge_nag(self.role, "ECS names each service deployment and service revision by an ID it assigns: the role may "
@@ -106,12 +107,14 @@ class ServiceRollbackAutomation(Construct):
                     # The service deployment, not DescribeServices' deployments[].rolloutState: ECS documents
                     # rolloutState for rolling updates only, and a canary or linear deployment is not over
                     # (it can still roll back on its alarms) until its bakes end.
-                    {"name": "ReadDeployment", "action": "aws:executeAwsApi", "onFailure": "Abort", "inputs": deployment,
+                    # Retried: the deployment may take a moment to show once UpdateService has answered.
+                    {"name": "ReadDeployment", "action": "aws:executeAwsApi", "onFailure": "Abort", "maxAttempts": 3,
+                     "inputs": deployment,
                      "outputs": [{"Name": "TargetRevision", "Selector": "$.serviceDeployments[0].targetServiceRevision.arn",
                                   "Type": "String"}]},
                     # That UpdateService answers with the deployment it started is not documented: a deployment
                     # to another revision (an older one, already over) would make the wait pass at once.
-                    {"name": "CheckDeploymentTarget", "action": "aws:assertAwsResourceProperty", "onFailure": "Abort",
+                    {"name": "CheckDeploymentTarget", "action": "aws:assertAwsResourceProperty", "onFailure": "Abort", "maxAttempts": 3,
                      "inputs": {"Service": "ecs", "Api": "DescribeServiceRevisions",
                                 "serviceRevisionArns": ["{{ ReadDeployment.TargetRevision }}"],
                                 "PropertySelector": "$.serviceRevisions[0].taskDefinition",

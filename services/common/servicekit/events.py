@@ -34,10 +34,14 @@ tracer = get_tracer(__name__)
 PROCESSED_TTL_SECONDS = 7 * 24 * 3600
 # A claim older than this belongs to a consumer that died mid-handling; another may take it over.
 CLAIM_LEASE_SECONDS = 120
-# A handler is cut off well within the lease: past it, a redelivery would take the claim over and run
-# the event a second time while the first run goes on.
+# A handler is cut off well within the lease. Its claim is then kept until the lease ends: work it
+# started in a thread (a boto3 call) may still be running, and a redelivery must not overlap it.
 HANDLER_TIMEOUT_SECONDS = 60
-assert HANDLER_TIMEOUT_SECONDS < CLAIM_LEASE_SECONDS
+# Messages per receive. They are handled one after another, and the last must be taken before the app's
+# visibility timeout (150 s, stacks/services_stack.py) returns it to the queue: 2 x 60 s fits; 10 would not.
+BATCH_SIZE = 2
+if HANDLER_TIMEOUT_SECONDS >= CLAIM_LEASE_SECONDS:
+    raise ValueError("HANDLER_TIMEOUT_SECONDS must be shorter than CLAIM_LEASE_SECONDS")
 
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
 
@@ -133,7 +137,7 @@ class QueueConsumer:
         table_name: str | None = None,
         queue_url: str | None = None,
         wait_seconds: int | None = None,
-        batch_size: int = 10,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.settings = settings
         self.handlers = dict(handlers)
@@ -287,6 +291,13 @@ class QueueConsumer:
                     result = handler(data, envelope)
                     if inspect.isawaitable(result):
                         await result
+            except TimeoutError as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"timed out after {HANDLER_TIMEOUT_SECONDS} s"))
+                log.error("handler for %s timed out after %d s; the claim stays until its lease ends", detail_type,
+                          HANDLER_TIMEOUT_SECONDS, extra=extra)
+                await self._visible_in(message, CLAIM_LEASE_SECONDS + 1)
+                return "failed"
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
@@ -337,7 +348,7 @@ class QueueConsumer:
         return await self.process(await self._receive())
 
     async def run_until(self, stop_event: asyncio.Event) -> None:
-        """Poll until `stop_event` is set; the batch in hand is always finished first."""
+        """Poll until `stop_event` is set: the message in hand is finished, the rest of its batch handed back."""
         log.info("consuming %s", self.queue_url)
         while not stop_event.is_set():
             receive = asyncio.ensure_future(self._receive())

@@ -1,4 +1,4 @@
-"""Run a queue consumer as a process: SIGTERM/SIGINT finish the current batch, then exit 0.
+"""Run a queue consumer as a process: SIGTERM/SIGINT finish the message in hand (the rest of its batch goes back to the queue), then exit 0.
 
 Once its consumer is built, the objects built so far are frozen out of garbage collection, as in a
 service process (startup.freeze_startup_objects)."""
@@ -24,7 +24,7 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s: finishing the current batch", sig.name)
+        log.info("received %s: finishing the message in hand", sig.name)
         stop.set()
 
     installed: list[signal.Signals] = []
