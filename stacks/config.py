@@ -227,6 +227,8 @@ class ObservabilityConfig:
     xray_reservoir_per_second: int  # traces per second X-Ray samples before the rate applies (X-Ray clients)
     quota_alarm_percent: int  # a service quota's usage above this share of the quota alarms
     queue_age_alarm_minutes: int  # an event queue's oldest message older than this alarms
+    edge_5xx_alarm_percent: float  # the edge's share of 5xx answers to viewers above this alarms (us-east-1)
+    edge_5xx_alarm_minutes: int  # ... in this many of the last EDGE_5XX_ALARM_WINDOW_MINUTES one-minute periods
 
 
 @dataclass(frozen=True)
@@ -884,6 +886,10 @@ def _parse_budget(key: str, value: Any) -> BudgetConfig:
     }))
 
 
+# The edge's 5xx alarm looks at this many one-minute periods (CloudFront's metrics have one-minute resolution).
+EDGE_5XX_ALARM_WINDOW_MINUTES = 5
+
+
 def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
     return ObservabilityConfig(**_object(key, value, {
         # 5 %: the services' own default (servicekit.tracing.DEFAULT_TRACES_SAMPLER_RATIO).
@@ -893,6 +899,10 @@ def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
         # With the default max_receive_count, above the ~7.5 minutes a failing message is redelivered
         # (3 receives x the queue's 150 s visibility timeout) before it is dead-lettered.
         "queue_age_alarm_minutes": (15, _integer(1, 1440)),
+        # CloudFront's 5xxErrorRate (every viewer answer, /api/* included): 5 % in 3 of the last 5 minutes rides
+        # out a single bad minute and still pages within minutes when a region's API is down.
+        "edge_5xx_alarm_percent": (5, _number(0.1, 100)),
+        "edge_5xx_alarm_minutes": (3, _integer(1, EDGE_5XX_ALARM_WINDOW_MINUTES)),
     }))
 
 

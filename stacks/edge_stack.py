@@ -5,6 +5,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -12,12 +14,13 @@ from aws_cdk import aws_route53_targets as targets
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from constructs.alarm_notifications import AlarmTopic
 from constructs.compliance import acknowledge_nag
 from constructs.encryption import LogsEncryptionKey
 from constructs.ingress import EdgeDistribution, EdgeWebAcl, RegionalOrigin
 from constructs.operations import RegionFailoverAutomation
 
-from .config import FoundationConfig
+from .config import EDGE_5XX_ALARM_WINDOW_MINUTES, FoundationConfig
 from .defaults import profile_defaults
 from .services_stack import ingress_parameter_name
 
@@ -32,7 +35,9 @@ class EdgeStack(cdk.Stack):
     custom resource per value. That is the only cross-region wiring, and it is why the edge is a
     stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``. ``failover`` is the
     Automation document `<prefix>-region-failover`, and the function of that name it invokes, that flip the API
-    region switch (runbooks/region-failover.md).
+    region switch (runbooks/region-failover.md). ``edge_5xx_alarm`` (`<prefix>-edge-5xx-rate`) watches what viewers
+    get and notifies ``alarm_topic`` (`<prefix>-edge-alarms`, this stack's own: alarms notify a topic of their
+    region, and no regional stage need be in us-east-1) on ALARM and OK.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, **kwargs) -> None:
@@ -99,6 +104,40 @@ class EdgeStack(cdk.Stack):
             function_name=f"{config.prefix}-region-failover", role_name=config.region_failover_role_name,
             log_encryption_key=self.logs_key, log_retention=logs.RetentionDays[defaults.log_retention],
             retain_logs=config.is_prod)
+
+        # Every alarm of the edge notifies this topic (the regions' alarms notify their own <prefix>-alarms).
+        self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-edge-alarms").topic
+        cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
+                      description="SNS topic of the edge's alarms: subscribe on-call tooling here")
+        self.edge_5xx_alarm = self._edge_5xx_alarm()
+
+    def _edge_5xx_alarm(self) -> cloudwatch.Alarm:
+        """Viewers get 5xx answers: with a region down, /api/* fails until someone flips the switch, and no regional
+        alarm need fire (default mode has no -no-healthy-targets alarms). CloudFront publishes its metrics in us-east-1,
+        namespace AWS/CloudFront, dimensions DistributionId and Region=Global, 5xxErrorRate in percent with the Average
+        statistic: https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/programming-cloudwatch-metrics.html"""
+        observability = self.config.observability
+        name = f"{self.config.prefix}-edge-5xx-rate"
+        alarm = cloudwatch.Alarm(
+            self, "Edge5xxRate", alarm_name=name,
+            metric=cloudwatch.Metric(
+                namespace="AWS/CloudFront", metric_name="5xxErrorRate",
+                dimensions_map={"DistributionId": self.edge.distribution.distribution_id, "Region": "Global"},
+                statistic="Average", unit=cloudwatch.Unit.PERCENT, period=cdk.Duration.minutes(1)),
+            threshold=observability.edge_5xx_alarm_percent,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=EDGE_5XX_ALARM_WINDOW_MINUTES, datapoints_to_alarm=observability.edge_5xx_alarm_minutes,
+            # CloudFront publishes no datapoint in a minute without requests: no traffic is not an outage.
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"More than {observability.edge_5xx_alarm_percent:g} % of the CloudFront distribution's answers to "
+                              f"viewers were 5xx in {observability.edge_5xx_alarm_minutes} of the last "
+                              f"{EDGE_5XX_ALARM_WINDOW_MINUTES} minutes (a region's API down? /api/* does not fail over "
+                              "by itself). Runbook: runbooks/region-failover.md",
+        )
+        action = cloudwatch_actions.SnsAction(self.alarm_topic)
+        alarm.add_alarm_action(action)
+        alarm.add_ok_action(action)
+        return alarm
 
     def _read(self, region: str, name: str) -> str:
         """One SSM parameter of another region, read when CloudFormation deploys this stack."""

@@ -102,25 +102,38 @@ def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch
     assert store["KeyValueStoreARN"]["Fn::GetAtt"][0].startswith("EdgeSwitches")
 
 
-def _run_api_function(dev, active_region):
-    """Run the synthesized CloudFront Function in Node with a stand-in for the 'cloudfront' module."""
+def _run_api_function(dev, active_region, *, get_fails=False, exists_fails=False):
+    """Run the synthesized CloudFront Function in Node with a stand-in for the 'cloudfront' module: a store that holds
+    ``active_region`` (None: no key) and whose get() or exists() may fail. As documented
+    (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/functions-custom-methods.html), get() rejects
+    a missing key and exists() resolves to a boolean."""
     resources = _edge(dev)
     (function,) = _of_type(resources, "AWS::CloudFront::Function").values()
     code = function["Properties"]["FunctionCode"]
     assert "import cf from 'cloudfront';" in code
     stub = f"""
 const selected = [];
+const logged = [];
+const console = {{ log: (message) => logged.push(String(message)) }};
+const value = {json.dumps(active_region)};
 const cf = {{
-  kvs: () => ({{ get: async (key) => {{
-    if (key !== 'active_region' || {json.dumps(active_region)} === null) throw new Error('not found');
-    return {json.dumps(active_region)};
-  }} }}),
+  kvs: () => ({{
+    get: async (key) => {{
+      if ({json.dumps(get_fails)}) throw new Error('read timed out');
+      if (key !== 'active_region' || value === null) throw new Error('Key not found');
+      return value;
+    }},
+    exists: async (key) => {{
+      if ({json.dumps(exists_fails)}) throw new Error('store unavailable');
+      return key === 'active_region' && value !== null;
+    }},
+  }}),
   selectRequestOriginById: (id) => selected.push(id),
 }};
 """
     program = stub + code.replace("import cf from 'cloudfront';", "") + """
 handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) => {
-  console.log(JSON.stringify({ selected, uri: request.uri }));
+  globalThis.console.log(JSON.stringify({ selected, uri: request.uri, logged }));
 });
 """
     node = shutil.which("node")
@@ -129,14 +142,28 @@ handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) 
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("active_region, selected", [
-    (None, []),  # no key: the behavior's own origin, the primary region
-    ("eu-central-1", []),
-    ("eu-west-1", ["eu-west-1"]),
-    ("eu-moon-1", []),  # a typo in the store does not send traffic nowhere
+@pytest.mark.parametrize("active_region, selected, logged", [
+    (None, [], []),  # no key: the behavior's own origin, the primary region, and nothing to log
+    ("eu-central-1", [], []),
+    ("eu-west-1", ["eu-west-1"], []),
+    ("eu-moon-1", [], ["active_region: unknown region eu-moon-1, keeping eu-central-1"]),  # a typo sends traffic nowhere else
 ])
-def test_api_region_switch_selects_the_region_the_store_names(dev, active_region, selected):
-    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login"}
+def test_api_region_switch_selects_the_region_the_store_names(dev, active_region, selected, logged):
+    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login", "logged": logged}
+
+
+@pytest.mark.parametrize("active_region", ["eu-west-1", None])
+@pytest.mark.parametrize("exists_fails", [False, True])
+def test_a_failed_store_read_is_logged_and_keeps_the_primary(dev, active_region, exists_fails):
+    """A read error is not a missing key: it is logged. It keeps the behavior's own origin (the primary) rather than
+    failing the request: the function cannot know where the key points (constructs/ingress README, API function)."""
+    result = _run_api_function(dev, active_region, get_fails=True, exists_fails=exists_fails)
+    assert result["selected"] == [] and result["uri"] == "/api/auth/login"
+    if active_region is None and not exists_fails:
+        assert result["logged"] == []  # get() failed because there is no key: the normal state
+    else:
+        (line,) = result["logged"]
+        assert line.startswith("active_region: ") and "keeping eu-central-1" in line and "read timed out" in line
 
 
 def test_viewers_get_security_headers_and_logs_expire(dev):
@@ -162,7 +189,10 @@ def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_lo
     properties = acl["Properties"]
     assert properties["Scope"] == "CLOUDFRONT" and properties["DefaultAction"] == {"Allow": {}}
     rules = {r["Name"]: r for r in properties["Rules"]}
-    assert set(rules) == {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet", "RateLimitPerIp"}
+    # The rate limit first: it counts (and, over the limit, blocks) every request before the managed groups see it.
+    assert [r["Name"] for r in sorted(properties["Rules"], key=lambda r: r["Priority"])] == [
+        "RateLimitPerIp", "AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"]
+    assert [r["Priority"] for r in properties["Rules"]] == [0, 1, 2]
     rate = rules["RateLimitPerIp"]
     assert rate["Statement"]["RateBasedStatement"] == {"AggregateKeyType": "IP", "EvaluationWindowSec": 300, "Limit": 1000}
     assert rate["Action"] == {"Block": {}}
@@ -180,6 +210,51 @@ def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_lo
     # The log group's ARN without the ":*" of CloudFormation's Arn attribute, as WAF wants it.
     assert destination == {"Fn::Join": ["", ["arn:aws:logs:us-east-1:111122223333:log-group:", {"Ref": log_group_id}]]}
     assert "KmsKeyId" in log_group["Properties"] and log_group["DeletionPolicy"] == "Retain"
+
+
+def _edge_5xx_alarm(resources):
+    (alarm,) = [a["Properties"] for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
+                if a["Properties"]["AlarmName"] == "mf-edge-5xx-rate"]
+    return alarm
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod", "domain"])
+def test_the_edge_alarms_when_viewers_get_5xx_and_notifies_its_topic(request, variant):
+    """Default mode has no regional -no-healthy-targets alarm: this is what pages when a region's API is down.
+    CloudFront's metrics: us-east-1, AWS/CloudFront, DistributionId and Region=Global, 5xxErrorRate as an Average
+    percentage (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/programming-cloudwatch-metrics.html)."""
+    assembly = request.getfixturevalue(variant)
+    assert assembly.stack_artifacts["mf-edge/edge"]["environment"].endswith("/us-east-1")
+    resources = _edge(assembly)
+    alarm = _edge_5xx_alarm(resources)
+    (distribution_id,) = _of_type(resources, "AWS::CloudFront::Distribution")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/CloudFront", "5xxErrorRate")
+    assert sorted(alarm["Dimensions"], key=lambda d: d["Name"]) == [
+        {"Name": "DistributionId", "Value": {"Ref": distribution_id}}, {"Name": "Region", "Value": "Global"}]
+    assert (alarm["Statistic"], alarm["Unit"], alarm["Period"]) == ("Average", "Percent", 60)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 5)
+    assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (3, 5)
+    assert alarm["TreatMissingData"] == "notBreaching"  # no requests, no datapoint: not an outage
+    (topic_id,) = [i for i, t in _of_type(resources, "AWS::SNS::Topic").items() if t["Properties"]["TopicName"] == "mf-edge-alarms"]
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
+    assert alarm["AlarmDescription"].endswith("Runbook: runbooks/region-failover.md")
+    outputs = assembly.template("mf-edge/edge")["Outputs"]
+    assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic_id}
+
+
+def test_the_edge_alarm_takes_its_threshold_from_config():
+    import aws_cdk as cdk
+
+    from stacks.config import load_config
+    from stacks.edge_stack import EdgeStack
+    from tests.assembly import cdk_json_context
+
+    config = load_config({**cdk_json_context(), "observability": {"edge_5xx_alarm_percent": 2.5, "edge_5xx_alarm_minutes": 5}})
+    app = cdk.App()
+    stack = EdgeStack(app, "edge", config=config, env=cdk.Environment(account="111122223333", region="us-east-1"))
+    alarm = _edge_5xx_alarm(app.synth().get_stack_by_name(stack.stack_name).template["Resources"])
+    assert (alarm["Threshold"], alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (2.5, 5, 5)
+    assert "More than 2.5 % " in alarm["AlarmDescription"]
 
 
 def test_waf_follows_its_setting_not_the_profile(tmp_path):

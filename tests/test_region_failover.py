@@ -69,7 +69,8 @@ def test_the_document_invokes_the_function_with_the_target_region_and_then_check
     # No step calls the KeyValueStore API from Automation's own boto3 any more.
     assert "cloudfront-keyvaluestore" not in json.dumps(document["Content"])
     # The function the edge runs reads the key the handler sets.
-    assert "kvs.get('active_region')" in json.dumps(dev.template(EDGE))
+    edge = json.dumps(dev.template(EDGE))
+    assert "const KEY = 'active_region';" in edge and "kvs.get(KEY)" in edge and "kvs.exists(KEY)" in edge
 
 
 def test_the_check_passes_the_functions_result_and_fails_on_its_error(dev):

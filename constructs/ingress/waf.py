@@ -10,6 +10,8 @@ from constructs import Construct
 
 # AWS managed rule groups: OWASP-style common attacks, and request patterns known to be malicious.
 MANAGED_RULE_GROUPS = ("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet")
+# The per-IP rate limit: the web ACL's first rule.
+RATE_LIMIT_RULE = "RateLimitPerIp"
 # Request headers whose values WAF writes to its logs as REDACTED: the callers' credentials.
 REDACTED_HEADERS = ("authorization", "cookie")
 # Rules that only count: the common set blocks request bodies over 8 KB, which API calls may send;
@@ -21,8 +23,8 @@ _COUNT_ONLY = {
 
 
 class EdgeWebAcl(Construct):
-    """A CLOUDFRONT-scope web ACL (create it in us-east-1): allow by default, then block what
-    ``MANAGED_RULE_GROUPS`` match and any IP above ``rate_limit_per_5_minutes`` requests.
+    """A CLOUDFRONT-scope web ACL (create it in us-east-1): allow by default; first block any IP above
+    ``rate_limit_per_5_minutes`` requests, then what ``MANAGED_RULE_GROUPS`` match.
 
     Every request is logged to a KMS-encrypted CloudWatch log group named ``aws-waf-logs-<name>``
     (WAF requires the prefix). Attributes: ``web_acl``, ``log_group``.
@@ -41,7 +43,19 @@ class EdgeWebAcl(Construct):
             return wafv2.CfnWebACL.VisibilityConfigProperty(
                 cloud_watch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True)
 
-        rules = [
+        # The rate rule first: it counts every request of an IP, those the managed groups would block too, and a
+        # flood over the limit is blocked before the managed groups inspect it. Under the limit it does not match,
+        # so the request goes on to the next rule (only a matching Allow or Block ends the evaluation):
+        # https://docs.aws.amazon.com/waf/latest/developerguide/web-acl-rule-actions.html and
+        # https://docs.aws.amazon.com/waf/latest/developerguide/waf-rule-statement-type-rate-based-request-limiting.html
+        rules = [wafv2.CfnWebACL.RuleProperty(
+            name=RATE_LIMIT_RULE, priority=0,
+            statement=wafv2.CfnWebACL.StatementProperty(rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                limit=rate_limit_per_5_minutes, aggregate_key_type="IP", evaluation_window_sec=300)),
+            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+            visibility_config=visibility(RATE_LIMIT_RULE),
+        )]
+        rules.extend(
             wafv2.CfnWebACL.RuleProperty(
                 name=group, priority=priority,
                 statement=wafv2.CfnWebACL.StatementProperty(managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
@@ -49,15 +63,8 @@ class EdgeWebAcl(Construct):
                 override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
                 visibility_config=visibility(group),
             )
-            for priority, group in enumerate(MANAGED_RULE_GROUPS)
-        ]
-        rules.append(wafv2.CfnWebACL.RuleProperty(
-            name="RateLimitPerIp", priority=len(rules),
-            statement=wafv2.CfnWebACL.StatementProperty(rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                limit=rate_limit_per_5_minutes, aggregate_key_type="IP", evaluation_window_sec=300)),
-            action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-            visibility_config=visibility("RateLimitPerIp"),
-        ))
+            for priority, group in enumerate(MANAGED_RULE_GROUPS, start=len(rules))
+        )
         self.web_acl = wafv2.CfnWebACL(
             self, "WebAcl",
             name=name, scope="CLOUDFRONT",
@@ -67,7 +74,9 @@ class EdgeWebAcl(Construct):
         )
         self.log_group = logs.LogGroup(
             self, "Logs", log_group_name=f"aws-waf-logs-{name}", encryption_key=log_encryption_key,
-            # The name is fixed (WAF wants the prefix), so a kept log group blocks recreating the stack.
+            # The name is fixed (WAF wants the prefix), so a kept log group blocks recreating the stack. The edge stack's
+            # region-failover function keeps one too (/aws/lambda/<prefix>-region-failover, constructs/operations/
+            # region_failover.py): in prod a re-created edge stack fails on either existing name until it is deleted.
             retention=log_retention, removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
         )
         wafv2.CfnLoggingConfiguration(

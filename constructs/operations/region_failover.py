@@ -86,7 +86,9 @@ class RegionFailoverAutomation(Construct):
         )
         self.log_group = logs.LogGroup(self, "Logs", log_group_name=f"/aws/lambda/{function_name}",
                                        encryption_key=log_encryption_key, retention=log_retention,
-                                       # The record of each switch: kept when the stack goes (retain_logs, prod).
+                                       # The record of each switch: kept when the stack goes (retain_logs, prod). Its
+                                       # name is fixed, so a re-created stack fails on it, as on the kept WAF log group
+                                       # (constructs/ingress/waf.py): delete it (after exporting it) first.
                                        removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY)
         self.role = iam.Role(self, "Role", role_name=role_name, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Sets active_region in the edge's KeyValueStore (region failover)")
