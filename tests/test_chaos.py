@@ -317,3 +317,38 @@ def test_config_defaults_and_what_it_rejects():
         context = cdk_json_context()
         services = {**context["services"], "worker-only": {"calls": [], "module": "worker_only"}}
         load_config({**context, "mesh": "appmesh", "services": services, "chaos": {"service": "worker-only"}})
+
+
+# The SSM agent's Run Command channel and its own cleanup; nothing of Parameter Store, State Manager documents,
+# Inventory, Patch Manager or Session Manager's data channels.
+MANAGED_INSTANCE_ACTIONS = {
+    "ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations", "ssm:DeregisterManagedInstance", "ssm:DeleteActivation",
+    "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage", "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages", "ec2messages:SendReply", "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel",
+}
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh", "domain"])
+def test_the_managed_instance_role_has_the_agents_channel_and_no_parameter_store(request, variant):
+    """The persona task role can create activations for this role, so app code could register any machine with it:
+    it must not carry AmazonSSMManagedInstanceCore (ssm:GetParameter/GetParameters on *, every parameter)."""
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        resources = assembly.template(f"mf-{region}/services")["Resources"]
+        (role_id,) = [i for i, r in resources.items() if r["Type"] == "AWS::IAM::Role"
+                      and r["Properties"].get("RoleName") == f"mf-{region}-{TARGET}-fis-instance"]
+        role = resources[role_id]["Properties"]
+        assert "ManagedPolicyArns" not in role, "no AWS managed policy: AmazonSSMManagedInstanceCore reads every SSM parameter"
+        assert "Policies" not in role
+        statements = _policy_of(resources, role_id)
+        actions = _actions(statements)
+        assert actions == MANAGED_INSTANCE_ACTIONS
+        assert not any(a.startswith(("ssm:GetParameter", "ssm:GetDocument", "kms:", "secretsmanager:")) for a in actions)
+        for statement in statements:
+            assert statement["Effect"] == "Allow"
+            ssm = [a for a in _actions([statement]) if a.startswith("ssm:")]
+            if ssm and ssm != ["ssm:DeleteActivation"]:  # DeleteActivation has no resource-level permissions
+                assert re.fullmatch(rf"arn:(aws|<AWS::Partition>):ssm:{region}:(\d{{12}}|<AWS::AccountId>):managed-instance/\*",
+                                    _text(statement["Resource"])), statement
+            elif ssm:
+                assert statement["Resource"] == "*"

@@ -69,7 +69,16 @@ def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region)
     assert pass_role["Action"] == "iam:PassRole" and pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ssm.amazonaws.com"}}
     assert [json.dumps(r).endswith(f'{instance_role}"]]}}') for r in _listed(pass_role["Resource"])] == [True]
     channels = allows["AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly"]
-    assert channels["Action"] == ["ec2messages:*", "ssmmessages:*"]
+    # Exactly the channels the managed-instance role is granted: Run Command (all of ec2messages) and the
+    # ssmmessages control channel, no data channels (Session Manager, ECS Exec) even for that role.
+    assert channels["Action"] == ["ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+                                  "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
+                                  "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel"]
+    (role_id,) = [i for i, r in dev.resources(f"mf-{region}/services", "AWS::IAM::Role").items()
+                  if r["Properties"].get("RoleName") == f"mf-{region}-persona-fis-instance"]
+    granted = {a for r in dev.resources(f"mf-{region}/services", "AWS::IAM::Policy").values() if {"Ref": role_id} in r["Properties"]["Roles"]
+               for s in r["Properties"]["PolicyDocument"]["Statement"] for a in _listed(s["Action"])}
+    assert {a for a in granted if a.startswith(("ec2messages:", "ssmmessages:"))} == set(channels["Action"])
     assert [json.dumps(r).endswith(f'{instance_role}"]]}}') for r in _listed(channels["Condition"]["ArnEquals"]["aws:PrincipalArn"])] == [True]
     tags = allows["AllowReadingTagsToTheNamedRolesOnly"]
     assert tags["Action"] == "tag:GetResources"

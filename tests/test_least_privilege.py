@@ -15,9 +15,12 @@ EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
 # ecs, ssm, logs and tag: the AWS FIS experiment roles and the fault-injection sidecar's roles (chaos stack).
+# ec2messages and ssmmessages: the fault-injection sidecar's managed-instance role, the SSM agent's message channels
+# (Run Command and the control channel), which have no resource-level permissions.
 # servicediscovery, servicequotas and cloudwatch: the quota counter's lists, quota reads and PutMetricData (pinned
 # to its namespace by cloudwatch:namespace) in the observability stack.
-RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "logs", "tag", "servicediscovery", "servicequotas", "cloudwatch"}
+RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "ec2messages", "ssmmessages", "logs", "tag", "servicediscovery",
+                              "servicequotas", "cloudwatch"}
 # Per variant, on top (none today: the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
 VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {}
 
@@ -116,6 +119,66 @@ def test_every_wildcard_is_acknowledged_on_its_own_policy_with_a_reason_that_nam
                         assert service.replace("-", "") in said, f"{stack} {logical_id}: the reason does not name {service}"
                     audited.append((stack.split("/")[1], sorted(_as_list(statement["Action"]))))
     assert {action.split(":")[0] for _, actions in audited for action in actions} == RESOURCE_WILDCARD_SERVICES | VARIANT_WILDCARD_SERVICES.get(name, set())
+
+
+# AWS managed policies attached by ARN: their documents are not in the templates, so the tests that read policy
+# documents cannot see them. Each one in use, with what it grants (AWS managed policy reference,
+# https://docs.aws.amazon.com/aws-managed-policy/latest/reference/<name>.html), must read no SSM parameter. Not on
+# the list on purpose: AmazonSSMManagedInstanceCore (ssm:GetParameter and GetParameters on *, every parameter).
+AWS_MANAGED_POLICIES = {
+    "service-role/AWSLambdaBasicExecutionRole": "logs: CreateLogGroup, CreateLogStream, PutLogEvents",
+    "AmazonECSInfrastructureRolePolicyForLoadBalancers": "elasticloadbalancing: the target groups', listeners' and rules' "
+                                                         "reads, RegisterTargets / DeregisterTargets, ModifyListener / ModifyRule",
+    "service-role/AmazonECSInfrastructureRolePolicyForServiceConnectTransportLayerSecurity":
+        "secretsmanager on ECS's own ecs-sc!* secrets and acm-pca certificates, for Service Connect TLS",
+}
+PARAMETER_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath")
+
+
+def _rendered(value):
+    """An ARN as text, pseudo parameters as <AWS::...>, for reading a managed policy's name."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    if "Fn::Sub" in value:
+        return value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_rendered(part) for part in parts)
+    raise AssertionError(f"cannot read {value}")
+
+
+def _on_every_parameter(resource):
+    text = _rendered(resource)
+    return text == "*" or re.search(r":parameter/?\*$", text) is not None
+
+
+@pytest.mark.parametrize("name", ["dev", "prod", "appmesh", "domain", "github", "strangler", "dev_pipeline", "prod_pipeline"])
+def test_no_role_reads_every_ssm_parameter(request, name):
+    """ssm:GetParameter(s)/GetParametersByPath on * reads every parameter of the account (service config included):
+    no identity policy allows it, and every AWS managed policy attached by ARN is one known to grant no such read.
+    Only the boundaries (ceilings, no grant) name ssm:* on *."""
+    assembly = request.getfixturevalue(name)
+    attached, reads = set(), 0
+    for stack, logical_id, resource in assembly.all_resources():
+        if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
+            for arn in resource["Properties"].get("ManagedPolicyArns", []):
+                match = re.fullmatch(r"arn:(aws|<AWS::Partition>|\$\{AWS::Partition\}):iam::aws:policy/(.+)", _rendered(arn))
+                assert match, f"{stack} {logical_id}: {arn} is attached by ARN and not an AWS managed policy this test knows"
+                assert match[2] in AWS_MANAGED_POLICIES, f"{stack} {logical_id}: {match[2]}: name what it grants in AWS_MANAGED_POLICIES"
+                attached.add(match[2])
+        if _is_boundary(assembly, resource):
+            continue
+        for document in _policy_documents(resource):
+            for statement in document["Statement"]:
+                granted = [r for r in PARAMETER_READS
+                           if any(fnmatch.fnmatchcase(r.lower(), a.lower()) for a in _as_list(statement["Action"]))]
+                if statement["Effect"] == "Allow" and granted:
+                    reads += 1
+                    assert not any(_on_every_parameter(r) for r in _as_list(statement["Resource"])), f"{stack} {logical_id}: {granted}"
+    assert not any("ssm" in grants for grants in AWS_MANAGED_POLICIES.values())
+    assert attached and reads, "the test reads what it checks"
 
 
 def test_boundaries_are_attached_to_no_principal_as_a_grant(variant):

@@ -15,7 +15,12 @@ TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH
 SSM_READS = {"ssm:GetParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:DescribeParameters"}
 # The chaos target's fault-injection sidecar registering its task as an SSM managed instance
 # (constructs/meshed_service/fault_injection.py; tests/test_chaos.py checks those grants): no parameter reads.
-FAULT_INJECTION_ACTIONS = {"ssm:CreateActivation", "ssm:AddTagsToResource", "ssm:DeregisterManagedInstance", "ssm:DeleteActivation"}
+FAULT_INJECTION_ACTIONS = {
+    "ssm:CreateActivation", "ssm:AddTagsToResource", "ssm:DeregisterManagedInstance", "ssm:DeleteActivation",
+    "ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations",
+    "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage", "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages", "ec2messages:SendReply", "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel",
+}
 
 
 def _owner(logical_id):

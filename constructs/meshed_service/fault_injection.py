@@ -20,6 +20,13 @@ SSM_AGENT_CONTAINER = "amazon-ssm-agent"
 SSM_AGENT_IMAGE = "public.ecr.aws/amazon-ssm-agent/amazon-ssm-agent:3.2.2222.0"
 # The tag the FIS script puts on every activation and managed instance it registers.
 SIDECAR_TAG = "FAULT_INJECTION_SIDECAR"
+# The SSM agent's message channels (no resource-level permissions): Run Command over ec2messages, and the
+# ssmmessages control channel without data channels (Session Manager).
+AGENT_CHANNEL_ACTIONS = (
+    "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
+    "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel",
+)
 
 # AWS's script from "Use the AWS FIS aws:ecs:task actions" (FIS user guide), unchanged: it registers
 # the task as an SSM managed instance tagged with its task ARN and AZ (FIS finds the task's instance
@@ -61,26 +68,32 @@ class FaultInjection(ServiceExtension):
                 "StringEquals": {"aws:SourceAccount": stack.account},
                 "ArnLike": {"aws:SourceArn": stack.format_arn(service="ssm", resource="*")},
             }),
-            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")],
         )
+        managed_instances = stack.format_arn(service="ssm", resource="managed-instance", resource_name="*")
+        # The SSM agent's own channel, granted explicitly instead of the FIS guide's AmazonSSMManagedInstanceCore,
+        # which also reads every SSM parameter of the account (ssm:GetParameter/GetParameters on *). This is that
+        # policy without Parameter Store, State Manager documents, Inventory and Patch Manager, close to AWS's own
+        # AmazonSSMManagedEC2InstanceDefaultPolicy (Core minus GetParameter(s)):
+        # https://docs.aws.amazon.com/systems-manager/latest/userguide/managed-instances-default-host-management.html
+        # Run Command (FIS's AWSFIS-Run-* documents) arrives over ec2messages; ssmmessages gets the control channel
+        # only, no data channels (no Session Manager). This departs from the FIS guide and is not yet verified
+        # against a real experiment: README, FaultInjection.
+        self.managed_instance_role.add_to_policy(iam.PolicyStatement(
+            actions=["ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations"], resources=[managed_instances]))
+        self.managed_instance_role.add_to_policy(iam.PolicyStatement(actions=list(AGENT_CHANNEL_ACTIONS), resources=["*"]))
         # The sidecar's shutdown handler runs with the instance's credentials: it cleans up after itself.
         self.managed_instance_role.add_to_policy(iam.PolicyStatement(
             actions=["ssm:DeregisterManagedInstance"],
-            resources=[stack.format_arn(service="ssm", resource="managed-instance", resource_name="*")],
+            resources=[managed_instances],
             conditions={"StringEquals": {f"aws:ResourceTag/{SIDECAR_TAG}": "true"}},
         ))
         self.managed_instance_role.add_to_policy(iam.PolicyStatement(actions=["ssm:DeleteActivation"], resources=["*"]))
         acknowledge_nag(
             self.managed_instance_role,
-            "AmazonSSMManagedInstanceCore is what the FIS user guide prescribes for the fault-injection managed instance: "
-            "the SSM agent's own channel (ssm, ssmmessages, ec2messages); nothing of the app's",
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
-        )
-        acknowledge_nag(
-            self.managed_instance_role,
-            "SSM (ssm) DeleteActivation has no resource-level permissions, and managed-instance IDs are assigned at "
-            "registration so no resource-level ARN can name them: DeregisterManagedInstance is limited to instances "
-            "tagged as FIS sidecars",
+            "SSM (ssm) DeleteActivation and the SSM agent's message channels (ec2messages, ssmmessages) have no "
+            "resource-level permissions; managed-instance IDs are assigned at registration so no resource-level ARN "
+            "can name them: UpdateInstanceInformation and ListInstanceAssociations are on the account's managed "
+            "instances, DeregisterManagedInstance only on those tagged as FIS sidecars",
             "AwsSolutions-IAM5[Resource::*]",
             f"AwsSolutions-IAM5[Resource::{arn_as_nag_shows(service, 'ssm', 'managed-instance/*')}]",
             "NIST.800.53.R5-IAMNoInlinePolicy",

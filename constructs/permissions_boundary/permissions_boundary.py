@@ -26,6 +26,15 @@ KEY_VALUE_STORE_WRITER_ACTIONS = (
     "cloudfront-keyvaluestore:DescribeKeyValueStore", "cloudfront-keyvaluestore:GetKey", "cloudfront-keyvaluestore:PutKey",
 )
 
+# The SSM agent's message channels, for ssm_managed_instance_role_arns only: all of ec2messages (Run Command) and
+# the ssmmessages control channel, without data channels (no Session Manager or ECS Exec). The same actions
+# constructs/meshed_service FaultInjection grants its managed-instance role.
+SSM_AGENT_CHANNEL_ACTIONS = (
+    "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
+    "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel",
+)
+
 # IAM actions that change a role's or user's permissions.
 _PRINCIPAL_POLICY_ACTIONS = [
     "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
@@ -98,7 +107,8 @@ class PermissionsBoundary(Construct):
                     # AWS FIS network faults (constructs/meshed_service FaultInjection): the task's SSM agent
                     # sidecar registers it as a managed instance with these roles, which the task role must
                     # pass to SSM and nothing else; the agent then talks over its message channels as that
-                    # role only. Nothing else in the stage gets iam, ec2messages or ssmmessages.
+                    # role only (the control channel, no data channels). Nothing else in the stage gets iam,
+                    # ec2messages or ssmmessages.
                     *([{
                         "Sid": "AllowPassingOnlyTheManagedInstanceRolesToSsm",
                         "Effect": "Allow",
@@ -108,7 +118,7 @@ class PermissionsBoundary(Construct):
                     }, {
                         "Sid": "AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly",
                         "Effect": "Allow",
-                        "Action": ["ec2messages:*", "ssmmessages:*"],
+                        "Action": list(SSM_AGENT_CHANNEL_ACTIONS),
                         "Resource": "*",
                         "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(ssm_managed_instance_role_arns)},
                                       "StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
@@ -175,8 +185,6 @@ class PermissionsBoundary(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "NIST.800.53.R5-IAMPolicyNoStatementsWithFullAccess",
             *(f"AwsSolutions-IAM5[Action::{service}:*]" for service in allowed_services),
-            *(["AwsSolutions-IAM5[Action::ec2messages:*]", "AwsSolutions-IAM5[Action::ssmmessages:*]"]
-              if ssm_managed_instance_role_arns else []),
         )
         if key_value_store_writer_role_arns:
             # As cdk-nag prints the ARN: unresolved pseudo parameters as <AWS::...>.

@@ -25,8 +25,10 @@ class ServiceConfigParameters(Construct):
     ``secrets`` maps each setting's name to an ``ecs.Secret`` for a container's ``secrets``: ECS
     reads the parameters when a task starts, so a changed value reaches the service with its next
     tasks (a new deployment, a scale-out, a replaced task), without a new image or task definition.
-    Passing a secret to a task definition grants its execution role ``ssm:GetParameters`` on that
-    parameter's ARN only; nothing else reads the path.
+    Passing a secret to a task definition grants its execution role CDK's parameter reads
+    (``ssm:GetParameters``, ``GetParameter``, ``GetParameterHistory``) on that parameter's ARN only. No other
+    role of the app reads the path: none is allowed to read parameters on ``*`` (tests/test_least_privilege.py,
+    AWS managed policies included), and the permissions boundary grants nothing by itself.
 
     Every parameter is tagged ``service=<service>``, like the service's other resources.
 
