@@ -70,7 +70,7 @@ class ObservabilityStack(cdk.Stack):
                 alarm_name_prefix=prefix, alarm_topic=topic, cluster_name=platform.cluster.cluster_name,
                 tasks=[MonitoredTasks(ecs_service_name=v.props.service_name, fargate_service=v.service, log_group=v.log_group)
                        for v in variants],
-                metrics_namespace=f"{prefix}/services", error_log_namespace=f"{prefix}/logs",
+                metrics_namespace=services.metrics_namespace, error_log_namespace=f"{prefix}/logs",
                 load_balancer=services.ingress.load_balancer if target_groups else None, target_groups=target_groups,
                 load_balancer_alarms=None if service_connect else LoadBalancerAlarms(
                     max_5xx_percent=config.deployment.alarm_5xx_percent,

@@ -24,6 +24,7 @@ from constructs.meshed_service import (
     AdotCollector,
     AppMeshBackend,
     AppMeshSettings,
+    CanaryTraffic,
     FaultInjection,
     LoadBalancerTarget,
     RollbackAlarms,
@@ -296,6 +297,11 @@ class ServicesStack(cdk.Stack):
             ),
         )
 
+    @property
+    def metrics_namespace(self) -> str:
+        """Where the tasks' collectors put the services' metrics (the observability stack reads the same)."""
+        return f"{self.config.prefix}/services"
+
     def _traffic_shift(self, mesh: AppMeshBackend, service: ServiceConfig) -> TrafficShift:
         """The service's progressive rollout (runbooks/canary-rollback.md). One state machine per service:
         each role reaches only its own service's routes, and a run of one service cannot touch another's."""
@@ -322,6 +328,9 @@ class ServicesStack(cdk.Stack):
             primary_service=self.services[service.name].service, canary_service=self.canaries[service.name].service,
             primary_max_tasks=self.services[service.name].props.max_tasks,
             canary_tasks=self.canaries[service.name].props.min_tasks,
+            # After each bake: the canary's own requests, where its collector sends them (and its alarms read them).
+            canary_traffic=CanaryTraffic(namespace=self.metrics_namespace, service_name=service.name,
+                                         grpc=bool(service.grpc_port), min_requests=self.config.appmesh.shift_min_canary_requests),
         )
         cdk.CfnOutput(self, f"TrafficShiftArn{env_prefix(service.name).title().replace('_', '')}",
                       value=shift.state_machine.state_machine_arn,
@@ -453,7 +462,7 @@ class ServicesStack(cdk.Stack):
             log_encryption_key=self.network.logs_key,
             log_retention=logs.RetentionDays[self.defaults.log_retention],
             # The worker last: it starts after every container the app starts after.
-            extensions=[AdotCollector(metrics_namespace=f"{self.config.prefix}/services",
+            extensions=[AdotCollector(metrics_namespace=self.metrics_namespace,
                                       resource_attributes={VARIANT_ATTRIBUTE: variant} if variant else None),
                         *mesh_extensions,
                         *([self._worker(service)] if worker and service.worker else []),

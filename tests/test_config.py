@@ -108,7 +108,7 @@ def test_budget_defaults_and_a_single_limit_for_every_profile():
 
 def test_appmesh_traffic_shift_defaults_and_override():
     shift = load_config({}).appmesh
-    assert (shift.shift_steps_percent, shift.shift_bake_minutes) == ((5, 25, 50, 100), 10)
+    assert (shift.shift_steps_percent, shift.shift_bake_minutes, shift.shift_min_canary_requests) == ((5, 25, 50, 100), 10, 60)
     # From the CLI, the object arrives as JSON text.
-    shift = load_config({"appmesh": '{"shift_steps_percent": [10, 50, 100], "shift_bake_minutes": 5}'}).appmesh
-    assert (shift.shift_steps_percent, shift.shift_bake_minutes) == ((10, 50, 100), 5)
+    shift = load_config({"appmesh": '{"shift_steps_percent": [10, 50, 100], "shift_bake_minutes": 5, "shift_min_canary_requests": 1}'}).appmesh
+    assert (shift.shift_steps_percent, shift.shift_bake_minutes, shift.shift_min_canary_requests) == ((10, 50, 100), 5, 1)

@@ -3,6 +3,7 @@ state by state (no AWS needed), and the Service Connect variant, which leaves ro
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
-from constructs.meshed_service import ShiftSettings, TrafficShift
+from constructs.meshed_service import CanaryTraffic, ShiftSettings, TrafficShift
 from constructs.meshed_service.traffic_shift import (
-    NOT_SCALED_ERROR, ROLLBACK_INCOMPLETE_ERROR, ROLLED_BACK_ERROR, SERVICE_MISSING_ERROR, canary_task_count,
+    NOT_EXERCISED_ERROR, NOT_SCALED_ERROR, ROLLBACK_INCOMPLETE_ERROR, ROLLED_BACK_ERROR, SERVICE_MISSING_ERROR, canary_task_count,
 )
 
 SERVICES = ("auth", "persona", "vc-start")
@@ -30,6 +31,8 @@ REGIONS = ("eu-central-1", "eu-west-1")
 DEFAULT_STEPS, DEFAULT_BAKE_SECONDS = [5, 25, 50, 100], 600
 UPDATE_ROUTE, DESCRIBE_ALARMS = ":states:::aws-sdk:appmesh:updateRoute", ":states:::aws-sdk:cloudwatch:describeAlarms"
 DESCRIBE_SERVICES, UPDATE_SERVICE = ":states:::aws-sdk:ecs:describeServices", ":states:::aws-sdk:ecs:updateService"
+GET_METRIC_DATA = ":states:::aws-sdk:cloudwatch:getMetricData"
+MIN_CANARY_REQUESTS = 60  # appmesh.shift_min_canary_requests by default
 SCALE_CHECK_SECONDS, SCALE_CHECKS = 15, 20  # the default scale_timeout_minutes (5) in 15-second reads
 
 
@@ -91,10 +94,12 @@ def _canary_weight(state: dict[str, Any]) -> tuple[str, int, int]:
 
 def _expected_success(steps: list[int], bake_seconds: int, canary_counts: list[int]) -> list[Any]:
     """A check before the first shift; before each shift the canary's desired count (``canary_counts``, one per
-    step) and one read that finds it running; after each shift, a check after every minute of its bake."""
+    step) and one read that finds it running; after each shift, a check after every minute of its bake, then the
+    count of the canary's requests in the bake."""
     events: list[Any] = [("check",)]
     for percent, count in zip(steps, canary_counts, strict=True):
-        events += [("scale", count), ("wait", SCALE_CHECK_SECONDS), ("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60)]
+        events += [("scale", count), ("wait", SCALE_CHECK_SECONDS), ("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60),
+                   ("count",)]
     return [*events, "Succeed"]
 
 
@@ -133,25 +138,51 @@ class FakeEcs:
         self.canary_desired, self.reads_since_update = desired_count, 0
 
 
+START = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    """As $$.State.EnteredTime gives it: ISO 8601, UTC, milliseconds."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda check: "OK",
-         ecs_services: FakeEcs | None = None, final: dict[str, Any] | None = None) -> list[Any]:
+         ecs_services: FakeEcs | None = None, final: dict[str, Any] | None = None,
+         served: Callable[[int], float | None] = lambda step: 1000) -> list[Any]:
     """What one execution does, in order: ("check",), ("scale", canary desired count), ("shift", canary %) once
-    per step (one step updates every route of the service), ("wait", seconds), then "Succeed" or "Fail".
-    ``alarm_state(n)``: every alarm's state at the n-th check (from 0). ``final``: filled with the end state's
-    name and the execution's document."""
+    per step (one step updates every route of the service), ("wait", seconds), ("count",) (the canary's requests
+    read), then "Succeed" or "Fail". ``alarm_state(n)``: every alarm's state at the n-th check (from 0).
+    ``served(n)``: the canary's requests the n-th read (from 1) finds, None for no datapoints at all (a canary
+    without metrics). A clock starts at START; every task takes a second, a Wait its seconds. ``final``: filled with
+    the end state's name, the execution's document, ``timeline`` ((time, event) for every event) and ``reads``
+    (each read's StartTime and EndTime)."""
     ecs_services = ecs_services or FakeEcs()
     states, document, events, name, checks = definition["States"], {}, [], definition["StartAt"], 0
+    clock, timeline, reads = START, [], []
     for _ in range(100_000):
         state = states[name]
         kind = state["Type"]
+        context = {"State": {"EnteredTime": _timestamp(clock)}}
         if kind in ("Succeed", "Fail"):
             if final is not None:
-                final.update(state=name, document=document)
+                final.update(state=name, document=document, timeline=timeline, reads=reads)
             return [*events, kind]
         if kind == "Choice":
             name = _choose(state, document)
             continue
-        if _is(state, DESCRIBE_ALARMS):
+        if kind == "Task":
+            clock += dt.timedelta(seconds=1)
+        before = len(events)
+        if _is(state, GET_METRIC_DATA):
+            parameters = _fields(state["Parameters"], document, context)
+            window = (parameters["StartTime"], parameters["EndTime"])
+            assert window[0] < window[1], f"an empty window {window}"
+            reads.append(window)
+            value = served(len(reads))
+            response = {"MetricDataResults": [{"Id": "served", "StatusCode": "Complete", "Values": [] if value is None else [value]}]}
+            _put(document, state["ResultPath"], _fields(state["ResultSelector"], response))
+            events.append(("count",))
+        elif _is(state, DESCRIBE_ALARMS):
             names = state["Parameters"]["AlarmNames"]
             _put(document, state["ResultPath"], {"MetricAlarms": [{"AlarmName": n, "StateValue": alarm_state(checks)} for n in names]})
             events.append(("check",))
@@ -169,11 +200,13 @@ def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda 
             ecs_services.update(state["Parameters"]["Service"], count)
             events.append(("scale", count))
         elif kind == "Wait":
+            clock += dt.timedelta(seconds=state["Seconds"])
             events.append(("wait", state["Seconds"]))
         elif kind == "Pass" and "Result" in state:
             _put(document, state["ResultPath"], state["Result"])
         elif kind == "Pass" and "Parameters" in state:
-            _put(document, state["ResultPath"], _fields(state["Parameters"], document))
+            _put(document, state["ResultPath"], _fields(state["Parameters"], document, context))
+        timeline += [(_timestamp(clock), event) for event in events[before:]]
         name = state["Next"]
     raise AssertionError("the execution does not end")
 
@@ -183,9 +216,10 @@ def _put(document: dict[str, Any], path: str | None, value: Any) -> None:
         document[path.removeprefix("$.")] = value
 
 
-def _fields(template: dict[str, Any], document: Any) -> dict[str, Any]:
-    """Parameters or a ResultSelector applied to ``document``: "key.$" values are paths or intrinsics."""
-    return {key.removesuffix(".$"): _intrinsic(value, document) if key.endswith(".$") else value
+def _fields(template: dict[str, Any], document: Any, context: Any = None) -> dict[str, Any]:
+    """Parameters or a ResultSelector applied to ``document``: "key.$" values are paths (``$$.``: the
+    ``context`` object) or intrinsics."""
+    return {key.removesuffix(".$"): _intrinsic(value, document, context) if key.endswith(".$") else value
             for key, value in template.items()}
 
 
@@ -195,7 +229,10 @@ def _read(document: Any, path: str) -> Any:
     return value
 
 
-def _intrinsic(expression: str, document: Any) -> Any:
+def _intrinsic(expression: str, document: Any, context: Any = None) -> Any:
+    if expression.startswith("$$."):
+        assert context is not None, f"{expression} read where the interpreter gives no context object"
+        return _read(context, expression.removeprefix("$"))
     if expression.startswith("$"):
         return _read(document, expression)
     if match := re.fullmatch(r"States\.MathAdd\((\$[.\w]+), (-?\d+)\)", expression):
@@ -239,6 +276,8 @@ def _matches(rule: dict[str, Any], document: Any) -> bool:
     assert present, f"{rule['Variable']} is read before it is set"
     if "NumericGreaterThan" in rule:
         return value > rule["NumericGreaterThan"]
+    if "NumericGreaterThanEquals" in rule:
+        return value >= rule["NumericGreaterThanEquals"]
     if "NumericGreaterThanEqualsPath" in rule:
         return value >= _read(document, rule["NumericGreaterThanEqualsPath"])
     raise AssertionError(f"unexpected rule {rule}")
@@ -417,7 +456,7 @@ def test_the_alarms_checked_are_the_services_own_and_exist_in_the_observability_
         assert not any("observability" in dependency for dependency in appmesh.stack_artifacts[f"mf-{region}/services"].get("dependencies", []))
 
 
-def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(appmesh):
+def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms_and_metric_data(appmesh):
     for region in REGIONS:
         stack = f"mf-{region}/services"
         routes = appmesh.resources(stack, "AWS::AppMesh::Route")
@@ -430,7 +469,7 @@ def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(
                           for s in p["Properties"]["PolicyDocument"]["Statement"]]
             own_routes = {route_id for route_id, route in routes.items()
                           if route["Properties"]["VirtualRouterName"]["Fn::GetAtt"][0].startswith(f"AppMesh{name.replace('-', '')}router")}
-            ecs_grants = set()
+            ecs_grants, unscoped = set(), set()
             for statement in statements:
                 actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
                 resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -439,14 +478,17 @@ def test_each_role_may_update_only_its_services_routes_and_read_only_its_alarms(
                 elif any(a.startswith("appmesh:") for a in actions):
                     assert sorted(actions) == ["appmesh:DescribeRoute", "appmesh:UpdateRoute"]
                     assert {r["Ref"] for r in resources} == own_routes, name
-                elif any(a.startswith("cloudwatch:") for a in actions):
+                elif "cloudwatch:DescribeAlarms" in actions:
                     assert actions == ["cloudwatch:DescribeAlarms"]
                     arns = [_text(r) for r in resources]
                     assert all(re.fullmatch(rf"arn:aws:cloudwatch:{region}:\$\{{AWS::AccountId}}:alarm:mf-{name}-[a-z0-9-]+", a) for a in arns), arns
                 else:
-                    # Log delivery and X-Ray: actions without resource-level permissions (acknowledged in nag).
-                    assert all(a.split(":")[0] in ("logs", "xray") for a in actions) and resources == ["*"], statement
-                    assert not any(a.endswith("*") for a in actions)
+                    # Log delivery, X-Ray and the canary's request count: actions without resource-level
+                    # permissions (acknowledged in nag).
+                    assert all(a.split(":")[0] in ("logs", "xray") or a == "cloudwatch:GetMetricData" for a in actions), statement
+                    assert resources == ["*"] and not any(a.endswith("*") for a in actions), statement
+                    unscoped |= set(actions)
+            assert "cloudwatch:GetMetricData" in unscoped, name
             # Reads of both of its ECS services; a desired count for the canary only.
             primary, canary = ecs_services[name], ecs_services[f"{name}-canary"]
             assert ecs_grants == {("ecs:DescribeServices", primary), ("ecs:DescribeServices", canary), ("ecs:UpdateService", canary)}, name
@@ -492,7 +534,7 @@ def test_service_connect_has_no_traffic_shift_state_machine(dev):
 
 # --- The construct, with other settings ------------------------------------------------------------
 
-def _shift_stack(settings: ShiftSettings, primary_max_tasks: int = 6) -> dict[str, Any]:
+def _shift_stack(settings: ShiftSettings, primary_max_tasks: int = 6, min_requests: int = MIN_CANARY_REQUESTS) -> dict[str, Any]:
     app = cdk.App()
     stack = cdk.Stack(app, "Shift", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     mesh = appmesh.Mesh(stack, "Mesh", mesh_name="mf")
@@ -509,7 +551,8 @@ def _shift_stack(settings: ShiftSettings, primary_max_tasks: int = 6) -> dict[st
     TrafficShift(stack, "Shift", state_machine_name="mf-auth-traffic-shift", mesh=mesh, routes=[route],
                  primary_node=nodes["primary"], canary_node=nodes["canary"], alarm_names=["mf-auth-error-logs"],
                  settings=settings, log_encryption_key=kms.Key(stack, "Key"), log_retention=logs.RetentionDays.ONE_WEEK,
-                 primary_service=services["primary"], canary_service=services["canary"], primary_max_tasks=primary_max_tasks)
+                 primary_service=services["primary"], canary_service=services["canary"], primary_max_tasks=primary_max_tasks,
+                 canary_traffic=CanaryTraffic(namespace="mf/services", service_name="auth", grpc=False, min_requests=min_requests))
     return Template.from_stack(stack).to_json()
 
 
@@ -576,6 +619,103 @@ def test_an_ecs_service_that_is_not_found_rolls_the_shift_back_instead_of_failin
     assert final["state"] == "RolledBack" and final["document"]["error"]["Error"] == SERVICE_MISSING_ERROR
 
 
+@pytest.mark.parametrize("step", range(1, len(DEFAULT_STEPS) + 1))
+def test_a_canary_without_metrics_in_any_bake_is_rolled_back_as_not_exercised_not_promoted(step):
+    """Its alarms stay OK on missing data: only the request count tells a silent canary from a healthy one."""
+    definition = _machines(_shift_stack(ShiftSettings()))["mf-auth-traffic-shift"]["Definition"]
+    final: dict[str, Any] = {}
+    events = _run(definition, served=lambda n: None if n == step else 1000, final=final)
+    assert events[-5:] == [("check",), ("count",), ("shift", 0), ("scale", 1), "Fail"]
+    assert [e[1] for e in events if e[0] == "shift"] == [*DEFAULT_STEPS[:step], 0], "no shift after the silent bake"
+    assert events.count(("count",)) == step
+    assert final["state"] == "RolledBack" and final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR
+
+
+@pytest.mark.parametrize("min_requests", [1, MIN_CANARY_REQUESTS, 500])
+def test_a_bake_needs_at_least_min_requests_from_the_canary(min_requests):
+    definition = _machines(_shift_stack(ShiftSettings(), min_requests=min_requests))["mf-auth-traffic-shift"]["Definition"]
+    final: dict[str, Any] = {}
+    assert _run(definition, served=lambda n: min_requests - 1 if n == 2 else min_requests, final=final)[-4:] == \
+        [("count",), ("shift", 0), ("scale", 1), "Fail"]
+    assert final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR and str(min_requests) in final["document"]["error"]["Cause"]
+    assert _run(definition, served=lambda n: min_requests) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2])
+    # CloudWatch's SampleCount is a float.
+    assert _run(definition, served=lambda n: float(min_requests))[-1] == "Succeed"
+
+
+def test_the_request_count_covers_the_bake_from_after_the_shift_to_after_its_last_alarm_check():
+    definition = _machines(_shift_stack(ShiftSettings(bake_minutes=3)))["mf-auth-traffic-shift"]["Definition"]
+    final: dict[str, Any] = {}
+    _run(definition, final=final)
+    timeline, reads = final["timeline"], final["reads"]
+    assert len(reads) == len(DEFAULT_STEPS)
+    for (start, end), percent in zip(reads, DEFAULT_STEPS, strict=True):
+        shifted = next(time for time, event in timeline if event == ("shift", percent))
+        read = next(time for time, event in timeline if event == ("count",) and time > shifted)
+        checks = [time for time, event in timeline if event == ("check",) and shifted < time < read]
+        assert len(checks) == 3
+        # Event times are when a call returned. ISO 8601 in UTC with the same width: text order is time order.
+        assert shifted <= start < checks[0] and checks[-1] <= end < read, (percent, start, end)
+
+
+def _reachable(definition: dict[str, Any], start: str, avoiding: str) -> set[str]:
+    """The states a run from ``start`` can reach without passing ``avoiding``."""
+    states, seen, todo = definition["States"], set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name == avoiding:
+            continue
+        seen.add(name)
+        todo += _successors(states[name])
+    return seen
+
+
+def test_every_path_from_a_shift_to_the_next_step_or_promotion_counts_the_canarys_requests(machines):
+    for name, machine in machines["eu-central-1"].items():
+        definition = machine["Definition"]
+        states = definition["States"]
+        for step in range(1, len(DEFAULT_STEPS) + 1):
+            count, following = f"CountCanaryRequests{step}", f"ReadPrimary{step + 1}" if step < len(DEFAULT_STEPS) else "Promoted"
+            assert _is(states[count], GET_METRIC_DATA), name
+            reached = _reachable(definition, f"Shift{step}", avoiding=count)
+            assert following not in reached and "Promoted" not in reached, (name, step)
+            assert following in _reachable(definition, f"Shift{step}", avoiding="Rollback")
+            # A failed read (after its retries) rolls back; so does a count below the threshold or none at all.
+            assert [c["Next"] for c in states[count]["Catch"]] == ["Rollback"]
+            assert states[count]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed"]
+            gate = states[states[count]["Next"]]
+            assert gate["Type"] == "Choice" and states[gate["Default"]]["Next"] == "Rollback"
+            assert states[gate["Default"]]["Result"]["Error"] == NOT_EXERCISED_ERROR
+            (rule,) = gate["Choices"]
+            assert {"Variable": "$.traffic.Values[0]", "NumericGreaterThanEquals": MIN_CANARY_REQUESTS} in rule["And"], rule
+
+
+def _metric_stats(queries: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    return {(q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"],
+             json.dumps(sorted((d["Name"], d["Value"]) for d in q["MetricStat"]["Metric"]["Dimensions"])), q["MetricStat"]["Stat"])
+            for q in queries if "MetricStat" in q}
+
+
+def test_the_request_count_reads_the_metrics_the_canarys_rate_alarms_count_requests_with(appmesh, machines):
+    for region in REGIONS:
+        alarms = {r["Properties"]["AlarmName"]: r["Properties"] for r in appmesh.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
+        for name in SHIFTED:
+            states = machines[region][f"mf-{name}-traffic-shift"]["Definition"]["States"]
+            parameters = {json.dumps(s["Parameters"], sort_keys=True) for s in states.values() if _is(s, GET_METRIC_DATA)}
+            assert len(parameters) == 1, "every step reads the same"
+            queries = json.loads(parameters.pop())["MetricDataQueries"]
+            # The rate alarms' request counts: their SampleCount queries without a status code dimension.
+            rates = ["5xx-rate", *(["grpc-error-rate"] if name == "persona" else [])]
+            expected = {stat for rate in rates for stat in _metric_stats(alarms[f"mf-{name}-canary-{rate}"]["Metrics"])
+                        if "status_code" not in stat[2]}
+            assert _metric_stats(queries) == expected and len(expected) == len(rates), (region, name)
+            assert {q["MetricStat"]["Metric"]["MetricName"] for q in queries if "MetricStat" in q} == \
+                {"http.server.request.duration", *(["rpc.server.duration"] if name == "persona" else [])}
+            assert all(q["MetricStat"]["Period"] == 60 for q in queries if "MetricStat" in q)
+            (returned,) = [q for q in queries if q["ReturnData"]]
+            assert returned["Expression"].startswith("RUNNING_SUM(") and returned["Expression"].count("FILL(") == len(rates)
+
+
 def test_the_apps_machines_cover_every_primary_count_up_to_the_primarys_maximum(appmesh, machines):
     """The table a step looks the canary's count up in must reach the primary's max_tasks (else the run fails)."""
     for name, machine in machines["eu-central-1"].items():
@@ -617,3 +757,9 @@ def test_shift_settings_refuse_steps_that_do_not_end_at_all_canary_a_bake_shorte
         steps, bake, scale_timeout):
     with pytest.raises(ValueError, match="is invalid"):
         ShiftSettings(steps_percent=steps, bake_minutes=bake, scale_timeout_minutes=scale_timeout)
+
+
+@pytest.mark.parametrize("min_requests", [0, -1, True, 1.5])
+def test_canary_traffic_refuses_a_threshold_a_canary_without_metrics_would_pass(min_requests):
+    with pytest.raises(ValueError, match="is invalid"):
+        CanaryTraffic(namespace="mf/services", service_name="auth", grpc=False, min_requests=min_requests)

@@ -21,7 +21,8 @@ EXPECTED = {
             ("ecs", "DescribeServiceRevisions"), ("kms", "ReplicateKey"), ("kms", "ScheduleKeyDeletion"),
             ("ec2", "DescribeManagedPrefixLists"), ("ssm", "GetParameter")},
     "appmesh": {("appmesh", "DescribeRoute"), ("appmesh", "UpdateRoute"), ("cloudwatch", "DescribeAlarms"),
-                ("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments")},
+                ("cloudwatch", "GetMetricData"), ("ecs", "DescribeServices"), ("ecs", "UpdateService"),
+                ("ecs", "DescribeServiceDeployments")},
     "prod": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments"), ("ssm", "GetParameter")},
 }
 
@@ -37,11 +38,12 @@ def test_every_api_call_matches_the_service_model(variant: str, request: pytest.
 
 def test_the_traffic_shift_reads_what_its_tasks_return(appmesh) -> None:
     """The selectors checked include the paths later states read through each task's ResultSelector, e.g. the
-    running count the scale-out waits on and each alarm's state."""
+    running count the scale-out waits on, each alarm's state and the canary's request count."""
     selectors = {(call.operation, selector) for stack, template in appmesh.templates.items()
                  for call in calls_in(template, stack) for selector in call.selectors}
     assert {("DescribeServices", ("Services", 0, "RunningCount")), ("DescribeServices", ("Services", 0, "DesiredCount")),
-            ("DescribeAlarms", ("MetricAlarms", 0, "StateValue")), ("DescribeRoute", ("Route", "Spec"))} <= selectors
+            ("DescribeAlarms", ("MetricAlarms", 0, "StateValue")), ("DescribeRoute", ("Route", "Spec")),
+            ("GetMetricData", ("MetricDataResults", 0, "Values"))} <= selectors
 
 
 # --- The checker finds what it is for ------------------------------------------------------------------

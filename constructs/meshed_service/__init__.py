@@ -6,11 +6,11 @@ from .load_balancer import LoadBalancerTarget, RollbackAlarms
 from .props import MeshedServiceProps
 from .service import MeshedFargateService
 from .service_connect import Rollout, ServiceConnectMesh
-from .traffic_shift import ShiftSettings, TrafficShift
+from .traffic_shift import CanaryTraffic, ShiftSettings, TrafficShift
 from .worker import WorkerContainer
 
 __all__ = [
-    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "FaultInjection", "LoadBalancerTarget", "MeshedFargateService",
+    "AdotCollector", "AppMeshBackend", "AppMeshSettings", "CanaryTraffic", "FaultInjection", "LoadBalancerTarget", "MeshedFargateService",
     "MeshedServiceProps", "Rollout", "RollbackAlarms", "ServiceConnectMesh", "ServiceExtension", "ShiftSettings",
     "TrafficShift", "WorkerContainer",
 ]

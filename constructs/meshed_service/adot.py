@@ -26,6 +26,10 @@ XRAY_EXPORT_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 # The resource attribute that tells an App Mesh canary's telemetry from its primary's (a metric dimension
 # in adot-collector.yaml). This repo's own name: OpenTelemetry's conventions define none for it.
 VARIANT_ATTRIBUTE = "deployment.variant"
+# The services' own duration histograms (servicekit's RED instruments), as awsemf names them in CloudWatch:
+# the observability stack's dashboards and alarms and the traffic shift's request count read them.
+HTTP_DURATION = "http.server.request.duration"  # seconds; dimensions {service.name}, {service.name, error.type}
+GRPC_DURATION = "rpc.server.duration"  # milliseconds; {service.name}, {service.name, rpc.grpc.status_code}
 # For every container that exports to the collector (the OpenTelemetry SDKs' standard variables): each
 # histogram exponential, so awsemf sends buckets CloudWatch computes percentiles from, and delta, because
 # awsemf passes exponential histograms on as they come. servicekit sets both in code for its RED durations.

@@ -8,9 +8,11 @@ Flow (``steps`` = 5, 25, 50, 100 by default)::
         -> [ScaleWait1 (15 s) -> ReadCanary1 -> CanaryScaled1 -> CountDownScale1] until the canary runs its count
         -> Shift1 -> StartBake1
         -> [Bake1 (wait 1 min) -> CheckAlarms1 -> AlarmGate1 -> CountDown1 -> BakeLeft1] until the bake is over
-        -> Baked1 -> ReadPrimary2 -> ... -> Shift2 -> ... -> Baked4 -> Promoted (Succeed)
+        -> Baked1 -> CountCanaryRequests1 -> TrafficGate1 -> CanaryServed1
+        -> ReadPrimary2 -> ... -> Shift2 -> ... -> CanaryServed4 -> Promoted (Succeed)
     any alarm check that finds an alarm in ALARM (or misses one), a canary that does not reach its count in time
-    (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
+    (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), a canary that answered fewer than
+    ``min_requests`` in its bake (CanaryNotExercised<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
     a route Rollback cannot set back after its retries -> RollbackIncomplete (Fail: traffic may still be split)
 
 The alarms are read once a minute throughout each bake (``bake_minutes`` checks, each after a one-minute
@@ -22,6 +24,17 @@ to 100 % primary, 0 % canary first, and only then returns the canary to ``canary
 still takes traffic would overload it). The routes are replaced whole
 (UpdateRoute takes the full spec), so each update carries the route's own match, retry policy and
 timeout from the template, with only the weights changed.
+
+The alarms treat missing data as not breaching, and their rates count as 0 % below 20 requests a minute: a
+canary that sends no metrics (a broken app or collector) or gets no calls would pass every check. So after each
+bake ``CountCanaryRequests<n>`` reads how many requests (and gRPC calls) the canary answered since the bake began
+(``$.bake.startedAt``, the time StartBake<n> was entered, after the shift) until now, from the services' own
+duration histograms by ``deployment.variant`` (the alarms' namespace and dimensions), and the shift goes on only
+with at least ``min_requests``. GetMetricData is asked for one-minute datapoints summed by RUNNING_SUM, newest
+first: the first value is the whole window's total whatever the minute boundaries (a single period as long as the
+bake could be split at a period boundary, and the newest part alone read as the total). CloudWatch rounds the
+start down to the minute, so up to a minute before the bake (the canary at the previous step) may count; the
+last minute or two may not be ingested yet, so the count errs low, which only makes the gate stricter.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint
+from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION, VARIANT_ATTRIBUTE
 
 DEFAULT_STEPS_PERCENT = (5, 25, 50, 100)
 # The alarms it reads trip on 2 of 3 one-minute datapoints: a shorter bake could pass before they can.
@@ -57,12 +71,37 @@ ROLLED_BACK_ERROR = "CanaryRolledBack"
 ROLLBACK_INCOMPLETE_ERROR = "RollbackIncomplete"
 NOT_SCALED_ERROR = "CanaryNotScaled"
 SERVICE_MISSING_ERROR = "EcsServiceMissing"
+NOT_EXERCISED_ERROR = "CanaryNotExercised"
+# One-minute datapoints, summed by the query itself: the total does not depend on where periods begin.
+TRAFFIC_READ_PERIOD_SECONDS = 60
 
 
 def canary_task_count(primary_desired: int, percent: int, primary_max_tasks: int) -> int:
     """Tasks the canary needs for ``percent`` % of the calls the primary's ``primary_desired`` tasks take,
     at least one, at most the primary's maximum."""
     return min(primary_max_tasks, max(1, -(-primary_desired * percent // 100)))
+
+
+@dataclass(frozen=True)
+class CanaryTraffic:
+    """Where the canary's request counts are (its tasks' duration histograms in ``namespace``, dimensions
+    ``service.name`` = ``service_name`` and ``deployment.variant`` = canary; with ``grpc`` its gRPC calls too), and
+    how many requests and calls together each bake must have seen for the shift to go on."""
+
+    namespace: str
+    service_name: str
+    grpc: bool
+    min_requests: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int) or self.min_requests < 1:
+            raise ValueError(f"min_requests={self.min_requests!r} is invalid: expected an integer of 1 or more "
+                             "(0 would let a canary without metrics pass)")
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        """Query id -> metric name."""
+        return {"http": HTTP_DURATION, **({"grpc": GRPC_DURATION} if self.grpc else {})}
 
 
 @dataclass(frozen=True)
@@ -102,7 +141,9 @@ class TrafficShift(Construct):
     (names are deterministic; a reference would tie this stack to the one that owns them).
     ``primary_service`` / ``canary_service``: the ECS services behind the two nodes; the canary is scaled to
     its share of the primary's tasks (at most ``primary_max_tasks``) before each step and back to
-    ``canary_tasks`` (its count in the template) on a rollback. Exposes ``state_machine``, ``role`` and ``log_group``.
+    ``canary_tasks`` (its count in the template) on a rollback. ``canary_traffic``: where the canary's request count
+    is read after each bake, and the least it must be for the shift to go on (required: quiet alarms alone would
+    promote a canary nobody called). Exposes ``state_machine``, ``role`` and ``log_group``.
     """
 
     def __init__(
@@ -110,7 +151,7 @@ class TrafficShift(Construct):
         routes: Sequence[appmesh.Route], primary_node: appmesh.VirtualNode, canary_node: appmesh.VirtualNode,
         alarm_names: Sequence[str], settings: ShiftSettings, log_encryption_key: kms.IKey,
         log_retention: logs.RetentionDays, primary_service: ecs.IBaseService, canary_service: ecs.IBaseService,
-        primary_max_tasks: int, canary_tasks: int = 1,
+        primary_max_tasks: int, canary_traffic: CanaryTraffic, canary_tasks: int = 1,
     ) -> None:
         super().__init__(scope, construct_id)
         if not routes:
@@ -120,7 +161,7 @@ class TrafficShift(Construct):
         if not 1 <= canary_tasks <= primary_max_tasks:
             raise ValueError(f"canary_tasks={canary_tasks} is invalid: expected 1 to primary_max_tasks ({primary_max_tasks})")
         stack = cdk.Stack.of(self)
-        self.settings, self.alarm_names = settings, list(alarm_names)
+        self.settings, self.alarm_names, self.canary_traffic = settings, list(alarm_names), canary_traffic
         self._mesh_name = _name(mesh, "mesh_name")
         self._routes = list(routes)
         self._node_names = {"primary": _name(primary_node, "virtual_node_name"), "canary": _name(canary_node, "virtual_node_name")}
@@ -151,9 +192,10 @@ class TrafficShift(Construct):
             "W3005": "CDK writes a DependsOn on the state machine's role beside the one on the role's policy, which the state machine needs first"})
         acknowledge_nag(
             self.role,
-            "The state machine's log delivery (logs:*LogDelivery, logs:Describe*) and X-Ray tracing "
-            "(xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) actions have no resource-level permissions; "
-            "the App Mesh, CloudWatch and ECS statements name this service's route, alarm and ECS service ARNs",
+            "The state machine's log delivery (logs:*LogDelivery, logs:Describe*), X-Ray tracing "
+            "(xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) and the canary's request count "
+            "(cloudwatch:GetMetricData) actions have no resource-level permissions; "
+            "the App Mesh, CloudWatch alarm and ECS statements name this service's route, alarm and ECS service ARNs",
             "AwsSolutions-IAM5[Resource::*]",
         )
         acknowledge_nag(
@@ -169,7 +211,7 @@ class TrafficShift(Construct):
         settings = self.settings
         rolled_back = sfn.Fail(
             self, "RolledBack", error=ROLLED_BACK_ERROR,
-            cause="An alarm was in ALARM (or missing, the canary did not scale out, or a call failed): all traffic is "
+            cause="An alarm was in ALARM (or missing, the canary did not scale out or was not exercised, or a call failed): all traffic is "
                   "back on the primary node and the canary back to its own task count")
         # Traffic first, then tasks: a canary scaled in while it still takes its share would be overloaded.
         scale_in = self._update_canary_count("ScaleInCanary", self._canary_tasks,
@@ -188,25 +230,68 @@ class TrafficShift(Construct):
         chain = sfn.Chain.start(self._describe_route()).next(self._alarm_check("Start", rollback))
         for step, percent in enumerate(settings.steps_percent, start=1):
             shift = self._set_weights(f"Shift{step}", canary_percent=percent, catch=rollback)
-            chain = chain.next(self._scale_canary(step, percent, rollback)).next(shift).next(self._bake(step, percent, rollback))
+            chain = chain.next(self._scale_canary(step, percent, rollback)).next(shift).next(self._bake(step, percent, rollback)) \
+                .next(self._traffic_gate(step, percent, rollback))
         return chain.next(sfn.Succeed(
             self, "Promoted", comment="All traffic on the canary node; promote its image to the primary"))
 
     def _bake(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
         """Wait a minute, read the alarms, repeat until ``bake_minutes`` have passed; roll back at the first alarm."""
         checks = self.settings.bake_minutes * 60 // CHECK_INTERVAL_SECONDS
-        start = sfn.Pass(self, f"StartBake{step}", result=sfn.Result.from_object({"checksLeft": checks}), result_path="$.bake",
+        # startedAt: where the canary's request count after the bake begins (after the shift).
+        start = sfn.Pass(self, f"StartBake{step}", result_path="$.bake",
+                         parameters={"checksLeft": checks, "startedAt": sfn.JsonPath.string_at("$$.State.EnteredTime")},
                          comment=f"Bake {self.settings.bake_minutes} min at {percent} % canary: {checks} alarm checks")
         wait = sfn.Wait(self, f"Bake{step}", time=sfn.WaitTime.duration(cdk.Duration.seconds(CHECK_INTERVAL_SECONDS)))
         count_down = sfn.Pass(
             self, f"CountDown{step}", result_path="$.bake",
-            parameters={"checksLeft": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.bake.checksLeft"), -1)})
+            parameters={"checksLeft": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.bake.checksLeft"), -1),
+                        "startedAt": sfn.JsonPath.string_at("$.bake.startedAt")})
         done = sfn.Pass(self, f"Baked{step}", result_path=sfn.JsonPath.DISCARD)
         left = sfn.Choice(self, f"BakeLeft{step}").when(
             sfn.Condition.number_greater_than("$.bake.checksLeft", 0), wait).otherwise(done)
         start.next(wait).next(self._alarm_check(f"{step}", rollback, on_ok=count_down))
         count_down.next(left)
         return sfn.Chain.custom(start, [done], start)
+
+    def _traffic_gate(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
+        """After the bake: go on only if the canary answered at least ``min_requests`` in it (see the module's
+        docstring: quiet alarms say nothing about a canary without metrics)."""
+        traffic = self.canary_traffic
+        dimensions = [{"Name": "service.name", "Value": traffic.service_name}, {"Name": VARIANT_ATTRIBUTE, "Value": "canary"}]
+        queries: list[dict[str, Any]] = [
+            {"Id": query_id, "ReturnData": False, "MetricStat": {
+                "Metric": {"Namespace": traffic.namespace, "MetricName": name, "Dimensions": dimensions},
+                "Period": TRAFFIC_READ_PERIOD_SECONDS, "Stat": "SampleCount"}}
+            for query_id, name in traffic.metrics.items()]
+        # FILL: a minute without datapoints adds 0 instead of leaving a gap in the sum.
+        total = " + ".join(f"FILL({query_id}, 0)" for query_id in traffic.metrics)
+        queries.append({"Id": "served", "ReturnData": True, "Label": "canary requests since the bake began",
+                        "Expression": f"RUNNING_SUM({total})"})
+        read = tasks.CallAwsService(
+            self, f"CountCanaryRequests{step}", service="cloudwatch", action="getMetricData",
+            # GetMetricData has no resource-level permissions.
+            iam_action="cloudwatch:GetMetricData", iam_resources=["*"],
+            comment=f"The canary's requests in its bake at {percent} %: the newest running sum is the total",
+            parameters={"MetricDataQueries": queries, "ScanBy": "TimestampDescending",
+                        "StartTime": sfn.JsonPath.string_at("$.bake.startedAt"),
+                        "EndTime": sfn.JsonPath.string_at("$$.State.EnteredTime")},
+            # Only the expression returns data; a canary without metrics gives no values at all.
+            result_selector={"Values.$": "$.MetricDataResults[0].Values"}, result_path="$.traffic")
+        read.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+        read.add_catch(rollback, result_path="$.error")
+        not_exercised = sfn.Pass(
+            self, f"CanaryNotExercised{step}", result_path="$.error",
+            result=sfn.Result.from_object({"Error": NOT_EXERCISED_ERROR, "Cause": (
+                f"The canary answered fewer than {traffic.min_requests} requests in its {self.settings.bake_minutes} min at "
+                f"{percent} % (or sent no metrics): its alarms could not judge it")}))
+        not_exercised.next(rollback)
+        served = sfn.Pass(self, f"CanaryServed{step}", result_path=sfn.JsonPath.DISCARD)
+        gate = sfn.Choice(self, f"TrafficGate{step}").when(
+            sfn.Condition.and_(sfn.Condition.is_present("$.traffic.Values[0]"),
+                               sfn.Condition.number_greater_than_equals("$.traffic.Values[0]", traffic.min_requests)), served
+        ).otherwise(not_exercised)
+        return sfn.Chain.custom(read, [served], read.next(gate))
 
     def _scale_canary(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
         """Give the canary its share of the primary's tasks for ``percent`` %, then wait (bounded) until they run."""

@@ -14,7 +14,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from constructs.meshed_service.adot import VARIANT_ATTRIBUTE
+from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION, VARIANT_ATTRIBUTE
 from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate, service_connect_metric
 
 from .facade import NamedAlarms, dashboard_facade
@@ -27,10 +27,9 @@ CONTAINER_INSIGHTS = "ECS/ContainerInsights"
 NO_TASKS_MINUTES = 5
 # What the ADOT sidecar exports (constructs/meshed_service/adot-collector.yaml): the services' duration
 # histograms as exponential histograms (EMF Values/Counts: percentiles as well as SampleCount, Sum, Min, Max),
-# with these dimension sets; App Mesh tasks add {service.name, deployment.variant} and, for the canary
-# alarms, {service.name, deployment.variant, http.response.status_code | rpc.grpc.status_code}.
-HTTP_DURATION = "http.server.request.duration"  # seconds; dimensions {service.name}, {service.name, error.type}
-GRPC_DURATION = "rpc.server.duration"  # milliseconds; {service.name}, {service.name, rpc.grpc.status_code}
+# HTTP_DURATION and GRPC_DURATION (adot.py, where the traffic shift reads them too), with the dimension sets
+# noted there; App Mesh tasks add {service.name, deployment.variant} and, for the canary alarms,
+# {service.name, deployment.variant, http.response.status_code | rpc.grpc.status_code}.
 PERCENTILES = ("p50", "p95", "p99")
 # What servicekit answers 5xx with (servicekit.errors.HTTP_STATUS_CODES; an unhandled exception is a 500).
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
