@@ -315,7 +315,8 @@ class ServicesStack(cdk.Stack):
         alarms += [f"{prefix}-{service.name}-canary-5xx-rate", f"{prefix}-{service.name}-canary-p95-latency"]
         if service.grpc_port:
             alarms += [f"{prefix}-{service.name}-canary-grpc-error-rate", f"{prefix}-{service.name}-canary-grpc-p95-latency"]
-        alarms += [f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired"]
+        alarms += [f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired",
+                   f"{prefix}-{service.name}-canary-no-running-tasks"]
         shift = TrafficShift(
             self, f"{service.name}-traffic-shift", state_machine_name=f"{prefix}-{service.name}-traffic-shift",
             mesh=mesh.mesh, routes=mesh.routes[service.name],

@@ -447,7 +447,8 @@ def test_the_alarms_checked_are_the_services_own_and_exist_in_the_observability_
             (names,) = checked
             assert {f"mf-{name}-lb-group0-5xx-rate", f"mf-{name}-lb-group0-p95-latency"} <= set(names)
             # The canary's own traffic (the load balancer sends it nothing): its 5xx rate and p95, gRPC too for persona.
-            canary = {f"mf-{name}-canary-5xx-rate", f"mf-{name}-canary-p95-latency", f"mf-{name}-canary-tasks-below-desired"}
+            canary = {f"mf-{name}-canary-5xx-rate", f"mf-{name}-canary-p95-latency", f"mf-{name}-canary-tasks-below-desired",
+                      f"mf-{name}-canary-no-running-tasks"}
             if name == "persona":
                 canary |= {"mf-persona-canary-grpc-error-rate", "mf-persona-canary-grpc-p95-latency"}
             assert canary <= set(names)

@@ -69,7 +69,8 @@ class ServiceMonitoring(Construct):
 
     - per target group: ``<prefix>-<name>-lb-group<i>-unhealthy-targets`` (and with
       ``load_balancer_alarms`` the 5xx-rate and p95-latency alarms a Service Connect deployment would own);
-    - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired``;
+    - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired`` and ``-no-running-tasks`` (no task, or no
+      task metrics, for NO_TASKS_MINUTES);
     - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
