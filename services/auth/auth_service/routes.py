@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Response, status
 from servicekit.aws import run_sync
 from servicekit.errors import ApiError, error_responses
+from servicekit.logging import get_logger
 
 from .accounts import Accounts
 from .errors import AccountLocked, InvalidCredentials, SigningKeyError, UsernameTaken
@@ -17,30 +18,44 @@ from .models import Jwks, LoginRequest, RegisterRequest, TokenClaims, TokenRespo
 from .tokens import Tokens
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 # Each Argon2 computation holds ARGON2_MEMORY_KIB and a core; bounding them keeps a login burst
 # from exhausting the task's memory (excess requests wait their turn instead).
 MAX_CONCURRENT_HASHES = 4
+# How many more may wait for a turn; beyond that, a burst of logins or registrations (anyone may send them)
+# is turned away at once with 503 and Retry-After instead of queueing without end behind the real ones.
+MAX_WAITING_HASHES = 32
 JWKS_MAX_AGE_SECONDS = 300
 
 
 def _key_unavailable(exc: SigningKeyError) -> ApiError:
-    return ApiError(503, "signing_key_unavailable", f"signing key unavailable: {exc}")
+    # The reason (it names the secret) goes to the log, not to the caller.
+    log.error("signing key unavailable: %s", exc)
+    return ApiError(503, "signing_key_unavailable", "the signing key is unavailable; retry later", headers={"Retry-After": "30"})
 
 
 def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRouter:
     router = APIRouter()
     hash_slots = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+    hash_requests = 0  # running or waiting
 
     async def hashing(fn: Callable[..., T], *args: Any) -> T:
-        async with hash_slots:
-            return await run_sync(fn, *args)
+        nonlocal hash_requests
+        if hash_requests >= MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES:
+            raise ApiError(503, "busy", "too many logins and registrations in progress; retry shortly", headers={"Retry-After": "1"})
+        hash_requests += 1
+        try:
+            async with hash_slots:
+                return await run_sync(fn, *args)
+        finally:
+            hash_requests -= 1
 
     @router.post(
         "/v1/users",
         status_code=status.HTTP_201_CREATED,
         response_model=UserResponse,
-        responses=error_responses(409, 422),
+        responses=error_responses(409, 422, 503),
         summary="Register a user",
         tags=["users"],
     )

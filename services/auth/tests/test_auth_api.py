@@ -149,7 +149,8 @@ def test_ready_when_the_table_is_reachable(client):
 def test_not_ready_when_the_table_is_missing(make_client):
     resp = make_client(table_name="mf-auth-missing").get("/health/ready")
     assert resp.status_code == 503
-    assert resp.json()["error"]["details"]["checks"]["dynamodb"].startswith("ResourceNotFoundException")
+    assert resp.json()["error"]["details"]["checks"]["dynamodb"] == "failing"
+    assert "ResourceNotFoundException" not in resp.text  # the reason is logged, not answered
 
 
 def test_still_ready_but_token_routes_answer_503_while_the_signing_key_secret_is_missing(make_client):
@@ -162,6 +163,7 @@ def test_still_ready_but_token_routes_answer_503_while_the_signing_key_secret_is
     assert resp.status_code == 503 and error_of(resp)["code"] == "signing_key_unavailable"
     resp = client.get("/.well-known/jwks.json")
     assert resp.status_code == 503 and error_of(resp)["code"] == "signing_key_unavailable"
+    assert "mf/auth/missing" not in resp.text and resp.headers["Retry-After"]  # the secret's name is logged only
 
 
 def test_unreachable_table_answers_503_on_register_and_login(secrets, clock, fast_argon2):
@@ -210,3 +212,34 @@ def test_logs_never_contain_passwords_or_tokens(client):
     text = out.getvalue()
     assert "login failed" in text and "login succeeded" in text  # the events are logged...
     assert PASSWORD not in text and "wrong password!!" not in text and token not in text  # ...the secrets are not
+
+
+def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, monkeypatch):
+    """Logins and registrations queue for Argon2, but only so many: the rest get 503 busy with Retry-After
+    instead of waiting behind an anonymous burst."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from auth_service import routes
+    from auth_service.accounts import Accounts
+    from auth_service.errors import InvalidCredentials
+
+    monkeypatch.setattr(routes, "MAX_CONCURRENT_HASHES", 1)
+    monkeypatch.setattr(routes, "MAX_WAITING_HASHES", 1)
+    release = threading.Event()
+
+    def slow_wrong_password(self, username, password):
+        release.wait(5)
+        raise InvalidCredentials()
+
+    monkeypatch.setattr(Accounts, "authenticate", slow_wrong_password)
+    client = make_client()
+    with ThreadPoolExecutor(3) as pool:
+        # One hashes (and blocks), one waits; the third finds the queue full, whichever it is.
+        pending = [pool.submit(login, client, f"user{n}") for n in range(3)]
+        done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
+        release.set()
+        answers = sorted((f.result() for f in pending), key=lambda r: r.status_code)
+    assert done and [r.status_code for r in answers] == [401, 401, 503]  # the queued ones were served
+    assert error_of(answers[2])["code"] == "busy" and answers[2].headers["Retry-After"] == "1"
+    assert login(client, "user3").status_code == 401  # and the queue is open again

@@ -32,7 +32,7 @@ def new_correlation_id() -> str:
 
 
 def is_valid(value: str | None) -> bool:
-    return bool(value) and bool(_VALID.match(value))  # type: ignore[arg-type]
+    return bool(value) and bool(_VALID.fullmatch(value))  # type: ignore[arg-type]
 
 
 def set_correlation_id(value: str | None) -> Token:

@@ -39,7 +39,7 @@ _NOT_REPLAYED = frozenset({401, 403, 429})
 
 
 def validate_key(key: str) -> str:
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ -")
     return key
 

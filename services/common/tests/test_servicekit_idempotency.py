@@ -150,3 +150,11 @@ async def test_failing_to_record_the_response_still_answers_it(client, app_and_c
     monkeypatch.setattr(app_and_calls[2], "complete", broken_complete)
     response = await _post(client, "apple")
     assert response.status_code == 201 and response.json()["sku"] == "apple"
+
+
+@pytest.mark.parametrize("key", ["key\n", "key\r\n"])
+def test_a_key_with_a_trailing_line_break_is_refused(key):
+    """``$`` alone would accept a final newline: keys are matched whole."""
+    with pytest.raises(ApiError) as refused:
+        idempotency.validate_key(key)
+    assert refused.value.status == 400

@@ -116,3 +116,10 @@ def test_a_line_written_without_a_log_record_is_the_line_the_record_would_have_m
             assert direct == handler.formatter.format(record)
             # Plain values and the encoder's fallback alike; our fixed fields win over a same-named extra.
             assert json.loads(direct)["level"] == "INFO" and json.loads(direct)["path"] == plain["path"]
+
+
+def test_a_client_correlation_id_is_taken_only_whole():
+    """A trailing line break (which ``$`` alone would let through) makes the id one of our own instead."""
+    from servicekit.correlation import is_valid
+
+    assert is_valid("corr-123") and not is_valid("corr-123\n") and not is_valid("x" * 129)

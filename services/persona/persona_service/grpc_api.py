@@ -111,13 +111,13 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     @staticmethod
     async def _persona_id(request: Any, context: grpc.aio.ServicerContext) -> str:
         # A malformed id cannot name a persona: same answer as an unknown one.
-        if not st.ID_PATTERN.match(request.persona_id):
+        if not st.ID_PATTERN.fullmatch(request.persona_id):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"persona {request.persona_id[:128]!r} not found")
         return request.persona_id
 
     @staticmethod
     async def _session_id(request: Any, context: grpc.aio.ServicerContext) -> str:
-        if not st.ID_PATTERN.match(request.session_id):
+        if not st.ID_PATTERN.fullmatch(request.session_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session_id must be 1-128 characters of [A-Za-z0-9_-]")
         return request.session_id
 

@@ -207,7 +207,7 @@ class PersonaStore:
         attributes: dict[str, str] | None = None,
         max_sessions: int | None = None,
     ) -> Persona:
-        if not ID_PATTERN.match(persona_id):
+        if not ID_PATTERN.fullmatch(persona_id):
             raise PersonaNotFound(persona_id[:128])
         sets = ["updated_at = :updated_at"]
         values: dict[str, Any] = {"updated_at": _iso(self._clock()), "owner": owner}
@@ -276,7 +276,7 @@ class PersonaStore:
 
     def reserve(self, persona_id: str, session_id: str, owner: str) -> Reservation:
         """Hold a slot for `session_id` (idempotent: the same session gets its existing hold back)."""
-        if not ID_PATTERN.match(session_id):
+        if not ID_PATTERN.fullmatch(session_id):
             raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9_-]")
         for _ in range(_ATTEMPTS):
             now = self._clock()
@@ -338,7 +338,7 @@ class PersonaStore:
             current = self._get_reservation(persona_id, session_id)
             if current is None:
                 tombstone = Reservation(persona_id, session_id, RELEASED, reason=reason)
-                if persona is None or not ID_PATTERN.match(session_id):
+                if persona is None or not ID_PATTERN.fullmatch(session_id):
                     return tombstone  # nothing can ever have been reserved under these ids
                 if self._put_tombstone(tombstone):
                     return tombstone
@@ -409,13 +409,13 @@ class PersonaStore:
         return {k: _serializer.serialize(v) for k, v in plain.items()}
 
     def _get_persona(self, persona_id: str) -> Persona | None:
-        if not ID_PATTERN.match(persona_id):
+        if not ID_PATTERN.fullmatch(persona_id):
             return None
         item = self._db.get_item(TableName=self._table, Key=_persona_key(persona_id), ConsistentRead=True).get("Item")
         return _to_persona(item) if item else None
 
     def _get_reservation(self, persona_id: str, session_id: str) -> Reservation | None:
-        if not (ID_PATTERN.match(persona_id) and ID_PATTERN.match(session_id)):
+        if not (ID_PATTERN.fullmatch(persona_id) and ID_PATTERN.fullmatch(session_id)):
             return None
         key = _reservation_key(persona_id, session_id)
         item = self._db.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")

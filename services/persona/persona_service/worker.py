@@ -59,7 +59,7 @@ class SlotEventHandlers:
     async def session_cancelled(self, data: dict[str, Any], envelope: Any = None) -> None:
         persona_id, session_id = _ids(data)
         reason = data.get("reason")
-        if not isinstance(reason, str) or not _REASON.match(reason):
+        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
             reason = DEFAULT_CANCEL_REASON  # SlotReleased's schema demands a snake_case reason
         await run_sync(self._store.release, persona_id, session_id, reason)
         ids = {"session_id": session_id, "persona_id": persona_id}

@@ -125,3 +125,13 @@ def test_concurrent_reserves_never_exceed_max_sessions(store, atomic_moto):
         outcomes = list(pool.map(attempt, range(12)))
     assert outcomes.count("held") == 3 and outcomes.count("full") == 9
     assert store.get(persona.persona_id, "user-a").reserved == 3
+
+
+def test_a_reservation_for_an_id_with_a_trailing_line_break_is_refused(store):
+    """Ids are matched whole: ``$`` alone would let "<id>\n" through to DynamoDB as a key of its own."""
+    persona = store.create("user-a", "Ada", {}, 2)
+    with pytest.raises(st.PersonaNotFound):
+        store.reserve(persona.persona_id + "\n", "s1", "user-a")
+    with pytest.raises(ValueError, match="session_id"):
+        store.reserve(persona.persona_id, "s1\n", "user-a")
+    assert store.reserve(persona.persona_id, "s1", "user-a").session_id == "s1"
