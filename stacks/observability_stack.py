@@ -11,6 +11,7 @@ from constructs.meshed_service import MeshedFargateService
 from constructs.meshed_service.service_connect import discovery_name
 from constructs.observability import (
     CanaryAlarms,
+    GrpcAlarms,
     LoadBalancerAlarms,
     MeshedService,
     MonitoredQueue,
@@ -77,6 +78,8 @@ class ObservabilityStack(cdk.Stack):
                     max_p95_latency_ms=config.deployment.alarm_p95_latency_ms),
                 mesh_discovery_name=discovery_name(service.name) if service_connect else None,
                 grpc=service.grpc_port is not None,
+                grpc_alarms=GrpcAlarms(max_error_percent=config.deployment.alarm_5xx_percent,
+                                       max_p95_latency_ms=config.deployment.alarm_p95_latency_ms),
                 deployment_alarms=[alarm for v in variants for alarm in _deployment_alarms(v)],
                 spot_interruptions=self.spot_interruptions,
                 # App Mesh: the canary's own 5xx rate and p95, which its traffic shift rolls back on.

@@ -17,7 +17,7 @@ SERVICES = ("auth", "persona", "vc-start")
 TARGET = "persona"  # cdk.json's chaos.service
 TEMPLATES = {"stop_tasks": f"mf-{TARGET}-stop-tasks", "network_faults": f"mf-{TARGET}-network-faults", "az_outage": "mf-az-outage"}
 # Not the App Mesh canary's own alarms (mf-<service>-canary-5xx-rate...): a release's share of the mesh's calls, not an SLO.
-SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?P<service>[a-z-]+?)-((lb-group\d-)?(5xx-rate|p95-latency)|no-running-tasks)$")
+SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?P<service>[a-z-]+?)-((lb-group\d-|grpc-)?(5xx-rate|p95-latency|error-rate)|no-running-tasks)$")
 
 
 def _chaos(region: str) -> str:

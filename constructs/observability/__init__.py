@@ -5,11 +5,11 @@ from .platform_monitoring import MeshedService, MonitoredQueue, PlatformMonitori
 from .quota_counter import QuotaCounter
 from .quotas import QUOTAS, CountedQuota, ServiceQuota
 from .sampling import TraceSampling
-from .service_monitoring import CanaryAlarms, LoadBalancerAlarms, MonitoredTasks, ServiceMonitoring
+from .service_monitoring import CanaryAlarms, GrpcAlarms, LoadBalancerAlarms, MonitoredTasks, ServiceMonitoring
 from .spot_interruptions import SpotInterruptionMetric
 
 __all__ = [
-    "CanaryAlarms", "CountedQuota", "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks",
+    "CanaryAlarms", "CountedQuota", "GrpcAlarms", "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks",
     "PlatformMonitoring", "QUOTAS", "QuotaCounter",
     "RUNBOOK_DIRECTORY", "ServiceMonitoring", "ServiceQuota", "SpotInterruptionMetric", "TraceSampling",
     "dashboard_facade", "runbook_link",

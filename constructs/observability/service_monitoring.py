@@ -57,6 +57,15 @@ class CanaryAlarms:
 
 
 @dataclass(frozen=True)
+class GrpcAlarms:
+    """Server-error-rate and p95 alarms on a gRPC service's own calls (every caller, both variants): no
+    load balancer or Service Connect metric sees gRPC status codes, which travel in trailers."""
+
+    max_error_percent: float
+    max_p95_latency_ms: int
+
+
+@dataclass(frozen=True)
 class LoadBalancerAlarms:
     """5xx-rate and p95-latency alarms on the target groups, for a service no deployment alarm covers."""
 
@@ -72,6 +81,8 @@ class ServiceMonitoring(Construct):
     - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired`` and ``-no-running-tasks`` (no task, or no
       task metrics, for NO_TASKS_MINUTES);
     - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
+    - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-error-rate`` and ``-grpc-p95-latency`` on the
+      service's own gRPC calls;
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
 
@@ -84,7 +95,7 @@ class ServiceMonitoring(Construct):
         error_log_namespace: str, load_balancer: elbv2.IApplicationLoadBalancer | None = None,
         target_groups: Sequence[elbv2.IApplicationTargetGroup] = (),
         load_balancer_alarms: LoadBalancerAlarms | None = None, mesh_discovery_name: str | None = None,
-        grpc: bool = False, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
+        grpc: bool = False, grpc_alarms: GrpcAlarms | None = None, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
         spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
         below_desired_minutes: int = 10, canary_alarms: CanaryAlarms | None = None,
     ) -> None:
@@ -104,7 +115,7 @@ class ServiceMonitoring(Construct):
             raise ValueError(f"{name}: give load_balancer and target_groups together, or neither")
         if load_balancer:
             self._load_balancer(load_balancer, target_groups, load_balancer_alarms)
-        self._own_metrics(grpc)
+        self._own_metrics(grpc, grpc_alarms)
         if canary_alarms:
             self._canary(canary_alarms, grpc)
         if mesh_discovery_name:
@@ -209,7 +220,32 @@ class ServiceMonitoring(Construct):
             monitoring.CustomMetricGroup(title="Targets", metrics=health),
         ], description="AWS/ApplicationELB, per target group of the service's listener rule")
 
-    def _own_metrics(self, grpc: bool) -> None:
+    def _rate_alarm(self, what: str, requests: cloudwatch.IMetric, errors: dict[str, cloudwatch.IMetric], *, threshold: float,
+                    label: str, summary: str, runbook: str) -> monitoring.CustomMetricWithAlarm:
+        """``<prefix>-<name>-<what>``: ``errors`` (summed) as a percentage of ``requests`` above ``threshold`` in 2 of 3
+        minutes; minutes with fewer than MIN_REQUESTS_PER_MINUTE requests count as 0 %."""
+        failed = cloudwatch.MathExpression(expression=" + ".join(f"FILL({i}, 0)" for i in errors), using_metrics=errors,
+                                           period=MINUTE, label="failed")
+        return monitoring.CustomMetricWithAlarm(
+            metric=error_rate(failed, requests, label=label), alarm_friendly_name=what,
+            add_alarm=self.named_alarm(
+                monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
+                threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                datapoints_to_alarm=2, evaluation_periods=3, treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+
+    def _p95_alarm(self, what: str, metric: cloudwatch.IMetric, *, threshold: float, summary: str,
+                   runbook: str) -> monitoring.CustomMetricWithAlarm:
+        """``<prefix>-<name>-<what>``: ``metric`` (a p95) above ``threshold`` in 2 of 3 minutes, not judging minutes with
+        too few samples."""
+        return monitoring.CustomMetricWithAlarm(
+            metric=metric, alarm_friendly_name=what,
+            add_alarm=self.named_alarm(
+                monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
+                threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
+                treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+
+    def _own_metrics(self, grpc: bool, grpc_alarms: GrpcAlarms | None) -> None:
         """What the service itself measures (OTel, exported by the ADOT sidecar as EMF)."""
         ns = self.metrics_namespace
         service = {"service.name": self.name}
@@ -240,6 +276,24 @@ class ServiceMonitoring(Construct):
                 monitoring.CustomMetricGroup(title="gRPC duration (milliseconds)", metrics=[
                     *(own(GRPC_DURATION, p, p) for p in PERCENTILES), own(GRPC_DURATION, "Maximum", "maximum")]),
             ]
+        if grpc and grpc_alarms:
+            def status(code: int) -> cloudwatch.Metric:
+                return cloudwatch.Metric(namespace=ns, metric_name=GRPC_DURATION, statistic="SampleCount", period=MINUTE,
+                                         label=str(code), dimensions_map={**service, "rpc.grpc.status_code": str(code)})
+
+            codes = ", ".join(map(str, GRPC_SERVER_ERROR_CODES))
+            groups += [
+                monitoring.CustomMetricGroup(title="gRPC server errors (% of calls)", metrics=[self._rate_alarm(
+                    "grpc-error-rate", own(GRPC_DURATION, "SampleCount", "calls"),
+                    {f"c{code}": status(code) for code in GRPC_SERVER_ERROR_CODES}, threshold=grpc_alarms.max_error_percent,
+                    label="failed with a server error, % of calls", runbook="elevated-5xx",
+                    summary=(f"{self.name}: more than {grpc_alarms.max_error_percent:g}% of its gRPC calls failed with a server "
+                             f"error ({codes}); minutes with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0 %"))]),
+                monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[self._p95_alarm(
+                    "grpc-p95-latency", own(GRPC_DURATION, "p95", "p95"), threshold=grpc_alarms.max_p95_latency_ms,
+                    runbook="latency-slo-breach",
+                    summary=f"{self.name}: p95 duration of its gRPC calls above {grpc_alarms.max_p95_latency_ms} ms")]),
+            ]
         self._custom("The service's own metrics", groups, description=(
             f"Namespace `{ns}`, from the service's OpenTelemetry instruments: every request the service answers, "
             "whoever sent it (load balancer or mesh). Durations are exponential histograms, so the percentiles "
@@ -254,26 +308,11 @@ class ServiceMonitoring(Construct):
                                      dimensions_map={"service.name": self.name, VARIANT_ATTRIBUTE: name, **dimensions})
 
         def rate_alarm(what: str, requests: cloudwatch.Metric, errors: dict[str, cloudwatch.Metric], summary: str):
-            failed = cloudwatch.MathExpression(expression=" + ".join(f"FILL({i}, 0)" for i in errors), using_metrics=errors,
-                                               period=MINUTE, label="failed")
-            return monitoring.CustomMetricWithAlarm(
-                metric=error_rate(failed, requests, label="canary: failed, % of its requests"), alarm_friendly_name=f"canary-{what}",
-                add_alarm=self.named_alarm(
-                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
-                    summary=summary, runbook="canary-rollback", threshold=alarms.max_5xx_percent,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    datapoints_to_alarm=2, evaluation_periods=3,
-                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+            return self._rate_alarm(f"canary-{what}", requests, errors, threshold=alarms.max_5xx_percent,
+                                    label="canary: failed, % of its requests", summary=summary, runbook="canary-rollback")
 
         def p95_alarm(what: str, metric: cloudwatch.Metric, threshold: float, summary: str):
-            return monitoring.CustomMetricWithAlarm(
-                metric=metric, alarm_friendly_name=f"canary-{what}",
-                add_alarm=self.named_alarm(
-                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"canary-{what}"),
-                    summary=summary, runbook="canary-rollback", threshold=threshold,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
-                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+            return self._p95_alarm(f"canary-{what}", metric, threshold=threshold, summary=summary, runbook="canary-rollback")
 
         limit = f"; minutes with fewer than {MIN_REQUESTS_PER_MINUTE} requests or calls count as 0 %"
         groups = [
