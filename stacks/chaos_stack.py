@@ -70,8 +70,10 @@ class ChaosStack(cdk.Stack):
         all_slo = slo_stop_condition(
             self, "AllServicesSlo", alarm_name=f"{prefix}-services-slo",
             alarms=self._alarms([name for service in config.services
-                                 for name in slo_alarm_names(services, observability, service.name)]),
-            summary="any service: a 5xx-rate, p95-latency or no-running-tasks alarm")
+                                 for name in slo_alarm_names(services, observability, service.name)]
+                                # The load balancer's own 5xx: what an AZ lost to its targets shows first.
+                                + [name for name in observability.platform.alarm_names if name.endswith("-load-balancer-5xx-rate")]),
+            summary="any service: a 5xx-rate, p95-latency or no-running-tasks alarm, or the load balancer's own 5xx")
 
         cluster_name = platform.cluster_name
         duration = cdk.Duration.minutes(chaos.duration_minutes)

@@ -13,6 +13,7 @@ from constructs.observability import (
     CanaryAlarms,
     GrpcAlarms,
     LoadBalancerAlarms,
+    LoadBalancerErrors,
     MeshedService,
     MonitoredQueue,
     MonitoredTasks,
@@ -109,6 +110,8 @@ class ObservabilityStack(cdk.Stack):
             dead_letter_runbooks={"counted-quotas": "quota-exhaustion",
                                   **{f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs}},
             quota_alarm_percent=config.observability.quota_alarm_percent, quotas=QUOTAS + self.quota_counter.quotas,
+            load_balancer_errors=LoadBalancerErrors(services.ingress.load_balancer, config.deployment.alarm_5xx_percent)
+            if services.ingress.load_balancer else None,
         )
 
         self.sampling = TraceSampling(

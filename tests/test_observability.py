@@ -187,6 +187,22 @@ def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
         assert ("PERIOD(" in expression) == (dimensions["Type"] == "API")
 
 
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_the_load_balancers_own_5xx_have_an_alarm(request, variant):
+    """A target that hangs (504), resets (502) or is missing (503) is in no target group's metrics."""
+    alarms = _alarms(request.getfixturevalue(variant), _observability())
+    alarm = alarms["mf-load-balancer-5xx-rate"]
+    by_id = {m["Id"]: m for m in alarm["Metrics"]}
+    assert {i: m["MetricStat"]["Metric"]["MetricName"] for i, m in by_id.items() if "MetricStat" in m} == {
+        "requests": "RequestCount", "elb": "HTTPCode_ELB_5XX_Count"}
+    assert all([d["Name"] for d in m["MetricStat"]["Metric"]["Dimensions"]] == ["LoadBalancer"] for m in by_id.values() if "MetricStat" in m)
+    (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+    # The 503s (no target chosen) are not in RequestCount: they are added back before dividing.
+    assert expression == "IF(FILL(requests, 0) + FILL(elb, 0) >= 20, 100 * FILL(elb, 0) / (FILL(requests, 0) + FILL(elb, 0)), 0)"
+    assert (alarm["Threshold"], alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (1, 2, 3)
+    assert alarm["AlarmDescription"].endswith("runbooks/elevated-5xx.md")
+
+
 def test_service_alarms_cover_targets_tasks_and_error_logs(dev):
     alarms = _alarms(dev, _observability())
     for name in SERVICES:
@@ -242,8 +258,10 @@ def test_service_connect_keeps_its_deployment_alarms_and_app_mesh_gets_load_bala
     for name in SERVICES:
         # Service Connect: the services stack owns the 5xx and p95 alarms (they roll deployments back).
         assert {f"mf-{name}-5xx-rate", f"mf-{name}-lb-group0-5xx-rate"} <= set(_alarms(dev, "mf-eu-central-1/services"))
-        # (The observability stack's only ones are persona's gRPC alarms: neither mesh nor load balancer sees gRPC status.)
-        assert not any("5xx" in n or "p95" in n for n in _alarms(dev, _observability()) if "-grpc-" not in n)
+        # The observability stack's are only persona's gRPC alarms (neither mesh nor load balancer sees gRPC status) and
+        # the load balancer's own 5xx (no target group has them).
+        assert not any("5xx" in n or "p95" in n for n in _alarms(dev, _observability())
+                       if "-grpc-" not in n and n != "mf-load-balancer-5xx-rate")
         # App Mesh has no deployment alarms: the observability stack alarms on the load balancer's view.
         mesh_alarms = _alarms(appmesh, _observability())
         rate, latency = mesh_alarms[f"mf-{name}-lb-group0-5xx-rate"], mesh_alarms[f"mf-{name}-lb-group0-p95-latency"]

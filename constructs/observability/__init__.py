@@ -1,7 +1,7 @@
 """Observability: dashboards and alarms built with cdk-monitoring-constructs, and X-Ray sampling rules."""
 
 from .facade import RUNBOOK_DIRECTORY, dashboard_facade, runbook_link
-from .platform_monitoring import MeshedService, MonitoredQueue, PlatformMonitoring
+from .platform_monitoring import LoadBalancerErrors, MeshedService, MonitoredQueue, PlatformMonitoring
 from .quota_counter import QuotaCounter
 from .quotas import QUOTAS, CountedQuota, ServiceQuota
 from .sampling import TraceSampling
@@ -9,7 +9,7 @@ from .service_monitoring import CanaryAlarms, GrpcAlarms, LoadBalancerAlarms, Mo
 from .spot_interruptions import SpotInterruptionMetric
 
 __all__ = [
-    "CanaryAlarms", "CountedQuota", "GrpcAlarms", "LoadBalancerAlarms", "MeshedService", "MonitoredQueue", "MonitoredTasks",
+    "CanaryAlarms", "CountedQuota", "GrpcAlarms", "LoadBalancerAlarms", "LoadBalancerErrors", "MeshedService", "MonitoredQueue", "MonitoredTasks",
     "PlatformMonitoring", "QUOTAS", "QuotaCounter",
     "RUNBOOK_DIRECTORY", "ServiceMonitoring", "ServiceQuota", "SpotInterruptionMetric", "TraceSampling",
     "dashboard_facade", "runbook_link",

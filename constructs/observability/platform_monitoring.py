@@ -8,11 +8,12 @@ from typing import Mapping, Sequence
 import aws_cdk as cdk
 import cdk_monitoring_constructs as monitoring
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from constructs.meshed_service.alarms import service_connect_metric
+from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, service_connect_metric
 
 from .facade import NamedAlarms, dashboard_facade
 from .quotas import QUOTAS, CountedQuota, ServiceQuota
@@ -35,6 +36,14 @@ class MonitoredQueue:
 
 
 @dataclass(frozen=True)
+class LoadBalancerErrors:
+    """The 5xx the load balancer answers itself, as a percentage of its requests, above ``max_percent``."""
+
+    load_balancer: elbv2.IApplicationLoadBalancer
+    max_percent: float
+
+
+@dataclass(frozen=True)
 class MeshedService:
     """What the mesh section plots per service: its ECS service and Service Connect discovery name."""
 
@@ -51,7 +60,9 @@ class PlatformMonitoring(Construct):
     - per entry of ``dead_letter_queues`` (name -> a dead-letter queue of some other event target):
       ``<prefix>-<name>-dlq-not-empty``, whose runbook is ``dead_letter_runbooks[name]`` (default dlq-redrive);
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
-      applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric, or QuotaCounter's published percentage).
+      applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric, or QuotaCounter's published percentage);
+    - with ``load_balancer_errors``: ``<prefix>-load-balancer-5xx-rate``, the 5xx the load balancer answers
+      itself (502, 503, 504: no healthy target, a target that resets or does not answer in time).
 
     Exposes ``facade`` and ``alarm_names`` (every alarm it made).
     """
@@ -62,6 +73,7 @@ class PlatformMonitoring(Construct):
         cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
         max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota | CountedQuota] = QUOTAS,
         dead_letter_queues: Mapping[str, sqs.IQueue] | None = None, dead_letter_runbooks: Mapping[str, str] | None = None,
+        load_balancer_errors: LoadBalancerErrors | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_name_prefix = alarm_name_prefix
@@ -71,6 +83,8 @@ class PlatformMonitoring(Construct):
         self.facade.add_large_header("Network: interface endpoints and NAT gateways")
         self._endpoints(vpc_id, interface_endpoints)
         self._nat_gateways(nat_gateway_ids)
+        if load_balancer_errors:
+            self._load_balancer(load_balancer_errors)
         self.facade.add_large_header("Mesh")
         self._mesh(cluster_name, meshed_services)
         self.facade.add_large_header("Event queues and dead-letter queues")
@@ -84,6 +98,36 @@ class PlatformMonitoring(Construct):
     @property
     def alarm_names(self) -> list[str]:
         return self.named_alarm.names
+
+    def _load_balancer(self, watched: LoadBalancerErrors) -> None:
+        """The target groups' alarms (per service) count only what targets answer; a target that hangs (504), resets
+        (502) or is missing altogether (503) shows here, in AWS/ApplicationELB per load balancer only."""
+
+        def alb(metric_name: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=metric_name, statistic="Sum", period=MINUTE,
+                                     label=label, dimensions_map={"LoadBalancer": watched.load_balancer.load_balancer_full_name})
+
+        # RequestCount leaves out the requests no target was chosen for (the 503s), so they are added back; a 502 or
+        # 504 is then counted twice, which can only understate the rate.
+        rate = cloudwatch.MathExpression(
+            expression=(f"IF(FILL(requests, 0) + FILL(elb, 0) >= {MIN_REQUESTS_PER_MINUTE}, "
+                        "100 * FILL(elb, 0) / (FILL(requests, 0) + FILL(elb, 0)), 0)"),
+            using_metrics={"requests": alb("RequestCount", "requests"), "elb": alb("HTTPCode_ELB_5XX_Count", "5xx")},
+            period=MINUTE, label="answered 5xx by the load balancer, % of requests")
+        self.facade.monitor_custom(
+            human_readable_name="Load balancer's own 5xx", alarm_friendly_name="load-balancer",
+            description="AWS/ApplicationELB HTTPCode_ELB_5XX_Count: 502, 503 and 504 that no target answered",
+            metric_groups=[monitoring.CustomMetricGroup(title="Load balancer 5xx, % of requests", metrics=[
+                monitoring.CustomMetricWithAlarm(
+                    metric=rate, alarm_friendly_name="load-balancer-5xx-rate",
+                    add_alarm=self.named_alarm(
+                        monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-load-balancer-5xx-rate",
+                        summary=(f"more than {watched.max_percent:g}% of the load balancer's requests answered 5xx by the load "
+                                 "balancer itself (no healthy target, or a target that reset or did not answer in time)"),
+                        runbook="elevated-5xx", threshold=watched.max_percent,
+                        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        datapoints_to_alarm=2, evaluation_periods=3,
+                        treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))])])
 
     def _endpoints(self, vpc_id: str, endpoints: Mapping[str, str]) -> None:
         """AWS/PrivateLinkEndpoints publishes per endpoint with four dimensions; one search per metric
