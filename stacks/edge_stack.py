@@ -35,7 +35,7 @@ class EdgeStack(cdk.Stack):
     custom resource per value. That is the only cross-region wiring, and it is why the edge is a
     stage of its own, deployed after the regions: ``cdk deploy '<prefix>-edge/*'``. ``failover`` is the
     Automation document `<prefix>-region-failover`, and the function of that name it invokes, that flip the API
-    region switch (runbooks/region-failover.md). ``edge_5xx_alarm`` (`<prefix>-edge-5xx-rate`) watches what viewers
+    region switch (runbooks/region-failover.md). ``edge_5xx_alarm`` (`<prefix>-cloudfront-5xx-rate`) watches what viewers
     get and notifies ``alarm_topic`` (`<prefix>-edge-alarms`, this stack's own: alarms notify a topic of their
     region, and no regional stage need be in us-east-1) on ALARM and OK.
     """
@@ -92,6 +92,13 @@ class EdgeStack(cdk.Stack):
             route53.ARecord(self, "AliasV4", zone=zone, record_name=domain.edge_name, target=target)
             route53.AaaaRecord(self, "AliasV6", zone=zone, record_name=domain.edge_name, target=target)
 
+        # CloudFront writes the viewer-request function's console.log lines (a store it cannot read, a value that names
+        # no region) here, in us-east-1; made first, the group is encrypted and expires like the stack's others.
+        self.function_logs = logs.LogGroup(
+            self, "ApiOriginFunctionLogs", log_group_name=f"/aws/cloudfront/function/{self.edge.select_api_origin.function_name}",
+            encryption_key=self.logs_key, retention=logs.RetentionDays[defaults.log_retention],
+            removal_policy=cdk.RemovalPolicy.DESTROY)
+
         distribution = self.edge.distribution
         cdk.CfnOutput(self, "DistributionId", value=distribution.distribution_id, description="CloudFront distribution ID")
         cdk.CfnOutput(self, "DistributionDomainName", value=distribution.distribution_domain_name,
@@ -117,7 +124,7 @@ class EdgeStack(cdk.Stack):
         namespace AWS/CloudFront, dimensions DistributionId and Region=Global, 5xxErrorRate in percent with the Average
         statistic: https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/programming-cloudwatch-metrics.html"""
         observability = self.config.observability
-        name = f"{self.config.prefix}-edge-5xx-rate"
+        name = f"{self.config.prefix}-cloudfront-5xx-rate"
         alarm = cloudwatch.Alarm(
             self, "Edge5xxRate", alarm_name=name,
             metric=cloudwatch.Metric(

@@ -212,9 +212,19 @@ def test_waf_is_off_in_dev_and_on_in_prod_with_managed_rules_a_rate_limit_and_lo
     assert "KmsKeyId" in log_group["Properties"] and log_group["DeletionPolicy"] == "Retain"
 
 
+def test_the_api_origin_functions_log_group_is_made_encrypted_and_expiring(dev):
+    """CloudFront would create /aws/cloudfront/function/<name> itself (us-east-1), unencrypted and kept for ever."""
+    resources = _edge(dev)
+    (function,) = _of_type(resources, "AWS::CloudFront::Function").values()
+    (group,) = [g for g in _of_type(resources, "AWS::Logs::LogGroup").values()
+                if "/aws/cloudfront/function/" in json.dumps(g["Properties"].get("LogGroupName"))]
+    assert group["Properties"]["LogGroupName"] == f"/aws/cloudfront/function/{function['Properties']['Name']}"
+    assert "KmsKeyId" in group["Properties"] and group["Properties"]["RetentionInDays"] > 0
+
+
 def _edge_5xx_alarm(resources):
     (alarm,) = [a["Properties"] for a in _of_type(resources, "AWS::CloudWatch::Alarm").values()
-                if a["Properties"]["AlarmName"] == "mf-edge-5xx-rate"]
+                if a["Properties"]["AlarmName"] == "mf-cloudfront-5xx-rate"]
     return alarm
 
 

@@ -19,6 +19,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
 from constructs.meshed_service import CanaryTraffic, ShiftSettings, TrafficShift
+from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION
 from constructs.meshed_service.traffic_shift import (
     NOT_EXERCISED_ERROR, NOT_SCALED_ERROR, ROLLBACK_INCOMPLETE_ERROR, ROLLED_BACK_ERROR, SERVICE_MISSING_ERROR, canary_task_count,
 )
@@ -92,14 +93,14 @@ def _canary_weight(state: dict[str, Any]) -> tuple[str, int, int]:
     return parameters["RouteName"], weights["primary"], weights["canary"]
 
 
-def _expected_success(steps: list[int], bake_seconds: int, canary_counts: list[int]) -> list[Any]:
+def _expected_success(steps: list[int], bake_seconds: int, canary_counts: list[int], grpc: bool = False) -> list[Any]:
     """A check before the first shift; before each shift the canary's desired count (``canary_counts``, one per
     step) and one read that finds it running; after each shift, a check after every minute of its bake, then the
-    count of the canary's requests in the bake."""
+    count of the canary's requests in the bake (and of its gRPC calls, for a ``grpc`` service)."""
     events: list[Any] = [("check",)]
     for percent, count in zip(steps, canary_counts, strict=True):
         events += [("scale", count), ("wait", SCALE_CHECK_SECONDS), ("shift", percent), *[("wait", 60), ("check",)] * (bake_seconds // 60),
-                   ("count",)]
+                   ("count",), *([("count", "grpc")] if grpc else [])]
     return [*events, "Succeed"]
 
 
@@ -148,17 +149,18 @@ def _timestamp(moment: dt.datetime) -> str:
 
 def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda check: "OK",
          ecs_services: FakeEcs | None = None, final: dict[str, Any] | None = None,
-         served: Callable[[int], float | None] = lambda step: 1000) -> list[Any]:
+         served: Callable[[int], float | None] = lambda step: 1000,
+         grpc_served: Callable[[int], float | None] = lambda step: 1000) -> list[Any]:
     """What one execution does, in order: ("check",), ("scale", canary desired count), ("shift", canary %) once
     per step (one step updates every route of the service), ("wait", seconds), ("count",) (the canary's requests
     read), then "Succeed" or "Fail". ``alarm_state(n)``: every alarm's state at the n-th check (from 0).
-    ``served(n)``: the canary's requests the n-th read (from 1) finds, None for no datapoints at all (a canary
-    without metrics). A clock starts at START; every task takes a second, a Wait its seconds. ``final``: filled with
+    ``served(n)``: the canary's HTTP requests the n-th read (from 1) finds, None for no datapoints at all (a canary
+    without metrics); ``grpc_served(n)`` the same for its gRPC calls (gRPC services only; a read of its own). A clock starts at START; every task takes a second, a Wait its seconds. ``final``: filled with
     the end state's name, the execution's document, ``timeline`` ((time, event) for every event) and ``reads``
     (each read's StartTime and EndTime)."""
     ecs_services = ecs_services or FakeEcs()
     states, document, events, name, checks = definition["States"], {}, [], definition["StartAt"], 0
-    clock, timeline, reads = START, [], []
+    clock, timeline, reads, grpc_reads = START, [], [], 0
     for _ in range(100_000):
         state = states[name]
         kind = state["Type"]
@@ -177,11 +179,16 @@ def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda 
             parameters = _fields(state["Parameters"], document, context)
             window = (parameters["StartTime"], parameters["EndTime"])
             assert window[0] < window[1], f"an empty window {window}"
-            reads.append(window)
-            value = served(len(reads))
+            (metric,) = [q["MetricStat"]["Metric"]["MetricName"] for q in parameters["MetricDataQueries"] if "MetricStat" in q]
+            if metric == GRPC_DURATION:
+                grpc_reads += 1
+                value = grpc_served(grpc_reads)
+            else:
+                reads.append(window)
+                value = served(len(reads))
             response = {"MetricDataResults": [{"Id": "served", "StatusCode": "Complete", "Values": [] if value is None else [value]}]}
             _put(document, state["ResultPath"], _fields(state["ResultSelector"], response))
-            events.append(("count",))
+            events.append(("count",) if metric == HTTP_DURATION else ("count", "grpc"))
         elif _is(state, DESCRIBE_ALARMS):
             names = state["Parameters"]["AlarmNames"]
             _put(document, state["ResultPath"], {"MetricAlarms": [{"AlarmName": n, "StateValue": alarm_state(checks)} for n in names]})
@@ -212,8 +219,13 @@ def _run(definition: dict[str, Any], alarm_state: Callable[[int], str] = lambda 
 
 
 def _put(document: dict[str, Any], path: str | None, value: Any) -> None:
-    if path is not None:  # null: the result is discarded
-        document[path.removeprefix("$.")] = value
+    """As a ResultPath: null discards the result; a nested path makes the objects on its way."""
+    if path is None:
+        return
+    *parents, leaf = path.removeprefix("$.").split(".")
+    for key in parents:
+        document = document.setdefault(key, {})
+    document[leaf] = value
 
 
 def _fields(template: dict[str, Any], document: Any, context: Any = None) -> dict[str, Any]:
@@ -316,7 +328,7 @@ def test_a_quiet_run_shifts_through_the_configured_steps_reading_the_alarms_ever
         for name, machine in machines[region].items():
             # A primary of 2 tasks: the canary keeps 1 up to 50 %, and runs 2 for 100 %.
             assert _run(machine["Definition"], ecs_services=FakeEcs(primary_desired=2)) == \
-                _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2]), name
+                _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2], grpc=name == "mf-persona-traffic-shift"), name
 
 
 def test_an_alarm_at_any_check_of_any_bake_returns_all_traffic_to_the_primary_at_once(machines):
@@ -632,6 +644,18 @@ def test_a_canary_without_metrics_in_any_bake_is_rolled_back_as_not_exercised_no
     assert final["state"] == "RolledBack" and final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR
 
 
+def test_a_grpc_canary_passes_on_its_grpc_calls_alone_and_fails_on_neither(machines):
+    """persona is called over gRPC only (vc-start): its canary has no HTTP requests at all, which must not hold it back."""
+    definition = machines["eu-central-1"]["mf-persona-traffic-shift"]["Definition"]
+    final: dict[str, Any] = {}
+    events = _run(definition, served=lambda n: None, grpc_served=lambda n: 1000, final=final)
+    assert events[-1] == "Succeed" and events.count(("count",)) == events.count(("count", "grpc")) == len(DEFAULT_STEPS)
+    events = _run(definition, served=lambda n: None, grpc_served=lambda n: MIN_CANARY_REQUESTS - 1, final=final)
+    assert events[-1] == "Fail" and final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR
+    assert [e[1] for e in events if e[0] == "shift"] == [DEFAULT_STEPS[0], 0]
+    assert _run(definition, served=lambda n: 1000, grpc_served=lambda n: None)[-1] == "Succeed"  # HTTP alone counts too
+
+
 @pytest.mark.parametrize("min_requests", [1, MIN_CANARY_REQUESTS, 500])
 def test_a_bake_needs_at_least_min_requests_from_the_canary(min_requests):
     definition = _machines(_shift_stack(ShiftSettings(), min_requests=min_requests))["mf-auth-traffic-shift"]["Definition"]
@@ -684,11 +708,19 @@ def test_every_path_from_a_shift_to_the_next_step_or_promotion_counts_the_canary
             # A failed read (after its retries) rolls back; so does a count below the threshold or none at all.
             assert [c["Next"] for c in states[count]["Catch"]] == ["Rollback"]
             assert states[count]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed"]
-            gate = states[states[count]["Next"]]
+            grpc = name == "mf-persona-traffic-shift"
+            after = states[count]["Next"]
+            if grpc:  # its gRPC calls: a read of their own, failing the same way
+                assert after == f"CountCanaryGrpcCalls{step}" and _is(states[after], GET_METRIC_DATA)
+                assert [c["Next"] for c in states[after]["Catch"]] == ["Rollback"]
+                after = states[after]["Next"]
+            gate = states[after]
             assert gate["Type"] == "Choice" and states[gate["Default"]]["Next"] == "Rollback"
             assert states[gate["Default"]]["Result"]["Error"] == NOT_EXERCISED_ERROR
             (rule,) = gate["Choices"]
-            assert {"Variable": "$.traffic.Values[0]", "NumericGreaterThanEquals": MIN_CANARY_REQUESTS} in rule["And"], rule
+            kinds = ["http", "grpc"] if grpc else ["http"]
+            assert [{"Variable": f"$.traffic.{kind}.Values[0]", "NumericGreaterThanEquals": MIN_CANARY_REQUESTS}
+                    in either["And"] for kind, either in zip(kinds, rule["Or"], strict=True)] == [True] * len(kinds), rule
 
 
 def _metric_stats(queries: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
@@ -702,19 +734,21 @@ def test_the_request_count_reads_the_metrics_the_canarys_rate_alarms_count_reque
         alarms = {r["Properties"]["AlarmName"]: r["Properties"] for r in appmesh.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
         for name in SHIFTED:
             states = machines[region][f"mf-{name}-traffic-shift"]["Definition"]["States"]
-            parameters = {json.dumps(s["Parameters"], sort_keys=True) for s in states.values() if _is(s, GET_METRIC_DATA)}
-            assert len(parameters) == 1, "every step reads the same"
-            queries = json.loads(parameters.pop())["MetricDataQueries"]
-            # The rate alarms' request counts: their SampleCount queries without a status code dimension.
+            reads = [s["Parameters"] for s in states.values() if _is(s, GET_METRIC_DATA)]
+            # Every step reads the same, one read per protocol.
             rates = ["5xx-rate", *(["grpc-error-rate"] if name == "persona" else [])]
+            assert len(reads) == len(DEFAULT_STEPS) * len(rates) and len({json.dumps(r, sort_keys=True) for r in reads}) == len(rates)
+            queries = [q for read in reads for q in read["MetricDataQueries"]]
+            # The rate alarms' request counts: their SampleCount queries without a status code dimension.
             expected = {stat for rate in rates for stat in _metric_stats(alarms[f"mf-{name}-canary-{rate}"]["Metrics"])
                         if "status_code" not in stat[2]}
             assert _metric_stats(queries) == expected and len(expected) == len(rates), (region, name)
             assert {q["MetricStat"]["Metric"]["MetricName"] for q in queries if "MetricStat" in q} == \
                 {"http.server.request.duration", *(["rpc.server.duration"] if name == "persona" else [])}
             assert all(q["MetricStat"]["Period"] == 60 for q in queries if "MetricStat" in q)
-            (returned,) = [q for q in queries if q["ReturnData"]]
-            assert returned["Expression"].startswith("RUNNING_SUM(") and returned["Expression"].count("FILL(") == len(rates)
+            for read in reads:  # each returns the running sum of its one metric
+                (returned,) = [q for q in read["MetricDataQueries"] if q["ReturnData"]]
+                assert returned["Expression"] == "RUNNING_SUM(FILL(m, 0))"
 
 
 def test_the_apps_machines_cover_every_primary_count_up_to_the_primarys_maximum(appmesh, machines):

@@ -46,7 +46,7 @@ class EdgeDistribution(Construct):
     * Viewers: HTTPS only (HTTP redirected), security headers on every response, standard logs
       to an S3 bucket that expires them after ``log_days``.
 
-    Attributes: ``distribution``, ``key_value_store``, ``vpc_origins`` (region -> CfnVpcOrigin),
+    Attributes: ``distribution``, ``key_value_store``, ``select_api_origin`` (the /api/* function), ``vpc_origins`` (region -> CfnVpcOrigin),
     ``log_bucket``, ``response_headers_policy``.
     """
 
@@ -114,7 +114,7 @@ class EdgeDistribution(Construct):
             ),
         )
         self.key_value_store = cloudfront.KeyValueStore(self, "Switches", comment="active_region: where /api/* goes")
-        select_api_origin = cloudfront.Function(
+        self.select_api_origin = select_api_origin = cloudfront.Function(
             self, "SelectApiOrigin",
             comment="Sends /api/* to the region named by active_region",
             code=cloudfront.FunctionCode.from_inline(

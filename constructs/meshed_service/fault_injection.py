@@ -20,8 +20,9 @@ SSM_AGENT_CONTAINER = "amazon-ssm-agent"
 SSM_AGENT_IMAGE = "public.ecr.aws/amazon-ssm-agent/amazon-ssm-agent:3.2.2222.0"
 # The tag the FIS script puts on every activation and managed instance it registers.
 SIDECAR_TAG = "FAULT_INJECTION_SIDECAR"
-# The SSM agent's message channels (no resource-level permissions): Run Command over ec2messages, and the
-# ssmmessages control channel without data channels (Session Manager).
+# The SSM agent's message channels (no resource-level permissions): Run Command comes over the ssmmessages control
+# channel when the agent can open it, else over ec2messages (Systems Manager user guide, "Reference: ec2messages,
+# ssmmessages, and other API operations"); no data channels (Session Manager).
 AGENT_CHANNEL_ACTIONS = (
     "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
     "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
@@ -75,8 +76,8 @@ class FaultInjection(ServiceExtension):
         # policy without Parameter Store, State Manager documents, Inventory and Patch Manager, close to AWS's own
         # AmazonSSMManagedEC2InstanceDefaultPolicy (Core minus GetParameter(s)):
         # https://docs.aws.amazon.com/systems-manager/latest/userguide/managed-instances-default-host-management.html
-        # Run Command (FIS's AWSFIS-Run-* documents) arrives over ec2messages; ssmmessages gets the control channel
-        # only, no data channels (no Session Manager). This departs from the FIS guide and is not yet verified
+        # Run Command (FIS's AWSFIS-Run-* documents) arrives over the ssmmessages control channel, or ec2messages
+        # where that cannot be opened: both are needed; no data channels (no Session Manager). This departs from the FIS guide and is not yet verified
         # against a real experiment: README, FaultInjection.
         self.managed_instance_role.add_to_policy(iam.PolicyStatement(
             actions=["ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations"], resources=[managed_instances]))

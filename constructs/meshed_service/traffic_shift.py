@@ -8,7 +8,7 @@ Flow (``steps`` = 5, 25, 50, 100 by default)::
         -> [ScaleWait1 (15 s) -> ReadCanary1 -> CanaryScaled1 -> CountDownScale1] until the canary runs its count
         -> Shift1 -> StartBake1
         -> [Bake1 (wait 1 min) -> CheckAlarms1 -> AlarmGate1 -> CountDown1 -> BakeLeft1] until the bake is over
-        -> Baked1 -> CountCanaryRequests1 -> TrafficGate1 -> CanaryServed1
+        -> Baked1 -> CountCanaryRequests1 (-> CountCanaryGrpcCalls1 for a gRPC service) -> TrafficGate1 -> CanaryServed1
         -> ReadPrimary2 -> ... -> Shift2 -> ... -> CanaryServed4 -> Promoted (Succeed)
     any alarm check that finds an alarm in ALARM (or misses one), a canary that does not reach its count in time
     (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), a canary that answered fewer than
@@ -27,10 +27,11 @@ timeout from the template, with only the weights changed.
 
 The alarms treat missing data as not breaching, and their rates count as 0 % below 20 requests a minute: a
 canary that sends no metrics (a broken app or collector) or gets no calls would pass every check. So after each
-bake ``CountCanaryRequests<n>`` reads how many requests (and gRPC calls) the canary answered since the bake began
+bake ``CountCanaryRequests<n>`` reads how many HTTP requests the canary answered since the bake began
 (``$.bake.startedAt``, the time StartBake<n> was entered, after the shift) until now, from the services' own
-duration histograms by ``deployment.variant`` (the alarms' namespace and dimensions), and the shift goes on only
-with at least ``min_requests``. GetMetricData is asked for one-minute datapoints summed by RUNNING_SUM, newest
+duration histograms by ``deployment.variant`` (the alarms' namespace and dimensions), and for a gRPC service
+``CountCanaryGrpcCalls<n>`` its gRPC calls the same way (a separate read: a service only called over gRPC has no
+HTTP datapoints at all). The shift goes on only with at least ``min_requests`` of either kind. GetMetricData is asked for one-minute datapoints summed by RUNNING_SUM, newest
 first: the first value is the whole window's total whatever the minute boundaries (a single period as long as the
 bake could be split at a period boundary, and the newest part alone read as the total). CloudWatch rounds the
 start down to the minute, so up to a minute before the bake (the canary at the previous step) may count; the
@@ -74,6 +75,8 @@ SERVICE_MISSING_ERROR = "EcsServiceMissing"
 NOT_EXERCISED_ERROR = "CanaryNotExercised"
 # One-minute datapoints, summed by the query itself: the total does not depend on where periods begin.
 TRAFFIC_READ_PERIOD_SECONDS = 60
+# The state that reads the canary's count of each kind, + the step number.
+COUNT_STATE_PREFIX = {"http": "CountCanaryRequests", "grpc": "CountCanaryGrpcCalls"}
 
 
 def canary_task_count(primary_desired: int, percent: int, primary_max_tasks: int) -> int:
@@ -86,7 +89,7 @@ def canary_task_count(primary_desired: int, percent: int, primary_max_tasks: int
 class CanaryTraffic:
     """Where the canary's request counts are (its tasks' duration histograms in ``namespace``, dimensions
     ``service.name`` = ``service_name`` and ``deployment.variant`` = canary; with ``grpc`` its gRPC calls too), and
-    how many requests and calls together each bake must have seen for the shift to go on."""
+    how many HTTP requests, or gRPC calls, each bake must have seen for the shift to go on."""
 
     namespace: str
     service_name: str
@@ -255,43 +258,50 @@ class TrafficShift(Construct):
         return sfn.Chain.custom(start, [done], start)
 
     def _traffic_gate(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
-        """After the bake: go on only if the canary answered at least ``min_requests`` in it (see the module's
-        docstring: quiet alarms say nothing about a canary without metrics)."""
+        """After the bake: go on only if the canary answered at least ``min_requests`` HTTP requests or gRPC calls in
+        it (see the module's docstring: quiet alarms say nothing about a canary without metrics)."""
         traffic = self.canary_traffic
         dimensions = [{"Name": "service.name", "Value": traffic.service_name}, {"Name": VARIANT_ATTRIBUTE, "Value": "canary"}]
-        queries: list[dict[str, Any]] = [
-            {"Id": query_id, "ReturnData": False, "MetricStat": {
-                "Metric": {"Namespace": traffic.namespace, "MetricName": name, "Dimensions": dimensions},
-                "Period": TRAFFIC_READ_PERIOD_SECONDS, "Stat": "SampleCount"}}
-            for query_id, name in traffic.metrics.items()]
-        # FILL: a minute without datapoints adds 0 instead of leaving a gap in the sum.
-        total = " + ".join(f"FILL({query_id}, 0)" for query_id in traffic.metrics)
-        queries.append({"Id": "served", "ReturnData": True, "Label": "canary requests since the bake began",
-                        "Expression": f"RUNNING_SUM({total})"})
-        read = tasks.CallAwsService(
-            self, f"CountCanaryRequests{step}", service="cloudwatch", action="getMetricData",
-            # GetMetricData has no resource-level permissions.
-            iam_action="cloudwatch:GetMetricData", iam_resources=["*"],
-            comment=f"The canary's requests in its bake at {percent} %: the newest running sum is the total",
-            parameters={"MetricDataQueries": queries, "ScanBy": "TimestampDescending",
-                        "StartTime": sfn.JsonPath.string_at("$.bake.startedAt"),
-                        "EndTime": sfn.JsonPath.string_at("$$.State.EnteredTime")},
-            # Only the expression returns data; a canary without metrics gives no values at all.
-            result_selector={"Values.$": "$.MetricDataResults[0].Values"}, result_path="$.traffic")
-        read.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
-        read.add_catch(rollback, result_path="$.error")
+        # One read per protocol: a service called only over gRPC has no HTTP datapoints at all, and what metric math
+        # makes of a sum with a series that has none is not something to rely on.
+        reads = []
+        for kind, metric_name in traffic.metrics.items():
+            read = tasks.CallAwsService(
+                self, f"{COUNT_STATE_PREFIX[kind]}{step}", service="cloudwatch", action="getMetricData",
+                # GetMetricData has no resource-level permissions.
+                iam_action="cloudwatch:GetMetricData", iam_resources=["*"],
+                comment=f"The canary's {kind} requests in its bake at {percent} %: the newest running sum is the total",
+                parameters={
+                    "MetricDataQueries": [
+                        {"Id": "m", "ReturnData": False, "MetricStat": {
+                            "Metric": {"Namespace": traffic.namespace, "MetricName": metric_name, "Dimensions": dimensions},
+                            "Period": TRAFFIC_READ_PERIOD_SECONDS, "Stat": "SampleCount"}},
+                        # FILL: a minute without datapoints adds 0 instead of leaving a gap in the sum.
+                        {"Id": "served", "ReturnData": True, "Label": f"canary {kind} requests since the bake began",
+                         "Expression": "RUNNING_SUM(FILL(m, 0))"}],
+                    "ScanBy": "TimestampDescending",
+                    "StartTime": sfn.JsonPath.string_at("$.bake.startedAt"),
+                    "EndTime": sfn.JsonPath.string_at("$$.State.EnteredTime")},
+                # Only the expression returns data; a canary without metrics gives no values at all.
+                result_selector={"Values.$": "$.MetricDataResults[0].Values"}, result_path=f"$.traffic.{kind}")
+            read.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
+            read.add_catch(rollback, result_path="$.error")
+            reads.append(read)
         not_exercised = sfn.Pass(
             self, f"CanaryNotExercised{step}", result_path="$.error",
             result=sfn.Result.from_object({"Error": NOT_EXERCISED_ERROR, "Cause": (
-                f"The canary answered fewer than {traffic.min_requests} requests in its {self.settings.bake_minutes} min at "
-                f"{percent} % (or sent no metrics): its alarms could not judge it")}))
+                f"The canary answered fewer than {traffic.min_requests} {' or '.join(traffic.metrics)} requests in its "
+                f"{self.settings.bake_minutes} min at {percent} % (or sent no metrics): its alarms could not judge it")}))
         not_exercised.next(rollback)
         served = sfn.Pass(self, f"CanaryServed{step}", result_path=sfn.JsonPath.DISCARD)
-        gate = sfn.Choice(self, f"TrafficGate{step}").when(
-            sfn.Condition.and_(sfn.Condition.is_present("$.traffic.Values[0]"),
-                               sfn.Condition.number_greater_than_equals("$.traffic.Values[0]", traffic.min_requests)), served
-        ).otherwise(not_exercised)
-        return sfn.Chain.custom(read, [served], read.next(gate))
+        enough = [sfn.Condition.and_(sfn.Condition.is_present(f"$.traffic.{kind}.Values[0]"),
+                                     sfn.Condition.number_greater_than_equals(f"$.traffic.{kind}.Values[0]", traffic.min_requests))
+                  for kind in traffic.metrics]
+        gate = sfn.Choice(self, f"TrafficGate{step}").when(sfn.Condition.or_(*enough), served).otherwise(not_exercised)
+        chain = sfn.Chain.start(reads[0])
+        for read in reads[1:]:
+            chain = chain.next(read)
+        return sfn.Chain.custom(reads[0], [served], chain.next(gate))
 
     def _scale_canary(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
         """Give the canary its share of the primary's tasks for ``percent`` %, then wait (bounded) until they run."""
