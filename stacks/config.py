@@ -839,7 +839,10 @@ _DEFAULT_SERVICES = {
 def _parse_events(key: str, value: Any) -> EventsConfig:
     return EventsConfig(**_object(key, value, {
         # SQS allows 1 to 1000 receives before a message moves to the dead-letter queue.
-        "max_receive_count": (3, _integer(1, 1000)),
+        # servicekit's consumer brings a failed message back after 10 s x its receive count (at most 60 s): 8
+        # receives retry an event for some 4.5 minutes, so a compensation outlasts a short outage, and the first
+        # retries of a SessionStarted land within persona's 120 s hold.
+        "max_receive_count": (8, _integer(1, 1000)),
         # 0 would mean "forever" to EventBridge: an unbounded archive is a cost nobody chose.
         "archive_retention_days": (30, _integer(1, 3650)),
     }))
@@ -899,8 +902,8 @@ def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
         "xray_sampling_rate": (0.05, _number(0, 1)),
         "xray_reservoir_per_second": (1, _integer(0, 1000)),
         "quota_alarm_percent": (80, _integer(1, 100)),
-        # With the default max_receive_count, above the ~7.5 minutes a failing message is redelivered
-        # (3 receives x the queue's 150 s visibility timeout) before it is dead-lettered.
+        # With the default max_receive_count, above the ~4.5 minutes a failing message is retried before it is
+        # dead-lettered (8 receives, servicekit's backoff of 10 s per receive, at most 60 s, between them).
         "queue_age_alarm_minutes": (15, _integer(1, 1440)),
         # CloudFront's 5xxErrorRate (every viewer answer, /api/* included): 5 % in 3 of the last 5 minutes rides
         # out a single bad minute and still pages within minutes when a region's API is down.

@@ -110,8 +110,9 @@ class ObservabilityStack(cdk.Stack):
             dead_letter_runbooks={"counted-quotas": "quota-exhaustion",
                                   **{f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs}},
             quota_alarm_percent=config.observability.quota_alarm_percent, quotas=QUOTAS + self.quota_counter.quotas,
+            # No service with a path: no load balancer (and no ingress) at all.
             load_balancer_errors=LoadBalancerErrors(services.ingress.load_balancer, config.deployment.alarm_5xx_percent)
-            if services.ingress.load_balancer else None,
+            if services.ingress else None,
         )
 
         self.sampling = TraceSampling(

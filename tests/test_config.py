@@ -64,7 +64,7 @@ def test_services_events_and_ports_defaults():
     assert dict(services["vc-start"].consumes) == {"persona": ("SlotConfirmed", "SlotReleased")}
     config = load_config({})
     assert config.producers == {"persona", "vc-start"} and config.token_signer.name == "auth"
-    assert config.events.max_receive_count == 3 and config.event_source("persona") == "mf.persona"
+    assert config.events.max_receive_count == 8 and config.event_source("persona") == "mf.persona"
     # Without `module`, the package is the service name with underscores.
     assert load_config({"services": {"vc-start": {}}}).services[0].module == "vc_start"
     # Each task role gets the table actions its code calls (tests/test_service_aws_calls.py); unset: every item action.

@@ -223,7 +223,7 @@ def test_each_consumer_has_an_encrypted_tls_only_queue_with_a_dead_letter_queue(
         queue_id, queue = queues[f"mf-{name}-events"]
         dlq_id, dlq = queues[f"mf-{name}-events-dlq"]
         assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
-        assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 3}
+        assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]}, "maxReceiveCount": 8}
         # Longer than the consumer's claim lease: a redelivery after a worker died mid-message finds the
         # claim expired and takes it over, instead of failing on it until the message is dead-lettered.
         assert queue["VisibilityTimeout"] == 150 > _claim_lease_seconds() == 120

@@ -35,8 +35,11 @@ from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
 REGION = "eu-central-1"
-# Short, so a poison message reaches its DLQ within seconds (receive, wait, receive, ...).
+# Short (the app's queues: 150 s): how long a received message stays hidden unless its worker says otherwise.
 VISIBILITY_TIMEOUT_SECONDS = 2
+# The workers retry a failed message after this many seconds x its receive count (the services' default is 10):
+# a poison message reaches its DLQ within seconds.
+WORKER_RETRY_BACKOFF_SECONDS = 1
 MAX_RECEIVE_COUNT = 3
 STARTUP_TIMEOUT_SECONDS = 60.0  # nine Python processes importing OpenTelemetry/grpc/boto3 on 2 busy cores
 STOP_TIMEOUT_SECONDS = 10.0
@@ -219,7 +222,8 @@ class Stack:
 
         auth, persona, grpc, vc_start, self.closed_port = self.rl.free_ports(5)
         ports = self.rl.Ports(moto=port, auth=auth, persona=persona, persona_grpc=grpc, vc_start=vc_start)
-        for spec in self.rl.service_specs(self.env, ports, {"auth": dict(FAST_ARGON2)}):
+        workers = {name: {"EVENT_RETRY_BACKOFF_SECONDS": str(WORKER_RETRY_BACKOFF_SECONDS)} for name in ("persona-worker", "vc-start-worker")}
+        for spec in self.rl.service_specs(self.env, ports, {"auth": dict(FAST_ARGON2), **workers}):
             self.specs[spec.name] = dataclasses.replace(spec, argv=[_python(), *spec.argv[1:]])
         self.urls = {"auth": f"http://127.0.0.1:{auth}", "persona": f"http://127.0.0.1:{persona}",
                      "vc-start": f"http://127.0.0.1:{vc_start}"}

@@ -10,8 +10,8 @@ from typing import Any
 
 import harness
 
-# bootstrap's short visibility timeout: maxReceiveCount receives, each after the last one timed out.
-DLQ_DEADLINE_SECONDS = harness.MAX_RECEIVE_COUNT * harness.VISIBILITY_TIMEOUT_SECONDS + 10
+# maxReceiveCount receives, each after the workers' backoff (1 s, 2 s, ... here), and a margin.
+DLQ_DEADLINE_SECONDS = sum(harness.WORKER_RETRY_BACKOFF_SECONDS * n for n in range(1, harness.MAX_RECEIVE_COUNT + 1)) + 10
 
 
 def _dlq_bodies(stack: harness.Stack, dlq_url: str, seen: list[str]) -> list[str]:

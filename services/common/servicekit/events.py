@@ -123,10 +123,10 @@ class QueueConsumer:
     """Long-polls QUEUE_URL and hands each event to `handlers[detail_type](data, envelope)` at most once.
 
     `envelope` is the whole EventBridge event (`detail-type`, `source`, `detail` with event_id etc.).
-    Success or duplicate -> message deleted; a handler failure -> message visible again after a short
-    backoff (and, after maxReceiveCount receives, moved to the DLQ by SQS); an event another consumer
-    holds -> back when that consumer's claim lease ends. A malformed message or one without a handler
-    is left for the queue's visibility timeout, and ends in the DLQ.
+    Success or duplicate -> message deleted; any failure (a handler that raised, a malformed message, one
+    without a handler) -> message visible again after a backoff (and, after maxReceiveCount receives, moved
+    to the DLQ by SQS); a handler cut off at HANDLER_TIMEOUT_SECONDS, or an event another consumer holds ->
+    back when the claim's lease ends.
     """
 
     def __init__(
@@ -237,8 +237,9 @@ class QueueConsumer:
             log.warning("could not change the visibility of message %s", message.get("MessageId"), exc_info=True)
 
     def _retry_delay(self, message: Mapping[str, Any]) -> int:
-        """Backoff before a failed event's next try: short enough that the saga's retries land while persona
-        still holds the slot (120 s), growing with each receive."""
+        """Backoff before a failed message's next try, growing with each receive: the first retries land while
+        persona still holds the slot (120 s), and with the app's 8 receives a failing event is retried for some
+        4.5 minutes before its queue dead-letters it (a compensation must outlast a short outage)."""
         receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         return min(self.settings.event_retry_backoff_max_seconds, self.settings.event_retry_backoff_seconds * receives)
 
@@ -254,10 +255,12 @@ class QueueConsumer:
             data = detail.get("data", {})
         except (KeyError, TypeError, ValueError) as exc:
             log.error("unparseable message %s left for the DLQ: %s: %s", message.get("MessageId"), type(exc).__name__, exc)
+            await self._visible_in(message, self._retry_delay(message))
             return "failed"
         handler = self.handlers.get(detail_type)
         if handler is None:
             log.error("no handler for detail-type %s (event %s): left for the DLQ", detail_type, event_id)
+            await self._visible_in(message, self._retry_delay(message))
             return "failed"
 
         parent = propagate.extract({"traceparent": detail["traceparent"]}) if detail.get("traceparent") else None
@@ -286,29 +289,38 @@ class QueueConsumer:
                 log.info("%s is being handled by another consumer; back in %d s", detail_type, busy_for, extra=extra)
                 await self._visible_in(message, busy_for)
                 return "busy"
+            claimed_at = time.monotonic()
+            cut_off = asyncio.timeout(HANDLER_TIMEOUT_SECONDS)
             try:
-                async with asyncio.timeout(HANDLER_TIMEOUT_SECONDS):
+                async with cut_off:
                     result = handler(data, envelope)
                     if inspect.isawaitable(result):
                         await result
             except TimeoutError as exc:
+                if not cut_off.expired():  # the handler's own timeout: an ordinary failure
+                    return await self._failed(message, event_id, owner, detail_type, exc, span, extra)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"timed out after {HANDLER_TIMEOUT_SECONDS} s"))
                 log.error("handler for %s timed out after %d s; the claim stays until its lease ends", detail_type,
                           HANDLER_TIMEOUT_SECONDS, extra=extra)
-                await self._visible_in(message, CLAIM_LEASE_SECONDS + 1)
+                await self._visible_in(message, max(1, CLAIM_LEASE_SECONDS - int(time.monotonic() - claimed_at) + 1))
                 return "failed"
             except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                log.error("handler for %s failed; message left for redelivery", detail_type, exc_info=exc, extra=extra)
-                await self._release(event_id, owner)
-                await self._visible_in(message, self._retry_delay(message))
-                return "failed"
+                return await self._failed(message, event_id, owner, detail_type, exc, span, extra)
             await self._finish(event_id, owner)
             await self._delete(message["ReceiptHandle"])
             log.info("handled %s", detail_type, extra=extra)
             return "handled"
+
+    async def _failed(self, message: Mapping[str, Any], event_id: str, owner: str, detail_type: str, exc: Exception,
+                      span: Any, extra: dict[str, Any]) -> str:
+        """A handler that raised: release the claim, and let the message come back after the backoff."""
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        log.error("handler for %s failed; message left for redelivery", detail_type, exc_info=exc, extra=extra)
+        await self._release(event_id, owner)
+        await self._visible_in(message, self._retry_delay(message))
+        return "failed"
 
     async def _receive(self) -> list[dict[str, Any]]:
         sqs = aws.client("sqs", self.settings)

@@ -191,8 +191,8 @@ async def run_idempotent(
 
 async def _complete(store: IdempotencyStore, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
     # The work is done: failing to record it must not turn the answer into a 500. Retries get 409
-    # request_in_progress until the lease ends, and then run the work again: the handlers behind
-    # idempotency keys must tolerate that (vc-start's session start does, through its saga).
+    # request_in_progress until the lease ends, and then run the work again: vc-start would then start a
+    # second session (its session id is new on every run), a known limit (services/README.md).
     try:
         await store.complete(principal, key, owner, status_code, body)
     except Exception as exc:

@@ -33,7 +33,7 @@ class ServiceSettings(BaseSettings):
     # SQS long-poll wait (the maximum, 20 s, keeps empty receives cheap); tests use 0.
     queue_wait_seconds: int = Field(default=20, ge=0, le=20)
     # A failed event is tried again after base x its receive count, at most max seconds (servicekit.events).
-    event_retry_backoff_seconds: int = Field(default=5, ge=0)
+    event_retry_backoff_seconds: int = Field(default=10, ge=0)
     event_retry_backoff_max_seconds: int = Field(default=60, ge=0)
 
     drain_seconds: float = Field(default=5.0, ge=0)

@@ -152,19 +152,23 @@ async def test_a_failed_event_comes_back_after_a_backoff_that_grows_with_its_rec
     assert len(queued(bus)) == 1
     received = {"Attributes": {"ApproximateReceiveCount": "4"}}
     assert consumer._retry_delay(received) == 1  # capped
-    assert QueueConsumer(settings, {})._retry_delay(received) == 20  # default: 5 s per receive, at most 60 s
+    assert QueueConsumer(settings, {})._retry_delay(received) == 40  # default: 10 s per receive, at most 60 s
+    assert QueueConsumer(settings, {})._retry_delay({"Attributes": {"ApproximateReceiveCount": "7"}}) == 60
 
 
 @pytest.mark.parametrize("body", ["{not json", json.dumps({"detail-type": "SlotReleased"}), json.dumps(_message("Unknown", {}))])
-async def test_unparseable_or_unknown_events_are_left_on_the_queue(settings, bus, body, queued, send):
+async def test_unparseable_or_unknown_events_are_left_on_the_queue_for_the_backoff(settings, bus, body, queued, send):
     calls = []
 
     async def handler(data, envelope):
         calls.append(data)
 
     send(bus, body)
-    stats = await QueueConsumer(settings, {"SlotReleased": handler}).poll_once()
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 1}), {"SlotReleased": handler})
+    stats = await consumer.poll_once()
     assert stats["failed"] == 1 and calls == []
+    assert queued(bus) == []  # hidden for the backoff, like any failure
+    await asyncio.sleep(1.2)
     assert len(queued(bus)) == 1  # still there: SQS will move it to the DLQ after maxReceiveCount
 
 
@@ -254,6 +258,20 @@ async def test_a_handler_is_cut_off_before_its_claim_lease_ends_and_keeps_the_cl
     claim = aws_client("dynamodb").get_item(TableName=settings.table_name,
                                             Key={"pk": {"S": f"EVENT#{body['detail']['event_id']}"}, "sk": {"S": "EVENT"}})["Item"]
     assert claim["status"]["S"] == "IN_PROGRESS"  # kept
+
+
+async def test_a_handlers_own_timeout_is_an_ordinary_failure(settings, bus, queued, send, aws_client):
+    """Only the consumer's cut-off keeps the claim for its lease; a TimeoutError the handler raises itself releases it."""
+    async def gives_up(data, envelope):
+        raise TimeoutError("the downstream call timed out")
+
+    body = _message("SlotConfirmed", {"session_id": "s10"})
+    send(bus, body)
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 0}), {"SlotConfirmed": gives_up})
+    assert (await consumer.poll_once())["failed"] == 1
+    assert len(queued(bus)) == 1  # back after the (zero) backoff, not the lease
+    key = {"pk": {"S": f"EVENT#{body['detail']['event_id']}"}, "sk": {"S": "EVENT"}}
+    assert "Item" not in aws_client("dynamodb").get_item(TableName=settings.table_name, Key=key)  # claim released
 
 
 async def test_a_stopping_consumer_returns_the_rest_of_its_batch_at_once(settings, bus, queued, send, aws_client):
