@@ -30,7 +30,8 @@ def experiment_names(prefix: str, service: str) -> dict[str, str]:
 
 
 def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, name: str) -> list[str]:
-    """A service's 5xx-rate, p95-latency and no-running-tasks alarms, wherever the app made them (their names are fixed)."""
+    """A service's 5xx-rate, p95-latency (HTTP and gRPC), gRPC error-rate and no-running-tasks alarms, wherever the app
+    made them (their names are fixed)."""
     primary = services.services[name]
     candidates = [alarm for extension in primary.extensions for alarm in getattr(extension, "alarms", [])]
     names = {alarm.node.default_child.alarm_name for alarm in candidates} | set(observability.services[name].alarm_names)
@@ -66,14 +67,14 @@ class ChaosStack(cdk.Stack):
         service_slo = slo_stop_condition(
             self, "ServiceSlo", alarm_name=f"{prefix}-{chaos.service}-slo",
             alarms=self._alarms(slo_alarm_names(services, observability, chaos.service)),
-            summary=f"{chaos.service}: a 5xx-rate, p95-latency or no-running-tasks alarm")
+            summary=f"{chaos.service}: a 5xx-rate, gRPC error-rate, p95-latency or no-running-tasks alarm")
         all_slo = slo_stop_condition(
             self, "AllServicesSlo", alarm_name=f"{prefix}-services-slo",
             alarms=self._alarms([name for service in config.services
                                  for name in slo_alarm_names(services, observability, service.name)]
                                 # The load balancer's own 5xx: what an AZ lost to its targets shows first.
                                 + [name for name in observability.platform.alarm_names if name.endswith("-load-balancer-5xx-rate")]),
-            summary="any service: a 5xx-rate, p95-latency or no-running-tasks alarm, or the load balancer's own 5xx")
+            summary="any service: a 5xx-rate, gRPC error-rate, p95-latency or no-running-tasks alarm, or the load balancer's own 5xx")
 
         cluster_name = platform.cluster_name
         duration = cdk.Duration.minutes(chaos.duration_minutes)

@@ -33,7 +33,12 @@ DEFAULT_STEPS, DEFAULT_BAKE_SECONDS = [5, 25, 50, 100], 600
 UPDATE_ROUTE, DESCRIBE_ALARMS = ":states:::aws-sdk:appmesh:updateRoute", ":states:::aws-sdk:cloudwatch:describeAlarms"
 DESCRIBE_SERVICES, UPDATE_SERVICE = ":states:::aws-sdk:ecs:describeServices", ":states:::aws-sdk:ecs:updateService"
 GET_METRIC_DATA = ":states:::aws-sdk:cloudwatch:getMetricData"
-MIN_CANARY_REQUESTS = 60  # appmesh.shift_min_canary_requests by default
+MIN_CANARY_REQUESTS = 60  # appmesh.shift_min_canary_requests by default: the count at 100 %
+
+
+def _required(min_requests: int, percent: int) -> int:
+    """A bake at percent % needs that share of min_requests, at least one (written out here, not imported)."""
+    return max(1, -(-min_requests * percent // 100))
 SCALE_CHECK_SECONDS, SCALE_CHECKS = 15, 20  # the default scale_timeout_minutes (5) in 15-second reads
 
 
@@ -650,22 +655,26 @@ def test_a_grpc_canary_passes_on_its_grpc_calls_alone_and_fails_on_neither(machi
     final: dict[str, Any] = {}
     events = _run(definition, served=lambda n: None, grpc_served=lambda n: 1000, final=final)
     assert events[-1] == "Succeed" and events.count(("count",)) == events.count(("count", "grpc")) == len(DEFAULT_STEPS)
-    events = _run(definition, served=lambda n: None, grpc_served=lambda n: MIN_CANARY_REQUESTS - 1, final=final)
+    events = _run(definition, served=lambda n: None, grpc_served=lambda n: _required(MIN_CANARY_REQUESTS, DEFAULT_STEPS[0]) - 1,
+                  final=final)
     assert events[-1] == "Fail" and final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR
     assert [e[1] for e in events if e[0] == "shift"] == [DEFAULT_STEPS[0], 0]
     assert _run(definition, served=lambda n: 1000, grpc_served=lambda n: None)[-1] == "Succeed"  # HTTP alone counts too
 
 
 @pytest.mark.parametrize("min_requests", [1, MIN_CANARY_REQUESTS, 500])
-def test_a_bake_needs_at_least_min_requests_from_the_canary(min_requests):
+def test_a_bake_needs_its_steps_share_of_min_requests_from_the_canary(min_requests):
+    """At 5 % the canary gets a twentieth of the mesh's calls: a flat threshold would hold a quiet service back."""
     definition = _machines(_shift_stack(ShiftSettings(), min_requests=min_requests))["mf-auth-traffic-shift"]["Definition"]
+    needed = [_required(min_requests, percent) for percent in DEFAULT_STEPS]
+    assert needed[-1] == min_requests and needed[0] == max(1, -(-min_requests * 5 // 100))
     final: dict[str, Any] = {}
-    assert _run(definition, served=lambda n: min_requests - 1 if n == 2 else min_requests, final=final)[-4:] == \
+    assert _run(definition, served=lambda n: needed[n - 1] - 1 if n == 2 else needed[n - 1], final=final)[-4:] == \
         [("count",), ("shift", 0), ("scale", 1), "Fail"]
-    assert final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR and str(min_requests) in final["document"]["error"]["Cause"]
-    assert _run(definition, served=lambda n: min_requests) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2])
+    assert final["document"]["error"]["Error"] == NOT_EXERCISED_ERROR and f"fewer than {needed[1]} " in final["document"]["error"]["Cause"]
+    assert _run(definition, served=lambda n: needed[n - 1]) == _expected_success(DEFAULT_STEPS, DEFAULT_BAKE_SECONDS, [1, 1, 1, 2])
     # CloudWatch's SampleCount is a float.
-    assert _run(definition, served=lambda n: float(min_requests))[-1] == "Succeed"
+    assert _run(definition, served=lambda n: float(needed[n - 1]))[-1] == "Succeed"
 
 
 def test_the_request_count_covers_the_bake_from_after_the_shift_to_after_its_last_alarm_check():
@@ -719,7 +728,8 @@ def test_every_path_from_a_shift_to_the_next_step_or_promotion_counts_the_canary
             assert states[gate["Default"]]["Result"]["Error"] == NOT_EXERCISED_ERROR
             (rule,) = gate["Choices"]
             kinds = ["http", "grpc"] if grpc else ["http"]
-            assert [{"Variable": f"$.traffic.{kind}.Values[0]", "NumericGreaterThanEquals": MIN_CANARY_REQUESTS}
+            needed = _required(MIN_CANARY_REQUESTS, DEFAULT_STEPS[step - 1])
+            assert [{"Variable": f"$.traffic.{kind}.Values[0]", "NumericGreaterThanEquals": needed}
                     in either["And"] for kind, either in zip(kinds, rule["Or"], strict=True)] == [True] * len(kinds), rule
 
 

@@ -31,7 +31,8 @@ bake ``CountCanaryRequests<n>`` reads how many HTTP requests the canary answered
 (``$.bake.startedAt``, the time StartBake<n> was entered, after the shift) until now, from the services' own
 duration histograms by ``deployment.variant`` (the alarms' namespace and dimensions), and for a gRPC service
 ``CountCanaryGrpcCalls<n>`` its gRPC calls the same way (a separate read: a service only called over gRPC has no
-HTTP datapoints at all). The shift goes on only with at least ``min_requests`` of either kind. GetMetricData is asked for one-minute datapoints summed by RUNNING_SUM, newest
+HTTP datapoints at all). The shift goes on only with at least its step's share of ``min_requests`` (``min_requests`` x p / 100, at least 1) of
+either kind. GetMetricData is asked for one-minute datapoints summed by RUNNING_SUM, newest
 first: the first value is the whole window's total whatever the minute boundaries (a single period as long as the
 bake could be split at a period boundary, and the newest part alone read as the total). CloudWatch rounds the
 start down to the minute, so up to a minute before the bake (the canary at the previous step) may count; the
@@ -40,6 +41,7 @@ last minute or two may not be ingested yet, so the count errs low, which only ma
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -83,6 +85,12 @@ def canary_task_count(primary_desired: int, percent: int, primary_max_tasks: int
     """Tasks the canary needs for ``percent`` % of the calls the primary's ``primary_desired`` tasks take,
     at least one, at most the primary's maximum."""
     return min(primary_max_tasks, max(1, -(-primary_desired * percent // 100)))
+
+
+def required_canary_requests(min_requests: int, percent: int) -> int:
+    """What a bake at ``percent`` % must count: its share of ``min_requests`` (the count at 100 %), at least 1. The canary
+    gets that share of the mesh's calls, so a flat threshold would hold a quiet service back at the first steps."""
+    return max(1, math.ceil(min_requests * percent / 100))
 
 
 @dataclass(frozen=True)
@@ -287,15 +295,16 @@ class TrafficShift(Construct):
             read.add_retry(errors=["States.TaskFailed"], interval=cdk.Duration.seconds(5), max_attempts=3, backoff_rate=2)
             read.add_catch(rollback, result_path="$.error")
             reads.append(read)
+        required = required_canary_requests(traffic.min_requests, percent)
         not_exercised = sfn.Pass(
             self, f"CanaryNotExercised{step}", result_path="$.error",
             result=sfn.Result.from_object({"Error": NOT_EXERCISED_ERROR, "Cause": (
-                f"The canary answered fewer than {traffic.min_requests} {' or '.join(traffic.metrics)} requests in its "
+                f"The canary answered fewer than {required} {' or '.join(traffic.metrics)} requests in its "
                 f"{self.settings.bake_minutes} min at {percent} % (or sent no metrics): its alarms could not judge it")}))
         not_exercised.next(rollback)
         served = sfn.Pass(self, f"CanaryServed{step}", result_path=sfn.JsonPath.DISCARD)
         enough = [sfn.Condition.and_(sfn.Condition.is_present(f"$.traffic.{kind}.Values[0]"),
-                                     sfn.Condition.number_greater_than_equals(f"$.traffic.{kind}.Values[0]", traffic.min_requests))
+                                     sfn.Condition.number_greater_than_equals(f"$.traffic.{kind}.Values[0]", required))
                   for kind in traffic.metrics]
         gate = sfn.Choice(self, f"TrafficGate{step}").when(sfn.Condition.or_(*enough), served).otherwise(not_exercised)
         chain = sfn.Chain.start(reads[0])

@@ -77,7 +77,7 @@ class ServiceResources(Construct):
         event_bus: events.IEventBus | None = None,
         publish_source: str | None = None,
         subscriptions: Sequence[EventSubscription] = (),
-        max_receive_count: int = 3,
+        max_receive_count: int = 8,
         visibility_timeout: cdk.Duration | None = None,
         signing_secret_name: str | None = None,
         table_actions: Sequence[str] = TABLE_ACTIONS,

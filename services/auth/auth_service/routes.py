@@ -30,8 +30,9 @@ JWKS_MAX_AGE_SECONDS = 300
 
 
 def _key_unavailable(exc: SigningKeyError) -> ApiError:
-    # The reason (it names the secret) goes to the log, not to the caller.
-    log.error("signing key unavailable: %s", exc)
+    # The reason (it names the secret) goes to the log, not to the caller; the key's refresh loop logs the outage
+    # as an error already, so this per-request line is a warning (the error-log alarm counts errors).
+    log.warning("signing key unavailable: %s", exc)
     return ApiError(503, "signing_key_unavailable", "the signing key is unavailable; retry later", headers={"Retry-After": "30"})
 
 

@@ -254,12 +254,12 @@ class QueueConsumer:
             event_id = detail["event_id"]
             data = detail.get("data", {})
         except (KeyError, TypeError, ValueError) as exc:
-            log.error("unparseable message %s left for the DLQ: %s: %s", message.get("MessageId"), type(exc).__name__, exc)
+            log.error("unparseable message %s: %s: %s; retried, then dead-lettered", message.get("MessageId"), type(exc).__name__, exc)
             await self._visible_in(message, self._retry_delay(message))
             return "failed"
         handler = self.handlers.get(detail_type)
         if handler is None:
-            log.error("no handler for detail-type %s (event %s): left for the DLQ", detail_type, event_id)
+            log.error("no handler for detail-type %s (event %s); retried, then dead-lettered", detail_type, event_id)
             await self._visible_in(message, self._retry_delay(message))
             return "failed"
 
@@ -340,7 +340,7 @@ class QueueConsumer:
 
     async def process(self, messages: list[Mapping[str, Any]], stop_event: asyncio.Event | None = None) -> dict[str, int]:
         """Handle a batch in turn. Once ``stop_event`` is set, the rest of the batch goes back to the queue
-        at once (a stopping worker has the stop timeout, not ten handlers' time)."""
+        at once (a stopping worker has the stop timeout, not the batch's handlers' time)."""
         stats = {"received": len(messages), "handled": 0, "duplicate": 0, "busy": 0, "failed": 0, "returned": 0}
         for message in messages:
             if stop_event is not None and stop_event.is_set():

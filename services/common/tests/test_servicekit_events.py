@@ -51,6 +51,17 @@ def send(aws_client):
     return put
 
 
+async def _eventually(condition, timeout: float = 10.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds (polled): moto's visibility runs on the wall clock."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
 def _message(detail_type: str, data: dict, event_id: str | None = None, **detail_extra) -> dict:
     detail = {"event_id": event_id or str(uuid.uuid4()), "occurred_at": "2025-01-01T00:00:00Z", "correlation_id": "c-1", "data": data}
     detail.update(detail_extra)
@@ -144,14 +155,13 @@ async def test_a_failed_event_comes_back_after_a_backoff_that_grows_with_its_rec
         raise RuntimeError("downstream hiccup")
 
     send(bus, _message("SlotReleased", {"session_id": "s5"}))
-    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 1, "event_retry_backoff_max_seconds": 1}),
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 2, "event_retry_backoff_max_seconds": 2}),
                              {"SlotReleased": failing})
     assert (await consumer.poll_once())["failed"] == 1
     assert queued(bus) == []  # hidden for the backoff (the queue's own visibility timeout is 0 here)
-    await asyncio.sleep(1.2)
-    assert len(queued(bus)) == 1
+    assert await _eventually(lambda: len(queued(bus)) == 1)
     received = {"Attributes": {"ApproximateReceiveCount": "4"}}
-    assert consumer._retry_delay(received) == 1  # capped
+    assert consumer._retry_delay(received) == 2  # capped
     assert QueueConsumer(settings, {})._retry_delay(received) == 40  # default: 10 s per receive, at most 60 s
     assert QueueConsumer(settings, {})._retry_delay({"Attributes": {"ApproximateReceiveCount": "7"}}) == 60
 
@@ -164,12 +174,11 @@ async def test_unparseable_or_unknown_events_are_left_on_the_queue_for_the_backo
         calls.append(data)
 
     send(bus, body)
-    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 1}), {"SlotReleased": handler})
+    consumer = QueueConsumer(settings.model_copy(update={"event_retry_backoff_seconds": 2}), {"SlotReleased": handler})
     stats = await consumer.poll_once()
     assert stats["failed"] == 1 and calls == []
     assert queued(bus) == []  # hidden for the backoff, like any failure
-    await asyncio.sleep(1.2)
-    assert len(queued(bus)) == 1  # still there: SQS will move it to the DLQ after maxReceiveCount
+    assert await _eventually(lambda: len(queued(bus)) == 1)  # still there: SQS will move it to the DLQ after maxReceiveCount
 
 
 async def test_event_claimed_by_another_consumer_is_left_alone(settings, bus, queued, send):
@@ -218,7 +227,7 @@ async def test_a_claim_released_while_another_consumer_looks_is_retried_not_take
         assert (await consumer.poll_once())["busy"] == 1
     finally:
         ddb.get_item = read
-    await asyncio.sleep(1.1)  # back after a second
+    assert await _eventually(lambda: len(queued(bus)) == 1)  # back after a second
     assert (await consumer.poll_once())["handled"] == 1 and len(calls) == 1
 
 
