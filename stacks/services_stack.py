@@ -56,7 +56,8 @@ STOP_TIMEOUT_SECONDS = 30
 # its claim on the event until the lease runs out; 150 s lets it expire first, so the next receive takes
 # the claim over. (An earlier receive finds the claim busy and sets the message visible at the lease's
 # end, but it counts towards max_receive_count.) A failed handler's message comes back sooner, after
-# servicekit's backoff, which keeps the saga's retries within persona's 120 s slot hold.
+# servicekit's backoff (10 s per receive, at most 60 s), so a SessionStarted's first retries land within
+# persona's 120 s slot hold.
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 # What stays a plain environment variable: what the task definition itself is built around (its
 # ports, the load balancer's path, the collector sidecar), which a value changed elsewhere would
