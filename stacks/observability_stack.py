@@ -10,9 +10,6 @@ from constructs import Construct
 from constructs.meshed_service import MeshedFargateService
 from constructs.meshed_service.service_connect import discovery_name
 from constructs.observability import (
-    CanaryAlarms,
-    GrpcAlarms,
-    LoadBalancerAlarms,
     LoadBalancerErrors,
     MeshedService,
     MonitoredQueue,
@@ -21,6 +18,7 @@ from constructs.observability import (
     PlatformMonitoring,
     QuotaCounter,
     ServiceMonitoring,
+    SloThresholds,
     SpotInterruptionMetric,
     TraceSampling,
 )
@@ -62,6 +60,9 @@ class ObservabilityStack(cdk.Stack):
             encryption_key=network.logs_key, retention=logs.RetentionDays[defaults.log_retention])
 
         self.services: dict[str, ServiceMonitoring] = {}
+        # One set of SLO thresholds for every alarm kind that judges a service: the deployment config's.
+        slo = SloThresholds(max_error_percent=config.deployment.alarm_5xx_percent,
+                            max_p95_latency_ms=config.deployment.alarm_p95_latency_ms)
         for service in config.services:
             primary = services.services[service.name]
             variants = [v for v in (primary, services.canaries.get(service.name)) if v is not None]
@@ -74,19 +75,14 @@ class ObservabilityStack(cdk.Stack):
                        for v in variants],
                 metrics_namespace=services.metrics_namespace, error_log_namespace=f"{prefix}/logs",
                 load_balancer=services.ingress.load_balancer if target_groups else None, target_groups=target_groups,
-                load_balancer_alarms=None if service_connect else LoadBalancerAlarms(
-                    max_5xx_percent=config.deployment.alarm_5xx_percent,
-                    max_p95_latency_ms=config.deployment.alarm_p95_latency_ms),
+                load_balancer_alarms=None if service_connect else slo,
                 mesh_discovery_name=discovery_name(service.name) if service_connect else None,
                 grpc=service.grpc_port is not None,
-                grpc_alarms=GrpcAlarms(max_error_percent=config.deployment.alarm_5xx_percent,
-                                       max_p95_latency_ms=config.deployment.alarm_p95_latency_ms),
+                grpc_alarms=slo,
                 deployment_alarms=[alarm for v in variants for alarm in _deployment_alarms(v)],
                 spot_interruptions=self.spot_interruptions,
                 # App Mesh: the canary's own 5xx rate and p95, which its traffic shift rolls back on.
-                canary_alarms=CanaryAlarms(max_5xx_percent=config.deployment.alarm_5xx_percent,
-                                           max_p95_latency_ms=config.deployment.alarm_p95_latency_ms)
-                if service.name in services.canaries else None,
+                canary_alarms=slo if service.name in services.canaries else None,
             )
 
         vpc = network.vpc

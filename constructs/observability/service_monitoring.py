@@ -49,27 +49,12 @@ class MonitoredTasks:
 
 
 @dataclass(frozen=True)
-class CanaryAlarms:
-    """5xx-rate and p95-latency alarms on an App Mesh canary's own traffic (its tasks' metrics, by variant)."""
-
-    max_5xx_percent: float
-    max_p95_latency_ms: int
-
-
-@dataclass(frozen=True)
-class GrpcAlarms:
-    """Server-error-rate and p95 alarms on a gRPC service's own calls (every caller, both variants): no
-    load balancer or Service Connect metric sees gRPC status codes, which travel in trailers."""
+class SloThresholds:
+    """What the service's SLO alarms fire above: an error rate (5xx, or gRPC server errors) in percent of
+    requests, and a p95 latency in milliseconds. Each kind of alarm (``load_balancer_alarms``, ``grpc_alarms``,
+    ``canary_alarms``) takes one; the app gives them all the ``deployment`` config's thresholds."""
 
     max_error_percent: float
-    max_p95_latency_ms: int
-
-
-@dataclass(frozen=True)
-class LoadBalancerAlarms:
-    """5xx-rate and p95-latency alarms on the target groups, for a service no deployment alarm covers."""
-
-    max_5xx_percent: float
     max_p95_latency_ms: int
 
 
@@ -94,10 +79,10 @@ class ServiceMonitoring(Construct):
         alarm_topic: sns.ITopic, cluster_name: str, tasks: Sequence[MonitoredTasks], metrics_namespace: str,
         error_log_namespace: str, load_balancer: elbv2.IApplicationLoadBalancer | None = None,
         target_groups: Sequence[elbv2.IApplicationTargetGroup] = (),
-        load_balancer_alarms: LoadBalancerAlarms | None = None, mesh_discovery_name: str | None = None,
-        grpc: bool = False, grpc_alarms: GrpcAlarms | None = None, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
+        load_balancer_alarms: SloThresholds | None = None, mesh_discovery_name: str | None = None,
+        grpc: bool = False, grpc_alarms: SloThresholds | None = None, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
         spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
-        below_desired_minutes: int = 10, canary_alarms: CanaryAlarms | None = None,
+        below_desired_minutes: int = 10, canary_alarms: SloThresholds | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not tasks:
@@ -147,7 +132,7 @@ class ServiceMonitoring(Construct):
                                    description=description)
 
     def _load_balancer(self, load_balancer: elbv2.IApplicationLoadBalancer, groups: Sequence[elbv2.IApplicationTargetGroup],
-                       alarms: LoadBalancerAlarms | None) -> None:
+                       alarms: SloThresholds | None) -> None:
         """Per target group (two when ECS shifts traffic between them during a canary): requests,
         5xx, response time percentiles and target health, as the load balancer sees them."""
         label = {0: "primary group", 1: "alternate group"}
@@ -181,8 +166,8 @@ class ServiceMonitoring(Construct):
                     alarm_friendly_name=f"lb-group{i}-5xx-rate",
                     add_alarm=self.named_alarm(
                         monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-5xx-rate"),
-                        summary=f"{self.name}: more than {alarms.max_5xx_percent}% of the load balancer's requests to target group {i} answered 5xx or failed to connect",
-                        runbook="elevated-5xx", threshold=alarms.max_5xx_percent,
+                        summary=f"{self.name}: more than {alarms.max_error_percent}% of the load balancer's requests to target group {i} answered 5xx or failed to connect",
+                        runbook="elevated-5xx", threshold=alarms.max_error_percent,
                         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                         datapoints_to_alarm=2, evaluation_periods=3,
                         treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)))
@@ -245,7 +230,7 @@ class ServiceMonitoring(Construct):
                 datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
                 treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
 
-    def _own_metrics(self, grpc: bool, grpc_alarms: GrpcAlarms | None) -> None:
+    def _own_metrics(self, grpc: bool, grpc_alarms: SloThresholds | None) -> None:
         """What the service itself measures (OTel, exported by the ADOT sidecar as EMF)."""
         ns = self.metrics_namespace
         service = {"service.name": self.name}
@@ -299,7 +284,7 @@ class ServiceMonitoring(Construct):
             "whoever sent it (load balancer or mesh). Durations are exponential histograms, so the percentiles "
             "are the service's own."))
 
-    def _canary(self, alarms: CanaryAlarms, grpc: bool) -> None:
+    def _canary(self, alarms: SloThresholds, grpc: bool) -> None:
         """The App Mesh canary judged on its own traffic (the router's share of mesh calls), beside the primary."""
         ns = self.metrics_namespace
 
@@ -308,7 +293,7 @@ class ServiceMonitoring(Construct):
                                      dimensions_map={"service.name": self.name, VARIANT_ATTRIBUTE: name, **dimensions})
 
         def rate_alarm(what: str, requests: cloudwatch.Metric, errors: dict[str, cloudwatch.Metric], summary: str):
-            return self._rate_alarm(f"canary-{what}", requests, errors, threshold=alarms.max_5xx_percent,
+            return self._rate_alarm(f"canary-{what}", requests, errors, threshold=alarms.max_error_percent,
                                     label="canary: failed, % of its requests", summary=summary, runbook="canary-rollback")
 
         def p95_alarm(what: str, metric: cloudwatch.Metric, threshold: float, summary: str):
@@ -322,7 +307,7 @@ class ServiceMonitoring(Construct):
                 "5xx-rate", variant(HTTP_DURATION, "SampleCount", "requests"),
                 {f"s{status}": variant(HTTP_DURATION, "SampleCount", str(status), **{"http.response.status_code": str(status)})
                  for status in SERVER_ERROR_STATUSES},
-                f"{self.name}: more than {alarms.max_5xx_percent:g}% of the App Mesh canary's requests answered 5xx{limit}")]),
+                f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's requests answered 5xx{limit}")]),
             monitoring.CustomMetricGroup(title="HTTP p95 (seconds)", metrics=[
                 p95_alarm("p95-latency", variant(HTTP_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms / 1000,
                           f"{self.name}: p95 duration of the App Mesh canary's requests above {alarms.max_p95_latency_ms} ms"),
@@ -336,7 +321,7 @@ class ServiceMonitoring(Construct):
                     "grpc-error-rate", variant(GRPC_DURATION, "SampleCount", "calls"),
                     {f"c{code}": variant(GRPC_DURATION, "SampleCount", str(code), **{"rpc.grpc.status_code": str(code)})
                      for code in GRPC_SERVER_ERROR_CODES},
-                    f"{self.name}: more than {alarms.max_5xx_percent:g}% of the App Mesh canary's gRPC calls failed with a "
+                    f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's gRPC calls failed with a "
                     f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))}){limit}")]),
                 monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[
                     p95_alarm("grpc-p95-latency", variant(GRPC_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms,
