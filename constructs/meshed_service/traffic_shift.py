@@ -12,7 +12,7 @@ Flow (``steps`` = 5, 25, 50, 100 by default)::
         -> ReadPrimary2 -> ... -> Shift2 -> ... -> CanaryServed4 -> Promoted (Succeed)
     any alarm check that finds an alarm in ALARM (or misses one), a canary that does not reach its count in time
     (ScaleTimedOut<n>), an ECS service that is not found (ServiceMissing<n>), a canary that answered fewer than
-    ``min_requests`` in its bake (CanaryNotExercised<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
+    its step's share of ``min_requests`` in its bake (CanaryNotExercised<n>), and any failed call -> Rollback -> ScaleInCanary -> RolledBack (Fail)
     a route Rollback cannot set back after its retries -> RollbackIncomplete (Fail: traffic may still be split)
 
 The alarms are read once a minute throughout each bake (``bake_minutes`` checks, each after a one-minute
@@ -111,7 +111,7 @@ class CanaryTraffic:
 
     @property
     def metrics(self) -> dict[str, str]:
-        """Query id -> metric name."""
+        """Kind of request (http, grpc) -> the duration metric that counts them."""
         return {"http": HTTP_DURATION, **({"grpc": GRPC_DURATION} if self.grpc else {})}
 
 
@@ -266,8 +266,8 @@ class TrafficShift(Construct):
         return sfn.Chain.custom(start, [done], start)
 
     def _traffic_gate(self, step: int, percent: int, rollback: sfn.IChainable) -> sfn.IChainable:
-        """After the bake: go on only if the canary answered at least ``min_requests`` HTTP requests or gRPC calls in
-        it (see the module's docstring: quiet alarms say nothing about a canary without metrics)."""
+        """After the bake: go on only if the canary answered at least the step's share of ``min_requests`` HTTP requests
+        or gRPC calls in it (see the module's docstring: quiet alarms say nothing about a canary without metrics)."""
         traffic = self.canary_traffic
         dimensions = [{"Name": "service.name", "Value": traffic.service_name}, {"Name": VARIANT_ATTRIBUTE, "Value": "canary"}]
         # One read per protocol: a service called only over gRPC has no HTTP datapoints at all, and what metric math

@@ -23,6 +23,14 @@ def is_conditional_failure(exc: BaseException) -> bool:
     return aws.error_code(exc) == CONDITIONAL_FAILED
 
 
+def held_by(owner: str, *, names: dict[str, str] | None = None, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A write's condition and expression attributes for "only while ``owner`` holds the item" (attribute
+    ``owner``), merged with the write's own ``names`` and ``values``: a claim or lease that its holder
+    outlived must not be overwritten or deleted by it once another holder took it over."""
+    return {"ConditionExpression": "#o = :me", "ExpressionAttributeNames": {**(names or {}), "#o": "owner"},
+            "ExpressionAttributeValues": {**(values or {}), ":me": {"S": owner}}}
+
+
 def epoch_in(seconds: float) -> int:
     """Epoch seconds `seconds` from now (for the `expires_at` TTL attribute)."""
     return int(time.time() + seconds)

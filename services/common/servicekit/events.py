@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import aws
 from .correlation import correlation_scope, current_correlation_id
-from .dynamo import epoch_in, is_conditional_failure
+from .dynamo import epoch_in, held_by, is_conditional_failure
 from .logging import get_logger
 from .settings import ServiceSettings
 from .tracing import get_tracer
@@ -191,23 +191,15 @@ class QueueConsumer:
         # No status attribute: a marker written by a simpler producer of markers counts as done.
         return "done", 0
 
-    def _owned(self, owner: str) -> dict[str, Any]:
-        return {"ConditionExpression": "#o = :me", "ExpressionAttributeNames": {"#o": "owner"},
-                "ExpressionAttributeValues": {":me": {"S": owner}}}
-
     async def _finish(self, event_id: str, owner: str) -> None:
         ddb = aws.client("dynamodb", self.settings)
-        owned = self._owned(owner)
         try:
             await aws.run_sync(
                 ddb.update_item,
                 TableName=self.table_name,
                 Key=_av(self._marker_key(event_id)),
                 UpdateExpression="SET #s = :done, processed_at = :now REMOVE lease_until",
-                ConditionExpression=owned["ConditionExpression"],
-                ExpressionAttributeNames={"#s": "status", **owned["ExpressionAttributeNames"]},
-                ExpressionAttributeValues={":done": {"S": "DONE"}, ":now": {"N": str(int(time.time()))},
-                                           **owned["ExpressionAttributeValues"]},
+                **held_by(owner, names={"#s": "status"}, values={":done": {"S": "DONE"}, ":now": {"N": str(int(time.time()))}}),
             )
         except Exception as exc:
             if not is_conditional_failure(exc):
@@ -218,7 +210,7 @@ class QueueConsumer:
     async def _release(self, event_id: str, owner: str) -> None:
         ddb = aws.client("dynamodb", self.settings)
         try:
-            await aws.run_sync(ddb.delete_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), **self._owned(owner))
+            await aws.run_sync(ddb.delete_item, TableName=self.table_name, Key=_av(self._marker_key(event_id)), **held_by(owner))
         except Exception as exc:  # the lease expiry is the backstop
             if not is_conditional_failure(exc):
                 log.warning("could not release claim on event %s", event_id, exc_info=True)

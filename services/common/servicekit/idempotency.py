@@ -20,7 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from . import aws
-from .dynamo import is_conditional_failure
+from .dynamo import held_by, is_conditional_failure
 from .errors import ApiError
 from .logging import get_logger
 from .settings import ServiceSettings
@@ -132,22 +132,17 @@ class IdempotencyStore:
             TableName=self.table_name,
             Key=self._key(principal, key),
             UpdateExpression="SET #s = :done, status_code = :code, body = :body REMOVE lease_until",
-            ConditionExpression="#o = :me",
-            ExpressionAttributeNames={"#s": "status", "#o": "owner"},
-            ExpressionAttributeValues={
+            **held_by(owner, names={"#s": "status"}, values={
                 ":done": {"S": "COMPLETED"},
                 ":code": {"N": str(status_code)},
                 ":body": {"S": json.dumps(jsonable_encoder(body), separators=(",", ":"))},
-                ":me": {"S": owner},
-            },
+            }),
         )
 
     async def release(self, principal: str, key: str, owner: str) -> None:
         """Forget an unfinished request so the client's retry runs it again (only while ``owner`` holds the key)."""
         try:
-            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key),
-                               ConditionExpression="#o = :me", ExpressionAttributeNames={"#o": "owner"},
-                               ExpressionAttributeValues={":me": {"S": owner}})
+            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key), **held_by(owner))
         except Exception as exc:  # the in-progress lease is the backstop
             if not is_conditional_failure(exc):
                 log.warning("could not release idempotency key", exc_info=True)
