@@ -151,7 +151,7 @@ class AppMeshConfig:
     per_retry_timeout_ms: int
     shift_steps_percent: tuple[int, ...]  # the traffic shift's canary percentages, in order, ending at 100
     shift_bake_minutes: int  # wait after each step before the next alarm check
-    shift_min_canary_requests: int  # requests the canary must answer in each bake for the shift to go on
+    shift_min_canary_requests: int  # requests the canary must answer in a bake at 100 % (a step at p %: p % of them)
 
 
 @dataclass(frozen=True)
@@ -767,7 +767,8 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
         "shift_steps_percent": ([5, 25, 50, 100], _parse_shift_steps),
         # The alarms read between steps trip on 2 of 3 one-minute datapoints: a shorter bake could pass first.
         "shift_bake_minutes": (10, _integer(3, 1440)),
-        # The alarms pass a canary without metrics (missing data is OK): each bake must count this many requests.
+        # The alarms pass a canary without metrics (missing data is OK): a bake at 100 % must count this many requests
+        # (or gRPC calls), a step at p % its p % share (traffic_shift.required_canary_requests).
         "shift_min_canary_requests": (60, _integer(1, 1_000_000)),
     }))
 

@@ -9,6 +9,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 
 from constructs.compliance import acknowledge_nag, arn_as_nag_shows, skip_checkov
+from constructs.permissions_boundary import SSM_AGENT_CHANNEL_ACTIONS
 
 from .extensions import ServiceExtension
 from .service import MeshedFargateService
@@ -20,15 +21,6 @@ SSM_AGENT_CONTAINER = "amazon-ssm-agent"
 SSM_AGENT_IMAGE = "public.ecr.aws/amazon-ssm-agent/amazon-ssm-agent:3.2.2222.0"
 # The tag the FIS script puts on every activation and managed instance it registers.
 SIDECAR_TAG = "FAULT_INJECTION_SIDECAR"
-# The SSM agent's message channels (no resource-level permissions): Run Command comes over the ssmmessages control
-# channel when the agent can open it, else over ec2messages (Systems Manager user guide, "Reference: ec2messages,
-# ssmmessages, and other API operations"); no data channels (Session Manager).
-AGENT_CHANNEL_ACTIONS = (
-    "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
-    "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
-    "ssmmessages:CreateControlChannel", "ssmmessages:OpenControlChannel",
-)
-
 # AWS's script from "Use the AWS FIS aws:ecs:task actions" (FIS user guide), unchanged: it registers
 # the task as an SSM managed instance tagged with its task ARN and AZ (FIS finds the task's instance
 # by that tag), and on SIGTERM deletes the activation and deregisters the instance.
@@ -77,11 +69,13 @@ class FaultInjection(ServiceExtension):
         # AmazonSSMManagedEC2InstanceDefaultPolicy (Core minus GetParameter(s)):
         # https://docs.aws.amazon.com/systems-manager/latest/userguide/managed-instances-default-host-management.html
         # Run Command (FIS's AWSFIS-Run-* documents) arrives over the ssmmessages control channel, or ec2messages
-        # where that cannot be opened: both are needed; no data channels (no Session Manager). This departs from the FIS guide and is not yet verified
-        # against a real experiment: README, FaultInjection.
+        # where that cannot be opened (Systems Manager user guide, "Reference: ec2messages, ssmmessages, and other
+        # API operations"): both, no data channels (no Session Manager), the same actions the stage's boundary
+        # allows this role. This departs from the FIS guide and is not yet verified against a real experiment:
+        # README, FaultInjection.
         self.managed_instance_role.add_to_policy(iam.PolicyStatement(
             actions=["ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations"], resources=[managed_instances]))
-        self.managed_instance_role.add_to_policy(iam.PolicyStatement(actions=list(AGENT_CHANNEL_ACTIONS), resources=["*"]))
+        self.managed_instance_role.add_to_policy(iam.PolicyStatement(actions=list(SSM_AGENT_CHANNEL_ACTIONS), resources=["*"]))
         # The sidecar's shutdown handler runs with the instance's credentials: it cleans up after itself.
         self.managed_instance_role.add_to_policy(iam.PolicyStatement(
             actions=["ssm:DeregisterManagedInstance"],

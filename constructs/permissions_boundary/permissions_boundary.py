@@ -26,9 +26,9 @@ KEY_VALUE_STORE_WRITER_ACTIONS = (
     "cloudfront-keyvaluestore:DescribeKeyValueStore", "cloudfront-keyvaluestore:GetKey", "cloudfront-keyvaluestore:PutKey",
 )
 
-# The SSM agent's message channels, for ssm_managed_instance_role_arns only: all of ec2messages (Run Command) and
-# the ssmmessages control channel, without data channels (no Session Manager or ECS Exec). The same actions
-# constructs/meshed_service FaultInjection grants its managed-instance role.
+# The SSM agent's message channels, for ssm_managed_instance_role_arns only: all of ec2messages and the ssmmessages
+# control channel (Run Command comes over either), without data channels (no Session Manager or ECS Exec).
+# constructs/meshed_service FaultInjection grants its managed-instance role these same actions.
 SSM_AGENT_CHANNEL_ACTIONS = (
     "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
     "ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
