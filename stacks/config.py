@@ -83,6 +83,15 @@ class LegacyConfig:
 
 
 @dataclass(frozen=True)
+class TableIndexConfig:
+    """A global secondary index on a service's table: both keys are strings, the projection is the keys only."""
+
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """One service of the mesh. Its image: ``image_tag`` from the platform's ECR repository, else
     ``image`` from another registry, else services/<name>/Dockerfile built as a CDK asset."""
@@ -112,6 +121,7 @@ class ServiceConfig:
     signing_key: bool  # the stack creates the service's JWT signing-key secret (JWT_SIGNING_SECRET_ID)
     legacy: LegacyConfig | None = None  # a legacy function that shares the service's path (strangler fig)
     table_actions: tuple[str, ...] = ()  # the DynamoDB item actions its task role gets on its table (with table)
+    table_indexes: tuple[TableIndexConfig, ...] = ()  # GSIs on its table; its task role may Query each (with table)
 
     @property
     def worker_command(self) -> tuple[str, ...]:
@@ -524,6 +534,34 @@ def _parse_table_actions(key: str, value: Any) -> tuple[str, ...]:
     return tuple(sorted(value))
 
 
+# DynamoDB's rules for index names; 20 is its default quota of global secondary indexes per table.
+_INDEX_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+MAX_TABLE_INDEXES = 20
+# The table's TTL attribute holds a number: declared a string index key, every write that sets it would fail.
+_NOT_INDEX_KEYS = ("expires_at",)
+
+
+def _index_key(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not 1 <= len(value.encode()) <= 255 or value in _NOT_INDEX_KEYS:
+        raise ConfigError(key, value, "expected the name of a string attribute, 1 to 255 bytes, not the table's TTL attribute expires_at")
+    return value
+
+
+def _parse_table_indexes(key: str, value: Any) -> tuple[TableIndexConfig, ...]:
+    if not isinstance(value, dict) or len(value) > MAX_TABLE_INDEXES:
+        raise ConfigError(key, value, f'expected an object of up to {MAX_TABLE_INDEXES} index name -> '
+                                      '{"partition_key": ..., "sort_key": ...}, e.g. {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}')
+    indexes = []
+    for name, entry in value.items():
+        if not _INDEX_NAME_PATTERN.match(name):
+            raise ConfigError(f"{key}.{name}", entry, "the index name must be 3-255 letters, digits, underscores, dots or hyphens")
+        fields = _object(f"{key}.{name}", entry, {"partition_key": (None, _index_key), "sort_key": (None, _index_key)})
+        if fields["partition_key"] == fields["sort_key"]:
+            raise ConfigError(f"{key}.{name}.sort_key", fields["sort_key"], "must differ from partition_key")
+        indexes.append(TableIndexConfig(name=name, **fields))
+    return tuple(sorted(indexes, key=lambda index: index.name))
+
+
 def _boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, value, "expected true or false")
@@ -638,6 +676,7 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
     "table": (False, _boolean),
     "table_actions": (None, _optional(_parse_table_actions)),
+    "table_indexes": ({}, _parse_table_indexes),
     "grpc_port": (None, _optional(_integer(1024, 65535))),
     "worker": (False, _boolean),
     "module": (None, _optional(_pattern(_MODULE_PATTERN, "expected a Python module name such as persona_service"))),
@@ -689,6 +728,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         module = fields["module"] or name.replace("-", "_")
         if fields["table_actions"] and not fields["table"]:
             raise ConfigError(f"{item_key}.table_actions", list(fields["table_actions"]), "needs table: true (the actions are on the service's table)")
+        if fields["table_indexes"] and not fields["table"]:
+            raise ConfigError(f"{item_key}.table_indexes", entry["table_indexes"], "needs table: true (the indexes are on the service's table)")
         # Unset: every item action; set it to what the service's code calls (tests/test_service_aws_calls.py checks).
         table_actions = (fields["table_actions"] or TABLE_ITEM_ACTIONS) if fields["table"] else ()
         services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module, "table_actions": table_actions}))
@@ -833,6 +874,7 @@ _DEFAULT_SERVICES = {
                 "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
     "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "module": "vc_start", "table": True,
                  "table_actions": ["DeleteItem", "GetItem", "PutItem", "UpdateItem"], "worker": True,
+                 "table_indexes": {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}},
                  "consumes": {"persona": ["SlotConfirmed", "SlotReleased"]}},
 }
 

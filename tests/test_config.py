@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, load_config
+from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, TableIndexConfig, load_config
 from tests.assembly import REPO_ROOT, cdk_json_context
 
 
@@ -72,6 +72,17 @@ def test_services_events_and_ports_defaults():
     assert services["vc-start"].table_actions == ("DeleteItem", "GetItem", "PutItem", "UpdateItem")
     assert services["persona"].table_actions == TABLE_ITEM_ACTIONS
     assert load_config({"services": {"billing": {}}}).services[0].table_actions == ()
+    # vc-start's sweeper finds stuck sessions through a sparse index; no other table has one, and none by default.
+    assert services["vc-start"].table_indexes == (TableIndexConfig(name="sweep", partition_key="sweep_shard", sort_key="sweep_at"),)
+    assert services["auth"].table_indexes == services["persona"].table_indexes == ()
+    assert load_config({"services": {"billing": {"table": True}}}).services[0].table_indexes == ()
+    # DynamoDB's limits: 3-255 characters of [A-Za-z0-9_.-] for the name, 255 bytes for a key; the table's own keys may be reused.
+    (edge,) = load_config({"services": {"billing": {"table": True, "table_indexes": {
+        "by.shard_2-x": {"partition_key": "pk", "sort_key": "a" * 255}}}}}).services[0].table_indexes
+    assert edge == TableIndexConfig(name="by.shard_2-x", partition_key="pk", sort_key="a" * 255)
+
+
+_INDEX = {"partition_key": "shard", "sort_key": "at"}
 
 
 @pytest.mark.parametrize("services, message", [
@@ -84,6 +95,19 @@ def test_services_events_and_ports_defaults():
     ({"auth": {"table": True, "table_actions": ["GetItem", "Scan"]}},
      'services.auth.table_actions=["GetItem", "Scan"] is invalid: expected a non-empty list of distinct DynamoDB item actions'),
     ({"auth": {"table_actions": ["GetItem"]}}, 'services.auth.table_actions=["GetItem"] is invalid: needs table: true'),
+    ({"auth": {"table": True, "table_indexes": ["sweep"]}}, 'services.auth.table_indexes=["sweep"] is invalid: expected an object of up to 20 index name'),
+    ({"auth": {"table": True, "table_indexes": {f"index{n:02}": _INDEX for n in range(21)}}},
+     'services.auth.table_indexes={"index00": {"partition_key": "shard", "sort_key": "at"}, '),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {"partition_key": "shard"}}}},
+     "services.auth.table_indexes.sweep.sort_key=null is invalid: expected the name of a string attribute"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "projection": "ALL"}}}},
+     "services.auth.table_indexes.sweep.projection='ALL' is invalid: unknown key; known keys are partition_key, sort_key"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "partition_key": ""}}}},
+     "services.auth.table_indexes.sweep.partition_key='' is invalid: expected the name of a string attribute, 1 to 255 bytes"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key": "é" * 128}}}},
+     "services.auth.table_indexes.sweep.sort_key='éééé"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key": 7}}}},
+     "services.auth.table_indexes.sweep.sort_key=7 is invalid: expected the name of a string attribute"),
     ({"auth": {"module": "auth-service"}}, "services.auth.module='auth-service' is invalid: expected a Python module name"),
     ({"auth": {"consumes": ["persona"]}}, 'services.auth.consumes=["persona"] is invalid: expected an object of producer service'),
     # Variables the stack sets itself, fixed or derived from a callee's name, would be overwritten silently.

@@ -32,6 +32,8 @@ def _regions(*entries: tuple[str, str]) -> str:
 _PIPELINE = {"connection_arn": "arn:aws:codeconnections:eu-central-1:111122223333:connection/00000000-0000-0000-0000-000000000000",
              "repository": "example-org/foundation", "branch": "main"}
 
+_SWEEP = {"partition_key": "sweep_shard", "sort_key": "sweep_at"}
+
 # (case id, -c overrides, text the error line must contain: key, bad value, what is allowed)
 CASES = [
     ("unknown key", {"colour": "blue"}, ["colour='blue'", "unknown key", "prefix"]),
@@ -87,6 +89,15 @@ CASES = [
     ("gRPC port on the HTTP port", {"services": json.dumps({"auth": {"grpc_port": 8080}})}, ["services.auth.grpc_port=8080", "must differ from port=8080"]),
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
+    ("index name DynamoDB refuses", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"by shard": _SWEEP}}})},
+     ['services.auth.table_indexes.by shard={"partition_key": "sweep_shard", "sort_key": "sweep_at"}', "3-255 letters, digits"]),
+    ("index with one attribute as both keys", {"services": json.dumps({"auth": {"table": True, "table_indexes": {
+        "sweep": {"partition_key": "sweep_at", "sort_key": "sweep_at"}}}})},
+     ["services.auth.table_indexes.sweep.sort_key='sweep_at'", "must differ from partition_key"]),
+    ("index on the TTL attribute", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"sweep": {**_SWEEP, "sort_key": "expires_at"}}}})},
+     ["services.auth.table_indexes.sweep.sort_key='expires_at'", "not the table's TTL attribute"]),
+    ("index without a table", {"services": json.dumps({"auth": {"table_indexes": {"sweep": _SWEEP}}})},
+     ['services.auth.table_indexes={"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}', "needs table: true"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),
     ("archive kept forever", {"events": json.dumps({"archive_retention_days": 0})}, ["events.archive_retention_days=0", "1 to 3650"]),
     ("github repository without an owner", {"github": json.dumps({"repository": "foundation"})},
