@@ -74,11 +74,11 @@ def test_each_service_has_a_global_table_replicated_to_the_other_region_each_rep
         properties = table["Properties"]
         assert properties["TableName"] == f"mf-{name}"
         assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
-        assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+        # The index keys' definitions follow (test below).
+        assert properties["AttributeDefinitions"][:2] == [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
         assert properties["BillingMode"] == "PAY_PER_REQUEST"
         assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
         assert properties["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
-        assert "GlobalSecondaryIndexes" not in properties
         key_id = keys[name][0]
         replicas = {replica["Region"]: replica for replica in properties["Replicas"]}
         assert set(replicas) == {PRIMARY, OTHER}
@@ -86,6 +86,31 @@ def test_each_service_has_a_global_table_replicated_to_the_other_region_each_rep
             assert replica["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
             expected_key = f"<{key_id}.Arn>" if region == PRIMARY else _replica_arn(key_id)
             assert _text(replica["SSESpecification"]["KMSMasterKeyId"]) == expected_key, (name, region)
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_only_vc_starts_table_has_an_index_the_sparse_sweep_index_keyed_by_strings_projecting_keys_only(dev, prod, profile):
+    """vc-start's sweeper finds sessions stuck in PENDING (or CANCELLED, compensation unpublished) through it: only such
+    items carry sweep_shard and sweep_at, so the index holds them alone, and the sweeper reads each item itself."""
+    tables = _owned({"dev": dev, "prod": prod}[profile], "AWS::DynamoDB::GlobalTable")
+    for name, (_, table) in tables.items():
+        properties = table["Properties"]
+        if name != "vc-start":
+            assert "GlobalSecondaryIndexes" not in properties, name
+            assert [a["AttributeName"] for a in properties["AttributeDefinitions"]] == ["pk", "sk"], name
+            continue
+        assert properties["GlobalSecondaryIndexes"] == [{
+            "IndexName": "sweep",
+            "KeySchema": [{"AttributeName": "sweep_shard", "KeyType": "HASH"}, {"AttributeName": "sweep_at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }]
+        assert properties["AttributeDefinitions"] == [{"AttributeName": attribute, "AttributeType": "S"}
+                                                      for attribute in ("pk", "sk", "sweep_shard", "sweep_at")]
+        # Every replica has it (CDK names it per replica, where provisioned read capacity would go).
+        assert {replica["Region"]: replica["GlobalSecondaryIndexes"] for replica in properties["Replicas"]} == {
+            region: [{"IndexName": "sweep"}] for region in (PRIMARY, OTHER)}
+        # Still on demand: the index takes its capacity from the table's mode, with nothing to provision.
+        assert properties["BillingMode"] == "PAY_PER_REQUEST" and "WriteProvisionedThroughputSettings" not in properties
 
 
 def test_each_service_key_is_a_rotating_multi_region_key_replicated_to_the_other_region_before_use(dev):

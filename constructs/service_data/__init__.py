@@ -1,5 +1,5 @@
 from .replica_key import ReplicaKey
-from .service_data import PREVIOUS_KEY_RETENTION, ServiceData
+from .service_data import PREVIOUS_KEY_RETENTION, ServiceData, TableIndex
 from .signing_key_rotation import SigningKeyRotation
 
-__all__ = ["PREVIOUS_KEY_RETENTION", "ReplicaKey", "ServiceData", "SigningKeyRotation"]
+__all__ = ["PREVIOUS_KEY_RETENTION", "ReplicaKey", "ServiceData", "SigningKeyRotation", "TableIndex"]

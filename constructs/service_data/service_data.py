@@ -3,6 +3,7 @@ signing-key secret and rotation, and the multi-Region key both are encrypted wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import aws_cdk as cdk
@@ -26,13 +27,23 @@ PREVIOUS_KEY_RETENTION = cdk.Duration.minutes(30)
 DEFAULT_ROTATION_INTERVAL = cdk.Duration.days(30)
 
 
+@dataclass(frozen=True)
+class TableIndex:
+    """A global secondary index: string partition and sort keys, keys-only projection (a reader gets the item itself)."""
+
+    name: str
+    partition_key: str
+    sort_key: str
+
+
 class ServiceData(Construct):
     """Creates, in the stack's (primary) region, what is asked for and replicates it to ``replica_regions``:
 
     - always: a multi-Region customer managed KMS key (alias ``<name_prefix>/<name>``) with a replica
       in each replica region (``ReplicaKey``);
     - ``table_name``: a DynamoDB global table (``TableV2``, pk/sk strings, TTL ``expires_at``,
-      on-demand, point-in-time recovery) with a replica per region, each encrypted with its region's key;
+      on-demand, point-in-time recovery) with a replica per region, each encrypted with its region's key,
+      and a global secondary index per ``table_indexes`` entry (every replica has them);
     - ``signing_secret_name``: a Secrets Manager secret replicated to each region (encrypted with that
       region's replica key) and rotated every ``rotation_interval`` by ``SigningKeyRotation``.
 
@@ -43,7 +54,7 @@ class ServiceData(Construct):
     def __init__(
         self, scope: Construct, construct_id: str, *, name_prefix: str, name: str, retain: bool,
         replica_regions: Sequence[str], custom_resource_log_group: logs.ILogGroup, rotation_log_group: logs.ILogGroup | None = None,
-        table_name: str | None = None,
+        table_name: str | None = None, table_indexes: Sequence[TableIndex] = (),
         signing_secret_name: str | None = None, rotation_interval: cdk.Duration = DEFAULT_ROTATION_INTERVAL,
         previous_key_retention: cdk.Duration = PREVIOUS_KEY_RETENTION,
     ) -> None:
@@ -52,6 +63,8 @@ class ServiceData(Construct):
             raise ValueError(f"{name}: signing_secret_name needs rotation_log_group, where the rotation function logs")
         if not (table_name or signing_secret_name):
             raise ValueError(f"{name}: give table_name, signing_secret_name or both; there is nothing to create")
+        if table_indexes and not table_name:
+            raise ValueError(f"{name}: table_indexes needs table_name (the indexes are on the table)")
         if not 1 <= rotation_interval.to_days() <= 365:
             raise ValueError(f"rotation_interval={rotation_interval.to_days()} days is invalid: rotate every 1 to 365 days")
         self.name = name
@@ -65,7 +78,7 @@ class ServiceData(Construct):
                                description=f"Replica of the {name} service's key: its table and secrets in {region}")
             for region in replica_regions
         }
-        self.table = self._table(table_name, retain, removal) if table_name else None
+        self.table = self._table(table_name, table_indexes, retain, removal) if table_name else None
         self.signing_secret: secretsmanager.Secret | None = None
         self.rotation: SigningKeyRotation | None = None
         if signing_secret_name:
@@ -86,12 +99,20 @@ class ServiceData(Construct):
                 log_group=rotation_log_group,
             )
 
-    def _table(self, table_name: str, retain: bool, removal: cdk.RemovalPolicy) -> dynamodb.TableV2:
+    def _table(self, table_name: str, indexes: Sequence[TableIndex], retain: bool, removal: cdk.RemovalPolicy) -> dynamodb.TableV2:
         table = dynamodb.TableV2(
             self, "Table",
             table_name=table_name,
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            # Added or removed in place, one index per deployment (DynamoDB creates or deletes one per table update);
+            # the table and its data stay.
+            global_secondary_indexes=[dynamodb.GlobalSecondaryIndexPropsV2(
+                index_name=index.name,
+                partition_key=dynamodb.Attribute(name=index.partition_key, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=index.sort_key, type=dynamodb.AttributeType.STRING),
+                projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+            ) for index in indexes] or None,
             billing=dynamodb.Billing.on_demand(),
             time_to_live_attribute=TTL_ATTRIBUTE,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True),
