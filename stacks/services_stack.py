@@ -230,6 +230,8 @@ class ServicesStack(cdk.Stack):
             table_name=config.table_name(service.name) if service.table else None,
             # What the service's code calls (config); a service without a table has none and gets no table grant.
             table_actions=[f"dynamodb:{action}" for action in service.table_actions] or TABLE_ACTIONS,
+            # Query on each of its table's indexes (the data stack creates them), on the index ARNs only.
+            table_index_names=[index.name for index in service.table_indexes],
             event_bus=self.platform.event_bus,
             publish_source=config.event_source(service.name) if service.name in config.producers else None,
             subscriptions=[EventSubscription(producer=producer, source=config.event_source(producer), detail_types=detail_types)

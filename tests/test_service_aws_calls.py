@@ -107,7 +107,7 @@ def test_the_finder_sees_what_each_service_calls():
         "persona": ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
                     "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "events:PutEvents",
                     "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
-        "vc-start": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "events:PutEvents",
+        "vc-start": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "events:PutEvents",
                      "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
     }
 
@@ -184,10 +184,10 @@ def _task_role_statements(assembly, region, service):
 
 
 def _own_resource(service, action, resource):
-    """The service's own table, secret, queue or the region's bus, as the template names it."""
+    """The service's own table (or one of its indexes), secret, queue or the region's bus, as the template names it."""
     text = _text(resource)
     return {
-        "dynamodb": re.fullmatch(rf"arn:aws:dynamodb:[a-z0-9-]+:\S+:table/mf-{service}", text),
+        "dynamodb": re.fullmatch(rf"arn:aws:dynamodb:[a-z0-9-]+:\S+:table/mf-{service}(/index/[A-Za-z0-9_.-]+)?", text),
         "secretsmanager": re.fullmatch(rf"arn:aws:secretsmanager:[a-z0-9-]+:\S+:secret:mf/{service}/jwt-signing-key-\?{{6}}", text),
         "sqs": re.fullmatch(rf"<{service.replace('-', '')}resourcesQueue[0-9A-F]{{8}}\.Arn>", text),
         "events": "EventBus" in text and "platform" in text,

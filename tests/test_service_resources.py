@@ -112,8 +112,9 @@ def _text(value):
 
 # Names of every service's table and secret, as the grants' ARNs end.
 def _named_resource(arn):
-    """'arn:...:table/mf-persona' -> ('table', 'persona'); '...:secret:mf/auth/jwt-signing-key-??????' -> ('secret', 'auth')."""
-    match = re.search(r":table/mf-([a-z-]+)$", arn) or re.search(r":secret:mf/([a-z-]+)/jwt-signing-key-\?{6}$", arn)
+    """'arn:...:table/mf-persona' -> ('table', 'persona'), as is one of its indexes ('...:table/mf-vc-start/index/sweep');
+    '...:secret:mf/auth/jwt-signing-key-??????' -> ('secret', 'auth')."""
+    match = re.search(r":table/mf-([a-z-]+)(/index/[A-Za-z0-9_.-]+)?$", arn) or re.search(r":secret:mf/([a-z-]+)/jwt-signing-key-\?{6}$", arn)
     return (("table" if ":table/" in arn else "secret"), match.group(1)) if match else None
 
 
@@ -153,6 +154,8 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     for role, statement in _statements_by_role(resources):
         actions = _actions(statement)
         service = _owner(role)
+        if any(a.startswith("dynamodb:") for a in actions) and "/index/" in _text(statement["Resource"]):
+            continue  # Query on an index (test below)
         if any(a.startswith("dynamodb:") for a in actions):
             # What the service's code calls (cdk.json table_actions; tests/test_service_aws_calls.py ties them to the code).
             assert sorted(actions) == [f"dynamodb:{action}" for action in TABLE_ACTIONS_BY_SERVICE[service]], service
@@ -176,6 +179,29 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     assert not {"dynamodb:DescribeTable", "dynamodb:ConditionCheckItem"} & set(TABLE_ACTIONS)
     # Key use that carries no table name is metadata only.
     assert set(TABLE_KEY_DESCRIBE_ACTIONS) == {"kms:DescribeKey"}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_vc_start_may_query_only_its_sweep_index_not_its_table_and_persona_still_queries_its_table(backend, region):
+    """vc-start's sweeper reads its sparse index; Query on the table would let the role read any session partition."""
+    variant, assembly = backend
+    queries = {}
+    for role, statement in _statements_by_role(_resources(assembly, region)):
+        if "dynamodb:Query" in _actions(statement):
+            queries.setdefault(_owner(role), []).append((role, _actions(statement), _text(statement["Resource"])))
+    vc_start = queries.pop("vc-start")
+    assert len(vc_start) == (2 if variant == "appmesh" else 1)  # with App Mesh, the canary's role too
+    for role, actions, resource in vc_start:
+        # A statement of its own, on exactly the index's ARN in this region.
+        assert "TaskRole" in role and actions == ["dynamodb:Query"], role
+        assert resource == f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-vc-start/index/sweep"
+    # persona queries its table, with every other item action, as before; auth queries nothing.
+    for _, actions, resource in queries.pop("persona"):
+        assert sorted(actions) == [f"dynamodb:{action}" for action in TABLE_ITEM_ACTIONS]
+        assert resource == f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-persona"
+    assert not queries
+    # vc-start's table actions stay what its code calls on the table (cdk.json): no Query there.
+    assert "Query" not in TABLE_ACTIONS_BY_SERVICE["vc-start"]
 
 
 def test_only_producers_may_put_events_on_the_bus_and_only_under_their_own_source(backend):
@@ -440,8 +466,10 @@ def test_a_new_consumer_needs_config_only(tmp_path):
 def test_constructs_reject_what_cannot_work():
     import aws_cdk as cdk
     from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_logs as logs
 
     from constructs.meshed_service import MeshedServiceProps, WorkerContainer
+    from constructs.service_data import ServiceData, TableIndex
     from constructs.service_resources import EventSubscription, ServiceResources
 
     image = ecs.ContainerImage.from_registry("registry.example.com/app:1")
@@ -452,5 +480,12 @@ def test_constructs_reject_what_cannot_work():
         WorkerContainer(command=[])
     with pytest.raises(ValueError, match="table_actions=\\['dynamodb:Scan'\\] is invalid"):
         ServiceResources(cdk.Stack(), "r", name_prefix="mf", name="a", retain=False, table_name="mf-a", table_actions=["dynamodb:Scan"])
+    with pytest.raises(ValueError, match="table_index_names needs table_name"):
+        ServiceResources(cdk.Stack(), "r", name_prefix="mf", name="a", retain=False, table_index_names=["sweep"])
+    stack = cdk.Stack()
+    group = logs.LogGroup(stack, "Logs")
+    with pytest.raises(ValueError, match="table_indexes needs table_name"):
+        ServiceData(stack, "d", name_prefix="mf", name="a", retain=False, replica_regions=[], custom_resource_log_group=group,
+                    rotation_log_group=group, signing_secret_name="mf/a/key", table_indexes=[TableIndex("sweep", "shard", "at")])
     with pytest.raises(ValueError, match="detail_types=\\[\\] is invalid"):
         EventSubscription(producer="persona", source="mf.persona", detail_types=[])

@@ -23,6 +23,10 @@ TABLE_ACTIONS = (
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem",
     "dynamodb:Query", "dynamodb:UpdateItem",
 )
+# What a service's role may do on each of its table's indexes (``table_index_names``). IAM checks a Query with an
+# IndexName against the index's own ARN (table/<name>/index/<index>), so it is granted there: Query on the table
+# would also let the role query the table itself.
+INDEX_ACTIONS = ("dynamodb:Query",)
 # What DynamoDB does with the table's key on the caller's behalf (kms:ViaService keeps it there). Each
 # request carries the table's name as encryption context, which pins the grant to this table's key.
 TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
@@ -60,7 +64,8 @@ class ServiceResources(Construct):
     subscription (``subscriptions``). The service's table and signing-key secret are global (the
     primary region's data stack, constructs/service_data) and are found here by name in this
     stack's region: ``table_name``, ``signing_secret_name``. ``grant(role)`` gives a role exactly the
-    item actions ``table_actions`` (what the service's code calls), queue, secret and key actions on these resources, plus PutEvents on the bus with the
+    item actions ``table_actions`` (what the service's code calls), Query on each of ``table_index_names``, queue,
+    secret and key actions on these resources, plus PutEvents on the bus with the
     service's own source when ``publish_source`` is set. ``environment`` holds the variables that tell
     the service where they are.
     """
@@ -81,10 +86,13 @@ class ServiceResources(Construct):
         visibility_timeout: cdk.Duration | None = None,
         signing_secret_name: str | None = None,
         table_actions: Sequence[str] = TABLE_ACTIONS,
+        table_index_names: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not table_actions or not set(table_actions) <= set(TABLE_ACTIONS):
             raise ValueError(f"table_actions={list(table_actions)} is invalid: expected some of {', '.join(TABLE_ACTIONS)}")
+        if table_index_names and not table_name:
+            raise ValueError(f"{name}: table_index_names needs table_name (the indexes are on the table)")
         if (publish_source or subscriptions) and event_bus is None:
             raise ValueError(f"{name}: publish_source and subscriptions need event_bus")
         if not 1 <= max_receive_count <= 1000:
@@ -97,6 +105,7 @@ class ServiceResources(Construct):
 
         self.table_name = table_name
         self.table_actions = tuple(sorted(table_actions))
+        self.table_index_names = tuple(sorted(table_index_names))
         self.signing_secret_name = signing_secret_name
         self.queue: sqs.Queue | None = None
         self.dead_letter_queue: sqs.Queue | None = None
@@ -155,6 +164,12 @@ class ServiceResources(Construct):
         return cdk.Stack.of(self).format_arn(service="dynamodb", resource="table", resource_name=self.table_name) if self.table_name else None
 
     @property
+    def table_index_arns(self) -> list[str]:
+        """This region's replica of each of the table's indexes."""
+        return [cdk.Stack.of(self).format_arn(service="dynamodb", resource="table", resource_name=f"{self.table_name}/index/{index}")
+                for index in self.table_index_names]
+
+    @property
     def signing_secret_arn_pattern(self) -> str | None:
         """The secret's ARN in this region, with the six random characters Secrets Manager appends as ``??????``."""
         if not self.signing_secret_name:
@@ -180,11 +195,13 @@ class ServiceResources(Construct):
 
     def grant(self, role: iam.IRole, *, consume: bool = True) -> None:
         """Give ``role`` exactly what the service does with its resources, each statement on one ARN
-        (the keys: see ``_key_statements``). ``consume=False``: not the queue (a task that runs no
+        (the table's indexes: one statement for all; the keys: see ``_key_statements``). ``consume=False``: not the queue (a task that runs no
         worker, such as an App Mesh canary)."""
         statements = []
         if self.table_name:
             statements.append(iam.PolicyStatement(actions=list(self.table_actions), resources=[self.table_arn]))
+        if self.table_index_names:
+            statements.append(iam.PolicyStatement(actions=list(INDEX_ACTIONS), resources=self.table_index_arns))
         if self.signing_secret_name:
             statements.append(iam.PolicyStatement(actions=list(SECRET_ACTIONS), resources=[self.signing_secret_arn_pattern]))
         statements += self._key_statements()
