@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,6 +28,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 # moto accepts any credentials; real ones must never be picked up from the caller's environment.
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 SERVICES = ("auth", "persona", "vc-start")
+# The app's config: each service's table indexes are created here as the CDK app creates them.
+CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
+
+
+def table_indexes(service: str) -> dict[str, dict[str, str]]:
+    """cdk.json's ``services.<service>.table_indexes``: index name -> {partition_key, sort_key}."""
+    services = json.loads(CDK_JSON.read_text())["context"]["services"]
+    return services[service].get("table_indexes", {})
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ def bootstrap(endpoint_url: str, region: str = "eu-central-1", prefix: str = "mf
         name: {"AWS_REGION": region, "AWS_ENDPOINT_URL": endpoint_url} for name in SERVICES}
 
     for name in SERVICES:
-        env[name]["TABLE_NAME"] = aws.table(f"{prefix}-{name}")
+        env[name]["TABLE_NAME"] = aws.table(f"{prefix}-{name}", table_indexes(name))
 
     secret_id = f"{prefix}/auth/jwt-signing-key"
     resources["jwt_signing_secret_arn"] = aws.signing_secret(secret_id)
@@ -107,13 +116,19 @@ class _Aws:
             session.client(name, endpoint_url=endpoint_url, config=config)
             for name in ("dynamodb", "secretsmanager", "events", "sqs"))
 
-    def table(self, name: str) -> str:
+    def table(self, name: str, indexes: dict[str, dict[str, str]]) -> str:
+        """The table as the app's ServiceData creates it: pk/sk strings, TTL, and string-keyed KEYS_ONLY indexes."""
+        keys = {"pk", "sk"} | {key for index in indexes.values() for key in (index["partition_key"], index["sort_key"])}
+        secondary = [{"IndexName": index_name, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                      "KeySchema": [{"AttributeName": index["partition_key"], "KeyType": "HASH"},
+                                    {"AttributeName": index["sort_key"], "KeyType": "RANGE"}]}
+                     for index_name, index in indexes.items()]
         try:
             self.dynamodb.create_table(
                 TableName=name, BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                      {"AttributeName": "sk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key in sorted(keys)],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                **({"GlobalSecondaryIndexes": secondary} if secondary else {}))
         except ClientError as error:
             if _code(error) != "ResourceInUseException":
                 raise

@@ -25,6 +25,8 @@ EXTRA_FIXTURES = {
     "vc_start_e2e": "vc-start-e2e",
     "vc_start_no_persona": "vc-start-no-persona",
     "vc_start_off_bus": "vc-start-off-bus",
+    "vc_start_forgetful": "vc-start-forgetful",
+    "vc_start_sweeper": "vc-start-sweeper",
     "auth_drain": "auth-drain",
 }
 
@@ -81,6 +83,16 @@ def vc_start_no_persona(service_stack: harness.Stack) -> str:
 @pytest.fixture(scope="session")
 def vc_start_off_bus(service_stack: harness.Stack) -> str:
     return _extra(service_stack, "vc-start-off-bus")
+
+
+@pytest.fixture(scope="session")
+def vc_start_forgetful(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "vc-start-forgetful")
+
+
+@pytest.fixture(scope="session")
+def vc_start_sweeper(service_stack: harness.Stack) -> str:
+    return _extra(service_stack, "vc-start-sweeper")
 
 
 @pytest.fixture(scope="session")

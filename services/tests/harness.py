@@ -113,6 +113,12 @@ EXTRAS: dict[str, Extra] = {
                                                         "CALL_BUDGET_SECONDS": "2"}),
     # Publishes to a side bus nobody consumes (only a tap): its sessions stay PENDING with a HELD slot.
     "vc-start-off-bus": Extra("vc-start", lambda s: {"EVENT_BUS_NAME": s.off_bus}),
+    # The same, and its sessions are due for the sweeper 2 s after they are stored (nobody reads them).
+    "vc-start-forgetful": Extra("vc-start", lambda s: {"EVENT_BUS_NAME": s.off_bus, "SESSION_PENDING_TIMEOUT_SECONDS": "2"}),
+    # A vc-start worker whose sweeper times out sessions 2 s old, every 0.5 s. It consumes a queue of its own that
+    # nothing feeds, so the saga's events keep going to the stack's worker (with the 180 s timeout).
+    "vc-start-sweeper": Extra("vc-start-worker", lambda s: {"SESSION_PENDING_TIMEOUT_SECONDS": "2", "SESSION_SWEEP_INTERVAL_SECONDS": "0.5",
+                                                            "QUEUE_URL": s.idle_queue_url}),
     # Production argon2 costs (logins take tens of ms) and a short drain, for the SIGTERM test.
     "auth-drain": Extra("auth", lambda s: {"DRAIN_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
                         drop_env=tuple(FAST_ARGON2)),
@@ -206,6 +212,7 @@ class Stack:
         self.taps: dict[str, Tap] = {}
         self.closed_port = 0
         self.off_bus = f"{self.prefix}-off-bus"
+        self.idle_queue_url = ""  # a queue nothing sends to (_add_taps)
         self._clients: dict[str, Any] = {}
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -237,12 +244,12 @@ class Stack:
         return self
 
     def ensure(self, name: str) -> str:
-        """Start an EXTRAS process now if it is not running yet; returns its base URL."""
+        """Start an EXTRAS process now if it is not running yet; returns its base URL ("" for a worker)."""
         if name not in self.launcher.children:
             self._add_extra(name)
             self.launcher.start(self.specs[name])
             self._wait_started([name])
-        return self.urls[name]
+        return self.urls.get(name, "")
 
     def stop(self) -> list[str]:
         """Every process (SIGTERM, then SIGKILL after the timeout), then moto. Returns the processes that did not
@@ -261,9 +268,13 @@ class Stack:
     def _add_extra(self, name: str) -> None:
         extra = EXTRAS[name]
         base = self.specs[extra.base]
-        (port,) = self.rl.free_ports(1)
         env = {k: v for k, v in base.env.items() if k not in extra.drop_env}
-        env.update(PORT=str(port), **extra.env(self))
+        env.update(extra.env(self))
+        if base.ready_url is None:  # a worker: no HTTP
+            self.specs[name] = dataclasses.replace(base, name=name, env=env)
+            return
+        (port,) = self.rl.free_ports(1)
+        env["PORT"] = str(port)
         self.specs[name] = dataclasses.replace(base, name=name, env=env, ready_url=f"http://127.0.0.1:{port}/health/ready")
         self.urls[name] = f"http://127.0.0.1:{port}"
 
@@ -292,6 +303,7 @@ class Stack:
                         EventPattern=json.dumps({"source": [f"{self.prefix}.vc-start"]}), State="ENABLED")
         events.put_targets(Rule=f"{self.prefix}-off-bus-all", EventBusName=self.off_bus, Targets=[{"Id": "tap", "Arn": off_arn}])
         self.taps["off-bus"] = Tap(sqs, off_url)
+        self.idle_queue_url, _ = self._tap_queue(f"{self.prefix}-idle")
 
     def _tap_queue(self, name: str) -> tuple[str, str]:
         sqs = self.client("sqs")

@@ -80,6 +80,19 @@ def test_tables_have_the_shared_key_schema_and_ttl(env: dict[str, dict[str, str]
         assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
 
 
+def test_vc_starts_table_has_the_sweep_index_its_store_queries_as_cdk_json_declares_it(
+        env: dict[str, dict[str, str]], endpoint: str) -> None:
+    from vc_start.store import SWEEP_AT, SWEEP_INDEX, SWEEP_SHARD
+
+    assert local_bootstrap.table_indexes("vc-start") == {SWEEP_INDEX: {"partition_key": SWEEP_SHARD, "sort_key": SWEEP_AT}}
+    dynamodb = client("dynamodb", endpoint)
+    (index,) = dynamodb.describe_table(TableName="mf-vc-start")["Table"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == SWEEP_INDEX and index["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [(SWEEP_SHARD, "HASH"), (SWEEP_AT, "RANGE")]
+    for name in ("mf-auth", "mf-persona"):
+        assert dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", []) == []
+
+
 def test_signing_key_secret_holds_a_usable_rsa_2048_key(env: dict[str, dict[str, str]], endpoint: str) -> None:
     document = json.loads(client("secretsmanager", endpoint).get_secret_value(
         SecretId=env["auth"]["JWT_SIGNING_SECRET_ID"])["SecretString"])

@@ -132,6 +132,28 @@ def test_cancelling_a_session_that_holds_a_slot_releases_it_over_the_bus(stack: 
     assert harness.assert_slots_match_sessions(stack, api, token, persona_id) == reserved_before
 
 
+def test_a_session_nobody_reads_is_swept_and_its_slot_released(stack: harness.Stack, api: harness.Api, user: tuple[str, str],
+                                                              vc_start_forgetful: str, vc_start_sweeper: str) -> None:
+    _, token = user
+    persona = api.create_persona(token, max_sessions=1)
+    persona_id = persona["persona_id"]
+    # SessionStarted goes to a side bus: persona never confirms, and nothing on the bus will settle the session.
+    session = api.started_session(token, persona_id, vc_start=vc_start_forgetful)
+    session_id = session["session_id"]
+    assert session["status"] == "PENDING", session
+    assert harness.reservations_of(stack, persona_id) == {session_id: "HELD"}
+
+    # Nobody reads it (a read would time it out itself): the sweeper does once it is overdue, and tells persona.
+    (swept,) = stack.wait_for("the sweeper to time the session out",
+                              lambda: [s for s in harness.sessions_of(stack, persona_id) if s["status"] == "CANCELLED"],
+                              timeout=15, logs=("vc-start-sweeper",))
+    assert swept == {"session_id": session_id, "status": "CANCELLED", "reason": "timed_out"}
+    stack.wait_for("persona to release the hold", lambda: harness.reservations_of(stack, persona_id) == {session_id: "RELEASED"},
+                   timeout=10, logs=("persona-worker",))
+    assert api.session(token, session_id)["reason"] == "timed_out"
+    assert harness.assert_slots_match_sessions(stack, api, token, persona_id) == 0
+
+
 def _conforms(detail_type: str, data: dict[str, Any]) -> None:
     """What the test publishes follows the event contract, like what vc-start publishes."""
     schema = json.loads((CONTRACTS / f"{detail_type}.schema.json").read_text())

@@ -1,4 +1,5 @@
 """Run a queue consumer as a process: SIGTERM/SIGINT finish the message in hand (the rest of its batch goes back to the queue), then exit 0.
+Loops that run beside the consumer (e.g. vc-start's session sweeper) get the same stop signal.
 
 Once its consumer is built, the objects built so far are frozen out of garbage collection, as in a
 service process (startup.freeze_startup_objects)."""
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from .events import QueueConsumer
 from .logging import configure_logging, get_logger
@@ -18,8 +20,14 @@ from .tracing import configure_telemetry
 log = get_logger(__name__)
 
 
-async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None = None) -> None:
-    """Consume until SIGTERM/SIGINT (or `stop_event`)."""
+class Loop(Protocol):
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then return; handle its own errors (one that escapes stops the process)."""
+        ...
+
+
+async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None = None, *, alongside: Sequence[Loop] = ()) -> None:
+    """Consume, and run the ``alongside`` loops, until SIGTERM/SIGINT (or `stop_event`)."""
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -35,22 +43,36 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
             pass
     try:
-        await consumer.run_until(stop)
+        # Whichever ends first (stopped, or failed) stops the others, so the consumer still finishes its message.
+        runs = [consumer.run_until(stop), *(other.run_until(stop) for other in alongside)]
+        results = await asyncio.gather(*(_then_stop(run, stop) for run in runs), return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
 
 
-def run_worker(settings: ServiceSettings, consumer: QueueConsumer | Callable[[], QueueConsumer]) -> None:
-    """Entry point of `python -m <service>.worker`. `consumer` may be a factory (called after logging
-    and telemetry are configured, so clients it builds are instrumented)."""
+async def _then_stop(run: Awaitable[None], stop: asyncio.Event) -> None:
+    try:
+        await run
+    finally:
+        stop.set()
+
+
+def run_worker(settings: ServiceSettings, consumer: QueueConsumer | Callable[[], QueueConsumer], *,
+               alongside: Callable[[], Sequence[Loop]] | None = None) -> None:
+    """Entry point of `python -m <service>.worker`. `consumer` may be a factory, and `alongside` is one:
+    both are called after logging and telemetry are configured, so clients they build are instrumented."""
     configure_logging(settings.service_name, settings.log_level, json_format=settings.instrumentation)
     telemetry = configure_telemetry(settings)
     if not isinstance(consumer, QueueConsumer):
         consumer = consumer()
+    loops = alongside() if alongside else ()
     freeze_startup_objects()
     try:
-        asyncio.run(serve_worker(consumer))
+        asyncio.run(serve_worker(consumer, alongside=loops))
     finally:
         telemetry.shutdown()
     log.info("worker stopped")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from servicekit.app import create_service_app
 from servicekit.server import build_server
@@ -133,6 +134,41 @@ async def test_worker_stops_on_sigterm_after_current_batch():
     loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(serve_worker(consumer), 5)
     assert consumer.batches >= 1
+
+
+class Batches:
+    """A consumer stand-in that counts its batches and finishes the one in hand once stopped."""
+
+    def __init__(self) -> None:
+        self.batches, self.finished = 0, False
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.batches += 1
+            await asyncio.sleep(0.01)
+        self.finished = True
+
+
+async def test_loops_beside_the_worker_get_the_same_stop():
+    consumer, sweeper = Batches(), Batches()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+
+    await asyncio.wait_for(serve_worker(consumer, stop, alongside=[sweeper]), 5)
+
+    assert consumer.finished and sweeper.finished and sweeper.batches >= 1
+
+
+async def test_a_loop_that_fails_stops_the_consumer_cleanly_and_the_error_ends_the_worker():
+    class Failing:
+        async def run_until(self, stop: asyncio.Event) -> None:
+            await asyncio.sleep(0.03)
+            raise RuntimeError("sweeper broke")
+
+    consumer = Batches()
+    with pytest.raises(RuntimeError, match="sweeper broke"):
+        await asyncio.wait_for(serve_worker(consumer, alongside=[Failing()]), 5)
+    assert consumer.finished  # stopped after its batch, not cancelled in the middle of it
 
 
 async def test_lifespan_shutdown_waits_for_grpc_in_flight_calls(make_settings):

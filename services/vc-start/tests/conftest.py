@@ -24,7 +24,7 @@ from servicekit.resilience import ResilientHttpClient
 from vc_start.app import Clients, create_app
 from vc_start.persona import PersonaInfo, PersonaNotFoundError
 from vc_start.settings import VcStartSettings
-from vc_start.store import SessionStore
+from vc_start.store import SWEEP_AT, SWEEP_INDEX, SWEEP_SHARD, SessionStore
 
 REGION = "us-east-1"
 TABLE = "mf-vc-start"
@@ -86,7 +86,11 @@ def settings(aws_env) -> VcStartSettings:
     aws.client("dynamodb", settings).create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", SWEEP_SHARD, SWEEP_AT)],
+        GlobalSecondaryIndexes=[{
+            "IndexName": SWEEP_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+            "KeySchema": [{"AttributeName": SWEEP_SHARD, "KeyType": "HASH"}, {"AttributeName": SWEEP_AT, "KeyType": "RANGE"}],
+        }],
         BillingMode="PAY_PER_REQUEST",
     )
     events, sqs = aws.client("events", settings), aws.client("sqs", settings)

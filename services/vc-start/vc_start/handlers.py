@@ -52,6 +52,7 @@ class SessionEventHandlers:
             # The session gave up (e.g. it timed out) but persona confirmed the slot: give it back.
             reason = session.reason or DEFAULT_COMPENSATION_REASON
             await self._publisher.publish(events.SESSION_CANCELLED, events.session_cancelled(session_id, session.persona_id, reason))
+            await self._store.clear_sweep(session_id)  # the compensation a timeout left to the sweeper, if any, is done
             log.info("confirmed slot of a cancelled session released", extra={"session_id": session_id, "reason": reason})
         elif session.status is SessionStatus.ACTIVE:
             log.info("SlotConfirmed for an active session ignored", extra={"session_id": session_id})

@@ -6,7 +6,7 @@
    and publish SessionCancelled so persona drops any hold it made
 4. publish SessionStarted; failure -> CANCELLED event_publish_failed and release the slot over gRPC
 The rest (SlotConfirmed / SlotReleased) happens in the worker (handlers.py); a session nothing settles is
-timed out after SESSION_PENDING_TIMEOUT_SECONDS (timeouts.py).
+timed out after SESSION_PENDING_TIMEOUT_SECONDS (timeouts.py, sweeper.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class StartSessionSaga:
         except PersonaError as exc:
             # Ambiguous: the hold may exist. Cancel, and tell persona to drop it (the hold's expiry is the backstop).
             log.warning("slot reservation failed, compensating", extra={**extra, "error": str(exc)})
-            cancelled, applied = await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE)
+            cancelled, applied = await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE, compensate=True)
             if applied:
                 await self._publish_cancelled(cancelled)
             return cancelled
@@ -81,11 +81,11 @@ class StartSessionSaga:
         log.info("session started", extra=extra)
         return session
 
-    async def _cancel(self, session: Session, reason: CancelReason) -> tuple[Session, bool]:
+    async def _cancel(self, session: Session, reason: CancelReason, *, compensate: bool = False) -> tuple[Session, bool]:
         """PENDING -> CANCELLED: the session's state after it, and whether this call cancelled it. Not applied
         when the session has settled meanwhile (the workers activated it, or it timed out): whoever settled
-        it owns the slot."""
-        transition = await self._store.cancel(session.session_id, reason.value)
+        it owns the slot. ``compensate``: SessionCancelled must follow (the sweeper sends it if we cannot)."""
+        transition = await self._store.cancel(session.session_id, reason.value, compensate=compensate)
         if transition.applied:
             log.info("session cancelled", extra={"session_id": session.session_id, "reason": reason.value})
         else:
@@ -100,8 +100,10 @@ class StartSessionSaga:
         try:
             await self._publisher.publish(events.SESSION_CANCELLED, data)
         except EventPublishError as exc:
-            # Best effort: persona's hold expires after RESERVATION_HOLD_SECONDS anyway.
-            log.error("SessionCancelled not published; the hold will expire", extra={"session_id": session.session_id, "error": str(exc)})
+            # The worker's sweeper publishes it after the grace period (and persona's hold expires meanwhile anyway).
+            log.error("SessionCancelled not published; the sweeper retries", extra={"session_id": session.session_id, "error": str(exc)})
+        else:
+            await self._store.clear_sweep(session.session_id)
 
     async def _release(self, session: Session, token: str) -> None:
         try:

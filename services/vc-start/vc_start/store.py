@@ -5,12 +5,19 @@ conditional update on the current status, so concurrent actors (the saga in the 
 reacting to persona's events, redeliveries, a timeout) cannot both win.
 
 A session PENDING for longer than the pending timeout is overdue: it can no longer become ACTIVE, and
-`time_out` moves it to CANCELLED `timed_out` (done lazily, when it is read or confirmed).
+`time_out` moves it to CANCELLED `timed_out` (when it is read, confirmed late, or swept).
+
+The sweep index (cdk.json `services.vc-start.table_indexes`) is a sparse global secondary index over two
+attributes that only the sessions the sweeper (sweeper.py) must look at carry: a PENDING session from the
+instant it becomes overdue, and a CANCELLED one whose SessionCancelled is still to be published, from a
+grace period after the cancel (the request or worker that cancelled it publishes first). Settling a
+session removes them, and so does publishing its SessionCancelled (`clear_sweep`).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +30,14 @@ from vc_start.models import CancelReason, Session, SessionStatus
 from vc_start.settings import DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS
 
 SORT_KEY = "SESSION"
+# The sweep index: its name and key attributes as cdk.json declares them (local/bootstrap.py creates it from there).
+SWEEP_INDEX = "sweep"
+SWEEP_SHARD = "sweep_shard"
+SWEEP_AT = "sweep_at"
+# The index's partitions: with one constant partition key every session would write to the same one.
+SWEEP_SHARDS = 4
+# How long a cancel that must be compensated waits for its own SessionCancelled before the sweeper sends it.
+COMPENSATION_GRACE_SECONDS = 60.0
 
 
 def iso_at(epoch: float) -> str:
@@ -32,6 +47,10 @@ def iso_at(epoch: float) -> str:
 
 def _key(session_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": SORT_KEY}}
+
+
+def sweep_shard(session_id: str) -> str:
+    return str(zlib.crc32(session_id.encode()) % SWEEP_SHARDS)
 
 
 def _from_item(item: dict[str, Any]) -> Session:
@@ -92,6 +111,9 @@ class SessionStore:
             "status": {"S": session.status.value},
             "created_at": {"S": now},
             "updated_at": {"S": now},
+            # Swept once overdue, if nothing settled it by then.
+            SWEEP_SHARD: {"S": sweep_shard(session_id)},
+            SWEEP_AT: {"S": iso_at(self._clock() + self._pending_timeout)},
         }
         try:
             await run_sync(self._db.put_item, TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
@@ -110,16 +132,57 @@ class SessionStore:
         """PENDING -> ACTIVE, unless the session is overdue (then it is left PENDING for `time_out`)."""
         return await self._transition(session_id, SessionStatus.ACTIVE, None, also="created_at > :cutoff")
 
-    async def cancel(self, session_id: str, reason: str) -> Transition:
-        """PENDING -> CANCELLED with a reason."""
-        return await self._transition(session_id, SessionStatus.CANCELLED, reason)
+    async def cancel(self, session_id: str, reason: str, *, compensate: bool = False) -> Transition:
+        """PENDING -> CANCELLED with a reason. ``compensate``: the caller will publish SessionCancelled, and the
+        sweeper publishes it if `clear_sweep` has not been called within COMPENSATION_GRACE_SECONDS."""
+        return await self._transition(session_id, SessionStatus.CANCELLED, reason, compensate=compensate)
 
     async def time_out(self, session_id: str) -> Transition:
-        """PENDING -> CANCELLED `timed_out`, only if the session is (still) overdue."""
-        return await self._transition(session_id, SessionStatus.CANCELLED, CancelReason.TIMED_OUT.value, also="created_at <= :cutoff")
+        """PENDING -> CANCELLED `timed_out`, only if the session is (still) overdue; to be compensated like
+        `cancel(compensate=True)`."""
+        return await self._transition(session_id, SessionStatus.CANCELLED, CancelReason.TIMED_OUT.value,
+                                      also="created_at <= :cutoff", compensate=True)
 
-    async def _transition(self, session_id: str, to: SessionStatus, reason: str | None, *, also: str | None = None) -> Transition:
-        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the overdue cutoff `:cutoff`."""
+    async def clear_sweep(self, session_id: str) -> None:
+        """Take a settled session out of the sweep index: its SessionCancelled has been published."""
+        try:
+            await run_sync(
+                self._db.update_item,
+                TableName=self._table,
+                Key=_key(session_id),
+                UpdateExpression=f"REMOVE {SWEEP_SHARD}, {SWEEP_AT}",
+                ConditionExpression="attribute_exists(pk) AND #status <> :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":pending": {"S": SessionStatus.PENDING.value}},
+            )
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+
+    async def due_for_sweep(self, shard: int, *, limit: int) -> list[str]:
+        """Up to ``limit`` ids of the shard's sessions whose sweep instant has come, oldest first (the index
+        is eventually consistent: the sweeper reads each session again before acting)."""
+        ids: list[str] = []
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND #at <= :now",
+            "ExpressionAttributeNames": {"#shard": SWEEP_SHARD, "#at": SWEEP_AT},
+            "ExpressionAttributeValues": {":shard": {"S": str(shard)}, ":now": {"S": iso_at(self._clock())}},
+        }
+        while len(ids) < limit:
+            response = await run_sync(self._db.query, **query, Limit=limit - len(ids))
+            ids += [item["pk"]["S"].removeprefix("SESSION#") for item in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return ids
+
+    async def _transition(
+        self, session_id: str, to: SessionStatus, reason: str | None, *, also: str | None = None, compensate: bool = False,
+    ) -> Transition:
+        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the overdue cutoff `:cutoff`.
+        The session leaves the sweep index, or with ``compensate`` is due there after the grace period."""
         condition = "attribute_exists(pk) AND #status = :from"
         values: dict[str, Any] = {
             ":to": {"S": to.value},
@@ -129,11 +192,19 @@ class SessionStore:
         if also is not None:
             condition += f" AND {also}"
             values[":cutoff"] = {"S": self._cutoff()}
+        sets, removes = ["#status = :to", "updated_at = :now"], []
         if reason is None:
-            update = "SET #status = :to, updated_at = :now REMOVE reason"
+            removes.append("reason")
         else:
-            update = "SET #status = :to, updated_at = :now, reason = :reason"
+            sets.append("reason = :reason")
             values[":reason"] = {"S": reason}
+        if compensate:
+            sets += [f"{SWEEP_SHARD} = :shard", f"{SWEEP_AT} = :sweep_at"]
+            values[":shard"] = {"S": sweep_shard(session_id)}
+            values[":sweep_at"] = {"S": iso_at(self._clock() + COMPENSATION_GRACE_SECONDS)}
+        else:
+            removes += [SWEEP_SHARD, SWEEP_AT]
+        update = f"SET {', '.join(sets)}" + (f" REMOVE {', '.join(removes)}" if removes else "")
         try:
             response = await run_sync(
                 self._db.update_item,

@@ -2,8 +2,9 @@
 
 If vc-start dies between storing a session and publishing SessionStarted, or persona's answer is lost, no event
 will ever finish the session. A session still PENDING `SESSION_PENDING_TIMEOUT_SECONDS` after its creation is
-overdue and is CANCELLED with reason `timed_out`, lazily: when it is read (here) or when a late SlotConfirmed
-for it reaches the worker (handlers.py, which then compensates like for any cancelled session).
+overdue and is CANCELLED with reason `timed_out`: when it is read (here), when a late SlotConfirmed for it
+reaches the worker (handlers.py, which then compensates like for any cancelled session), or when the worker's
+sweeper finds it (sweeper.py), whichever comes first.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ async def time_out_if_overdue(session: Session, *, store: SessionStore, publishe
     """The session as it stands once an overdue PENDING session has been timed out.
 
     The caller that times it out also publishes SessionCancelled, so persona releases any slot it still holds
-    for the session. Best effort: if that fails, a late SlotConfirmed is compensated by the worker and a hold
-    (shorter than the timeout) has already expired, so persona reclaims it.
+    for the session. If that fails, the sweeper publishes it later (the session stays in the sweep index until
+    a SessionCancelled has gone out).
     """
     if not store.is_overdue(session):
         return session
@@ -39,5 +40,7 @@ async def time_out_if_overdue(session: Session, *, store: SessionStore, publishe
             events.SESSION_CANCELLED, events.session_cancelled(session.session_id, session.persona_id, CancelReason.TIMED_OUT.value)
         )
     except EventPublishError as exc:
-        log.error("SessionCancelled for a timed-out session not published", extra={**extra, "error": str(exc)})
+        log.error("SessionCancelled for a timed-out session not published; the sweeper retries", extra={**extra, "error": str(exc)})
+    else:
+        await store.clear_sweep(session.session_id)
     return current

@@ -1,4 +1,5 @@
-"""`python -m vc_start.worker`: the event-driven half of the saga (SlotConfirmed / SlotReleased from QUEUE_URL)."""
+"""`python -m vc_start.worker`: the event-driven half of the saga (SlotConfirmed / SlotReleased from QUEUE_URL),
+and the session sweeper beside it (sweeper.py)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,30 @@ from servicekit.worker import run_worker
 from vc_start.handlers import SessionEventHandlers
 from vc_start.settings import VcStartSettings
 from vc_start.store import SessionStore
+from vc_start.sweeper import SessionSweeper
+
+
+def _store(settings: VcStartSettings) -> SessionStore:
+    if not settings.table_name:
+        raise ValueError("TABLE_NAME must be set")
+    return SessionStore(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds)
 
 
 def build_consumer(settings: VcStartSettings) -> QueueConsumer:
-    if not settings.table_name:
-        raise ValueError("TABLE_NAME must be set")
-    handlers = SessionEventHandlers(
-        store=SessionStore(
-            aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds
-        ),
-        publisher=EventPublisher(settings),
-    )
+    handlers = SessionEventHandlers(store=_store(settings), publisher=EventPublisher(settings))
     # Dedupe markers (EVENT#<id>) live in vc-start's own table.
     return QueueConsumer(settings, handlers.handlers(), table_name=settings.table_name)
 
 
+def build_sweeper(settings: VcStartSettings) -> SessionSweeper:
+    return SessionSweeper(store=_store(settings), publisher=EventPublisher(settings),
+                          interval_seconds=settings.session_sweep_interval_seconds)
+
+
 def main() -> None:
     settings = VcStartSettings()
-    # A factory: clients are built after run_worker configured logging and telemetry.
-    run_worker(settings, lambda: build_consumer(settings))
+    # Factories: clients are built after run_worker configured logging and telemetry.
+    run_worker(settings, lambda: build_consumer(settings), alongside=lambda: [build_sweeper(settings)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""The worker's sweeper settles what nothing else will: a PENDING session nobody reads is timed out once overdue,
+and a SessionCancelled that could not be published when the session was cancelled is published later. The real
+store, index and publisher on moto; the test clock decides what is overdue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from servicekit import aws
+from servicekit.events import QueueConsumer
+from servicekit.worker import serve_worker
+from vc_start.handlers import SessionEventHandlers
+from vc_start.models import SessionStatus
+from vc_start.persona import PersonaUnavailableError
+from vc_start.saga import StartSessionSaga
+from vc_start.store import COMPENSATION_GRACE_SECONDS, SWEEP_SHARDS, SessionStore
+from vc_start.sweeper import SessionSweeper
+from vc_start.worker import build_consumer, build_sweeper
+
+SESSION_ID = "3f2a1c9e-8b7d-4e6f-9a0b-1c2d3e4f5a6b"
+TIMEOUT = 180.0
+A_DAY = 86_400
+
+
+def sweeper(store, publisher) -> SessionSweeper:
+    return SessionSweeper(store=store, publisher=publisher, interval_seconds=1)
+
+
+async def due(store: SessionStore) -> list[str]:
+    return [sid for shard in range(SWEEP_SHARDS) for sid in await store.due_for_sweep(shard, limit=100)]
+
+
+async def later_due(store: SessionStore, clock, seconds: float) -> list[str]:
+    """The sessions due for a sweep ``seconds`` from now (the clock is put back after)."""
+    clock.advance(seconds)
+    try:
+        return await due(store)
+    finally:
+        clock.advance(-seconds)
+
+
+async def test_a_pending_session_nobody_reads_is_timed_out_and_compensated_once_overdue(
+    store, publisher, clock, persona_events, validate_event
+):
+    await store.create(SESSION_ID, "p-1", "user-1")  # as if vc-start died before SessionStarted went out
+
+    clock.advance(TIMEOUT - 1)
+    assert await sweeper(store, publisher).sweep() == 0
+    assert (await store.get(SESSION_ID)).status is SessionStatus.PENDING
+
+    clock.advance(1)
+    assert await sweeper(store, publisher).sweep() == 1
+
+    session = await store.get(SESSION_ID)
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "timed_out")
+    [(detail_type, detail)] = persona_events()
+    validate_event(detail_type, detail)
+    assert (detail_type, detail["data"]) == ("SessionCancelled", {"session_id": SESSION_ID, "persona_id": "p-1", "reason": "timed_out"})
+    assert detail["correlation_id"]
+    # Settled and compensated: it leaves the index, so no later pass sends anything again.
+    assert await later_due(store, clock, A_DAY) == []
+    assert await sweeper(store, publisher).sweep() == 0
+    assert persona_events() == []
+
+
+async def test_sessions_settled_in_time_leave_the_index(store, publisher, clock, persona_events):
+    for session_id, settle in (("a" * 8, store.activate), ("b" * 8, lambda sid: store.cancel(sid, "reservation_expired"))):
+        await store.create(session_id, "p-1", "user-1")
+        assert (await settle(session_id)).applied
+
+    assert await later_due(store, clock, A_DAY) == []
+    clock.advance(A_DAY)
+    assert await sweeper(store, publisher).sweep() == 0
+    assert persona_events() == []
+
+
+async def test_a_timeout_whose_compensation_failed_is_compensated_by_a_later_sweep(
+    store, publisher, broken_publisher, clock, persona_events
+):
+    await store.create(SESSION_ID, "p-1", "user-1")
+    clock.advance(TIMEOUT)
+    await sweeper(store, broken_publisher).sweep()  # the bus is down: timed out, SessionCancelled not sent
+    assert (await store.get(SESSION_ID)).reason == "timed_out"
+    assert persona_events() == []
+
+    # Within the grace period the session is left to whoever cancelled it.
+    clock.advance(COMPENSATION_GRACE_SECONDS - 1)
+    assert await sweeper(store, publisher).sweep() == 0
+    clock.advance(1)
+    assert await sweeper(store, publisher).sweep() == 1
+
+    assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "timed_out")]
+    assert await later_due(store, clock, A_DAY) == []
+
+
+async def test_an_ambiguous_reservation_whose_compensation_failed_is_compensated_by_the_sweep(
+    persona, store, publisher, broken_publisher, clock, persona_events
+):
+    persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
+    saga = StartSessionSaga(persona=persona, publisher=broken_publisher, store=store)
+    session = await saga.start(persona_id="p-1", user_id="user-1", token="caller-token")
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
+
+    clock.advance(COMPENSATION_GRACE_SECONDS)
+    await sweeper(store, publisher).sweep()
+
+    # persona may hold a slot for it: it is told to release it, with the session's own reason.
+    [(detail_type, detail)] = persona_events()
+    assert (detail_type, detail["data"]) == (
+        "SessionCancelled", {"session_id": session.session_id, "persona_id": "p-1", "reason": "persona_unavailable"})
+
+
+async def test_compensations_that_went_out_at_once_are_not_sent_again(persona, store, publisher, clock, persona_events):
+    persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
+    await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t")
+    await store.create(SESSION_ID, "p-1", "user-1")
+    clock.advance(TIMEOUT)
+    await sweeper(store, publisher).sweep()
+    assert len(persona_events()) == 2  # the saga's and the timeout's
+
+    clock.advance(A_DAY)
+    assert await sweeper(store, publisher).sweep() == 0
+    assert persona_events() == []
+
+
+async def test_a_late_slot_confirmed_publishes_the_compensation_a_failed_timeout_left(
+    settings, store, publisher, broken_publisher, clock, deliver, persona_events
+):
+    await store.create(SESSION_ID, "p-1", "user-1")
+    clock.advance(TIMEOUT)
+    await sweeper(store, broken_publisher).sweep()
+    deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
+
+    await QueueConsumer(settings, SessionEventHandlers(store=store, publisher=publisher).handlers(), table_name=settings.table_name).poll_once()
+
+    assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "timed_out")]
+    assert await later_due(store, clock, A_DAY) == []  # the worker's publish counts: the sweeper sends nothing more
+
+
+async def test_the_worker_process_sweeps_beside_its_consumer_until_stopped(settings, persona_events):
+    # On the real clock: a 1 ms timeout makes the session overdue (and due in the index) at once.
+    settings.session_pending_timeout_seconds = 0.001
+    settings.session_sweep_interval_seconds = 0.05
+    store = SessionStore(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=0.001)
+    await store.create(SESSION_ID, "p-1", "user-1")
+    stop = asyncio.Event()
+
+    worker = asyncio.create_task(serve_worker(build_consumer(settings), stop, alongside=[build_sweeper(settings)]))
+    for _ in range(100):
+        if (await store.get(SESSION_ID)).status is SessionStatus.CANCELLED:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+
+    assert (await store.get(SESSION_ID)).reason == "timed_out"
+    assert [t for t, _ in persona_events()] == ["SessionCancelled"]
+
+
+async def test_a_failed_pass_is_logged_and_the_sweeper_keeps_going(settings, publisher, caplog):
+    missing = SessionStore(aws.client("dynamodb", settings), "no-such-table")
+    stop = asyncio.Event()
+    caplog.set_level(logging.ERROR, logger="vc_start.sweeper")
+
+    task = asyncio.create_task(SessionSweeper(store=missing, publisher=publisher, interval_seconds=0.01).run_until(stop))
+    for _ in range(200):
+        if len([r for r in caplog.records if r.message.startswith("session sweep failed")]) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    failures = [r for r in caplog.records if r.message.startswith("session sweep failed")]
+    assert len(failures) >= 2 and "ResourceNotFoundException" in (failures[0].exc_text or "")
