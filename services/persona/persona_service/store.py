@@ -33,6 +33,8 @@ HELD = "HELD"
 CONFIRMED = "CONFIRMED"
 RELEASED = "RELEASED"
 REASON_EXPIRED = "reservation_expired"
+# SlotReleased's reason for a SessionStarted whose session persona never reserved a slot for.
+REASON_NOT_FOUND = "reservation_not_found"
 RELEASED_RETENTION_SECONDS = 7 * 24 * 3600
 # Optimistic retries when a concurrent writer won a race (conditional check / transaction conflict).
 _ATTEMPTS = 8

@@ -1,7 +1,8 @@
 """`python -m persona_service.worker`: persona's part of the session saga, driven by vc-start's events.
 
 - SessionStarted {session_id, persona_id, user_id}: HELD -> CONFIRMED, publish SlotConfirmed; if the
-  hold is missing, released or expired, publish SlotReleased (reason reservation_expired) instead.
+  hold expired or was released, publish SlotReleased with the release's reason (reservation_expired, or
+  the SessionCancelled reason it was released for) instead, and reservation_not_found if there is none.
 - SessionCancelled {session_id, persona_id, reason}: release the slot (idempotent), publish SlotReleased.
 
 servicekit's QueueConsumer dedupes deliveries by event id; the handlers are idempotent anyway, so a
@@ -52,9 +53,10 @@ class SlotEventHandlers:
             await self._publisher.publish(SLOT_CONFIRMED, ids)
             log.info("slot confirmed", extra=ids)
             return
-        # The session started too late (or was cancelled meanwhile): vc-start must cancel it.
-        await self._publisher.publish(SLOT_RELEASED, {**ids, "reason": st.REASON_EXPIRED})
-        log.info("slot not confirmable", extra={**ids, "status": reservation.status if reservation else None})
+        # The session started too late (or was cancelled meanwhile): vc-start must cancel it, and learns why.
+        reason = (reservation.reason or st.REASON_EXPIRED) if reservation is not None else st.REASON_NOT_FOUND
+        await self._publisher.publish(SLOT_RELEASED, {**ids, "reason": reason})
+        log.info("slot not confirmable", extra={**ids, "status": reservation.status if reservation else None, "reason": reason})
 
     async def session_cancelled(self, data: dict[str, Any], envelope: Any = None) -> None:
         persona_id, session_id = _ids(data)

@@ -64,6 +64,23 @@ async def test_session_started_after_the_hold_expired_reports_it_released(handle
     assert store.get(persona_id, "user-a").reserved == 0
 
 
+async def test_session_started_after_a_cancel_reports_the_cancels_reason(handlers, publisher, store, held):
+    persona_id, session_id = held
+    cancel = {"session_id": session_id, "persona_id": persona_id, "reason": "persona_unavailable"}
+    await handlers.session_cancelled(cancel)
+    await handlers.session_started({"session_id": session_id, "persona_id": persona_id, "user_id": "user-a"})  # arrives late
+    assert publisher.events == [("SlotReleased", cancel)] * 2
+    assert store.get_reservation(persona_id, session_id).status == st.RELEASED
+
+
+async def test_session_started_without_a_reservation_reports_it_not_found(handlers, publisher, store):
+    persona = store.create("user-a", "Ada", {}, 1)
+    ids = {"session_id": str(uuid.uuid4()), "persona_id": persona.persona_id}
+    await handlers.session_started({**ids, "user_id": "user-a"})
+    assert publisher.events == [("SlotReleased", {**ids, "reason": "reservation_not_found"})]
+    assert store.get(persona.persona_id, "user-a").reserved == 0
+
+
 async def test_session_cancelled_releases_with_its_reason(handlers, publisher, store, held):
     persona_id, session_id = held
     await handlers.session_started({"session_id": session_id, "persona_id": persona_id, "user_id": "user-a"})
