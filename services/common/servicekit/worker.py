@@ -47,6 +47,8 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
         runs = [consumer.run_until(stop), *(other.run_until(stop) for other in alongside)]
         results = await asyncio.gather(*(_then_stop(run, stop) for run in runs), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:
+            log.error("worker loop failed: %s: %s", type(failure).__name__, failure, exc_info=failure)
         if failures:
             raise failures[0]
     finally:

@@ -19,6 +19,7 @@ from vc_start.sweeper import SessionSweeper
 from vc_start.worker import build_consumer, build_sweeper
 
 SESSION_ID = "3f2a1c9e-8b7d-4e6f-9a0b-1c2d3e4f5a6b"
+KEY = {"pk": {"S": f"SESSION#{SESSION_ID}"}, "sk": {"S": "SESSION"}}
 TIMEOUT = 180.0
 A_DAY = 86_400
 
@@ -136,6 +137,60 @@ async def test_a_late_slot_confirmed_publishes_the_compensation_a_failed_timeout
 
     assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "timed_out")]
     assert await later_due(store, clock, A_DAY) == []  # the worker's publish counts: the sweeper sends nothing more
+
+
+async def test_a_session_cancelled_after_its_publish_failed_leaves_the_index(persona, store, broken_publisher, clock):
+    # SessionStarted could not be published: the saga releases the hold over gRPC, nothing is owed on the bus.
+    session = await StartSessionSaga(persona=persona, publisher=broken_publisher, store=store).start(
+        persona_id="p-1", user_id="user-1", token="t")
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
+    assert await later_due(store, clock, A_DAY) == []
+
+
+async def test_a_region_sweeps_only_what_it_wrote(settings, store, publisher, clock, persona_events):
+    # An entry replicated from the other region's sessions (the table is global): that region sweeps it.
+    await store.create(SESSION_ID, "p-1", "user-1")
+    item = aws.client("dynamodb", settings).get_item(TableName=settings.table_name, Key=KEY)["Item"]
+    assert item["sweep_shard"]["S"].startswith(f"{settings.aws_region}#")
+    aws.client("dynamodb", settings).update_item(
+        TableName=settings.table_name, Key=KEY, UpdateExpression="SET sweep_shard = :other",
+        ExpressionAttributeValues={":other": {"S": "eu-west-1#0"}})
+
+    clock.advance(A_DAY)
+    assert await sweeper(store, publisher).sweep() == 0
+    assert (await store.get(SESSION_ID)).status is SessionStatus.PENDING
+    assert persona_events() == []
+
+
+async def test_one_session_that_cannot_be_swept_does_not_hold_up_the_others(settings, store, publisher, clock, persona_events, caplog):
+    for session_id in (SESSION_ID, "second-session"):
+        await store.create(session_id, "p-1", "user-1")
+    aws.client("dynamodb", settings).update_item(  # an item the store cannot read
+        TableName=settings.table_name, Key=KEY, UpdateExpression="SET #s = :bad",
+        ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":bad": {"S": "BROKEN"}})
+    clock.advance(TIMEOUT)
+
+    assert await sweeper(store, publisher).sweep() == 2
+
+    assert (await store.get("second-session")).reason == "timed_out"
+    assert [d["data"]["session_id"] for _, d in persona_events()] == ["second-session"]
+    assert any(r.message.startswith("sweeping a session failed") for r in caplog.records)
+
+
+async def test_a_session_stored_with_a_shorter_timeout_is_swept_when_this_workers_timeout_ends(
+    settings, store, publisher, clock, persona_events
+):
+    shorter = SessionStore(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=60, clock=clock)
+    await shorter.create(SESSION_ID, "p-1", "user-1")
+    clock.advance(60)
+    assert await sweeper(store, publisher).sweep() == 1  # due by its entry, not overdue by this worker's 180 s
+    assert (await store.get(SESSION_ID)).status is SessionStatus.PENDING
+    assert await later_due(store, clock, TIMEOUT - 60 - 1) == []  # postponed, not read on every pass
+
+    clock.advance(TIMEOUT - 60)
+    assert await sweeper(store, publisher).sweep() == 1
+    assert (await store.get(SESSION_ID)).reason == "timed_out"
+    assert [t for t, _ in persona_events()] == ["SessionCancelled"]
 
 
 async def test_the_worker_process_sweeps_beside_its_consumer_until_stopped(settings, persona_events):

@@ -11,7 +11,9 @@ The sweep index (cdk.json `services.vc-start.table_indexes`) is a sparse global 
 attributes that only the sessions the sweeper (sweeper.py) must look at carry: a PENDING session from the
 instant it becomes overdue, and a CANCELLED one whose SessionCancelled is still to be published, from a
 grace period after the cancel (the request or worker that cancelled it publishes first). Settling a
-session removes them, and so does publishing its SessionCancelled (`clear_sweep`).
+session removes them, and so does publishing its SessionCancelled (`clear_sweep`). The shard names the
+region that wrote the entry: each region sweeps only its own, because the table is a global table whose
+replicas resolve concurrent writes by last writer, and a conditional write checks only the local replica.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from typing import Any
 
 from servicekit.aws import run_sync
 from servicekit.dynamo import is_conditional_failure
+from servicekit.logging import get_logger
 
 from vc_start.models import CancelReason, Session, SessionStatus
 from vc_start.settings import DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS
+
+log = get_logger(__name__)
 
 SORT_KEY = "SESSION"
 # The sweep index: its name and key attributes as cdk.json declares them (local/bootstrap.py creates it from there).
@@ -49,8 +54,8 @@ def _key(session_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": SORT_KEY}}
 
 
-def sweep_shard(session_id: str) -> str:
-    return str(zlib.crc32(session_id.encode()) % SWEEP_SHARDS)
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _from_item(item: dict[str, Any]) -> Session:
@@ -89,9 +94,17 @@ class SessionStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = dynamodb
+        self._region = dynamodb.meta.region_name  # this process's replica of the global table
         self._table = table_name
         self._pending_timeout = pending_timeout_seconds
         self._clock = clock
+
+    def _shard(self, number: int) -> str:
+        """The ``number``-th sweep partition of this region."""
+        return f"{self._region}#{number}"
+
+    def _shard_of(self, session_id: str) -> str:
+        return self._shard(zlib.crc32(session_id.encode()) % SWEEP_SHARDS)
 
     def _cutoff(self) -> str:
         """Sessions created at or before this instant are overdue if still PENDING."""
@@ -112,7 +125,7 @@ class SessionStore:
             "created_at": {"S": now},
             "updated_at": {"S": now},
             # Swept once overdue, if nothing settled it by then.
-            SWEEP_SHARD: {"S": sweep_shard(session_id)},
+            SWEEP_SHARD: {"S": self._shard_of(session_id)},
             SWEEP_AT: {"S": iso_at(self._clock() + self._pending_timeout)},
         }
         try:
@@ -144,7 +157,8 @@ class SessionStore:
                                       also="created_at <= :cutoff", compensate=True)
 
     async def clear_sweep(self, session_id: str) -> None:
-        """Take a settled session out of the sweep index: its SessionCancelled has been published."""
+        """Take a settled session out of the sweep index: its SessionCancelled has been published. Best
+        effort: if this fails the sweeper publishes SessionCancelled once more, which persona ignores."""
         try:
             await run_sync(
                 self._db.update_item,
@@ -157,18 +171,36 @@ class SessionStore:
             )
         except Exception as exc:
             if not is_conditional_failure(exc):
+                log.warning("session left in the sweep index", extra={"session_id": session_id, "error": str(exc)})
+
+    async def postpone_sweep(self, session: Session) -> None:
+        """Move a PENDING session's sweep to when it is overdue by this store's timeout (it was stored with a
+        shorter one), so it is not read again on every pass until then."""
+        due = iso_at(_epoch(session.created_at) + self._pending_timeout)
+        try:
+            await run_sync(
+                self._db.update_item,
+                TableName=self._table,
+                Key=_key(session.session_id),
+                UpdateExpression=f"SET {SWEEP_AT} = :due",
+                ConditionExpression="#status = :pending",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":due": {"S": due}, ":pending": {"S": SessionStatus.PENDING.value}},
+            )
+        except Exception as exc:
+            if not is_conditional_failure(exc):
                 raise
 
     async def due_for_sweep(self, shard: int, *, limit: int) -> list[str]:
-        """Up to ``limit`` ids of the shard's sessions whose sweep instant has come, oldest first (the index
-        is eventually consistent: the sweeper reads each session again before acting)."""
+        """Up to ``limit`` ids of sessions whose sweep instant has come in this region's ``shard``-th partition,
+        oldest first (the index is eventually consistent: the sweeper reads each session again before acting)."""
         ids: list[str] = []
         query: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": SWEEP_INDEX,
             "KeyConditionExpression": "#shard = :shard AND #at <= :now",
             "ExpressionAttributeNames": {"#shard": SWEEP_SHARD, "#at": SWEEP_AT},
-            "ExpressionAttributeValues": {":shard": {"S": str(shard)}, ":now": {"S": iso_at(self._clock())}},
+            "ExpressionAttributeValues": {":shard": {"S": self._shard(shard)}, ":now": {"S": iso_at(self._clock())}},
         }
         while len(ids) < limit:
             response = await run_sync(self._db.query, **query, Limit=limit - len(ids))
@@ -200,7 +232,7 @@ class SessionStore:
             values[":reason"] = {"S": reason}
         if compensate:
             sets += [f"{SWEEP_SHARD} = :shard", f"{SWEEP_AT} = :sweep_at"]
-            values[":shard"] = {"S": sweep_shard(session_id)}
+            values[":shard"] = {"S": self._shard_of(session_id)}
             values[":sweep_at"] = {"S": iso_at(self._clock() + COMPENSATION_GRACE_SECONDS)}
         else:
             removes += [SWEEP_SHARD, SWEEP_AT]

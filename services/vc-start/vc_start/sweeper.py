@@ -6,8 +6,9 @@ Every SESSION_SWEEP_INTERVAL_SECONDS it reads the sweep index (store.py) and, fo
 - CANCELLED with its SessionCancelled still unpublished (the publish failed after a timeout or an ambiguous
   reservation): publishes it.
 A session leaves the index once settled and compensated, so a failed publish is retried on the next pass.
-Several workers (and both regions' workers on the global table) may sweep at once: every change is
-conditional, and persona handles a second SessionCancelled as a no-op.
+A region sweeps only the sessions it created or cancelled (the shard names the region, store.py): a
+conditional write on a global table checks only the local replica. Within a region several worker tasks
+may sweep at once: every change is conditional, and persona handles a second SessionCancelled as a no-op.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ class SessionSweeper:
                 if stop is not None and stop.is_set():
                     return seen
                 with correlation_scope(), tracer.start_as_current_span("sweep session", attributes={"session.id": session_id}):
-                    await self._settle(session_id)
+                    try:
+                        await self._settle(session_id)
+                    except Exception:
+                        # One session's failure (a throttled write, say) must not hold up the others.
+                        log.exception("sweeping a session failed; next pass retries", extra={"session_id": session_id})
                 seen += 1
         return seen
 
@@ -68,8 +73,10 @@ class SessionSweeper:
         if session is None:
             return
         if session.status is SessionStatus.PENDING:
-            # Not overdue yet by this clock (e.g. a longer timeout since it was stored): left for a later pass.
-            await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
+            if self._store.is_overdue(session):
+                await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
+            else:  # stored with a shorter timeout than this worker's
+                await self._store.postpone_sweep(session)
             return
         if session.status is SessionStatus.CANCELLED:
             data = events.session_cancelled(session_id, session.persona_id, session.reason or DEFAULT_COMPENSATION_REASON)
