@@ -55,6 +55,8 @@ class SlotEventHandlers:
             return
         # The session started too late (or was cancelled meanwhile): vc-start must cancel it, and learns why.
         reason = (reservation.reason or st.REASON_EXPIRED) if reservation is not None else st.REASON_NOT_FOUND
+        if not _REASON.fullmatch(reason):  # ReleaseSlot over gRPC stores free text; SlotReleased's schema wants snake_case
+            reason = DEFAULT_CANCEL_REASON
         await self._publisher.publish(SLOT_RELEASED, {**ids, "reason": reason})
         log.info("slot not confirmable", extra={**ids, "status": reservation.status if reservation else None, "reason": reason})
 
