@@ -553,8 +553,8 @@ def _parse_table_indexes(key: str, value: Any) -> tuple[TableIndexConfig, ...]:
                                       '{"partition_key": ..., "sort_key": ...}, e.g. {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}')
     indexes = []
     for name, entry in value.items():
-        if not _INDEX_NAME_PATTERN.match(name):
-            raise ConfigError(f"{key}.{name}", entry, "the index name must be 3-255 letters, digits, underscores, dots or hyphens")
+        if not _INDEX_NAME_PATTERN.fullmatch(name):
+            raise ConfigError(key, name, "the index name must be 3-255 letters, digits, underscores, dots or hyphens")
         fields = _object(f"{key}.{name}", entry, {"partition_key": (None, _index_key), "sort_key": (None, _index_key)})
         if fields["partition_key"] == fields["sort_key"]:
             raise ConfigError(f"{key}.{name}.sort_key", fields["sort_key"], "must differ from partition_key")

@@ -98,6 +98,8 @@ _INDEX = {"partition_key": "shard", "sort_key": "at"}
     ({"auth": {"table": True, "table_indexes": ["sweep"]}}, 'services.auth.table_indexes=["sweep"] is invalid: expected an object of up to 20 index name'),
     ({"auth": {"table": True, "table_indexes": {f"index{n:02}": _INDEX for n in range(21)}}},
      'services.auth.table_indexes={"index00": {"partition_key": "shard", "sort_key": "at"}, '),
+    ({"auth": {"table": True, "table_indexes": {"sweep\n": _INDEX}}},
+     "services.auth.table_indexes='sweep\\n' is invalid: the index name must be 3-255 letters"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {"partition_key": "shard"}}}},
      "services.auth.table_indexes.sweep.sort_key=null is invalid: expected the name of a string attribute"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "projection": "ALL"}}}},

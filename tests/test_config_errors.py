@@ -90,7 +90,7 @@ CASES = [
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("index name DynamoDB refuses", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"by shard": _SWEEP}}})},
-     ['services.auth.table_indexes.by shard={"partition_key": "sweep_shard", "sort_key": "sweep_at"}', "3-255 letters, digits"]),
+     ["services.auth.table_indexes='by shard'", "the index name must be 3-255 letters, digits"]),
     ("index with one attribute as both keys", {"services": json.dumps({"auth": {"table": True, "table_indexes": {
         "sweep": {"partition_key": "sweep_at", "sort_key": "sweep_at"}}}})},
      ["services.auth.table_indexes.sweep.sort_key='sweep_at'", "must differ from partition_key"]),
