@@ -1,7 +1,12 @@
 """Idempotency keys for POST handlers: the first response is stored and replayed for retries.
 
 Item: {pk: "IDEMPOTENCY#<principal>#<key>", sk: "IDEMPOTENCY", request_hash, status IN_PROGRESS|COMPLETED,
-owner (the request that holds it), lease_until, status_code, body (JSON text), expires_at (24 h TTL)}.
+owner (the request that holds it), lease_until, run_id, status_code, body (JSON text), expires_at (24 h TTL)}.
+
+`run_id` names the work of one use of a key: it is handed to the handler, and a retry that takes over an
+unfinished run (its holder died, or gave up with a 5xx) gets the same one, so a handler that names what it
+creates after it (vc-start's session id) finds it and resumes instead of creating it twice. A key used again
+after its record expired starts a new run.
 """
 
 from __future__ import annotations
@@ -64,6 +69,13 @@ class StoredResponse:
     body: Any
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """The key is this request's to run: ``run_id`` is new, or that of the unfinished run it takes over."""
+
+    run_id: str
+
+
 def _in_progress(retry_after_seconds: int) -> ApiError:
     return ApiError(409, "request_in_progress", "a request with this Idempotency-Key is in progress; retry shortly",
                     headers={"Retry-After": str(max(1, retry_after_seconds))})
@@ -83,14 +95,15 @@ class IdempotencyStore:
     def _ddb(self) -> Any:
         return aws.client("dynamodb", self.settings)
 
-    async def begin(self, principal: str, key: str, req_hash: str, owner: str) -> StoredResponse | None:
-        """Claim the key for ``owner`` (None: go ahead) or return the stored response to replay.
+    async def begin(self, principal: str, key: str, req_hash: str, owner: str) -> Claimed | StoredResponse:
+        """Claim the key for ``owner``, or return the stored response to replay.
 
         Raises ApiError 422 `idempotency_key_reused` (different body) or 409 `request_in_progress` (with
         Retry-After: when the holder's lease ends).
         """
         validate_key(key)
         now = int(time.time())
+        run_id = str(uuid.uuid4())
         item = {
             **self._key(principal, key),
             "request_hash": {"S": req_hash},
@@ -99,6 +112,7 @@ class IdempotencyStore:
             # overwrite or delete the record of the retry that took the key over.
             "owner": {"S": owner},
             "lease_until": {"N": str(now + IN_PROGRESS_LEASE_SECONDS)},
+            "run_id": {"S": run_id},
             "expires_at": {"N": str(now + TTL_SECONDS)},
         }
         try:
@@ -107,23 +121,49 @@ class IdempotencyStore:
                 TableName=self.table_name,
                 Item=item,
                 # Expired records may linger until DynamoDB's TTL sweeper removes them.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR (#s = :ip AND lease_until < :now)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":now": {"N": str(now)}, ":ip": {"S": "IN_PROGRESS"}},
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
             )
-            return None
+            return Claimed(run_id)
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
         got = await aws.run_sync(self._ddb().get_item, TableName=self.table_name, Key=self._key(principal, key), ConsistentRead=True)
         existing = got.get("Item")
-        if existing is None:  # deleted between our put and get (released): let the client retry
+        if existing is None:  # expired and removed between our put and get: let the client retry
             raise _in_progress(1)
         if existing["request_hash"]["S"] != req_hash:
             raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was already used with a different request body")
-        if existing["status"]["S"] != "COMPLETED":
-            raise _in_progress(int(existing.get("lease_until", {}).get("N", now)) - now + 1)
-        return StoredResponse(int(existing["status_code"]["N"]), json.loads(existing["body"]["S"]))
+        if existing["status"]["S"] == "COMPLETED":
+            return StoredResponse(int(existing["status_code"]["N"]), json.loads(existing["body"]["S"]))
+        lease_until = int(existing.get("lease_until", {}).get("N", 0))
+        if lease_until >= now:
+            raise _in_progress(lease_until - now + 1)
+        return await self._take_over(principal, key, existing, owner, now)
+
+    async def _take_over(self, principal: str, key: str, existing: dict[str, Any], owner: str, now: int) -> Claimed:
+        """Claim a run whose holder's lease ended, keeping its run id (a record from before run ids gets one)."""
+        try:
+            response = await aws.run_sync(
+                self._ddb().update_item,
+                TableName=self.table_name,
+                Key=self._key(principal, key),
+                UpdateExpression="SET #o = :me, lease_until = :lease, run_id = if_not_exists(run_id, :fresh)",
+                ConditionExpression="#s = :ip AND #o = :previous AND lease_until < :now",
+                ExpressionAttributeNames={"#o": "owner", "#s": "status"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner}, ":previous": existing["owner"], ":ip": {"S": "IN_PROGRESS"},
+                    ":lease": {"N": str(now + IN_PROGRESS_LEASE_SECONDS)}, ":now": {"N": str(now)},
+                    ":fresh": {"S": str(uuid.uuid4())},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if is_conditional_failure(exc):  # another retry took it over first
+                raise _in_progress(IN_PROGRESS_LEASE_SECONDS) from None
+            raise
+        log.warning("idempotency key taken over from an unfinished run", extra={"run_id": response["Attributes"]["run_id"]["S"]})
+        return Claimed(response["Attributes"]["run_id"]["S"])
 
     async def complete(self, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
         """Store the response; raises a conditional-check failure when ``owner`` no longer holds the key."""
@@ -140,9 +180,11 @@ class IdempotencyStore:
         )
 
     async def release(self, principal: str, key: str, owner: str) -> None:
-        """Forget an unfinished request so the client's retry runs it again (only while ``owner`` holds the key)."""
+        """End ``owner``'s lease now, so the client's retry takes the run over at once (with its run id) and
+        runs it again (only while ``owner`` holds the key)."""
         try:
-            await aws.run_sync(self._ddb().delete_item, TableName=self.table_name, Key=self._key(principal, key), **held_by(owner))
+            await aws.run_sync(self._ddb().update_item, TableName=self.table_name, Key=self._key(principal, key),
+                               UpdateExpression="SET lease_until = :ended", **held_by(owner, values={":ended": {"N": "0"}}))
         except Exception as exc:  # the in-progress lease is the backstop
             if not is_conditional_failure(exc):
                 log.warning("could not release idempotency key", exc_info=True)
@@ -154,23 +196,23 @@ async def run_idempotent(
     principal: str,
     key: str | None,
     request_body: Any,
-    handler: Callable[[], Awaitable[tuple[int, Any]]],
+    handler: Callable[[str], Awaitable[tuple[int, Any]]],
 ) -> Response:
-    """Run `handler` (-> (status_code, body)) at most once per (principal, key, body).
+    """Run `handler(run_id)` (-> (status_code, body)) at most once per (principal, key, body).
 
-    No key: just runs it. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from the handler is
-    stored and replayed like a success (except 401/403/429); a 5xx or unexpected error releases the key
-    so a retry runs again.
+    No key: just runs it, with a new run id. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from
+    the handler is stored and replayed like a success (except 401/403/429); a 5xx or unexpected error
+    releases the key so a retry runs again, with the same run id.
     """
     if key is None:
-        status_code, body = await handler()
+        status_code, body = await handler(str(uuid.uuid4()))
         return JSONResponse(jsonable_encoder(body), status_code=status_code)
     owner = uuid.uuid4().hex
-    stored = await store.begin(principal, key, request_hash(request_body), owner)
-    if stored is not None:
-        return JSONResponse(stored.body, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"})
+    claim = await store.begin(principal, key, request_hash(request_body), owner)
+    if isinstance(claim, StoredResponse):
+        return JSONResponse(claim.body, status_code=claim.status_code, headers={REPLAYED_HEADER: "true"})
     try:
-        status_code, body = await handler()
+        status_code, body = await handler(claim.run_id)
     except ApiError as exc:
         if exc.status >= 500 or exc.status in _NOT_REPLAYED:
             await store.release(principal, key, owner)
@@ -186,8 +228,8 @@ async def run_idempotent(
 
 async def _complete(store: IdempotencyStore, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
     # The work is done: failing to record it must not turn the answer into a 500. Retries get 409
-    # request_in_progress until the lease ends, and then run the work again: vc-start would then start a
-    # second session (its session id is new on every run), a known limit (services/README.md).
+    # request_in_progress until the lease ends, and then take the run over with its run id: a handler that
+    # names its work after it (vc-start's session) answers what the first run made.
     try:
         await store.complete(principal, key, owner, status_code, body)
     except Exception as exc:

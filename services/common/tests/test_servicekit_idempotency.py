@@ -14,7 +14,7 @@ from servicekit.app import create_service_app
 from servicekit.errors import ApiError
 from servicekit import idempotency
 from servicekit.dynamo import is_conditional_failure
-from servicekit.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyStore, idempotency_key, request_hash, run_idempotent
+from servicekit.idempotency import IN_PROGRESS_LEASE_SECONDS, Claimed, IdempotencyStore, idempotency_key, request_hash, run_idempotent
 
 real_time = time.time
 
@@ -28,12 +28,14 @@ def app_and_calls(make_settings, aws_env):
     settings = make_settings()
     store = IdempotencyStore(settings, settings.table_name)
     calls: list[str] = []
+    runs: list[str] = []
     router = APIRouter()
 
     @router.post("/v1/orders", status_code=201)
     async def create(order: Order, key: Annotated[str | None, Depends(idempotency_key)]):
-        async def handler():
+        async def handler(run_id: str):
             calls.append(order.sku)
+            runs.append(run_id)
             if order.sku == "missing":
                 raise ApiError(404, "sku_not_found", "no such sku")
             if order.sku == "flaky" and calls.count("flaky") == 1:
@@ -44,7 +46,9 @@ def app_and_calls(make_settings, aws_env):
 
         return await run_idempotent(store, principal="user-1", key=key, request_body=order, handler=handler)
 
-    return create_service_app(settings, title="t", version="1", routers=[router]), calls, store
+    app = create_service_app(settings, title="t", version="1", routers=[router])
+    app.state.runs = runs  # the run id each call of the handler got
+    return app, calls, store
 
 
 @pytest.fixture
@@ -77,7 +81,7 @@ async def test_same_key_different_body_is_422(client):
 
 async def test_key_in_progress_is_409_with_retry_after_when_its_lease_ends(client, app_and_calls):
     store = app_and_calls[2]
-    assert await store.begin("user-1", "key-1", request_hash(Order(sku="apple")), "running") is None  # a request still running
+    assert isinstance(await store.begin("user-1", "key-1", request_hash(Order(sku="apple")), "running"), Claimed)  # still running
     response = await _post(client, "apple")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "request_in_progress"
@@ -88,9 +92,10 @@ async def test_only_the_request_holding_a_key_completes_or_releases_it(app_and_c
     """A request that outlived its lease must not overwrite or delete the record of the retry that took over."""
     store = app_and_calls[2]
     digest = request_hash(Order(sku="apple"))
-    assert await store.begin("user-1", "key-2", digest, "stale") is None
+    first = await store.begin("user-1", "key-2", digest, "stale")
     monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + IN_PROGRESS_LEASE_SECONDS + 5)
-    assert await store.begin("user-1", "key-2", digest, "retry") is None  # the lease ended: the retry takes the key over
+    # The lease ended: the retry takes the key over, and the run with it.
+    assert await store.begin("user-1", "key-2", digest, "retry") == first
     await store.release("user-1", "key-2", "stale")
     with pytest.raises(Exception) as stale_completion:
         await store.complete("user-1", "key-2", "stale", 201, {"from": "stale"})
@@ -103,8 +108,9 @@ async def test_only_the_request_holding_a_key_completes_or_releases_it(app_and_c
 async def test_keys_are_scoped_per_principal(app_and_calls):
     store = app_and_calls[2]
     digest = request_hash({"sku": "apple"})
-    assert await store.begin("user-1", "shared", digest, "a") is None
-    assert await store.begin("user-2", "shared", digest, "b") is None  # another user's identical key is independent
+    a = await store.begin("user-1", "shared", digest, "a")
+    b = await store.begin("user-2", "shared", digest, "b")  # another user's identical key is independent
+    assert isinstance(a, Claimed) and isinstance(b, Claimed) and a.run_id != b.run_id
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 129, "semi;colon"])
@@ -129,11 +135,49 @@ async def test_client_error_is_stored_and_replayed(client, app_and_calls):
     assert app_and_calls[1] == ["missing"]
 
 
-async def test_server_error_releases_key_so_retry_runs_again(client, app_and_calls):
+async def test_server_error_releases_key_so_retry_runs_again_as_the_same_run(client, app_and_calls):
     assert (await _post(client, "flaky")).status_code == 503
     retry = await _post(client, "flaky")
     assert retry.status_code == 201
     assert app_and_calls[1] == ["flaky", "flaky"]
+    first_run, second_run = app_and_calls[0].state.runs
+    assert first_run == second_run  # what the first run made is found again by name
+
+
+async def test_a_run_cut_off_is_taken_over_after_its_lease_with_its_run_id(app_and_calls, monkeypatch):
+    """A request that died (its record IN_PROGRESS) is resumed by the retry after the lease, not restarted."""
+    store = app_and_calls[2]
+    digest = request_hash(Order(sku="apple"))
+    died = await store.begin("user-1", "key-3", digest, "died")
+    monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + IN_PROGRESS_LEASE_SECONDS + 1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_and_calls[0]), base_url="http://svc") as client:
+        retry = await _post(client, "apple", key="key-3")
+        other_body = await _post(client, "pear", key="key-3")
+    assert retry.status_code == 201 and app_and_calls[0].state.runs == [died.run_id]
+    assert other_body.status_code == 422  # a different body never takes a run over
+
+
+async def test_a_key_used_again_after_its_record_expired_starts_a_new_run(app_and_calls, monkeypatch):
+    store = app_and_calls[2]
+    digest = request_hash(Order(sku="apple"))
+    first = await store.begin("user-1", "key-4", digest, "first")
+    await store.complete("user-1", "key-4", "first", 201, {"order_no": 1})
+    monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + idempotency.TTL_SECONDS + 1)
+    again = await store.begin("user-1", "key-4", digest, "again")
+    assert isinstance(again, Claimed) and again.run_id != first.run_id
+
+
+async def test_two_retries_that_saw_the_same_ended_lease_cannot_both_take_the_run_over(app_and_calls):
+    store = app_and_calls[2]
+    digest = request_hash(Order(sku="apple"))
+    await store.begin("user-1", "key-5", digest, "died")
+    later = int(real_time()) + IN_PROGRESS_LEASE_SECONDS + 1
+    seen = store._ddb().get_item(TableName=store.table_name, Key=store._key("user-1", "key-5"), ConsistentRead=True)["Item"]
+
+    assert isinstance(await store._take_over("user-1", "key-5", seen, "first retry", later), Claimed)
+    with pytest.raises(ApiError) as second:
+        await store._take_over("user-1", "key-5", seen, "second retry", later)
+    assert second.value.status == 409
 
 
 async def test_unauthorized_is_not_replayed_so_a_retry_with_a_fresh_token_runs(client, app_and_calls):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from servicekit import idempotency
 from servicekit.idempotency import IdempotencyStore
 from vc_start.app import create_app
 from vc_start.persona import NoSlotAvailableError, PersonaUnavailableError
 from vc_start.settings import VcStartSettings
 from vc_start.store import SessionStore
+
+
+REAL_TIME = time.time
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -137,6 +143,59 @@ async def test_a_503_is_not_replayed_so_the_retry_starts_the_session(http, make_
     retry = await http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)
 
     assert retry.status_code == 201 and retry.json()["status"] == "PENDING"
+
+
+class UnrecordedOnce(IdempotencyStore):
+    """The real store, except that recording the first response fails (as when DynamoDB blips after the saga)."""
+
+    failed = False
+
+    async def complete(self, *args, **kwargs) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("dynamodb is down")
+        await super().complete(*args, **kwargs)
+
+
+@pytest.fixture
+async def unrecorded_http(settings, make_clients):
+    app = create_app(settings, clients=make_clients(idempotency=UnrecordedOnce(settings, settings.table_name)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://vc-start.test") as client:
+        yield client
+
+
+async def test_a_retry_after_an_unrecorded_response_resumes_the_same_session_instead_of_a_second(
+    unrecorded_http, make_token, persona, persona_events, session_items, monkeypatch
+):
+    headers = {**bearer(make_token()), "Idempotency-Key": "start-1"}
+    first = await unrecorded_http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)
+    assert first.status_code == 201
+    assert (await unrecorded_http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)).status_code == 409
+
+    # After the first run's lease, the retry takes the run over and finds the session it made.
+    monkeypatch.setattr(idempotency.time, "time", lambda: REAL_TIME() + idempotency.IN_PROGRESS_LEASE_SECONDS + 1)
+    retry = await unrecorded_http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)
+
+    assert retry.status_code == 201 and retry.json()["session_id"] == first.json()["session_id"]
+    assert len(session_items()) == 1
+    # Still PENDING, so steps 3 and 4 ran again for the same session: persona holds one slot for it.
+    assert {call[2] for call in persona.called("reserve_slot")} == {first.json()["session_id"]}
+    assert [t for t, _ in persona_events()] == ["SessionStarted", "SessionStarted"]
+
+
+async def test_a_retry_of_a_run_whose_session_settled_answers_it_as_it_is(
+    unrecorded_http, make_token, persona, persona_events, store, monkeypatch
+):
+    headers = {**bearer(make_token()), "Idempotency-Key": "start-2"}
+    first = (await unrecorded_http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)).json()
+    await store.activate(first["session_id"])  # the workers finished the saga meanwhile
+    persona_events()
+
+    monkeypatch.setattr(idempotency.time, "time", lambda: REAL_TIME() + idempotency.IN_PROGRESS_LEASE_SECONDS + 1)
+    retry = await unrecorded_http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)
+
+    assert retry.status_code == 201 and (retry.json()["session_id"], retry.json()["status"]) == (first["session_id"], "ACTIVE")
+    assert len(persona.called("reserve_slot")) == 1 and persona_events() == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic dXNlcjpwdw=="}])

@@ -6,6 +6,7 @@ import pytest
 from vc_start.models import SessionStatus
 from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError
 from vc_start.saga import StartSessionSaga
+from vc_start.store import SessionExistsError
 
 TOKEN = "caller-token"
 
@@ -118,3 +119,22 @@ async def test_reservation_timeout_still_cancels_when_compensation_cannot_be_pub
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
+
+
+async def test_resuming_a_session_that_became_overdue_times_it_out_instead_of_reserving(persona, publisher, store, clock, persona_events):
+    await store.create("s-1", "p-1", "user-1")  # an earlier run stored it and died
+    clock.advance(180)
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "timed_out")
+    assert persona.called("reserve_slot") == []
+    assert [t for t, _ in persona_events()] == ["SessionCancelled"]
+
+
+async def test_a_session_id_taken_by_another_users_session_is_never_resumed(persona, publisher, store):
+    await store.create("s-1", "p-1", "someone-else")
+
+    with pytest.raises(SessionExistsError):
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    assert persona.called("reserve_slot") == []

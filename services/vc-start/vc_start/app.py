@@ -96,9 +96,10 @@ def sessions_router(clients: Clients) -> APIRouter:
         user_id = str(claims["sub"])
         token = _bearer_token(request)
 
-        async def start() -> tuple[int, dict[str, Any]]:
+        async def start(run_id: str) -> tuple[int, dict[str, Any]]:
             try:
-                session = await saga.start(persona_id=body.persona_id, user_id=user_id, token=token)
+                # The session is named after the idempotency run: a retry that takes the run over resumes it.
+                session = await saga.start(persona_id=body.persona_id, user_id=user_id, token=token, session_id=run_id)
             except PersonaNotFoundError:
                 raise ApiError(404, "persona_not_found", f"persona {body.persona_id} not found") from None
             except PersonaUnavailableError:

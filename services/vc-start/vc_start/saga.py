@@ -12,44 +12,49 @@ timed out after SESSION_PENDING_TIMEOUT_SECONDS (timeouts.py, sweeper.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 from servicekit.events import EventPublishError
 from servicekit.logging import get_logger
 
 from vc_start import events
 from vc_start.events import Publisher
-from vc_start.models import CancelReason, Session
+from vc_start.models import CancelReason, Session, SessionStatus
 from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError
-from vc_start.store import SessionStore
+from vc_start.store import SessionExistsError, SessionStore
+from vc_start.timeouts import time_out_if_overdue
 
 log = get_logger(__name__)
 
 
 class StartSessionSaga:
-    def __init__(
-        self,
-        *,
-        persona: PersonaClient,
-        publisher: Publisher,
-        store: SessionStore,
-        new_session_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-    ) -> None:
+    def __init__(self, *, persona: PersonaClient, publisher: Publisher, store: SessionStore) -> None:
         self._persona = persona
         self._publisher = publisher
         self._store = store
-        self._new_session_id = new_session_id
 
-    async def start(self, *, persona_id: str, user_id: str, token: str) -> Session:
+    async def start(self, *, persona_id: str, user_id: str, token: str, session_id: str | None = None) -> Session:
         """Run the synchronous steps; returns the session PENDING (or CANCELLED with a reason).
 
+        ``session_id``: the idempotency run's id. A retry that takes over a run which already stored its
+        session resumes it: a settled session is answered as it is, a PENDING one goes through steps 3 and 4
+        again (ReserveSlot returns the hold it already has; a second SessionStarted is confirmed once).
         Raises PersonaNotFoundError / PersonaUnavailableError / PersonaRejectedTokenError before anything is written.
         """
+        session_id = session_id or str(uuid.uuid4())
         await self._persona.get_persona(persona_id, token=token)
 
-        session = await self._store.create(self._new_session_id(), persona_id, user_id)
+        try:
+            session = await self._store.create(session_id, persona_id, user_id)
+            log.info("session created", extra={"session_id": session_id, "persona_id": persona_id})
+        except SessionExistsError:
+            session = await self._store.get(session_id)
+            if session is None or (session.persona_id, session.user_id) != (persona_id, user_id):
+                raise
+            log.warning("resuming the session of an earlier run of this request",
+                        extra={"session_id": session_id, "status": session.status.value})
+            if session.status is not SessionStatus.PENDING or self._store.is_overdue(session):
+                return await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
         extra = {"session_id": session.session_id, "persona_id": persona_id}
-        log.info("session created", extra=extra)
 
         try:
             await self._persona.reserve_slot(persona_id, session.session_id, token=token)

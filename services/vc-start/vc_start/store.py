@@ -72,7 +72,7 @@ def _from_item(item: dict[str, Any]) -> Session:
 
 
 class SessionExistsError(Exception):
-    """A session with this id is already stored (ids are uuid4: only a bug gets here)."""
+    """A session with this id is already stored: an earlier run of the same idempotent request made it."""
 
 
 @dataclass(frozen=True)
