@@ -65,39 +65,17 @@ def user(api: harness.Api) -> tuple[str, str]:
     return api.sign_up()
 
 
-def _extra(stack: harness.Stack, name: str) -> str:
-    stack.ensure(name)
-    return name
+def _extra_fixture(fixture_name: str, process: str):
+    """A session fixture that starts the EXTRAS ``process`` (if the stack has not yet) and returns its name."""
+    @pytest.fixture(scope="session", name=fixture_name)
+    def extra(service_stack: harness.Stack) -> str:
+        service_stack.ensure(process)
+        return process
+    return extra
 
 
-@pytest.fixture(scope="session")
-def vc_start_e2e(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "vc-start-e2e")
-
-
-@pytest.fixture(scope="session")
-def vc_start_no_persona(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "vc-start-no-persona")
-
-
-@pytest.fixture(scope="session")
-def vc_start_off_bus(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "vc-start-off-bus")
-
-
-@pytest.fixture(scope="session")
-def vc_start_forgetful(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "vc-start-forgetful")
-
-
-@pytest.fixture(scope="session")
-def vc_start_sweeper(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "vc-start-sweeper")
-
-
-@pytest.fixture(scope="session")
-def auth_drain(service_stack: harness.Stack) -> str:
-    return _extra(service_stack, "auth-drain")
+for _fixture_name, _process in EXTRA_FIXTURES.items():
+    globals()[_fixture_name] = _extra_fixture(_fixture_name, _process)
 
 
 # --- in-process services on a moto server (contract, fault-injection and schemathesis tests) ---------------
