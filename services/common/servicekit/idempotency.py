@@ -4,9 +4,10 @@ Item: {pk: "IDEMPOTENCY#<principal>#<key>", sk: "IDEMPOTENCY", request_hash, sta
 owner (the request that holds it), lease_until, run_id, status_code, body (JSON text), expires_at (24 h TTL)}.
 
 `run_id` names the work of one use of a key: it is handed to the handler, and a retry that takes over an
-unfinished run (its holder died, or gave up with a 5xx) gets the same one, so a handler that names what it
-creates after it (vc-start's session id) finds it and resumes instead of creating it twice. A key used again
-after its record expired starts a new run.
+unfinished run gets the same one (its holder died, could not store its answer, or released the key with a
+5xx, 401, 403 or 429), so a handler that names what it creates after it (vc-start's session id) finds it
+and resumes instead of creating it twice. The key stays bound to its request body for the record's 24 h:
+another body gets 422 even after a release. A key used again after its record expired starts a new run.
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ class IdempotencyStore:
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
-            if is_conditional_failure(exc):  # another retry took it over first
-                raise _in_progress(IN_PROGRESS_LEASE_SECONDS) from None
+            if is_conditional_failure(exc):  # another retry took it over, or the holder finished: ask again to see which
+                raise _in_progress(1) from None
             raise
         log.warning("idempotency key taken over from an unfinished run", extra={"run_id": response["Attributes"]["run_id"]["S"]})
         return Claimed(response["Attributes"]["run_id"]["S"])

@@ -97,6 +97,9 @@ async def test_only_the_request_holding_a_key_completes_or_releases_it(app_and_c
     # The lease ended: the retry takes the key over, and the run with it.
     assert await store.begin("user-1", "key-2", digest, "retry") == first
     await store.release("user-1", "key-2", "stale")
+    with pytest.raises(ApiError) as still_held:  # the stale release did not end the retry's lease
+        await store.begin("user-1", "key-2", digest, "third")
+    assert still_held.value.status == 409
     with pytest.raises(Exception) as stale_completion:
         await store.complete("user-1", "key-2", "stale", 201, {"from": "stale"})
     assert is_conditional_failure(stale_completion.value)
