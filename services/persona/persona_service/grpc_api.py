@@ -72,7 +72,7 @@ def _rpc(method: Handler) -> Handler:
                 return await method(self, request, context)
             except st.PersonaNotFound as exc:
                 await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-            except (st.NoSlotAvailable, st.ReservationAlreadyReleased) as exc:
+            except st.NoSlotAvailable as exc:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except st.StoreConflict as exc:
                 await context.abort(grpc.StatusCode.ABORTED, str(exc))

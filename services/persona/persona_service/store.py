@@ -70,11 +70,6 @@ class NoSlotAvailable(StoreError):
         super().__init__(f"all {max_sessions} session slot(s) of persona {persona_id} are reserved")
 
 
-class ReservationAlreadyReleased(StoreError):
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"the reservation for session {session_id} was already released")
-
-
 class StoreConflict(StoreError):
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} kept conflicting with concurrent writes; retry")
@@ -277,7 +272,9 @@ class PersonaStore:
     # ---- reservations ---------------------------------------------------------------------
 
     def reserve(self, persona_id: str, session_id: str, owner: str) -> Reservation:
-        """Hold a slot for `session_id` (idempotent: the same session gets its existing hold back)."""
+        """Hold a slot for `session_id`. Idempotent: a session that has a reservation gets it back as it is,
+        HELD, CONFIRMED or RELEASED with its reason (a released slot is never taken again for the session, so
+        a ReserveSlot that a compensation overtook takes nothing)."""
         if not ID_PATTERN.fullmatch(session_id):
             raise ValueError("session_id must be 1-128 characters of [A-Za-z0-9_-]")
         for _ in range(_ATTEMPTS):
@@ -285,13 +282,13 @@ class PersonaStore:
             persona = self.get(persona_id, owner)
             existing = self._get_reservation(persona_id, session_id)
             if existing is not None:
-                if existing.status == CONFIRMED or (existing.status == HELD and not existing.expired(now)):
-                    return existing
-                # Expired: give the slot back first. Losing that race means it was just confirmed
-                # or released: re-read and answer from what is there now.
-                if existing.status == HELD and not self._release_transition(existing, REASON_EXPIRED):
-                    continue
-                raise ReservationAlreadyReleased(session_id)
+                if existing.status == HELD and existing.expired(now):
+                    # Give the expired hold back. Losing that race means it was just confirmed or released:
+                    # re-read and answer from what is there now.
+                    if not self._release_transition(existing, REASON_EXPIRED):
+                        continue
+                    return replace(existing, status=RELEASED, hold_expires_at=None, reason=REASON_EXPIRED)
+                return existing
             # Lazy reclaim: holds whose session never started must not keep slots forever.
             self.reclaim_expired(persona_id)
             hold = Reservation(persona_id, session_id, HELD, hold_expires_at=int(now) + self._hold_seconds)

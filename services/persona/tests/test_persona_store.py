@@ -40,8 +40,17 @@ def test_release_of_unknown_reservation_blocks_a_late_reserve(store):
     # The compensation may overtake a retried ReserveSlot: the late call must not take a slot.
     persona = store.create("user-a", "Ada", {}, 1)
     assert store.release(persona.persona_id, "s1", "persona_unavailable").status == st.RELEASED
-    with pytest.raises(st.ReservationAlreadyReleased):
-        store.reserve(persona.persona_id, "s1", "user-a")
+    late = store.reserve(persona.persona_id, "s1", "user-a")
+    assert (late.status, late.reason) == (st.RELEASED, "persona_unavailable")  # answered as it is, nothing taken
+    assert store.get(persona.persona_id, "user-a").reserved == 0
+
+
+def test_reserving_again_after_the_hold_expired_answers_it_released(store, clock):
+    persona = store.create("user-a", "Ada", {}, 1)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    clock.advance(121)
+    again = store.reserve(persona.persona_id, "s1", "user-a")
+    assert (again.status, again.reason) == (st.RELEASED, "reservation_expired")
     assert store.get(persona.persona_id, "user-a").reserved == 0
 
 

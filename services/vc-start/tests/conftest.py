@@ -22,7 +22,7 @@ from servicekit.events import EventPublisher
 from servicekit.idempotency import IdempotencyStore
 from servicekit.resilience import ResilientHttpClient
 from vc_start.app import Clients, create_app
-from vc_start.persona import PersonaInfo, PersonaNotFoundError
+from vc_start.persona import PersonaInfo, PersonaNotFoundError, SlotReservation
 from vc_start.settings import VcStartSettings
 from vc_start.store import SWEEP_AT, SWEEP_INDEX, SWEEP_SHARD, SessionStore
 
@@ -231,6 +231,7 @@ class FakePersona:
         self.personas = {"p-1": PersonaInfo("p-1", "Ada", 1, 0)}
         self.calls: list[tuple[str, ...]] = []
         self.errors: dict[str, Exception] = {}  # method name -> exception to raise
+        self.reservations: dict[str, SlotReservation] = {}  # session id -> what ReserveSlot answers (default HELD)
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.errors:
@@ -246,9 +247,10 @@ class FakePersona:
             raise PersonaNotFoundError(f"GetPersona: {persona_id} not found")
         return self.personas[persona_id]
 
-    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> None:
+    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> SlotReservation:
         self.calls.append(("reserve_slot", persona_id, session_id, token))
         self._maybe_fail("reserve_slot")
+        return self.reservations.get(session_id, SlotReservation("HELD"))
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None:
         self.calls.append(("release_slot", persona_id, session_id, reason, token))

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from mf.persona.v1 import persona_pb2, persona_pb2_grpc
 from servicekit.correlation import correlation_scope
-from vc_start.persona import GrpcPersonaClient, NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError
+from vc_start.persona import GrpcPersonaClient, NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, SlotReservation
 from vc_start.saga import StartSessionSaga
 
 
@@ -19,6 +19,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     def __init__(self) -> None:
         self.behaviour: dict[str, object] = {}
         self.seen: list[tuple[str, dict[str, str], float | None]] = []  # (method, metadata, time remaining)
+        self.reservation = (persona_pb2.RESERVATION_STATUS_HELD, "")  # what ReserveSlot answers: (status, reason)
 
     async def _answer(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.seen.append((method, dict(context.invocation_metadata()), context.time_remaining()))
@@ -34,9 +35,8 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
 
     async def ReserveSlot(self, request, context):  # noqa: N802
         await self._answer("ReserveSlot", context)
-        return persona_pb2.Reservation(
-            persona_id=request.persona_id, session_id=request.session_id, status=persona_pb2.RESERVATION_STATUS_HELD
-        )
+        status, reason = self.reservation
+        return persona_pb2.Reservation(persona_id=request.persona_id, session_id=request.session_id, status=status, reason=reason)
 
     async def ReleaseSlot(self, request, context):  # noqa: N802
         await self._answer("ReleaseSlot", context)
@@ -91,6 +91,16 @@ async def test_status_codes_become_the_sagas_errors(client, servicer, method, co
 
     # Answers (NOT_FOUND, FAILED_PRECONDITION) are final; only UNAVAILABLE is retried (RETRY_ATTEMPTS = 2).
     assert len(servicer.seen) == (2 if code == grpc.StatusCode.UNAVAILABLE else 1)
+
+
+@pytest.mark.parametrize(("status", "reason", "expected"), [
+    (persona_pb2.RESERVATION_STATUS_HELD, "", SlotReservation("HELD")),
+    (persona_pb2.RESERVATION_STATUS_CONFIRMED, "", SlotReservation("CONFIRMED")),
+    (persona_pb2.RESERVATION_STATUS_RELEASED, "persona_unavailable", SlotReservation("RELEASED", "persona_unavailable")),
+])
+async def test_reserve_slot_answers_the_reservation_persona_holds_for_the_session(client, servicer, status, reason, expected):
+    servicer.reservation = (status, reason)
+    assert await client.reserve_slot("p-1", "s-1", token="t") == expected
 
 
 async def test_each_attempt_gets_the_per_attempt_deadline_and_a_hang_is_unavailable(client, servicer, settings):

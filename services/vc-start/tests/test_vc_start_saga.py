@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from vc_start.models import SessionStatus
-from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError
+from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, SlotReservation
 from vc_start.saga import StartSessionSaga
 from vc_start.store import SessionExistsError
 
@@ -138,3 +138,40 @@ async def test_a_session_id_taken_by_another_users_session_is_never_resumed(pers
     with pytest.raises(SessionExistsError):
         await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
     assert persona.called("reserve_slot") == []
+
+
+@pytest.mark.parametrize(("persona_reason", "cancelled_as"), [("persona_unavailable", "persona_unavailable"),
+                                                              ("", "reservation_expired"), ("Released by ops", "reservation_expired")])
+async def test_resuming_into_a_released_reservation_cancels_with_personas_reason(
+    persona, publisher, store, persona_events, persona_reason, cancelled_as
+):
+    await store.create("s-1", "p-1", "user-1")
+    persona.reservations["s-1"] = SlotReservation("RELEASED", persona_reason)  # the hold expired, or was released
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, cancelled_as)
+    assert persona_events() == []  # persona holds nothing for it: no SessionStarted, no compensation
+
+
+async def test_resuming_into_a_confirmed_reservation_does_not_send_session_started_again(persona, publisher, store, persona_events):
+    await store.create("s-1", "p-1", "user-1")
+    persona.reservations["s-1"] = SlotReservation("CONFIRMED")  # the earlier run's SessionStarted was confirmed
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+
+    assert session.status is SessionStatus.PENDING  # the worker's SlotConfirmed activates it
+    assert persona_events() == []
+
+
+@pytest.mark.parametrize("error", [PersonaNotFoundError("deleted since"), PersonaUnavailableError("down")])
+async def test_resuming_a_settled_session_needs_nothing_from_persona(persona, publisher, store, error):
+    await store.create("s-1", "p-1", "user-1")
+    await store.cancel("s-1", "no_slot_available")
+    persona.errors["get_persona"] = error
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
+    with pytest.raises(type(error)):  # a new request still needs persona
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-2")

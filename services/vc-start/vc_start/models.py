@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The events' contracts want snake_case reasons (services/contracts/events).
+REASON_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Persona ids become part of persona's DynamoDB keys; keep them to a safe alphabet.
 PERSONA_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
@@ -29,6 +32,8 @@ class CancelReason(StrEnum):
     EVENT_PUBLISH_FAILED = "event_publish_failed"
     # PENDING for longer than SESSION_PENDING_TIMEOUT_SECONDS (e.g. vc-start died mid-saga, a compensation was lost).
     TIMED_OUT = "timed_out"
+    # A resumed run found the session's reservation released without a usable reason (persona's word for an expired hold).
+    RESERVATION_EXPIRED = "reservation_expired"
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,19 @@ class PersonaInfo:
     reserved: int
 
 
+@dataclass(frozen=True)
+class SlotReservation:
+    """What ReserveSlot answered for the session: HELD, CONFIRMED, or RELEASED with a reason (the reservation of a
+    session that a compensation or the hold's expiry released before this call; only a resumed run meets it)."""
+
+    status: str
+    reason: str = ""
+
+
 class PersonaClient(Protocol):
     async def get_persona(self, persona_id: str, *, token: str) -> PersonaInfo: ...
 
-    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> None: ...
+    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> SlotReservation: ...
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None: ...
 
@@ -107,10 +116,12 @@ class GrpcPersonaClient:
         persona = await self._call("GetPersona", self._persona().GetPersona, persona_pb2.GetPersonaRequest(persona_id=persona_id), token)
         return PersonaInfo(persona.persona_id, persona.display_name, persona.max_sessions, persona.reserved)
 
-    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> None:
+    async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> SlotReservation:
         # ReserveSlot is idempotent per session_id, so retrying an attempt that timed out is safe.
         request = persona_pb2.ReserveSlotRequest(persona_id=persona_id, session_id=session_id)
-        await self._call("ReserveSlot", self._persona().ReserveSlot, request, token)
+        reservation = await self._call("ReserveSlot", self._persona().ReserveSlot, request, token)
+        status = persona_pb2.ReservationStatus.Name(reservation.status).removeprefix("RESERVATION_STATUS_")
+        return SlotReservation(status, reservation.reason)
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None:
         request = persona_pb2.ReleaseSlotRequest(persona_id=persona_id, session_id=session_id, reason=reason)

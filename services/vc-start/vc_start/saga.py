@@ -18,8 +18,8 @@ from servicekit.logging import get_logger
 
 from vc_start import events
 from vc_start.events import Publisher
-from vc_start.models import CancelReason, Session, SessionStatus
-from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError
+from vc_start.models import REASON_PATTERN, CancelReason, Session, SessionStatus
+from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError, PersonaUnavailableError
 from vc_start.store import SessionExistsError, SessionStore
 from vc_start.timeouts import time_out_if_overdue
 
@@ -41,23 +41,29 @@ class StartSessionSaga:
         Raises PersonaNotFoundError / PersonaUnavailableError / PersonaRejectedTokenError before anything is written.
         """
         session_id = session_id or str(uuid.uuid4())
-        await self._persona.get_persona(persona_id, token=token)
+        try:
+            await self._persona.get_persona(persona_id, token=token)
+        except (PersonaNotFoundError, PersonaUnavailableError):
+            # A resumed run whose session has settled needs nothing from persona (which may have deleted the persona since).
+            earlier = await self._earlier_session(session_id, persona_id, user_id)
+            if earlier is not None and earlier.status is not SessionStatus.PENDING:
+                return earlier
+            raise
 
         try:
             session = await self._store.create(session_id, persona_id, user_id)
             log.info("session created", extra={"session_id": session_id, "persona_id": persona_id})
         except SessionExistsError:
-            session = await self._store.get(session_id)
-            if session is None or (session.persona_id, session.user_id) != (persona_id, user_id):
+            session = await self._earlier_session(session_id, persona_id, user_id)
+            if session is None:
                 raise
-            log.warning("resuming the session of an earlier run of this request",
-                        extra={"session_id": session_id, "status": session.status.value})
+            log.warning("resuming the session of an earlier run of this request", extra={"session_id": session_id, "status": session.status})
             if session.status is not SessionStatus.PENDING or self._store.is_overdue(session):
                 return await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
         extra = {"session_id": session.session_id, "persona_id": persona_id}
 
         try:
-            await self._persona.reserve_slot(persona_id, session.session_id, token=token)
+            reservation = await self._persona.reserve_slot(persona_id, session.session_id, token=token)
         except NoSlotAvailableError:
             return (await self._cancel(session, CancelReason.NO_SLOT_AVAILABLE))[0]
         except PersonaNotFoundError:
@@ -70,6 +76,14 @@ class StartSessionSaga:
             if applied:
                 await self._publish_cancelled(cancelled)
             return cancelled
+
+        # Only a resumed run finds the reservation past HELD.
+        if reservation.status == "RELEASED":  # the hold expired, or a compensation released it: nothing to undo
+            reason = reservation.reason if REASON_PATTERN.fullmatch(reservation.reason) else CancelReason.RESERVATION_EXPIRED
+            return (await self._cancel(session, reason))[0]
+        if reservation.status == "CONFIRMED":  # SessionStarted went out and persona confirmed: the worker activates it
+            log.info("slot already confirmed: SessionStarted not sent again", extra=extra)
+            return await self._store.get(session.session_id) or session
 
         try:
             await self._publisher.publish(events.SESSION_STARTED, events.session_started(session.session_id, persona_id, user_id))
@@ -86,17 +100,25 @@ class StartSessionSaga:
         log.info("session started", extra=extra)
         return session
 
-    async def _cancel(self, session: Session, reason: CancelReason, *, compensate: bool = False) -> tuple[Session, bool]:
+    async def _earlier_session(self, session_id: str, persona_id: str, user_id: str) -> Session | None:
+        """The session an earlier run of the same request stored under ``session_id``, if any (run ids are per
+        user and request body, so another user's or persona's session here would be a bug)."""
+        session = await self._store.get(session_id)
+        if session is not None and (session.persona_id, session.user_id) != (persona_id, user_id):
+            raise SessionExistsError(f"session {session_id} belongs to another request")
+        return session
+
+    async def _cancel(self, session: Session, reason: CancelReason | str, *, compensate: bool = False) -> tuple[Session, bool]:
         """PENDING -> CANCELLED: the session's state after it, and whether this call cancelled it. Not applied
         when the session has settled meanwhile (the workers activated it, or it timed out): whoever settled
         it owns the slot. ``compensate``: SessionCancelled must follow (the sweeper sends it if we cannot)."""
-        transition = await self._store.cancel(session.session_id, reason.value, compensate=compensate)
+        transition = await self._store.cancel(session.session_id, str(reason), compensate=compensate)
         if transition.applied:
-            log.info("session cancelled", extra={"session_id": session.session_id, "reason": reason.value})
+            log.info("session cancelled", extra={"session_id": session.session_id, "reason": str(reason)})
         else:
             current = transition.session
             log.warning("session settled meanwhile: not cancelled, nothing to compensate",
-                        extra={"session_id": session.session_id, "reason": reason.value,
+                        extra={"session_id": session.session_id, "reason": str(reason),
                                "status": current.status.value if current else None})
         return transition.session or session, transition.applied
 

@@ -83,8 +83,10 @@ class PersonaServiceServicer:
 
     def ReserveSlot(self, request, context):
         """ReserveSlot holds one of the persona's session slots for a session. The hold
-        expires unless confirmed. Idempotent per session_id. FAILED_PRECONDITION when
-        every slot is taken, NOT_FOUND for an unknown persona.
+        expires unless confirmed. Idempotent per session_id: a session that has a
+        reservation gets it back as it is (HELD, CONFIRMED, or RELEASED with its
+        reason; a released slot is not taken again). FAILED_PRECONDITION when every
+        slot is taken, NOT_FOUND for an unknown persona.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
