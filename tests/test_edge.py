@@ -102,7 +102,7 @@ def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch
     assert store["KeyValueStoreARN"]["Fn::GetAtt"][0].startswith("EdgeSwitches")
 
 
-def _run_api_function(dev, active_region, *, get_fails=False, exists_fails=False):
+def _run_api_function(dev, active_region, *, get_fails=False, exists_fails=False, headers=None):
     """Run the synthesized CloudFront Function in Node with a stand-in for the 'cloudfront' module: a store that holds
     ``active_region`` (None: no key) and whose get() or exists() may fail. As documented
     (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/functions-custom-methods.html), get() rejects
@@ -132,10 +132,10 @@ const cf = {{
 }};
 """
     program = stub + code.replace("import cf from 'cloudfront';", "") + """
-handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) => {
-  globalThis.console.log(JSON.stringify({ selected, uri: request.uri, logged }));
+handler({ request: { uri: '/api/auth/login', method: 'POST', headers: %s } }).then((request) => {
+  globalThis.console.log(JSON.stringify({ selected, uri: request.uri, logged, headers: request.headers }));
 });
-"""
+""" % json.dumps(headers or {})
     node = shutil.which("node")
     assert node, "node is missing from PATH: run `make test`, which puts the virtualenv's Node 24 first"
     result = subprocess.run([node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=60, check=True)
@@ -149,7 +149,17 @@ handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) 
     ("eu-moon-1", [], ["active_region: unknown region eu-moon-1, keeping eu-central-1"]),  # a typo sends traffic nowhere else
 ])
 def test_api_region_switch_selects_the_region_the_store_names(dev, active_region, selected, logged):
-    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login", "logged": logged}
+    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login", "logged": logged, "headers": {}}
+
+
+def test_a_viewers_trace_context_is_dropped_so_it_cannot_decide_sampling(dev):
+    """The services sample by parent: a viewer's sampled traceparent would make X-Ray record all its requests."""
+    viewer = {"traceparent": {"value": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+              "tracestate": {"value": "vendor=1"}, "baggage": {"value": "user=x"},
+              "authorization": {"value": "Bearer t"}, "idempotency-key": {"value": "k-1"}}
+    result = _run_api_function(dev, "eu-west-1", headers=viewer)
+    assert result["headers"] == {"authorization": {"value": "Bearer t"}, "idempotency-key": {"value": "k-1"}}
+    assert result["selected"] == ["eu-west-1"]
 
 
 @pytest.mark.parametrize("active_region", ["eu-west-1", None])
