@@ -113,12 +113,11 @@ EXTRAS: dict[str, Extra] = {
                                                         "CALL_BUDGET_SECONDS": "2"}),
     # Publishes to a side bus nobody consumes (only a tap): its sessions stay PENDING with a HELD slot.
     "vc-start-off-bus": Extra("vc-start", lambda s: {"EVENT_BUS_NAME": s.off_bus}),
-    # The same, and its sessions are due for the sweeper 2 s after they are stored (nobody reads them).
+    # The same, and its sessions are overdue 2 s after they are stored (nobody reads them).
     "vc-start-forgetful": Extra("vc-start", lambda s: {"EVENT_BUS_NAME": s.off_bus, "SESSION_PENDING_TIMEOUT_SECONDS": "2"}),
-    # A vc-start worker whose sweeper times out sessions 2 s old, every 0.5 s. It consumes a queue of its own that
-    # nothing feeds, so the saga's events keep going to the stack's worker (with the 180 s timeout).
-    "vc-start-sweeper": Extra("vc-start-worker", lambda s: {"SESSION_PENDING_TIMEOUT_SECONDS": "2", "SESSION_SWEEP_INTERVAL_SECONDS": "0.5",
-                                                            "QUEUE_URL": s.idle_queue_url}),
+    # A vc-start worker that sweeps every 0.5 s (the stack's worker: every 30 s). It consumes a queue of its own that
+    # nothing feeds, so the saga's events keep going to the stack's worker.
+    "vc-start-sweeper": Extra("vc-start-worker", lambda s: {"SESSION_SWEEP_INTERVAL_SECONDS": "0.5", "QUEUE_URL": s.idle_queue_url}),
     # Production argon2 costs (logins take tens of ms) and a short drain, for the SIGTERM test.
     "auth-drain": Extra("auth", lambda s: {"DRAIN_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
                         drop_env=tuple(FAST_ARGON2)),

@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 import pytest
+from servicekit import aws
 from servicekit.events import QueueConsumer
 from vc_start.app import create_app
 from vc_start.handlers import SessionEventHandlers
@@ -175,12 +176,22 @@ async def test_slot_confirmed_after_a_read_timed_out_the_session_still_releases_
     assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "timed_out")] * 2
 
 
-async def test_the_worker_uses_the_configured_timeout(settings, store, pending, deliver):
-    # `pending` was created on the test clock (now); a 1 ms timeout makes it overdue for the real worker.
+async def test_the_worker_judges_by_the_deadline_stored_with_the_session(settings, store, pending, deliver):
+    # `pending` was stored with the default 180 s; a worker configured with 1 ms still activates it in time.
     settings.session_pending_timeout_seconds = 0.001
     await asyncio.sleep(0.01)
     deliver("SlotConfirmed", {"session_id": SESSION_ID, "persona_id": "p-1"})
 
     await build_consumer(settings).poll_once()
 
-    assert (await store.get(SESSION_ID)).reason == "timed_out"
+    assert (await store.get(SESSION_ID)).status is SessionStatus.ACTIVE
+
+
+async def test_a_session_stored_without_a_deadline_by_an_earlier_version_can_still_be_settled(settings, store):
+    for session_id, settle in (("old-1", store.activate), ("old-2", store.time_out)):
+        await store.create(session_id, "p-1", "user-1")
+        aws.client("dynamodb", settings).update_item(
+            TableName=settings.table_name, Key={"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": "SESSION"}},
+            UpdateExpression="REMOVE pending_until")
+        assert store.is_overdue(await store.get(session_id))  # read back: overdue at once
+        assert (await settle(session_id)).applied

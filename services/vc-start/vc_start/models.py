@@ -45,6 +45,7 @@ class Session:
     reason: str | None
     created_at: str
     updated_at: str
+    pending_until: str  # past it, a session still PENDING is overdue (store.py)
 
 
 class CreateSessionRequest(BaseModel):

@@ -17,9 +17,10 @@ class VcStartSettings(AuthClientSettings):
     event_source: str | None = "mf.vc-start"
     # host:port of persona's gRPC server.
     persona_grpc_target: str = "127.0.0.1:50051"
-    # A session still PENDING this long after it was created is CANCELLED (reason timed_out) when it is next read or
-    # confirmed, or when the worker's sweeper finds it. Keep it above persona's RESERVATION_HOLD_SECONDS so no session
-    # times out while its hold is live.
+    # The deadline the API gives each new session (stored with it, so every process judges by the same one): a session
+    # still PENDING this long after it was created is CANCELLED (reason timed_out) when it is next read or confirmed,
+    # or when the worker's sweeper finds it. Keep it above persona's RESERVATION_HOLD_SECONDS so no session times out
+    # while its hold is live.
     session_pending_timeout_seconds: float = Field(default=DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS, gt=0)
     # How often the worker sweeps for overdue sessions nobody reads and unpublished compensations (sweeper.py).
     session_sweep_interval_seconds: float = Field(default=30.0, gt=0)

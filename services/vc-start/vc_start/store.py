@@ -4,16 +4,19 @@ A session is born PENDING and leaves PENDING exactly once, to ACTIVE or CANCELLE
 conditional update on the current status, so concurrent actors (the saga in the request, the worker
 reacting to persona's events, redeliveries, a timeout) cannot both win.
 
-A session PENDING for longer than the pending timeout is overdue: it can no longer become ACTIVE, and
-`time_out` moves it to CANCELLED `timed_out` (when it is read, confirmed late, or swept).
+A session is stored with its deadline, `pending_until` (creation plus the creating process's pending
+timeout): past it, a PENDING session is overdue, can no longer become ACTIVE, and `time_out` moves it to
+CANCELLED `timed_out` (when it is read, confirmed late, or swept). Every process judges by that stored
+deadline, so processes with different settings (a rollout that changes the timeout) agree.
 
 The sweep index (cdk.json `services.vc-start.table_indexes`) is a sparse global secondary index over two
-attributes that only the sessions the sweeper (sweeper.py) must look at carry: a PENDING session from the
-instant it becomes overdue, and a CANCELLED one whose SessionCancelled is still to be published, from a
-grace period after the cancel (the request or worker that cancelled it publishes first). Settling a
-session removes them, and so does publishing its SessionCancelled (`clear_sweep`). The shard names the
-region that wrote the entry: each region sweeps only its own, because the table is a global table whose
-replicas resolve concurrent writes by last writer, and a conditional write checks only the local replica.
+attributes, `sweep_shard` and `sweep_at` (when to look), that only the sessions the sweeper (sweeper.py)
+may have to act on carry: every PENDING session, due at its deadline, and a CANCELLED one whose
+SessionCancelled is still to be published, due a grace period after the cancel (the request or worker
+that cancelled it publishes first). Settling a session removes them, and so does publishing its
+SessionCancelled (`clear_sweep`). The shard names the region that wrote the entry: each region sweeps only
+its own, because the table is a global table whose replicas resolve concurrent writes by last writer, and
+a conditional write checks only the local replica.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ SWEEP_AT = "sweep_at"
 SWEEP_SHARDS = 4
 # How long a cancel that must be compensated waits for its own SessionCancelled before the sweeper sends it.
 COMPENSATION_GRACE_SECONDS = 60.0
+# Sessions an earlier version stored have no deadline: either a confirmation or a timeout may settle them.
+LEGACY = "attribute_not_exists(pending_until)"
 
 
 def iso_at(epoch: float) -> str:
@@ -52,10 +57,6 @@ def iso_at(epoch: float) -> str:
 
 def _key(session_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": SORT_KEY}}
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _from_item(item: dict[str, Any]) -> Session:
@@ -68,6 +69,8 @@ def _from_item(item: dict[str, Any]) -> Session:
         reason=reason.get("S"),
         created_at=item["created_at"]["S"],
         updated_at=item["updated_at"]["S"],
+        # A session stored before deadlines were stored has none: it counts as overdue (LEGACY below).
+        pending_until=item.get("pending_until", item["created_at"])["S"],
     )
 
 
@@ -93,6 +96,7 @@ class SessionStore:
         pending_timeout_seconds: float = DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``pending_timeout_seconds``: the deadline given to the sessions this store creates."""
         self._db = dynamodb
         self._region = dynamodb.meta.region_name  # this process's replica of the global table
         self._table = table_name
@@ -106,16 +110,12 @@ class SessionStore:
     def _shard_of(self, session_id: str) -> str:
         return self._shard(zlib.crc32(session_id.encode()) % SWEEP_SHARDS)
 
-    def _cutoff(self) -> str:
-        """Sessions created at or before this instant are overdue if still PENDING."""
-        return iso_at(self._clock() - self._pending_timeout)
-
     def is_overdue(self, session: Session) -> bool:
-        return session.status is SessionStatus.PENDING and session.created_at <= self._cutoff()
+        return session.status is SessionStatus.PENDING and session.pending_until <= iso_at(self._clock())
 
     async def create(self, session_id: str, persona_id: str, user_id: str) -> Session:
-        now = iso_at(self._clock())
-        session = Session(session_id, persona_id, user_id, SessionStatus.PENDING, None, now, now)
+        now, deadline = iso_at(self._clock()), iso_at(self._clock() + self._pending_timeout)
+        session = Session(session_id, persona_id, user_id, SessionStatus.PENDING, None, now, now, deadline)
         item = {
             **_key(session_id),
             "session_id": {"S": session_id},
@@ -124,9 +124,10 @@ class SessionStore:
             "status": {"S": session.status.value},
             "created_at": {"S": now},
             "updated_at": {"S": now},
-            # Swept once overdue, if nothing settled it by then.
+            "pending_until": {"S": deadline},
+            # Swept at its deadline, if nothing settled it by then.
             SWEEP_SHARD: {"S": self._shard_of(session_id)},
-            SWEEP_AT: {"S": iso_at(self._clock() + self._pending_timeout)},
+            SWEEP_AT: {"S": deadline},
         }
         try:
             await run_sync(self._db.put_item, TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
@@ -143,7 +144,7 @@ class SessionStore:
 
     async def activate(self, session_id: str) -> Transition:
         """PENDING -> ACTIVE, unless the session is overdue (then it is left PENDING for `time_out`)."""
-        return await self._transition(session_id, SessionStatus.ACTIVE, None, also="created_at > :cutoff")
+        return await self._transition(session_id, SessionStatus.ACTIVE, None, also=f"({LEGACY} OR pending_until > :now)")
 
     async def cancel(self, session_id: str, reason: str, *, compensate: bool = False) -> Transition:
         """PENDING -> CANCELLED with a reason. ``compensate``: the caller will publish SessionCancelled, and the
@@ -154,7 +155,7 @@ class SessionStore:
         """PENDING -> CANCELLED `timed_out`, only if the session is (still) overdue; to be compensated like
         `cancel(compensate=True)`."""
         return await self._transition(session_id, SessionStatus.CANCELLED, CancelReason.TIMED_OUT.value,
-                                      also="created_at <= :cutoff", compensate=True)
+                                      also=f"({LEGACY} OR pending_until <= :now)", compensate=True)
 
     async def clear_sweep(self, session_id: str) -> None:
         """Take a settled session out of the sweep index: its SessionCancelled has been published. Best
@@ -172,24 +173,6 @@ class SessionStore:
         except Exception as exc:
             if not is_conditional_failure(exc):
                 log.warning("session left in the sweep index", extra={"session_id": session_id, "error": str(exc)})
-
-    async def postpone_sweep(self, session: Session) -> None:
-        """Move a PENDING session's sweep to when it is overdue by this store's timeout (it was stored with a
-        shorter one), so it is not read again on every pass until then."""
-        due = iso_at(_epoch(session.created_at) + self._pending_timeout)
-        try:
-            await run_sync(
-                self._db.update_item,
-                TableName=self._table,
-                Key=_key(session.session_id),
-                UpdateExpression=f"SET {SWEEP_AT} = :due",
-                ConditionExpression="#status = :pending",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":due": {"S": due}, ":pending": {"S": SessionStatus.PENDING.value}},
-            )
-        except Exception as exc:
-            if not is_conditional_failure(exc):
-                raise
 
     async def due_for_sweep(self, shard: int, *, limit: int) -> list[str]:
         """Up to ``limit`` ids of sessions whose sweep instant has come in this region's ``shard``-th partition,
@@ -213,7 +196,7 @@ class SessionStore:
     async def _transition(
         self, session_id: str, to: SessionStatus, reason: str | None, *, also: str | None = None, compensate: bool = False,
     ) -> Transition:
-        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the overdue cutoff `:cutoff`.
+        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the current instant `:now`.
         The session leaves the sweep index, or with ``compensate`` is due there after the grace period."""
         condition = "attribute_exists(pk) AND #status = :from"
         values: dict[str, Any] = {
@@ -223,7 +206,6 @@ class SessionStore:
         }
         if also is not None:
             condition += f" AND {also}"
-            values[":cutoff"] = {"S": self._cutoff()}
         sets, removes = ["#status = :to", "updated_at = :now"], []
         if reason is None:
             removes.append("reason")

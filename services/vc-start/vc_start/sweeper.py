@@ -72,11 +72,8 @@ class SessionSweeper:
         session = await self._store.get(session_id)
         if session is None:
             return
-        if session.status is SessionStatus.PENDING:
-            if self._store.is_overdue(session):
-                await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
-            else:  # stored with a shorter timeout than this worker's
-                await self._store.postpone_sweep(session)
+        if session.status is SessionStatus.PENDING:  # due at its deadline (a stale index entry may come earlier)
+            await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
             return
         if session.status is SessionStatus.CANCELLED:
             data = events.session_cancelled(session_id, session.persona_id, session.reason or DEFAULT_COMPENSATION_REASON)
