@@ -26,7 +26,6 @@ from . import store as st
 log = get_logger(__name__)
 
 SERVICE_NAME = persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name
-_MAX_REASON = 200
 _STATUS = {
     st.HELD: persona_pb2.RESERVATION_STATUS_HELD,
     st.CONFIRMED: persona_pb2.RESERVATION_STATUS_CONFIRMED,
@@ -149,8 +148,8 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         owner = await self._owner(context)
         persona_id = await self._persona_id(request, context)
         session_id = await self._session_id(request, context)
-        if len(request.reason) > _MAX_REASON:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"reason must be at most {_MAX_REASON} characters")
+        if request.reason and not st.REASON_PATTERN.fullmatch(request.reason):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "reason must be snake_case: a-z, 0-9 and _, at most 64 characters")
         reason = request.reason or "released"
         reservation = await run_sync(self._store.release, persona_id, session_id, reason, owner=owner)
         log.info("slot released", extra={"persona_id": persona_id, "session_id": session_id, "reason": reservation.reason})

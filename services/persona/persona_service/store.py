@@ -33,6 +33,8 @@ HELD = "HELD"
 CONFIRMED = "CONFIRMED"
 RELEASED = "RELEASED"
 REASON_EXPIRED = "reservation_expired"
+# Every stored release reason: the saga's events carry it, and their contracts want snake_case.
+REASON_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # SlotReleased's reason for a SessionStarted whose session persona never reserved a slot for.
 REASON_NOT_FOUND = "reservation_not_found"
 RELEASED_RETENTION_SECONDS = 7 * 24 * 3600

@@ -1,8 +1,8 @@
 """`python -m persona_service.worker`: persona's part of the session saga, driven by vc-start's events.
 
 - SessionStarted {session_id, persona_id, user_id}: HELD -> CONFIRMED, publish SlotConfirmed; if the
-  hold expired or was released, publish SlotReleased with the release's reason (reservation_expired, or
-  the SessionCancelled reason it was released for) instead, and reservation_not_found if there is none.
+  hold expired or was released, publish SlotReleased with the release's reason (reservation_expired, the
+  SessionCancelled's reason, or a ReleaseSlot call's) instead, and reservation_not_found if there is none.
 - SessionCancelled {session_id, persona_id, reason}: release the slot (idempotent), publish SlotReleased.
 
 servicekit's QueueConsumer dedupes deliveries by event id; the handlers are idempotent anyway, so a
@@ -11,7 +11,6 @@ redelivery after a crash between the store write and the publish only repeats th
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from servicekit.aws import run_sync
@@ -26,7 +25,6 @@ SESSION_CANCELLED = "SessionCancelled"
 SLOT_CONFIRMED = "SlotConfirmed"
 SLOT_RELEASED = "SlotReleased"
 DEFAULT_CANCEL_REASON = "session_cancelled"
-_REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def _ids(data: dict[str, Any]) -> tuple[str, str]:
@@ -55,15 +53,13 @@ class SlotEventHandlers:
             return
         # The session started too late (or was cancelled meanwhile): vc-start must cancel it, and learns why.
         reason = (reservation.reason or st.REASON_EXPIRED) if reservation is not None else st.REASON_NOT_FOUND
-        if not _REASON.fullmatch(reason):  # ReleaseSlot over gRPC stores free text; SlotReleased's schema wants snake_case
-            reason = DEFAULT_CANCEL_REASON
         await self._publisher.publish(SLOT_RELEASED, {**ids, "reason": reason})
         log.info("slot not confirmable", extra={**ids, "status": reservation.status if reservation else None, "reason": reason})
 
     async def session_cancelled(self, data: dict[str, Any], envelope: Any = None) -> None:
         persona_id, session_id = _ids(data)
         reason = data.get("reason")
-        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+        if not isinstance(reason, str) or not st.REASON_PATTERN.fullmatch(reason):
             reason = DEFAULT_CANCEL_REASON  # SlotReleased's schema demands a snake_case reason
         await run_sync(self._store.release, persona_id, session_id, reason)
         ids = {"session_id": session_id, "persona_id": persona_id}

@@ -102,6 +102,18 @@ async def test_reserve_until_full_then_release(grpc_env, store, auth):
     )
 
 
+@pytest.mark.parametrize("reason", ["Released by ops", "x" * 65, "ends_with_newline\n"])
+async def test_a_release_reason_other_than_snake_case_is_rejected_and_nothing_released(grpc_env, store, auth, reason):
+    """The reason travels in SlotReleased, whose contract wants snake_case: it is checked where it comes in."""
+    stub, *_ = grpc_env
+    ada = store.create("user-a", "Ada", {}, 1)
+    await stub.ReserveSlot(persona_pb2.ReserveSlotRequest(persona_id=ada.persona_id, session_id="s1"), metadata=auth())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReleaseSlot(persona_pb2.ReleaseSlotRequest(persona_id=ada.persona_id, session_id="s1", reason=reason), metadata=auth())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert store.get_reservation(ada.persona_id, "s1").status == "HELD"
+
+
 async def test_invalid_session_id_is_rejected(grpc_env, store, auth):
     stub, *_ = grpc_env
     ada = store.create("user-a", "Ada", {}, 1)

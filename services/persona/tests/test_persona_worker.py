@@ -73,13 +73,6 @@ async def test_session_started_after_a_cancel_reports_the_cancels_reason(handler
     assert store.get_reservation(persona_id, session_id).status == st.RELEASED
 
 
-async def test_a_free_text_release_reason_is_not_passed_on(handlers, publisher, store, held):
-    persona_id, session_id = held
-    store.release(persona_id, session_id, "Released by ops: see ticket 42")  # ReleaseSlot over gRPC takes free text
-    await handlers.session_started({"session_id": session_id, "persona_id": persona_id, "user_id": "user-a"})
-    assert publisher.events == [("SlotReleased", {"session_id": session_id, "persona_id": persona_id, "reason": "session_cancelled"})]
-
-
 async def test_session_started_without_a_reservation_reports_it_not_found(handlers, publisher, store):
     persona = store.create("user-a", "Ada", {}, 1)
     ids = {"session_id": str(uuid.uuid4()), "persona_id": persona.persona_id}

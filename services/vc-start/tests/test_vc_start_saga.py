@@ -140,8 +140,7 @@ async def test_a_session_id_taken_by_another_users_session_is_never_resumed(pers
     assert persona.called("reserve_slot") == []
 
 
-@pytest.mark.parametrize(("persona_reason", "cancelled_as"), [("persona_unavailable", "persona_unavailable"),
-                                                              ("", "reservation_expired"), ("Released by ops", "reservation_expired")])
+@pytest.mark.parametrize(("persona_reason", "cancelled_as"), [("persona_unavailable", "persona_unavailable"), ("", "reservation_expired")])
 async def test_resuming_into_a_released_reservation_cancels_with_personas_reason(
     persona, publisher, store, persona_events, persona_reason, cancelled_as
 ):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The events' contracts want snake_case reasons (services/contracts/events).
-REASON_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Persona ids become part of persona's DynamoDB keys; keep them to a safe alphabet.
 PERSONA_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 

@@ -18,7 +18,7 @@ from servicekit.logging import get_logger
 
 from vc_start import events
 from vc_start.events import Publisher
-from vc_start.models import REASON_PATTERN, CancelReason, Session, SessionStatus
+from vc_start.models import CancelReason, Session, SessionStatus
 from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError, PersonaUnavailableError
 from vc_start.store import SessionExistsError, SessionStore
 from vc_start.timeouts import time_out_if_overdue
@@ -79,8 +79,7 @@ class StartSessionSaga:
 
         # Only a resumed run finds the reservation past HELD.
         if reservation.status == "RELEASED":  # the hold expired, or a compensation released it: nothing to undo
-            reason = reservation.reason if REASON_PATTERN.fullmatch(reservation.reason) else CancelReason.RESERVATION_EXPIRED
-            return (await self._cancel(session, reason))[0]
+            return (await self._cancel(session, reservation.reason or CancelReason.RESERVATION_EXPIRED))[0]
         if reservation.status == "CONFIRMED":  # SessionStarted went out and persona confirmed: the worker activates it
             log.info("slot already confirmed: SessionStarted not sent again", extra=extra)
             return await self._store.get(session.session_id) or session
