@@ -1,5 +1,5 @@
 """Run a queue consumer as a process: SIGTERM/SIGINT finish the message in hand (the rest of its batch goes back to the queue), then exit 0.
-Loops that run beside the consumer (e.g. vc-start's session sweeper) get the same stop signal.
+Runners beside the consumer (e.g. vc-start's session sweeper) get the same stop signal.
 
 Once its consumer is built, the objects built so far are frozen out of garbage collection, as in a
 service process (startup.freeze_startup_objects)."""
@@ -20,14 +20,17 @@ from .tracing import configure_telemetry
 log = get_logger(__name__)
 
 
-class Loop(Protocol):
+class Runner(Protocol):
+    """What a worker process runs: the queue consumer, and anything beside it (vc-start's sweeper)."""
+
     async def run_until(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then return; handle its own errors (one that escapes stops the process)."""
         ...
 
 
-async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None = None, *, alongside: Sequence[Loop] = ()) -> None:
-    """Consume, and run the ``alongside`` loops, until SIGTERM/SIGINT (or `stop_event`)."""
+async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None = None, *, alongside: Sequence[Runner] = ()) -> None:
+    """Consume, and run the ``alongside`` runners, until SIGTERM/SIGINT (or `stop_event`). Raises the first error
+    that escaped a runner, once all have stopped (each one is logged)."""
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -44,11 +47,11 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
             pass
     try:
         # Whichever ends first (stopped, or failed) stops the others, so the consumer still finishes its message.
-        runs = [consumer.run_until(stop), *(other.run_until(stop) for other in alongside)]
-        results = await asyncio.gather(*(_then_stop(run, stop) for run in runs), return_exceptions=True)
+        runners = [consumer, *alongside]
+        results = await asyncio.gather(*(_then_stop(runner.run_until(stop), stop) for runner in runners), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         for failure in failures:
-            log.error("worker loop failed: %s: %s", type(failure).__name__, failure, exc_info=failure)
+            log.error("worker runner failed: %s: %s", type(failure).__name__, failure, exc_info=failure)
         if failures:
             raise failures[0]
     finally:
@@ -64,17 +67,19 @@ async def _then_stop(run: Awaitable[None], stop: asyncio.Event) -> None:
 
 
 def run_worker(settings: ServiceSettings, consumer: QueueConsumer | Callable[[], QueueConsumer], *,
-               alongside: Callable[[], Sequence[Loop]] | None = None) -> None:
+               alongside: Callable[[], Sequence[Runner]] | None = None) -> None:
     """Entry point of `python -m <service>.worker`. `consumer` may be a factory, and `alongside` is one:
     both are called after logging and telemetry are configured, so clients they build are instrumented."""
     configure_logging(settings.service_name, settings.log_level, json_format=settings.instrumentation)
     telemetry = configure_telemetry(settings)
     if not isinstance(consumer, QueueConsumer):
         consumer = consumer()
-    loops = alongside() if alongside else ()
+    runners = alongside() if alongside else ()
     freeze_startup_objects()
     try:
-        asyncio.run(serve_worker(consumer, alongside=loops))
+        asyncio.run(serve_worker(consumer, alongside=runners))
+    except Exception:
+        raise SystemExit(1) from None  # serve_worker logged it
     finally:
         telemetry.shutdown()
     log.info("worker stopped")
