@@ -72,9 +72,11 @@ class StoredResponse:
 
 @dataclass(frozen=True)
 class Claimed:
-    """The key is this request's to run: ``run_id`` is new, or that of the unfinished run it takes over."""
+    """The key is this request's to run: a new run, or (``taken_over``) the unfinished run of an earlier request,
+    whose ``run_id`` it keeps."""
 
     run_id: str
+    taken_over: bool = False
 
 
 def _in_progress(retry_after_seconds: int) -> ApiError:
@@ -137,7 +139,7 @@ class IdempotencyStore:
             raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was already used with a different request body")
         if existing["status"]["S"] == "COMPLETED":
             return StoredResponse(int(existing["status_code"]["N"]), json.loads(existing["body"]["S"]))
-        lease_until = int(existing.get("lease_until", {}).get("N", 0))
+        lease_until = int(existing["lease_until"]["N"])
         if lease_until >= now:
             raise _in_progress(lease_until - now + 1)
         return await self._take_over(principal, key, existing, owner, now)
@@ -149,6 +151,7 @@ class IdempotencyStore:
                 self._ddb().update_item,
                 TableName=self.table_name,
                 Key=self._key(principal, key),
+                # if_not_exists: a record from before run ids (remove it once such records have expired, after 24 h).
                 UpdateExpression="SET #o = :me, lease_until = :lease, run_id = if_not_exists(run_id, :fresh)",
                 ConditionExpression="#s = :ip AND #o = :previous AND lease_until < :now",
                 ExpressionAttributeNames={"#o": "owner", "#s": "status"},
@@ -164,7 +167,7 @@ class IdempotencyStore:
                 raise _in_progress(1) from None
             raise
         log.warning("idempotency key taken over from an unfinished run", extra={"run_id": response["Attributes"]["run_id"]["S"]})
-        return Claimed(response["Attributes"]["run_id"]["S"])
+        return Claimed(response["Attributes"]["run_id"]["S"], taken_over=True)
 
     async def complete(self, principal: str, key: str, owner: str, status_code: int, body: Any) -> None:
         """Store the response; raises a conditional-check failure when ``owner`` no longer holds the key."""
@@ -197,23 +200,24 @@ async def run_idempotent(
     principal: str,
     key: str | None,
     request_body: Any,
-    handler: Callable[[str], Awaitable[tuple[int, Any]]],
+    handler: Callable[[Claimed], Awaitable[tuple[int, Any]]],
 ) -> Response:
-    """Run `handler(run_id)` (-> (status_code, body)) at most once per (principal, key, body).
+    """Run `handler(run)` (-> (status_code, body)) at most once per (principal, key, body); ``run`` says the run's id
+    and whether an earlier request's unfinished run was taken over.
 
-    No key: just runs it, with a new run id. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from
+    No key: just runs it, as a new run. Replays carry `Idempotent-Replayed: true`. A 4xx ApiError from
     the handler is stored and replayed like a success (except 401/403/429); a 5xx or unexpected error
     releases the key so a retry runs again, with the same run id.
     """
     if key is None:
-        status_code, body = await handler(str(uuid.uuid4()))
+        status_code, body = await handler(Claimed(str(uuid.uuid4())))
         return JSONResponse(jsonable_encoder(body), status_code=status_code)
     owner = uuid.uuid4().hex
     claim = await store.begin(principal, key, request_hash(request_body), owner)
     if isinstance(claim, StoredResponse):
         return JSONResponse(claim.body, status_code=claim.status_code, headers={REPLAYED_HEADER: "true"})
     try:
-        status_code, body = await handler(claim.run_id)
+        status_code, body = await handler(claim)
     except ApiError as exc:
         if exc.status >= 500 or exc.status in _NOT_REPLAYED:
             await store.release(principal, key, owner)

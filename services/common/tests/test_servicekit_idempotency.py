@@ -33,9 +33,9 @@ def app_and_calls(make_settings, aws_env):
 
     @router.post("/v1/orders", status_code=201)
     async def create(order: Order, key: Annotated[str | None, Depends(idempotency_key)]):
-        async def handler(run_id: str):
+        async def handler(run: Claimed):
             calls.append(order.sku)
-            runs.append(run_id)
+            runs.append(run)
             if order.sku == "missing":
                 raise ApiError(404, "sku_not_found", "no such sku")
             if order.sku == "flaky" and calls.count("flaky") == 1:
@@ -95,7 +95,7 @@ async def test_only_the_request_holding_a_key_completes_or_releases_it(app_and_c
     first = await store.begin("user-1", "key-2", digest, "stale")
     monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + IN_PROGRESS_LEASE_SECONDS + 5)
     # The lease ended: the retry takes the key over, and the run with it.
-    assert await store.begin("user-1", "key-2", digest, "retry") == first
+    assert await store.begin("user-1", "key-2", digest, "retry") == Claimed(first.run_id, taken_over=True)
     await store.release("user-1", "key-2", "stale")
     with pytest.raises(ApiError) as still_held:  # the stale release did not end the retry's lease
         await store.begin("user-1", "key-2", digest, "third")
@@ -144,7 +144,8 @@ async def test_server_error_releases_key_so_retry_runs_again_as_the_same_run(cli
     assert retry.status_code == 201
     assert app_and_calls[1] == ["flaky", "flaky"]
     first_run, second_run = app_and_calls[0].state.runs
-    assert first_run == second_run  # what the first run made is found again by name
+    assert second_run.run_id == first_run.run_id  # what the first run made is found again by name
+    assert (first_run.taken_over, second_run.taken_over) == (False, True)
 
 
 async def test_a_run_cut_off_is_taken_over_after_its_lease_with_its_run_id(app_and_calls, monkeypatch):
@@ -156,7 +157,7 @@ async def test_a_run_cut_off_is_taken_over_after_its_lease_with_its_run_id(app_a
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_and_calls[0]), base_url="http://svc") as client:
         retry = await _post(client, "apple", key="key-3")
         other_body = await _post(client, "pear", key="key-3")
-    assert retry.status_code == 201 and app_and_calls[0].state.runs == [died.run_id]
+    assert retry.status_code == 201 and app_and_calls[0].state.runs == [Claimed(died.run_id, taken_over=True)]
     assert other_body.status_code == 422  # a different body never takes a run over
 
 

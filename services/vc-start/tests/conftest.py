@@ -22,7 +22,7 @@ from servicekit.events import EventPublisher
 from servicekit.idempotency import IdempotencyStore
 from servicekit.resilience import ResilientHttpClient
 from vc_start.app import Clients, create_app
-from vc_start.persona import PersonaInfo, PersonaNotFoundError, SlotReservation
+from vc_start.persona import PersonaInfo, PersonaNotFoundError, ReservationStatus, SlotReservation
 from vc_start.settings import VcStartSettings
 from vc_start.store import SWEEP_AT, SWEEP_INDEX, SWEEP_SHARD, SessionStore
 
@@ -250,7 +250,7 @@ class FakePersona:
     async def reserve_slot(self, persona_id: str, session_id: str, *, token: str) -> SlotReservation:
         self.calls.append(("reserve_slot", persona_id, session_id, token))
         self._maybe_fail("reserve_slot")
-        return self.reservations.get(session_id, SlotReservation("HELD"))
+        return self.reservations.get(session_id, SlotReservation(ReservationStatus.HELD))
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None:
         self.calls.append(("release_slot", persona_id, session_id, reason, token))

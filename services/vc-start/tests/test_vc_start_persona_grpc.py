@@ -3,13 +3,14 @@ forwarding, per-attempt deadlines, retries, the breaker, and the saga outcome wh
 
 from __future__ import annotations
 
+import uuid
 import asyncio
 
 import grpc
 import pytest
 from mf.persona.v1 import persona_pb2, persona_pb2_grpc
 from servicekit.correlation import correlation_scope
-from vc_start.persona import GrpcPersonaClient, NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, SlotReservation
+from vc_start.persona import GrpcPersonaClient, NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, ReservationStatus, SlotReservation
 from vc_start.saga import StartSessionSaga
 
 
@@ -94,9 +95,9 @@ async def test_status_codes_become_the_sagas_errors(client, servicer, method, co
 
 
 @pytest.mark.parametrize(("status", "reason", "expected"), [
-    (persona_pb2.RESERVATION_STATUS_HELD, "", SlotReservation("HELD")),
-    (persona_pb2.RESERVATION_STATUS_CONFIRMED, "", SlotReservation("CONFIRMED")),
-    (persona_pb2.RESERVATION_STATUS_RELEASED, "persona_unavailable", SlotReservation("RELEASED", "persona_unavailable")),
+    (persona_pb2.RESERVATION_STATUS_HELD, "", SlotReservation(ReservationStatus.HELD)),
+    (persona_pb2.RESERVATION_STATUS_CONFIRMED, "", SlotReservation(ReservationStatus.CONFIRMED)),
+    (persona_pb2.RESERVATION_STATUS_RELEASED, "persona_unavailable", SlotReservation(ReservationStatus.RELEASED, "persona_unavailable")),
 ])
 async def test_reserve_slot_answers_the_reservation_persona_holds_for_the_session(client, servicer, status, reason, expected):
     servicer.reservation = (status, reason)
@@ -138,7 +139,7 @@ async def test_reservation_timeout_cancels_the_session_and_publishes_session_can
     settings.http_timeout_seconds = 0.15
     servicer.behaviour["ReserveSlot"] = "hang"
 
-    session = await StartSessionSaga(persona=client, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t")
+    session = await StartSessionSaga(persona=client, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t", session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == ("CANCELLED", "persona_unavailable")
     assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "persona_unavailable")]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 import pytest
 from vc_start.models import SessionStatus
-from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, SlotReservation
-from vc_start.saga import StartSessionSaga
-from vc_start.store import SessionExistsError
+from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, ReservationStatus, SlotReservation
+from vc_start.saga import SessionConflictError, StartSessionSaga
 
 TOKEN = "caller-token"
 
@@ -16,7 +16,7 @@ def saga(persona, publisher, store) -> StartSessionSaga:
 
 
 async def test_happy_path_leaves_session_pending_and_publishes_session_started(persona, publisher, store, persona_events, validate_event):
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert session.status is SessionStatus.PENDING and session.reason is None
     assert (await store.get(session.session_id)).status is SessionStatus.PENDING
@@ -36,7 +36,7 @@ async def test_persona_read_failure_writes_and_reserves_nothing(persona, publish
     persona.errors["get_persona"] = error
 
     with pytest.raises(expected):
-        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert session_items() == []
     assert persona.called("reserve_slot") == []
@@ -46,7 +46,7 @@ async def test_persona_read_failure_writes_and_reserves_nothing(persona, publish
 async def test_reservation_refused_cancels_without_compensation(persona, publisher, store, persona_events):
     persona.errors["reserve_slot"] = NoSlotAvailableError("all slots taken")
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
     assert (await store.get(session.session_id)).reason == "no_slot_available"
@@ -57,7 +57,7 @@ async def test_reservation_refused_cancels_without_compensation(persona, publish
 async def test_reservation_timeout_cancels_and_publishes_session_cancelled(persona, publisher, store, persona_events, validate_event):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: DEADLINE_EXCEEDED")
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
@@ -71,14 +71,14 @@ async def test_reservation_timeout_cancels_and_publishes_session_cancelled(perso
 async def test_persona_deleted_between_read_and_reserve_cancels_without_compensation(persona, publisher, store, persona_events):
     persona.errors["reserve_slot"] = PersonaNotFoundError("ReserveSlot: not found")
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_not_found")
     assert persona_events() == []
 
 
 async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_publisher, store):
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
@@ -95,7 +95,7 @@ async def test_a_publish_error_after_the_event_went_out_and_the_session_went_act
             await store.activate(data["session_id"])  # what the workers do with the event that got through
             raise EventPublishError("PutEvents: read timeout")
 
-    session = await saga(persona, ActivatedThenFailed(), store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, ActivatedThenFailed(), store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.ACTIVE, None)
     assert (await store.get(session.session_id)).status is SessionStatus.ACTIVE
@@ -106,7 +106,7 @@ async def test_publish_failure_still_cancels_when_release_fails_too(persona, bro
     # Best effort: the hold's expiry on persona's side is the backstop.
     persona.errors["release_slot"] = PersonaUnavailableError("ReleaseSlot: UNAVAILABLE")
 
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
     assert len(persona.called("release_slot")) == 1
@@ -115,7 +115,7 @@ async def test_publish_failure_still_cancels_when_release_fails_too(persona, bro
 async def test_reservation_timeout_still_cancels_when_compensation_cannot_be_published(persona, broken_publisher, store):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
 
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN)
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
@@ -125,7 +125,7 @@ async def test_resuming_a_session_that_became_overdue_times_it_out_instead_of_re
     await store.create("s-1", "p-1", "user-1")  # an earlier run stored it and died
     clock.advance(180)
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "timed_out")
     assert persona.called("reserve_slot") == []
@@ -135,8 +135,8 @@ async def test_resuming_a_session_that_became_overdue_times_it_out_instead_of_re
 async def test_a_session_id_taken_by_another_users_session_is_never_resumed(persona, publisher, store):
     await store.create("s-1", "p-1", "someone-else")
 
-    with pytest.raises(SessionExistsError):
-        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    with pytest.raises(SessionConflictError):
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
     assert persona.called("reserve_slot") == []
 
 
@@ -145,9 +145,9 @@ async def test_resuming_into_a_released_reservation_cancels_with_personas_reason
     persona, publisher, store, persona_events, persona_reason, cancelled_as
 ):
     await store.create("s-1", "p-1", "user-1")
-    persona.reservations["s-1"] = SlotReservation("RELEASED", persona_reason)  # the hold expired, or was released
+    persona.reservations["s-1"] = SlotReservation(ReservationStatus.RELEASED, persona_reason)  # the hold expired, or was released
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, cancelled_as)
     assert persona_events() == []  # persona holds nothing for it: no SessionStarted, no compensation
@@ -155,9 +155,9 @@ async def test_resuming_into_a_released_reservation_cancels_with_personas_reason
 
 async def test_resuming_into_a_confirmed_reservation_does_not_send_session_started_again(persona, publisher, store, persona_events):
     await store.create("s-1", "p-1", "user-1")
-    persona.reservations["s-1"] = SlotReservation("CONFIRMED")  # the earlier run's SessionStarted was confirmed
+    persona.reservations["s-1"] = SlotReservation(ReservationStatus.CONFIRMED)  # the earlier run's SessionStarted was confirmed
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
 
     assert session.status is SessionStatus.PENDING  # the worker's SlotConfirmed activates it
     assert persona_events() == []
@@ -169,8 +169,8 @@ async def test_resuming_a_settled_session_needs_nothing_from_persona(persona, pu
     await store.cancel("s-1", "no_slot_available")
     persona.errors["get_persona"] = error
 
-    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
     with pytest.raises(type(error)):  # a new request still needs persona
-        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-2")
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-2", resume=True)

@@ -4,11 +4,13 @@ store, index and publisher on moto; the test clock decides what is overdue."""
 
 from __future__ import annotations
 
+import uuid
 import asyncio
 import logging
 
 import pytest
 
+from botocore.exceptions import ClientError
 from servicekit import aws
 from servicekit.events import QueueConsumer
 from servicekit.worker import serve_worker
@@ -102,7 +104,7 @@ async def test_an_ambiguous_reservation_whose_compensation_failed_is_compensated
 ):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
     saga = StartSessionSaga(persona=persona, publisher=broken_publisher, store=store)
-    session = await saga.start(persona_id="p-1", user_id="user-1", token="caller-token")
+    session = await saga.start(persona_id="p-1", user_id="user-1", token="caller-token", session_id=str(uuid.uuid4()))
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
 
     clock.advance(COMPENSATION_GRACE_SECONDS)
@@ -116,7 +118,7 @@ async def test_an_ambiguous_reservation_whose_compensation_failed_is_compensated
 
 async def test_compensations_that_went_out_at_once_are_not_sent_again(persona, store, publisher, clock, persona_events):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
-    await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t")
+    await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t", session_id=str(uuid.uuid4()))
     await store.create(SESSION_ID, "p-1", "user-1")
     clock.advance(TIMEOUT)
     await sweeper(store, publisher).sweep()
@@ -144,8 +146,24 @@ async def test_a_late_slot_confirmed_publishes_the_compensation_a_failed_timeout
 async def test_a_session_cancelled_after_its_publish_failed_leaves_the_index(persona, store, broken_publisher, clock):
     # SessionStarted could not be published: the saga releases the hold over gRPC, nothing is owed on the bus.
     session = await StartSessionSaga(persona=persona, publisher=broken_publisher, store=store).start(
-        persona_id="p-1", user_id="user-1", token="t")
+        persona_id="p-1", user_id="user-1", token="t", session_id=SESSION_ID)
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
+    assert persona.called("release_slot")  # the ReleaseSlot went through: nothing is owed
+    assert await later_due(store, clock, A_DAY) == []
+
+
+async def test_when_release_slot_fails_too_the_sweeper_sends_session_cancelled_instead(
+    persona, store, publisher, broken_publisher, clock, persona_events
+):
+    persona.errors["release_slot"] = PersonaUnavailableError("ReleaseSlot: UNAVAILABLE")
+    await StartSessionSaga(persona=persona, publisher=broken_publisher, store=store).start(
+        persona_id="p-1", user_id="user-1", token="t", session_id=SESSION_ID)
+
+    clock.advance(COMPENSATION_GRACE_SECONDS)
+    await sweeper(store, publisher).sweep()
+
+    [(detail_type, detail)] = persona_events()
+    assert (detail_type, detail["data"]["reason"]) == ("SessionCancelled", "event_publish_failed")
     assert await later_due(store, clock, A_DAY) == []
 
 
@@ -232,3 +250,32 @@ async def test_a_failed_pass_is_logged_and_the_sweeper_keeps_going(settings, pub
 
     failures = [r for r in caplog.records if r.message.startswith("session sweep failed")]
     assert len(failures) >= 2 and "ResourceNotFoundException" in (failures[0].exc_text or "")
+
+
+async def test_a_compensation_that_went_out_is_answered_even_when_the_index_cannot_be_cleared(
+    settings, persona, publisher, clock, persona_events, caplog
+):
+    class ThrottledRemoves:
+        """The real client, except that the write taking a session out of the sweep index is throttled."""
+
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def update_item(self, **kwargs):
+            if kwargs["UpdateExpression"].startswith("REMOVE"):
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "UpdateItem")
+            return self._client.update_item(**kwargs)
+
+    store = SessionStore(ThrottledRemoves(aws.client("dynamodb", settings)), settings.table_name, pending_timeout_seconds=TIMEOUT, clock=clock)
+    persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
+
+    session = await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(
+        persona_id="p-1", user_id="user-1", token="t", session_id=SESSION_ID)
+
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")  # answered, not a 5xx
+    assert [t for t, _ in persona_events()] == ["SessionCancelled"]
+    assert any(r.message == "session left in the sweep index" for r in caplog.records)
+    assert await later_due(store, clock, COMPENSATION_GRACE_SECONDS) == [SESSION_ID]  # the sweeper sends it once more

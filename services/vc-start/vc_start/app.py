@@ -11,12 +11,12 @@ from servicekit.auth import JwksVerifier, bearer_claims
 from servicekit.dynamo import readiness_check
 from servicekit.errors import ApiError, ErrorResponse, error_responses
 from servicekit.events import EventPublisher
-from servicekit.idempotency import IdempotencyStore, idempotency_key, run_idempotent
+from servicekit.idempotency import Claimed, IdempotencyStore, idempotency_key, run_idempotent
 
 from vc_start.events import Publisher
 from vc_start.models import CreateSessionRequest, SessionResponse
 from vc_start.persona import GrpcPersonaClient, PersonaClient, PersonaNotFoundError, PersonaRejectedTokenError, PersonaUnavailableError
-from vc_start.saga import StartSessionSaga
+from vc_start.saga import SessionConflictError, StartSessionSaga
 from vc_start.settings import VcStartSettings
 from vc_start.store import SessionStore
 from vc_start.timeouts import time_out_if_overdue
@@ -79,7 +79,9 @@ def sessions_router(clients: Clients) -> APIRouter:
             "Runs the synchronous half of the saga: reads the persona, stores the session PENDING, reserves a slot and "
             "publishes SessionStarted. 201 carries the session PENDING, or CANCELLED with a reason when a later step "
             "failed (no_slot_available, persona_unavailable, persona_not_found, event_publish_failed). With an "
-            "Idempotency-Key a retry with the same body replays the first answer (header Idempotent-Replayed: true)."
+            "Idempotency-Key a retry with the same body replays the first answer (header Idempotent-Replayed: true); "
+            "one that takes over an earlier request that never answered resumes its session and answers it as it "
+            "stands (ACTIVE, or CANCELLED with timed_out or persona's reason, included)."
         ),
         responses={
             **error_responses(400, 401, 409, 413, 422),
@@ -96,10 +98,11 @@ def sessions_router(clients: Clients) -> APIRouter:
         user_id = str(claims["sub"])
         token = _bearer_token(request)
 
-        async def start(run_id: str) -> tuple[int, dict[str, Any]]:
+        async def start(run: Claimed) -> tuple[int, dict[str, Any]]:
             try:
                 # The session is named after the idempotency run: a retry that takes the run over resumes it.
-                session = await saga.start(persona_id=body.persona_id, user_id=user_id, token=token, session_id=run_id)
+                session = await saga.start(persona_id=body.persona_id, user_id=user_id, token=token,
+                                           session_id=run.run_id, resume=run.taken_over)
             except PersonaNotFoundError:
                 raise ApiError(404, "persona_not_found", f"persona {body.persona_id} not found") from None
             except PersonaUnavailableError:
@@ -108,6 +111,9 @@ def sessions_router(clients: Clients) -> APIRouter:
                 ) from None
             except PersonaRejectedTokenError:
                 raise ApiError(401, "invalid_token", "persona did not accept the token") from None
+            except SessionConflictError:
+                # Stored and replayed like any 4xx, so a retry does not hit the same bug for the key's 24 h.
+                raise ApiError(409, "session_conflict", "this request's session id is taken; use another Idempotency-Key") from None
             return 201, SessionResponse.of(session).model_dump(mode="json")
 
         return await run_idempotent(

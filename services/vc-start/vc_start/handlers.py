@@ -9,15 +9,12 @@ from __future__ import annotations
 from servicekit.logging import get_logger
 
 from vc_start import events
+from vc_start.compensation import send_session_cancelled
 from vc_start.events import Publisher
 from vc_start.models import SessionStatus
 from vc_start.store import SessionStore
 
 log = get_logger(__name__)
-
-# Used when a confirmed slot meets a session cancelled without a stored reason (should not happen).
-DEFAULT_COMPENSATION_REASON = "session_cancelled"
-
 
 class SessionUndecidedError(Exception):
     """A SlotConfirmed found its session PENDING but could not settle it; a redelivery retries."""
@@ -49,11 +46,10 @@ class SessionEventHandlers:
             if timed_out.applied:
                 log.warning("session timed out before its slot was confirmed", extra={"session_id": session_id})
         if session.status is SessionStatus.CANCELLED:
-            # The session gave up (e.g. it timed out) but persona confirmed the slot: give it back.
-            reason = session.reason or DEFAULT_COMPENSATION_REASON
-            await self._publisher.publish(events.SESSION_CANCELLED, events.session_cancelled(session_id, session.persona_id, reason))
-            await self._store.clear_sweep(session_id)  # the compensation a timeout left to the sweeper, if any, is done
-            log.info("confirmed slot of a cancelled session released", extra={"session_id": session_id, "reason": reason})
+            # The session gave up (e.g. it timed out) but persona confirmed the slot: give it back. A failed publish
+            # raises, so the message comes back.
+            await send_session_cancelled(session, store=self._store, publisher=self._publisher)
+            log.info("confirmed slot of a cancelled session released", extra={"session_id": session_id, "reason": session.reason})
         elif session.status is SessionStatus.ACTIVE:
             log.info("SlotConfirmed for an active session ignored", extra={"session_id": session_id})
         else:

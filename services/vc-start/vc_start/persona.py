@@ -6,6 +6,7 @@ The saga only sees `PersonaClient` and the errors below; how gRPC status codes m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import grpc
@@ -47,12 +48,18 @@ class PersonaInfo:
     reserved: int
 
 
+class ReservationStatus(StrEnum):
+    HELD = "HELD"
+    CONFIRMED = "CONFIRMED"
+    RELEASED = "RELEASED"
+
+
 @dataclass(frozen=True)
 class SlotReservation:
     """What ReserveSlot answered for the session: HELD, CONFIRMED, or RELEASED with a reason (the reservation of a
     session that a compensation or the hold's expiry released before this call; only a resumed run meets it)."""
 
-    status: str
+    status: ReservationStatus
     reason: str = ""
 
 
@@ -121,7 +128,7 @@ class GrpcPersonaClient:
         request = persona_pb2.ReserveSlotRequest(persona_id=persona_id, session_id=session_id)
         reservation = await self._call("ReserveSlot", self._persona().ReserveSlot, request, token)
         status = persona_pb2.ReservationStatus.Name(reservation.status).removeprefix("RESERVATION_STATUS_")
-        return SlotReservation(status, reservation.reason)
+        return SlotReservation(ReservationStatus(status), reservation.reason)
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None:
         request = persona_pb2.ReleaseSlotRequest(persona_id=persona_id, session_id=session_id, reason=reason)

@@ -159,7 +159,7 @@ class SessionStore:
 
     async def clear_sweep(self, session_id: str) -> None:
         """Take a settled session out of the sweep index: its SessionCancelled has been published. Best
-        effort: if this fails the sweeper publishes SessionCancelled once more, which persona ignores."""
+        effort: if this fails the sweeper publishes SessionCancelled once more, which releases nothing more."""
         try:
             await run_sync(
                 self._db.update_item,

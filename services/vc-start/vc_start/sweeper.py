@@ -3,12 +3,13 @@
 Every SESSION_SWEEP_INTERVAL_SECONDS it reads the sweep index (store.py) and, for each session due there:
 - PENDING and overdue (vc-start died before SessionStarted went out, persona's answer was lost, nobody reads
   the session): times it out and publishes SessionCancelled, as a read would (timeouts.py);
-- CANCELLED with its SessionCancelled still unpublished (the publish failed after a timeout or an ambiguous
-  reservation): publishes it.
+- CANCELLED with its compensation still owed (the SessionCancelled after a timeout or an ambiguous
+  reservation, or the ReleaseSlot after a failed SessionStarted, did not go through): publishes SessionCancelled.
 A session leaves the index once settled and compensated, so a failed publish is retried on the next pass.
 A region sweeps only the sessions it created or cancelled (the shard names the region, store.py): a
 conditional write on a global table checks only the local replica. Within a region several worker tasks
-may sweep at once: every change is conditional, and persona handles a second SessionCancelled as a no-op.
+may sweep at once: every change is conditional, and a second SessionCancelled releases nothing more
+(persona answers it with another SlotReleased, which vc-start ignores).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from servicekit.correlation import correlation_scope
 from servicekit.events import EventPublishError
 from servicekit.logging import get_logger
 
-from vc_start import events
+from vc_start.compensation import send_session_cancelled
 from vc_start.events import Publisher
-from vc_start.handlers import DEFAULT_COMPENSATION_REASON
 from vc_start.models import SessionStatus
 from vc_start.store import SWEEP_SHARDS, SessionStore
 from vc_start.timeouts import time_out_if_overdue
@@ -74,14 +74,13 @@ class SessionSweeper:
             return
         if session.status is SessionStatus.PENDING:  # due at its deadline (a stale index entry may come earlier)
             await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
-            return
-        if session.status is SessionStatus.CANCELLED:
-            data = events.session_cancelled(session_id, session.persona_id, session.reason or DEFAULT_COMPENSATION_REASON)
+        elif session.status is SessionStatus.CANCELLED:
             try:
-                await self._publisher.publish(events.SESSION_CANCELLED, data)
+                await send_session_cancelled(session, store=self._store, publisher=self._publisher)
             except EventPublishError as exc:
                 log.error("SessionCancelled of a cancelled session not published; next pass retries",
                           extra={"session_id": session_id, "error": str(exc)})
-                return
-            log.info("compensation published by the sweeper", extra={"session_id": session_id, "reason": data["reason"]})
-        await self._store.clear_sweep(session_id)
+            else:
+                log.info("compensation published by the sweeper", extra={"session_id": session_id, "reason": session.reason})
+        else:  # ACTIVE: nothing owed (an entry left by a clear that failed)
+            await self._store.clear_sweep(session_id)

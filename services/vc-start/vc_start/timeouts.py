@@ -1,10 +1,10 @@
 """The saga's backstop: a session must not stay PENDING forever.
 
 If vc-start dies between storing a session and publishing SessionStarted, or persona's answer is lost, no event
-will ever finish the session. A session still PENDING `SESSION_PENDING_TIMEOUT_SECONDS` after its creation is
-overdue and is CANCELLED with reason `timed_out`: when it is read (here), when a late SlotConfirmed for it
-reaches the worker (handlers.py, which then compensates like for any cancelled session), or when the worker's
-sweeper finds it (sweeper.py), whichever comes first.
+will ever finish the session. A session still PENDING at its deadline (`SESSION_PENDING_TIMEOUT_SECONDS` after its
+creation) is overdue and is CANCELLED with reason `timed_out`: when it is read (here), when a late SlotConfirmed for
+it reaches the worker (handlers.py, which then compensates like for any cancelled session), when a retry resumes its
+request (saga.py), or when the worker's sweeper finds it (sweeper.py), whichever comes first.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from servicekit.events import EventPublishError
 from servicekit.logging import get_logger
 
-from vc_start import events
+from vc_start.compensation import send_session_cancelled
 from vc_start.events import Publisher
-from vc_start.models import CancelReason, Session
+from vc_start.models import Session
 from vc_start.store import SessionStore
 
 log = get_logger(__name__)
@@ -36,11 +36,7 @@ async def time_out_if_overdue(session: Session, *, store: SessionStore, publishe
     extra = {"session_id": session.session_id, "persona_id": session.persona_id, "created_at": session.created_at}
     log.warning("session timed out while PENDING", extra=extra)
     try:
-        await publisher.publish(
-            events.SESSION_CANCELLED, events.session_cancelled(session.session_id, session.persona_id, CancelReason.TIMED_OUT.value)
-        )
+        await send_session_cancelled(current, store=store, publisher=publisher)
     except EventPublishError as exc:
         log.error("SessionCancelled for a timed-out session not published; the sweeper retries", extra={**extra, "error": str(exc)})
-    else:
-        await store.clear_sweep(session.session_id)
     return current
