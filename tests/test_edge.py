@@ -10,7 +10,6 @@ import pytest
 
 REGIONS = ("eu-central-1", "eu-west-1")
 CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # AWS managed cache policy
-ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"  # AWS managed origin request policy
 
 
 def _edge(assembly):
@@ -88,9 +87,7 @@ def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch
     assert api["PathPattern"] == "/api/*"
     assert set(api["AllowedMethods"]) == {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
     assert api["CachePolicyId"] == CACHING_DISABLED
-    # With caching off, this managed policy forwards every viewer header (Authorization, traceparent,
-    # X-Correlation-Id ...) except Host, so the origin sees its own name (its certificate's, with a domain).
-    assert api["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST_HEADER
+    assert api["OriginRequestPolicyId"] == _viewer_requests_policy_ref(dev)
     assert api["ViewerProtocolPolicy"] == "redirect-to-https"
     assert api["TargetOriginId"] == "api-eu-central-1"
     assert {o["Id"] for o in config["Origins"]} == {"eu-central-1", "eu-west-1", "api-eu-central-1"}
@@ -102,7 +99,7 @@ def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch
     assert store["KeyValueStoreARN"]["Fn::GetAtt"][0].startswith("EdgeSwitches")
 
 
-def _run_api_function(dev, active_region, *, get_fails=False, exists_fails=False, headers=None):
+def _run_api_function(dev, active_region, *, get_fails=False, exists_fails=False):
     """Run the synthesized CloudFront Function in Node with a stand-in for the 'cloudfront' module: a store that holds
     ``active_region`` (None: no key) and whose get() or exists() may fail. As documented
     (https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/functions-custom-methods.html), get() rejects
@@ -132,10 +129,10 @@ const cf = {{
 }};
 """
     program = stub + code.replace("import cf from 'cloudfront';", "") + """
-handler({ request: { uri: '/api/auth/login', method: 'POST', headers: %s } }).then((request) => {
-  globalThis.console.log(JSON.stringify({ selected, uri: request.uri, logged, headers: request.headers }));
+handler({ request: { uri: '/api/auth/login', method: 'POST' } }).then((request) => {
+  globalThis.console.log(JSON.stringify({ selected, uri: request.uri, logged }));
 });
-""" % json.dumps(headers or {})
+"""
     node = shutil.which("node")
     assert node, "node is missing from PATH: run `make test`, which puts the virtualenv's Node 24 first"
     result = subprocess.run([node, "--input-type=module", "-e", program], capture_output=True, text=True, timeout=60, check=True)
@@ -149,17 +146,25 @@ handler({ request: { uri: '/api/auth/login', method: 'POST', headers: %s } }).th
     ("eu-moon-1", [], ["active_region: unknown region eu-moon-1, keeping eu-central-1"]),  # a typo sends traffic nowhere else
 ])
 def test_api_region_switch_selects_the_region_the_store_names(dev, active_region, selected, logged):
-    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login", "logged": logged, "headers": {}}
+    assert _run_api_function(dev, active_region) == {"selected": selected, "uri": "/api/auth/login", "logged": logged}
 
 
-def test_a_viewers_trace_context_is_dropped_so_it_cannot_decide_sampling(dev):
-    """The services sample by parent: a viewer's sampled traceparent would make X-Ray record all its requests."""
-    viewer = {"traceparent": {"value": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-              "tracestate": {"value": "vendor=1"}, "baggage": {"value": "user=x"},
-              "authorization": {"value": "Bearer t"}, "idempotency-key": {"value": "k-1"}}
-    result = _run_api_function(dev, "eu-west-1", headers=viewer)
-    assert result["headers"] == {"authorization": {"value": "Bearer t"}, "idempotency-key": {"value": "k-1"}}
-    assert result["selected"] == ["eu-west-1"]
+def _viewer_requests_policy_ref(assembly):
+    (policy_id,) = _of_type(_edge(assembly), "AWS::CloudFront::OriginRequestPolicy")
+    return {"Ref": policy_id}
+
+
+def test_every_viewer_header_reaches_the_services_but_host_and_the_trace_context(dev):
+    """Authorization, Idempotency-Key, X-Correlation-Id ... go on (caching is off); Host stays the origin's name (its
+    certificate's, with a domain); a viewer's traceparent would decide the services' sampling (they sample by parent),
+    so anyone could make X-Ray record all its requests."""
+    (policy,) = _of_type(_edge(dev), "AWS::CloudFront::OriginRequestPolicy").values()
+    config = policy["Properties"]["OriginRequestPolicyConfig"]
+    assert config["HeadersConfig"] == {"HeaderBehavior": "allExcept", "Headers": ["host", "traceparent", "tracestate", "baggage"]}
+    assert (config["QueryStringsConfig"]["QueryStringBehavior"], config["CookiesConfig"]["CookieBehavior"]) == ("all", "all")
+    distribution = _distribution(dev)
+    behaviors = [distribution["DefaultCacheBehavior"], *distribution["CacheBehaviors"]]
+    assert [b["OriginRequestPolicyId"] for b in behaviors] == [_viewer_requests_policy_ref(dev)] * 2
 
 
 @pytest.mark.parametrize("active_region", ["eu-west-1", None])

@@ -18,6 +18,8 @@ from constructs.compliance import acknowledge_nag, skip_checkov
 
 from .log_bucket import log_destination_bucket
 
+# W3C trace context and baggage: the edge does not pass a viewer's on (see the origin request policy).
+VIEWER_TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 _SELECT_API_ORIGIN = Path(__file__).parent / "functions" / "select_api_origin.js"
 API_PATH_PATTERN = "/api/*"
 
@@ -131,11 +133,20 @@ class EdgeDistribution(Construct):
             self, "Logs", days=log_days, writer="CloudFront", object_ownership=s3.ObjectOwnership.OBJECT_WRITER,
             kms_reason="Standard logs hold request metadata, no secrets, and are encrypted at rest with S3-managed keys; "
                        "a customer KMS key would have to admit CloudFront's log delivery to every object for no gain.")
+        viewer_requests = cloudfront.OriginRequestPolicy(
+            self, "ViewerRequests",
+            comment="Every viewer header but Host and the trace context; all query strings and cookies",
+            # Caching is off, so Authorization may go on. Host stays the origin's name: the load balancer's
+            # certificate (domain mode) is for that name. A viewer's trace context would decide the services'
+            # sampling for the whole call tree (they sample by parent), so anyone could make X-Ray record all
+            # their requests: each trace starts at the services instead.
+            header_behavior=cloudfront.OriginRequestHeaderBehavior.deny_list("host", *VIEWER_TRACE_HEADERS),
+            query_string_behavior=cloudfront.OriginRequestQueryStringBehavior.all(),
+            cookie_behavior=cloudfront.OriginRequestCookieBehavior.all(),
+        )
         no_cache = {
             "cache_policy": cloudfront.CachePolicy.CACHING_DISABLED,
-            # Caching off, so the origin request policy may forward Authorization. Host stays the
-            # origin's name: the load balancer's certificate (domain mode) is for that name.
-            "origin_request_policy": cloudfront.OriginRequestPolicy.ALL_VIEWER_EXCEPT_HOST_HEADER,
+            "origin_request_policy": viewer_requests,
             "response_headers_policy": self.response_headers_policy,
             "viewer_protocol_policy": cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
             # CloudFront compresses only what a caching policy lets it; the services compress themselves.

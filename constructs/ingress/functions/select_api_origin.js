@@ -36,15 +36,7 @@ async function activeRegion() {
     }
 }
 
-// A viewer's trace context would decide the services' sampling for the whole call tree (they sample by
-// parent), so anyone could make X-Ray record every one of their requests: each API trace starts at the
-// services instead. Remove these lines if your clients are yours and should trace end to end.
-const VIEWER_TRACE_HEADERS = ['traceparent', 'tracestate', 'baggage'];
-
 async function handler(event) {
-    for (const name of VIEWER_TRACE_HEADERS) {
-        delete event.request.headers[name];
-    }
     const active = await activeRegion();
     if (active !== PRIMARY_REGION) {
         if (KNOWN_REGIONS.includes(active)) {
