@@ -17,6 +17,7 @@ UNTAGGABLE_TYPES = {
     "AWS::ECR::ReplicationConfiguration", "AWS::ECS::ClusterCapacityProviderAssociations", "AWS::IAM::ManagedPolicy",
     "AWS::IAM::Policy", "AWS::KMS::Alias", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupIngress",
     "AWS::SNS::TopicPolicy", "AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::EC2::SecurityGroupEgress", "AWS::CloudFront::ResponseHeadersPolicy",
+    "AWS::CloudFront::OriginRequestPolicy",
     "AWS::Logs::ResourcePolicy", "AWS::Logs::MetricFilter", "AWS::Events::Archive", "AWS::Events::EventBusPolicy",
     "AWS::Lambda::LayerVersion", "AWS::Lambda::Permission", "AWS::SecretsManager::RotationSchedule",
     "AWS::Lambda::EventInvokeConfig",
