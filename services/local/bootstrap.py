@@ -38,6 +38,20 @@ def table_indexes(service: str) -> dict[str, dict[str, str]]:
     return services[service].get("table_indexes", {})
 
 
+def table_definition(name: str, indexes: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """CreateTable's arguments for a service table as the app's ServiceData makes it: pk/sk strings, on demand,
+    and string-keyed KEYS_ONLY global secondary indexes (TTL is a separate call)."""
+    keys = {"pk", "sk"} | {key for index in indexes.values() for key in (index["partition_key"], index["sort_key"])}
+    secondary = [{"IndexName": index_name, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                  "KeySchema": [{"AttributeName": index["partition_key"], "KeyType": "HASH"},
+                                {"AttributeName": index["sort_key"], "KeyType": "RANGE"}]}
+                 for index_name, index in indexes.items()]
+    return {"TableName": name, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": key, "AttributeType": "S"} for key in sorted(keys)],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            **({"GlobalSecondaryIndexes": secondary} if secondary else {})}
+
+
 @dataclass(frozen=True)
 class Route:
     """Events of ``detail_types`` published by ``source_service`` go to ``target_service``'s queue."""
@@ -117,18 +131,8 @@ class _Aws:
             for name in ("dynamodb", "secretsmanager", "events", "sqs"))
 
     def table(self, name: str, indexes: dict[str, dict[str, str]]) -> str:
-        """The table as the app's ServiceData creates it: pk/sk strings, TTL, and string-keyed KEYS_ONLY indexes."""
-        keys = {"pk", "sk"} | {key for index in indexes.values() for key in (index["partition_key"], index["sort_key"])}
-        secondary = [{"IndexName": index_name, "Projection": {"ProjectionType": "KEYS_ONLY"},
-                      "KeySchema": [{"AttributeName": index["partition_key"], "KeyType": "HASH"},
-                                    {"AttributeName": index["sort_key"], "KeyType": "RANGE"}]}
-                     for index_name, index in indexes.items()]
         try:
-            self.dynamodb.create_table(
-                TableName=name, BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key in sorted(keys)],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                **({"GlobalSecondaryIndexes": secondary} if secondary else {}))
+            self.dynamodb.create_table(**table_definition(name, indexes))
         except ClientError as error:
             if _code(error) != "ResourceInUseException":
                 raise

@@ -3,7 +3,9 @@ servicekit clients against it, a fake persona (the real one is another service),
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +26,18 @@ from servicekit.resilience import ResilientHttpClient
 from vc_start.app import Clients, create_app
 from vc_start.persona import PersonaInfo, PersonaNotFoundError, ReservationStatus, SlotReservation
 from vc_start.settings import VcStartSettings
-from vc_start.store import SWEEP_AT, SWEEP_INDEX, SWEEP_SHARD, SessionStore
+from vc_start.store import SessionStore
+
+
+def _load_local_bootstrap():
+    """services/local/bootstrap.py (not a package): it creates the tables as the app does, indexes from cdk.json."""
+    spec = importlib.util.spec_from_file_location("vc_start_tests_local_bootstrap", Path(__file__).parents[2] / "local" / "bootstrap.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
+    spec.loader.exec_module(module)
+    return module
+
+
+local_bootstrap = _load_local_bootstrap()
 
 REGION = "us-east-1"
 TABLE = "mf-vc-start"
@@ -83,16 +96,7 @@ def settings(aws_env) -> VcStartSettings:
     settings._aws_clients.update(_SHARED_AWS_CLIENTS)
     for name in ("dynamodb", "events", "sqs"):
         _SHARED_AWS_CLIENTS[("client", name)] = aws.client(name, settings)
-    aws.client("dynamodb", settings).create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", SWEEP_SHARD, SWEEP_AT)],
-        GlobalSecondaryIndexes=[{
-            "IndexName": SWEEP_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
-            "KeySchema": [{"AttributeName": SWEEP_SHARD, "KeyType": "HASH"}, {"AttributeName": SWEEP_AT, "KeyType": "RANGE"}],
-        }],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    aws.client("dynamodb", settings).create_table(**local_bootstrap.table_definition(TABLE, local_bootstrap.table_indexes("vc-start")))
     events, sqs = aws.client("events", settings), aws.client("sqs", settings)
     events.create_event_bus(Name=BUS)
     _, persona_arn = _queue(sqs, "mf-persona-events")

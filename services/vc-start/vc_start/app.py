@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Request
-from servicekit import aws
 from servicekit.app import create_service_app
 from servicekit.auth import JwksVerifier, bearer_claims
 from servicekit.dynamo import readiness_check
@@ -42,14 +41,11 @@ class Clients:
 
 
 def build_clients(settings: VcStartSettings) -> Clients:
-    if not settings.table_name:
-        raise ValueError("TABLE_NAME must be set")
+    store = SessionStore.from_settings(settings)
     persona = GrpcPersonaClient(settings.persona_grpc_target, settings)
     verifier = JwksVerifier.from_settings(settings)
     return Clients(
-        store=SessionStore(
-            aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds
-        ),
+        store=store,
         persona=persona,
         publisher=EventPublisher(settings),
         verifier=verifier,

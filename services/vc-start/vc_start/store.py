@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from servicekit import aws
 from servicekit.aws import run_sync
 from servicekit.dynamo import is_conditional_failure
 from servicekit.logging import get_logger
 
 from vc_start.models import CancelReason, Session, SessionStatus
-from vc_start.settings import DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS
+from vc_start.settings import DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS, VcStartSettings
 
 log = get_logger(__name__)
 
@@ -102,6 +103,13 @@ class SessionStore:
         self._table = table_name
         self._pending_timeout = pending_timeout_seconds
         self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: VcStartSettings) -> SessionStore:
+        """The store on TABLE_NAME, giving new sessions SESSION_PENDING_TIMEOUT_SECONDS."""
+        if not settings.table_name:
+            raise ValueError("TABLE_NAME must be set")
+        return cls(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds)
 
     def _shard(self, number: int) -> str:
         """The ``number``-th sweep partition of this region."""

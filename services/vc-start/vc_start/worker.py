@@ -3,7 +3,6 @@ and the session sweeper beside it (sweeper.py)."""
 
 from __future__ import annotations
 
-from servicekit import aws
 from servicekit.events import EventPublisher, QueueConsumer
 from servicekit.worker import run_worker
 
@@ -13,20 +12,14 @@ from vc_start.store import SessionStore
 from vc_start.sweeper import SessionSweeper
 
 
-def _store(settings: VcStartSettings) -> SessionStore:
-    if not settings.table_name:
-        raise ValueError("TABLE_NAME must be set")
-    return SessionStore(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=settings.session_pending_timeout_seconds)
-
-
 def build_consumer(settings: VcStartSettings) -> QueueConsumer:
-    handlers = SessionEventHandlers(store=_store(settings), publisher=EventPublisher(settings))
+    handlers = SessionEventHandlers(store=SessionStore.from_settings(settings), publisher=EventPublisher(settings))
     # Dedupe markers (EVENT#<id>) live in vc-start's own table.
     return QueueConsumer(settings, handlers.handlers(), table_name=settings.table_name)
 
 
 def build_sweeper(settings: VcStartSettings) -> SessionSweeper:
-    return SessionSweeper(store=_store(settings), publisher=EventPublisher(settings),
+    return SessionSweeper(store=SessionStore.from_settings(settings), publisher=EventPublisher(settings),
                           interval_seconds=settings.session_sweep_interval_seconds)
 
 
