@@ -550,7 +550,8 @@ def _index_key(key: str, value: Any) -> str:
 def _parse_table_indexes(key: str, value: Any) -> tuple[TableIndexConfig, ...]:
     if not isinstance(value, dict) or len(value) > MAX_TABLE_INDEXES:
         raise ConfigError(key, value, f'expected an object of up to {MAX_TABLE_INDEXES} index name -> '
-                                      '{"partition_key": ..., "sort_key": ...}, e.g. {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}')
+                                      '{"partition_key": ..., "sort_key": ...}, '
+                                      'e.g. {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}')
     indexes = []
     for name, entry in value.items():
         if not _INDEX_NAME_PATTERN.fullmatch(name):
@@ -729,7 +730,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if fields["table_actions"] and not fields["table"]:
             raise ConfigError(f"{item_key}.table_actions", list(fields["table_actions"]), "needs table: true (the actions are on the service's table)")
         if fields["table_indexes"] and not fields["table"]:
-            raise ConfigError(f"{item_key}.table_indexes", entry["table_indexes"], "needs table: true (the indexes are on the service's table)")
+            raise ConfigError(f"{item_key}.table_indexes", entry["table_indexes"],
+                              "needs table: true (the indexes are on the service's table)")
         # Unset: every item action; set it to what the service's code calls (tests/test_service_aws_calls.py checks).
         table_actions = (fields["table_actions"] or TABLE_ITEM_ACTIONS) if fields["table"] else ()
         services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module, "table_actions": table_actions}))

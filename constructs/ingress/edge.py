@@ -41,8 +41,8 @@ class EdgeDistribution(Construct):
 
     * Default behavior: an origin group, primary region first, that fails over to the next
       region on ``failover_status_codes`` and on connection errors (GET, HEAD, OPTIONS).
-    * ``/api/*``: every method, no caching, all viewer headers but Host forwarded (so
-      ``Authorization``, ``traceparent`` and ``X-Correlation-Id`` reach the services). Origin
+    * ``/api/*``: every method, no caching, every viewer header but Host and the trace context
+      (``VIEWER_TRACE_HEADERS``) forwarded (so ``Authorization`` and ``X-Correlation-Id`` reach the services). Origin
       groups cannot carry POST, so a CloudFront Function picks the region from the key
       ``active_region`` of the distribution's KeyValueStore (default: the primary).
     * Viewers: HTTPS only (HTTP redirected), security headers on every response, standard logs

@@ -195,8 +195,8 @@ class ServiceResources(Construct):
 
     def grant(self, role: iam.IRole, *, consume: bool = True) -> None:
         """Give ``role`` exactly what the service does with its resources, each statement on one ARN
-        (the table's indexes: one statement for all; the keys: see ``_key_statements``). ``consume=False``: not the queue (a task that runs no
-        worker, such as an App Mesh canary)."""
+        (the table's indexes: one statement for all; the keys: see ``_key_statements``). ``consume=False``: not
+        the queue (a task that runs no worker, such as an App Mesh canary)."""
         statements = []
         if self.table_name:
             statements.append(iam.PolicyStatement(actions=list(self.table_actions), resources=[self.table_arn]))

@@ -178,7 +178,8 @@ async def test_session_saga_events_conform_in_flight(env, sqs, queues, consumers
     client = GrpcPersonaClient(persona_grpc.target, vc_settings)
     try:
         with correlation_scope("contract-happy-path"):
-            session = await saga(vc_settings, client).start(persona_id=persona.persona_id, user_id=user_id, token=token, session_id=str(uuid.uuid4()))
+            session = await saga(vc_settings, client).start(persona_id=persona.persona_id, user_id=user_id, token=token,
+                session_id=str(uuid.uuid4()))
     finally:
         await client.close()
     assert session.status is SessionStatus.PENDING
@@ -209,7 +210,8 @@ async def test_compensation_events_conform_in_flight(env, sqs, queues, consumers
     persona = persona_grpc.store.create(user_id, "Bob", {}, 1)
     client = ReserveTimesOut(persona_grpc.target, vc_settings)
     try:
-        session = await saga(vc_settings, client).start(persona_id=persona.persona_id, user_id=user_id, token=token, session_id=str(uuid.uuid4()))
+        session = await saga(vc_settings, client).start(persona_id=persona.persona_id, user_id=user_id, token=token,
+            session_id=str(uuid.uuid4()))
     finally:
         await client.close()
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")

@@ -19,9 +19,9 @@ Deviations from / additions to the spec API (all backwards compatible):
 - QueueConsumer handlers get (data, envelope) where envelope is the whole EventBridge event; dedupe
   markers carry status IN_PROGRESS|DONE with a lease so a crashed consumer's claim is taken over.
 - idempotency: `run_idempotent(store, principal=, key=, request_body=, handler=)` and the FastAPI
-  dependency `idempotency_key` (Idempotency-Key header, validated). `handler(run_id)`: a retry that
-  takes over an unfinished run gets the same run id. 401/403/429 are not stored (a retry with a fresh
-  token runs again, as the same run).
+  dependency `idempotency_key` (Idempotency-Key header, validated). `handler(run)`: `run.run_id`, the
+  same for a retry that takes over an unfinished run, and `run.taken_over` then. 401/403/429 are not
+  stored (a retry with a fresh token runs again, as the same run).
 - errors.ErrorResponse / error_responses(*statuses) document the error body in OpenAPI; every
   operation also gets a generic "4XX" ErrorResponse entry and 422 uses ErrorResponse.
 - A botocore error meaning the store is unavailable (`aws.is_unavailable`: EndpointConnectionError,

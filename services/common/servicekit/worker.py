@@ -20,6 +20,10 @@ from .tracing import configure_telemetry
 log = get_logger(__name__)
 
 
+class RunnerFailed(Exception):
+    """A runner of the worker failed (already logged)."""
+
+
 class Runner(Protocol):
     """What a worker process runs: the queue consumer, and anything beside it (vc-start's sweeper)."""
 
@@ -29,8 +33,8 @@ class Runner(Protocol):
 
 
 async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None = None, *, alongside: Sequence[Runner] = ()) -> None:
-    """Consume, and run the ``alongside`` runners, until SIGTERM/SIGINT (or `stop_event`). Raises the first error
-    that escaped a runner, once all have stopped (each one is logged)."""
+    """Consume, and run the ``alongside`` runners, until SIGTERM/SIGINT (or `stop_event`). Raises RunnerFailed
+    (from the first error that escaped a runner) once all have stopped; each error is logged."""
     stop = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -53,7 +57,7 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
         for failure in failures:
             log.error("worker runner failed: %s: %s", type(failure).__name__, failure, exc_info=failure)
         if failures:
-            raise failures[0]
+            raise RunnerFailed(f"{len(failures)} worker runner(s) failed") from failures[0]
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -78,8 +82,8 @@ def run_worker(settings: ServiceSettings, consumer: QueueConsumer | Callable[[],
     freeze_startup_objects()
     try:
         asyncio.run(serve_worker(consumer, alongside=runners))
-    except Exception:
-        raise SystemExit(1) from None  # serve_worker logged it
+    except RunnerFailed:
+        raise SystemExit(1) from None  # logged by serve_worker
     finally:
         telemetry.shutdown()
     log.info("worker stopped")

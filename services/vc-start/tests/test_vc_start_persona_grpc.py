@@ -139,7 +139,14 @@ async def test_reservation_timeout_cancels_the_session_and_publishes_session_can
     settings.http_timeout_seconds = 0.15
     servicer.behaviour["ReserveSlot"] = "hang"
 
-    session = await StartSessionSaga(persona=client, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t", session_id=str(uuid.uuid4()))
+    session = await StartSessionSaga(persona=client, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t",
+        session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == ("CANCELLED", "persona_unavailable")
     assert [(t, d["data"]["reason"]) for t, d in persona_events()] == [("SessionCancelled", "persona_unavailable")]
+
+
+async def test_a_reservation_status_this_client_does_not_know_is_an_unavailable_answer(client, servicer):
+    servicer.reservation = (persona_pb2.RESERVATION_STATUS_UNSPECIFIED, "")
+    with pytest.raises(PersonaUnavailableError, match="status 0"):
+        await client.reserve_slot("p-1", "s-1", token="t")

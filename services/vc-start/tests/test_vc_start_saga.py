@@ -78,7 +78,8 @@ async def test_persona_deleted_between_read_and_reserve_cancels_without_compensa
 
 
 async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_publisher, store):
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN,
+        session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
@@ -95,7 +96,8 @@ async def test_a_publish_error_after_the_event_went_out_and_the_session_went_act
             await store.activate(data["session_id"])  # what the workers do with the event that got through
             raise EventPublishError("PutEvents: read timeout")
 
-    session = await saga(persona, ActivatedThenFailed(), store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
+    session = await saga(persona, ActivatedThenFailed(), store).start(persona_id="p-1", user_id="user-1", token=TOKEN,
+        session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.ACTIVE, None)
     assert (await store.get(session.session_id)).status is SessionStatus.ACTIVE
@@ -103,10 +105,11 @@ async def test_a_publish_error_after_the_event_went_out_and_the_session_went_act
 
 
 async def test_publish_failure_still_cancels_when_release_fails_too(persona, broken_publisher, store):
-    # Best effort: the hold's expiry on persona's side is the backstop.
+    # The sweeper sends SessionCancelled in its place (test_vc_start_sweeper.py).
     persona.errors["release_slot"] = PersonaUnavailableError("ReleaseSlot: UNAVAILABLE")
 
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN,
+        session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
     assert len(persona.called("release_slot")) == 1
@@ -115,7 +118,8 @@ async def test_publish_failure_still_cancels_when_release_fails_too(persona, bro
 async def test_reservation_timeout_still_cancels_when_compensation_cannot_be_published(persona, broken_publisher, store):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
 
-    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN,
+        session_id=str(uuid.uuid4()))
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "persona_unavailable")
     assert (await store.get(session.session_id)).status is SessionStatus.CANCELLED
@@ -172,5 +176,5 @@ async def test_resuming_a_settled_session_needs_nothing_from_persona(persona, pu
     session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
 
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
-    with pytest.raises(type(error)):  # a new request still needs persona
+    with pytest.raises(type(error)):  # a taken-over run that finds no session still needs persona
         await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-2", resume=True)

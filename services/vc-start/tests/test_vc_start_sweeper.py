@@ -118,7 +118,8 @@ async def test_an_ambiguous_reservation_whose_compensation_failed_is_compensated
 
 async def test_compensations_that_went_out_at_once_are_not_sent_again(persona, store, publisher, clock, persona_events):
     persona.errors["reserve_slot"] = PersonaUnavailableError("ReserveSlot: UNAVAILABLE")
-    await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t", session_id=str(uuid.uuid4()))
+    await StartSessionSaga(persona=persona, publisher=publisher, store=store).start(persona_id="p-1", user_id="user-1", token="t",
+        session_id=str(uuid.uuid4()))
     await store.create(SESSION_ID, "p-1", "user-1")
     clock.advance(TIMEOUT)
     await sweeper(store, publisher).sweep()
@@ -217,7 +218,6 @@ async def test_a_session_is_overdue_by_the_deadline_it_was_stored_with_not_the_s
 
 async def test_the_worker_process_sweeps_beside_its_consumer_until_stopped(settings, persona_events):
     # On the real clock: a 1 ms timeout makes the session overdue (and due in the index) at once.
-    settings.session_pending_timeout_seconds = 0.001
     settings.session_sweep_interval_seconds = 0.05
     store = SessionStore(aws.client("dynamodb", settings), settings.table_name, pending_timeout_seconds=0.001)
     await store.create(SESSION_ID, "p-1", "user-1")

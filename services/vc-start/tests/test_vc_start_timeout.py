@@ -187,11 +187,18 @@ async def test_the_worker_judges_by_the_deadline_stored_with_the_session(setting
     assert (await store.get(SESSION_ID)).status is SessionStatus.ACTIVE
 
 
-async def test_a_session_stored_without_a_deadline_by_an_earlier_version_can_still_be_settled(settings, store):
-    for session_id, settle in (("old-1", store.activate), ("old-2", store.time_out)):
+async def test_a_session_stored_without_a_deadline_by_an_earlier_version_is_judged_by_its_age(settings, store, clock):
+    """During a rollout old API tasks still store sessions without pending_until: creation plus the timeout decides."""
+    for session_id in ("old-1", "old-2"):
         await store.create(session_id, "p-1", "user-1")
         aws.client("dynamodb", settings).update_item(
             TableName=settings.table_name, Key={"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": "SESSION"}},
             UpdateExpression="REMOVE pending_until")
-        assert store.is_overdue(await store.get(session_id))  # read back: overdue at once
-        assert (await settle(session_id)).applied
+    clock.advance(TIMEOUT - 1)
+    assert not store.is_overdue(await store.get("old-1"))
+    assert (await store.time_out("old-1")).applied is False
+    assert (await store.activate("old-1")).applied  # in time
+    clock.advance(1)
+    assert store.is_overdue(await store.get("old-2"))
+    assert (await store.activate("old-2")).applied is False
+    assert (await store.time_out("old-2")).applied

@@ -16,6 +16,7 @@ from vc_start.store import SessionStore
 
 log = get_logger(__name__)
 
+
 class SessionUndecidedError(Exception):
     """A SlotConfirmed found its session PENDING but could not settle it; a redelivery retries."""
 

@@ -29,7 +29,7 @@ class CancelReason(StrEnum):
     EVENT_PUBLISH_FAILED = "event_publish_failed"
     # PENDING for longer than SESSION_PENDING_TIMEOUT_SECONDS (e.g. vc-start died mid-saga, a compensation was lost).
     TIMED_OUT = "timed_out"
-    # A resumed run found the session's reservation released without a usable reason (persona's word for an expired hold).
+    # A resumed run found the session's reservation released without a reason (persona's word for an expired hold).
     RESERVATION_EXPIRED = "reservation_expired"
 
 

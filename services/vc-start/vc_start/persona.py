@@ -127,8 +127,12 @@ class GrpcPersonaClient:
         # ReserveSlot is idempotent per session_id, so retrying an attempt that timed out is safe.
         request = persona_pb2.ReserveSlotRequest(persona_id=persona_id, session_id=session_id)
         reservation = await self._call("ReserveSlot", self._persona().ReserveSlot, request, token)
-        status = persona_pb2.ReservationStatus.Name(reservation.status).removeprefix("RESERVATION_STATUS_")
-        return SlotReservation(ReservationStatus(status), reservation.reason)
+        try:
+            name = persona_pb2.ReservationStatus.Name(reservation.status).removeprefix("RESERVATION_STATUS_")
+            status = ReservationStatus(name)
+        except ValueError:  # UNSPECIFIED, or a status newer than this client: an answer it cannot act on
+            raise PersonaUnavailableError(f"ReserveSlot: persona answered status {reservation.status}") from None
+        return SlotReservation(status, reservation.reason)
 
     async def release_slot(self, persona_id: str, session_id: str, reason: str, *, token: str) -> None:
         request = persona_pb2.ReleaseSlotRequest(persona_id=persona_id, session_id=session_id, reason=reason)

@@ -24,7 +24,7 @@ from vc_start.compensation import send_session_cancelled
 from vc_start.events import Publisher
 from vc_start.models import CancelReason, Session, SessionStatus
 from vc_start.persona import NoSlotAvailableError, PersonaClient, PersonaError, PersonaNotFoundError, ReservationStatus
-from vc_start.store import SessionStore
+from vc_start.store import SessionExistsError, SessionStore
 from vc_start.timeouts import time_out_if_overdue
 
 log = get_logger(__name__)
@@ -55,7 +55,13 @@ class StartSessionSaga:
             if earlier is not None:
                 return await self._resume(earlier, persona_id, user_id, token)
         await self._persona.get_persona(persona_id, token=token)
-        session = await self._store.create(session_id, persona_id, user_id)
+        try:
+            session = await self._store.create(session_id, persona_id, user_id)
+        except SessionExistsError:
+            if not resume:
+                raise
+            # The earlier request outlived its lease and stored the session meanwhile.
+            return await self._resume(await self._store.get(session_id), persona_id, user_id, token)
         log.info("session created", extra={"session_id": session_id, "persona_id": persona_id})
         return await self._reserve_and_announce(session, token)
 
@@ -64,7 +70,9 @@ class StartSessionSaga:
             raise SessionConflictError(f"session {session.session_id} belongs to another request")
         log.warning("resuming the session of an earlier run of this request",
                     extra={"session_id": session.session_id, "status": session.status})
-        if session.status is not SessionStatus.PENDING or self._store.is_overdue(session):
+        if session.status is not SessionStatus.PENDING:
+            return session
+        if self._store.is_overdue(session):
             return await time_out_if_overdue(session, store=self._store, publisher=self._publisher)
         return await self._reserve_and_announce(session, token)
 
@@ -79,7 +87,8 @@ class StartSessionSaga:
             # Deleted since step 1: persona holds nothing for us.
             return await self._cancel(session, CancelReason.PERSONA_NOT_FOUND)
         except PersonaError as exc:
-            # Ambiguous: the hold may exist. Cancel, and tell persona to drop it (the hold's expiry is the backstop).
+            # Ambiguous: the hold may exist. Cancel, and tell persona to drop it (the sweeper retries it; the hold's
+            # expiry is the last resort).
             log.warning("slot reservation failed, compensating", extra={**extra, "error": str(exc)})
             return await self._cancel(session, CancelReason.PERSONA_UNAVAILABLE, undo=self._publish_cancelled)
 
@@ -91,7 +100,8 @@ class StartSessionSaga:
             return await self._store.get(session.session_id) or session
 
         try:
-            await self._publisher.publish(events.SESSION_STARTED, events.session_started(session.session_id, session.persona_id, session.user_id))
+            started = events.session_started(session.session_id, session.persona_id, session.user_id)
+            await self._publisher.publish(events.SESSION_STARTED, started)
         except EventPublishError as exc:
             # The event may have gone out all the same (a call that timed out after the bus took it), and the
             # workers may have confirmed the slot and activated the session since: then the cancel does not
@@ -127,7 +137,7 @@ class StartSessionSaga:
 
     async def _release(self, session: Session, token: str) -> None:
         try:
-            await self._persona.release_slot(session.persona_id, session.session_id, session.reason or "", token=token)
+            await self._persona.release_slot(session.persona_id, session.session_id, session.reason, token=token)
         except PersonaError as exc:
             log.error("ReleaseSlot failed; the sweeper sends SessionCancelled", extra={"session_id": session.session_id, "error": str(exc)})
         else:

@@ -47,8 +47,10 @@ SWEEP_AT = "sweep_at"
 SWEEP_SHARDS = 4
 # How long a cancel that must be compensated waits for its own SessionCancelled before the sweeper sends it.
 COMPENSATION_GRACE_SECONDS = 60.0
-# Sessions an earlier version stored have no deadline: either a confirmation or a timeout may settle them.
-LEGACY = "attribute_not_exists(pending_until)"
+# A session an earlier version stored has no deadline: it is judged by its creation plus this store's timeout
+# (such sessions are gone minutes after the rollout; then this can go).
+LEGACY_IN_TIME = "(attribute_not_exists(pending_until) AND created_at > :legacy_cutoff)"
+LEGACY_OVERDUE = "(attribute_not_exists(pending_until) AND created_at <= :legacy_cutoff)"
 
 
 def iso_at(epoch: float) -> str:
@@ -56,11 +58,15 @@ def iso_at(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def _key(session_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"SESSION#{session_id}"}, "sk": {"S": SORT_KEY}}
 
 
-def _from_item(item: dict[str, Any]) -> Session:
+def _from_item(item: dict[str, Any], legacy_timeout: float) -> Session:
     reason = item.get("reason", {})
     return Session(
         session_id=item["session_id"]["S"],
@@ -70,8 +76,7 @@ def _from_item(item: dict[str, Any]) -> Session:
         reason=reason.get("S"),
         created_at=item["created_at"]["S"],
         updated_at=item["updated_at"]["S"],
-        # A session stored before deadlines were stored has none: it counts as overdue (LEGACY below).
-        pending_until=item.get("pending_until", item["created_at"])["S"],
+        pending_until=item["pending_until"]["S"] if "pending_until" in item else iso_at(_epoch(item["created_at"]["S"]) + legacy_timeout),
     )
 
 
@@ -148,11 +153,11 @@ class SessionStore:
     async def get(self, session_id: str) -> Session | None:
         response = await run_sync(self._db.get_item, TableName=self._table, Key=_key(session_id), ConsistentRead=True)
         item = response.get("Item")
-        return _from_item(item) if item else None
+        return _from_item(item, self._pending_timeout) if item else None
 
     async def activate(self, session_id: str) -> Transition:
         """PENDING -> ACTIVE, unless the session is overdue (then it is left PENDING for `time_out`)."""
-        return await self._transition(session_id, SessionStatus.ACTIVE, None, also=f"({LEGACY} OR pending_until > :now)")
+        return await self._transition(session_id, SessionStatus.ACTIVE, None, also=f"({LEGACY_IN_TIME} OR pending_until > :now)")
 
     async def cancel(self, session_id: str, reason: str, *, compensate: bool = False) -> Transition:
         """PENDING -> CANCELLED with a reason. ``compensate``: the caller will publish SessionCancelled, and the
@@ -163,7 +168,7 @@ class SessionStore:
         """PENDING -> CANCELLED `timed_out`, only if the session is (still) overdue; to be compensated like
         `cancel(compensate=True)`."""
         return await self._transition(session_id, SessionStatus.CANCELLED, CancelReason.TIMED_OUT.value,
-                                      also=f"({LEGACY} OR pending_until <= :now)", compensate=True)
+                                      also=f"({LEGACY_OVERDUE} OR pending_until <= :now)", compensate=True)
 
     async def clear_sweep(self, session_id: str) -> None:
         """Take a settled session out of the sweep index: its SessionCancelled has been published. Best
@@ -204,7 +209,8 @@ class SessionStore:
     async def _transition(
         self, session_id: str, to: SessionStatus, reason: str | None, *, also: str | None = None, compensate: bool = False,
     ) -> Transition:
-        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the current instant `:now`.
+        """Conditional PENDING -> `to`; `also`: an extra condition, which may use the current instant `:now` and
+        `:legacy_cutoff` (LEGACY_IN_TIME).
         The session leaves the sweep index, or with ``compensate`` is due there after the grace period."""
         condition = "attribute_exists(pk) AND #status = :from"
         values: dict[str, Any] = {
@@ -214,6 +220,7 @@ class SessionStore:
         }
         if also is not None:
             condition += f" AND {also}"
+            values[":legacy_cutoff"] = {"S": iso_at(self._clock() - self._pending_timeout)}
         sets, removes = ["#status = :to", "updated_at = :now"], []
         if reason is None:
             removes.append("reason")
@@ -243,4 +250,4 @@ class SessionStore:
                 raise
             # Lost the race or already decided: report what is there now.
             return Transition(applied=False, session=await self.get(session_id))
-        return Transition(applied=True, session=_from_item(response["Attributes"]))
+        return Transition(applied=True, session=_from_item(response["Attributes"], self._pending_timeout))

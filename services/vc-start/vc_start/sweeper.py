@@ -82,5 +82,5 @@ class SessionSweeper:
                           extra={"session_id": session_id, "error": str(exc)})
             else:
                 log.info("compensation published by the sweeper", extra={"session_id": session_id, "reason": session.reason})
-        else:  # ACTIVE: nothing owed (an entry left by a clear that failed)
+        else:  # ACTIVE: nothing owed; activate removes the entry, so only a cross-region last-writer merge leaves one
             await self._store.clear_sweep(session_id)
