@@ -102,7 +102,8 @@ class SessionStore:
         pending_timeout_seconds: float = DEFAULT_SESSION_PENDING_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``pending_timeout_seconds``: the deadline given to the sessions this store creates."""
+        """``pending_timeout_seconds``: the deadline given to the sessions this store creates, and the age past
+        which a session an earlier version stored without one is overdue."""
         self._db = dynamodb
         self._region = dynamodb.meta.region_name  # this process's replica of the global table
         self._table = table_name
