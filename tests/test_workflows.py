@@ -154,6 +154,7 @@ def _push(steps: list[dict[str, Any]]) -> dict[str, Any]:
 def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_cache():
     workflow = _load("containers.yml")
     assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["services/**", ".github/workflows/containers.yml"]}
+    assert workflow["on"]["pull_request"] == {"paths": ["services/**", ".github/workflows/containers.yml"]}
     assert "workflow_dispatch" in workflow["on"]
     job = workflow["jobs"]["image"]
     assert job["strategy"]["matrix"]["service"] == [service.name for service in CONFIG.services]
@@ -226,13 +227,30 @@ def test_the_push_sends_the_scanned_layouts_by_the_digests_the_builds_reported()
     assert steps.index(install) < steps.index(push)
 
 
+def test_a_pull_request_builds_and_scans_but_gets_no_credentials_and_pushes_nothing():
+    workflow = _load("containers.yml")
+    job = workflow["jobs"]["image"]
+    # Push from main or by hand, with the push role configured; never from a pull request.
+    assert job["env"]["PUSH"] == "${{ github.event_name != 'pull_request' && vars.AWS_IMAGE_PUSH_ROLE_ARN != '' }}"
+    steps = job["steps"]
+    first_aws_step = steps.index(next(step for step in steps if step.get("id") == "app"))
+    assert first_aws_step > max(_index(steps, lambda step: _uses(step, "aquasecurity/trivy-action")))
+    for step in steps[:first_aws_step]:
+        assert "if" not in step, step["name"]  # build and scan always run
+    for step in steps[first_aws_step:]:
+        assert step["if"].startswith("env.PUSH == 'true'"), step["name"]  # everything after them needs PUSH
+    # A newer push to a pull request cancels its older scan; on main, runs for one commit queue instead.
+    assert workflow["concurrency"] == {"group": "containers-${{ github.event.pull_request.number || github.sha }}",
+                                       "cancel-in-progress": "${{ github.event_name == 'pull_request' }}"}
+
+
 def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
     steps = _container_steps()
     push = _push(steps)
     login = next(step for step in steps if step.get("id") == "ecr")
     # Tags are immutable: a commit whose tag exists is skipped, by the push and by the crane install.
     for step in (push, next(step for step in steps if step.get("name") == "Install crane")):
-        assert step["if"] == "vars.AWS_IMAGE_PUSH_ROLE_ARN != '' && steps.ecr.outputs.exists == 'false'"
+        assert step["if"] == "env.PUSH == 'true' && steps.ecr.outputs.exists == 'false'"
     assert 'aws ecr describe-images --repository-name "$REPOSITORY" --image-ids "imageTag=${GITHUB_SHA}"' in login["run"]
     # One tag only, the commit SHA, in <prefix>/<service> of the primary region read from cdk.json;
     # the manifests themselves go up untagged (by digest), so no other tag is ever taken.
