@@ -7,6 +7,7 @@ import pytest
 from vc_start.models import SessionStatus
 from vc_start.persona import NoSlotAvailableError, PersonaNotFoundError, PersonaUnavailableError, ReservationStatus, SlotReservation
 from vc_start.saga import SessionConflictError, StartSessionSaga
+from vc_start.store import SessionExistsError
 
 TOKEN = "caller-token"
 
@@ -178,3 +179,27 @@ async def test_resuming_a_settled_session_needs_nothing_from_persona(persona, pu
     assert (session.status, session.reason) == (SessionStatus.CANCELLED, "no_slot_available")
     with pytest.raises(type(error)):  # a taken-over run that finds no session still needs persona
         await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-2", resume=True)
+
+
+async def test_a_taken_over_run_whose_holder_stores_the_session_meanwhile_resumes_that_session(
+    persona, publisher, store, persona_events, monkeypatch
+):
+    """The retry finds no session, and the earlier request, still running past its lease, stores it just
+    before the retry would: the retry resumes that session instead of failing on the taken id."""
+    read_persona = persona.get_persona
+
+    async def holder_stores_the_session_meanwhile(persona_id: str, *, token: str):
+        answer = await read_persona(persona_id, token=token)
+        await store.create("s-1", "p-1", "user-1")  # the holder's own step 2, between the retry's read and write
+        return answer
+
+    monkeypatch.setattr(persona, "get_persona", holder_stores_the_session_meanwhile)
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1", resume=True)
+
+    assert (session.session_id, session.status) == ("s-1", SessionStatus.PENDING)
+    assert persona.called("reserve_slot") == [("reserve_slot", "p-1", "s-1", TOKEN)]  # the hold is for that one session
+    assert [t for t, _ in persona_events()] == ["SessionStarted"]
+    monkeypatch.undo()
+    with pytest.raises(SessionExistsError):  # a fresh run (no takeover) never adopts a stored session
+        await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id="s-1")
