@@ -259,3 +259,42 @@ def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
         app = next(c for c in task["ContainerDefinitions"] if c["Name"] == "app")
         images[task["Family"]] = app["Image"]["Fn::Join"][1][-1]
     assert sorted(images.values()) == [":1.4.2", ":1.5.0-rc1"]
+
+
+def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback_alarms():
+    """The construct alone, as a consumer uses it: without `service_name` CloudFormation names the ECS
+    service, and the deployment alarms (named after `name`, dimension TargetDiscoveryName) still roll it back."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2, aws_ecs as ecs, aws_kms as kms, aws_logs as logs, aws_sns as sns
+    from aws_cdk import aws_servicediscovery as servicediscovery
+    from aws_cdk.assertions import Match, Template
+
+    from constructs.meshed_service import MeshedFargateService, MeshedServiceProps, Rollout, ServiceConnectMesh
+
+    stack = cdk.Stack(cdk.App(), "consumer", env=cdk.Environment(account="111122223333", region="eu-west-1"))
+    vpc = ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1)
+    cluster = ecs.Cluster(stack, "Cluster", vpc=vpc)
+    namespace = cluster.add_default_cloud_map_namespace(name="svc.local", type=servicediscovery.NamespaceType.DNS_PRIVATE)
+    mesh = ServiceConnectMesh(
+        stack, "Mesh", namespace=namespace,
+        alarm_name_prefix="demo", alarm_topic=sns.Topic(stack, "Alarms"), rollout=Rollout(strategy="CANARY", canary_percent=5.0),
+        per_request_timeout=cdk.Duration.seconds(15), idle_timeout=cdk.Duration.seconds(300))
+    MeshedFargateService(
+        stack, "orders", cluster=cluster, extensions=[mesh.extension()],
+        capacity_strategy=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE", weight=1)],
+        log_encryption_key=kms.Key(stack, "LogsKey"), log_retention=logs.RetentionDays.ONE_WEEK,
+        props=MeshedServiceProps(name="orders", image=ecs.ContainerImage.from_registry("public.ecr.aws/docker/library/python:3.12-slim"),
+                                 container_port=8080, cpu=256, memory_limit_mib=512, health_check_path="/ready",
+                                 min_tasks=1, max_tasks=2))
+
+    template = Template.from_stack(stack)
+    [service] = template.find_resources("AWS::ECS::Service").values()
+    assert "ServiceName" not in service["Properties"]
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    assert service["Properties"]["DeploymentConfiguration"]["Alarms"] == {"AlarmNames": [{"Ref": alarm} for alarm in alarms],
+                                                                          "Enable": True, "Rollback": True}
+    assert sorted(alarm["Properties"]["AlarmName"] for alarm in alarms.values()) == ["demo-orders-5xx-rate", "demo-orders-p95-latency"]
+    template.has_resource_properties("AWS::CloudWatch::Alarm", {
+        "AlarmName": "demo-orders-5xx-rate",
+        "Metrics": Match.array_with([Match.object_like({"MetricStat": Match.object_like({"Metric": Match.object_like({
+            "Dimensions": [{"Name": "TargetDiscoveryName", "Value": "orders-sc"}]})})})])})

@@ -187,8 +187,6 @@ class _ServiceConnectExtension(ServiceExtension):
 
     def _create_alarms(self, service: MeshedFargateService) -> None:
         rollout = self.mesh.rollout
-        if not service.props.service_name:
-            raise ValueError(f"{service.props.name}: set MeshedServiceProps.service_name; the deployment alarms need it before the service exists")
         endpoint = discovery_name(service.props.name)
         name = service.props.name
         self.alarms = [
