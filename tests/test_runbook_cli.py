@@ -79,8 +79,10 @@ CUSTOM_COMMANDS: dict[tuple[str, str], frozenset[str]] = {
 
 # Words before `aws` that still leave it the command word: assignments (E=$(aws ...)) and keywords.
 LEADING_KEYWORDS = frozenset({"do", "then", "else", "time", "!", "{", "if", "while", "until", "xargs", "watch"})
-# Commands that run the rest of the line as a command: their own flags (without values) may come before `aws`.
+# Commands that run the rest of the line as a command: their own flags may come before `aws`, and so may
+# the value of those that take one (`xargs -n 100`, `watch -n 5`).
 RUNNERS = frozenset({"xargs", "watch"})
+RUNNER_FLAGS_WITH_A_VALUE = frozenset({"-n", "-L", "-P", "-s", "-I", "-d", "-E", "-a", "--interval"})
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")  # <prefix>, <new vCPU count>: not a redirect
 INLINE_SPAN = re.compile(r"`([^`]+)`")
@@ -224,7 +226,8 @@ def aws_commands(markdown: str) -> list[tuple[int, list[Word], bool]]:
                 if word.text == "aws":
                     found.append((markdown.count("\n", 0, word.offset) + 1, command.words[index:], command.inline))
                     break
-                runner_flag = word.text.startswith("-") and any(w.text in RUNNERS for w in command.words[:index])
+                after_runner = any(w.text in RUNNERS for w in command.words[:index])
+                runner_flag = after_runner and (word.text.startswith("-") or command.words[index - 1].text in RUNNER_FLAGS_WITH_A_VALUE)
                 if word.text not in LEADING_KEYWORDS and not ASSIGNMENT.match(word.text) and not runner_flag:
                     break
     return sorted(found, key=lambda item: (item[0], item[1][0].offset))
@@ -346,6 +349,8 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
             "aws logs tail /aws/lambda/mf-x --since 1h && echo aws sqs nothing\n"
             "until aws sts get-caller-identity; do sleep 1; done\n"
             "echo a | xargs -r aws ecs describe-tasks --cluster mf --tasks\n"
+            "echo a | xargs -r -n 100 aws ecs describe-tasks --cluster mf --tasks\n"
+            "watch -n 5 aws ecs list-tasks --cluster mf\n"
             "```\n")
     commands = [(line, [word.text for word in words]) for line, words, _ in aws_commands(text)]
     assert commands == [
@@ -357,6 +362,8 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
         (8, ["aws", "logs", "tail", "/aws/lambda/mf-x", "--since", "1h"]),
         (9, ["aws", "sts", "get-caller-identity"]),
         (10, ["aws", "ecs", "describe-tasks", "--cluster", "mf", "--tasks"]),
+        (11, ["aws", "ecs", "describe-tasks", "--cluster", "mf", "--tasks"]),
+        (12, ["aws", "ecs", "list-tasks", "--cluster", "mf"]),
     ]
 
 
