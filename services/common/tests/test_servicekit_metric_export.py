@@ -3,7 +3,8 @@ sidecar's awsemf exporter turns into EMF Values/Counts, from which CloudWatch co
 
 Both tests run servicekit's own setup (create_service_app, configure_telemetry, its gRPC server patch): the
 first reads the points with an in-memory reader, the second receives what the real OTLP/gRPC exporter sends
-to a collector on 127.0.0.1, as the sidecar would.
+to a collector on 127.0.0.1, as the sidecar would. The same collector also receives the spans: a request's
+server span reaches the configured endpoint in its caller's trace.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grpc import aio
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.metrics.export import ExponentialHistogramDataPoint, InMemoryMetricReader
 
 from servicekit import tracing
@@ -112,10 +114,11 @@ async def test_http_and_grpc_durations_are_exponential_histograms_whose_buckets_
 
 
 class _Collector(metrics_service_pb2_grpc.MetricsServiceServicer, trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC receiver on 127.0.0.1 that keeps every metrics export it is sent."""
+    """An OTLP/gRPC receiver on 127.0.0.1 that keeps every metrics and trace export it is sent."""
 
     def __init__(self) -> None:
         self.exports: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.trace_exports: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self._lock = threading.Lock()
 
     def Export(self, request, context):  # noqa: N802 (the generated servicer's name)
@@ -123,12 +126,24 @@ class _Collector(metrics_service_pb2_grpc.MetricsServiceServicer, trace_service_
             with self._lock:
                 self.exports.append(request)
             return metrics_service_pb2.ExportMetricsServiceResponse()
+        with self._lock:
+            self.trace_exports.append(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def metrics(self, name: str) -> list[metrics_pb2.Metric]:
         with self._lock:
             return [metric for export in self.exports for rm in export.resource_metrics for sm in rm.scope_metrics
                     for metric in sm.metrics if metric.name == name]
+
+    def spans(self) -> list[tuple[str, trace_pb2.Span]]:
+        """(service.name, span) for every span received."""
+        with self._lock:
+            return [(_service_name(rs.resource), span) for export in self.trace_exports for rs in export.resource_spans
+                    for ss in rs.scope_spans for span in ss.spans]
+
+
+def _service_name(resource) -> str:
+    return next((a.value.string_value for a in resource.attributes if a.key == "service.name"), "")
 
 
 @pytest.fixture
@@ -163,3 +178,23 @@ async def test_the_otlp_exporter_sends_the_durations_as_delta_exponential_histog
     # Delta: each export counts only the requests since the one before (cumulative would send 7, then 10).
     counts = [point.count for metric in exported for point in metric.exponential_histogram.data_points]
     assert counts == [7, 3]
+
+
+async def test_the_otlp_exporter_sends_the_request_server_span_in_the_caller_trace(make_settings, collector):
+    receiver, endpoint = collector
+    settings = make_settings(service_name="spans-otlp", otel_exporter_otlp_endpoint=endpoint)
+    app = create_service_app(settings, title="spans", version="1", routers=[router])
+    telemetry = configure_telemetry(settings, app)
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as client:
+            response = await client.get("/v1/work", headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"})
+        assert response.status_code == 200
+        telemetry.force_flush()
+    finally:
+        telemetry.shutdown()
+
+    ((service, span),) = [(service, span) for service, span in receiver.spans() if span.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+    assert service == "spans-otlp" and span.name == "GET /v1/work"
+    # It continues the caller's trace: the trace id and parent come from the traceparent the request carried.
+    assert span.trace_id.hex() == caller_trace and span.parent_span_id.hex() == caller_span

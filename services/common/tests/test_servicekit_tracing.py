@@ -1,4 +1,5 @@
-"""Spans and RED metrics: server span per route, traceparent on outbound calls, reconfigurable per app."""
+"""Spans and RED metrics: server span per route, trace context on outbound calls (traceparent on HTTP and gRPC,
+the X-Ray header on AWS SDK calls), reconfigurable per app."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from servicekit import aws
 from servicekit.app import create_service_app
 from servicekit.correlation import HEADER
 from servicekit.tracing import configure_telemetry
@@ -37,6 +39,41 @@ def echo_url():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _DynamoDBStub(BaseHTTPRequestHandler):
+    """Answers every DynamoDB call with an empty result (GetItem: no such item) and keeps the headers it got."""
+
+    requests: list[dict[str, str]]
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.server.requests.append({k.lower(): v for k, v in self.headers.items()})
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/x-amz-json-1.0")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def dynamodb_stub(monkeypatch):
+    """A DynamoDB endpoint on 127.0.0.1: yields (url, the headers of each request it received)."""
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DynamoDBStub)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server.requests
     server.shutdown()
     server.server_close()
 
@@ -226,3 +263,41 @@ async def test_unsampled_request_still_logs_trace_ids_and_propagates_traceparent
     assert _points(reader, "http.server.request.duration")
     assert not _points(reader, "http.server.active_requests")
     assert not _points(reader, "http.server.response.body.size")
+
+
+async def test_aws_sdk_call_is_a_child_span_and_carries_the_request_trace_as_the_xray_header(make_settings, dynamodb_stub):
+    endpoint, received = dynamodb_stub
+    settings = make_settings(aws_endpoint_url=endpoint)
+    router = APIRouter()
+
+    @router.get("/v1/items/{item_id}")
+    async def get_item(item_id: str) -> dict:
+        table = aws.client("dynamodb", settings)
+        found = await aws.run_sync(table.get_item, TableName=settings.table_name, Key={"pk": {"S": item_id}, "sk": {"S": "item"}})
+        return {"found": "Item" in found}
+
+    app = create_service_app(settings, title="items", version="1", routers=[router])
+    exporter = InMemorySpanExporter()
+    configure_telemetry(settings, app, span_exporter=exporter)
+    caller_trace = "5f3c1a2b7d9e4f60a1b2c3d4e5f60718"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as c:
+        response = await c.get("/v1/items/i-1", headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"})
+    assert response.status_code == 200 and response.json() == {"found": False}
+
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.kind == SpanKind.SERVER)
+    (sdk_call,) = [s for s in spans if s.kind == SpanKind.CLIENT]
+    assert sdk_call.name == "DynamoDB.GetItem" and sdk_call.attributes["rpc.service"] == "DynamoDB"
+    # The SDK call is a child of the request's span, in the caller's trace.
+    assert format(server.context.trace_id, "032x") == caller_trace
+    assert sdk_call.context.trace_id == server.context.trace_id
+    assert sdk_call.parent.span_id == server.context.span_id
+    # On the wire the trace goes out in the form AWS services read: X-Amzn-Trace-Id, the same trace id in
+    # X-Ray form, with the SDK call's span as the parent and the sampling decision.
+    (headers,) = received
+    xray = dict(field.split("=", 1) for field in headers["x-amzn-trace-id"].split(";"))
+    assert xray == {
+        "Root": f"1-{caller_trace[:8]}-{caller_trace[8:]}",
+        "Parent": format(sdk_call.context.span_id, "016x"),
+        "Sampled": "1",
+    }
