@@ -10,7 +10,7 @@ import pytest
 
 from tests.assembly import synth
 
-VARIANTS = ("dev", "prod", "appmesh", "domain")
+VARIANTS = ("dev", "prod", "appmesh", "domain", "github", "strangler")
 EXAMPLE_ACCOUNT = "111122223333"
 # Services whose calls keep Resource "*" because they have no resource-level permissions: ECR login, X-Ray, and
 # the CloudFront prefix list lookup (ec2). A new one needs its acknowledgment, this list and README's Wildcards.
@@ -21,8 +21,10 @@ EXAMPLE_ACCOUNT = "111122223333"
 # to its namespace by cloudwatch:namespace) in the observability stack.
 RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "ec2messages", "ssmmessages", "logs", "tag", "servicediscovery",
                               "servicequotas", "cloudwatch"}
-# Per variant, on top (none today: the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
-VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {}
+# Per variant, on top (the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
+# strangler: the flag handler's DescribeRules and DescribeTargetHealth (Elastic Load Balancing's describe calls have no
+# resource-level permissions).
+VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {"strangler": {"elasticloadbalancing"}}
 
 
 @pytest.fixture(params=VARIANTS)
