@@ -76,11 +76,15 @@ def bootstrap(endpoint_url: str, region: str = "eu-central-1", prefix: str = "mf
     holds the variables of that service's HTTP process and of its worker (AWS_REGION,
     AWS_ENDPOINT_URL, TABLE_NAME, and as needed JWT_SIGNING_SECRET_ID, EVENT_BUS_NAME,
     EVENT_SOURCE, QUEUE_URL); ``resources`` names the rest (bus ARN, queue and DLQ URLs and ARNs,
-    rule names) for tests and tools. A short visibility timeout lets a poison message reach its
-    DLQ after ``max_receive_count`` receives within seconds instead of minutes. It is shorter than
-    servicekit's claim lease (the app's queues: 150 s against 120 s): a worker killed mid-event here
-    costs that event a receive or two (each redelivery finds the claim busy and is set visible again
-    when the lease ends), which the app's longer timeout avoids.
+    rule names) for tests and tools. A failed message comes back after servicekit's backoff, not after
+    the visibility timeout: EVENT_RETRY_BACKOFF_SECONDS (10 s by default) times its receive count, so
+    under ``make run-local`` a poison message reaches its DLQ after ``max_receive_count`` receives in
+    about a minute (10 + 20 + 30 s); the tests set EVENT_RETRY_BACKOFF_SECONDS=1 to make it seconds
+    (tests/harness.py). The short visibility timeout brings back within seconds a message whose worker
+    died before it could say when. It is shorter than servicekit's claim lease (the app's queues: 150 s
+    against 120 s): a worker killed mid-event here costs that event a receive or two (each redelivery
+    finds the claim busy and is set visible again when the lease ends), which the app's longer timeout
+    avoids.
     """
     aws = _Aws(endpoint_url, region)
     resources: dict[str, str] = {}

@@ -1,8 +1,11 @@
 """servicekit: the shared library of the reference services (auth, persona, vc-start).
 
 Deviations from / additions to the spec API (all backwards compatible):
-- ServiceSettings adds aws_endpoint_url, retry_backoff_seconds (0.1), retry_backoff_max_seconds (2.0)
-  and queue_wait_seconds (20); breakers and boto3 clients are cached per settings object.
+- ServiceSettings adds aws_endpoint_url, retry_backoff_seconds (0.1), retry_backoff_max_seconds (2.0),
+  queue_wait_seconds (20), event_retry_backoff_seconds (10) and event_retry_backoff_max_seconds (60)
+  (a failed event's backoff), otel_traces_sampler / otel_traces_sampler_arg (unset: parent-based ratio
+  0.05, servicekit.tracing) and instrumentation (on); breakers and boto3 clients are cached per settings
+  object. The table of every setting with its default is in services/README.md.
 - ResilientHttpClient accepts `transport=` (tests); `Breaker.state` / `breaker_state` report
   "open" (purgatory itself says "opened"). Retryable 502/503/504 answers are returned as the final
   response once attempts run out; transport errors/time-outs re-raise httpx's exception.
@@ -15,7 +18,7 @@ Deviations from / additions to the spec API (all backwards compatible):
   `unauthorized`, bad token -> 401 `invalid_token`.
 - ResilientHttpClient.aclose() may be followed by more requests (a new pool opens), so an app whose
   lifespan closes its clients can be started again.
-- dynamo.readiness_check(settings, client=None): GetItem of an absent key (writes nothing).
+- dynamo.readiness_check(settings, table_name=None, *, client=None): GetItem of an absent key (writes nothing).
 - QueueConsumer handlers get (data, envelope) where envelope is the whole EventBridge event; dedupe
   markers carry status IN_PROGRESS|DONE with a lease so a crashed consumer's claim is taken over.
 - idempotency: `run_idempotent(store, principal=, key=, request_body=, handler=)` and the FastAPI
