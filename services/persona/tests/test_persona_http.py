@@ -160,6 +160,37 @@ async def test_throttled_dynamodb_answers_503_with_retry_after(settings, verifie
     assert created.headers["retry-after"] == "1"
 
 
+class _BatchCallsProcessNothing:
+    """The real (moto) client, except that its batch calls process nothing: DynamoDB's answer while it throttles."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.batch_calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def batch_get_item(self, RequestItems):
+        self.batch_calls += 1
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+    def batch_write_item(self, RequestItems):
+        self.batch_calls += 1
+        return {"UnprocessedItems": RequestItems}
+
+
+async def test_a_list_that_dynamodb_keeps_throttling_answers_503_not_a_conflict(settings, verifier, alice, dynamodb, clock):
+    throttled = _BatchCallsProcessNothing(dynamodb)
+    app = create_app(settings, clients=PersonaClients(dynamodb=throttled, verifier=verifier, clock=clock))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        assert (await c.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)).status_code == 201
+        listed = await c.get("/v1/personas", headers=alice)
+    assert listed.status_code == 503, listed.text
+    assert listed.json()["error"]["code"] == "storage_unavailable"  # retry later, not "concurrent_update"
+    assert listed.headers["retry-after"] == "1"
+    assert throttled.batch_calls == 5  # the first call and four more for the rest, then the answer
+
+
 async def test_app_with_its_own_verifier_can_be_started_again(settings, dynamodb, clock, alice):
     # Its lifespan closes the JWKS client on shutdown; a second start must still fetch keys.
     app = create_app(settings, clients=PersonaClients(dynamodb=dynamodb, clock=clock))

@@ -144,3 +144,16 @@ def test_a_reservation_for_an_id_with_a_trailing_line_break_is_refused(store):
     with pytest.raises(ValueError, match="session_id"):
         store.reserve(persona.persona_id, "s1\n", "user-a")
     assert store.reserve(persona.persona_id, "s1", "user-a").session_id == "s1"
+
+
+def test_a_delete_succeeds_when_dynamodb_leaves_released_tombstones_for_their_expiry(store, monkeypatch, caplog):
+    persona = store.create("user-a", "Ada", {}, 1)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    store.release(persona.persona_id, "s1", "done")  # a RELEASED tombstone, deleted with the persona
+    monkeypatch.setattr(store._db, "batch_write_item", lambda RequestItems: {"UnprocessedItems": RequestItems})
+
+    store.delete(persona.persona_id, "user-a")
+
+    with pytest.raises(st.PersonaNotFound):
+        store.get(persona.persona_id, "user-a")
+    assert "released reservations left to expire" in caplog.text
