@@ -2,7 +2,9 @@
 
 Deviations from / additions to the spec API (all backwards compatible):
 - ServiceSettings adds aws_endpoint_url, retry_backoff_seconds (0.1), retry_backoff_max_seconds (2.0)
-  and queue_wait_seconds (20); breakers and boto3 clients are cached per settings object.
+  and queue_wait_seconds (20); breakers and boto3 clients are cached per settings object. bind_host
+  (BIND_HOST, default 0.0.0.0) is where server.run's HTTP server listens; `bind_address(port)` gives a
+  gRPC server the same host (persona's GRPC_PORT).
 - ResilientHttpClient accepts `transport=` (tests); `Breaker.state` / `breaker_state` report
   "open" (purgatory itself says "opened"). Retryable 502/503/504 answers are returned as the final
   response once attempts run out; transport errors/time-outs re-raise httpx's exception.
