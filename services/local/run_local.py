@@ -7,8 +7,9 @@ process's output prefixed with its name. Ctrl-C (or SIGTERM) stops everything.
     vc-start  http://127.0.0.1:8083
     + persona-worker, vc-start-worker   (consume the saga's events from SQS)
 
-All state lives in moto's memory and is gone when this stops. moto listens on 127.0.0.1 only; the
-services listen on every interface, as they do in their containers (servicekit binds 0.0.0.0).
+All state lives in moto's memory and is gone when this stops. Everything listens on 127.0.0.1 only:
+the services get BIND_HOST=127.0.0.1 (servicekit's default, 0.0.0.0, is for their containers), so
+nothing else on the network reaches them, their dev credentials or their data.
 The launcher below is reused by bench/bench_services.py and the cross-service tests.
 """
 
@@ -34,6 +35,7 @@ from bootstrap import bootstrap  # noqa: E402
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
 REGION = "eu-central-1"
+LOOPBACK = "127.0.0.1"  # every child's listen address
 STARTUP_TIMEOUT_SECONDS = 90.0  # imports (OpenTelemetry, grpc, boto3) are slow on a busy machine
 STOP_TIMEOUT_SECONDS = 30.0  # longer than a service's drain + in-flight grace (0 + 20 s here)
 WALKTHROUGH = "services/README.md, section \"Run it locally\""
@@ -191,7 +193,7 @@ def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))  # noqa: S104 (the services listen on every interface)
+            sock.bind((LOOPBACK, port))  # where the children listen (BIND_HOST, moto's -H)
         except OSError:
             return True
     return False
@@ -240,7 +242,8 @@ def service_specs(resources: dict[str, dict[str, str]], ports: Ports,
     """The five application processes with the environment each needs. ``resources`` is what
     bootstrap() returned; ``extra_env`` maps a process name to variables to add or override."""
     auth_url = f"http://127.0.0.1:{ports.auth}"
-    common = {"DRAIN_SECONDS": "0"}  # nothing routes to these locally: stop at once
+    # Loopback only (servicekit's default is every interface); nothing routes to these locally: stop at once.
+    common = {"BIND_HOST": LOOPBACK, "DRAIN_SECONDS": "0"}
     plan = [
         ("auth", "auth_service", "auth", "auth", {"PORT": str(ports.auth)}, ports.auth),
         ("persona", "persona_service", "persona", "persona",

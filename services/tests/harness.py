@@ -3,7 +3,8 @@
 One moto server (`python -m moto.server` on a free port) runs as a child process; every service and
 worker is a `python -m <module>` child started exactly as `make run-local` starts it (the process
 specs and the launcher come from services/local/run_local.py, the resources from
-services/local/bootstrap.py). What this module adds for tests:
+services/local/bootstrap.py), so they listen on 127.0.0.1 only (run_local's BIND_HOST; tests/test_loopback.py
+checks it on these processes, so it is not set again here). What this module adds for tests:
 
 - free ports for everything and a resource prefix of its own; moto in its own process, because
   moto's state is global to a process and a mock_aws() in a test of this process resets it on exit;

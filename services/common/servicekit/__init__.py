@@ -5,7 +5,9 @@ Deviations from / additions to the spec API (all backwards compatible):
   queue_wait_seconds (20), event_retry_backoff_seconds (10) and event_retry_backoff_max_seconds (60)
   (a failed event's backoff), otel_traces_sampler / otel_traces_sampler_arg (unset: parent-based ratio
   0.05, servicekit.tracing) and instrumentation (on); breakers and boto3 clients are cached per settings
-  object. The table of every setting with its default is in services/README.md.
+  object. bind_host (BIND_HOST, default 0.0.0.0) is where server.run's HTTP server listens;
+  `bind_address(port)` gives a gRPC server the same host (persona's GRPC_PORT). The table of every
+  setting with its default is in services/README.md.
 - ResilientHttpClient accepts `transport=` (tests); `Breaker.state` / `breaker_state` report
   "open" (purgatory itself says "opened"). Retryable 502/503/504 answers are returned as the final
   response once attempts run out; transport errors/time-outs re-raise httpx's exception.

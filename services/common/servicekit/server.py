@@ -107,10 +107,11 @@ class DrainingServer(uvicorn.Server):
             await grpc_stopped
 
 
-def build_server(app: Any, settings: ServiceSettings, *, grpc_server: Any = None, host: str = "0.0.0.0") -> DrainingServer:
+def build_server(app: Any, settings: ServiceSettings, *, grpc_server: Any = None, host: str | None = None) -> DrainingServer:
+    """The HTTP server on BIND_HOST:PORT (``host`` overrides BIND_HOST)."""
     config = uvicorn.Config(
         app,
-        host=host,
+        host=settings.bind_host if host is None else host,
         port=settings.port,
         log_config=None,  # configure_logging owns the handlers
         access_log=False,  # the app writes its own access line
@@ -129,8 +130,10 @@ def build_server(app: Any, settings: ServiceSettings, *, grpc_server: Any = None
     )
 
 
-async def serve(app: Any, settings: ServiceSettings, *, grpc_server_factory: GrpcServerFactory | None = None, host: str = "0.0.0.0") -> None:
-    """Async body of `run` (tests and embedding code can await it)."""
+async def serve(app: Any, settings: ServiceSettings, *, grpc_server_factory: GrpcServerFactory | None = None,
+                host: str | None = None) -> None:
+    """Async body of `run` (tests and embedding code can await it). The gRPC server, if any, binds where its
+    factory says (persona's: ``settings.bind_address(GRPC_PORT)``, the same BIND_HOST)."""
     grpc_server = None
     if grpc_server_factory is not None:
         grpc_server = grpc_server_factory(settings)

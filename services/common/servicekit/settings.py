@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
     service_name: str = "service"
+    # The address the HTTP server (PORT) and persona's gRPC server (GRPC_PORT) listen on. Every interface by
+    # default: in a container the load balancer and Service Connect reach the task's ENI. `make run-local` and
+    # the cross-service tests set 127.0.0.1, so nothing on a developer's network reaches the services.
+    bind_host: str = Field(default="0.0.0.0", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
     public_path: str = ""
     log_level: str = "INFO"
@@ -54,6 +58,19 @@ class ServiceSettings(BaseSettings):
     _breakers: dict[str, Any] = PrivateAttr(default_factory=dict)
     # boto3 clients are thread-safe and slow to build: one per (kind, name) per settings object.
     _aws_clients: dict[tuple[str, str], Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("bind_host")
+    @classmethod
+    def _bare_host(cls, value: str) -> str:
+        # "[::1]" and "::1" alike: uvicorn takes the bare address, bind_address() adds the brackets back.
+        host = value.strip().removeprefix("[").removesuffix("]")
+        if not host:
+            raise ValueError("BIND_HOST is empty")
+        return host
+
+    def bind_address(self, port: int) -> str:
+        """BIND_HOST and ``port`` as grpc's add_insecure_port takes them: ``host:port``, ``[v6]:port``."""
+        return f"[{self.bind_host}]:{port}" if ":" in self.bind_host else f"{self.bind_host}:{port}"
 
     @property
     def normalized_public_path(self) -> str:

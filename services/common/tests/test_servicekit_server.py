@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from servicekit.app import create_service_app
+from servicekit import server as server_module
 from servicekit.server import build_server
 from servicekit.worker import RunnerFailed, serve_worker
 
@@ -40,7 +41,7 @@ async def slow():
 def grpc_factory(settings):
     srv = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), srv)
-    srv.add_insecure_port(f"127.0.0.1:{settings.port + 1}")
+    srv.add_insecure_port(settings.bind_address(settings.port + 1))
     return srv
 
 settings = ServiceSettings()
@@ -79,6 +80,7 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_zero():
         **os.environ,
         "PYTHONPATH": str(COMMON),
         "PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
         "SERVICE_NAME": "drain-test",
         "DRAIN_SECONDS": "0.4",
         "SHUTDOWN_TIMEOUT_SECONDS": "5",
@@ -222,3 +224,30 @@ async def test_objects_built_at_start_up_are_frozen_out_of_garbage_collection_an
         server.begin_drain()
         await asyncio.wait_for(serving, 5)
         gc.unfreeze()  # the other tests' objects go back to the collector
+
+
+def test_http_server_listens_on_bind_host_every_interface_unless_set(make_settings, monkeypatch):
+    monkeypatch.delenv("BIND_HOST", raising=False)
+    app = create_service_app(make_settings(instrumentation=False), title="t", version="1")
+    assert build_server(app, make_settings()).config.host == "0.0.0.0"  # containers: the ALB and the mesh reach the ENI
+    assert build_server(app, make_settings(bind_host="127.0.0.1")).config.host == "127.0.0.1"
+    monkeypatch.setenv("BIND_HOST", "127.0.0.1")
+    assert build_server(app, make_settings()).config.host == "127.0.0.1"
+    assert build_server(app, make_settings(), host="::1").config.host == "::1"  # an explicit host still wins
+
+
+async def test_serve_hands_bind_host_to_uvicorn(make_settings, monkeypatch):
+    seen: dict = {}
+
+    class Recorded(Exception):
+        pass
+
+    def config(app, **kwargs):
+        seen.update(kwargs)
+        raise Recorded
+
+    monkeypatch.setattr(server_module.uvicorn, "Config", config)
+    settings = make_settings(bind_host="127.0.0.1", port=0, instrumentation=False)
+    with pytest.raises(Recorded):
+        await server_module.serve(create_service_app(settings, title="t", version="1"), settings)
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 0)

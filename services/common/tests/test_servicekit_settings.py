@@ -37,3 +37,26 @@ def test_invalid_values_fail_with_a_clear_error(monkeypatch):
     monkeypatch.setenv("PORT", "not-a-port")
     with pytest.raises(ValidationError, match="port"):
         ServiceSettings()
+
+
+def test_bind_host_defaults_to_every_interface_and_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("BIND_HOST", raising=False)
+    settings = ServiceSettings()
+    assert settings.bind_host == "0.0.0.0"  # a container's ENI (ALB, Service Connect) must reach it
+    assert settings.bind_address(50051) == "0.0.0.0:50051"
+    monkeypatch.setenv("BIND_HOST", "127.0.0.1")
+    assert ServiceSettings().bind_address(50051) == "127.0.0.1:50051"
+
+
+@pytest.mark.parametrize("value", ["::1", "[::1]", " ::1 "])
+def test_bind_host_ipv6_is_bare_for_uvicorn_and_bracketed_for_grpc(monkeypatch, value):
+    monkeypatch.setenv("BIND_HOST", value)
+    settings = ServiceSettings()
+    assert (settings.bind_host, settings.bind_address(8080)) == ("::1", "[::1]:8080")
+
+
+@pytest.mark.parametrize("value", ["", " ", "[]"])
+def test_empty_bind_host_is_refused(monkeypatch, value):
+    monkeypatch.setenv("BIND_HOST", value)
+    with pytest.raises(ValidationError, match="bind_host"):
+        ServiceSettings()

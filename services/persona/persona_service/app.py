@@ -59,7 +59,7 @@ def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClien
     app.state.store = store
 
     def grpc_server_factory(s: PersonaSettings) -> grpc.aio.Server:
-        server, _, health_servicer = build_grpc_server(store, verifier, app.state.health, bind=f"0.0.0.0:{s.grpc_port}")
+        server, _, health_servicer = build_grpc_server(store, verifier, app.state.health, bind=s.bind_address(s.grpc_port))
         app.state.grpc_health = health_servicer
         health_servicer.start_refreshing()  # servicekit.server calls the factory inside its event loop
         return server

@@ -167,3 +167,26 @@ async def test_unreachable_dynamodb_is_reported_as_unavailable(verifier, auth):
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(0)
+
+
+async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch):
+    # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings.
+    from persona_service.app import PersonaClients, create_app
+    from persona_service.settings import PersonaSettings
+
+    bound: list[str] = []
+    real_server = grpc.aio.server
+
+    def recording_server(*args, **kwargs):
+        server = real_server(*args, **kwargs)
+        server.add_insecure_port = lambda address: bound.append(address) or 0  # record, bind nothing
+        return server
+
+    monkeypatch.setattr(grpc.aio, "server", recording_server)
+    monkeypatch.delenv("BIND_HOST", raising=False)
+    app = create_app(settings, clients=PersonaClients(dynamodb=dynamodb, verifier=verifier))
+    default = PersonaSettings(table_name=settings.table_name, grpc_port=50051)
+    for bind_host in (None, "127.0.0.1"):
+        app.state.grpc_server_factory(default if bind_host is None else default.model_copy(update={"bind_host": bind_host}))
+        app.state.grpc_health.stop_refreshing()
+    assert bound == ["0.0.0.0:50051", "127.0.0.1:50051"]
