@@ -59,14 +59,19 @@ def aws_client():
 
 
 @pytest.fixture
-def aws_env(monkeypatch):
-    """moto's in-process AWS with a service table (pk/sk + TTL) ready."""
-    from moto import mock_aws
-
-    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+def fake_aws_credentials(monkeypatch):
+    """Credentials that reach no real account, and no profile or endpoint override from the environment."""
+    for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture
+def aws_env(monkeypatch, fake_aws_credentials):
+    """moto's in-process AWS with a service table (pk/sk + TTL) ready."""
+    from moto import mock_aws
+
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         _boto_session().client("dynamodb").create_table(

@@ -3,6 +3,7 @@ the X-Ray header on AWS SDK calls), reconfigurable per app."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,11 +21,10 @@ from servicekit.correlation import HEADER
 from servicekit.tracing import configure_telemetry
 
 
-class _EchoHeaders(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+class _LocalHandler(BaseHTTPRequestHandler):
+    def reply(self, body: bytes, content_type: str) -> None:
         self.send_response(200)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -33,49 +33,44 @@ class _EchoHeaders(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def echo_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHeaders)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+class _EchoHeaders(_LocalHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self.reply(json.dumps({k.lower(): v for k, v in self.headers.items()}).encode(), "application/json")
 
 
-class _DynamoDBStub(BaseHTTPRequestHandler):
+class _DynamoDBStub(_LocalHandler):
     """Answers every DynamoDB call with an empty result (GetItem: no such item) and keeps the headers it got."""
-
-    requests: list[dict[str, str]]
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.server.requests.append({k.lower(): v for k, v in self.headers.items()})
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("content-type", "application/x-amz-json-1.0")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(b"{}", "application/x-amz-json-1.0")
 
-    def log_message(self, *args) -> None:
-        pass
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]):
+    """``handler`` on 127.0.0.1 in a thread: yields the server (its ``requests`` list starts empty)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
-def dynamodb_stub(monkeypatch):
+def echo_url():
+    with _serving(_EchoHeaders) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def dynamodb_stub(fake_aws_credentials):
     """A DynamoDB endpoint on 127.0.0.1: yields (url, the headers of each request it received)."""
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _DynamoDBStub)
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", server.requests
-    server.shutdown()
-    server.server_close()
+    with _serving(_DynamoDBStub) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.requests
 
 
 def _app(settings, echo_url: str):
