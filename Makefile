@@ -10,6 +10,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
+# checkov's pins, apart from the app's: its own caps clash with the CDK toolchain's, and Dependabot reads them alone.
+CHECKOV_PINS := tools/checkov
 SERVICES_VENV := .venv-services
 # The Lambda functions' dependencies, one layer each: Linux wheels for their runtime and architecture,
 # installed without Docker. Keep in step with the functions, which check the stamp:
@@ -64,10 +66,10 @@ node_modules/.installed: package.json package-lock.json $(VENV)/.installed
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
+$(CHECKOV_VENV)/.installed: $(CHECKOV_PINS)/requirements.txt $(CHECKOV_PINS)/constraints.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==26.3
-	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt -c constraints-checkov.txt
+	$(CHECKOV_VENV)/bin/pip install --quiet -r $(CHECKOV_PINS)/requirements.txt -c $(CHECKOV_PINS)/constraints.txt
 	touch $@
 
 # The reference services (services/) have a virtualenv of their own: their dependencies are not the
@@ -149,8 +151,8 @@ lock:
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	$(VENV)/bin/pip freeze --exclude-editable > constraints.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV) && $(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==26.3
-	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
-	$(CHECKOV_VENV)/bin/pip freeze --exclude-editable > constraints-checkov.txt
+	$(CHECKOV_VENV)/bin/pip install --quiet -r $(CHECKOV_PINS)/requirements.txt
+	$(CHECKOV_VENV)/bin/pip freeze --exclude-editable > $(CHECKOV_PINS)/constraints.txt
 	rm -rf $(SERVICES_VENV)
 	$(PYTHON) -m venv $(SERVICES_VENV) && $(SERVICES_VENV)/bin/pip install --quiet --upgrade pip==26.3
 	$(SERVICES_VENV)/bin/pip install --quiet -r services/requirements-dev.txt

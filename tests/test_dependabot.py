@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.assembly import REPO_ROOT
@@ -67,37 +66,78 @@ def test_a_config_dependabot_would_reject_fails_the_check(tmp_path: Path):
     assert "fortnightly" in result.stdout + result.stderr
 
 
-def _included(requirements: Path) -> list[Path]:
-    """The files a requirements file pulls in with ``-r`` (Dependabot follows them)."""
-    return [requirements.parent / line.split(None, 1)[1] for line in requirements.read_text().splitlines()
-            if line.startswith("-r ")]
+PIN = re.compile(r"([A-Za-z0-9._-]+)(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+-]*")
 
 
-def test_every_python_pin_file_is_read_by_dependabot():
-    folders = _directories("pip")
+def _parses_as_requirements(path: Path) -> bool:
+    """Dependabot's test for a .txt file: named like requirements, or every line a pin, an option or a comment."""
+    return "requirements" in path.name or all(
+        not line.strip() or line.strip().startswith(("#", "-r ", "-c ", "--")) or PIN.fullmatch(line.strip())
+        for line in path.read_text().splitlines())
+
+
+def _read_from(folder: str) -> set[Path]:
+    """The files Dependabot's pip file fetcher reads for one listed folder: the *.txt files of the folder and of
+    the folders right below it that parse as requirements, and what they reach by -r / -c."""
+    root = REPO_ROOT / folder.strip("/")
+    pending = [txt for txt in [*root.glob("*.txt"), *root.glob("*/*.txt")] if _parses_as_requirements(txt)]
     read: set[Path] = set()
-    for folder in folders:
-        pending = sorted((REPO_ROOT / folder).glob("*.txt"))
-        while pending:
-            path = pending.pop().resolve()
-            if path not in read:
-                read.add(path)
-                pending.extend(_included(path))
+    while pending:
+        path = pending.pop().resolve()
+        if path not in read:
+            read.add(path)
+            pending += [path.parent / line.split(None, 1)[1] for line in path.read_text().splitlines()
+                        if line.startswith(("-r ", "-c "))]
+    return read
+
+
+def _folders(update: dict[str, Any]) -> list[str]:
+    return update.get("directories", [update.get("directory")])
+
+
+def _read_by(update: dict[str, Any]) -> set[Path]:
+    return set().union(*map(_read_from, _folders(update)))
+
+
+def _pip_updates() -> list[dict[str, Any]]:
+    return [update for update in yaml.safe_load(CONFIG_FILE.read_text())["updates"] if update["package-ecosystem"] == "pip"]
+
+
+def _names(paths) -> set[str]:
+    return {PIN.fullmatch(line.strip()).group(1).lower().replace("_", "-") for path in paths
+            for line in path.read_text().splitlines() if PIN.fullmatch(line.strip())}
+
+
+def test_every_python_pin_file_is_read_from_exactly_one_dependabot_folder():
+    """Read from two folders, a file would get competing pull requests; from none, it would never move."""
+    readers = [_read_from(folder) for update in _pip_updates() for folder in _folders(update)]
     pin_files = _source_files("requirements*.txt") + _source_files("constraints*.txt")
     assert len(pin_files) >= 10  # the app's, checkov's, the services' and the layers'
-    assert [path.relative_to(REPO_ROOT).as_posix() for path in pin_files if path.resolve() not in read] == []
+    for path in pin_files:
+        assert sum(path.resolve() in read for read in readers) == 1, path.relative_to(REPO_ROOT).as_posix()
 
 
-@pytest.mark.parametrize("folder", sorted(_directories("pip")))
-def test_dependabot_reads_each_txt_file_beside_a_requirements_file_as_one(folder: str):
-    """Dependabot takes a .txt file whose name lacks "requirements" (constraints.txt) as a requirements
-    file only if every line is a requirement, an option or a comment. Otherwise it would leave the
-    constraints alone and bump the requirements file into a clash with them."""
-    for path in sorted((REPO_ROOT / folder).glob("*.txt")):
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            assert not line or line.startswith(("#", "-r ", "-c ", "--")) or re.fullmatch(
-                r"[A-Za-z0-9._-]+(\[[A-Za-z0-9,._-]+\])?==[0-9][A-Za-z0-9.+-]*", line), f"{path.name}: {line}"
+def test_every_file_an_entry_reads_is_a_pin_file_so_constraints_move_with_their_requirements():
+    """A constraints file that did not parse as requirements would be left alone while the requirements file
+    beside it moved: pip would then refuse the clash."""
+    for read in map(_read_by, _pip_updates()):
+        for path in read:
+            assert _parses_as_requirements(path), path.relative_to(REPO_ROOT).as_posix()
+
+
+def test_dependabot_moves_exactly_the_direct_dependencies():
+    """`allow` names what the requirements files name (a pattern may cover a family, such as opentelemetry-*):
+    a new direct dependency is updated from its first day, and no pattern outlives its package."""
+    for update in _pip_updates():
+        read = _read_by(update)
+        direct = _names(path for path in read if "requirements" in path.name)
+        pinned = _names(read)
+        patterns = [rule["dependency-name"] for rule in update["allow"]]
+        assert [name for name in sorted(direct) if not any(fnmatch.fnmatch(name, p) for p in patterns)] == []
+        assert [p for p in patterns if not any(fnmatch.fnmatch(name, p) for name in direct)] == []
+        # What a family pattern adds beyond the direct names moves in step with them (opentelemetry-api, ...).
+        assert {name for name in pinned if any(fnmatch.fnmatch(name, p) for p in patterns)} - direct <= {
+            name for name in pinned if name.startswith(("opentelemetry-", "aws-cdk", "grpcio", "pytest", "cdk-"))}
 
 
 def test_every_dockerfile_is_read_by_dependabot():
@@ -119,4 +159,5 @@ def test_every_update_waits_out_a_cooldown_and_shared_pins_move_together():
     pip = next(update for update in updates if update["package-ecosystem"] == "pip")
     # The failover layer, the services and the app's toolchain pin one botocore (their tests compare them).
     assert {"boto3", "botocore", "awscrt"} <= set(pip["groups"]["aws-sdk"]["patterns"])
-    assert list(pip["groups"])[0] == "aws-sdk"  # a dependency goes to the first group it matches
+    # A dependency goes to the first group it matches: the named groups before the catch-alls.
+    assert list(pip["groups"]) == ["aws-sdk", "cdk", "minor-and-patch", "major"]

@@ -44,7 +44,7 @@ def test_top_level_layout():
 
 
 def test_every_python_dependency_is_pinned():
-    for name in ("requirements.txt", "requirements-checkov.txt", "constraints.txt", "constraints-checkov.txt",
+    for name in ("requirements.txt", "constraints.txt", "tools/checkov/requirements.txt", "tools/checkov/constraints.txt",
                  "constructs/service_data/rotation_layer/requirements.txt", "constructs/operations/failover_layer/requirements.txt"):
         for line in (REPO_ROOT / name).read_text().splitlines():
             line = line.split("#")[0].strip()

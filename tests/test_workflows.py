@@ -105,7 +105,7 @@ def test_pull_requests_run_make_test_then_make_synth():
     setup = next(step for step in steps if _uses(step, "actions/setup-python"))
     assert setup["with"]["python-version"] == "3.11"
     cache = next(step for step in steps if _uses(step, "actions/cache"))
-    for pin_file in ("requirements*.txt", "constraints*.txt", "package-lock.json"):
+    for pin_file in ("requirements*.txt", "constraints*.txt", "tools/checkov/*.txt", "package-lock.json"):
         assert pin_file in cache["with"]["key"]
 
 
