@@ -33,6 +33,7 @@ Deviations from / additions to the spec API (all backwards compatible):
   connect/read time-outs, closed connections, throttling or AWS server-error codes) raised from a route
   answers 503 `storage_unavailable` with Retry-After (`aws.retry_after_seconds`: 1 s throttled, 5 s
   otherwise) in every service; other botocore errors stay 500. Non-health operations document the 503.
+  `aws.storage_unavailable(retry_after)` is that answer as an ApiError, for a service's own signs of it.
 - grpcutil: correlation metadata interceptors and ServiceServerInterceptor (restores the correlation
   id, records rpc.server.duration); configure_telemetry patches grpc.aio.server to add it.
 - Health.on_drain(listener): e.g. flip the gRPC health service to NOT_SERVING when draining starts.
