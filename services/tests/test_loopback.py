@@ -37,10 +37,6 @@ def _own_non_loopback_ipv4() -> list[str]:
                    if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback})
 
 
-def test_run_local_sets_bind_host_to_loopback_for_every_process(stack: harness.Stack) -> None:
-    assert {name: spec.env.get("BIND_HOST") for name, spec in stack.specs.items()} == dict.fromkeys(stack.specs, "127.0.0.1")
-
-
 def test_services_listen_on_loopback_only(stack: harness.Stack) -> None:
     pids = {name: child.process.pid for name, child in stack.launcher.children.items() if child.process.poll() is None}
     assert stack.moto is not None

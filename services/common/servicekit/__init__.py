@@ -1,13 +1,9 @@
 """servicekit: the shared library of the reference services (auth, persona, vc-start).
 
 Deviations from / additions to the spec API (all backwards compatible):
-- ServiceSettings adds aws_endpoint_url, retry_backoff_seconds (0.1), retry_backoff_max_seconds (2.0),
-  queue_wait_seconds (20), event_retry_backoff_seconds (10) and event_retry_backoff_max_seconds (60)
-  (a failed event's backoff), otel_traces_sampler / otel_traces_sampler_arg (unset: parent-based ratio
-  0.05, servicekit.tracing) and instrumentation (on); breakers and boto3 clients are cached per settings
-  object. bind_host (BIND_HOST, default 0.0.0.0) is where server.run's HTTP server listens;
-  `bind_address(port)` gives a gRPC server the same host (persona's GRPC_PORT). The table of every
-  setting with its default is in services/README.md.
+- ServiceSettings adds aws_endpoint_url, the backoffs, queue_wait_seconds, trace sampling, instrumentation
+  and bind_host: what each means and its default are in services/README.md's table. Breakers and boto3
+  clients are cached per settings object; `bind_address(port)` puts a gRPC server on BIND_HOST too.
 - ResilientHttpClient accepts `transport=` (tests); `Breaker.state` / `breaker_state` report
   "open" (purgatory itself says "opened"). Retryable 502/503/504 answers are returned as the final
   response once attempts run out; transport errors/time-outs re-raise httpx's exception.
@@ -33,6 +29,7 @@ Deviations from / additions to the spec API (all backwards compatible):
   connect/read time-outs, closed connections, throttling or AWS server-error codes) raised from a route
   answers 503 `storage_unavailable` with Retry-After (`aws.retry_after_seconds`: 1 s throttled, 5 s
   otherwise) in every service; other botocore errors stay 500. Non-health operations document the 503.
+  `aws.storage_unavailable(retry_after)` is that answer as an ApiError, for a service's own signs of it.
 - grpcutil: correlation metadata interceptors and ServiceServerInterceptor (restores the correlation
   id, records rpc.server.duration); configure_telemetry patches grpc.aio.server to add it.
 - Health.on_drain(listener): e.g. flip the gRPC health service to NOT_SERVING when draining starts.

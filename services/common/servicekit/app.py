@@ -246,9 +246,8 @@ async def _aws_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if span.is_recording():
         span.record_exception(exc)
     log.warning("storage unavailable: %s", reason, extra={"aws_error": reason})
-    retry_after = aws.retry_after_seconds(exc)
-    message = "storage is busy; retry later" if retry_after == aws.RETRY_AFTER_THROTTLED_SECONDS else "storage is unavailable; retry later"
-    return _json_error(503, "storage_unavailable", message, headers={"Retry-After": str(retry_after)})
+    error = aws.storage_unavailable(aws.retry_after_seconds(exc))
+    return _json_error(error.status, error.code, error.message, headers=error.headers)
 
 
 def _clean_validation_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

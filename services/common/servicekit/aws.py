@@ -13,6 +13,7 @@ import boto3
 from botocore import exceptions as botocore_errors
 from botocore.config import Config
 
+from .errors import ApiError
 from .settings import ServiceSettings
 
 T = TypeVar("T")
@@ -106,3 +107,10 @@ def is_unavailable(exc: BaseException) -> bool:
 def retry_after_seconds(exc: BaseException) -> int:
     """The Retry-After to answer for an `is_unavailable` error."""
     return RETRY_AFTER_THROTTLED_SECONDS if error_code(exc) in THROTTLING_ERROR_CODES else RETRY_AFTER_UNREACHABLE_SECONDS
+
+
+def storage_unavailable(retry_after: int) -> ApiError:
+    """503 `storage_unavailable` with Retry-After: the answer to an `is_unavailable` error. A service raises it
+    for a sign of the same that is no botocore error (e.g. a batch call DynamoDB keeps answering only in part)."""
+    message = "storage is busy; retry later" if retry_after == RETRY_AFTER_THROTTLED_SECONDS else "storage is unavailable; retry later"
+    return ApiError(503, "storage_unavailable", message, headers={"Retry-After": str(retry_after)})

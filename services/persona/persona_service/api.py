@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Response
+from servicekit import aws
 from servicekit.auth import bearer_claims
 from servicekit.aws import run_sync
 from servicekit.errors import ApiError, error_responses
@@ -30,7 +31,11 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ApiError(409, "max_sessions_below_reserved", str(exc)) from None
     except st.StoreConflict as exc:
         raise ApiError(409, "concurrent_update", str(exc)) from None
-    # DynamoDB unreachable or throttling: servicekit answers 503 storage_unavailable.
+    except st.StoreUnavailable as exc:
+        # DynamoDB keeps throttling a batch call: the same answer as servicekit's to its throttling errors.
+        log.warning("storage unavailable: %s", exc)
+        raise aws.storage_unavailable(aws.RETRY_AFTER_THROTTLED_SECONDS) from None
+    # DynamoDB unreachable or throttling (a botocore error): servicekit answers 503 storage_unavailable.
 
 
 def build_router(store: st.PersonaStore, verifier: Any) -> APIRouter:

@@ -75,6 +75,9 @@ def _rpc(method: Handler) -> Handler:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except st.StoreConflict as exc:
                 await context.abort(grpc.StatusCode.ABORTED, str(exc))
+            except st.StoreUnavailable as exc:
+                log.warning("storage unavailable", extra={"rpc": method.__name__, "reason": str(exc)})
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable ({exc}); retry")
             except (ClientError, BotoCoreError) as exc:
                 if not aws.is_unavailable(exc):
                     raise

@@ -82,11 +82,13 @@ class StoreConflict(StoreError):
         super().__init__(f"{what} kept conflicting with concurrent writes; retry")
 
 
-def _still_throttled(operation: str, what: str) -> ClientError:
-    """Items a batch call still left unprocessed after _BATCH_ATTEMPTS: DynamoDB's throttling error, which the
-    HTTP and gRPC layers answer as storage unavailable (503 with Retry-After; UNAVAILABLE), not as a conflict."""
-    message = f"{what}: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts"
-    return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": message}}, operation)
+class StoreUnavailable(StoreError):
+    """A batch call still left items unprocessed after _BATCH_ATTEMPTS (DynamoDB does that while it throttles): storage
+    unavailable, retry later (HTTP 503 with Retry-After, gRPC UNAVAILABLE), not a conflict. Our own error, not a made-up
+    AWS one: AWS answered every call."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
 
 
 @dataclass(frozen=True)
@@ -531,7 +533,7 @@ class PersonaStore:
                 if not request:
                     break
             if request:
-                raise _still_throttled("BatchGetItem", "listing personas")
+                raise StoreUnavailable("listing personas")
         return found
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:

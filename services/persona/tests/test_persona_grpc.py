@@ -169,6 +169,16 @@ async def test_unreachable_dynamodb_is_reported_as_unavailable(verifier, auth):
         await server.stop(0)
 
 
+async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(grpc_env, store, auth, monkeypatch):
+    # DynamoDB leaves a batch read unprocessed while it throttles: retry later (UNAVAILABLE), not a conflict (ABORTED).
+    stub, *_ = grpc_env
+    store.create("user-a", "Ada", {}, 1)
+    monkeypatch.setattr(store._db, "batch_get_item", lambda RequestItems: {"Responses": {}, "UnprocessedKeys": RequestItems})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListPersonas(persona_pb2.ListPersonasRequest(), metadata=auth())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch):
     # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings.
     from persona_service.app import PersonaClients, create_app

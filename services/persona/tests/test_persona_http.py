@@ -187,6 +187,7 @@ async def test_a_list_that_dynamodb_keeps_throttling_answers_503_not_a_conflict(
         listed = await c.get("/v1/personas", headers=alice)
     assert listed.status_code == 503, listed.text
     assert listed.json()["error"]["code"] == "storage_unavailable"  # retry later, not "concurrent_update"
+    assert listed.json()["error"]["message"] == "storage is busy; retry later"  # servicekit's answer to throttling
     assert listed.headers["retry-after"] == "1"
     assert throttled.batch_calls == 5  # the first call and four more for the rest, then the answer
 
