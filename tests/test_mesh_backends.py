@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import json
 
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_servicediscovery as servicediscovery
+from aws_cdk import aws_sns as sns
+from aws_cdk.assertions import Match, Template
 
+from constructs.meshed_service import MeshedFargateService, MeshedServiceProps, Rollout, ServiceConnectMesh
 from tests.assembly import synth
 
 SERVICES = ("auth", "persona", "vc-start")
@@ -264,13 +273,6 @@ def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
 def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback_alarms():
     """The construct alone, as a consumer uses it: without `service_name` CloudFormation names the ECS
     service, and the deployment alarms (named after `name`, dimension TargetDiscoveryName) still roll it back."""
-    import aws_cdk as cdk
-    from aws_cdk import aws_ec2 as ec2, aws_ecs as ecs, aws_kms as kms, aws_logs as logs, aws_sns as sns
-    from aws_cdk import aws_servicediscovery as servicediscovery
-    from aws_cdk.assertions import Match, Template
-
-    from constructs.meshed_service import MeshedFargateService, MeshedServiceProps, Rollout, ServiceConnectMesh
-
     stack = cdk.Stack(cdk.App(), "consumer", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     vpc = ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1)
     cluster = ecs.Cluster(stack, "Cluster", vpc=vpc)

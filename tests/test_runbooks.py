@@ -11,23 +11,16 @@ How a citation is recognised (keep the runbooks to these forms):
   `/mf/ingress/load-balancer-arn`, `mf/auth/jwt-signing-key`, `mf-rollback-service`);
 - the value after a name option in a command (`--stack-name`, `--name`, `--queue-name`,
   `--document-name`, `--log-group-name`, `--secret-id`, `--repository-name`, `--cluster`), in code blocks too;
-- the values of options that name one kind of thing (KIND_OPTIONS), by the AWS CLI service of their
-  command (that of the last `aws <service>` before the option; elsewhere they are not read), every value
-  of a list option (`--services auth persona`):
-  in `aws ecs`, `--service`, `--services` and `--service-name` name an ECS service (its ServiceName);
-  in `aws servicediscovery`, `--service-name` names a Cloud Map service; in `aws application-autoscaling`,
-  `--resource-id(s)` names a scalable target (`service/<cluster>/<service>`, its ResourceId resolved);
-  in `aws cloudwatch`, `--alarm-names` names alarms, `--alarm-name-prefix` must start at least one alarm
-  name, `--namespace` is a metric namespace an alarm, metric filter or dashboard uses (or `AWS/<Service>` of
-  a resource type `AWS::<Service>::...` the app creates: AWS/DynamoDB for its tables), and
-  `--metric-name` with the app's own namespace (`mf/...`, the `--namespace` given before it in the same
-  command) is a metric of that namespace an alarm, metric filter or dashboard uses (AWS's namespaces hold
-  metrics no template names, so those are not checked);
+- the values of the options in KIND_OPTIONS, read by the AWS CLI service of their command (the last
+  `aws <service>` before the option; elsewhere they are not read), every value of a list option
+  (LIST_OPTIONS), each checked against the names of its kind that _app_names collects (KIND_RESOURCES,
+  the metrics of alarms, metric filters and dashboards, AWS_NAMESPACES); a `--metric-name` only in the
+  app's own namespaces (`mf/...`), since AWS's hold metrics no template names;
 - a stack output: a code span right before or after the word "output", or `OutputKey=='<key>'`.
 
 Placeholders are expanded before the check: `<prefix>` to `mf`, `<region>` to each configured region,
 `<service>` to each service, `<a|b>` to each alternative. A citation passes when at least one expansion
-exists in at least one variant (dev, prod, appmesh, domain, strangler): some names exist only for some services
+exists in at least one variant of VARIANTS: some names exist only for some services
 (event queues) or in one variant (domain mode's health alarms). What still holds another placeholder
 (`<ecs service>`, `<name>`) or another shell variable (`$LG`) is prose, not a citation, and is not
 checked; the shell variables `$R` and `$REGION` stand for `<region>`, `$SERVICE` for `<service>`.
@@ -194,15 +187,25 @@ KIND_RESOURCES = {
     "AWS::CloudWatch::Alarm": ("alarm", "AlarmName"),
     "AWS::CloudWatch::CompositeAlarm": ("alarm", "AlarmName"),
 }
+# The resource types whose Ref is their name, with the property that holds it. For most types Ref is an ARN
+# or an ID (an ECS service's is its ARN, a Cloud Map service's its ID).
+NAME_REFS = {"AWS::ECS::Cluster": "ClusterName"}
+# The namespace AWS publishes a resource type's metrics under, by type prefix, for the AWS namespaces the
+# runbooks cite: AWS's names do not follow the types' (no AWS/IAM or AWS/ElasticLoadBalancingV2). The app's
+# load balancers are all application load balancers.
+AWS_NAMESPACES = {
+    "AWS::CloudFront": "AWS/CloudFront", "AWS::DynamoDB": "AWS/DynamoDB", "AWS::ECS": "AWS/ECS", "AWS::Lambda": "AWS/Lambda",
+    "AWS::ElasticLoadBalancingV2": "AWS/ApplicationELB", "AWS::Route53": "AWS/Route53", "AWS::SQS": "AWS/SQS",
+}
 # A dashboard's metrics, in its body: ["mf/services","rpc.server.duration",...] and SEARCH('{AWS/X,...} MetricName="Y"').
 DASHBOARD_METRIC = re.compile(r'\["([A-Za-z]+/[A-Za-z0-9/_.-]+)","([^"]+)"')
 DASHBOARD_SEARCH = re.compile(r'\{([A-Za-z]+/[A-Za-z0-9/_.-]+),[^}]*\}\s*MetricName=\\"([^"\\]+)')
 
 
 def _resolved(assembly: Assembly, stack_path: str, value: Any) -> str | None:
-    """A template value as the text it stands for: a string; an Fn::Join of such; a Ref or
-    `Fn::GetAtt [id, Name]` of a resource, as its name property; an Fn::GetStackOutput, as that output's
-    value. None for anything else (an ARN, a pseudo parameter)."""
+    """A template value as the text it stands for: a string; an Fn::Join of such; a Ref of a resource of
+    NAME_REFS or an `Fn::GetAtt [id, Name]`, as its name property (resolved in turn); an Fn::GetStackOutput,
+    as that output's value. None for anything else (an ARN, an ID, a pseudo parameter)."""
     if isinstance(value, str):
         return value
     if not isinstance(value, dict) or len(value) != 1:
@@ -213,7 +216,10 @@ def _resolved(assembly: Assembly, stack_path: str, value: Any) -> str | None:
         return None if None in parts else argument[0].join(parts)
     if function == "Ref" or (function == "Fn::GetAtt" and argument[1] == "Name"):
         resource = assembly.templates[stack_path]["Resources"].get(argument if function == "Ref" else argument[0], {})
-        return next((name for key, name in resource.get("Properties", {}).items() if key in NAME_KEYS), None)
+        properties = resource.get("Properties", {})
+        if function == "Ref":
+            return _resolved(assembly, stack_path, properties.get(NAME_REFS.get(resource.get("Type"), "")))
+        return _resolved(assembly, stack_path, next((name for key, name in properties.items() if key in NAME_KEYS), None))
     if function == "Fn::GetStackOutput":
         producer = next((path for path, artifact in assembly.stack_artifacts.items()
                          if artifact["properties"].get("stackName") == argument["StackName"]), None)
@@ -254,8 +260,9 @@ def _app_names(assembly: Assembly) -> dict[str, set[str]]:
             for namespace, metric in _metrics_in(resource):
                 names["namespace"].add(namespace)
                 names["metric"].add(f"{namespace} {metric}")
-            if resource["Type"].startswith("AWS::"):  # AWS publishes a service's metrics under AWS/<service>
-                names["namespace"].add("AWS/" + resource["Type"].split("::")[1])
+            aws_namespace = AWS_NAMESPACES.get("::".join(resource["Type"].split("::")[:2]))
+            if aws_namespace:  # AWS publishes the resource's metrics there
+                names["namespace"].add(aws_namespace)
     return names
 
 
@@ -305,6 +312,18 @@ def test_the_matcher_reads_each_option_by_the_aws_service_of_its_command():
         ("metric", "mf/services http.server.request.duration"), ("namespace", "AWS/Route53"),
         ("alarm prefix", "mf-$R-"), ("alarm", "mf-a"), ("alarm", "mf-b"),
         ("namespace", "mf/logs"), ("metric", "mf/logs ErrorLogLines")]
+
+
+def test_a_ref_stands_for_a_name_only_where_cloudformation_returns_the_name():
+    """Ref of an ECS cluster is its name, of an ECS service its ARN, of a Cloud Map service its ID; a name
+    property may itself be an intrinsic function."""
+    assembly = Assembly(outdir=Path("."), templates={"stack": {"Resources": {
+        "Cluster": {"Type": "AWS::ECS::Cluster", "Properties": {"ClusterName": {"Fn::Join": ["-", ["mf", "main"]]}}},
+        "Service": {"Type": "AWS::ECS::Service", "Properties": {"ServiceName": "auth"}},
+        "Discovery": {"Type": "AWS::ServiceDiscovery::Service", "Properties": {"Name": "auth"}}}}})
+    scalable_target = {"Fn::Join": ["/", ["service", {"Ref": "Cluster"}, {"Fn::GetAtt": ["Service", "Name"]}]]}
+    assert _resolved(assembly, "stack", scalable_target) == "service/mf-main/auth"
+    assert _resolved(assembly, "stack", {"Ref": "Service"}) is None and _resolved(assembly, "stack", {"Ref": "Discovery"}) is None
 
 
 @pytest.mark.parametrize("runbook", runbook_files(), ids=lambda path: path.name)
@@ -371,13 +390,16 @@ def test_a_name_or_output_the_app_does_not_create_is_reported(app_names):
             "aws cloudwatch get-metric-statistics --namespace mf/servces --metric-name rpc.server.duration\n"
             "aws cloudwatch get-metric-statistics --namespace mf/services --metric-name http.server.request.duraton\n"
             "aws cloudwatch get-metric-statistics --namespace AWS/DynamoDB --metric-name ReplicationLatency\n"
-            "aws cloudwatch get-metric-statistics --namespace AWS/DynamoBD --metric-name ReplicationLatency\n```\n")
+            "aws cloudwatch get-metric-statistics --namespace AWS/DynamoBD --metric-name ReplicationLatency\n"
+            "aws cloudwatch get-metric-statistics --namespace AWS/ApplicationELB --metric-name HealthyHostCount\n"
+            "aws cloudwatch get-metric-statistics --namespace AWS/ElasticLoadBalancingV2 --metric-name HealthyHostCount\n```\n")
     assert missing_citations(text, app_names) == [
         "output NoSuchOutput", "name mf-rollback-servic",
         "ecs service <service>-canry", "ecs service vc-strat", "ecs service persnoa", "cloud map service vc-strat",
         "scalable target service/mf/persnoa", "scalable target service/mf/<service>-canary",  # no canary scales
         "alarm prefix mf-<service>-canery-", "alarm mf-servics-slo", "namespace mf/servces",
         "metric mf/servces rpc.server.duration", "metric mf/services http.server.request.duraton", "namespace AWS/DynamoBD",
+        "namespace AWS/ElasticLoadBalancingV2",  # the resource type's name, not AWS's namespace
         "name mf-<service>-events-dlq-typo", "name /mf/ingress/no-such-parameter"]
 
 
