@@ -187,6 +187,9 @@ class QueueConsumer:
             return "busy", 1
         status = item.get("status", {}).get("S")
         if status == "IN_PROGRESS":
+            if item.get("owner", {}).get("S") == owner:
+                # Our own claim: botocore retried the put (after a 5xx or a timeout) that DynamoDB had applied.
+                return "claimed", 0
             return "busy", max(1, int(item.get("lease_until", {}).get("N", now)) - now + 1)
         # No status attribute: a marker written by a simpler producer of markers counts as done.
         return "done", 0

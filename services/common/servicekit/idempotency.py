@@ -135,6 +135,9 @@ class IdempotencyStore:
         existing = got.get("Item")
         if existing is None:  # expired and removed between our put and get: let the client retry
             raise _in_progress(1)
+        if existing.get("owner") == item["owner"] and existing.get("run_id") == item["run_id"]:
+            # Our own record: botocore retried the put (after a 5xx or a timeout) that DynamoDB had applied.
+            return Claimed(run_id)
         if existing["request_hash"]["S"] != req_hash:
             raise ApiError(422, "idempotency_key_reused", "Idempotency-Key was already used with a different request body")
         if existing["status"]["S"] == "COMPLETED":
@@ -153,7 +156,8 @@ class IdempotencyStore:
                 Key=self._key(principal, key),
                 # if_not_exists: a record from before run ids (remove it once such records have expired, after 24 h).
                 UpdateExpression="SET #o = :me, lease_until = :lease, run_id = if_not_exists(run_id, :fresh)",
-                ConditionExpression="#s = :ip AND #o = :previous AND lease_until < :now",
+                # Or already ours: botocore retried this update (after a 5xx or a timeout) that DynamoDB had applied.
+                ConditionExpression="#s = :ip AND (#o = :me OR (#o = :previous AND lease_until < :now))",
                 ExpressionAttributeNames={"#o": "owner", "#s": "status"},
                 ExpressionAttributeValues={
                     ":me": {"S": owner}, ":previous": existing["owner"], ":ip": {"S": "IN_PROGRESS"},

@@ -231,6 +231,23 @@ async def test_a_claim_released_while_another_consumer_looks_is_retried_not_take
     assert (await consumer.poll_once())["handled"] == 1 and len(calls) == 1
 
 
+async def test_a_claim_that_dynamodb_applied_but_answered_500_is_still_this_consumers(settings, bus, queued, send, lose_answer):
+    """botocore retries the put, which then fails its condition on the claim its first attempt wrote: that claim is
+    this consumer's own, not another consumer's (the event would wait out the 120 s lease unhandled)."""
+    calls = []
+
+    async def handler(data, envelope):
+        calls.append(data)
+
+    body = _message("SlotConfirmed", {"session_id": "s9"})
+    send(bus, body)
+    lost = lose_answer("PutItem", f"EVENT#{body['detail']['event_id']}")
+    stats = await QueueConsumer(settings, {"SlotConfirmed": handler}).poll_once()
+    assert lost == ["PutItem"]
+    assert stats["handled"] == 1 and calls == [{"session_id": "s9"}]
+    assert queued(bus) == []
+
+
 async def test_only_a_claims_holder_finishes_or_releases_it(settings, aws_client):
     """A consumer whose run outlived its lease must not overwrite or delete the claim of the one that took over."""
     consumer = QueueConsumer(settings, {})

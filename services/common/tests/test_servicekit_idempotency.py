@@ -184,6 +184,28 @@ async def test_two_retries_that_saw_the_same_ended_lease_cannot_both_take_the_ru
     assert second.value.status == 409
 
 
+async def test_a_claim_that_dynamodb_applied_but_answered_500_is_still_this_requests(client, app_and_calls, lose_answer):
+    """botocore retries the put, which then fails its condition on the record its first attempt wrote: that record
+    is this request's own claim, not another request's (the request would 409 itself, and its retries for 60 s)."""
+    lost = lose_answer("PutItem", "IDEMPOTENCY#")
+    first = await _post(client, "apple")
+    again = await _post(client, "apple")
+    assert lost == ["PutItem"]
+    assert first.status_code == 201 and app_and_calls[1] == ["apple"]
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+
+
+async def test_a_take_over_that_dynamodb_applied_but_answered_500_is_still_this_requests(app_and_calls, monkeypatch, lose_answer):
+    store = app_and_calls[2]
+    died = await store.begin("user-1", "key-6", request_hash(Order(sku="apple")), "died")
+    monkeypatch.setattr(idempotency.time, "time", lambda: real_time() + IN_PROGRESS_LEASE_SECONDS + 1)
+    lost = lose_answer("UpdateItem", "IDEMPOTENCY#")  # the take-over (the handler's answer is recorded after it)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_and_calls[0]), base_url="http://svc") as client:
+        retry = await _post(client, "apple", key="key-6")
+    assert lost == ["UpdateItem"]
+    assert retry.status_code == 201 and app_and_calls[0].state.runs == [Claimed(died.run_id, taken_over=True)]
+
+
 async def test_unauthorized_is_not_replayed_so_a_retry_with_a_fresh_token_runs(client, app_and_calls):
     assert (await _post(client, "stale-token")).status_code == 401
     retry = await _post(client, "stale-token")

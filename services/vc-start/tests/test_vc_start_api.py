@@ -115,6 +115,22 @@ async def test_idempotency_key_replays_the_first_response_without_a_second_saga(
     assert len(session_items()) == 1
 
 
+async def test_a_session_put_that_dynamodb_applied_but_answered_500_goes_on_with_that_session(
+    http, make_token, persona, persona_events, session_items, lose_answer
+):
+    """botocore retries the put, which then fails its condition on the session its first attempt stored: that is this
+    run's own session (ids are fresh per run), so the saga goes on with it instead of answering 500."""
+    lost = lose_answer("PutItem", '"SESSION#')
+
+    response = await http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=bearer(make_token()))
+
+    assert lost == ["PutItem"]
+    assert response.status_code == 201 and response.json()["status"] == "PENDING"
+    assert [item["session_id"]["S"] for item in session_items()] == [response.json()["session_id"]]
+    assert [call[2] for call in persona.called("reserve_slot")] == [response.json()["session_id"]]
+    assert [t for t, _ in persona_events()] == ["SessionStarted"]
+
+
 async def test_idempotency_key_reused_with_another_body_is_422(http, make_token):
     headers = {**bearer(make_token()), "Idempotency-Key": "start-1"}
     await http.post("/v1/sessions", json={"persona_id": "p-1"}, headers=headers)

@@ -58,9 +58,9 @@ class StartSessionSaga:
         try:
             session = await self._store.create(session_id, persona_id, user_id)
         except SessionExistsError:
-            if not resume:
-                raise
-            # The earlier request outlived its lease and stored the session meanwhile.
+            # Stored meanwhile by the earlier request of a taken-over run (it outlived its lease), or by this very
+            # put: botocore retried it (after a 5xx or a timeout) when DynamoDB had applied it. Session ids are
+            # fresh per run, so a session of this persona and user is this run's own; another's is a conflict.
             return await self._resume(await self._store.get(session_id), persona_id, user_id, token)
         log.info("session created", extra={"session_id": session_id, "persona_id": persona_id})
         return await self._reserve_and_announce(session, token)
@@ -68,7 +68,7 @@ class StartSessionSaga:
     async def _resume(self, session: Session, persona_id: str, user_id: str, token: str) -> Session:
         if (session.persona_id, session.user_id) != (persona_id, user_id):
             raise SessionConflictError(f"session {session.session_id} belongs to another request")
-        log.warning("resuming the session of an earlier run of this request",
+        log.warning("resuming the session already stored under this run's id",
                     extra={"session_id": session.session_id, "status": session.status})
         if session.status is not SessionStatus.PENDING:
             return session

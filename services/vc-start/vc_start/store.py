@@ -81,7 +81,8 @@ def _from_item(item: dict[str, Any], legacy_timeout: float) -> Session:
 
 
 class SessionExistsError(Exception):
-    """A session with this id is already stored: an earlier run of the same idempotent request made it."""
+    """A session with this id is already stored: an earlier run of the same idempotent request made it, or this
+    put's own first attempt (a retried write)."""
 
 
 @dataclass(frozen=True)
