@@ -13,7 +13,7 @@ import grpc
 import httpx
 from grpc import aio
 from purgatory import AsyncCircuitBreakerFactory
-from purgatory.domain.model import OpenedState
+from purgatory.domain.model import HALF_OPENED, OpenedState
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential
 
 from .correlation import outbound_headers
@@ -57,14 +57,16 @@ class _FailedResponse(Exception):
 
 
 class Breaker:
-    """A named purgatory circuit breaker: opens after `threshold` consecutive failures, lets a trial call
-    through after `reset_seconds` (half-open), closes again on success."""
+    """A named purgatory circuit breaker: opens after `threshold` consecutive failures; after `reset_seconds`
+    (half-open) one trial call goes through while the others fail fast, and the trial's outcome closes or
+    re-opens it. A cancelled call counts neither as a failure nor as a success."""
 
     def __init__(self, name: str, threshold: int, reset_seconds: float) -> None:
         self.name = name
         self.threshold = threshold
         self.reset_seconds = reset_seconds
         self._factory = AsyncCircuitBreakerFactory(default_threshold=threshold, default_ttl=reset_seconds)
+        self._trial_running = False
 
     @property
     def state(self) -> str:
@@ -80,11 +82,34 @@ class Breaker:
     async def call(self, fn: Callable[[], Awaitable[T]], *, exclude: list[Any] | None = None) -> T:
         """Run `fn` through the breaker; exceptions count as failures unless `exclude`d."""
         breaker = await self._factory.get_breaker(self.name, exclude=exclude)
+        # purgatory's context manager is driven by hand so that a cancelled call can skip its __aexit__.
         try:
-            async with breaker:
-                return await fn()
+            await breaker.__aenter__()
         except OpenedState as exc:
             raise CircuitOpenError(self.name) from exc
+        # purgatory's half-open state lets every call through, so a still-sick dependency would get the
+        # whole backlog at once: one call is the trial, the others are refused until it settles. Read after
+        # __aenter__ (which moves an expired open state to half-open), so it agrees with purgatory's clock.
+        trial = breaker.context.state == HALF_OPENED
+        if trial:
+            if self._trial_running:
+                raise CircuitOpenError(self.name)
+            self._trial_running = True
+        try:
+            result = await fn()
+        except asyncio.CancelledError:
+            # The caller gave up (its own time-out, shutdown): that says nothing about the dependency, so
+            # it is not reported to purgatory, which would count it as a failure.
+            raise
+        except BaseException as exc:
+            await breaker.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            await breaker.__aexit__(None, None, None)
+            return result
+        finally:
+            if trial:
+                self._trial_running = False  # settled or cancelled: a cancelled trial leaves it half-open
 
 
 def get_breaker(name: str, settings: ServiceSettings) -> Breaker:

@@ -173,6 +173,84 @@ async def test_breaker_open_stops_retries_midway(make_settings):
     assert len(server.requests) == 2
 
 
+@pytest.mark.parametrize(("trial_status", "state_after"), [(200, "closed"), (503, "open")])
+async def test_half_open_lets_one_trial_through_and_fails_the_others_fast(make_settings, trial_status, state_after):
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=0.2)
+    # The trial is slow, so the other callers arrive while it is still running.
+    async with FlakyServer([(503, 0)] * 3 + [(trial_status, 0.2)]) as server:
+        async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
+            for _ in range(3):
+                await client.get("/x")
+            await asyncio.sleep(0.25)
+            results = await asyncio.gather(*(client.get("/x") for _ in range(20)), return_exceptions=True)
+            refused = [r for r in results if isinstance(r, CircuitOpenError)]
+            answered = [r for r in results if isinstance(r, httpx.Response)]
+            assert len(refused) == 19 and [r.status_code for r in answered] == [trial_status]
+            assert len(server.requests) == 4  # only the trial reached the dependency
+            assert client.breaker_state == state_after  # the trial's outcome decides
+            if trial_status == 200:
+                assert (await client.get("/x")).status_code == 200
+            else:
+                with pytest.raises(CircuitOpenError):
+                    await client.get("/x")
+    assert len(server.requests) == (5 if trial_status == 200 else 4)
+
+
+async def test_calls_cancelled_by_the_caller_do_not_open_the_breaker(make_settings):
+    settings = make_settings(http_timeout_seconds=5.0, retry_attempts=1, breaker_failure_threshold=2)
+    async with FlakyServer(default=(200, 0.5)) as server:
+        async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
+            for _ in range(3):
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.05):  # the caller's own deadline, not the dependency's
+                        await client.get("/x")
+            assert client.breaker_state == "closed"
+            assert len(server.requests) == 3
+
+
+async def test_cancelled_call_is_neither_a_failure_nor_a_success(make_settings):
+    breaker = get_breaker("dep", make_settings(breaker_failure_threshold=2))
+
+    async def fails():
+        raise ConnectionError("down")
+
+    async def cancelled():
+        raise asyncio.CancelledError
+
+    with pytest.raises(ConnectionError):
+        await breaker.call(fails)
+    with pytest.raises(asyncio.CancelledError):
+        await breaker.call(cancelled)
+    assert breaker.state == "closed"  # not a second failure...
+    with pytest.raises(ConnectionError):
+        await breaker.call(fails)
+    assert breaker.state == "open"  # ...nor a success that reset the count
+
+
+async def test_cancelled_trial_frees_the_slot_for_the_next_call(make_settings):
+    breaker = get_breaker("dep", make_settings(breaker_failure_threshold=1, breaker_reset_seconds=0.1))
+
+    async def fails():
+        raise ConnectionError("down")
+
+    async def ok():
+        return "ok"
+
+    with pytest.raises(ConnectionError):
+        await breaker.call(fails)
+    await asyncio.sleep(0.15)
+    trial = asyncio.create_task(breaker.call(lambda: asyncio.sleep(10)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(ok)  # the trial is still running
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    assert breaker.state == "half-opened"  # the cancelled trial neither re-opened nor closed it
+    assert await breaker.call(ok) == "ok"  # the next call is the trial
+    assert breaker.state == "closed"
+
+
 # --- gRPC -------------------------------------------------------------------------------------------
 
 
@@ -227,6 +305,25 @@ async def test_grpc_hang_becomes_deadline_exceeded_and_opens_breaker(make_settin
         await resilient_grpc_call("persona", hangs, settings=settings)
     # Breakers belong to a settings object: a fresh one starts closed.
     assert get_breaker("persona", make_settings()).state == "closed"
+
+
+async def test_grpc_half_open_lets_one_trial_through(make_settings):
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=1, breaker_reset_seconds=0.1)
+    calls = 0
+
+    async def still_down():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        raise _rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    with pytest.raises(aio.AioRpcError):
+        await resilient_grpc_call("persona", still_down, settings=settings)
+    await asyncio.sleep(0.15)
+    results = await asyncio.gather(*(resilient_grpc_call("persona", still_down, settings=settings) for _ in range(10)), return_exceptions=True)
+    assert calls == 2  # the first failure and the one trial
+    assert sum(isinstance(r, CircuitOpenError) for r in results) == 9
+    assert get_breaker("persona", settings).state == "open"
 
 
 async def test_each_attempt_carries_a_traceparent_of_the_current_trace(make_settings):
