@@ -1,8 +1,14 @@
 """The user table: one item per user, keyed by the lower-cased username.
 
 Item: pk=USER#<username_lower>, sk=PROFILE, {user_id, username, password_hash, failed_attempts,
-locked_until (epoch s, 0 = never locked), created_at}. Every write that matters for lockout is a
-conditional update, so concurrent logins cannot lose a failure or undo a lock.
+locked_until (epoch s, 0 = never locked), created_at, failure_ids (ids of the failures counted since
+the last lock or success), lock_id (the failure that set the lock)}. Every write that matters for
+lockout is a conditional update, so concurrent logins cannot lose a failure or undo a lock.
+
+botocore retries a write that DynamoDB answered with a 500 or a timeout, and DynamoDB may have applied
+it anyway: the retry then fails its condition against its own first attempt. So each conditional write
+carries an id of its own (user_id, failure id, lock id) and a condition failure that finds that id in
+the item (ReturnValuesOnConditionCheckFailure=ALL_OLD) is the write applied once, not a conflict.
 """
 
 from __future__ import annotations
@@ -57,6 +63,30 @@ class LockedMeanwhile(Exception):
     """A conditional update found the account locked by a concurrent request."""
 
 
+def _old_item(exc: ClientError) -> dict[str, Any]:
+    """The item a conditional write failed against (asked for with ReturnValuesOnConditionCheckFailure)."""
+    return exc.response.get("Item") or {}
+
+
+# A failed login counts once per attempt id, also when botocore resends the write after a lost answer.
+# Also the write a failed login for an unknown user makes (record_unknown_failure), so both cost the same.
+_COUNT_FAILURE = "SET failed_attempts = if_not_exists(failed_attempts, :zero) + :one ADD failure_ids :attempts"
+_IF_UNLOCKED_AND_NEW = (
+    "attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)"
+    " AND NOT contains(failure_ids, :attempt)"
+)
+
+
+def _failure_values(attempt: str, now: int) -> dict[str, Any]:
+    return {
+        ":zero": {"N": "0"},
+        ":one": {"N": "1"},
+        ":now": {"N": str(now)},
+        ":attempts": {"SS": [attempt]},
+        ":attempt": {"S": attempt},
+    }
+
+
 class UserStore:
     """DynamoDB access for users through a low-level boto3 client (synchronous; call from a thread)."""
 
@@ -88,11 +118,14 @@ class UserStore:
                     "created_at": {"S": user.created_at},
                 },
                 ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if is_conditional_failure(exc):
+            if not is_conditional_failure(exc):
+                raise
+            # Our own user_id: a retry of this put, which DynamoDB had applied before its answer was lost.
+            if _old_item(exc).get("user_id", {}).get("S") != user.user_id:
                 raise UsernameTaken(name) from exc
-            raise
         return user
 
     def get(self, username: str) -> User | None:
@@ -112,20 +145,27 @@ class UserStore:
         """
         key = {"pk": {"S": user_pk(user.username)}, "sk": {"S": PROFILE}}
         now_n = {"N": str(int(now))}
+        attempt = str(uuid.uuid4())
         try:
             resp = self._db.update_item(
                 TableName=self._table,
                 Key=key,
-                UpdateExpression="SET failed_attempts = if_not_exists(failed_attempts, :zero) + :one",
-                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": now_n},
+                UpdateExpression=_COUNT_FAILURE,
+                ConditionExpression=_IF_UNLOCKED_AND_NEW,
+                ExpressionAttributeValues=_failure_values(attempt, int(now)),
                 ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
+            count = int(resp["Attributes"]["failed_attempts"]["N"])
         except ClientError as exc:
-            if is_conditional_failure(exc):
+            if not is_conditional_failure(exc):
+                raise
+            old = _old_item(exc)
+            # Our id is in the item: a retry of this write, which DynamoDB had applied (the lock and a
+            # success clear the ids, so the account is not locked since). Otherwise it is locked.
+            if attempt not in old.get("failure_ids", {}).get("SS", []):
                 raise LockedMeanwhile() from exc
-            raise
-        count = int(resp["Attributes"]["failed_attempts"]["N"])
+            count = int(old["failed_attempts"]["N"])
         if count < threshold:
             return FailureResult(failed_attempts=count)
         until = int(now) + lockout_seconds
@@ -135,19 +175,23 @@ class UserStore:
             self._db.update_item(
                 TableName=self._table,
                 Key=key,
-                UpdateExpression="SET locked_until = :until, failed_attempts = :zero",
+                UpdateExpression="SET locked_until = :until, failed_attempts = :zero, lock_id = :attempt REMOVE failure_ids",
                 ConditionExpression="failed_attempts >= :threshold AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
                 ExpressionAttributeValues={
                     ":until": {"N": str(until)},
                     ":zero": {"N": "0"},
                     ":threshold": {"N": str(threshold)},
                     ":now": now_n,
+                    ":attempt": {"S": attempt},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if is_conditional_failure(exc):
+            if not is_conditional_failure(exc):
+                raise
+            # Locked by this very failure (a retry of the lock write DynamoDB had applied), or by another.
+            if _old_item(exc).get("lock_id", {}).get("S") != attempt:
                 raise LockedMeanwhile() from exc
-            raise
         return FailureResult(failed_attempts=count, locked_until=until)
 
     def record_unknown_failure(self, username: str) -> None:
@@ -160,9 +204,9 @@ class UserStore:
             self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": user_pk(username)}, "sk": {"S": PROFILE}},
-                UpdateExpression="SET failed_attempts = if_not_exists(failed_attempts, :zero) + :one",
-                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}, ":now": {"N": "0"}},
+                UpdateExpression=_COUNT_FAILURE,
+                ConditionExpression=_IF_UNLOCKED_AND_NEW,
+                ExpressionAttributeValues=_failure_values(str(uuid.uuid4()), 0),
             )
         except ClientError as exc:
             if not is_conditional_failure(exc):
@@ -174,12 +218,14 @@ class UserStore:
         Written on every success, also when ``user`` was read with no failures: the lock a concurrent
         burst of wrong guesses sets resets the count to 0, so a read taken just after an expired lock
         shows 0 whether or not the account is locked again by now; only the conditional write can tell.
+        It also drops the failure ids: they need only outlive a retry, and the item must not grow with each
+        failure (a retry of this write sets the same values again).
         """
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": user_pk(user.username)}, "sk": {"S": PROFILE}},
-                UpdateExpression="SET failed_attempts = :zero",
+                UpdateExpression="SET failed_attempts = :zero REMOVE failure_ids",
                 ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
                 ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"N": str(int(now))}},
             )
