@@ -6,12 +6,15 @@
   a second each time a test starts a mock with EC2 in it, e.g. the strangler-fig handler's load
   balancer): no test here reads an AMI. Subprocesses (moto servers) inherit it.
 - ``atomic_moto``: for tests that race requests against in-process moto.
-- ``lose_answer``: in-process moto applies a DynamoDB call and then answers it 500, as DynamoDB may.
+- ``lose_answer``: in-process moto applies DynamoDB calls and then answers them 500, as DynamoDB may (optionally
+  with a concurrent request in between).
 """
 
 import json
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 from moto.core.botocore_stubber import BotocoreStubber
@@ -33,32 +36,43 @@ def atomic_moto(monkeypatch):
     monkeypatch.setattr(BotocoreStubber, "process_request", locked)
 
 
+@dataclass
+class LostAnswers:
+    """What `lose_answer` did: matching requests sent (the first and botocore's retries), answers lost."""
+
+    sent: int = 0
+    lost: int = 0
+
+
 @pytest.fixture
 def lose_answer(monkeypatch):
-    """``lose_answer("PutItem", "EVENT#e1")``: the next DynamoDB call of that operation whose request body contains
-    the text is applied by moto and then answered 500 InternalServerError, as DynamoDB may answer a write it
-    applied; botocore's retry then sends the same request again. Returns the list of the operations answered so,
-    to check that the test did lose one."""
-    lost: list[str] = []
+    """lose_answer(operation, containing, times=1, meanwhile=None) -> LostAnswers.
 
-    def lose(operation: str, body_contains: str) -> list[str]:
-        original = BotocoreStubber.process_request  # chained: each call loses one more answer
-        answered = False
+    The next `times` DynamoDB `operation` requests whose body contains `containing` are applied by moto and
+    then answered 500 InternalServerError, which DynamoDB documents may come after a write succeeded;
+    botocore retries them. `meanwhile()` runs after the write is applied and before its answer, e.g. a
+    concurrent request landing between the first attempt and the retry."""
+    original = BotocoreStubber.process_request
+
+    def lose(operation: str, containing: str, times: int = 1, meanwhile: Callable[[], object] | None = None) -> LostAnswers:
+        state = LostAnswers()
 
         def process(self, request):
-            nonlocal answered
-            response = original(self, request)
             target = request.headers.get("X-Amz-Target", b"")
             target = target.decode() if isinstance(target, bytes) else target
             body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
-            if response is None or answered or not target.endswith(f".{operation}") or body_contains not in body:
+            matches = target.endswith("." + operation) and containing in body
+            state.sent += matches
+            response = original(self, request)
+            if not matches or state.lost >= times or response is None or response[0] != 200:
                 return response
-            answered = True
-            lost.append(operation)
+            state.lost += 1
+            if meanwhile is not None:
+                meanwhile()
             error = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "Internal server error"}
             return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(error)
 
         monkeypatch.setattr(BotocoreStubber, "process_request", process)
-        return lost
+        return state
 
     return lose

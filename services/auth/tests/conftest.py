@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import boto3
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
-from moto.core.botocore_stubber import BotocoreStubber
 
 REGION = "eu-west-1"
 TABLE = "mf-auth"
@@ -169,43 +166,3 @@ def client(make_client):
     return make_client()
 
 
-@dataclass
-class LostAnswers:
-    """What `lose_answer` did: matching requests sent (the first and botocore's retries), answers lost."""
-
-    sent: int = 0
-    lost: int = 0
-
-
-@pytest.fixture
-def lose_answer(monkeypatch):
-    """lose_answer(operation, containing, times=1, meanwhile=None) -> LostAnswers.
-
-    The next `times` DynamoDB `operation` requests whose body contains `containing` are applied by moto and
-    then answered 500 InternalServerError, which DynamoDB documents may come after a write succeeded;
-    botocore retries them. `meanwhile()` runs after the write is applied and before its answer, e.g. a
-    concurrent request landing between the first attempt and the retry."""
-    original = BotocoreStubber.process_request
-
-    def lose(operation: str, containing: str, times: int = 1, meanwhile: Callable[[], object] | None = None) -> LostAnswers:
-        state = LostAnswers()
-
-        def process(self, request):
-            target = request.headers.get("X-Amz-Target", b"")
-            target = target.decode() if isinstance(target, bytes) else target
-            body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
-            matches = target.endswith("." + operation) and containing in body
-            state.sent += matches
-            response = original(self, request)
-            if not matches or state.lost >= times or response is None or response[0] != 200:
-                return response
-            state.lost += 1
-            if meanwhile is not None:
-                meanwhile()
-            error = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "Internal server error"}
-            return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(error)
-
-        monkeypatch.setattr(BotocoreStubber, "process_request", process)
-        return state
-
-    return lose
