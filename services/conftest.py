@@ -51,11 +51,12 @@ def lose_answer(monkeypatch):
     The next `times` DynamoDB `operation` requests whose body contains `containing` are applied by moto and
     then answered 500 InternalServerError, which DynamoDB documents may come after a write succeeded;
     botocore retries them. `meanwhile()` runs after the write is applied and before its answer, e.g. a
-    concurrent request landing between the first attempt and the retry."""
-    original = BotocoreStubber.process_request
+    concurrent request landing between the first attempt and the retry. Each call adds its losses to those of
+    earlier calls."""
 
     def lose(operation: str, containing: str, times: int = 1, meanwhile: Callable[[], object] | None = None) -> LostAnswers:
         state = LostAnswers()
+        original = BotocoreStubber.process_request  # as patched so far: each call adds its own losses
 
         def process(self, request):
             target = request.headers.get("X-Amz-Target", b"")

@@ -9,6 +9,9 @@ botocore retries a write that DynamoDB answered with a 500 or a timeout, and Dyn
 it anyway: the retry then fails its condition against its own first attempt. So each conditional write
 carries an id of its own (user_id, failure id, lock id) and a condition failure that finds that id in
 the item (ReturnValuesOnConditionCheckFailure=ALL_OLD) is the write applied once, not a conflict.
+One gap is left: a successful login that lands between a failure's first attempt and its retry clears
+the ids, so that failure counts once more after the success (a count of 1 instead of 0). Keeping the
+ids across successes would close it but let the set grow without bound.
 """
 
 from __future__ import annotations

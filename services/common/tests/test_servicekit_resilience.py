@@ -175,13 +175,14 @@ async def test_breaker_open_stops_retries_midway(make_settings):
 
 @pytest.mark.parametrize(("trial_status", "state_after"), [(200, "closed"), (503, "open")])
 async def test_half_open_lets_one_trial_through_and_fails_the_others_fast(make_settings, trial_status, state_after):
-    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=0.2)
-    # The trial is slow, so the other callers arrive while it is still running.
-    async with FlakyServer([(503, 0)] * 3 + [(trial_status, 0.2)]) as server:
+    # Margins for a loaded machine: the trial is slow (the others arrive while it runs), and a re-opened breaker
+    # stays open for a second (the last call below must still find it open).
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=1.0)
+    async with FlakyServer([(503, 0)] * 3 + [(trial_status, 0.3)]) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
             for _ in range(3):
                 await client.get("/x")
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(1.1)
             results = await asyncio.gather(*(client.get("/x") for _ in range(20)), return_exceptions=True)
             refused = [r for r in results if isinstance(r, CircuitOpenError)]
             answered = [r for r in results if isinstance(r, httpx.Response)]
@@ -198,11 +199,11 @@ async def test_half_open_lets_one_trial_through_and_fails_the_others_fast(make_s
 
 async def test_calls_cancelled_by_the_caller_do_not_open_the_breaker(make_settings):
     settings = make_settings(http_timeout_seconds=5.0, retry_attempts=1, breaker_failure_threshold=2)
-    async with FlakyServer(default=(200, 0.5)) as server:
+    async with FlakyServer(default=(200, 1.0)) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
             for _ in range(3):
                 with pytest.raises(TimeoutError):
-                    async with asyncio.timeout(0.05):  # the caller's own deadline, not the dependency's
+                    async with asyncio.timeout(0.25):  # the caller's own deadline (time enough to send), not the dependency's
                         await client.get("/x")
             assert client.breaker_state == "closed"
             assert len(server.requests) == 3
@@ -308,7 +309,7 @@ async def test_grpc_hang_becomes_deadline_exceeded_and_opens_breaker(make_settin
 
 
 async def test_grpc_half_open_lets_one_trial_through(make_settings):
-    settings = make_settings(retry_attempts=1, breaker_failure_threshold=1, breaker_reset_seconds=0.1)
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=1, breaker_reset_seconds=1.0)  # margins for a loaded machine
     calls = 0
 
     async def still_down():
@@ -319,7 +320,7 @@ async def test_grpc_half_open_lets_one_trial_through(make_settings):
 
     with pytest.raises(aio.AioRpcError):
         await resilient_grpc_call("persona", still_down, settings=settings)
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(1.1)
     results = await asyncio.gather(*(resilient_grpc_call("persona", still_down, settings=settings) for _ in range(10)), return_exceptions=True)
     assert calls == 2  # the first failure and the one trial
     assert sum(isinstance(r, CircuitOpenError) for r in results) == 9

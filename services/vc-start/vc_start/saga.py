@@ -61,6 +61,8 @@ class StartSessionSaga:
             # Stored meanwhile by the earlier request of a taken-over run (it outlived its lease), or by this very
             # put: botocore retried it (after a 5xx or a timeout) when DynamoDB had applied it. Session ids are
             # fresh per run, so a session of this persona and user is this run's own; another's is a conflict.
+            # (A first request cannot meet its own takeover's session here: it reaches this put within the
+            # persona call's budget, seconds, and a takeover waits for the 60 s idempotency lease.)
             return await self._resume(await self._store.get(session_id), persona_id, user_id, token)
         log.info("session created", extra={"session_id": session_id, "persona_id": persona_id})
         return await self._reserve_and_announce(session, token)
