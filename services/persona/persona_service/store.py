@@ -91,6 +91,21 @@ class StoreUnavailable(StoreError):
         super().__init__(f"{what}: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
 
 
+def _until_processed(call: Callable[..., dict[str, Any]], request: dict[str, Any], unprocessed: str, *,
+                     on_answer: Callable[[dict[str, Any]], object] = lambda out: None) -> dict[str, Any]:
+    """``call(RequestItems=request)``, then again for what DynamoDB left under ``unprocessed`` (it does so while it
+    throttles), 50 ms apart and doubling, at most _BATCH_ATTEMPTS calls; returns what it still left ({} when none)."""
+    for attempt in range(_BATCH_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * 2 ** (attempt - 1))
+        out = call(RequestItems=request)
+        on_answer(out)
+        request = out.get(unprocessed) or {}
+        if not request:
+            break
+    return request
+
+
 @dataclass(frozen=True)
 class Persona:
     persona_id: str
@@ -524,28 +539,17 @@ class PersonaStore:
         found: list[Persona] = []
         for start in range(0, len(persona_ids), 100):  # BatchGetItem takes at most 100 keys
             request = {self._table: {"Keys": [_persona_key(pid) for pid in persona_ids[start : start + 100]], "ConsistentRead": True}}
-            for attempt in range(_BATCH_ATTEMPTS):
-                if attempt:
-                    time.sleep(0.05 * 2 ** (attempt - 1))  # throttled: back off before asking for the rest
-                out = self._db.batch_get_item(RequestItems=request)
-                found.extend(_to_persona(item) for item in out.get("Responses", {}).get(self._table, []))
-                request = out.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-            if request:
+            left = _until_processed(self._db.batch_get_item, request, "UnprocessedKeys", on_answer=lambda out: found.extend(
+                _to_persona(item) for item in out.get("Responses", {}).get(self._table, [])))
+            if left:
                 raise StoreUnavailable("listing personas")
         return found
 
     def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
         for start in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
             request = {self._table: [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
-            for attempt in range(_BATCH_ATTEMPTS):
-                if attempt:
-                    time.sleep(0.05 * 2 ** (attempt - 1))
-                request = self._db.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-                if not request:
-                    break
-            if request:
+            left = _until_processed(self._db.batch_write_item, request, "UnprocessedItems")
+            if left:
                 # The persona is gone already; what is left are released tombstones, which expire on their own
                 # (RELEASED_RETENTION_SECONDS). Not worth failing the delete that succeeded.
-                log.warning("released reservations left to expire", extra={"count": sum(len(v) for v in request.values())})
+                log.warning("released reservations left to expire", extra={"count": sum(len(v) for v in left.values())})
