@@ -86,6 +86,29 @@ async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_pub
     assert persona.called("release_slot") == [("release_slot", "p-1", session.session_id, "event_publish_failed", TOKEN)]
 
 
+async def test_a_cancel_whose_answer_was_lost_and_retried_still_releases_the_slot_at_once(persona, broken_publisher, store, lose_answer):
+    """DynamoDB applied the cancel but answered 500; botocore's retry then fails the PENDING condition. The saga
+    must see its own write, or it leaves the slot to the sweeper a minute later."""
+    lost = lose_answer("UpdateItem", '"CANCELLED"')
+
+    session = await saga(persona, broken_publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN,
+        session_id=str(uuid.uuid4()))
+
+    assert lost.lost == 1 and lost.sent == 2  # applied, answered 500, sent again
+    assert (session.status, session.reason) == (SessionStatus.CANCELLED, "event_publish_failed")
+    assert persona.called("release_slot") == [("release_slot", "p-1", session.session_id, "event_publish_failed", TOKEN)]
+
+
+async def test_a_cancel_that_lost_the_race_is_not_taken_for_a_retried_one(store):
+    """Only the write that moved the session out of PENDING counts as applied: a second cancel does not."""
+    session = await store.create("s-1", "p-1", "user-1")
+    first = await store.cancel(session.session_id, "first")
+    second = await store.cancel(session.session_id, "second")
+
+    assert first.applied and not second.applied
+    assert (second.session.status, second.session.reason) == (SessionStatus.CANCELLED, "first")
+
+
 async def test_a_publish_error_after_the_event_went_out_and_the_session_went_active_releases_nothing(persona, store):
     """PutEvents may fail on the caller's side after the bus took the event (a timeout): if the workers confirmed
     and activated the session meanwhile, the saga's cancel does not apply, and the ACTIVE session keeps its slot."""

@@ -22,6 +22,7 @@ a conditional write checks only the local replica.
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ SORT_KEY = "SESSION"
 SWEEP_INDEX = "sweep"
 SWEEP_SHARD = "sweep_shard"
 SWEEP_AT = "sweep_at"
+# The id of the transition that left PENDING (a random id per write): how a retried write recognises itself.
+LAST_WRITE = "last_write"
 # The index's partitions: with one constant partition key every session would write to the same one.
 SWEEP_SHARDS = 4
 # How long a cancel that must be compensated waits for its own SessionCancelled before the sweeper sends it.
@@ -153,9 +156,12 @@ class SessionStore:
         return session
 
     async def get(self, session_id: str) -> Session | None:
-        response = await run_sync(self._db.get_item, TableName=self._table, Key=_key(session_id), ConsistentRead=True)
-        item = response.get("Item")
+        item = await self._get_item(session_id)
         return _from_item(item, self._pending_timeout) if item else None
+
+    async def _get_item(self, session_id: str) -> dict[str, Any] | None:
+        response = await run_sync(self._db.get_item, TableName=self._table, Key=_key(session_id), ConsistentRead=True)
+        return response.get("Item")
 
     async def activate(self, session_id: str) -> Transition:
         """PENDING -> ACTIVE, unless the session is overdue (then it is left PENDING for `time_out`)."""
@@ -213,7 +219,8 @@ class SessionStore:
     ) -> Transition:
         """Conditional PENDING -> `to`; `also`: an extra condition, which may use the current instant `:now` and
         `:legacy_cutoff` (LEGACY_IN_TIME).
-        The session leaves the sweep index, or with ``compensate`` is due there after the grace period."""
+        The session leaves the sweep index, or with ``compensate`` is due there after the grace period.
+        A write that DynamoDB applied but answered with an error, which botocore then retried, counts as applied."""
         condition = "attribute_exists(pk) AND #status = :from"
         values: dict[str, Any] = {
             ":to": {"S": to.value},
@@ -223,7 +230,10 @@ class SessionStore:
         if also is not None:
             condition += f" AND {also}"
             values[":legacy_cutoff"] = {"S": iso_at(self._clock() - self._pending_timeout)}
-        sets, removes = ["#status = :to", "updated_at = :now"], []
+        # Names this write, so that a retry of it can tell it was applied (below).
+        write_id = uuid.uuid4().hex
+        values[":write"] = {"S": write_id}
+        sets, removes = ["#status = :to", "updated_at = :now", f"{LAST_WRITE} = :write"], []
         if reason is None:
             removes.append("reason")
         else:
@@ -250,6 +260,10 @@ class SessionStore:
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
+            current = await self._get_item(session_id)
+            if current is not None and current.get(LAST_WRITE, {}).get("S") == write_id:
+                # Our own write: botocore retried it (after a 5xx or a timeout) when DynamoDB had applied it.
+                return Transition(applied=True, session=_from_item(current, self._pending_timeout))
             # Lost the race or already decided: report what is there now.
-            return Transition(applied=False, session=await self.get(session_id))
+            return Transition(applied=False, session=_from_item(current, self._pending_timeout) if current else None)
         return Transition(applied=True, session=_from_item(response["Attributes"], self._pending_timeout))
