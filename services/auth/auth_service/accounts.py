@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from .errors import AccountLocked, InvalidCredentials
+from .errors import AccountLocked, HashingBusy, InvalidCredentials
 from .passwords import Passwords
 from .users import LockedMeanwhile, User, UserStore
 
@@ -31,13 +31,14 @@ class Accounts:
         self._clock = clock
 
     def register(self, username: str, password: str) -> User:
-        """Create a user; raises UsernameTaken if the name exists in any letter case."""
+        """Create a user; raises UsernameTaken if the name exists in any letter case, HashingBusy before any write."""
         user = self._store.create(username, self._passwords.hash(password), now=self._clock())
         log.info("user registered", extra={"user_id": user.user_id})
         return user
 
     def authenticate(self, username: str, password: str) -> User:
-        """Return the user for a correct password; raise InvalidCredentials or AccountLocked."""
+        """Return the user for a correct password; raise InvalidCredentials, AccountLocked, or HashingBusy
+        (before any write, for known and unknown users alike)."""
         user = self._store.get(username)
         if user is None:
             # The same Argon2 work and DynamoDB write as a wrong password for a real user, so
@@ -58,9 +59,16 @@ class Accounts:
         except LockedMeanwhile:
             self._raise_current_lock(user.username)
         if self._passwords.needs_rehash(user.password_hash):
-            self._store.replace_hash(user, self._passwords.hash(password))
+            self._upgrade_hash(user, password)
         log.info("login succeeded", extra={"user_id": user.user_id})
         return user
+
+    def _upgrade_hash(self, user: User, password: str) -> None:
+        try:
+            new_hash = self._passwords.hash(password)
+        except HashingBusy:
+            return  # the login has succeeded already; a later one upgrades the hash
+        self._store.replace_hash(user, new_hash)
 
     def _fail(self, user: User, now: float) -> NoReturn:
         try:

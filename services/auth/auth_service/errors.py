@@ -21,3 +21,7 @@ class AccountLocked(Exception):
 
 class SigningKeyError(Exception):
     """The signing-key secret is missing, unreadable or malformed."""
+
+
+class HashingBusy(Exception):
+    """Too many Argon2 computations running and waiting already; the caller should retry shortly."""

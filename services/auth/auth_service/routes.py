@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from fastapi import APIRouter, Response, status
 from servicekit.aws import run_sync
 from servicekit.errors import ApiError, error_responses
 from servicekit.logging import get_logger
 
 from .accounts import Accounts
-from .errors import AccountLocked, InvalidCredentials, SigningKeyError, UsernameTaken
+from .errors import AccountLocked, HashingBusy, InvalidCredentials, SigningKeyError, UsernameTaken
 from .keys import SigningKeys
 from .models import Jwks, LoginRequest, RegisterRequest, TokenClaims, TokenResponse, UserResponse, VerifyRequest, VerifyResponse
+from .passwords import MAX_CONCURRENT_HASHES, MAX_WAITING_HASHES
 from .tokens import Tokens
 
 T = TypeVar("T")
 log = get_logger(__name__)
 
-# Each Argon2 computation holds ARGON2_MEMORY_KIB and a core; bounding them keeps a login burst
-# from exhausting the task's memory (excess requests wait their turn instead).
-MAX_CONCURRENT_HASHES = 4
-# How many more may wait for a turn; beyond that, a burst of logins or registrations (anyone may send them)
-# is turned away at once with 503 and Retry-After instead of queueing without end behind the real ones.
-MAX_WAITING_HASHES = 32
+# Registration and login run on threads of their own, not on anyio's shared 40: a thread waiting for a
+# hash slot (passwords.HashGate) keeps its thread. The gate admits at most MAX_CONCURRENT_HASHES +
+# MAX_WAITING_HASHES threads holding or waiting for a slot, so 12 more are always left for other logins'
+# DynamoDB calls, and token checks, the JWKS and readiness keep the shared threads to themselves.
+ACCOUNT_THREADS = MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES + 12
 JWKS_MAX_AGE_SECONDS = 300
+
+
+def _busy() -> ApiError:
+    return ApiError(503, "busy", "too many logins and registrations in progress; retry shortly", headers={"Retry-After": "1"})
 
 
 def _key_unavailable(exc: SigningKeyError) -> ApiError:
@@ -38,19 +43,10 @@ def _key_unavailable(exc: SigningKeyError) -> ApiError:
 
 def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRouter:
     router = APIRouter()
-    hash_slots = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
-    hash_requests = 0  # running or waiting
+    account_threads = anyio.CapacityLimiter(ACCOUNT_THREADS)
 
-    async def hashing(fn: Callable[..., T], *args: Any) -> T:
-        nonlocal hash_requests
-        if hash_requests >= MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES:
-            raise ApiError(503, "busy", "too many logins and registrations in progress; retry shortly", headers={"Retry-After": "1"})
-        hash_requests += 1
-        try:
-            async with hash_slots:
-                return await run_sync(fn, *args)
-        finally:
-            hash_requests -= 1
+    async def in_account_thread(fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=account_threads)
 
     @router.post(
         "/v1/users",
@@ -62,9 +58,11 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
     )
     async def register(body: RegisterRequest) -> UserResponse:
         try:
-            user = await hashing(accounts.register, body.username, body.password)
+            user = await in_account_thread(accounts.register, body.username, body.password)
         except UsernameTaken:
             raise ApiError(409, "username_taken", f"username {body.username!r} is already taken") from None
+        except HashingBusy:
+            raise _busy() from None
         return UserResponse(user_id=user.user_id, username=user.username)
 
     @router.post(
@@ -83,7 +81,7 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
     )
     async def issue_token(body: LoginRequest) -> TokenResponse:
         try:
-            user = await hashing(accounts.authenticate, body.username, body.password)
+            user = await in_account_thread(accounts.authenticate, body.username, body.password)
             issued = await run_sync(tokens.issue, user)
         except InvalidCredentials:
             raise ApiError(401, "invalid_credentials", "username or password is incorrect") from None
@@ -95,6 +93,8 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
                 {"retry_after_seconds": exc.retry_after},
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None
+        except HashingBusy:
+            raise _busy() from None
         except SigningKeyError as exc:
             raise _key_unavailable(exc) from None
         return TokenResponse(access_token=issued.access_token, expires_in=issued.expires_in)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from auth_service.accounts import Accounts
-from auth_service.errors import AccountLocked, InvalidCredentials, UsernameTaken
-from auth_service.passwords import Passwords
+from auth_service.errors import AccountLocked, HashingBusy, InvalidCredentials, UsernameTaken
+from auth_service.passwords import HashGate, Passwords
 
 THRESHOLD = 3
 LOCK_SECONDS = 600
@@ -62,6 +62,26 @@ def test_unknown_user_costs_the_same_work_as_a_wrong_password(accounts, password
     finally:
         dynamodb.meta.events.unregister("before-call.dynamodb.UpdateItem", count_write)
     assert store.get("nobody") is None  # the unknown user's write created nothing
+
+
+def test_a_full_hashing_line_refuses_unknown_users_and_wrong_passwords_alike_before_any_write(store, dynamodb, clock, fast_argon2):
+    gate = HashGate(running=1, waiting=0)
+    accounts = Accounts(store, Passwords(**fast_argon2, gate=gate), lockout_threshold=THRESHOLD, lockout_seconds=LOCK_SECONDS, clock=clock)
+    accounts.register("alice", PASSWORD)
+    writes = []
+    count_write = lambda **kwargs: writes.append(kwargs["model"].name)  # noqa: E731
+    dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", count_write)
+    try:
+        with gate.slot():  # the one slot is taken and nobody may wait
+            for username, password in (("nobody", PASSWORD), ("alice", "wrong password!!"), ("alice", PASSWORD)):
+                with pytest.raises(HashingBusy):
+                    accounts.authenticate(username, password)
+            with pytest.raises(HashingBusy):
+                accounts.register("bob", PASSWORD)
+    finally:
+        dynamodb.meta.events.unregister("before-call.dynamodb.UpdateItem", count_write)
+    assert writes == [] and store.get("alice").failed_attempts == 0 and store.get("bob") is None
+    assert accounts.authenticate("alice", PASSWORD).username == "alice"  # the slot is free again
 
 
 def test_lockout_after_threshold_failures_then_recovery(accounts, clock):
@@ -154,3 +174,15 @@ def test_hash_is_upgraded_when_costs_change(store, clock):
     stronger.authenticate("alice", PASSWORD)
     assert "m=2048,t=2" in store.get("alice").password_hash
     assert stronger.authenticate("alice", PASSWORD)
+
+
+def test_a_hash_upgrade_that_finds_hashing_busy_is_skipped_and_the_login_succeeds(store, clock):
+    Accounts(store, Passwords(time_cost=1, memory_kib=1024), lockout_threshold=3, lockout_seconds=60, clock=clock).register("alice", PASSWORD)
+
+    class BusyHashing(Passwords):
+        def hash(self, password: str) -> str:
+            raise HashingBusy()
+
+    stronger = Accounts(store, BusyHashing(time_cost=2, memory_kib=2048), lockout_threshold=3, lockout_seconds=60, clock=clock)
+    assert stronger.authenticate("alice", PASSWORD).username == "alice"
+    assert "m=1024,t=1" in store.get("alice").password_hash  # upgraded by a later login

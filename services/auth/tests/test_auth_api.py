@@ -214,26 +214,36 @@ def test_logs_never_contain_passwords_or_tokens(client):
     assert PASSWORD not in text and "wrong password!!" not in text and token not in text  # ...the secrets are not
 
 
-def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, monkeypatch):
+@pytest.fixture
+def hash_limits(monkeypatch):
+    """hash_limits(running, waiting): the hash gate of the apps made after the call."""
+    from auth_service import passwords
+
+    def limit(running: int, waiting: int) -> None:
+        monkeypatch.setattr(passwords, "MAX_CONCURRENT_HASHES", running)
+        monkeypatch.setattr(passwords, "MAX_WAITING_HASHES", waiting)
+
+    return limit
+
+
+def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, hash_limits, monkeypatch):
     """Logins and registrations queue for Argon2, but only so many: the rest get 503 busy with Retry-After
     instead of waiting behind an anonymous burst."""
     import threading
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from auth_service import routes
-    from auth_service.accounts import Accounts
-    from auth_service.errors import InvalidCredentials
+    from argon2 import PasswordHasher
+    from argon2.exceptions import VerifyMismatchError
 
-    monkeypatch.setattr(routes, "MAX_CONCURRENT_HASHES", 1)
-    monkeypatch.setattr(routes, "MAX_WAITING_HASHES", 1)
+    hash_limits(running=1, waiting=1)
     release = threading.Event()
 
-    def slow_wrong_password(self, username, password):
-        release.wait(5)
-        raise InvalidCredentials()
+    def slow_verify(self, password_hash, password):  # a slow Argon2 computation (unknown users burn one)
+        release.wait(10)
+        raise VerifyMismatchError()
 
-    monkeypatch.setattr(Accounts, "authenticate", slow_wrong_password)
     client = make_client()
+    monkeypatch.setattr(PasswordHasher, "verify", slow_verify)
     with ThreadPoolExecutor(3) as pool:
         # One hashes (and blocks), one waits; the third finds the queue full, whichever it is.
         pending = [pool.submit(login, client, f"user{n}") for n in range(3)]
@@ -243,3 +253,41 @@ def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, mo
     assert done and [r.status_code for r in answers] == [401, 401, 503]  # the queued ones were served
     assert error_of(answers[2])["code"] == "busy" and answers[2].headers["Retry-After"] == "1"
     assert login(client, "user3").status_code == 401  # and the queue is open again
+
+
+def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash_limits, monkeypatch):
+    """A slow table (throttling, retries) delays the logins that wait on it, but they hold no Argon2 slot
+    and are not counted as waiting for one: other logins and registrations are still served, not 503 busy."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from auth_service.users import UserStore
+
+    hash_limits(running=1, waiting=1)
+    client = make_client()
+    assert register(client).status_code == 201
+    entered, release = threading.Semaphore(0), threading.Event()
+    real_get = UserStore.get
+
+    def slow_get(self, username):
+        if username.startswith("slow"):
+            entered.release()
+            release.wait(20)
+        return real_get(self, username)
+
+    monkeypatch.setattr(UserStore, "get", slow_get)
+    with ThreadPoolExecutor(3) as pool:
+        # More stalled logins than the gate admits (one hashing, one waiting).
+        stalled = [pool.submit(login, client, f"slow{n}") for n in range(3)]
+        try:
+            reached = sum(entered.acquire(timeout=5) for _ in stalled)
+            served = login(client)
+            registered = register(client, "bob")
+        finally:
+            release.set()
+        stalled_answers = [f.result(timeout=30) for f in stalled]
+    assert served.status_code == 200, served.text
+    assert registered.status_code == 201, registered.text
+    assert reached == 3  # every stalled login was in DynamoDB at once
+    # Released together they are a burst for the gate (one hashes, one waits), so one may be turned away.
+    assert sorted(r.status_code for r in stalled_answers) in ([401, 401, 401], [401, 401, 503])
