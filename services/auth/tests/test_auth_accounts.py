@@ -185,4 +185,4 @@ def test_a_hash_upgrade_that_finds_hashing_busy_is_skipped_and_the_login_succeed
 
     stronger = Accounts(store, BusyHashing(time_cost=2, memory_kib=2048), lockout_threshold=3, lockout_seconds=60, clock=clock)
     assert stronger.authenticate("alice", PASSWORD).username == "alice"
-    assert "m=1024,t=1" in store.get("alice").password_hash  # upgraded by a later login
+    assert "m=1024,t=1" in store.get("alice").password_hash  # still the old costs: a later login upgrades them
