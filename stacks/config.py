@@ -359,8 +359,7 @@ class FoundationConfig:
         None without network-fault experiments."""
         if self.chaos is None or not self.chaos.task_network_faults:
             return None
-        base = f"{self.prefix}-{region}-{self.chaos.service}"
-        return f"{base}-fis-instance", f"{base}-fis-network-faults"
+        return fault_injection_role_names(self.prefix, region, self.chaos.service)
 
     @property
     def region_failover_role_name(self) -> str:
@@ -1047,6 +1046,12 @@ def _parse_chaos(key: str, value: Any) -> ChaosConfig | None:
     }))
 
 
+def fault_injection_role_names(prefix: str, region: str, service: str) -> tuple[str, str]:
+    """Config.fault_injection_role_names for a chaos service (IAM role names: at most 64 characters)."""
+    base = f"{prefix}-{region}-{service}"
+    return f"{base}-fis-instance", f"{base}-fis-network-faults"
+
+
 def _check_chaos(values: dict[str, Any]) -> None:
     """The experiments target a configured service, and one whose SLO alarms can stop them."""
     chaos = values["chaos"]
@@ -1059,6 +1064,12 @@ def _check_chaos(values: dict[str, Any]) -> None:
         # With App Mesh the only SLO alarms are the load balancer's: a service without a path has none to stop on.
         raise ConfigError("chaos.service", chaos.service, "with mesh=appmesh, pick a service with a path: its load "
                                                           "balancer alarms are the experiments' stop conditions")
+    if chaos.task_network_faults:
+        longest = max((name for region in values["regions"]
+                       for name in fault_injection_role_names(values["prefix"], region.name, chaos.service)), key=len)
+        if len(longest) > 64:
+            raise ConfigError("chaos.service", chaos.service, f"the network-fault experiment's role {longest} exceeds IAM's "
+                                                              "64 characters; shorten the prefix or the service name")
 
 
 # key -> (default, parser). The defaults here are the documented defaults; cdk.json repeats them so

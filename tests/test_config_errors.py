@@ -146,6 +146,12 @@ CASES = [
      ["chaos.availability_zone='d'", "a, b, c"]),
     ("chaos latency beyond what FIS takes", {"chaos": json.dumps({"service": "persona", "latency_ms": 20000})},
      ["chaos.latency_ms=20000", "from 1 to 10000"]),
+    # The longest prefix, region and service name each pass alone; together the FIS role name is 65 characters.
+    ("chaos role name beyond IAM's 64 characters", {
+        "prefix": "abcdefghij", "primary_region": "ap-southeast-1",
+        "regions": json.dumps([{"name": "ap-southeast-1", "cidr": "10.10.0.0/16"}, {"name": "eu-west-1", "cidr": "10.20.0.0/16"}]),
+        "services": json.dumps({"a-very-long-service1": {"port": 8080}}), "chaos": json.dumps({"service": "a-very-long-service1"})},
+     ["chaos.service='a-very-long-service1'", "abcdefghij-ap-southeast-1-a-very-long-service1-fis-network-faults exceeds IAM's 64"]),
 ]
 
 
