@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_value(relative_path: str, pattern: str) -> Any:
+    """The Python literal that ``pattern``'s one group captures in a repo file, matched exactly once (lines as
+    ``^``/``$``): a services' constant or default, which the infra venv cannot import (it installs no service)."""
+    matches = re.findall(pattern, (REPO_ROOT / relative_path).read_text(), re.MULTILINE)
+    assert len(matches) == 1, f"{relative_path}: {pattern!r} matched {len(matches)} times"
+    return ast.literal_eval(matches[0])
 
 
 def cdk_json_context() -> dict[str, Any]:

@@ -28,20 +28,6 @@ def _boundary_arn(region: str) -> dict:
     return {"Fn::Join": ["", ["arn:aws:iam::", {"Ref": "AWS::AccountId"}, f":policy/mf-{region}-permissions-boundary"]]}
 
 
-def test_every_role_has_the_stage_permissions_boundary(dev):
-    roles = [(stack, logical_id, r) for stack, logical_id, r in dev.all_resources() if r["Type"] == "AWS::IAM::Role"]
-    # Per region: the flow log, default-SG custom resource and prefix list lookup roles, and per service a
-    # task role, an execution role and the role ECS assumes to shift load balancer traffic in a deployment,
-    # and the rollback Automation document's role; the chaos stack's three FIS experiment roles and the chaos
-    # service's SSM managed-instance role; the observability stack's quota counter role. The edge: the role of the custom resources that read the regions'
-    # load balancers and the region-failover function's role. The primary's data stack: the signing-key rotation
-    # function's and the replica-key custom resources' roles.
-    assert len(roles) == 2 * (3 + 3 * 3 + 1 + 4 + 1) + 2 + 2
-    for stack, logical_id, role in roles:
-        stage = stack.split("/")[0].removeprefix("mf-")
-        assert role["Properties"].get("PermissionsBoundary") == _boundary_arn(stage), f"{stack} {logical_id}"
-
-
 def _listed(value):
     return value if isinstance(value, list) else [value]
 
@@ -148,11 +134,6 @@ def test_service_owned_resources_name_their_service(dev):
         for repository in dev.resources(stack, "AWS::ECR::Repository").values():
             tags = {t["Key"]: t["Value"] for t in repository["Properties"]["Tags"]}
             assert repository["Properties"]["RepositoryName"] == f"mf/{tags['service']}"
-
-
-def test_tags_follow_the_profile(prod):
-    tags = {t["Key"]: t["Value"] for t in next(iter(prod.resources("mf-eu-west-1/network", "AWS::EC2::VPC").values()))["Properties"]["Tags"]}
-    assert tags["environment"] == "prod"
 
 
 def test_prod_stacks_have_termination_protection_and_dev_stacks_do_not(dev, prod):

@@ -247,13 +247,6 @@ def test_domain_mode_names_each_region_and_checks_its_health_through_the_load_ba
         assert "runbooks/region-failover.md" in alarm["AlarmDescription"]
 
 
-def test_each_exposed_service_is_told_the_path_it_answers_under(dev):
-    for task in _of_type(_services(dev, "eu-central-1"), "AWS::ECS::TaskDefinition").values():
-        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
-        environment = {e["Name"]: e["Value"] for e in app["Environment"]}
-        assert environment["PUBLIC_PATH"] == ROUTES[environment["SERVICE_NAME"]]
-
-
 def test_with_mesh_tls_the_load_balancer_reaches_the_app_past_the_service_connect_proxy(prod, dev):
     """The proxy takes only TLS 1.3 on its port; load balancer health checks do not speak it."""
     for assembly, override in ((prod, 15443), (dev, None)):

@@ -4,6 +4,7 @@ with it, each layer is deployed from one archive of the build that keeps what CD
 from __future__ import annotations
 
 import importlib
+import os
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -77,9 +78,13 @@ def test_the_archive_is_made_once_per_build_holds_python_at_its_root_and_the_sam
     made_at = first.stat().st_mtime_ns
     assert layer_archive(tmp_path / "a" / "build", ["python/pkg/data/big"]) == first and first.stat().st_mtime_ns == made_at
 
-    # Built again elsewhere, later, under another umask: new file times, the same archive bytes (the asset hash).
-    time.sleep(0.01)
-    again = layer_archive(_fake_build(tmp_path / "b" / "build", file_mode=0o644, tool_mode=0o755), ["python/pkg/data/big"])
+    # Built again elsewhere, days later, under another umask: new file times, the same archive bytes (the asset
+    # hash). Days apart, as zip times have a 2 s resolution: a build moments later would zip alike anyway.
+    again_dir = _fake_build(tmp_path / "b" / "build", file_mode=0o644, tool_mode=0o755)
+    days_later = time.time() + 3 * 86400
+    for path in (again_dir / "python").rglob("*"):
+        os.utime(path, (days_later, days_later))
+    again = layer_archive(again_dir, ["python/pkg/data/big"])
     assert again.read_bytes() == first.read_bytes()
 
     # A changed file or a changed exclude list makes a new archive and removes the old one.

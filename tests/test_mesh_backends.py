@@ -82,9 +82,13 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         assert "Runbook: runbooks/" in alarm["AlarmDescription"]
         service = name.removeprefix("mf-").removesuffix("-5xx-rate").removesuffix("-p95-latency")
         # Service Connect publishes response codes and times on the callers' side only: TargetDiscoveryName.
-        for dimensions in [alarm.get("Dimensions")] + [m["MetricStat"]["Metric"]["Dimensions"] for m in alarm.get("Metrics", [])
-                                                       if "MetricStat" in m]:
-            assert dimensions in (None, [{"Name": "TargetDiscoveryName", "Value": f"{service}-sc"}]), name
+        # Every metric the alarm reads needs it (without, the metric has no data and the alarm never fires).
+        metrics = [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+        if "MetricName" in alarm:
+            metrics.append(alarm)
+        assert metrics, name
+        for metric in metrics:
+            assert metric.get("Dimensions") == [{"Name": "TargetDiscoveryName", "Value": f"{service}-sc"}], name
         if name.endswith("p95-latency"):
             assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
             assert alarm["EvaluateLowSampleCountPercentile"] == "ignore"  # a few slow requests do not decide

@@ -12,7 +12,7 @@ import yaml
 
 from constructs.meshed_service.adot import CONFIG_FILE
 from constructs.observability.quota_counter import COUNTED
-from tests.assembly import Assembly, REPO_ROOT, container_settings, template_text
+from tests.assembly import Assembly, REPO_ROOT, container_settings, source_value, template_text
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -303,8 +303,7 @@ def test_spot_interruptions_become_a_metric(dev):
 
 
 def _default_sampler_ratio() -> float:
-    source = (REPO_ROOT / "services/common/servicekit/tracing.py").read_text()
-    return float(re.search(r"^DEFAULT_TRACES_SAMPLER_RATIO = ([0-9.]+)$", source, re.M).group(1))
+    return source_value("services/common/servicekit/tracing.py", r"^DEFAULT_TRACES_SAMPLER_RATIO = ([0-9.]+)$")
 
 
 def _sampler_args(assembly: Assembly, stack: str) -> set[str]:

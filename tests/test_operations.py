@@ -114,7 +114,7 @@ def test_the_rollback_picks_the_previous_revision_or_the_one_asked_for(dev):
     for revision in ("12", "0"):  # the running revision itself, or none
         with pytest.raises(ValueError, match="no revision to roll back to"):
             pick({"Running": running, "Revision": revision}, None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no revision to roll back to"):
         pick({"Running": running.rsplit(":", 1)[0] + ":1", "Revision": ""}, None)  # nothing before revision 1
 
 

@@ -279,14 +279,9 @@ def test_the_source_may_use_only_the_configured_connection(dev_pipeline):
     assert uses == [example_pipeline()["connection_arn"]]
 
 
-def test_cdk_nag_reports_nothing_unacknowledged_on_the_pipeline(variant):
+def test_the_pipeline_variant_holds_the_pipeline_its_baseline_and_each_regions_smoke_test(variant):
+    """tests/test_compliance.py runs cdk-nag over these variants: here, that its stacks are there to check."""
     _, assembly = variant
-    findings = [
-        f"{violation['ruleName']} at {construct['constructPath']}"
-        for report in assembly.validation_report()["pluginReports"] if report["pluginName"] in ("AwsSolutions", "NIST.800.53.R5")
-        for violation in report["violations"] for construct in violation["violatingConstructs"]
-    ]
-    assert findings == []
     assert {"mf-pipeline", "mf-pipeline-baseline", "mf-eu-central-1/smoke-test", "mf-eu-west-1/smoke-test"} <= set(assembly.templates)
 
 

@@ -781,20 +781,6 @@ def _primary_max_tasks(assembly, stack: str, service: str) -> int:
     raise AssertionError(f"no scalable target for {service}")
 
 
-def test_the_canarys_count_is_the_shifts_and_a_deployment_does_not_reset_it(appmesh):
-    """The template names no count: ECS starts the canary at one task, the state machine sets it during a
-    shift, and a deployment of the stack mid-shift keeps it (a DesiredCount would drop the canary to one
-    task while it holds its share of the calls)."""
-    stack = "mf-eu-central-1/services"
-    canaries = {logical_id: r for logical_id, r in appmesh.resources(stack, "AWS::ECS::Service").items()
-                if r["Properties"]["ServiceName"].endswith("-canary")}
-    assert sorted(r["Properties"]["ServiceName"] for r in canaries.values()) == [f"{name}-canary" for name in SERVICES]
-    assert all("DesiredCount" not in r["Properties"] for r in canaries.values())
-    # No scalable target: auto scaling would fight the state machine over the count.
-    targets = [json.dumps(t["Properties"]["ResourceId"]) for t in appmesh.resources(stack, "AWS::ApplicationAutoScaling::ScalableTarget").values()]
-    assert targets and not any(f'"{logical_id}"' in target for target in targets for logical_id in canaries)
-
-
 @pytest.mark.parametrize("steps, bake, scale_timeout", [
     ([5, 25, 50], 10, 5), ([25, 5, 100], 10, 5), ([0, 100], 10, 5), ([50, 50, 100], 10, 5), ([100], 2, 5),
     ([5, 25, 50, 100], 361, 5), ([5, 25, 50, 100], 10, 0), ([5, 25, 50, 100], 10, 26)])

@@ -126,6 +126,10 @@ def test_workers_scale_on_their_own_queues_backlog_per_running_task(dev, prod, p
 
 
 def test_app_mesh_canaries_run_one_task_without_scaling(appmesh):
+    """The template names no count: ECS starts the canary at one task, the traffic shift's state machine sets
+    it (tests/test_progressive_rollout.py), and a deployment of the stack mid-shift keeps it (a DesiredCount
+    would drop the canary to one task while it holds its share of the calls). No scalable target: auto
+    scaling would fight the state machine over the count."""
     for region in REGIONS:
         canaries = {i: s for i, s in _resources(appmesh, region, "AWS::ECS::Service").items() if "canary" in _owner(i)}
         assert len(canaries) == len(SERVICES)

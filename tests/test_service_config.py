@@ -109,9 +109,10 @@ def test_only_each_services_execution_roles_read_its_parameters(backend):
                 assert "*" not in targets and all(isinstance(t, dict) for t in targets)  # ARNs of single parameters
                 for role in policy["Properties"]["Roles"]:
                     readers.setdefault(role["Ref"], set()).update(_parameter_ref(t) for t in targets)
+        # Exactly the execution roles read parameters: ECS resolves each task's Secrets with its execution role.
+        assert set(readers) == set(execution_roles), region
         assert not set(readers) & task_roles  # the containers themselves read no parameter
         for role, read in readers.items():
-            assert role in execution_roles
             assert read == {i for i in parameters if _owner(i) == execution_roles[role]}, role
 
 

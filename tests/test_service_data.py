@@ -10,14 +10,12 @@ import re
 import pytest
 
 from constructs.service_data.signing_key_rotation import REPLICA_KEY_ACTIONS, ROTATION_KEY_ACTIONS, ROTATION_SECRET_ACTIONS
-from tests.assembly import REPO_ROOT, synth
+from tests.assembly import REPO_ROOT, source_value, synth
 from constructs.lambda_layer import LAYER_TARGET
 
 PRIMARY, OTHER = "eu-central-1", "eu-west-1"
 SERVICES = ("auth", "persona", "vc-start")
 DATA = f"mf-{PRIMARY}/data"
-# What auth may sign with a retired key, plus how long a token it signed lives, plus the verifiers' JWKS cache.
-AUTH_SECRET_CACHE_SECONDS, ACCESS_TOKEN_TTL_SECONDS, JWKS_CACHE_SECONDS = 300, 900, 300
 
 
 def _of_type(assembly, stack, resource_type):
@@ -225,7 +223,13 @@ def test_the_rotation_function_runs_the_handler_with_its_dependencies_and_keeps_
     # A token signed just before a rotation, by a task that has not re-read the secret yet, must still
     # verify wherever a verifier's cached JWKS is about to be refreshed.
     retention = int(properties["Environment"]["Variables"]["PREVIOUS_KEY_RETENTION_SECONDS"])
-    assert retention >= AUTH_SECRET_CACHE_SECONDS + ACCESS_TOKEN_TTL_SECONDS + JWKS_CACHE_SECONDS
+    # How long auth may sign with a retired key, plus how long a token it signed lives, plus the verifiers'
+    # JWKS cache: read from the services' source, so a longer token or cache there fails here.
+    auth_secret_cache = source_value("services/auth/auth_service/keys.py", r"^SECRET_CACHE_SECONDS = ([\d.]+)$")
+    access_token_ttl = source_value("services/auth/auth_service/settings.py",
+                                    r"^    access_token_ttl_seconds: int = Field\(default=(\d+)\b")
+    jwks_cache = source_value("services/common/servicekit/auth.py", r"^        cache_seconds: float = ([\d.]+),$")
+    assert retention >= auth_secret_cache + access_token_ttl + jwks_cache
     log_group = dev.template(DATA)["Resources"][properties["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]
     assert log_group["RetentionInDays"] == 30 and "KmsKeyId" in log_group
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,22 +17,18 @@ from constructs.service_resources.service_resources import (
     TABLE_KEY_DESCRIBE_ACTIONS,
 )
 from stacks.config import TABLE_ITEM_ACTIONS, load_config
-from tests.assembly import cdk_json_context, container_settings, synth
+from tests.assembly import cdk_json_context, container_settings, source_value, synth
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
 CONSUMES = {"persona": ("vc-start", ["SessionStarted", "SessionCancelled"]), "vc-start": ("persona", ["SlotConfirmed", "SlotReleased"])}
 PRODUCERS = {"persona", "vc-start"}
 WORKERS = {"persona": "persona_service.worker", "vc-start": "vc_start.worker"}
-SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 TABLE_ACTIONS_BY_SERVICE = {s.name: s.table_actions for s in load_config(cdk_json_context()).services}
 
 
 def _claim_lease_seconds():
-    """servicekit's CLAIM_LEASE_SECONDS, read from its source (the infra venv does not install servicekit)."""
-    source = (SERVICES_DIR / "common" / "servicekit" / "events.py").read_text()
-    (value,) = re.findall(r"^CLAIM_LEASE_SECONDS = (\d+)$", source, re.MULTILINE)
-    return int(value)
+    return source_value("services/common/servicekit/events.py", r"^CLAIM_LEASE_SECONDS = (\d+)$")
 
 
 def _resources(assembly, region="eu-west-1"):
