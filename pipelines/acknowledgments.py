@@ -72,8 +72,13 @@ def acknowledge_pipeline_findings(stack: PipelineStack) -> None:
         "AwsSolutions-IAM5[Resource::*]",
         f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]",
     )
+    assets = pipeline.node.try_find_child("Assets")
     for asset_role in ("DockerRole", "FileRole"):
-        role = pipeline.node.find_child("Assets").node.find_child(asset_role)
+        # CDK Pipelines makes each role only for a kind of asset the app has: no DockerRole when every
+        # service runs from an image_tag or image.
+        role = assets.node.try_find_child(asset_role) if assets is not None else None
+        if role is None:
+            continue
         shared_role = ("CDK Pipelines shares one role among all asset-publishing projects of a type: it may start and read "
                        "any of the pipeline's CodeBuild builds and write to any /aws/codebuild log group and report group "
                        "of this account and region, because the projects are created after the role")

@@ -30,12 +30,22 @@ EXAMPLE_DOMAIN = {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABCD
 EXAMPLE_GITHUB = {"repository": "example-org/foundation", "branch": "main"}
 # The strangler-fig variant: auth keeps a legacy function behind its path, this share to the service.
 STRANGLER_PERCENT = 37
+# The image tag prod_pipeline's services run: a commit SHA, as the container workflow tags its pushes.
+PROD_IMAGE_TAG = "0123456789abcdef0123456789abcdef01234567"
 
 
 def with_legacy(legacy: dict) -> dict:
     """cdk.json's services with ``legacy`` set on auth."""
     services = json.loads(json.dumps(cdk_json_context()["services"]))
     services["auth"]["legacy"] = legacy
+    return services
+
+
+def with_image_tags(tag: str) -> dict:
+    """cdk.json's services, each running ``tag`` from its ECR repository (as CI pushed it): nothing to build."""
+    services = json.loads(json.dumps(cdk_json_context()["services"]))
+    for settings in services.values():
+        settings["image_tag"] = tag
     return services
 
 
@@ -52,11 +62,12 @@ VARIANTS: dict[str, dict] = {
     "github": {"github": EXAMPLE_GITHUB},
     # auth's legacy function named (the same name in both regions), 37 % to the service.
     "strangler": {"services": with_legacy({"function_name": "auth-v1", "initial_percent_to_service": STRANGLER_PERCENT})},
-    # The delivery pipeline: dev with cdk.json's regions, and prod with eu-west-1 as the primary region,
-    # which the pipeline must deploy first although cdk.json lists it second.
+    # The delivery pipeline: dev with cdk.json's regions, building the images, and prod with eu-west-1 as the
+    # primary region, which the pipeline must deploy first although cdk.json lists it second, running images
+    # that CI built and pushed (image_tag), so it builds none.
     "dev_pipeline": {"account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()},
     "prod_pipeline": {"account": EXAMPLE_ACCOUNT, "profile": "prod", "primary_region": "eu-west-1",
-                      "pipeline": example_pipeline("eu-west-1")},
+                      "pipeline": example_pipeline("eu-west-1"), "services": with_image_tags(PROD_IMAGE_TAG)},
 }
 
 

@@ -2,7 +2,8 @@
 
 Two variants (tests/conftest.py, dev_pipeline and prod_pipeline): dev with cdk.json's regions (primary
 eu-central-1), and prod with eu-west-1 as the primary region, which the pipeline must deploy first although
-cdk.json lists it second. tests/test_compliance.py runs nag, cfn-lint and checkov over both.
+cdk.json lists it second, and whose services run image tags that CI pushed (so it builds no image).
+tests/test_compliance.py runs nag, cfn-lint and checkov over both.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNT
 from pipelines.smoke_test import health_check_commands
 from stacks.config import load_config
 from tests.assembly import Assembly, cdk_json_context
+from tests.conftest import PROD_IMAGE_TAG
 
 EXPOSED = {"auth": "/api/auth/health/ready", "persona": "/api/persona/health/ready", "vc-start": "/api/vc/health/ready"}
 
@@ -301,3 +303,19 @@ def test_with_a_custom_bootstrap_qualifier_the_boundary_admits_those_bootstrap_r
     statements = {s["Sid"]: s for s in boundary["Properties"]["PolicyDocument"]["Statement"]}
     assumable = json.dumps(statements["AllowAssumingOnlyTheNamedRoles"]["Resource"])
     assert ":role/cdk-team42-*" in assumable and "hnb659fds" not in assumable
+
+
+def test_images_are_built_only_for_services_without_an_image_tag(dev_pipeline, prod_pipeline):
+    """dev builds every service's image in an asset step; prod's services run the tags CI pushed, so its pipeline
+    builds no image (and has no role to build one with), and its services pull those tags from ECR."""
+    def image_steps(assembly: Assembly) -> list[str]:
+        return [action["Name"] for action in _stages(assembly)["Assets"] if action["Name"].endswith("-image")]
+
+    assert image_steps(dev_pipeline) == ["auth-image", "persona-image", "vc-start-image"]
+    assert image_steps(prod_pipeline) == []
+    roles = prod_pipeline.resources("mf-pipeline", "AWS::IAM::Role")
+    assert any("AssetsFileRole" in logical_id for logical_id in roles) and not any("DockerRole" in logical_id for logical_id in roles)
+    images = {json.dumps(container["Image"]) for stack in prod_pipeline.templates if stack.endswith("/services")
+              for task in prod_pipeline.resources(stack, "AWS::ECS::TaskDefinition").values()
+              for container in task["Properties"]["ContainerDefinitions"] if container["Name"] == "app"}
+    assert images and all(PROD_IMAGE_TAG in image for image in images)
