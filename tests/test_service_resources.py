@@ -427,7 +427,7 @@ def test_each_image_is_built_from_its_own_folder_and_the_shared_code_only(dev):
         built[service] = {p.name for p in context.iterdir()}
         assert {"common", service} <= built[service]
         # Other services, tests, tooling and sources of generated code stay out of the build context.
-        assert not ({"tests", "bench", "local", "contracts", "proto", "pytest.ini", "requirements-dev.txt"}
+        assert not ({"tests", "bench", "ci", "local", "contracts", "proto", "pytest.ini", "requirements-dev.txt"}
                     | (set(SERVICES) - {service})) & built[service]
         assert not list(context.glob("**/tests")) and not list(context.glob("**/__pycache__")) and not list(context.glob("**/*.md"))
         # Caches and tool state (.pytest_cache, .hypothesis, ...) stay out; only .dockerignore, which docker reads.

@@ -1,8 +1,9 @@
 """The GitHub Actions workflows: they lint clean, pin what they run, and do what the README says.
 
 pull-request.yml runs `make test` and `make synth`; main.yml runs the same checks and then `cdk diff`
-per stage; containers.yml builds each service for amd64 and arm64, scans both with Trivy and only
-then pushes one immutable tag (the commit SHA) to ECR.
+per stage; containers.yml builds each service for amd64 and arm64, scans both with Trivy, runs the
+amd64 image as ECS runs it (services/ci/smoke_image.sh) and only then pushes one immutable tag (the
+commit SHA) to ECR.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from constructs.meshed_service.props import MeshedServiceProps
 from stacks.config import load_config
+from stacks.services_stack import STOP_TIMEOUT_SECONDS
 from tests.assembly import REPO_ROOT, cdk_json_context
 
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
@@ -136,7 +139,21 @@ def _container_steps() -> list[dict[str, Any]]:
 
 
 def _builds(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [step for step in steps if _uses(step, "docker/build-push-action")]
+    """The builds into OCI layouts (what is scanned and pushed), not the smoke test's load."""
+    return [step for step in steps if _uses(step, "docker/build-push-action") and "outputs" in step["with"]]
+
+
+def _image_load(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    (load,) = [step for step in steps if _uses(step, "docker/build-push-action") and step["with"].get("load")]
+    return load
+
+
+SMOKE_SCRIPT = "services/ci/smoke_image.sh"
+
+
+def _smoke(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    (smoke,) = [step for step in steps if SMOKE_SCRIPT in step.get("run", "")]
+    return smoke
 
 
 def _oci_layout(build: dict[str, Any]) -> str:
@@ -161,6 +178,7 @@ def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_
 
     steps = job["steps"]
     builds = _builds(steps)
+    assert len(_index(steps, lambda step: _uses(step, "docker/build-push-action"))) == 3  # and the smoke test's load
     assert sorted(step["with"]["platforms"] for step in builds) == ["linux/amd64", "linux/arm64"]
     for step in builds:
         platform = step["with"]["platforms"].split("/")[1]
@@ -179,12 +197,14 @@ def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_
 def test_both_platform_images_are_scanned_and_a_high_or_critical_finding_stops_the_job_before_the_push():
     steps = _container_steps()
     scans = _index(steps, lambda step: _uses(step, "aquasecurity/trivy-action"))
-    builds = _index(steps, lambda step: _uses(step, "docker/build-push-action"))
+    builds = [steps.index(step) for step in _builds(steps)]
     credentials = _index(steps, lambda step: _uses(step, "aws-actions/configure-aws-credentials"))
     push = steps.index(_push(steps))
     assert len(scans) == 2 and len(builds) == 2 and len(credentials) == 1
-    # No AWS credentials exist until both images have passed the scan, and nothing builds after it.
-    assert max(builds) < min(scans) and max(scans) < credentials[0] < push
+    # No AWS credentials exist until both images have passed the scan, and nothing builds after it
+    # (the smoke test's load of the amd64 image included).
+    assert max(_index(steps, lambda step: _uses(step, "docker/build-push-action"))) < min(scans)
+    assert max(scans) < credentials[0] < push
 
     # Each scan reads a build's OCI layout from disk (`trivy image --input`), not a name that could be rebuilt.
     assert sorted(steps[i]["with"]["input"] for i in scans) == sorted(_oci_layout(steps[i]) for i in builds)
@@ -263,3 +283,79 @@ def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
     assert credentials["with"]["aws-region"] == "${{ steps.app.outputs.region }}"
     config_step = next(step for step in steps if step.get("id") == "app")
     assert ".context.prefix" in config_step["run"] and ".context.primary_region" in config_step["run"]
+
+
+def test_the_smoke_test_loads_the_amd64_image_from_the_same_build():
+    """A cache hit of the amd64 build, into the Docker engine under a local tag; never pushed."""
+    steps = _container_steps()
+    load = _image_load(steps)
+    (amd64,) = [step for step in _builds(steps) if step["with"]["platforms"] == "linux/amd64"]
+    assert load["uses"] == amd64["uses"]
+    assert steps.index(amd64) < steps.index(load)
+    for key in ("context", "file", "platforms", "provenance", "cache-from"):
+        assert load["with"][key] == amd64["with"][key], key
+    assert load["with"]["load"] is True
+    assert load["with"]["tags"] == "local/${{ matrix.service }}:smoke"  # no registry: nothing can push it
+    assert not {"push", "outputs", "cache-to"} & set(load["with"])
+    assert "if" not in load
+
+
+def test_every_service_is_smoke_tested_as_ecs_runs_it_before_anything_is_pushed():
+    workflow = _load("containers.yml")
+    job = workflow["jobs"]["image"]
+    steps = job["steps"]
+    smoke = _smoke(steps)
+    index = steps.index(smoke)
+    # Every service, on pull requests and on main alike: never gated (on PUSH or anything else), after
+    # the scans, before the first step that reads AWS settings, takes credentials or pushes.
+    assert "if" not in smoke
+    assert max(_index(steps, lambda step: _uses(step, "aquasecurity/trivy-action"))) < index
+    assert steps.index(_image_load(steps)) < index
+    first_push_step = min(_index(steps, lambda step: "env.PUSH" in step.get("if", "")))
+    assert index < first_push_step
+    assert index < min(_index(steps, lambda step: _uses(step, "aws-actions/configure-aws-credentials")))
+    assert index < steps.index(_push(steps))
+    assert smoke["run"] == SMOKE_SCRIPT
+    # It runs the loaded image, and checks its layers against the scanned amd64 layout.
+    (amd64,) = [step for step in _builds(steps) if step["with"]["platforms"] == "linux/amd64"]
+    assert smoke["env"]["IMAGE"] == _image_load(steps)["with"]["tags"]
+    assert smoke["env"]["LAYOUT"] == _oci_layout(amd64)
+    assert smoke["env"]["GRPC_PORT"] == "${{ matrix.grpc-port }}"
+    assert smoke["env"]["WORKER"] == "${{ matrix.worker }}"
+
+    # The matrix tells it, per service, the gRPC port and the worker the task definition runs.
+    include = {entry["service"]: entry for entry in job["strategy"]["matrix"]["include"]}
+    assert set(include) <= set(job["strategy"]["matrix"]["service"])
+    for service in CONFIG.services:
+        entry = include.get(service.name, {})
+        assert entry.get("grpc-port") == service.grpc_port, service.name
+        if service.worker:
+            assert ["python", "-m", entry.get("worker")] == list(service.worker_command), service.name
+        else:
+            assert "worker" not in entry, service.name
+
+
+def test_the_smoke_script_runs_each_container_as_the_task_definition_does():
+    script = (REPO_ROOT / SMOKE_SCRIPT).read_text()
+    assert (REPO_ROOT / SMOKE_SCRIPT).stat().st_mode & 0o111  # the step runs it directly
+    assert script.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in script
+    (as_ecs,) = re.findall(r"^AS_ECS=\((.*?)\)$", script, re.MULTILINE | re.DOTALL)
+    flags = as_ecs.split()
+    # ECS: read-only root, one empty writable volume per scratch path, the configured user.
+    assert "--read-only" in flags
+    (scratch,) = MeshedServiceProps.__dataclass_fields__["scratch_paths"].default
+    assert flags[flags.index("--mount") + 1] == f'"type=volume,destination={scratch}"'
+    assert {service.user for service in CONFIG.services} == {"10001:10001"}
+    assert flags[flags.index("--user") + 1] == "10001:10001"
+    # Stricter than Fargate needs: no capabilities, no privilege gain.
+    assert flags[flags.index("--cap-drop") + 1] == "ALL"
+    assert flags[flags.index("--security-opt") + 1] == "no-new-privileges"
+    # Every container it starts (the image's command, the worker) gets all of that.
+    runs = re.findall(r"docker run (.*)", script)
+    assert len(runs) == 2 and all(run.startswith('-d "${AS_ECS[@]}"') for run in runs)
+    assert "--network none --no-healthcheck" in runs[1]  # the worker: no AWS at all, no health check, as in ECS
+    # ECS's stop timeout, the liveness path, Docker's own health status, and the /tmp-only diff.
+    assert f"docker stop --timeout {STOP_TIMEOUT_SECONDS} " in script
+    assert "/health/live" in script and "{{.State.Health.Status}}" in script
+    assert "docker diff" in script and 'index($2, "/tmp/") != 1' in script
+    assert "docker top" in script and "10001" in script

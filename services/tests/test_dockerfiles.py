@@ -211,6 +211,7 @@ def test_cmd_runs_the_service_package_found_on_pythonpath(image: Image) -> None:
 
 def test_dockerignore_keeps_tests_and_tooling_out_of_the_images() -> None:
     for path in ("auth/tests/test_x.py", "tests/test_x.py", "bench/bench_services.py", "local/run_local.py",
+                 "ci/smoke_image.sh",
                  "common/servicekit/__pycache__/app.cpython-312.pyc", "auth/.pytest_cache/README.md",
                  "proto/mf/persona/v1/persona.proto", "contracts/events/SessionStarted.schema.json"):
         assert ignored(path), path
