@@ -39,7 +39,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make synth  synthesize every stack of every stage (regions and edge) into $(CDK_OUT), failing on cdk-nag findings;"
 	@echo "            without a pipeline in cdk.json, also the example delivery pipeline into $(CDK_OUT).pipeline"
-	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors, actionlint on .github/workflows)"
+	@echo "make test   run the test suite (synth, assertions, snapshots, nag, cfn-lint, checkov, config errors, actionlint and shellcheck on .github/workflows and the shell scripts)"
 	@echo "make bench  measure synth time of the whole app against an empty one-bucket app"
 	@echo "make cost   synthesize dev and prod into $(CDK_OUT).cost-dev/-prod; print each one's monthly cost per region, stack and line item (offline, tools/cost)"
 	@echo "make run-local       run auth, persona, vc-start and their workers on loopback against moto (Ctrl-C stops all)"

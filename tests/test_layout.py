@@ -62,6 +62,21 @@ def test_cdk_cli_is_pinned_exactly():
     assert lock["packages"]["node_modules/aws-cdk"]["version"] == version
 
 
+def test_shell_scripts_pass_shellcheck():
+    """Every tracked script with a shell shebang (.ci/run, the CI image smoke test, ...); actionlint runs the same
+    shellcheck over the workflows' run steps."""
+    import subprocess
+    import sys
+
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    scripts = [name for name in tracked if name and (REPO_ROOT / name).is_file()
+               and re.match(rb"#!\s*/(usr/)?bin/(env )?(ba)?sh\b", (REPO_ROOT / name).read_bytes()[:40])]
+    assert {".ci/run", "services/ci/smoke_image.sh"} <= set(scripts)
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run([str(shellcheck), "--format", "gcc", *scripts], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_python_code_passes_ruff():
     """Pyflakes and bugbear findings (unused names, mutable defaults, ...) across the repo (ruff.toml)."""
     import subprocess
