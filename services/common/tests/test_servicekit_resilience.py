@@ -365,9 +365,12 @@ async def test_each_attempt_carries_a_traceparent_of_the_current_trace(make_sett
 
 
 async def test_client_can_be_used_again_after_aclose(make_settings):
-    # An app's lifespan closes its clients on shutdown; starting the app again must still work.
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
-    client = ResilientHttpClient("http://dep", name="dep", settings=make_settings(), transport=transport)
-    await client.aclose()
-    assert (await client.get("/x")).json() == {"ok": True}
-    await client.aclose()
+    # An app's lifespan closes its clients on shutdown; starting the app again must still work. No transport is
+    # injected, as in production: the closed connection pool must be replaced by a new one.
+    async with FlakyServer() as server:
+        client = ResilientHttpClient(server.url, name="dep", settings=make_settings())
+        assert (await client.get("/x")).json() == {"ok": True}
+        await client.aclose()
+        assert (await client.get("/x")).json() == {"ok": True}
+        await client.aclose()
+    assert len(server.requests) == 2
