@@ -157,7 +157,7 @@ async def test_http_breaker_opens_after_threshold_failures_fails_fast_and_closes
         traffic = auth_proxy.traffic()
         elapsed, outcome = await timed(http.get(JWKS))
         assert isinstance(outcome, CircuitOpenError), outcome
-        assert elapsed < 0.1
+        assert elapsed < SLACK  # no attempt, timeout or backoff waited for (SLACK: a busy machine)
         assert auth_proxy.traffic() == traffic, "an open breaker must not touch the network"
 
         await asyncio.sleep(RESET + 0.1)
@@ -209,7 +209,7 @@ async def test_grpc_breaker_opens_after_threshold_failures_fails_fast_and_closes
         traffic = persona_proxy.traffic()
         elapsed, outcome = await timed(client.get_persona(persona_id, token=token))
         assert isinstance(outcome, PersonaUnavailableError) and isinstance(outcome.__cause__, CircuitOpenError), outcome
-        assert elapsed < 0.1
+        assert elapsed < SLACK  # no attempt, timeout or backoff waited for (SLACK: a busy machine)
         assert persona_proxy.traffic() == traffic, "an open breaker must not touch the network"
 
         await asyncio.sleep(RESET + 0.2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -43,6 +44,7 @@ class JwksVerifier:
         http: ResilientHttpClient,
         cache_seconds: float = 300,
         refetch_interval_seconds: float = REFETCH_MIN_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.jwks_url = jwks_url
         self.issuer = issuer
@@ -50,6 +52,7 @@ class JwksVerifier:
         self.http = http
         self.cache_seconds = cache_seconds
         self.refetch_interval_seconds = refetch_interval_seconds
+        self._clock = clock  # monotonic seconds; tests pass their own to move time without sleeping
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None  # last successful fetch (monotonic)
         self._attempted_at: float | None = None  # last fetch attempt, successful or not
@@ -68,7 +71,7 @@ class JwksVerifier:
 
     async def _fetch(self) -> bool:
         """Refresh the key set; False (keys unchanged) when auth can't be reached or answers nonsense."""
-        self._attempted_at = time.monotonic()
+        self._attempted_at = self._clock()
         self.fetch_count += 1
         try:
             response = await self.http.get(self.jwks_url)
@@ -96,18 +99,18 @@ class JwksVerifier:
             log.warning("JWKS document holds no usable RS256 keys")
             return False
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
         return True
 
     async def _key(self, kid: str) -> PyJWK:
-        now = time.monotonic()
+        now = self._clock()
         stale = self._fetched_at is None or now - self._fetched_at > self.cache_seconds
         # While one request refreshes a stale set (up to CALL_BUDGET_SECONDS when auth is down), the
         # others keep verifying with the keys in hand instead of queueing behind it.
         if kid in self._keys and (not stale or self._lock.locked()):
             return self._keys[kid]
         async with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             stale = self._fetched_at is None or now - self._fetched_at > self.cache_seconds
             # Without any key, retry soon; with keys (maybe stale) in hand, don't hammer a sick auth.
             interval = self.refetch_interval_seconds if self._keys else min(1.0, self.refetch_interval_seconds)

@@ -110,15 +110,17 @@ async def test_malformed_or_hs256_tokens_are_rejected_without_fetching(auth_setu
 
 async def test_unknown_kid_triggers_refetch_at_most_every_interval(keys, auth_setup):
     fake, make = auth_setup
-    verifier = make(refetch_interval_seconds=0.2)
+    now = [1000.0]  # the verifier's clock: moves only when the test says, however slow the machine
+    verifier = make(refetch_interval_seconds=30, clock=lambda: now[0])
     await verifier.verify(keys["k1"].token())
     assert fake.hits == 1
     fake.jwks = [keys["k1"].jwk(), keys["k2"].jwk()]  # auth rotated in a new key
-    # Immediately after a fetch: no refetch for an unknown kid yet.
+    # Within the interval after a fetch: no refetch for an unknown kid yet.
+    now[0] += 29
     with pytest.raises(ApiError) as info:
         await verifier.verify(keys["k2"].token())
     assert info.value.code == "invalid_token" and fake.hits == 1
-    await asyncio.sleep(0.25)
+    now[0] += 1.5
     assert (await verifier.verify(keys["k2"].token()))["sub"] == "user-1"
     assert fake.hits == 2
     # Cached now: no more fetches for either key.

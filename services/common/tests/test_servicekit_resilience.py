@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from types import SimpleNamespace
 
 import grpc
 import httpx
 import pytest
+import tenacity.wait
 from grpc import aio
 
 from servicekit.correlation import correlation_scope
@@ -22,6 +24,7 @@ class FlakyServer:
         self.script = list(script or [])
         self.default = default
         self.requests: list[dict[str, str]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
         self.server: asyncio.Server | None = None
 
     @property
@@ -43,6 +46,7 @@ class FlakyServer:
             if int(headers.get("content-length", "0")):
                 await reader.readexactly(int(headers["content-length"]))
             self.requests.append({"request_line": lines[0], **headers})
+            self.arrivals.append(time.monotonic())
             status, delay = self.script.pop(0) if self.script else self.default
             await asyncio.sleep(delay)
             body = b'{"ok": true}'
@@ -108,7 +112,8 @@ async def test_connection_refused_retries_then_raises(make_settings):
 
 
 async def test_timeouts_stay_within_the_call_budget(make_settings):
-    # Each attempt may take 0.3 s; the whole call only has 0.5 s, so the second attempt gets the rest.
+    # Each attempt may take 0.3 s; the whole call only has 0.5 s, so the second attempt gets the rest. Without
+    # the budget the 5 attempts would take 1.5 s; the 0.5 s margin below is for a loaded machine.
     settings = make_settings(http_timeout_seconds=0.3, call_budget_seconds=0.5, retry_attempts=5, breaker_failure_threshold=10)
     async with FlakyServer(default=(200, 2.0)) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
@@ -116,24 +121,38 @@ async def test_timeouts_stay_within_the_call_budget(make_settings):
             with pytest.raises(httpx.TimeoutException):
                 await client.get("/slow")
             elapsed = time.monotonic() - started
-    assert elapsed < 0.5 + 0.15
+    assert elapsed < 0.5 + 0.5
     assert 1 <= client.attempts < 5
 
 
-async def test_backoff_grows_but_is_capped_and_jittered(make_settings):
+async def test_backoff_grows_but_is_capped_and_jittered(make_settings, monkeypatch):
+    # Full jitter draws each sleep uniformly from [0, window]; the draw is pinned to the window's top so the
+    # sleeps are known, and the windows it was asked for are recorded.
+    windows: list[tuple[float, float]] = []
+
+    def top_of_window(low: float, high: float) -> float:
+        windows.append((low, high))
+        return high
+
+    monkeypatch.setattr(tenacity.wait, "random", SimpleNamespace(uniform=top_of_window))
     settings = make_settings(retry_attempts=4, retry_backoff_seconds=0.05, retry_backoff_max_seconds=0.08, breaker_failure_threshold=10)
     async with FlakyServer(default=(503, 0)) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
-            started = time.monotonic()
             await client.get("/x")
-            elapsed = time.monotonic() - started
     assert len(server.requests) == 4
-    # Three sleeps, each at most the cap (full jitter may make them shorter).
-    assert elapsed < 3 * 0.08 + 0.3
+    # Windows double from the base (0.05, 0.1, 0.2) but stop at the cap, and start at 0 (full jitter). tenacity
+    # also draws a wait after the last attempt (its stop-before-delay check reads it); that one is not slept.
+    slept = windows[:3]
+    assert [low for low, _ in slept] == [0, 0, 0]
+    assert [high for _, high in slept] == pytest.approx([0.05, 0.08, 0.08])
+    # And the client really waits them: each retry arrives at least its sleep after the previous attempt.
+    gaps = [later - earlier for earlier, later in zip(server.arrivals, server.arrivals[1:], strict=False)]
+    assert all(gap >= sleep - 0.002 for gap, sleep in zip(gaps, [0.05, 0.08, 0.08], strict=True)), gaps
 
 
 async def test_breaker_opens_fails_fast_then_recovers_half_open(make_settings):
-    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=0.2)
+    # A 1 s reset: on a loaded machine the refused call must still come before the breaker half-opens.
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=1.0)
     async with FlakyServer([(503, 0)] * 3) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
             for _ in range(3):
@@ -143,7 +162,7 @@ async def test_breaker_opens_fails_fast_then_recovers_half_open(make_settings):
                 await client.get("/x")
             assert len(server.requests) == 3  # refused without touching the network
 
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(1.1)
             assert client.breaker_state == "half-opened"
             assert (await client.get("/x")).status_code == 200  # trial call succeeds
             assert client.breaker_state == "closed"
@@ -151,12 +170,13 @@ async def test_breaker_opens_fails_fast_then_recovers_half_open(make_settings):
 
 
 async def test_failed_trial_call_reopens_the_breaker(make_settings):
-    settings = make_settings(retry_attempts=1, breaker_failure_threshold=2, breaker_reset_seconds=0.1)
+    # A 1 s reset: on a loaded machine the refused call must still come before the breaker half-opens again.
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=2, breaker_reset_seconds=1.0)
     async with FlakyServer(default=(503, 0)) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
             for _ in range(2):
                 await client.get("/x")
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(1.1)
             assert (await client.get("/x")).status_code == 503
             assert client.breaker_state == "open"
             with pytest.raises(CircuitOpenError):
@@ -345,9 +365,12 @@ async def test_each_attempt_carries_a_traceparent_of_the_current_trace(make_sett
 
 
 async def test_client_can_be_used_again_after_aclose(make_settings):
-    # An app's lifespan closes its clients on shutdown; starting the app again must still work.
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"ok": True}))
-    client = ResilientHttpClient("http://dep", name="dep", settings=make_settings(), transport=transport)
-    await client.aclose()
-    assert (await client.get("/x")).json() == {"ok": True}
-    await client.aclose()
+    # An app's lifespan closes its clients on shutdown; starting the app again must still work. No transport is
+    # injected, as in production: the closed connection pool must be replaced by a new one.
+    async with FlakyServer() as server:
+        client = ResilientHttpClient(server.url, name="dep", settings=make_settings())
+        assert (await client.get("/x")).json() == {"ok": True}
+        await client.aclose()
+        assert (await client.get("/x")).json() == {"ok": True}
+        await client.aclose()
+    assert len(server.requests) == 2

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from servicekit.app import create_service_app
@@ -21,9 +22,14 @@ from servicekit.server import build_server
 from servicekit.worker import RunnerFailed, serve_worker
 
 COMMON = Path(__file__).resolve().parents[1]
+# The drain lasts a second (room for the probes below on a loaded machine); the slow request outlasts it, so it
+# is still in flight when the server stops accepting.
+DRAIN_SECONDS = 1.0
+SLOW_SECONDS = DRAIN_SECONDS + 0.5
 
 APP = """
 import asyncio
+import os
 import grpc
 from fastapi import APIRouter
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,10 +38,11 @@ from servicekit.app import create_service_app
 from servicekit.settings import ServiceSettings
 
 router = APIRouter()
+SLOW_SECONDS = float(os.environ["SLOW_SECONDS"])
 
 @router.get("/v1/slow")
 async def slow():
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(SLOW_SECONDS)
     return {"done": True}
 
 def grpc_factory(settings):
@@ -82,7 +89,8 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_zero():
         "PORT": str(port),
         "BIND_HOST": "127.0.0.1",
         "SERVICE_NAME": "drain-test",
-        "DRAIN_SECONDS": "0.4",
+        "DRAIN_SECONDS": str(DRAIN_SECONDS),
+        "SLOW_SECONDS": str(SLOW_SECONDS),
         "SHUTDOWN_TIMEOUT_SECONDS": "5",
         "INSTRUMENTATION": "off",
     }
@@ -101,18 +109,30 @@ def test_sigterm_drains_then_finishes_in_flight_and_exits_zero():
         assert _grpc_health(port + 1) == 1  # SERVING: the gRPC server runs alongside
 
         slow: dict = {}
-        thread = threading.Thread(target=lambda: slow.setdefault("r", httpx.get(f"{base}/v1/slow", timeout=5)))
+        sent = threading.Event()
+
+        def trace(event: str, _info: dict) -> None:
+            if event == "http11.send_request_body.complete":
+                sent.set()
+
+        def call_slow() -> None:
+            with httpx.Client(timeout=10) as client:
+                slow["r"] = client.get(f"{base}/v1/slow", extensions={"trace": trace})
+
+        thread = threading.Thread(target=call_slow)
         thread.start()
-        time.sleep(0.1)  # the slow request is in flight
+        assert sent.wait(5), "the slow request was never sent"  # in flight: SIGTERM must not lose it
+        signaled_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.05)
 
-        # Draining: still serving, but no longer ready.
-        ready = httpx.get(f"{base}/health/ready", timeout=1)
+        # Draining: no longer ready (once the child has handled the signal), but still serving.
+        while (ready := httpx.get(f"{base}/health/ready", timeout=2)).status_code == 200:
+            assert time.monotonic() - signaled_at < 5, "still ready 5 s after SIGTERM"
+            time.sleep(0.02)
         assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
-        assert httpx.get(f"{base}/health/live", timeout=1).status_code == 200
+        assert httpx.get(f"{base}/health/live", timeout=2).status_code == 200
 
-        thread.join(5)
+        thread.join(10)
         assert slow["r"].status_code == 200 and slow["r"].json() == {"done": True}
         assert proc.wait(10) == 0
     finally:
@@ -236,18 +256,25 @@ def test_http_server_listens_on_bind_host_every_interface_unless_set(make_settin
     assert build_server(app, make_settings(), host="::1").config.host == "::1"  # an explicit host still wins
 
 
-async def test_serve_hands_bind_host_to_uvicorn(make_settings, monkeypatch):
-    seen: dict = {}
+def _listening() -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
-    class Recorded(Exception):
-        pass
 
-    def config(app, **kwargs):
-        seen.update(kwargs)
-        raise Recorded
-
-    monkeypatch.setattr(server_module.uvicorn, "Config", config)
-    settings = make_settings(bind_host="127.0.0.1", port=0, instrumentation=False)
-    with pytest.raises(Recorded):
-        await server_module.serve(create_service_app(settings, title="t", version="1"), settings)
-    assert (seen["host"], seen["port"]) == ("127.0.0.1", 0)
+async def test_serve_listens_on_bind_host(make_settings):
+    # serve() (what `run` and so every service's main runs) binds BIND_HOST, not uvicorn's or our default 0.0.0.0.
+    settings = make_settings(bind_host="127.0.0.1", port=0, drain_seconds=0, instrumentation=False)
+    before = _listening()
+    serving = asyncio.ensure_future(server_module.serve(create_service_app(settings, title="t", version="1"), settings))
+    try:
+        deadline = time.monotonic() + 10
+        while not (opened := _listening() - before):
+            assert not serving.done() and time.monotonic() < deadline, "serve() never listened"
+            await asyncio.sleep(0.02)
+        [(host, port)] = opened
+        assert host == "127.0.0.1"
+        async with httpx.AsyncClient() as client:  # and it is this app that answers there
+            assert (await client.get(f"http://127.0.0.1:{port}/health/live")).status_code == 200
+    finally:
+        if not serving.done():
+            os.kill(os.getpid(), signal.SIGTERM)  # serve() stops on SIGTERM, as in a container
+        await asyncio.wait_for(serving, 10)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import boto3
 import grpc
+import psutil
 import pytest
 from botocore.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -179,24 +182,35 @@ async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def _listening() -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+def _ipv4(ip: str) -> str:
+    """grpc listens on IPv6 sockets that take IPv4 too: "::" for 0.0.0.0, "::ffff:127.0.0.1" for 127.0.0.1."""
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.is_unspecified:
+        return "0.0.0.0"
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch):
-    # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings.
+    # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings. Real
+    # sockets on ephemeral ports, read back from the process's listening sockets.
     from persona_service.app import PersonaClients, create_app
     from persona_service.settings import PersonaSettings
 
-    bound: list[str] = []
-    real_server = grpc.aio.server
-
-    def recording_server(*args, **kwargs):
-        server = real_server(*args, **kwargs)
-        server.add_insecure_port = lambda address: bound.append(address) or 0  # record, bind nothing
-        return server
-
-    monkeypatch.setattr(grpc.aio, "server", recording_server)
     monkeypatch.delenv("BIND_HOST", raising=False)
     app = create_app(settings, clients=PersonaClients(dynamodb=dynamodb, verifier=verifier))
-    default = PersonaSettings(table_name=settings.table_name, grpc_port=50051)
+    default = PersonaSettings(table_name=settings.table_name, grpc_port=0)
+    listened = []
     for bind_host in (None, "127.0.0.1"):
-        app.state.grpc_server_factory(default if bind_host is None else default.model_copy(update={"bind_host": bind_host}))
-        app.state.grpc_health.stop_refreshing()
-    assert bound == ["0.0.0.0:50051", "127.0.0.1:50051"]
+        before = _listening()
+        server = app.state.grpc_server_factory(default if bind_host is None else default.model_copy(update={"bind_host": bind_host}))
+        await server.start()
+        try:
+            listened.append(sorted(_ipv4(host) for host, _ in _listening() - before))
+        finally:
+            app.state.grpc_health.stop_refreshing()
+            await server.stop(0)
+    assert listened == [["0.0.0.0"], ["127.0.0.1"]]
