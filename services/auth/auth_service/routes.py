@@ -27,6 +27,9 @@ log = get_logger(__name__)
 # MAX_WAITING_HASHES threads holding or waiting for a slot, so 12 more are always left for other logins'
 # DynamoDB calls, and token checks, the JWKS and readiness keep the shared threads to themselves.
 ACCOUNT_THREADS = MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES + 12
+# How many may wait for one of those threads (all busy: a burst, or a slow table); beyond that 503 busy at
+# once, as for the hash queue, instead of queueing without end.
+MAX_WAITING_FOR_THREADS = 32
 JWKS_MAX_AGE_SECONDS = 300
 
 
@@ -46,6 +49,8 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
     account_threads = anyio.CapacityLimiter(ACCOUNT_THREADS)
 
     async def in_account_thread(fn: Callable[..., T], *args: Any) -> T:
+        if account_threads.statistics().tasks_waiting >= MAX_WAITING_FOR_THREADS:
+            raise _busy()
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=account_threads)
 
     @router.post(

@@ -291,3 +291,39 @@ def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash
     assert reached == 3  # every stalled login was in DynamoDB at once
     # Released together they are a burst for the gate (one hashes, one waits), so one may be turned away.
     assert sorted(r.status_code for r in stalled_answers) in ([401, 401, 401], [401, 401, 503])
+
+
+def test_logins_beyond_the_threads_and_their_line_are_turned_away_at_once(make_client, monkeypatch):
+    """A slow table holds every account thread; a few more logins wait for one, and the rest get 503 busy
+    at once instead of queueing without end."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from auth_service import routes
+    from auth_service.users import UserStore
+
+    monkeypatch.setattr(routes, "ACCOUNT_THREADS", 1)
+    monkeypatch.setattr(routes, "MAX_WAITING_FOR_THREADS", 1)
+    client = make_client()
+    entered, release = threading.Event(), threading.Event()
+    real_get = UserStore.get
+
+    def slow_get(self, username):
+        entered.set()
+        release.wait(20)
+        return real_get(self, username)
+
+    monkeypatch.setattr(UserStore, "get", slow_get)
+    with ThreadPoolExecutor(2) as pool:
+        holding = pool.submit(login, client, "slow0")  # takes the one thread, stalls in DynamoDB
+        assert entered.wait(5)
+        waiting = pool.submit(login, client, "slow1")  # waits for the thread
+        time.sleep(1)  # ample for it to get in line (it takes milliseconds)
+        try:
+            answer = login(client, "late")
+        finally:
+            release.set()
+        answers = [holding.result(timeout=30), waiting.result(timeout=30)]
+    assert answer.status_code == 503 and error_of(answer)["code"] == "busy" and answer.headers["Retry-After"] == "1"
+    assert [r.status_code for r in answers] == [401, 401]  # the held and the queued one were served
