@@ -9,6 +9,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
@@ -18,6 +19,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from constructs.compliance import skip_cfn_lint
+from constructs.container_registry import repository_name
 from constructs.event_bus import restrict_publishers
 from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalDnsRecord, RegionalIngress
 from constructs.meshed_service import (
@@ -501,8 +503,12 @@ class ServicesStack(cdk.Stack):
 
     def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
         if image_tag:
-            # CI pushes release images here; from_ecr_repository also grants the pull.
-            return ecs.ContainerImage.from_ecr_repository(self.platform.repositories[service.name], image_tag)
+            # CI pushes release images to the platform stack's repository; from_ecr_repository also grants the
+            # pull. By name, not through the platform stack's output: CDK splits the repository's ARN for the
+            # image URI, and CloudFormation's Fn::Split takes no Fn::GetStackOutput (cfn-lint E1022).
+            repository = self.node.try_find_child(f"{service.name}-repository") or ecr.Repository.from_repository_name(
+                self, f"{service.name}-repository", repository_name(self.config.prefix, service.name))  # the canary's too
+            return ecs.ContainerImage.from_ecr_repository(repository, image_tag)
         if service.image:
             return ecs.ContainerImage.from_registry(service.image)
         dockerfile = SERVICES_DIR / service.name / "Dockerfile"

@@ -116,12 +116,18 @@ def _pipeline_only(assembly) -> list[str]:
             if "pipeline" in stack or "cross-region-stack" in stack or stack.endswith("/smoke-test")]
 
 
+def _image_tag_stacks(assembly) -> dict[str, str]:
+    """The services stacks of a variant whose services run image tags (prod_pipeline)."""
+    return {stack: str(path) for stack, path in assembly.template_files.items() if stack.endswith("/services")}
+
+
 @pytest.fixture(scope="module")
 def scanned_templates(dev, prod, appmesh, domain, github, strangler, dev_pipeline, prod_pipeline) -> dict[str, str]:
     """Every distinct template of every variant, with the region its stack deploys to (a template that two
     regions share counts once per region), except that of the pipeline variants only what the pipeline
-    adds: their regional stacks are dev's and prod's with a literal account (about a third of the
-    scanners' time for nothing the other variants do not already show)."""
+    adds, and prod_pipeline's services stacks (images from ECR by tag): their other regional stacks are
+    dev's and prod's with a literal account (about a third of the scanners' time for nothing the other
+    variants do not already show)."""
     variants = {"dev": dev, "prod": prod, "appmesh": appmesh, "domain": domain, "github": github,
                 "strangler": strangler, "dev_pipeline": dev_pipeline, "prod_pipeline": prod_pipeline}
     assert set(variants) == set(VARIANTS)  # a new variant must be scanned too
@@ -129,6 +135,7 @@ def scanned_templates(dev, prod, appmesh, domain, github, strangler, dev_pipelin
              for stack, path in assembly.template_files.items()]
     pipeline = [(path, _region(assembly, stack)) for assembly in (dev_pipeline, prod_pipeline)
                 for stack, path in assembly.template_files.items() if str(path) in _pipeline_only(assembly)]
+    pipeline += [(path, _region(prod_pipeline, stack)) for stack, path in _image_tag_stacks(prod_pipeline).items()]
     unique: dict[tuple[str, str], str] = {}
     for path, region in [*whole, *pipeline]:
         unique.setdefault((_content(path), region), str(path))
@@ -164,13 +171,15 @@ def scanners(scanned_templates, tmp_path_factory):
     return results
 
 
-def test_the_scan_covers_what_only_the_strangler_fig_and_the_pipeline_add(scanned_templates, strangler, dev_pipeline, prod_pipeline):
+def test_the_scan_covers_what_only_the_strangler_fig_the_pipeline_and_image_tags_add(scanned_templates, strangler, dev_pipeline, prod_pipeline):
     scanned = set(map(_content, scanned_templates))
     for region in ("eu-central-1", "eu-west-1"):  # the legacy function's target group and permission
         assert _content(strangler.template_files[f"mf-{region}/services"]) in scanned
     pipeline_only = [*_pipeline_only(dev_pipeline), *_pipeline_only(prod_pipeline)]
     assert len(pipeline_only) == 2 * 6  # baseline, pipeline, two support stacks, two smoke-test stacks
     assert set(map(_content, pipeline_only)) <= scanned
+    image_tag_stacks = _image_tag_stacks(prod_pipeline)
+    assert len(image_tag_stacks) == 2 and set(map(_content, image_tag_stacks.values())) <= scanned
 
 
 def test_cfn_lint_reports_nothing_checking_each_template_for_its_own_region(scanners, scanned_templates):

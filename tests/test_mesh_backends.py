@@ -271,7 +271,7 @@ def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
     for task in _mesh(assembly, "AWS::ECS::TaskDefinition").values():
         app = next(c for c in task["ContainerDefinitions"] if c["Name"] == "app")
         images[task["Family"]] = app["Image"]["Fn::Join"][1][-1]
-    assert sorted(images.values()) == [":1.4.2", ":1.5.0-rc1"]
+    assert sorted(images.values()) == ["/mf/auth:1.4.2", "/mf/auth:1.5.0-rc1"]  # one repository, two tags
 
 
 def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback_alarms():

@@ -191,11 +191,13 @@ def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
     (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
     app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
     image = "".join(p if isinstance(p, str) else "<x>" for p in app["Image"]["Fn::Join"][1])
-    assert image.endswith(":1.4.2") and ".dkr.ecr." in image
-    assert "Repositoriesauth" in json.dumps(app["Image"])  # the platform stack's mf/auth repository
+    # The platform stack's mf/auth repository, by name: no output of another stack, which CloudFormation
+    # could not split for the URI.
+    assert image == "<x>.dkr.ecr.eu-west-1.<x>/mf/auth:1.4.2", image  # the account and URL suffix: pseudo parameters
+    assert "GetStackOutput" not in json.dumps(app["Image"])
     pulls = [s for p in assembly.resources("mf-eu-west-1/services", "AWS::IAM::Policy").values()
              for s in p["Properties"]["PolicyDocument"]["Statement"] if "ecr:BatchGetImage" in s["Action"]]
-    assert pulls and all("Repositoriesauth" in json.dumps(s["Resource"]) for s in pulls)
+    assert pulls and all(json.dumps(s["Resource"]).endswith(':repository/mf/auth"]]}') for s in pulls), pulls
 
 
 def test_a_fourth_service_needs_config_only(tmp_path):

@@ -1,3 +1,3 @@
-from .registry import RegistryReplication, ServiceRepositories
+from .registry import RegistryReplication, ServiceRepositories, repository_name
 
-__all__ = ["RegistryReplication", "ServiceRepositories"]
+__all__ = ["RegistryReplication", "ServiceRepositories", "repository_name"]

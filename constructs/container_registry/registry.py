@@ -10,6 +10,11 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 
+def repository_name(repository_prefix: str, service: str) -> str:
+    """A service's repository: ``<prefix>/<service>``, the same name in every region (replication keeps it)."""
+    return f"{repository_prefix}/{service}"
+
+
 class ServiceRepositories(Construct):
     """One private ECR repository per service, named ``<repository_prefix>/<service>``.
 
@@ -41,7 +46,7 @@ class ServiceRepositories(Construct):
             repository = ecr.Repository(
                 self,
                 service,
-                repository_name=f"{repository_prefix}/{service}",
+                repository_name=repository_name(repository_prefix, service),
                 image_scan_on_push=True,
                 image_tag_mutability=ecr.TagMutability.IMMUTABLE,
                 encryption=ecr.RepositoryEncryption.KMS,
