@@ -8,14 +8,17 @@
 - ``atomic_moto``: for tests that race requests against in-process moto.
 - ``lose_answer``: in-process moto applies DynamoDB calls and then answers them 500, as DynamoDB may (optionally
   with a concurrent request in between).
+- ``listening``: a process's listening sockets, for the tests of what the servers bind.
 """
 
+import ipaddress
 import json
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 import pytest
 from moto.core.botocore_stubber import BotocoreStubber
 
@@ -77,3 +80,23 @@ def lose_answer(monkeypatch):
         return state
 
     return lose
+
+
+def _as_ipv4(ip: str) -> str:
+    """grpc listens on IPv6 sockets that take IPv4 too: "::" is 0.0.0.0 and "::ffff:127.0.0.1" is 127.0.0.1."""
+    address = ipaddress.ip_address(ip)
+    if address.version == 6 and address.is_unspecified:
+        return "0.0.0.0"
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+@pytest.fixture
+def listening() -> Callable[..., set[tuple[str, int]]]:
+    """listening(pid=None) -> {(address, port)}: the listening inet sockets of a process (default: this one),
+    addresses in their IPv4 form where the socket takes IPv4 (see _as_ipv4)."""
+
+    def sockets(pid: int | None = None) -> set[tuple[str, int]]:
+        return {(_as_ipv4(c.laddr.ip), c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    return sockets

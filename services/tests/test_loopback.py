@@ -15,17 +15,6 @@ import harness
 import psutil
 
 
-def _listening(pid: int) -> set[tuple[str, int]]:
-    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
-
-
-def _on_loopback(ip: str) -> bool:
-    """127.0.0.1, also as grpc binds it: an IPv6 socket on the v4-mapped ::ffff:127.0.0.1."""
-    address = ipaddress.ip_address(ip)
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address) == "127.0.0.1"
-
-
 def _connects(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
@@ -37,18 +26,18 @@ def _own_non_loopback_ipv4() -> list[str]:
                    if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback})
 
 
-def test_services_listen_on_loopback_only(stack: harness.Stack) -> None:
+def test_services_listen_on_loopback_only(stack: harness.Stack, listening) -> None:
     pids = {name: child.process.pid for name, child in stack.launcher.children.items() if child.process.poll() is None}
     assert stack.moto is not None
     pids["moto"] = stack.moto.pid
-    listening = {name: _listening(pid) for name, pid in pids.items()}
-    exposed = {name: sorted(s for s in sockets if not _on_loopback(s[0])) for name, sockets in listening.items()}
+    sockets_of = {name: listening(pid) for name, pid in pids.items()}
+    exposed = {name: sorted(s for s in sockets if s[0] != "127.0.0.1") for name, sockets in sockets_of.items()}
     assert not any(exposed.values()), f"listening beyond 127.0.0.1: { {n: s for n, s in exposed.items() if s} }"
 
     ports = {name: {int(stack.specs[name].env["PORT"])} for name in ("auth", "persona", "vc-start")}
     ports["persona"].add(int(stack.specs["persona"].env["GRPC_PORT"]))
     for name, expected in ports.items():
-        assert expected <= {port for _, port in listening[name]}, f"{name} is not listening on {expected}: {listening[name]}"
+        assert expected <= {port for _, port in sockets_of[name]}, f"{name} is not listening on {expected}: {sockets_of[name]}"
 
     others = _own_non_loopback_ipv4()
     for name, expected in ports.items():

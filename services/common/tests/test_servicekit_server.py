@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from servicekit.app import create_service_app
@@ -256,18 +255,14 @@ def test_http_server_listens_on_bind_host_every_interface_unless_set(make_settin
     assert build_server(app, make_settings(), host="::1").config.host == "::1"  # an explicit host still wins
 
 
-def _listening() -> set[tuple[str, int]]:
-    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
-
-
-async def test_serve_listens_on_bind_host(make_settings):
+async def test_serve_listens_on_bind_host(make_settings, listening):
     # serve() (what `run` and so every service's main runs) binds BIND_HOST, not uvicorn's or our default 0.0.0.0.
     settings = make_settings(bind_host="127.0.0.1", port=0, drain_seconds=0, instrumentation=False)
-    before = _listening()
+    before = listening()
     serving = asyncio.ensure_future(server_module.serve(create_service_app(settings, title="t", version="1"), settings))
     try:
         deadline = time.monotonic() + 10
-        while not (opened := _listening() - before):
+        while not (opened := listening() - before):
             assert not serving.done() and time.monotonic() < deadline, "serve() never listened"
             await asyncio.sleep(0.02)
         [(host, port)] = opened

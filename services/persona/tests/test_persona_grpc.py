@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 
 import boto3
 import grpc
-import psutil
 import pytest
 from botocore.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -182,19 +180,7 @@ async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def _listening() -> set[tuple[str, int]]:
-    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
-
-
-def _ipv4(ip: str) -> str:
-    """grpc listens on IPv6 sockets that take IPv4 too: "::" for 0.0.0.0, "::ffff:127.0.0.1" for 127.0.0.1."""
-    address = ipaddress.ip_address(ip)
-    if address.version == 6 and address.is_unspecified:
-        return "0.0.0.0"
-    return str(getattr(address, "ipv4_mapped", None) or address)
-
-
-async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch):
+async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch, listening):
     # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings. Real
     # sockets on ephemeral ports, read back from the process's listening sockets.
     from persona_service.app import PersonaClients, create_app
@@ -205,11 +191,11 @@ async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(setti
     default = PersonaSettings(table_name=settings.table_name, grpc_port=0)
     listened = []
     for bind_host in (None, "127.0.0.1"):
-        before = _listening()
+        before = listening()
         server = app.state.grpc_server_factory(default if bind_host is None else default.model_copy(update={"bind_host": bind_host}))
         await server.start()
         try:
-            listened.append(sorted(_ipv4(host) for host, _ in _listening() - before))
+            listened.append(sorted(host for host, _ in listening() - before))
         finally:
             app.state.grpc_health.stop_refreshing()
             await server.stop(0)
