@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import ClientError
-from servicekit.dynamo import is_conditional_failure
+from servicekit.dynamo import failed_against, is_conditional_failure
 
 from .errors import UsernameTaken
 
@@ -64,11 +64,6 @@ class FailureResult:
 
 class LockedMeanwhile(Exception):
     """A conditional update found the account locked by a concurrent request."""
-
-
-def _old_item(exc: ClientError) -> dict[str, Any]:
-    """The item a conditional write failed against (asked for with ReturnValuesOnConditionCheckFailure)."""
-    return exc.response.get("Item") or {}
 
 
 # A failed login counts once per attempt id, also when botocore resends the write after a lost answer.
@@ -127,7 +122,7 @@ class UserStore:
             if not is_conditional_failure(exc):
                 raise
             # Our own user_id: a retry of this put, which DynamoDB had applied before its answer was lost.
-            if _old_item(exc).get("user_id", {}).get("S") != user.user_id:
+            if (failed_against(exc) or {}).get("user_id", {}).get("S") != user.user_id:
                 raise UsernameTaken(name) from exc
         return user
 
@@ -163,7 +158,7 @@ class UserStore:
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise
-            old = _old_item(exc)
+            old = failed_against(exc) or {}
             # Our id is in the item: a retry of this write, which DynamoDB had applied (the lock and a
             # success clear the ids, so the account is not locked since). Otherwise it is locked.
             if attempt not in old.get("failure_ids", {}).get("SS", []):
@@ -193,7 +188,7 @@ class UserStore:
             if not is_conditional_failure(exc):
                 raise
             # Locked by this very failure (a retry of the lock write DynamoDB had applied), or by another.
-            if _old_item(exc).get("lock_id", {}).get("S") != attempt:
+            if (failed_against(exc) or {}).get("lock_id", {}).get("S") != attempt:
                 raise LockedMeanwhile() from exc
         return FailureResult(failed_attempts=count, locked_until=until)
 

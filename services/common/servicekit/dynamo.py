@@ -23,6 +23,12 @@ def is_conditional_failure(exc: BaseException) -> bool:
     return aws.error_code(exc) == CONDITIONAL_FAILED
 
 
+def failed_against(exc: BaseException) -> dict[str, Any] | None:
+    """The item a conditional write failed against, when the write asked for it
+    (ReturnValuesOnConditionCheckFailure="ALL_OLD"); None when there was no item."""
+    return getattr(exc, "response", {}).get("Item")
+
+
 def held_by(owner: str, *, names: dict[str, str] | None = None, values: dict[str, Any] | None = None) -> dict[str, Any]:
     """A write's condition and expression attributes for "only while ``owner`` holds the item" (attribute
     ``owner``), merged with the write's own ``names`` and ``values``: a claim or lease that its holder

@@ -31,7 +31,7 @@ from typing import Any
 
 from servicekit import aws
 from servicekit.aws import run_sync
-from servicekit.dynamo import is_conditional_failure
+from servicekit.dynamo import failed_against, is_conditional_failure
 from servicekit.logging import get_logger
 
 from vc_start.models import CancelReason, Session, SessionStatus
@@ -156,12 +156,9 @@ class SessionStore:
         return session
 
     async def get(self, session_id: str) -> Session | None:
-        item = await self._get_item(session_id)
-        return _from_item(item, self._pending_timeout) if item else None
-
-    async def _get_item(self, session_id: str) -> dict[str, Any] | None:
         response = await run_sync(self._db.get_item, TableName=self._table, Key=_key(session_id), ConsistentRead=True)
-        return response.get("Item")
+        item = response.get("Item")
+        return _from_item(item, self._pending_timeout) if item else None
 
     async def activate(self, session_id: str) -> Transition:
         """PENDING -> ACTIVE, unless the session is overdue (then it is left PENDING for `time_out`)."""
@@ -256,11 +253,12 @@ class SessionStore:
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
-            current = await self._get_item(session_id)
+            current = failed_against(exc)
             if current is not None and current.get(LAST_WRITE, {}).get("S") == write_id:
                 # Our own write: botocore retried it (after a 5xx or a timeout) when DynamoDB had applied it.
                 return Transition(applied=True, session=_from_item(current, self._pending_timeout))
