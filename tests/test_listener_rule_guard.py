@@ -1,0 +1,150 @@
+"""ListenerRuleGuard (aws/aws-cdk#36649): a stack update that changes a listener rule ECS shifts traffic on
+writes the template's weights back, all on the first target group, which after an odd number of ECS
+deployments has no tasks. One function per services stack puts the weights back after each update.
+
+Its function is the strangler fig's (entry point ``guard``), tested against moto in
+services/tests/test_listener_rule_guard_handler.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_events import REGIONS
+
+EXPOSED = ("auth", "persona", "vc-start")
+
+
+def _services(assembly, region):
+    return assembly.template(f"mf-{region}/services")["Resources"]
+
+
+def _of_type(resources, resource_type):
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == resource_type}
+
+
+def _guards(resources):
+    return {i: r["Properties"] for i, r in _of_type(resources, "AWS::Lambda::Function").items()
+            if r["Properties"]["Handler"] == "handler.guard"}
+
+
+def _guard(resources):
+    ((function_id, function),) = _guards(resources).items()
+    return function_id, function
+
+
+def _id(resources, prefix, resource_type):
+    (logical_id,) = (i for i in _of_type(resources, resource_type) if i.startswith(prefix))
+    return logical_id
+
+
+def _rule_id(resources, service):
+    return _id(resources, f"Ingress{service.replace('-', '')}route", "AWS::ElasticLoadBalancingV2::ListenerRule")
+
+
+def _service_id(resources, service):
+    return _id(resources, f"{service.replace('-', '')}Service", "AWS::ECS::Service")
+
+
+def _guarded(resources):
+    """The services whose rule, target groups and ECS service the guard's GUARDED_RULES name."""
+    _, function = _guard(resources)
+    text = json.dumps(function["Environment"]["Variables"]["GUARDED_RULES"])
+    guarded = set()
+    for service in EXPOSED:
+        key = service.replace("-", "")
+        names = [_rule_id(resources, service), _service_id(resources, service),
+                 *(i for i in _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")
+                   if i.startswith((f"Ingress{key}targets", f"Ingress{key}alternatetargets")))]
+        found = [json.dumps({"Ref": name}) in text for name in names]
+        assert len(names) == 4 and len(set(found)) == 1, (service, names, found)  # all or none of the four
+        guarded |= {service} if found[0] else set()
+    return guarded
+
+
+def _statements(resources, function):
+    role_id = function["Role"]["Fn::GetAtt"][0]
+    assert resources[role_id]["Properties"].get("ManagedPolicyArns") is None
+    return [s for p in _of_type(resources, "AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _resources_by_action(statements):
+    by_action = {}
+    for statement in statements:
+        for action in [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]:
+            by_action.setdefault(action, []).extend(statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]])
+    return by_action
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_one_function_per_services_stack_guards_the_rules_of_every_exposed_service(dev, region):
+    resources = _services(dev, region)
+    assert _guarded(resources) == set(EXPOSED)
+    function_id, function = _guard(resources)
+    assert (function["Runtime"], function["Architectures"], function["FunctionName"]) == ("python3.14", ["arm64"], "mf-listener-rule-guard")
+    # No other stack of the stage has one.
+    assert not [s for s in dev.templates if s.startswith(f"mf-{region}/") and not s.endswith("/services")
+                and _guards(dev.template(s).get("Resources", {}))]
+    log_group = next(r["Properties"] for r in _of_type(resources, "AWS::Logs::LogGroup").values()
+                     if r["Properties"].get("LogGroupName") == "/mf/listener-rule-guard")
+    assert log_group["RetentionInDays"] > 0 and "KmsKeyId" in log_group
+    assert function["LoggingConfig"]["LogGroup"] == {"Ref": next(i for i, r in _of_type(resources, "AWS::Logs::LogGroup").items()
+                                                                 if r["Properties"].get("LogGroupName") == "/mf/listener-rule-guard")}
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_only_an_update_of_its_own_stack_that_completes_or_rolls_back_invokes_it(dev, region):
+    resources = _services(dev, region)
+    function_id, function = _guard(resources)
+    rules = [r["Properties"] for r in _of_type(resources, "AWS::Events::Rule").values()
+             if any(t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]} for t in r["Properties"]["Targets"])]
+    assert [rule["EventPattern"] for rule in rules] == [{
+        "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Stack Status Change"],
+        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}}}]
+    (target,) = rules[0]["Targets"]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    # Failed runs of the function (a rule without healthy targets) land where undeliverable events do, which alarms.
+    assert function["DeadLetterConfig"]["TargetArn"] == target["DeadLetterConfig"]["Arn"]
+    alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in dev.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
+    alarm = alarms["mf-listener-rule-guard-dlq-not-empty"]
+    assert alarm["AlarmDescription"].endswith("Runbook: runbooks/canary-rollback.md")
+    # Only the function's own source may invoke it.
+    (permission,) = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
+                     if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}]
+    assert permission["Principal"] == "events.amazonaws.com"
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_it_may_modify_only_the_guarded_rules_and_read_only_their_services_deployments(dev, region):
+    resources = _services(dev, region)
+    _, function = _guard(resources)
+    by_action = _resources_by_action(_statements(resources, function))
+    assert set(by_action) == {"elasticloadbalancing:ModifyRule", "elasticloadbalancing:DescribeRules",
+                              "elasticloadbalancing:DescribeTargetHealth", "ecs:ListServiceDeployments",
+                              "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+    assert sorted(r["Ref"] for r in by_action["elasticloadbalancing:ModifyRule"]) == sorted(_rule_id(resources, s) for s in EXPOSED)
+    assert sorted(r["Ref"] for r in by_action["ecs:ListServiceDeployments"]) == sorted(_service_id(resources, s) for s in EXPOSED)
+    assert by_action["elasticloadbalancing:DescribeRules"] == ["*"]  # no resource-level permissions for Describe*
+
+
+def test_app_mesh_shifts_no_load_balancer_traffic_and_has_no_guard(appmesh):
+    for region in REGIONS:
+        resources = _services(appmesh, region)
+        assert _guards(resources) == {}
+        assert not [i for i in resources if i.startswith("ListenerRuleGuard")]
+
+
+def test_a_strangler_fig_keeps_its_own_guard_and_the_guard_takes_the_other_rules(strangler):
+    for region in REGIONS:
+        resources = _services(strangler, region)
+        assert _guarded(resources) == {"persona", "vc-start"}
+        _, guard = _guard(resources)
+        modified = {r["Ref"] for r in _resources_by_action(_statements(resources, guard))["elasticloadbalancing:ModifyRule"]}
+        assert _rule_id(resources, "auth") not in modified
+        # auth's rule: its strangler fig's function, invoked by the same stack events, puts the flag's split back.
+        (fig,) = (r["Properties"] for i, r in _of_type(resources, "AWS::Lambda::Function").items() if i.startswith("authstranglerfig"))
+        assert fig["Handler"] == "handler.handler"
+        assert fig["Environment"]["Variables"]["RULE_ARN"] == {"Ref": _rule_id(resources, "auth")}
