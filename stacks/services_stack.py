@@ -229,8 +229,7 @@ class ServicesStack(cdk.Stack):
         prefix = self.config.prefix
         return ListenerRuleGuard(
             self, "ListenerRuleGuard",
-            rules=[GuardedRule(listener_rule=routed.listener_rule, target_groups=[routed.target_group, routed.alternate_target_group],
-                               service=self.services[name].service) for name, routed in shifting.items()],
+            rules=[GuardedRule(listener_rule=routed.listener_rule, service=self.services[name].service) for name, routed in shifting.items()],
             function_name=f"{prefix}-listener-rule-guard", dead_letter_queue_name=f"{prefix}-listener-rule-guard-dlq",
             log_group=logs.LogGroup(
                 self, "ListenerRuleGuardLogs", log_group_name=f"/{prefix}/listener-rule-guard", encryption_key=self.network.logs_key,

@@ -3,6 +3,7 @@ back onto the target group that has the service's tasks (aws/aws-cdk#36649)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,11 +27,11 @@ from constructs.strangler_fig.strangler_fig import (
 
 @dataclass(frozen=True)
 class GuardedRule:
-    """A listener rule that ECS shifts ``service``'s traffic on, between ``target_groups``."""
+    """A listener rule that ECS shifts ``service``'s traffic on: the service's load balancer names it, and the two
+    target groups, in its ``advancedConfiguration``. The function reads them there; the rule scopes its role."""
 
     listener_rule: elbv2.ApplicationListenerRule
-    target_groups: Sequence[elbv2.IApplicationTargetGroup]
-    service: ecs.BaseService
+    service: ecs.IBaseService
 
 
 class ListenerRuleGuard(Construct):
@@ -43,6 +44,10 @@ class ListenerRuleGuard(Construct):
     its weights already sit there, or while a deployment of its service is under way (ECS owns the
     weights then). A rule without any group with healthy targets keeps its weights and fails the run:
     Lambda retries twice, then the dead-letter queue, whose alarm an operator answers.
+
+    The function's environment names only the cluster and the services (``CLUSTER``, ``SERVICES``); it asks
+    ECS (DescribeServices) for each service's production listener rule and its two target groups, so the
+    environment grows by a service name per service, far from Lambda's 4 KB limit on it.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, rules: Sequence[GuardedRule], log_group: logs.ILogGroup,
@@ -50,11 +55,11 @@ class ListenerRuleGuard(Construct):
         super().__init__(scope, construct_id)
         if not rules:
             raise ValueError("rules=[] is invalid: give at least one listener rule to guard")
-        for rule in rules:
-            if len(rule.target_groups) < 2:
-                raise ValueError(f"{rule.listener_rule.node.path}: expected the live and the alternate target group, "
-                                 f"got {len(rule.target_groups)}; a rule ECS shifts no traffic on needs no guard")
         stack = cdk.Stack.of(self)
+        clusters = {json.dumps(stack.resolve(rule.service.cluster.cluster_name), sort_keys=True) for rule in rules}
+        if len(clusters) > 1:
+            raise ValueError(f"the services of rules are in {len(clusters)} clusters: one guard guards one cluster's services")
+        cluster = rules[0].service.cluster
         self.dead_letter_queue = sqs.Queue(
             self, "DeadLetterQueue", queue_name=dead_letter_queue_name, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
             retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
@@ -68,19 +73,15 @@ class ListenerRuleGuard(Construct):
             code=lambda_.Code.from_asset(str(FUNCTION_DIR), exclude=["__pycache__", "*.pyc"]),
             handler="handler.guard", timeout=cdk.Duration.seconds(60), memory_size=128, log_group=log_group,
             dead_letter_queue=self.dead_letter_queue, retry_attempts=2,
-            environment={"GUARDED_RULES": stack.to_json_string([{
-                "rule_arn": rule.listener_rule.listener_rule_arn,
-                "target_group_arns": [group.target_group_arn for group in rule.target_groups],
-                "cluster": rule.service.cluster.cluster_name,
-                "service_arn": rule.service.service_arn,
-            } for rule in rules])},
+            # A name per service, not its rule and groups: ECS describes those, and Lambda allows 4 KB of environment.
+            environment={"CLUSTER": cluster.cluster_name, "SERVICES": cdk.Fn.join(",", [rule.service.service_name for rule in rules])},
             description="After a stack update, moves listener rules' weights onto the target group with healthy targets",
         )
         log_group.grant_write(self.role)
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["elasticloadbalancing:ModifyRule"], resources=[rule.listener_rule.listener_rule_arn for rule in rules]))
         self.role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["ecs:ListServiceDeployments"], resources=[rule.service.service_arn for rule in rules]))
+            actions=["ecs:DescribeServices", "ecs:ListServiceDeployments"], resources=[rule.service.service_arn for rule in rules]))
         # Describe calls take no resource-level permissions in Elastic Load Balancing.
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetHealth"], resources=["*"]))
@@ -131,7 +132,7 @@ class ListenerRuleGuard(Construct):
         skip_checkov(self.function.node.default_child, {
             "CKV_AWS_115": "The function runs once per stack update; reserved concurrency would protect nothing",
             "CKV_AWS_117": "The function only calls the Elastic Load Balancing and ECS APIs and needs no network path into the VPC",
-            "CKV_AWS_173": "The environment holds ARNs and a cluster name, nothing secret; a customer key for it would protect nothing",
+            "CKV_AWS_173": "The environment holds a cluster's and services' names, nothing secret; a customer key for it would protect nothing",
         })
         skip_cfn_lint(self.function.node.default_child, {
             "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})

@@ -1,8 +1,10 @@
 """ListenerRuleGuard's function (the strangler fig's, entry point ``guard``) against moto's ELBv2: traffic-shifting
 listener rules without a legacy function, whose weights a stack update wrote back (aws/aws-cdk#36649).
 
-moto has no ECS ListServiceDeployments: botocore's Stubber answers it, checking each request against the
-API's model (the cluster, the service and the status names).
+The function knows only the cluster and the services' names; ECS's DescribeServices tells it each service's
+production listener rule and target groups. moto has no ECS ListServiceDeployments nor the load balancers'
+``advancedConfiguration``: botocore's Stubber answers both calls, checking each request and answer against
+the API's model (the cluster, the services, the status names; the answers' members).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def stack(monkeypatch):
                 ListenerArn=listener, Priority=priority,
                 Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": [f"/api/{name}", f"/api/{name}/*"]}}],
                 Actions=[_forward({live: 100, alternate: 0})])["Rules"][0]["RuleArn"]
-            rules[name] = {"rule_arn": rule_arn, "target_group_arns": [live, alternate], "cluster": "mf",
+            rules[name] = {"rule_arn": rule_arn, "target_group_arns": [live, alternate],
                            "service_arn": f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}"}
         ecs = boto3.client("ecs", REGION)
         with Stubber(ecs) as ecs_stub:
@@ -69,25 +71,51 @@ def _serve_from(stack, name, group):
     stack["elbv2"].register_targets(TargetGroupArn=stack["rules"][name]["target_group_arns"][group], Targets=[{"Id": address, "Port": 8080}])
 
 
-def _deployments(stack, *under_way):
-    """What ListServiceDeployments answers for each rule's service, in order: a deployment under way or none."""
-    for name, busy in zip(stack["rules"], under_way, strict=True):
+def _service(stack, name, advanced=True):
+    """DescribeServices' description of ``name``: its load balancer as the services stack configures it (the rule and
+    both groups in ``advancedConfiguration``), or, ``advanced=False``, as before its first deployment with them."""
+    arn = f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}"
+    balancer = {"containerName": "app", "containerPort": 8080}
+    if name in stack["rules"]:
         rule = stack["rules"][name]
+        balancer["targetGroupArn"] = rule["target_group_arns"][0]
+        if advanced:
+            balancer["advancedConfiguration"] = {
+                "alternateTargetGroupArn": rule["target_group_arns"][1], "productionListenerRule": rule["rule_arn"],
+                "roleArn": f"arn:aws:iam::123456789012:role/{name}-alternate-target"}
+    return {"serviceArn": arn, "serviceName": name, "clusterArn": f"arn:aws:ecs:{REGION}:123456789012:cluster/mf",
+            "status": "ACTIVE", "loadBalancers": [balancer]}
+
+
+def _describe(stack, *names, missing=(), advanced=True):
+    """What DescribeServices answers for one call naming ``names`` (then ``missing``, which it does not find)."""
+    stack["ecs_stub"].add_response(
+        "describe_services",
+        {"services": [_service(stack, name, advanced) for name in names],
+         "failures": [{"arn": f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}", "reason": "MISSING"} for name in missing]},
+        {"cluster": "mf", "services": [*names, *missing]})
+
+
+def _deployments(stack, *under_way, names=None):
+    """What ListServiceDeployments answers for each service, in order: a deployment under way or none."""
+    for name, busy in zip(names or stack["rules"], under_way, strict=True):
         response = {"serviceDeployments": [{
             "serviceDeploymentArn": f"arn:aws:ecs:{REGION}:123456789012:service-deployment/mf/{name}/abc", "status": "IN_PROGRESS"}]
             if busy else []}
         stack["ecs_stub"].add_response("list_service_deployments", response, {
-            "cluster": "mf", "service": rule["service_arn"], "status": handler.DEPLOYMENT_UNDER_WAY})
+            "cluster": "mf", "service": f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}", "status": handler.DEPLOYMENT_UNDER_WAY})
 
 
-def _guard(stack):
-    return handler.guard_rules(stack["elbv2"], stack["ecs"], list(stack["rules"].values()), trigger="CloudFormation Stack Status Change")
+def _guard(stack, services=None):
+    return handler.guard_services(stack["elbv2"], stack["ecs"], "mf", services or list(stack["rules"]),
+                                  trigger="CloudFormation Stack Status Change")
 
 
 def test_weights_on_a_group_without_healthy_targets_move_to_the_group_that_has_them(stack):
     """After an odd number of deployments persona's tasks are in the alternate group; the stack update wrote 100/0."""
     _serve_from(stack, "persona", 1)
     _serve_from(stack, "vc-start", 0)
+    _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
     result = _guard(stack)
     assert [r["outcome"] for r in result["rules"]] == ["applied", "unchanged"]
@@ -103,6 +131,7 @@ def test_weights_already_on_the_serving_group_are_left_alone(stack, monkeypatch)
     _serve_from(stack, "vc-start", 1)
     modified = []
     monkeypatch.setattr(stack["elbv2"], "modify_rule", lambda **kwargs: modified.append(kwargs))
+    _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
     assert [r["outcome"] for r in _guard(stack)["rules"]] == ["unchanged", "unchanged"]
     assert modified == [] and _weights(stack, "persona") == [100, 0]
@@ -110,8 +139,9 @@ def test_weights_already_on_the_serving_group_are_left_alone(stack, monkeypatch)
 
 def test_a_rule_without_any_healthy_group_keeps_its_weights_and_the_run_fails_after_the_others(stack, caplog):
     _serve_from(stack, "vc-start", 1)  # persona has no task in either group
+    _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
-    with pytest.raises(RuntimeError, match="1 of 2 listener rules kept their weights"):
+    with pytest.raises(RuntimeError, match="1 of 2 services' listener rules kept their weights"):
         _guard(stack)
     assert _weights(stack, "persona") == [100, 0]
     assert _weights(stack, "vc-start") == [0, 100]  # the other rule was still put right
@@ -125,6 +155,7 @@ def test_a_rule_whose_service_is_being_deployed_is_skipped_and_logged(stack, cap
     _serve_from(stack, "vc-start", 1)
     described = []
     monkeypatch.setattr(stack["elbv2"], "describe_rules", lambda **kwargs: described.append(kwargs) or pytest.fail("read a rule"))
+    _describe(stack, "persona", "vc-start")
     _deployments(stack, True, True)
     result = _guard(stack)
     assert [r["outcome"] for r in result["rules"]] == ["skipped", "skipped"]
@@ -134,13 +165,57 @@ def test_a_rule_whose_service_is_being_deployed_is_skipped_and_logged(stack, cap
     assert '"outcome": "skipped"' in caplog.text and "service-deployment/mf/persona/abc" in caplog.text
 
 
-def test_the_lambda_entry_point_reads_its_rules_from_the_environment(stack, monkeypatch):
-    import json
-
+def test_a_service_without_an_advanced_configuration_is_skipped_with_a_warning(stack, caplog, monkeypatch):
+    """Not yet deployed with its alternate group and rule: ECS shifts nothing on it, and nothing names the rule."""
     _serve_from(stack, "persona", 1)
     _serve_from(stack, "vc-start", 1)
+    _describe(stack, "persona", advanced=False)
+    _describe(stack, "vc-start")
+    _deployments(stack, False, names=["vc-start"])  # none for persona: nothing to guard
+    result = handler.guard_services(stack["elbv2"], stack["ecs"], "mf", ["persona"], trigger=None)
+    assert [(r["outcome"], r["service"]) for r in result["rules"]] == [("skipped", "persona")]
+    assert "advancedConfiguration" in caplog.text and "WARNING" in caplog.text
+    assert _weights(stack, "persona") == [100, 0]
+    assert handler.guard_services(stack["elbv2"], stack["ecs"], "mf", ["vc-start"])["rules"][0]["outcome"] == "applied"
+    stack["ecs_stub"].assert_no_pending_responses()
+
+
+def test_services_are_described_ten_at_a_time_and_each_rule_comes_from_ecs(stack):
+    """12 services: two DescribeServices calls (10, then 2). Only the two with a rule have one to guard; the rules'
+    and groups' ARNs the function writes are the ones ECS answered, as the function was given none."""
+    _serve_from(stack, "persona", 1)
+    _serve_from(stack, "vc-start", 1)
+    services = ["persona", *(f"worker-{i}" for i in range(9)), "vc-start", "worker-9"]
+    _describe(stack, *services[:10])
+    _deployments(stack, False, names=["persona"])
+    _describe(stack, *services[10:])
+    _deployments(stack, False, names=["vc-start"])
+    result = _guard(stack, services)
+    outcomes = {r["service"]: r["outcome"] for r in result["rules"]}
+    assert outcomes == {"persona": "applied", "vc-start": "applied", **{f"worker-{i}": "skipped" for i in range(10)}}
+    assert [r["rule_arn"] for r in result["rules"] if r["outcome"] == "applied"] == [
+        stack["rules"]["persona"]["rule_arn"], stack["rules"]["vc-start"]["rule_arn"]]
+    assert _weights(stack, "persona") == [0, 100] and _weights(stack, "vc-start") == [0, 100]
+    stack["ecs_stub"].assert_no_pending_responses()
+
+
+def test_a_service_ecs_does_not_find_fails_the_run_after_the_others(stack, caplog):
+    _serve_from(stack, "persona", 1)
+    _describe(stack, "persona", missing=["vc-start"])
+    _deployments(stack, False, names=["persona"])
+    with pytest.raises(RuntimeError, match="1 of 2 services' listener rules kept their weights"):
+        _guard(stack, ["persona", "vc-start"])
+    assert _weights(stack, "persona") == [0, 100]
+    assert '"outcome": "failed"' in caplog.text and "DescribeServices: MISSING" in caplog.text
+
+
+def test_the_lambda_entry_point_reads_the_cluster_and_its_services_from_the_environment(stack, monkeypatch):
+    _serve_from(stack, "persona", 1)
+    _serve_from(stack, "vc-start", 1)
+    _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
-    monkeypatch.setenv("GUARDED_RULES", json.dumps(list(stack["rules"].values())))
+    monkeypatch.setenv("CLUSTER", "mf")
+    monkeypatch.setenv("SERVICES", "persona,vc-start")
     monkeypatch.setattr(boto3, "client", lambda name: {"elbv2": stack["elbv2"], "ecs": stack["ecs"]}[name])
     event = {"source": "aws.cloudformation", "detail-type": "CloudFormation Stack Status Change"}
     assert handler.guard(event, None)["outcome"] == "guarded"

@@ -3,7 +3,10 @@ ListenerRuleGuard's (rules without a legacy function) back onto the service's se
 
 Two entry points over one reconcile step. ``handler`` (StranglerFig) is invoked by EventBridge when the
 flag changes, when an ECS deployment of the service ends and when its stack's update ends. ``guard``
-(ListenerRuleGuard) is invoked when its stack's update ends, for every rule it guards. Every invocation
+(ListenerRuleGuard) is invoked when its stack's update ends; its environment names only the cluster and
+the guarded services (``CLUSTER``, ``SERVICES`` comma-separated), and ECS's DescribeServices tells each
+service's production listener rule and its two target groups (the load balancer's ``advancedConfiguration``),
+so the environment stays far below Lambda's 4 KB whatever the number of services. Every invocation
 reconciles: it reads the rule and writes the weights only if they differ, so a repeated or late event
 does no harm. boto3 only (the Lambda runtime's own).
 """
@@ -22,6 +25,8 @@ LOG.setLevel(logging.INFO)
 # The service deployment statuses ECS documents as pending or ongoing ("View service history using Amazon ECS
 # service deployments"): during these ECS owns the rule's weights.
 DEPLOYMENT_UNDER_WAY = ["PENDING", "IN_PROGRESS", "STOP_REQUESTED", "ROLLBACK_REQUESTED", "ROLLBACK_IN_PROGRESS"]
+# DescribeServices describes at most 10 services a call.
+DESCRIBE_SERVICES_PAGE = 10
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -33,8 +38,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def guard(event: dict[str, Any], context: Any) -> dict[str, Any]:
     import boto3
 
-    return guard_rules(boto3.client("elbv2"), boto3.client("ecs"), json.loads(os.environ["GUARDED_RULES"]),
-                       trigger=event.get("detail-type"))
+    return guard_services(boto3.client("elbv2"), boto3.client("ecs"), os.environ["CLUSTER"], os.environ["SERVICES"].split(","),
+                          trigger=event.get("detail-type"))
 
 
 def settings_from_environment() -> dict[str, Any]:
@@ -57,28 +62,53 @@ def reconcile(ssm: Any, elbv2: Any, settings: dict[str, Any], trigger: str | Non
                        settings["legacy_target_group_arn"], trigger=trigger, percent_to_service=percent)
 
 
-def guard_rules(elbv2: Any, ecs: Any, rules: list[dict[str, Any]], trigger: str | None = None) -> dict[str, Any]:
-    """Put each rule's whole share back on its service's groups with healthy targets, skipping a rule whose
-    service is being deployed (ECS moves its weights then, and its end leaves them on the live group).
-    ``rules``: rule_arn, target_group_arns, cluster, service_arn each. Raises after the others when a rule
-    has no group with healthy targets: Lambda retries, then the dead-letter queue alarms."""
+def guard_services(elbv2: Any, ecs: Any, cluster: str, services: list[str], trigger: str | None = None) -> dict[str, Any]:
+    """Put each service's production listener rule's whole share back on its groups with healthy targets.
+
+    ``services`` (names or ARNs in ``cluster``) are described 10 at a time; each load balancer's
+    ``advancedConfiguration`` names the rule ECS shifts (``productionListenerRule``) between ``targetGroupArn``
+    and ``alternateTargetGroupArn``. Skipped, with a warning: a service without one (not yet deployed with
+    it: ECS shifts nothing) and a service being deployed (ECS moves its weights then, and its end leaves them
+    on the live group). Raises after the others when a rule has no group with healthy targets or a service
+    is not found: Lambda retries, then the dead-letter queue alarms."""
     results, failures = [], []
-    for rule in rules:
-        under_way = ecs.list_service_deployments(
-            cluster=rule["cluster"], service=rule["service_arn"], status=DEPLOYMENT_UNDER_WAY)["serviceDeployments"]
-        if under_way:
-            results.append(_log(logging.WARNING, "skipped", trigger=trigger, rule_arn=rule["rule_arn"],
-                                reason="an ECS deployment of the service is under way",
-                                service_deployments=[d["serviceDeploymentArn"] for d in under_way]))
-            continue
-        try:
-            results.append(_weigh_rule(elbv2, rule["rule_arn"], rule["target_group_arns"], MAX_PERCENT, None,
-                                       trigger=trigger, rule_arn=rule["rule_arn"]))
-        except ValueError as error:
-            failures.append(_log(logging.ERROR, "failed", trigger=trigger, rule_arn=rule["rule_arn"], reason=str(error)))
+    for start in range(0, len(services), DESCRIBE_SERVICES_PAGE):
+        described = ecs.describe_services(cluster=cluster, services=services[start:start + DESCRIBE_SERVICES_PAGE])
+        for failure in described.get("failures", []):
+            failures.append(_log(logging.ERROR, "failed", trigger=trigger, service=failure.get("arn"),
+                                 reason=f"DescribeServices: {failure.get('reason')} {failure.get('detail', '')}".strip()))
+        for service in described["services"]:
+            outcomes = _guard_service(elbv2, ecs, cluster, service, trigger)
+            results += [o for o in outcomes if o["outcome"] != "failed"]
+            failures += [o for o in outcomes if o["outcome"] == "failed"]
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(rules)} listener rules kept their weights: {json.dumps(failures)}")
+        raise RuntimeError(f"{len(failures)} of {len(services)} services' listener rules kept their weights: {json.dumps(failures)}")
     return {"outcome": "guarded", "rules": results}
+
+
+def _guard_service(elbv2: Any, ecs: Any, cluster: str, service: dict[str, Any], trigger: str | None) -> list[dict[str, Any]]:
+    name = service["serviceName"]
+    shifted = [(balancer["advancedConfiguration"]["productionListenerRule"],
+                [balancer["targetGroupArn"], balancer["advancedConfiguration"]["alternateTargetGroupArn"]])
+               for balancer in service.get("loadBalancers", [])
+               if balancer.get("advancedConfiguration", {}).get("productionListenerRule")]
+    if not shifted:
+        return [_log(logging.WARNING, "skipped", trigger=trigger, service=name,
+                     reason="no load balancer of the service has an advancedConfiguration with a production listener rule")]
+    under_way = ecs.list_service_deployments(
+        cluster=cluster, service=service["serviceArn"], status=DEPLOYMENT_UNDER_WAY)["serviceDeployments"]
+    if under_way:
+        return [_log(logging.WARNING, "skipped", trigger=trigger, service=name, rule_arn=rule_arn,
+                     reason="an ECS deployment of the service is under way",
+                     service_deployments=[d["serviceDeploymentArn"] for d in under_way]) for rule_arn, _ in shifted]
+    outcomes = []
+    for rule_arn, target_group_arns in shifted:
+        try:
+            outcomes.append(_weigh_rule(elbv2, rule_arn, target_group_arns, MAX_PERCENT, None,
+                                        trigger=trigger, service=name, rule_arn=rule_arn))
+        except ValueError as error:
+            outcomes.append(_log(logging.ERROR, "failed", trigger=trigger, service=name, rule_arn=rule_arn, reason=str(error)))
+    return outcomes
 
 
 def _weigh_rule(elbv2: Any, rule_arn: str, service_target_group_arns: list[str], percent: int, legacy: str | None, /,
