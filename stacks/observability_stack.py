@@ -101,9 +101,11 @@ class ObservabilityStack(cdk.Stack):
             max_queue_age=cdk.Duration.minutes(config.observability.queue_age_alarm_minutes),
             dead_letter_queues={"spot-interruptions": self.spot_interruptions.dead_letter_queue,
                                 "counted-quotas": self.quota_counter.dead_letter_queue,
-                                **{f"{name}-migration": fig.dead_letter_queue for name, fig in services.strangler_figs.items()}},
+                                **{f"{name}-migration": fig.dead_letter_queue for name, fig in services.strangler_figs.items()},
+                                **({"listener-rule-guard": services.listener_rule_guard.dead_letter_queue}
+                                   if services.listener_rule_guard else {})},
             # A migration flag that could not be applied is answered by re-applying it, not by a redrive.
-            dead_letter_runbooks={"counted-quotas": "quota-exhaustion",
+            dead_letter_runbooks={"counted-quotas": "quota-exhaustion", "listener-rule-guard": "canary-rollback",
                                   **{f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs}},
             quota_alarm_percent=config.observability.quota_alarm_percent, quotas=QUOTAS + self.quota_counter.quotas,
             # No service with a path: no load balancer (and no ingress) at all.

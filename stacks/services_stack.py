@@ -22,6 +22,7 @@ from constructs.compliance import skip_cfn_lint
 from constructs.container_registry import repository_name
 from constructs.event_bus import restrict_publishers
 from constructs.ingress import CloudFrontOriginFacing, IngressRoute, RegionalDnsRecord, RegionalIngress
+from constructs.listener_rule_guard import GuardedRule, ListenerRuleGuard
 from constructs.meshed_service import (
     AdotCollector,
     AppMeshBackend,
@@ -102,7 +103,8 @@ class ServicesStack(cdk.Stack):
     Exposes ``services``: name -> MeshedFargateService (the primary), ``canaries`` (App Mesh),
     ``resources``: name -> ServiceResources (services that own or publish anything),
     ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM),
-    ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function) and
+    ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function),
+    ``listener_rule_guard``: the ListenerRuleGuard of the other exposed services' rules (None without any) and
     ``rollback``: the ServiceRollbackAutomation document `<prefix>-rollback-service`.
     """
 
@@ -159,6 +161,7 @@ class ServicesStack(cdk.Stack):
             self.traffic_shifts = {service.name: self._traffic_shift(mesh, service) for service in config.services
                                    if service.name in called}
         self.strangler_figs = {service.name: self._strangler_fig(service) for service in config.services if service.legacy}
+        self.listener_rule_guard = self._listener_rule_guard()
 
         # Each service admits exactly the services that call it, on the ports the mesh reaches it on.
         by_name = {service.name: service for service in config.services}
@@ -216,6 +219,23 @@ class ServicesStack(cdk.Stack):
                 retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY),
             # ECS canary and linear deployments rewrite the rule's weights; each end re-applies the flag.
             deployment_service_arns=[self.services[service.name].service.service_arn] if self._shifts_traffic else [],
+        )
+
+    def _listener_rule_guard(self) -> ListenerRuleGuard | None:
+        """Stack updates write the template's weights over the ones ECS's deployments left (aws/aws-cdk#36649): one
+        guard for every rule ECS shifts traffic on, but those of a strangler fig, whose own function guards them."""
+        shifting = {name: routed for name, routed in (self.ingress.routes.items() if self.ingress else ())
+                    if routed.alternate_target_group and name not in self.strangler_figs}
+        if not shifting:
+            return None
+        prefix = self.config.prefix
+        return ListenerRuleGuard(
+            self, "ListenerRuleGuard",
+            rules=[GuardedRule(listener_rule=routed.listener_rule, service=self.services[name].service) for name, routed in shifting.items()],
+            function_name=f"{prefix}-listener-rule-guard", dead_letter_queue_name=f"{prefix}-listener-rule-guard-dlq",
+            log_group=logs.LogGroup(
+                self, "ListenerRuleGuardLogs", log_group_name=f"/{prefix}/listener-rule-guard", encryption_key=self.network.logs_key,
+                retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY),
         )
 
     def _owns_resources(self, service: ServiceConfig) -> bool:

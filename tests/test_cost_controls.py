@@ -127,8 +127,8 @@ def test_each_services_resources_and_tasks_carry_its_service_tag(dev, prod, prof
                 name = _tags(resource).get("service")
                 if resource["Type"] == "AWS::SSM::Parameter" and "/config/" not in resource["Properties"]["Name"]:
                     continue  # the ingress's parameters belong to no service
-                if resource["Type"] == "AWS::Logs::LogGroup" and logical_id.startswith("CustomResourceLogs"):
-                    continue  # the stack's custom-resource logs belong to no service
+                if resource["Type"] == "AWS::Logs::LogGroup" and logical_id.startswith(("CustomResourceLogs", "ListenerRuleGuardLogs")):
+                    continue  # the stack's custom-resource logs and the listener rule guard's belong to no service
                 assert name and logical_id.startswith(name.replace("-", "")), f"{logical_id}: service={name}"
             if resource["Type"] == "AWS::ECS::Service":
                 # Tasks inherit the service's tags (cost per service includes its tasks' Fargate hours).

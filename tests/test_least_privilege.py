@@ -22,9 +22,9 @@ EXAMPLE_ACCOUNT = "111122223333"
 RESOURCE_WILDCARD_SERVICES = {"ecr", "xray", "ec2", "kms", "ecs", "ssm", "ec2messages", "ssmmessages", "logs", "tag", "servicediscovery",
                               "servicequotas", "cloudwatch"}
 # Per variant, on top (the App Mesh traffic-shift state machines' log delivery is logs, in the set above).
-# strangler: the flag handler's DescribeRules and DescribeTargetHealth (Elastic Load Balancing's describe calls have no
-# resource-level permissions).
-VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {"strangler": {"elasticloadbalancing"}}
+# Service Connect: the listener rule guard's and the strangler fig's DescribeRules and DescribeTargetHealth (Elastic
+# Load Balancing's describe calls have no resource-level permissions); App Mesh shifts no load balancer traffic.
+VARIANT_WILDCARD_SERVICES: dict[str, set[str]] = {name: {"elasticloadbalancing"} for name in VARIANTS if name != "appmesh"}
 
 
 @pytest.fixture(params=VARIANTS)
@@ -217,10 +217,10 @@ def test_every_role_in_every_stack_carries_its_stages_boundary(variant):
         # resource and prefix list lookup roles, and per service a task role, an execution role and the role ECS
         # assumes to shift load balancer traffic in a deployment, and the rollback Automation document's role; the
         # chaos stack's three FIS experiment roles and the chaos service's SSM managed-instance role; the
-        # observability stack's quota counter role. The edge: the role of the custom resources that read the
+        # observability stack's quota counter role; the services stack's listener rule guard's role. The edge: the role of the custom resources that read the
         # regions' load balancers and the region-failover function's role. The primary's data stack: the
         # signing-key rotation function's and the replica-key custom resources' roles.
-        assert roles == 2 * (3 + 3 * 3 + 1 + 4 + 1) + 2 + 2
+        assert roles == 2 * (3 + 3 * 3 + 1 + 4 + 1 + 1) + 2 + 2
 
 
 # --- The boundary's effect, evaluated -----------------------------------------------------------

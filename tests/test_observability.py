@@ -144,7 +144,8 @@ def test_every_alarm_notifies_on_alarm_and_on_ok_and_names_a_runbook_that_exists
 def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
     for region in REGIONS:
         queues = {q["Properties"]["QueueName"] for q in dev.resources(f"mf-{region}/services", "AWS::SQS::Queue").values()}
-        assert queues == {f"mf-{name}-events{suffix}" for name in CONSUMERS for suffix in ("", "-dlq")}
+        # Besides the event queues, the listener rule guard's dead-letter queue (tests/test_listener_rule_guard.py).
+        assert queues == {f"mf-{name}-events{suffix}" for name in CONSUMERS for suffix in ("", "-dlq")} | {"mf-listener-rule-guard-dlq"}
         alarms = _alarms(dev, _observability(region))
         for name in CONSUMERS:
             dlq = alarms[f"mf-{name}-events-dlq-not-empty"]
@@ -155,10 +156,10 @@ def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
             age = alarms[f"mf-{name}-events-oldest-message"]
             assert _metric_names(age) == {"ApproximateAgeOfOldestMessage"} and age["Threshold"] == 15 * 60
             assert f"{name.replace('-', '')}resourcesQueue" in json.dumps(age["Metrics"])
-        # Plus the two dead-letter queues that are not a service's: the Spot-interruption rule's target's and the
-        # quota counter's (tests/test_events.py checks every dead-letter queue has its alarm).
-        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 2
-        assert {"mf-spot-interruptions-dlq-not-empty", "mf-counted-quotas-dlq-not-empty"} <= set(alarms)
+        # Plus the three dead-letter queues that are not a service's: the Spot-interruption rule's target's, the
+        # quota counter's and the listener rule guard's (tests/test_events.py checks every dead-letter queue has its alarm).
+        assert sum(n.endswith("-dlq-not-empty") for n in alarms) == len(CONSUMERS) + 3
+        assert {"mf-spot-interruptions-dlq-not-empty", "mf-counted-quotas-dlq-not-empty", "mf-listener-rule-guard-dlq-not-empty"} <= set(alarms)
         # SQS stops publishing an idle queue's metrics after about six hours, and nobody reads a dead-letter queue:
         # no data there means empty, not INSUFFICIENT_DATA for ever.
         assert {alarm["TreatMissingData"] for n, alarm in alarms.items() if n.endswith("-dlq-not-empty")} == {"notBreaching"}

@@ -1,4 +1,5 @@
-"""The listener rule's weights for a migration percentage: pure, so it is tested without AWS."""
+"""The listener rule's weights for a migration percentage (or, without a legacy function, for the service's
+groups alone): pure, so it is tested without AWS."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def parse_percent(raw: str) -> int:
     return int(text)
 
 
-def rule_weights(percent: int, legacy_group: str, service_weights: Mapping[str, int],
+def rule_weights(percent: int, legacy_group: str | None, service_weights: Mapping[str, int],
                  serving_groups: frozenset[str] = frozenset()) -> dict[str, int]:
     """Target group ARN -> weight for the rule's forward action, out of 100.
 
@@ -32,11 +33,20 @@ def rule_weights(percent: int, legacy_group: str, service_weights: Mapping[str, 
     proportion. When no weighted group serves (the service had 0 %, or the template's weights), the
     share is split equally among ``serving_groups``. When no group serves at all, the weights stay as
     they are; with none of them above 0 that would send the share nowhere and raises ValueError.
+
+    ``legacy_group`` None (a rule without a legacy function, ListenerRuleGuard): the service takes 100 %,
+    on the serving groups as above. Without a serving group nothing tells which group is live, so that
+    raises ValueError too.
     """
     if not MIN_PERCENT <= percent <= MAX_PERCENT:
         raise InvalidPercent(f"percent={percent} is invalid: expected 0 to 100")
     if not service_weights or legacy_group in service_weights:
         raise ValueError("service_weights must name the service's target groups, not the legacy one")
+    if legacy_group is None:
+        if percent != MAX_PERCENT:
+            raise ValueError(f"percent={percent} is invalid without a legacy group: the service takes 100 %")
+        if not serving_groups:
+            raise ValueError("no service target group has healthy targets to take 100 % of the traffic")
     basis = {group: weight for group, weight in service_weights.items() if weight > 0}
     if serving_groups and percent > 0:
         basis = ({group: weight for group, weight in basis.items() if group in serving_groups}
@@ -44,7 +54,8 @@ def rule_weights(percent: int, legacy_group: str, service_weights: Mapping[str, 
     if not basis and percent > 0:
         raise ValueError(f"no service target group has healthy targets to take {percent} % of the traffic")
     shares = _split(percent, basis)
-    return {legacy_group: MAX_PERCENT - percent, **{group: shares.get(group, 0) for group in service_weights}}
+    legacy = {legacy_group: MAX_PERCENT - percent} if legacy_group is not None else {}
+    return {**legacy, **{group: shares.get(group, 0) for group in service_weights}}
 
 
 def _split(total: int, basis: Mapping[str, int]) -> dict[str, int]:
