@@ -48,10 +48,19 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
     router = APIRouter()
     account_threads = anyio.CapacityLimiter(ACCOUNT_THREADS)
 
+    in_flight = 0  # on an account thread or waiting for one
+
     async def in_account_thread(fn: Callable[..., T], *args: Any) -> T:
-        if account_threads.statistics().tasks_waiting >= MAX_WAITING_FOR_THREADS:
+        nonlocal in_flight
+        # Counted before the first await: a burst arriving in one tick is bounded too (the limiter's own
+        # waiting count only grows once each request has yielded).
+        if in_flight >= ACCOUNT_THREADS + MAX_WAITING_FOR_THREADS:
             raise _busy()
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=account_threads)
+        in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=account_threads)
+        finally:
+            in_flight -= 1
 
     @router.post(
         "/v1/users",

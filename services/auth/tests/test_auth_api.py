@@ -294,11 +294,10 @@ def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash
 
 
 def test_logins_beyond_the_threads_and_their_line_are_turned_away_at_once(make_client, monkeypatch):
-    """A slow table holds every account thread; a few more logins wait for one, and the rest get 503 busy
-    at once instead of queueing without end."""
+    """A slow table holds every account thread; a few more logins wait for one, and the rest of a burst get
+    503 busy at once instead of queueing without end."""
     import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from auth_service import routes
     from auth_service.users import UserStore
@@ -306,24 +305,25 @@ def test_logins_beyond_the_threads_and_their_line_are_turned_away_at_once(make_c
     monkeypatch.setattr(routes, "ACCOUNT_THREADS", 1)
     monkeypatch.setattr(routes, "MAX_WAITING_FOR_THREADS", 1)
     client = make_client()
-    entered, release = threading.Event(), threading.Event()
+    release = threading.Event()
     real_get = UserStore.get
 
     def slow_get(self, username):
-        entered.set()
         release.wait(20)
         return real_get(self, username)
 
     monkeypatch.setattr(UserStore, "get", slow_get)
-    with ThreadPoolExecutor(2) as pool:
-        holding = pool.submit(login, client, "slow0")  # takes the one thread, stalls in DynamoDB
-        assert entered.wait(5)
-        waiting = pool.submit(login, client, "slow1")  # waits for the thread
-        time.sleep(1)  # ample for it to get in line (it takes milliseconds)
+    with ThreadPoolExecutor(5) as pool:
+        # One burst: one login takes the thread (and stalls in DynamoDB), one waits for it, three are turned away.
+        burst = [pool.submit(login, client, f"user{n}") for n in range(5)]
         try:
-            answer = login(client, "late")
+            turned_away = []
+            while len(turned_away) < 3:
+                done, _ = wait([f for f in burst if f not in turned_away], timeout=10, return_when=FIRST_COMPLETED)
+                assert done, "the burst beyond the thread and its line was not answered while the table stalled"
+                turned_away += done
         finally:
             release.set()
-        answers = [holding.result(timeout=30), waiting.result(timeout=30)]
-    assert answer.status_code == 503 and error_of(answer)["code"] == "busy" and answer.headers["Retry-After"] == "1"
-    assert [r.status_code for r in answers] == [401, 401]  # the held and the queued one were served
+        answers = sorted((f.result(timeout=30) for f in burst), key=lambda r: r.status_code)
+    assert [r.status_code for r in answers] == [401, 401, 503, 503, 503]
+    assert all(error_of(r)["code"] == "busy" and r.headers["Retry-After"] == "1" for r in answers[2:])
