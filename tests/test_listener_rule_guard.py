@@ -4,7 +4,7 @@ deployments has no tasks. One function per services stack puts the weights back 
 
 Its function is the strangler fig's (entry point ``guard``), tested against moto in
 services/tests/test_listener_rule_guard_handler.py. Its environment names the cluster and the services only
-(ECS describes each service's rule and target groups): Lambda allows 4 KB of environment in all.
+(ECS describes each service's rule and target groups).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 
 import pytest
 
-from tests.conftest import PROD_IMAGE_TAG
 from tests.test_events import REGIONS
 
 EXPOSED = ("auth", "persona", "vc-start")
@@ -152,56 +151,6 @@ def test_a_strangler_fig_keeps_its_own_guard_and_the_guard_takes_the_other_rules
         (fig,) = (r["Properties"] for i, r in _of_type(resources, "AWS::Lambda::Function").items() if i.startswith("authstranglerfig"))
         assert fig["Handler"] == "handler.handler"
         assert fig["Environment"]["Variables"]["RULE_ARN"] == {"Ref": _rule_id(resources, "auth")}
-
-
-# Lambda's limit on a function's environment: keys and values, 4 KB in all.
-ENVIRONMENT_LIMIT = 4096
-# What CloudFormation resolves a Ref to, as long as the account's own ARNs (IDs of the lengths AWS gives them).
-_ARNS = {
-    "AWS::ElasticLoadBalancingV2::ListenerRule":
-        "arn:aws:elasticloadbalancing:{region}:111122223333:listener-rule/app/mf-public/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee",
-    "AWS::ElasticLoadBalancingV2::TargetGroup": "arn:aws:elasticloadbalancing:{region}:111122223333:targetgroup/{id:.32}/73e2d6bc24d8a067",
-    "AWS::ECS::Service": "arn:aws:ecs:{region}:111122223333:service/mf/{id}",
-}
-
-
-def _deployed(value, assembly, stack):
-    """``value`` as CloudFormation resolves it in ``stack`` (an ECS service's Name, a cluster's Ref its name)."""
-    resources = assembly.template(stack)["Resources"]
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        separator, parts = value["Fn::Join"]
-        return separator.join(_deployed(part, assembly, stack) for part in parts)
-    if "Fn::GetStackOutput" in value:
-        output = value["Fn::GetStackOutput"]
-        (source,) = [name for name, artifact in assembly.stack_artifacts.items()
-                     if artifact["properties"].get("stackName", artifact["id"]) == output["StackName"]]
-        return _deployed(assembly.template(source)["Outputs"][output["OutputName"]]["Value"], assembly, source)
-    if "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Name":
-        return resources[value["Fn::GetAtt"][0]]["Properties"]["ServiceName"]
-    if "Ref" in value and resources[value["Ref"]]["Type"] == "AWS::ECS::Cluster":
-        return resources[value["Ref"]]["Properties"]["ClusterName"]
-    if "Ref" in value:
-        return _ARNS[resources[value["Ref"]]["Type"]].format(region="eu-west-1", id=value["Ref"])
-    raise AssertionError(f"unexpected in the function's environment: {value}")
-
-
-def test_the_environment_stays_small_with_twelve_exposed_services(tmp_path):
-    """Each exposed service adds its name to SERVICES, nothing else: with 12 of them (12 rules, 24 target groups) the
-    environment as deployed is far below Lambda's 4 KB, which a rule's and its groups' ARNs each would overrun."""
-    from tests.assembly import synth
-
-    names = [f"service-{i:02d}" for i in range(12)]
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     services={name: {"path": f"/api/{name}", "image_tag": PROD_IMAGE_TAG} for name in names})
-    resources = _services(assembly, "eu-west-1")
-    assert len(_of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule")) == 12
-    _, function = _guard(resources)
-    environment = {key: _deployed(value, assembly, "mf-eu-west-1/services") for key, value in function["Environment"]["Variables"].items()}
-    size = sum(len(key) + len(value) for key, value in environment.items())
-    assert size <= ENVIRONMENT_LIMIT // 8, (size, environment)
-    assert sorted(environment["SERVICES"].split(",")) == names
 
 
 def test_one_guard_takes_the_services_of_one_cluster_only():

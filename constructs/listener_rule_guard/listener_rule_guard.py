@@ -46,8 +46,7 @@ class ListenerRuleGuard(Construct):
     Lambda retries twice, then the dead-letter queue, whose alarm an operator answers.
 
     The function's environment names only the cluster and the services (``CLUSTER``, ``SERVICES``); it asks
-    ECS (DescribeServices) for each service's production listener rule and its two target groups, so the
-    environment grows by a service name per service, far from Lambda's 4 KB limit on it.
+    ECS (DescribeServices) for each service's production listener rule and its two target groups.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, rules: Sequence[GuardedRule], log_group: logs.ILogGroup,

@@ -3,8 +3,8 @@ listener rules without a legacy function, whose weights a stack update wrote bac
 
 The function knows only the cluster and the services' names; ECS's DescribeServices tells it each service's
 production listener rule and target groups. moto has no ECS ListServiceDeployments nor the load balancers'
-``advancedConfiguration``: botocore's Stubber answers both calls, checking each request and answer against
-the API's model (the cluster, the services, the status names; the answers' members).
+``advancedConfiguration``: botocore's Stubber answers both calls, checking each request's and answer's members
+against the API's model (not enum values: the deployment statuses are checked against the model below).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import boto3
+import botocore.session
 import pytest
 from botocore.stub import Stubber
 from harness import load_module
@@ -141,7 +142,7 @@ def test_a_rule_without_any_healthy_group_keeps_its_weights_and_the_run_fails_af
     _serve_from(stack, "vc-start", 1)  # persona has no task in either group
     _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
-    with pytest.raises(RuntimeError, match="1 of 2 services' listener rules kept their weights"):
+    with pytest.raises(RuntimeError, match="1 listener rules or services were left as they were"):
         _guard(stack)
     assert _weights(stack, "persona") == [100, 0]
     assert _weights(stack, "vc-start") == [0, 100]  # the other rule was still put right
@@ -203,10 +204,28 @@ def test_a_service_ecs_does_not_find_fails_the_run_after_the_others(stack, caplo
     _serve_from(stack, "persona", 1)
     _describe(stack, "persona", missing=["vc-start"])
     _deployments(stack, False, names=["persona"])
-    with pytest.raises(RuntimeError, match="1 of 2 services' listener rules kept their weights"):
+    with pytest.raises(RuntimeError, match="1 listener rules or services were left as they were"):
         _guard(stack, ["persona", "vc-start"])
     assert _weights(stack, "persona") == [0, 100]
     assert '"outcome": "failed"' in caplog.text and "DescribeServices: MISSING" in caplog.text
+
+
+def test_an_aws_error_for_one_service_fails_the_run_after_the_others(stack, caplog):
+    _serve_from(stack, "vc-start", 1)
+    _describe(stack, "persona", "vc-start")
+    stack["ecs_stub"].add_client_error("list_service_deployments", "AccessDeniedException", "not authorized")
+    _deployments(stack, False, names=["vc-start"])
+    with pytest.raises(RuntimeError, match="1 listener rules or services were left as they were"):
+        _guard(stack)
+    assert _weights(stack, "vc-start") == [0, 100]  # guarded although persona's check failed before it
+    assert "AccessDeniedException" in caplog.text
+
+
+def test_the_deployment_statuses_it_skips_are_ecs_statuses_of_deployments_under_way():
+    """Stubber does not check enum values: a misspelt status would pass there and fail every run in ECS."""
+    statuses = botocore.session.get_session().get_service_model("ecs").shape_for("ServiceDeploymentStatus").enum
+    assert set(handler.DEPLOYMENT_UNDER_WAY) <= set(statuses)
+    assert not {"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"} & set(handler.DEPLOYMENT_UNDER_WAY)
 
 
 def test_the_lambda_entry_point_reads_the_cluster_and_its_services_from_the_environment(stack, monkeypatch):

@@ -5,8 +5,8 @@ Two entry points over one reconcile step. ``handler`` (StranglerFig) is invoked 
 flag changes, when an ECS deployment of the service ends and when its stack's update ends. ``guard``
 (ListenerRuleGuard) is invoked when its stack's update ends; its environment names only the cluster and
 the guarded services (``CLUSTER``, ``SERVICES`` comma-separated), and ECS's DescribeServices tells each
-service's production listener rule and its two target groups (the load balancer's ``advancedConfiguration``),
-so the environment stays far below Lambda's 4 KB whatever the number of services. Every invocation
+service's production listener rule and its two target groups (the load balancer's ``advancedConfiguration``).
+Every invocation
 reconciles: it reads the rule and writes the weights only if they differ, so a repeated or late event
 does no harm. boto3 only (the Lambda runtime's own).
 """
@@ -78,11 +78,15 @@ def guard_services(elbv2: Any, ecs: Any, cluster: str, services: list[str], trig
             failures.append(_log(logging.ERROR, "failed", trigger=trigger, service=failure.get("arn"),
                                  reason=f"DescribeServices: {failure.get('reason')} {failure.get('detail', '')}".strip()))
         for service in described["services"]:
-            outcomes = _guard_service(elbv2, ecs, cluster, service, trigger)
+            try:
+                outcomes = _guard_service(elbv2, ecs, cluster, service, trigger)
+            except Exception as error:  # an AWS error for this service: the others are still guarded
+                outcomes = [_log(logging.ERROR, "failed", trigger=trigger, service=service.get("serviceName"),
+                                 reason=f"{type(error).__name__}: {error}")]
             results += [o for o in outcomes if o["outcome"] != "failed"]
             failures += [o for o in outcomes if o["outcome"] == "failed"]
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(services)} services' listener rules kept their weights: {json.dumps(failures)}")
+        raise RuntimeError(f"{len(failures)} listener rules or services were left as they were: {json.dumps(failures)}")
     return {"outcome": "guarded", "rules": results}
 
 
@@ -106,8 +110,9 @@ def _guard_service(elbv2: Any, ecs: Any, cluster: str, service: dict[str, Any], 
         try:
             outcomes.append(_weigh_rule(elbv2, rule_arn, target_group_arns, MAX_PERCENT, None,
                                         trigger=trigger, service=name, rule_arn=rule_arn))
-        except ValueError as error:
-            outcomes.append(_log(logging.ERROR, "failed", trigger=trigger, service=name, rule_arn=rule_arn, reason=str(error)))
+        except Exception as error:  # no healthy group (ValueError) or an AWS error: the service's other rules still count
+            outcomes.append(_log(logging.ERROR, "failed", trigger=trigger, service=name, rule_arn=rule_arn,
+                                 reason=f"{type(error).__name__}: {error}"))
     return outcomes
 
 
