@@ -15,10 +15,10 @@ from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
 from constructs.strangler_fig.strangler_fig import (
     ARCHITECTURE, FUNCTION_DIR, MAX_EVENT_AGE, RETRY_ATTEMPTS, RUNTIME, STACK_UPDATE_ENDED,
@@ -59,12 +59,9 @@ class ListenerRuleGuard(Construct):
         if len(clusters) > 1:
             raise ValueError(f"the services of rules are in {len(clusters)} clusters: one guard guards one cluster's services")
         cluster = rules[0].service.cluster
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", queue_name=dead_letter_queue_name, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
-            # A target of EventBridge and Lambda only: no queue may name it as its dead-letter queue.
-            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
-        )
+        self.dead_letter_queue = target_dead_letter_queue(
+            self, "DeadLetterQueue", dead_letter_of="the rule's target and of the function's failed runs", senders="EventBridge and Lambda",
+            queue_name=dead_letter_queue_name)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Puts traffic-shifting listener rules' weights back on the serving target group")
         self.function = lambda_.Function(
@@ -119,15 +116,6 @@ class ListenerRuleGuard(Construct):
             "it to one would add ENIs and a NAT dependency for no isolation gained",
             "NIST.800.53.R5-LambdaInsideVPC",
         )
-        acknowledge_nag(
-            self.dead_letter_queue,
-            "This queue is the dead-letter queue of the rule's target and of the function's failed runs, which cdk-nag "
-            "does not read; a dead-letter queue needs no dead-letter queue of its own",
-            "AwsSolutions-SQS3",
-        )
-        skip_checkov(self.dead_letter_queue.node.default_child, {"CKV_AWS_27": (
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
-            "customer managed key would need a key policy letting EventBridge and Lambda use it")})
         skip_checkov(self.function.node.default_child, {
             "CKV_AWS_115": "The function runs once per stack update; reserved concurrency would protect nothing",
             "CKV_AWS_117": "The function only calls the Elastic Load Balancing and ECS APIs and needs no network path into the VPC",

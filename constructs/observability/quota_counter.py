@@ -18,10 +18,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, arn_as_nag_shows, skip_cfn_lint, skip_checkov
+from constructs.event_bus import target_dead_letter_queue
 
 from .quotas import CountedQuota
 
@@ -58,12 +58,9 @@ class QuotaCounter(Construct):
         self.log_group = logs.LogGroup(self, "Logs", log_group_name=f"/aws/lambda/{function_name}", encryption_key=encryption_key,
                                        retention=retention, removal_policy=cdk.RemovalPolicy.DESTROY)
         # A run that failed (or could not start) leaves the quota metrics stale: both land here, and an alarm watches.
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", queue_name=f"{function_name}-dlq", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
-            # A target of EventBridge and Lambda only: no queue may name it as its dead-letter queue.
-            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
-        )
+        self.dead_letter_queue = target_dead_letter_queue(
+            self, "DeadLetterQueue", dead_letter_of="the schedule's target and of the function's failed runs", senders="EventBridge and Lambda",
+            queue_name=f"{function_name}-dlq")
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Counts Cloud Map and ECR resources against their quotas")
         self.function = lambda_.Function(
@@ -134,15 +131,6 @@ class QuotaCounter(Construct):
             "VPC; attaching it to one would add ENIs and a NAT dependency for no isolation gained",
             "NIST.800.53.R5-LambdaInsideVPC",
         )
-        acknowledge_nag(
-            self.dead_letter_queue,
-            "This queue is the dead-letter queue of the schedule's target and of the function's failed runs, which "
-            "cdk-nag does not read; a dead-letter queue needs no dead-letter queue of its own",
-            "AwsSolutions-SQS3",
-        )
-        skip_checkov(self.dead_letter_queue.node.default_child, {"CKV_AWS_27": (
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
-            "customer managed key would need a key policy letting EventBridge and Lambda use it")})
         skip_checkov(self.function.node.default_child, {
             "CKV_AWS_115": "The function runs once per 15 minutes; reserved concurrency would protect nothing",
             "CKV_AWS_117": "The function only calls AWS APIs (Cloud Map, ECR, Service Quotas, CloudWatch) and needs no network path into the VPC",

@@ -14,10 +14,9 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_checkov
+from constructs.event_bus import target_dead_letter_queue
 
 METRIC_NAME = "SpotInterruptions"
 
@@ -52,17 +51,8 @@ class SpotInterruptionMetric(Construct):
         # An L1 target: the L2 CloudWatchLogGroup target would add a Lambda-backed custom resource for
         # the same resource policy.
         # Like every event target of the app: retries, then a dead-letter queue that an alarm watches.
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
-            # The rule target's only: no queue may name it as its dead-letter queue.
-            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
-        )
-        acknowledge_nag(self.dead_letter_queue, "This queue is the dead-letter queue of the rule's target (its DeadLetterConfig, "
-                        "which cdk-nag does not read); a dead-letter queue needs no dead-letter queue of its own", "AwsSolutions-SQS3")
-        skip_checkov(self.dead_letter_queue.node.default_child, {"CKV_AWS_27": (
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
-            "customer managed key would need a key policy letting EventBridge use it")})
+        self.dead_letter_queue = target_dead_letter_queue(
+            self, "DeadLetterQueue", dead_letter_of="the rule's target (its DeadLetterConfig)", senders="EventBridge")
         self.rule = events.CfnRule(
             self, "Rule", name=rule_name,
             description="Fargate Spot interruptions of this region's cluster, for the SpotInterruptions metric",

@@ -14,11 +14,11 @@ from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.event_bus import target_dead_letter_queue
 
 FUNCTION_DIR = Path(__file__).resolve().parent / "function"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -74,12 +74,9 @@ class StranglerFig(Construct):
             description=f"{name}: percent of requests the load balancer sends to the service instead of the legacy "
                         "function (0-100); runbooks/strangler-fig-traffic-shift.md",
         )
-        self.dead_letter_queue = sqs.Queue(
-            self, "DeadLetterQueue", queue_name=dead_letter_queue_name, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
-            retention_period=cdk.Duration.days(14), removal_policy=cdk.RemovalPolicy.DESTROY,
-            # A target of EventBridge and Lambda only: no queue may name it as its dead-letter queue.
-            redrive_allow_policy=sqs.RedriveAllowPolicy(redrive_permission=sqs.RedrivePermission.DENY_ALL),
-        )
+        self.dead_letter_queue = target_dead_letter_queue(
+            self, "DeadLetterQueue", dead_letter_of="the rules' target and of the function's failed runs", senders="EventBridge and Lambda",
+            queue_name=dead_letter_queue_name)
         self.function = self._function(name, listener_rule, service_target_groups, log_group, function_name)
         target = events_targets.LambdaFunction(
             self.function, dead_letter_queue=self.dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
@@ -191,15 +188,6 @@ class StranglerFig(Construct):
             "it to one would add ENIs and a NAT dependency for no isolation gained",
             "NIST.800.53.R5-LambdaInsideVPC",
         )
-        acknowledge_nag(
-            self.dead_letter_queue,
-            "This queue is the dead-letter queue of the rules' target and of the function's failed runs, which cdk-nag "
-            "does not read; a dead-letter queue needs no dead-letter queue of its own",
-            "AwsSolutions-SQS3",
-        )
-        skip_checkov(self.dead_letter_queue.node.default_child, {"CKV_AWS_27": (
-            "Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled), which checkov's check does not read; a "
-            "customer managed key would need a key policy letting EventBridge and Lambda use it")})
         skip_checkov(self.function.node.default_child, {
             "CKV_AWS_115": "The function runs once per flag change or deployment end; reserved concurrency would protect nothing",
             "CKV_AWS_117": "The function only calls the SSM and Elastic Load Balancing APIs and needs no network path into the VPC",
