@@ -9,22 +9,13 @@ against the API's model (not enum values: the deployment statuses are checked ag
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import boto3
 import botocore.session
 import pytest
 from botocore.stub import Stubber
-from harness import load_module
 from moto import mock_aws
-
-FUNCTION_DIR = Path(__file__).resolve().parents[2] / "constructs" / "strangler_fig" / "function"
-REGION = "eu-central-1"
-
-sys.path.insert(0, str(FUNCTION_DIR))  # the handler imports weights.py beside it, as Lambda does
-handler = load_module("listener_rule_guard_handler", FUNCTION_DIR / "handler.py")
-from weights import rule_weights  # noqa: E402
+from weights_function import REGION, forward, handler, listener
+from weights import rule_weights  # importable once weights_function has put the function's folder on the path
 
 
 @pytest.fixture
@@ -33,29 +24,20 @@ def stack(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         elbv2, ec2 = boto3.client("elbv2", REGION), boto3.client("ec2", REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
-                   for i, az in enumerate("ab")]
-        lb = elbv2.create_load_balancer(Name="mf", Subnets=subnets, Scheme="internal")["LoadBalancers"][0]["LoadBalancerArn"]
-        listener = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80, DefaultActions=[
-            {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"]
+        vpc, listener_arn = listener(elbv2, ec2)
         rules = {}
         for priority, name in enumerate(("persona", "vc-start"), start=1):
             live, alternate = (elbv2.create_target_group(Name=n, Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip")
                                ["TargetGroups"][0]["TargetGroupArn"] for n in (name, f"{name}-alt"))
             rule_arn = elbv2.create_rule(
-                ListenerArn=listener, Priority=priority,
+                ListenerArn=listener_arn, Priority=priority,
                 Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": [f"/api/{name}", f"/api/{name}/*"]}}],
-                Actions=[_forward({live: 100, alternate: 0})])["Rules"][0]["RuleArn"]
+                Actions=[forward({live: 100, alternate: 0})])["Rules"][0]["RuleArn"]
             rules[name] = {"rule_arn": rule_arn, "target_group_arns": [live, alternate],
                            "service_arn": f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}"}
         ecs = boto3.client("ecs", REGION)
         with Stubber(ecs) as ecs_stub:
             yield {"elbv2": elbv2, "ec2": ec2, "vpc": vpc, "ecs": ecs, "ecs_stub": ecs_stub, "rules": rules, "addresses": iter(range(10, 250))}
-
-
-def _forward(weights):
-    return {"Type": "forward", "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": a, "Weight": w} for a, w in weights.items()]}}
 
 
 def _weights(stack, name):

@@ -1,27 +1,14 @@
 """The strangler fig's traffic-shift function (constructs/strangler_fig/function) against moto's SSM and
-ELBv2: a real listener rule whose weights the function rewrites from the migration flag.
-
-The handler's tests live with the services because this virtualenv has boto3 and moto; the CDK app's
-cannot take botocore (its jsii pins a python-dateutil botocore does not accept).
-"""
+ELBv2: a real listener rule whose weights the function rewrites from the migration flag."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import boto3
 import pytest
-from harness import load_module
 from moto import mock_aws
+from weights_function import REGION, forward, handler, listener
 
-FUNCTION_DIR = Path(__file__).resolve().parents[2] / "constructs" / "strangler_fig" / "function"
-REGION = "eu-central-1"
 PARAMETER = "/mf/auth/migration/percent-to-service"
-
-
-sys.path.insert(0, str(FUNCTION_DIR))  # the handler imports weights.py beside it, as Lambda does
-handler = load_module("strangler_fig_handler", FUNCTION_DIR / "handler.py")
 
 
 @pytest.fixture
@@ -30,30 +17,21 @@ def rule(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         ssm, elbv2, ec2 = (boto3.client(name, REGION) for name in ("ssm", "elbv2", "ec2"))
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
-                   for i, az in enumerate("ab")]
-        lb = elbv2.create_load_balancer(Name="mf", Subnets=subnets, Scheme="internal")["LoadBalancers"][0]["LoadBalancerArn"]
+        vpc, listener_arn = listener(elbv2, ec2)
 
         def group(name, **kwargs):
             return elbv2.create_target_group(Name=name, **kwargs)["TargetGroups"][0]["TargetGroupArn"]
 
         live, alternate = (group(n, Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip") for n in ("auth", "auth-alt"))
         legacy = group("mf-auth-legacy", TargetType="lambda")
-        listener = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=80, DefaultActions=[
-            {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])["Listeners"][0]["ListenerArn"]
         rule_arn = elbv2.create_rule(
-            ListenerArn=listener, Priority=10, Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/api/auth", "/api/auth/*"]}}],
-            Actions=[_forward({live: 37, alternate: 0, legacy: 63})])["Rules"][0]["RuleArn"]
+            ListenerArn=listener_arn, Priority=10, Conditions=[{"Field": "path-pattern", "PathPatternConfig": {"Values": ["/api/auth", "/api/auth/*"]}}],
+            Actions=[forward({live: 37, alternate: 0, legacy: 63})])["Rules"][0]["RuleArn"]
         ssm.put_parameter(Name=PARAMETER, Type="String", Value="37")
         settings = {"parameter_name": PARAMETER, "rule_arn": rule_arn, "legacy_target_group_arn": legacy,
                     "service_target_group_arns": [live, alternate]}
         yield {"ssm": ssm, "elbv2": elbv2, "ec2": ec2, "vpc": vpc, "settings": settings,
                "live": live, "alternate": alternate, "legacy": legacy}
-
-
-def _forward(weights):
-    return {"Type": "forward", "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": a, "Weight": w} for a, w in weights.items()]}}
 
 
 def _weights(rule):
@@ -87,7 +65,7 @@ def test_a_value_other_than_a_whole_number_from_0_to_100_is_logged_and_leaves_th
 def test_during_an_ecs_canary_the_service_groups_keep_the_proportion_ecs_gave_them(rule):
     # ECS's canary step: 90 % of the service's traffic to the old revision, 10 % to the new one.
     rule["elbv2"].modify_rule(RuleArn=rule["settings"]["rule_arn"],
-                              Actions=[_forward({rule["live"]: 90, rule["alternate"]: 10, rule["legacy"]: 0})])
+                              Actions=[forward({rule["live"]: 90, rule["alternate"]: 10, rule["legacy"]: 0})])
     _flip(rule, "50")
     assert _weights(rule) == {rule["live"]: 45, rule["alternate"]: 5, rule["legacy"]: 50}
 
@@ -95,7 +73,7 @@ def test_during_an_ecs_canary_the_service_groups_keep_the_proportion_ecs_gave_th
 def test_after_a_deployment_that_dropped_the_legacy_group_the_flag_is_applied_again(rule):
     """What the deployment-ended rule is for: whatever ECS left on the rule, the flag's split comes back."""
     # A finished blue/green deployment: the alternate group is live now, and the legacy group is gone.
-    rule["elbv2"].modify_rule(RuleArn=rule["settings"]["rule_arn"], Actions=[_forward({rule["live"]: 0, rule["alternate"]: 100})])
+    rule["elbv2"].modify_rule(RuleArn=rule["settings"]["rule_arn"], Actions=[forward({rule["live"]: 0, rule["alternate"]: 100})])
     result = handler.reconcile(rule["ssm"], rule["elbv2"], rule["settings"], trigger="ECS Deployment State Change")
     assert result["outcome"] == "applied"
     assert _weights(rule) == {rule["live"]: 0, rule["alternate"]: 37, rule["legacy"]: 63}
