@@ -226,6 +226,30 @@ def hash_limits(monkeypatch):
     return limit
 
 
+@pytest.fixture
+def stalled_table(monkeypatch):
+    """stalled_table(prefix="") -> (entered, release): from the call on, reading a user whose name starts with
+    ``prefix`` stalls in DynamoDB (a slow table) until ``release`` is set; ``entered`` counts the reads that stall."""
+    import threading
+
+    from auth_service.users import UserStore
+
+    def stall(prefix: str = ""):
+        entered, release = threading.Semaphore(0), threading.Event()
+        real_get = UserStore.get
+
+        def slow_get(self, username):
+            if username.startswith(prefix):
+                entered.release()
+                release.wait(20)
+            return real_get(self, username)
+
+        monkeypatch.setattr(UserStore, "get", slow_get)
+        return entered, release
+
+    return stall
+
+
 def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, hash_limits, monkeypatch):
     """Logins and registrations queue for Argon2, but only so many: the rest get 503 busy with Retry-After
     instead of waiting behind an anonymous burst."""
@@ -255,27 +279,15 @@ def test_a_burst_beyond_the_hashing_queue_is_turned_away_at_once(make_client, ha
     assert login(client, "user3").status_code == 401  # and the queue is open again
 
 
-def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash_limits, monkeypatch):
+def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash_limits, stalled_table):
     """A slow table (throttling, retries) delays the logins that wait on it, but they hold no Argon2 slot
     and are not counted as waiting for one: other logins and registrations are still served, not 503 busy."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
-
-    from auth_service.users import UserStore
 
     hash_limits(running=1, waiting=1)
     client = make_client()
     assert register(client).status_code == 201
-    entered, release = threading.Semaphore(0), threading.Event()
-    real_get = UserStore.get
-
-    def slow_get(self, username):
-        if username.startswith("slow"):
-            entered.release()
-            release.wait(20)
-        return real_get(self, username)
-
-    monkeypatch.setattr(UserStore, "get", slow_get)
+    entered, release = stalled_table("slow")
     with ThreadPoolExecutor(3) as pool:
         # More stalled logins than the gate admits (one hashing, one waiting).
         stalled = [pool.submit(login, client, f"slow{n}") for n in range(3)]
@@ -293,26 +305,17 @@ def test_logins_slowed_down_by_dynamodb_do_not_hold_hash_slots(make_client, hash
     assert sorted(r.status_code for r in stalled_answers) in ([401, 401, 401], [401, 401, 503])
 
 
-def test_logins_beyond_the_threads_and_their_line_are_turned_away_at_once(make_client, monkeypatch):
+def test_logins_beyond_the_threads_and_their_line_are_turned_away_at_once(make_client, stalled_table, monkeypatch):
     """A slow table holds every account thread; a few more logins wait for one, and the rest of a burst get
     503 busy at once instead of queueing without end."""
-    import threading
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from auth_service import routes
-    from auth_service.users import UserStore
 
     monkeypatch.setattr(routes, "ACCOUNT_THREADS", 1)
     monkeypatch.setattr(routes, "MAX_WAITING_FOR_THREADS", 1)
     client = make_client()
-    release = threading.Event()
-    real_get = UserStore.get
-
-    def slow_get(self, username):
-        release.wait(20)
-        return real_get(self, username)
-
-    monkeypatch.setattr(UserStore, "get", slow_get)
+    _, release = stalled_table()
     with ThreadPoolExecutor(5) as pool:
         # One burst: one login takes the thread (and stalls in DynamoDB), one waits for it, three are turned away.
         burst = [pool.submit(login, client, f"user{n}") for n in range(5)]
