@@ -115,39 +115,81 @@ def test_each_service_key_is_a_rotating_multi_region_key_replicated_to_the_other
     keys = _owned(dev, "AWS::KMS::Key")
     replicas = _owned(dev, "Custom::KmsReplicaKey")
     tables = _owned(dev, "AWS::DynamoDB::GlobalTable")
+    (provider_function_id,) = _provider_functions(dev)
     for name, (key_id, key) in keys.items():
         assert key["Properties"]["MultiRegion"] is True and key["Properties"]["EnableKeyRotation"] is True
         replica_id, replica = replicas[name]
-        create = json.loads(_text(replica["Properties"]["Create"]))
-        assert (create["service"], create["action"]) == ("KMS", "replicateKey")
-        assert create["parameters"]["KeyId"] == f"<{key_id}.Arn>" and create["parameters"]["ReplicaRegion"] == OTHER
-        assert create["physicalResourceId"] == {"id": _replica_arn(key_id)}
-        # The table (and auth's secret) must not be created before the replica key they use exists.
+        properties = replica["Properties"]
+        assert properties["PrimaryKeyArn"] == {"Fn::GetAtt": [key_id, "Arn"]} and properties["ReplicaRegion"] == OTHER
+        assert _text(properties["ReplicaKeyArn"]) == _replica_arn(key_id)
+        assert properties["ServiceToken"] == {"Fn::GetAtt": [provider_function_id, "Arn"]}
+        # The table (and auth's secret) must not be created before the replica key they use is Enabled.
         assert replica_id in tables[name][1]["DependsOn"]
     aliases = {r["Properties"]["AliasName"] for r in _of_type(dev, DATA, "AWS::KMS::Alias").values()}
     assert aliases == {f"alias/mf/{name}" for name in SERVICES}
 
 
-def test_the_replica_key_custom_resource_may_replicate_only_its_key_into_the_other_region(dev):
-    for name, (replica_id, _) in _owned(dev, "Custom::KmsReplicaKey").items():
-        (policy,) = [p for i, p in _of_type(dev, DATA, "AWS::IAM::Policy").items() if i.startswith(replica_id.removesuffix(replica_id[-8:]))]
-        statements = {tuple(s["Action"]) if isinstance(s["Action"], list) else (s["Action"],): s
-                      for s in policy["Properties"]["PolicyDocument"]["Statement"]}
-        key_id = _owned(dev, "AWS::KMS::Key")[name][0]
-        replicate = statements[("kms:ReplicateKey",)]
-        assert replicate["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
-        assert replicate["Condition"] == {"StringEquals": {"kms:ReplicaRegion": OTHER}}
-        create = statements[("kms:CreateKey", "kms:TagResource")]
-        assert create["Condition"] == {"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}
-        assert _text(statements[("kms:ScheduleKeyDeletion",)]["Resource"]) == _replica_arn(key_id)
+def _provider_functions(assembly, stack=DATA):
+    """The logical IDs of the provider framework functions the replica keys' ServiceToken names."""
+    return {replica["Properties"]["ServiceToken"]["Fn::GetAtt"][0] for replica in _of_type(assembly, stack, "Custom::KmsReplicaKey").values()}
+
+
+def _replica_key_handler(assembly, stack=DATA):
+    """The replica keys' handler function: the one the provider framework invokes (its USER_ON_EVENT_FUNCTION_ARN)."""
+    resources = assembly.template(stack)["Resources"]
+    (framework_id,) = _provider_functions(assembly, stack)
+    handler_id = resources[framework_id]["Properties"]["Environment"]["Variables"]["USER_ON_EVENT_FUNCTION_ARN"]["Fn::GetAtt"][0]
+    return handler_id, resources[handler_id]
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_one_provider_per_stack_a_python_handler_that_may_wait_out_lambdas_limit(dev, prod, profile):
+    """Every replica key of the stack is made by one provider; its handler waits up to 14 minutes for Enabled."""
+    assembly = {"dev": dev, "prod": prod}[profile]
+    assert len(_of_type(assembly, DATA, "Custom::KmsReplicaKey")) == len(SERVICES)
+    assert len(_provider_functions(assembly)) == 1
+    _, function = _replica_key_handler(assembly)
+    assert function["Properties"]["Runtime"] == "python3.14" and function["Properties"]["Architectures"] == ["arm64"]
+    assert function["Properties"]["Handler"] == "handler.handler" and function["Properties"]["Timeout"] == 900
+    # No AwsCustomResource (and its singleton handler) is left in the data stack.
+    assert not _of_type(assembly, DATA, "Custom::AWS")
+    functions = _of_type(assembly, DATA, "AWS::Lambda::Function")
+    assert len(functions) == 3, sorted(functions)  # rotation, the replica keys' handler and CDK's provider framework
+
+
+@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
+def test_the_replica_key_handler_may_replicate_only_its_keys_into_the_other_region_and_describe_the_replicas(dev, prod, profile, retained):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    handler_id, function = _replica_key_handler(assembly)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy,) = [p for p in _of_type(assembly, DATA, "AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    by_action = {}
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        by_action.setdefault(tuple(actions), []).append(statement)
+    kms_actions = {a for actions in by_action for a in actions if a.startswith("kms:")}
+    assert kms_actions == {"kms:ReplicateKey", "kms:CreateKey", "kms:TagResource", "kms:DescribeKey"} | (
+        set() if retained else {"kms:ScheduleKeyDeletion"})
+    assert {a for actions in by_action for a in actions} - kms_actions == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    keys = {name: key_id for name, (key_id, _) in _owned(assembly, "AWS::KMS::Key").items()}
+    assert sorted((s["Resource"], s["Condition"]) for s in by_action[("kms:ReplicateKey",)]) == sorted(
+        ({"Fn::GetAtt": [key_id, "Arn"]}, {"StringEquals": {"kms:ReplicaRegion": OTHER}}) for key_id in keys.values())
+    for create in by_action[("kms:CreateKey", "kms:TagResource")]:
+        assert create["Resource"] == "*" and create["Condition"] == {"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}
+    replica_arns = sorted(_replica_arn(key_id) for key_id in keys.values())
+    assert sorted(_text(s["Resource"]) for s in by_action[("kms:DescribeKey",)]) == replica_arns
+    assert "Condition" not in str(by_action[("kms:DescribeKey",)])
+    if not retained:
+        assert sorted(_text(s["Resource"]) for s in by_action[("kms:ScheduleKeyDeletion",)]) == replica_arns
 
 
 def test_every_replica_key_is_tagged_with_the_region_it_lives_in(dev):
     """Cost allocation and inventory by the `region` tag: a eu-west-1 replica must not count as eu-central-1.
     (Global-table replicas: tests/test_cross_cutting.py checks every replica's tags.)"""
     for replica_key in _of_type(dev, DATA, "Custom::KmsReplicaKey").values():
-        tags = json.loads(_text(replica_key["Properties"]["Create"]))["parameters"]["Tags"]
-        assert {"TagKey": "region", "TagValue": OTHER} in tags and {"TagKey": "project", "TagValue": "mf"} in tags
+        tags = replica_key["Properties"]["Tags"]
+        assert tags["region"] == OTHER and tags["project"] == "mf"
 
 
 # --- Profiles ------------------------------------------------------------------------------------
@@ -164,14 +206,9 @@ def test_prod_retains_tables_keys_replicas_and_the_secret_and_protects_tables_an
             assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
     for _, table in _owned(assembly, "AWS::DynamoDB::GlobalTable").values():
         assert {replica["DeletionProtectionEnabled"] for replica in table["Properties"]["Replicas"]} == {retained}
-    # The replica keys: in dev, deleting the stack schedules their deletion too; in prod they stay.
+    # The replica keys: in dev, deleting the stack schedules their deletion too (the handler); in prod they stay.
     for _, replica in _owned(assembly, "Custom::KmsReplicaKey").values():
-        if retained:
-            assert "Delete" not in replica["Properties"]
-        else:
-            delete = json.loads(_text(replica["Properties"]["Delete"]))
-            assert (delete["action"], delete["region"]) == ("scheduleKeyDeletion", OTHER)
-            assert delete["parameters"]["PendingWindowInDays"] == 7
+        assert replica["Properties"]["Retain"] == ("true" if retained else "false")
 
 
 # --- The signing-key secret and its rotation -----------------------------------------------------
