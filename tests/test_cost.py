@@ -291,10 +291,11 @@ def test_prod_costs_more_than_dev_in_every_region(dev: Assembly, prod: Assembly)
 
 
 def test_dashboards_and_replica_keys_are_priced_in_their_own_regions(tmp_path, round_prices):
+    create = {"Fn::Join": ["", ['{"action":"replicateKey","service":"KMS","parameters":{"KeyId":"', {"Fn::GetAtt": ["Key", "Arn"]},
+                                '","ReplicaRegion":"eu-west-1"}}']]}
     assembly = write_assembly(tmp_path, {"app/data": {
         "Dashboard": {"Type": "AWS::CloudWatch::Dashboard", "Properties": {}},
-        "KeyReplica": {"Type": "Custom::KmsReplicaKey", "Properties": {
-            "PrimaryKeyArn": {"Fn::GetAtt": ["Key", "Arn"]}, "ReplicaRegion": "eu-west-1"}},
+        "KeyReplica": {"Type": "Custom::KmsReplicaKey", "Properties": {"Create": create}},
     }})
     estimate = estimate_assembly(assembly, round_prices)
     (dashboard,) = lines_named(estimate, "CloudWatch dashboard")

@@ -60,11 +60,9 @@ PRIMARY_STATEFUL = {
         "authdataKey69E5D817": "AWS::KMS::Key",
         "personadataKey5EE35C3C": "AWS::KMS::Key",
         "vcstartdataKeyF2A71DB1": "AWS::KMS::Key",
-        # New since the replica keys' own provider (CloudFormation refuses to change a custom resource's
-        # ServiceToken, so the AwsCustomResource of before was replaced: its handler waits for the existing replica).
-        "authdataKeyeuwest140009272": "Custom::KmsReplicaKey",
-        "personadataKeyeuwest18F5E06B2": "Custom::KmsReplicaKey",
-        "vcstartdataKeyeuwest1F3DA8DEB": "Custom::KmsReplicaKey",
+        "authdataKeyeuwest1365889EF": "Custom::KmsReplicaKey",
+        "personadataKeyeuwest1F8EF4398": "Custom::KmsReplicaKey",
+        "vcstartdataKeyeuwest14B291790": "Custom::KmsReplicaKey",
         "authdataSigningKey5FA6556A": "AWS::SecretsManager::Secret",
     },
 }

@@ -1,7 +1,6 @@
 """Every AWS API call the app's automations make at run time is one botocore's service models accept: the
 traffic-shift state machines' aws-sdk tasks (App Mesh variant), the rollback Automation documents' API steps,
-and the AwsCustomResource calls (the CloudFront prefix-list lookup, the edge's parameter reads). The replica keys'
-KMS calls are a Python handler's, checked against the model by botocore's Stubber (services/tests/test_replica_key_handler.py).
+and the AwsCustomResource calls (replica keys, the CloudFront prefix-list lookup, the edge's parameter reads).
 
 A misspelled or wrongly cased parameter, a missing required one, or a selector into a response member that does
 not exist fails only when the automation runs in AWS, typically during an incident; this reads the synthesized
@@ -19,7 +18,8 @@ from tests.sdk_calls import SdkCall, automation_calls, calls_in, check, custom_r
 # The calls each variant must contain, so a change in how they are found cannot empty the check.
 EXPECTED = {
     "dev": {("ecs", "DescribeServices"), ("ecs", "UpdateService"), ("ecs", "DescribeServiceDeployments"),
-            ("ecs", "DescribeServiceRevisions"), ("ec2", "DescribeManagedPrefixLists"), ("ssm", "GetParameter")},
+            ("ecs", "DescribeServiceRevisions"), ("kms", "ReplicateKey"), ("kms", "ScheduleKeyDeletion"),
+            ("ec2", "DescribeManagedPrefixLists"), ("ssm", "GetParameter")},
     "appmesh": {("appmesh", "DescribeRoute"), ("appmesh", "UpdateRoute"), ("cloudwatch", "DescribeAlarms"),
                 ("cloudwatch", "GetMetricData"), ("ecs", "DescribeServices"), ("ecs", "UpdateService"),
                 ("ecs", "DescribeServiceDeployments")},

@@ -115,83 +115,109 @@ def test_each_service_key_is_a_rotating_multi_region_key_replicated_to_the_other
     keys = _owned(dev, "AWS::KMS::Key")
     replicas = _owned(dev, "Custom::KmsReplicaKey")
     tables = _owned(dev, "AWS::DynamoDB::GlobalTable")
-    (provider_function_id,) = _provider_functions(dev)
     for name, (key_id, key) in keys.items():
         assert key["Properties"]["MultiRegion"] is True and key["Properties"]["EnableKeyRotation"] is True
         replica_id, replica = replicas[name]
-        properties = replica["Properties"]
-        assert properties["PrimaryKeyArn"] == {"Fn::GetAtt": [key_id, "Arn"]} and properties["ReplicaRegion"] == OTHER
-        assert _text(properties["ReplicaKeyArn"]) == _replica_arn(key_id)
-        assert properties["ServiceToken"] == {"Fn::GetAtt": [provider_function_id, "Arn"]}
-        # The table (and auth's secret) must not be created before the replica key they use is Enabled.
-        assert replica_id in tables[name][1]["DependsOn"]
+        create = json.loads(_text(replica["Properties"]["Create"]))
+        assert (create["service"], create["action"]) == ("KMS", "replicateKey")
+        assert create["parameters"]["KeyId"] == f"<{key_id}.Arn>" and create["parameters"]["ReplicaRegion"] == OTHER
+        assert create["physicalResourceId"] == {"id": _replica_arn(key_id)}
+        # The table (and auth's secret) must not be created before the replica key they use is Enabled: they depend
+        # on its Ready resource, which depends on the replicate resource.
+        ready_id, ready = _owned(dev, "Custom::KmsReplicaKeyReady")[name]
+        assert replica_id in ready["DependsOn"]
+        assert ready_id in tables[name][1]["DependsOn"] and replica_id not in tables[name][1]["DependsOn"]
     aliases = {r["Properties"]["AliasName"] for r in _of_type(dev, DATA, "AWS::KMS::Alias").values()}
     assert aliases == {f"alias/mf/{name}" for name in SERVICES}
 
 
-def _provider_functions(assembly, stack=DATA):
-    """The logical IDs of the provider framework functions the replica keys' ServiceToken names."""
-    return {replica["Properties"]["ServiceToken"]["Fn::GetAtt"][0] for replica in _of_type(assembly, stack, "Custom::KmsReplicaKey").values()}
+def test_the_replica_key_custom_resource_may_replicate_only_its_key_into_the_other_region(dev):
+    for name, (replica_id, _) in _owned(dev, "Custom::KmsReplicaKey").items():
+        (policy,) = [p for i, p in _of_type(dev, DATA, "AWS::IAM::Policy").items() if i.startswith(replica_id.removesuffix(replica_id[-8:]))]
+        statements = {tuple(s["Action"]) if isinstance(s["Action"], list) else (s["Action"],): s
+                      for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+        key_id = _owned(dev, "AWS::KMS::Key")[name][0]
+        replicate = statements[("kms:ReplicateKey",)]
+        assert replicate["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        assert replicate["Condition"] == {"StringEquals": {"kms:ReplicaRegion": OTHER}}
+        create = statements[("kms:CreateKey", "kms:TagResource")]
+        assert create["Condition"] == {"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}
+        assert _text(statements[("kms:ScheduleKeyDeletion",)]["Resource"]) == _replica_arn(key_id)
 
 
-def _replica_key_handler(assembly, stack=DATA):
-    """The replica keys' handler function: the one the provider framework invokes (its USER_ON_EVENT_FUNCTION_ARN)."""
+# main's AwsCustomResource replicate resources, as deployed: CloudFormation cannot change a custom resource's
+# ServiceToken, and a new logical ID would delete the old resource, whose delete schedules the replica's deletion in dev.
+REPLICATE_IDS = {"auth": "authdataKeyeuwest1365889EF", "persona": "personadataKeyeuwest1F8EF4398",
+                 "vc-start": "vcstartdataKeyeuwest14B291790"}
+AWS_CUSTOM_RESOURCE_FUNCTION = "AWS679f53fac002430cb0da5b7982bd22872D164C4C"
+
+
+@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
+def test_the_replicate_resources_are_the_deployed_aws_custom_resources_unchanged(dev, prod, profile, retained):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    replicas = _owned(assembly, "Custom::KmsReplicaKey")
+    assert {name: replica_id for name, (replica_id, _) in replicas.items()} == REPLICATE_IDS
+    for replica_id, replica in replicas.values():
+        assert replica["Properties"]["ServiceToken"] == {"Fn::GetAtt": [AWS_CUSTOM_RESOURCE_FUNCTION, "Arn"]}
+        assert set(replica["Properties"]) == {"ServiceToken", "Create", "InstallLatestAwsSdk", *(() if retained else ("Delete",))}
+        # Its own policy only: the Ready resource comes after it, never before.
+        assert replica["DependsOn"] == [replica_id[:-8] + "CustomResourcePolicy" + replica["DependsOn"][0][-8:]]
+
+
+def _ready_provider_functions(assembly, stack=DATA):
+    """The logical IDs of the provider framework functions the Ready resources' ServiceToken names."""
+    return {ready["Properties"]["ServiceToken"]["Fn::GetAtt"][0] for ready in _of_type(assembly, stack, "Custom::KmsReplicaKeyReady").values()}
+
+
+def _ready_handler(assembly, stack=DATA):
+    """The Ready resources' handler function: the one the provider framework invokes (its USER_ON_EVENT_FUNCTION_ARN)."""
     resources = assembly.template(stack)["Resources"]
-    (framework_id,) = _provider_functions(assembly, stack)
+    (framework_id,) = _ready_provider_functions(assembly, stack)
     handler_id = resources[framework_id]["Properties"]["Environment"]["Variables"]["USER_ON_EVENT_FUNCTION_ARN"]["Fn::GetAtt"][0]
     return handler_id, resources[handler_id]
 
 
 @pytest.mark.parametrize("profile", ["dev", "prod"])
-def test_one_provider_per_stack_a_python_handler_that_may_wait_out_lambdas_limit(dev, prod, profile):
-    """Every replica key of the stack is made by one provider; its handler waits up to 14 minutes for Enabled."""
+def test_one_ready_provider_per_stack_a_python_handler_that_may_wait_out_lambdas_limit(dev, prod, profile):
     assembly = {"dev": dev, "prod": prod}[profile]
-    assert len(_of_type(assembly, DATA, "Custom::KmsReplicaKey")) == len(SERVICES)
-    assert len(_provider_functions(assembly)) == 1
-    _, function = _replica_key_handler(assembly)
+    readies = _owned(assembly, "Custom::KmsReplicaKeyReady")
+    assert set(readies) == set(SERVICES)
+    for name, (_, ready) in readies.items():
+        key_id = _owned(assembly, "AWS::KMS::Key")[name][0]
+        assert ready["Properties"]["ReplicaRegion"] == OTHER
+        assert re.sub(r":[0-9]{12}:", ":<AWS::AccountId>:", _text(ready["Properties"]["ReplicaKeyArn"])) == _replica_arn(key_id)
+    assert len(_ready_provider_functions(assembly)) == 1
+    _, function = _ready_handler(assembly)
     assert function["Properties"]["Runtime"] == "python3.14" and function["Properties"]["Architectures"] == ["arm64"]
     assert function["Properties"]["Handler"] == "handler.handler" and function["Properties"]["Timeout"] == 900
-    # No AwsCustomResource (and its singleton handler) is left in the data stack.
-    assert not _of_type(assembly, DATA, "Custom::AWS")
-    functions = _of_type(assembly, DATA, "AWS::Lambda::Function")
-    assert len(functions) == 3, sorted(functions)  # rotation, the replica keys' handler and CDK's provider framework
 
 
-@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
-def test_the_replica_key_handler_may_replicate_only_its_keys_into_the_other_region_and_describe_the_replicas(dev, prod, profile, retained):
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_the_ready_handler_may_only_describe_the_replica_keys(dev, prod, profile):
     assembly = {"dev": dev, "prod": prod}[profile]
-    handler_id, function = _replica_key_handler(assembly)
+    _, function = _ready_handler(assembly)
     role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     (policy,) = [p for p in _of_type(assembly, DATA, "AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
-    # (action, resource, condition), one per action and resource: CDK merges statements that differ only there.
     grants = set()
     for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-        assert statement["Effect"] == "Allow"
+        assert statement["Effect"] == "Allow" and "Condition" not in statement
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        # prod names its account; dev's is the deploying one.
-        grants |= {(action, re.sub(r":[0-9]{12}:", ":<AWS::AccountId>:", _text(resource)), json.dumps(statement.get("Condition"), sort_keys=True))
-                   for action in actions for resource in resources}
+        grants |= {(action, re.sub(r":[0-9]{12}:", ":<AWS::AccountId>:", _text(resource))) for action in actions for resource in resources}
     keys = [key_id for key_id, _ in _owned(assembly, "AWS::KMS::Key").values()]
-    log_group = {(action, resource, condition) for action, resource, condition in grants if action.startswith("logs:")}
-    assert {action for action, _, _ in log_group} == {"logs:CreateLogStream", "logs:PutLogEvents"}
-    no_condition = json.dumps(None)
-    assert grants - log_group == {
-        *{("kms:ReplicateKey", f"<{key_id}.Arn>", json.dumps({"StringEquals": {"kms:ReplicaRegion": OTHER}})) for key_id in keys},
-        # KMS authorizes the new replica as a CreateKey (and TagResource) before it exists: no ARN, the regions only.
-        *{(action, "*", json.dumps({"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}))
-          for action in ("kms:CreateKey", "kms:TagResource")},
-        *{("kms:DescribeKey", _replica_arn(key_id), no_condition) for key_id in keys},
-        *(set() if retained else {("kms:ScheduleKeyDeletion", _replica_arn(key_id), no_condition) for key_id in keys}),
-    }
+    assert {action for action, _ in grants if not action.startswith("logs:")} == {"kms:DescribeKey"}
+    assert {grant for grant in grants if grant[0].startswith("kms:")} == {("kms:DescribeKey", _replica_arn(key_id)) for key_id in keys}
+    assert {action for action, _ in grants if action.startswith("logs:")} == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    # Nothing else in the role: no managed policy.
+    assert not assembly.template(DATA)["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
 
 
 def test_every_replica_key_is_tagged_with_the_region_it_lives_in(dev):
     """Cost allocation and inventory by the `region` tag: a eu-west-1 replica must not count as eu-central-1.
     (Global-table replicas: tests/test_cross_cutting.py checks every replica's tags.)"""
     for replica_key in _of_type(dev, DATA, "Custom::KmsReplicaKey").values():
-        tags = replica_key["Properties"]["Tags"]
-        assert tags["region"] == OTHER and tags["project"] == "mf"
+        tags = json.loads(_text(replica_key["Properties"]["Create"]))["parameters"]["Tags"]
+        assert {"TagKey": "region", "TagValue": OTHER} in tags and {"TagKey": "project", "TagValue": "mf"} in tags
 
 
 # --- Profiles ------------------------------------------------------------------------------------
@@ -208,9 +234,14 @@ def test_prod_retains_tables_keys_replicas_and_the_secret_and_protects_tables_an
             assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy), logical_id
     for _, table in _owned(assembly, "AWS::DynamoDB::GlobalTable").values():
         assert {replica["DeletionProtectionEnabled"] for replica in table["Properties"]["Replicas"]} == {retained}
-    # The replica keys: in dev, deleting the stack schedules their deletion too (the handler); in prod they stay.
+    # The replica keys: in dev, deleting the stack schedules their deletion too; in prod they stay.
     for _, replica in _owned(assembly, "Custom::KmsReplicaKey").values():
-        assert replica["Properties"]["Retain"] == ("true" if retained else "false")
+        if retained:
+            assert "Delete" not in replica["Properties"]
+        else:
+            delete = json.loads(_text(replica["Properties"]["Delete"]))
+            assert (delete["action"], delete["region"]) == ("scheduleKeyDeletion", OTHER)
+            assert delete["parameters"]["PendingWindowInDays"] == 7
 
 
 # --- The signing-key secret and its rotation -----------------------------------------------------
@@ -225,7 +256,7 @@ def test_the_signing_key_secret_is_replicated_to_the_other_region_encrypted_with
     assert properties["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
     ((replica),) = properties["ReplicaRegions"]
     assert replica["Region"] == OTHER and _text(replica["KmsKeyId"]) == _replica_arn(key_id)
-    assert _owned(dev, "Custom::KmsReplicaKey")["auth"][0] in secret["DependsOn"]
+    assert _owned(dev, "Custom::KmsReplicaKeyReady")["auth"][0] in secret["DependsOn"]
 
 
 def _rotation(assembly):
@@ -379,6 +410,7 @@ def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_com
                      data={"signing_key_rotation_days": 7})
     stack = f"mf-{OTHER}/data"
     assert not _of_type(assembly, stack, "Custom::KmsReplicaKey")
+    assert not _of_type(assembly, stack, "Custom::KmsReplicaKeyReady")
     for table in _of_type(assembly, stack, "AWS::DynamoDB::GlobalTable").values():
         assert [replica["Region"] for replica in table["Properties"]["Replicas"]] == [OTHER]
     (secret,) = _of_type(assembly, stack, "AWS::SecretsManager::Secret").values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -15,9 +16,12 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
 from constructs.lambda_layer import ARCHITECTURE, RUNTIME
 
+# KMS needs at least 7 days before it deletes a key; the shortest wait for a replica nobody uses.
+REPLICA_DELETION_WINDOW_DAYS = 7
 FUNCTION_DIR = Path(__file__).resolve().parent / "replica_key_function"
-# The stack's one provider, shared by every ReplicaKey in it (a child of the stack, like CDK's singletons).
-PROVIDER_ID = "ReplicaKeyProvider"
+# The stack's one provider of the Ready resources, shared by every ReplicaKey in it (a child of the stack, like
+# CDK's singletons).
+PROVIDER_ID = "ReplicaKeyReadyProvider"
 # Lambda's limit: the handler waits at most 14 minutes for the replica (replica_key_function/handler.py).
 FUNCTION_TIMEOUT = cdk.Duration.minutes(15)
 
@@ -30,18 +34,23 @@ def replica_tags(stack: cdk.Stack, region: str) -> dict[str, str]:
 
 
 class ReplicaKey(Construct):
-    """``primary_key`` (created with ``multi_region=True``) replicated into ``region`` by a custom resource
-    (``Custom::KmsReplicaKey``) that completes only once the replica is ``Enabled``.
+    """``primary_key`` (created with ``multi_region=True``) replicated into ``region`` with
+    ``KMS.ReplicateKey``, called in the primary's region by a custom resource.
 
     CloudFormation's own ``AWS::KMS::ReplicaKey`` must live in a stack of the replica region, which
     would have to deploy between the primary key and the resources that use the replica here (global
     table, replicated secret). A replica shares its primary's key ID, so its ARN is known at synth:
-    ``key_arn``. KMS creates a replica in the ``Creating`` state, in which it encrypts nothing, for seconds
-    to minutes; the stack's ``ReplicaKeyProvider`` (ReplicaKeyProvider) calls ``KMS.ReplicateKey`` and waits
-    for ``Enabled``, so what depends on ``resource`` is created after. The replica gets CDK's default key
-    policy (the account's IAM policies decide) and the stack's tags, its ``region`` tag naming the replica's
-    region (replica_tags). ``retain=False``: deleting the resource schedules the replica's deletion (7 days);
-    ``retain=True``: the replica outlives the stack, like the primary key.
+    ``key_arn``. The replica gets CDK's default key policy (the account's IAM policies decide) and the
+    stack's tags, its ``region`` tag naming the replica's region (replica_tags). ``retain=False``: deleting
+    the resource schedules the replica's deletion (7 days); ``retain=True``: the replica outlives the stack,
+    like the primary key.
+
+    KMS creates a replica ``Creating``, a state in which it encrypts nothing, for seconds to minutes; ``ReplicateKey``
+    returns at once. So a second custom resource, ``ready`` (``Custom::KmsReplicaKeyReady``, of the stack's one
+    ``ReplicaKeyReadyProvider``), created after ``resource``, completes only once the replica is ``Enabled``; what
+    uses the replica depends on ``ready``. ``resource`` stays the ``AwsCustomResource`` it always was (same logical
+    ID and properties): CloudFormation cannot change a custom resource's ServiceToken, and replacing it would
+    delete, in dev schedule the deletion of, the deployed replicas.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, primary_key: kms.Key, region: str, retain: bool,
@@ -52,25 +61,66 @@ class ReplicaKey(Construct):
             raise ValueError(f"region={region!r} is invalid: a replica must be in another region than its primary key")
         self.region = region
         self.key_arn = stack.format_arn(service="kms", region=region, resource="key", resource_name=primary_key.key_id)
-        provider = ReplicaKeyProvider.of(stack, log_group)
-        provider.allow(primary_key, region, self.key_arn, retain=retain)
-        # A new logical ID (the custom resource's path changed): CloudFormation refuses to change a custom
-        # resource's ServiceToken, so this replaces the AwsCustomResource of before; the handler waits for the
-        # existing replica (AlreadyExistsException).
-        self.resource = cdk.CustomResource(
-            self, "Resource", service_token=provider.service_token, resource_type="Custom::KmsReplicaKey",
-            properties={
-                "PrimaryKeyArn": primary_key.key_arn, "ReplicaRegion": region, "ReplicaKeyArn": self.key_arn,
-                "Description": description, "Tags": replica_tags(stack, region), "Retain": "true" if retain else "false",
-            },
+        tags: Mapping[str, str] = replica_tags(stack, region)
+        replicate = cr.AwsSdkCall(
+            service="KMS", action="replicateKey",
+            parameters={"KeyId": primary_key.key_arn, "ReplicaRegion": region, "Description": description,
+                        **({"Tags": [{"TagKey": k, "TagValue": v} for k, v in sorted(tags.items())]} if tags else {})},
+            physical_resource_id=cr.PhysicalResourceId.of(self.key_arn),
+            # The response holds the replica's key policy; keep it out of the custom resource's reply.
+            output_paths=["ReplicaKeyMetadata.Arn"],
         )
+        schedule_deletion = cr.AwsSdkCall(
+            service="KMS", action="scheduleKeyDeletion", region=region,
+            parameters={"KeyId": self.key_arn, "PendingWindowInDays": REPLICA_DELETION_WINDOW_DAYS},
+            # Gone already, or already pending deletion: nothing left to do.
+            ignore_error_codes_matching="NotFoundException|KMSInvalidStateException",
+        )
+        self.resource = cr.AwsCustomResource(
+            self, "Resource",
+            resource_type="Custom::KmsReplicaKey",
+            on_create=replicate,
+            on_delete=None if retain else schedule_deletion,
+            policy=cr.AwsCustomResourcePolicy.from_statements([
+                iam.PolicyStatement(actions=["kms:ReplicateKey"], resources=[primary_key.key_arn],
+                                    conditions={"StringEquals": {"kms:ReplicaRegion": region}}),
+                # KMS authorizes the replica as a kms:CreateKey (with kms:TagResource for its tags) in
+                # the replica region, before the key exists: neither can name a resource.
+                iam.PolicyStatement(actions=["kms:CreateKey", "kms:TagResource"], resources=["*"],
+                                    conditions={"StringEquals": {"aws:RequestedRegion": [stack.region, region]}}),
+                *([] if retain else [iam.PolicyStatement(actions=["kms:ScheduleKeyDeletion"], resources=[self.key_arn])]),
+            ]),
+            install_latest_aws_sdk=False,
+            log_group=log_group,
+        )
+        acknowledge_nag(
+            self.resource,
+            "No resource-level scope exists for these KMS actions: KMS authorizes ReplicateKey as kms:CreateKey (and "
+            "kms:TagResource for the replica's tags) in the replica region before the replica exists, so neither action "
+            "can name a key ARN; the statement is limited "
+            "to this stage's regions and only CDK's custom-resource handler assumes the role",
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+        acknowledge_nag(
+            self.resource,
+            "CDK writes the custom resource's grants (replicate this key, and in dev delete its replica) as an inline "
+            "policy that lives and dies with the custom resource",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+        )
+        provider = ReplicaKeyReadyProvider.of(stack, log_group)
+        provider.allow_describe(self.key_arn)
+        self.ready = cdk.CustomResource(
+            self, "Ready", service_token=provider.service_token, resource_type="Custom::KmsReplicaKeyReady",
+            properties={"ReplicaKeyArn": self.key_arn, "ReplicaRegion": region},
+        )
+        self.ready.node.add_dependency(self.resource)
 
 
-class ReplicaKeyProvider(Construct):
-    """The stack's custom-resource provider of ``Custom::KmsReplicaKey``: CDK's ``cr.Provider`` with one Python
-    on-event handler (``replica_key_function/handler.py``) that replicates, waits up to 14 minutes for
-    ``Enabled`` and on delete schedules the replica's deletion. One per stack (``of``); each ReplicaKey adds
-    its own statements to the function's role (``allow``).
+class ReplicaKeyReadyProvider(Construct):
+    """The stack's provider of ``Custom::KmsReplicaKeyReady``: CDK's ``cr.Provider`` with one Python on-event handler
+    (``replica_key_function/handler.py``) that, on create and update, asks DescribeKey in the replica's region until
+    the replica is ``Enabled`` (at most 14 minutes) and on delete does nothing. One per stack (``of``); each
+    ReplicaKey lets its role describe its replica (``allow_describe``), nothing else.
 
     Why on-event only, not ``is_complete_handler``: the wait fits in one Lambda invocation (KMS's ``Creating``
     lasts minutes, Lambda allows 15), and the handler stays one straight loop; an is-complete handler would
@@ -78,7 +128,7 @@ class ReplicaKeyProvider(Construct):
     """
 
     @classmethod
-    def of(cls, stack: cdk.Stack, log_group: logs.ILogGroup) -> ReplicaKeyProvider:
+    def of(cls, stack: cdk.Stack, log_group: logs.ILogGroup) -> ReplicaKeyReadyProvider:
         existing = stack.node.try_find_child(PROVIDER_ID)
         if existing is None:
             return cls(stack, PROVIDER_ID, log_group=log_group)
@@ -90,74 +140,56 @@ class ReplicaKeyProvider(Construct):
         super().__init__(scope, construct_id)
         self.log_group = log_group
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                             description="Replicates the stack's multi-Region keys and waits until each replica is Enabled")
+                             description="Waits until each of the stack's replica keys is Enabled (DescribeKey only)")
         self.function = lambda_.Function(
             self, "Function", runtime=RUNTIME, architecture=ARCHITECTURE, role=self.role,
             code=lambda_.Code.from_asset(str(FUNCTION_DIR), exclude=["__pycache__", "*.pyc"]),
             handler="handler.handler", timeout=FUNCTION_TIMEOUT, memory_size=128, log_group=log_group,
-            description="Replicates a multi-Region KMS key and waits until the replica is Enabled (Custom::KmsReplicaKey)",
+            description="Waits until a replica KMS key is Enabled (Custom::KmsReplicaKeyReady)",
         )
         log_group.grant_write(self.role)
         self.provider = cr.Provider(self, "Provider", on_event_handler=self.function, log_group=log_group)
         self.service_token = self.provider.service_token
         self._acknowledge()
 
-    def allow(self, primary_key: kms.IKey, region: str, replica_arn: str, *, retain: bool) -> None:
-        """The function may replicate ``primary_key`` into ``region`` only, create and tag the replica there (and in
-        the stack's region), describe it and, unless retained, schedule its deletion."""
-        stack = cdk.Stack.of(self)
-        self.role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["kms:ReplicateKey"], resources=[primary_key.key_arn],
-            conditions={"StringEquals": {"kms:ReplicaRegion": region}}))
-        # KMS authorizes the replica as a kms:CreateKey (with kms:TagResource for its tags) in the replica region,
-        # before the key exists: neither can name a resource.
-        self.role.add_to_principal_policy(iam.PolicyStatement(
-            actions=["kms:CreateKey", "kms:TagResource"], resources=["*"],
-            conditions={"StringEquals": {"aws:RequestedRegion": [stack.region, region]}}))
+    def allow_describe(self, replica_arn: str) -> None:
+        """The function may describe the replica, nothing more."""
         self.role.add_to_principal_policy(iam.PolicyStatement(actions=["kms:DescribeKey"], resources=[replica_arn]))
-        if not retain:
-            self.role.add_to_principal_policy(iam.PolicyStatement(actions=["kms:ScheduleKeyDeletion"], resources=[replica_arn]))
 
     def _acknowledge(self) -> None:
         acknowledge_nag(
             self.role,
-            "No resource-level scope exists for these KMS actions: KMS authorizes ReplicateKey as kms:CreateKey (and "
-            "kms:TagResource for the replica's tags) in the replica region before the replica exists, so neither action "
-            "can name a key ARN; the statement is limited to this stage's regions and only this function assumes the role",
-            "AwsSolutions-IAM5[Resource::*]",
-        )
-        acknowledge_nag(
-            self.role,
-            "CDK writes the function's grants (replicate each key, describe and in dev delete its replica, write its "
-            "log group) into the role's own inline policy, which lives and dies with the role",
+            "CDK writes the function's grants (describe each replica key, write its log group) into the role's own "
+            "inline policy, which lives and dies with the role",
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )
         framework = self.provider.node.find_child("framework-onEvent")
         for function, what in ((self.function, "the handler"), (framework, "CDK's provider framework function")):
             acknowledge_nag(
                 function,
-                f"{what} of Custom::KmsReplicaKey: CloudFormation invokes it once per replica key created or deleted, "
+                f"{what} of Custom::KmsReplicaKeyReady: CloudFormation invokes it once per replica key created, "
                 "so reserved concurrency would only take from the account's unreserved pool and protect nothing",
                 "NIST.800.53.R5-LambdaConcurrency",
             )
             acknowledge_nag(
                 function,
-                f"{what} of Custom::KmsReplicaKey is invoked synchronously (by CloudFormation through the provider), "
+                f"{what} of Custom::KmsReplicaKeyReady is invoked synchronously (by CloudFormation through the provider), "
                 "which receives every failure and fails the deployment; a dead-letter queue would never be read",
                 "NIST.800.53.R5-LambdaDLQ",
             )
             acknowledge_nag(
                 function,
-                f"{what} of Custom::KmsReplicaKey only calls the KMS and Lambda APIs and reaches nothing inside a VPC; "
-                "attaching it to one would add ENIs and a NAT dependency for no isolation gained",
+                f"{what} of Custom::KmsReplicaKeyReady only calls the KMS and Lambda APIs and reaches nothing inside a "
+                "VPC; attaching it to one would add ENIs and a NAT dependency for no isolation gained",
                 "NIST.800.53.R5-LambdaInsideVPC",
             )
             skip_checkov(function.node.default_child, {
-                "CKV_AWS_115": f"{what} of Custom::KmsReplicaKey runs once per replica key created or deleted; reserved "
+                "CKV_AWS_115": f"{what} of Custom::KmsReplicaKeyReady runs once per replica key created; reserved "
                                "concurrency would protect nothing",
-                "CKV_AWS_116": f"{what} of Custom::KmsReplicaKey is invoked synchronously and its caller sees every "
+                "CKV_AWS_116": f"{what} of Custom::KmsReplicaKeyReady is invoked synchronously and its caller sees every "
                                "failure; a dead-letter queue would never be read",
-                "CKV_AWS_117": f"{what} of Custom::KmsReplicaKey only calls AWS APIs and needs no network path into the VPC",
+                "CKV_AWS_117": f"{what} of Custom::KmsReplicaKeyReady only calls AWS APIs and needs no network path into "
+                               "the VPC",
             })
             skip_cfn_lint(function.node.default_child, {
                 "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the "
@@ -171,7 +203,7 @@ class ReplicaKeyProvider(Construct):
         acknowledge_nag(
             framework_role,
             "CDK's provider framework role: AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes "
-            "(CreateLogGroup, CreateLogStream, PutLogEvents); what the replica keys need is granted to the handler's own role",
+            "(CreateLogGroup, CreateLogStream, PutLogEvents); what the wait needs is granted to the handler's own role",
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
         )
         acknowledge_nag(

@@ -1,7 +1,7 @@
-"""ReplicaKey's custom-resource handler (constructs/service_data/replica_key_function) against botocore's Stubber
-for KMS: it replicates, then completes only once DescribeKey in the replica's region says Enabled, within a bound;
-on delete it schedules the replica's deletion unless retained. Each request and answer is checked against KMS's
-API model. Sleeping and the clock are injected, so the polling takes no time.
+"""ReplicaKey's Ready handler (constructs/service_data/replica_key_function) against botocore's Stubber for KMS: it
+completes only once DescribeKey in the replica's region says Enabled, within a bound, fails at once on a state that
+will not become Enabled, and on delete calls nothing. Each request and answer is checked against KMS's API model.
+Sleeping and the clock are injected, so the polling takes no time.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ PRIMARY_ARN = f"arn:aws:kms:{PRIMARY}:123456789012:key/{KEY_ID}"
 REPLICA_ARN = f"arn:aws:kms:{REPLICA}:123456789012:key/{KEY_ID}"
 PROPERTIES = {
     "ServiceToken": "arn:aws:lambda:eu-central-1:123456789012:function:framework-onEvent",
-    "PrimaryKeyArn": PRIMARY_ARN, "ReplicaRegion": REPLICA, "ReplicaKeyArn": REPLICA_ARN,
-    "Description": "Replica of the auth service's key", "Tags": {"region": REPLICA, "project": "mf"}, "Retain": "false",
+    "ReplicaKeyArn": REPLICA_ARN, "ReplicaRegion": REPLICA,
 }
 
 
@@ -55,7 +54,7 @@ def kms():
 
 
 def _event(request, **properties):
-    return {"RequestType": request, "ResourceProperties": {**PROPERTIES, **properties}, "LogicalResourceId": "authdataKeyeuwest1"}
+    return {"RequestType": request, "ResourceProperties": {**PROPERTIES, **properties}, "LogicalResourceId": "authdataKeyeuwest1Ready"}
 
 
 def _run(kms, event, clock=None):
@@ -64,38 +63,33 @@ def _run(kms, event, clock=None):
     return handler.on_event(event, lambda region: clients[region], sleep=clock.sleep, clock=clock)
 
 
-def _replicated(stubs):
-    stubs[PRIMARY].add_response("replicate_key", {"ReplicaKeyMetadata": {"KeyId": KEY_ID, "Arn": REPLICA_ARN}}, {
-        "KeyId": PRIMARY_ARN, "ReplicaRegion": REPLICA, "Description": PROPERTIES["Description"],
-        "Tags": [{"TagKey": "project", "TagValue": "mf"}, {"TagKey": "region", "TagValue": REPLICA}]})
-
-
 def _described(stubs, *states):
     for state in states:
         stubs[REPLICA].add_response("describe_key", {"KeyMetadata": {"KeyId": KEY_ID, "Arn": REPLICA_ARN, "KeyState": state}},
                                     {"KeyId": REPLICA_ARN})
 
 
-def test_create_replicates_then_completes_only_once_the_replica_is_enabled(kms):
+@pytest.mark.parametrize("request_type", ["Create", "Update"])
+def test_completes_only_once_the_replica_is_enabled(kms, request_type):
     _, stubs = kms
-    _replicated(stubs)
     _described(stubs, "Creating", "Creating", "Enabled")
     clock = Clock()
-    assert _run(kms, _event("Create"), clock) == {"PhysicalResourceId": REPLICA_ARN, "Data": {"Arn": REPLICA_ARN}}
+    assert _run(kms, _event(request_type), clock) == {"PhysicalResourceId": REPLICA_ARN, "Data": {"Arn": REPLICA_ARN}}
     # Asked three times, backing off between them.
     assert clock.slept == [5, 10]
 
 
-def test_a_replica_that_already_exists_is_waited_for_like_a_new_one(kms):
+def test_a_replica_already_enabled_completes_at_once(kms):
+    """An upgraded stack: the Ready resource is new, the replica long Enabled."""
     _, stubs = kms
-    stubs[PRIMARY].add_client_error("replicate_key", "AlreadyExistsException", "already a replica in eu-west-1")
-    _described(stubs, "Creating", "Enabled")
-    assert _run(kms, _event("Create"))["PhysicalResourceId"] == REPLICA_ARN
+    _described(stubs, "Enabled")
+    clock = Clock()
+    assert _run(kms, _event("Create"), clock)["PhysicalResourceId"] == REPLICA_ARN
+    assert clock.slept == []
 
 
-def test_a_replica_still_creating_after_14_minutes_fails_the_create_with_a_clear_message(kms):
+def test_a_replica_still_creating_after_14_minutes_fails_with_a_clear_message(kms):
     _, stubs = kms
-    _replicated(stubs)
     # 5 + 10 + 20 + 30 s ..., until 840 s have passed: 31 answers, all Creating.
     _described(stubs, *["Creating"] * 31)
     clock = Clock()
@@ -104,29 +98,20 @@ def test_a_replica_still_creating_after_14_minutes_fails_the_create_with_a_clear
     assert clock.now == handler.MAX_WAIT_SECONDS == 14 * 60 and max(clock.slept) == 30
 
 
-def test_an_existing_replica_that_cannot_become_enabled_fails_at_once(kms):
+@pytest.mark.parametrize("state", ["PendingDeletion", "Disabled", "PendingImport", "Unavailable"])
+def test_a_replica_that_cannot_become_enabled_fails_at_once(kms, state):
     _, stubs = kms
-    stubs[PRIMARY].add_client_error("replicate_key", "AlreadyExistsException", "already a replica in eu-west-1")
-    _described(stubs, "PendingDeletion")
-    with pytest.raises(handler.ReplicaNotEnabled, match=r"is PendingDeletion, not Enabled"):
-        _run(kms, _event("Create"))
+    _described(stubs, state)
+    clock = Clock()
+    with pytest.raises(handler.ReplicaNotEnabled, match=rf"is {state}, not Enabled"):
+        _run(kms, _event("Create"), clock)
+    assert clock.slept == []
 
 
-def test_delete_schedules_the_replicas_deletion_in_its_region(kms):
-    _, stubs = kms
-    stubs[REPLICA].add_response("schedule_key_deletion", {"KeyId": REPLICA_ARN},
-                                {"KeyId": REPLICA_ARN, "PendingWindowInDays": 7})
-    assert _run(kms, _event("Delete"))["PhysicalResourceId"] == REPLICA_ARN
-
-
-@pytest.mark.parametrize("error", ["NotFoundException", "KMSInvalidStateException"])
-def test_delete_of_a_replica_gone_or_already_pending_deletion_succeeds(kms, error):
-    _, stubs = kms
-    stubs[REPLICA].add_client_error("schedule_key_deletion", error, "no")
-    assert _run(kms, _event("Delete"))["PhysicalResourceId"] == REPLICA_ARN
-
-
-def test_a_retained_replica_outlives_the_resource_and_an_update_changes_nothing(kms):
-    # No stubbed answer: any KMS call would fail the test.
-    assert _run(kms, _event("Delete", Retain="true"))["PhysicalResourceId"] == REPLICA_ARN
-    assert _run(kms, _event("Update"))["PhysicalResourceId"] == REPLICA_ARN
+def test_delete_calls_nothing(kms):
+    # No stubbed answer: any KMS call would fail the test; and no client is even asked for.
+    clients, _ = kms
+    asked = []
+    clock = Clock()
+    result = handler.on_event(_event("Delete"), lambda region: asked.append(region) or clients[region], sleep=clock.sleep, clock=clock)
+    assert result["PhysicalResourceId"] == REPLICA_ARN and asked == []

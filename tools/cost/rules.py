@@ -7,6 +7,9 @@ profile's assumptions from prices.json.
 
 from __future__ import annotations
 
+import json
+import re
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -353,8 +356,9 @@ def _kms_key(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context)
 
 
 def _replica_key(stack: Stack, logical_id: str, props: dict[str, Any], ctx: Context) -> list[LineItem]:
-    """constructs/service_data's replica of a multi-Region key, made by its custom resource (ReplicaKeyProvider)."""
-    region = props.get("ReplicaRegion") if isinstance(props.get("ReplicaRegion"), str) else stack.region
+    """constructs/service_data's replica of a multi-Region key, made by a custom resource (KMS.replicateKey)."""
+    match = re.search(r'"ReplicaRegion":"([a-z0-9-]+)"', json.dumps(props).replace('\\"', '"'))
+    region = match.group(1) if match else stack.region
     price = ctx.price(region, "kms_key_month")
     return [_line(stack, f"KMS replica key in {region}", logical_id, f"1 key-month x {_usd(price)}", price, region=region)]
 
