@@ -219,8 +219,9 @@ def test_every_role_in_every_stack_carries_its_stages_boundary(variant):
         # chaos stack's three FIS experiment roles and the chaos service's SSM managed-instance role; the
         # observability stack's quota counter role; the services stack's listener rule guard's role. The edge: the role of the custom resources that read the
         # regions' load balancers and the region-failover function's role. The primary's data stack: the
-        # signing-key rotation function's and the replica-key custom resources' roles.
-        assert roles == 2 * (3 + 3 * 3 + 1 + 4 + 1 + 1) + 2 + 2
+        # signing-key rotation function's and the replica-key custom resources' roles, and the replica keys' Ready
+        # provider's two (its handler's and CDK's provider framework's).
+        assert roles == 2 * (3 + 3 * 3 + 1 + 4 + 1 + 1) + 2 + 4
 
 
 # --- The boundary's effect, evaluated -----------------------------------------------------------

@@ -122,8 +122,11 @@ def test_each_service_key_is_a_rotating_multi_region_key_replicated_to_the_other
         assert (create["service"], create["action"]) == ("KMS", "replicateKey")
         assert create["parameters"]["KeyId"] == f"<{key_id}.Arn>" and create["parameters"]["ReplicaRegion"] == OTHER
         assert create["physicalResourceId"] == {"id": _replica_arn(key_id)}
-        # The table (and auth's secret) must not be created before the replica key they use exists.
-        assert replica_id in tables[name][1]["DependsOn"]
+        # The table (and auth's secret) must not be created before the replica key they use is Enabled: they depend
+        # on its Ready resource, which depends on the replicate resource.
+        ready_id, ready = _owned(dev, "Custom::KmsReplicaKeyReady")[name]
+        assert replica_id in ready["DependsOn"]
+        assert ready_id in tables[name][1]["DependsOn"] and replica_id not in tables[name][1]["DependsOn"]
     aliases = {r["Properties"]["AliasName"] for r in _of_type(dev, DATA, "AWS::KMS::Alias").values()}
     assert aliases == {f"alias/mf/{name}" for name in SERVICES}
 
@@ -140,6 +143,73 @@ def test_the_replica_key_custom_resource_may_replicate_only_its_key_into_the_oth
         create = statements[("kms:CreateKey", "kms:TagResource")]
         assert create["Condition"] == {"StringEquals": {"aws:RequestedRegion": [PRIMARY, OTHER]}}
         assert _text(statements[("kms:ScheduleKeyDeletion",)]["Resource"]) == _replica_arn(key_id)
+
+
+# main's AwsCustomResource replicate resources, as deployed: CloudFormation cannot change a custom resource's
+# ServiceToken, and a new logical ID would delete the old resource, whose delete schedules the replica's deletion in dev.
+REPLICATE_IDS = {"auth": "authdataKeyeuwest1365889EF", "persona": "personadataKeyeuwest1F8EF4398",
+                 "vc-start": "vcstartdataKeyeuwest14B291790"}
+AWS_CUSTOM_RESOURCE_FUNCTION = "AWS679f53fac002430cb0da5b7982bd22872D164C4C"
+
+
+@pytest.mark.parametrize("profile, retained", [("dev", False), ("prod", True)])
+def test_the_replicate_resources_are_the_deployed_aws_custom_resources_unchanged(dev, prod, profile, retained):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    replicas = _owned(assembly, "Custom::KmsReplicaKey")
+    assert {name: replica_id for name, (replica_id, _) in replicas.items()} == REPLICATE_IDS
+    for replica_id, replica in replicas.values():
+        assert replica["Properties"]["ServiceToken"] == {"Fn::GetAtt": [AWS_CUSTOM_RESOURCE_FUNCTION, "Arn"]}
+        assert set(replica["Properties"]) == {"ServiceToken", "Create", "InstallLatestAwsSdk", *(() if retained else ("Delete",))}
+        # Its own policy only: the Ready resource comes after it, never before.
+        assert replica["DependsOn"] == [replica_id[:-8] + "CustomResourcePolicy" + replica["DependsOn"][0][-8:]]
+
+
+def _ready_provider_functions(assembly, stack=DATA):
+    """The logical IDs of the provider framework functions the Ready resources' ServiceToken names."""
+    return {ready["Properties"]["ServiceToken"]["Fn::GetAtt"][0] for ready in _of_type(assembly, stack, "Custom::KmsReplicaKeyReady").values()}
+
+
+def _ready_handler(assembly, stack=DATA):
+    """The Ready resources' handler function: the one the provider framework invokes (its USER_ON_EVENT_FUNCTION_ARN)."""
+    resources = assembly.template(stack)["Resources"]
+    (framework_id,) = _ready_provider_functions(assembly, stack)
+    handler_id = resources[framework_id]["Properties"]["Environment"]["Variables"]["USER_ON_EVENT_FUNCTION_ARN"]["Fn::GetAtt"][0]
+    return handler_id, resources[handler_id]
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_one_ready_provider_per_stack_a_python_handler_that_may_wait_out_lambdas_limit(dev, prod, profile):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    readies = _owned(assembly, "Custom::KmsReplicaKeyReady")
+    assert set(readies) == set(SERVICES)
+    for name, (_, ready) in readies.items():
+        key_id = _owned(assembly, "AWS::KMS::Key")[name][0]
+        assert ready["Properties"]["ReplicaRegion"] == OTHER
+        assert re.sub(r":[0-9]{12}:", ":<AWS::AccountId>:", _text(ready["Properties"]["ReplicaKeyArn"])) == _replica_arn(key_id)
+    assert len(_ready_provider_functions(assembly)) == 1
+    _, function = _ready_handler(assembly)
+    assert function["Properties"]["Runtime"] == "python3.14" and function["Properties"]["Architectures"] == ["arm64"]
+    assert function["Properties"]["Handler"] == "handler.handler" and function["Properties"]["Timeout"] == 900
+
+
+@pytest.mark.parametrize("profile", ["dev", "prod"])
+def test_the_ready_handler_may_only_describe_the_replica_keys(dev, prod, profile):
+    assembly = {"dev": dev, "prod": prod}[profile]
+    _, function = _ready_handler(assembly)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy,) = [p for p in _of_type(assembly, DATA, "AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
+    grants = set()
+    for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+        assert statement["Effect"] == "Allow" and "Condition" not in statement
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        grants |= {(action, re.sub(r":[0-9]{12}:", ":<AWS::AccountId>:", _text(resource))) for action in actions for resource in resources}
+    keys = [key_id for key_id, _ in _owned(assembly, "AWS::KMS::Key").values()]
+    assert {action for action, _ in grants if not action.startswith("logs:")} == {"kms:DescribeKey"}
+    assert {grant for grant in grants if grant[0].startswith("kms:")} == {("kms:DescribeKey", _replica_arn(key_id)) for key_id in keys}
+    assert {action for action, _ in grants if action.startswith("logs:")} == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    # Nothing else in the role: no managed policy.
+    assert not assembly.template(DATA)["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
 
 
 def test_every_replica_key_is_tagged_with_the_region_it_lives_in(dev):
@@ -186,7 +256,7 @@ def test_the_signing_key_secret_is_replicated_to_the_other_region_encrypted_with
     assert properties["KmsKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
     ((replica),) = properties["ReplicaRegions"]
     assert replica["Region"] == OTHER and _text(replica["KmsKeyId"]) == _replica_arn(key_id)
-    assert _owned(dev, "Custom::KmsReplicaKey")["auth"][0] in secret["DependsOn"]
+    assert _owned(dev, "Custom::KmsReplicaKeyReady")["auth"][0] in secret["DependsOn"]
 
 
 def _rotation(assembly):
@@ -340,6 +410,7 @@ def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_com
                      data={"signing_key_rotation_days": 7})
     stack = f"mf-{OTHER}/data"
     assert not _of_type(assembly, stack, "Custom::KmsReplicaKey")
+    assert not _of_type(assembly, stack, "Custom::KmsReplicaKeyReady")
     for table in _of_type(assembly, stack, "AWS::DynamoDB::GlobalTable").values():
         assert [replica["Region"] for replica in table["Properties"]["Replicas"]] == [OTHER]
     (secret,) = _of_type(assembly, stack, "AWS::SecretsManager::Secret").values()

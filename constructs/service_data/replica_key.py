@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag
+from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.lambda_layer import ARCHITECTURE, RUNTIME
 
 # KMS needs at least 7 days before it deletes a key; the shortest wait for a replica nobody uses.
 REPLICA_DELETION_WINDOW_DAYS = 7
+FUNCTION_DIR = Path(__file__).resolve().parent / "replica_key_function"
+# The stack's one provider of the Ready resources, shared by every ReplicaKey in it (a child of the stack, like
+# CDK's singletons).
+PROVIDER_ID = "ReplicaKeyReadyProvider"
+# Lambda's limit: the handler waits at most 14 minutes for the replica (replica_key_function/handler.py).
+FUNCTION_TIMEOUT = cdk.Duration.minutes(15)
 
 
 def replica_tags(stack: cdk.Stack, region: str) -> dict[str, str]:
@@ -35,6 +44,13 @@ class ReplicaKey(Construct):
     stack's tags, its ``region`` tag naming the replica's region (replica_tags). ``retain=False``: deleting
     the resource schedules the replica's deletion (7 days); ``retain=True``: the replica outlives the stack,
     like the primary key.
+
+    KMS creates a replica ``Creating``, a state in which it encrypts nothing, for seconds to minutes; ``ReplicateKey``
+    returns at once. So a second custom resource, ``ready`` (``Custom::KmsReplicaKeyReady``, of the stack's one
+    ``ReplicaKeyReadyProvider``), created after ``resource``, completes only once the replica is ``Enabled``; what
+    uses the replica depends on ``ready``. ``resource`` stays the ``AwsCustomResource`` it always was (same logical
+    ID and properties): CloudFormation cannot change a custom resource's ServiceToken, and replacing it would
+    delete, in dev schedule the deletion of, the deployed replicas.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, primary_key: kms.Key, region: str, retain: bool,
@@ -89,5 +105,116 @@ class ReplicaKey(Construct):
             self.resource,
             "CDK writes the custom resource's grants (replicate this key, and in dev delete its replica) as an inline "
             "policy that lives and dies with the custom resource",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+        )
+        provider = ReplicaKeyReadyProvider.of(stack, log_group)
+        provider.allow_describe(self.key_arn)
+        self.ready = cdk.CustomResource(
+            self, "Ready", service_token=provider.service_token, resource_type="Custom::KmsReplicaKeyReady",
+            properties={"ReplicaKeyArn": self.key_arn, "ReplicaRegion": region},
+        )
+        self.ready.node.add_dependency(self.resource)
+
+
+class ReplicaKeyReadyProvider(Construct):
+    """The stack's provider of ``Custom::KmsReplicaKeyReady``: CDK's ``cr.Provider`` with one Python on-event handler
+    (``replica_key_function/handler.py``) that, on create and update, asks DescribeKey in the replica's region until
+    the replica is ``Enabled`` (at most 14 minutes) and on delete does nothing. One per stack (``of``); each
+    ReplicaKey lets its role describe its replica (``allow_describe``), nothing else.
+
+    Why on-event only, not ``is_complete_handler``: the wait fits in one Lambda invocation (KMS's ``Creating``
+    lasts minutes, Lambda allows 15), and the handler stays one straight loop; an is-complete handler would
+    add a Step Functions state machine, its role and log group, and two more framework functions per stack.
+    """
+
+    @classmethod
+    def of(cls, stack: cdk.Stack, log_group: logs.ILogGroup) -> ReplicaKeyReadyProvider:
+        existing = stack.node.try_find_child(PROVIDER_ID)
+        if existing is None:
+            return cls(stack, PROVIDER_ID, log_group=log_group)
+        if existing.log_group is not log_group:
+            raise ValueError(f"{stack.stack_name}: every ReplicaKey of a stack shares one provider and so one log group")
+        return existing
+
+    def __init__(self, scope: Construct, construct_id: str, *, log_group: logs.ILogGroup) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = log_group
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                             description="Waits until each of the stack's replica keys is Enabled (DescribeKey only)")
+        self.function = lambda_.Function(
+            self, "Function", runtime=RUNTIME, architecture=ARCHITECTURE, role=self.role,
+            code=lambda_.Code.from_asset(str(FUNCTION_DIR), exclude=["__pycache__", "*.pyc"]),
+            handler="handler.handler", timeout=FUNCTION_TIMEOUT, memory_size=128, log_group=log_group,
+            description="Waits until a replica KMS key is Enabled (Custom::KmsReplicaKeyReady)",
+        )
+        log_group.grant_write(self.role)
+        self.provider = cr.Provider(self, "Provider", on_event_handler=self.function, log_group=log_group)
+        self.service_token = self.provider.service_token
+        self._acknowledge()
+
+    def allow_describe(self, replica_arn: str) -> None:
+        """The function may describe the replica, nothing more."""
+        self.role.add_to_principal_policy(iam.PolicyStatement(actions=["kms:DescribeKey"], resources=[replica_arn]))
+
+    def _acknowledge(self) -> None:
+        acknowledge_nag(
+            self.role,
+            "CDK writes the function's grants (describe each replica key, write its log group) into the role's own "
+            "inline policy, which lives and dies with the role",
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+        )
+        framework = self.provider.node.find_child("framework-onEvent")
+        for function, what in ((self.function, "the handler"), (framework, "CDK's provider framework function")):
+            acknowledge_nag(
+                function,
+                f"{what} of Custom::KmsReplicaKeyReady: CloudFormation invokes it once per replica key created, "
+                "so reserved concurrency would only take from the account's unreserved pool and protect nothing",
+                "NIST.800.53.R5-LambdaConcurrency",
+            )
+            acknowledge_nag(
+                function,
+                f"{what} of Custom::KmsReplicaKeyReady is invoked synchronously (by CloudFormation through the provider), "
+                "which receives every failure and fails the deployment; a dead-letter queue would never be read",
+                "NIST.800.53.R5-LambdaDLQ",
+            )
+            acknowledge_nag(
+                function,
+                f"{what} of Custom::KmsReplicaKeyReady only calls the KMS and Lambda APIs and reaches nothing inside a "
+                "VPC; attaching it to one would add ENIs and a NAT dependency for no isolation gained",
+                "NIST.800.53.R5-LambdaInsideVPC",
+            )
+            skip_checkov(function.node.default_child, {
+                "CKV_AWS_115": f"{what} of Custom::KmsReplicaKeyReady runs once per replica key created; reserved "
+                               "concurrency would protect nothing",
+                "CKV_AWS_116": f"{what} of Custom::KmsReplicaKeyReady is invoked synchronously and its caller sees every "
+                               "failure; a dead-letter queue would never be read",
+                "CKV_AWS_117": f"{what} of Custom::KmsReplicaKeyReady only calls AWS APIs and needs no network path into "
+                               "the VPC",
+            })
+            skip_cfn_lint(function.node.default_child, {
+                "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the "
+                         "function needs first"})
+        skip_checkov(framework.node.default_child, {
+            "CKV_AWS_173": "CDK's provider framework function: its environment holds the handler function's ARN, nothing "
+                           "secret; a customer key for it would protect nothing"})
+        framework_role = framework.role
+        stack = cdk.Stack.of(self)
+        function_id = stack.resolve(stack.get_logical_id(self.function.node.default_child))
+        acknowledge_nag(
+            framework_role,
+            "CDK's provider framework role: AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes "
+            "(CreateLogGroup, CreateLogStream, PutLogEvents); what the wait needs is granted to the handler's own role",
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        )
+        acknowledge_nag(
+            framework_role,
+            "CDK's provider framework may invoke the handler function and its versions (lambda:InvokeFunction on "
+            "<function ARN>:*), nothing else: the wildcard is the version qualifier of one function",
+            f"AwsSolutions-IAM5[Resource::<{function_id}.Arn>:*]",
+        )
+        acknowledge_nag(
+            framework_role,
+            "CDK writes the provider framework's one grant (invoke the handler) into its role's own inline policy, which "
+            "lives and dies with the role",
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )

@@ -91,7 +91,7 @@ class ServiceData(Construct):
                 removal_policy=removal,
             )
             for replica in self.replica_keys.values():
-                self.signing_secret.node.add_dependency(replica.resource)
+                self.signing_secret.node.add_dependency(replica.ready)
             self.rotation = SigningKeyRotation(
                 self, "Rotation", secret=self.signing_secret, key=self.key,
                 replica_keys=[(region, replica.key_arn) for region, replica in self.replica_keys.items()],
@@ -126,7 +126,7 @@ class ServiceData(Construct):
             removal_policy=removal,
         )
         for replica in self.replica_keys.values():
-            table.node.add_dependency(replica.resource)
+            table.node.add_dependency(replica.ready)
         acknowledge_nag(
             table,
             "Point-in-time recovery keeps 35 days of continuous backups of every replica of this global table; an AWS "
