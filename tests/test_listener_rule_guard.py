@@ -97,25 +97,37 @@ def test_one_function_per_services_stack_guards_the_rules_of_every_exposed_servi
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_only_an_update_of_its_own_stack_that_completes_or_rolls_back_invokes_it(dev, region):
+def test_an_update_of_its_own_stack_or_the_end_of_a_guarded_services_deployment_invokes_it(dev, region):
+    """A stack update that ends while a deployment is under way finds its services skipped (ECS owns the weights);
+    if it wrote the rule after ECS's last shift, only the deployment's end puts the weights right."""
     resources = _services(dev, region)
     function_id, function = _guard(resources)
-    rules = [r["Properties"] for r in _of_type(resources, "AWS::Events::Rule").values()
-             if any(t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]} for t in r["Properties"]["Targets"])]
-    assert [rule["EventPattern"] for rule in rules] == [{
+    rules = {i: r["Properties"] for i, r in _of_type(resources, "AWS::Events::Rule").items()
+             if any(t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]} for t in r["Properties"]["Targets"])}
+    patterns = sorted((rule["EventPattern"] for rule in rules.values()), key=lambda pattern: pattern["source"])
+    deployment_pattern = patterns[1]
+    assert patterns == [{
         "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Stack Status Change"],
-        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}}}]
-    (target,) = rules[0]["Targets"]
-    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
-    # Failed runs of the function (a rule without healthy targets) land where undeliverable events do, which alarms.
-    assert function["DeadLetterConfig"]["TargetArn"] == target["DeadLetterConfig"]["Arn"]
+        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}},
+    }, {
+        "source": ["aws.ecs"], "detail-type": ["ECS Deployment State Change"], "resources": deployment_pattern["resources"],
+        "detail": {"eventName": ["SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"]},
+    }]
+    # The events name the service by its ARN, the Ref of AWS::ECS::Service: exactly the guarded services.
+    assert sorted(r["Ref"] for r in deployment_pattern["resources"]) == sorted(_service_id(resources, s) for s in EXPOSED)
+    for rule in rules.values():
+        (target,) = rule["Targets"]
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+        # Failed runs of the function (a rule without healthy targets) land where undeliverable events do, which alarms.
+        assert function["DeadLetterConfig"]["TargetArn"] == target["DeadLetterConfig"]["Arn"]
     alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in dev.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
     alarm = alarms["mf-listener-rule-guard-dlq-not-empty"]
     assert alarm["AlarmDescription"].endswith("Runbook: runbooks/canary-rollback.md")
-    # Only the function's own source may invoke it.
-    (permission,) = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
-                     if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}]
-    assert permission["Principal"] == "events.amazonaws.com"
+    # Only the two rules may invoke it.
+    permissions = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
+                   if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}]
+    assert {p["Principal"] for p in permissions} == {"events.amazonaws.com"}
+    assert sorted(p["SourceArn"]["Fn::GetAtt"][0] for p in permissions) == sorted(rules)
 
 
 @pytest.mark.parametrize("region", REGIONS)

@@ -21,7 +21,7 @@ from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
 from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
 from constructs.strangler_fig.strangler_fig import (
-    ARCHITECTURE, FUNCTION_DIR, MAX_EVENT_AGE, RETRY_ATTEMPTS, RUNTIME, STACK_UPDATE_ENDED,
+    ARCHITECTURE, DEPLOYMENT_ENDED, FUNCTION_DIR, MAX_EVENT_AGE, RETRY_ATTEMPTS, RUNTIME, STACK_UPDATE_ENDED,
 )
 
 
@@ -35,7 +35,8 @@ class GuardedRule:
 
 
 class ListenerRuleGuard(Construct):
-    """One function for all ``rules`` of the stack, invoked when an update of the stack completes or rolls back.
+    """One function for all ``rules`` of the stack, invoked when an update of the stack completes or rolls back, and
+    when a deployment of a guarded service ends.
 
     ECS's canary and linear deployments alternate the live target group; CloudFormation knows only the
     template's weights (all on the first group) and writes them back whenever an update changes the rule,
@@ -43,7 +44,9 @@ class ListenerRuleGuard(Construct):
     The function puts each rule's weight on the groups with healthy targets and leaves a rule alone when
     its weights already sit there, or while a deployment of its service is under way (ECS owns the
     weights then). A rule without any group with healthy targets keeps its weights and fails the run:
-    Lambda retries twice, then the dead-letter queue, whose alarm an operator answers.
+    Lambda retries twice, then the dead-letter queue, whose alarm an operator answers. A stack update that ends
+    while a deployment is under way may have written the rule after ECS's last shift: the deployment's end
+    runs the function again.
 
     The function's environment names only the cluster and the services (``CLUSTER``, ``SERVICES``); it asks
     ECS (DescribeServices) for each service's production listener rule and its two target groups.
@@ -71,7 +74,7 @@ class ListenerRuleGuard(Construct):
             dead_letter_queue=self.dead_letter_queue, retry_attempts=2,
             # A name per service, not its rule and groups: ECS describes those, and Lambda allows 4 KB of environment.
             environment={"CLUSTER": cluster.cluster_name, "SERVICES": cdk.Fn.join(",", [rule.service.service_name for rule in rules])},
-            description="After a stack update, moves listener rules' weights onto the target group with healthy targets",
+            description="After a stack update or an ECS deployment, moves listener rules' weights onto the target group with healthy targets",
         )
         log_group.grant_write(self.role)
         self.role.add_to_principal_policy(iam.PolicyStatement(
@@ -81,13 +84,23 @@ class ListenerRuleGuard(Construct):
         # Describe calls take no resource-level permissions in Elastic Load Balancing.
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetHealth"], resources=["*"]))
+        target = events_targets.LambdaFunction(
+            self.function, dead_letter_queue=self.dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
         self.stack_rule = events.Rule(
             self, "StackUpdated", description="The stack was updated: put its traffic-shifting listener rules' weights on the serving groups",
             event_pattern=events.EventPattern(
                 source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
                 detail={"stack-id": [stack.stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
-            targets=[events_targets.LambdaFunction(
-                self.function, dead_letter_queue=self.dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)],
+            targets=[target],
+        )
+        # The function skips a service while its deployment is under way; a stack update that wrote the rule then
+        # (after ECS's last shift, during the bake) is put right when the deployment ends.
+        self.deployment_rule = events.Rule(
+            self, "DeploymentEnded", description="A guarded service's ECS deployment ended: put the listener rules' weights on the serving groups",
+            event_pattern=events.EventPattern(
+                source=["aws.ecs"], detail_type=["ECS Deployment State Change"],
+                resources=[rule.service.service_arn for rule in rules], detail={"eventName": list(DEPLOYMENT_ENDED)}),
+            targets=[target],
         )
         self._acknowledge()
 
@@ -106,7 +119,7 @@ class ListenerRuleGuard(Construct):
         )
         acknowledge_nag(
             self.function,
-            "the function runs once per stack update; reserving concurrency would only take capacity from the "
+            "the function runs once per stack update or deployment; reserving concurrency would only take capacity from the "
             "account's unreserved pool and protect nothing",
             "NIST.800.53.R5-LambdaConcurrency",
         )
@@ -117,7 +130,7 @@ class ListenerRuleGuard(Construct):
             "NIST.800.53.R5-LambdaInsideVPC",
         )
         skip_checkov(self.function.node.default_child, {
-            "CKV_AWS_115": "The function runs once per stack update; reserved concurrency would protect nothing",
+            "CKV_AWS_115": "The function runs once per stack update or deployment; reserved concurrency would protect nothing",
             "CKV_AWS_117": "The function only calls the Elastic Load Balancing and ECS APIs and needs no network path into the VPC",
             "CKV_AWS_173": "The environment holds a cluster's and services' names, nothing secret; a customer key for it would protect nothing",
         })
