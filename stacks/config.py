@@ -240,6 +240,7 @@ class ObservabilityConfig:
     queue_age_alarm_minutes: int  # an event queue's oldest message older than this alarms
     edge_5xx_alarm_percent: float  # the edge's share of 5xx answers to viewers above this alarms (us-east-1)
     edge_5xx_alarm_minutes: int  # ... in this many of the last EDGE_5XX_ALARM_WINDOW_MINUTES one-minute periods
+    notify_emails: tuple[str, ...]  # e-mail subscribers of every alarm topic (each region's and the edge's)
 
 
 @dataclass(frozen=True)
@@ -892,8 +893,8 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
     }))
 
 # Budgets allows 10 notifications per budget, each with one SNS and up to 10 e-mail subscribers;
-# every threshold takes two (ACTUAL and FORECASTED).
-MAX_BUDGET_THRESHOLDS, MAX_BUDGET_EMAILS = 5, 10
+# every threshold takes two (ACTUAL and FORECASTED). The alarm topics take the same list of up to 10.
+MAX_BUDGET_THRESHOLDS, MAX_NOTIFY_EMAILS = 5, 10
 _EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -919,9 +920,9 @@ def _parse_thresholds(key: str, value: Any) -> tuple[float, ...]:
 
 
 def _parse_emails(key: str, value: Any) -> tuple[str, ...]:
-    if (not isinstance(value, list) or len(value) > MAX_BUDGET_EMAILS or len(set(map(str, value))) != len(value)
+    if (not isinstance(value, list) or len(value) > MAX_NOTIFY_EMAILS or len(set(map(str, value))) != len(value)
             or not all(isinstance(e, str) and _EMAIL_PATTERN.match(e) for e in value)):
-        raise ConfigError(key, value, f"expected a list of up to {MAX_BUDGET_EMAILS} distinct e-mail addresses")
+        raise ConfigError(key, value, f"expected a list of up to {MAX_NOTIFY_EMAILS} distinct e-mail addresses")
     return tuple(value)
 
 
@@ -953,6 +954,8 @@ def _parse_observability(key: str, value: Any) -> ObservabilityConfig:
         # out a single bad minute and still pages within minutes when a region's API is down.
         "edge_5xx_alarm_percent": (5, _number(0.1, 100)),
         "edge_5xx_alarm_minutes": (3, _integer(1, EDGE_5XX_ALARM_WINDOW_MINUTES)),
+        # None by default: who is on call is the deployer's to say (or subscribe paging tooling to the topics).
+        "notify_emails": ([], _parse_emails),
     }))
 
 

@@ -113,7 +113,8 @@ class EdgeStack(cdk.Stack):
             retain_logs=config.is_prod)
 
         # Every alarm of the edge notifies this topic (the regions' alarms notify their own <prefix>-alarms).
-        self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-edge-alarms").topic
+        self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-edge-alarms",
+                                      emails=config.observability.notify_emails).topic
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic_arn,
                       description="SNS topic of the edge's alarms: subscribe on-call tooling here")
         self.edge_5xx_alarm = self._edge_5xx_alarm()

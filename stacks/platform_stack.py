@@ -94,7 +94,8 @@ class PlatformStack(cdk.Stack):
         )
 
         # Every alarm of the region notifies this topic.
-        self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-alarms").topic
+        self.alarm_topic = AlarmTopic(self, "Alarms", topic_name=f"{config.prefix}-alarms",
+                                      emails=config.observability.notify_emails).topic
 
         # The CA that signs service-to-service TLS certificates, when the mesh uses TLS: imported
         # from config, or created here. Service Connect needs only a short-lived-certificate CA;

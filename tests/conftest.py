@@ -26,6 +26,8 @@ from tests.assembly import Assembly, cdk_json_context, read_assembly, synth  # n
 EXAMPLE_ACCOUNT = "111122223333"
 # A zone from no real account: certificates and records are only synthesized.
 EXAMPLE_DOMAIN = {"zone_name": "example.com", "hosted_zone_id": "Z0123456789ABCDEFGHIJ"}
+# An address at the documentation domain: nobody receives it.
+ONCALL_EMAIL = "oncall@example.com"
 # A repository on GitHub that is no one's: the OIDC roles are only synthesized.
 EXAMPLE_GITHUB = {"repository": "example-org/foundation", "branch": "main"}
 # The strangler-fig variant: auth keeps a legacy function behind its path, this share to the service.
@@ -56,8 +58,9 @@ VARIANTS: dict[str, dict] = {
     "prod": {"profile": "prod", "account": EXAMPLE_ACCOUNT},
     # The legacy mesh backend (dev profile).
     "appmesh": {"mesh": "appmesh"},
-    # Domain mode in prod.
-    "domain": {"profile": "prod", "account": EXAMPLE_ACCOUNT, "domain": EXAMPLE_DOMAIN},
+    # Domain mode in prod, with an on-call address subscribed to every alarm topic.
+    "domain": {"profile": "prod", "account": EXAMPLE_ACCOUNT, "domain": EXAMPLE_DOMAIN,
+               "observability": {"notify_emails": [ONCALL_EMAIL]}},
     # CI through GitHub OIDC (dev profile).
     "github": {"github": EXAMPLE_GITHUB},
     # auth's legacy function named (the same name in both regions), 37 % to the service.

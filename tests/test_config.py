@@ -132,6 +132,13 @@ def test_budget_defaults_and_a_single_limit_for_every_profile():
     assert single.alert_thresholds_percent == (75, 100)
 
 
+def test_alarm_topics_have_no_subscriber_unless_the_config_names_one():
+    assert load_config({}).observability.notify_emails == ()
+    observability = load_config({"observability": {"notify_emails": ["oncall@example.com"]}}).observability
+    assert observability.notify_emails == ("oncall@example.com",)
+    assert observability.quota_alarm_percent == 80  # the object's other keys keep their defaults
+
+
 def test_appmesh_traffic_shift_defaults_and_override():
     shift = load_config({}).appmesh
     assert (shift.shift_steps_percent, shift.shift_bake_minutes, shift.shift_min_canary_requests) == ((5, 25, 50, 100), 10, 60)

@@ -124,6 +124,8 @@ CASES = [
     ("negative sampling reservoir", {"observability": json.dumps({"xray_reservoir_per_second": -1})}, ["observability.xray_reservoir_per_second=-1", "from 0 to 1000"]),
     ("quota alarm above 100 %", {"observability": json.dumps({"quota_alarm_percent": 120})}, ["observability.quota_alarm_percent=120", "from 1 to 100"]),
     ("edge 5xx alarm at 0 %", {"observability": json.dumps({"edge_5xx_alarm_percent": 0})}, ["observability.edge_5xx_alarm_percent=0", "from 0.1 to 100"]),
+    ("alarm e-mail given twice", {"observability": json.dumps({"notify_emails": ["oncall@example.com", "oncall@example.com"]})},
+     ['observability.notify_emails=["oncall@example.com", "oncall@example.com"]', "distinct e-mail addresses"]),
     ("edge 5xx alarm over more minutes than it reads", {"observability": json.dumps({"edge_5xx_alarm_minutes": 6})}, ["observability.edge_5xx_alarm_minutes=6", "from 1 to 5"]),
     ("unknown observability key", {"observability": json.dumps({"sampling": 0.1})}, ["observability.sampling=0.1", "unknown key", "xray_sampling_rate"]),
     ("signing key rotation beyond a year", {"data": json.dumps({"signing_key_rotation_days": 400})},

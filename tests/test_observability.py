@@ -365,3 +365,25 @@ def test_only_the_spot_interruption_rule_writes_events_into_its_log_group(dev, r
                             "delivery.logs.amazonaws.com": {"StringEquals": {"aws:SourceAccount": "<AWS::AccountId>"}}}
     # The only unconditioned grant: EventBridge creating a stream (it sends no source with CreateLogStream).
     assert [s["Action"] for s in statements if "Condition" not in s] == ["logs:CreateLogStream"]
+
+
+def test_every_alarm_topic_mails_the_configured_on_call_addresses_and_none_by_default(dev, domain):
+    """Alarms that notify a topic nobody subscribed to page nobody: config `observability.notify_emails` subscribes
+    each address to every region's topic and the edge's."""
+    from tests.conftest import ONCALL_EMAIL
+
+    def subscriptions_by_topic(assembly):
+        by_topic = {}
+        for stack, _, resource in assembly.all_resources():
+            if resource["Type"] == "AWS::SNS::Topic" and resource["Properties"]["TopicName"].endswith("alarms"):
+                by_topic.setdefault((stack, resource["Properties"]["TopicName"]), [])
+        for stack, _, resource in assembly.all_resources():
+            if resource["Type"] == "AWS::SNS::Subscription":
+                (topic_id,) = resource["Properties"]["TopicArn"].values()
+                topic_name = assembly.template(stack)["Resources"][topic_id]["Properties"]["TopicName"]
+                by_topic[(stack, topic_name)].append((resource["Properties"]["Protocol"], resource["Properties"]["Endpoint"]))
+        return by_topic
+
+    expected_topics = {(f"mf-{region}/platform", "mf-alarms") for region in REGIONS} | {("mf-edge/edge", "mf-edge-alarms")}
+    assert subscriptions_by_topic(dev) == {topic: [] for topic in expected_topics}
+    assert subscriptions_by_topic(domain) == {topic: [("email", ONCALL_EMAIL)] for topic in expected_topics}

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 
 class AlarmTopic(Construct):
-    """Exposes ``topic`` (subscribe on-call tooling to it) and ``key`` (its KMS key)."""
+    """Exposes ``topic`` (subscribe on-call tooling to it) and ``key`` (its KMS key). Each of ``emails`` is
+    subscribed (SNS mails it a confirmation link first)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, topic_name: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, topic_name: str, emails: Sequence[str] = ()) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         self.key = kms.Key(
@@ -36,3 +40,5 @@ class AlarmTopic(Construct):
             resources=[self.topic.topic_arn],
             conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
         ))
+        for email in emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
