@@ -184,8 +184,11 @@ def test_quota_alarms_compare_usage_with_the_applied_quota(dev):
         assert usage["MetricStat"]["Metric"]["Namespace"] == "AWS/Usage"
         assert {d["Name"]: d["Value"] for d in usage["MetricStat"]["Metric"]["Dimensions"]} == dimensions
         # ECR publishes its API usage without a Class dimension (quotas.py names the source); a Class would match nothing.
-        # API quotas are per second; CallCount sums the period.
-        assert ("PERIOD(" in expression) == (dimensions["Type"] == "API")
+        # API quotas are per second; CallCount sums the period, per minute: a pull burst of a minute or two (a scale-out)
+        # is not averaged away over longer periods. A vCPU count changes slowly: 2 of 2 five-minute periods.
+        api = dimensions["Type"] == "API"
+        assert ("PERIOD(" in expression) == api
+        assert (usage["MetricStat"]["Period"], alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == ((60, 2, 3) if api else (300, 2, 2))
 
 
 @pytest.mark.parametrize("variant", ["dev", "appmesh"])
