@@ -73,7 +73,7 @@ class ServiceMonitoring(Construct):
       task metrics, for NO_TASKS_MINUTES);
     - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
     - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-error-rate`` and ``-grpc-p95-latency`` on the
-      service's own gRPC calls;
+      service's own gRPC calls (the app passes it with App Mesh; Service Connect's are deployment alarms);
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
 
