@@ -72,7 +72,7 @@ def test_service_connect_canary_rolls_back_on_its_alarms(dev):
         # The mesh's alarms (only where mesh callers give them data), the service's own gRPC calls', then the load
         # balancer's per target group (tests/test_ingress.py).
         assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"] * (name in CALLED) + [
-            f"mf-{name}-grpc-error-rate", f"mf-{name}-grpc-p95-latency"] * (name in GRPC_SERVICES) + [
+            f"mf-{name}-grpc-server-error-rate", f"mf-{name}-grpc-server-p95-latency"] * (name in GRPC_SERVICES) + [
             f"mf-{name}-lb-group{i}-{what}" for i in (0, 1) for what in ("5xx-rate", "p95-latency")]
         # Referenced with Ref, so they exist before the service's first deployment.
         assert all(set(ref) == {"Ref"} for ref in deployment["Alarms"]["AlarmNames"])
@@ -124,11 +124,11 @@ def test_a_grpc_service_rolls_back_on_the_error_rate_and_p95_of_its_own_grpc_cal
         alarms = {a["Properties"]["AlarmName"]: a["Properties"]
                   for a in _resources(assembly, f"mf-{region}/services", "AWS::CloudWatch::Alarm").values()}
         for name in SERVICES:
-            kinds = ("grpc-error-rate", "grpc-p95-latency")
+            kinds = ("grpc-server-error-rate", "grpc-server-p95-latency")
             if name not in GRPC_SERVICES:
                 assert not any(f"mf-{name}-{kind}" in alarms for kind in kinds)
                 continue
-            rate, slow = alarms[f"mf-{name}-grpc-error-rate"], alarms[f"mf-{name}-grpc-p95-latency"]
+            rate, slow = alarms[f"mf-{name}-grpc-server-error-rate"], alarms[f"mf-{name}-grpc-server-p95-latency"]
             stats = {m["Id"]: m["MetricStat"] for m in rate["Metrics"] if "MetricStat" in m}
             assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"]) for s in stats.values()} == {
                 ("mf/services", "rpc.server.duration", "SampleCount")}

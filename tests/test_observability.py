@@ -229,7 +229,7 @@ def test_service_alarms_cover_targets_tasks_and_error_logs(dev):
         assert (down["DatapointsToAlarm"], down["EvaluationPeriods"]) == (5, 5)
         # gRPC (persona): its alarms roll Service Connect deployments back, so the services stack makes them
         # (tests/test_mesh_backends.py); with App Mesh they are here (test_service_connect_keeps_its_deployment_alarms...).
-        assert f"mf-{name}-grpc-error-rate" not in alarms
+        assert f"mf-{name}-grpc-server-error-rate" not in alarms
         errors = alarms[f"mf-{name}-error-logs"]
         metric = errors["Metrics"][0]["MetricStat"]["Metric"]
         assert (metric["Namespace"], metric["MetricName"], metric["Dimensions"]) == (
@@ -264,7 +264,7 @@ def test_service_connect_keeps_its_deployment_alarms_and_app_mesh_gets_load_bala
         assert rate["Threshold"] == 1 and "runbooks/elevated-5xx.md" in rate["AlarmDescription"]
         stats = {(m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Stat"]) for m in latency["Metrics"] if "MetricStat" in m}
         assert latency["Threshold"] == 1.0 and stats == {("TargetResponseTime", "p95"), ("RequestCount", "Sum")}
-        grpc = {f"mf-{name}-grpc-error-rate", f"mf-{name}-grpc-p95-latency"}
+        grpc = {f"mf-{name}-grpc-server-error-rate", f"mf-{name}-grpc-server-p95-latency"}
         assert (grpc <= set(mesh_alarms)) == (name == "persona")
 
 

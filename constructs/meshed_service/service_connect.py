@@ -220,7 +220,9 @@ class _ServiceConnectExtension(ServiceExtension):
             ]
         if service.props.grpc_port:
             # gRPC status codes travel in trailers, which no Service Connect metric reads: the service's own
-            # metrics judge its gRPC calls (every caller's), so they need its collector.
+            # metrics judge its gRPC calls (every caller's), so they need its collector. Named `grpc-server-*`,
+            # not `grpc-error-rate` as the observability stack's notify-only alarms were: CloudFormation fails to
+            # create an alarm whose name another stack still holds, so an upgrade must not move a name.
             collector = next((e for e in service.extensions if isinstance(e, AdotCollector)), None)
             if collector is None:
                 raise ValueError(f"{name}: grpc_port needs an AdotCollector extension; its gRPC deployment alarms read the service's own metrics")
@@ -228,13 +230,13 @@ class _ServiceConnectExtension(ServiceExtension):
             self.alarms += [
                 deployment_alarm(
                     service, "GrpcErrorRateAlarm", grpc_error_rate(collector.metrics_namespace, calls),
-                    alarm_name=self._alarm_name("grpc-error-rate"), threshold=rollout.alarm_5xx_percent,
+                    alarm_name=self._alarm_name("grpc-server-error-rate"), threshold=rollout.alarm_5xx_percent,
                     summary=(f"{name}: more than {rollout.alarm_5xx_percent}% of its gRPC calls failed with a server error "
                              f"({', '.join(map(str, GRPC_SERVER_ERROR_CODES))})"),
                     runbook="elevated-5xx", action=action),
                 deployment_alarm(
                     service, "GrpcP95LatencyAlarm", grpc_latency_p95(collector.metrics_namespace, calls),
-                    alarm_name=self._alarm_name("grpc-p95-latency"), threshold=rollout.alarm_p95_latency_ms,
+                    alarm_name=self._alarm_name("grpc-server-p95-latency"), threshold=rollout.alarm_p95_latency_ms,
                     summary=f"{name}: p95 duration of its gRPC calls above {rollout.alarm_p95_latency_ms} ms",
                     runbook="latency-slo-breach", action=action),
             ]

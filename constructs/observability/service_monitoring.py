@@ -72,7 +72,7 @@ class ServiceMonitoring(Construct):
     - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired`` and ``-no-running-tasks`` (no task, or no
       task metrics, for NO_TASKS_MINUTES);
     - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
-    - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-error-rate`` and ``-grpc-p95-latency`` on the
+    - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-server-error-rate`` and ``-grpc-server-p95-latency`` on the
       service's own gRPC calls (the app passes it with App Mesh; Service Connect's are deployment alarms);
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
@@ -269,11 +269,11 @@ class ServiceMonitoring(Construct):
             codes = ", ".join(map(str, GRPC_SERVER_ERROR_CODES))
             groups += [
                 monitoring.CustomMetricGroup(title="gRPC server errors (% of calls)", metrics=[self._rate_alarm(
-                    "grpc-error-rate", grpc_error_rate(ns, service), threshold=grpc_alarms.max_error_percent, runbook="elevated-5xx",
+                    "grpc-server-error-rate", grpc_error_rate(ns, service), threshold=grpc_alarms.max_error_percent, runbook="elevated-5xx",
                     summary=(f"{self.name}: more than {grpc_alarms.max_error_percent:g}% of its gRPC calls failed with a server "
                              f"error ({codes}); minutes with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0 %"))]),
                 monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[self._p95_alarm(
-                    "grpc-p95-latency", grpc_latency_p95(ns, service), threshold=grpc_alarms.max_p95_latency_ms,
+                    "grpc-server-p95-latency", grpc_latency_p95(ns, service), threshold=grpc_alarms.max_p95_latency_ms,
                     runbook="latency-slo-breach",
                     summary=(f"{self.name}: p95 duration of its gRPC calls above {grpc_alarms.max_p95_latency_ms} ms; minutes "
                              f"with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0"))]),
