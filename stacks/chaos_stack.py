@@ -20,7 +20,7 @@ from .services_stack import ServicesStack
 # and, with App Mesh, the observability stack's load balancer alarms).
 # A service with no task left answers nothing the rate and latency alarms could judge (their minutes below 20
 # requests count as 0 %), so the experiment also stops when one has no running task.
-SLO_ALARM_SUFFIXES = ("-5xx-rate", "-p95-latency", "-grpc-error-rate", "-no-running-tasks")
+SLO_ALARM_SUFFIXES = ("-5xx-rate", "-p95-latency", "-grpc-server-error-rate", "-no-running-tasks")
 
 
 def experiment_names(prefix: str, service: str) -> dict[str, str]:

@@ -35,9 +35,10 @@ class ObservabilityStack(cdk.Stack):
     platform's alarm topic on ALARM and on OK. Exposes ``services`` (name -> ServiceMonitoring),
     ``platform`` (PlatformMonitoring), ``sampling`` (TraceSampling), ``spot_interruptions`` and ``quota_counter``.
 
-    The 5xx-rate and p95-latency alarms of Service Connect deployments stay with the services stack
-    (they roll deployments back); the dashboards show them. With App Mesh, which has no deployment
-    alarms, the load balancer's 5xx-rate and p95-latency alarms are made here.
+    The 5xx-rate and p95-latency alarms of Service Connect deployments (the mesh's, the load balancer's and,
+    for a service with a gRPC port, those of its own gRPC calls) stay with the services stack: they roll
+    deployments back; the dashboards show them. With App Mesh, which has no deployment alarms, the load
+    balancer's and the gRPC calls' alarms are made here, under the same names.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, network: NetworkStack,
@@ -78,7 +79,7 @@ class ObservabilityStack(cdk.Stack):
                 load_balancer_alarms=None if service_connect else slo,
                 mesh_discovery_name=discovery_name(service.name) if service_connect else None,
                 grpc=service.grpc_port is not None,
-                grpc_alarms=slo,
+                grpc_alarms=None if service_connect else slo,
                 deployment_alarms=[alarm for v in variants for alarm in _deployment_alarms(v)],
                 spot_interruptions=self.spot_interruptions,
                 # App Mesh: the canary's own 5xx rate and p95, which its traffic shift rolls back on.

@@ -127,9 +127,12 @@ class ServicesStack(cdk.Stack):
         self.ingress = self._ingress() if config.exposed_services else None
 
         mesh = self.mesh
+        # The services some other service calls through the mesh: only they get mesh traffic.
+        called = {callee for caller in config.services for callee in caller.calls}
         if isinstance(mesh, ServiceConnectMesh):
             for service in config.services:
-                extension = mesh.extension(behind_load_balancer=self._behind_load_balancer(service))
+                extension = mesh.extension(behind_load_balancer=self._behind_load_balancer(service),
+                                           mesh_callers=service.name in called)
                 self.services[service.name] = self._service(service.name, service, [extension, *self._ingress_extensions(service)])
         else:
             ports = {service.name: (service.port, service.grpc_port) for service in config.services}
@@ -157,7 +160,6 @@ class ServicesStack(cdk.Stack):
             # The router's weights move only calls from other services: the load balancer sends the primary
             # everything. A service nothing calls would give its canary no traffic to judge, so it gets no
             # state machine (a run would "promote" an untested release).
-            called = {callee for caller in config.services for callee in caller.calls}
             self.traffic_shifts = {service.name: self._traffic_shift(mesh, service) for service in config.services
                                    if service.name in called}
         self.strangler_figs = {service.name: self._strangler_fig(service) for service in config.services if service.legacy}

@@ -18,7 +18,7 @@ TARGET = "persona"  # cdk.json's chaos.service
 TEMPLATES = {"stop_tasks": f"mf-{TARGET}-stop-tasks", "network_faults": f"mf-{TARGET}-network-faults", "az_outage": "mf-az-outage"}
 # Not the App Mesh canary's own alarms (mf-<service>-canary-5xx-rate...): a release's share of the mesh's calls, not an SLO.
 # A service's (not its App Mesh canary's); the load balancer's own 5xx alarm is the region's, not a service's.
-SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?!load-balancer-)(?P<service>[a-z-]+?)-((lb-group\d-|grpc-)?(5xx-rate|p95-latency|error-rate)|no-running-tasks)$")
+SLO_ALARM = re.compile(r"^mf-(?!.*-canary-)(?!load-balancer-)(?P<service>[a-z-]+?)-((lb-group\d-|grpc-server-)?(5xx-rate|p95-latency|error-rate)|no-running-tasks)$")
 
 
 def _chaos(region: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import aws_cdk as cdk
+import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
@@ -14,10 +15,14 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 
 from constructs.meshed_service import MeshedFargateService, MeshedServiceProps, Rollout, ServiceConnectMesh
-from tests.assembly import synth
+from tests.assembly import cdk_json_context, synth
 
 SERVICES = ("auth", "persona", "vc-start")
+REGIONS = ("eu-central-1", "eu-west-1")
 CALLEES = {"auth": [], "persona": ["auth"], "vc-start": ["auth", "persona"]}
+# What some other service calls through the mesh (nothing calls vc-start), and what answers gRPC too.
+CALLED = {callee for callees in CALLEES.values() for callee in callees}
+GRPC_SERVICES = ("persona",)
 
 
 def _resources(assembly, stack, resource_type):
@@ -64,8 +69,10 @@ def test_service_connect_canary_rolls_back_on_its_alarms(dev):
         assert deployment["BakeTimeInMinutes"] == 10
         assert (deployment["Alarms"]["Enable"], deployment["Alarms"]["Rollback"]) == (True, True)
         watched = [alarms[ref["Ref"]]["Properties"]["AlarmName"] for ref in deployment["Alarms"]["AlarmNames"]]
-        # The mesh's own alarms, then the load balancer's per target group (tests/test_ingress.py).
-        assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"] + [
+        # The mesh's alarms (only where mesh callers give them data), the service's own gRPC calls', then the load
+        # balancer's per target group (tests/test_ingress.py).
+        assert watched == [f"mf-{name}-5xx-rate", f"mf-{name}-p95-latency"] * (name in CALLED) + [
+            f"mf-{name}-grpc-server-error-rate", f"mf-{name}-grpc-server-p95-latency"] * (name in GRPC_SERVICES) + [
             f"mf-{name}-lb-group{i}-{what}" for i in (0, 1) for what in ("5xx-rate", "p95-latency")]
         # Referenced with Ref, so they exist before the service's first deployment.
         assert all(set(ref) == {"Ref"} for ref in deployment["Alarms"]["AlarmNames"])
@@ -73,8 +80,10 @@ def test_service_connect_canary_rolls_back_on_its_alarms(dev):
 
 def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
     alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in _resources(dev, "mf-eu-west-1/services", "AWS::CloudWatch::Alarm").values()
-              if "-lb-" not in a["Properties"]["AlarmName"]}  # the load balancer's: tests/test_ingress.py
-    assert sorted(alarms) == sorted(f"mf-{n}-{what}" for n in SERVICES for what in ("5xx-rate", "p95-latency"))
+              if not any(kind in a["Properties"]["AlarmName"] for kind in ("-lb-", "-grpc-"))}
+    # The load balancer's: tests/test_ingress.py; gRPC: below. A service no other service calls (vc-start) gets no mesh
+    # alarms: Service Connect counts its responses in callers' proxies only, so they would never get data.
+    assert sorted(alarms) == sorted(f"mf-{n}-{what}" for n in CALLED for what in ("5xx-rate", "p95-latency"))
     for name, alarm in alarms.items():
         topic = {"Fn::GetStackOutput": alarm["AlarmActions"][0]["Fn::GetStackOutput"]}
         assert "AlarmsTopic" in topic["Fn::GetStackOutput"]["OutputName"]
@@ -89,18 +98,54 @@ def test_deployment_alarms_watch_5xx_rate_and_p95_latency_and_notify(dev):
         assert metrics, name
         for metric in metrics:
             assert metric.get("Dimensions") == [{"Name": "TargetDiscoveryName", "Value": f"{service}-sc"}], name
+        by_id = {m["Id"]: m for m in alarm["Metrics"]}
         if name.endswith("p95-latency"):
-            assert (alarm["ExtendedStatistic"], alarm["MetricName"], alarm["Threshold"]) == ("p95", "TargetResponseTime", 1000)
-            assert alarm["EvaluateLowSampleCountPercentile"] == "ignore"  # a few slow requests do not decide
+            # A few slow requests do not decide: below 20 responses a minute the alarm reads 0 (the rate alarm's floor).
+            assert (by_id["p95"]["MetricStat"]["Metric"]["MetricName"], by_id["p95"]["MetricStat"]["Stat"], alarm["Threshold"]) == (
+                "TargetResponseTime", "p95", 1000)
+            assert by_id["requests"]["Expression"] == "FILL(r2xx, 0) + FILL(r3xx, 0) + FILL(r4xx, 0) + FILL(r5xx, 0)"
         else:
             assert alarm["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
-            by_id = {m["Id"]: m for m in alarm["Metrics"]}
             # Responses as the service's callers saw them, both sides of the division from the same proxies.
             assert by_id["requests"]["Expression"] == "FILL(r2xx, 0) + FILL(r3xx, 0) + FILL(r4xx, 0) + FILL(r5xx, 0)"
             stats = {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
             assert {i: s["Metric"]["MetricName"] for i, s in stats.items()} == {
                 "errors": "HTTPCode_Target_5XX_Count", **{f"r{c}xx": f"HTTPCode_Target_{c}XX_Count" for c in "2345"}}
             assert alarm["Threshold"] == 1  # below the 5 % canary share, so a failing canary trips it
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_a_grpc_service_rolls_back_on_the_error_rate_and_p95_of_its_own_grpc_calls(request, variant):
+    """vc-start calls persona over gRPC only: no load balancer or Service Connect metric reads gRPC status codes, so
+    persona's own rpc.server.duration judges a deployment (every caller's calls: a broken canary at 5 % shows ~5 %)."""
+    assembly = request.getfixturevalue(variant)
+    deployment = cdk_json_context()["deployment"]
+    for region in REGIONS:
+        alarms = {a["Properties"]["AlarmName"]: a["Properties"]
+                  for a in _resources(assembly, f"mf-{region}/services", "AWS::CloudWatch::Alarm").values()}
+        for name in SERVICES:
+            kinds = ("grpc-server-error-rate", "grpc-server-p95-latency")
+            if name not in GRPC_SERVICES:
+                assert not any(f"mf-{name}-{kind}" in alarms for kind in kinds)
+                continue
+            rate, slow = alarms[f"mf-{name}-grpc-server-error-rate"], alarms[f"mf-{name}-grpc-server-p95-latency"]
+            stats = {m["Id"]: m["MetricStat"] for m in rate["Metrics"] if "MetricStat" in m}
+            assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"]) for s in stats.values()} == {
+                ("mf/services", "rpc.server.duration", "SampleCount")}
+            assert {d["Value"] for s in stats.values() for d in s["Metric"]["Dimensions"] if d["Name"] == "rpc.grpc.status_code"} == {
+                "2", "4", "12", "13", "14", "15"}
+            assert stats["requests"]["Metric"]["Dimensions"] == [{"Name": "service.name", "Value": name}]
+            assert rate["Metrics"][0]["Expression"] == "IF(requests >= 20, 100 * FILL(errors, 0) / requests, 0)"
+            by_id = {m["Id"]: m for m in slow["Metrics"]}
+            assert by_id["p95"]["MetricStat"]["Stat"] == "p95" and by_id["requests"]["MetricStat"]["Stat"] == "SampleCount"
+            # Milliseconds, as the metric; the same thresholds as every other deployment alarm.
+            assert (rate["Threshold"], slow["Threshold"]) == (deployment["alarm_5xx_percent"], deployment["alarm_p95_latency_ms"])
+            for alarm, runbook in ((rate, "elevated-5xx"), (slow, "latency-slo-breach")):
+                assert alarm["AlarmActions"] == alarm["OKActions"] and alarm["AlarmActions"]
+                assert alarm["AlarmDescription"].endswith(f"rolls back. Runbook: runbooks/{runbook}.md")
+            # One alarm for one thing: the observability stack no longer makes its own.
+            assert not {f"mf-{name}-{kind}" for kind in kinds} & {
+                a["Properties"]["AlarmName"] for a in _resources(assembly, f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
 
 
 def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
@@ -274,9 +319,8 @@ def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
     assert sorted(images.values()) == ["/mf/auth:1.4.2", "/mf/auth:1.5.0-rc1"]  # one repository, two tags
 
 
-def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback_alarms():
-    """The construct alone, as a consumer uses it: without `service_name` CloudFormation names the ECS
-    service, and the deployment alarms (named after `name`, dimension TargetDiscoveryName) still roll it back."""
+def _consumer_service(*, mesh_callers: bool) -> Template:
+    """One Service Connect service built from the construct alone, as a consumer uses it (no ECS service name)."""
     stack = cdk.Stack(cdk.App(), "consumer", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     vpc = ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1)
     cluster = ecs.Cluster(stack, "Cluster", vpc=vpc)
@@ -286,14 +330,19 @@ def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback
         alarm_name_prefix="demo", alarm_topic=sns.Topic(stack, "Alarms"), rollout=Rollout(strategy="CANARY", canary_percent=5.0),
         per_request_timeout=cdk.Duration.seconds(15), idle_timeout=cdk.Duration.seconds(300))
     MeshedFargateService(
-        stack, "orders", cluster=cluster, extensions=[mesh.extension()],
+        stack, "orders", cluster=cluster, extensions=[mesh.extension(mesh_callers=mesh_callers)],
         capacity_strategy=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE", weight=1)],
         log_encryption_key=kms.Key(stack, "LogsKey"), log_retention=logs.RetentionDays.ONE_WEEK,
         props=MeshedServiceProps(name="orders", image=ecs.ContainerImage.from_registry("public.ecr.aws/docker/library/python:3.12-slim"),
                                  container_port=8080, cpu=256, memory_limit_mib=512, health_check_path="/ready",
                                  min_tasks=1, max_tasks=2))
+    return Template.from_stack(stack)
 
-    template = Template.from_stack(stack)
+
+def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback_alarms():
+    """The construct alone, as a consumer uses it: without `service_name` CloudFormation names the ECS
+    service, and the deployment alarms (named after `name`, dimension TargetDiscoveryName) still roll it back."""
+    template = _consumer_service(mesh_callers=True)
     [service] = template.find_resources("AWS::ECS::Service").values()
     assert "ServiceName" not in service["Properties"]
     alarms = template.find_resources("AWS::CloudWatch::Alarm")
@@ -304,3 +353,11 @@ def test_a_service_connect_service_without_an_ecs_service_name_gets_its_rollback
         "AlarmName": "demo-orders-5xx-rate",
         "Metrics": Match.array_with([Match.object_like({"MetricStat": Match.object_like({"Metric": Match.object_like({
             "Dimensions": [{"Name": "TargetDiscoveryName", "Value": "orders-sc"}]})})})])})
+
+
+def test_a_service_connect_service_nothing_calls_gets_no_mesh_alarms_that_could_never_fire():
+    """Service Connect measures responses in the callers' proxies: without mesh callers there is nothing to judge."""
+    template = _consumer_service(mesh_callers=False)
+    assert template.find_resources("AWS::CloudWatch::Alarm") == {}
+    [service] = template.find_resources("AWS::ECS::Service").values()
+    assert not service["Properties"]["DeploymentConfiguration"].get("Alarms", {}).get("AlarmNames")

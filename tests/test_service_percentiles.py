@@ -9,6 +9,7 @@ telemetry with ``deployment.variant``, and the canary's own 5xx rate and p95 get
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -48,6 +49,17 @@ def _stats(metric: dict[str, Any]) -> tuple[str, str, dict[str, str], str]:
     stat = metric["MetricStat"]
     return (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"],
             {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}, stat["Stat"])
+
+
+def _floored_p95(alarm: dict[str, Any]) -> tuple[tuple, tuple | dict[str, Any]]:
+    """(p95, requests) of a p95 alarm with the rate alarms' floor: ``IF(requests >= 20, p95, 0)``, ids maybe suffixed.
+    ``requests`` is a MetricStat's ``_stats``, or the expression that counts them (Service Connect's responses)."""
+    (expression,) = [m for m in alarm["Metrics"] if m.get("ReturnData", True) and "Expression" in m]
+    match = re.fullmatch(r"IF\((requests\w*) >= 20, (p95\w*), 0\)", expression["Expression"])
+    assert match, (alarm["AlarmName"], expression["Expression"])
+    by_id = {m["Id"]: m for m in alarm["Metrics"]}
+    requests = by_id[match[1]]
+    return _stats(by_id[match[2]]), _stats(requests) if "MetricStat" in requests else requests
 
 
 @pytest.fixture(params=["dev", "appmesh"])
@@ -130,9 +142,8 @@ def test_app_mesh_canaries_have_5xx_rate_and_p95_alarms_on_their_own_traffic_tha
                 assert rate["Threshold"] == deployment["alarm_5xx_percent"]
 
                 p95 = alarms[f"mf-{name}-canary-{p95_name}"]
-                (query,) = p95["Metrics"]
-                assert _stats(query) == (NAMESPACE, instrument, canary, "p95")
-                assert p95["Threshold"] == p95_threshold and p95["EvaluateLowSampleCountPercentile"] == "ignore"
+                assert _floored_p95(p95) == ((NAMESPACE, instrument, canary, "p95"), (NAMESPACE, instrument, canary, "SampleCount"))
+                assert p95["Threshold"] == p95_threshold
                 for alarm in (rate, p95):
                     assert alarm["AlarmActions"] == alarm["OKActions"] and alarm["AlarmActions"]
                     assert alarm["AlarmDescription"].endswith("Runbook: runbooks/canary-rollback.md")
@@ -140,3 +151,32 @@ def test_app_mesh_canaries_have_5xx_rate_and_p95_alarms_on_their_own_traffic_tha
             if name not in GRPC_SERVICES:
                 assert f"mf-{name}-canary-grpc-error-rate" not in alarms
         assert not any("-canary-" in alarm and "tasks-below-desired" not in alarm for alarm in _alarms(dev, region))
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod", "appmesh"])
+def test_every_p95_alarm_judges_each_minute_with_20_requests_not_only_those_with_200(request, variant):
+    """CloudWatch's low-sample rule for an alarm's own p95 skips minutes with fewer than 10 / (1 - 0.95) = 200 samples:
+    at a canary's 5 % that is 4,000 requests a minute. Every p95 alarm is metric math instead, 0 below the 20 requests
+    a minute the rate alarms need, counting the requests the p95 is of."""
+    assembly: Assembly = request.getfixturevalue(variant)
+    p95_alarms = 0
+    for stack, _, resource in assembly.all_resources():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        alarm = resource["Properties"]
+        name = template_text(alarm.get("AlarmName", ""))
+        assert not {"EvaluateLowSampleCountPercentile", "ExtendedStatistic"} & set(alarm), (stack, name)
+        if not any(m.get("MetricStat", {}).get("Stat", "").startswith("p") for m in alarm.get("Metrics", [])):
+            continue
+        p95_alarms += 1
+        (namespace, metric, dimensions, stat), requests = _floored_p95(alarm)
+        assert stat == "p95" and name.endswith("p95-latency"), (stack, name)
+        if namespace == "AWS/ApplicationELB":  # TargetResponseTime: the target group's requests
+            assert requests == (namespace, "RequestCount", dimensions, "Sum"), name
+        elif namespace == "AWS/ECS":  # Service Connect: the responses its error rate divides by, from the same proxies
+            assert requests["Expression"] == "FILL(r2xx, 0) + FILL(r3xx, 0) + FILL(r4xx, 0) + FILL(r5xx, 0)", name
+        else:  # the services' own histograms: their sample count is the request count
+            assert requests == (namespace, metric, dimensions, "SampleCount"), name
+    # Per region, dev and prod: auth's and persona's mesh p95, persona's gRPC p95, two target groups each of three
+    # services; App Mesh: one target group each, the canaries' HTTP p95, persona's canary and own gRPC p95.
+    assert p95_alarms == {"dev": 18, "prod": 18, "appmesh": 16}[variant]

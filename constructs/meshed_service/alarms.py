@@ -1,4 +1,4 @@
-"""The alarms a deployment rolls back on: a 5xx rate and a p95 latency, with the same shape everywhere."""
+"""The alarms a deployment rolls back on: an error rate and a p95 latency, with the same shape everywhere."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-# Below this many requests a minute a rate means little (one error in three requests is 33 %).
+from .adot import GRPC_DURATION
+
+# Below this many requests a minute a rate means little (one error in three requests is 33 %), and a p95 is
+# the slowest request or two.
 MIN_REQUESTS_PER_MINUTE = 20
+# The gRPC codes that are the server's fault (the ones that map to 5xx): UNKNOWN, DEADLINE_EXCEEDED,
+# UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. A client's mistakes (NOT_FOUND, INVALID_ARGUMENT...) are not.
+GRPC_SERVER_ERROR_CODES = (2, 4, 12, 13, 14, 15)
 
 
 def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric,
@@ -19,6 +25,51 @@ def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric,
         period=cdk.Duration.minutes(1),
         label=label,
     )
+
+
+def summed(metrics: dict[str, cloudwatch.IMetric], label: str) -> cloudwatch.MathExpression:
+    """The per-minute sum of ``metrics`` (id -> metric), a minute without data counting 0."""
+    return cloudwatch.MathExpression(expression=" + ".join(f"FILL({i}, 0)" for i in metrics), using_metrics=metrics,
+                                     period=cdk.Duration.minutes(1), label=label)
+
+
+def latency_p95(p95: cloudwatch.IMetric, requests: cloudwatch.IMetric, label: str = "p95", *,
+                id_suffix: str = "") -> cloudwatch.MathExpression:
+    """``p95`` per minute; 0 below MIN_REQUESTS_PER_MINUTE ``requests`` (the requests the p95 is of), as ``error_rate``.
+
+    An alarm on the plain percentile would need CloudWatch's low-sample rule to skip quiet minutes, and that rule
+    skips every minute with fewer than 10 / (1 - 0.95) = 200 samples: a canary's whole first step at most traffic.
+    The rule applies to an alarm's own percentile statistic (ExtendedStatistic), which a metric-math alarm has none
+    of. ``id_suffix`` keeps the ids apart where several of these share one graph."""
+    p95_id, requests_id = f"p95{id_suffix}", f"requests{id_suffix}"
+    return cloudwatch.MathExpression(
+        expression=f"IF({requests_id} >= {MIN_REQUESTS_PER_MINUTE}, {p95_id}, 0)",
+        using_metrics={p95_id: p95, requests_id: requests},
+        period=cdk.Duration.minutes(1),
+        label=label,
+    )
+
+
+def own_metric(namespace: str, metric_name: str, statistic: str, dimensions: dict[str, str],
+               label: str | None = None) -> cloudwatch.Metric:
+    """One of the services' own metrics (OpenTelemetry, written as EMF by the ADOT collector: adot.py), per minute."""
+    return cloudwatch.Metric(namespace=namespace, metric_name=metric_name, dimensions_map=dimensions, statistic=statistic,
+                             period=cdk.Duration.minutes(1), label=label)
+
+
+def grpc_error_rate(namespace: str, dimensions: dict[str, str], label: str = "failed with a server error, % of calls") -> cloudwatch.MathExpression:
+    """The service's gRPC calls that ended in a server error (GRPC_SERVER_ERROR_CODES), as a percentage of its calls,
+    from its own ``rpc.server.duration`` (``dimensions``: ``service.name``, and with App Mesh ``deployment.variant``).
+    No load balancer or Service Connect metric reads gRPC status codes: they travel in trailers."""
+    failed = summed({f"c{code}": own_metric(namespace, GRPC_DURATION, "SampleCount", {**dimensions, "rpc.grpc.status_code": str(code)},
+                                            str(code)) for code in GRPC_SERVER_ERROR_CODES}, "failed")
+    return error_rate(failed, own_metric(namespace, GRPC_DURATION, "SampleCount", dimensions, "calls"), label=label)
+
+
+def grpc_latency_p95(namespace: str, dimensions: dict[str, str], label: str = "p95") -> cloudwatch.MathExpression:
+    """p95 of the service's own gRPC calls in milliseconds (``rpc.server.duration``), with ``latency_p95``'s floor."""
+    return latency_p95(own_metric(namespace, GRPC_DURATION, "p95", dimensions, label),
+                       own_metric(namespace, GRPC_DURATION, "SampleCount", dimensions, "calls"), label)
 
 
 # Service Connect counts a service's responses, and times them, in its callers' proxies: on the dimension
@@ -36,24 +87,31 @@ def service_connect_metric(discovery_name: str, metric_name: str, statistic: str
                              statistic=statistic, period=cdk.Duration.minutes(1), label=label)
 
 
+def service_connect_responses(discovery_name: str) -> cloudwatch.MathExpression:
+    """The responses the endpoint's callers received per minute: the four HTTP response classes, from their proxies."""
+    return summed({f"r{status.lower()}": service_connect_metric(discovery_name, f"HTTPCode_Target_{status}_Count", "Sum")
+                   for status in HTTP_RESPONSE_CLASSES}, "responses")
+
+
 def service_connect_error_rate(discovery_name: str) -> cloudwatch.MathExpression:
-    """5xx as a percentage of the responses the endpoint's callers received (the four HTTP response classes,
-    from the same callers' proxies, so that both sides of the division count the same requests)."""
-    responses = cloudwatch.MathExpression(
-        expression=" + ".join(f"FILL(r{status.lower()}, 0)" for status in HTTP_RESPONSE_CLASSES),
-        using_metrics={f"r{status.lower()}": service_connect_metric(discovery_name, f"HTTPCode_Target_{status}_Count", "Sum")
-                       for status in HTTP_RESPONSE_CLASSES},
-        period=cdk.Duration.minutes(1), label="responses")
-    return error_rate(service_connect_metric(discovery_name, "HTTPCode_Target_5XX_Count", "Sum"), responses)
+    """5xx as a percentage of the responses the endpoint's callers received (both sides of the division from the
+    same callers' proxies, so that they count the same requests)."""
+    return error_rate(service_connect_metric(discovery_name, "HTTPCode_Target_5XX_Count", "Sum"),
+                      service_connect_responses(discovery_name))
+
+
+def service_connect_latency_p95(discovery_name: str) -> cloudwatch.MathExpression:
+    """p95 of the endpoint's response time as its callers saw it (milliseconds), floored on the responses the
+    error rate divides by."""
+    return latency_p95(service_connect_metric(discovery_name, "TargetResponseTime", "p95"),
+                       service_connect_responses(discovery_name))
 
 
 def deployment_alarm(scope: Construct, construct_id: str, metric: cloudwatch.IMetric, *, alarm_name: str,
-                     threshold: float, summary: str, runbook: str, action: cloudwatch.IAlarmAction,
-                     percentile: bool = False) -> cloudwatch.Alarm:
+                     threshold: float, summary: str, runbook: str, action: cloudwatch.IAlarmAction) -> cloudwatch.Alarm:
     """Over ``threshold`` in 2 of 3 minutes: notify through ``action``, and (once the service lists
-    the alarm) roll back a deployment in progress. For a ``percentile`` metric, minutes with too few
-    requests to mean much (CloudWatch's low sample count) are not evaluated: a canary's first few
-    slow requests must not decide."""
+    the alarm) roll back a deployment in progress. Give rates and percentiles with their request floor
+    (``error_rate``, ``latency_p95``): a canary's first few requests must not decide."""
     alarm = metric.create_alarm(
         scope, construct_id,
         alarm_name=alarm_name,
@@ -61,7 +119,6 @@ def deployment_alarm(scope: Construct, construct_id: str, metric: cloudwatch.IMe
         threshold=threshold, evaluation_periods=3, datapoints_to_alarm=2,
         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        evaluate_low_sample_count_percentile="ignore" if percentile else None,
     )
     alarm.add_alarm_action(action)
     alarm.add_ok_action(action)

@@ -12,7 +12,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint
 
-from .alarms import deployment_alarm, error_rate
+from .alarms import deployment_alarm, error_rate, latency_p95
 from .extensions import ServiceExtension
 from .scaling import track_requests_per_target
 from .service import APP_CONTAINER, MeshedFargateService
@@ -92,19 +92,20 @@ class LoadBalancerTarget(ServiceExtension):
                     "unreached": group.metrics.custom("TargetConnectionErrorCount", period=minute, statistic="Sum"),
                 },
             )
+            requests = group.metrics.request_count(period=minute)
             self.alarms += [
                 deployment_alarm(
-                    service, f"LoadBalancerGroup{i}FiveXxRateAlarm", error_rate(errors, group.metrics.request_count(period=minute)),
+                    service, f"LoadBalancerGroup{i}FiveXxRateAlarm", error_rate(errors, requests),
                     alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-5xx-rate", threshold=settings.max_5xx_percent,
                     summary=f"{name}, load balancer target group {i}: more than {settings.max_5xx_percent}% of requests answered 5xx",
                     runbook="elevated-5xx", action=settings.action),
                 deployment_alarm(
                     service, f"LoadBalancerGroup{i}P95LatencyAlarm",
-                    group.metrics.target_response_time(period=minute, statistic="p95"),
+                    latency_p95(group.metrics.target_response_time(period=minute, statistic="p95"), requests),
                     # CloudWatch reports TargetResponseTime in seconds.
                     alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-p95-latency", threshold=settings.max_p95_latency_ms / 1000,
                     summary=f"{name}, load balancer target group {i}: p95 response time above {settings.max_p95_latency_ms} ms",
-                    runbook="latency-slo-breach", action=settings.action, percentile=True),
+                    runbook="latency-slo-breach", action=settings.action),
             ]
 
     def use_service(self, service: MeshedFargateService) -> None:

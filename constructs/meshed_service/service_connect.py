@@ -17,7 +17,15 @@ from constructs import Construct
 
 from constructs.compliance import acknowledge_nag
 
-from .alarms import deployment_alarm, service_connect_error_rate, service_connect_metric
+from .adot import AdotCollector
+from .alarms import (
+    GRPC_SERVER_ERROR_CODES,
+    deployment_alarm,
+    grpc_error_rate,
+    grpc_latency_p95,
+    service_connect_error_rate,
+    service_connect_latency_p95,
+)
 from .extensions import ServiceExtension
 from .service import GRPC_PORT_MAPPING_NAME, PORT_MAPPING_NAME, MeshedFargateService
 
@@ -42,7 +50,8 @@ class Rollout:
         if self.strategy not in _STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is invalid: use one of {', '.join(_STRATEGIES)}")
         if self.strategy == "CANARY" and self.alarm_5xx_percent >= self.canary_percent:
-            # The alarm sees the whole service: a canary failing every request adds only canary_percent.
+            # The alarms see the whole service (HTTP 5xx and gRPC server errors alike): a canary failing every
+            # request adds only canary_percent.
             raise ValueError(
                 f"alarm_5xx_percent={self.alarm_5xx_percent} is invalid: keep it below canary_percent={self.canary_percent}"
             )
@@ -119,15 +128,20 @@ class ServiceConnectMesh(Construct):
         served by the caller's own Service Connect proxy (which adds TLS when it is on)."""
         return f"{name}:{port}"
 
-    def extension(self, *, behind_load_balancer: bool = False) -> ServiceExtension:
-        """The Service Connect wiring of one service (``behind_load_balancer``: see ``caller_port``)."""
-        return _ServiceConnectExtension(self, behind_load_balancer)
+    def extension(self, *, behind_load_balancer: bool = False, mesh_callers: bool = True) -> ServiceExtension:
+        """The Service Connect wiring of one service (``behind_load_balancer``: see ``caller_port``).
+
+        ``mesh_callers``: whether another service calls this one through the mesh. Service Connect measures a
+        service's responses in its callers' proxies only, so without callers its 5xx-rate and p95-latency alarms
+        would never get data: none are made."""
+        return _ServiceConnectExtension(self, behind_load_balancer, mesh_callers)
 
 
 class _ServiceConnectExtension(ServiceExtension):
-    def __init__(self, mesh: ServiceConnectMesh, behind_load_balancer: bool) -> None:
+    def __init__(self, mesh: ServiceConnectMesh, behind_load_balancer: bool, mesh_callers: bool) -> None:
         self.mesh = mesh
         self.behind_load_balancer = behind_load_balancer
+        self.mesh_callers = mesh_callers
         self.alarms: list[cloudwatch.Alarm] = []
         self._service: MeshedFargateService | None = None
 
@@ -179,28 +193,53 @@ class _ServiceConnectExtension(ServiceExtension):
         # The service refers to the alarms (Ref), so CloudFormation creates them first and the
         # service's first deployment can already use them.
         self._create_alarms(service)
-        props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
-            alarm_names=[alarm.alarm_name for alarm in self.alarms],
-            behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM,
-        )
+        if self.alarms:
+            props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
+                alarm_names=[alarm.alarm_name for alarm in self.alarms],
+                behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM,
+            )
         return props
 
     def _create_alarms(self, service: MeshedFargateService) -> None:
-        rollout = self.mesh.rollout
-        endpoint = discovery_name(service.props.name)
+        rollout, action = self.mesh.rollout, self.mesh.alarm_action
         name = service.props.name
-        self.alarms = [
-            deployment_alarm(
-                service, "FiveXxRateAlarm", service_connect_error_rate(endpoint),
-                alarm_name=self._alarm_name("5xx-rate"), threshold=rollout.alarm_5xx_percent,
-                summary=f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", runbook="elevated-5xx",
-                action=self.mesh.alarm_action),
-            deployment_alarm(
-                service, "P95LatencyAlarm", service_connect_metric(endpoint, "TargetResponseTime", "p95"),
-                alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
-                summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
-                action=self.mesh.alarm_action, percentile=True),
-        ]
+        self.alarms = []
+        if self.mesh_callers:
+            endpoint = discovery_name(name)
+            self.alarms += [
+                deployment_alarm(
+                    service, "FiveXxRateAlarm", service_connect_error_rate(endpoint),
+                    alarm_name=self._alarm_name("5xx-rate"), threshold=rollout.alarm_5xx_percent,
+                    summary=f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", runbook="elevated-5xx",
+                    action=action),
+                deployment_alarm(
+                    service, "P95LatencyAlarm", service_connect_latency_p95(endpoint),
+                    alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
+                    summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
+                    action=action),
+            ]
+        if service.props.grpc_port:
+            # gRPC status codes travel in trailers, which no Service Connect metric reads: the service's own
+            # metrics judge its gRPC calls (every caller's), so they need its collector. Named `grpc-server-*`,
+            # not `grpc-error-rate` as the observability stack's notify-only alarms were: CloudFormation fails to
+            # create an alarm whose name another stack still holds, so an upgrade must not move a name.
+            collector = next((e for e in service.extensions if isinstance(e, AdotCollector)), None)
+            if collector is None:
+                raise ValueError(f"{name}: grpc_port needs an AdotCollector extension; its gRPC deployment alarms read the service's own metrics")
+            calls = {"service.name": name}
+            self.alarms += [
+                deployment_alarm(
+                    service, "GrpcErrorRateAlarm", grpc_error_rate(collector.metrics_namespace, calls),
+                    alarm_name=self._alarm_name("grpc-server-error-rate"), threshold=rollout.alarm_5xx_percent,
+                    summary=(f"{name}: more than {rollout.alarm_5xx_percent}% of its gRPC calls failed with a server error "
+                             f"({', '.join(map(str, GRPC_SERVER_ERROR_CODES))})"),
+                    runbook="elevated-5xx", action=action),
+                deployment_alarm(
+                    service, "GrpcP95LatencyAlarm", grpc_latency_p95(collector.metrics_namespace, calls),
+                    alarm_name=self._alarm_name("grpc-server-p95-latency"), threshold=rollout.alarm_p95_latency_ms,
+                    summary=f"{name}: p95 duration of its gRPC calls above {rollout.alarm_p95_latency_ms} ms",
+                    runbook="latency-slo-breach", action=action),
+            ]
 
     def _alarm_name(self, what: str) -> str:
         return f"{self.mesh.alarm_name_prefix}-{self._service.props.name}-{what}"

@@ -9,6 +9,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 
 FIVE_MINUTES = cdk.Duration.minutes(5)
+ONE_MINUTE = cdk.Duration.minutes(1)
 
 
 @dataclass(frozen=True)
@@ -20,21 +21,31 @@ class ServiceQuota:
     metric_name: str  # ResourceCount (a count now) or CallCount (API calls per period)
     dimensions: tuple[tuple[str, str], ...]
     per_second: bool = False  # a rate quota (requests per second) against CallCount per period
-    datapoints_to_alarm = 2  # of as many 5-minute periods
-    evaluation_periods = 2
+
+    datapoints_to_alarm = 2  # of evaluation_periods
+
+    # A count (vCPUs in use) changes slowly: 2 of 2 five-minute periods. A rate quota is spent in bursts of about a
+    # minute (a scale-out pulling images), which a longer period would average away; AWS/Usage publishes per minute.
+    @property
+    def period(self) -> cdk.Duration:
+        return ONE_MINUTE if self.per_second else FIVE_MINUTES
+
+    @property
+    def evaluation_periods(self) -> int:
+        return 3 if self.per_second else 2
 
     def usage(self) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace="AWS/Usage", metric_name=self.metric_name, dimensions_map=dict(self.dimensions),
                                  statistic="Maximum" if self.metric_name == "ResourceCount" else "Sum",
-                                 period=FIVE_MINUTES, label=self.description)
+                                 period=self.period, label=self.description)
 
     def percent_of_quota(self) -> cloudwatch.MathExpression:
         # Metric ids are per graph, and every quota shares one.
         usage = "usage_" + self.name.replace("-", "_")
-        # CallCount sums a 5-minute period; a rate quota is per second: usage / PERIOD() first.
+        # CallCount sums the period; a rate quota is per second: usage / PERIOD() first.
         rate = f"{usage} / PERIOD({usage})" if self.per_second else usage
         return cloudwatch.MathExpression(expression=f"100 * ({rate}) / SERVICE_QUOTA({usage})", using_metrics={usage: self.usage()},
-                                         period=FIVE_MINUTES, label=f"{self.description}, % of quota")
+                                         period=self.period, label=f"{self.description}, % of quota")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,16 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION, VARIANT_ATTRIBUTE
-from constructs.meshed_service.alarms import MIN_REQUESTS_PER_MINUTE, error_rate, service_connect_metric
+from constructs.meshed_service.alarms import (
+    GRPC_SERVER_ERROR_CODES,
+    MIN_REQUESTS_PER_MINUTE,
+    error_rate,
+    grpc_error_rate,
+    grpc_latency_p95,
+    latency_p95,
+    service_connect_metric,
+    summed,
+)
 
 from .facade import NamedAlarms, dashboard_facade
 from .spot_interruptions import SpotInterruptionMetric
@@ -33,9 +42,6 @@ NO_TASKS_MINUTES = 5
 PERCENTILES = ("p50", "p95", "p99")
 # What servicekit answers 5xx with (servicekit.errors.HTTP_STATUS_CODES; an unhandled exception is a 500).
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
-# The gRPC codes that are the server's fault (the ones that map to 5xx): UNKNOWN, DEADLINE_EXCEEDED,
-# UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. A client's mistakes (NOT_FOUND, INVALID_ARGUMENT...) are not.
-GRPC_SERVER_ERROR_CODES = (2, 4, 12, 13, 14, 15)
 ERROR_LOG_METRIC = "ErrorLogLines"
 
 
@@ -66,8 +72,8 @@ class ServiceMonitoring(Construct):
     - per ECS service: ``<prefix>-<ecs service>-tasks-below-desired`` and ``-no-running-tasks`` (no task, or no
       task metrics, for NO_TASKS_MINUTES);
     - ``<prefix>-<name>-error-logs``: ERROR or CRITICAL log lines, counted by a metric filter on each log group;
-    - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-error-rate`` and ``-grpc-p95-latency`` on the
-      service's own gRPC calls;
+    - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-server-error-rate`` and ``-grpc-server-p95-latency`` on the
+      service's own gRPC calls (the app passes it with App Mesh; Service Connect's are deployment alarms);
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
 
@@ -177,13 +183,14 @@ class ServiceMonitoring(Construct):
                 metric = alb("TargetResponseTime", statistic, f"{label[i]}: {statistic}")
                 if alarms and statistic == "p95":
                     latency.append(monitoring.CustomMetricWithAlarm(
-                        metric=metric, alarm_friendly_name=f"lb-group{i}-p95-latency",
+                        metric=latency_p95(metric, group_requests, metric.label, id_suffix=str(i)),
+                        alarm_friendly_name=f"lb-group{i}-p95-latency",
                         add_alarm=self.named_alarm(
                             monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-p95-latency"),
                             summary=f"{self.name}: p95 response time of target group {i} above {alarms.max_p95_latency_ms} ms",
                             runbook="latency-slo-breach", threshold=alarms.max_p95_latency_ms / 1000,
                             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                            datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
+                            datapoints_to_alarm=2, evaluation_periods=3,
                             treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)))
                 else:
                     latency.append(metric)
@@ -205,14 +212,11 @@ class ServiceMonitoring(Construct):
             monitoring.CustomMetricGroup(title="Targets", metrics=health),
         ], description="AWS/ApplicationELB, per target group of the service's listener rule")
 
-    def _rate_alarm(self, what: str, requests: cloudwatch.IMetric, errors: dict[str, cloudwatch.IMetric], *, threshold: float,
-                    label: str, summary: str, runbook: str) -> monitoring.CustomMetricWithAlarm:
-        """``<prefix>-<name>-<what>``: ``errors`` (summed) as a percentage of ``requests`` above ``threshold`` in 2 of 3
-        minutes; minutes with fewer than MIN_REQUESTS_PER_MINUTE requests count as 0 %."""
-        failed = cloudwatch.MathExpression(expression=" + ".join(f"FILL({i}, 0)" for i in errors), using_metrics=errors,
-                                           period=MINUTE, label="failed")
+    def _rate_alarm(self, what: str, rate: cloudwatch.IMetric, *, threshold: float, summary: str,
+                    runbook: str) -> monitoring.CustomMetricWithAlarm:
+        """``<prefix>-<name>-<what>``: ``rate`` (an ``error_rate``) above ``threshold`` in 2 of 3 minutes."""
         return monitoring.CustomMetricWithAlarm(
-            metric=error_rate(failed, requests, label=label), alarm_friendly_name=what,
+            metric=rate, alarm_friendly_name=what,
             add_alarm=self.named_alarm(
                 monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
                 threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -220,14 +224,14 @@ class ServiceMonitoring(Construct):
 
     def _p95_alarm(self, what: str, metric: cloudwatch.IMetric, *, threshold: float, summary: str,
                    runbook: str) -> monitoring.CustomMetricWithAlarm:
-        """``<prefix>-<name>-<what>``: ``metric`` (a p95) above ``threshold`` in 2 of 3 minutes, not judging minutes with
-        too few samples."""
+        """``<prefix>-<name>-<what>``: ``metric`` (a ``latency_p95``, 0 in minutes with too few requests) above
+        ``threshold`` in 2 of 3 minutes."""
         return monitoring.CustomMetricWithAlarm(
             metric=metric, alarm_friendly_name=what,
             add_alarm=self.named_alarm(
                 monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
                 threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                datapoints_to_alarm=2, evaluation_periods=3, evaluate_low_sample_count_percentile=False,
+                datapoints_to_alarm=2, evaluation_periods=3,
                 treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
 
     def _own_metrics(self, grpc: bool, grpc_alarms: SloThresholds | None) -> None:
@@ -262,22 +266,17 @@ class ServiceMonitoring(Construct):
                     *(own(GRPC_DURATION, p, p) for p in PERCENTILES), own(GRPC_DURATION, "Maximum", "maximum")]),
             ]
         if grpc and grpc_alarms:
-            def status(code: int) -> cloudwatch.Metric:
-                return cloudwatch.Metric(namespace=ns, metric_name=GRPC_DURATION, statistic="SampleCount", period=MINUTE,
-                                         label=str(code), dimensions_map={**service, "rpc.grpc.status_code": str(code)})
-
             codes = ", ".join(map(str, GRPC_SERVER_ERROR_CODES))
             groups += [
                 monitoring.CustomMetricGroup(title="gRPC server errors (% of calls)", metrics=[self._rate_alarm(
-                    "grpc-error-rate", own(GRPC_DURATION, "SampleCount", "calls"),
-                    {f"c{code}": status(code) for code in GRPC_SERVER_ERROR_CODES}, threshold=grpc_alarms.max_error_percent,
-                    label="failed with a server error, % of calls", runbook="elevated-5xx",
+                    "grpc-server-error-rate", grpc_error_rate(ns, service), threshold=grpc_alarms.max_error_percent, runbook="elevated-5xx",
                     summary=(f"{self.name}: more than {grpc_alarms.max_error_percent:g}% of its gRPC calls failed with a server "
                              f"error ({codes}); minutes with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0 %"))]),
                 monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[self._p95_alarm(
-                    "grpc-p95-latency", own(GRPC_DURATION, "p95", "p95"), threshold=grpc_alarms.max_p95_latency_ms,
+                    "grpc-server-p95-latency", grpc_latency_p95(ns, service), threshold=grpc_alarms.max_p95_latency_ms,
                     runbook="latency-slo-breach",
-                    summary=f"{self.name}: p95 duration of its gRPC calls above {grpc_alarms.max_p95_latency_ms} ms")]),
+                    summary=(f"{self.name}: p95 duration of its gRPC calls above {grpc_alarms.max_p95_latency_ms} ms; minutes "
+                             f"with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0"))]),
             ]
         self._custom("The service's own metrics", groups, description=(
             f"Namespace `{ns}`, from the service's OpenTelemetry instruments: every request the service answers, "
@@ -287,29 +286,33 @@ class ServiceMonitoring(Construct):
     def _canary(self, alarms: SloThresholds, grpc: bool) -> None:
         """The App Mesh canary judged on its own traffic (the router's share of mesh calls), beside the primary."""
         ns = self.metrics_namespace
+        canary = {"service.name": self.name, VARIANT_ATTRIBUTE: "canary"}
 
         def variant(metric_name: str, statistic: str, label: str, name: str = "canary", **dimensions: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(namespace=ns, metric_name=metric_name, statistic=statistic, period=MINUTE, label=label,
                                      dimensions_map={"service.name": self.name, VARIANT_ATTRIBUTE: name, **dimensions})
 
-        def rate_alarm(what: str, requests: cloudwatch.Metric, errors: dict[str, cloudwatch.Metric], summary: str):
-            return self._rate_alarm(f"canary-{what}", requests, errors, threshold=alarms.max_error_percent,
-                                    label="canary: failed, % of its requests", summary=summary, runbook="canary-rollback")
+        def rate_alarm(what: str, rate: cloudwatch.IMetric, summary: str):
+            return self._rate_alarm(f"canary-{what}", rate, threshold=alarms.max_error_percent, summary=summary,
+                                    runbook="canary-rollback")
 
-        def p95_alarm(what: str, metric: cloudwatch.Metric, threshold: float, summary: str):
-            return self._p95_alarm(f"canary-{what}", metric, threshold=threshold, summary=summary, runbook="canary-rollback")
+        def p95_alarm(what: str, metric: cloudwatch.IMetric, threshold: float, summary: str):
+            return self._p95_alarm(f"canary-{what}", metric, threshold=threshold, summary=summary + limit, runbook="canary-rollback")
 
-        limit = f"; minutes with fewer than {MIN_REQUESTS_PER_MINUTE} requests or calls count as 0 %"
+        limit = f"; minutes with fewer than {MIN_REQUESTS_PER_MINUTE} requests or calls count as 0"
+        label = "canary: failed, % of its requests"
+        http_failed = summed({f"s{status}": variant(HTTP_DURATION, "SampleCount", str(status), **{"http.response.status_code": str(status)})
+                              for status in SERVER_ERROR_STATUSES}, "failed")
         groups = [
             monitoring.CustomMetricGroup(title="HTTP requests / minute", metrics=[
                 variant(HTTP_DURATION, "SampleCount", "canary"), variant(HTTP_DURATION, "SampleCount", "primary", "primary")]),
             monitoring.CustomMetricGroup(title="Canary HTTP 5xx (% of its requests)", metrics=[rate_alarm(
-                "5xx-rate", variant(HTTP_DURATION, "SampleCount", "requests"),
-                {f"s{status}": variant(HTTP_DURATION, "SampleCount", str(status), **{"http.response.status_code": str(status)})
-                 for status in SERVER_ERROR_STATUSES},
-                f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's requests answered 5xx{limit}")]),
+                "5xx-rate", error_rate(http_failed, variant(HTTP_DURATION, "SampleCount", "requests"), label=label),
+                f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's requests answered 5xx{limit} %")]),
             monitoring.CustomMetricGroup(title="HTTP p95 (seconds)", metrics=[
-                p95_alarm("p95-latency", variant(HTTP_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms / 1000,
+                p95_alarm("p95-latency", latency_p95(variant(HTTP_DURATION, "p95", "canary p95"),
+                                                     variant(HTTP_DURATION, "SampleCount", "requests"), "canary p95"),
+                          alarms.max_p95_latency_ms / 1000,
                           f"{self.name}: p95 duration of the App Mesh canary's requests above {alarms.max_p95_latency_ms} ms"),
                 variant(HTTP_DURATION, "p95", "primary p95", "primary")]),
         ]
@@ -318,13 +321,11 @@ class ServiceMonitoring(Construct):
                 monitoring.CustomMetricGroup(title="gRPC calls / minute", metrics=[
                     variant(GRPC_DURATION, "SampleCount", "canary"), variant(GRPC_DURATION, "SampleCount", "primary", "primary")]),
                 monitoring.CustomMetricGroup(title="Canary gRPC server errors (% of its calls)", metrics=[rate_alarm(
-                    "grpc-error-rate", variant(GRPC_DURATION, "SampleCount", "calls"),
-                    {f"c{code}": variant(GRPC_DURATION, "SampleCount", str(code), **{"rpc.grpc.status_code": str(code)})
-                     for code in GRPC_SERVER_ERROR_CODES},
+                    "grpc-error-rate", grpc_error_rate(ns, canary, label),
                     f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's gRPC calls failed with a "
-                    f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))}){limit}")]),
+                    f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))}){limit} %")]),
                 monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[
-                    p95_alarm("grpc-p95-latency", variant(GRPC_DURATION, "p95", "canary p95"), alarms.max_p95_latency_ms,
+                    p95_alarm("grpc-p95-latency", grpc_latency_p95(ns, canary, "canary p95"), alarms.max_p95_latency_ms,
                               f"{self.name}: p95 duration of the App Mesh canary's gRPC calls above {alarms.max_p95_latency_ms} ms"),
                     variant(GRPC_DURATION, "p95", "primary p95", "primary")]),
             ]
