@@ -133,21 +133,25 @@ class RegionalIngress(Construct):
             )
 
         not_found = elbv2.ListenerAction.fixed_response(404, content_type="application/json", message_body=NOT_FOUND_BODY)
+        # Port 80 keeps one construct ID in both modes, so setting or removing a certificate updates that listener
+        # in place. Under two IDs CloudFormation would create the new one while the old one still held port 80
+        # (DuplicateListener). "Http" is the ID the default mode has always had.
+        http = self.load_balancer.add_listener(
+            "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
+            default_action=elbv2.ListenerAction.redirect(port="443", protocol="HTTPS", permanent=True) if certificate else not_found,
+        )
         if certificate:
             self.listener = self.load_balancer.add_listener(
                 "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, certificates=[certificate],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS, default_action=not_found, open=False,
             )
-            redirect = self.load_balancer.add_redirect(source_port=80, target_port=443, open=False)
             acknowledge_nag(
-                redirect,
+                http,
                 "Redirect-only listener: it answers every request with a redirect to HTTPS:443 and carries no data.",
                 "NIST.800.53.R5-ELBv2ACMCertificateRequired",
             )
         else:
-            self.listener = self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=not_found, open=False,
-            )
+            self.listener = http
             acknowledge_nag(
                 self.listener,
                 "Internal load balancer without a domain, so without a certificate: only the CloudFront VPC origin "
