@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -122,6 +123,7 @@ class ServiceConfig:
     legacy: LegacyConfig | None = None  # a legacy function that shares the service's path (strangler fig)
     table_actions: tuple[str, ...] = ()  # the DynamoDB item actions its task role gets on its table (with table)
     table_indexes: tuple[TableIndexConfig, ...] = ()  # GSIs on its table; its task role may Query each (with table)
+    priority: int | None = None  # its load balancer rule's priority (with path): config, else default_rule_priority
 
     @property
     def worker_command(self) -> tuple[str, ...]:
@@ -684,7 +686,15 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "consumes": ({}, _parse_consumes),
     "signing_key": (False, _boolean),
     "legacy": (None, _optional(_parse_legacy)),
+    "priority": (None, _optional(_integer(1, 50000))),
 }
+
+
+def default_rule_priority(name: str) -> int:
+    """A routed service's load balancer rule priority when its config sets none: from its name alone, so adding,
+    removing or reordering services moves no other rule. 1000 and up stays clear of hand-picked numbers and of the
+    10, 20, ... that earlier versions gave by position (a rule deployed that way then moves to a free number)."""
+    return 1000 + zlib.crc32(name.encode()) % 49001
 
 
 def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
@@ -724,6 +734,14 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         signer = next((other.name for other in services if other.signing_key), None)
         if fields["signing_key"] and signer:
             raise ConfigError(f"{item_key}.signing_key", True, f"only one service signs tokens, and {signer} already does")
+        if fields["priority"] and not fields["path"]:
+            raise ConfigError(f"{item_key}.priority", fields["priority"], "needs the service's path: it is the priority of the path's load balancer rule")
+        priority = fields["priority"] or (default_rule_priority(name) if fields["path"] else None)
+        taken = next((other.name for other in services if priority and other.priority == priority), None)
+        if taken:
+            derived = "" if fields["priority"] else " (derived from the name)"
+            raise ConfigError(f"{item_key}.priority", priority, f"{taken}'s load balancer rule already has this priority{derived}; "
+                                                               "set a priority 1-50000 that no other service has")
         if fields["legacy"] and not fields["path"]:
             raise ConfigError(f"{item_key}.legacy", entry["legacy"], "needs the service's path: the legacy function shares the path's load balancer rule")
         module = fields["module"] or name.replace("-", "_")
@@ -734,7 +752,8 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
                               "needs table: true (the indexes are on the service's table)")
         # Unset: every item action; set it to what the service's code calls (tests/test_service_aws_calls.py checks).
         table_actions = (fields["table_actions"] or TABLE_ITEM_ACTIONS) if fields["table"] else ()
-        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module, "table_actions": table_actions}))
+        services.append(ServiceConfig(name=name, **{**fields, "calls": tuple(calls), "module": module, "table_actions": table_actions,
+                                                    "priority": priority}))
     return tuple(services)
 
 
@@ -870,11 +889,11 @@ def _parse_domain(key: str, value: Any) -> DomainConfig | None:
 
 
 _DEFAULT_SERVICES = {
-    "auth": {"calls": [], "path": "/api/auth", "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
+    "auth": {"calls": [], "path": "/api/auth", "priority": 10, "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
              "signing_key": True},
-    "persona": {"calls": ["auth"], "path": "/api/persona", "module": "persona_service", "table": True, "grpc_port": 50051,
+    "persona": {"calls": ["auth"], "path": "/api/persona", "priority": 20, "module": "persona_service", "table": True, "grpc_port": 50051,
                 "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
-    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "module": "vc_start", "table": True,
+    "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "priority": 30, "module": "vc_start", "table": True,
                  "table_actions": ["DeleteItem", "GetItem", "PutItem", "UpdateItem"], "worker": True,
                  "table_indexes": {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}},
                  "consumes": {"persona": ["SlotConfirmed", "SlotReleased"]}},

@@ -77,6 +77,13 @@ def ingress_parameter_name(prefix: str, name: str) -> str:
     return f"/{prefix}/ingress/{name}"
 
 
+def ingress_routes(config: FoundationConfig, protocol: str) -> list[IngressRoute]:
+    """A load balancer route per service with a config path; ``protocol``: how the load balancer reaches the tasks."""
+    return [IngressRoute(name=service.name, path=service.path, port=service.port, health_check_path=service.health_check_path,
+                         deregistration_delay_seconds=STOP_TIMEOUT_SECONDS, priority=service.priority, protocol=protocol)
+            for service in config.exposed_services]
+
+
 def migration_parameter_name(prefix: str, service: str) -> str:
     """The strangler fig's flag: percent of the service path's requests that go to the service (0-100)."""
     return f"/{prefix}/{service}/migration/percent-to-service"
@@ -379,11 +386,7 @@ class ServicesStack(cdk.Stack):
         ingress = RegionalIngress(
             self, "Ingress",
             vpc=self.network.vpc,
-            routes=[IngressRoute(name=service.name, path=service.path, port=service.port,
-                                 health_check_path=service.health_check_path,
-                                 deregistration_delay_seconds=STOP_TIMEOUT_SECONDS,
-                                 protocol=self.mesh.load_balancer_protocol)
-                    for service in config.exposed_services],
+            routes=ingress_routes(config, self.mesh.load_balancer_protocol),
             origin_peer=CloudFrontOriginFacing(self, "CloudFrontOriginFacing", log_group=logs.LogGroup(
                 self, "CustomResourceLogs", encryption_key=self.network.logs_key,
                 retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, TableIndexConfig, load_config
+from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, TableIndexConfig, default_rule_priority, load_config
 from tests.assembly import REPO_ROOT, cdk_json_context
 
 
@@ -52,6 +52,17 @@ def test_readme_config_table_lists_every_key():
     readme = (REPO_ROOT / "README.md").read_text()
     for key in CONFIG_KEYS:
         assert f"| `{key}` |" in readme, key
+
+
+def test_load_balancer_rule_priorities_stay_with_their_services():
+    # The deployed stages' numbers, which earlier versions gave by position.
+    assert {s.name: s.priority for s in load_config({}).services} == {"auth": 10, "persona": 20, "vc-start": 30}
+    # Unset: derived from the name, so another service's coming or going does not change it.
+    billing = {"path": "/api/billing"}
+    alone, among = (load_config({"services": services}).services for services in (
+        {"billing": billing}, {"auth": {"path": "/api/auth"}, "billing": billing, "vc-start": {}}))
+    assert alone[0].priority == among[1].priority == default_rule_priority("billing")
+    assert among[2].priority is None  # no path, no rule
 
 
 def test_services_events_and_ports_defaults():

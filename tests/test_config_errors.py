@@ -78,6 +78,13 @@ CASES = [
     ("malformed hosted zone ID", {"domain": json.dumps({"zone_name": "example.com", "hosted_zone_id": "zone-1"})}, ["domain.hosted_zone_id='zone-1'", "Route 53 hosted zone ID"]),
     ("two services on one path", {"services": json.dumps({"auth": {"path": "/api/x"}, "persona": {"path": "/api/x"}})}, ["services.persona.path='/api/x'", "already routes to auth"]),
     ("edge with three regions", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.20.0.0/16"), ("eu-north-1", "10.30.0.0/16"))}, ["regions=", "exactly two regions"]),
+    ("two services on one rule priority", {"services": json.dumps({"auth": {"path": "/api/a", "priority": 10}, "persona": {"path": "/api/p", "priority": 10}})},
+     ["services.persona.priority=10", "auth's load balancer rule already has this priority", "1-50000"]),
+    # Two names whose derived priorities meet (CRC-32 of the name): the error says so.
+    ("two names on one derived rule priority", {"services": json.dumps({"svc-aad": {"path": "/api/a"}, "svc-abx": {"path": "/api/b"}})},
+     ["services.svc-abx.priority=33820", "svc-aad's", "derived from the name"]),
+    ("rule priority without a path", {"services": json.dumps({"auth": {"priority": 10}})}, ["services.auth.priority=10", "needs the service's path"]),
+    ("rule priority out of range", {"services": json.dumps({"auth": {"path": "/api/auth", "priority": 50001}})}, ["services.auth.priority=50001", "from 1 to 50000"]),
     ("service path outside /api/", {"services": json.dumps({"auth": {"path": "/auth"}})}, ["services.auth.path='/auth'", "under /api/"]),
     ("consumes from an unknown service", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"billing": ["X"]}}})},
      ['services.persona.consumes.billing=["X"]', "not another configured service", "auth"]),

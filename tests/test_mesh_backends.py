@@ -285,6 +285,13 @@ def test_appmesh_deploys_rolling_and_discovers_nodes_through_the_dns_registratio
         assert registries[cloud_map["ServiceName"]["Fn::GetAtt"][0]] == expected
 
 
+def test_appmesh_turns_service_connect_off_so_a_rollback_from_service_connect_removes_its_proxy(dev, appmesh):
+    # ECS keeps a service's Service Connect settings when an update names none: App Mesh must say Enabled false.
+    assert all(p["ServiceConnectConfiguration"]["Enabled"] for p in _ecs_services(dev).values())
+    for properties in _ecs_services(appmesh).values():
+        assert properties["ServiceConnectConfiguration"] == {"Enabled": False}
+
+
 def test_appmesh_uses_a_general_purpose_ca_and_an_envoy_management_endpoint(appmesh):
     (authority,) = _resources(appmesh, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority").values()
     assert authority["Properties"]["UsageMode"] == "GENERAL_PURPOSE"

@@ -31,6 +31,9 @@ class IngressRoute:
     # How long a leaving task keeps serving in-flight requests. ECS deregisters a task from the
     # target group, waits this long, then sends SIGTERM; keep it within the app's stop timeout.
     deregistration_delay_seconds: int
+    # The route's listener rule priority (1-50000), unique. Keep it when other routes come and go: ELBv2 refuses a
+    # priority that another rule still holds, and CloudFormation deletes the old rules only after the update.
+    priority: int
     # How the load balancer talks to the tasks: HTTPS when a sidecar takes only TLS on the app port
     # (App Mesh's Envoy); the load balancer does not verify the certificate.
     protocol: str = "HTTP"
@@ -40,6 +43,8 @@ class IngressRoute:
             raise ValueError(f"protocol={self.protocol!r} is invalid: use HTTP or HTTPS")
         if not self.path.startswith("/") or self.path.endswith("/"):
             raise ValueError(f"path={self.path!r} is invalid: start with / and do not end with /")
+        if not 1 <= self.priority <= 50000:
+            raise ValueError(f"priority={self.priority} is invalid: expected 1 to 50000")
         if not 0 <= self.deregistration_delay_seconds <= 3600:
             raise ValueError(f"deregistration_delay_seconds={self.deregistration_delay_seconds} is invalid: expected 0 to 3600")
 
@@ -89,8 +94,8 @@ class RegionalIngress(Construct):
         if not routes:
             raise ValueError("routes=[] is invalid: an ingress needs at least one route")
         paths = [route.path for route in routes]
-        if len(set(paths)) != len(paths) or len({r.name for r in routes}) != len(routes):
-            raise ValueError(f"routes are invalid: names and paths must be unique, got {paths}")
+        if len(set(paths)) != len(paths) or len({r.name for r in routes}) != len(routes) or len({r.priority for r in routes}) != len(routes):
+            raise ValueError(f"routes are invalid: names, paths and priorities must be unique, got {[(r.name, r.path, r.priority) for r in routes]}")
 
         self.access_logs_bucket = log_destination_bucket(
             self, "AccessLogs", days=access_log_days, writer="Elastic Load Balancing",
@@ -133,21 +138,25 @@ class RegionalIngress(Construct):
             )
 
         not_found = elbv2.ListenerAction.fixed_response(404, content_type="application/json", message_body=NOT_FOUND_BODY)
+        # Port 80 keeps one construct ID in both modes, so setting or removing a certificate updates that listener
+        # in place. Under two IDs CloudFormation would create the new one while the old one still held port 80
+        # (DuplicateListener). "Http" is the ID the default mode has always had.
+        http = self.load_balancer.add_listener(
+            "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
+            default_action=elbv2.ListenerAction.redirect(port="443", protocol="HTTPS", permanent=True) if certificate else not_found,
+        )
         if certificate:
             self.listener = self.load_balancer.add_listener(
                 "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, certificates=[certificate],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS, default_action=not_found, open=False,
             )
-            redirect = self.load_balancer.add_redirect(source_port=80, target_port=443, open=False)
             acknowledge_nag(
-                redirect,
+                http,
                 "Redirect-only listener: it answers every request with a redirect to HTTPS:443 and carries no data.",
                 "NIST.800.53.R5-ELBv2ACMCertificateRequired",
             )
         else:
-            self.listener = self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=not_found, open=False,
-            )
+            self.listener = http
             acknowledge_nag(
                 self.listener,
                 "Internal load balancer without a domain, so without a certificate: only the CloudFront VPC origin "
@@ -161,7 +170,7 @@ class RegionalIngress(Construct):
             })
 
         self.routes: dict[str, RoutedTargets] = {}
-        for priority, route in enumerate(routes, start=1):
+        for route in routes:
             target_group = self._target_group(f"{route.name}-targets", vpc, route)
             alternate = self._target_group(f"{route.name}-alternate-targets", vpc, route) if alternate_target_groups else None
             action = (elbv2.ListenerAction.weighted_forward([
@@ -171,7 +180,7 @@ class RegionalIngress(Construct):
             rule = elbv2.ApplicationListenerRule(
                 self, f"{route.name}-route",
                 listener=self.listener,
-                priority=priority * 10,
+                priority=route.priority,
                 conditions=[elbv2.ListenerCondition.path_patterns([route.path, f"{route.path}/*"])],
                 action=action,
             )

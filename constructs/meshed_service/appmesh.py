@@ -294,3 +294,9 @@ class _AppMeshExtension(ServiceExtension):
         # Traffic moves between versions through the router's weights, so ECS deploys rolling.
         props["deployment_strategy"] = ecs.DeploymentStrategy.ROLLING
         return props
+
+    def use_service(self, service: MeshedFargateService) -> None:
+        # Service Connect explicitly off: ECS UpdateService treats a missing serviceConnectConfiguration as "no change",
+        # so a service rolled back from Service Connect (runbooks/appmesh-to-service-connect.md) would keep its proxy
+        # next to Envoy. CDK writes the property only to turn Service Connect on.
+        service.service.node.default_child.add_property_override("ServiceConnectConfiguration", {"Enabled": False})
