@@ -41,10 +41,10 @@ ACCOUNT_WIDE = ("AWS::IAM::", "AWS::Budgets::", "AWS::CloudFront::")
 
 # Names that move on purpose, each with the procedure that frees them first.
 MOVES_BY_PROCEDURE = [
-    # With App Mesh the load balancer alarms live in the observability stack, with Service Connect in the
-    # services stack (as ECS deployment alarms). runbooks/appmesh-to-service-connect.md (Action step 1,
+    # With App Mesh the load balancer and gRPC alarms live in the observability stack, with Service Connect in
+    # the services stack (as ECS deployment alarms). runbooks/appmesh-to-service-connect.md (Action step 1,
     # Rollback) deletes the observability stack before deploying the other backend.
-    ("AWS::CloudWatch::Alarm", re.compile(r"^mf-[a-z0-9-]+-lb-group\d+-"), {"services", "observability"}),
+    ("AWS::CloudWatch::Alarm", re.compile(r"^mf-[a-z0-9-]+-(lb-group\d+|grpc-server)-"), {"services", "observability"}),
 ]
 
 
