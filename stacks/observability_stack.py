@@ -17,6 +17,7 @@ from constructs.observability import (
     QUOTAS,
     PlatformMonitoring,
     QuotaCounter,
+    ReplicatedTable,
     ServiceMonitoring,
     SloThresholds,
     SpotInterruptionMetric,
@@ -84,6 +85,8 @@ class ObservabilityStack(cdk.Stack):
                 spot_interruptions=self.spot_interruptions,
                 # App Mesh: the canary's own 5xx rate and p95, which its traffic shift rolls back on.
                 canary_alarms=slo if service.name in services.canaries else None,
+                replicated_table=ReplicatedTable(config.table_name(service.name), config.other_regions(region))
+                if service.table else None,
             )
 
         vpc = network.vpc

@@ -155,6 +155,8 @@ def test_a_dlq_alarm_and_a_queue_age_alarm_per_event_queue(dev):
             assert f"{name.replace('-', '')}resourcesDeadLetterQueue" in queue_name  # that service's DLQ
             age = alarms[f"mf-{name}-events-oldest-message"]
             assert _metric_names(age) == {"ApproximateAgeOfOldestMessage"} and age["Threshold"] == 15 * 60
+            # The age only grows while the worker is stuck: the first period past it pages.
+            assert (age["EvaluationPeriods"], age["DatapointsToAlarm"]) == (1, 1)
             assert f"{name.replace('-', '')}resourcesQueue" in json.dumps(age["Metrics"])
         # Plus the three dead-letter queues that are not a service's: the Spot-interruption rule's target's, the
         # quota counter's and the listener rule guard's (tests/test_events.py checks every dead-letter queue has its alarm).
@@ -383,3 +385,25 @@ def test_every_alarm_topic_mails_the_configured_on_call_addresses_and_none_by_de
     expected_topics = {(f"mf-{region}/platform", "mf-alarms") for region in REGIONS} | {("mf-edge/edge", "mf-edge-alarms")}
     assert subscriptions_by_topic(dev) == {topic: [] for topic in expected_topics}
     assert subscriptions_by_topic(domain) == {topic: [("email", ONCALL_EMAIL)] for topic in expected_topics}
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_each_region_alarms_when_its_writes_to_a_service_table_replicate_too_slowly(request, variant):
+    """A replication backlog is data a region outage would lose: each region watches the replication of its own
+    writes (DynamoDB publishes ReplicationLatency where the write was made), per table and receiving region."""
+    assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        (other,) = set(REGIONS) - {region}
+        alarms = {name: alarm for name, alarm in _alarms(assembly, _observability(region)).items() if "-replication-to-" in name}
+        assert set(alarms) == {f"mf-{service}-replication-to-{other}" for service in SERVICES}  # each has a table
+        for service in SERVICES:
+            alarm = alarms[f"mf-{service}-replication-to-{other}"]
+            (stat,) = [m["MetricStat"] for m in alarm["Metrics"]]
+            assert (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"], stat["Period"]) == (
+                "AWS/DynamoDB", "ReplicationLatency", "Average", 300)
+            assert sorted(stat["Metric"]["Dimensions"], key=lambda d: d["Name"]) == [
+                {"Name": "ReceivingRegion", "Value": other}, {"Name": "TableName", "Value": f"mf-{service}"}]
+            assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 60_000)  # milliseconds
+            assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["TreatMissingData"]) == (3, 3, "notBreaching")
+            assert alarm["AlarmActions"] == alarm["OKActions"] and alarm["AlarmActions"]
+            assert RUNBOOK.search(alarm["AlarmDescription"])[1] == "runbooks/disaster-recovery.md"

@@ -208,7 +208,9 @@ class PlatformMonitoring(Construct):
             add_queue_max_message_age_alarm=self.named_alarm(
                 monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
                 summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
-                runbook="queue-backlog", datapoints_to_alarm=3, evaluation_periods=3),
+                # The age only grows while nothing receives: the first period above it pages (within 5 minutes
+                # of the threshold), not the third.
+                runbook="queue-backlog", datapoints_to_alarm=1, evaluation_periods=1),
         )
 
     def _dead_letter_queue(self, name: str, queue: sqs.IQueue, runbook: str) -> None:

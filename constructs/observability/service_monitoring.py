@@ -43,6 +43,9 @@ PERCENTILES = ("p50", "p95", "p99")
 # What servicekit answers 5xx with (servicekit.errors.HTTP_STATUS_CODES; an unhandled exception is a 500).
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
 ERROR_LOG_METRIC = "ErrorLogLines"
+# A global table's replication usually takes under a second (runbooks/disaster-recovery.md: the tables' RPO); a
+# minute on average over 5 minutes means writes pile up unreplicated: a region lost now would lose them.
+REPLICATION_LAG_ALARM = cdk.Duration.minutes(1)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,14 @@ class SloThresholds:
     max_p95_latency_ms: int
 
 
+@dataclass(frozen=True)
+class ReplicatedTable:
+    """The service's global table (``table_name``) and the regions this region's writes replicate to."""
+
+    table_name: str
+    receiving_regions: Sequence[str]
+
+
 class ServiceMonitoring(Construct):
     """A dashboard ``dashboard_name`` for one service, and its alarms (all to ``alarm_topic``, ALARM and OK):
 
@@ -75,7 +86,9 @@ class ServiceMonitoring(Construct):
     - with ``grpc_alarms`` (and ``grpc``): ``<prefix>-<name>-grpc-server-error-rate`` and ``-grpc-server-p95-latency`` on the
       service's own gRPC calls (the app passes it with App Mesh; Service Connect's are deployment alarms);
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
-      with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests.
+      with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests;
+    - with ``replicated_table``: ``<prefix>-<name>-replication-to-<region>`` per receiving region, the table's
+      replication from this region taking more than REPLICATION_LAG_ALARM on average in 3 five-minute periods in a row.
 
     Exposes ``facade``, ``alarm_names`` (every alarm it made) and ``error_log_filters``.
     """
@@ -89,6 +102,7 @@ class ServiceMonitoring(Construct):
         grpc: bool = False, grpc_alarms: SloThresholds | None = None, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
         spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
         below_desired_minutes: int = 10, canary_alarms: SloThresholds | None = None,
+        replicated_table: ReplicatedTable | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not tasks:
@@ -125,6 +139,8 @@ class ServiceMonitoring(Construct):
         self.error_log_filters = [self._error_log_filter(i, monitored.log_group, error_log_namespace)
                                   for i, monitored in enumerate(tasks)]
         self._error_logs(error_log_namespace, max_error_log_lines_per_5_minutes)
+        if replicated_table and replicated_table.receiving_regions:
+            self._replication(replicated_table)
 
     @property
     def alarm_names(self) -> list[str]:
@@ -413,3 +429,27 @@ class ServiceMonitoring(Construct):
                     datapoints_to_alarm=1, evaluation_periods=1,
                     treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))])],
             description=f"Metric filter on the service's log groups: `{{ $.level = \"ERROR\" || $.level = \"CRITICAL\" }}` -> `{namespace}` `{ERROR_LOG_METRIC}`")
+
+    def _replication(self, table: ReplicatedTable) -> None:
+        """DynamoDB publishes ReplicationLatency in the region a write was made, per receiving region; no writes,
+        no data (not breaching)."""
+        limit = REPLICATION_LAG_ALARM.to_seconds()
+
+        def latency(region: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/DynamoDB", metric_name="ReplicationLatency", statistic="Average",
+                                     dimensions_map={"TableName": table.table_name, "ReceivingRegion": region},
+                                     period=FIVE_MINUTES, label=f"to {region}")
+
+        self._custom("Table replication", [monitoring.CustomMetricGroup(title="Replication latency, milliseconds", metrics=[
+            monitoring.CustomMetricWithAlarm(
+                metric=latency(region), alarm_friendly_name=f"replication-to-{region}",
+                add_alarm=self.named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name(f"replication-to-{region}"),
+                    summary=(f"{self.name}: writes to {table.table_name} take more than {limit:g} s on average to replicate "
+                             f"to {region} (RPO at risk)"),
+                    runbook="disaster-recovery", threshold=limit * 1000,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=3, evaluation_periods=3,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+            for region in table.receiving_regions])],
+            description=f"`AWS/DynamoDB` `ReplicationLatency` of `{table.table_name}` from this region's writes, per receiving region")
