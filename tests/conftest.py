@@ -51,9 +51,10 @@ def with_image_tags(tag: str) -> dict:
     return services
 
 
-# Every whole-app variant the tests read, by fixture name: the context overrides on top of cdk.json.
+# Every whole-app variant the tests read, by fixture name: the context overrides on top of the reference
+# settings (cdk.json with its deployment keys reset: tests/assembly.py, DEPLOYMENT_KEYS).
 VARIANTS: dict[str, dict] = {
-    # The app exactly as cdk.json configures it (profile dev, no account).
+    # The reference settings as they are (profile dev, no account).
     "dev": {},
     "prod": {"profile": "prod", "account": EXAMPLE_ACCOUNT},
     # The legacy mesh backend (dev profile).
