@@ -270,15 +270,53 @@ def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(dev_pip
             granted.update(actions)
     outside = sorted(a for a in granted if a != "sts:AssumeRole" and a.split(":")[0] not in PIPELINE_SERVICES)
     assert outside == []
-    # CDK grants the connection under its older IAM prefix, which IAM accepts for codeconnections ARNs too.
-    assert {"codestar-connections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
+    assert {"codeconnections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
 
 
-def test_the_source_may_use_only_the_configured_connection(dev_pipeline):
-    uses = [statement["Resource"] for policy in dev_pipeline.resources("mf-pipeline", "AWS::IAM::Policy").values()
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-            if "codestar-connections:UseConnection" in statement["Action"]]
-    assert uses == [example_pipeline()["connection_arn"]]
+def _connection_grants(resources: dict[str, dict[str, Any]], role_arn: dict[str, Any]) -> dict[str, list[str]]:
+    """UseConnection action -> the resources the policies of the role ``role_arn`` (an Fn::GetAtt) grant it on."""
+    role = role_arn["Fn::GetAtt"][0]
+    grants: dict[str, list[str]] = {}
+    for resource in resources.values():
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]:
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                for action in actions:
+                    if action.endswith(":UseConnection"):
+                        grants.setdefault(action, []).append(statement["Resource"])
+    return grants
+
+
+def test_the_source_may_use_the_configured_connection_under_its_arns_service_prefix(variant):
+    """IAM matches a policy's service prefix to the resource's: a codeconnections ARN needs codeconnections:UseConnection."""
+    _, assembly = variant
+    (source,) = _stages(assembly)["Source"]
+    connection_arn = source["Configuration"]["ConnectionArn"]
+    assert connection_arn.startswith("arn:aws:codeconnections:")
+    grants = _connection_grants(assembly.template("mf-pipeline")["Resources"], source["RoleArn"])
+    assert grants["codeconnections:UseConnection"] == [connection_arn]
+    assert all(resources == [connection_arn] for resources in grants.values())  # and no other connection
+
+
+@pytest.mark.parametrize("prefix", ["codeconnections", "codestar-connections"])
+def test_the_source_role_uses_a_connection_of_either_arn_prefix_under_that_prefix(prefix):
+    """Connections made before July 2024 have codestar-connections ARNs (pipelines/README.md): CDK's own grant covers those."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from pipelines.pipeline_stack import PipelineStack, grant_connection_use
+
+    pipeline = {**example_pipeline(), "connection_arn": example_pipeline()["connection_arn"].replace("codeconnections", prefix)}
+    config = load_config({**cdk_json_context(), "account": EXAMPLE_ACCOUNT, "pipeline": pipeline})
+    stack = PipelineStack(cdk.App(), "mf-pipeline", config=config, env=cdk.Environment(account=EXAMPLE_ACCOUNT, region="eu-central-1"))
+    stack.pipeline.build_pipeline()
+    grant_connection_use(stack.pipeline, pipeline["connection_arn"])
+    template = Template.from_stack(stack).to_json()
+    (codepipeline,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    (source,) = codepipeline["Properties"]["Stages"][0]["Actions"]
+    grants = _connection_grants(template["Resources"], source["RoleArn"])
+    assert grants[f"{prefix}:UseConnection"] == [pipeline["connection_arn"]]
+    assert all(resources == [pipeline["connection_arn"]] for resources in grants.values())
 
 
 def test_the_pipeline_variant_holds_the_pipeline_its_baseline_and_each_regions_smoke_test(variant):
