@@ -315,7 +315,8 @@ def test_every_service_is_smoke_tested_as_ecs_runs_it_before_anything_is_pushed(
     assert index < first_push_step
     assert index < min(_index(steps, lambda step: _uses(step, "aws-actions/configure-aws-credentials")))
     assert index < steps.index(_push(steps))
-    assert smoke["run"] == SMOKE_SCRIPT
+    # Through bash: a checkout or source archive that drops the executable bit (CodePipeline's may) still runs it.
+    assert smoke["run"] == f"bash {SMOKE_SCRIPT}"
     # It runs the loaded image, and checks its layers against the scanned amd64 layout.
     (amd64,) = [step for step in _builds(steps) if step["with"]["platforms"] == "linux/amd64"]
     assert smoke["env"]["IMAGE"] == _image_load(steps)["with"]["tags"]
@@ -337,7 +338,6 @@ def test_every_service_is_smoke_tested_as_ecs_runs_it_before_anything_is_pushed(
 
 def test_the_smoke_script_runs_each_container_as_the_task_definition_does():
     script = (REPO_ROOT / SMOKE_SCRIPT).read_text()
-    assert (REPO_ROOT / SMOKE_SCRIPT).stat().st_mode & 0o111  # the step runs it directly
     assert script.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in script
     (as_ecs,) = re.findall(r"^AS_ECS=\((.*?)\)$", script, re.MULTILINE | re.DOTALL)
     flags = as_ecs.split()
