@@ -250,8 +250,10 @@ def test_the_push_sends_the_scanned_layouts_by_the_digests_the_builds_reported()
 def test_a_pull_request_builds_and_scans_but_gets_no_credentials_and_pushes_nothing():
     workflow = _load("containers.yml")
     job = workflow["jobs"]["image"]
-    # Push from main or by hand, with the push role configured; never from a pull request.
-    assert job["env"]["PUSH"] == "${{ github.event_name != 'pull_request' && vars.AWS_IMAGE_PUSH_ROLE_ARN != '' }}"
+    # Push from main (a push or a run by hand), with the push role configured; never from a pull request or another
+    # branch, whose token the push role refuses.
+    assert job["env"]["PUSH"] == ("${{ github.event_name != 'pull_request' && github.ref == 'refs/heads/main' "
+                                  "&& vars.AWS_IMAGE_PUSH_ROLE_ARN != '' }}")
     steps = job["steps"]
     first_aws_step = steps.index(next(step for step in steps if step.get("id") == "app"))
     assert first_aws_step > max(_index(steps, lambda step: _uses(step, "aquasecurity/trivy-action")))
