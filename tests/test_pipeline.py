@@ -2,7 +2,8 @@
 
 Two variants (tests/conftest.py, dev_pipeline and prod_pipeline): dev with cdk.json's regions (primary
 eu-central-1), and prod with eu-west-1 as the primary region, which the pipeline must deploy first although
-cdk.json lists it second, and whose services run image tags that CI pushed (so it builds no image).
+cdk.json lists it second, whose services run image tags that CI pushed (so it builds no image), and whose auth
+shares its path with a legacy function (so the smoke test checks its targets' health instead of its path).
 tests/test_compliance.py runs nag, cfn-lint and checkov over both.
 """
 
