@@ -14,7 +14,7 @@ from stacks.edge_stage import EdgeStage
 from stacks.region_stage import RegionStage
 
 from .acknowledgments import acknowledge_pipeline_findings
-from .pipeline_stack import PipelineBaselineStack, PipelineStack
+from .pipeline_stack import PipelineBaselineStack, PipelineStack, grant_connection_use
 from .smoke_test import SmokeTestStack, smoke_test_step
 
 
@@ -64,6 +64,7 @@ def add_delivery_pipeline(
     # Built now rather than at synth, so that the boundary, tags and acknowledgments below reach every
     # role, bucket and key CDK Pipelines generates, including the other regions' support stacks.
     stack.pipeline.build_pipeline()
+    grant_connection_use(stack.pipeline, config.pipeline.connection_arn)
     baseline.permissions_boundary.apply_to(stack)
     support_stacks = [support.stack for support in stack.pipeline.pipeline.cross_region_support.values()]
     for scope in (baseline, stack, *support_stacks):

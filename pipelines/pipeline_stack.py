@@ -9,6 +9,7 @@ from typing import Sequence
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import pipelines
 from constructs import Construct
@@ -109,3 +110,17 @@ class PipelineStack(cdk.Stack):
                 timeout=cdk.Duration.minutes(45),
             ),
         )
+
+
+def grant_connection_use(pipeline: pipelines.CodePipeline, connection_arn: str) -> None:
+    """Let the Source action's role use the connection under the service prefix of its ARN (after build_pipeline).
+
+    CDK grants ``codestar-connections:UseConnection`` whatever the ARN, but IAM matches a policy's service prefix to
+    the resource's (AWS "Connections rename", https://docs.aws.amazon.com/dtconsole/latest/userguide/rename.html).
+    Connections made since July 2024 (console, `aws codeconnections create-connection`) have codeconnections ARNs.
+    """
+    if connection_arn.split(":")[2] != "codeconnections":
+        return  # an older codestar-connections ARN: CDK's own grant matches it
+    source_stage = pipeline.pipeline.node.find_child("Source")
+    (role,) = [child for child in source_stage.node.find_all() if isinstance(child, iam.Role)]
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["codeconnections:UseConnection"], resources=[connection_arn]))

@@ -6,21 +6,28 @@ region, and a project can only join a VPC of its own region (and the pipeline st
 another stage's VPC). So each region gets a `smoke-test` stack with a CodeBuild project in its private
 subnets that runs the curls, and the pipeline's smoke step starts that project with the load balancer's
 DNS name from the services stack's output and waits for its result.
+
+A service that shares its path with a legacy function (config `legacy`, the strangler fig) is the exception:
+its listener rule splits requests by weight, 0 % to the service at first, so a request through it may never
+reach the service. For such a service the project asks the load balancer how its own health checks of the
+service's tasks (the same health path) went: `describe-target-health` of the service's target groups.
 """
 
 from __future__ import annotations
 
 import shlex
+from typing import Mapping, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import pipelines
 
 from constructs.compliance import acknowledge_nag, skip_checkov
-from stacks.config import FoundationConfig
+from stacks.config import FoundationConfig, env_prefix
 from stacks.defaults import profile_defaults
 from stacks.region_stage import RegionStage
 
@@ -32,24 +39,60 @@ LOAD_BALANCER_VARIABLE = "LOAD_BALANCER_DNS_NAME"
 _CURL = "curl --fail --silent --show-error --output /dev/null --max-time 10 --retry 5 --retry-delay 10 --retry-all-errors"
 # How long the pipeline's step waits for the regional build before CodeBuild stops it.
 STEP_TIMEOUT = cdk.Duration.minutes(20)
+# A service behind a legacy function passes when the load balancer counts a healthy target in any of its target
+# groups (ECS's deployments leave the tasks in one of two), asked up to 6 times 10 s apart, as curl retries.
+_CHECK_TARGETS = """check_targets() {
+  local name=$1 try arn count healthy; shift
+  for try in 1 2 3 4 5 6; do
+    healthy=0
+    for arn in "$@"; do
+      count=$(aws elbv2 describe-target-health --target-group-arn "$arn" --output text \\
+        --query "length(TargetHealthDescriptions[?TargetHealth.State=='healthy'])") || count=0
+      healthy=$((healthy + count))
+    done
+    if [ "$healthy" -gt 0 ]; then echo "healthy: $name ($healthy healthy targets)"; return; fi
+    [ "$try" -eq 6 ] || sleep 10
+  done
+  echo "UNHEALTHY: $name (no healthy target in its target groups)"; unhealthy=$((unhealthy + 1))
+}"""
 
 
 def smoke_test_project_name(config: FoundationConfig, region: str) -> str:
     return f"{config.prefix}-{region}-smoke-test"
 
 
-def health_check_commands(config: FoundationConfig, region: str) -> list[str]:
-    """The shell lines that request each exposed service's health path and fail if any is unhealthy.
+def legacy_target_groups(config: FoundationConfig, stage: RegionStage) -> dict[str, dict[str, elbv2.IApplicationTargetGroup]]:
+    """Service name -> {variable: target group}: the service's own target groups (not the legacy function's), for
+    each service that shares its path with a legacy function."""
+    groups: dict[str, dict[str, elbv2.IApplicationTargetGroup]] = {}
+    for service in config.exposed_services:
+        if service.legacy:
+            routed = stage.services.ingress.routes[service.name]
+            groups[service.name] = {f"{env_prefix(service.name)}_TARGET_GROUP": routed.target_group}
+            if routed.alternate_target_group:
+                groups[service.name][f"{env_prefix(service.name)}_ALTERNATE_TARGET_GROUP"] = routed.alternate_target_group
+    return groups
 
-    Without a domain the load balancer listens on HTTP:80 under its own DNS name. With one it serves
-    HTTPS for the regional name only, so curl asks for that name (the certificate is checked) while
-    connecting to the load balancer from the stack output.
+
+def health_check_commands(config: FoundationConfig, region: str, target_groups: Mapping[str, Sequence[str]] = {}) -> list[str]:
+    """The shell lines that check each exposed service and fail if any is unhealthy.
+
+    Each service's health path is requested through the load balancer. Without a domain the load balancer
+    listens on HTTP:80 under its own DNS name. With one it serves HTTPS for the regional name only, so curl
+    asks for that name (the certificate is checked) while connecting to the load balancer from the stack
+    output. A service with a legacy function is checked through its target groups instead, each named by a
+    variable in ``target_groups`` (service name -> variables, as ``legacy_target_groups`` gives them).
     """
     lines = [
         "unhealthy=0",
         f'check() {{ if {_CURL} "$@"; then echo "healthy: $1"; else echo "UNHEALTHY: $1"; unhealthy=$((unhealthy + 1)); fi; }}',
     ]
+    if any(service.legacy for service in config.exposed_services):
+        lines.append(_CHECK_TARGETS)
     for service in config.exposed_services:
+        if service.legacy:
+            lines.append(f"check_targets {service.name} " + " ".join(f'"${{{variable}}}"' for variable in target_groups[service.name]))
+            continue
         health_path = service.path + service.health_check_path
         if config.domain:
             name = config.domain.regional_name(region)
@@ -73,6 +116,7 @@ class SmokeTestStack(cdk.Stack):
         region = stage.region
         load_balancer = stage.services.ingress.load_balancer
         listener_port = 443 if config.domain else 80
+        target_groups = legacy_target_groups(config, stage)
 
         security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=stage.network.vpc, allow_all_outbound=False,
@@ -96,12 +140,15 @@ class SmokeTestStack(cdk.Stack):
             environment=codebuild.BuildEnvironment(
                 build_image=codebuild.LinuxBuildImage.STANDARD_7_0, compute_type=codebuild.ComputeType.SMALL),
             # The default lets an operator run it by hand; the pipeline passes the output it just deployed.
-            environment_variables={LOAD_BALANCER_VARIABLE: codebuild.BuildEnvironmentVariable(
-                value=load_balancer.load_balancer_dns_name)},
+            environment_variables={
+                LOAD_BALANCER_VARIABLE: codebuild.BuildEnvironmentVariable(value=load_balancer.load_balancer_dns_name),
+                **{variable: codebuild.BuildEnvironmentVariable(value=group.target_group_arn)
+                   for groups in target_groups.values() for variable, group in groups.items()},
+            },
             build_spec=codebuild.BuildSpec.from_object({
                 "version": "0.2",
                 "env": {"shell": "bash"},
-                "phases": {"build": {"commands": ["\n".join(health_check_commands(config, region))]}},
+                "phases": {"build": {"commands": ["\n".join(health_check_commands(config, region, target_groups))]}},
             }),
             timeout=cdk.Duration.minutes(15),
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
@@ -127,25 +174,48 @@ class SmokeTestStack(cdk.Stack):
             "NIST.800.53.R5-IAMNoInlinePolicy",
         )
         acknowledge_codebuild_defaults(self.project, self.region, self.account)
+        if target_groups:
+            target_health = iam.Policy(self, "TargetHealth", statements=[iam.PolicyStatement(
+                actions=["elasticloadbalancing:DescribeTargetHealth"], resources=["*"])])
+            self.project.role.attach_inline_policy(target_health)
+            acknowledge_nag(target_health, "elasticloadbalancing:DescribeTargetHealth has no resource-level permissions; it "
+                            "only reads the health of the targets of a service that shares its path with a legacy function",
+                            "AwsSolutions-IAM5[Resource::*]")
+            acknowledge_nag(target_health, "The smoke test's one read-only permission besides CodeBuild's grants, in a policy "
+                            "that lives and dies with the project's role", "NIST.800.53.R5-IAMNoInlinePolicy")
 
 
 def smoke_test_step(config: FoundationConfig, stage: RegionStage) -> pipelines.CodeBuildStep:
     """The pipeline's post-deploy step of ``stage``: start the regional project with the load balancer's
-    DNS name from the services stack's output, wait for it, and fail unless it succeeded."""
+    DNS name (and the target groups of services with a legacy function) from the services stack's outputs,
+    wait for it, and fail unless it succeeded.
+
+    It adds those target groups' outputs to the services stack: read from this deploy's outputs, like the
+    DNS name, they are current even where the smoke-test stack's own references would be stale (README,
+    "Deploy one region", on Fn::GetStackOutput).
+    """
     region = stage.region
     project_arn = f"arn:{cdk.Aws.PARTITION}:codebuild:{region}:{config.account}:project/{smoke_test_project_name(config, region)}"
-    override = f"name={LOAD_BALANCER_VARIABLE},value=${LOAD_BALANCER_VARIABLE},type=PLAINTEXT"
+    outputs = {LOAD_BALANCER_VARIABLE: stage.services.node.find_child("LoadBalancerDnsName")}
+    for groups in legacy_target_groups(config, stage).values():
+        for variable, group in groups.items():
+            outputs[variable] = cdk.CfnOutput(
+                stage.services, "SmokeTest" + variable.title().replace("_", ""), value=group.target_group_arn,
+                description=f"Target group the pipeline's smoke test checks ({variable})")
+    overrides = " ".join(f'"name={variable},value=${variable},type=PLAINTEXT"' for variable in outputs)
     aws = 'aws codebuild --region "$SMOKE_TEST_REGION"'
     return pipelines.CodeBuildStep(
         f"SmokeTest-{region}",
         env={"SMOKE_TEST_REGION": region, "SMOKE_TEST_PROJECT": smoke_test_project_name(config, region)},
-        env_from_cfn_outputs={LOAD_BALANCER_VARIABLE: stage.services.node.find_child("LoadBalancerDnsName")},
+        env_from_cfn_outputs=outputs,
         commands=[
             f'build_id=$({aws} start-build --project-name "$SMOKE_TEST_PROJECT" '
-            f'--environment-variables-override "{override}" --query build.id --output text)',
+            f'--environment-variables-override {overrides} --query build.id --output text)',
             'echo "started $build_id in $SMOKE_TEST_REGION"',
             f'status=IN_PROGRESS; while [ "$status" = IN_PROGRESS ]; do sleep 15; '
-            f"status=$({aws} batch-get-builds --ids \"$build_id\" --query 'builds[0].buildStatus' --output text); done",
+            # A failed call (throttling, a network blip) is no verdict: keep polling, within the step's timeout.
+            f"status=$({aws} batch-get-builds --ids \"$build_id\" --query 'builds[0].buildStatus' --output text) "
+            "|| status=IN_PROGRESS; done",
             'echo "smoke test $build_id: $status (logs: CodeBuild project $SMOKE_TEST_PROJECT in $SMOKE_TEST_REGION)"',
             'test "$status" = SUCCEEDED',
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 import shutil
@@ -21,8 +22,36 @@ def source_value(relative_path: str, pattern: str) -> Any:
     return ast.literal_eval(matches[0])
 
 
-def cdk_json_context() -> dict[str, Any]:
-    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+CDK_JSON = REPO_ROOT / "cdk.json"
+
+# The keys that describe one deployment, by dotted path, with their defaults. The set-up steps (README "CI",
+# pipelines/README.md) have operators set them in cdk.json, and the pipeline's `make test` runs on that cdk.json:
+# the tests reset them, so they check the same reference settings whatever one deployment put there.
+DEPLOYMENT_KEYS: dict[str, Any] = {
+    "account": None, "pipeline": None, "github": None, "domain": None,
+    "budget.notify_emails": [], "observability.notify_emails": [],
+}
+
+
+def committed_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+    """cdk.json's context as it is, deployment keys and all: what `cdk synth` and `make synth` read."""
+    return json.loads(cdk_json.read_text())["context"]
+
+
+def cdk_json_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
+    """The reference settings every test synthesizes: cdk.json's context with DEPLOYMENT_KEYS at their defaults."""
+    return with_settings(committed_context(cdk_json), DEPLOYMENT_KEYS)
+
+
+def with_settings(context: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``context`` with each of ``settings`` (by dotted path, e.g. ``budget.notify_emails``) set, in place."""
+    for key, value in settings.items():
+        *parents, name = key.split(".")
+        scope = context
+        for parent in parents:
+            scope = scope.setdefault(parent, {})
+        scope[name] = copy.deepcopy(value)
+    return context
 
 
 @dataclass
@@ -80,7 +109,7 @@ def _read_manifest(directory: Path, assembly: Assembly) -> None:
 
 
 def synth(outdir: Path, **overrides: Any) -> Assembly:
-    """Build app.py's app with cdk.json's context plus ``overrides`` and synthesize it into ``outdir``.
+    """Build app.py's app with the reference settings (cdk_json_context) plus ``overrides`` and synthesize it into ``outdir``.
 
     cdk-nag findings are written to validation-report.json instead of failing synth, so tests can
     assert on them.

@@ -36,9 +36,9 @@ STRANGLER_PERCENT = 37
 PROD_IMAGE_TAG = "0123456789abcdef0123456789abcdef01234567"
 
 
-def with_legacy(legacy: dict) -> dict:
-    """cdk.json's services with ``legacy`` set on auth."""
-    services = json.loads(json.dumps(cdk_json_context()["services"]))
+def with_legacy(legacy: dict, services: dict | None = None) -> dict:
+    """``services`` (cdk.json's by default) with ``legacy`` set on auth."""
+    services = json.loads(json.dumps(services or cdk_json_context()["services"]))
     services["auth"]["legacy"] = legacy
     return services
 
@@ -51,9 +51,10 @@ def with_image_tags(tag: str) -> dict:
     return services
 
 
-# Every whole-app variant the tests read, by fixture name: the context overrides on top of cdk.json.
+# Every whole-app variant the tests read, by fixture name: the context overrides on top of the reference
+# settings (cdk.json with its deployment keys reset: tests/assembly.py, DEPLOYMENT_KEYS).
 VARIANTS: dict[str, dict] = {
-    # The app exactly as cdk.json configures it (profile dev, no account).
+    # The reference settings as they are (profile dev, no account).
     "dev": {},
     "prod": {"profile": "prod", "account": EXAMPLE_ACCOUNT},
     # The legacy mesh backend (dev profile).
@@ -67,10 +68,12 @@ VARIANTS: dict[str, dict] = {
     "strangler": {"services": with_legacy({"function_name": "auth-v1", "initial_percent_to_service": STRANGLER_PERCENT})},
     # The delivery pipeline: dev with cdk.json's regions, building the images, and prod with eu-west-1 as the
     # primary region, which the pipeline must deploy first although cdk.json lists it second, running images
-    # that CI built and pushed (image_tag), so it builds none.
+    # that CI built and pushed (image_tag), so it builds none, and auth behind a legacy function (0 % to the
+    # service: the smoke test must check the service's targets, not its path).
     "dev_pipeline": {"account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()},
     "prod_pipeline": {"account": EXAMPLE_ACCOUNT, "profile": "prod", "primary_region": "eu-west-1",
-                      "pipeline": example_pipeline("eu-west-1"), "services": with_image_tags(PROD_IMAGE_TAG)},
+                      "pipeline": example_pipeline("eu-west-1"),
+                      "services": with_legacy({"function_name": "auth-v1"}, with_image_tags(PROD_IMAGE_TAG))},
 }
 
 

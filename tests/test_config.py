@@ -3,17 +3,46 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, TableIndexConfig, default_rule_priority, load_config
-from tests.assembly import REPO_ROOT, cdk_json_context
+from tests.assembly import CDK_JSON, DEPLOYMENT_KEYS, REPO_ROOT, cdk_json_context, committed_context, with_settings
 
 
 def test_cdk_json_holds_every_key_at_its_documented_default():
-    context = cdk_json_context()
-    assert load_config(context) == load_config({})
-    assert set(CONFIG_KEYS) <= set(context)
+    """Apart from the deployment keys, which a deployment sets in cdk.json (tests/assembly.py, DEPLOYMENT_KEYS)."""
+    assert load_config(cdk_json_context()) == load_config({})
+    assert set(CONFIG_KEYS) <= set(committed_context())
+    load_config(committed_context())  # and cdk.json as it is, filled in or not, is a valid config
+
+
+# A deployment as the set-up steps configure it in cdk.json (README "CI", pipelines/README.md "Set it up"):
+# an account, a connection in that account and the primary region, the CI repository, a domain, on-call addresses.
+FILLED_IN = {
+    "account": "123456789012",
+    "pipeline": {"connection_arn": "arn:aws:codeconnections:eu-central-1:123456789012:connection/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+                 "repository": "acme/platform", "branch": "main"},
+    "github": {"repository": "acme/platform"},
+    "domain": {"zone_name": "acme.example", "hosted_zone_id": "Z0ABCDEFGHIJKLMNOPQRS"},
+    "budget.notify_emails": ["finance@acme.example"],
+    "observability.notify_emails": ["oncall@acme.example"],
+}
+
+
+def test_a_deployment_filled_into_cdk_json_leaves_the_tests_reference_settings_as_they_are(tmp_path):
+    """The pipeline runs `make test` on the operator's cdk.json: its deployment keys must not reach the tests."""
+    assert set(FILLED_IN) == set(DEPLOYMENT_KEYS)
+    cdk_json = json.loads(CDK_JSON.read_text())
+    with_settings(cdk_json["context"], FILLED_IN)
+    (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
+
+    deployed = load_config(committed_context(tmp_path / "cdk.json"))  # a valid config, with every key set
+    assert (deployed.account, deployed.pipeline.repository, deployed.github.repository, deployed.domain.zone_name,
+            deployed.budget.notify_emails, deployed.observability.notify_emails) == (
+        "123456789012", "acme/platform", "acme/platform", "acme.example", ("finance@acme.example",), ("oncall@acme.example",))
+    assert cdk_json_context(tmp_path / "cdk.json") == cdk_json_context()
 
 
 def test_defaults():

@@ -2,7 +2,8 @@
 
 Two variants (tests/conftest.py, dev_pipeline and prod_pipeline): dev with cdk.json's regions (primary
 eu-central-1), and prod with eu-west-1 as the primary region, which the pipeline must deploy first although
-cdk.json lists it second, and whose services run image tags that CI pushed (so it builds no image).
+cdk.json lists it second, whose services run image tags that CI pushed (so it builds no image), and whose auth
+shares its path with a legacy function (so the smoke test checks its targets' health instead of its path).
 tests/test_compliance.py runs nag, cfn-lint and checkov over both.
 """
 
@@ -13,7 +14,7 @@ import re
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import pytest
 
@@ -22,7 +23,7 @@ from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNT
 from pipelines.smoke_test import health_check_commands
 from stacks.config import load_config
 from tests.assembly import Assembly, cdk_json_context
-from tests.conftest import PROD_IMAGE_TAG
+from tests.conftest import PROD_IMAGE_TAG, with_legacy
 
 EXPOSED = {"auth": "/api/auth/health/ready", "persona": "/api/persona/health/ready", "vc-start": "/api/vc/health/ready"}
 
@@ -136,13 +137,17 @@ def test_dev_deploys_without_approval(dev_pipeline):
     assert _manual_approvals(dev_pipeline) == []
 
 
-def _services_output_variable(actions: list[dict[str, Any]]) -> str:
+def _services_output_variable(actions: list[dict[str, Any]], output: str = "LoadBalancerDnsName") -> str:
     (deploy,) = [a for a in actions if a["Name"] == "services.Deploy"]
-    return f"#{{{deploy['Namespace']}.LoadBalancerDnsName}}"
+    return f"#{{{deploy['Namespace']}.{output}}}"
+
+
+# prod_pipeline's auth shares its path with a legacy function: the smoke test reads its target groups too.
+LEGACY_TARGET_GROUPS = {"AUTH_TARGET_GROUP": "SmokeTestAuthTargetGroup", "AUTH_ALTERNATE_TARGET_GROUP": "SmokeTestAuthAlternateTargetGroup"}
 
 
 def test_each_region_ends_with_a_smoke_test_given_its_load_balancer_from_the_stack_output(variant):
-    _, assembly = variant
+    name, assembly = variant
     for stage, actions in _stages(assembly).items():
         if stage == "mf-edge":
             assert not [a for a in actions if a["Name"].startswith("SmokeTest")]
@@ -153,14 +158,17 @@ def test_each_region_ends_with_a_smoke_test_given_its_load_balancer_from_the_sta
         smoke = actions[-1]
         assert smoke["Name"] == f"SmokeTest-{region}"
         assert smoke["RunOrder"] > max(a["RunOrder"] for a in actions[:-1])
+        outputs = {"LOAD_BALANCER_DNS_NAME": "LoadBalancerDnsName", **(LEGACY_TARGET_GROUPS if name == "prod" else {})}
         assert json.loads(smoke["Configuration"]["EnvironmentVariables"]) == [
-            {"name": "LOAD_BALANCER_DNS_NAME", "type": "PLAINTEXT", "value": _services_output_variable(actions)}]
+            {"name": variable, "type": "PLAINTEXT", "value": _services_output_variable(actions, output)}
+            for variable, output in outputs.items()]
         project = _project(assembly, smoke)
         variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
         assert variables == {"SMOKE_TEST_REGION": region, "SMOKE_TEST_PROJECT": f"mf-{region}-smoke-test"}
         commands = "\n".join(_build_commands(project))
         assert 'start-build --project-name "$SMOKE_TEST_PROJECT"' in commands
-        assert "name=LOAD_BALANCER_DNS_NAME,value=$LOAD_BALANCER_DNS_NAME" in commands
+        for variable in outputs:
+            assert f'"name={variable},value=${variable},type=PLAINTEXT"' in commands
         assert commands.endswith('test "$status" = SUCCEEDED')
 
 
@@ -177,6 +185,28 @@ def test_the_regional_smoke_test_curls_every_exposed_services_health_path_inside
         assert script.endswith('test "$unhealthy" -eq 0')
 
 
+def test_a_service_behind_a_legacy_function_is_smoke_tested_by_its_target_groups_health_not_its_split_path(prod_pipeline):
+    """auth's rule sends 0 % of its path to the service: a request there would test the legacy function."""
+    for region in ("eu-central-1", "eu-west-1"):
+        stack = f"mf-{region}/smoke-test"
+        (project,) = prod_pipeline.resources(stack, "AWS::CodeBuild::Project").values()
+        script = json.loads(project["Properties"]["Source"]["BuildSpec"])["phases"]["build"]["commands"][0]
+        assert 'check_targets auth "${AUTH_TARGET_GROUP}" "${AUTH_ALTERNATE_TARGET_GROUP}"' in script
+        assert "/api/auth" not in script
+        for path in (EXPOSED["persona"], EXPOSED["vc-start"]):
+            assert f'check "http://${{LOAD_BALANCER_DNS_NAME}}{path}"' in script
+        # The variables name the service's own groups (IP targets: its tasks), not the legacy function's.
+        services = prod_pipeline.template(f"mf-{region}/services")
+        for output in LEGACY_TARGET_GROUPS.values():
+            group = services["Resources"][services["Outputs"][output]["Value"]["Ref"]]
+            assert group["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup" and group["Properties"]["TargetType"] == "ip"
+        defaults = {v["Name"] for v in project["Properties"]["Environment"]["EnvironmentVariables"]}
+        assert defaults == {"LOAD_BALANCER_DNS_NAME", *LEGACY_TARGET_GROUPS}  # for a run by hand
+        granted = [statement for policy in prod_pipeline.resources(stack, "AWS::IAM::Policy").values()
+                   for statement in policy["Properties"]["PolicyDocument"]["Statement"]]
+        assert {"Action": "elasticloadbalancing:DescribeTargetHealth", "Effect": "Allow", "Resource": "*"} in granted
+
+
 def test_the_smoke_test_may_reach_the_load_balancer_listener(dev_pipeline):
     stack = "mf-eu-west-1/smoke-test"
     (group,) = dev_pipeline.resources(stack, "AWS::EC2::SecurityGroup").values()
@@ -191,12 +221,17 @@ def test_the_smoke_test_may_reach_the_load_balancer_listener(dev_pipeline):
 
 
 class _Services(BaseHTTPRequestHandler):
-    """Answers each health path 200, except the one in ``unhealthy``, 503."""
+    """Answers each health path 200, except the one in ``unhealthy``, 503, and ``legacy``, 404 (a legacy function
+    behind the path's split rule, which knows no health path). Notes each path in ``requested``."""
 
     unhealthy: str | None = None
+    legacy: str | None = None
+    requested: list[str] = []
 
     def do_GET(self):  # noqa: N802 (http.server's name)
-        self.send_response(503 if self.path == self.unhealthy else 200 if self.path in EXPOSED.values() else 404)
+        self.requested.append(self.path)
+        self.send_response(503 if self.path == self.unhealthy else 404 if self.path == self.legacy
+                           else 200 if self.path in EXPOSED.values() else 404)
         self.end_headers()
 
     def log_message(self, *args):
@@ -209,18 +244,20 @@ def services():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
-    _Services.unhealthy = None
+    _Services.unhealthy = _Services.legacy = None
+    _Services.requested = []
 
 
-def _run_health_checks(server) -> subprocess.CompletedProcess[str]:
-    config = load_config(cdk_json_context())
+def _run_health_checks(server, config=None, target_groups: Mapping[str, Sequence[str]] = {},
+                       env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
+    config = config or load_config(cdk_json_context())
     # The same script the regional project runs, with one retry 1 s later instead of five 10 s apart.
     # (Not --retry-delay 0: that is curl's own backoff, 1 + 2 + 4 + 8 + 16 s.)
-    script = "\n".join(health_check_commands(config, "eu-central-1"))
+    script = "\n".join(health_check_commands(config, "eu-central-1", target_groups))
     assert "--retry 5 --retry-delay 10" in script
     script = script.replace("--retry 5 --retry-delay 10", "--retry 1 --retry-delay 1")
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "LOAD_BALANCER_DNS_NAME": f"127.0.0.1:{server.server_port}"})
+                          env={"PATH": "/usr/bin:/bin", "LOAD_BALANCER_DNS_NAME": f"127.0.0.1:{server.server_port}", **env})
 
 
 def test_the_smoke_script_passes_when_every_service_is_healthy(services):
@@ -237,6 +274,77 @@ def test_the_smoke_script_fails_naming_the_unhealthy_service_after_checking_all(
     assert f"UNHEALTHY: http://127.0.0.1:{services.server_port}/api/persona/health/ready" in result.stdout
     assert "healthy: http://" in result.stdout.replace("UNHEALTHY", "")  # auth and vc-start were still checked
     assert "1 of 3 services unhealthy" in result.stdout
+
+
+# Stand-ins for the build image's AWS CLI (healthy targets of $HEALTHY_GROUP only) and sleep; both note their calls.
+_FAKE_AWS = """#!/bin/bash
+echo "$*" >> "$CALLS/aws.log"
+case "$* " in *"--target-group-arn $HEALTHY_GROUP "*) echo "$HEALTHY_TARGETS" ;; *) echo 0 ;; esac
+"""
+_FAKE_SLEEP = '#!/bin/bash\necho "$*" >> "$CALLS/sleep.log"\n'
+
+
+def _run_with_legacy_auth(services, tmp_path, healthy_targets: int) -> subprocess.CompletedProcess[str]:
+    """auth behind a legacy function (0 % to the service), its target groups answering as ``healthy_targets`` says."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("aws", _FAKE_AWS), ("sleep", _FAKE_SLEEP)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    _Services.legacy = EXPOSED["auth"]
+    config = load_config({**cdk_json_context(), "services": with_legacy({"function_name": "auth-v1"})})
+    return _run_health_checks(
+        services, config, {"auth": ["AUTH_TARGET_GROUP", "AUTH_ALTERNATE_TARGET_GROUP"]},
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path),
+             "AUTH_TARGET_GROUP": "arn:tg/auth", "AUTH_ALTERNATE_TARGET_GROUP": "arn:tg/auth-alternate",
+             # A deployment left the tasks in the alternate group.
+             "HEALTHY_GROUP": "arn:tg/auth-alternate", "HEALTHY_TARGETS": str(healthy_targets)})
+
+
+def test_the_smoke_script_passes_a_service_behind_a_legacy_function_on_its_healthy_targets(services, tmp_path):
+    result = _run_with_legacy_auth(services, tmp_path, healthy_targets=2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthy: auth (2 healthy targets)" in result.stdout
+    assert "0 of 3 services unhealthy" in result.stdout
+    assert EXPOSED["auth"] not in _Services.requested  # not through the split rule
+    assert sorted(_Services.requested) == [EXPOSED["persona"], EXPOSED["vc-start"]]
+    assert "elbv2 describe-target-health --target-group-arn arn:tg/auth " in (tmp_path / "aws.log").read_text()
+
+
+def test_the_smoke_script_fails_a_service_behind_a_legacy_function_without_healthy_targets(services, tmp_path):
+    result = _run_with_legacy_auth(services, tmp_path, healthy_targets=0)
+    assert result.returncode != 0
+    assert "UNHEALTHY: auth (no healthy target in its target groups)" in result.stdout
+    assert "1 of 3 services unhealthy" in result.stdout
+    assert (tmp_path / "sleep.log").read_text().splitlines() == ["10"] * 5  # 6 tries, 10 s apart
+
+
+# The build image's AWS CLI as the smoke step meets it: a started build, then a throttled status call before
+# the build's status (IN_PROGRESS, then SUCCEEDED).
+_FAKE_CODEBUILD = """#!/bin/bash
+case "$*" in *start-build*) echo build-1; exit ;; esac
+echo x >> "$CALLS/polls"
+case "$(wc -l < "$CALLS/polls")" in
+  1) echo "An error occurred (ThrottlingException) when calling the BatchGetBuilds operation: Rate exceeded" >&2; exit 255 ;;
+  2) echo IN_PROGRESS ;;
+  *) echo SUCCEEDED ;;
+esac
+"""
+
+
+def test_the_smoke_step_keeps_waiting_through_a_failed_status_call(dev_pipeline, tmp_path):
+    """A throttled call is no verdict on the build: the step reports the build's own status."""
+    smoke = _stages(dev_pipeline)["mf-eu-central-1"][-1]
+    commands = "\n".join(_build_commands(_project(dev_pipeline, smoke)))
+    for name, text in (("aws", _FAKE_CODEBUILD), ("sleep", _FAKE_SLEEP)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    result = subprocess.run(["bash", "-c", commands], capture_output=True, text=True, timeout=60,
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(tmp_path),
+                                 "SMOKE_TEST_REGION": "eu-central-1", "SMOKE_TEST_PROJECT": "mf-eu-central-1-smoke-test"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke test build-1: SUCCEEDED" in result.stdout
+    assert len((tmp_path / "polls").read_text().splitlines()) == 3
 
 
 def _pipeline_roles(assembly: Assembly) -> dict[str, dict[str, Any]]:
@@ -270,15 +378,53 @@ def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(dev_pip
             granted.update(actions)
     outside = sorted(a for a in granted if a != "sts:AssumeRole" and a.split(":")[0] not in PIPELINE_SERVICES)
     assert outside == []
-    # CDK grants the connection under its older IAM prefix, which IAM accepts for codeconnections ARNs too.
-    assert {"codestar-connections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
+    assert {"codeconnections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
 
 
-def test_the_source_may_use_only_the_configured_connection(dev_pipeline):
-    uses = [statement["Resource"] for policy in dev_pipeline.resources("mf-pipeline", "AWS::IAM::Policy").values()
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-            if "codestar-connections:UseConnection" in statement["Action"]]
-    assert uses == [example_pipeline()["connection_arn"]]
+def _connection_grants(resources: dict[str, dict[str, Any]], role_arn: dict[str, Any]) -> dict[str, list[str]]:
+    """UseConnection action -> the resources the policies of the role ``role_arn`` (an Fn::GetAtt) grant it on."""
+    role = role_arn["Fn::GetAtt"][0]
+    grants: dict[str, list[str]] = {}
+    for resource in resources.values():
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]:
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                for action in actions:
+                    if action.endswith(":UseConnection"):
+                        grants.setdefault(action, []).append(statement["Resource"])
+    return grants
+
+
+def test_the_source_may_use_the_configured_connection_under_its_arns_service_prefix(variant):
+    """IAM matches a policy's service prefix to the resource's: a codeconnections ARN needs codeconnections:UseConnection."""
+    _, assembly = variant
+    (source,) = _stages(assembly)["Source"]
+    connection_arn = source["Configuration"]["ConnectionArn"]
+    assert connection_arn.startswith("arn:aws:codeconnections:")
+    grants = _connection_grants(assembly.template("mf-pipeline")["Resources"], source["RoleArn"])
+    assert grants["codeconnections:UseConnection"] == [connection_arn]
+    assert all(resources == [connection_arn] for resources in grants.values())  # and no other connection
+
+
+@pytest.mark.parametrize("prefix", ["codeconnections", "codestar-connections"])
+def test_the_source_role_uses_a_connection_of_either_arn_prefix_under_that_prefix(prefix):
+    """Connections made before July 2024 have codestar-connections ARNs (pipelines/README.md): CDK's own grant covers those."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from pipelines.pipeline_stack import PipelineStack, grant_connection_use
+
+    pipeline = {**example_pipeline(), "connection_arn": example_pipeline()["connection_arn"].replace("codeconnections", prefix)}
+    config = load_config({**cdk_json_context(), "account": EXAMPLE_ACCOUNT, "pipeline": pipeline})
+    stack = PipelineStack(cdk.App(), "mf-pipeline", config=config, env=cdk.Environment(account=EXAMPLE_ACCOUNT, region="eu-central-1"))
+    stack.pipeline.build_pipeline()
+    grant_connection_use(stack.pipeline, pipeline["connection_arn"])
+    template = Template.from_stack(stack).to_json()
+    (codepipeline,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    (source,) = codepipeline["Properties"]["Stages"][0]["Actions"]
+    grants = _connection_grants(template["Resources"], source["RoleArn"])
+    assert grants[f"{prefix}:UseConnection"] == [pipeline["connection_arn"]]
+    assert all(resources == [pipeline["connection_arn"]] for resources in grants.values())
 
 
 def test_the_pipeline_variant_holds_the_pipeline_its_baseline_and_each_regions_smoke_test(variant):
