@@ -912,7 +912,7 @@ def _parse_events(key: str, value: Any) -> EventsConfig:
     }))
 
 # Budgets allows 10 notifications per budget, each with one SNS and up to 10 e-mail subscribers;
-# every threshold takes two (ACTUAL and FORECASTED). The alarm topics take the same list of up to 10.
+# every threshold takes two (ACTUAL and FORECASTED). The alarm topics' list is kept at the same 10 (SNS has no such limit).
 MAX_BUDGET_THRESHOLDS, MAX_NOTIFY_EMAILS = 5, 10
 _EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

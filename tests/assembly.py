@@ -31,6 +31,9 @@ DEPLOYMENT_KEYS: dict[str, Any] = {
     "account": None, "pipeline": None, "github": None, "domain": None,
     "budget.notify_emails": [], "observability.notify_emails": [],
 }
+# What a release changes in each service's settings (README "Progressive rollout"): which image runs. The reference
+# settings build every image from its Dockerfile.
+RELEASE_KEYS = ("image_tag", "canary_image_tag", "image")
 
 
 def committed_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
@@ -39,8 +42,13 @@ def committed_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
 
 
 def cdk_json_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
-    """The reference settings every test synthesizes: cdk.json's context with DEPLOYMENT_KEYS at their defaults."""
-    return with_settings(committed_context(cdk_json), DEPLOYMENT_KEYS)
+    """The reference settings every test synthesizes: cdk.json's context with DEPLOYMENT_KEYS at their defaults
+    and no service's RELEASE_KEYS."""
+    context = with_settings(committed_context(cdk_json), DEPLOYMENT_KEYS)
+    for settings in context.get("services", {}).values():
+        for key in RELEASE_KEYS:
+            settings.pop(key, None)
+    return context
 
 
 def with_settings(context: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ VARIANTS: dict[str, dict] = {
     "appmesh": {"mesh": "appmesh"},
     # Domain mode in prod, with an on-call address subscribed to every alarm topic.
     "domain": {"profile": "prod", "account": EXAMPLE_ACCOUNT, "domain": EXAMPLE_DOMAIN,
-               "observability": {"notify_emails": [ONCALL_EMAIL]}},
+               "observability": {**cdk_json_context()["observability"], "notify_emails": [ONCALL_EMAIL]}},
     # CI through GitHub OIDC (dev profile).
     "github": {"github": EXAMPLE_GITHUB},
     # auth's legacy function named (the same name in both regions), 37 % to the service.

@@ -32,16 +32,20 @@ FILLED_IN = {
 
 
 def test_a_deployment_filled_into_cdk_json_leaves_the_tests_reference_settings_as_they_are(tmp_path):
-    """The pipeline runs `make test` on the operator's cdk.json: its deployment keys must not reach the tests."""
+    """The pipeline runs `make test` on the operator's cdk.json: its deployment keys and release tags must not reach
+    the tests."""
     assert set(FILLED_IN) == set(DEPLOYMENT_KEYS)
     cdk_json = json.loads(CDK_JSON.read_text())
     with_settings(cdk_json["context"], FILLED_IN)
+    for settings in cdk_json["context"]["services"].values():  # and a release: every service on a pushed image
+        settings["image_tag"] = "0123456789abcdef0123456789abcdef01234567"
     (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
 
     deployed = load_config(committed_context(tmp_path / "cdk.json"))  # a valid config, with every key set
     assert (deployed.account, deployed.pipeline.repository, deployed.github.repository, deployed.domain.zone_name,
             deployed.budget.notify_emails, deployed.observability.notify_emails) == (
         "123456789012", "acme/platform", "acme/platform", "acme.example", ("finance@acme.example",), ("oncall@acme.example",))
+    assert {service.image_tag for service in deployed.services} == {"0123456789abcdef0123456789abcdef01234567"}
     assert cdk_json_context(tmp_path / "cdk.json") == cdk_json_context()
 
 

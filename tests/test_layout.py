@@ -39,7 +39,7 @@ def test_every_construct_package_has_a_readme_with_its_props():
 
 def test_top_level_layout():
     for path in ("app.py", "cdk.json", "stacks", "constructs", "services", "pipelines", "runbooks", "tests",
-                 "requirements.txt", "package.json", "package-lock.json", "Makefile", "README.md", "CONTRIBUTING.md", "LICENSE", ".ci/run", ".gitignore"):
+                 "requirements.txt", "package.json", "package-lock.json", "Makefile", "README.md", "CONTRIBUTING.md", "SECURITY.md", "LICENSE", ".ci/run", ".gitignore"):
         assert (REPO_ROOT / path).exists(), path
 
 

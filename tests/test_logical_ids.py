@@ -47,6 +47,9 @@ STATEFUL = {
         # A new load balancer has a new ARN and DNS name, which the edge reads only when it is deployed.
         "IngressLoadBalancerAE82CB09": "AWS::ElasticLoadBalancingV2::LoadBalancer",
         "IngressAccessLogs80F9B44E": "AWS::S3::Bucket",
+        # Port 80's listener keeps this ID with and without a domain: under another, CloudFormation would create the
+        # new one while this one still holds the port (DuplicateListener; constructs/ingress/README.md).
+        "IngressLoadBalancerHttp38EB6668": "AWS::ElasticLoadBalancingV2::Listener",
     },
 }
 # The primary region only (constructs/service_data): each service's global table, the multi-Region key it

@@ -20,7 +20,7 @@ import yaml
 from constructs.meshed_service.props import MeshedServiceProps
 from stacks.config import load_config
 from stacks.services_stack import STOP_TIMEOUT_SECONDS
-from tests.assembly import REPO_ROOT, cdk_json_context
+from tests.assembly import REPO_ROOT, cdk_json_context, committed_context
 
 WORKFLOWS_DIR = REPO_ROOT / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.yml"))
@@ -110,11 +110,16 @@ def test_pull_requests_run_make_test_then_make_synth():
     cache = next(step for step in steps if _uses(step, "actions/cache"))
     for pin_file in ("requirements*.txt", "constraints*.txt", "tools/checkov/*.txt", "package-lock.json"):
         assert pin_file in cache["with"]["key"]
+    # main.yml's diff jobs restore what the checks job saved: the same key, or they save a second cache each.
+    diff_cache = next(step for step in _steps(_load("main.yml"), "diff") if _uses(step, "actions/cache"))
+    assert (diff_cache["with"]["key"], diff_cache["with"]["path"]) == (cache["with"]["key"], cache["with"]["path"])
 
 
 def test_main_runs_the_checks_then_diffs_every_stage_through_the_diff_role():
     workflow = _load("main.yml")
-    assert workflow["on"] == {"push": {"branches": [CONFIG.github.branch if CONFIG.github else "main"]}}
+    # The branch the deployment's diff role trusts (cdk.json as it is, not the tests' reference settings).
+    github = load_config(committed_context()).github
+    assert workflow["on"] == {"push": {"branches": [github.branch if github else "main"]}}
     assert workflow["jobs"]["checks"] == {"uses": "./.github/workflows/checks.yml"}
     diff = workflow["jobs"]["diff"]
     assert diff["needs"] == "checks"

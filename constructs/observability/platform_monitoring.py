@@ -208,8 +208,8 @@ class PlatformMonitoring(Construct):
             add_queue_max_message_age_alarm=self.named_alarm(
                 monitoring.MaxMessageAgeThreshold, alarm_name=f"{name}-oldest-message", max_age_in_seconds=max_age.to_seconds(),
                 summary=f"{monitored.service}: the oldest message in {name} is older than {max_age.to_minutes()} minutes (the worker is not keeping up or not running)",
-                # The age only grows while nothing receives: the first period above it pages (within 5 minutes
-                # of the threshold), not the third.
+                # A message this old is stuck, not being retried (failing ones are dead-lettered after some 4.5
+                # minutes): the first period past the age pages, within 5 minutes, not the third.
                 runbook="queue-backlog", datapoints_to_alarm=1, evaluation_periods=1),
         )
 

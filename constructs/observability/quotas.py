@@ -22,10 +22,9 @@ class ServiceQuota:
     dimensions: tuple[tuple[str, str], ...]
     per_second: bool = False  # a rate quota (requests per second) against CallCount per period
 
-    datapoints_to_alarm = 2  # of evaluation_periods
-
     # A count (vCPUs in use) changes slowly: 2 of 2 five-minute periods. A rate quota is spent in bursts of about a
-    # minute (a scale-out pulling images), which a longer period would average away; AWS/Usage publishes per minute.
+    # minute (a scale-out pulling images), which a longer period would average away; AWS/Usage publishes per minute:
+    # 2 of 3 one-minute periods.
     @property
     def period(self) -> cdk.Duration:
         return ONE_MINUTE if self.per_second else FIVE_MINUTES
@@ -33,6 +32,10 @@ class ServiceQuota:
     @property
     def evaluation_periods(self) -> int:
         return 3 if self.per_second else 2
+
+    @property
+    def datapoints_to_alarm(self) -> int:
+        return 2
 
     def usage(self) -> cloudwatch.Metric:
         return cloudwatch.Metric(namespace="AWS/Usage", metric_name=self.metric_name, dimensions_map=dict(self.dimensions),
