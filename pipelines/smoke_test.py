@@ -21,13 +21,12 @@ from typing import Mapping, Sequence
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import pipelines
 
 from constructs.compliance import acknowledge_nag, skip_checkov
-from stacks.config import FoundationConfig, env_prefix
+from stacks.config import FoundationConfig
 from stacks.defaults import profile_defaults
 from stacks.region_stage import RegionStage
 
@@ -61,19 +60,6 @@ def smoke_test_project_name(config: FoundationConfig, region: str) -> str:
     return f"{config.prefix}-{region}-smoke-test"
 
 
-def legacy_target_groups(config: FoundationConfig, stage: RegionStage) -> dict[str, dict[str, elbv2.IApplicationTargetGroup]]:
-    """Service name -> {variable: target group}: the service's own target groups (not the legacy function's), for
-    each service that shares its path with a legacy function."""
-    groups: dict[str, dict[str, elbv2.IApplicationTargetGroup]] = {}
-    for service in config.exposed_services:
-        if service.legacy:
-            routed = stage.services.ingress.routes[service.name]
-            groups[service.name] = {f"{env_prefix(service.name)}_TARGET_GROUP": routed.target_group}
-            if routed.alternate_target_group:
-                groups[service.name][f"{env_prefix(service.name)}_ALTERNATE_TARGET_GROUP"] = routed.alternate_target_group
-    return groups
-
-
 def health_check_commands(config: FoundationConfig, region: str, target_groups: Mapping[str, Sequence[str]] = {}) -> list[str]:
     """The shell lines that check each exposed service and fail if any is unhealthy.
 
@@ -81,7 +67,7 @@ def health_check_commands(config: FoundationConfig, region: str, target_groups: 
     listens on HTTP:80 under its own DNS name. With one it serves HTTPS for the regional name only, so curl
     asks for that name (the certificate is checked) while connecting to the load balancer from the stack
     output. A service with a legacy function is checked through its target groups instead, each named by a
-    variable in ``target_groups`` (service name -> variables, as ``legacy_target_groups`` gives them).
+    variable in ``target_groups`` (service name -> variables, as ``ServicesStack.legacy_target_groups`` gives them).
     """
     lines = [
         "unhealthy=0",
@@ -116,7 +102,7 @@ class SmokeTestStack(cdk.Stack):
         region = stage.region
         load_balancer = stage.services.ingress.load_balancer
         listener_port = 443 if config.domain else 80
-        target_groups = legacy_target_groups(config, stage)
+        target_groups = stage.services.legacy_target_groups
 
         security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=stage.network.vpc, allow_all_outbound=False,
@@ -188,20 +174,13 @@ class SmokeTestStack(cdk.Stack):
 def smoke_test_step(config: FoundationConfig, stage: RegionStage) -> pipelines.CodeBuildStep:
     """The pipeline's post-deploy step of ``stage``: start the regional project with the load balancer's
     DNS name (and the target groups of services with a legacy function) from the services stack's outputs,
-    wait for it, and fail unless it succeeded.
-
-    It adds those target groups' outputs to the services stack: read from this deploy's outputs, like the
-    DNS name, they are current even where the smoke-test stack's own references would be stale (README,
-    "Deploy one region", on Fn::GetStackOutput).
+    wait for it, and fail unless it succeeded. Read from this deploy's outputs, they are current even where the
+    smoke-test stack's own references would be stale (README, "Deploy one region", on Fn::GetStackOutput).
     """
     region = stage.region
     project_arn = f"arn:{cdk.Aws.PARTITION}:codebuild:{region}:{config.account}:project/{smoke_test_project_name(config, region)}"
-    outputs = {LOAD_BALANCER_VARIABLE: stage.services.node.find_child("LoadBalancerDnsName")}
-    for groups in legacy_target_groups(config, stage).values():
-        for variable, group in groups.items():
-            outputs[variable] = cdk.CfnOutput(
-                stage.services, "SmokeTest" + variable.title().replace("_", ""), value=group.target_group_arn,
-                description=f"Target group the pipeline's smoke test checks ({variable})")
+    outputs = {LOAD_BALANCER_VARIABLE: stage.services.node.find_child("LoadBalancerDnsName"),
+               **stage.services.legacy_target_group_outputs}
     overrides = " ".join(f'"name={variable},value=${variable},type=PLAINTEXT"' for variable in outputs)
     aws = 'aws codebuild --region "$SMOKE_TEST_REGION"'
     return pipelines.CodeBuildStep(

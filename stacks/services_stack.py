@@ -12,6 +12,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -111,8 +112,10 @@ class ServicesStack(cdk.Stack):
     ``resources``: name -> ServiceResources (services that own or publish anything),
     ``config_parameters``: name -> ServiceConfigParameters (each service's settings in SSM),
     ``strangler_figs``: name -> StranglerFig (services with a config ``legacy`` function),
-    ``listener_rule_guard``: the ListenerRuleGuard of the other exposed services' rules (None without any) and
-    ``rollback``: the ServiceRollbackAutomation document `<prefix>-rollback-service`.
+    ``listener_rule_guard``: the ListenerRuleGuard of the other exposed services' rules (None without any),
+    ``rollback``: the ServiceRollbackAutomation document `<prefix>-rollback-service`, and for the services with a
+    ``legacy`` function ``legacy_target_groups`` (name -> {smoke test variable: the service's own target group})
+    and ``legacy_target_group_outputs`` (variable -> output of the group's ARN).
     """
 
     def __init__(
@@ -194,6 +197,29 @@ class ServicesStack(cdk.Stack):
         if publishers:
             restrict_publishers(self, "EventBusPublishers", event_bus=platform.event_bus, publishers=publishers)
         self.rollback = self._rollback_automation()
+        self.legacy_target_groups, self.legacy_target_group_outputs = self._legacy_target_group_outputs()
+
+    def _legacy_target_group_outputs(self) -> tuple[dict[str, dict[str, elbv2.IApplicationTargetGroup]], dict[str, cdk.CfnOutput]]:
+        """The own target groups (not the legacy function's) of each service that shares its path with a legacy
+        function, by the variable the pipeline's smoke test names each by (``<SERVICE>_TARGET_GROUP``,
+        ``<SERVICE>_ALTERNATE_TARGET_GROUP``): service name -> {variable: group}, and variable -> this stack's
+        output of the group's ARN. The smoke test reads the outputs of the deploy it follows, like
+        ``LoadBalancerDnsName``: current even where its own stack's references would be stale (pipelines/smoke_test.py)."""
+        groups: dict[str, dict[str, elbv2.IApplicationTargetGroup]] = {}
+        outputs: dict[str, cdk.CfnOutput] = {}
+        for service in self.config.exposed_services:
+            if not service.legacy:
+                continue
+            routed = self.ingress.routes[service.name]
+            prefix = env_prefix(service.name)
+            groups[service.name] = {variable: group for variable, group in (
+                (f"{prefix}_TARGET_GROUP", routed.target_group), (f"{prefix}_ALTERNATE_TARGET_GROUP", routed.alternate_target_group))
+                if group is not None}
+            for variable, group in groups[service.name].items():
+                outputs[variable] = cdk.CfnOutput(
+                    self, "SmokeTest" + variable.title().replace("_", ""), value=group.target_group_arn,
+                    description=f"Target group the pipeline's smoke test checks ({variable})")
+        return groups, outputs
 
     def _rollback_automation(self) -> ServiceRollbackAutomation:
         """`<prefix>-rollback-service` (runbooks): back to the previous task definition revision. CloudFormation

@@ -30,10 +30,6 @@ class Readme:
         self.module = importlib.import_module(f"constructs.{package}")
         self.exports = {name: getattr(self.module, name) for name in self.module.__all__}
         self.constructs = [name for name, obj in self.exports.items() if inspect.isclass(obj) and issubclass(obj, Construct)]
-        # The construct(s) a table or row documents when it names none: those the title names, else all of them
-        # (so that a table meant for one of several is checked against every one and fails loudly).
-        title = set(re.findall(r"\w+", self.text.splitlines()[0]))
-        self.main = [name for name in self.constructs if name in title] or self.constructs
 
     def tables(self):
         """(section, heading, lead, header, rows) per table outside code blocks: its `## ` section, the nearest
@@ -91,27 +87,24 @@ def compare(readme: Readme, where: str, name: str, documented: dict[str, bool]) 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_props_tables_match_the_signatures(package):
-    """Every Props table (header `Prop`) against the signature of what it documents: the exports named by a
-    signature line above it (`Name(...)`), else by its heading, else the package's main construct. A row `Class.prop`
-    documents `Class`'s prop. A prose signature `Name(a, *, b=None)` is checked the same way; every construct must
-    have one or the other."""
+    """Every Props table (header `Prop`) against the signature of the exports it documents: those a `Name(...)` line
+    above it names, else those its nearest heading names. A prose signature `Name(a, *, b=None)` is checked the same
+    way; every construct must have one or the other."""
     readme = Readme(package)
     documented: dict[str, dict[str, bool]] = {}
+    problems = []
     for _, heading, lead, header, rows in readme.tables():
         if header[0] != "Prop":
             continue
         named = [n for n in re.findall(r"`(\w+)\(", lead) if n in readme.exports]
-        named = named or [n for n in re.findall(r"\w+", heading) if n in readme.exports] or readme.main
-        # A table for two (`### EdgeDistribution and RegionalOrigin`) gives the second's rows as `RegionalOrigin.x`.
-        first_column = " ".join(row[0] for row in rows)
-        unprefixed = [name for name in named if f"`{name}." not in first_column]
-        default = header.index("Default")
-        for row in rows:
-            for prop in re.findall(r"`\*?([\w.]+)`", row[0]):  # `a`, `b` share a row; `*rule_ids` is a parameter too
-                owner, _, prop = prop.rpartition(".")
-                for name in [owner] if owner else unprefixed:
-                    documented.setdefault(name, {})[prop] = row[default].startswith("required")
-    problems = [p for name, props in documented.items() for p in compare(readme, "Props table", name, props)]
+        named = named or [n for n in re.findall(r"\w+", heading) if n in readme.exports]
+        if not named:
+            problems.append(f"{readme.name}: the Props table under `{heading}` names no class: put `Class(...)` above it or the class in its heading")
+        for name in named:
+            for row in rows:  # `a`, `b` share a row; `*rule_ids` is a parameter too
+                for prop in re.findall(r"`\*?([\w.]+)`", row[0]):
+                    documented.setdefault(name, {})[prop] = row[header.index("Default")].startswith("required")
+    problems += [p for name, props in documented.items() for p in compare(readme, "Props table", name, props)]
 
     # Signatures in prose, e.g. `TableIndex(name, partition_key, sort_key)`; `...` marks one a table completes.
     for name, args in re.findall(r"`([A-Za-z_]\w*)\(([^`]*)\)(?: -> [^`]*)?`", readme.text):
@@ -192,8 +185,9 @@ def members(cls: type) -> set[str]:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_attributes_tables_name_what_instances_have(package):
-    """Every row of the Attributes tables: `Class.attr` or `attr` (the package's main construct, or the table's
-    Class/Construct column), `.attr` (the class last named), `a` / `b`, `method(args)`, or a name in `__all__`."""
+    """Every name in the Attributes tables is an export, or an attribute (or method) of its class: the one a
+    `Class.attr` names (`.attr` after it: the same class), the row's Class/Construct column, or the README's one
+    construct."""
     readme = Readme(package)
     problems = []
     for section, _, _, header, rows in readme.tables():
@@ -201,18 +195,17 @@ def test_attributes_tables_name_what_instances_have(package):
             continue
         column = next(i for i, h in enumerate(header) if h in ("Attribute", "Attributes", "Name"))
         owner_column = next((i for i, h in enumerate(header) if h in ("Class", "Construct")), None)
-        current: list[str] = readme.main
+        last = None
         for row in rows:
-            row_owner = [row[owner_column].strip("`")] if owner_column is not None else None
             # Asides in parentheses after a name (`facade` (the `MonitoringFacade`)) are not attributes.
-            for dotted in re.findall(r"`([\w.]+)(?:\([^`]*\))?`", re.sub(r"\s\([^)]*\)", "", row[column])):
-                owner, dot, name = dotted.rpartition(".")
-                if owner:
-                    current = [owner]
-                owners = current if dot else row_owner or readme.main
-                if not dot and name in readme.exports:
+            for dotted, owner, name in re.findall(r"`((\w*)\.)?(\w+)(?:\([^`]*\))?`", re.sub(r"\s\([^)]*\)", "", row[column])):
+                if not dotted and name in readme.exports:
                     continue
-                for cls in owners:
-                    if cls not in readme.exports or name not in members(readme.exports[cls]):
-                        problems.append(f"{readme.name}: Attributes table names `{name}`, which {cls} does not set")
+                last = owner or last
+                cls = (last if dotted else row[owner_column].strip("`") if owner_column is not None
+                       else readme.constructs[0] if len(readme.constructs) == 1 else None)
+                if cls is None:
+                    problems.append(f"{readme.name}: Attributes table names `{name}` without its class: write `Class.{name}`")
+                elif cls not in readme.exports or name not in members(readme.exports[cls]):
+                    problems.append(f"{readme.name}: Attributes table names `{name}`, which {cls} does not set")
     assert not problems, "\n".join(problems)

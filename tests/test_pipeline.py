@@ -207,6 +207,14 @@ def test_a_service_behind_a_legacy_function_is_smoke_tested_by_its_target_groups
         assert {"Action": "elasticloadbalancing:DescribeTargetHealth", "Effect": "Allow", "Resource": "*"} in granted
 
 
+def test_the_services_stack_outputs_a_legacy_services_target_groups_with_or_without_a_pipeline(strangler, prod_pipeline):
+    """The services stack makes them (as LoadBalancerDnsName): the step only reads them, so its template does not
+    depend on whether a pipeline exists."""
+    for assembly in (strangler, prod_pipeline):
+        outputs = assembly.template("mf-eu-west-1/services")["Outputs"]
+        assert set(LEGACY_TARGET_GROUPS.values()) <= set(outputs)
+
+
 def test_the_smoke_test_may_reach_the_load_balancer_listener(dev_pipeline):
     stack = "mf-eu-west-1/smoke-test"
     (group,) = dev_pipeline.resources(stack, "AWS::EC2::SecurityGroup").values()

@@ -37,7 +37,7 @@ import pytest
 from botocore.exceptions import UnknownServiceError
 from botocore import xform_name
 
-from tests.test_runbooks import FENCED, command_files
+from tests.test_runbooks import FENCED, command_file_id, command_files
 
 # AWS CLI v2 global options, from the synopsis every command's reference page ends with, e.g.
 # https://docs.aws.amazon.com/cli/latest/reference/logs/tail.html (and the user guide's
@@ -401,10 +401,10 @@ def test_an_unknown_command_option_or_missing_required_option_is_reported():
     ]
 
 
-@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", command_files(), ids=command_file_id)
 def test_every_aws_cli_command_in_a_runbook_is_one_the_cli_accepts(path: Path):
     problems = runbook_cli_problems(path.read_text())
-    assert not problems, f"runbooks/{path.name}:\n" + "\n".join(problems)
+    assert not problems, f"{command_file_id(path)}:\n" + "\n".join(problems)
 
 
 def test_the_reader_sees_the_commands_the_runbooks_hold():

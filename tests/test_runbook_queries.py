@@ -45,7 +45,7 @@ from jmespath.exceptions import JMESPathError
 
 from tests.test_runbook_cli import (CUSTOM_COMMANDS, CUSTOM_ONLY_SERVICES, GLOBAL_FLAGS, _operations, _service_model,
                                     aws_commands)
-from tests.test_runbooks import command_files
+from tests.test_runbooks import command_file_id, command_files
 
 
 # ---- The shapes a query can produce besides botocore's ----
@@ -382,10 +382,10 @@ def test_the_walker_reports_each_kind_of_mistake_and_accepts_what_the_cli_answer
         assert problem.startswith(f"line {line}: {command}: {start}"), problem
 
 
-@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", command_files(), ids=command_file_id)
 def test_every_query_in_a_runbook_names_fields_the_output_has(path: Path):
     problems = runbook_query_problems(path.read_text())
-    assert not problems, "\n".join(f"runbooks/{path.name} {problem}" for problem in problems)
+    assert not problems, "\n".join(f"{command_file_id(path)} {problem}" for problem in problems)
 
 
 def test_the_queries_are_read_and_walked():

@@ -448,8 +448,15 @@ ROUTE_KINDS = ("httpRoute", "http2Route", "grpcRoute", "tcpRoute")
 
 
 def command_files() -> list[Path]:
-    """The runbooks and their README (which shows the Automation commands too)."""
-    return [*runbook_files(), RUNBOOKS / "README.md"]
+    """Every document that shows commands to copy: the runbooks and their README (which shows the Automation
+    commands too), the top README (set-up and clean-up), the pipeline's and each construct's README."""
+    return [*runbook_files(), RUNBOOKS / "README.md", REPO_ROOT / "README.md", REPO_ROOT / "pipelines" / "README.md",
+            *sorted(REPO_ROOT.glob("constructs/*/README.md"))]
+
+
+def command_file_id(path: Path) -> str:
+    """``path`` relative to the repository, as the tests over ``command_files`` name it."""
+    return str(path.relative_to(REPO_ROOT))
 
 
 def _command_text(markdown: str, start: int) -> str:
@@ -590,10 +597,10 @@ def test_an_unknown_document_undeclared_or_missing_parameter_or_disallowed_value
     ]
 
 
-@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", command_files(), ids=command_file_id)
 def test_every_automation_command_names_a_document_and_parameters_the_app_declares(path, automation_documents):
     problems = automation_problems(path.read_text(), automation_documents)
-    assert not problems, f"{path.name}: {problems}"
+    assert not problems, f"{command_file_id(path)}: {problems}"
 
 
 def test_json_that_does_not_parse_or_a_route_to_a_missing_virtual_node_is_reported(virtual_nodes):
@@ -606,10 +613,10 @@ def test_json_that_does_not_parse_or_a_route_to_a_missing_virtual_node_is_report
     assert len(problems) == 2 and problems[1].startswith("--input: not JSON")
 
 
-@pytest.mark.parametrize("path", command_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize("path", command_files(), ids=command_file_id)
 def test_every_inline_json_parses_and_every_route_spec_names_virtual_nodes_that_exist(path, virtual_nodes):
     problems = json_problems(path.read_text(), virtual_nodes)
-    assert not problems, f"{path.name}: {problems}"
+    assert not problems, f"{command_file_id(path)}: {problems}"
 
 
 def test_the_readers_see_the_route_specs_and_automation_commands_the_runbooks_hold():

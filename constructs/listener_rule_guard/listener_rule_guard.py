@@ -10,8 +10,6 @@ from typing import Sequence
 import aws_cdk as cdk
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -20,9 +18,7 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
 from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
-from constructs.strangler_fig.strangler_fig import (
-    ARCHITECTURE, DEPLOYMENT_ENDED, FUNCTION_DIR, MAX_EVENT_AGE, RETRY_ATTEMPTS, RUNTIME, STACK_UPDATE_ENDED,
-)
+from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, reconcile_triggers
 
 
 @dataclass(frozen=True)
@@ -84,24 +80,12 @@ class ListenerRuleGuard(Construct):
         # Describe calls take no resource-level permissions in Elastic Load Balancing.
         self.role.add_to_principal_policy(iam.PolicyStatement(
             actions=["elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetHealth"], resources=["*"]))
-        target = events_targets.LambdaFunction(
-            self.function, dead_letter_queue=self.dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
-        self.stack_rule = events.Rule(
-            self, "StackUpdated", description="The stack was updated: put its traffic-shifting listener rules' weights on the serving groups",
-            event_pattern=events.EventPattern(
-                source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
-                detail={"stack-id": [stack.stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
-            targets=[target],
-        )
         # The function skips a service while its deployment is under way; a stack update that wrote the rule then
         # (after ECS's last shift, during the bake) is put right when the deployment ends.
-        self.deployment_rule = events.Rule(
-            self, "DeploymentEnded", description="A guarded service's ECS deployment ended: put the listener rules' weights on the serving groups",
-            event_pattern=events.EventPattern(
-                source=["aws.ecs"], detail_type=["ECS Deployment State Change"],
-                resources=[rule.service.service_arn for rule in rules], detail={"eventName": list(DEPLOYMENT_ENDED)}),
-            targets=[target],
-        )
+        _, self.stack_rule, self.deployment_rule = reconcile_triggers(
+            self, self.function, self.dead_letter_queue, service_arns=[rule.service.service_arn for rule in rules],
+            stack_description="The stack was updated: put its traffic-shifting listener rules' weights on the serving groups",
+            deployment_description="A guarded service's ECS deployment ended: put the listener rules' weights on the serving groups")
         self._acknowledge()
 
     def _acknowledge(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
@@ -14,6 +16,11 @@ MIN_REQUESTS_PER_MINUTE = 20
 # The gRPC codes that are the server's fault (the ones that map to 5xx): UNKNOWN, DEADLINE_EXCEEDED,
 # UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. A client's mistakes (NOT_FOUND, INVALID_ARGUMENT...) are not.
 GRPC_SERVER_ERROR_CODES = (2, 4, 12, 13, 14, 15)
+
+
+def floor_note(counted: str = "requests", *, rate: bool) -> str:
+    """How an alarm's summary says what ``error_rate`` (``rate``) or ``latency_p95`` make of a quiet minute."""
+    return f"minutes with fewer than {MIN_REQUESTS_PER_MINUTE} {counted} count as 0{' %' if rate else ''}"
 
 
 def error_rate(errors: cloudwatch.IMetric, requests: cloudwatch.IMetric,
@@ -70,6 +77,34 @@ def grpc_latency_p95(namespace: str, dimensions: dict[str, str], label: str = "p
     """p95 of the service's own gRPC calls in milliseconds (``rpc.server.duration``), with ``latency_p95``'s floor."""
     return latency_p95(own_metric(namespace, GRPC_DURATION, "p95", dimensions, label),
                        own_metric(namespace, GRPC_DURATION, "SampleCount", dimensions, "calls"), label)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One alarm, whichever construct makes it: ``<prefix>-<service>-<what>``, ``metric`` above ``threshold``."""
+
+    what: str
+    metric: cloudwatch.IMetric
+    threshold: float
+    summary: str
+    runbook: str
+
+
+def grpc_alarm_specs(name: str, namespace: str, *, max_error_percent: float,
+                     max_p95_latency_ms: float) -> tuple[AlarmSpec, AlarmSpec]:
+    """The service's gRPC pair on its own metrics, ``grpc-server-error-rate`` and ``grpc-server-p95-latency``: Service
+    Connect makes them deployment alarms (service_connect.py), App Mesh notify-only ones in the observability stack
+    (constructs/observability/service_monitoring.py). One name, one alarm, whichever backend makes it."""
+    calls = {"service.name": name}
+    codes = ", ".join(map(str, GRPC_SERVER_ERROR_CODES))
+    return (
+        AlarmSpec("grpc-server-error-rate", grpc_error_rate(namespace, calls), max_error_percent,
+                  (f"{name}: more than {max_error_percent:g}% of its gRPC calls failed with a server error ({codes}); "
+                   + floor_note("calls", rate=True)), "elevated-5xx"),
+        AlarmSpec("grpc-server-p95-latency", grpc_latency_p95(namespace, calls), max_p95_latency_ms,
+                  f"{name}: p95 duration of its gRPC calls above {max_p95_latency_ms} ms; " + floor_note("calls", rate=False),
+                  "latency-slo-breach"),
+    )
 
 
 # Service Connect counts a service's responses, and times them, in its callers' proxies: on the dimension

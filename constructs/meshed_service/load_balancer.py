@@ -12,7 +12,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 
 from constructs.compliance import acknowledge_nag, skip_cfn_lint
 
-from .alarms import deployment_alarm, error_rate, latency_p95
+from .alarms import deployment_alarm, error_rate, floor_note, latency_p95
 from .extensions import ServiceExtension
 from .scaling import track_requests_per_target
 from .service import APP_CONTAINER, MeshedFargateService
@@ -97,14 +97,16 @@ class LoadBalancerTarget(ServiceExtension):
                 deployment_alarm(
                     service, f"LoadBalancerGroup{i}FiveXxRateAlarm", error_rate(errors, requests),
                     alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-5xx-rate", threshold=settings.max_5xx_percent,
-                    summary=f"{name}, load balancer target group {i}: more than {settings.max_5xx_percent}% of requests answered 5xx",
+                    summary=(f"{name}, load balancer target group {i}: more than {settings.max_5xx_percent:g}% of requests answered 5xx; "
+                             + floor_note(rate=True)),
                     runbook="elevated-5xx", action=settings.action),
                 deployment_alarm(
                     service, f"LoadBalancerGroup{i}P95LatencyAlarm",
                     latency_p95(group.metrics.target_response_time(period=minute, statistic="p95"), requests),
                     # CloudWatch reports TargetResponseTime in seconds.
                     alarm_name=f"{settings.alarm_name_prefix}-{name}-lb-group{i}-p95-latency", threshold=settings.max_p95_latency_ms / 1000,
-                    summary=f"{name}, load balancer target group {i}: p95 response time above {settings.max_p95_latency_ms} ms",
+                    summary=(f"{name}, load balancer target group {i}: p95 response time above {settings.max_p95_latency_ms} ms; "
+                             + floor_note(rate=False)),
                     runbook="latency-slo-breach", action=settings.action),
             ]
 

@@ -19,10 +19,9 @@ from constructs.compliance import acknowledge_nag
 
 from .adot import AdotCollector
 from .alarms import (
-    GRPC_SERVER_ERROR_CODES,
     deployment_alarm,
-    grpc_error_rate,
-    grpc_latency_p95,
+    floor_note,
+    grpc_alarm_specs,
     service_connect_error_rate,
     service_connect_latency_p95,
 )
@@ -210,13 +209,14 @@ class _ServiceConnectExtension(ServiceExtension):
                 deployment_alarm(
                     service, "FiveXxRateAlarm", service_connect_error_rate(endpoint),
                     alarm_name=self._alarm_name("5xx-rate"), threshold=rollout.alarm_5xx_percent,
-                    summary=f"{name}: more than {rollout.alarm_5xx_percent}% of requests answered 5xx", runbook="elevated-5xx",
-                    action=action),
+                    summary=(f"{name}: more than {rollout.alarm_5xx_percent:g}% of requests answered 5xx; "
+                             + floor_note(rate=True)),
+                    runbook="elevated-5xx", action=action),
                 deployment_alarm(
                     service, "P95LatencyAlarm", service_connect_latency_p95(endpoint),
                     alarm_name=self._alarm_name("p95-latency"), threshold=rollout.alarm_p95_latency_ms,
-                    summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms", runbook="latency-slo-breach",
-                    action=action),
+                    summary=f"{name}: p95 response time above {rollout.alarm_p95_latency_ms} ms; " + floor_note(rate=False),
+                    runbook="latency-slo-breach", action=action),
             ]
         if service.props.grpc_port:
             # gRPC status codes travel in trailers, which no Service Connect metric reads: the service's own
@@ -226,19 +226,12 @@ class _ServiceConnectExtension(ServiceExtension):
             collector = next((e for e in service.extensions if isinstance(e, AdotCollector)), None)
             if collector is None:
                 raise ValueError(f"{name}: grpc_port needs an AdotCollector extension; its gRPC deployment alarms read the service's own metrics")
-            calls = {"service.name": name}
+            specs = grpc_alarm_specs(name, collector.metrics_namespace, max_error_percent=rollout.alarm_5xx_percent,
+                                     max_p95_latency_ms=rollout.alarm_p95_latency_ms)
             self.alarms += [
-                deployment_alarm(
-                    service, "GrpcErrorRateAlarm", grpc_error_rate(collector.metrics_namespace, calls),
-                    alarm_name=self._alarm_name("grpc-server-error-rate"), threshold=rollout.alarm_5xx_percent,
-                    summary=(f"{name}: more than {rollout.alarm_5xx_percent}% of its gRPC calls failed with a server error "
-                             f"({', '.join(map(str, GRPC_SERVER_ERROR_CODES))})"),
-                    runbook="elevated-5xx", action=action),
-                deployment_alarm(
-                    service, "GrpcP95LatencyAlarm", grpc_latency_p95(collector.metrics_namespace, calls),
-                    alarm_name=self._alarm_name("grpc-server-p95-latency"), threshold=rollout.alarm_p95_latency_ms,
-                    summary=f"{name}: p95 duration of its gRPC calls above {rollout.alarm_p95_latency_ms} ms",
-                    runbook="latency-slo-breach", action=action),
+                deployment_alarm(service, construct_id, spec.metric, alarm_name=self._alarm_name(spec.what),
+                                 threshold=spec.threshold, summary=spec.summary, runbook=spec.runbook, action=action)
+                for construct_id, spec in zip(("GrpcErrorRateAlarm", "GrpcP95LatencyAlarm"), specs, strict=True)
             ]
 
     def _alarm_name(self, what: str) -> str:

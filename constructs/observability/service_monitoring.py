@@ -18,7 +18,10 @@ from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION, VARIANT
 from constructs.meshed_service.alarms import (
     GRPC_SERVER_ERROR_CODES,
     MIN_REQUESTS_PER_MINUTE,
+    AlarmSpec,
     error_rate,
+    floor_note,
+    grpc_alarm_specs,
     grpc_error_rate,
     grpc_latency_p95,
     latency_p95,
@@ -188,7 +191,8 @@ class ServiceMonitoring(Construct):
                     alarm_friendly_name=f"lb-group{i}-5xx-rate",
                     add_alarm=self.named_alarm(
                         monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-5xx-rate"),
-                        summary=f"{self.name}: more than {alarms.max_error_percent}% of the load balancer's requests to target group {i} answered 5xx or failed to connect",
+                        summary=(f"{self.name}: more than {alarms.max_error_percent:g}% of the load balancer's requests to target group {i} "
+                                 f"answered 5xx or failed to connect; {floor_note(rate=True)}"),
                         runbook="elevated-5xx", threshold=alarms.max_error_percent,
                         comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                         datapoints_to_alarm=2, evaluation_periods=3,
@@ -203,7 +207,8 @@ class ServiceMonitoring(Construct):
                         alarm_friendly_name=f"lb-group{i}-p95-latency",
                         add_alarm=self.named_alarm(
                             monitoring.CustomThreshold, alarm_name=self._alarm_name(f"lb-group{i}-p95-latency"),
-                            summary=f"{self.name}: p95 response time of target group {i} above {alarms.max_p95_latency_ms} ms",
+                            summary=(f"{self.name}: p95 response time of target group {i} above {alarms.max_p95_latency_ms} ms; "
+                                     + floor_note(rate=False)),
                             runbook="latency-slo-breach", threshold=alarms.max_p95_latency_ms / 1000,
                             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                             datapoints_to_alarm=2, evaluation_periods=3,
@@ -228,27 +233,15 @@ class ServiceMonitoring(Construct):
             monitoring.CustomMetricGroup(title="Targets", metrics=health),
         ], description="AWS/ApplicationELB, per target group of the service's listener rule")
 
-    def _rate_alarm(self, what: str, rate: cloudwatch.IMetric, *, threshold: float, summary: str,
-                    runbook: str) -> monitoring.CustomMetricWithAlarm:
-        """``<prefix>-<name>-<what>``: ``rate`` (an ``error_rate``) above ``threshold`` in 2 of 3 minutes."""
+    def _alarm(self, spec: AlarmSpec) -> monitoring.CustomMetricWithAlarm:
+        """``<prefix>-<name>-<what>``: the spec's metric (an ``error_rate`` or ``latency_p95``, 0 in minutes with too
+        few requests) above its threshold in 2 of 3 minutes."""
         return monitoring.CustomMetricWithAlarm(
-            metric=rate, alarm_friendly_name=what,
+            metric=spec.metric, alarm_friendly_name=spec.what,
             add_alarm=self.named_alarm(
-                monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
-                threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                monitoring.CustomThreshold, alarm_name=self._alarm_name(spec.what), summary=spec.summary, runbook=spec.runbook,
+                threshold=spec.threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 datapoints_to_alarm=2, evaluation_periods=3, treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
-
-    def _p95_alarm(self, what: str, metric: cloudwatch.IMetric, *, threshold: float, summary: str,
-                   runbook: str) -> monitoring.CustomMetricWithAlarm:
-        """``<prefix>-<name>-<what>``: ``metric`` (a ``latency_p95``, 0 in minutes with too few requests) above
-        ``threshold`` in 2 of 3 minutes."""
-        return monitoring.CustomMetricWithAlarm(
-            metric=metric, alarm_friendly_name=what,
-            add_alarm=self.named_alarm(
-                monitoring.CustomThreshold, alarm_name=self._alarm_name(what), summary=summary, runbook=runbook,
-                threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                datapoints_to_alarm=2, evaluation_periods=3,
-                treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
 
     def _own_metrics(self, grpc: bool, grpc_alarms: SloThresholds | None) -> None:
         """What the service itself measures (OTel, exported by the ADOT sidecar as EMF)."""
@@ -282,17 +275,11 @@ class ServiceMonitoring(Construct):
                     *(own(GRPC_DURATION, p, p) for p in PERCENTILES), own(GRPC_DURATION, "Maximum", "maximum")]),
             ]
         if grpc and grpc_alarms:
-            codes = ", ".join(map(str, GRPC_SERVER_ERROR_CODES))
+            error_rate_alarm, p95_alarm = grpc_alarm_specs(self.name, ns, max_error_percent=grpc_alarms.max_error_percent,
+                                                           max_p95_latency_ms=grpc_alarms.max_p95_latency_ms)
             groups += [
-                monitoring.CustomMetricGroup(title="gRPC server errors (% of calls)", metrics=[self._rate_alarm(
-                    "grpc-server-error-rate", grpc_error_rate(ns, service), threshold=grpc_alarms.max_error_percent, runbook="elevated-5xx",
-                    summary=(f"{self.name}: more than {grpc_alarms.max_error_percent:g}% of its gRPC calls failed with a server "
-                             f"error ({codes}); minutes with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0 %"))]),
-                monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[self._p95_alarm(
-                    "grpc-server-p95-latency", grpc_latency_p95(ns, service), threshold=grpc_alarms.max_p95_latency_ms,
-                    runbook="latency-slo-breach",
-                    summary=(f"{self.name}: p95 duration of its gRPC calls above {grpc_alarms.max_p95_latency_ms} ms; minutes "
-                             f"with fewer than {MIN_REQUESTS_PER_MINUTE} calls count as 0"))]),
+                monitoring.CustomMetricGroup(title="gRPC server errors (% of calls)", metrics=[self._alarm(error_rate_alarm)]),
+                monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[self._alarm(p95_alarm)]),
             ]
         self._custom("The service's own metrics", groups, description=(
             f"Namespace `{ns}`, from the service's OpenTelemetry instruments: every request the service answers, "
@@ -308,14 +295,14 @@ class ServiceMonitoring(Construct):
             return cloudwatch.Metric(namespace=ns, metric_name=metric_name, statistic=statistic, period=MINUTE, label=label,
                                      dimensions_map={"service.name": self.name, VARIANT_ATTRIBUTE: name, **dimensions})
 
-        def rate_alarm(what: str, rate: cloudwatch.IMetric, summary: str):
-            return self._rate_alarm(f"canary-{what}", rate, threshold=alarms.max_error_percent, summary=summary,
-                                    runbook="canary-rollback")
+        def rate_alarm(what: str, rate: cloudwatch.IMetric, summary: str, counted: str):
+            return self._alarm(AlarmSpec(f"canary-{what}", rate, alarms.max_error_percent,
+                                         f"{summary}; {floor_note(counted, rate=True)}", "canary-rollback"))
 
-        def p95_alarm(what: str, metric: cloudwatch.IMetric, threshold: float, summary: str):
-            return self._p95_alarm(f"canary-{what}", metric, threshold=threshold, summary=summary + limit, runbook="canary-rollback")
+        def p95_alarm(what: str, metric: cloudwatch.IMetric, threshold: float, summary: str, counted: str):
+            return self._alarm(AlarmSpec(f"canary-{what}", metric, threshold, f"{summary}; {floor_note(counted, rate=False)}",
+                                         "canary-rollback"))
 
-        limit = f"; minutes with fewer than {MIN_REQUESTS_PER_MINUTE} requests or calls count as 0"
         label = "canary: failed, % of its requests"
         http_failed = summed({f"s{status}": variant(HTTP_DURATION, "SampleCount", str(status), **{"http.response.status_code": str(status)})
                               for status in SERVER_ERROR_STATUSES}, "failed")
@@ -324,12 +311,12 @@ class ServiceMonitoring(Construct):
                 variant(HTTP_DURATION, "SampleCount", "canary"), variant(HTTP_DURATION, "SampleCount", "primary", "primary")]),
             monitoring.CustomMetricGroup(title="Canary HTTP 5xx (% of its requests)", metrics=[rate_alarm(
                 "5xx-rate", error_rate(http_failed, variant(HTTP_DURATION, "SampleCount", "requests"), label=label),
-                f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's requests answered 5xx{limit} %")]),
+                f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's requests answered 5xx", "requests")]),
             monitoring.CustomMetricGroup(title="HTTP p95 (seconds)", metrics=[
                 p95_alarm("p95-latency", latency_p95(variant(HTTP_DURATION, "p95", "canary p95"),
                                                      variant(HTTP_DURATION, "SampleCount", "requests"), "canary p95"),
                           alarms.max_p95_latency_ms / 1000,
-                          f"{self.name}: p95 duration of the App Mesh canary's requests above {alarms.max_p95_latency_ms} ms"),
+                          f"{self.name}: p95 duration of the App Mesh canary's requests above {alarms.max_p95_latency_ms} ms", "requests"),
                 variant(HTTP_DURATION, "p95", "primary p95", "primary")]),
         ]
         if grpc:
@@ -339,10 +326,11 @@ class ServiceMonitoring(Construct):
                 monitoring.CustomMetricGroup(title="Canary gRPC server errors (% of its calls)", metrics=[rate_alarm(
                     "grpc-error-rate", grpc_error_rate(ns, canary, label),
                     f"{self.name}: more than {alarms.max_error_percent:g}% of the App Mesh canary's gRPC calls failed with a "
-                    f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))}){limit} %")]),
+                    f"server error ({', '.join(map(str, GRPC_SERVER_ERROR_CODES))})", "calls")]),
                 monitoring.CustomMetricGroup(title="gRPC p95 (milliseconds)", metrics=[
                     p95_alarm("grpc-p95-latency", grpc_latency_p95(ns, canary, "canary p95"), alarms.max_p95_latency_ms,
-                              f"{self.name}: p95 duration of the App Mesh canary's gRPC calls above {alarms.max_p95_latency_ms} ms"),
+                              f"{self.name}: p95 duration of the App Mesh canary's gRPC calls above {alarms.max_p95_latency_ms} ms",
+                              "calls"),
                     variant(GRPC_DURATION, "p95", "primary p95", "primary")]),
             ]
         self._custom("Canary (App Mesh): its own traffic against the primary's", groups, description=(

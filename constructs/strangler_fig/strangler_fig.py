@@ -14,6 +14,7 @@ from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
@@ -35,6 +36,36 @@ MAX_EVENT_AGE = cdk.Duration.hours(24)
 RETRY_ATTEMPTS = 185
 _FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]{1,128})?$")
 _TARGET_GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+
+
+def reconcile_triggers(
+    scope: Construct, function: lambda_.IFunction, dead_letter_queue: sqs.IQueue, *, stack_description: str,
+    deployment_description: str, service_arns: Sequence[str],
+) -> tuple[events_targets.LambdaFunction, events.Rule, events.Rule | None]:
+    """What runs the reconcile function (this construct's and ListenerRuleGuard's) when the listener rule's
+    weights may have been rewritten: ``(target, stack_rule, deployment_rule)``.
+
+    ``StackUpdated``: an update of ``scope``'s stack completed or rolled back (STACK_UPDATE_ENDED): CloudFormation
+    wrote the template's weights, or the previous template's. ``DeploymentEnded`` (None without ``service_arns``):
+    an ECS deployment of one of them ended (DEPLOYMENT_ENDED): ECS may have shifted the weights. Both invoke
+    ``target``, the function with EventBridge's retries and ``dead_letter_queue``."""
+    target = events_targets.LambdaFunction(
+        function, dead_letter_queue=dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
+    stack_rule = events.Rule(
+        scope, "StackUpdated", description=stack_description,
+        event_pattern=events.EventPattern(
+            source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
+            detail={"stack-id": [cdk.Stack.of(scope).stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
+        targets=[target],
+    )
+    deployment_rule = events.Rule(
+        scope, "DeploymentEnded", description=deployment_description,
+        event_pattern=events.EventPattern(
+            source=["aws.ecs"], detail_type=["ECS Deployment State Change"], resources=list(service_arns),
+            detail={"eventName": list(DEPLOYMENT_ENDED)}),
+        targets=[target],
+    ) if service_arns else None
+    return target, stack_rule, deployment_rule
 
 
 class StranglerFig(Construct):
@@ -78,29 +109,17 @@ class StranglerFig(Construct):
             self, "DeadLetterQueue", dead_letter_of="the rules' target and of the function's failed runs", senders="EventBridge and Lambda",
             queue_name=dead_letter_queue_name)
         self.function = self._function(name, listener_rule, service_target_groups, log_group, function_name)
-        target = events_targets.LambdaFunction(
-            self.function, dead_letter_queue=self.dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
+        # A stack update that touches the rule writes the template's (initial) weights back over the flag's; so
+        # does the rollback of a failed one (back to the previous template's weights).
+        target, self.stack_rule, self.deployment_rule = reconcile_triggers(
+            self, self.function, self.dead_letter_queue, service_arns=deployment_service_arns,
+            stack_description=f"{name}: the stack with the load balancer rule was updated; apply the migration flag again",
+            deployment_description=f"{name}: an ECS deployment ended; apply the migration flag again")
         self.flag_rule = events.Rule(
             self, "FlagChanged", description=f"{name}: the migration flag changed; apply it to the load balancer rule",
             event_pattern=events.EventPattern(
                 source=["aws.ssm"], detail_type=["Parameter Store Change"],
                 detail={"name": [parameter_name], "operation": ["Create", "Update"]}),
-            targets=[target],
-        )
-        self.deployment_rule = events.Rule(
-            self, "DeploymentEnded", description=f"{name}: an ECS deployment ended; apply the migration flag again",
-            event_pattern=events.EventPattern(
-                source=["aws.ecs"], detail_type=["ECS Deployment State Change"], resources=list(deployment_service_arns),
-                detail={"eventName": list(DEPLOYMENT_ENDED)}),
-            targets=[target],
-        ) if deployment_service_arns else None
-        # A stack update that touches the rule writes the template's (initial) weights back over the flag's; so
-        # does the rollback of a failed one (back to the previous template's weights).
-        self.stack_rule = events.Rule(
-            self, "StackUpdated", description=f"{name}: the stack with the load balancer rule was updated; apply the migration flag again",
-            event_pattern=events.EventPattern(
-                source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
-                detail={"stack-id": [stack.stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
             targets=[target],
         )
         self._acknowledge()
