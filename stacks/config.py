@@ -757,6 +757,18 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
     return tuple(services)
 
 
+SERVICES_DIR = EVENT_CONTRACTS_DIR.parent.parent  # services/<name>/Dockerfile: an image built as a CDK asset
+
+
+def _check_images(values: dict[str, Any]) -> None:
+    """A service without image or image_tag is built from services/<name>/Dockerfile: it must exist (checked last,
+    so that the config's own mistakes are reported first)."""
+    for service in values["services"]:
+        if not service.image and not service.image_tag and not (SERVICES_DIR / service.name / "Dockerfile").exists():
+            raise ConfigError(f"services.{service.name}.image", None, f"no image: add services/{service.name}/Dockerfile, "
+                                                                        "or set image_tag (the region's ECR repository) or image")
+
+
 def _check_events_and_ports(item_key: str, name: str, fields: dict[str, Any], services: dict[str, Any]) -> None:
     grpc_port = fields["grpc_port"]
     if grpc_port is not None and (grpc_port == fields["port"] or grpc_port in SIDECAR_PORTS):
@@ -1199,6 +1211,7 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         # until its chaos config names a service.
         values["chaos"] = None
     _check_chaos(values)
+    _check_images(values)
     return FoundationConfig(**values)
 
 

@@ -147,6 +147,9 @@ CASES = [
     ("migration percent above 100", {"services": json.dumps({"auth": {"path": "/api/auth", "legacy": {
         "function_name": "auth-v1", "initial_percent_to_service": 101}}})},
      ["services.auth.legacy.initial_percent_to_service=101", "from 0 to 100"]),
+    ("service without an image or a Dockerfile", {"regions": _regions(("eu-central-1", "10.10.0.0/16")),
+                                                  "services": json.dumps({"auth": {"path": "/api/auth"}, "billing": {"path": "/api/billing"}})},
+     ["services.billing.image=null", "add services/billing/Dockerfile, or set image_tag"]),
     ("chaos targets an unknown service", {"chaos": json.dumps({"service": "billing"})},
      ["chaos.service='billing'", "auth, persona, vc-start"]),
     ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
