@@ -900,6 +900,21 @@ def _parse_domain(key: str, value: Any) -> DomainConfig | None:
     }))
 
 
+# ACM: a certificate's domain name (its Common Name) is at most 64 characters, periods included.
+ACM_MAX_DOMAIN_NAME = 64
+
+
+def _check_domain(values: dict[str, Any]) -> None:
+    """The longest certificate name the app requests is a region's <region>.<subdomain>.<zone_name> (the edge's is shorter)."""
+    domain = values["domain"]
+    if domain is None:
+        return
+    longest = max((domain.regional_name(region.name) for region in values["regions"]), key=len)
+    if len(longest) > ACM_MAX_DOMAIN_NAME:
+        raise ConfigError("domain.zone_name", domain.zone_name, f"the certificate name {longest} is {len(longest)} characters; "
+                                                                f"ACM allows {ACM_MAX_DOMAIN_NAME}: use a shorter zone_name or subdomain")
+
+
 _DEFAULT_SERVICES = {
     "auth": {"calls": [], "path": "/api/auth", "priority": 10, "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
              "signing_key": True},
@@ -1204,6 +1219,7 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             f"must be one of the configured regions: {', '.join(r.name for r in values['regions'])}",
         )
     _check_pipeline(values)
+    _check_domain(values)
     _check_legacy(values)
     default_chaos = _parse_chaos("chaos", _KEYS["chaos"][0])
     if values["chaos"] == default_chaos and default_chaos.service not in {service.name for service in values["services"]}:

@@ -76,6 +76,10 @@ CASES = [
     ("domain without a zone ID", {"domain": json.dumps({"zone_name": "example.com"})}, ['domain={"zone_name": "example.com"}', "hosted_zone_id"]),
     ("domain zone name with upper case", {"domain": json.dumps({"zone_name": "Example.com", "hosted_zone_id": "Z0123456789ABC"})}, ["domain.zone_name='Example.com'", "lower-case DNS zone name"]),
     ("malformed hosted zone ID", {"domain": json.dumps({"zone_name": "example.com", "hosted_zone_id": "zone-1"})}, ["domain.hosted_zone_id='zone-1'", "Route 53 hosted zone ID"]),
+    # 50 characters pass the zone name's pattern; eu-central-1.api.<zone> is 67.
+    ("domain too long for an ACM certificate", {"regions": _regions(("eu-central-1", "10.10.0.0/16")), "domain": json.dumps({
+        "zone_name": "platform-engineering.internal-services.example.com", "hosted_zone_id": "Z0123456789ABC"})},
+     ["domain.zone_name='platform-engineering.internal-services.example.com'", "eu-central-1.api.platform-engineering", "67 characters; ACM allows 64"]),
     ("two services on one path", {"services": json.dumps({"auth": {"path": "/api/x"}, "persona": {"path": "/api/x"}})}, ["services.persona.path='/api/x'", "already routes to auth"]),
     ("edge with three regions", {"regions": _regions(("eu-central-1", "10.10.0.0/16"), ("eu-west-1", "10.20.0.0/16"), ("eu-north-1", "10.30.0.0/16"))}, ["regions=", "exactly two regions"]),
     ("two services on one rule priority", {"services": json.dumps({"auth": {"path": "/api/a", "priority": 10}, "persona": {"path": "/api/p", "priority": 10}})},
