@@ -833,8 +833,13 @@ def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
     }))
 
 
+# The traffic shift's bake over all steps (traffic_shift.MAX_TOTAL_BAKE_MINUTES): a minute's check costs about 13
+# execution history events, and a Step Functions standard execution keeps at most 25,000.
+APPMESH_MAX_TOTAL_BAKE_MINUTES = 24 * 60
+
+
 def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
-    return AppMeshConfig(**_object(key, value, {
+    config = AppMeshConfig(**_object(key, value, {
         "canary_weight_percent": (5, _integer(1, 5)),
         "max_retries": (2, _integer(0, 10)),
         "per_retry_timeout_ms": (2000, _integer(100, 60000)),
@@ -845,6 +850,12 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
         # (or gRPC calls), a step at p % its p % share (traffic_shift.required_canary_requests).
         "shift_min_canary_requests": (60, _integer(1, 1_000_000)),
     }))
+    steps = len(config.shift_steps_percent)
+    if config.shift_bake_minutes * steps > APPMESH_MAX_TOTAL_BAKE_MINUTES:
+        raise ConfigError(f"{key}.shift_bake_minutes", config.shift_bake_minutes,
+                          f"with {steps} shift steps at most {APPMESH_MAX_TOTAL_BAKE_MINUTES // steps}: "
+                          f"a traffic shift bakes at most {APPMESH_MAX_TOTAL_BAKE_MINUTES} minutes in all")
+    return config
 
 
 MAX_SHIFT_STEPS = 10

@@ -70,6 +70,8 @@ CASES = [
     ("shift steps out of order", {"appmesh": json.dumps({"shift_steps_percent": [25, 5, 100]})}, ["appmesh.shift_steps_percent=[25, 5, 100]", "strictly increasing"]),
     ("shift step not an integer", {"appmesh": json.dumps({"shift_steps_percent": [5, "50", 100]})}, ['appmesh.shift_steps_percent=[5, "50", 100]', "integer percentages"]),
     ("shift bake too short", {"appmesh": json.dumps({"shift_bake_minutes": 1})}, ["appmesh.shift_bake_minutes=1", "3 to 1440"]),
+    ("shift bakes longer than a day in all", {"appmesh": json.dumps({"shift_bake_minutes": 400})},
+     ["appmesh.shift_bake_minutes=400", "with 4 shift steps at most 360", "1440 minutes in all"]),
     ("no canary requests asked for", {"appmesh": json.dumps({"shift_min_canary_requests": 0})}, ["appmesh.shift_min_canary_requests=0", "1 to 1000000"]),
     ("canary requests not an integer", {"appmesh": json.dumps({"shift_min_canary_requests": "60"})}, ["appmesh.shift_min_canary_requests='60'", "integer"]),
     ("domain not an object", {"domain": "example.com"}, ["domain='example.com'", "zone_name", "hosted_zone_id"]),
