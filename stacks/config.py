@@ -770,6 +770,9 @@ def _check_images(values: dict[str, Any]) -> None:
 
 
 def _check_events_and_ports(item_key: str, name: str, fields: dict[str, Any], services: dict[str, Any]) -> None:
+    if fields["port"] in SIDECAR_PORTS:
+        # In every profile: 15443 is taken only behind a load balancer with mesh TLS (prod by default), and dev should fail alike.
+        raise ConfigError(f"{item_key}.port", fields["port"], f"must differ from the sidecars' ports {', '.join(map(str, SIDECAR_PORTS))}")
     grpc_port = fields["grpc_port"]
     if grpc_port is not None and (grpc_port == fields["port"] or grpc_port in SIDECAR_PORTS):
         raise ConfigError(f"{item_key}.grpc_port", grpc_port, f"must differ from port={fields['port']} and from the "

@@ -100,6 +100,9 @@ CASES = [
     ("consumes without a table", {"services": json.dumps({"auth": {}, "persona": {"worker": True, "consumes": {"auth": ["UserCreated"]}}})},
      ["services.persona.table=false", "processed event IDs"]),
     ("gRPC port on the HTTP port", {"services": json.dumps({"auth": {"grpc_port": 8080}})}, ["services.auth.grpc_port=8080", "must differ from port=8080"]),
+    # Taken by the Service Connect proxy only behind a load balancer with mesh TLS (prod): refused in dev as well.
+    ("port of the Service Connect proxy", {"services": json.dumps({"auth": {"port": 15443, "path": "/api/auth"}})},
+     ["services.auth.port=15443", "must differ from the sidecars' ports", "15443"]),
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("index name DynamoDB refuses", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"by shard": _SWEEP}}})},
