@@ -490,13 +490,18 @@ def _object(key: str, value: Any, fields: Mapping[str, tuple[Any, Callable[[str,
     return {name: parse(f"{key}.{name}", value.get(name, default)) for name, (default, parse) in fields.items()}
 
 
+# Each environment name is published as the SSM parameter /<prefix>/<service>/config/<NAME>, whose name (with its ARN
+# prefix) SSM caps at 1011 characters and whose description, which repeats it, at 1024: 128 stays well clear of both.
+MAX_ENV_NAME_LENGTH = 128
+
+
 def _string_map(pattern: re.Pattern[str], what: str) -> Callable[[str, Any], tuple[tuple[str, str], ...]]:
     def parse(key: str, value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, dict):
             raise ConfigError(key, value, "expected an object of environment variable name -> string")
         for name, item in value.items():
-            if not _ENV_NAME_PATTERN.match(name):
-                raise ConfigError(f"{key}.{name}", item, "the name must be an upper-case environment variable name")
+            if not _ENV_NAME_PATTERN.match(name) or len(name) > MAX_ENV_NAME_LENGTH:
+                raise ConfigError(f"{key}.{name}", item, f"the name must be an upper-case environment variable name of at most {MAX_ENV_NAME_LENGTH} characters")
             if not isinstance(item, str) or not pattern.match(item):
                 raise ConfigError(f"{key}.{name}", item, what)
         return tuple(sorted(value.items()))

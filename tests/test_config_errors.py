@@ -58,6 +58,8 @@ CASES = [
      ["services.auth.cpu=256", "mesh=appmesh", "at least 512"]),
     ("call to an unknown service", {"services": json.dumps({"auth": {}, "persona": {"calls": ["billing"]}})}, ['services.persona.calls=["billing"]', "auth"]),
     ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
+    ("environment name longer than SSM takes", {"services": json.dumps({"auth": {"environment": {"X" * 129: "1"}}})},
+     ["services.auth.environment.XXXX", "at most 128 characters"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
     ("private CA of another region", {"mesh_options": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["mesh_options.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
