@@ -829,8 +829,23 @@ def _parse_ca_arns(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+# CloudFormation rejects a CANARY or LINEAR deployment whose calculated time exceeds 33 hours (AWS::ECS::Service
+# CanaryConfiguration / LinearConfiguration): bake + step bake x steps, a canary's steps being 1.
+MAX_DEPLOYMENT_MINUTES = 33 * 60
+
+
+def deployment_steps(deployment: DeploymentConfig) -> int:
+    """The step bakes of a deployment as CloudFormation counts them: LINEAR 100/p - 1 if p divides 100, else floor(100/p)."""
+    if deployment.strategy == "CANARY":
+        return 1
+    if deployment.strategy == "LINEAR":
+        steps = 100 / deployment.linear_step_percent
+        return int(steps) - 1 if steps.is_integer() else int(steps)
+    return 0
+
+
 def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
-    return DeploymentConfig(**_object(key, value, {
+    deployment = DeploymentConfig(**_object(key, value, {
         "strategy": ("CANARY", _one_of(("CANARY", "LINEAR", "ROLLING"))),
         "canary_percent": (5, _number(0.1, 50)),
         "linear_step_percent": (20, _number(3, 50)),
@@ -839,6 +854,13 @@ def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
         "alarm_5xx_percent": (1, _number(0.1, 100)),
         "alarm_p95_latency_ms": (1000, _integer(10, 60000)),
     }))
+    steps = deployment_steps(deployment)
+    minutes = deployment.bake_time_minutes + deployment.step_bake_minutes * steps if steps else 0
+    if minutes > MAX_DEPLOYMENT_MINUTES:
+        raise ConfigError(f"{key}.step_bake_minutes", deployment.step_bake_minutes,
+                          f"a {deployment.strategy} deployment lasts at most {MAX_DEPLOYMENT_MINUTES} minutes (CloudFormation's 33 hours): "
+                          f"bake_time_minutes + step_bake_minutes x {steps} steps = {minutes}")
+    return deployment
 
 
 # The traffic shift's bake over all steps (traffic_shift.MAX_TOTAL_BAKE_MINUTES): a minute's check costs about 13

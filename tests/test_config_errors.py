@@ -62,6 +62,9 @@ CASES = [
      ["services.auth.environment.XXXX", "at most 128 characters"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
+    # 100 / 3 % is 33 steps: 10 + 33 x 60 = 1990 minutes.
+    ("linear deployment longer than 33 hours", {"deployment": json.dumps({"strategy": "LINEAR", "linear_step_percent": 3, "step_bake_minutes": 60})},
+     ["deployment.step_bake_minutes=60", "at most 1980 minutes", "x 33 steps = 1990"]),
     ("private CA of another region", {"mesh_options": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["mesh_options.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
     ("container running as root", {"services": json.dumps({"auth": {"user": "0:0"}})}, ["services.auth.user='0:0'", "non-root"]),
     ("health check not a command", {"services": json.dumps({"auth": {"health_check_command": "curl localhost"}})}, ["services.auth.health_check_command='curl localhost'", '"CMD" or "CMD-SHELL"']),
