@@ -579,9 +579,10 @@ def _boolean(key: str, value: Any) -> bool:
 _MODULE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # EventBridge detail-types: up to 128 characters; these are the names in services/contracts/events.
 _DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
-# Ports a task's other containers already listen on: the ADOT collector (4317, 4318), Envoy (9901,
-# 15000, 15001) and the Service Connect proxy behind a load balancer (15443).
-SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
+# Ports a task's other containers already listen on: the ADOT collector (4317, 4318 and its health check's 13133,
+# constructs/meshed_service/adot-collector.yaml), Envoy (9901, 15000, 15001) and the Service Connect proxy behind a
+# load balancer (15443). Whichever container binds second fails, and the task never becomes healthy.
+SIDECAR_PORTS = (4317, 4318, 9901, 13133, 15000, 15001, 15443)
 # What the services stack sets in every task's environment itself (services_stack._environment,
 # constructs/service_resources and the ADOT collector's exporter settings, constructs/meshed_service/adot.py):
 # a value of the same name in `environment` would be overwritten.

@@ -108,6 +108,8 @@ CASES = [
     # Taken by the Service Connect proxy only behind a load balancer with mesh TLS (prod): refused in dev as well.
     ("port of the Service Connect proxy", {"services": json.dumps({"auth": {"port": 15443, "path": "/api/auth"}})},
      ["services.auth.port=15443", "must differ from the sidecars' ports", "15443"]),
+    ("port of the collector's health check", {"services": json.dumps({"auth": {"port": 8080, "grpc_port": 13133}})},
+     ["services.auth.grpc_port=13133", "9901, 13133, 15000"]),
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("index name DynamoDB refuses", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"by shard": _SWEEP}}})},
