@@ -110,6 +110,8 @@ CASES = [
      ["services.auth.port=15443", "must differ from the sidecars' ports", "15443"]),
     ("port of the collector's health check", {"services": json.dumps({"auth": {"port": 8080, "grpc_port": 13133}})},
      ["services.auth.grpc_port=13133", "9901, 13133, 15000"]),
+    ("more services than one stack holds", {"mesh": "appmesh", "services": json.dumps({f"svc{i}": {"image_tag": "1"} for i in range(6)})},
+     ['services=["svc0", "svc1", "svc2", "svc3", "svc4", "svc5"]', "with mesh=appmesh at most 5 services", "500 resources, 1 MB"]),
     ("two token signers", {"services": json.dumps({"auth": {"signing_key": True}, "persona": {"signing_key": True}})},
      ["services.persona.signing_key=true", "auth already does"]),
     ("index name DynamoDB refuses", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"by shard": _SWEEP}}})},
