@@ -727,6 +727,12 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if clash:
             raise ConfigError(f"{item_key}.environment.{clash[0]}", dict(fields["environment"])[clash[0]],
                               "the stack sets this variable itself; choose another name")
+        # ECS refuses a task definition whose secret shares a name with an environment variable, and a secret would
+        # silently replace a setting the stack reads from SSM (TABLE_NAME): a secret's name must be new.
+        clash = sorted(set(dict(fields["secrets"])) & (generated | {"LOG_LEVEL"} | set(dict(fields["environment"]))))
+        if clash:
+            raise ConfigError(f"{item_key}.secrets.{clash[0]}", dict(fields["secrets"])[clash[0]],
+                              "the stack or environment already sets this variable; choose another name")
         if fields["canary_image_tag"] and fields["image"]:
             raise ConfigError(f"{item_key}.canary_image_tag", fields["canary_image_tag"], "needs the service's ECR repository; remove image or use image_tag")
         if fields["image"] and fields["image_tag"]:

@@ -60,6 +60,8 @@ CASES = [
     ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
     ("environment name longer than SSM takes", {"services": json.dumps({"auth": {"environment": {"X" * 129: "1"}}})},
      ["services.auth.environment.XXXX", "at most 128 characters"]),
+    ("secret named like a variable the stack sets", {"services": json.dumps({"auth": {"table": True, "secrets": {"TABLE_NAME": "ssm:/ops/table"}}})},
+     ["services.auth.secrets.TABLE_NAME='ssm:/ops/table'", "the stack or environment already sets this variable"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
     # 100 / 3 % is 33 steps: 10 + 33 x 60 = 1990 minutes.
