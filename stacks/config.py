@@ -523,7 +523,10 @@ _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _RESERVED_SUFFIXES = ("-sc", "-grpc", "-canary")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
-_ANY_STRING = re.compile(r"^.*$", re.DOTALL)
+# Each non-empty environment value becomes an SSM Standard parameter: at most 4096 characters, and no {{ }} (SSM
+# refuses a value that nests a parameter; CloudFormation would resolve {{resolve:...}} instead of storing it).
+SSM_STANDARD_MAX_VALUE = 4096
+_ENV_VALUE = re.compile(r"^(?!.*\{\{).{0,%d}\Z" % SSM_STANDARD_MAX_VALUE, re.DOTALL)
 _IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
 _PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
 # The edge sends /api/* to the load balancers uncached; each service owns one segment below it.
@@ -680,7 +683,8 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path such as /health/live")),
     "health_check_command": (None, _optional(_parse_health_check_command)),
     "user": ("10001:10001", _pattern(re.compile(r"^(?!0(:|$))(?!root(:|$))[0-9]{1,10}(:[0-9]{1,10})?$"), "expected a non-root numeric uid[:gid] such as 10001:10001")),
-    "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
+    "environment": ({}, _string_map(_ENV_VALUE, f"expected a string of at most {SSM_STANDARD_MAX_VALUE} characters without {{{{ "
+                                                  "(an SSM Standard parameter's value)")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
     "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
     "table": (False, _boolean),

@@ -62,6 +62,8 @@ CASES = [
      ["services.auth.environment.XXXX", "at most 128 characters"]),
     ("secret named like a variable the stack sets", {"services": json.dumps({"auth": {"table": True, "secrets": {"TABLE_NAME": "ssm:/ops/table"}}})},
      ["services.auth.secrets.TABLE_NAME='ssm:/ops/table'", "the stack or environment already sets this variable"]),
+    ("environment value SSM would not store", {"services": json.dumps({"auth": {"environment": {"OTHER": "{{ssm:/other/param}}"}}})},
+     ["services.auth.environment.OTHER='{{ssm:/other/param}}'", "at most 4096 characters without {{", "SSM Standard parameter"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
     # 100 / 3 % is 33 steps: 10 + 33 x 60 = 1990 minutes.
