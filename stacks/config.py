@@ -528,7 +528,8 @@ _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za
 SSM_STANDARD_MAX_VALUE = 4096
 _ENV_VALUE = re.compile(r"^(?!.*\{\{).{0,%d}\Z" % SSM_STANDARD_MAX_VALUE, re.DOTALL)
 _IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
-_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+# A load balancer target group's HealthCheckPath is at most 1024 characters.
+_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]{0,1023}$")
 # The edge sends /api/* to the load balancers uncached; each service owns one segment below it.
 _EDGE_PATH_PATTERN = re.compile(r"^/api/[a-z0-9][a-z0-9-]{0,30}$")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -673,14 +674,14 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "port": (8080, _integer(1024, 65535)),
     "cpu": (512, _integer(256, 4096)),
     "memory_mib": (1024, _integer(512, 30720)),
-    "health_check_path": ("/health/ready", _pattern(_PATH_PATTERN, "expected a URL path such as /health/ready")),
+    "health_check_path": ("/health/ready", _pattern(_PATH_PATTERN, "expected a URL path of at most 1024 characters such as /health/ready")),
     "calls": ([], lambda key, value: value),  # checked against the other services below
     "min_tasks": (None, _optional(_integer(1, 100))),
     "max_tasks": (None, _optional(_integer(1, 500))),
     "image": (None, _optional(_pattern(_IMAGE_PATTERN, "expected a registry image with a tag or digest, e.g. registry.example.com/team/app:1.2.3"))),
     "image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.4.2"))),
     "canary_image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.5.0-rc1"))),
-    "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path such as /health/live")),
+    "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path of at most 1024 characters such as /health/live")),
     "health_check_command": (None, _optional(_parse_health_check_command)),
     "user": ("10001:10001", _pattern(re.compile(r"^(?!0(:|$))(?!root(:|$))[0-9]{1,10}(:[0-9]{1,10})?$"), "expected a non-root numeric uid[:gid] such as 10001:10001")),
     "environment": ({}, _string_map(_ENV_VALUE, f"expected a string of at most {SSM_STANDARD_MAX_VALUE} characters without {{{{ "

@@ -71,6 +71,8 @@ CASES = [
      ["deployment.step_bake_minutes=60", "at most 1980 minutes", "x 33 steps = 1990"]),
     ("private CA of another region", {"mesh_options": json.dumps({"private_ca_arns": {"eu-west-1": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"}})}, ["mesh_options.private_ca_arns.eu-west-1=", "must be in eu-west-1"]),
     ("container running as root", {"services": json.dumps({"auth": {"user": "0:0"}})}, ["services.auth.user='0:0'", "non-root"]),
+    ("health check path longer than a target group takes", {"services": json.dumps({"auth": {"health_check_path": "/" + "h" * 1024}})},
+     ["services.auth.health_check_path='/hhh", "at most 1024 characters"]),
     ("health check not a command", {"services": json.dumps({"auth": {"health_check_command": "curl localhost"}})}, ["services.auth.health_check_command='curl localhost'", '"CMD" or "CMD-SHELL"']),
     ("service name the mesh derives", {"services": json.dumps({"auth": {}, "auth-sc": {}})}, ["services.auth-sc={}", "not ending in -sc, -grpc, -canary"]),
     ("canary image without app mesh", {"services": json.dumps({"auth": {"image_tag": "1", "canary_image_tag": "2"}})}, ["services.auth.canary_image_tag='2'", "mesh=appmesh only"]),
