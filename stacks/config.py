@@ -1262,6 +1262,11 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
     else:
         # Every App Mesh task also runs Envoy (256 CPU units) and the ADOT collector (64): ECS refuses a task
         # whose containers reserve more than the task has.
+        # Each service's mesh certificate is for <name>.<namespace>: ACM's 64 characters (CDK checks no private certificate).
+        too_long = [svc for svc in values["services"] if len(f"{svc.name}.{values['namespace']}") > ACM_MAX_DOMAIN_NAME]
+        if too_long:
+            raise ConfigError("namespace", values["namespace"], f"with mesh=appmesh the certificate name {too_long[0].name}.{values['namespace']} "
+                                                                f"exceeds ACM's {ACM_MAX_DOMAIN_NAME} characters; shorten the namespace or the service name")
         too_small = [svc for svc in values["services"] if svc.cpu < APPMESH_MIN_TASK_CPU]
         if too_small:
             raise ConfigError(f"services.{too_small[0].name}.cpu", too_small[0].cpu,

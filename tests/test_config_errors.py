@@ -56,6 +56,8 @@ CASES = [
     ("memory not a Fargate size", {"services": json.dumps({"auth": {"cpu": 256, "memory_mib": 4096}})}, ["services.auth.memory_mib=4096", "512, 1024, 2048"]),
     ("task too small for the App Mesh sidecars", {"mesh": "appmesh", "services": json.dumps({"auth": {"cpu": 256, "memory_mib": 512}})},
      ["services.auth.cpu=256", "mesh=appmesh", "at least 512"]),
+    ("App Mesh certificate name beyond ACM's 64 characters", {"mesh": "appmesh", "namespace": "mesh.payments-platform.internal-services.example.internal"},
+     ["namespace='mesh.payments-platform.internal-services.example.internal'", "certificate name persona.mesh.", "ACM's 64"]),
     ("call to an unknown service", {"services": json.dumps({"auth": {}, "persona": {"calls": ["billing"]}})}, ['services.persona.calls=["billing"]', "auth"]),
     ("secret as a plain value", {"services": json.dumps({"auth": {"secrets": {"JWT_KEY": "hunter2"}}})}, ["services.auth.secrets.JWT_KEY='hunter2'", "secretsmanager:"]),
     ("environment name longer than SSM takes", {"services": json.dumps({"auth": {"environment": {"X" * 129: "1"}}})},
