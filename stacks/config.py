@@ -490,13 +490,18 @@ def _object(key: str, value: Any, fields: Mapping[str, tuple[Any, Callable[[str,
     return {name: parse(f"{key}.{name}", value.get(name, default)) for name, (default, parse) in fields.items()}
 
 
+# Each environment name is published as the SSM parameter /<prefix>/<service>/config/<NAME>, whose name (with its ARN
+# prefix) SSM caps at 1011 characters and whose description, which repeats it, at 1024: 128 stays well clear of both.
+MAX_ENV_NAME_LENGTH = 128
+
+
 def _string_map(pattern: re.Pattern[str], what: str) -> Callable[[str, Any], tuple[tuple[str, str], ...]]:
     def parse(key: str, value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, dict):
             raise ConfigError(key, value, "expected an object of environment variable name -> string")
         for name, item in value.items():
-            if not _ENV_NAME_PATTERN.match(name):
-                raise ConfigError(f"{key}.{name}", item, "the name must be an upper-case environment variable name")
+            if not _ENV_NAME_PATTERN.match(name) or len(name) > MAX_ENV_NAME_LENGTH:
+                raise ConfigError(f"{key}.{name}", item, f"the name must be an upper-case environment variable name of at most {MAX_ENV_NAME_LENGTH} characters")
             if not isinstance(item, str) or not pattern.match(item):
                 raise ConfigError(f"{key}.{name}", item, what)
         return tuple(sorted(value.items()))
@@ -518,9 +523,13 @@ _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _RESERVED_SUFFIXES = ("-sc", "-grpc", "-canary")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
-_ANY_STRING = re.compile(r"^.*$", re.DOTALL)
+# Each non-empty environment value becomes an SSM Standard parameter: at most 4096 characters, and no {{ }} (SSM
+# refuses a value that nests a parameter; CloudFormation would resolve {{resolve:...}} instead of storing it).
+SSM_STANDARD_MAX_VALUE = 4096
+_ENV_VALUE = re.compile(r"^(?!.*\{\{).{0,%d}\Z" % SSM_STANDARD_MAX_VALUE, re.DOTALL)
 _IMAGE_PATTERN = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
-_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]*$")
+# A load balancer target group's HealthCheckPath is at most 1024 characters.
+_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9/_.-]{0,1023}$")
 # The edge sends /api/* to the load balancers uncached; each service owns one segment below it.
 _EDGE_PATH_PATTERN = re.compile(r"^/api/[a-z0-9][a-z0-9-]{0,30}$")
 _TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -574,9 +583,10 @@ def _boolean(key: str, value: Any) -> bool:
 _MODULE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # EventBridge detail-types: up to 128 characters; these are the names in services/contracts/events.
 _DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
-# Ports a task's other containers already listen on: the ADOT collector (4317, 4318), Envoy (9901,
-# 15000, 15001) and the Service Connect proxy behind a load balancer (15443).
-SIDECAR_PORTS = (4317, 4318, 9901, 15000, 15001, 15443)
+# Ports a task's other containers already listen on: the ADOT collector (4317, 4318 and its health check's 13133,
+# constructs/meshed_service/adot-collector.yaml), Envoy (9901, 15000, 15001) and the Service Connect proxy behind a
+# load balancer (15443). Whichever container binds second fails, and the task never becomes healthy.
+SIDECAR_PORTS = (4317, 4318, 9901, 13133, 15000, 15001, 15443)
 # What the services stack sets in every task's environment itself (services_stack._environment,
 # constructs/service_resources and the ADOT collector's exporter settings, constructs/meshed_service/adot.py):
 # a value of the same name in `environment` would be overwritten.
@@ -664,17 +674,18 @@ _SERVICE_FIELDS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "port": (8080, _integer(1024, 65535)),
     "cpu": (512, _integer(256, 4096)),
     "memory_mib": (1024, _integer(512, 30720)),
-    "health_check_path": ("/health/ready", _pattern(_PATH_PATTERN, "expected a URL path such as /health/ready")),
+    "health_check_path": ("/health/ready", _pattern(_PATH_PATTERN, "expected a URL path of at most 1024 characters such as /health/ready")),
     "calls": ([], lambda key, value: value),  # checked against the other services below
     "min_tasks": (None, _optional(_integer(1, 100))),
     "max_tasks": (None, _optional(_integer(1, 500))),
     "image": (None, _optional(_pattern(_IMAGE_PATTERN, "expected a registry image with a tag or digest, e.g. registry.example.com/team/app:1.2.3"))),
     "image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.4.2"))),
     "canary_image_tag": (None, _optional(_pattern(_TAG_PATTERN, "expected an image tag of the service's ECR repository, e.g. 1.5.0-rc1"))),
-    "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path such as /health/live")),
+    "liveness_path": ("/health/live", _pattern(_PATH_PATTERN, "expected a URL path of at most 1024 characters such as /health/live")),
     "health_check_command": (None, _optional(_parse_health_check_command)),
     "user": ("10001:10001", _pattern(re.compile(r"^(?!0(:|$))(?!root(:|$))[0-9]{1,10}(:[0-9]{1,10})?$"), "expected a non-root numeric uid[:gid] such as 10001:10001")),
-    "environment": ({}, _string_map(_ANY_STRING, "expected a string")),
+    "environment": ({}, _string_map(_ENV_VALUE, f"expected a string of at most {SSM_STANDARD_MAX_VALUE} characters without {{{{ "
+                                                  "(an SSM Standard parameter's value)")),
     "secrets": ({}, _string_map(_SECRET_REFERENCE, "expected secretsmanager:<secret name> or ssm:/<parameter name>")),
     "path": (None, _optional(_pattern(_EDGE_PATH_PATTERN, "expected a path under /api/ such as /api/auth (lower-case letters, digits, hyphens; no trailing slash)"))),
     "table": (False, _boolean),
@@ -721,6 +732,12 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if clash:
             raise ConfigError(f"{item_key}.environment.{clash[0]}", dict(fields["environment"])[clash[0]],
                               "the stack sets this variable itself; choose another name")
+        # ECS refuses a task definition whose secret shares a name with an environment variable, and a secret would
+        # silently replace a setting the stack reads from SSM (TABLE_NAME): a secret's name must be new.
+        clash = sorted(set(dict(fields["secrets"])) & (generated | {"LOG_LEVEL"} | set(dict(fields["environment"]))))
+        if clash:
+            raise ConfigError(f"{item_key}.secrets.{clash[0]}", dict(fields["secrets"])[clash[0]],
+                              "the stack or environment already sets this variable; choose another name")
         if fields["canary_image_tag"] and fields["image"]:
             raise ConfigError(f"{item_key}.canary_image_tag", fields["canary_image_tag"], "needs the service's ECR repository; remove image or use image_tag")
         if fields["image"] and fields["image_tag"]:
@@ -757,7 +774,38 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
     return tuple(services)
 
 
+SERVICES_DIR = EVENT_CONTRACTS_DIR.parent.parent  # services/<name>/Dockerfile: an image built as a CDK asset
+
+
+# Each region's services stack holds every service, and CloudFormation takes at most 500 resources and 1,000,000
+# bytes per template. Measured (prod, two regions, each service with path, table, grpc_port and a call, chaos on):
+# Service Connect 10 services 916 KB / 385 resources (about 92 KB each; 13 go over 1 MB), App Mesh 5 services 736 KB /
+# 276 resources (a canary service and a traffic-shift state machine each; 7 are 903 KB). The caps keep a margin for
+# workers, indexes and legacy functions; more services need the services stack split.
+MAX_SERVICES = {"service-connect": 9, "appmesh": 5}
+
+
+def _check_service_count(values: dict[str, Any]) -> None:
+    limit = MAX_SERVICES[values["mesh"]]
+    if len(values["services"]) > limit:
+        raise ConfigError("services", [service.name for service in values["services"]],
+                          f"with mesh={values['mesh']} at most {limit} services fit one services stack "
+                          f"(CloudFormation: 500 resources, 1 MB per template)")
+
+
+def _check_images(values: dict[str, Any]) -> None:
+    """A service without image or image_tag is built from services/<name>/Dockerfile: it must exist (checked last,
+    so that the config's own mistakes are reported first)."""
+    for service in values["services"]:
+        if not service.image and not service.image_tag and not (SERVICES_DIR / service.name / "Dockerfile").exists():
+            raise ConfigError(f"services.{service.name}.image", None, f"no image: add services/{service.name}/Dockerfile, "
+                                                                        "or set image_tag (the region's ECR repository) or image")
+
+
 def _check_events_and_ports(item_key: str, name: str, fields: dict[str, Any], services: dict[str, Any]) -> None:
+    if fields["port"] in SIDECAR_PORTS:
+        # In every profile: 15443 is taken only behind a load balancer with mesh TLS (prod by default), and dev should fail alike.
+        raise ConfigError(f"{item_key}.port", fields["port"], f"must differ from the sidecars' ports {', '.join(map(str, SIDECAR_PORTS))}")
     grpc_port = fields["grpc_port"]
     if grpc_port is not None and (grpc_port == fields["port"] or grpc_port in SIDECAR_PORTS):
         raise ConfigError(f"{item_key}.grpc_port", grpc_port, f"must differ from port={fields['port']} and from the "
@@ -809,8 +857,23 @@ def _parse_ca_arns(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+# CloudFormation rejects a CANARY or LINEAR deployment whose calculated time exceeds 33 hours (AWS::ECS::Service
+# CanaryConfiguration / LinearConfiguration): bake + step bake x steps, a canary's steps being 1.
+MAX_DEPLOYMENT_MINUTES = 33 * 60
+
+
+def deployment_steps(deployment: DeploymentConfig) -> int:
+    """The step bakes of a deployment as CloudFormation counts them: LINEAR 100/p - 1 if p divides 100, else floor(100/p)."""
+    if deployment.strategy == "CANARY":
+        return 1
+    if deployment.strategy == "LINEAR":
+        steps = 100 / deployment.linear_step_percent
+        return int(steps) - 1 if steps.is_integer() else int(steps)
+    return 0
+
+
 def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
-    return DeploymentConfig(**_object(key, value, {
+    deployment = DeploymentConfig(**_object(key, value, {
         "strategy": ("CANARY", _one_of(("CANARY", "LINEAR", "ROLLING"))),
         "canary_percent": (5, _number(0.1, 50)),
         "linear_step_percent": (20, _number(3, 50)),
@@ -819,10 +882,22 @@ def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
         "alarm_5xx_percent": (1, _number(0.1, 100)),
         "alarm_p95_latency_ms": (1000, _integer(10, 60000)),
     }))
+    steps = deployment_steps(deployment)
+    minutes = deployment.bake_time_minutes + deployment.step_bake_minutes * steps if steps else 0
+    if minutes > MAX_DEPLOYMENT_MINUTES:
+        raise ConfigError(f"{key}.step_bake_minutes", deployment.step_bake_minutes,
+                          f"a {deployment.strategy} deployment lasts at most {MAX_DEPLOYMENT_MINUTES} minutes (CloudFormation's 33 hours): "
+                          f"bake_time_minutes + step_bake_minutes x {steps} steps = {minutes}")
+    return deployment
+
+
+# The traffic shift's bake over all steps (traffic_shift.MAX_TOTAL_BAKE_MINUTES): a minute's check costs about 13
+# execution history events, and a Step Functions standard execution keeps at most 25,000.
+APPMESH_MAX_TOTAL_BAKE_MINUTES = 24 * 60
 
 
 def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
-    return AppMeshConfig(**_object(key, value, {
+    config = AppMeshConfig(**_object(key, value, {
         "canary_weight_percent": (5, _integer(1, 5)),
         "max_retries": (2, _integer(0, 10)),
         "per_retry_timeout_ms": (2000, _integer(100, 60000)),
@@ -833,6 +908,12 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
         # (or gRPC calls), a step at p % its p % share (traffic_shift.required_canary_requests).
         "shift_min_canary_requests": (60, _integer(1, 1_000_000)),
     }))
+    steps = len(config.shift_steps_percent)
+    if config.shift_bake_minutes * steps > APPMESH_MAX_TOTAL_BAKE_MINUTES:
+        raise ConfigError(f"{key}.shift_bake_minutes", config.shift_bake_minutes,
+                          f"with {steps} shift steps at most {APPMESH_MAX_TOTAL_BAKE_MINUTES // steps}: "
+                          f"a traffic shift bakes at most {APPMESH_MAX_TOTAL_BAKE_MINUTES} minutes in all")
+    return config
 
 
 MAX_SHIFT_STEPS = 10
@@ -886,6 +967,21 @@ def _parse_domain(key: str, value: Any) -> DomainConfig | None:
         "hosted_zone_id": (None, _pattern(_HOSTED_ZONE_ID_PATTERN, "expected a Route 53 hosted zone ID such as Z0123456789ABC")),
         "subdomain": ("api", _pattern(_LABEL_PATTERN, "expected one lower-case DNS label such as api")),
     }))
+
+
+# ACM: a certificate's domain name (its Common Name) is at most 64 characters, periods included.
+ACM_MAX_DOMAIN_NAME = 64
+
+
+def _check_domain(values: dict[str, Any]) -> None:
+    """The longest certificate name the app requests is a region's <region>.<subdomain>.<zone_name> (the edge's is shorter)."""
+    domain = values["domain"]
+    if domain is None:
+        return
+    longest = max((domain.regional_name(region.name) for region in values["regions"]), key=len)
+    if len(longest) > ACM_MAX_DOMAIN_NAME:
+        raise ConfigError("domain.zone_name", domain.zone_name, f"the certificate name {longest} is {len(longest)} characters; "
+                                                                f"ACM allows {ACM_MAX_DOMAIN_NAME}: use a shorter zone_name or subdomain")
 
 
 _DEFAULT_SERVICES = {
@@ -1157,6 +1253,7 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         raw = _decode_cli_value(context.get(key, default), default)
         values[key] = parse(key, raw)
 
+    _check_service_count(values)
     if values["mesh"] != "appmesh":
         with_canary = [svc.name for svc in values["services"] if svc.canary_image_tag]
         if with_canary:
@@ -1165,6 +1262,11 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
     else:
         # Every App Mesh task also runs Envoy (256 CPU units) and the ADOT collector (64): ECS refuses a task
         # whose containers reserve more than the task has.
+        # Each service's mesh certificate is for <name>.<namespace>: ACM's 64 characters (CDK checks no private certificate).
+        too_long = [svc for svc in values["services"] if len(f"{svc.name}.{values['namespace']}") > ACM_MAX_DOMAIN_NAME]
+        if too_long:
+            raise ConfigError("namespace", values["namespace"], f"with mesh=appmesh the certificate name {too_long[0].name}.{values['namespace']} "
+                                                                f"exceeds ACM's {ACM_MAX_DOMAIN_NAME} characters; shorten the namespace or the service name")
         too_small = [svc for svc in values["services"] if svc.cpu < APPMESH_MIN_TASK_CPU]
         if too_small:
             raise ConfigError(f"services.{too_small[0].name}.cpu", too_small[0].cpu,
@@ -1192,6 +1294,7 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
             f"must be one of the configured regions: {', '.join(r.name for r in values['regions'])}",
         )
     _check_pipeline(values)
+    _check_domain(values)
     _check_legacy(values)
     default_chaos = _parse_chaos("chaos", _KEYS["chaos"][0])
     if values["chaos"] == default_chaos and default_chaos.service not in {service.name for service in values["services"]}:
@@ -1199,6 +1302,7 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         # until its chaos config names a service.
         values["chaos"] = None
     _check_chaos(values)
+    _check_images(values)
     return FoundationConfig(**values)
 
 

@@ -91,7 +91,7 @@ def test_load_balancer_rule_priorities_stay_with_their_services():
     # The deployed stages' numbers, which earlier versions gave by position.
     assert {s.name: s.priority for s in load_config({}).services} == {"auth": 10, "persona": 20, "vc-start": 30}
     # Unset: derived from the name, so another service's coming or going does not change it.
-    billing = {"path": "/api/billing"}
+    billing = {"path": "/api/billing", "image_tag": "1"}
     alone, among = (load_config({"services": services}).services for services in (
         {"billing": billing}, {"auth": {"path": "/api/auth"}, "billing": billing, "vc-start": {}}))
     assert alone[0].priority == among[1].priority == default_rule_priority("billing")
@@ -115,13 +115,13 @@ def test_services_events_and_ports_defaults():
     assert services["auth"].table_actions == ("GetItem", "PutItem", "UpdateItem")
     assert services["vc-start"].table_actions == ("DeleteItem", "GetItem", "PutItem", "UpdateItem")
     assert services["persona"].table_actions == TABLE_ITEM_ACTIONS
-    assert load_config({"services": {"billing": {}}}).services[0].table_actions == ()
+    assert load_config({"services": {"billing": {"image_tag": "1"}}}).services[0].table_actions == ()
     # vc-start's sweeper finds stuck sessions through a sparse index; no other table has one, and none by default.
     assert services["vc-start"].table_indexes == (TableIndexConfig(name="sweep", partition_key="sweep_shard", sort_key="sweep_at"),)
     assert services["auth"].table_indexes == services["persona"].table_indexes == ()
-    assert load_config({"services": {"billing": {"table": True}}}).services[0].table_indexes == ()
+    assert load_config({"services": {"billing": {"image_tag": "1", "table": True}}}).services[0].table_indexes == ()
     # DynamoDB's limits: 3-255 characters of [A-Za-z0-9_.-] for the name, 255 bytes for a key; the table's own keys may be reused.
-    (edge,) = load_config({"services": {"billing": {"table": True, "table_indexes": {
+    (edge,) = load_config({"services": {"billing": {"image_tag": "1", "table": True, "table_indexes": {
         "by.shard_2-x": {"partition_key": "pk", "sort_key": "a" * 255}}}}}).services[0].table_indexes
     assert edge == TableIndexConfig(name="by.shard_2-x", partition_key="pk", sort_key="a" * 255)
 

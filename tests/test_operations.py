@@ -93,7 +93,8 @@ def test_the_rollback_document_updates_the_service_and_waits_for_its_deployment(
     ({"strategy": "ROLLING"}, 60),
     ({"strategy": "CANARY", "step_bake_minutes": 60, "bake_time_minutes": 30}, 60 + 30 + 30),
     ({"strategy": "LINEAR", "linear_step_percent": 20}, 5 * 10 + 10 + 30),
-    ({"strategy": "LINEAR", "linear_step_percent": 3, "step_bake_minutes": 1440, "bake_time_minutes": 1440}, 30 * 24 * 60),
+    # The longest the config allows (CloudFormation's 33 hours: 33 step bakes of 60 min); the rollback counts 34 steps.
+    ({"strategy": "LINEAR", "linear_step_percent": 3, "step_bake_minutes": 60, "bake_time_minutes": 0}, 34 * 60 + 30),
 ])
 def test_the_rollback_waits_as_long_as_the_deployment_settings_make_ecs_take(deployment, minutes):
     """A LINEAR rollback with the default 20 % steps bakes five times: a fixed hour would fail a rollback ECS completes."""
