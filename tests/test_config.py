@@ -189,3 +189,11 @@ def test_appmesh_traffic_shift_defaults_and_override():
     # From the CLI, the object arrives as JSON text.
     shift = load_config({"appmesh": '{"shift_steps_percent": [10, 50, 100], "shift_bake_minutes": 5, "shift_min_canary_requests": 1}'}).appmesh
     assert (shift.shift_steps_percent, shift.shift_bake_minutes, shift.shift_min_canary_requests) == ((10, 50, 100), 5, 1)
+
+
+def test_the_config_check_allows_the_traffic_shifts_bake_limit_exactly():
+    """app.py checks the config before it loads aws-cdk-lib, so config.py keeps its own copy of the limit."""
+    from constructs.meshed_service.traffic_shift import MAX_TOTAL_BAKE_MINUTES
+    from stacks.config import APPMESH_MAX_TOTAL_BAKE_MINUTES
+
+    assert APPMESH_MAX_TOTAL_BAKE_MINUTES == MAX_TOTAL_BAKE_MINUTES
