@@ -205,7 +205,7 @@ def test_adding_removing_or_reordering_a_routed_service_moves_no_other_rule():
     # Only what routing reads: a service's path (and priority), so that any one may go without breaking another's calls.
     services = {name: {k: v for k, v in settings.items() if k in ("path", "priority")}
                 for name, settings in cdk_json_context()["services"].items()}
-    billing = {"path": "/api/billing"}
+    billing = {"path": "/api/billing", "image_tag": "1"}  # no Dockerfile to build: a pushed image
     variants = {
         "inserted": {"auth": services["auth"], "billing": billing, **{n: s for n, s in services.items() if n != "auth"}},
         "persona removed": {n: s for n, s in services.items() if n != "persona"},

@@ -120,7 +120,7 @@ EXTRAS: dict[str, Extra] = {
     # nothing feeds, so the saga's events keep going to the stack's worker.
     "vc-start-sweeper": Extra("vc-start-worker", lambda s: {"SESSION_SWEEP_INTERVAL_SECONDS": "0.5", "QUEUE_URL": s.idle_queue_url}),
     # Production argon2 costs (logins take tens of ms) and a short drain, for the SIGTERM test.
-    "auth-drain": Extra("auth", lambda s: {"DRAIN_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
+    "auth-drain": Extra("auth", lambda s: {"DRAIN_SECONDS": "3", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
                         drop_env=tuple(FAST_ARGON2)),
 }
 
