@@ -58,6 +58,23 @@ def context_from_cli() -> dict[str, Any]:
     return context
 
 
+# CloudFormation's quotas per template: what the config check's service caps (stacks/config.py MAX_SERVICES) aim
+# under, checked here on what was actually synthesized, since features per service add up differently.
+MAX_TEMPLATE_BYTES, MAX_TEMPLATE_RESOURCES = 1_000_000, 500
+
+
+def template_limit_problems(templates: list[tuple[str, Path]]) -> list[str]:
+    """One line per (stack name, template file) that CloudFormation would refuse for its size or resource count."""
+    problems = []
+    for stack_name, path in templates:
+        size, resources = path.stat().st_size, len(json.loads(path.read_text()).get("Resources", {}))
+        if size > MAX_TEMPLATE_BYTES or resources > MAX_TEMPLATE_RESOURCES:
+            problems.append(f"config error: services is invalid: stack {stack_name}'s template has {size:,} bytes and {resources} "
+                            f"resources; CloudFormation takes {MAX_TEMPLATE_BYTES:,} and {MAX_TEMPLATE_RESOURCES}: configure fewer "
+                            "services, or fewer features per service")
+    return problems
+
+
 def main() -> None:
     try:
         # Checked before aws-cdk-lib and its Node process start (about 0.5 s), so a config error
@@ -74,7 +91,11 @@ def main() -> None:
         # A build step's output is missing; the message names the command that builds it.
         print(f"build error: {error}", file=sys.stderr)
         sys.exit(2)
-    app.synth()
+    assembly = app.synth()
+    problems = template_limit_problems([(stack.stack_name, Path(stack.template_full_path)) for stack in assembly.stacks_recursively])
+    if problems:
+        print(problems[0], file=sys.stderr)
+        sys.exit(2)
     # The process ends here. Freezing the heap spares the interpreter's final garbage collection
     # over the tens of thousands of objects aws-cdk-lib's modules hold: about 0.25 s of every synth.
     gc.freeze()

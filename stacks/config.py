@@ -780,8 +780,9 @@ SERVICES_DIR = EVENT_CONTRACTS_DIR.parent.parent  # services/<name>/Dockerfile: 
 # Each region's services stack holds every service, and CloudFormation takes at most 500 resources and 1,000,000
 # bytes per template. Measured (prod, two regions, each service with path, table, grpc_port and a call, chaos on):
 # Service Connect 10 services 916 KB / 385 resources (about 92 KB each; 13 go over 1 MB), App Mesh 5 services 736 KB /
-# 276 resources (a canary service and a traffic-shift state machine each; 7 are 903 KB). The caps keep a margin for
-# workers, indexes and legacy functions; more services need the services stack split.
+# 276 resources (a canary service and a traffic-shift state machine each; 7 are 903 KB). The caps stop a config
+# early, before CDK's own 500-resource error (a traceback); nine services that each have every feature (a legacy
+# function too) still come to about 1.02 MB, which app.py's check of the synthesized templates reports.
 MAX_SERVICES = {"service-connect": 9, "appmesh": 5}
 
 
@@ -882,13 +883,17 @@ def _parse_deployment(key: str, value: Any) -> DeploymentConfig:
         "alarm_5xx_percent": (1, _number(0.1, 100)),
         "alarm_p95_latency_ms": (1000, _integer(10, 60000)),
     }))
+    return deployment
+
+
+def _check_deployment_length(deployment: DeploymentConfig) -> None:
+    """Service Connect's ECS deployments only (App Mesh's services roll out with ROLLING and the traffic shift)."""
     steps = deployment_steps(deployment)
     minutes = deployment.bake_time_minutes + deployment.step_bake_minutes * steps if steps else 0
     if minutes > MAX_DEPLOYMENT_MINUTES:
-        raise ConfigError(f"{key}.step_bake_minutes", deployment.step_bake_minutes,
+        raise ConfigError("deployment.step_bake_minutes", deployment.step_bake_minutes,
                           f"a {deployment.strategy} deployment lasts at most {MAX_DEPLOYMENT_MINUTES} minutes (CloudFormation's 33 hours): "
                           f"bake_time_minutes + step_bake_minutes x {steps} steps = {minutes}")
-    return deployment
 
 
 # The traffic shift's bake over all steps (traffic_shift.MAX_TOTAL_BAKE_MINUTES): a minute's check costs about 13
@@ -908,12 +913,16 @@ def _parse_appmesh(key: str, value: Any) -> AppMeshConfig:
         # (or gRPC calls), a step at p % its p % share (traffic_shift.required_canary_requests).
         "shift_min_canary_requests": (60, _integer(1, 1_000_000)),
     }))
+    return config
+
+
+def _check_shift_length(config: AppMeshConfig) -> None:
+    """App Mesh only: the settings are parsed, and unused, with Service Connect."""
     steps = len(config.shift_steps_percent)
     if config.shift_bake_minutes * steps > APPMESH_MAX_TOTAL_BAKE_MINUTES:
-        raise ConfigError(f"{key}.shift_bake_minutes", config.shift_bake_minutes,
+        raise ConfigError("appmesh.shift_bake_minutes", config.shift_bake_minutes,
                           f"with {steps} shift steps at most {APPMESH_MAX_TOTAL_BAKE_MINUTES // steps}: "
                           f"a traffic shift bakes at most {APPMESH_MAX_TOTAL_BAKE_MINUTES} minutes in all")
-    return config
 
 
 MAX_SHIFT_STEPS = 10
@@ -1259,7 +1268,9 @@ def load_config(context: Mapping[str, Any]) -> FoundationConfig:
         if with_canary:
             raise ConfigError(f"services.{with_canary[0]}.canary_image_tag", dict((s.name, s.canary_image_tag) for s in values["services"])[with_canary[0]],
                               "applies to mesh=appmesh only; with service-connect, deploy the new image_tag and ECS runs the canary")
+        _check_deployment_length(values["deployment"])
     else:
+        _check_shift_length(values["appmesh"])
         # Every App Mesh task also runs Envoy (256 CPU units) and the ADOT collector (64): ECS refuses a task
         # whose containers reserve more than the task has.
         # Each service's mesh certificate is for <name>.<namespace>: ACM's 64 characters (CDK checks no private certificate).

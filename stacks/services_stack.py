@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_certificatemanager as acm
@@ -46,12 +45,11 @@ from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import TABLE_ACTIONS, EventSubscription, ServiceResources
 from constructs.strangler_fig import StranglerFig
 
-from .config import DeploymentConfig, FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
+from .config import SERVICES_DIR, DeploymentConfig, FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
-SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 # How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
 STOP_TIMEOUT_SECONDS = 30
@@ -562,9 +560,7 @@ class ServicesStack(cdk.Stack):
             return ecs.ContainerImage.from_ecr_repository(repository, image_tag)
         if service.image:
             return ecs.ContainerImage.from_registry(service.image)
-        dockerfile = SERVICES_DIR / service.name / "Dockerfile"
-        if not dockerfile.exists():
-            raise ValueError(f"services.{service.name}: {dockerfile.relative_to(SERVICES_DIR.parent)} does not exist; add it, or set services.{service.name}.image_tag or .image")
+        # services/<name>/Dockerfile exists: the config check requires it (stacks/config.py, _check_images).
         # Built by `cdk deploy` (Docker needed there, not at synth); the context is services/ so
         # that every image can use the shared code beside it. One asset per service: its app, its
         # worker and (App Mesh) its canary run the same image. What no image needs (tests, tooling,

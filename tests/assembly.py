@@ -32,7 +32,7 @@ DEPLOYMENT_KEYS: dict[str, Any] = {
     "budget.notify_emails": [], "observability.notify_emails": [],
 }
 # What a release changes in each service's settings (README "Progressive rollout"): which image runs. The reference
-# settings build every image from its Dockerfile.
+# settings build each image from its Dockerfile; a service without one keeps its image settings.
 RELEASE_KEYS = ("image_tag", "canary_image_tag", "image")
 
 
@@ -45,9 +45,10 @@ def cdk_json_context(cdk_json: Path = CDK_JSON) -> dict[str, Any]:
     """The reference settings every test synthesizes: cdk.json's context with DEPLOYMENT_KEYS at their defaults
     and no service's RELEASE_KEYS."""
     context = with_settings(committed_context(cdk_json), DEPLOYMENT_KEYS)
-    for settings in context.get("services", {}).values():
-        for key in RELEASE_KEYS:
-            settings.pop(key, None)
+    for name, settings in context.get("services", {}).items():
+        if (REPO_ROOT / "services" / name / "Dockerfile").exists():
+            for key in RELEASE_KEYS:
+                settings.pop(key, None)
     return context
 
 

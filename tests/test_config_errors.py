@@ -83,7 +83,7 @@ CASES = [
     ("shift steps out of order", {"appmesh": json.dumps({"shift_steps_percent": [25, 5, 100]})}, ["appmesh.shift_steps_percent=[25, 5, 100]", "strictly increasing"]),
     ("shift step not an integer", {"appmesh": json.dumps({"shift_steps_percent": [5, "50", 100]})}, ['appmesh.shift_steps_percent=[5, "50", 100]', "integer percentages"]),
     ("shift bake too short", {"appmesh": json.dumps({"shift_bake_minutes": 1})}, ["appmesh.shift_bake_minutes=1", "3 to 1440"]),
-    ("shift bakes longer than a day in all", {"appmesh": json.dumps({"shift_bake_minutes": 400})},
+    ("shift bakes longer than a day in all", {"mesh": "appmesh", "appmesh": json.dumps({"shift_bake_minutes": 400})},
      ["appmesh.shift_bake_minutes=400", "with 4 shift steps at most 360", "1440 minutes in all"]),
     ("no canary requests asked for", {"appmesh": json.dumps({"shift_min_canary_requests": 0})}, ["appmesh.shift_min_canary_requests=0", "1 to 1000000"]),
     ("canary requests not an integer", {"appmesh": json.dumps({"shift_min_canary_requests": "60"})}, ["appmesh.shift_min_canary_requests='60'", "integer"]),
@@ -282,3 +282,17 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     smoke_tests = 2 if committed_context()["pipeline"] else 0
     assert len(list(outdir.glob("assembly-*/*.template.json"))) == 16 + smoke_tests
     assert _nat_gateways(outdir) == 2  # dev: one per region
+
+
+def test_a_template_cloudformation_would_refuse_stops_synth_with_one_line(tmp_path):
+    """The service caps are an estimate; app.py checks every synthesized template against CloudFormation's quotas."""
+    from app import template_limit_problems
+
+    fits, too_big, too_many = tmp_path / "fits.json", tmp_path / "big.json", tmp_path / "many.json"
+    fits.write_text(json.dumps({"Resources": {f"R{i}": {"Type": "AWS::SNS::Topic"} for i in range(500)}}))
+    too_big.write_text(json.dumps({"Resources": {"R": {"Type": "AWS::SNS::Topic", "Metadata": {"pad": "x" * 1_000_000}}}}))
+    too_many.write_text(json.dumps({"Resources": {f"R{i}": {"Type": "AWS::SNS::Topic"} for i in range(501)}}))
+    problems = template_limit_problems([("mf-eu-central-1-services", fits), ("a-big", too_big), ("a-many", too_many)])
+    assert [p.split("'s template")[0] for p in problems] == ["config error: services is invalid: stack a-big",
+                                                              "config error: services is invalid: stack a-many"]
+    assert all("\n" not in p and "configure fewer services" in p for p in problems)
