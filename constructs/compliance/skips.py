@@ -39,3 +39,10 @@ def skip_cfn_lint(resource: cdk.CfnResource, reasons_by_rule: Mapping[str, str])
     existing = resource.get_metadata("cfn-lint") or {"config": {"ignore_checks": []}}
     resource.add_metadata("cfn-lint", {"config": {"ignore_checks": existing["config"]["ignore_checks"] + list(reasons_by_rule)}})
     resource.add_metadata("cfn-lint-reasons", {**(resource.get_metadata("cfn-lint-reasons") or {}), **reasons_by_rule})
+
+
+def skip_role_dependency_lint(resource: cdk.CfnResource, holder: str = "function") -> None:
+    """cfn-lint W3005 on a Lambda function or state machine whose role CDK gives an inline policy: CDK writes a
+    DependsOn on the role beside the one on the policy, which ``holder`` needs first (both are CDK's)."""
+    skip_cfn_lint(resource, {"W3005": f"CDK writes a DependsOn on the {holder}'s role beside the one on the role's policy, "
+                                      f"which the {holder} needs first"})

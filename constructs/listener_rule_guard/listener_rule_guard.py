@@ -15,7 +15,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
 from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, reconcile_triggers
@@ -118,5 +118,4 @@ class ListenerRuleGuard(Construct):
             "CKV_AWS_117": "The function only calls the Elastic Load Balancing and ECS APIs and needs no network path into the VPC",
             "CKV_AWS_173": "The environment holds a cluster's and services' names, nothing secret; a customer key for it would protect nothing",
         })
-        skip_cfn_lint(self.function.node.default_child, {
-            "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})
+        skip_role_dependency_lint(self.function.node.default_child)

@@ -55,7 +55,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint
+from constructs.compliance import acknowledge_nag, skip_role_dependency_lint
 from constructs.meshed_service.adot import GRPC_DURATION, HTTP_DURATION, VARIANT_ATTRIBUTE
 
 DEFAULT_STEPS_PERCENT = (5, 25, 50, 100)
@@ -199,8 +199,7 @@ class TrafficShift(Construct):
             # The longest run: every bake and every scale-out wait plus a margin for the calls.
             timeout=cdk.Duration.minutes((settings.bake_minutes + settings.scale_timeout_minutes) * len(settings.steps_percent) + 30),
         )
-        skip_cfn_lint(self.state_machine.node.default_child, {
-            "W3005": "CDK writes a DependsOn on the state machine's role beside the one on the role's policy, which the state machine needs first"})
+        skip_role_dependency_lint(self.state_machine.node.default_child, holder="state machine")
         acknowledge_nag(
             self.role,
             "The state machine's log delivery (logs:*LogDelivery, logs:Describe*), X-Ray tracing "

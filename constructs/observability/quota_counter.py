@@ -20,7 +20,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, arn_as_nag_shows, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, arn_as_nag_shows, skip_checkov, skip_role_dependency_lint
 from constructs.event_bus import target_dead_letter_queue
 
 from .quotas import CountedQuota
@@ -136,5 +136,4 @@ class QuotaCounter(Construct):
             "CKV_AWS_117": "The function only calls AWS APIs (Cloud Map, ECR, Service Quotas, CloudWatch) and needs no network path into the VPC",
             "CKV_AWS_173": "The environment holds a metric namespace and resource names, nothing secret; a customer key for it would protect nothing",
         })
-        skip_cfn_lint(self.function.node.default_child, {
-            "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})
+        skip_role_dependency_lint(self.function.node.default_child)

@@ -15,7 +15,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.lambda_layer import ARCHITECTURE, RUNTIME, built_layer
 from constructs.permissions_boundary import KEY_VALUE_STORE_WRITER_ACTIONS
 
@@ -164,5 +164,4 @@ class RegionFailoverAutomation(Construct):
             "CKV_AWS_117": "The failover function only calls the global KeyValueStore API; the edge stack has no VPC",
             "CKV_AWS_173": "The environment holds the store's ARN and the region names, nothing secret; a customer key for it would protect nothing",
         })
-        skip_cfn_lint(self.function.node.default_child, {
-            "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})
+        skip_role_dependency_lint(self.function.node.default_child)

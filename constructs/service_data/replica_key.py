@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.lambda_layer import ARCHITECTURE, RUNTIME
 
 # KMS needs at least 7 days before it deletes a key; the shortest wait for a replica nobody uses.
@@ -191,9 +191,7 @@ class ReplicaKeyReadyProvider(Construct):
                 "CKV_AWS_117": f"{what} of Custom::KmsReplicaKeyReady only calls AWS APIs and needs no network path into "
                                "the VPC",
             })
-            skip_cfn_lint(function.node.default_child, {
-                "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the "
-                         "function needs first"})
+            skip_role_dependency_lint(function.node.default_child)
         skip_checkov(framework.node.default_child, {
             "CKV_AWS_173": "CDK's provider framework function: its environment holds the handler function's ARN, nothing "
                            "secret; a customer key for it would protect nothing"})

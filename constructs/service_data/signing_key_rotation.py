@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from constructs.compliance import acknowledge_nag, skip_cfn_lint, skip_checkov
+from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.lambda_layer import ARCHITECTURE, RUNTIME, built_layer
 
 HANDLER_DIR = Path(__file__).resolve().parent / "rotation"
@@ -121,5 +121,4 @@ class SigningKeyRotation(Construct):
             "CKV_AWS_117": "The rotation function only calls the Secrets Manager API and needs no network path into the VPC",
             "CKV_AWS_173": "The function's one environment variable is a retention in seconds, nothing secret; a customer key for it would protect nothing",
         })
-        skip_cfn_lint(self.function.node.default_child, {
-            "W3005": "CDK writes a DependsOn on the function's role beside the one on the role's policy, which the function needs first"})
+        skip_role_dependency_lint(self.function.node.default_child)
