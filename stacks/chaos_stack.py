@@ -44,8 +44,9 @@ def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, 
 class ChaosStack(cdk.Stack):
     """Three experiment templates per region, from the ``chaos`` config: stop a share of one service's
     tasks; add latency, then packet loss, to that service's tasks (only with ``task_network_faults``;
-    the services stack gives that service's task definition fault injection); cut one AZ's subnets
-    off the network. Each stops when an SLO alarm fires and logs to one KMS-encrypted log group.
+    the services stack gives that service's task definition fault injection); lose one AZ (stop
+    every task there and cut its subnets off the network). Each stops when an SLO alarm fires and logs to
+    one KMS-encrypted log group.
 
     Exposes ``experiments`` (key -> FisExperiment; keys as in ``experiment_names``) and ``log_group``.
     """
@@ -96,7 +97,7 @@ class ChaosStack(cdk.Stack):
                    if subnet.availability_zone == zone]
         self.experiments["az_outage"] = AzOutageExperiment(
             self, "AzOutage", name=names["az_outage"], vpc=vpc, availability_zone=zone, subnets=subnets,
-            duration=duration, stop_alarm=all_slo, log_group=self.log_group)
+            cluster_name=cluster_name, duration=duration, stop_alarm=all_slo, log_group=self.log_group)
 
         for key, experiment in self.experiments.items():
             cdk.CfnOutput(self, f"{_camel(key)}TemplateId", value=experiment.template.ref,

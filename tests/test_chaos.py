@@ -126,17 +126,31 @@ def test_network_faults_add_latency_then_packet_loss_through_the_ecs_fault_endpo
         assert target["Parameters"] == {"cluster": _cluster_name(dev, region), "service": _service_name(dev, region, TARGET)}
 
 
-def test_az_outage_cuts_off_exactly_the_subnets_of_the_configured_zone(dev):
+def test_az_outage_stops_every_task_in_the_zone_and_cuts_off_exactly_its_subnets(dev):
     for region in REGIONS:
+        zone = f"{region}a"
         template = _templates(dev, region)[TEMPLATES["az_outage"]]
-        (action,) = template["Actions"].values()
-        assert action["ActionId"] == "aws:network:disrupt-connectivity"
-        assert action["Parameters"] == {"duration": "PT10M", "scope": "all"}
-        target = template["Targets"][action["Targets"]["Subnets"]]
-        assert (target["ResourceType"], target["SelectionMode"]) == ("aws:ec2:subnet", "ALL")
-        subnets = {_subnet_zone(dev, region, arn) for arn in target["ResourceArns"]}
+        actions = {action["ActionId"]: action for action in template["Actions"].values()}
+        assert set(actions) == {"aws:ecs:stop-task", "aws:network:disrupt-connectivity"}
+        # Both at once, as a power failure would: neither waits for the other.
+        assert all("StartAfter" not in action for action in actions.values())
+
+        cut = actions["aws:network:disrupt-connectivity"]
+        assert cut["Parameters"] == {"duration": "PT10M", "scope": "all"}
+        subnets = template["Targets"][cut["Targets"]["Subnets"]]
+        assert (subnets["ResourceType"], subnets["SelectionMode"]) == ("aws:ec2:subnet", "ALL")
         # Public, private and isolated: every subnet the VPC has in the zone, and none elsewhere.
-        assert subnets == {(f"{region}a", kind) for kind in ("public", "private", "isolated")}
+        assert {_subnet_zone(dev, region, arn) for arn in subnets["ResourceArns"]} == {
+            (zone, kind) for kind in ("public", "private", "isolated")}
+
+        stop = actions["aws:ecs:stop-task"]
+        assert "Parameters" not in stop
+        tasks = template["Targets"][stop["Targets"]["Tasks"]]
+        # Every service's tasks in the zone (no service parameter), found as FIS's AZ scenarios find them.
+        assert tasks == {"ResourceType": "aws:ecs:task", "SelectionMode": "ALL", "Parameters": {"cluster": _cluster_name(dev, region)},
+                         "Filters": [{"Path": "AvailabilityZone", "Values": [zone]}]}
+        # A zone with no running task is still an outage: the stop is skipped, the network cut runs.
+        assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "skip"
 
 
 @pytest.mark.parametrize("variant", ["dev", "appmesh"])
@@ -159,7 +173,7 @@ def test_each_role_is_trusted_by_fis_for_this_account_only_and_grants_only_its_a
         "stop_tasks": {"ecs:ListTasks", "ecs:DescribeTasks", "ecs:StopTask"},
         "network_faults": {"ecs:ListTasks", "ecs:DescribeTasks", "ssm:SendCommand", "ssm:ListCommands", "ssm:CancelCommand",
                            "tag:GetResources"},
-        "az_outage": {"ec2:DescribeSubnets", "ec2:DescribeNetworkAcls", "ec2:DescribeVpcs", "ec2:DescribeManagedPrefixLists",
+        "az_outage": {"ecs:ListTasks", "ecs:DescribeTasks", "ecs:StopTask", "ec2:DescribeSubnets", "ec2:DescribeNetworkAcls", "ec2:DescribeVpcs", "ec2:DescribeManagedPrefixLists",
                       "ec2:GetManagedPrefixListEntries", "ec2:CreateNetworkAcl", "ec2:CreateTags", "ec2:CreateNetworkAclEntry",
                       "ec2:DeleteNetworkAcl", "ec2:ReplaceNetworkAclAssociation"},
     }
@@ -176,8 +190,7 @@ def test_each_role_is_trusted_by_fis_for_this_account_only_and_grants_only_its_a
             statements = _role_policy(dev, region, role_arn)
             assert _actions(statements) == expected[key] | logging, name
             assert all(s["Effect"] == "Allow" for s in statements)
-            if key != "az_outage":
-                _assert_tasks_of_the_cluster_only(statements, region)
+            _assert_tasks_of_the_cluster_only(statements, region)
 
 
 def _assert_tasks_of_the_cluster_only(statements: list[dict[str, Any]], region: str) -> None:
@@ -200,7 +213,7 @@ def test_the_az_role_swaps_acls_of_the_targeted_subnets_only_and_touches_only_fi
     for region in REGIONS:
         template = _templates(dev, region)[TEMPLATES["az_outage"]]
         statements = _role_policy(dev, region, template["RoleArn"])
-        (target,) = template["Targets"].values()
+        target = template["Targets"]["subnets"]
         acls = f"arn:aws:ec2:{region}:<AWS::AccountId>:network-acl/*"
         (swap,) = _statements_for(statements, "ec2:ReplaceNetworkAclAssociation")
         assert {_text(r) for r in swap["Resource"]} == {acls, *(_text(arn) for arn in target["ResourceArns"])}
@@ -216,7 +229,7 @@ def test_the_az_role_swaps_acls_of_the_targeted_subnets_only_and_touches_only_fi
         assert _text(tag["Resource"]) == acls
         assert tag["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateNetworkAcl", "aws:RequestTag/managedByFIS": "true"}}
         wildcard = {a for s in statements if s["Resource"] == "*" for a in _actions([s])}
-        assert all(a.startswith(("ec2:Describe", "ec2:GetManagedPrefixListEntries", "logs:")) for a in wildcard), wildcard
+        assert all(a.startswith(("ec2:Describe", "ec2:GetManagedPrefixListEntries", "ecs:ListTasks", "logs:")) for a in wildcard), wildcard
 
 
 def test_every_experiment_logs_to_one_kms_encrypted_log_group(dev):
@@ -224,10 +237,12 @@ def test_every_experiment_logs_to_one_kms_encrypted_log_group(dev):
         (log_group_id, log_group), = dev.resources(_chaos(region), "AWS::Logs::LogGroup").items()
         assert log_group["Properties"]["LogGroupName"] == "/aws/fis/mf"
         assert "KmsKeyId" in log_group["Properties"] and log_group["Properties"]["RetentionInDays"] > 0
-        for template in _templates(dev, region).values():
+        for name, template in _templates(dev, region).items():
             assert template["LogConfiguration"] == {
                 "CloudWatchLogsConfiguration": {"LogGroupArn": {"Fn::GetAtt": [log_group_id, "Arn"]}}, "LogSchemaVersion": 2}
-            assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "fail"
+            # No service task to act on fails an experiment on one service rather than passing it.
+            if name != TEMPLATES["az_outage"]:
+                assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "fail"
             assert {"project", "environment", "region", "managed-by"} <= set(template["Tags"])
 
 
@@ -353,3 +368,19 @@ def test_the_managed_instance_role_has_the_agents_channel_and_no_parameter_store
                                     _text(statement["Resource"])), statement
             elif ssm:
                 assert statement["Resource"] == "*"
+
+
+def test_an_action_on_a_target_set_the_template_does_not_define_stops_synth_naming_it():
+    import aws_cdk as cdk
+    from aws_cdk import aws_cloudwatch as cloudwatch
+    from aws_cdk import aws_logs as logs
+
+    from constructs.chaos import ExperimentAction, FisExperiment
+
+    stack = cdk.Stack(cdk.App(), "Chaos", env=cdk.Environment(region="eu-central-1"))
+    with pytest.raises(ValueError, match=r"^mf-x: an action acts on target set 'tasks', which the template does not define$"):
+        FisExperiment(stack, "X", name="mf-x", description="x", targets={"subnets": {"resourceType": "aws:ec2:subnet"}},
+                      actions={"stop": ExperimentAction("aws:ecs:stop-task", "stop", "Tasks", target_set="tasks")},
+                      statements=[], stop_alarm=cloudwatch.Alarm.from_alarm_name(stack, "Slo", "mf-slo"),
+                      log_group=logs.LogGroup.from_log_group_name(stack, "Logs", "/aws/fis/mf"))
+    assert stack.node.try_find_child("X") is None, "nothing half-built"

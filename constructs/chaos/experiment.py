@@ -16,34 +16,40 @@ from constructs.compliance import acknowledge_nag
 
 # FIS writes experiment logs through CloudWatch Logs' vended-log delivery; none of these four
 # actions takes a resource ARN (FIS user guide, "Experiment logging permissions").
-TARGET = "targets"  # each template has one target set; every action acts on it
+TARGET = "targets"  # the target set an action acts on unless it names another
 _LOG_DELIVERY_ACTIONS = ["logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"]
 
 
 @dataclass(frozen=True)
 class ExperimentAction:
-    """One FIS action: ``action_id`` on the template's targets, which the action names ``target_key`` (e.g. Tasks)."""
+    """One FIS action: ``action_id`` on the template's target set ``target_set``, which the action names
+    ``target_key`` (e.g. Tasks)."""
 
     action_id: str
     description: str
     target_key: str
     parameters: Mapping[str, str] = field(default_factory=dict)
     start_after: Sequence[str] = ()
+    target_set: str = TARGET
 
 
 class FisExperiment(Construct):
-    """An ``AWS::FIS::ExperimentTemplate`` named ``name`` (its Name tag), whose role may do only what its
-    actions need (``statements``), which stops when ``stop_alarm`` goes to ALARM, and which logs to
-    ``log_group``. The role trusts FIS only for experiments of this account and region.
+    """An ``AWS::FIS::ExperimentTemplate`` named ``name`` (its Name tag), whose actions act on ``targets``
+    (target set name -> CloudFormation's target entry), whose role may do only what its actions need
+    (``statements``), which stops when ``stop_alarm`` goes to ALARM, and which logs to ``log_group``. The
+    role trusts FIS only for experiments of this account and region.
 
     Exposes ``template`` (the CfnExperimentTemplate; ``template.ref`` is its ID) and ``role``.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, name: str, description: str, target: dict[str, Any],
-                 actions: Mapping[str, ExperimentAction], statements: Sequence[iam.PolicyStatement],
-                 stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup,
+    def __init__(self, scope: Construct, construct_id: str, *, name: str, description: str,
+                 targets: Mapping[str, dict[str, Any]], actions: Mapping[str, ExperimentAction],
+                 statements: Sequence[iam.PolicyStatement], stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup,
                  wildcard_reason: str = "", finding_reasons: Mapping[str, str] | None = None,
-                 role_name: str | None = None) -> None:
+                 role_name: str | None = None, skip_empty_targets: bool = False) -> None:
+        unknown = sorted({action.target_set for action in actions.values()} - set(targets))
+        if unknown:
+            raise ValueError(f"{name}: an action acts on target set {unknown[0]!r}, which the template does not define")
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
         self.role = iam.Role(
@@ -71,11 +77,11 @@ class FisExperiment(Construct):
             self, "Template",
             description=description,
             role_arn=self.role.role_arn,
-            targets={TARGET: target},
+            targets=dict(targets),
             actions={
                 action_name: fis.CfnExperimentTemplate.ExperimentTemplateActionProperty(
                     action_id=action.action_id, description=action.description,
-                    targets={action.target_key: TARGET},
+                    targets={action.target_key: action.target_set},
                     parameters=dict(action.parameters) or None,
                     start_after=list(action.start_after) or None,
                 )
@@ -89,8 +95,9 @@ class FisExperiment(Construct):
             ),
             experiment_options=fis.CfnExperimentTemplate.ExperimentTemplateExperimentOptionsProperty(
                 account_targeting="single-account",
-                # No target (say, no running task) is a failed experiment, not a quiet success.
-                empty_target_resolution_mode="fail",
+                # No target (say, no running task) is a failed experiment, not a quiet success, unless the
+                # experiment says an empty target set is a case it covers (its other actions still run).
+                empty_target_resolution_mode="skip" if skip_empty_targets else "fail",
             ),
             tags={"Name": name},
         )

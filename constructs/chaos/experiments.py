@@ -1,4 +1,4 @@
-"""The three experiments: stop tasks, network faults in tasks, one AZ cut off. Each role grants only its actions."""
+"""The three experiments: stop tasks, network faults in tasks, one AZ lost. Each role grants only its actions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from constructs import Construct
 
 from constructs.compliance import arn_as_nag_shows
 
-from .experiment import ExperimentAction, FisExperiment
+from .experiment import TARGET, ExperimentAction, FisExperiment
 
 # The SSM documents FIS runs for the two network actions when useEcsFaultInjectionEndpoints is true.
 NETWORK_FAULT_DOCUMENTS = ("AWSFIS-Run-Network-Latency-ECS", "AWSFIS-Run-Network-Packet-Loss-ECS")
@@ -39,6 +39,12 @@ def _task_target(cluster_name: str, service_name: str, selection_mode: str) -> d
     # Parameters, not ARNs: FIS lists the service's running tasks when the experiment starts.
     return {"resourceType": "aws:ecs:task", "selectionMode": selection_mode,
             "parameters": {"cluster": cluster_name, "service": service_name}}
+
+
+def _tasks_in_zone(cluster_name: str, availability_zone: str) -> dict:
+    # Every running task of the cluster (any service) that DescribeTasks places in the zone.
+    return {"resourceType": "aws:ecs:task", "selectionMode": "ALL", "parameters": {"cluster": cluster_name},
+            "filters": [{"path": "AvailabilityZone", "values": [availability_zone]}]}
 
 
 def _tasks_of(scope: Construct, cluster_name: str) -> str:
@@ -73,7 +79,7 @@ class StopTasksExperiment(FisExperiment):
         super().__init__(
             scope, construct_id, name=name,
             description=f"Stop {percent}% of the {service_name} service's tasks; ECS replaces them",
-            target=_task_target(cluster_name, service_name, f"PERCENT({percent})"),
+            targets={TARGET: _task_target(cluster_name, service_name, f"PERCENT({percent})")},
             actions={"stop-tasks": ExperimentAction("aws:ecs:stop-task", f"Stop {percent}% of {service_name}'s tasks", "Tasks")},
             statements=_task_statements(scope, cluster_name, "ecs:StopTask"),
             stop_alarm=stop_alarm, log_group=log_group,
@@ -95,7 +101,7 @@ class NetworkFaultsExperiment(FisExperiment):
         super().__init__(
             scope, construct_id, name=name,
             description=f"Add {latency_ms} ms latency, then drop {packet_loss_percent}% of packets, in the {service_name} service's tasks",
-            target=_task_target(cluster_name, service_name, "ALL"),
+            targets={TARGET: _task_target(cluster_name, service_name, "ALL")},
             actions={
                 "latency": ExperimentAction(
                     "aws:ecs:task-network-latency", f"{latency_ms} ms more latency on every packet", "Tasks",
@@ -131,14 +137,16 @@ class NetworkFaultsExperiment(FisExperiment):
 
 
 class AzOutageExperiment(FisExperiment):
-    """``aws:network:disrupt-connectivity`` (scope all) on every subnet of one AZ: FIS swaps in a
-    deny-all network ACL for ``duration`` and puts the original back. Tasks, load balancer nodes and
-    endpoints there keep running but reach nothing and are reached by nothing: a real AZ failure as
-    the other AZs see it, which stopping tasks (that ECS at once restarts in the same AZ) is not."""
+    """One AZ lost, as in a power failure there: at the same moment ``aws:ecs:stop-task`` stops every
+    running task of the cluster in the AZ, and ``aws:network:disrupt-connectivity`` (scope all) cuts every
+    subnet of the AZ off the network for ``duration`` (FIS swaps in a deny-all network ACL and puts the
+    original back). What ECS starts in the AZ instead, and the load balancer nodes, NAT gateway and
+    endpoints there, reach nothing and are reached by nothing until then: the tasks must come back in the
+    other AZs. An AZ with no running task is still an outage: FIS skips the stop and cuts the network."""
 
     def __init__(self, scope: Construct, construct_id: str, *, name: str, vpc: ec2.IVpc, availability_zone: str,
-                 subnets: Sequence[ec2.ISubnet], duration: cdk.Duration, stop_alarm: cloudwatch.IAlarm,
-                 log_group: logs.ILogGroup) -> None:
+                 subnets: Sequence[ec2.ISubnet], cluster_name: str, duration: cdk.Duration,
+                 stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup) -> None:
         if not subnets:
             raise ValueError(f"availability_zone={availability_zone!r}: the VPC has no subnet there")
         stack = cdk.Stack.of(scope)
@@ -147,12 +155,20 @@ class AzOutageExperiment(FisExperiment):
         fis_tag = {f"aws:ResourceTag/{FIS_NACL_TAG}": "true"}
         super().__init__(
             scope, construct_id, name=name,
-            description=f"Cut every subnet of {availability_zone} off the network for {duration.to_minutes()} minutes",
-            target={"resourceType": "aws:ec2:subnet", "selectionMode": "ALL", "resourceArns": subnet_arns},
-            actions={"disrupt-connectivity": ExperimentAction(
-                "aws:network:disrupt-connectivity", f"Deny all traffic in and out of {availability_zone}'s subnets", "Subnets",
-                {"duration": duration.to_iso_string(), "scope": "all"})},
+            description=f"Stop every task in {availability_zone} and cut its subnets off the network for "
+                        f"{duration.to_minutes()} minutes",
+            targets={"subnets": {"resourceType": "aws:ec2:subnet", "selectionMode": "ALL", "resourceArns": subnet_arns},
+                     "tasks": _tasks_in_zone(cluster_name, availability_zone)},
+            actions={
+                "stop-tasks": ExperimentAction(
+                    "aws:ecs:stop-task", f"Stop every task of the cluster in {availability_zone}", "Tasks",
+                    target_set="tasks"),
+                "disrupt-connectivity": ExperimentAction(
+                    "aws:network:disrupt-connectivity", f"Deny all traffic in and out of {availability_zone}'s subnets",
+                    "Subnets", {"duration": duration.to_iso_string(), "scope": "all"}, target_set="subnets"),
+            },
             statements=[
+                *_task_statements(scope, cluster_name, "ecs:StopTask"),
                 iam.PolicyStatement(actions=["ec2:DescribeSubnets", "ec2:DescribeNetworkAcls", "ec2:DescribeVpcs",
                                              "ec2:DescribeManagedPrefixLists", "ec2:GetManagedPrefixListEntries"], resources=["*"]),
                 # FIS's own ACL: created tagged in this VPC, edited and deleted only while tagged. The tag
@@ -170,12 +186,13 @@ class AzOutageExperiment(FisExperiment):
                 iam.PolicyStatement(actions=["ec2:ReplaceNetworkAclAssociation"], resources=[acls, *subnet_arns]),
             ],
             stop_alarm=stop_alarm, log_group=log_group,
-            wildcard_reason="EC2's (ec2) Describe actions and GetManagedPrefixListEntries, which FIS calls to read the "
-                            "subnets' current network ACLs, have no resource-level permissions",
+            wildcard_reason=f"{_LIST_TASKS_REASON}; EC2's (ec2) Describe actions and GetManagedPrefixListEntries, which FIS "
+                            "calls to read the subnets' current network ACLs, have no resource-level permissions",
             finding_reasons={
+                **_tasks_finding(scope, cluster_name),
                 f"AwsSolutions-IAM5[Resource::{arn_as_nag_shows(scope, 'ec2', 'network-acl/*')}]":
                     "EC2 (ec2): FIS's network ACL does not exist before the experiment, so no resource-level ARN can name it; "
                     "creating, editing and deleting it is limited by its managedByFIS tag, and swapping ACLs by the AZ's subnet ARNs",
             },
+            skip_empty_targets=True,
         )
-
