@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.assembly import REPO_ROOT
+
+# What `make` builds in the checkout (Makefile: VENV, CHECKOV_VENV, SERVICES_VENV, node_modules, LAYERS' build).
+TOOLCHAIN = (".venv", ".venv-checkov", ".venv-services", "node_modules",
+             "constructs/service_data/rotation_layer/build", "constructs/operations/failover_layer/build")
 
 
 def test_constructs_folder_joins_the_library_namespace_without_shadowing_it():
@@ -41,6 +49,35 @@ def test_top_level_layout():
     for path in ("app.py", "cdk.json", "stacks", "constructs", "services", "pipelines", "runbooks", "tests",
                  "requirements.txt", "package.json", "package-lock.json", "Makefile", "README.md", "CONTRIBUTING.md", "SECURITY.md", "LICENSE", ".ci/run", ".gitignore"):
         assert (REPO_ROOT / path).exists(), path
+
+
+def test_the_repository_tracks_no_symlink():
+    """A tracked link (say, a worktree's link to a shared .venv) dangles or loops in every other clone, where
+    `make`'s `python -m venv .venv` then fails."""
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout (the pipeline's source archive); the pull-request checks run this")
+    tracked = subprocess.run(["git", "ls-files", "--stage"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    assert [line.split("\t", 1)[1] for line in tracked.splitlines() if line.startswith("120000 ")] == []
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_the_toolchain_is_ignored_as_a_folder_and_as_a_link_to_a_shared_one(tmp_path, kind):
+    checkout, shared = tmp_path / "checkout", tmp_path / "shared"
+    checkout.mkdir()
+    shared.mkdir()
+    shutil.copy(REPO_ROOT / ".gitignore", checkout / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=checkout, check=True)
+    for path in TOOLCHAIN:
+        place = checkout / path
+        place.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "link":
+            place.symlink_to(shared, target_is_directory=True)
+        else:
+            place.mkdir()
+            (place / "installed").touch()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                            cwd=checkout, capture_output=True, text=True, check=True).stdout
+    assert status.splitlines() == ["?? .gitignore"]
 
 
 def test_every_python_dependency_is_pinned():
