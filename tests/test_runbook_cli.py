@@ -6,7 +6,8 @@ this test reads them. tests/test_runbooks.py checks the names the commands cite;
 commands themselves.
 
 How a command is found: in fenced code blocks and inline code spans of the runbooks and their README,
-every shell command whose first word is `aws` (after `VAR=` assignments or `do`/`then`/`else`),
+every shell command whose first word is `aws` (after `VAR=` assignments, `do`/`then`/`else`, or the
+`name() {` that starts a shell function),
 including those nested in `$(...)` (also inside double quotes), across `\\` line continuations, up to
 an unquoted `|`, `;`, `&`, `>`, the `)` closing its `$(`, or the end of the line (of the span, for
 inline code). A quoted word, a shell variable (`"$X"`, `${X}`) and a placeholder (`<prefix>`) are
@@ -84,6 +85,7 @@ LEADING_KEYWORDS = frozenset({"do", "then", "else", "time", "!", "{", "if", "whi
 RUNNERS = frozenset({"xargs", "watch"})
 RUNNER_FLAGS_WITH_A_VALUE = frozenset({"-n", "-L", "-P", "-s", "-I", "-d", "-E", "-a", "--interval"})
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+FUNCTION_HEAD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\(\)$")  # `current() { aws ... }`: the function's command
 PLACEHOLDER = re.compile(r"<[A-Za-z][^<>\n]*>")  # <prefix>, <new vCPU count>: not a redirect
 INLINE_SPAN = re.compile(r"`([^`]+)`")
 OPERATORS = "|;&>"
@@ -228,7 +230,8 @@ def aws_commands(markdown: str) -> list[tuple[int, list[Word], bool]]:
                     break
                 after_runner = any(w.text in RUNNERS for w in command.words[:index])
                 runner_flag = after_runner and (word.text.startswith("-") or command.words[index - 1].text in RUNNER_FLAGS_WITH_A_VALUE)
-                if word.text not in LEADING_KEYWORDS and not ASSIGNMENT.match(word.text) and not runner_flag:
+                leading = word.text in LEADING_KEYWORDS or ASSIGNMENT.match(word.text) or FUNCTION_HEAD.match(word.text)
+                if not leading and not runner_flag:
                     break
     return sorted(found, key=lambda item: (item[0], item[1][0].offset))
 
@@ -351,6 +354,7 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
             "echo a | xargs -r aws ecs describe-tasks --cluster mf --tasks\n"
             "echo a | xargs -r -n 100 aws ecs describe-tasks --cluster mf --tasks\n"
             "watch -n 5 aws ecs list-tasks --cluster mf\n"
+            "current() { aws secretsmanager list-secret-version-ids --region $1 --secret-id s; }\n"
             "```\n")
     commands = [(line, [word.text for word in words]) for line, words, _ in aws_commands(text)]
     assert commands == [
@@ -364,6 +368,7 @@ def test_the_reader_finds_nested_continued_and_inline_commands():
         (10, ["aws", "ecs", "describe-tasks", "--cluster", "mf", "--tasks"]),
         (11, ["aws", "ecs", "describe-tasks", "--cluster", "mf", "--tasks"]),
         (12, ["aws", "ecs", "list-tasks", "--cluster", "mf"]),
+        (13, ["aws", "secretsmanager", "list-secret-version-ids", "--region", "$1", "--secret-id", "s"]),
     ]
 
 

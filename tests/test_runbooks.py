@@ -38,6 +38,7 @@ import itertools
 import json
 import re
 import shlex
+import textwrap
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -347,6 +348,80 @@ def test_every_log_level_a_runbook_query_filters_on_is_one_the_services_write():
             filtered += [(runbook.name, level) for level in (re.findall(r'"([^"]*)"', listed) if listed else [single])]
     assert len({name for name, _ in filtered}) >= 4  # the readers see the runbooks' queries
     assert [(name, level) for name, level in filtered if level not in LOG_LEVELS] == []
+
+
+# ---- Diagnosis: the Logs Insights and X-Ray queries (issue 7: "diagnosis (Logs Insights and X-Ray queries)") ----
+
+# A Logs Insights query starts with one of its commands (CloudWatch Logs Insights query syntax).
+LOGS_INSIGHTS_QUERY = re.compile(r"^(?:fields|filter|stats|parse|display|dedup|pattern)\s")
+# A fenced code block, indented or not (the runbooks indent the ones inside list items): its body.
+FENCED_BLOCK = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
+# An X-Ray filter expression written for the console starts with one of its complex keywords or functions.
+XRAY_CONSOLE_FILTER = re.compile(r"^!?(?:service|edge|id|traceId)\(")
+QUOTED_OPTION = r"--{}[ =]+(?:'([^']*)'|\"((?:\\.|[^\"\\])*)\")"
+# Runbooks whose Diagnosis needs no Logs Insights or no X-Ray query, and why. None: every one of them, the
+# operations too, ends in requests the services answer (traced, and logged by servicekit) or in a function
+# or an experiment whose log tells what it did (see the test below).
+DIAGNOSIS_WITHOUT_QUERIES: dict[str, str] = {}
+
+
+def _option_values(markdown: str, command: str, option: str) -> list[str]:
+    """The quoted values of ``--option`` in every ``aws <command>`` of ``markdown`` (to the command's end)."""
+    values = []
+    for match in re.finditer(rf"\baws\s+{command}\b", markdown):
+        for single, double in re.findall(QUOTED_OPTION.format(option), _command_text(markdown, match.start())):
+            values.append(single if single or not double else re.sub(r"\\(.)", r"\1", double))
+    return values
+
+
+def logs_insights_queries(markdown: str) -> list[str]:
+    """The Logs Insights queries of ``markdown``: fenced blocks that are one (to paste into the console), then
+    the ``--query-string`` of every ``aws logs start-query``."""
+    blocks = [textwrap.dedent(body).strip() for body in FENCED_BLOCK.findall(markdown)]
+    return ([block for block in blocks if LOGS_INSIGHTS_QUERY.match(block)]
+            + [query.strip() for query in _option_values(markdown, r"logs\s+start-query", "query-string")])
+
+
+def xray_filter_expressions(markdown: str) -> list[str]:
+    """The X-Ray filter expressions of ``markdown``: the ``--filter-expression`` of every ``aws xray
+    get-trace-summaries`` (not DynamoDB's option of the same name), then inline spans written for the console."""
+    spans = [span.strip() for span in INLINE.findall(FENCED.sub("", markdown))]
+    return (_option_values(markdown, r"xray\s+get-trace-summaries", "filter-expression")
+            + [span for span in spans if XRAY_CONSOLE_FILTER.match(span)])
+
+
+def test_the_query_readers_find_logs_insights_queries_and_xray_filter_expressions_in_each_form():
+    text = ("   ```\n   fields @timestamp, message\n   | filter level = \"ERROR\"\n   ```\n"
+            "```sh\nQ=$(aws logs start-query --log-group-names a --start-time 1 --end-time 2 \\\n"
+            "  --query-string 'stats count(*) by bin(1m)' --query queryId --output text)\n"
+            "aws xray get-trace-summaries --start-time 1 --end-time 2 \\\n"
+            "  --filter-expression 'service(\"auth\") AND fault = true' --query TraceSummaries\n"
+            "aws dynamodb scan --table-name t --filter-expression 'a = :b'\n"
+            "aws logs filter-log-events --log-group-name g --filter-pattern ERROR\n"
+            "filter_by=x\n```\n"
+            "In the console: `edge(\"persona\", \"auth\") { fault = true }`; not queries: `service`, `fields`.\n")
+    assert logs_insights_queries(text) == ['fields @timestamp, message\n| filter level = "ERROR"', "stats count(*) by bin(1m)"]
+    assert xray_filter_expressions(text) == ['service("auth") AND fault = true', 'edge("persona", "auth") { fault = true }']
+    assert logs_insights_queries("```sh\naws logs tail /aws/x --filter-pattern ERROR\n```\n") == []
+
+
+@pytest.mark.parametrize("runbook", runbook_files(), ids=lambda path: path.name)
+def test_every_runbook_diagnosis_gives_a_logs_insights_query_and_an_xray_filter_expression(runbook):
+    """Issue 7: each runbook has "diagnosis (Logs Insights and X-Ray queries)", written out in its own Diagnosis
+    section (a link to another runbook's queries makes the on-call engineer leave the page at the worst time).
+
+    No runbook is exempt (DIAGNOSIS_WITHOUT_QUERIES is empty). The alarm families end in requests the services
+    answer, which servicekit logs and the ADOT sidecar traces; the operations too: a migration from App Mesh to
+    Service Connect or a strangler-fig shift moves real traffic (access lines and traces before and after the
+    move), a chaos experiment or a disaster-recovery drill is judged by what the callers saw, and the region
+    failover's switch is a function whose log records every move, beside the services' answers per region.
+    """
+    if runbook.name in DIAGNOSIS_WITHOUT_QUERIES:
+        pytest.skip(DIAGNOSIS_WITHOUT_QUERIES[runbook.name])
+    diagnosis = section(runbook.read_text(), "Diagnosis")
+    missing = [kind for kind, found in (("Logs Insights query", logs_insights_queries(diagnosis)),
+                                        ("X-Ray filter expression", xray_filter_expressions(diagnosis))) if not found]
+    assert not missing, f"{runbook.name}: its Diagnosis section gives no {' and no '.join(missing)}"
 
 
 def test_the_runbooks_readme_lists_every_runbook():

@@ -32,6 +32,14 @@ UNPINNED_EXCEPTIONS: frozenset[str] = frozenset()
 CONFIG = load_config(cdk_json_context())
 
 
+def _ci_branch() -> str:
+    """The one branch the CI roles trust: config github.branch (default main) of cdk.json as it is, not the tests'
+    reference settings. GitHub reads a workflow's triggers before any step could read cdk.json, so the workflows
+    name it themselves, and the tests below hold them to it."""
+    github = load_config(committed_context()).github
+    return github.branch if github else "main"
+
+
 def _load(name: str) -> dict[str, Any]:
     workflow = yaml.safe_load((WORKFLOWS_DIR / name).read_text())
     # YAML 1.1 reads the key `on` as the boolean true.
@@ -94,6 +102,29 @@ def test_only_jobs_that_assume_an_aws_role_may_request_an_oidc_token(path: Path)
             assert permissions == {"contents": "read", "id-token": "write"}, job_id
 
 
+def branch_mismatches(branch: str) -> list[str]:
+    """Where a workflow names a branch other than ``branch``: its push trigger's branches, and every
+    `refs/heads/<name>` in it (the conditions that decide whether a job may take AWS credentials)."""
+    mismatches = []
+    for path in WORKFLOW_FILES:
+        on = _load(path.name)["on"]
+        push = (on.get("push") or {}) if isinstance(on, dict) else {}
+        named = [("on.push.branches", name) for name in push.get("branches", [])]
+        named += [("refs/heads/", name) for name in re.findall(r"refs/heads/([\w./-]+)", path.read_text())]
+        mismatches += [f"{path.name} {where} {name}" for where, name in named if name != branch]
+    return mismatches
+
+
+def test_every_branch_a_workflow_names_is_the_configured_ci_branch():
+    """With config github.branch set to another branch, main.yml would diff and containers.yml push on a branch
+    whose token the CI roles refuse: this names every place to change."""
+    assert branch_mismatches(_ci_branch()) == []
+    # What a change of github.branch asks for (the check reads both workflows, their triggers and conditions).
+    assert branch_mismatches("release/2026") == [
+        f"containers.yml on.push.branches {_ci_branch()}", f"containers.yml refs/heads/ {_ci_branch()}",
+        f"main.yml on.push.branches {_ci_branch()}"]
+
+
 def test_pull_requests_run_make_test_then_make_synth():
     workflow = _load("pull-request.yml")
     assert "pull_request" in workflow["on"]
@@ -117,9 +148,7 @@ def test_pull_requests_run_make_test_then_make_synth():
 
 def test_main_runs_the_checks_then_diffs_every_stage_through_the_diff_role():
     workflow = _load("main.yml")
-    # The branch the deployment's diff role trusts (cdk.json as it is, not the tests' reference settings).
-    github = load_config(committed_context()).github
-    assert workflow["on"] == {"push": {"branches": [github.branch if github else "main"]}}
+    assert workflow["on"] == {"push": {"branches": [_ci_branch()]}}  # the branch the diff role trusts
     assert workflow["jobs"]["checks"] == {"uses": "./.github/workflows/checks.yml"}
     diff = workflow["jobs"]["diff"]
     assert diff["needs"] == "checks"
@@ -175,7 +204,7 @@ def _push(steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_images_are_built_for_both_platforms_for_every_service_with_the_actions_cache():
     workflow = _load("containers.yml")
-    assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["services/**", ".github/workflows/containers.yml"]}
+    assert workflow["on"]["push"] == {"branches": [_ci_branch()], "paths": ["services/**", ".github/workflows/containers.yml"]}
     assert workflow["on"]["pull_request"] == {"paths": ["services/**", ".github/workflows/containers.yml"]}
     assert "workflow_dispatch" in workflow["on"]
     job = workflow["jobs"]["image"]
@@ -255,9 +284,9 @@ def test_the_push_sends_the_scanned_layouts_by_the_digests_the_builds_reported()
 def test_a_pull_request_builds_and_scans_but_gets_no_credentials_and_pushes_nothing():
     workflow = _load("containers.yml")
     job = workflow["jobs"]["image"]
-    # Push from main (a push or a run by hand), with the push role configured; never from a pull request or another
-    # branch, whose token the push role refuses.
-    assert job["env"]["PUSH"] == ("${{ github.event_name != 'pull_request' && github.ref == 'refs/heads/main' "
+    # Push from the CI branch (a push or a run by hand), with the push role configured; never from a pull request or
+    # another branch, whose token the push role refuses.
+    assert job["env"]["PUSH"] == (f"${{{{ github.event_name != 'pull_request' && github.ref == 'refs/heads/{_ci_branch()}' "
                                   "&& vars.AWS_IMAGE_PUSH_ROLE_ARN != '' }}")
     steps = job["steps"]
     first_aws_step = steps.index(next(step for step in steps if step.get("id") == "app"))
