@@ -8,6 +8,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from constructs.meshed_service import MeshedFargateService
+from constructs.meshed_service.adot import CONTAINER as COLLECTOR_CONTAINER
 from constructs.meshed_service.service_connect import discovery_name
 from constructs.observability import (
     LoadBalancerErrors,
@@ -19,12 +20,13 @@ from constructs.observability import (
     QuotaCounter,
     ReplicatedTable,
     ServiceMonitoring,
+    ServiceTable,
     SloThresholds,
     SpotInterruptionMetric,
     TraceSampling,
 )
 
-from .config import FoundationConfig
+from .config import FoundationConfig, ServiceConfig
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
@@ -73,7 +75,8 @@ class ObservabilityStack(cdk.Stack):
             self.services[service.name] = ServiceMonitoring(
                 self, f"{service.name}-monitoring", name=service.name, dashboard_name=f"{prefix}-{region}-{service.name}",
                 alarm_name_prefix=prefix, alarm_topic=topic, cluster_name=platform.cluster.cluster_name,
-                tasks=[MonitoredTasks(ecs_service_name=v.props.service_name, fargate_service=v.service, log_group=v.log_group)
+                tasks=[MonitoredTasks(ecs_service_name=v.props.service_name, fargate_service=v.service, log_group=v.log_group,
+                                      collector_container=COLLECTOR_CONTAINER)
                        for v in variants],
                 metrics_namespace=services.metrics_namespace, error_log_namespace=f"{prefix}/logs",
                 load_balancer=services.ingress.load_balancer if target_groups else None, target_groups=target_groups,
@@ -87,6 +90,10 @@ class ObservabilityStack(cdk.Stack):
                 canary_alarms=slo if service.name in services.canaries else None,
                 replicated_table=ReplicatedTable(config.table_name(service.name), config.other_regions(region))
                 if service.table else None,
+                table=ServiceTable(config.table_name(service.name), table_operations(service),
+                                   index_names=[index.name for index in service.table_indexes]) if service.table else None,
+                max_throttled_requests_per_minute=config.observability.table_throttle_alarm_requests,
+                max_table_system_errors_per_minute=config.observability.table_system_error_alarm_requests,
             )
 
         vpc = network.vpc
@@ -126,3 +133,16 @@ class ObservabilityStack(cdk.Stack):
 def _deployment_alarms(service: MeshedFargateService) -> list:
     """The alarms the service's extensions made for its deployments (Service Connect, load balancer)."""
     return [alarm for extension in service.extensions for alarm in getattr(extension, "alarms", [])]
+
+
+def table_operations(service: ServiceConfig) -> list[str]:
+    """The DynamoDB operations the service's role can call on its table (constructs/service_resources): its item
+    actions, Query through an index, and the transactions, which IAM authorizes per item, with no action of their
+    own (TransactWriteItems with Put/Update/Delete, TransactGetItems with Get). DynamoDB publishes ThrottledRequests
+    and SystemErrors per operation: these are the ones the table alarms sum."""
+    operations = set(service.table_actions) | ({"Query"} if service.table_indexes else set())
+    if operations & {"PutItem", "UpdateItem", "DeleteItem"}:
+        operations.add("TransactWriteItems")
+    if "GetItem" in operations:
+        operations.add("TransactGetItems")
+    return sorted(operations)

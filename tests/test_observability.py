@@ -407,3 +407,100 @@ def test_each_region_alarms_when_its_writes_to_a_service_table_replicate_too_slo
             assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"], alarm["TreatMissingData"]) == (3, 3, "notBreaching")
             assert alarm["AlarmActions"] == alarm["OKActions"] and alarm["AlarmActions"]
             assert RUNBOOK.search(alarm["AlarmDescription"])[1] == "runbooks/disaster-recovery.md"
+
+
+def _topic_name(assembly: Assembly, action: dict[str, Any]) -> str:
+    """The name of the SNS topic an alarm action points at (the platform stack's output of the topic's Ref)."""
+    reference = action["Fn::GetStackOutput"]
+    producer = next(path for path, artifact in assembly.stack_artifacts.items()
+                    if artifact["properties"].get("stackName") == reference["StackName"])
+    template = assembly.template(producer)
+    topic = template["Resources"][template["Outputs"][reference["OutputName"]]["Value"]["Ref"]]
+    return f'{reference["Region"]}:{topic["Properties"]["TopicName"]}'
+
+
+# The DynamoDB operations each service's role can call on its table (cdk.json `table_actions`, Query through its
+# `table_indexes`, and the transactions IAM authorizes per item action): ThrottledRequests and SystemErrors come per
+# operation, and an alarm that left one out would miss its throttles.
+TABLE_OPERATIONS = {
+    "auth": ["GetItem", "PutItem", "TransactGetItems", "TransactWriteItems", "UpdateItem"],
+    "persona": ["BatchGetItem", "BatchWriteItem", "DeleteItem", "GetItem", "PutItem", "Query", "TransactGetItems",
+                "TransactWriteItems", "UpdateItem"],
+    "vc-start": ["DeleteItem", "GetItem", "PutItem", "Query", "TransactGetItems", "TransactWriteItems", "UpdateItem"],
+}
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_each_region_alarms_when_a_service_table_throttles_requests_or_fails_them(request, variant):
+    """Each region watches its own replica of every service table: the requests DynamoDB throttled (a hot key, the
+    per-table quota, a jump past twice the previous peak) and its own 500s, summed over the operations the service
+    calls, to the region's alarm topic, with the runbook that says what to do."""
+    assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        alarms = _alarms(assembly, _observability(region))
+        assert {name for name in alarms if "-table-" in name} == {
+            f"mf-{service}-table-{kind}" for service in SERVICES for kind in ("throttled-requests", "system-errors")}
+        for service in SERVICES:
+            for kind, metric_name in (("throttled-requests", "ThrottledRequests"), ("system-errors", "SystemErrors")):
+                alarm = alarms[f"mf-{service}-table-{kind}"]
+                stats = {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
+                assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"], s["Period"]) for s in stats.values()} == {
+                    ("AWS/DynamoDB", metric_name, "Sum", 60)}
+                dimensions = [{d["Name"]: d["Value"] for d in s["Metric"]["Dimensions"]} for s in stats.values()]
+                assert sorted(d["Operation"] for d in dimensions) == TABLE_OPERATIONS[service]
+                assert all(d == {"TableName": f"mf-{service}", "Operation": d["Operation"]} for d in dimensions)
+                # An operation nobody throttled publishes nothing: each counts 0 then, so the sum is never missing.
+                (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]
+                assert expression.get("ReturnData", True) is True
+                assert expression["Expression"] == " + ".join(f"FILL({i}, 0)" for i in stats)
+                assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)  # config default: any
+                assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (3, 5, "notBreaching")
+                assert alarm["OKActions"] == alarm["AlarmActions"]
+                assert [_topic_name(assembly, action) for action in alarm["AlarmActions"]] == [f"{region}:mf-alarms"]
+                assert RUNBOOK.search(alarm["AlarmDescription"])[1] == "runbooks/table-errors.md"
+    # The indexes' own throttle events are on the dashboard, beside the table's (vc-start's sweep index).
+    body = _dashboards(assembly, _observability())["mf-eu-central-1-vc-start"].replace(" ", "")
+    assert '"AWS/DynamoDB","WriteThrottleEvents","GlobalSecondaryIndexName","sweep","TableName","mf-vc-start"' in body
+
+
+def test_the_table_alarm_thresholds_come_from_config(tmp_path):
+    from tests.assembly import synth
+
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
+                     observability={"table_throttle_alarm_requests": 25, "table_system_error_alarm_requests": 3})
+    alarms = _alarms(assembly, _observability("eu-west-1"))
+    assert {alarms[f"mf-{service}-table-throttled-requests"]["Threshold"] for service in SERVICES} == {25}
+    assert {alarms[f"mf-{service}-table-system-errors"]["Threshold"] for service in SERVICES} == {3}
+    # One region: no replication alarm, the table alarms all the same.
+    assert not any("-replication-to-" in name for name in alarms)
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_each_ecs_service_alarms_when_its_telemetry_collector_is_unhealthy_or_silent(request, variant):
+    """The ADOT sidecar is not essential: a dead or hung collector leaves the task serving without traces or metrics.
+    Its container health check, as Container Insights publishes it, alarms per ECS service (the App Mesh canary's too);
+    while tasks run, no health report at all counts as unhealthy (no collector running)."""
+    assembly = request.getfixturevalue(variant)
+    ecs_services = [f"{s}{suffix}" for s in SERVICES for suffix in (("", "-canary") if variant == "appmesh" else ("",))]
+    for region in REGIONS:
+        alarms = _alarms(assembly, _observability(region))
+        assert {name for name in alarms if name.endswith("-collector-unhealthy")} == {f"mf-{s}-collector-unhealthy" for s in ecs_services}
+        for ecs_service in ecs_services:
+            alarm = alarms[f"mf-{ecs_service}-collector-unhealthy"]
+            by_id = {m["Id"]: m for m in alarm["Metrics"]}
+            health, running = by_id["unhealthy"]["MetricStat"], by_id["running"]["MetricStat"]
+            assert (health["Metric"]["Namespace"], health["Metric"]["MetricName"], health["Stat"], health["Period"]) == (
+                "ECS/ContainerInsights", "UnHealthyContainerHealthStatus", "Maximum", 60)
+            cluster = {d["Name"]: d["Value"] for d in health["Metric"]["Dimensions"]}.pop("ClusterName")
+            assert sorted(health["Metric"]["Dimensions"], key=lambda d: d["Name"]) == [
+                {"Name": "ClusterName", "Value": cluster}, {"Name": "ContainerName", "Value": "adot-collector"},
+                {"Name": "ServiceName", "Value": ecs_service}]
+            assert running["Metric"]["MetricName"] == "RunningTaskCount"
+            assert {d["Name"]: d["Value"] for d in running["Metric"]["Dimensions"]} == {"ClusterName": cluster, "ServiceName": ecs_service}
+            (expression,) = [m["Expression"] for m in alarm["Metrics"] if "Expression" in m]
+            assert expression == "IF(FILL(running, 0) >= 1, FILL(unhealthy, 1), 0)"
+            assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+            assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (5, 5, "notBreaching")
+            assert alarm["OKActions"] == alarm["AlarmActions"]
+            assert [_topic_name(assembly, action) for action in alarm["AlarmActions"]] == [f"{region}:mf-alarms"]
+            assert RUNBOOK.search(alarm["AlarmDescription"])[1] == "runbooks/telemetry-collector.md"

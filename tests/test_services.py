@@ -94,8 +94,11 @@ def test_adot_collector_sidecar_runs_the_versioned_config(backend):
         expected = ADOT_CONFIG.read_text().replace("__METRICS_NAMESPACE__", "mf/services").replace("__METRICS_LOG_GROUP__", "<log-group>")
         assert text == expected
         assert {"Condition": "START", "ContainerName": "adot-collector"} in containers["app"]["DependsOn"]
-        # Not essential: without a restart policy a collector that exits stays down for the task's life.
-        assert adot["Essential"] is False and adot["RestartPolicy"] == {"Enabled": True}
+        # Not essential: without a restart policy a collector that exits stays down for the task's life, and ECS
+        # restarts it only after it ran the attempt period (default 300 s): 60 s, the least, leaves the shortest gap.
+        assert adot["Essential"] is False and adot["RestartPolicy"] == {"Enabled": True, "RestartAttemptPeriod": 60}
+        # Its health check is what Container Insights reports and the observability stack alarms on.
+        assert adot["HealthCheck"]["Command"] == ["CMD", "/healthcheck"]
 
 
 def test_the_collector_limits_its_memory_first_in_every_pipeline_below_its_container_limit():

@@ -38,6 +38,9 @@ EXPORTER_ENVIRONMENT = {
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA",
 }
 EXPORTING_CONTAINERS = (APP_CONTAINER, WORKER_CONTAINER)
+# ECS restarts a container only if it ran this long since its last start (default 300 s): a collector that dies
+# after 2 minutes (out of memory under a burst) would stay down for the task's life. 60 s is ECS's minimum.
+RESTART_ATTEMPT_PERIOD = cdk.Duration.seconds(60)
 
 
 def collector_config(metrics_namespace: str, metrics_log_group_name: str) -> str:
@@ -53,7 +56,9 @@ class AdotCollector(ServiceExtension):
     """Adds the collector container; the app exports OTLP to 127.0.0.1:4317 (gRPC) or :4318 (HTTP).
 
     The collector is not essential: if it fails, the service keeps serving and only telemetry is
-    lost. The app starts after the collector has started, so its first spans are not dropped.
+    lost. ECS restarts it when it exits, and its container health check is what tells anyone it is
+    down (Container Insights' ``UnHealthyContainerHealthStatus``: constructs/observability alarms on it).
+    The app starts after the collector has started, so its first spans are not dropped.
     ``resource_attributes`` are added to every span and metric the task sends (the collector's
     ``resourcedetection`` env detector), e.g. ``{VARIANT_ATTRIBUTE: "canary"}``.
     """
@@ -77,6 +82,7 @@ class AdotCollector(ServiceExtension):
             # Not essential, so ECS would neither restart a collector that exits nor replace the task: the
             # task would go on without telemetry (and a canary judged by it would look healthy). Restart it.
             enable_restart_policy=True,
+            restart_attempt_period=RESTART_ATTEMPT_PERIOD,
             cpu=self.cpu,
             memory_limit_mib=self.memory_limit_mib,
             user="10001",

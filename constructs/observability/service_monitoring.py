@@ -49,6 +49,13 @@ ERROR_LOG_METRIC = "ErrorLogLines"
 # A global table's replication usually takes under a second (runbooks/disaster-recovery.md: the tables' RPO); a
 # minute on average over 5 minutes means writes pile up unreplicated: a region lost now would lose them.
 REPLICATION_LAG_ALARM = cdk.Duration.minutes(1)
+# The table alarms count a minute as bad above their threshold, and alarm on 3 bad minutes of 5: one bad minute (a
+# burst the SDK's retries absorbed) does not page, a lasting one does within minutes.
+TABLE_ALARM_MINUTES, TABLE_ALARM_WINDOW_MINUTES = 3, 5
+# CloudWatch: a metric math alarm reads at most 10 metrics.
+MAX_ALARM_METRICS = 10
+# A collector failing its health check this long is not restarting: longer than a restart and its first checks take.
+COLLECTOR_UNHEALTHY_MINUTES = 5
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class MonitoredTasks:
     ecs_service_name: str
     fargate_service: ecs.FargateService
     log_group: logs.ILogGroup  # the containers' JSON logs (servicekit: one object per line with "level")
+    # The task's telemetry collector sidecar (with a container health check): alarmed when unhealthy or silent.
+    collector_container: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,17 @@ class ReplicatedTable:
     receiving_regions: Sequence[str]
 
 
+@dataclass(frozen=True)
+class ServiceTable:
+    """The service's table in this region (``table_name``), the DynamoDB operations the service can call on it
+    (``operations``: ``ThrottledRequests`` and ``SystemErrors`` are published per operation, and an alarm sums those
+    it names) and its global secondary indexes (``index_names``: their throttle events are plotted)."""
+
+    table_name: str
+    operations: Sequence[str]
+    index_names: Sequence[str] = ()
+
+
 class ServiceMonitoring(Construct):
     """A dashboard ``dashboard_name`` for one service, and its alarms (all to ``alarm_topic``, ALARM and OK):
 
@@ -91,7 +111,13 @@ class ServiceMonitoring(Construct):
     - with ``canary_alarms`` (App Mesh): ``<prefix>-<name>-canary-5xx-rate`` and ``-canary-p95-latency`` (and
       with ``grpc`` ``-canary-grpc-error-rate`` and ``-canary-grpc-p95-latency``) on the canary's own requests;
     - with ``replicated_table``: ``<prefix>-<name>-replication-to-<region>`` per receiving region, the table's
-      replication from this region taking more than REPLICATION_LAG_ALARM on average in 3 five-minute periods in a row.
+      replication from this region taking more than REPLICATION_LAG_ALARM on average in 3 five-minute periods in a row;
+    - with ``table``: ``<prefix>-<name>-table-throttled-requests`` and ``-table-system-errors``, the table's
+      ``ThrottledRequests`` and ``SystemErrors`` summed over the service's operations, above
+      ``max_throttled_requests_per_minute`` and ``max_table_system_errors_per_minute`` in TABLE_ALARM_MINUTES of
+      TABLE_ALARM_WINDOW_MINUTES minutes;
+    - per ECS service with a ``collector_container``: ``<prefix>-<ecs service>-collector-unhealthy``, a task's
+      collector failing its container health check, or none reporting while tasks run, for COLLECTOR_UNHEALTHY_MINUTES.
 
     Exposes ``facade``, ``alarm_names`` (every alarm it made) and ``error_log_filters``.
     """
@@ -105,11 +131,17 @@ class ServiceMonitoring(Construct):
         grpc: bool = False, grpc_alarms: SloThresholds | None = None, deployment_alarms: Sequence[cloudwatch.IAlarm] = (),
         spot_interruptions: SpotInterruptionMetric | None = None, max_error_log_lines_per_5_minutes: int = 10,
         below_desired_minutes: int = 10, canary_alarms: SloThresholds | None = None,
-        replicated_table: ReplicatedTable | None = None,
+        replicated_table: ReplicatedTable | None = None, table: ServiceTable | None = None,
+        max_throttled_requests_per_minute: int = 0, max_table_system_errors_per_minute: int = 0,
     ) -> None:
         super().__init__(scope, construct_id)
         if not tasks:
             raise ValueError(f"{name}: tasks is empty; monitor at least one ECS service")
+        if table and not 1 <= len(table.operations) <= MAX_ALARM_METRICS:
+            raise ValueError(f"{name}: table.operations={list(table.operations)!r} is invalid: give 1 to {MAX_ALARM_METRICS} "
+                             "operations (a metric math alarm reads at most 10 metrics)")
+        if min(max_throttled_requests_per_minute, max_table_system_errors_per_minute) < 0:
+            raise ValueError(f"{name}: the table alarms' thresholds must be 0 or more")
         self.name = name
         self.alarm_name_prefix = alarm_name_prefix
         self.cluster_name = cluster_name
@@ -144,6 +176,8 @@ class ServiceMonitoring(Construct):
         self._error_logs(error_log_namespace, max_error_log_lines_per_5_minutes)
         if replicated_table and replicated_table.receiving_regions:
             self._replication(replicated_table)
+        if table:
+            self._table(table, max_throttled_requests_per_minute, max_table_system_errors_per_minute)
 
     @property
     def alarm_names(self) -> list[str]:
@@ -391,8 +425,42 @@ class ServiceMonitoring(Construct):
         if spot:
             groups.append(monitoring.CustomMetricGroup(title="Fargate Spot interruptions / 5 minutes",
                                                        metrics=[spot.metric(monitored.ecs_service_name)]))
+        if monitored.collector_container:
+            groups.append(self._collector(monitored, insight("RunningTaskCount", "running")))
         self._custom(f"{monitored.ecs_service_name}: tasks", groups, description=(
-            "ECS/ContainerInsights task counts" + ("; Spot interruptions from ECS task state change events" if spot else "")))
+            "ECS/ContainerInsights task counts" + ("; Spot interruptions from ECS task state change events" if spot else "")
+            + (f"; the `{monitored.collector_container}` sidecar's container health and restarts" if monitored.collector_container else "")))
+
+    def _collector(self, monitored: MonitoredTasks, running: cloudwatch.Metric) -> monitoring.CustomMetricGroup:
+        """The telemetry collector sidecar, not essential: when it dies or hangs the task serves on and nothing else
+        notices (the dashboards go quiet, Service Connect's gRPC deployment alarms read nothing). Container Insights
+        publishes its container health check, 1 when UNHEALTHY and 0 when HEALTHY, per container. A stopped container
+        has no health check to report, so while tasks run, no report at all counts as unhealthy too: every task's
+        collector down, as when it cannot start. One stopped among healthy ones counts only if ECS reports it UNHEALTHY."""
+        container = {"ClusterName": self.cluster_name, "ServiceName": monitored.ecs_service_name,
+                     "ContainerName": monitored.collector_container}
+
+        def container_metric(metric_name: str, statistic: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace=CONTAINER_INSIGHTS, metric_name=metric_name, dimensions_map=container,
+                                     statistic=statistic, period=MINUTE, label=label)
+
+        unhealthy = cloudwatch.MathExpression(
+            expression="IF(FILL(running, 0) >= 1, FILL(unhealthy, 1), 0)", period=MINUTE, label="collector unhealthy or silent",
+            using_metrics={"running": running, "unhealthy": container_metric("UnHealthyContainerHealthStatus", "Maximum", "unhealthy")})
+        ecs_service = monitored.ecs_service_name
+        return monitoring.CustomMetricGroup(title=f"Telemetry collector ({monitored.collector_container}): unhealthy, restarts", metrics=[
+            monitoring.CustomMetricWithAlarm(
+                metric=unhealthy, alarm_friendly_name=f"{ecs_service}-collector-unhealthy",
+                add_alarm=self.named_alarm(
+                    monitoring.CustomThreshold, alarm_name=f"{self.alarm_name_prefix}-{ecs_service}-collector-unhealthy",
+                    summary=(f"{ecs_service}: a task's telemetry collector has failed its health check, or no collector has "
+                             f"reported one while tasks ran, for {COLLECTOR_UNHEALTHY_MINUTES} minutes (its traces and "
+                             "metrics are lost)"),
+                    runbook="telemetry-collector", threshold=0,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=COLLECTOR_UNHEALTHY_MINUTES, evaluation_periods=COLLECTOR_UNHEALTHY_MINUTES,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING)),
+            container_metric("RestartCount", "Sum", "restarts")])
 
     def _error_log_filter(self, index: int, log_group: logs.ILogGroup, namespace: str) -> logs.MetricFilter:
         return logs.MetricFilter(
@@ -441,3 +509,42 @@ class ServiceMonitoring(Construct):
                     treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
             for region in table.receiving_regions])],
             description=f"`AWS/DynamoDB` `ReplicationLatency` of `{table.table_name}` from this region's writes, per receiving region")
+
+    def _table(self, table: ServiceTable, max_throttled: int, max_system_errors: int) -> None:
+        """``ThrottledRequests`` counts a request once whatever throttled it (the table or an index it writes to or
+        queries), so summed over the service's operations it is the requests DynamoDB turned away: on an on-demand
+        table a hot key, the per-table quota or a jump past twice the previous peak. ``SystemErrors`` are DynamoDB's
+        own 500s. Both come per operation only, and an operation without throttles publishes nothing (FILL)."""
+        minutes, window = TABLE_ALARM_MINUTES, TABLE_ALARM_WINDOW_MINUTES
+
+        def dynamodb(metric_name: str, label: str, **dimensions: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/DynamoDB", metric_name=metric_name, statistic="Sum", period=MINUTE,
+                                     label=label, dimensions_map={"TableName": table.table_name, **dimensions})
+
+        def per_operation(metric_name: str, id_prefix: str, label: str) -> cloudwatch.MathExpression:
+            return summed({f"{id_prefix}{operation}": dynamodb(metric_name, operation, Operation=operation)
+                           for operation in table.operations}, label)
+
+        def alarm(metric: cloudwatch.IMetric, what: str, threshold: int, summary: str) -> monitoring.CustomMetricWithAlarm:
+            return monitoring.CustomMetricWithAlarm(
+                metric=metric, alarm_friendly_name=what,
+                add_alarm=self.named_alarm(
+                    monitoring.CustomThreshold, alarm_name=self._alarm_name(what),
+                    summary=f"{self.name}: {summary} in {minutes} of the last {window} minutes", runbook="table-errors",
+                    threshold=threshold, comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    datapoints_to_alarm=minutes, evaluation_periods=window,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING))
+
+        events = [dynamodb(f"{kind}ThrottleEvents", f"table {kind.lower()}") for kind in ("Read", "Write")] + [
+            dynamodb(f"{kind}ThrottleEvents", f"{index} {kind.lower()}", GlobalSecondaryIndexName=index)
+            for index in table.index_names for kind in ("Read", "Write")]
+        self._custom("Table", [
+            monitoring.CustomMetricGroup(title="Throttled requests / minute", metrics=[alarm(
+                per_operation("ThrottledRequests", "throttled", "throttled requests"), "table-throttled-requests", max_throttled,
+                f"more than {max_throttled} requests a minute to {table.table_name} throttled")]),
+            monitoring.CustomMetricGroup(title="DynamoDB system errors / minute", metrics=[alarm(
+                per_operation("SystemErrors", "errors", "system errors"), "table-system-errors", max_system_errors,
+                f"more than {max_system_errors} requests a minute to {table.table_name} failed with a DynamoDB system error")]),
+            monitoring.CustomMetricGroup(title="Throttle events / minute (table and indexes)", metrics=events),
+        ], description=(f"`AWS/DynamoDB` of `{table.table_name}` in this region: `ThrottledRequests` and `SystemErrors` summed over "
+                        f"the service's operations ({', '.join(table.operations)}); throttle events per table and index"))
