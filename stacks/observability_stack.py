@@ -40,8 +40,9 @@ class ObservabilityStack(cdk.Stack):
 
     The 5xx-rate and p95-latency alarms of Service Connect deployments (the mesh's, the load balancer's and,
     for a service with a gRPC port, those of its own gRPC calls) stay with the services stack: they roll
-    deployments back; the dashboards show them. With App Mesh, which has no deployment alarms, the load
-    balancer's and the gRPC calls' alarms are made here, under the same names.
+    deployments back; the dashboards show them. With App Mesh the load balancer's and the gRPC calls' alarms are made
+    here, under the same names; the services stack names the load balancer's, the task-count and the canary alarms
+    made here as its ECS services' deployment alarms (by name: this stack depends on that one).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig, network: NetworkStack,

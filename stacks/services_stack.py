@@ -150,6 +150,7 @@ class ServicesStack(cdk.Stack):
                         name=service.name, port=service.port, grpc_port=service.grpc_port,
                         health_check_path=service.health_check_path,
                         calls=[(callee, *ports[callee]) for callee in service.calls], variant=variant,
+                        rollback_alarm_names=self._appmesh_rollback_alarms(service, variant, mesh_callers=service.name in called),
                     )
                     if variant == "primary":
                         # Only the primary takes load balancer traffic; the canary's share is the router's weight.
@@ -360,21 +361,42 @@ class ServicesStack(cdk.Stack):
         """Where the tasks' collectors put the services' metrics (the observability stack reads the same)."""
         return f"{self.config.prefix}/services"
 
+    # App Mesh alarms, by name: the observability stack makes them (it depends on this stack, not the other way round).
+    def _load_balancer_alarms(self, service: ServiceConfig) -> list[str]:
+        """The primary's target group (the load balancer sends the canary nothing): its 5xx rate and p95."""
+        prefix = self.config.prefix
+        return [f"{prefix}-{service.name}-lb-group0-5xx-rate", f"{prefix}-{service.name}-lb-group0-p95-latency"] \
+            if self._behind_load_balancer(service) else []
+
+    def _canary_traffic_alarms(self, service: ServiceConfig) -> list[str]:
+        """The canary's own 5xx rate and p95 (and gRPC pair), from its tasks' metrics by deployment.variant."""
+        prefix = self.config.prefix
+        alarms = [f"{prefix}-{service.name}-canary-5xx-rate", f"{prefix}-{service.name}-canary-p95-latency"]
+        if service.grpc_port:
+            alarms += [f"{prefix}-{service.name}-canary-grpc-error-rate", f"{prefix}-{service.name}-canary-grpc-p95-latency"]
+        return alarms
+
+    def _appmesh_rollback_alarms(self, service: ServiceConfig, variant: str, *, mesh_callers: bool) -> list[str]:
+        """What a rolling deployment of the variant's ECS service rolls back on: the alarms that see that variant's
+        tasks alone (the router's weights judge mesh calls, and only when a traffic shift runs). The primary: its
+        load balancer group and its task count. The canary: its own traffic where mesh callers give it any (the
+        router's canary weight), and its task count. By name: ECS reads them while a deployment runs, so a first
+        deployment before the observability stack exists does not fail; it has nothing to roll back to anyway."""
+        own_tasks = f"{self.config.prefix}-{service.name}{'' if variant == 'primary' else '-canary'}-no-running-tasks"
+        if variant == "primary":
+            return [*self._load_balancer_alarms(service), own_tasks]
+        return [*(self._canary_traffic_alarms(service) if mesh_callers else []), own_tasks]
+
     def _traffic_shift(self, mesh: AppMeshBackend, service: ServiceConfig) -> TrafficShift:
         """The service's progressive rollout (runbooks/canary-rollback.md). One state machine per service:
         each role reaches only its own service's routes, and a run of one service cannot touch another's."""
         prefix = self.config.prefix
-        # By name (the observability stack owns them; it depends on this stack, not the other way round).
         # The load balancer's alarms see the primary's tasks only (it sends the canary nothing), so the
-        # canary's own alarms (its 5xx rate and p95 from its tasks' metrics, by deployment.variant), the
-        # error-log alarm (both variants' logs) and the canary's task count watch the canary itself.
-        alarms = [f"{prefix}-{service.name}-lb-group0-5xx-rate", f"{prefix}-{service.name}-lb-group0-p95-latency"] \
-            if self._behind_load_balancer(service) else []
-        alarms += [f"{prefix}-{service.name}-canary-5xx-rate", f"{prefix}-{service.name}-canary-p95-latency"]
-        if service.grpc_port:
-            alarms += [f"{prefix}-{service.name}-canary-grpc-error-rate", f"{prefix}-{service.name}-canary-grpc-p95-latency"]
-        alarms += [f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired",
-                   f"{prefix}-{service.name}-canary-no-running-tasks"]
+        # canary's own alarms, the error-log alarm (both variants' logs) and the canary's task count watch the
+        # canary itself.
+        alarms = [*self._load_balancer_alarms(service), *self._canary_traffic_alarms(service),
+                  f"{prefix}-{service.name}-error-logs", f"{prefix}-{service.name}-canary-tasks-below-desired",
+                  f"{prefix}-{service.name}-canary-no-running-tasks"]
         shift = TrafficShift(
             self, f"{service.name}-traffic-shift", state_machine_name=f"{prefix}-{service.name}-traffic-shift",
             mesh=mesh.mesh, routes=mesh.routes[service.name],

@@ -285,6 +285,50 @@ def test_appmesh_deploys_rolling_and_discovers_nodes_through_the_dns_registratio
         assert registries[cloud_map["ServiceName"]["Fn::GetAtt"][0]] == expected
 
 
+def _watched(alarm: dict, services_outputs: dict) -> set[tuple[str, str]]:
+    """What an alarm's metrics are of: their (dimension, value) pairs, a services-stack output resolved to its value."""
+    pairs = set()
+    for metric in (m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m):
+        for dimension in metric["Dimensions"]:
+            value = dimension["Value"]
+            if "services" in (value.get("Fn::GetStackOutput", {}).get("StackName", "") if isinstance(value, dict) else ""):
+                value = services_outputs[value["Fn::GetStackOutput"]["OutputName"]]["Value"]
+            pairs.add((dimension["Name"], json.dumps(value, sort_keys=True) if isinstance(value, dict) else value))
+    return pairs
+
+
+def test_appmesh_rolling_deployments_roll_back_on_the_alarms_of_each_variants_own_tasks(appmesh):
+    """The load balancer sends every public request to the primary, and the router's weights move mesh calls only
+    (when a traffic shift runs): each ECS service's rolling deployment rolls back on the alarms that see its own tasks.
+    By name, as plain strings: the observability stack, deployed after the services stack, makes them."""
+    for region in REGIONS:
+        outputs = appmesh.template(f"mf-{region}/services")["Outputs"]
+        alarms = {r["Properties"]["AlarmName"]: r["Properties"]
+                  for r in _resources(appmesh, f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
+        for properties in _ecs_services(appmesh, region).values():
+            ecs_name = properties["ServiceName"]
+            name = ecs_name.removesuffix("-canary")
+            if ecs_name == name:
+                # The target group the primary registers in (every service has a path).
+                (group,) = [lb["TargetGroupArn"]["Ref"] for lb in properties["LoadBalancers"]]
+                of_group = {("TargetGroup", json.dumps({"Fn::GetAtt": [group, "TargetGroupFullName"]}))}
+                expected = {f"mf-{name}-lb-group0-5xx-rate": of_group, f"mf-{name}-lb-group0-p95-latency": of_group}
+            else:
+                # Its own requests: the router's canary weight of the mesh calls (none for vc-start, which nothing calls).
+                traffic = ["5xx-rate", "p95-latency", *(["grpc-error-rate", "grpc-p95-latency"] if name in GRPC_SERVICES else [])]
+                expected = {f"mf-{name}-canary-{what}": {("service.name", name), ("deployment.variant", "canary")}
+                            for what in traffic if name in CALLED}
+            expected[f"mf-{ecs_name}-no-running-tasks"] = {("ServiceName", ecs_name)}
+            deployment = properties["DeploymentConfiguration"]
+            assert (deployment["Strategy"], deployment["DeploymentCircuitBreaker"]) == ("ROLLING", {"Enable": True, "Rollback": True})
+            assert deployment["Alarms"] == {"AlarmNames": list(expected), "Enable": True, "Rollback": True}, ecs_name
+            for alarm_name, of_variant in expected.items():
+                assert alarm_name in alarms, f"{ecs_name} rolls back on {alarm_name}, which the app does not make"
+                assert of_variant <= _watched(alarms[alarm_name], outputs), alarm_name
+        # Names, not references: the services stack does not wait for (or import from) the observability stack.
+        assert not any("observability" in d for d in appmesh.stack_artifacts[f"mf-{region}/services"].get("dependencies", []))
+
+
 def test_appmesh_turns_service_connect_off_so_a_rollback_from_service_connect_removes_its_proxy(dev, appmesh):
     # ECS keeps a service's Service Connect settings when an update names none: App Mesh must say Enabled false.
     assert all(p["ServiceConnectConfiguration"]["Enabled"] for p in _ecs_services(dev).values())

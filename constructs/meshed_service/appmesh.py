@@ -121,18 +121,21 @@ class AppMeshBackend(Construct):
         return self.virtual_services[name]
 
     def extension(self, *, name: str, port: int, health_check_path: str, calls: Sequence[tuple[str, int] | tuple[str, int, int | None]],
-                  variant: str, grpc_port: int | None = None) -> ServiceExtension:
+                  variant: str, grpc_port: int | None = None, rollback_alarm_names: Sequence[str] = ()) -> ServiceExtension:
         """``calls``: (service name, port) or (service name, port, gRPC port) of every service this one calls.
 
         Envoy's listeners take TLS only (STRICT), from mesh callers and from a load balancer alike:
         a load balancer in front of the service must send HTTPS (it does not verify the certificate).
+
+        ``rollback_alarm_names``: CloudWatch alarms a rolling deployment of this variant's ECS service rolls back on,
+        by name, so they may live in a stack deployed after this one (ECS reads them only while a deployment runs).
         """
         if variant not in VARIANTS:
             raise ValueError(f"variant={variant!r} is invalid: use one of {', '.join(VARIANTS)}")
         self.virtual_service(name, port, grpc_port)
         backends = [self.virtual_service(*callee) for callee in calls]
         return _AppMeshExtension(self, name=name, port=port, grpc_port=grpc_port, health_check_path=health_check_path,
-                                 backends=backends, variant=variant)
+                                 backends=backends, variant=variant, rollback_alarm_names=list(rollback_alarm_names))
 
     def add_routes(self) -> None:
         """One route per service and port: weighted primary/canary targets and a retry policy."""
@@ -193,8 +196,9 @@ class AppMeshBackend(Construct):
 
 class _AppMeshExtension(ServiceExtension):
     def __init__(self, backend: AppMeshBackend, *, name: str, port: int, grpc_port: int | None, health_check_path: str,
-                 backends: list[appmesh.VirtualService], variant: str) -> None:
+                 backends: list[appmesh.VirtualService], variant: str, rollback_alarm_names: list[str]) -> None:
         self.backend, self.name, self.port, self.grpc_port, self.variant = backend, name, port, grpc_port, variant
+        self.rollback_alarm_names = rollback_alarm_names
         self.health_check_path = health_check_path
         self.backends = backends
         self.envoy: ecs.ContainerDefinition | None = None
@@ -293,6 +297,12 @@ class _AppMeshExtension(ServiceExtension):
     def modify_service_props(self, props: dict[str, Any]) -> dict[str, Any]:
         # Traffic moves between versions through the router's weights, so ECS deploys rolling.
         props["deployment_strategy"] = ecs.DeploymentStrategy.ROLLING
+        if self.rollback_alarm_names:
+            # The weights judge a release only for mesh calls; a rolling deployment of this variant (the primary takes
+            # every load balancer request) needs its own alarms. ECS polls them during the deployment and its bake
+            # time only, and skips them for a deployment that starts while one is in ALARM (a fix-forward deploys).
+            props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
+                alarm_names=self.rollback_alarm_names, behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM)
         return props
 
     def use_service(self, service: MeshedFargateService) -> None:
