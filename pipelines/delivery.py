@@ -14,6 +14,7 @@ from stacks.edge_stage import EdgeStage
 from stacks.region_stage import RegionStage
 
 from .acknowledgments import acknowledge_pipeline_findings
+from .approval_notifications import ApprovalNotifications
 from .pipeline_stack import PipelineBaselineStack, PipelineStack, grant_connection_use
 from .smoke_test import SmokeTestStack, smoke_test_step
 
@@ -26,7 +27,8 @@ def add_delivery_pipeline(
     The stages stay where app.py made them, at the top of the app: each is defined once, `cdk deploy
     '<prefix>-<region>/*'` still reaches it by hand, and the pipeline deploys the same CloudFormation stacks.
     Order: the primary region, then the others one at a time, then the edge, which reads every region's
-    load balancer. In prod a manual approval comes before the first deploy. Each region with a load
+    load balancer. In prod a manual approval comes before the first deploy, and its approvers (config
+    ``pipeline.approval_emails``) are notified when a release reaches it. Each region with a load
     balancer gets a smoke test after its deploy; a failing one stops the pipeline before the next region.
     """
     primary = next(stage for stage in region_stages if stage.region == config.primary_region)
@@ -65,6 +67,9 @@ def add_delivery_pipeline(
     # role, bucket and key CDK Pipelines generates, including the other regions' support stacks.
     stack.pipeline.build_pipeline()
     grant_connection_use(stack.pipeline, config.pipeline.connection_arn)
+    if config.is_prod:  # the approval waits in prod only
+        ApprovalNotifications(stack, "ApprovalNotifications", pipeline=stack.pipeline.pipeline,
+                              topic_name=f"{name}-approvals", emails=config.pipeline.approval_emails)
     baseline.permissions_boundary.apply_to(stack)
     support_stacks = [support.stack for support in stack.pipeline.pipeline.cross_region_support.values()]
     for scope in (baseline, stack, *support_stacks):

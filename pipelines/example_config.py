@@ -17,12 +17,14 @@ _CONTEXT = json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read
 
 
 def example_pipeline(primary_region: str | None = None, account: str = EXAMPLE_ACCOUNT) -> dict[str, Any]:
-    """A connection in the pipeline's own account and region (the config requires both)."""
+    """A connection in the pipeline's own account and region (the config requires both), and an approver to
+    notify (prod requires one; example.com is reserved for examples, RFC 2606)."""
     region = primary_region or _CONTEXT.get("primary_region", "eu-central-1")
     return {
         "connection_arn": f"arn:aws:codeconnections:{region}:{account}:connection/00000000-0000-0000-0000-000000000000",
         "repository": "example-org/microservices-foundation",
         "branch": "main",
+        "approval_emails": ["release-approvers@example.com"],
     }
 
 

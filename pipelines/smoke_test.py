@@ -31,6 +31,7 @@ from stacks.defaults import profile_defaults
 from stacks.region_stage import RegionStage
 
 from .acknowledgments import acknowledge_codebuild_defaults
+from .pipeline_stack import BUILD_IMAGE
 
 # The variable the regional project reads; the pipeline's step passes the stack output in it.
 LOAD_BALANCER_VARIABLE = "LOAD_BALANCER_DNS_NAME"
@@ -124,7 +125,7 @@ class SmokeTestStack(cdk.Stack):
             subnet_selection=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[security_group],
             environment=codebuild.BuildEnvironment(
-                build_image=codebuild.LinuxBuildImage.STANDARD_7_0, compute_type=codebuild.ComputeType.SMALL),
+                build_image=BUILD_IMAGE, compute_type=codebuild.ComputeType.SMALL),  # the pipeline's projects' image
             # The default lets an operator run it by hand; the pipeline passes the output it just deployed.
             environment_variables={
                 LOAD_BALANCER_VARIABLE: codebuild.BuildEnvironmentVariable(value=load_balancer.load_balancer_dns_name),

@@ -256,11 +256,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The CDK Pipelines pipeline (pipelines/): where its source comes from."""
+    """The CDK Pipelines pipeline (pipelines/): where its source comes from, who hears that a release awaits approval."""
 
     connection_arn: str  # a CodeConnections connection in the app's account and primary region
     repository: str  # owner/name (GitLab: group/subgroup/name) as the connection's provider spells it
     branch: str  # the branch the pipeline builds and deploys
+    # e-mail subscribers of the approval topic: told when a release waits for the manual approval before prod
+    approval_emails: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -1138,6 +1140,7 @@ def _parse_pipeline(key: str, value: Any) -> PipelineConfig | None:
         "repository": (None, _pattern(_REPOSITORY_PATTERN, "expected the repository as owner/name, e.g. my-org/foundation")),
         "branch": ("main", _pattern(_BRANCH_PATTERN, "expected a branch name such as main or release/2026 "
                                                      "(letters, digits, ., _, -, /; no wildcards, spaces or ..)")),
+        "approval_emails": ([], _parse_emails),
     }))
 
 
@@ -1156,6 +1159,10 @@ def _check_pipeline(values: dict[str, Any]) -> None:
     if connection_region != values["primary_region"]:
         raise ConfigError("pipeline.connection_arn", pipeline.connection_arn,
                           f"the connection must be in {values['primary_region']}, the pipeline's region (primary_region)")
+    if values["profile"] == "prod" and not pipeline.approval_emails:
+        # prod waits for a manual approval before its first deploy: without a subscriber, nobody hears of it.
+        raise ConfigError("pipeline.approval_emails", [], "the prod pipeline waits for a manual approval before it deploys: "
+                                                          "name at least one e-mail address to notify")
 
 
 _AZ_LETTERS = ("a", "b", "c")  # KNOWN_REGIONS: the first three zones of each are <region>a/b/c

