@@ -15,7 +15,8 @@ moto's query only the partition's items; DynamoDB reads one partition too.
 The patch keeps moto's behaviour (same checks, same all-or-nothing rollback) but saves only what a
 transaction can change, the items it names (deep copies), and puts those back when it is cancelled.
 It also caches the list of moto's services that every request recomputes from the file system while
-holding the server's dispatch lock. A self-check runs first (a cancelled transaction must leave the table as it was,
+holding the server's dispatch lock. The server is the repo's (local/moto_server.py): one AWS request at a
+time, as for `make run-local` and the tests. A self-check runs first (a cancelled transaction must leave the table as it was,
 a successful one must apply); if it fails, or moto's internals are not what this expects, the server
 runs stock moto and says so.
 
@@ -24,9 +25,11 @@ runs stock moto and says so.
 
 from __future__ import annotations
 
-import logging
 import sys
+from pathlib import Path
 from typing import Any
+
+LOCAL_DIR = Path(__file__).resolve().parents[1] / "local"  # moto_server.py: the repo's moto server
 
 
 def _patch() -> Any:
@@ -188,8 +191,6 @@ def _self_check() -> None:
 
 
 def main(argv: list[str]) -> None:
-    # No access log: one line per AWS call would bury everything else.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     undo = None
     try:
         undo = _patch()
@@ -200,9 +201,10 @@ def main(argv: list[str]) -> None:
         if undo is not None:
             undo()
         print(f"fast_moto: WARNING: running stock moto, the patch does not apply: {error!r}", flush=True)
-    from moto.server import main as serve
+    sys.path.insert(0, str(LOCAL_DIR))
+    import moto_server
 
-    serve(argv)
+    moto_server.main(argv)
 
 
 if __name__ == "__main__":

@@ -226,14 +226,13 @@ def base_env(pythonpath: Iterable[str] = ()) -> dict[str, str]:
     return env
 
 
-# moto's server without its access log (one line per AWS call would drown the services' own logs).
-_MOTO_MAIN = ("import logging, sys; logging.getLogger('werkzeug').setLevel(logging.WARNING); "
-              "from moto.server import main; main(sys.argv[1:])")
+# moto's server, applying one AWS request at a time as DynamoDB applies each atomically (see moto_server.py).
+MOTO_SERVER = Path(__file__).resolve().parent / "moto_server.py"
 
 
 def moto_spec(port: int) -> ProcessSpec:
     # A process of its own, not a thread here: moto is busy under load and must not share our GIL.
-    return ProcessSpec("moto", [sys.executable, "-c", _MOTO_MAIN, "-H", "127.0.0.1", "-p", str(port)],
+    return ProcessSpec("moto", [sys.executable, str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
                        base_env(), f"http://127.0.0.1:{port}/moto-api/data.json")
 
 

@@ -278,41 +278,40 @@ FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testin
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
 
 
-def _local_bootstrap() -> Any:
-    """services/local/bootstrap.py (not a package: loaded by path, once per process)."""
-    module = sys.modules.get("local_bootstrap")
+def local_module(name: str) -> Any:
+    """services/local/<name>.py (not a package: loaded by path, once per process)."""
+    module = sys.modules.get(f"local_{name}")
     if module is None:
-        spec = importlib.util.spec_from_file_location("local_bootstrap", SERVICES_DIR / "local" / "bootstrap.py")
+        spec = importlib.util.spec_from_file_location(f"local_{name}", SERVICES_DIR / "local" / f"{name}.py")
         assert spec and spec.loader
-        module = sys.modules["local_bootstrap"] = importlib.util.module_from_spec(spec)
+        module = sys.modules[f"local_{name}"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     return module
 
 
 @contextlib.contextmanager
 def moto_environment() -> Iterator[dict[str, dict[str, str]]]:
-    """A moto server on 127.0.0.1 (in this process) holding everything local/bootstrap.py creates; yields
-    bootstrap's per-service environment. The prefix is unique, so nothing collides with other tests that
-    share moto's process-wide state."""
-    import logging
-
+    """A moto server on 127.0.0.1 (in this process; the repo's, local/moto_server.py, which applies one request
+    at a time) holding everything local/bootstrap.py creates; yields bootstrap's per-service environment. The
+    prefix is unique, so nothing collides with other tests that share moto's process-wide state."""
     import pytest
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access lines
     with pytest.MonkeyPatch.context() as mp:
         for name, value in FAKE_AWS_ENV.items():
             mp.setenv(name, value)
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
             mp.delenv(name, raising=False)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
+        server = local_module("moto_server").make_server("127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+        thread.start()
         try:
-            host, port = server.get_host_and_port()
+            host, port = server.server_address[:2]
             prefix = "t" + uuid.uuid4().hex[:8]
-            yield _local_bootstrap().bootstrap(f"http://{host}:{port}", REGION, prefix)
+            yield local_module("bootstrap").bootstrap(f"http://{host}:{port}", REGION, prefix)
         finally:
-            server.stop()
+            server.shutdown()
+            thread.join()
+            server.server_close()
 
 
 def settings_for(cls: type[T], service_env: dict[str, str], **overrides: Any) -> T:

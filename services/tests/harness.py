@@ -1,6 +1,7 @@
 """Real services on loopback against a real moto server, for the cross-service tests.
 
-One moto server (`python -m moto.server` on a free port) runs as a child process; every service and
+One moto server (run_local's, `local/moto_server.py`: one AWS request at a time, as DynamoDB applies each
+atomically) runs on a free port as a child process; every service and
 worker is a `python -m <module>` child started exactly as `make run-local` starts it (the process
 specs and the launcher come from services/local/run_local.py, the resources from
 services/local/bootstrap.py), so they listen on 127.0.0.1 only (run_local's BIND_HOST; tests/test_loopback.py
@@ -219,8 +220,8 @@ class Stack:
 
     def start(self, extras: Iterable[str] = ()) -> Stack:
         (port,) = self.rl.free_ports(1)
-        self.moto = subprocess.Popen([_python(), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spec = self.rl.moto_spec(port)
+        self.moto = subprocess.Popen([_python(), *spec.argv[1:]], env=spec.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"http://127.0.0.1:{port}"
         _wait_for_moto(self.moto, self.endpoint)
         self.env = self.rl.bootstrap(self.endpoint, REGION, self.prefix, visibility_timeout_seconds=VISIBILITY_TIMEOUT_SECONDS,

@@ -10,10 +10,12 @@ Deviations from / additions to the spec API (all backwards compatible):
 - resilient_grpc_call: `coro_factory` may take one argument, the per-attempt timeout in seconds
   (`lambda timeout: stub.GetPersona(req, timeout=timeout)`); time-outs surface as AioRpcError
   DEADLINE_EXCEEDED. Breakers are looked up by name per settings object.
-- JwksVerifier adds `refetch_interval_seconds` (default 30), `JwksVerifier.from_settings(settings)`
-  (with its own ResilientHttpClient) and `aclose()`; settings.AuthClientSettings holds AUTH_URL,
-  JWT_ISSUER, JWT_AUDIENCE for services that accept auth's tokens. bearer_claims: missing header -> 401
-  `unauthorized`, bad token -> 401 `invalid_token`.
+- JwksVerifier adds `refetch_interval_seconds` (default 30), `max_lifetime_seconds` and `max_stale_seconds`,
+  `JwksVerifier.from_settings(settings)` (with its own ResilientHttpClient) and `aclose()`;
+  settings.AuthClientSettings holds AUTH_URL, JWT_ISSUER, JWT_AUDIENCE, JWT_MAX_LIFETIME_SECONDS and
+  JWKS_MAX_STALE_SECONDS for services that accept auth's tokens. It also refuses an empty `sub` and
+  drops RSA keys under 2048 bits from the JWKS. bearer_claims: missing header -> 401 `unauthorized`, bad
+  token -> 401 `invalid_token` (the reason is logged, not answered).
 - ResilientHttpClient.aclose() may be followed by more requests (a new pool opens), so an app whose
   lifespan closes its clients can be started again.
 - dynamo.readiness_check(settings, table_name=None, *, client=None): GetItem of an absent key (writes nothing).

@@ -81,6 +81,12 @@ class ServiceSettings(BaseSettings):
         return path
 
 
+# auth's ACCESS_TOKEN_TTL_SECONDS default (900) plus a minute for a TTL change rolling out; set it to auth's
+# TTL + 60 when auth's changes (tests/test_contracts.py checks that auth's default tokens pass).
+DEFAULT_JWT_MAX_LIFETIME_SECONDS = 960
+DEFAULT_JWKS_MAX_STALE_SECONDS = 3600.0
+
+
 class AuthClientSettings(ServiceSettings):
     """Settings of a service that accepts auth's access tokens (verified with auth's JWKS)."""
 
@@ -88,6 +94,11 @@ class AuthClientSettings(ServiceSettings):
     auth_url: str = "http://127.0.0.1:8081"
     jwt_issuer: str = "mf-auth"
     jwt_audience: str = "mf-services"
+    # A token whose exp - iat is longer is refused, whatever its exp.
+    jwt_max_lifetime_seconds: int = Field(default=DEFAULT_JWT_MAX_LIFETIME_SECONDS, ge=1)
+    # While auth cannot be reached, the last JWKS keeps verifying this long after its cache time (300 s);
+    # then requests get 503 auth_unavailable until auth answers.
+    jwks_max_stale_seconds: float = Field(default=DEFAULT_JWKS_MAX_STALE_SECONDS, ge=0)
 
     @property
     def jwks_url(self) -> str:
