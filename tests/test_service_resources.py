@@ -484,5 +484,7 @@ def test_constructs_reject_what_cannot_work():
     with pytest.raises(ValueError, match="table_indexes needs table_name"):
         ServiceData(stack, "d", name_prefix="mf", name="a", retain=False, replica_regions=[], custom_resource_log_group=group,
                     rotation_log_group=group, signing_secret_name="mf/a/key", table_indexes=[TableIndex("sweep", "shard", "at")])
+    with pytest.raises(ValueError, match="sweep: sort_key_type='binary' is invalid: expected one of string, number"):
+        TableIndex("sweep", "shard", "at", sort_key_type="binary")
     with pytest.raises(ValueError, match="detail_types=\\[\\] is invalid"):
         EventSubscription(producer="persona", source="mf.persona", detail_types=[])
