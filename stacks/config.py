@@ -1022,6 +1022,8 @@ _DEFAULT_SERVICES = {
     "auth": {"calls": [], "path": "/api/auth", "priority": 10, "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
              "signing_key": True},
     "persona": {"calls": ["auth"], "path": "/api/persona", "priority": 20, "module": "persona_service", "table": True, "grpc_port": 50051,
+                "table_actions": ["BatchGetItem", "DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem"],
+                "table_indexes": {"holds": {"partition_key": "persona_id", "sort_key": "hold_expires_at", "sort_key_type": "number"}},
                 "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
     "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "priority": 30, "module": "vc_start", "table": True,
                  "table_actions": ["DeleteItem", "GetItem", "PutItem", "UpdateItem"], "worker": True,

@@ -114,11 +114,15 @@ def test_services_events_and_ports_defaults():
     # Each task role gets the table actions its code calls (tests/test_service_aws_calls.py); unset: every item action.
     assert services["auth"].table_actions == ("GetItem", "PutItem", "UpdateItem")
     assert services["vc-start"].table_actions == ("DeleteItem", "GetItem", "PutItem", "UpdateItem")
-    assert services["persona"].table_actions == TABLE_ITEM_ACTIONS
+    # persona reads no history in bulk and deletes none (its released reservations expire by TTL): no BatchWriteItem.
+    assert services["persona"].table_actions == tuple(a for a in TABLE_ITEM_ACTIONS if a != "BatchWriteItem")
     assert load_config({"services": {"billing": {"image_tag": "1"}}}).services[0].table_actions == ()
-    # vc-start's sweeper finds stuck sessions through a sparse index; no other table has one, and none by default.
+    # vc-start's sweeper finds stuck sessions through a sparse index, persona its expired holds (keyed by a number:
+    # hold_expires_at, which only a HELD reservation has); auth has none, and none by default.
     assert services["vc-start"].table_indexes == (TableIndexConfig(name="sweep", partition_key="sweep_shard", sort_key="sweep_at"),)
-    assert services["auth"].table_indexes == services["persona"].table_indexes == ()
+    assert services["persona"].table_indexes == (
+        TableIndexConfig(name="holds", partition_key="persona_id", sort_key="hold_expires_at", sort_key_type="number"),)
+    assert services["auth"].table_indexes == ()
     assert load_config({"services": {"billing": {"image_tag": "1", "table": True}}}).services[0].table_indexes == ()
     # DynamoDB's limits: 3-255 characters of [A-Za-z0-9_.-] for the name, 255 bytes for a key; the table's own keys may be reused.
     (edge,) = load_config({"services": {"billing": {"image_tag": "1", "table": True, "table_indexes": {
