@@ -85,11 +85,13 @@ class LegacyConfig:
 
 @dataclass(frozen=True)
 class TableIndexConfig:
-    """A global secondary index on a service's table: both keys are strings, the projection is the keys only."""
+    """A global secondary index on a service's table: a string partition key, a string or number sort key, the
+    projection is the keys only."""
 
     name: str
     partition_key: str
     sort_key: str
+    sort_key_type: str = "string"  # "string" or "number" (INDEX_KEY_TYPES)
 
 
 @dataclass(frozen=True)
@@ -554,27 +556,50 @@ _INDEX_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 MAX_TABLE_INDEXES = 20
 # The table's TTL attribute holds a number: declared a string index key, every write that sets it would fail.
 _NOT_INDEX_KEYS = ("expires_at",)
+# The DynamoDB attribute types an index's sort key may have (the partition key is a string).
+INDEX_KEY_TYPES = {"string": "S", "number": "N"}
 
 
-def _index_key(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value.encode()) <= 255 or value in _NOT_INDEX_KEYS:
-        raise ConfigError(key, value, "expected the name of a string attribute, 1 to 255 bytes, not the table's TTL attribute expires_at")
+def _attribute_name(what: str) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if not isinstance(value, str) or not 1 <= len(value.encode()) <= 255 or value in _NOT_INDEX_KEYS:
+            raise ConfigError(key, value, f"expected the name of {what}, 1 to 255 bytes, not the table's TTL attribute expires_at")
+        return value
+
+    return parse
+
+
+_index_key = _attribute_name("a string attribute")
+_index_sort_key = _attribute_name("a string or number attribute (sort_key_type)")
+
+
+def _index_key_type(key: str, value: Any) -> str:
+    if value not in INDEX_KEY_TYPES:
+        raise ConfigError(key, value, f"expected one of {', '.join(INDEX_KEY_TYPES)}: the type of the sort key's attribute")
     return value
 
 
 def _parse_table_indexes(key: str, value: Any) -> tuple[TableIndexConfig, ...]:
     if not isinstance(value, dict) or len(value) > MAX_TABLE_INDEXES:
         raise ConfigError(key, value, f'expected an object of up to {MAX_TABLE_INDEXES} index name -> '
-                                      '{"partition_key": ..., "sort_key": ...}, '
+                                      '{"partition_key": ..., "sort_key": ..., "sort_key_type"?: "string" | "number"}, '
                                       'e.g. {"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}')
     indexes = []
     for name, entry in value.items():
         if not _INDEX_NAME_PATTERN.fullmatch(name):
             raise ConfigError(key, name, "the index name must be 3-255 letters, digits, underscores, dots or hyphens")
-        fields = _object(f"{key}.{name}", entry, {"partition_key": (None, _index_key), "sort_key": (None, _index_key)})
+        fields = _object(f"{key}.{name}", entry, {"partition_key": (None, _index_key), "sort_key": (None, _index_sort_key),
+                                                  "sort_key_type": ("string", _index_key_type)})
         if fields["partition_key"] == fields["sort_key"]:
             raise ConfigError(f"{key}.{name}.sort_key", fields["sort_key"], "must differ from partition_key")
         indexes.append(TableIndexConfig(name=name, **fields))
+    # One attribute has one type in the table's attribute definitions (its own keys pk and sk are strings).
+    types = {"pk": "string", "sk": "string"}
+    for index in indexes:
+        for attribute, kind, field in ((index.partition_key, "string", "partition_key"), (index.sort_key, index.sort_key_type, "sort_key")):
+            if types.setdefault(attribute, kind) != kind:
+                raise ConfigError(f"{key}.{index.name}.{field}", attribute,
+                                  f"is a {types[attribute]} key elsewhere on the table; one attribute has one type")
     return tuple(sorted(indexes, key=lambda index: index.name))
 
 
@@ -1001,6 +1026,8 @@ _DEFAULT_SERVICES = {
     "auth": {"calls": [], "path": "/api/auth", "priority": 10, "module": "auth_service", "table": True, "table_actions": ["GetItem", "PutItem", "UpdateItem"],
              "signing_key": True},
     "persona": {"calls": ["auth"], "path": "/api/persona", "priority": 20, "module": "persona_service", "table": True, "grpc_port": 50051,
+                "table_actions": ["BatchGetItem", "DeleteItem", "GetItem", "PutItem", "Query", "UpdateItem"],
+                "table_indexes": {"holds": {"partition_key": "persona_id", "sort_key": "hold_expires_at", "sort_key_type": "number"}},
                 "worker": True, "consumes": {"vc-start": ["SessionStarted", "SessionCancelled"]}},
     "vc-start": {"calls": ["auth", "persona"], "path": "/api/vc", "priority": 30, "module": "vc_start", "table": True,
                  "table_actions": ["DeleteItem", "GetItem", "PutItem", "UpdateItem"], "worker": True,

@@ -43,8 +43,8 @@ class DataStack(cdk.Stack):
                 replica_regions=config.other_regions(self.region),
                 custom_resource_log_group=custom_resource_logs, rotation_log_group=rotation_logs,
                 table_name=config.table_name(service.name) if service.table else None,
-                table_indexes=[TableIndex(name=index.name, partition_key=index.partition_key, sort_key=index.sort_key)
-                               for index in service.table_indexes],
+                table_indexes=[TableIndex(name=index.name, partition_key=index.partition_key, sort_key=index.sort_key,
+                                          sort_key_type=index.sort_key_type) for index in service.table_indexes],
                 signing_secret_name=config.signing_secret_name(service.name) if service.signing_key else None,
                 rotation_interval=cdk.Duration.days(config.data.signing_key_rotation_days),
             )

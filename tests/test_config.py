@@ -114,11 +114,15 @@ def test_services_events_and_ports_defaults():
     # Each task role gets the table actions its code calls (tests/test_service_aws_calls.py); unset: every item action.
     assert services["auth"].table_actions == ("GetItem", "PutItem", "UpdateItem")
     assert services["vc-start"].table_actions == ("DeleteItem", "GetItem", "PutItem", "UpdateItem")
-    assert services["persona"].table_actions == TABLE_ITEM_ACTIONS
+    # persona reads no history in bulk and deletes none (its released reservations expire by TTL): no BatchWriteItem.
+    assert services["persona"].table_actions == tuple(a for a in TABLE_ITEM_ACTIONS if a != "BatchWriteItem")
     assert load_config({"services": {"billing": {"image_tag": "1"}}}).services[0].table_actions == ()
-    # vc-start's sweeper finds stuck sessions through a sparse index; no other table has one, and none by default.
+    # vc-start's sweeper finds stuck sessions through a sparse index, persona its expired holds (keyed by a number:
+    # hold_expires_at, which only a HELD reservation has); auth has none, and none by default.
     assert services["vc-start"].table_indexes == (TableIndexConfig(name="sweep", partition_key="sweep_shard", sort_key="sweep_at"),)
-    assert services["auth"].table_indexes == services["persona"].table_indexes == ()
+    assert services["persona"].table_indexes == (
+        TableIndexConfig(name="holds", partition_key="persona_id", sort_key="hold_expires_at", sort_key_type="number"),)
+    assert services["auth"].table_indexes == ()
     assert load_config({"services": {"billing": {"image_tag": "1", "table": True}}}).services[0].table_indexes == ()
     # DynamoDB's limits: 3-255 characters of [A-Za-z0-9_.-] for the name, 255 bytes for a key; the table's own keys may be reused.
     (edge,) = load_config({"services": {"billing": {"image_tag": "1", "table": True, "table_indexes": {
@@ -145,7 +149,7 @@ _INDEX = {"partition_key": "shard", "sort_key": "at"}
     ({"auth": {"table": True, "table_indexes": {"sweep\n": _INDEX}}},
      "services.auth.table_indexes='sweep\\n' is invalid: the index name must be 3-255 letters"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {"partition_key": "shard"}}}},
-     "services.auth.table_indexes.sweep.sort_key=null is invalid: expected the name of a string attribute"),
+     "services.auth.table_indexes.sweep.sort_key=null is invalid: expected the name of a string or number attribute"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "projection": "ALL"}}}},
      "services.auth.table_indexes.sweep.projection='ALL' is invalid: unknown key; known keys are partition_key, sort_key"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "partition_key": ""}}}},
@@ -153,7 +157,15 @@ _INDEX = {"partition_key": "shard", "sort_key": "at"}
     ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key": "é" * 128}}}},
      "services.auth.table_indexes.sweep.sort_key='éééé"),
     ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key": 7}}}},
-     "services.auth.table_indexes.sweep.sort_key=7 is invalid: expected the name of a string attribute"),
+     "services.auth.table_indexes.sweep.sort_key=7 is invalid: expected the name of a string or number attribute"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key_type": "N"}}}},
+     "services.auth.table_indexes.sweep.sort_key_type='N' is invalid: expected one of string, number"),
+    # CloudFormation takes one type per attribute of the table: a number sort key cannot be a string key elsewhere.
+    ({"auth": {"table": True, "table_indexes": {"by_at": {"partition_key": "at", "sort_key": "x"},
+                                                "sweep": {**_INDEX, "sort_key_type": "number"}}}},
+     "services.auth.table_indexes.sweep.sort_key='at' is invalid: is a string key elsewhere on the table"),
+    ({"auth": {"table": True, "table_indexes": {"sweep": {**_INDEX, "sort_key": "sk", "sort_key_type": "number"}}}},
+     "services.auth.table_indexes.sweep.sort_key='sk' is invalid: is a string key elsewhere on the table"),
     ({"auth": {"module": "auth-service"}}, "services.auth.module='auth-service' is invalid: expected a Python module name"),
     ({"auth": {"consumes": ["persona"]}}, 'services.auth.consumes=["persona"] is invalid: expected an object of producer service'),
     # Variables the stack sets itself, fixed or derived from a callee's name, would be overwritten silently.

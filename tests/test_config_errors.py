@@ -129,6 +129,9 @@ CASES = [
      ["services.auth.table_indexes.sweep.sort_key='sweep_at'", "must differ from partition_key"]),
     ("index on the TTL attribute", {"services": json.dumps({"auth": {"table": True, "table_indexes": {"sweep": {**_SWEEP, "sort_key": "expires_at"}}}})},
      ["services.auth.table_indexes.sweep.sort_key='expires_at'", "not the table's TTL attribute"]),
+    ("index sort key of a type DynamoDB has no name for here", {"services": json.dumps({"auth": {"table": True, "table_indexes": {
+        "sweep": {**_SWEEP, "sort_key_type": "binary"}}}})},
+     ["services.auth.table_indexes.sweep.sort_key_type='binary'", "expected one of string, number"]),
     ("index without a table", {"services": json.dumps({"auth": {"table_indexes": {"sweep": _SWEEP}}})},
      ['services.auth.table_indexes={"sweep": {"partition_key": "sweep_shard", "sort_key": "sweep_at"}}', "needs table: true"]),
     ("max receive count out of range", {"events": json.dumps({"max_receive_count": 0})}, ["events.max_receive_count=0", "1 to 1000"]),

@@ -104,7 +104,7 @@ def test_the_finder_sees_what_each_service_calls():
     """The table of the report: a finder that silently found less would make the role checks below vacuous."""
     assert {service: sorted(actions) for service, actions in CALLED.items()} == {
         "auth": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"],
-        "persona": ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
+        "persona": ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
                     "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "events:PutEvents",
                     "sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"],
         "vc-start": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "events:PutEvents",

@@ -86,27 +86,35 @@ def test_each_service_has_a_global_table_replicated_to_the_other_region_each_rep
             assert _text(replica["SSESpecification"]["KMSMasterKeyId"]) == expected_key, (name, region)
 
 
+# The sparse indexes: vc-start's sweeper finds sessions stuck in PENDING (or CANCELLED, compensation unpublished)
+# through `sweep` (only such items carry sweep_shard and sweep_at); persona finds its expired holds through `holds`
+# (only a HELD reservation has hold_expires_at, a number). Each reader reads the items themselves: keys only.
+INDEXES = {
+    "vc-start": ("sweep", ("sweep_shard", "S"), ("sweep_at", "S")),
+    "persona": ("holds", ("persona_id", "S"), ("hold_expires_at", "N")),
+}
+
+
 @pytest.mark.parametrize("profile", ["dev", "prod"])
-def test_only_vc_starts_table_has_an_index_the_sparse_sweep_index_keyed_by_strings_projecting_keys_only(dev, prod, profile):
-    """vc-start's sweeper finds sessions stuck in PENDING (or CANCELLED, compensation unpublished) through it: only such
-    items carry sweep_shard and sweep_at, so the index holds them alone, and the sweeper reads each item itself."""
+def test_vc_start_and_persona_tables_have_one_sparse_index_each_projecting_keys_only(dev, prod, profile):
     tables = _owned({"dev": dev, "prod": prod}[profile], "AWS::DynamoDB::GlobalTable")
     for name, (_, table) in tables.items():
         properties = table["Properties"]
-        if name != "vc-start":
+        if name not in INDEXES:
             assert "GlobalSecondaryIndexes" not in properties, name
             assert [a["AttributeName"] for a in properties["AttributeDefinitions"]] == ["pk", "sk"], name
             continue
+        index_name, (partition_key, partition_type), (sort_key, sort_type) = INDEXES[name]
         assert properties["GlobalSecondaryIndexes"] == [{
-            "IndexName": "sweep",
-            "KeySchema": [{"AttributeName": "sweep_shard", "KeyType": "HASH"}, {"AttributeName": "sweep_at", "KeyType": "RANGE"}],
+            "IndexName": index_name,
+            "KeySchema": [{"AttributeName": partition_key, "KeyType": "HASH"}, {"AttributeName": sort_key, "KeyType": "RANGE"}],
             "Projection": {"ProjectionType": "KEYS_ONLY"},
         }]
-        assert properties["AttributeDefinitions"] == [{"AttributeName": attribute, "AttributeType": "S"}
-                                                      for attribute in ("pk", "sk", "sweep_shard", "sweep_at")]
+        assert properties["AttributeDefinitions"] == [{"AttributeName": attribute, "AttributeType": kind} for attribute, kind
+                                                      in (("pk", "S"), ("sk", "S"), (partition_key, partition_type), (sort_key, sort_type))]
         # Every replica has it (CDK names it per replica, where provisioned read capacity would go).
         assert {replica["Region"]: replica["GlobalSecondaryIndexes"] for replica in properties["Replicas"]} == {
-            region: [{"IndexName": "sweep"}] for region in (PRIMARY, OTHER)}
+            region: [{"IndexName": index_name}] for region in (PRIMARY, OTHER)}
         # Still on demand: the index takes its capacity from the table's mode, with nothing to provision.
         assert properties["BillingMode"] == "PAY_PER_REQUEST" and "WriteProvisionedThroughputSettings" not in properties
 
@@ -366,8 +374,8 @@ def test_each_regions_task_roles_use_their_own_regions_table_and_secret_through_
         statements = list(_task_role_statements(dev, region, service))
         tables = [_text(s["Resource"]) for s in statements if "dynamodb:" in json.dumps(s["Action"])]
         table = f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-{service}"
-        # vc-start also queries its sweep index, which has an ARN of its own (tests/test_service_resources.py).
-        assert tables == [table, *([f"{table}/index/sweep"] if service == "vc-start" else [])]
+        # vc-start also queries its sweep index, persona its holds index, each by its own ARN (tests/test_service_resources.py).
+        assert tables == [table, *([f"{table}/index/{INDEXES[service][0]}"] if service in INDEXES else [])]
         kms = [s for s in statements if "kms:" in json.dumps(s["Action"])]
         assert kms and all(_text(s["Resource"]) == any_key for s in kms)
         crypto = [s for s in kms if "kms:Decrypt" in s["Action"] and s["Condition"]["StringEquals"]["kms:ViaService"].startswith("dynamodb.")]

@@ -169,9 +169,10 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
     # Item-level only: no scans, no table administration, no transactions-as-a-wildcard.
     assert not {"dynamodb:Scan", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable"} & set(TABLE_ACTIONS)
     assert {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= set(TABLE_ACTIONS)
-    # The config accepts exactly the construct's item actions; persona, which calls them all, gets them all.
+    # The config accepts exactly the construct's item actions; persona calls all but BatchWriteItem (a deleted
+    # persona's released reservations expire by TTL), and gets those.
     assert {f"dynamodb:{action}" for action in TABLE_ITEM_ACTIONS} == set(TABLE_ACTIONS)
-    assert TABLE_ACTIONS_BY_SERVICE["persona"] == TABLE_ITEM_ACTIONS
+    assert TABLE_ACTIONS_BY_SERVICE["persona"] == tuple(a for a in TABLE_ITEM_ACTIONS if a != "BatchWriteItem")
     # Nothing in services/ calls these (tests/test_service_aws_calls.py finds every call and ties each role to it).
     assert not {"dynamodb:DescribeTable", "dynamodb:ConditionCheckItem"} & set(TABLE_ACTIONS)
     # Key use that carries no table name is metadata only.
@@ -179,8 +180,9 @@ def test_task_roles_get_item_actions_on_their_table_and_nothing_broader(backend)
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_vc_start_may_query_only_its_sweep_index_not_its_table_and_persona_still_queries_its_table(backend, region):
-    """vc-start's sweeper reads its sparse index; Query on the table would let the role read any session partition."""
+def test_vc_start_may_query_only_its_sweep_index_not_its_table_and_persona_its_table_and_holds_index(backend, region):
+    """vc-start's sweeper reads its sparse index; Query on the table would let the role read any session partition.
+    persona lists personas from its table and finds expired holds in its holds index."""
     variant, assembly = backend
     queries = {}
     for role, statement in _statements_by_role(_resources(assembly, region)):
@@ -192,10 +194,13 @@ def test_vc_start_may_query_only_its_sweep_index_not_its_table_and_persona_still
         # A statement of its own, on exactly the index's ARN in this region.
         assert "TaskRole" in role and actions == ["dynamodb:Query"], role
         assert resource == f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-vc-start/index/sweep"
-    # persona queries its table, with every other item action, as before; auth queries nothing.
-    for _, actions, resource in queries.pop("persona"):
-        assert sorted(actions) == [f"dynamodb:{action}" for action in TABLE_ITEM_ACTIONS]
-        assert resource == f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-persona"
+    # persona queries its table, with its other item actions, and its holds index on its own; auth queries nothing.
+    table = f"arn:aws:dynamodb:{region}:<AWS::AccountId>:table/mf-persona"
+    persona = [(resource, sorted(actions)) for _, actions, resource in queries.pop("persona")]
+    assert len(persona) == (4 if variant == "appmesh" else 2)  # with App Mesh, the canary's role too
+    assert sorted(map(repr, persona)) == sorted(map(repr, [
+        (table, [f"dynamodb:{action}" for action in TABLE_ACTIONS_BY_SERVICE["persona"]]),
+        (f"{table}/index/holds", ["dynamodb:Query"])] * (2 if variant == "appmesh" else 1)))
     assert not queries
     # vc-start's table actions stay what its code calls on the table (cdk.json): no Query there.
     assert "Query" not in TABLE_ACTIONS_BY_SERVICE["vc-start"]
@@ -484,5 +489,7 @@ def test_constructs_reject_what_cannot_work():
     with pytest.raises(ValueError, match="table_indexes needs table_name"):
         ServiceData(stack, "d", name_prefix="mf", name="a", retain=False, replica_regions=[], custom_resource_log_group=group,
                     rotation_log_group=group, signing_secret_name="mf/a/key", table_indexes=[TableIndex("sweep", "shard", "at")])
+    with pytest.raises(ValueError, match="sweep: sort_key_type='binary' is invalid: expected one of string, number"):
+        TableIndex("sweep", "shard", "at", sort_key_type="binary")
     with pytest.raises(ValueError, match="detail_types=\\[\\] is invalid"):
         EventSubscription(producer="persona", source="mf.persona", detail_types=[])

@@ -29,11 +29,20 @@ DEFAULT_ROTATION_INTERVAL = cdk.Duration.days(30)
 
 @dataclass(frozen=True)
 class TableIndex:
-    """A global secondary index: string partition and sort keys, keys-only projection (a reader gets the item itself)."""
+    """A global secondary index: a string partition key, a string or number sort key (``sort_key_type``: "string"
+    or "number"), keys-only projection (a reader gets the item itself)."""
 
     name: str
     partition_key: str
     sort_key: str
+    sort_key_type: str = "string"
+
+    def __post_init__(self) -> None:
+        if self.sort_key_type not in _KEY_TYPES:
+            raise ValueError(f"{self.name}: sort_key_type={self.sort_key_type!r} is invalid: expected one of {', '.join(_KEY_TYPES)}")
+
+
+_KEY_TYPES = {"string": dynamodb.AttributeType.STRING, "number": dynamodb.AttributeType.NUMBER}
 
 
 class ServiceData(Construct):
@@ -110,7 +119,7 @@ class ServiceData(Construct):
             global_secondary_indexes=[dynamodb.GlobalSecondaryIndexPropsV2(
                 index_name=index.name,
                 partition_key=dynamodb.Attribute(name=index.partition_key, type=dynamodb.AttributeType.STRING),
-                sort_key=dynamodb.Attribute(name=index.sort_key, type=dynamodb.AttributeType.STRING),
+                sort_key=dynamodb.Attribute(name=index.sort_key, type=_KEY_TYPES[index.sort_key_type]),
                 projection_type=dynamodb.ProjectionType.KEYS_ONLY,
             ) for index in indexes] or None,
             billing=dynamodb.Billing.on_demand(),

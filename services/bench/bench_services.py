@@ -233,7 +233,10 @@ class Bench:
                # The run outlasts a 15-minute token: auth issues hour-long ones, which persona and vc-start must accept.
                "ACCESS_TOKEN_TTL_SECONDS": "3600", "JWT_MAX_LIFETIME_SECONDS": "3660", "LOG_LEVEL": "INFO",
                # A restart for the overhead runs must not wait out a login backlog for the default 20 s.
-               "SHUTDOWN_TIMEOUT_SECONDS": "5"}
+               "SHUTDOWN_TIMEOUT_SECONDS": "5",
+               # The bench user spreads its sessions over some 270 personas at the default rate (seed): persona's
+               # most, not its default 100.
+               "MAX_PERSONAS_PER_OWNER": "1000"}
         self.launcher.start(run_local.ProcessSpec(
             "otlp-sink", [sys.executable, str(BENCH_DIR / "otlp_sink.py"), str(self.sink_port)], run_local.base_env()))
         wait_for_port(self.sink_port, self.launcher)

@@ -33,21 +33,25 @@ CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
 
 
 def table_indexes(service: str) -> dict[str, dict[str, str]]:
-    """cdk.json's ``services.<service>.table_indexes``: index name -> {partition_key, sort_key}."""
+    """cdk.json's ``services.<service>.table_indexes``: index name -> {partition_key, sort_key[, sort_key_type]}."""
     services = json.loads(CDK_JSON.read_text())["context"]["services"]
     return services[service].get("table_indexes", {})
 
 
 def table_definition(name: str, indexes: dict[str, dict[str, str]]) -> dict[str, Any]:
     """CreateTable's arguments for a service table as the app's ServiceData makes it: pk/sk strings, on demand,
-    and string-keyed KEYS_ONLY global secondary indexes (TTL is a separate call)."""
-    keys = {"pk", "sk"} | {key for index in indexes.values() for key in (index["partition_key"], index["sort_key"])}
+    and KEYS_ONLY global secondary indexes with a string partition key and a string or number (``sort_key_type``)
+    sort key (TTL is a separate call)."""
+    types = {"pk": "S", "sk": "S"}
+    for index in indexes.values():
+        types[index["partition_key"]] = "S"
+        types[index["sort_key"]] = "N" if index.get("sort_key_type") == "number" else "S"
     secondary = [{"IndexName": index_name, "Projection": {"ProjectionType": "KEYS_ONLY"},
                   "KeySchema": [{"AttributeName": index["partition_key"], "KeyType": "HASH"},
                                 {"AttributeName": index["sort_key"], "KeyType": "RANGE"}]}
                  for index_name, index in indexes.items()]
     return {"TableName": name, "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": key, "AttributeType": "S"} for key in sorted(keys)],
+            "AttributeDefinitions": [{"AttributeName": key, "AttributeType": types[key]} for key in sorted(types)],
             "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
             **({"GlobalSecondaryIndexes": secondary} if secondary else {})}
 

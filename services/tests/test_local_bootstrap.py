@@ -89,8 +89,22 @@ def test_vc_starts_table_has_the_sweep_index_its_store_queries_as_cdk_json_decla
     (index,) = dynamodb.describe_table(TableName="mf-vc-start")["Table"]["GlobalSecondaryIndexes"]
     assert index["IndexName"] == SWEEP_INDEX and index["Projection"]["ProjectionType"] == "KEYS_ONLY"
     assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [(SWEEP_SHARD, "HASH"), (SWEEP_AT, "RANGE")]
-    for name in ("mf-auth", "mf-persona"):
-        assert dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", []) == []
+    assert dynamodb.describe_table(TableName="mf-auth")["Table"].get("GlobalSecondaryIndexes", []) == []
+
+
+def test_personas_table_has_the_holds_index_its_store_queries_keyed_by_a_number(
+        env: dict[str, dict[str, str]], endpoint: str) -> None:
+    from persona_service.store import HOLDS_INDEX
+
+    assert local_bootstrap.table_indexes("persona") == {
+        HOLDS_INDEX: {"partition_key": "persona_id", "sort_key": "hold_expires_at", "sort_key_type": "number"}}
+    table = client("dynamodb", endpoint).describe_table(TableName="mf-persona")["Table"]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == HOLDS_INDEX and index["Projection"]["ProjectionType"] == "KEYS_ONLY"
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [("persona_id", "HASH"), ("hold_expires_at", "RANGE")]
+    # hold_expires_at is the number the store writes (epoch seconds): a string key would refuse every hold.
+    assert {(a["AttributeName"], a["AttributeType"]) for a in table["AttributeDefinitions"]} == {
+        ("pk", "S"), ("sk", "S"), ("persona_id", "S"), ("hold_expires_at", "N")}
 
 
 def test_signing_key_secret_holds_a_usable_rsa_2048_key(env: dict[str, dict[str, str]], endpoint: str) -> None:

@@ -5,7 +5,7 @@
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from servicekit import aws
 from servicekit.auth import bearer_claims
 from servicekit.aws import run_sync
@@ -31,6 +31,10 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ApiError(409, "max_sessions_below_reserved", str(exc)) from None
     except st.StoreConflict as exc:
         raise ApiError(409, "concurrent_update", str(exc)) from None
+    except st.PersonaLimitReached as exc:
+        raise ApiError(409, "persona_limit_reached", str(exc)) from None
+    except st.InvalidPageToken as exc:
+        raise ApiError(422, "invalid_page_token", str(exc)) from None
     except st.StoreUnavailable as exc:
         # DynamoDB keeps throttling a batch call: the same answer as servicekit's to its throttling errors.
         log.warning("storage unavailable: %s", exc)
@@ -48,15 +52,20 @@ def build_router(store: st.PersonaStore, verifier: Any) -> APIRouter:
             raise ApiError(401, "invalid_token", "token has no subject")
         return sub
 
-    @router.post("", status_code=201, response_model=Persona, summary="Create a persona", responses=error_responses(413))
+    @router.post("", status_code=201, response_model=Persona, summary="Create a persona", responses=error_responses(409, 413))
     async def create_persona(body: PersonaCreate, claims: Claims) -> Persona:
         persona = await _call(store.create, owner(claims), body.display_name, body.attributes, body.max_sessions)
         log.info("persona created", extra={"persona_id": persona.persona_id})
         return Persona.of(persona)
 
-    @router.get("", response_model=PersonaList, summary="List the caller's personas")
-    async def list_personas(claims: Claims) -> PersonaList:
-        return PersonaList(items=[Persona.of(p) for p in await _call(store.list, owner(claims))])
+    @router.get("", response_model=PersonaList, summary="List the caller's personas, one page at a time")
+    async def list_personas(
+        claims: Claims,
+        limit: Annotated[int, Query(ge=1, le=st.MAX_PAGE_SIZE, description="Personas per page")] = st.DEFAULT_PAGE_SIZE,
+        page_token: Annotated[str | None, Query(min_length=1, max_length=512, description="`next_page_token` of the previous page")] = None,
+    ) -> PersonaList:
+        page = await _call(store.list, owner(claims), limit=limit, page_token=page_token)
+        return PersonaList(items=[Persona.of(p) for p in page.items], next_page_token=page.next_page_token)
 
     @router.get("/{persona_id}", response_model=Persona, summary="Get one of the caller's personas", responses=error_responses(404))
     async def get_persona(persona_id: str, claims: Claims) -> Persona:

@@ -36,7 +36,8 @@ def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClien
     if not settings.table_name:
         raise ValueError("TABLE_NAME is not set: persona needs its DynamoDB table")
     dynamodb = clients.dynamodb or aws.client("dynamodb", settings)
-    store = PersonaStore(dynamodb, settings.table_name, hold_seconds=settings.reservation_hold_seconds, clock=clients.clock)
+    store = PersonaStore(dynamodb, settings.table_name, hold_seconds=settings.reservation_hold_seconds, clock=clients.clock,
+                         max_personas_per_owner=settings.max_personas_per_owner)
     owned_verifier = JwksVerifier.from_settings(settings) if clients.verifier is None else None
     verifier = clients.verifier or owned_verifier
 

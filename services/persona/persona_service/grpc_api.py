@@ -75,6 +75,8 @@ def _rpc(method: Handler) -> Handler:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except st.StoreConflict as exc:
                 await context.abort(grpc.StatusCode.ABORTED, str(exc))
+            except st.InvalidPageToken as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except st.StoreUnavailable as exc:
                 log.warning("storage unavailable", extra={"rpc": method.__name__, "reason": str(exc)})
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable ({exc}); retry")
@@ -134,8 +136,12 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         self, request: persona_pb2.ListPersonasRequest, context: grpc.aio.ServicerContext
     ) -> persona_pb2.ListPersonasResponse:
         owner = await self._owner(context)
-        personas = await run_sync(self._store.list, owner)
-        return persona_pb2.ListPersonasResponse(items=[persona_message(p) for p in personas])
+        if request.page_size < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative")
+        # 0 asks for the default; more than the maximum gets the maximum (AIP-158).
+        page_size = min(request.page_size or st.DEFAULT_PAGE_SIZE, st.MAX_PAGE_SIZE)
+        page = await run_sync(self._store.list, owner, limit=page_size, page_token=request.page_token or None)
+        return persona_pb2.ListPersonasResponse(items=[persona_message(p) for p in page.items], next_page_token=page.next_page_token or "")
 
     @_rpc
     async def ReserveSlot(self, request: persona_pb2.ReserveSlotRequest, context: grpc.aio.ServicerContext) -> persona_pb2.Reservation:

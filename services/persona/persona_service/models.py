@@ -57,4 +57,8 @@ class Persona(BaseModel):
 
 
 class PersonaList(BaseModel):
-    items: list[Persona]
+    items: list[Persona] = Field(description="One page of the caller's personas, in persona_id order")
+    next_page_token: str | None = Field(
+        default=None, description="Pass as `page_token` for the next page; null on the last page (a page may hold fewer "
+        "than `limit` personas, so only null means there are no more)"
+    )

@@ -16,3 +16,5 @@ class PersonaSettings(AuthClientSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     # How long a ReserveSlot hold lives unless SessionStarted confirms it.
     reservation_hold_seconds: int = Field(default=120, ge=1)
+    # How many personas one owner may have; creating one more answers 409 persona_limit_reached.
+    max_personas_per_owner: int = Field(default=100, ge=1, le=1000)

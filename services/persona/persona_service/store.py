@@ -2,20 +2,30 @@
 
 Items (pk / sk):
 - `PERSONA#<id>` / `PROFILE`: the persona, incl. the `reserved` counter.
-- `OWNER#<sub>` / `PERSONA#<id>`: owner index, so listing is a Query (no Scan, no GSI).
+- `OWNER#<sub>` / `PERSONA#<id>`: owner index, so listing is a Query (no Scan, no GSI), one page at a time.
+- `OWNER#<sub>` / `COUNT`: how many personas the owner has (`personas`), so creating one can check the cap atomically.
 - `PERSONA#<id>` / `RESERVATION#<session_id>`: a slot held for a session (HELD -> CONFIRMED -> RELEASED).
 
+The table's sparse index `holds` (HOLDS_INDEX) holds the HELD reservations only, so finding a persona's expired holds
+reads those, never the persona's history of confirmed and released reservations (a session a minute is some 10,000
+items a week).
+
 Every change of a reservation's status that moves the counter happens in one TransactWriteItems
-with the counter update, so `reserved` always equals the number of HELD + CONFIRMED reservations.
+with the counter update, so `reserved` always equals the number of HELD + CONFIRMED reservations;
+likewise creating and deleting a persona moves its owner's `personas` count.
 A HELD reservation's deadline is `hold_expires_at`, not the table's TTL attribute `expires_at`: if
 DynamoDB's TTL deleted an expired hold, its slot could never be given back. Only RELEASED items get
-`expires_at` (they are kept a week as tombstones, so late duplicate calls stay idempotent).
+`expires_at` (they are kept a week as tombstones, so late duplicate calls stay idempotent; deleting a persona
+leaves its tombstones to that expiry rather than read its whole history).
 
 The store is synchronous (boto3); async callers run it in a thread.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import random
 import re
 import time
@@ -48,6 +58,21 @@ _BATCH_ATTEMPTS = 5
 # Persona and session ids are UUIDs in practice; anything outside this cannot name an item.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
+# The sparse global secondary index of HELD reservations (cdk.json `services.persona.table_indexes`, which
+# local/bootstrap.py creates too): partition key `persona_id`, sort key `hold_expires_at` (a number). Only a HELD
+# reservation has `hold_expires_at` (confirming and releasing REMOVE it), so the index holds exactly the live holds,
+# also those written before it existed (DynamoDB backfills a new index). Keys only: pk and sk name the reservation.
+HOLDS_INDEX = "holds"
+# Until the index is ACTIVE (a deploy that adds it backfills it first) DynamoDB answers a Query on it with these:
+# reclaiming then reads the persona's partition as before the index, and logs that it did.
+_INDEX_NOT_READY = ("ValidationException", "ResourceNotFoundException")
+
+# Listing: personas per page (HTTP `limit`, gRPC `page_size`), and how many personas one owner may have.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+DEFAULT_MAX_PERSONAS_PER_OWNER = 100
+_PAGE_TOKEN_MAX_CHARS = 512
+
 log = get_logger(__name__)
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -70,6 +95,16 @@ class PersonaInUse(StoreError):
 class MaxSessionsBelowReserved(StoreError):
     def __init__(self, max_sessions: int, reserved: int) -> None:
         super().__init__(f"max_sessions {max_sessions} is below the {reserved} slot(s) currently reserved")
+
+
+class PersonaLimitReached(StoreError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the owner already has the maximum of {limit} personas; delete one to create another")
+
+
+class InvalidPageToken(StoreError):
+    def __init__(self) -> None:
+        super().__init__("page_token is not a token a previous page returned")
 
 
 class NoSlotAvailable(StoreError):
@@ -119,6 +154,14 @@ class Persona:
 
 
 @dataclass(frozen=True)
+class PersonaPage:
+    """One page of an owner's personas, in persona_id order; `next_page_token` is None on the last page."""
+
+    items: list[Persona]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
 class Reservation:
     persona_id: str
     session_id: str
@@ -163,8 +206,33 @@ def _owner_key(owner: str, persona_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"OWNER#{owner}"}, "sk": {"S": f"PERSONA#{persona_id}"}}
 
 
+def _owner_count_key(owner: str) -> dict[str, Any]:
+    return {"pk": {"S": f"OWNER#{owner}"}, "sk": {"S": "COUNT"}}
+
+
 def _reservation_key(persona_id: str, session_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"PERSONA#{persona_id}"}, "sk": {"S": f"RESERVATION#{session_id}"}}
+
+
+def encode_page_token(last_persona_id: str) -> str:
+    """Opaque to callers: where the next page starts (after this persona id, in the owner's index)."""
+    raw = json.dumps({"v": 1, "after": last_persona_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> str:
+    """The persona id a page token continues after; InvalidPageToken for anything encode_page_token did not make.
+    The token names a position in the caller's own owner index only, so a forged one cannot reach other data."""
+    try:
+        if len(token) > _PAGE_TOKEN_MAX_CHARS:
+            raise ValueError("too long")
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidPageToken() from None
+    after = data.get("after") if isinstance(data, dict) and data.get("v") == 1 else None
+    if not isinstance(after, str) or not ID_PATTERN.fullmatch(after):
+        raise InvalidPageToken()
+    return after
 
 
 def _to_persona(item: dict[str, Any]) -> Persona:
@@ -193,26 +261,47 @@ def _to_reservation(item: dict[str, Any]) -> Reservation:
 
 
 class PersonaStore:
-    def __init__(self, dynamodb: Any, table_name: str, *, hold_seconds: int = 120, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, dynamodb: Any, table_name: str, *, hold_seconds: int = 120, clock: Callable[[], float] = time.time,
+                 max_personas_per_owner: int = DEFAULT_MAX_PERSONAS_PER_OWNER) -> None:
         self._db = dynamodb
         self._table = table_name
         self._hold_seconds = hold_seconds
         self._clock = clock
+        self._max_personas = max_personas_per_owner
 
     # ---- personas -------------------------------------------------------------------------
 
     def create(self, owner: str, display_name: str, attributes: dict[str, str], max_sessions: int) -> Persona:
+        """A new persona; PersonaLimitReached when the owner has `max_personas_per_owner` already. The owner's count
+        goes up in the same transaction, conditional on staying within the cap, so concurrent creates cannot pass it."""
         now = _iso(self._clock())
         persona = Persona(str(uuid.uuid4()), owner, display_name, dict(attributes), max_sessions, 0, now, now)
         profile = {**_persona_key(persona.persona_id), **self._persona_attrs(persona)}
         index = {**_owner_key(owner, persona.persona_id), "persona_id": {"S": persona.persona_id}}
-        self._transact(
-            [
-                {"Put": {"TableName": self._table, "Item": profile, "ConditionExpression": "attribute_not_exists(pk)"}},
-                {"Put": {"TableName": self._table, "Item": index}},
-            ]
-        )
-        return persona
+        items = [
+            {"Put": {"TableName": self._table, "Item": profile, "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": self._table, "Item": index}},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _owner_count_key(owner),
+                    "UpdateExpression": "SET personas = personas + :one",
+                    # Fails too while the count does not exist yet: _settle_owner_count creates it.
+                    "ConditionExpression": "personas < :cap",
+                    "ExpressionAttributeValues": _values(one=1, cap=self._max_personas),
+                }
+            },
+        ]
+        for _ in range(_ATTEMPTS):
+            try:
+                self._transact(items)
+                return persona
+            except _Cancelled as exc:
+                if exc.failed(2):
+                    self._settle_owner_count(owner)  # raises PersonaLimitReached when the owner is at the cap
+                else:
+                    time.sleep(random.uniform(0, 0.02))  # transaction conflict (a concurrent create or delete): retry
+        raise StoreConflict(f"creating a persona for owner {owner}")
 
     def get(self, persona_id: str, owner: str) -> Persona:
         """The persona if `owner` owns it; PersonaNotFound otherwise (no hint that it exists)."""
@@ -221,10 +310,28 @@ class PersonaStore:
             raise PersonaNotFound(persona_id[:128])
         return persona
 
-    def list(self, owner: str) -> list[Persona]:
-        ids = [_plain(item)["persona_id"] for item in self._query(f"OWNER#{owner}", "PERSONA#")]
-        personas = [p for p in self._batch_get_personas(ids) if p.owner == owner]
-        return sorted(personas, key=lambda p: (p.created_at, p.persona_id))
+    def list(self, owner: str, *, limit: int = DEFAULT_PAGE_SIZE, page_token: str | None = None) -> PersonaPage:
+        """One page of the owner's personas in persona_id order (the owner index's order, so a page reads only its
+        own entries): at most `limit`, after the position `page_token` names. A page may hold fewer than `limit`
+        when personas are deleted meanwhile; only a None `next_page_token` means there are no more."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}")
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
+            "ExpressionAttributeValues": _values(pk=f"OWNER#{owner}", prefix="PERSONA#"),
+            "ConsistentRead": True,
+            "Limit": limit + 1,  # one more than the page: tells whether another page follows
+        }
+        if page_token is not None:
+            kwargs["ExclusiveStartKey"] = _owner_key(owner, decode_page_token(page_token))
+        page = self._db.query(**kwargs)
+        ids = [_plain(item)["persona_id"] for item in page.get("Items", [])]
+        more = len(ids) > limit or "LastEvaluatedKey" in page
+        ids = ids[:limit]
+        found = {p.persona_id: p for p in self._batch_get_personas(ids) if p.owner == owner}
+        return PersonaPage([found[pid] for pid in ids if pid in found], encode_page_token(ids[-1]) if more and ids else None)
 
     def update(
         self,
@@ -272,33 +379,49 @@ class PersonaStore:
         return _to_persona(out["Attributes"])
 
     def delete(self, persona_id: str, owner: str) -> None:
+        """Delete the persona unless slots are reserved (PersonaInUse). Its reservations left are RELEASED tombstones
+        (reserved is 0), which carry the TTL attribute: DynamoDB removes them within RELEASED_RETENTION_SECONDS, so
+        the delete does not read the persona's history."""
         persona = self.get(persona_id, owner)
         if persona.reserved:
             # Holds whose session never started (e.g. a lost compensation) must not block the delete.
             self.reclaim_expired(persona_id)
-        try:
-            self._transact(
-                [
-                    {
-                        "Delete": {
-                            "TableName": self._table,
-                            "Key": _persona_key(persona_id),
-                            "ConditionExpression": "#owner = :owner AND reserved = :zero",
-                            "ExpressionAttributeNames": {"#owner": "owner"},
-                            "ExpressionAttributeValues": _values(owner=owner, zero=0),
-                        }
-                    },
-                    {"Delete": {"TableName": self._table, "Key": _owner_key(owner, persona_id)}},
-                ]
-            )
-        except _Cancelled:
-            current = self.get(persona_id, owner)
-            if current.reserved == 0:  # cancelled by a concurrent write, not by a reservation
-                raise StoreConflict(f"deleting persona {persona_id}") from None
-            raise PersonaInUse(persona_id, current.reserved) from None
-        # The reservations left are RELEASED tombstones (reserved was 0); drop them with the persona.
-        keys = [{"pk": item["pk"], "sk": item["sk"]} for item in self._query(f"PERSONA#{persona.persona_id}", "RESERVATION#")]
-        self._batch_delete(keys)
+        items = [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": _persona_key(persona_id),
+                    "ConditionExpression": "#owner = :owner AND reserved = :zero",
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                    "ExpressionAttributeValues": _values(owner=owner, zero=0),
+                }
+            },
+            {"Delete": {"TableName": self._table, "Key": _owner_key(owner, persona_id)}},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _owner_count_key(owner),
+                    "UpdateExpression": "SET personas = personas - :one",
+                    "ConditionExpression": "personas > :zero",
+                    "ExpressionAttributeValues": _values(one=1, zero=0),
+                }
+            },
+        ]
+        for _ in range(_ATTEMPTS):
+            try:
+                self._transact(items)
+                return
+            except _Cancelled as exc:
+                if exc.failed(2) and not exc.failed(0):
+                    # No count to take it from: the owner's personas predate the cap (the count is made from the
+                    # owner index when they next create one) or were created by a version without it.
+                    items = items[:2]
+                    continue
+                current = self.get(persona_id, owner)  # PersonaNotFound if it went meanwhile
+                if current.reserved:
+                    raise PersonaInUse(persona_id, current.reserved) from None
+                time.sleep(random.uniform(0, 0.02))  # a concurrent write (a release, another create or delete): retry
+        raise StoreConflict(f"deleting persona {persona_id}")
 
     # ---- reservations ---------------------------------------------------------------------
 
@@ -406,24 +529,73 @@ class PersonaStore:
         raise StoreConflict(f"confirming the slot of session {session_id}")
 
     def reclaim_expired(self, persona_id: str) -> int:
-        """Release this persona's HELD reservations whose hold expired; returns how many were released."""
-        now = int(self._clock())
+        """Release this persona's HELD reservations whose hold expired; returns how many were released.
+
+        Reads only the expired holds, from the holds index (at most the persona's `reserved`). The index is
+        eventually consistent: a hold confirmed or released a moment ago may still show there, and its release
+        transition (conditional on HELD) then does nothing."""
         released = 0
-        for item in self._query(
-            f"PERSONA#{persona_id}",
-            "RESERVATION#",
-            FilterExpression="#status = :held AND hold_expires_at <= :now",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=_values(held=HELD, now=now),
-        ):
+        for hold in self._expired_holds(persona_id, int(self._clock())):
             # False means someone else confirmed or released it meanwhile: nothing to do.
-            released += self._release_transition(_to_reservation(item), REASON_EXPIRED)
+            released += self._release_transition(hold, REASON_EXPIRED)
         return released
 
     def get_reservation(self, persona_id: str, session_id: str) -> Reservation | None:
         return self._get_reservation(persona_id, session_id)
 
     # ---- internals ------------------------------------------------------------------------
+
+    def _expired_holds(self, persona_id: str, now: int) -> list[Reservation]:
+        try:
+            items = list(self._paged_query(
+                IndexName=HOLDS_INDEX,
+                KeyConditionExpression="persona_id = :persona AND hold_expires_at <= :now",
+                ExpressionAttributeValues=_values(persona=persona_id, now=now),
+            ))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _INDEX_NOT_READY:
+                raise
+            # The index is still being created (or the table predates it): read the partition, as before the index.
+            log.warning("holds index not readable; reading the persona's reservations instead",
+                        extra={"persona_id": persona_id, "reason": exc.response.get("Error", {}).get("Message", "")})
+            items = list(self._query(
+                f"PERSONA#{persona_id}",
+                "RESERVATION#",
+                FilterExpression="#status = :held AND hold_expires_at <= :now",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(held=HELD, now=now),
+            ))
+        return [Reservation(persona_id, item["sk"]["S"].removeprefix("RESERVATION#"), HELD, int(item["hold_expires_at"]["N"]))
+                for item in items]
+
+    def _settle_owner_count(self, owner: str) -> None:
+        """After a create failed on the owner's count: PersonaLimitReached if the owner really has the maximum; else
+        make the count right (create it from the owner index if it does not exist yet, or lower it to what the index
+        holds), so the create's retry can pass. Bounded by the owner's personas, and only on this path."""
+        item = self._db.get_item(TableName=self._table, Key=_owner_count_key(owner), ConsistentRead=True).get("Item")
+        stored = int(item["personas"]["N"]) if item and "personas" in item else None
+        if stored is not None and stored < self._max_personas:
+            return  # a concurrent delete made room meanwhile: retry
+        actual = sum(page.get("Count", 0) for page in self._pages(
+            TableName=self._table, Select="COUNT", ConsistentRead=True,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_values(pk=f"OWNER#{owner}", prefix="PERSONA#"),
+        ))
+        if stored != actual:
+            # Conditional on the count not having moved since it was read, so a concurrent create or delete wins.
+            condition = "attribute_not_exists(pk)" if stored is None else "personas = :stored"
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item={**_owner_count_key(owner), "personas": {"N": str(actual)}},
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": _values(stored=stored)} if stored is not None else {}),
+                )
+            except ClientError as exc:
+                if not is_conditional_failure(exc):
+                    raise
+        if actual >= self._max_personas:
+            raise PersonaLimitReached(self._max_personas)
 
     def _persona_attrs(self, p: Persona) -> dict[str, Any]:
         plain = {
@@ -520,17 +692,22 @@ class PersonaStore:
     def _query(self, pk: str, sk_prefix: str, **extra: Any) -> Iterable[dict[str, Any]]:
         names = {"#pk": "pk", "#sk": "sk", **extra.pop("ExpressionAttributeNames", {})}
         values = {**_values(pk=pk, prefix=sk_prefix), **extra.pop("ExpressionAttributeValues", {})}
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-            "ConsistentRead": True,
+        return self._paged_query(
+            KeyConditionExpression="#pk = :pk AND begins_with(#sk, :prefix)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ConsistentRead=True,
             **extra,
-        }
+        )
+
+    def _paged_query(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        for page in self._pages(TableName=self._table, **kwargs):
+            yield from page.get("Items", [])
+
+    def _pages(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
         while True:
             page = self._db.query(**kwargs)
-            yield from page.get("Items", [])
+            yield page
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -544,12 +721,3 @@ class PersonaStore:
             if left:
                 raise StoreUnavailable("listing personas")
         return found
-
-    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
-        for start in range(0, len(keys), 25):  # BatchWriteItem takes at most 25 requests
-            request = {self._table: [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
-            left = _until_processed(self._db.batch_write_item, request, "UnprocessedItems")
-            if left:
-                # The persona is gone already; what is left are released tombstones, which expire on their own
-                # (RELEASED_RETENTION_SECONDS). Not worth failing the delete that succeeded.
-                log.warning("released reservations left to expire", extra={"count": sum(len(v) for v in left.values())})

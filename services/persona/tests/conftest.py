@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import jwt
@@ -15,6 +18,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 from persona_service.settings import PersonaSettings
 from persona_service.store import PersonaStore
+
+def _load_local_bootstrap():
+    """services/local/bootstrap.py (not a package): it creates the tables as the app does, indexes from cdk.json."""
+    spec = importlib.util.spec_from_file_location("persona_tests_local_bootstrap", Path(__file__).parents[2] / "local" / "bootstrap.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
+    spec.loader.exec_module(module)
+    return module
+
+
+local_bootstrap = _load_local_bootstrap()
 
 ISSUER = "mf-auth"
 AUDIENCE = "mf-services"
@@ -107,12 +120,8 @@ def dynamodb(aws_clients, monkeypatch):
     _fake_aws_env(monkeypatch)  # for clients servicekit builds from the settings
     with mock_aws():  # fresh, empty AWS state per test
         client = aws_clients["dynamodb"]
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        # As the app creates it: with the holds index cdk.json declares.
+        client.create_table(**local_bootstrap.table_definition(TABLE, local_bootstrap.table_indexes("persona")))
         client.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
         yield client
 
@@ -130,6 +139,26 @@ def clock() -> FakeClock:
 @pytest.fixture
 def store(dynamodb, clock) -> PersonaStore:
     return PersonaStore(dynamodb, TABLE, hold_seconds=120, clock=clock)
+
+
+@pytest.fixture
+def table_name(dynamodb) -> str:
+    return TABLE
+
+
+@pytest.fixture
+def make_store(dynamodb, clock):
+    """make_store(table=TABLE, **options) -> a PersonaStore with other options on the test table (or another)."""
+    return lambda table=TABLE, **options: PersonaStore(dynamodb, table, hold_seconds=120, clock=clock, **options)
+
+
+@pytest.fixture
+def table_without_index(dynamodb) -> str:
+    """A persona table as the app created it before the holds index (pk/sk only, TTL on expires_at)."""
+    name = "mf-persona-before-index"
+    dynamodb.create_table(**local_bootstrap.table_definition(name, {}))
+    dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    return name
 
 
 @pytest.fixture
@@ -158,3 +187,41 @@ async def verifier(settings):
     http = ResilientHttpClient(settings.auth_url, name="auth-jwks", settings=settings)
     yield JwksVerifier(settings.jwks_url, issuer=ISSUER, audience=AUDIENCE, http=http)
     await http.aclose()
+
+
+class DynamoReads:
+    """What a block of code read from DynamoDB through one client, seen through botocore's call hooks: each call's
+    operation and index, and the items DynamoDB read for it (a Query's ScannedCount, which counts the items a
+    FilterExpression drops too; a GetItem's item; a BatchGetItem's items). That is what DynamoDB bills and what
+    the call's latency grows with."""
+
+    def __init__(self, client) -> None:
+        self._events = client.meta.events
+        self.calls: list[tuple[str, str | None]] = []
+        self.items = 0
+
+    def _before(self, model, params, **kwargs) -> None:
+        self.calls.append((model.name, params.get("IndexName")))
+
+    def _after(self, model, parsed, **kwargs) -> None:
+        if model.name == "Query":
+            self.items += parsed.get("ScannedCount", 0)
+        elif model.name == "GetItem":
+            self.items += "Item" in parsed
+        elif model.name == "BatchGetItem":
+            self.items += sum(len(found) for found in parsed.get("Responses", {}).values())
+
+    def __enter__(self) -> DynamoReads:
+        self._events.register("before-parameter-build.dynamodb", self._before, unique_id=f"reads-before-{id(self)}")
+        self._events.register("after-call.dynamodb", self._after, unique_id=f"reads-after-{id(self)}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._events.unregister("before-parameter-build.dynamodb", unique_id=f"reads-before-{id(self)}")
+        self._events.unregister("after-call.dynamodb", unique_id=f"reads-after-{id(self)}")
+
+
+@pytest.fixture
+def dynamodb_reads(dynamodb):
+    """dynamodb_reads() -> DynamoReads: use as a context manager around the calls to measure."""
+    return lambda: DynamoReads(dynamodb)

@@ -200,3 +200,47 @@ async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(setti
             app.state.grpc_health.stop_refreshing()
             await server.stop(0)
     assert listened == [["0.0.0.0"], ["127.0.0.1"]]
+
+
+async def test_list_personas_pages_through_every_persona_exactly_once(grpc_env, store, auth):
+    stub, *_ = grpc_env
+    ids = sorted(store.create("user-a", f"P{i}", {}, 1).persona_id for i in range(5))
+    store.create("user-b", "Bob's", {}, 1)
+
+    listed, sizes, token = [], [], ""
+    while True:
+        page = await stub.ListPersonas(persona_pb2.ListPersonasRequest(page_size=2, page_token=token), metadata=auth())
+        listed += [p.persona_id for p in page.items]
+        sizes.append(len(page.items))
+        token = page.next_page_token
+        if not token:
+            break
+    assert (listed, sizes) == (ids, [2, 2, 1])
+
+    # page_size 0 is the default page, above the maximum the maximum: here every persona, no next page.
+    for page_size in (0, 1000):
+        page = await stub.ListPersonas(persona_pb2.ListPersonasRequest(page_size=page_size), metadata=auth())
+        assert [p.persona_id for p in page.items] == ids and page.next_page_token == ""
+
+
+@pytest.mark.parametrize("request_fields", [{"page_size": -1}, {"page_token": "not-a-token"}], ids=["negative-size", "bad-token"])
+async def test_list_personas_rejects_a_bad_page_request(grpc_env, store, auth, request_fields):
+    stub, *_ = grpc_env
+    store.create("user-a", "Ada", {}, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListPersonas(persona_pb2.ListPersonasRequest(**request_fields), metadata=auth())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_full_page_of_the_largest_personas_fits_grpcs_default_message_size():
+    """gRPC refuses messages above 4 MiB by default: the largest page the API can answer must stay well below it."""
+    from persona_service import store as st
+    from persona_service.grpc_api import persona_message
+
+    largest = st.Persona(
+        persona_id="p" * 128, owner="o", display_name="d" * 100,
+        attributes={f"{i:02d}".ljust(64, "k"): "v" * 256 for i in range(20)},  # the API's limits (models.py)
+        max_sessions=10, reserved=10, created_at="2026-01-01T00:00:00.000+00:00", updated_at="2026-01-01T00:00:00.000+00:00",
+    )
+    page = persona_pb2.ListPersonasResponse(items=[persona_message(largest)] * st.MAX_PAGE_SIZE, next_page_token="t" * 512)
+    assert page.ByteSize() < 4 * 1024 * 1024 / 2

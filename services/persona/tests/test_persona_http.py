@@ -57,12 +57,12 @@ async def test_persona_crud_round_trip(client, alice):
     assert (await client.delete(f"/v1/personas/{pid}", headers=alice)).status_code == 204
     gone = await client.get(f"/v1/personas/{pid}", headers=alice)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "persona_not_found"
-    assert (await client.get("/v1/personas", headers=alice)).json() == {"items": []}
+    assert (await client.get("/v1/personas", headers=alice)).json() == {"items": [], "next_page_token": None}
 
 
 async def test_other_owners_persona_is_invisible(client, alice, bob):
     pid = (await client.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)).json()["persona_id"]
-    assert (await client.get("/v1/personas", headers=bob)).json() == {"items": []}
+    assert (await client.get("/v1/personas", headers=bob)).json() == {"items": [], "next_page_token": None}
     for method, kwargs in (("GET", {}), ("PATCH", {"json": {"display_name": "mine now"}}), ("DELETE", {})):
         response = await client.request(method, f"/v1/personas/{pid}", headers=bob, **kwargs)
         assert response.status_code == 404, method
@@ -200,4 +200,77 @@ async def test_app_with_its_own_verifier_can_be_started_again(settings, dynamodb
             pass
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
         response = await c.get("/v1/personas", headers=alice)
-    assert response.status_code == 200 and response.json() == {"items": []}
+    assert response.status_code == 200 and response.json() == {"items": [], "next_page_token": None}
+
+
+async def _all_pages(client, headers, **params) -> tuple[list[dict], list[int]]:
+    """Follows next_page_token to the end: (every persona listed, the size of each page)."""
+    items, sizes, token = [], [], None
+    while True:
+        response = await client.get("/v1/personas", headers=headers, params={**params, **({"page_token": token} if token else {})})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items += body["items"]
+        sizes.append(len(body["items"]))
+        token = body["next_page_token"]
+        if token is None:
+            return items, sizes
+
+
+async def test_listing_pages_through_every_persona_exactly_once(client, alice, bob):
+    created = [(await client.post("/v1/personas", json={"display_name": f"P{i}"}, headers=alice)).json() for i in range(7)]
+    await client.post("/v1/personas", json={"display_name": "Bob's"}, headers=bob)
+
+    items, sizes = await _all_pages(client, alice, limit=3)
+    assert sizes == [3, 3, 1]
+    assert [p["persona_id"] for p in items] == sorted(p["persona_id"] for p in created)  # each once, in persona_id order
+    assert items == sorted(created, key=lambda p: p["persona_id"])
+
+    items, sizes = await _all_pages(client, alice)  # the default page holds them all
+    assert sizes == [7] and len(items) == 7
+    items, sizes = await _all_pages(client, alice, limit=7)  # a full last page: no empty page after it
+    assert sizes == [7]
+
+    # A token only names a position: another owner continuing from it sees their own personas only.
+    first = (await client.get("/v1/personas", headers=alice, params={"limit": 1})).json()
+    bobs = (await client.get("/v1/personas", headers=bob, params={"page_token": first["next_page_token"]})).json()
+    assert all(p["display_name"] == "Bob's" for p in bobs["items"])
+
+
+async def test_a_persona_deleted_between_pages_does_not_break_the_listing(client, alice):
+    ids = sorted([(await client.post("/v1/personas", json={"display_name": f"P{i}"}, headers=alice)).json()["persona_id"] for i in range(4)])
+    first = (await client.get("/v1/personas", headers=alice, params={"limit": 2})).json()
+    assert (await client.delete(f"/v1/personas/{ids[1]}", headers=alice)).status_code == 204  # the page's last one
+    rest = (await client.get("/v1/personas", headers=alice, params={"limit": 2, "page_token": first["next_page_token"]})).json()
+    assert [p["persona_id"] for p in rest["items"]] == ids[2:] and rest["next_page_token"] is None
+
+
+@pytest.mark.parametrize("params, code", [
+    ({"limit": 0}, "validation_error"),
+    ({"limit": 101}, "validation_error"),
+    ({"limit": "ten"}, "validation_error"),
+    ({"page_token": "not-a-token"}, "invalid_page_token"),
+    ({"page_token": "eyJ2IjoxLCJhZnRlciI6Ii4uLyJ9"}, "invalid_page_token"),  # {"v":1,"after":"../"}: no persona id
+    ({"page_token": "x" * 513}, "validation_error"),
+], ids=["limit-0", "limit-101", "limit-not-a-number", "token-garbage", "token-bad-id", "token-too-long"])
+async def test_a_bad_limit_or_page_token_is_422(client, alice, params, code):
+    response = await client.get("/v1/personas", headers=alice, params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code
+
+
+async def test_creating_past_the_owners_cap_answers_409_persona_limit_reached(settings, dynamodb, verifier, clock, alice, bob):
+    app = create_app(settings.model_copy(update={"max_personas_per_owner": 2}),
+                     clients=PersonaClients(dynamodb=dynamodb, verifier=verifier, clock=clock))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://persona") as c:
+        first = (await c.post("/v1/personas", json={"display_name": "One"}, headers=alice)).json()
+        assert (await c.post("/v1/personas", json={"display_name": "Two"}, headers=alice)).status_code == 201
+        refused = await c.post("/v1/personas", json={"display_name": "Three"}, headers=alice)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "persona_limit_reached"
+        assert "maximum of 2 personas" in refused.json()["error"]["message"]
+        assert (await c.post("/v1/personas", json={"display_name": "Bob's"}, headers=bob)).status_code == 201  # per owner
+
+        assert (await c.delete(f"/v1/personas/{first['persona_id']}", headers=alice)).status_code == 204
+        assert (await c.post("/v1/personas", json={"display_name": "Three"}, headers=alice)).status_code == 201
+        assert len((await c.get("/v1/personas", headers=alice)).json()["items"]) == 2

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmf/persona/v1/persona.proto\x12\rmf.persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x02\n\x07Persona\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12:\n\nattributes\x18\x03 \x03(\x0b\x32&.mf.persona.v1.Persona.AttributesEntry\x12\x14\n\x0cmax_sessions\x18\x04 \x01(\x05\x12\x10\n\x08reserved\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetPersonaRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\"\x15\n\x13ListPersonasRequest\"=\n\x14ListPersonasResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.mf.persona.v1.Persona\"<\n\x12ReserveSlotRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"L\n\x12ReleaseSlotRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x01\n\x0bReservation\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .mf.persona.v1.ReservationStatus\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t*\x97\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESERVATION_STATUS_HELD\x10\x01\x12 \n\x1cRESERVATION_STATUS_CONFIRMED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x32\xcd\x02\n\x0ePersonaService\x12\x46\n\nGetPersona\x12 .mf.persona.v1.GetPersonaRequest\x1a\x16.mf.persona.v1.Persona\x12W\n\x0cListPersonas\x12\".mf.persona.v1.ListPersonasRequest\x1a#.mf.persona.v1.ListPersonasResponse\x12L\n\x0bReserveSlot\x12!.mf.persona.v1.ReserveSlotRequest\x1a\x1a.mf.persona.v1.Reservation\x12L\n\x0bReleaseSlot\x12!.mf.persona.v1.ReleaseSlotRequest\x1a\x1a.mf.persona.v1.Reservationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmf/persona/v1/persona.proto\x12\rmf.persona.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x02\n\x07Persona\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12:\n\nattributes\x18\x03 \x03(\x0b\x32&.mf.persona.v1.Persona.AttributesEntry\x12\x14\n\x0cmax_sessions\x18\x04 \x01(\x05\x12\x10\n\x08reserved\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetPersonaRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\"<\n\x13ListPersonasRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListPersonasResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.mf.persona.v1.Persona\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x12ReserveSlotRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"L\n\x12ReleaseSlotRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x01\n\x0bReservation\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .mf.persona.v1.ReservationStatus\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t*\x97\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESERVATION_STATUS_HELD\x10\x01\x12 \n\x1cRESERVATION_STATUS_CONFIRMED\x10\x02\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x03\x32\xcd\x02\n\x0ePersonaService\x12\x46\n\nGetPersona\x12 .mf.persona.v1.GetPersonaRequest\x1a\x16.mf.persona.v1.Persona\x12W\n\x0cListPersonas\x12\".mf.persona.v1.ListPersonasRequest\x1a#.mf.persona.v1.ListPersonasResponse\x12L\n\x0bReserveSlot\x12!.mf.persona.v1.ReserveSlotRequest\x1a\x1a.mf.persona.v1.Reservation\x12L\n\x0bReleaseSlot\x12!.mf.persona.v1.ReleaseSlotRequest\x1a\x1a.mf.persona.v1.Reservationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PERSONA_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PERSONA_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_RESERVATIONSTATUS']._serialized_start=818
-  _globals['_RESERVATIONSTATUS']._serialized_end=969
+  _globals['_RESERVATIONSTATUS']._serialized_start=882
+  _globals['_RESERVATIONSTATUS']._serialized_end=1033
   _globals['_PERSONA']._serialized_start=80
   _globals['_PERSONA']._serialized_end=378
   _globals['_PERSONA_ATTRIBUTESENTRY']._serialized_start=329
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPERSONAREQUEST']._serialized_start=380
   _globals['_GETPERSONAREQUEST']._serialized_end=419
   _globals['_LISTPERSONASREQUEST']._serialized_start=421
-  _globals['_LISTPERSONASREQUEST']._serialized_end=442
-  _globals['_LISTPERSONASRESPONSE']._serialized_start=444
-  _globals['_LISTPERSONASRESPONSE']._serialized_end=505
-  _globals['_RESERVESLOTREQUEST']._serialized_start=507
-  _globals['_RESERVESLOTREQUEST']._serialized_end=567
-  _globals['_RELEASESLOTREQUEST']._serialized_start=569
-  _globals['_RELEASESLOTREQUEST']._serialized_end=645
-  _globals['_RESERVATION']._serialized_start=648
-  _globals['_RESERVATION']._serialized_end=815
-  _globals['_PERSONASERVICE']._serialized_start=972
-  _globals['_PERSONASERVICE']._serialized_end=1305
+  _globals['_LISTPERSONASREQUEST']._serialized_end=481
+  _globals['_LISTPERSONASRESPONSE']._serialized_start=483
+  _globals['_LISTPERSONASRESPONSE']._serialized_end=569
+  _globals['_RESERVESLOTREQUEST']._serialized_start=571
+  _globals['_RESERVESLOTREQUEST']._serialized_end=631
+  _globals['_RELEASESLOTREQUEST']._serialized_start=633
+  _globals['_RELEASESLOTREQUEST']._serialized_end=709
+  _globals['_RESERVATION']._serialized_start=712
+  _globals['_RESERVATION']._serialized_end=879
+  _globals['_PERSONASERVICE']._serialized_start=1036
+  _globals['_PERSONASERVICE']._serialized_end=1369
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,9 @@ class PersonaServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPersonas(self, request, context):
-        """ListPersonas returns all of the caller's personas.
+        """ListPersonas returns the caller's personas one page at a time, in
+        persona_id order; INVALID_ARGUMENT for a negative page_size or a
+        page_token no earlier page returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
