@@ -424,8 +424,8 @@ def _topic_name(assembly: Assembly, action: dict[str, Any]) -> str:
 # operation, and an alarm that left one out would miss its throttles.
 TABLE_OPERATIONS = {
     "auth": ["GetItem", "PutItem", "TransactGetItems", "TransactWriteItems", "UpdateItem"],
-    "persona": ["BatchGetItem", "BatchWriteItem", "DeleteItem", "GetItem", "PutItem", "Query", "TransactGetItems",
-                "TransactWriteItems", "UpdateItem"],
+    "persona": ["BatchGetItem", "DeleteItem", "GetItem", "PutItem", "Query", "TransactGetItems", "TransactWriteItems",
+                "UpdateItem"],
     "vc-start": ["DeleteItem", "GetItem", "PutItem", "Query", "TransactGetItems", "TransactWriteItems", "UpdateItem"],
 }
 
