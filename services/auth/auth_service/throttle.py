@@ -11,8 +11,9 @@
 
 Items, in the user table and whether or not the user exists (so nothing here tells which names exist):
 - pk=USER#<name>, sk=FROM#<address>: failures (since the last lock or success), lock_count (locks in a row),
-  locked_until (epoch s, to the millisecond, so a lock lasts its whole length), failure_ids (ids of the failures counted since the last lock), lock_id (the failure
-  that set the lock), expires_at (TTL: a day after the last failure or the end of the last lock).
+  locked_until (epoch s to the millisecond, so that a lock lasts its whole length), failure_ids (ids of the
+  failures counted since the last lock), lock_id (the failure that set the lock), expires_at (TTL: a day after
+  the last failure or the end of the last lock).
 - pk=USER#<name>, sk=FAILURES#<UTC day number>: failures (counted up to account_threshold), failure_ids,
   expires_at (the day's end).
 
