@@ -21,7 +21,7 @@ class AuthSettings(ServiceSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19456, ge=8)
 
-    # Login throttling (throttle.py, README "Security behaviour"): failures in a row from one address for one
+    # Login throttling (throttle.py, README "Login throttling"): failures in a row from one address for one
     # username before that address is locked out of it; the first lock, doubling per lock up to the max (an
     # address's record lasts a day, so a lock cannot outlast it); failures per username and UTC day from all
     # addresses after which each address gets one attempt per lock (at most 100: their ids are kept in one item).

@@ -153,6 +153,13 @@ def test_known_and_unknown_usernames_get_the_same_answers_while_an_address_is_th
     assert [status for status, _, _ in alice] == [401] * THRESHOLD + [429] * 2
 
 
+def test_a_first_lock_longer_than_the_longest_stops_the_service_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("LOCKOUT_SECONDS", "1200")
+    monkeypatch.setenv("LOCKOUT_MAX_SECONDS", "900")
+    with pytest.raises(ValueError, match="LOCKOUT_SECONDS=1200 is invalid: the first lock cannot be longer than LOCKOUT_MAX_SECONDS=900"):
+        AuthSettings(table_name="mf-auth")
+
+
 def test_jwks_publishes_current_and_previous_keys_and_verifies_issued_tokens(client):
     register(client)
     token = login(client).json()["access_token"]
