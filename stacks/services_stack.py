@@ -62,11 +62,12 @@ STOP_TIMEOUT_SECONDS = 30
 # persona's 120 s slot hold.
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 150
 # What stays a plain environment variable: what the task definition itself is built around (its
-# ports, the load balancer's path, the collector sidecar), which a value changed elsewhere would
-# contradict. Every other setting is the service's configuration in SSM (ServiceConfigParameters). The
-# collector's exporter settings (histograms it can make percentiles of) come with the collector (AdotCollector).
-TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT",
-                                         *EXPORTER_ENVIRONMENT})
+# ports, the load balancer's path and the proxies in front of it, the collector sidecar), which a value
+# changed elsewhere would contradict. Every other setting is the service's configuration in SSM
+# (ServiceConfigParameters). The collector's exporter settings (histograms it can make percentiles of)
+# come with the collector (AdotCollector).
+TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "TRUSTED_PROXY_HOPS",
+                                         "OTEL_EXPORTER_OTLP_ENDPOINT", *EXPORTER_ENVIRONMENT})
 # servicekit's own default, published so that operators can change it per service.
 DEFAULT_LOG_LEVEL = "INFO"
 
@@ -313,6 +314,9 @@ class ServicesStack(cdk.Stack):
             "OTEL_TRACES_SAMPLER_ARG": str(config.observability.xray_sampling_rate),
             # The load balancer passes the edge path on unchanged; the service answers under it.
             **({"PUBLIC_PATH": service.path} if service.path else {}),
+            # Proxies that append the caller's address to X-Forwarded-For on the way in (servicekit.forwarded):
+            # CloudFront and the load balancer, or the load balancer alone in an app without the edge.
+            **({"TRUSTED_PROXY_HOPS": "2" if config.has_edge else "1"} if service.path else {}),
             **({"GRPC_PORT": str(service.grpc_port)} if service.grpc_port else {}),
         }
         if service.name in self.resources:

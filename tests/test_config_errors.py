@@ -64,6 +64,9 @@ CASES = [
      ["services.auth.environment.XXXX", "at most 128 characters"]),
     ("secret named like a variable the stack sets", {"services": json.dumps({"auth": {"table": True, "secrets": {"TABLE_NAME": "ssm:/ops/table"}}})},
      ["services.auth.secrets.TABLE_NAME='ssm:/ops/table'", "the stack or environment already sets this variable"]),
+    # Which X-Forwarded-For entries are the caller's follows from the ingress; an override would let callers choose theirs.
+    ("environment overriding the proxies the stack trusts", {"services": json.dumps({"auth": {"environment": {"TRUSTED_PROXY_HOPS": "3"}}})},
+     ["services.auth.environment.TRUSTED_PROXY_HOPS='3'", "the stack sets this variable itself"]),
     ("environment value SSM would not store", {"services": json.dumps({"auth": {"environment": {"OTHER": "{{ssm:/other/param}}"}}})},
      ["services.auth.environment.OTHER='{{ssm:/other/param}}'", "at most 4096 characters without {{", "SSM Standard parameter"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),

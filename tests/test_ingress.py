@@ -50,6 +50,15 @@ def test_load_balancer_drops_invalid_headers_mitigates_desync_logs_access_and_is
     assert attributes["access_logs.s3.bucket"] == {"Ref": bucket_id}
 
 
+def test_load_balancer_appends_the_callers_address_to_x_forwarded_for(dev):
+    """auth throttles logins by the caller's address, read from the entries CloudFront and the load balancer append
+    (TRUSTED_PROXY_HOPS): a load balancer that kept the header as sent would hand the choice to the caller."""
+    for region in REGIONS:
+        _, load_balancer = _one(_services(dev, region), "AWS::ElasticLoadBalancingV2::LoadBalancer")
+        attributes = _attributes(load_balancer)
+        assert attributes["routing.http.xff_header_processing.mode"] == "append"
+
+
 def test_access_log_bucket_is_encrypted_tls_only_private_and_expires_logs(dev):
     resources = _services(dev, "eu-central-1")
     bucket_id, bucket = _one(resources, "AWS::S3::Bucket")

@@ -9,7 +9,7 @@ from tests.assembly import container_settings, synth
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
 # What the task definition itself is built around stays a plain environment variable.
-TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "OTEL_EXPORTER_OTLP_ENDPOINT",
+TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "TRUSTED_PROXY_HOPS", "OTEL_EXPORTER_OTLP_ENDPOINT",
                                # The ADOT collector's: histograms it can turn into percentiles (tests/test_service_percentiles.py).
                                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"}
 SSM_READS = {"ssm:GetParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:DescribeParameters"}

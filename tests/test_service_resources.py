@@ -345,7 +345,9 @@ def _expected_environment(variant):
               "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.05",
               # Histograms the ADOT collector can make percentiles of (tests/test_service_percentiles.py).
               "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram",
-              "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA"}
+              "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA",
+              # Behind the edge: CloudFront and the load balancer append to X-Forwarded-For (servicekit.forwarded).
+              "TRUSTED_PROXY_HOPS": "2"}
     return {
         # Names, not ARNs: the same in every region, where each service reads its own region's replica.
         "auth": {**common, "SERVICE_NAME": "auth", "PUBLIC_PATH": "/api/auth", "TABLE_NAME": "mf-auth",
@@ -373,6 +375,16 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
                 # Each value that names a resource of the stack names the service's own.
                 refs = [value["Ref"] for value in settings.values() if isinstance(value, dict) and "Ref" in value]
                 assert all(_owner(ref) == service for ref in refs) and bool(refs) is (service in CONSUMES)
+
+
+def test_without_the_edge_services_trust_only_the_load_balancers_entry_in_x_forwarded_for(tmp_path):
+    """An app of one region has no CloudFront in front of its load balancer: the load balancer's entry is the caller.
+    Trusting one more would let a caller pick the address auth throttles by (services/auth/README.md)."""
+    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1")
+    resources = _resources(assembly, "eu-west-1")
+    hops = {service: container_settings(resources, containers["app"]).get("TRUSTED_PROXY_HOPS")
+            for service, containers in _containers(assembly, "eu-west-1").items()}
+    assert hops == {"auth": "1", "persona": "1", "vc-start": "1"}
 
 
 def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_same_environment(backend):

@@ -119,6 +119,9 @@ class RegionalIngress(Construct):
             load_balancer_name=load_balancer_name,
             drop_invalid_header_fields=True,
             desync_mitigation_mode=elbv2.DesyncMitigationMode.DEFENSIVE,
+            # The default, pinned: the services read the caller's address from the entries the proxies append
+            # (TRUSTED_PROXY_HOPS, servicekit.forwarded); "preserve" would leave only what the caller wrote.
+            xff_header_processing_mode=elbv2.XffHeaderProcessingMode.APPEND,
             deletion_protection=deletion_protection,
         )
         self.load_balancer.log_access_logs(self.access_logs_bucket, prefix="alb")

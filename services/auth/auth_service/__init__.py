@@ -1,1 +1,1 @@
-"""auth: user registration, password login with lockout, RS256 access tokens and their JWKS."""
+"""auth: user registration, password login with throttling, RS256 access tokens and their JWKS."""

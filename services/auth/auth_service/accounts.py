@@ -1,4 +1,4 @@
-"""Registration and password login with lockout (synchronous: Argon2 and boto3 run in a worker thread)."""
+"""Registration and password login with throttling (synchronous: Argon2 and boto3 run in a worker thread)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,19 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from .errors import AccountLocked, HashingBusy, InvalidCredentials
+from .errors import HashingBusy, InvalidCredentials, LoginThrottled
 from .passwords import Passwords
-from .users import LockedMeanwhile, User, UserStore
+from .throttle import LockedMeanwhile, LoginThrottle
+from .users import User, UserStore
 
 log = logging.getLogger(__name__)
 
 
 class Accounts:
-    def __init__(
-        self,
-        store: UserStore,
-        passwords: Passwords,
-        *,
-        lockout_threshold: int,
-        lockout_seconds: int,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, store: UserStore, passwords: Passwords, throttle: LoginThrottle, *, clock: Callable[[], float]) -> None:
         self._store = store
         self._passwords = passwords
-        self._threshold = lockout_threshold
-        self._lockout_seconds = lockout_seconds
+        self._throttle = throttle
         self._clock = clock
 
     def register(self, username: str, password: str) -> User:
@@ -36,31 +28,31 @@ class Accounts:
         log.info("user registered", extra={"user_id": user.user_id})
         return user
 
-    def authenticate(self, username: str, password: str) -> User:
-        """Return the user for a correct password; raise InvalidCredentials, AccountLocked, or HashingBusy
-        (before any write, for known and unknown users alike)."""
+    def authenticate(self, username: str, password: str, address: str) -> User:
+        """Return the user for a correct password from `address` (throttle.address_key); raise InvalidCredentials,
+        LoginThrottled, or HashingBusy (before any write).
+
+        Known and unknown usernames take the same path, the same reads and writes and one Argon2 verification,
+        and get the same answers: neither the answer nor its timing tells whether a name is registered."""
+        now = self._clock()
+        locked_until = self._throttle.locked_until(username, address)
+        if locked_until > now:
+            # No password check while locked: the lock must stop guessing, not just slow it.
+            log.info("login refused", extra={"reason": "throttled", "address": address})
+            raise LoginThrottled(_retry_after(locked_until, now))
         user = self._store.get(username)
         if user is None:
-            # The same Argon2 work and DynamoDB write as a wrong password for a real user, so
-            # response timing does not tell which usernames exist.
-            self._passwords.burn(password)
-            self._store.record_unknown_failure(username)
-            log.info("login failed", extra={"reason": "unknown_user"})
-            raise InvalidCredentials()
-        now = self._clock()
-        if user.locked_until > now:
-            # No password check while locked: the lock must stop guessing, not just slow it.
-            log.info("login refused", extra={"reason": "account_locked", "user_id": user.user_id})
-            raise AccountLocked(self._retry_after(user.locked_until, now))
+            self._passwords.burn(password)  # the Argon2 work a wrong password for a real user costs
+            self._fail(username, address, now, None)
         if not self._passwords.verify(user.password_hash, password):
-            self._fail(user, now)
+            self._fail(username, address, now, user)
         try:
-            self._store.record_success(user, now=now)
+            self._throttle.record_success(username, address, now=now)
         except LockedMeanwhile:
-            self._raise_current_lock(user.username)
+            self._raise_current_lock(username, address)
         if self._passwords.needs_rehash(user.password_hash):
             self._upgrade_hash(user, password)
-        log.info("login succeeded", extra={"user_id": user.user_id})
+        log.info("login succeeded", extra={"user_id": user.user_id, "address": address})
         return user
 
     def _upgrade_hash(self, user: User, password: str) -> None:
@@ -70,27 +62,27 @@ class Accounts:
             return  # the login has succeeded already; a later one upgrades the hash
         self._store.replace_hash(user, new_hash)
 
-    def _fail(self, user: User, now: float) -> NoReturn:
+    def _fail(self, username: str, address: str, now: float, user: User | None) -> NoReturn:
         try:
-            result = self._store.record_failure(
-                user, now=now, threshold=self._threshold, lockout_seconds=self._lockout_seconds
-            )
+            result = self._throttle.record_failure(username, address, now=now)
         except LockedMeanwhile:
-            self._raise_current_lock(user.username)
+            self._raise_current_lock(username, address)
+        # user_id only for a real user; never the username (people type passwords into it).
+        extra = {"reason": "wrong_password" if user else "unknown_user", "address": address, "failures": result.failures,
+                 "guarded": result.guarded, **({"user_id": user.user_id} if user else {})}
         if result.locked_until is not None:
-            log.warning("account locked", extra={"user_id": user.user_id, "locked_until": result.locked_until})
+            log.warning("login locked for address", extra={**extra, "locked_until": result.locked_until, "lock_number": result.lock_number})
         else:
-            extra = {"reason": "wrong_password", "user_id": user.user_id, "failed_attempts": result.failed_attempts}
             log.info("login failed", extra=extra)
         raise InvalidCredentials()
 
-    def _raise_current_lock(self, username: str) -> NoReturn:
+    def _raise_current_lock(self, username: str, address: str) -> NoReturn:
         now = self._clock()
-        current = self._store.get(username)
-        if current is not None and current.locked_until > now:
-            raise AccountLocked(self._retry_after(current.locked_until, now))
+        locked_until = self._throttle.locked_until(username, address)
+        if locked_until > now:
+            raise LoginThrottled(_retry_after(locked_until, now))
         raise InvalidCredentials()  # the race resolved itself; the caller just retries
 
-    @staticmethod
-    def _retry_after(locked_until: int, now: float) -> int:
-        return max(1, math.ceil(locked_until - now))
+
+def _retry_after(locked_until: float, now: float) -> int:
+    return max(1, math.ceil(locked_until - now))

@@ -17,6 +17,7 @@ from .keys import SigningKeys
 from .passwords import Passwords
 from .routes import build_router
 from .settings import AuthSettings
+from .throttle import LoginThrottle, ThrottlePolicy
 from .tokens import Tokens
 from .users import UserStore
 
@@ -48,11 +49,16 @@ def create_app(
 
     store = UserStore(clients.dynamodb, settings.table_name)
     keys = SigningKeys(clients.secretsmanager, settings.jwt_signing_secret_id, clock=clock)
+    policy = ThrottlePolicy(
+        threshold=settings.lockout_threshold,
+        lock_seconds=settings.lockout_seconds,
+        max_lock_seconds=settings.lockout_max_seconds,
+        account_threshold=settings.lockout_account_threshold,
+    )
     accounts = Accounts(
         store,
         Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib),
-        lockout_threshold=settings.lockout_threshold,
-        lockout_seconds=settings.lockout_seconds,
+        LoginThrottle(clients.dynamodb, settings.table_name, policy),
         clock=clock,
     )
     tokens = Tokens(
@@ -74,8 +80,8 @@ def create_app(
         settings,
         title="auth",
         version=VERSION,
-        description="Users, password login with lockout, RS256 access tokens and their JWKS.",
-        routers=[build_router(accounts, tokens, keys)],
+        description="Users, password login with throttling, RS256 access tokens and their JWKS.",
+        routers=[build_router(accounts, tokens, keys, trusted_proxy_hops=settings.trusted_proxy_hops)],
         # Not the signing key: a missing key is shared configuration that every task lacks alike, so
         # failing readiness would take them all out of the load balancer and make ECS roll back the
         # deployment (the first deploy could never finish: the key is stored after it). Token issue

@@ -11,11 +11,11 @@ class InvalidCredentials(Exception):
     """Unknown user or wrong password: deliberately indistinguishable to the caller."""
 
 
-class AccountLocked(Exception):
-    """Too many consecutive failures; login refused until the lock expires."""
+class LoginThrottled(Exception):
+    """Too many failures in a row for this username from this address; refused until the lock expires."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"account locked for another {retry_after} s")
+        super().__init__(f"locked out for another {retry_after} s")
         self.retry_after = retry_after
 
 

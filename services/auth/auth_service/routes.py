@@ -7,16 +7,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from servicekit.aws import run_sync
 from servicekit.errors import ApiError, error_responses
+from servicekit.forwarded import request_client_ip
 from servicekit.logging import get_logger
 
 from .accounts import Accounts
-from .errors import AccountLocked, HashingBusy, InvalidCredentials, SigningKeyError, UsernameTaken
+from .errors import HashingBusy, InvalidCredentials, LoginThrottled, SigningKeyError, UsernameTaken
 from .keys import SigningKeys
 from .models import Jwks, LoginRequest, RegisterRequest, TokenClaims, TokenResponse, UserResponse, VerifyRequest, VerifyResponse
 from .passwords import MAX_CONCURRENT_HASHES, MAX_WAITING_HASHES
+from .throttle import address_key
 from .tokens import Tokens
 
 T = TypeVar("T")
@@ -44,11 +46,22 @@ def _key_unavailable(exc: SigningKeyError) -> ApiError:
     return ApiError(503, "signing_key_unavailable", "the signing key is unavailable; retry later", headers={"Retry-After": "30"})
 
 
-def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRouter:
+def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys, *, trusted_proxy_hops: int = 0) -> APIRouter:
     router = APIRouter()
     account_threads = anyio.CapacityLimiter(ACCOUNT_THREADS)
 
     in_flight = 0  # on an account thread or waiting for one
+    warned_unforwarded = False
+
+    def caller_address(request: Request) -> str:
+        """The throttle's key for the caller: its address as the platform's proxies report it (servicekit.forwarded)."""
+        nonlocal warned_unforwarded
+        if trusted_proxy_hops and "x-forwarded-for" not in request.headers and not warned_unforwarded:
+            # Behind the proxies every login carries the header; without it every caller shares the socket's peer
+            # (a proxy in between that drops it, or TRUSTED_PROXY_HOPS set where nothing forwards). Said once.
+            warned_unforwarded = True
+            log.warning("login without X-Forwarded-For although TRUSTED_PROXY_HOPS=%d: throttling by the socket's peer", trusted_proxy_hops)
+        return address_key(request_client_ip(request, trusted_proxy_hops))
 
     async def in_account_thread(fn: Callable[..., T], *args: Any) -> T:
         nonlocal in_flight
@@ -84,26 +97,26 @@ def build_router(accounts: Accounts, tokens: Tokens, keys: SigningKeys) -> APIRo
         response_model=TokenResponse,
         responses={
             **error_responses(401, 422, 503),
-            423: {
-                **error_responses(423)[423],
-                "description": "account locked",
-                "headers": {"Retry-After": {"description": "Seconds until the lock expires", "schema": {"type": "integer"}}},
+            429: {
+                **error_responses(429)[429],
+                "description": "too many failed logins for this username from the caller's address (the same for every username)",
+                "headers": {"Retry-After": {"description": "Seconds until the address may try again", "schema": {"type": "integer"}}},
             },
         },
         summary="Log in: exchange username and password for an access token",
         tags=["tokens"],
     )
-    async def issue_token(body: LoginRequest) -> TokenResponse:
+    async def issue_token(body: LoginRequest, request: Request) -> TokenResponse:
         try:
-            user = await in_account_thread(accounts.authenticate, body.username, body.password)
+            user = await in_account_thread(accounts.authenticate, body.username, body.password, caller_address(request))
             issued = await run_sync(tokens.issue, user)
         except InvalidCredentials:
             raise ApiError(401, "invalid_credentials", "username or password is incorrect") from None
-        except AccountLocked as exc:
+        except LoginThrottled as exc:
             raise ApiError(
-                423,
-                "account_locked",
-                "account locked after too many failed logins; try again later",
+                429,
+                "too_many_failed_logins",
+                "too many failed logins for this username from your address; try again later",
                 {"retry_after_seconds": exc.retry_after},
                 headers={"Retry-After": str(exc.retry_after)},
             ) from None

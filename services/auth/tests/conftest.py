@@ -128,13 +128,34 @@ def store(dynamodb):
     return UserStore(dynamodb, TABLE)
 
 
+# The tests' throttle: 3 failures in a row lock an address out of a username for 60 s, then 120, 240, 480, and at
+# most 600 s; from 10 failures a UTC day on one username, 1 failure per lock.
+POLICY = {"lockout_threshold": 3, "lockout_seconds": 60, "lockout_max_seconds": 600, "lockout_account_threshold": 10}
+
+
+@pytest.fixture
+def policy():
+    from auth_service.throttle import ThrottlePolicy
+
+    return ThrottlePolicy(threshold=POLICY["lockout_threshold"], lock_seconds=POLICY["lockout_seconds"],
+                          max_lock_seconds=POLICY["lockout_max_seconds"], account_threshold=POLICY["lockout_account_threshold"])
+
+
+@pytest.fixture
+def throttle(dynamodb, policy):
+    from auth_service.throttle import LoginThrottle
+
+    return LoginThrottle(dynamodb, TABLE, policy)
+
+
 API_SETTINGS = {
     "table_name": TABLE,
     "jwt_signing_secret_id": SECRET_ID,
     "argon2_time_cost": FAST_ARGON2["time_cost"],
     "argon2_memory_kib": FAST_ARGON2["memory_kib"],
-    "lockout_threshold": 3,
-    "lockout_seconds": 600,
+    **POLICY,
+    # As behind the load balancer alone: the caller is the last X-Forwarded-For entry (tests set it per request).
+    "trusted_proxy_hops": 1,
     "public_path": "/api/auth",
 }
 

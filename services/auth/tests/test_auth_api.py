@@ -14,16 +14,21 @@ from fastapi.testclient import TestClient
 from servicekit.logging import configure_logging
 
 PASSWORD = "correct horse battery"
-LOCK_SECONDS = 600  # conftest API_SETTINGS: lockout_threshold=3, lockout_seconds=600
-THRESHOLD = 3
+WRONG = "wrong password!!"
+THRESHOLD = 3  # conftest POLICY
+LOCK_SECONDS = 60
+MAX_LOCK_SECONDS = 600
+ALICE_AT = "192.0.2.10"
+MALLORY_AT = "198.51.100.66"
 
 
 def register(client, username="alice", password=PASSWORD, prefix=""):
     return client.post(f"{prefix}/v1/users", json={"username": username, "password": password})
 
 
-def login(client, username="alice", password=PASSWORD):
-    return client.post("/v1/tokens", json={"username": username, "password": password})
+def login(client, username="alice", password=PASSWORD, address=ALICE_AT):
+    # The app trusts one proxy (conftest API_SETTINGS), as behind the load balancer: the last entry is the caller.
+    return client.post("/v1/tokens", json={"username": username, "password": password}, headers={"X-Forwarded-For": address})
 
 
 def error_of(resp):
@@ -78,24 +83,81 @@ def test_login_issues_a_bearer_token_with_the_spec_claims(client, clock):
 
 def test_wrong_password_and_unknown_user_get_the_same_401(client):
     register(client)
-    wrong, unknown = login(client, password="wrong password!!"), login(client, username="mallory")
+    wrong, unknown = login(client, password=WRONG), login(client, username="mallory")
     assert wrong.status_code == unknown.status_code == 401
     assert error_of(wrong)["code"] == error_of(unknown)["code"] == "invalid_credentials"
     assert error_of(wrong)["message"] == error_of(unknown)["message"]
 
 
-def test_lockout_returns_423_with_retry_after_then_recovers_after_the_window(client, clock):
+def test_a_locked_address_gets_429_with_retry_after_then_recovers_after_the_lock(client, clock):
     register(client)
     for _ in range(THRESHOLD):
-        assert login(client, password="wrong password!!").status_code == 401
+        assert login(client, password=WRONG).status_code == 401
     locked = login(client)  # even the right password
-    assert locked.status_code == 423
-    assert error_of(locked)["code"] == "account_locked"
-    assert locked.headers["Retry-After"] == str(LOCK_SECONDS)
+    assert locked.status_code == 429
+    assert error_of(locked)["code"] == "too_many_failed_logins"
+    assert locked.headers["Retry-After"] == str(LOCK_SECONDS) and error_of(locked)["details"] == {"retry_after_seconds": LOCK_SECONDS}
     clock.advance(LOCK_SECONDS - 10)
     assert login(client).headers["Retry-After"] == "10"
     clock.advance(10)
     assert login(client).status_code == 200
+
+
+def test_an_attacker_who_sends_wrong_passwords_for_a_user_without_end_does_not_lock_her_out(client, clock):
+    """The audit's "lockout as DoS": wrong passwords for alice from one address, hour after hour. That address is
+    locked out, for ever longer up to the longest lock, and gets its guesses tested only between locks; alice, from
+    her own address, logs in at once throughout."""
+    register(client)
+    tested = 0
+    for _ in range(12):  # 12 rounds of 20 wrong passwords, 5 minutes apart: an hour
+        answers = [login(client, password=WRONG, address=MALLORY_AT) for _ in range(20)]
+        tested += sum(a.status_code == 401 for a in answers)
+        assert {a.status_code for a in answers} <= {401, 429}
+        assert all(int(a.headers["Retry-After"]) <= MAX_LOCK_SECONDS for a in answers if a.status_code == 429)
+        assert login(client).status_code == 200
+        clock.advance(300)
+    # 240 wrong passwords sent, few tested: at most 3 between two locks (1 once alice's day allowance of 10 failures
+    # is used up), and the locks grew from 60 s to 600 s.
+    assert tested <= 3 * 6, tested
+
+
+def test_an_attacker_cannot_pose_as_the_users_address_by_sending_x_forwarded_for(client):
+    """Only the entry the trusted proxy appended counts; what the caller wrote to its left is ignored."""
+    register(client)
+    for _ in range(THRESHOLD + 2):
+        login(client, password=WRONG, address=f"{ALICE_AT}, {MALLORY_AT}")  # the ALB appended MALLORY_AT
+    assert login(client, address=f"{ALICE_AT}, {MALLORY_AT}").status_code == 429
+    assert login(client).status_code == 200
+
+
+def test_an_ipv6_attacker_cannot_escape_the_lock_by_moving_within_his_slash_64(client):
+    """One IPv6 subscriber gets a /64 or more: the lock covers the /64, a neighbouring /64 is somebody else."""
+    register(client)
+    answers = [login(client, password=WRONG, address=f"2001:db8:1:2::{n:x}").status_code for n in range(1, THRESHOLD + 3)]
+    assert answers == [401] * THRESHOLD + [429] * 2
+    assert login(client, address="2001:db8:1:2:ffff:ffff:ffff:ffff").status_code == 429
+    assert login(client, address="2001:db8:1:3::1").status_code == 200
+
+
+def test_known_and_unknown_usernames_get_the_same_answers_while_an_address_is_throttled(client):
+    """Statuses, error bodies and Retry-After alike: the answers do not tell whether a username is registered."""
+    register(client)
+
+    def attack(username):
+        answers = [login(client, username, WRONG, MALLORY_AT) for _ in range(THRESHOLD + 2)]
+        return [(a.status_code, {k: v for k, v in a.json()["error"].items() if k != "correlation_id"}, a.headers.get("Retry-After"))
+                for a in answers]
+
+    alice = attack("alice")
+    assert alice == attack("mallory")
+    assert [status for status, _, _ in alice] == [401] * THRESHOLD + [429] * 2
+
+
+def test_a_first_lock_longer_than_the_longest_stops_the_service_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("LOCKOUT_SECONDS", "1200")
+    monkeypatch.setenv("LOCKOUT_MAX_SECONDS", "900")
+    with pytest.raises(ValueError, match="LOCKOUT_SECONDS=1200 is invalid: the first lock cannot be longer than LOCKOUT_MAX_SECONDS=900"):
+        AuthSettings(table_name="mf-auth")
 
 
 def test_jwks_publishes_current_and_previous_keys_and_verifies_issued_tokens(client):
@@ -190,14 +252,14 @@ def test_openapi_documents_every_route_with_its_error_responses(client):
     paths = client.get("/openapi.json").json()["paths"]
     expected = {
         ("/v1/users", "post"): {"201", "409", "422"},
-        ("/v1/tokens", "post"): {"200", "401", "422", "423"},
+        ("/v1/tokens", "post"): {"200", "401", "422", "429"},
         ("/v1/tokens/verify", "post"): {"200", "422"},
         ("/.well-known/jwks.json", "get"): {"200"},
     }
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert statuses <= set(responses), (path, sorted(responses))
-    assert "Retry-After" in paths["/v1/tokens"]["post"]["responses"]["423"]["headers"]
+    assert "Retry-After" in paths["/v1/tokens"]["post"]["responses"]["429"]["headers"]
     error_schema = paths["/v1/tokens"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
     assert error_schema["$ref"].endswith("/ErrorResponse")
 
@@ -206,12 +268,12 @@ def test_logs_never_contain_passwords_or_tokens(client):
     out = io.StringIO()
     configure_logging("auth", "INFO", stream=out)  # the app's JSON log lines, into a buffer
     register(client)
-    login(client, password="wrong password!!")
+    login(client, password=WRONG)
     token = login(client).json()["access_token"]
     client.post("/v1/tokens/verify", json={"token": token})
     text = out.getvalue()
     assert "login failed" in text and "login succeeded" in text  # the events are logged...
-    assert PASSWORD not in text and "wrong password!!" not in text and token not in text  # ...the secrets are not
+    assert PASSWORD not in text and WRONG not in text and token not in text  # ...the secrets are not
 
 
 @pytest.fixture

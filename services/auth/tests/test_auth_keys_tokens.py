@@ -12,7 +12,7 @@ from auth_service.tokens import Tokens
 from auth_service.users import User
 
 SECRET_ID = "mf/auth/jwt-signing-key"
-USER = User(user_id="u-1", username="alice", password_hash="x", failed_attempts=0, locked_until=0, created_at="now")
+USER = User(user_id="u-1", username="alice", password_hash="x", created_at="now")
 
 
 @pytest.fixture

@@ -20,6 +20,10 @@ class ServiceSettings(BaseSettings):
     bind_host: str = Field(default="0.0.0.0", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
     public_path: str = ""
+    # How many proxies in front of the service append the caller's address to X-Forwarded-For (servicekit.forwarded):
+    # 0 reads the socket's peer (make run-local); the services stack sets 2 behind the edge (CloudFront, then the ALB)
+    # and 1 behind the load balancer alone. Entries further left were written by the caller and are not trusted.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     log_level: str = "INFO"
     otel_exporter_otlp_endpoint: str | None = None
     # The standard OpenTelemetry variables; unset: servicekit.tracing's default (a small parent-based ratio).
