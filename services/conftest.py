@@ -9,14 +9,18 @@
 - ``lose_answer``: in-process moto applies DynamoDB calls and then answers them 500, as DynamoDB may (optionally
   with a concurrent request in between).
 - ``listening``: a process's listening sockets, for the tests of what the servers bind.
+- ``local_bootstrap``: services/local/bootstrap.py, which creates the tables as the app does (indexes from cdk.json).
 """
 
+import importlib.util
 import ipaddress
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
@@ -24,6 +28,16 @@ from moto.core.botocore_stubber import BotocoreStubber
 
 os.environ.setdefault("OTEL_TRACES_SAMPLER", "parentbased_always_on")
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
+@pytest.fixture(scope="session")
+def local_bootstrap():
+    """services/local/bootstrap.py (a script, not a package), loaded once."""
+    if "local_bootstrap" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("local_bootstrap", Path(__file__).parent / "local" / "bootstrap.py")
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
+        spec.loader.exec_module(module)
+    return sys.modules["local_bootstrap"]
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import boto3
 import jwt
@@ -18,16 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
 from persona_service.settings import PersonaSettings
 from persona_service.store import PersonaStore
-
-def _load_local_bootstrap():
-    """services/local/bootstrap.py (not a package): it creates the tables as the app does, indexes from cdk.json."""
-    spec = importlib.util.spec_from_file_location("persona_tests_local_bootstrap", Path(__file__).parents[2] / "local" / "bootstrap.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
-    spec.loader.exec_module(module)
-    return module
-
-
-local_bootstrap = _load_local_bootstrap()
 
 ISSUER = "mf-auth"
 AUDIENCE = "mf-services"
@@ -116,7 +103,7 @@ def aws_clients():
 
 
 @pytest.fixture
-def dynamodb(aws_clients, monkeypatch):
+def dynamodb(aws_clients, monkeypatch, local_bootstrap):
     _fake_aws_env(monkeypatch)  # for clients servicekit builds from the settings
     with mock_aws():  # fresh, empty AWS state per test
         client = aws_clients["dynamodb"]
@@ -153,7 +140,7 @@ def make_store(dynamodb, clock):
 
 
 @pytest.fixture
-def table_without_index(dynamodb) -> str:
+def table_without_index(dynamodb, local_bootstrap) -> str:
     """A persona table as the app created it before the holds index (pk/sk only, TTL on expires_at)."""
     name = "mf-persona-before-index"
     dynamodb.create_table(**local_bootstrap.table_definition(name, {}))

@@ -3,9 +3,7 @@ servicekit clients against it, a fake persona (the real one is another service),
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,16 +26,6 @@ from vc_start.persona import PersonaInfo, PersonaNotFoundError, ReservationStatu
 from vc_start.settings import VcStartSettings
 from vc_start.store import SessionStore
 
-
-def _load_local_bootstrap():
-    """services/local/bootstrap.py (not a package): it creates the tables as the app does, indexes from cdk.json."""
-    spec = importlib.util.spec_from_file_location("vc_start_tests_local_bootstrap", Path(__file__).parents[2] / "local" / "bootstrap.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
-    spec.loader.exec_module(module)
-    return module
-
-
-local_bootstrap = _load_local_bootstrap()
 
 REGION = "us-east-1"
 TABLE = "mf-vc-start"
@@ -78,7 +66,7 @@ _SHARED_AWS_CLIENTS: dict = {}
 
 
 @pytest.fixture
-def settings(aws_env) -> VcStartSettings:
+def settings(aws_env, local_bootstrap) -> VcStartSettings:
     """Settings for the tests, and the infrastructure they name (as local/bootstrap.py creates it): vc-start's
     table, the bus, and the two queues with the saga's routing rules."""
     settings = VcStartSettings(
