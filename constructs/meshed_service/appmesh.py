@@ -300,7 +300,7 @@ class _AppMeshExtension(ServiceExtension):
         if self.rollback_alarm_names:
             # The weights judge a release only for mesh calls; a rolling deployment of this variant (the primary takes
             # every load balancer request) needs its own alarms. ECS polls them during the deployment and its bake
-            # time only, and skips them for a deployment that starts while one is in ALARM (a fix-forward deploys).
+            # time only (what it does with one already in ALARM at the start: README, App Mesh default settings).
             props["deployment_alarms"] = ecs.DeploymentAlarmConfig(
                 alarm_names=self.rollback_alarm_names, behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM)
         return props

@@ -65,7 +65,19 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 HOLDS_INDEX = "holds"
 # Until the index is ACTIVE (a deploy that adds it backfills it first) DynamoDB answers a Query on it with these:
 # reclaiming then reads the persona's partition as before the index, and logs that it did.
-_INDEX_NOT_READY = ("ValidationException", "ResourceNotFoundException")
+# DynamoDB's answers while a new index backfills ("Cannot read from backfilling global secondary index") or before a
+# deploy has created it ("The table does not have the specified index"); moto's too. Any other error is raised: a
+# fallback on every ValidationException would hide a broken query behind the history scan the index removes.
+_INDEX_NOT_READY_MESSAGES = ("backfilling global secondary index", "does not have the specified index")
+
+
+def index_not_ready(exc: ClientError) -> bool:
+    """Whether ``exc`` says the holds index cannot answer yet (not that the query is wrong)."""
+    error = exc.response.get("Error", {})
+    if error.get("Code") == "ResourceNotFoundException":
+        return True
+    message = error.get("Message", "").lower()
+    return error.get("Code") == "ValidationException" and any(text in message for text in _INDEX_NOT_READY_MESSAGES)
 
 # Listing: personas per page (HTTP `limit`, gRPC `page_size`), and how many personas one owner may have.
 DEFAULT_PAGE_SIZE = 50
@@ -553,7 +565,7 @@ class PersonaStore:
                 ExpressionAttributeValues=_values(persona=persona_id, now=now),
             ))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in _INDEX_NOT_READY:
+            if not index_not_ready(exc):
                 raise
             # The index is still being created (or the table predates it): read the partition, as before the index.
             log.warning("holds index not readable; reading the persona's reservations instead",

@@ -256,6 +256,18 @@ def test_without_the_holds_index_expired_holds_are_still_reclaimed(make_store, t
     assert "holds index not readable" in caplog.text
 
 
+@pytest.mark.parametrize(("code", "message", "not_ready"), [
+    ("ValidationException", "Cannot read from backfilling global secondary index: holds", True),
+    ("ValidationException", "The table does not have the specified index: holds", True),
+    ("ResourceNotFoundException", "Requested resource not found", True),
+    ("ValidationException", "One or more parameter values were invalid: Condition parameter type does not match schema type", False),
+    ("AccessDeniedException", "not authorized to perform: dynamodb:Query on resource: .../index/holds", False),
+])
+def test_only_an_index_that_cannot_answer_yet_falls_back_to_the_history_read(code, message, not_ready):
+    from botocore.exceptions import ClientError
+    assert st.index_not_ready(ClientError({"Error": {"Code": code, "Message": message}}, "Query")) is not_ready
+
+
 # ---- personas per owner -------------------------------------------------------------------------------------
 
 
