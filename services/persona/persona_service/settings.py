@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from servicekit.settings import AuthClientSettings
 
+from .store import DEFAULT_MAX_PERSONAS_PER_OWNER
+
 
 class PersonaSettings(AuthClientSettings):
     """AUTH_URL, JWT_ISSUER and JWT_AUDIENCE (token verification) come from AuthClientSettings."""
@@ -17,4 +19,4 @@ class PersonaSettings(AuthClientSettings):
     # How long a ReserveSlot hold lives unless SessionStarted confirms it.
     reservation_hold_seconds: int = Field(default=120, ge=1)
     # How many personas one owner may have; creating one more answers 409 persona_limit_reached.
-    max_personas_per_owner: int = Field(default=100, ge=1, le=1000)
+    max_personas_per_owner: int = Field(default=DEFAULT_MAX_PERSONAS_PER_OWNER, ge=1, le=1000)
