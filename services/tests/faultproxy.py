@@ -22,16 +22,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import importlib.util
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import harness  # services/tests is on sys.path (conftest.py)
 
 T = TypeVar("T")
 
@@ -279,14 +279,8 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
 
 
 def local_module(name: str) -> Any:
-    """services/local/<name>.py (not a package: loaded by path, once per process)."""
-    module = sys.modules.get(f"local_{name}")
-    if module is None:
-        spec = importlib.util.spec_from_file_location(f"local_{name}", SERVICES_DIR / "local" / f"{name}.py")
-        assert spec and spec.loader
-        module = sys.modules[f"local_{name}"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    """services/local/<name>.py (not a package: loaded by path, once per process, as ``local_<name>``)."""
+    return harness.load_module(f"local_{name}", SERVICES_DIR / "local" / f"{name}.py")
 
 
 @contextlib.contextmanager

@@ -3,23 +3,18 @@ rely on, a second run changes nothing, and the bus routes each saga event to the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from cryptography.hazmat.primitives import serialization
+from faultproxy import local_module
 from moto.server import ThreadedMotoServer
 
 REGION = "eu-central-1"
-_spec = importlib.util.spec_from_file_location("local_bootstrap", Path(__file__).parents[1] / "local" / "bootstrap.py")
-assert _spec and _spec.loader
-local_bootstrap = sys.modules["local_bootstrap"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(local_bootstrap)
+local_bootstrap = local_module("bootstrap")
 
 
 @pytest.fixture(scope="module")
