@@ -20,6 +20,7 @@ from typing import Any
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
@@ -283,6 +284,7 @@ class _SwitchingMeterProvider(metrics.MeterProvider):
 
 
 _NOOP_TRACER = trace.NoOpTracer()
+SDK_CALL_PROPAGATOR = CompositePropagator([AwsXRayPropagator(), TraceContextTextMapPropagator()])
 _NOOP_METER = metrics.NoOpMeter("servicekit.dropped")
 SWITCHING_TRACER_PROVIDER = _SwitchingTracerProvider()
 SWITCHING_METER_PROVIDER = _SwitchingMeterProvider()
@@ -305,7 +307,10 @@ def _install_globals() -> None:
 
     providers = {"tracer_provider": SWITCHING_TRACER_PROVIDER, "meter_provider": SWITCHING_METER_PROVIDER}
     HTTPXClientInstrumentor().instrument(**providers)
-    BotocoreInstrumentor().instrument(**providers)
+    # AWS services read and pass on only X-Amzn-Trace-Id (e.g. SQS's AWSTraceHeader); traceparent goes
+    # out as well, like on every other outbound call, for whatever reads W3C context on the way.
+    # Both are added after botocore signs the request, so neither is a signed header.
+    BotocoreInstrumentor().instrument(**providers, propagator=SDK_CALL_PROPAGATOR)
     GrpcAioInstrumentorClient().instrument(tracer_provider=SWITCHING_TRACER_PROVIDER)
     GrpcAioInstrumentorServer().instrument(tracer_provider=SWITCHING_TRACER_PROVIDER)
     from .grpcutil import install_server_metrics

@@ -1,5 +1,5 @@
 """Spans and RED metrics: server span per route, trace context on outbound calls (traceparent on HTTP and gRPC,
-the X-Ray header on AWS SDK calls), reconfigurable per app."""
+the X-Ray header and traceparent on AWS SDK calls), reconfigurable per app."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ async def test_unsampled_request_still_logs_trace_ids_and_propagates_traceparent
     assert not _points(reader, "http.server.response.body.size")
 
 
-async def test_aws_sdk_call_is_a_child_span_and_carries_the_request_trace_as_the_xray_header(make_settings, dynamodb_stub):
+async def test_aws_sdk_call_is_a_child_span_and_carries_the_request_trace_as_xray_and_w3c_headers(make_settings, dynamodb_stub):
     endpoint, received = dynamodb_stub
     settings = make_settings(aws_endpoint_url=endpoint)
     router = APIRouter()
@@ -300,3 +300,8 @@ async def test_aws_sdk_call_is_a_child_span_and_carries_the_request_trace_as_the
         "Parent": format(sdk_call.context.span_id, "016x"),
         "Sampled": "1",
     }
+    # And as traceparent, like every other outbound call: the same trace, parent and decision.
+    assert headers["traceparent"] == f"00-{caller_trace}-{sdk_call.context.span_id:016x}-01"
+    # Added after signing: a proxy or endpoint that rewrites trace headers cannot break the signature.
+    signed = headers["authorization"].split("SignedHeaders=", 1)[1].split(",", 1)[0].split(";")
+    assert "traceparent" not in signed and "x-amzn-trace-id" not in signed
