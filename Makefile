@@ -94,7 +94,8 @@ install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(addsuf
 
 # While cdk.json names no pipeline (`pipeline: null`), the pipeline stack is synthesized a second time
 # with an example connection in an example account (pipelines/example_config.py) into $(CDK_OUT).pipeline,
-# so every `make synth` checks it, its stages and its nag acknowledgments. With a real `pipeline` in
+# so every `make synth` checks it, its stages and its nag acknowledgments (in prod with every service on an
+# example image tag: a prod pipeline builds no image, stacks/config.py). With a real `pipeline` in
 # cdk.json the first synth already holds it (that is what the pipeline's own synth step publishes).
 PIPELINE_ACCOUNT ?= 111122223333
 
@@ -104,7 +105,9 @@ synth: install
 	@echo "Synthesized into $(CDK_OUT):" && ls $(CDK_OUT)/assembly-*/*.template.json
 	example="$$($(VENV)/bin/python -m pipelines.example_config)"; \
 	if [ -n "$$example" ]; then \
-	  npx --no-install cdk synth --quiet --output $(CDK_OUT).pipeline -c account=$(PIPELINE_ACCOUNT) -c pipeline="$$example" '**'; \
+	  services="$$($(VENV)/bin/python -m pipelines.example_config services)"; \
+	  npx --no-install cdk synth --quiet --output $(CDK_OUT).pipeline -c account=$(PIPELINE_ACCOUNT) -c pipeline="$$example" \
+	    -c services="$$services" '**'; \
 	  echo "Synthesized the example pipeline into $(CDK_OUT).pipeline:" && ls $(CDK_OUT).pipeline/*.template.json; \
 	fi
 

@@ -1190,6 +1190,15 @@ def _check_pipeline(values: dict[str, Any]) -> None:
         # prod waits for a manual approval before its first deploy: without a subscriber, nobody hears of it.
         raise ConfigError("pipeline.approval_emails", [], "the prod pipeline waits for a manual approval before it deploys: "
                                                           "name at least one e-mail address to notify")
+    built = next((service for service in values["services"] if not service.image_tag and not service.image), None)
+    if values["profile"] == "prod" and built:
+        # Its Assets stage would build services/<name>/Dockerfile and deploy it on every push, unattended, without
+        # containers.yml's gate (both platforms, Trivy on HIGH/CRITICAL, smoke test). The canary (App Mesh) needs no
+        # rule of its own: canary_image_tag is always a tag of the same ECR repository, else it runs this image.
+        raise ConfigError(f"services.{built.name}.image_tag", None,
+                          f"the prod pipeline would build services/{built.name}/Dockerfile itself, past containers.yml's Trivy gate "
+                          "(only a dev pipeline does): set image_tag to an image containers.yml scanned and pushed "
+                          f"({values['prefix']}/{built.name}:<commit SHA>), or image (another registry's, scanned where it is built)")
 
 
 _AZ_LETTERS = ("a", "b", "c")  # KNOWN_REGIONS: the first three zones of each are <region>a/b/c

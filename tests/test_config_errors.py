@@ -154,6 +154,11 @@ CASES = [
      ['pipeline.approval_emails=["release-team"]', "e-mail addresses"]),
     ("prod pipeline that notifies nobody of its approval", {"account": "111122223333", "profile": "prod", "pipeline": json.dumps(_PIPELINE)},
      ["pipeline.approval_emails=[]", "waits for a manual approval", "at least one e-mail address"]),
+    # auth runs a tag CI pushed; persona would be built by the pipeline's Assets stage, past containers.yml's Trivy gate.
+    ("prod pipeline that would build a service's image itself", {"account": "111122223333", "profile": "prod",
+                                                                 "pipeline": json.dumps({**_PIPELINE, "approval_emails": ["release@example.com"]}),
+                                                                 "services": json.dumps({"auth": {"image_tag": "1.4.2"}, "persona": {}})},
+     ["services.persona.image_tag=null", "the prod pipeline", "containers.yml scanned and pushed", "or image"]),
     ("event without a contract", {"services": json.dumps({"auth": {}, "persona": {"table": True, "worker": True, "consumes": {"auth": ["UserCreated"]}}})},
      ["services.persona.consumes.auth='UserCreated'", "contract in services/contracts/events/", "UserCreated.schema.json"]),
     ("budget limit of zero", {"budget": json.dumps({"monthly_limit_usd": 0})}, ["budget.monthly_limit_usd=0", "1 to 10000000"]),

@@ -18,10 +18,10 @@ from typing import Any, Mapping, Sequence
 
 import pytest
 
-from pipelines.example_config import EXAMPLE_ACCOUNT, example_pipeline
+from pipelines.example_config import EXAMPLE_ACCOUNT, EXAMPLE_IMAGE_TAG, example_pipeline, example_services
 from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_node_major
 from pipelines.smoke_test import health_check_commands
-from stacks.config import load_config
+from stacks.config import ConfigError, load_config
 from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
 from tests.conftest import PROD_IMAGE_TAG, with_legacy
 
@@ -557,3 +557,21 @@ def test_images_are_built_only_for_services_without_an_image_tag(dev_pipeline, p
               for task in prod_pipeline.resources(stack, "AWS::ECS::TaskDefinition").values()
               for container in task["Properties"]["ContainerDefinitions"] if container["Name"] == "app"}
     assert images and all(PROD_IMAGE_TAG in image for image in images)
+
+
+def test_make_synths_example_pipeline_runs_image_tags_when_cdk_json_is_prod():
+    """`make synth` also synthesizes the example pipeline with cdk.json's profile. Prod deployed by hand (profile prod,
+    no pipeline, images built from the Dockerfiles) is a valid config; the same services in a prod pipeline are not
+    (it would build them past containers.yml's Trivy gate), so the example gives them an image tag, and dev keeps
+    building them."""
+    for profile in ("dev", "prod"):
+        context = {**cdk_json_context(), "profile": profile}
+        load_config(context)
+        with_pipeline = {**context, "account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()}
+        if profile == "prod":
+            with pytest.raises(ConfigError, match=r"^config error: services\.auth\.image_tag=null is invalid: the prod pipeline"):
+                load_config(with_pipeline)
+        config = load_config({**with_pipeline, "services": example_services(context)})
+        expected = EXAMPLE_IMAGE_TAG if profile == "prod" else None
+        assert [(service.name, service.image_tag) for service in config.services] == [
+            (name, expected) for name in ("auth", "persona", "vc-start")]
