@@ -28,6 +28,7 @@ CDK_JSON = REPO_ROOT / "cdk.json"
 # pipelines/README.md) have operators set them in cdk.json, and the pipeline's `make test` runs on that cdk.json:
 # the tests reset them, so they check the same reference settings whatever one deployment put there.
 DEPLOYMENT_KEYS: dict[str, Any] = {
+    "profile": "dev",  # a prod deployment's cdk.json says prod; the tests' reference settings stay dev (variant prod)
     "account": None, "pipeline": None, "github": None, "domain": None,
     "budget.notify_emails": [], "observability.notify_emails": [],
 }

@@ -19,11 +19,13 @@ def test_cdk_json_holds_every_key_at_its_documented_default():
 
 
 # A deployment as the set-up steps configure it in cdk.json (README "CI", pipelines/README.md "Set it up"):
-# an account, a connection in that account and the primary region, the CI repository, a domain, on-call addresses.
+# prod, an account, a connection in that account and the primary region with the release approvers, the CI
+# repository, a domain, on-call addresses.
 FILLED_IN = {
+    "profile": "prod",
     "account": "123456789012",
     "pipeline": {"connection_arn": "arn:aws:codeconnections:eu-central-1:123456789012:connection/0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
-                 "repository": "acme/platform", "branch": "main"},
+                 "repository": "acme/platform", "branch": "main", "approval_emails": ["release@acme.example"]},
     "github": {"repository": "acme/platform"},
     "domain": {"zone_name": "acme.example", "hosted_zone_id": "Z0ABCDEFGHIJKLMNOPQRS"},
     "budget.notify_emails": ["finance@acme.example"],
@@ -42,9 +44,9 @@ def test_a_deployment_filled_into_cdk_json_leaves_the_tests_reference_settings_a
     (tmp_path / "cdk.json").write_text(json.dumps(cdk_json))
 
     deployed = load_config(committed_context(tmp_path / "cdk.json"))  # a valid config, with every key set
-    assert (deployed.account, deployed.pipeline.repository, deployed.github.repository, deployed.domain.zone_name,
+    assert (deployed.profile, deployed.account, deployed.pipeline.repository, deployed.github.repository, deployed.domain.zone_name,
             deployed.budget.notify_emails, deployed.observability.notify_emails) == (
-        "123456789012", "acme/platform", "acme/platform", "acme.example", ("finance@acme.example",), ("oncall@acme.example",))
+        "prod", "123456789012", "acme/platform", "acme/platform", "acme.example", ("finance@acme.example",), ("oncall@acme.example",))
     assert {service.image_tag for service in deployed.services} == {"0123456789abcdef0123456789abcdef01234567"}
     assert cdk_json_context(tmp_path / "cdk.json") == cdk_json_context()
 

@@ -300,7 +300,8 @@ def test_cdk_json_as_committed_synthesizes_through_the_cli(cli_results):
     # cdk.json configures the pipeline (its set-up puts it there).
     smoke_tests = 2 if committed_context()["pipeline"] else 0
     assert len(list(outdir.glob("assembly-*/*.template.json"))) == 16 + smoke_tests
-    assert _nat_gateways(outdir) == 2  # dev: one per region
+    # One NAT gateway per region in dev, one per zone in prod (a prod deployment's cdk.json says prod).
+    assert _nat_gateways(outdir) == {"dev": 2, "prod": 6}[committed_context().get("profile", "dev")]
 
 
 def test_a_template_cloudformation_would_refuse_stops_synth_with_one_line(tmp_path):
