@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.assembly import synth
 from tests.test_cross_cutting import UNTAGGABLE_TYPES
 
 STAGE_TAG_KEYS = {"project", "environment", "region", "managed-by"}
@@ -73,11 +72,11 @@ def test_only_aws_budgets_of_this_account_may_publish_to_the_encrypted_topic(dev
     assert budget["DependsOn"] == [next(iter(dev.resources(stack, "AWS::SNS::TopicPolicy")))]
 
 
-def test_a_single_region_app_still_gets_its_budget_with_the_configured_alerts(tmp_path):
-    """The global stack exists in the primary stage even without a region to replicate images to."""
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     budget={"monthly_limit_usd": 120, "alert_thresholds_percent": [90, 110], "filter_by_project_tag": False,
-                             "notify_emails": ["oncall@example.com", "finance@example.com"]})
+def test_a_single_region_app_still_gets_its_budget_with_the_configured_alerts(one_region):
+    """The global stack exists in the primary stage even without a region to replicate images to.
+    one_region (tests/conftest.py): eu-west-1 alone, budget monthly_limit_usd 120, alert_thresholds_percent [90, 110],
+    filter_by_project_tag false, notify_emails oncall@ and finance@example.com."""
+    assembly = one_region
     stack = "mf-eu-west-1/global"
     assert assembly.resources(stack, "AWS::ECR::ReplicationConfiguration") == {}
     topic_id, _ = _one(assembly, stack, "AWS::SNS::Topic")

@@ -282,13 +282,11 @@ def test_the_edge_alarm_takes_its_threshold_from_config():
     assert "More than 2.5 % " in alarm["AlarmDescription"]
 
 
-def test_waf_follows_its_setting_not_the_profile(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", ingress={"waf": "on"})
-    (acl,) = _of_type(_edge(assembly), "AWS::WAFv2::WebACL").values()
+def test_waf_follows_its_setting_not_the_profile(edge_settings):
+    """edge_settings (tests/conftest.py): dev with ingress.waf on (and the next origin generation)."""
+    (acl,) = _of_type(_edge(edge_settings), "AWS::WAFv2::WebACL").values()
     assert acl["Properties"]["Scope"] == "CLOUDFRONT"
-    (log_group,) = [g for g in _of_type(_edge(assembly), "AWS::Logs::LogGroup").values()
+    (log_group,) = [g for g in _of_type(_edge(edge_settings), "AWS::Logs::LogGroup").values()
                     if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]
     assert log_group["DeletionPolicy"] == "Delete"  # dev: a kept, fixed-name log group would block a rebuild
 
@@ -311,19 +309,15 @@ def test_domain_mode_serves_viewers_on_the_domain_with_a_us_east_1_certificate_a
     assert {o["DomainName"] for o in config["Origins"]} == {f"{region}.api.example.com" for region in REGIONS}
 
 
-def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, tmp_path):
-    from tests.assembly import synth
-
+def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, edge_settings):
+    """edge_settings (tests/conftest.py): dev with ingress.origin_generation 2 (and the web ACL on, which reads no region)."""
     def reader_calls(assembly):
         return sorted(r["Properties"]["Update"] for r in _of_type(_edge(assembly), "Custom::AWS").values())
 
-    bumped = synth(tmp_path / "out", ingress={"origin_generation": 2})
-    before, after = reader_calls(dev), reader_calls(bumped)
+    before, after = reader_calls(dev), reader_calls(edge_settings)
     assert len(before) == len(after) == 4 and not set(before) & set(after)  # CloudFormation updates, so reads, all four
 
 
-def test_no_edge_without_two_regions(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1")
-    assert not any(path.startswith("mf-edge/") for path in assembly.templates)
+def test_no_edge_without_two_regions(one_region):
+    """one_region (tests/conftest.py): eu-west-1 alone."""
+    assert not any(path.startswith("mf-edge/") for path in one_region.templates)

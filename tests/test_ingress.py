@@ -212,12 +212,9 @@ def test_a_service_without_a_path_stays_off_the_load_balancer(tmp_path):
     assert len(attached) == 1 and next(iter(attached)).startswith("auth")
 
 
-def test_no_service_with_a_path_means_no_load_balancer(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     services={"persona": {}})
-    resources = assembly.template("mf-eu-west-1/services")["Resources"]
+def test_no_service_with_a_path_means_no_load_balancer(one_region_auth):
+    """one_region_auth (tests/conftest.py): auth alone, without a path."""
+    resources = one_region_auth.template("mf-eu-west-1/services")["Resources"]
     assert not _of_type(resources, "AWS::ElasticLoadBalancingV2::LoadBalancer")
 
 

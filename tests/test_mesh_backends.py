@@ -16,6 +16,7 @@ from aws_cdk.assertions import Match, Template
 
 from constructs.meshed_service import MeshedFargateService, MeshedServiceProps, Rollout, ServiceConnectMesh
 from tests.assembly import cdk_json_context, synth
+from tests.conftest import IMPORTED_CA_ARN
 
 SERVICES = ("auth", "persona", "vc-start")
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -160,10 +161,10 @@ def test_prod_service_connect_uses_tls_from_a_short_lived_private_ca(prod):
         assert "RoleArn" in tls
 
 
-def test_an_imported_ca_replaces_the_platform_ca(tmp_path):
-    arn = "arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/11111111-2222-3333-4444-555555555555"
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     mesh_options={"tls": "on", "private_ca_arns": {"eu-west-1": arn}}, deployment={"strategy": "LINEAR"})
+def test_an_imported_ca_replaces_the_platform_ca(one_region):
+    """one_region (tests/conftest.py): mesh_options tls on with IMPORTED_CA_ARN for eu-west-1, deployment strategy LINEAR."""
+    assembly = one_region
+    arn = IMPORTED_CA_ARN
     assert _resources(assembly, "mf-eu-west-1/platform", "AWS::ACMPCA::CertificateAuthority") == {}
     for properties in _ecs_services(assembly).values():
         assert properties["ServiceConnectConfiguration"]["Services"][0]["Tls"]["IssuerCertificateAuthority"] == {"AwsPcaAuthorityArn": arn}

@@ -325,12 +325,10 @@ def test_sampling_rules_default_to_the_services_own_sampler(dev):
     assert _sampler_args(dev, "mf-eu-central-1/services") == {str(_default_sampler_ratio())}
 
 
-def test_observability_config_reaches_sampling_rules_services_and_thresholds(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     observability={"xray_sampling_rate": 0.2, "xray_reservoir_per_second": 3, "quota_alarm_percent": 90,
-                                    "queue_age_alarm_minutes": 30})
+def test_observability_config_reaches_sampling_rules_services_and_thresholds(one_region):
+    """one_region (tests/conftest.py): observability xray_sampling_rate 0.2, xray_reservoir_per_second 3,
+    quota_alarm_percent 90, queue_age_alarm_minutes 30."""
+    assembly = one_region
     stack = _observability("eu-west-1")
     rules = [r["Properties"]["SamplingRule"] for r in assembly.resources(stack, "AWS::XRay::SamplingRule").values()
              if r["Properties"]["SamplingRule"]["RuleName"] != "mf-health"]
@@ -463,12 +461,9 @@ def test_each_region_alarms_when_a_service_table_throttles_requests_or_fails_the
     assert '"AWS/DynamoDB","WriteThrottleEvents","GlobalSecondaryIndexName","sweep","TableName","mf-vc-start"' in body
 
 
-def test_the_table_alarm_thresholds_come_from_config(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     observability={"table_throttle_alarm_requests": 25, "table_system_error_alarm_requests": 3})
-    alarms = _alarms(assembly, _observability("eu-west-1"))
+def test_the_table_alarm_thresholds_come_from_config(one_region):
+    """one_region (tests/conftest.py): observability table_throttle_alarm_requests 25, table_system_error_alarm_requests 3."""
+    alarms = _alarms(one_region, _observability("eu-west-1"))
     assert {alarms[f"mf-{service}-table-throttled-requests"]["Threshold"] for service in SERVICES} == {25}
     assert {alarms[f"mf-{service}-table-system-errors"]["Threshold"] for service in SERVICES} == {3}
     # One region: no replication alarm, the table alarms all the same.

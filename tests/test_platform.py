@@ -40,15 +40,13 @@ def test_capacity_strategy_has_an_on_demand_base_and_spot_weight(dev, prod, prof
         )
 
 
-def test_namespace_name_is_configurable(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", namespace="mesh.internal", regions=[{"name": "eu-central-1", "cidr": "10.10.0.0/16"}])
-    Template.from_json(assembly.template("mf-eu-central-1/platform")).has_resource_properties(
+def test_namespace_name_is_configurable(one_region):
+    """one_region (tests/conftest.py): namespace mesh.internal, eu-west-1 alone."""
+    Template.from_json(one_region.template("mf-eu-west-1/platform")).has_resource_properties(
         "AWS::ServiceDiscovery::PrivateDnsNamespace", {"Name": "mesh.internal"}
     )
     # With one region there is nothing to replicate to: the global stack holds only the cost budget.
-    assert assembly.resources("mf-eu-central-1/global", "AWS::ECR::ReplicationConfiguration") == {}
+    assert one_region.resources("mf-eu-west-1/global", "AWS::ECR::ReplicationConfiguration") == {}
 
 
 @pytest.mark.parametrize("stack", PLATFORM_STACKS)
@@ -101,13 +99,12 @@ def test_registry_replicates_once_from_the_primary_to_the_other_region(dev):
     )
 
 
-def test_primary_region_choice_moves_the_global_stack(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", primary_region="eu-west-1")
-    assert "mf-eu-west-1/global" in assembly.templates
-    assert "mf-eu-central-1/global" not in assembly.templates
-    Template.from_json(assembly.template("mf-eu-west-1/global")).has_resource_properties(
+def test_primary_region_choice_moves_the_global_stack(prod_pipeline):
+    """prod_pipeline's primary region is eu-west-1, listed second in cdk.json's regions (tests/conftest.py). Its
+    other settings do not place the global stack: the stage of the configured primary region makes it."""
+    assert "mf-eu-west-1/global" in prod_pipeline.templates
+    assert "mf-eu-central-1/global" not in prod_pipeline.templates
+    Template.from_json(prod_pipeline.template("mf-eu-west-1/global")).has_resource_properties(
         "AWS::ECR::ReplicationConfiguration",
         {"ReplicationConfiguration": {"Rules": [Match.object_like({"Destinations": [Match.object_like({"Region": "eu-central-1"})]})]}},
     )

@@ -552,7 +552,20 @@ def test_service_connect_has_no_traffic_shift_state_machine(dev):
 
 # --- The construct, with other settings ------------------------------------------------------------
 
+# Each distinct _shift_stack's template, as JSON text: most tests build the same default stack, and a synth costs
+# about half a CPU-second, the parse of the text a millisecond.
+_SHIFT_TEMPLATES: dict[tuple[str, int, int], str] = {}
+
+
 def _shift_stack(settings: ShiftSettings, primary_max_tasks: int = 6, min_requests: int = MIN_CANARY_REQUESTS) -> dict[str, Any]:
+    """The template of a stack with one TrafficShift, a fresh copy each call (built once per distinct arguments)."""
+    key = (repr(settings), primary_max_tasks, min_requests)
+    if key not in _SHIFT_TEMPLATES:
+        _SHIFT_TEMPLATES[key] = json.dumps(_build_shift_stack(settings, primary_max_tasks, min_requests))
+    return json.loads(_SHIFT_TEMPLATES[key])
+
+
+def _build_shift_stack(settings: ShiftSettings, primary_max_tasks: int, min_requests: int) -> dict[str, Any]:
     app = cdk.App()
     stack = cdk.Stack(app, "Shift", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     mesh = appmesh.Mesh(stack, "Mesh", mesh_name="mf")

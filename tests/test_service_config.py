@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.assembly import container_settings, synth
+from tests.assembly import container_settings
 
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
@@ -116,10 +116,9 @@ def test_only_each_services_execution_roles_read_its_parameters(backend):
             assert read == {i for i in parameters if _owner(i) == execution_roles[role]}, role
 
 
-def test_config_environment_goes_to_ssm_and_overrides_the_default_log_level(tmp_path):
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     services={"auth": {"environment": {"LOG_LEVEL": "DEBUG", "FEATURE_FLAGS": "login-v2", "EMPTY": ""}}})
-    resources, tasks = _task_definitions(assembly, "eu-west-1")
+def test_config_environment_goes_to_ssm_and_overrides_the_default_log_level(one_region_auth):
+    """one_region_auth (tests/conftest.py): auth alone, environment LOG_LEVEL=DEBUG, FEATURE_FLAGS=login-v2 and EMPTY=''."""
+    resources, tasks = _task_definitions(one_region_auth, "eu-west-1")
     parameters = {p["Name"]: p["Value"] for p in _parameters(resources).values()}
     assert parameters["/mf/auth/config/LOG_LEVEL"] == "DEBUG"
     assert parameters["/mf/auth/config/FEATURE_FLAGS"] == "login-v2"

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from constructs.service_data.signing_key_rotation import REPLICA_KEY_ACTIONS, ROTATION_KEY_ACTIONS, ROTATION_SECRET_ACTIONS
-from tests.assembly import REPO_ROOT, source_value, synth
+from tests.assembly import REPO_ROOT, source_value
 from constructs.lambda_layer import LAYER_TARGET
 
 PRIMARY, OTHER = "eu-central-1", "eu-west-1"
@@ -413,9 +413,9 @@ def test_only_the_key_wildcard_of_the_task_roles_is_acknowledged_and_it_says_wha
     assert acknowledged == expected
 
 
-def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_come_from_config(tmp_path):
-    assembly = synth(tmp_path / "out", regions=[{"name": OTHER, "cidr": "10.20.0.0/16"}], primary_region=OTHER,
-                     data={"signing_key_rotation_days": 7})
+def test_with_one_region_the_data_stack_replicates_nothing_and_rotation_days_come_from_config(one_region):
+    """one_region (tests/conftest.py): eu-west-1 (OTHER) alone, data signing_key_rotation_days 7."""
+    assembly = one_region
     stack = f"mf-{OTHER}/data"
     assert not _of_type(assembly, stack, "Custom::KmsReplicaKey")
     assert not _of_type(assembly, stack, "Custom::KmsReplicaKeyReady")

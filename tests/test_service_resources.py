@@ -377,10 +377,11 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
                 assert all(_owner(ref) == service for ref in refs) and bool(refs) is (service in CONSUMES)
 
 
-def test_without_the_edge_services_trust_only_the_load_balancers_entry_in_x_forwarded_for(tmp_path):
+def test_without_the_edge_services_trust_only_the_load_balancers_entry_in_x_forwarded_for(one_region):
     """An app of one region has no CloudFront in front of its load balancer: the load balancer's entry is the caller.
-    Trusting one more would let a caller pick the address auth throttles by (services/auth/README.md)."""
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1")
+    Trusting one more would let a caller pick the address auth throttles by (services/auth/README.md).
+    one_region (tests/conftest.py): cdk.json's services in eu-west-1 alone."""
+    assembly = one_region
     resources = _resources(assembly, "eu-west-1")
     hops = {service: container_settings(resources, containers["app"]).get("TRUSTED_PROXY_HOPS")
             for service, containers in _containers(assembly, "eu-west-1").items()}

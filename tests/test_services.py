@@ -186,11 +186,9 @@ def test_security_groups_admit_only_the_named_callers_on_the_app_and_grpc_ports(
         assert all("SecurityGroupIngress" not in g["Properties"] for g in groups.values())
 
 
-def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     services={"auth": {"image_tag": "1.4.2"}})
+def test_a_service_with_an_image_tag_runs_from_its_ecr_repository(one_region_auth):
+    """one_region_auth (tests/conftest.py): auth alone, image_tag 1.4.2."""
+    assembly = one_region_auth
     (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
     app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
     image = "".join(p if isinstance(p, str) else "<x>" for p in app["Image"]["Fn::Join"][1])
@@ -230,11 +228,9 @@ def test_a_fourth_service_needs_config_only(tmp_path):
     assert app["User"] == "101" and app["HealthCheck"]["Command"][0] == "CMD-SHELL"
 
 
-def test_secrets_are_injected_by_ecs_and_readable_only_by_the_execution_role(tmp_path):
-    from tests.assembly import synth
-
-    assembly = synth(tmp_path / "out", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}], primary_region="eu-west-1",
-                     services={"auth": {"secrets": {"JWT_SIGNING_KEY": "secretsmanager:mf/auth/jwt", "DB_PASSWORD": "ssm:/mf/auth/db"}}})
+def test_secrets_are_injected_by_ecs_and_readable_only_by_the_execution_role(one_region_auth):
+    """one_region_auth (tests/conftest.py): auth alone, secrets JWT_SIGNING_KEY from Secrets Manager and DB_PASSWORD from SSM."""
+    assembly = one_region_auth
     (task,) = assembly.resources("mf-eu-west-1/services", "AWS::ECS::TaskDefinition").values()
     app = next(c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app")
     # Besides the two from config, only the service's own configuration parameters (tests/test_service_config.py).
