@@ -180,34 +180,37 @@ def test_an_attacker_who_names_the_user_locks_out_only_his_own_address(accounts,
 
 def test_under_attack_from_many_addresses_each_gets_one_guess_per_lock_and_the_user_still_logs_in_at_once(accounts, passwords, clock):
     accounts.register("alice", PASSWORD)
-    for attacker in BOTNET:
+    botnet = BOTNET[:12]  # 3 to use up the day allowance, 9 to show what every further address gets
+    for attacker in botnet:
         for _ in range(THRESHOLD):
             outcome(accounts, "alice", WRONG, attacker)
     # Three addresses use up the username's day allowance (3 x 3 = 9, the tenth failure turns the guard on); from
     # then on each address is locked by its first failure.
-    assert passwords.verifications == 3 * THRESHOLD + (len(BOTNET) - 3)
+    assert passwords.verifications == 3 * THRESHOLD + (len(botnet) - 3)
     clock.advance(LOCK_SECONDS)
     before = passwords.verifications
-    assert {outcome(accounts, "alice", WRONG, attacker) for attacker in BOTNET[3:]} == {"401"}
-    assert {outcome(accounts, "alice", WRONG, attacker) for attacker in BOTNET[3:]} == {f"429 {2 * LOCK_SECONDS}"}
-    assert passwords.verifications - before == len(BOTNET) - 3  # one guess per address per lock
+    assert {outcome(accounts, "alice", WRONG, attacker) for attacker in botnet[3:]} == {"401"}
+    assert {outcome(accounts, "alice", WRONG, attacker) for attacker in botnet[3:]} == {f"429 {2 * LOCK_SECONDS}"}
+    assert passwords.verifications - before == len(botnet) - 3  # one guess per address per lock
     # The user, at an address that has not failed, is not refused.
     assert outcome(accounts, "alice", PASSWORD, ALICE_AT) == "ok"
 
 
 def test_under_attack_the_user_who_mistypes_waits_at_most_the_longest_lock_after_her_last_failure(accounts, clock):
     accounts.register("alice", PASSWORD)
-    for attacker in BOTNET:  # the guard is on: every failure locks its address
+    botnet = BOTNET[:12]
+    for attacker in botnet:  # the tenth failure turns the guard on: from then on every failure locks its address
         outcome(accounts, "alice", WRONG, attacker)
     waits = []
-    for _ in range(8):  # she keeps getting it wrong, each time as soon as she may try again
+    for _ in range(6):  # she keeps getting it wrong, each time as soon as she may try again
         assert outcome(accounts, "alice", WRONG, ALICE_AT) == "401"
-        for attacker in BOTNET:  # the attack goes on meanwhile
+        for attacker in botnet:  # the attack goes on meanwhile
             outcome(accounts, "alice", WRONG, attacker)
         refused = outcome(accounts, "alice", PASSWORD, ALICE_AT)
         waits.append(int(refused.removeprefix("429 ")))
         clock.advance(waits[-1])
-    assert waits == [60, 120, 240, 480, 600, 600, 600, 600]  # never beyond LOCKOUT_MAX_SECONDS
+    # Her locks double up to LOCKOUT_MAX_SECONDS and stay there (the fifth lock would be 960 s uncapped).
+    assert waits == [60, 120, 240, 480, 600, 600]
     assert outcome(accounts, "alice", PASSWORD, ALICE_AT) == "ok"
 
 
