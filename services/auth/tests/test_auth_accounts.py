@@ -103,8 +103,8 @@ def test_an_unknown_username_takes_the_same_path_as_a_wrong_password(accounts, p
     assert paths["alice"] == paths["nobody"]
     answers, verifications, dynamodb_calls = paths["nobody"]
     assert answers == ["401"] * THRESHOLD + [f"429 {LOCK_SECONDS}"] and verifications == THRESHOLD
-    assert dynamodb_calls[:5] == [("GetItem", "FROM"), ("GetItem", "PROFILE"), ("UpdateItem", "FAILURES"),
-                                  ("UpdateItem", "FROM"), ("GetItem", "FROM")]  # the next attempt's read
+    assert dynamodb_calls[:5] == [("GetItem", "FROM"), ("GetItem", "PROFILE"), ("UpdateItem", "FROM"),
+                                  ("UpdateItem", "FAILURES"), ("GetItem", "FROM")]  # the next attempt's read
     assert store.get("nobody") is None  # the throttle's items are not a user
 
 
@@ -274,6 +274,43 @@ def test_a_burst_that_read_before_any_lock_gets_no_more_guesses_than_the_thresho
         stale_read()
         answers.append(outcome(accounts, "alice", guess, MALLORY_AT))
     assert answers == ["401"] * THRESHOLD + [f"429 {LOCK_SECONDS}"] * 8
+
+
+def day_count(dynamodb, clock):
+    """The username's failures today, as the guard reads them."""
+    key = {"pk": {"S": "USER#alice"}, "sk": {"S": f"FAILURES#{int(clock()) // DAY_SECONDS}"}}
+    item = dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item")
+    return int(item["failures"]["N"]) if item else 0
+
+
+def test_logins_a_concurrent_lock_refused_are_no_failures_for_the_guard(accounts, stale_read, dynamodb, clock):
+    """A burst from one address whose requests all read it unlocked: all but `threshold` of them run into the lock the
+    others set and get its 429, like any login the lock refuses, and do not count towards the username's day either.
+    So a burst from one address does not turn the guard on: the user's own mistypes still get `threshold` attempts."""
+    accounts.register("alice", PASSWORD)
+    burst = ACCOUNT_THRESHOLD + 2
+    answers = []
+    for _ in range(burst):
+        stale_read()
+        answers.append(outcome(accounts, "alice", WRONG, MALLORY_AT))
+    assert answers == ["401"] * THRESHOLD + [f"429 {LOCK_SECONDS}"] * (burst - THRESHOLD)
+    assert day_count(dynamodb, clock) == THRESHOLD
+    assert [outcome(accounts, "alice", WRONG, ALICE_AT) for _ in range(THRESHOLD - 1)] == ["401"] * (THRESHOLD - 1)
+    assert outcome(accounts, "alice", PASSWORD, ALICE_AT) == "ok"
+
+
+def test_a_failure_that_reaches_the_threshold_after_a_concurrent_one_locked_is_no_failure_for_the_guard(accounts, dynamodb, clock,
+                                                                                                      before_lock_write):
+    """Two failures from one address both reach the threshold; the other one writes the lock first. This one's lock
+    write then fails, and it gets that lock's 429 (its password unanswered): it is taken back out of the username's
+    day, which counts only the failures that were answered 401."""
+    accounts.register("alice", PASSWORD)
+    for _ in range(THRESHOLD - 1):
+        assert outcome(accounts, "alice", WRONG, MALLORY_AT) == "401"
+    concurrent = before_lock_write(lambda: outcome(accounts, "alice", WRONG, MALLORY_AT))
+    late = outcome(accounts, "alice", WRONG, MALLORY_AT)
+    assert (concurrent, late) == (["401"], f"429 {LOCK_SECONDS}")
+    assert day_count(dynamodb, clock) == THRESHOLD  # the 401s: not the failure the lock refused
 
 
 def test_hash_is_upgraded_when_costs_change(store, throttle, clock):
