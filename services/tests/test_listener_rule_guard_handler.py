@@ -19,11 +19,11 @@ from weights import rule_weights  # importable once weights_function has put the
 
 
 @pytest.fixture
-def stack(monkeypatch):
+def stack(monkeypatch, aws_session):
     """Two services' routes as CloudFormation writes them: all weight on the first group, none on the alternate."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
-        elbv2, ec2 = boto3.client("elbv2", REGION), boto3.client("ec2", REGION)
+        elbv2, ec2 = aws_session.client("elbv2", REGION), aws_session.client("ec2", REGION)
         vpc, listener_arn = listener(elbv2, ec2)
         rules = {}
         for priority, name in enumerate(("persona", "vc-start"), start=1):
@@ -35,7 +35,7 @@ def stack(monkeypatch):
                 Actions=[forward({live: 100, alternate: 0})])["Rules"][0]["RuleArn"]
             rules[name] = {"rule_arn": rule_arn, "target_group_arns": [live, alternate],
                            "service_arn": f"arn:aws:ecs:{REGION}:123456789012:service/mf/{name}"}
-        ecs = boto3.client("ecs", REGION)
+        ecs = aws_session.client("ecs", REGION)
         with Stubber(ecs) as ecs_stub:
             yield {"elbv2": elbv2, "ec2": ec2, "vpc": vpc, "ecs": ecs, "ecs_stub": ecs_stub, "rules": rules, "addresses": iter(range(10, 250))}
 

@@ -3,7 +3,6 @@ ELBv2: a real listener rule whose weights the function rewrites from the migrati
 
 from __future__ import annotations
 
-import boto3
 import pytest
 from moto import mock_aws
 from weights_function import REGION, forward, handler, listener
@@ -12,11 +11,11 @@ PARAMETER = "/mf/auth/migration/percent-to-service"
 
 
 @pytest.fixture
-def rule(monkeypatch):
+def rule(monkeypatch, aws_session):
     """auth's route as the stack creates it with initial_percent_to_service 37: live 37, alternate 0, legacy 63."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
-        ssm, elbv2, ec2 = (boto3.client(name, REGION) for name in ("ssm", "elbv2", "ec2"))
+        ssm, elbv2, ec2 = (aws_session.client(name, REGION) for name in ("ssm", "elbv2", "ec2"))
         vpc, listener_arn = listener(elbv2, ec2)
 
         def group(name, **kwargs):

@@ -7,7 +7,9 @@
 - A username that has had `account_threshold` failures today (UTC) from all addresses together is under
   attack from many addresses: each address then gets one attempt per lock instead of `threshold`. An
   address that has not failed for the username still gets its attempt, so the guard cannot lock the user
-  out either.
+  out either. A login a lock refused is no failure, also when a concurrent request set the lock while it was
+  in flight (LockedMeanwhile): the guard counts the guesses answered, so a burst from one address counts
+  `threshold` failures towards it, not one per request.
 
 Items, in the user table and whether or not the user exists (so nothing here tells which names exist):
 - pk=USER#<name>, sk=FROM#<address>: failures (since the last lock or success), lock_count (locks in a row),
@@ -98,11 +100,9 @@ class LoginThrottle:
 
     def record_failure(self, username: str, address: str, *, now: float) -> FailureResult:
         """Count one failed login for the username, from the address; the failure that reaches the threshold
-        locks the address out of the username. Raises LockedMeanwhile if another request locked it since the read."""
+        locks the address out of the username. Raises LockedMeanwhile if another request locked it since the read:
+        that login is refused like any other the lock refuses, and is no failure of the username's day either."""
         attempt = str(uuid.uuid4())
-        today = self._count_for_username(username, attempt, int(now))
-        guarded = today >= self.policy.account_threshold
-        threshold = 1 if guarded else self.policy.threshold
         key = self._address_key(username, address)
         try:
             resp = self._db.update_item(
@@ -124,6 +124,11 @@ class LoginThrottle:
             # clears the ids, so the address is not locked since). Otherwise a concurrent request locked it.
             if attempt not in item.get("failure_ids", {}).get("SS", []):
                 raise LockedMeanwhile() from exc
+        # Counted for the username only once its address counted it: a login a concurrent lock refused is no guess
+        # tested (its answer is that lock's 429, whatever the password), so it must not bring the guard on sooner.
+        today = self._count_for_username(username, attempt, int(now))
+        guarded = today >= self.policy.account_threshold
+        threshold = 1 if guarded else self.policy.threshold
         failures = int(item["failures"]["N"])
         if failures < threshold:
             return FailureResult(failures=failures, guarded=guarded)
@@ -146,7 +151,11 @@ class LoginThrottle:
             if not is_conditional_failure(exc):
                 raise
             # Locked by this very failure (a retry of the lock write DynamoDB had applied), or by another.
-            if (failed_against(exc) or {}).get("lock_id", {}).get("S") != attempt:
+            current = failed_against(exc) or {}
+            if current.get("lock_id", {}).get("S") != attempt:
+                if float(current.get("locked_until", {"N": "0"})["N"]) > now:
+                    # Another failure set the lock first: this login gets its 429, so it was no failure for the day.
+                    self._uncount_for_username(username, attempt, int(now))
                 raise LockedMeanwhile() from exc
         return FailureResult(failures=failures, guarded=guarded, locked_until=until, lock_number=lock_number)
 
@@ -179,7 +188,7 @@ class LoginThrottle:
         try:
             resp = self._db.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": user_pk(username)}, "sk": {"S": f"FAILURES#{day}"}},
+                Key=self._day_key(username, now),
                 UpdateExpression="SET failures = if_not_exists(failures, :zero) + :one, expires_at = :expires ADD failure_ids :attempts",
                 ConditionExpression="(attribute_not_exists(failures) OR failures < :cap) AND NOT contains(failure_ids, :attempt)",
                 ExpressionAttributeValues={**_attempt_values(attempt), ":zero": {"N": "0"}, ":one": {"N": "1"},
@@ -194,6 +203,25 @@ class LoginThrottle:
                 raise
             # At the cap already, or a retry of this write that DynamoDB had applied: either way the count stands.
             return int((failed_against(exc) or {})["failures"]["N"])
+
+    def _uncount_for_username(self, username: str, attempt: str, now: int) -> None:
+        """Take a failure counted by _count_for_username back out of the username's day."""
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._day_key(username, now),
+                UpdateExpression="SET failures = failures - :one DELETE failure_ids :attempts",
+                ConditionExpression="contains(failure_ids, :attempt)",
+                ExpressionAttributeValues={**_attempt_values(attempt), ":one": {"N": "1"}},
+            )
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+            # Not counted (the day was at its cap), or a retry of this write that DynamoDB had applied.
+
+    @staticmethod
+    def _day_key(username: str, now: int) -> dict[str, Any]:
+        return {"pk": {"S": user_pk(username)}, "sk": {"S": f"FAILURES#{now // DAY_SECONDS}"}}
 
     @staticmethod
     def _address_key(username: str, address: str) -> dict[str, Any]:

@@ -142,6 +142,25 @@ def policy():
 
 
 @pytest.fixture
+def before_lock_write(dynamodb):
+    """before_lock_write(run) -> results: `run()` runs to its end just before the next address lock is written, as a
+    concurrent request that gets there first (its result is appended to `results`); then that lock write goes ahead."""
+    event, results = "before-parameter-build.dynamodb.UpdateItem", []
+
+    def arm(run):
+        def hook(params, **_):
+            if params.get("UpdateExpression", "").startswith("SET locked_until"):
+                dynamodb.meta.events.unregister(event, unique_id="before_lock_write")  # once; run's own lock write is not held up
+                results.append(run())
+
+        dynamodb.meta.events.register(event, hook, unique_id="before_lock_write")
+        return results
+
+    yield arm
+    dynamodb.meta.events.unregister(event, unique_id="before_lock_write")  # the client outlives the test
+
+
+@pytest.fixture
 def throttle(dynamodb, policy):
     from auth_service.throttle import LoginThrottle
 

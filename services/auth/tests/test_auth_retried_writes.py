@@ -20,6 +20,7 @@ CREATE_ALICE = '"USER#alice"'
 COUNT_FAILURE = "locked_until <= :now) AND NOT contains(failure_ids"
 LOCK = "locked_until = :until"
 COUNT_DAY = "failures < :cap"
+TAKE_BACK = "failures - :one"  # a failure a concurrent lock refused, taken back out of the day
 
 
 @pytest.fixture
@@ -78,6 +79,20 @@ def test_a_failure_whose_day_count_answer_was_lost_counts_once_for_the_username(
     assert (lost.lost, lost.sent) == (1, 2)
     day = item(dynamodb, f"FAILURES#{int(clock()) // DAY_SECONDS}")
     assert (day["failures"]["N"], len(day["failure_ids"]["SS"])) == ("1", 1)
+
+
+def test_a_failure_taken_back_out_of_the_day_whose_answer_was_lost_is_taken_back_once(accounts, dynamodb, clock, lose_answer,
+                                                                                    before_lock_write):
+    accounts.register("alice", PASSWORD)
+    for _ in range(THRESHOLD - 1):
+        fail_login(accounts)
+    before_lock_write(lambda: fail_login(accounts))  # a concurrent failure locks first: this one gets 429
+    lost = lose_answer("UpdateItem", TAKE_BACK)
+    with pytest.raises(LoginThrottled):
+        accounts.authenticate("alice", WRONG, MALLORY_AT)
+    assert (lost.lost, lost.sent) == (1, 2)
+    day = item(dynamodb, f"FAILURES#{int(clock()) // DAY_SECONDS}")
+    assert (day["failures"]["N"], len(day["failure_ids"]["SS"])) == (str(THRESHOLD), THRESHOLD)  # the 401s
 
 
 def test_the_failure_that_locks_answers_401_when_the_lock_write_answer_was_lost(client, dynamodb, clock, lose_answer):
