@@ -94,8 +94,8 @@ install: $(VENV)/.installed $(VENV)/.bytecode-O node_modules/.installed $(addsuf
 
 # While cdk.json names no pipeline (`pipeline: null`), the pipeline stack is synthesized a second time
 # with an example connection in an example account (pipelines/example_config.py) into $(CDK_OUT).pipeline,
-# so every `make synth` checks it, its stages and its nag acknowledgments (in prod with every service on an
-# example image tag: a prod pipeline builds no image, stacks/config.py). With a real `pipeline` in
+# so every `make synth` checks it, its stages and its nag acknowledgments (in prod each service without image_tag
+# or image on an example tag: a prod pipeline builds no image, stacks/config.py). With a real `pipeline` in
 # cdk.json the first synth already holds it (that is what the pipeline's own synth step publishes).
 PIPELINE_ACCOUNT ?= 111122223333
 

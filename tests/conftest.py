@@ -69,9 +69,8 @@ VARIANTS: dict[str, dict] = {
     # The delivery pipeline: dev with cdk.json's regions, building the images, and prod with eu-west-1 as the
     # primary region, which the pipeline must deploy first although cdk.json lists it second, running images
     # that CI built and pushed (image_tag), so it builds none, and auth behind a legacy function (0 % to the
-    # service: the smoke test must check the service's targets, not its path). dev_pipeline names its profile: on a
-    # cdk.json with profile prod it would otherwise be a prod pipeline building images, which the config refuses.
-    "dev_pipeline": {"account": EXAMPLE_ACCOUNT, "profile": "dev", "pipeline": example_pipeline()},
+    # service: the smoke test must check the service's targets, not its path).
+    "dev_pipeline": {"account": EXAMPLE_ACCOUNT, "pipeline": example_pipeline()},
     "prod_pipeline": {"account": EXAMPLE_ACCOUNT, "profile": "prod", "primary_region": "eu-west-1",
                       "pipeline": example_pipeline("eu-west-1"),
                       "services": with_legacy({"function_name": "auth-v1"}, with_image_tags(PROD_IMAGE_TAG))},
