@@ -10,6 +10,7 @@
   with a concurrent request in between).
 - ``listening``: a process's listening sockets, for the tests of what the servers bind.
 - ``local_bootstrap``: services/local/bootstrap.py, which creates the tables as the app does (indexes from cdk.json).
+- ``aws_session``: one boto3 session for the clients tests make inside their own mock_aws().
 """
 
 import importlib.util
@@ -38,6 +39,16 @@ def local_bootstrap():
         module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered first: it defines dataclasses
         spec.loader.exec_module(module)
     return sys.modules["local_bootstrap"]
+
+
+@pytest.fixture(scope="session")
+def aws_session():
+    """One boto3 session for the clients tests make inside a mock_aws() of their own. mock_aws() drops boto3's
+    default session, so each test's first boto3.client() would start a new one, which parses botocore's endpoint
+    data and each service's model again (about 0.3 s of CPU per test with EC2's); moto answers every session alike."""
+    import boto3
+
+    return boto3.Session()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import harness` from the test modules
@@ -85,14 +84,6 @@ def _extra_fixture(fixture_name: str, process: str):
 
 for _fixture_name, _process in EXTRA_FIXTURES.items():
     globals()[_fixture_name] = _extra_fixture(_fixture_name, _process)
-
-
-@pytest.fixture(scope="session")
-def aws_session() -> boto3.Session:
-    """One boto3 session for the clients that tests make inside a mock_aws() of their own. mock_aws() drops boto3's
-    default session, so each test's first boto3.client() would start a new one, which parses botocore's endpoint
-    data and each service's model again (about 0.3 s of CPU per test with EC2's); moto answers every session alike."""
-    return boto3.Session()
 
 
 # --- in-process services on a moto server (contract, fault-injection and schemathesis tests) ---------------

@@ -39,23 +39,10 @@ def make_settings_fixture():
     return make_settings
 
 
-_session = None
-
-
-def _boto_session():
-    # One session for all tests: building clients from fresh sessions reloads the service models.
-    global _session
-    if _session is None:
-        import boto3
-
-        _session = boto3.session.Session(region_name=REGION)
-    return _session
-
-
 @pytest.fixture
-def aws_client():
-    """Factory for boto3 clients inside the moto mock: `aws_client("sqs")`."""
-    return lambda name: _boto_session().client(name)
+def aws_client(aws_session):
+    """Factory for boto3 clients inside the moto mock: `aws_client("sqs")` (services/conftest.py's one session)."""
+    return lambda name: aws_session.client(name, region_name=REGION)
 
 
 @pytest.fixture
@@ -68,13 +55,13 @@ def fake_aws_credentials(monkeypatch):
 
 
 @pytest.fixture
-def aws_env(monkeypatch, fake_aws_credentials):
+def aws_env(monkeypatch, fake_aws_credentials, aws_client):
     """moto's in-process AWS with a service table (pk/sk + TTL) ready."""
     from moto import mock_aws
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
-        _boto_session().client("dynamodb").create_table(
+        aws_client("dynamodb").create_table(
             TableName="svc-test",
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
