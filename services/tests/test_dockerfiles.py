@@ -140,8 +140,8 @@ def test_multi_stage_build_from_a_pinned_slim_python(image: Image) -> None:
 def test_builder_installs_pinned_wheels_only_without_cache(image: Image) -> None:
     builder = parse(dockerfile(image))[0]
     runs = " && ".join(i.args for i in first(builder, "RUN"))
-    install = re.search(r"pip install ([^&]*)", runs)
-    assert install, "the builder stage must pip install the requirements"
+    install = re.search(r"pip --python /opt/venv/bin/python install ([^&]*)", runs)
+    assert install, "the builder stage must pip install the requirements into /opt/venv"
     words = install.group(1).split()
     assert {"--no-cache-dir", "--only-binary=:all:"} <= set(words)
     requirements = words[words.index("-r") + 1]
@@ -171,7 +171,18 @@ def test_runtime_holds_only_the_venv_the_shared_code_and_the_service(image: Imag
         ((f"{image.folder}/{image.package}",), f"/app/{image.folder}/{image.package}", False),
     }
     runs = " ".join(i.args for i in first(runtime, "RUN"))
-    assert not BUILD_TOOLS.search(runs) and "pip" not in runs, f"the runtime stage installs something: {runs}"
+    assert not BUILD_TOOLS.search(runs) and "pip install" not in runs, f"the runtime stage installs something: {runs}"
+
+
+def test_no_installer_in_the_runtime_image(image: Image) -> None:
+    """pip installs only in the builder: the venv is made without one, and the runtime stage removes the base
+    image's (services/ci/smoke_image.sh checks the built image: neither python finds pip)."""
+    builder, runtime = parse(dockerfile(image))[0], parse(dockerfile(image))[-1]
+    builder_runs = " && ".join(i.args for i in first(builder, "RUN"))
+    assert "python -m venv --without-pip /opt/venv" in builder_runs
+    assert "/opt/venv/bin/pip" not in builder_runs, "the venv has no pip: the builder's pip installs into it (--python)"
+    runtime_runs = " && ".join(i.args for i in first(runtime, "RUN"))
+    assert runtime_runs.endswith("python -m pip uninstall --yes --quiet pip"), runtime_runs
 
 
 def test_runtime_needs_no_writable_root_filesystem(image: Image) -> None:
