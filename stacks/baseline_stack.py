@@ -26,7 +26,7 @@ class BaselineStack(cdk.Stack):
         self, scope: Construct, construct_id: str, *, boundary_name: str, allowed_regions: Sequence[str],
         access_analyzer_name: str | None = None, assumable_role_arns: Sequence[str] = (),
         ssm_managed_instance_role_arns: Sequence[str] = (), tag_reader_role_arns: Sequence[str] = (),
-        key_value_store_writer_role_arns: Sequence[str] = (), **kwargs,
+        key_value_store_writer_role_arns: Sequence[str] = (), invokable_function_name_prefix: str | None = None, **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.permissions_boundary = PermissionsBoundary(
@@ -38,6 +38,7 @@ class BaselineStack(cdk.Stack):
             ssm_managed_instance_role_arns=ssm_managed_instance_role_arns,
             tag_reader_role_arns=tag_reader_role_arns,
             key_value_store_writer_role_arns=key_value_store_writer_role_arns,
+            invokable_function_name_prefix=invokable_function_name_prefix,
         )
         # External access findings for this region's resources (and the account's roles): a bucket,
         # key, queue, secret or role that a principal outside the account can use shows up in the

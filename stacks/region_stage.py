@@ -45,12 +45,17 @@ class RegionStage(cdk.Stage):
         common = {"termination_protection": config.is_prod, "tags": tags}
 
         is_primary = region.name == config.primary_region
+        # The primary region holds each service's global table and the signer's secret; every region's
+        # services find their replica by name.
+        holds_data = is_primary and any(s.table or s.signing_key for s in config.services)
         self.baseline = BaselineStack(
             self, "baseline", boundary_name=f"{config.prefix}-{region.name}", allowed_regions=config.region_names,
             access_analyzer_name=f"{config.prefix}-{region.name}",
             # The CI diff role (global stack, primary stage only) reads through the CDK lookup roles.
             assumable_role_arns=ci_assumable_role_arns(self, config) if is_primary else (),
             **_fault_injection_boundary(config, region.name),
+            # The data stack's custom resource provider calls its handler, named after the stack (constructs/service_data).
+            invokable_function_name_prefix=f"{config.prefix}-{region.name}-" if holds_data else None,
             description=f"{config.prefix} {region.name}: permissions boundary for every role of the stage, IAM Access Analyzer", **common,
         )
         self.network = NetworkStack(
@@ -61,10 +66,8 @@ class RegionStage(cdk.Stage):
             self, "platform", config=config, vpc=self.network.vpc,
             description=f"{config.prefix} {region.name}: ECS cluster, Cloud Map namespace, ECR repositories, event bus", **common,
         )
-        # The primary region holds each service's global table and the signer's secret; every region's
-        # services find their replica by name.
         self.data = None
-        if region.name == config.primary_region and any(s.table or s.signing_key for s in config.services):
+        if holds_data:
             self.data = DataStack(
                 self, "data", config=config, network=self.network, alarm_topic=self.platform.alarm_topic,
                 description=f"{config.prefix}: the services' global tables and replicated secrets, their keys and the signing-key rotation", **common,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 
 import pytest
+
+from tests.assembly import template_text
 
 STAGE_TAGS = {
     "mf-eu-central-1": {"project": "mf", "environment": "dev", "region": "eu-central-1", "managed-by": "cdk"},
@@ -48,10 +52,12 @@ def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region)
     assert "*" not in actions and not any(a.startswith(("iam:", "sts:", "organizations:", "account:")) for a in actions)
     assert {"ecr:*", "logs:*", "xray:*", "secretsmanager:*"} <= set(actions)
     assert platform["Condition"] == {"StringEquals": {"aws:RequestedRegion": ["eu-central-1", "eu-west-1"]}}
-    # The only other allows: the FIS network faults' two named roles (config chaos), nothing for anyone else.
+    # The only other allows: the FIS network faults' two named roles (config chaos), and in the primary region the data
+    # stack's custom resource provider invoking its handler; nothing for anyone else.
     instance_role, experiment_role = (f"role/mf-{region}-persona-fis-instance", f"role/mf-{region}-persona-fis-network-faults")
     assert set(allows) == {"AllowPassingOnlyTheManagedInstanceRolesToSsm", "AllowTheSsmAgentChannelsToTheManagedInstanceRolesOnly",
-                           "AllowReadingTagsToTheNamedRolesOnly"}
+                           "AllowReadingTagsToTheNamedRolesOnly",
+                           *(["AllowInvokingOnlyTheFunctionsNamedWithThePrefix"] if region == "eu-central-1" else [])}
     pass_role = allows["AllowPassingOnlyTheManagedInstanceRolesToSsm"]
     assert pass_role["Action"] == "iam:PassRole" and pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "ssm.amazonaws.com"}}
     assert [json.dumps(r).endswith(f'{instance_role}"]]}}') for r in _listed(pass_role["Resource"])] == [True]
@@ -72,23 +78,60 @@ def test_boundary_allows_only_platform_services_in_the_apps_regions(dev, region)
     assert [json.dumps(r).endswith(f'{experiment_role}"]]}}') for r in _listed(tags["Condition"]["ArnEquals"]["aws:PrincipalArn"])] == [True]
 
 
-@pytest.mark.parametrize("variant", ["dev", "appmesh"])
-def test_boundary_allows_every_service_the_stages_roles_use_and_nothing_unused(dev, appmesh, variant):
-    assembly = {"dev": dev, "appmesh": appmesh}[variant]
-    allows = [s for s in _boundary_statements(assembly, "eu-west-1").values() if s["Effect"] == "Allow"]
-    used = set()
+# Actions CDK grants that no role of the app ever calls, which the boundary therefore leaves out: every codebuild.Project's
+# role may publish test reports to its own report groups, and the pipeline's smoke test (pipelines/) publishes none.
+GRANTED_NEVER_CALLED = {"codebuild:BatchPutCodeCoverages", "codebuild:BatchPutTestCases", "codebuild:CreateReport",
+                        "codebuild:CreateReportGroup", "codebuild:UpdateReport"}
+
+
+def _granted(assembly, stage):
+    """(stack path, statement) for every Allow statement of an identity policy in the stage, the boundary's aside."""
     for stack, _, resource in assembly.all_resources():
-        if stack.startswith("mf-eu-west-1/") and resource["Type"] == "AWS::IAM::Policy":
-            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
-                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                used |= {action.split(":")[0] for action in actions}
-    allowed = {action.split(":")[0] for allow in allows
-               for action in (allow["Action"] if isinstance(allow["Action"], list) else [allow["Action"]])}
+        if not stack.startswith(f"{stage}/"):
+            continue
+        documents = [p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])] if resource["Type"] == "AWS::IAM::Role" else []
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and stack != f"{stage}/baseline":
+            documents.append(resource["Properties"]["PolicyDocument"])
+        for document in documents:
+            yield from ((stack, s) for s in document["Statement"] if s["Effect"] == "Allow")
+
+
+@pytest.mark.parametrize("variant", ["dev", "appmesh", "domain", "github", "dev_pipeline", "prod_pipeline"])
+def test_boundary_allows_every_action_the_stages_roles_are_granted(request, variant):
+    """A role can do only what both its policies and the boundary allow: a grant outside the boundary fails at run time
+    (a custom resource's provider that cannot invoke its handler fails the deployment), so none may exist."""
+    assembly = request.getfixturevalue(variant)
+    stages = sorted({stack.split("/")[0] for stack in assembly.templates if "/" in stack})
+    assert "mf-edge" in stages and len(stages) == 3
+    invoking_stages = set()
+    for stage in stages:
+        (boundary,) = assembly.resources(f"{stage}/baseline", "AWS::IAM::ManagedPolicy").values()
+        allows = [s for s in boundary["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+        patterns = [action.lower() for allow in allows for action in _listed(allow["Action"])]
+        for stack, statement in _granted(assembly, stage):
+            for action in _listed(statement["Action"]):
+                if action not in GRANTED_NEVER_CALLED:
+                    assert any(fnmatch.fnmatchcase(action.lower(), pattern) for pattern in patterns), f"{stack}: {action} is outside the boundary"
+                if action.startswith("lambda:"):
+                    invoking_stages.add(stage)
+                    # Only the functions the boundary names: each one invoked is named with the stage's prefix.
+                    template = assembly.template(stack)
+                    for function in re.findall(r'"Fn::GetAtt": \["([A-Za-z0-9]+)", "Arn"\]', json.dumps(statement["Resource"])):
+                        assert template["Resources"][function]["Properties"]["FunctionName"].startswith(f"{stage}-")
+        functions = [s for s in allows if s.get("Sid") == "AllowInvokingOnlyTheFunctionsNamedWithThePrefix"]
+        # Only the stage whose custom resource provider invokes a function may (the primary region's data stack).
+        assert bool(functions) == (stage in invoking_stages), stage
+        for allow in functions:
+            assert template_text(allow["Resource"]).endswith(f":function:{stage}-*")
+    primary = "mf-eu-west-1" if variant == "prod_pipeline" else "mf-eu-central-1"
+    assert invoking_stages == {primary}
     # The task roles' own table, queue, bus, secret and key.
-    assert {"dynamodb", "sqs", "events", "secretsmanager", "kms"} <= used <= allowed
+    used = {action.split(":")[0] for stage in stages for _, s in _granted(assembly, stage) for action in _listed(s["Action"])}
+    assert {"dynamodb", "sqs", "events", "secretsmanager", "kms"} <= used
     # No ECS Exec: the SSM agent's channels are open to the FIS sidecar's managed-instance role only.
-    (platform,) = [s for s in allows if s.get("Sid") == "AllowOnlyThePlatformsServicesInTheAppsRegions"]
-    assert not any(a.startswith("ssmmessages:") for a in platform["Action"])
+    for region in ("eu-central-1", "eu-west-1"):
+        platform = _boundary_statements(assembly, region)["AllowOnlyThePlatformsServicesInTheAppsRegions"]
+        assert not any(a.startswith("ssmmessages:") for a in platform["Action"])
 
 
 @pytest.mark.parametrize("region", ["eu-central-1", "eu-west-1"])

@@ -61,6 +61,7 @@ class PermissionsBoundary(Construct):
         ssm_managed_instance_role_arns: Sequence[str] = (),
         tag_reader_role_arns: Sequence[str] = (),
         key_value_store_writer_role_arns: Sequence[str] = (),
+        invokable_function_name_prefix: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -144,6 +145,18 @@ class PermissionsBoundary(Construct):
                         "Resource": stack.format_arn(service="cloudfront", region="", resource="key-value-store", resource_name="*"),
                         "Condition": {"ArnEquals": {"aws:PrincipalArn": sorted(key_value_store_writer_role_arns)}},
                     }] if key_value_store_writer_role_arns else []),
+                    # CDK's provider framework (a custom resource's cr.Provider) calls its handler function with a
+                    # role of the stage: lambda:GetFunction (waits until it is active) and lambda:InvokeFunction, on
+                    # the functions named with the prefix only (the app names each such handler after its stack).
+                    *([{
+                        "Sid": "AllowInvokingOnlyTheFunctionsNamedWithThePrefix",
+                        "Effect": "Allow",
+                        "Action": ["lambda:GetFunction", "lambda:InvokeFunction"],
+                        "Resource": stack.format_arn(service="lambda", region="*", resource="function",
+                                                     resource_name=f"{invokable_function_name_prefix}*",
+                                                     arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME),
+                        "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
+                    }] if invokable_function_name_prefix else []),
                     # IAM is outside the allows above (but for passing the named managed-instance roles to
                     # SSM), so the denies below change nothing today. They are the boundary's contract, kept
                     # explicit: they still hold if a later change allows more of IAM.
@@ -186,16 +199,23 @@ class PermissionsBoundary(Construct):
             "NIST.800.53.R5-IAMPolicyNoStatementsWithFullAccess",
             *(f"AwsSolutions-IAM5[Action::{service}:*]" for service in allowed_services),
         )
+        # As cdk-nag prints an ARN: unresolved pseudo parameters as <AWS::...>.
+        partition, account = (f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
+                              for value, pseudo in ((stack.partition, "Partition"), (stack.account, "AccountId")))
         if key_value_store_writer_role_arns:
-            # As cdk-nag prints the ARN: unresolved pseudo parameters as <AWS::...>.
-            partition, account = (f"<AWS::{pseudo}>" if cdk.Token.is_unresolved(value) else value
-                                  for value, pseudo in ((stack.partition, "Partition"), (stack.account, "AccountId")))
             acknowledge_nag(
                 self.policy,
                 "Permissions boundary: a ceiling for the named region-failover role only (aws:PrincipalArn), over the "
                 "account's KeyValueStores because the store's ARN is assigned after this boundary deploys; the role's "
                 "identity policy grants the three calls on the one store",
                 f"AwsSolutions-IAM5[Resource::arn:{partition}:cloudfront::{account}:key-value-store/*]",
+            )
+        if invokable_function_name_prefix:
+            acknowledge_nag(
+                self.policy,
+                "Permissions boundary: a ceiling over the functions named with the stage's prefix, in the app's regions; "
+                "each provider framework role's identity policy grants its one handler",
+                f"AwsSolutions-IAM5[Resource::arn:{partition}:lambda:*:{account}:function:{invokable_function_name_prefix}*]",
             )
         skip_checkov(
             self.policy.node.default_child,

@@ -142,7 +142,8 @@ class ReplicaKeyReadyProvider(Construct):
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
                              description="Waits until each of the stack's replica keys is Enabled (DescribeKey only)")
         self.function = lambda_.Function(
-            self, "Function", runtime=RUNTIME, architecture=ARCHITECTURE, role=self.role,
+            # Named after its stack: the stage's permissions boundary lets roles invoke only functions named so.
+            self, "Function", function_name=f"{cdk.Stack.of(self).stack_name}-replica-key-ready", runtime=RUNTIME, architecture=ARCHITECTURE, role=self.role,
             code=lambda_.Code.from_asset(str(FUNCTION_DIR), exclude=["__pycache__", "*.pyc"]),
             handler="handler.handler", timeout=FUNCTION_TIMEOUT, memory_size=128, log_group=log_group,
             description="Waits until a replica KMS key is Enabled (Custom::KmsReplicaKeyReady)",
