@@ -395,7 +395,8 @@ def _string(key: str, value: Any) -> str:
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     def parse(key: str, value: Any) -> str:
-        if _string(key, value) not in choices:
+        # Whatever the type, the useful answer is the list of choices (not "expected a string").
+        if not isinstance(value, str) or value not in choices:
             raise ConfigError(key, value, f"allowed values are {', '.join(choices)}")
         return value
 
