@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -628,6 +629,44 @@ GENERATED_ENVIRONMENT = frozenset({
 })
 
 
+# How long a task has to finish after SIGTERM (every container's stop timeout); ECS SIGKILLs it then.
+STOP_TIMEOUT_SECONDS = 30
+# servicekit's defaults (services/common/servicekit/settings.py; tests/test_config.py checks they are the same): on
+# SIGTERM a service turns not-ready and keeps serving for DRAIN_SECONDS while the load balancer takes it out, then
+# gives in-flight requests SHUTDOWN_TIMEOUT_SECONDS; a worker gives the message in hand SHUTDOWN_TIMEOUT_SECONDS.
+SERVICEKIT_DRAIN_SECONDS = 5.0
+SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS = 20.0
+# What a task still does after both, before the SIGKILL: close its clients, hand a cut-off message back to its
+# queue (one SQS call), flush its spans and metrics to the collector beside it, exit. Each takes well under a
+# second; 3 s leaves room for a busy task, and the defaults (5 + 20) stay within it with 2 s to spare.
+STOP_MARGIN_SECONDS = 3
+
+
+def _check_stop_timings(key: str, environment: dict[str, str]) -> None:
+    """DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS (servicekit's default for one not set) must end
+    STOP_MARGIN_SECONDS before ECS's SIGKILL; ``key`` is the service's environment key."""
+    seconds = {"DRAIN_SECONDS": SERVICEKIT_DRAIN_SECONDS, "SHUTDOWN_TIMEOUT_SECONDS": SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS}
+    for name in seconds:
+        if name in environment:
+            try:
+                value = float(environment[name])
+            except ValueError:
+                value = math.nan
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{key}.{name}", environment[name], "expected a number of seconds, 0 or more")
+            seconds[name] = value
+    limit = STOP_TIMEOUT_SECONDS - STOP_MARGIN_SECONDS
+    total = sum(seconds.values())
+    if total > limit:
+        name = "SHUTDOWN_TIMEOUT_SECONDS" if "SHUTDOWN_TIMEOUT_SECONDS" in environment else "DRAIN_SECONDS"
+        other = next(n for n in seconds if n != name)
+        where = "" if other in environment else " (servicekit's default)"
+        raise ConfigError(f"{key}.{name}", environment[name],
+                          f"with {other}={seconds[other]:g}{where} a stopping task takes {total:g} s; DRAIN_SECONDS + "
+                          f"SHUTDOWN_TIMEOUT_SECONDS must be at most {limit} s, {STOP_MARGIN_SECONDS} s under the "
+                          f"{STOP_TIMEOUT_SECONDS} s stop timeout after which ECS kills the task")
+
+
 def env_prefix(service_name: str) -> str:
     """'vc-start' -> 'VC_START': how a service's name starts the variables that point at it
     (<CALLEE>_URL, <CALLEE>_GRPC_TARGET in its callers' environment)."""
@@ -762,6 +801,7 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if clash:
             raise ConfigError(f"{item_key}.environment.{clash[0]}", dict(fields["environment"])[clash[0]],
                               "the stack sets this variable itself; choose another name")
+        _check_stop_timings(f"{item_key}.environment", dict(fields["environment"]))
         # ECS refuses a task definition whose secret shares a name with an environment variable, and a secret would
         # silently replace a setting the stack reads from SSM (TABLE_NAME): a secret's name must be new.
         clash = sorted(set(dict(fields["secrets"])) & (generated | {"LOG_LEVEL"} | set(dict(fields["environment"]))))

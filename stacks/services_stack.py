@@ -45,14 +45,23 @@ from constructs.service_config import ServiceConfigParameters
 from constructs.service_resources import TABLE_ACTIONS, EventSubscription, ServiceResources
 from constructs.strangler_fig import StranglerFig
 
-from .config import SERVICES_DIR, DeploymentConfig, FoundationConfig, ServiceConfig, env_prefix, legacy_target_group_name
+from .config import (
+    SERVICES_DIR,
+    STOP_TIMEOUT_SECONDS,
+    DeploymentConfig,
+    FoundationConfig,
+    ServiceConfig,
+    env_prefix,
+    legacy_target_group_name,
+)
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
-# How long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
+# STOP_TIMEOUT_SECONDS (stacks/config.py, which checks each service's DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS
+# against it): how long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
 # first, so a request that starts just before deregistration still completes.
-STOP_TIMEOUT_SECONDS = 30
+
 # Longer than the event consumer's claim lease (servicekit events.CLAIM_LEASE_SECONDS = 120): a worker
 # that dies mid-message (killed at the end of the stop timeout, out of memory, task replaced) leaves
 # its claim on the event until the lease runs out; 150 s lets it expire first, so the next receive takes

@@ -7,8 +7,19 @@ import json
 
 import pytest
 
-from stacks.config import CONFIG_KEYS, TABLE_ITEM_ACTIONS, ConfigError, TableIndexConfig, default_rule_priority, load_config
-from tests.assembly import CDK_JSON, DEPLOYMENT_KEYS, REPO_ROOT, cdk_json_context, committed_context, with_settings
+from stacks.config import (
+    CONFIG_KEYS,
+    SERVICEKIT_DRAIN_SECONDS,
+    SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS,
+    STOP_MARGIN_SECONDS,
+    STOP_TIMEOUT_SECONDS,
+    TABLE_ITEM_ACTIONS,
+    ConfigError,
+    TableIndexConfig,
+    default_rule_priority,
+    load_config,
+)
+from tests.assembly import CDK_JSON, DEPLOYMENT_KEYS, REPO_ROOT, cdk_json_context, committed_context, source_value, with_settings
 
 
 def test_cdk_json_holds_every_key_at_its_documented_default():
@@ -179,6 +190,24 @@ def test_bad_service_event_and_port_settings_name_the_key(services, message):
     with pytest.raises(ConfigError) as error:
         load_config({"services": services})
     assert str(error.value).startswith(f"config error: {message}")
+
+
+def test_the_stop_timings_the_config_checks_default_to_servicekits():
+    """A service environment that sets neither is checked with the defaults the services really use."""
+    settings = "services/common/servicekit/settings.py"
+    assert source_value(settings, r"^    drain_seconds: float = Field\(default=([\d.]+), ge=0\)$") == SERVICEKIT_DRAIN_SECONDS
+    assert source_value(settings, r"^    shutdown_timeout_seconds: float = Field\(default=([\d.]+), ge=0\)$") == SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS
+    assert SERVICEKIT_DRAIN_SECONDS + SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS <= STOP_TIMEOUT_SECONDS - STOP_MARGIN_SECONDS
+
+
+def test_a_service_may_take_the_whole_stop_timeout_but_its_margin():
+    limit = STOP_TIMEOUT_SECONDS - STOP_MARGIN_SECONDS
+    load_config({"services": {"auth": {"environment": {"DRAIN_SECONDS": "0", "SHUTDOWN_TIMEOUT_SECONDS": str(limit)}}}})
+    load_config({"services": {"auth": {"environment": {"DRAIN_SECONDS": str(limit - SERVICEKIT_SHUTDOWN_TIMEOUT_SECONDS)}}}})
+    with pytest.raises(ConfigError) as error:
+        load_config({"services": {"auth": {"environment": {"DRAIN_SECONDS": "0.5", "SHUTDOWN_TIMEOUT_SECONDS": str(limit)}}}})
+    assert str(error.value).startswith(f"config error: services.auth.environment.SHUTDOWN_TIMEOUT_SECONDS='{limit}' is invalid: "
+                                       f"with DRAIN_SECONDS=0.5 a stopping task takes {limit + 0.5:g} s")
 
 
 def test_budget_defaults_and_a_single_limit_for_every_profile():

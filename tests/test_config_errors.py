@@ -71,6 +71,14 @@ CASES = [
      ["services.auth.environment.TRUSTED_PROXY_HOPS='3'", "the stack sets this variable itself"]),
     ("environment value SSM would not store", {"services": json.dumps({"auth": {"environment": {"OTHER": "{{ssm:/other/param}}"}}})},
      ["services.auth.environment.OTHER='{{ssm:/other/param}}'", "at most 4096 characters without {{", "SSM Standard parameter"]),
+    # ECS SIGKILLs a task 30 s after SIGTERM: the drain and the in-flight grace must end 3 s before.
+    ("shutdown past the stop timeout", {"services": json.dumps({"auth": {"environment": {"SHUTDOWN_TIMEOUT_SECONDS": "26"}}})},
+     ["services.auth.environment.SHUTDOWN_TIMEOUT_SECONDS='26'", "DRAIN_SECONDS=5 (servicekit's default)", "takes 31 s", "at most 27 s",
+      "30 s stop timeout"]),
+    ("drain and shutdown past the stop timeout", {"services": json.dumps({"auth": {"environment": {"DRAIN_SECONDS": "10", "SHUTDOWN_TIMEOUT_SECONDS": "18"}}})},
+     ["services.auth.environment.SHUTDOWN_TIMEOUT_SECONDS='18'", "with DRAIN_SECONDS=10 a stopping task takes 28 s", "at most 27 s"]),
+    ("drain not a number", {"services": json.dumps({"auth": {"environment": {"DRAIN_SECONDS": "5s"}}})},
+     ["services.auth.environment.DRAIN_SECONDS='5s'", "a number of seconds, 0 or more"]),
     ("unknown deployment strategy", {"deployment": json.dumps({"strategy": "BIG_BANG"})}, ["deployment.strategy='BIG_BANG'", "CANARY, LINEAR, ROLLING"]),
     ("canary alarm that a failing canary cannot trip", {"deployment": json.dumps({"canary_percent": 2, "alarm_5xx_percent": 5})}, ["deployment.alarm_5xx_percent=5.0", "below deployment.canary_percent=2.0"]),
     # 100 / 3 % is 33 steps: 10 + 33 x 60 = 1990 minutes.

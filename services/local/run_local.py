@@ -1,5 +1,6 @@
 """`make run-local`: the three services and their workers against an in-memory moto server, each
-process's output prefixed with its name. Ctrl-C (or SIGTERM) stops everything.
+process's output prefixed with its name. Ctrl-C (SIGINT), SIGTERM or closing the terminal (SIGHUP) stops
+everything; on Linux the children also stop when the launcher is killed outright (SIGKILL).
 
     moto      http://127.0.0.1:5000     (DynamoDB, Secrets Manager, EventBridge, SQS)
     auth      http://127.0.0.1:8081
@@ -29,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported by the benchmark
 from bootstrap import bootstrap  # noqa: E402
@@ -84,9 +86,30 @@ class Child:
         return self.spec.name
 
 
+# Linux: run by each child before its command. It asks the kernel to SIGTERM it when the launcher dies,
+# however it dies (SIGKILL, out of memory), then becomes the command (exec keeps the pid, and the request
+# survives exec). In the child, not in a preexec_fn: Python documents preexec_fn as unsafe while other
+# threads run, and the output pumps do. The request is tied to the thread that started the child: start
+# children from a thread that outlives them (every caller uses the main thread).
+_DIE_WITH_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"  # 1: PR_SET_PDEATHSIG; best effort
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"  # the launcher died before the request: nothing would stop us
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _launched(argv: list[str]) -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return argv  # elsewhere a killed launcher leaves its children running
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_LAUNCHER, str(os.getpid()), *argv]
+
+
 class Launcher:
     """Starts children in their own session (so a terminal's Ctrl-C reaches only us and we stop them
-    in order), prefixes their output with their name, and stops them: SIGTERM, wait, SIGKILL."""
+    in order), prefixes their output with their name, and stops them: SIGTERM, wait, SIGKILL.
+    On Linux a child also gets SIGTERM when the launcher dies (_DIE_WITH_LAUNCHER)."""
 
     def __init__(self, output: Callable[[str], None] | None = print, log_dir: Path | None = None) -> None:
         self.output = output  # None: discard output (the benchmark); the last lines are kept anyway
@@ -97,7 +120,7 @@ class Launcher:
 
     def start(self, spec: ProcessSpec) -> Child:
         process = subprocess.Popen(  # noqa: S603 (argv built here, no shell)
-            spec.argv, env=spec.env, cwd=SERVICES_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            _launched(spec.argv), env=spec.env, cwd=SERVICES_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         child = Child(spec, process)
         child.reader = threading.Thread(target=self._pump, args=(child,), name=f"out-{spec.name}", daemon=True)
@@ -117,9 +140,12 @@ class Launcher:
                 child.tail.append(line)
                 if log is not None:
                     log.write(line + "\n")
-                if self.output is not None:
-                    with self._lock:
-                        self.output(f"{child.name:>{self._width}} | {line}")
+                with self._lock:
+                    if self.output is not None:
+                        try:
+                            self.output(f"{child.name:>{self._width}} | {line}")
+                        except OSError:  # the terminal is gone (EIO): stop echoing, keep draining the pipe
+                            self.output = None
         finally:
             if log is not None:
                 log.close()
@@ -313,38 +339,48 @@ def banner(ports: Ports) -> str:
     ])
 
 
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """print, unless the terminal is gone: after it closed, writing to it fails (EIO), and stopping must go on."""
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # first: from here on a signal stops us in order
+    # First: from here on a signal stops us in order. SIGHUP: the terminal closed (the shell hangs up its jobs);
+    # the children, in sessions of their own, get nothing from it and would keep running.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     ports = Ports()
     busy = [f"{name} ({port})" for name, port in ports.named().items() if port_in_use(port)]
     if busy:
-        print(f"run-local: port in use: {', '.join(busy)}; stop whatever holds it and retry", file=sys.stderr)
+        _say(f"run-local: port in use: {', '.join(busy)}; stop whatever holds it and retry", sys.stderr)
         return 2
 
     launcher = Launcher()
     status = 0
     try:
         start_stack(launcher, ports, stop=stop)
-        print(banner(ports), flush=True)
+        _say(banner(ports))
         while not stop.wait(0.5):
             launcher.raise_if_dead()
     except StartInterrupted:
         pass  # Ctrl-C while starting: stop what runs, exit 0
     except ChildFailed as error:
-        print(f"run-local: {error}", file=sys.stderr)
+        _say(f"run-local: {error}", sys.stderr)
         status = 1
     except Exception as error:  # e.g. bootstrap against moto failed: still stop what runs
-        print(f"run-local: {type(error).__name__}: {error}", file=sys.stderr)
+        _say(f"run-local: {type(error).__name__}: {error}", sys.stderr)
         status = 1
     finally:
-        print("run-local: stopping...", file=sys.stderr, flush=True)
+        _say("run-local: stopping...", sys.stderr)
         killed = stop_stack(launcher)
         if killed:
-            print(f"run-local: killed after {STOP_TIMEOUT_SECONDS:g} s: {', '.join(killed)}", file=sys.stderr)
-    print("run-local: stopped" + (" (after a failure)" if status else ""), file=sys.stderr)
+            _say(f"run-local: killed after {STOP_TIMEOUT_SECONDS:g} s: {', '.join(killed)}", sys.stderr)
+    _say("run-local: stopped" + (" (after a failure)" if status else ""), sys.stderr)
     return status
 
 

@@ -35,7 +35,9 @@ PROCESSED_TTL_SECONDS = 7 * 24 * 3600
 # A claim older than this belongs to a consumer that died mid-handling; another may take it over.
 CLAIM_LEASE_SECONDS = 120
 # A handler is cut off well within the lease. Its claim is then kept until the lease ends: work it
-# started in a thread (a boto3 call) may still be running, and a redelivery must not overlap it.
+# started in a thread (a boto3 call) or elsewhere (a gRPC call persona is applying) may still be running, and a
+# redelivery must not overlap it. A stopping worker cuts the handler in hand off sooner: SHUTDOWN_TIMEOUT_SECONDS
+# after the stop, as ECS SIGKILLs 30 s after SIGTERM (stacks/config.py STOP_TIMEOUT_SECONDS, checked against it).
 HANDLER_TIMEOUT_SECONDS = 60
 # Messages per receive. They are handled one after another, and the last must be taken before the app's
 # visibility timeout (150 s, stacks/services_stack.py) returns it to the queue: 2 x 60 s fits; 10 would not.
@@ -125,8 +127,8 @@ class QueueConsumer:
     `envelope` is the whole EventBridge event (`detail-type`, `source`, `detail` with event_id etc.).
     Success or duplicate -> message deleted; any failure (a handler that raised, a malformed message, one
     without a handler) -> message visible again after a backoff (and, after maxReceiveCount receives, moved
-    to the DLQ by SQS); a handler cut off at HANDLER_TIMEOUT_SECONDS, or an event another consumer holds ->
-    back when the claim's lease ends.
+    to the DLQ by SQS); a handler cut off at HANDLER_TIMEOUT_SECONDS (or SHUTDOWN_TIMEOUT_SECONDS after the
+    consumer is told to stop), or an event another consumer holds -> back when the claim's lease ends.
     """
 
     def __init__(
@@ -238,8 +240,9 @@ class QueueConsumer:
         receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         return min(self.settings.event_retry_backoff_max_seconds, self.settings.event_retry_backoff_seconds * receives)
 
-    async def handle_message(self, message: Mapping[str, Any]) -> str:
-        """Process one SQS message; returns 'handled', 'duplicate', 'busy' or 'failed'."""
+    async def handle_message(self, message: Mapping[str, Any], stop_event: asyncio.Event | None = None) -> str:
+        """Process one SQS message; returns 'handled', 'duplicate', 'busy' or 'failed'. Once ``stop_event`` is set,
+        the handler has SHUTDOWN_TIMEOUT_SECONDS left at most."""
         try:
             envelope = json.loads(message["Body"])
             detail_type = envelope["detail-type"]
@@ -288,16 +291,27 @@ class QueueConsumer:
             cut_off = asyncio.timeout(HANDLER_TIMEOUT_SECONDS)
             try:
                 async with cut_off:
-                    result = handler(data, envelope)
-                    if inspect.isawaitable(result):
-                        await result
+                    shorten = self._cut_short_on_stop(cut_off, stop_event) if stop_event is not None else None
+                    try:
+                        result = handler(data, envelope)
+                        if inspect.isawaitable(result):
+                            await result
+                    finally:
+                        if shorten is not None:
+                            shorten.cancel()
             except TimeoutError as exc:
                 if not cut_off.expired():  # the handler's own timeout: an ordinary failure
                     return await self._failed(message, event_id, owner, detail_type, exc, span, extra)
                 span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"timed out after {HANDLER_TIMEOUT_SECONDS} s"))
-                log.error("handler for %s timed out after %d s; the claim stays until its lease ends", detail_type,
-                          HANDLER_TIMEOUT_SECONDS, extra=extra)
+                if stop_event is not None and stop_event.is_set():
+                    span.set_status(Status(StatusCode.ERROR, "cut off: the worker is stopping"))
+                    log.warning("handler for %s cut off after %.1f s: the worker is stopping (SHUTDOWN_TIMEOUT_SECONDS=%g); "
+                                "the claim stays until its lease ends", detail_type, time.monotonic() - claimed_at,
+                                self.settings.shutdown_timeout_seconds, extra=extra)
+                else:
+                    span.set_status(Status(StatusCode.ERROR, f"timed out after {HANDLER_TIMEOUT_SECONDS} s"))
+                    log.error("handler for %s timed out after %d s; the claim stays until its lease ends", detail_type,
+                              HANDLER_TIMEOUT_SECONDS, extra=extra)
                 await self._visible_in(message, max(1, CLAIM_LEASE_SECONDS - int(time.monotonic() - claimed_at) + 1))
                 return "failed"
             except Exception as exc:
@@ -306,6 +320,20 @@ class QueueConsumer:
             await self._delete(message["ReceiptHandle"])
             log.info("handled %s", detail_type, extra=extra)
             return "handled"
+
+    def _cut_short_on_stop(self, cut_off: asyncio.Timeout, stop_event: asyncio.Event) -> asyncio.Future[None]:
+        """Once ``stop_event`` is set, move ``cut_off`` to SHUTDOWN_TIMEOUT_SECONDS from then if that is sooner.
+        HANDLER_TIMEOUT_SECONDS is longer than ECS's stop timeout: a handler left to run would be SIGKILLed, the rest
+        of its batch kept hidden for the queue's visibility timeout, its logs and spans lost. The caller cancels the
+        returned task when the handler ends."""
+        async def shorten() -> None:
+            await stop_event.wait()
+            deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout_seconds
+            when = cut_off.when()
+            if when is None or deadline < when:
+                cut_off.reschedule(deadline)
+
+        return asyncio.ensure_future(shorten())
 
     async def _failed(self, message: Mapping[str, Any], event_id: str, owner: str, detail_type: str, exc: Exception,
                       span: Any, extra: dict[str, Any]) -> str:
@@ -334,8 +362,9 @@ class QueueConsumer:
         return response.get("Messages", [])
 
     async def process(self, messages: list[Mapping[str, Any]], stop_event: asyncio.Event | None = None) -> dict[str, int]:
-        """Handle a batch in turn. Once ``stop_event`` is set, the rest of the batch goes back to the queue
-        at once (a stopping worker has the stop timeout, not the batch's handlers' time)."""
+        """Handle a batch in turn. Once ``stop_event`` is set, the message in hand has SHUTDOWN_TIMEOUT_SECONDS left
+        at most and the rest of the batch goes back to the queue at once (a stopping worker has the stop timeout,
+        not the batch's handlers' time)."""
         stats = {"received": len(messages), "handled": 0, "duplicate": 0, "busy": 0, "failed": 0, "returned": 0}
         for message in messages:
             if stop_event is not None and stop_event.is_set():
@@ -343,7 +372,7 @@ class QueueConsumer:
                 stats["returned"] += 1
                 continue
             try:
-                outcome = await self.handle_message(message)
+                outcome = await self.handle_message(message, stop_event)
             except Exception as exc:  # e.g. DynamoDB/SQS hiccup after handling: SQS redelivers, markers dedupe
                 log.error("processing message %s failed: %s: %s", message.get("MessageId"), type(exc).__name__, exc, exc_info=exc)
                 outcome = "failed"
@@ -355,7 +384,8 @@ class QueueConsumer:
         return await self.process(await self._receive())
 
     async def run_until(self, stop_event: asyncio.Event) -> None:
-        """Poll until `stop_event` is set: the message in hand is finished, the rest of its batch handed back."""
+        """Poll until `stop_event` is set: the message in hand is finished (or cut off SHUTDOWN_TIMEOUT_SECONDS after
+        the stop), the rest of its batch handed back."""
         log.info("consuming %s", self.queue_url)
         while not stop_event.is_set():
             receive = asyncio.ensure_future(self._receive())

@@ -1,4 +1,6 @@
 """Run a queue consumer as a process: SIGTERM/SIGINT finish the message in hand (the rest of its batch goes back to the queue), then exit 0.
+The message in hand gets SHUTDOWN_TIMEOUT_SECONDS at most; then it is cut off and comes back when its claim's lease
+ends (servicekit.events), before ECS's SIGKILL at the end of its stop timeout.
 Runners beside the consumer (e.g. vc-start's session sweeper) get the same stop signal.
 
 Once its consumer is built, the objects built so far are frozen out of garbage collection, as in a
@@ -39,7 +41,8 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s: finishing the message in hand", sig.name)
+        log.info("received %s: finishing the message in hand (within SHUTDOWN_TIMEOUT_SECONDS=%g)", sig.name,
+                 consumer.settings.shutdown_timeout_seconds)
         stop.set()
 
     installed: list[signal.Signals] = []

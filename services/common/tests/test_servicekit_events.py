@@ -319,6 +319,36 @@ async def test_a_stopping_consumer_returns_the_rest_of_its_batch_at_once(setting
     assert len(queued(bus)) == 2  # visible again now (not in 60 s), for a consumer that is not stopping
 
 
+async def test_a_stopping_consumer_cuts_the_handler_in_hand_off_after_the_shutdown_timeout(settings, bus, queued, send, aws_client):
+    """ECS SIGKILLs a worker 30 s after SIGTERM, sooner than HANDLER_TIMEOUT_SECONDS: once stopping, the handler in
+    hand gets SHUTDOWN_TIMEOUT_SECONDS, then the consumer stops by itself; the event comes back when its claim's lease
+    ends (as after any cut-off), so a redelivery never overlaps what the handler started."""
+    stop, started, cancelled = asyncio.Event(), asyncio.Event(), []
+
+    async def slow(data, envelope):
+        started.set()
+        try:
+            await asyncio.sleep(30)  # longer than the shutdown timeout below, shorter than HANDLER_TIMEOUT_SECONDS
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    body = _message("SlotConfirmed", {"session_id": "s11"})
+    send(bus, body)
+    consumer = QueueConsumer(settings.model_copy(update={"shutdown_timeout_seconds": 0.5}), {"SlotConfirmed": slow})
+    run = asyncio.ensure_future(consumer.run_until(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    stop.set()  # SIGTERM while the handler runs
+    await asyncio.wait_for(run, 5)
+    assert 0.5 <= loop.time() - stopped_at < 3 and cancelled == [True]
+    assert queued(bus) == []  # hidden until the lease ends (this queue's visibility timeout is 0)
+    claim = aws_client("dynamodb").get_item(TableName=settings.table_name,
+                                            Key={"pk": {"S": f"EVENT#{body['detail']['event_id']}"}, "sk": {"S": "EVENT"}})["Item"]
+    assert claim["status"]["S"] == "IN_PROGRESS"  # kept
+
+
 async def test_run_until_stops_when_event_is_set(settings, bus, send):
     import asyncio
 
