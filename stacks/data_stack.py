@@ -36,6 +36,8 @@ class DataStack(cdk.Stack):
 
         custom_resource_logs = log_group("CustomResourceLogs")
         rotation_logs = log_group("RotationLogs") if config.token_signer else None
+        if rotation_logs:  # only the signer's secret rotates (at most one service signs)
+            cdk.Tags.of(rotation_logs).add("service", config.token_signer.name)
         self.data = {
             service.name: ServiceData(
                 self, f"{service.name}-data",
@@ -71,6 +73,7 @@ def _rotation_failure_alarm(scope: Construct, construct_id: str, *, alarm_name: 
         alarm_description=f"The rotation function of {secret_name} failed a step; the secret keeps its current key. "
                           "Runbook: runbooks/secret-rotation-failure.md",
     )
+    cdk.Tags.of(alarm).add("service", data.name)
     action = cloudwatch_actions.SnsAction(alarm_topic)
     alarm.add_alarm_action(action)
     alarm.add_ok_action(action)

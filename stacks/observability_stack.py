@@ -119,6 +119,7 @@ class ObservabilityStack(cdk.Stack):
             # A migration flag that could not be applied is answered by re-applying it, not by a redrive.
             dead_letter_runbooks={"counted-quotas": "quota-exhaustion", "listener-rule-guard": "canary-rollback",
                                   **{f"{name}-migration": "strangler-fig-traffic-shift" for name in services.strangler_figs}},
+            dead_letter_queue_services={f"{name}-migration": name for name in services.strangler_figs},
             quota_alarm_percent=config.observability.quota_alarm_percent, quotas=QUOTAS + self.quota_counter.quotas,
             # No service with a path: no load balancer (and no ingress) at all.
             load_balancer_errors=LoadBalancerErrors(services.ingress.load_balancer, config.deployment.alarm_5xx_percent)

@@ -248,6 +248,11 @@ class ServicesStack(cdk.Stack):
     def _strangler_fig(self, service: ServiceConfig) -> StranglerFig:
         """The service's path shared with its legacy function, split by the flag in SSM (runbooks/strangler-fig-traffic-shift.md)."""
         routed = self.ingress.routes[service.name]
+        log_group = logs.LogGroup(
+            self, f"{service.name}-migration-logs", log_group_name=f"/{self.config.prefix}/{service.name}/migration-weights",
+            encryption_key=self.network.logs_key,
+            retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY)
+        cdk.Tags.of(log_group).add("service", service.name)
         return StranglerFig(
             self, f"{service.name}-strangler-fig", name=service.name, listener_rule=routed.listener_rule,
             service_target_groups=[group for group in (routed.target_group, routed.alternate_target_group) if group],
@@ -257,10 +262,7 @@ class ServicesStack(cdk.Stack):
             initial_percent_to_service=service.legacy.initial_percent_to_service,
             function_name=f"{self.config.prefix}-{service.name}-migration-weights",  # runbooks name it
             dead_letter_queue_name=f"{self.config.prefix}-{service.name}-migration-dlq",
-            log_group=logs.LogGroup(
-                self, f"{service.name}-migration-logs", log_group_name=f"/{self.config.prefix}/{service.name}/migration-weights",
-                encryption_key=self.network.logs_key,
-                retention=logs.RetentionDays[self.defaults.log_retention], removal_policy=cdk.RemovalPolicy.DESTROY),
+            log_group=log_group,
             # ECS canary and linear deployments rewrite the rule's weights; each end re-applies the flag.
             deployment_service_arns=[self.services[service.name].service.service_arn] if self._shifts_traffic else [],
         )
@@ -426,6 +428,7 @@ class ServicesStack(cdk.Stack):
             canary_traffic=CanaryTraffic(namespace=self.metrics_namespace, service_name=service.name,
                                          grpc=bool(service.grpc_port), min_requests=self.config.appmesh.shift_min_canary_requests),
         )
+        cdk.Tags.of(shift).add("service", service.name)
         cdk.CfnOutput(self, f"TrafficShiftArn{env_prefix(service.name).title().replace('_', '')}",
                       value=shift.state_machine.state_machine_arn,
                       description=f"{service.name}: state machine that shifts traffic to the canary (runbooks/canary-rollback.md)")

@@ -179,6 +179,78 @@ def test_service_owned_resources_name_their_service(dev):
             assert repository["Properties"]["RepositoryName"] == f"mf/{tags['service']}"
 
 
+def _construct_paths(assembly) -> dict[tuple[str, str], str]:
+    """(stack path, logical ID) -> the resource's construct path, from each stack's metadata file."""
+    return {(stack, entry["data"]): construct_path.lstrip("/")
+            for stack, metadata in assembly.stack_metadata() for construct_path, entries in metadata.items()
+            for entry in entries if entry["type"] == "aws:cdk:logicalId"}
+
+
+# Service resources whose construct ID does not name the service: the log group of the signer's rotation function.
+OWNED_OUTSIDE_A_SERVICE_CONSTRUCT = {"data/RotationLogs": "auth"}
+
+
+def _service_owning(construct_path: str, resource: dict, services: list[str]) -> str | None:
+    """The service a resource belongs to: the first construct ID below the stack that is a service's name or starts
+    with it and a hyphen (auth, auth-data, persona-resources, Ingress/vc-start-targets, TraceSampling/auth), or, for an
+    alarm outside such a construct (the platform dashboard's queue alarms), the service its name starts with."""
+    stack_and_ids = construct_path.split("/", 1)[1]
+    for path, owner in OWNED_OUTSIDE_A_SERVICE_CONSTRUCT.items():
+        if stack_and_ids.startswith(f"{path}/"):
+            return owner
+    for construct_id in construct_path.split("/")[2:]:
+        owners = [name for name in services if construct_id == name or construct_id.startswith(f"{name}-")]
+        if owners:
+            return max(owners, key=len)
+    alarm_name = resource.get("Properties", {}).get("AlarmName") if resource["Type"] == "AWS::CloudWatch::Alarm" else None
+    owners = [name for name in services if isinstance(alarm_name, str) and alarm_name.startswith(f"mf-{name}-")]
+    return max(owners, key=len) if owners else None
+
+
+def _tag_sets(resource: dict) -> list[dict]:
+    """Each set of tags a resource carries: a global table's per replica, anything else's one."""
+    properties = resource.get("Properties", {})
+    holders = properties["Replicas"] if resource["Type"] == "AWS::DynamoDB::GlobalTable" else [properties]
+    tag_sets = []
+    for holder in holders:
+        tags = holder.get("Tags", holder.get("ResourceTags", holder.get("HealthCheckTags", [])))
+        tag_sets.append(tags if isinstance(tags, dict) else {t["Key"]: t["Value"] for t in tags})  # a map: SSM, FIS
+    return tag_sets
+
+
+# dev; App Mesh (routers, canaries, traffic shifts); domain mode (the region's health checks); auth's strangler fig.
+@pytest.mark.parametrize("variant", ["dev", "appmesh", "domain", "strangler"])
+def test_every_resource_a_service_owns_carries_its_service_tag_and_no_shared_one_does(request, variant):
+    """Issue 2: a service tag wherever one service owns the resource (its table, key, secret, queues, bus rules, target
+    groups and listener rule, alarms, dashboard, sampling rule...), none on what the services share (bus, load balancer,
+    listener, platform dashboard, chaos experiments)."""
+    from tests.assembly import cdk_json_context
+
+    assembly = request.getfixturevalue(variant)
+    services = list(cdk_json_context()["services"])
+    paths = _construct_paths(assembly)
+    wrong, owned_types = [], {name: set() for name in services}
+    for stack, logical_id, resource in assembly.all_resources():
+        if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):
+            continue
+        path = paths[(stack, logical_id)]
+        owner = _service_owning(path, resource, services)
+        if owner:
+            owned_types[owner].add(resource["Type"])
+        found = [tags.get("service") for tags in _tag_sets(resource)]
+        if any(service != owner for service in found):
+            wrong.append(f"{path} ({resource['Type']}): service={found}, expected {owner}")
+    assert wrong == [], "\n".join(wrong)
+    # What the issue names, found where each service has it (so the check above did not pass on nothing).
+    every_service = {"AWS::ECR::Repository", "AWS::ECS::Service", "AWS::IAM::Role", "AWS::Logs::LogGroup", "AWS::SSM::Parameter",
+                     "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::ElasticLoadBalancingV2::ListenerRule",
+                     "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::XRay::SamplingRule",
+                     "AWS::DynamoDB::GlobalTable", "AWS::KMS::Key"}
+    assert all(every_service <= types for types in owned_types.values()), owned_types
+    assert {"AWS::SecretsManager::Secret", "AWS::Lambda::Function"} <= owned_types["auth"]
+    assert {"AWS::SQS::Queue", "AWS::Events::Rule"} <= owned_types["persona"] & owned_types["vc-start"]
+
+
 def test_prod_stacks_have_termination_protection_and_dev_stacks_do_not(dev, prod):
     assert {a["properties"].get("terminationProtection", False) for a in dev.stack_artifacts.values()} == {False}
     assert {a["properties"].get("terminationProtection", False) for a in prod.stack_artifacts.values()} == {True}

@@ -187,6 +187,10 @@ class RegionalIngress(Construct):
                 conditions=[elbv2.ListenerCondition.path_patterns([route.path, f"{route.path}/*"])],
                 action=action,
             )
+            # A route's groups and rule are its service's; the load balancer and listener are every route's.
+            for owned in (target_group, alternate, rule):
+                if owned is not None:
+                    cdk.Tags.of(owned).add("service", route.name)
             self.routes[route.name] = RoutedTargets(target_group=target_group, listener_rule=rule, alternate_target_group=alternate)
 
     def _target_group(self, construct_id: str, vpc: ec2.IVpc, route: IngressRoute) -> elbv2.ApplicationTargetGroup:

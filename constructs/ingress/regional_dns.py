@@ -71,6 +71,7 @@ class RegionalDnsRecord(Construct):
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(alarm_topic))
             alarm.add_ok_action(cloudwatch_actions.SnsAction(alarm_topic))
             self.alarms[name] = alarm
+            owned: list[Construct] = [alarm]
             for i in range(len(groups)):
                 group_alarm = healthy[f"g{i}"].create_alarm(
                     self, f"{name}-group{i}-empty",
@@ -88,6 +89,7 @@ class RegionalDnsRecord(Construct):
                     "empty by design, so this alarm is often in ALARM; the service's no-healthy-targets alarm notifies.",
                     "NIST.800.53.R5-CloudWatchAlarmAction",
                 )
+                owned.append(group_alarm)
                 children.append(route53.CfnHealthCheck(
                     self, f"{name}-group{i}-health",
                     health_check_config=route53.CfnHealthCheck.HealthCheckConfigProperty(
@@ -97,6 +99,10 @@ class RegionalDnsRecord(Construct):
                     ),
                     health_check_tags=[route53.CfnHealthCheck.HealthCheckTagProperty(key="Name", value=f"{alarm_name_prefix}-{name}-group{i}")],
                 ))
+                owned.append(children[-1])
+            # The service's alarms and health checks; the region's calculated health check is every service's.
+            for construct in owned:
+                cdk.Tags.of(construct).add("service", name)
         self.health_check = route53.CfnHealthCheck(
             self, "RegionHealth",
             health_check_config=route53.CfnHealthCheck.HealthCheckConfigProperty(

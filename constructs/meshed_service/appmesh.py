@@ -118,6 +118,8 @@ class AppMeshBackend(Construct):
                 virtual_service_provider=appmesh.VirtualServiceProvider.virtual_router(router),
             )
             self._legacy(router, self.virtual_services[name])
+            for owned in (router, self.virtual_services[name]):  # the router's routes too; the mesh is every service's
+                cdk.Tags.of(owned).add("service", name)
         return self.virtual_services[name]
 
     def extension(self, *, name: str, port: int, health_check_path: str, calls: Sequence[tuple[str, int] | tuple[str, int, int | None]],

@@ -58,13 +58,15 @@ class PlatformMonitoring(Construct):
       queue) and ``<prefix>-<service>-events-oldest-message`` (age of the oldest message above
       ``max_queue_age``);
     - per entry of ``dead_letter_queues`` (name -> a dead-letter queue of some other event target):
-      ``<prefix>-<name>-dlq-not-empty``, whose runbook is ``dead_letter_runbooks[name]`` (default dlq-redrive);
+      ``<prefix>-<name>-dlq-not-empty``, whose runbook is ``dead_letter_runbooks[name]`` (default dlq-redrive), tagged
+      ``service=<dead_letter_queue_services[name]>`` when that names the queue's service;
     - per quota in ``quotas``: ``<prefix>-quota-<name>``, usage above ``quota_alarm_percent`` of the
       applied quota (``SERVICE_QUOTA()`` on the AWS/Usage metric, or QuotaCounter's published percentage);
     - with ``load_balancer_errors``: ``<prefix>-load-balancer-5xx-rate``, the 5xx the load balancer answers
       itself (502, 503, 504: no healthy target, a target that resets or does not answer in time).
 
-    Exposes ``facade`` and ``alarm_names`` (every alarm it made).
+    A queue's two alarms carry the tag ``service=<MonitoredQueue.service>`` (whose queue it is); the dashboard and the
+    other alarms are the platform's. Exposes ``facade`` and ``alarm_names`` (every alarm it made).
     """
 
     def __init__(
@@ -73,7 +75,7 @@ class PlatformMonitoring(Construct):
         cluster_name: str, meshed_services: Sequence[MeshedService], queues: Sequence[MonitoredQueue],
         max_queue_age: cdk.Duration, quota_alarm_percent: int, quotas: Sequence[ServiceQuota | CountedQuota] = QUOTAS,
         dead_letter_queues: Mapping[str, sqs.IQueue] | None = None, dead_letter_runbooks: Mapping[str, str] | None = None,
-        load_balancer_errors: LoadBalancerErrors | None = None,
+        load_balancer_errors: LoadBalancerErrors | None = None, dead_letter_queue_services: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarm_name_prefix = alarm_name_prefix
@@ -91,7 +93,8 @@ class PlatformMonitoring(Construct):
         for monitored in queues:
             self._queue(monitored, max_queue_age)
         for name, dead_letter_queue in (dead_letter_queues or {}).items():
-            self._dead_letter_queue(name, dead_letter_queue, (dead_letter_runbooks or {}).get(name, "dlq-redrive"))
+            self._dead_letter_queue(name, dead_letter_queue, (dead_letter_runbooks or {}).get(name, "dlq-redrive"),
+                                    (dead_letter_queue_services or {}).get(name))
         self.facade.add_large_header("Service quotas")
         self._quotas(quotas, quota_alarm_percent)
 
@@ -212,8 +215,14 @@ class PlatformMonitoring(Construct):
                 # minutes): the first period past the age pages, within 5 minutes, not the third.
                 runbook="queue-backlog", datapoints_to_alarm=1, evaluation_periods=1),
         )
+        self._tag_alarms(monitored.service, f"{name}-dlq-not-empty", f"{name}-oldest-message")
 
-    def _dead_letter_queue(self, name: str, queue: sqs.IQueue, runbook: str) -> None:
+    def _tag_alarms(self, service: str, *alarm_names: str) -> None:
+        """Tag the facade's alarms (its construct IDs are the alarms' names) with the service whose queue they watch."""
+        for alarm_name in alarm_names:
+            cdk.Tags.of(self.facade.node.find_child(alarm_name)).add("service", service)
+
+    def _dead_letter_queue(self, name: str, queue: sqs.IQueue, runbook: str, service: str | None) -> None:
         alarm_name = f"{self.alarm_name_prefix}-{name}-dlq-not-empty"
         self.facade.monitor_sqs_queue(
             queue=queue, human_readable_name=f"{name}: dead-letter queue", alarm_friendly_name=f"{self.alarm_name_prefix}-{name}-dlq",
@@ -222,6 +231,8 @@ class PlatformMonitoring(Construct):
                 summary=f"{name}: events EventBridge could not deliver to their target", runbook=runbook,
                 datapoints_to_alarm=1, evaluation_periods=1, treat_missing_data_override=IDLE_QUEUE_IS_EMPTY),
         )
+        if service:
+            self._tag_alarms(service, alarm_name)
 
     def _quotas(self, quotas: Sequence[ServiceQuota | CountedQuota], percent: int) -> None:
         self.facade.monitor_custom(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import aws_cdk as cdk
 from aws_cdk import aws_xray as xray
 from constructs import Construct
 
@@ -33,6 +34,8 @@ class TraceSampling(Construct):
         self.rules = {name: self._rule(name, f"{rule_name_prefix}-{name}", FIRST_SERVICE_RULE_PRIORITY + i, service=name,
                                        url_path="*", rate=rate, reservoir=reservoir_per_second)
                       for i, name in enumerate(services)}
+        for name, rule in self.rules.items():
+            cdk.Tags.of(rule).add("service", name)  # not the health rule: every service's probes
 
     def _rule(self, construct_id: str, rule_name: str, priority: int, *, service: str, url_path: str, rate: float,
               reservoir: int) -> xray.CfnSamplingRule:

@@ -143,6 +143,7 @@ class ServiceMonitoring(Construct):
         if min(max_throttled_requests_per_minute, max_table_system_errors_per_minute) < 0:
             raise ValueError(f"{name}: the table alarms' thresholds must be 0 or more")
         self.name = name
+        cdk.Tags.of(self).add("service", name)  # its dashboard and alarms
         self.alarm_name_prefix = alarm_name_prefix
         self.cluster_name = cluster_name
         self.metrics_namespace = metrics_namespace

@@ -77,6 +77,8 @@ class ServiceData(Construct):
         if not 1 <= rotation_interval.to_days() <= 365:
             raise ValueError(f"rotation_interval={rotation_interval.to_days()} days is invalid: rotate every 1 to 365 days")
         self.name = name
+        # Everything below is this service's: key, table (CDK copies the table's tags to every replica), secret, rotation.
+        cdk.Tags.of(self).add("service", name)
         removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
         self.key = kms.Key(
             self, "Key", alias=f"{name_prefix}/{name}", enable_key_rotation=True, multi_region=True, removal_policy=removal,

@@ -98,6 +98,7 @@ class ServiceResources(Construct):
         if not 1 <= max_receive_count <= 1000:
             raise ValueError(f"max_receive_count={max_receive_count} is invalid: SQS allows 1 to 1000")
         self.name = name
+        cdk.Tags.of(self).add("service", name)  # its queues and bus rules (the bus itself is the platform's)
         self.event_bus = event_bus
         self.publish_source = publish_source
         removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY

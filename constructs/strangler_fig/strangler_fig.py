@@ -96,6 +96,7 @@ class StranglerFig(Construct):
         if not service_target_groups:
             raise ValueError("service_target_groups=[] is invalid: the service needs at least one target group")
         stack = cdk.Stack.of(self)
+        cdk.Tags.of(self).add("service", name)  # the migration is the service's: its target group, flag, function, queue, rules
 
         self.target_group = self._legacy_target_group(stack, legacy_function_arn, target_group_name)
         self._weigh(listener_rule, service_target_groups, initial_percent_to_service)
