@@ -98,6 +98,13 @@ class Assembly:
             metadata_file = template_file.with_name(template_file.name.replace(".template.json", ".metadata.json"))
             yield stack_path, json.loads(metadata_file.read_text())
 
+    def construct_paths(self) -> dict[tuple[str, str], str]:
+        """(stack path, logical ID) -> the resource's construct path, from each stack's metadata file (the tests' synth
+        writes no ``aws:cdk:path`` into the templates)."""
+        return {(stack, entry["data"]): construct_path.lstrip("/")
+                for stack, metadata in self.stack_metadata() for construct_path, entries in metadata.items()
+                for entry in entries if entry["type"] == "aws:cdk:logicalId"}
+
 
 def read_assembly(outdir: Path) -> Assembly:
     assembly = Assembly(outdir=outdir)

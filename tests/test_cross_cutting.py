@@ -179,13 +179,6 @@ def test_service_owned_resources_name_their_service(dev):
             assert repository["Properties"]["RepositoryName"] == f"mf/{tags['service']}"
 
 
-def _construct_paths(assembly) -> dict[tuple[str, str], str]:
-    """(stack path, logical ID) -> the resource's construct path, from each stack's metadata file."""
-    return {(stack, entry["data"]): construct_path.lstrip("/")
-            for stack, metadata in assembly.stack_metadata() for construct_path, entries in metadata.items()
-            for entry in entries if entry["type"] == "aws:cdk:logicalId"}
-
-
 # Service resources whose construct ID does not name the service: the log group of the signer's rotation function.
 OWNED_OUTSIDE_A_SERVICE_CONSTRUCT = {"data/RotationLogs": "auth"}
 
@@ -228,7 +221,7 @@ def test_every_resource_a_service_owns_carries_its_service_tag_and_no_shared_one
 
     assembly = request.getfixturevalue(variant)
     services = list(cdk_json_context()["services"])
-    paths = _construct_paths(assembly)
+    paths = assembly.construct_paths()
     wrong, owned_types = [], {name: set() for name in services}
     for stack, logical_id, resource in assembly.all_resources():
         if resource["Type"] in UNTAGGABLE_TYPES or resource["Type"].startswith("Custom::"):

@@ -53,16 +53,6 @@ def _wildcards(statement):
     return [f"AwsSolutions-IAM5[Action::{a}]" for a in actions] + ["AwsSolutions-IAM5[Resource::*]"] * bool(resources)
 
 
-def _construct_paths(assembly):
-    """(stack path, logical ID) -> the resource's construct path, from each stack's metadata file."""
-    return {
-        (stack, entry["data"]): construct_path.lstrip("/")
-        for stack, metadata in assembly.stack_metadata()
-        for construct_path, entries in metadata.items()
-        for entry in entries if entry["type"] == "aws:cdk:logicalId"
-    }
-
-
 def _acknowledged(assembly):
     """(violating resource's construct path, rule) -> reason, from validation-report.json."""
     return {
@@ -96,7 +86,7 @@ def test_every_wildcard_is_acknowledged_on_its_own_policy_with_a_reason_that_nam
     """A wildcard in an Allow (Deny statements only narrow) must carry a cdk-nag acknowledgment of that exact
     finding on the policy's own resource, whose reason names each service the statement calls."""
     name, assembly = variant
-    acknowledged, paths = _acknowledged(assembly), _construct_paths(assembly)
+    acknowledged, paths = _acknowledged(assembly), assembly.construct_paths()
     audited = []
     for stack, logical_id, resource in assembly.all_resources():
         path = paths.get((stack, logical_id))
