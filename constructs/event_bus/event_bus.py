@@ -63,6 +63,9 @@ class EventArchiveAndSchemas(Construct):
             event_pattern=events.EventPattern(account=[cdk.Stack.of(self).account]),
             retention=archive_retention,
         )
+        # CDK writes KmsKeyIdentifier "" when no key is given, which CloudFormation refuses in some regions
+        # (aws/aws-cdk#37847): without the property the archive uses EventBridge's AWS owned key, as meant.
+        self.archive.node.default_child.add_property_deletion_override("KmsKeyIdentifier")
         self.registry = eventschemas.CfnRegistry(
             self, "Registry", registry_name=registry_name,
             description="The events on the services' bus, from the contracts in services/contracts/events",
