@@ -29,6 +29,7 @@ from constructs.meshed_service import (
     AppMeshSettings,
     CanaryTraffic,
     FaultInjection,
+    IMAGE_PLATFORM,
     LoadBalancerTarget,
     RollbackAlarms,
     MeshedFargateService,
@@ -605,13 +606,14 @@ class ServicesStack(cdk.Stack):
         # sources of generated code, caches, dot-files) is in services/.dockerignore, which
         # DockerImageAsset reads itself (Docker ignore semantics, CDK v2's default) before `exclude`.
         # Each build also leaves out the other services' folders, so a change to one service does not
-        # rebuild the others' images: excluded files do not count towards the asset's hash.
+        # rebuild the others' images: excluded files do not count towards the asset's hash. Built for the
+        # tasks' architecture whatever the deploying machine's (`docker build --platform`; emulated on arm64).
         if service.name not in self._image_assets:
             others = [other.name for other in self.config.services
                       if other.name != service.name and (SERVICES_DIR / other.name / "Dockerfile").exists()]
             self._image_assets[service.name] = ecr_assets.DockerImageAsset(
                 self, f"{service.name}-image", directory=str(SERVICES_DIR), file=f"{service.name}/Dockerfile",
-                exclude=others,
+                exclude=others, platform=IMAGE_PLATFORM,
             )
         return ecs.ContainerImage.from_docker_image_asset(self._image_assets[service.name])
 

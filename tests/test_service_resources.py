@@ -455,6 +455,35 @@ def test_each_image_is_built_from_its_own_folder_and_the_shared_code_only(dev):
     assert set(built) == set(SERVICES)
 
 
+# The Docker platform an image must be built for to run on each of Fargate's CPU architectures.
+PLATFORM_OF_ARCHITECTURE = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
+
+
+def test_every_image_built_from_a_dockerfile_targets_the_cpu_architecture_of_the_tasks_that_run_it(backend):
+    """Docker builds for the building machine's architecture unless the asset names a platform: `cdk deploy` from an
+    arm64 machine (Apple Silicon, Graviton) would push arm64 images, and x86_64 tasks die on them with "exec format
+    error" (aws-cdk issue 12472). Every Docker image asset of the app, its containers and their task definitions."""
+    _, assembly = backend
+    with_images = {}
+    for stack, template_file in assembly.template_files.items():
+        manifest = template_file.with_name(template_file.name.replace(".template.json", ".assets.json"))
+        if manifest.exists() and (images := json.loads(manifest.read_text()).get("dockerImages")):
+            with_images[stack] = images
+    assert set(with_images) == {f"mf-{region}/services" for region in REGIONS}
+    for stack, images in with_images.items():
+        assert len(images) == len(SERVICES), stack
+        task_definitions = assembly.resources(stack, "AWS::ECS::TaskDefinition")
+        for image in images.values():
+            tags = {destination["imageTag"] for destination in image["destinations"].values()}
+            architectures = {(logical_id, container["Name"]): task_definition["Properties"]["RuntimePlatform"]["CpuArchitecture"]
+                             for logical_id, task_definition in task_definitions.items()
+                             for container in task_definition["Properties"]["ContainerDefinitions"]
+                             if any(f':{tag}"' in json.dumps(container["Image"]) for tag in tags)}
+            assert architectures, f"{stack}: no container runs {image['source']['dockerFile']}"
+            assert image["source"].get("platform") == "linux/amd64", f"{stack}: {image['source']}"
+            assert {PLATFORM_OF_ARCHITECTURE[a] for a in architectures.values()} == {image["source"]["platform"]}, architectures
+
+
 # --- Config only --------------------------------------------------------------------------------
 
 

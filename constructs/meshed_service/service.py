@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -21,6 +22,11 @@ from .props import MeshedServiceProps
 APP_CONTAINER = "app"
 PORT_MAPPING_NAME = "http"
 GRPC_PORT_MAPPING_NAME = "grpc"
+# The tasks' CPU architecture, and the platform an image built for them must target (IMAGE_PLATFORM, from the same
+# setting). Docker builds for the building machine unless told: an image built by `cdk deploy` on an arm64 machine
+# would die on x86_64 tasks with "exec format error". ecs.CpuArchitecture objects do not compare, hence the name.
+CPU_ARCHITECTURE = "X86_64"
+IMAGE_PLATFORM = {"X86_64": ecr_assets.Platform.LINUX_AMD64, "ARM64": ecr_assets.Platform.LINUX_ARM64}[CPU_ARCHITECTURE]
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -93,7 +99,7 @@ class MeshedFargateService(Construct):
             "task_role": self.task_role,
             "runtime_platform": ecs.RuntimePlatform(
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                cpu_architecture=ecs.CpuArchitecture.of(CPU_ARCHITECTURE),
             ),
         }
         for extension in self.extensions:
