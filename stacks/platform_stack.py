@@ -56,6 +56,9 @@ class PlatformStack(cdk.Stack):
             encryption_key=self.registry_key,
             images_kept=defaults.images_kept,
             untagged_expiry_days=defaults.untagged_image_expiry_days,
+            # What the services run from these repositories is never expired, however many pushes follow it.
+            kept_tags={service.name: [tag for tag in (service.image_tag, service.canary_image_tag) if tag]
+                       for service in config.services},
         ).repositories
 
         # Services pass the same strategy explicitly: ECS ignores the cluster default for a service

@@ -361,7 +361,7 @@ def test_appmesh_resources_carry_the_w3696_exception_and_synth_warns(appmesh):
     assert any("App Mesh reached end of support on 2026-09-30" in str(w) for w in warnings)
 
 
-def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
+def test_appmesh_canary_runs_the_canary_image_tag_and_its_repository_keeps_both(tmp_path):
     assembly = synth(tmp_path / "out", mesh="appmesh", regions=[{"name": "eu-west-1", "cidr": "10.20.0.0/16"}],
                      primary_region="eu-west-1", services={"auth": {"image_tag": "1.4.2", "canary_image_tag": "1.5.0-rc1"}})
     images = {}
@@ -369,6 +369,11 @@ def test_appmesh_canary_runs_the_canary_image_tag(tmp_path):
         app = next(c for c in task["ContainerDefinitions"] if c["Name"] == "app")
         images[task["Family"]] = app["Image"]["Fn::Join"][1][-1]
     assert sorted(images.values()) == ["/mf/auth:1.4.2", "/mf/auth:1.5.0-rc1"]  # one repository, two tags
+    # Neither image can be expired: a rule each, ahead of the untagged and count rules (tests/test_platform.py).
+    (repository,) = _resources(assembly, "mf-eu-west-1/platform", "AWS::ECR::Repository").values()
+    rules = json.loads(repository["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert sorted((r["rulePriority"], r["selection"]["tagStatus"], r["selection"].get("tagPatternList")) for r in rules) == [
+        (1, "tagged", ["1.4.2"]), (2, "tagged", ["1.5.0-rc1"]), (3, "untagged", None), (4, "any", None)]
 
 
 def _consumer_service(*, mesh_callers: bool) -> Template:
