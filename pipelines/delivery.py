@@ -15,6 +15,7 @@ from stacks.region_stage import RegionStage
 
 from .acknowledgments import acknowledge_pipeline_findings
 from .approval_notifications import ApprovalNotifications
+from .image_check import checked_repository_arns, image_check_step
 from .pipeline_stack import PipelineBaselineStack, PipelineStack, grant_connection_use
 from .smoke_test import SmokeTestStack, smoke_test_step
 
@@ -27,9 +28,11 @@ def add_delivery_pipeline(
     The stages stay where app.py made them, at the top of the app: each is defined once, `cdk deploy
     '<prefix>-<region>/*'` still reaches it by hand, and the pipeline deploys the same CloudFormation stacks.
     Order: the primary region, then the others one at a time, then the edge, which reads every region's
-    load balancer. In prod a manual approval comes before the first deploy, and its approvers (config
-    ``pipeline.approval_emails``) are notified when a release reaches it. Each region with a load
-    balancer gets a smoke test after its deploy; a failing one stops the pipeline before the next region.
+    load balancer. Before each region deploys, a step checks that the image tags it runs from ECR are in
+    that region's repositories (when it runs any). In prod a manual approval comes before the first deploy
+    (after that region's image check), and its approvers (config ``pipeline.approval_emails``) are notified
+    when a release reaches it. Each region with a load balancer gets a smoke test after its deploy; a
+    failing one stops the pipeline before the next region.
     """
     primary = next(stage for stage in region_stages if stage.region == config.primary_region)
     ordered = [primary, *(stage for stage in region_stages if stage is not primary)]
@@ -41,6 +44,8 @@ def add_delivery_pipeline(
     baseline = PipelineBaselineStack(
         app, f"{name}-baseline", config=config, pipeline_stack_name=name,
         allowed_regions=sorted({*config.region_names, *([EDGE_REGION] if edge_stage else [])}),
+        # What the image checks read, in every region: nothing when no service runs a tag from ECR.
+        describable_repository_arns=checked_repository_arns(config, config.region_names),
         description=f"{config.prefix} pipeline: permissions boundary for every role of the pipeline stack", **common,
     )
     stack = PipelineStack(app, name, config=config, description=f"{config.prefix}: the delivery pipeline (CDK Pipelines)", **common)
@@ -58,8 +63,11 @@ def add_delivery_pipeline(
             smoke_test.add_stack_dependency(stage.baseline, "its role names the permissions boundary")
             adopt_cdk_providers(smoke_test, {**tags, "region": stage.region})
             post.append(smoke_test_step(config, stage))
-        pre = [approval_step(config)] if config.is_prod and index == 0 else []
-        stack.pipeline.add_stage(stage, pre=pre, post=post)
+        image_check = image_check_step(config, region=stage.region)
+        # The image check first, then the approval: the approvers are asked (and mailed) only about a release that
+        # can deploy, and a typo fails a minute after the push without waiting for anyone.
+        pre = [*([image_check] if image_check else []), *([approval_step(config)] if config.is_prod and index == 0 else [])]
+        stack.pipeline.add_stage(stage, pre=pipelines.Step.sequence(pre), post=post)
     if edge_stage is not None:
         stack.pipeline.add_stage(edge_stage)
 

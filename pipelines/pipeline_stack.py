@@ -56,10 +56,12 @@ def pinned_node_major() -> str:
 
 
 class PipelineBaselineStack(cdk.Stack):
-    """The permissions boundary of the pipeline stack's roles, deployed before them (as a stage's baseline is)."""
+    """The permissions boundary of the pipeline stack's roles, deployed before them (as a stage's baseline is).
+    ``describable_repository_arns``: the ECR repositories whose images the pipeline's image checks may describe."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: FoundationConfig,
-                 allowed_regions: Sequence[str], pipeline_stack_name: str, **kwargs) -> None:
+                 allowed_regions: Sequence[str], pipeline_stack_name: str,
+                 describable_repository_arns: Sequence[str] = (), **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         role_arn = f"arn:{cdk.Aws.PARTITION}:iam::{config.account}:role"
         # The stages' qualifier (context @aws-cdk/core:bootstrapQualifier, else CDK's default): the roles they deploy with.
@@ -75,6 +77,8 @@ class PipelineBaselineStack(cdk.Stack):
                 # The pipeline's per-action roles: CloudFormation names them <stack name>-<logical ID>-<suffix>.
                 f"{role_arn}/{pipeline_stack_name}-*",
             ],
+            # The image checks (image_check.py): ecr:DescribeImages of the repositories they read, no other ECR.
+            describable_repository_arns=describable_repository_arns,
         )
         acknowledge_nag(
             self.permissions_boundary.policy,

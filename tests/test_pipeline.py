@@ -2,13 +2,15 @@
 
 Two variants (tests/conftest.py, dev_pipeline and prod_pipeline): dev with cdk.json's regions (primary
 eu-central-1), and prod with eu-west-1 as the primary region, which the pipeline must deploy first although
-cdk.json lists it second, whose services run image tags that CI pushed (so it builds no image), and whose auth
+cdk.json lists it second, whose services run image tags that CI pushed (so it builds no image, and checks
+those tags in each region's ECR before that region deploys), and whose auth
 shares its path with a legacy function (so the smoke test checks its targets' health instead of its path).
 tests/test_compliance.py runs nag, cfn-lint and checkov over both.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -22,7 +24,7 @@ from pipelines.example_config import EXAMPLE_ACCOUNT, EXAMPLE_IMAGE_TAG, example
 from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_node_major
 from pipelines.smoke_test import health_check_commands
 from stacks.config import ConfigError, load_config
-from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
+from tests.assembly import REPO_ROOT, Assembly, cdk_json_context, template_text
 from tests.conftest import PROD_IMAGE_TAG, with_legacy
 
 EXPOSED = {"auth": "/api/auth/health/ready", "persona": "/api/persona/health/ready", "vc-start": "/api/vc/health/ready"}
@@ -439,6 +441,130 @@ def test_the_smoke_step_keeps_waiting_through_a_failed_status_call(dev_pipeline,
     assert len((tmp_path / "polls").read_text().splitlines()) == 3
 
 
+# prod_pipeline's regions, primary first, and the image checks before their deploys: the primary region holds what
+# containers.yml pushed at once, the other gets it by ECR replication, which it waits for (20 waits of 15 s).
+IMAGE_CHECKS = {"eu-west-1": "0", "eu-central-1": "300"}
+
+
+def _repository_arn(region: str, service: str) -> str:
+    return f"arn:<token>:ecr:{region}:{EXAMPLE_ACCOUNT}:repository/mf/{service}"
+
+
+def _image_check(assembly: Assembly, region: str) -> dict[str, Any]:
+    (check,) = [action for action in _stages(assembly)[f"mf-{region}"] if action["Name"] == f"ImageCheck-{region}"]
+    return check
+
+
+def test_before_each_prod_region_deploys_a_step_checks_every_tag_it_runs_is_in_that_regions_ecr(prod_pipeline):
+    """A missing tag (a typo, a containers.yml run that failed) stops the pipeline here, in a minute, naming it,
+    instead of as new tasks stopping with CannotPullContainerError, a stuck ECS deployment and a rollback."""
+    for region, replication_wait in IMAGE_CHECKS.items():
+        actions = _stages(prod_pipeline)[f"mf-{region}"]
+        check = _image_check(prod_pipeline, region)
+        assert check["RunOrder"] < min(a["RunOrder"] for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation")
+        project = _project(prod_pipeline, check)
+        variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+        assert variables == {"ECR_REGION": region, "REPLICATION_WAIT_SECONDS": replication_wait}
+        commands = "\n".join(_build_commands(project))
+        checked = re.findall(r"^check_image (\S+) (\S+) (\S+)$", commands, re.MULTILINE)
+        assert checked == [(service, f"mf/{service}", PROD_IMAGE_TAG) for service in EXPOSED]
+        assert commands.endswith('test "$missing" -eq 0')
+    # The approvers are asked only about a release whose images are there: the primary region's check comes first.
+    ((_, approval),) = _manual_approvals(prod_pipeline)
+    assert _image_check(prod_pipeline, "eu-west-1")["RunOrder"] < approval["RunOrder"]
+
+
+def test_each_image_check_may_only_describe_the_images_of_its_regions_repositories(prod_pipeline):
+    resources = prod_pipeline.template("mf-pipeline")["Resources"]
+    for region in IMAGE_CHECKS:
+        role = _project(prod_pipeline, _image_check(prod_pipeline, region))["ServiceRole"]["Fn::GetAtt"][0]
+        assert "ManagedPolicyArns" not in resources[role]["Properties"]
+        statements = [statement for resource in resources.values()
+                      if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]
+                      for statement in resource["Properties"]["PolicyDocument"]["Statement"]]
+        (ecr,) = [s for s in statements if any(a.startswith("ecr:") for a in _listed(s["Action"]))]
+        assert ecr["Effect"] == "Allow" and ecr["Action"] == "ecr:DescribeImages" and "Condition" not in ecr
+        assert sorted(template_text(arn) for arn in ecr["Resource"]) == sorted(_repository_arn(region, service) for service in EXPOSED)
+        # Otherwise only what CodeBuild gives every project (its logs and reports) and the pipeline's artifacts.
+        assert {a.split(":")[0] for s in statements if s is not ecr for a in _listed(s["Action"])} <= {"logs", "codebuild", "s3", "kms"}
+
+
+def test_a_dev_pipeline_that_builds_its_images_checks_no_tags(dev_pipeline):
+    assert not [action["Name"] for actions in _stages(dev_pipeline).values() for action in actions
+                if action["Name"].startswith("ImageCheck")]
+    assert "ecr:DescribeImages" not in json.dumps(dev_pipeline.template("mf-pipeline"))
+
+
+def test_the_image_check_reads_canary_tags_too_and_no_image_of_another_registry():
+    """App Mesh canaries run canary_image_tag from the same repository; `image` is another registry's, not ECR's."""
+    from pipelines.image_check import image_check_commands, image_check_step
+
+    services = json.loads(json.dumps(cdk_json_context()["services"]))
+    services["auth"].update(image_tag="1.4.2", canary_image_tag="1.5.0-rc1")
+    services["persona"]["image"] = "registry.example.com/persona:2.0.0"
+    services["vc-start"]["canary_image_tag"] = "0.9.0"  # its primary is built from its Dockerfile (dev)
+    config = load_config({**cdk_json_context(), "mesh": "appmesh", "services": services})
+    checked = re.findall(r"^check_image (\S+) (\S+) (\S+)$", "\n".join(image_check_commands(config)), re.MULTILINE)
+    assert checked == [("auth", "mf/auth", "1.4.2"), ("auth", "mf/auth", "1.5.0-rc1"), ("vc-start", "mf/vc-start", "0.9.0")]
+    # Nothing from ECR, nothing to check: no step.
+    assert image_check_step(load_config(cdk_json_context()), region="eu-central-1") is None
+
+
+# The build image's AWS CLI as the image check meets it: every repository holds its tag but $MISSING_REPOSITORY, which
+# gets it with its call number $ARRIVES_AT_CALL (replication catching up; 0: never). Each call is noted.
+_FAKE_ECR = """#!/bin/bash
+echo "$*" >> "$CALLS/aws.log"
+case "$* " in
+  *"--repository-name $MISSING_REPOSITORY "*)
+    echo x >> "$CALLS/missing-calls"
+    if [ "$(wc -l < "$CALLS/missing-calls")" -ne "$ARRIVES_AT_CALL" ]; then
+      echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation: The image does not exist" >&2
+      exit 254
+    fi ;;
+esac
+echo sha256:0123
+"""
+
+
+def _run_image_check(assembly: Assembly, region: str, tmp_path, missing: str, arrives_at_call: int) -> subprocess.CompletedProcess[str]:
+    project = _project(assembly, _image_check(assembly, region))
+    variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
+    for name, text in (("aws", _FAKE_ECR), ("sleep", _FAKE_SLEEP)):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o755)
+    return subprocess.run(["bash", "-c", "\n".join(_build_commands(project))], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(tmp_path), **variables,
+                               "MISSING_REPOSITORY": missing, "ARRIVES_AT_CALL": str(arrives_at_call)})
+
+
+def test_the_image_check_fails_naming_the_service_repository_region_and_tag_after_checking_all(prod_pipeline, tmp_path):
+    result = _run_image_check(prod_pipeline, "eu-west-1", tmp_path, missing="mf/persona", arrives_at_call=0)
+    assert result.returncode != 0
+    assert (f"MISSING: persona runs mf/persona:{PROD_IMAGE_TAG}, which is not in the ECR repository mf/persona of eu-west-1 "
+            "(An error occurred (ImageNotFoundException)") in result.stdout
+    assert f"found: auth mf/auth:{PROD_IMAGE_TAG} in eu-west-1" in result.stdout
+    assert f"found: vc-start mf/vc-start:{PROD_IMAGE_TAG} in eu-west-1" in result.stdout
+    assert "1 of 3 image tags missing in eu-west-1" in result.stdout
+    assert not (tmp_path / "sleep.log").exists()  # the primary region: pushed there directly, nothing to wait for
+    assert f"ecr describe-images --region eu-west-1 --repository-name mf/persona --image-ids imageTag={PROD_IMAGE_TAG}" in (
+        tmp_path / "aws.log").read_text()
+
+
+def test_the_image_check_of_a_replica_region_waits_for_replication(prod_pipeline, tmp_path):
+    result = _run_image_check(prod_pipeline, "eu-central-1", tmp_path, missing="mf/persona", arrives_at_call=3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 of 3 image tags missing in eu-central-1" in result.stdout
+    assert (tmp_path / "sleep.log").read_text().splitlines() == ["15"] * 2
+
+
+def test_the_image_check_of_a_replica_region_waits_five_minutes_in_all_then_fails(prod_pipeline, tmp_path):
+    result = _run_image_check(prod_pipeline, "eu-central-1", tmp_path, missing="mf/persona", arrives_at_call=0)
+    assert result.returncode != 0
+    assert f"MISSING: persona runs mf/persona:{PROD_IMAGE_TAG}, which is not in the ECR repository mf/persona of eu-central-1" in result.stdout
+    assert "replicat" in result.stdout  # says where the tag should have come from
+    assert (tmp_path / "sleep.log").read_text().splitlines() == ["15"] * 20  # 300 s, however many tags are late
+
+
 def _pipeline_roles(assembly: Assembly) -> dict[str, dict[str, Any]]:
     return assembly.resources("mf-pipeline", "AWS::IAM::Role")
 
@@ -456,21 +582,44 @@ def test_every_pipeline_role_carries_the_pipelines_permissions_boundary_and_tags
     assert "mf-pipeline-baseline" in assembly.stack_artifacts["mf-pipeline"]["dependencies"]
 
 
-def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(dev_pipeline):
-    """A boundary that silently denied part of the pipeline would break it only in AWS: check it here."""
-    (boundary,) = dev_pipeline.resources("mf-pipeline-baseline", "AWS::IAM::ManagedPolicy").values()
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(variant):
+    """A boundary that silently denied part of the pipeline would break it only in AWS: each action the pipeline
+    stack's policies grant must match one of the boundary's allows, and where that allow names its resources (not
+    "*"), the grant's resources must be among them."""
+    name, assembly = variant
+    (boundary,) = assembly.resources("mf-pipeline-baseline", "AWS::IAM::ManagedPolicy").values()
     statements = {s["Sid"]: s for s in boundary["Properties"]["PolicyDocument"]["Statement"]}
     assert statements["AllowAssumingOnlyTheNamedRoles"]["Action"] == "sts:AssumeRole"
     assumable = json.dumps(statements["AllowAssumingOnlyTheNamedRoles"]["Resource"])
     assert ":role/cdk-hnb659fds-*" in assumable and ":role/mf-pipeline-*" in assumable
+    assert statements["AllowOnlyThePlatformsServicesInTheAppsRegions"]["Action"] == sorted(f"{s}:*" for s in PIPELINE_SERVICES)
+    allows = [s for s in statements.values() if s["Effect"] == "Allow"]
     granted = set()
-    for policy in dev_pipeline.resources("mf-pipeline", "AWS::IAM::Policy").values():
+    for policy in assembly.resources("mf-pipeline", "AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            granted.update(actions)
-    outside = sorted(a for a in granted if a != "sts:AssumeRole" and a.split(":")[0] not in PIPELINE_SERVICES)
-    assert outside == []
+            for action in _listed(statement["Action"]):
+                granted.add(action)
+                admitting = [a for a in allows if any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in _listed(a["Action"]))]
+                assert admitting, f"{action} is outside the boundary"
+                if action == "sts:AssumeRole":
+                    continue  # the boundary narrows the self-mutation's role/* to the roles named above, on purpose
+                if all(a["Resource"] != "*" for a in admitting):
+                    for resource in _listed(statement["Resource"]):
+                        assert any(resource in _listed(a["Resource"]) for a in admitting), f"{action} on {resource} is outside the boundary"
     assert {"codeconnections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
+    # ECR only for prod's image checks: DescribeImages of the repositories they read, in each region, nothing else.
+    describe = statements.get("AllowDescribingImagesOfTheNamedRepositoriesOnly")
+    if name == "prod":
+        assert describe["Action"] == "ecr:DescribeImages" and describe["Effect"] == "Allow"
+        assert sorted(template_text(arn) for arn in describe["Resource"]) == sorted(
+            _repository_arn(region, service) for region in ("eu-central-1", "eu-west-1") for service in EXPOSED)
+        assert {action for action in granted if action.startswith("ecr:")} == {"ecr:DescribeImages"}
+    else:
+        assert describe is None and not [action for action in granted if action.startswith("ecr:")]
 
 
 def _connection_grants(resources: dict[str, dict[str, Any]], role_arn: dict[str, Any]) -> dict[str, list[str]]:

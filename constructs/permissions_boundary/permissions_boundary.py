@@ -62,6 +62,7 @@ class PermissionsBoundary(Construct):
         tag_reader_role_arns: Sequence[str] = (),
         key_value_store_writer_role_arns: Sequence[str] = (),
         invokable_function_name_prefix: str | None = None,
+        describable_repository_arns: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if not allowed_services:
@@ -157,6 +158,14 @@ class PermissionsBoundary(Construct):
                                                      arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME),
                         "Condition": {"StringEquals": {"aws:RequestedRegion": sorted(allowed_regions)}},
                     }] if invokable_function_name_prefix else []),
+                    # A delivery pipeline's image checks (pipelines/image_check.py) list the images of these ECR
+                    # repositories, nothing else of ECR. No region condition: each ARN names its region.
+                    *([{
+                        "Sid": "AllowDescribingImagesOfTheNamedRepositoriesOnly",
+                        "Effect": "Allow",
+                        "Action": "ecr:DescribeImages",
+                        "Resource": list(describable_repository_arns),
+                    }] if describable_repository_arns else []),
                     # IAM is outside the allows above (but for passing the named managed-instance roles to
                     # SSM), so the denies below change nothing today. They are the boundary's contract, kept
                     # explicit: they still hold if a later change allows more of IAM.
