@@ -35,14 +35,18 @@ STEP_TIMEOUT = cdk.Duration.minutes(15)
 
 def _check_image(primary_region: str) -> str:
     """The shell function ``check_image <service> <repository> <tag>``: asks ECR once, or again every
-    RETRY_INTERVAL_SECONDS while the step's wait budget lasts. A missing tag is reported and counted, not fatal, so
-    that one run names every missing tag."""
+    RETRY_INTERVAL_SECONDS while the step's wait budget lasts. A missing tag (or one ECR would not answer about) is
+    reported and counted, not fatal, so that one run names every such tag."""
     return f"""missing=0; waits_left=$((REPLICATION_WAIT_SECONDS / {RETRY_INTERVAL_SECONDS}))
 check_image() {{
   local service=$1 repository=$2 tag=$3 answer
   until answer=$(aws ecr describe-images --region "$ECR_REGION" --repository-name "$repository" --image-ids "imageTag=$tag" \\
       --query 'imageDetails[0].imageDigest' --output text 2>&1); do
     if [ "$waits_left" -le 0 ]; then
+      if [[ $answer != *ImageNotFoundException* ]]; then  # no answer about the tag (access, throttling...): say so
+        echo "ERROR: could not check $service's $repository:$tag in $ECR_REGION (${{answer//$'\\n'/ }})"
+        missing=$((missing + 1)); return
+      fi
       echo "MISSING: $service runs $repository:$tag, which is not in the ECR repository $repository of $ECR_REGION (${{answer//$'\\n'/ }})"
       if [ "$ECR_REGION" = {primary_region} ]; then
         echo "  containers.yml pushes $repository:<commit SHA> only when its build, Trivy scan and smoke test pass: check the tag and that commit's run"
@@ -61,7 +65,7 @@ def ecr_image_tags(config: FoundationConfig) -> list[tuple[str, str, str]]:
     """(service, repository, tag) of every tag a region stage runs from ECR, in config order: each service's
     ``image_tag`` and ``canary_image_tag`` (App Mesh; without it the canary runs the service's own image)."""
     return [(service.name, repository_name(config.prefix, service.name), tag) for service in config.services
-            for tag in dict.fromkeys(t for t in (service.image_tag, service.canary_image_tag) if t)]
+            for tag in service.ecr_tags]
 
 
 def checked_repository_arns(config: FoundationConfig, regions: Sequence[str]) -> list[str]:
@@ -77,7 +81,7 @@ def image_check_commands(config: FoundationConfig) -> list[str]:
     return [
         _check_image(config.primary_region),
         *(f"check_image {shlex.quote(service)} {shlex.quote(repository)} {shlex.quote(tag)}" for service, repository, tag in tags),
-        f'echo "$missing of {len(tags)} image tags missing in $ECR_REGION"',
+        f'echo "$missing of {len(tags)} image tags missing or unchecked in $ECR_REGION"',
         'test "$missing" -eq 0',
     ]
 
@@ -91,7 +95,8 @@ def image_check_step(config: FoundationConfig, *, region: str) -> pipelines.Code
         f"ImageCheck-{region}",
         env={"ECR_REGION": region,
              "REPLICATION_WAIT_SECONDS": "0" if region == config.primary_region else str(REPLICA_WAIT_SECONDS)},
-        commands=image_check_commands(config),
+        # One command: CodeBuild may run each command in a shell of its own, carrying variables but not functions.
+        commands=["\n".join(image_check_commands(config))],
         # bash, not CodeBuild's default sh: the script replaces newlines in ECR's answer with ${var//...}.
         partial_build_spec=codebuild.BuildSpec.from_object({"version": "0.2", "env": {"shell": "bash"}}),
         role_policy_statements=[iam.PolicyStatement(

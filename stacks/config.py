@@ -132,6 +132,12 @@ class ServiceConfig:
     def worker_command(self) -> tuple[str, ...]:
         return ("python", "-m", f"{self.module}.worker")
 
+    @property
+    def ecr_tags(self) -> tuple[str, ...]:
+        """The tags it runs from its ECR repository, each once: ``image_tag`` and ``canary_image_tag`` (``image`` is
+        another registry's). The repository never expires them; the pipeline checks they exist before a deploy."""
+        return tuple(dict.fromkeys(tag for tag in (self.image_tag, self.canary_image_tag) if tag))
+
 
 @dataclass(frozen=True)
 class MeshOptionsConfig:
@@ -629,7 +635,8 @@ GENERATED_ENVIRONMENT = frozenset({
 })
 
 
-# How long a task has to finish after SIGTERM (every container's stop timeout); ECS SIGKILLs it then.
+# How long a task has to finish after SIGTERM (every container's stop timeout); ECS SIGKILLs it then. The load
+# balancer drains a leaving task as long first (services_stack.py), so a request begun before deregistration completes.
 STOP_TIMEOUT_SECONDS = 30
 # servicekit's defaults (services/common/servicekit/settings.py; tests/test_config.py checks they are the same): on
 # SIGTERM a service turns not-ready and keeps serving for DRAIN_SECONDS while the load balancer takes it out, then

@@ -57,7 +57,7 @@ class PlatformStack(cdk.Stack):
             images_kept=defaults.images_kept,
             untagged_expiry_days=defaults.untagged_image_expiry_days,
             # What the services run from these repositories is never expired, however many pushes follow it.
-            kept_tags={service.name: [tag for tag in (service.image_tag, service.canary_image_tag) if tag]
+            kept_tags={service.name: list(service.ecr_tags)
                        for service in config.services},
         ).repositories
 

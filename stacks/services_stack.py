@@ -59,10 +59,6 @@ from .defaults import profile_defaults
 from .network_stack import NetworkStack
 from .platform_stack import PlatformStack
 
-# STOP_TIMEOUT_SECONDS (stacks/config.py, which checks each service's DRAIN_SECONDS + SHUTDOWN_TIMEOUT_SECONDS
-# against it): how long a task has to finish after SIGTERM. The load balancer drains a leaving task for as long
-# first, so a request that starts just before deregistration still completes.
-
 # Longer than the event consumer's claim lease (servicekit events.CLAIM_LEASE_SECONDS = 120): a worker
 # that dies mid-message (killed at the end of the stop timeout, out of memory, task replaced) leaves
 # its claim on the event until the lease runs out; 150 s lets it expire first, so the next receive takes

@@ -465,6 +465,8 @@ def test_before_each_prod_region_deploys_a_step_checks_every_tag_it_runs_is_in_t
         project = _project(prod_pipeline, check)
         variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
         assert variables == {"ECR_REGION": region, "REPLICATION_WAIT_SECONDS": replication_wait}
+        # One command: CodeBuild may give each command a shell of its own, which would lose the check_image function.
+        assert len(_build_commands(project)) == 1
         commands = "\n".join(_build_commands(project))
         checked = re.findall(r"^check_image (\S+) (\S+) (\S+)$", commands, re.MULTILINE)
         assert checked == [(service, f"mf/{service}", PROD_IMAGE_TAG) for service in EXPOSED]
@@ -518,7 +520,7 @@ case "$* " in
   *"--repository-name $MISSING_REPOSITORY "*)
     echo x >> "$CALLS/missing-calls"
     if [ "$(wc -l < "$CALLS/missing-calls")" -ne "$ARRIVES_AT_CALL" ]; then
-      echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation: The image does not exist" >&2
+      echo "${ECR_ERROR:-An error occurred (ImageNotFoundException) when calling the DescribeImages operation: The image does not exist}" >&2
       exit 254
     fi ;;
 esac
@@ -526,7 +528,8 @@ echo sha256:0123
 """
 
 
-def _run_image_check(assembly: Assembly, region: str, tmp_path, missing: str, arrives_at_call: int) -> subprocess.CompletedProcess[str]:
+def _run_image_check(assembly: Assembly, region: str, tmp_path, missing: str, arrives_at_call: int,
+                     ecr_error: str = "") -> subprocess.CompletedProcess[str]:
     project = _project(assembly, _image_check(assembly, region))
     variables = {v["Name"]: v["Value"] for v in project["Environment"]["EnvironmentVariables"]}
     for name, text in (("aws", _FAKE_ECR), ("sleep", _FAKE_SLEEP)):
@@ -534,7 +537,14 @@ def _run_image_check(assembly: Assembly, region: str, tmp_path, missing: str, ar
         (tmp_path / name).chmod(0o755)
     return subprocess.run(["bash", "-c", "\n".join(_build_commands(project))], capture_output=True, text=True, timeout=60,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin", "CALLS": str(tmp_path), **variables,
-                               "MISSING_REPOSITORY": missing, "ARRIVES_AT_CALL": str(arrives_at_call)})
+                               "MISSING_REPOSITORY": missing, "ARRIVES_AT_CALL": str(arrives_at_call), "ECR_ERROR": ecr_error})
+
+
+def test_the_image_check_says_error_not_missing_when_ecr_does_not_answer_about_the_tag(prod_pipeline, tmp_path):
+    denied = "An error occurred (AccessDeniedException) when calling the DescribeImages operation: not authorized"
+    result = _run_image_check(prod_pipeline, "eu-west-1", tmp_path, missing="mf/auth", arrives_at_call=0, ecr_error=denied)
+    assert result.returncode != 0 and "MISSING" not in result.stdout
+    assert f"ERROR: could not check auth's mf/auth:{PROD_IMAGE_TAG} in eu-west-1 ({denied})" in result.stdout
 
 
 def test_the_image_check_fails_naming_the_service_repository_region_and_tag_after_checking_all(prod_pipeline, tmp_path):
@@ -544,7 +554,7 @@ def test_the_image_check_fails_naming_the_service_repository_region_and_tag_afte
             "(An error occurred (ImageNotFoundException)") in result.stdout
     assert f"found: auth mf/auth:{PROD_IMAGE_TAG} in eu-west-1" in result.stdout
     assert f"found: vc-start mf/vc-start:{PROD_IMAGE_TAG} in eu-west-1" in result.stdout
-    assert "1 of 3 image tags missing in eu-west-1" in result.stdout
+    assert "1 of 3 image tags missing or unchecked in eu-west-1" in result.stdout
     assert not (tmp_path / "sleep.log").exists()  # the primary region: pushed there directly, nothing to wait for
     assert f"ecr describe-images --region eu-west-1 --repository-name mf/persona --image-ids imageTag={PROD_IMAGE_TAG}" in (
         tmp_path / "aws.log").read_text()
@@ -553,7 +563,7 @@ def test_the_image_check_fails_naming_the_service_repository_region_and_tag_afte
 def test_the_image_check_of_a_replica_region_waits_for_replication(prod_pipeline, tmp_path):
     result = _run_image_check(prod_pipeline, "eu-central-1", tmp_path, missing="mf/persona", arrives_at_call=3)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 of 3 image tags missing in eu-central-1" in result.stdout
+    assert "0 of 3 image tags missing or unchecked in eu-central-1" in result.stdout
     assert (tmp_path / "sleep.log").read_text().splitlines() == ["15"] * 2
 
 

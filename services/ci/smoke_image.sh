@@ -12,7 +12,7 @@
 #     ready, is an answer);
 #   - with WORKER, `python -m $WORKER` (the task definition's worker container, here with no network at
 #     all) starts consuming and is still running after its receives have failed for a while;
-#   - neither the venv's python nor the base image's finds pip (the runtime image holds no installer).
+#   - neither the venv's python nor the base image's finds pip or ensurepip's pip wheel (no installer).
 # Every container must run each process as 10001:10001, exit 0 on SIGTERM within ECS's 30 s stop timeout
 # (python is PID 1: only its own handler stops it), log no "Read-only file system" error, and leave
 # `docker diff` empty outside /tmp. With --read-only nothing can land there (a write fails instead, and
@@ -94,13 +94,14 @@ if [ -n "${LAYOUT:-}" ]; then
 fi
 
 # No installer at run time: the runtime installs nothing (the Dockerfiles' builder stage does), so
-# neither the venv's python nor the base image's may find pip.
+# neither the venv's python nor the base image's may find pip, or a pip wheel for ensurepip.
 for python in python /usr/local/bin/python; do
   docker run --rm "${AS_ECS[@]}" --network none "$IMAGE" "$python" -c \
-    'import importlib.util, sys; sys.exit(importlib.util.find_spec("pip") is not None)' \
+    'import ensurepip, importlib.util, pathlib, sys; bundled = pathlib.Path(ensurepip.__file__).parent / "_bundled"
+sys.exit(importlib.util.find_spec("pip") is not None or any(bundled.glob("pip-*.whl")))' \
     || fail "${python} in the image finds pip: the runtime image must hold no installer"
 done
-echo "=== ${IMAGE}: neither python in it finds pip"
+echo "=== ${IMAGE}: neither python in it finds pip or a pip wheel"
 
 echo "=== ${IMAGE}: the image's command, $(docker image inspect -f '{{json .Config.Cmd}}' "$IMAGE")"
 app="$(docker run -d "${AS_ECS[@]}" "${APP_ENV[@]}" --publish 127.0.0.1::8080 "$IMAGE")"
