@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
 import json
 import re
 import shutil
@@ -162,3 +163,14 @@ def template_text(value: Any) -> str:
     if isinstance(value, dict) and "Fn::Join" in value:
         return value["Fn::Join"][0].join(template_text(part) for part in value["Fn::Join"][1])
     return "<token>"
+
+
+def listed(value: Any) -> list[Any]:
+    """An IAM policy element (Action, Resource...) as a list: IAM allows a single value or a list."""
+    return value if isinstance(value, list) else [value]
+
+
+def admitting(allows: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    """The Allow statements (of a permissions boundary) whose Action patterns match ``action``, as IAM matches them:
+    case-insensitively, with * and ? wildcards."""
+    return [allow for allow in allows if any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in listed(allow["Action"]))]

@@ -10,7 +10,6 @@ tests/test_compliance.py runs nag, cfn-lint and checkov over both.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import subprocess
@@ -24,7 +23,7 @@ from pipelines.example_config import EXAMPLE_ACCOUNT, EXAMPLE_IMAGE_TAG, example
 from pipelines.pipeline_stack import CDK_ASSETS_VERSION, PIPELINE_SERVICES, SYNTH_COMMANDS, pinned_node_major
 from pipelines.smoke_test import health_check_commands
 from stacks.config import ConfigError, load_config
-from tests.assembly import REPO_ROOT, Assembly, cdk_json_context, template_text
+from tests.assembly import REPO_ROOT, Assembly, admitting, cdk_json_context, listed, template_text
 from tests.conftest import PROD_IMAGE_TAG, with_legacy
 
 EXPOSED = {"auth": "/api/auth/health/ready", "persona": "/api/persona/health/ready", "vc-start": "/api/vc/health/ready"}
@@ -484,11 +483,11 @@ def test_each_image_check_may_only_describe_the_images_of_its_regions_repositori
         statements = [statement for resource in resources.values()
                       if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role} in resource["Properties"]["Roles"]
                       for statement in resource["Properties"]["PolicyDocument"]["Statement"]]
-        (ecr,) = [s for s in statements if any(a.startswith("ecr:") for a in _listed(s["Action"]))]
+        (ecr,) = [s for s in statements if any(a.startswith("ecr:") for a in listed(s["Action"]))]
         assert ecr["Effect"] == "Allow" and ecr["Action"] == "ecr:DescribeImages" and "Condition" not in ecr
         assert sorted(template_text(arn) for arn in ecr["Resource"]) == sorted(_repository_arn(region, service) for service in EXPOSED)
         # Otherwise only what CodeBuild gives every project (its logs and reports) and the pipeline's artifacts.
-        assert {a.split(":")[0] for s in statements if s is not ecr for a in _listed(s["Action"])} <= {"logs", "codebuild", "s3", "kms"}
+        assert {a.split(":")[0] for s in statements if s is not ecr for a in listed(s["Action"])} <= {"logs", "codebuild", "s3", "kms"}
 
 
 def test_a_dev_pipeline_that_builds_its_images_checks_no_tags(dev_pipeline):
@@ -592,10 +591,6 @@ def test_every_pipeline_role_carries_the_pipelines_permissions_boundary_and_tags
     assert "mf-pipeline-baseline" in assembly.stack_artifacts["mf-pipeline"]["dependencies"]
 
 
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
 def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(variant):
     """A boundary that silently denied part of the pipeline would break it only in AWS: each action the pipeline
     stack's policies grant must match one of the boundary's allows, and where that allow names its resources (not
@@ -611,15 +606,15 @@ def test_the_boundary_admits_every_action_the_pipeline_roles_are_granted(variant
     granted = set()
     for policy in assembly.resources("mf-pipeline", "AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            for action in _listed(statement["Action"]):
+            for action in listed(statement["Action"]):
                 granted.add(action)
-                admitting = [a for a in allows if any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in _listed(a["Action"]))]
-                assert admitting, f"{action} is outside the boundary"
+                admitted_by = admitting(allows, action)
+                assert admitted_by, f"{action} is outside the boundary"
                 if action == "sts:AssumeRole":
                     continue  # the boundary narrows the self-mutation's role/* to the roles named above, on purpose
-                if all(a["Resource"] != "*" for a in admitting):
-                    for resource in _listed(statement["Resource"]):
-                        assert any(resource in _listed(a["Resource"]) for a in admitting), f"{action} on {resource} is outside the boundary"
+                if all(a["Resource"] != "*" for a in admitted_by):
+                    for resource in listed(statement["Resource"]):
+                        assert any(resource in listed(a["Resource"]) for a in admitted_by), f"{action} on {resource} is outside the boundary"
     assert {"codeconnections:UseConnection", "codebuild:StartBuild", "sts:AssumeRole"} <= granted
     # ECR only for prod's image checks: DescribeImages of the repositories they read, in each region, nothing else.
     describe = statements.get("AllowDescribingImagesOfTheNamedRepositoriesOnly")
