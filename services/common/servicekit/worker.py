@@ -41,8 +41,7 @@ async def serve_worker(consumer: QueueConsumer, stop_event: asyncio.Event | None
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("received %s: finishing the message in hand (within SHUTDOWN_TIMEOUT_SECONDS=%g)", sig.name,
-                 consumer.settings.shutdown_timeout_seconds)
+        log.info("received %s: finishing the message in hand (within SHUTDOWN_TIMEOUT_SECONDS)", sig.name)
         stop.set()
 
     installed: list[signal.Signals] = []
