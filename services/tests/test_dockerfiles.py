@@ -182,7 +182,28 @@ def test_no_installer_in_the_runtime_image(image: Image) -> None:
     assert "python -m venv --without-pip /opt/venv" in builder_runs
     assert "/opt/venv/bin/pip" not in builder_runs, "the venv has no pip: the builder's pip installs into it (--python)"
     runtime_runs = " && ".join(i.args for i in first(runtime, "RUN"))
-    assert "python -m pip uninstall --yes --quiet pip" in runtime_runs and "ensurepip" in runtime_runs.split("pip uninstall")[-1], runtime_runs
+    assert "-m pip uninstall --yes --quiet pip" in runtime_runs and "ensurepip" in runtime_runs.split("pip uninstall")[-1], runtime_runs
+
+
+def test_every_pip_call_runs_on_an_interpreter_that_has_pip(image: Image) -> None:
+    """No Docker builds the images here, so follow PATH as Docker would: once the runtime stage puts the venv
+    first, a bare `python -m pip` is the venv's python, made --without-pip, and the build stops on "No module
+    named pip"."""
+    stages = parse(dockerfile(image))
+    without_pip = {f"{venv}/bin/python" for stage in stages for run in first(stage, "RUN")
+                   for venv in re.findall(r"python -m venv --without-pip (\S+)", run.args)}
+    assert without_pip == {"/opt/venv/bin/python"}
+    calls = 0
+    for stage in stages:
+        path = ["/usr/local/bin", "/usr/bin", "/bin"]  # the python image's own PATH, python in /usr/local/bin
+        for instruction in stage:
+            if instruction.keyword == "ENV" and "PATH" in env_of([instruction]):
+                path = [d for d in env_of([instruction])["PATH"].split(":") if d != "$PATH"] + path
+            for interpreter in re.findall(r"(\S*python3?) -m pip\b", instruction.args) if instruction.keyword == "RUN" else []:
+                resolved = interpreter if "/" in interpreter else f"{path[0]}/{interpreter}"
+                assert resolved not in without_pip, f"RUN {instruction.args}: `{interpreter} -m pip` runs {resolved}, which has no pip"
+                calls += 1
+    assert calls == 2  # the builder's install into the venv, the runtime stage's uninstall
 
 
 def test_runtime_needs_no_writable_root_filesystem(image: Image) -> None:
