@@ -8,6 +8,8 @@
 - ``atomic_moto``: for tests that race requests against in-process moto.
 - ``lose_answer``: in-process moto applies DynamoDB calls and then answers them 500, as DynamoDB may (optionally
   with a concurrent request in between).
+- ``answer_instead``: in-process moto's answer to an AWS operation replaced with one AWS gives under load (a
+  throttling error, a transaction cancelled for throttling, an event entry rejected), which moto never gives.
 - ``listening``: a process's listening sockets, for the tests of what the servers bind.
 - ``local_bootstrap``: services/local/bootstrap.py, which creates the tables as the app does (indexes from cdk.json).
 - ``aws_session``: one boto3 session for the clients tests make inside their own mock_aws().
@@ -105,6 +107,46 @@ def lose_answer(monkeypatch):
         return state
 
     return lose
+
+
+@dataclass
+class Answered:
+    """What `answer_instead` did: requests for the operation sent (botocore's retries included), and how many of
+    them got the replacement answer."""
+
+    sent: int = 0
+    replaced: int = 0
+
+
+@pytest.fixture
+def answer_instead(monkeypatch):
+    """answer_instead(operation, body, status=400, times=None) -> Answered.
+
+    Requests for `operation` (the end of their X-Amz-Target: "GetItem", "TransactWriteItems", "PutEvents") get
+    `body` as JSON with `status` instead of moto's answer, the first `times` of them (None: all); the rest reach
+    moto. botocore parses (and retries) the answer as it would AWS's."""
+
+    def answer(operation: str, body: dict, status: int = 400, times: int | None = None) -> Answered:
+        state = Answered()
+        original = BotocoreStubber.process_request  # as patched so far
+
+        def process(self, request):
+            target = request.headers.get("X-Amz-Target", b"")
+            target = target.decode() if isinstance(target, bytes) else target
+            if not target.endswith("." + operation):
+                return original(self, request)
+            state.sent += 1
+            if times is not None and state.replaced >= times:
+                return original(self, request)
+            state.replaced += 1
+            content_type = request.headers.get("Content-Type", b"application/x-amz-json-1.0")
+            content_type = content_type.decode() if isinstance(content_type, bytes) else content_type
+            return status, {"Content-Type": content_type}, json.dumps(body)
+
+        monkeypatch.setattr(BotocoreStubber, "process_request", process)
+        return state
+
+    return answer
 
 
 def _as_ipv4(ip: str) -> str:

@@ -45,6 +45,7 @@ def create_app(
     settings = settings or AuthSettings()
     if not settings.table_name:
         raise ValueError("TABLE_NAME is not set: auth needs its DynamoDB table")
+    injected = clients  # a test's clients: readiness uses them too; else readiness's own one-attempt client
     clients = clients or AuthClients.from_settings(settings)
 
     store = UserStore(clients.dynamodb, settings.table_name)
@@ -86,6 +87,6 @@ def create_app(
         # failing readiness would take them all out of the load balancer and make ECS roll back the
         # deployment (the first deploy could never finish: the key is stored after it). Token issue
         # and the JWKS answer 503 signing_key_unavailable instead, and the error is logged.
-        readiness_checks={"dynamodb": readiness_check(settings, client=clients.dynamodb)},
+        readiness_checks={"dynamodb": readiness_check(settings, client=injected.dynamodb if injected else None)},
         on_startup=[load_signing_key],
     )

@@ -18,7 +18,11 @@ Deviations from / additions to the spec API (all backwards compatible):
   token -> 401 `invalid_token` (the reason is logged, not answered).
 - ResilientHttpClient.aclose() may be followed by more requests (a new pool opens), so an app whose
   lifespan closes its clients can be started again.
-- dynamo.readiness_check(settings, table_name=None, *, client=None): GetItem of an absent key (writes nothing).
+- dynamo.readiness_check(settings, table_name=None, *, client=None): GetItem of an absent key (writes nothing),
+  on threads of its own (request load cannot starve it), one attempt; DynamoDB throttling counts as ready.
+  aws.client(name, settings, *, retries=True): retries=False is a client of its own making one attempt per call.
+- EventPublisher.publish puts an entry EventBridge rejected with a retryable code (InternalFailure,
+  ThrottlingException) again, with the calls' backoff (RETRY_ATTEMPTS, CALL_BUDGET_SECONDS).
 - QueueConsumer handlers get (data, envelope) where envelope is the whole EventBridge event; dedupe
   markers carry status IN_PROGRESS|DONE with a lease so a crashed consumer's claim is taken over.
 - idempotency: `run_idempotent(store, principal=, key=, request_body=, handler=)` and the FastAPI

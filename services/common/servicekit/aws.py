@@ -22,9 +22,10 @@ T = TypeVar("T")
 _READ_TIMEOUT_SECONDS = {"sqs": 30.0}
 
 
-def _config(name: str, settings: ServiceSettings) -> Config:
+def _config(name: str, settings: ServiceSettings, retries: bool) -> Config:
     return Config(
-        retries={"mode": "standard", "max_attempts": 3},
+        # botocore's max_attempts counts the retries after the first attempt; total_max_attempts counts them all.
+        retries={"mode": "standard", "max_attempts": 3} if retries else {"mode": "standard", "total_max_attempts": 1},
         connect_timeout=settings.http_timeout_seconds,
         read_timeout=_READ_TIMEOUT_SECONDS.get(name, max(5.0, settings.http_timeout_seconds)),
         max_pool_connections=50,
@@ -46,20 +47,21 @@ _session: boto3.session.Session | None = None
 _session_lock = threading.Lock()
 
 
-def _build(kind: str, name: str, settings: ServiceSettings) -> Any:
+def _build(kind: str, name: str, settings: ServiceSettings, retries: bool = True) -> Any:
     global _session
     with _session_lock:
         if _session is None:
             _session = boto3.session.Session()
-        return getattr(_session, kind)(name, config=_config(name, settings), **_kwargs(settings))
+        return getattr(_session, kind)(name, config=_config(name, settings, retries), **_kwargs(settings))
 
 
-def client(name: str, settings: ServiceSettings) -> Any:
-    """Cached boto3 client for service `name` ("dynamodb", "events", "sqs", "secretsmanager", ...)."""
-    key = ("client", name)
+def client(name: str, settings: ServiceSettings, *, retries: bool = True) -> Any:
+    """Cached boto3 client for service `name` ("dynamodb", "events", "sqs", "secretsmanager", ...);
+    `retries=False`: a client of its own that makes one attempt per call (e.g. for a readiness check)."""
+    key = ("client", name) if retries else ("client", name, "no-retries")
     cached = settings._aws_clients.get(key)
     if cached is None:
-        cached = settings._aws_clients[key] = _build("client", name, settings)
+        cached = settings._aws_clients[key] = _build("client", name, settings, retries)
     return cached
 
 

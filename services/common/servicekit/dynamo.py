@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
+
+import anyio.to_thread
+from botocore.exceptions import ClientError
 
 from . import aws
 from .settings import ServiceSettings
@@ -42,16 +46,32 @@ def epoch_in(seconds: float) -> int:
     return int(time.time() + seconds)
 
 
+# Readiness runs on threads of its own, not on anyio's shared 40 that every store call uses: there it would wait
+# behind a busy task's requests and time out, and the load balancer would take out (and ECS replace) a task that is
+# only busy. A few suffice: the check answers in milliseconds, and one that hangs (DynamoDB unreachable) is not ready.
+READINESS_THREADS = 4
+
+
 def readiness_check(settings: ServiceSettings, table_name: str | None = None, *, client: Any = None):
     """A readiness check callable: a GetItem of an absent key on the service's table.
 
     It proves what every request needs (network path, credentials, dynamodb:GetItem on this table)
-    and writes nothing. `client`: the boto3 DynamoDB client to use (default: servicekit.aws's).
+    and writes nothing. `client`: the boto3 DynamoDB client to use (tests); by default a client of its
+    own that makes one attempt per call: the load balancer asks again anyway, and the shared client's
+    backoff between throttled attempts (up to 1, 2 and 4 s) would outlast the check's 2 s time-out.
     """
     name = table_name or settings.table_name
+    threads = anyio.CapacityLimiter(READINESS_THREADS)
 
     async def check() -> None:
-        ddb = client or aws.client("dynamodb", settings)
-        await aws.run_sync(ddb.get_item, TableName=name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
+        ddb = client or aws.client("dynamodb", settings, retries=False)
+        get = functools.partial(ddb.get_item, TableName=name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
+        try:
+            await anyio.to_thread.run_sync(get, limiter=threads)
+        except ClientError as exc:
+            # Throttled is ready: the table answered, so path, credentials and permission are fine. Failing would
+            # take every task out of the load balancer at once, and replacing tasks adds no table capacity.
+            if aws.error_code(exc) not in aws.THROTTLING_ERROR_CODES:
+                raise
 
     return check

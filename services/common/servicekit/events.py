@@ -25,6 +25,7 @@ from . import aws
 from .correlation import correlation_scope, current_correlation_id
 from .dynamo import epoch_in, held_by, is_conditional_failure
 from .logging import get_logger
+from .resilience import retrying
 from .settings import ServiceSettings
 from .tracing import get_tracer
 
@@ -48,8 +49,22 @@ if HANDLER_TIMEOUT_SECONDS >= CLAIM_LEASE_SECONDS:
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any]]
 
 
+# PutEvents answers 200 with the entry rejected (FailedEntryCount), which botocore does not retry; of the entry's error
+# codes, these are the retryable ones (EventBridge API reference, PutEventsResultEntry). The others (access denied, a
+# malformed entry, ...) fail the same way every time.
+RETRYABLE_ENTRY_ERRORS = frozenset({"InternalFailure", "ThrottlingException"})
+
+
 class EventPublishError(Exception):
     """PutEvents failed (call error or a rejected entry)."""
+
+
+class _RetryableRejection(EventPublishError):
+    """EventBridge rejected the entry with a RETRYABLE_ENTRY_ERRORS code."""
+
+
+def _is_retryable_rejection(exc: BaseException) -> bool:
+    return isinstance(exc, _RetryableRejection)
 
 
 class EventPublisher:
@@ -80,17 +95,27 @@ class EventPublisher:
             span.set_attribute("messaging.message.id", detail["event_id"])
             entry = {"Source": self.source, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": self.bus_name}
             try:
-                result = await aws.run_sync(aws.client("events", self.settings).put_events, Entries=[entry])
-            except Exception as exc:  # botocore errors of every kind mean the same to callers
+                # A rejection that may pass puts the same entry again (its event_id, by which consumers dedupe),
+                # with the backoff of calls to other services (RETRY_ATTEMPTS within CALL_BUDGET_SECONDS).
+                async for attempt in retrying(self.settings, _is_retryable_rejection, f"PutEvents {detail_type}"):
+                    with attempt:
+                        await self._put(detail_type, entry)
+            except EventPublishError as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                raise EventPublishError(f"publishing {detail_type} failed: {type(exc).__name__}: {exc}") from exc
-            if result.get("FailedEntryCount", 0):
-                failed = next((e for e in result.get("Entries", []) if e.get("ErrorCode")), {})
-                message = f"publishing {detail_type} rejected: {failed.get('ErrorCode', '?')}: {failed.get('ErrorMessage', '')}"
-                span.set_status(Status(StatusCode.ERROR, message))
-                raise EventPublishError(message)
+                raise
         log.info("published %s", detail_type, extra={"event_id": detail["event_id"], "detail_type": detail_type})
         return detail["event_id"]
+
+    async def _put(self, detail_type: str, entry: dict[str, Any]) -> None:
+        try:
+            result = await aws.run_sync(aws.client("events", self.settings).put_events, Entries=[entry])
+        except Exception as exc:  # botocore errors of every kind (botocore retried them already) mean the same to callers
+            raise EventPublishError(f"publishing {detail_type} failed: {type(exc).__name__}: {exc}") from exc
+        if result.get("FailedEntryCount", 0):
+            failed = next((e for e in result.get("Entries", []) if e.get("ErrorCode")), {})
+            code = failed.get("ErrorCode", "?")
+            error = _RetryableRejection if code in RETRYABLE_ENTRY_ERRORS else EventPublishError
+            raise error(f"publishing {detail_type} rejected: {code}: {failed.get('ErrorMessage', '')}")
 
 
 def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future:

@@ -121,7 +121,10 @@ def get_breaker(name: str, settings: ServiceSettings) -> Breaker:
     return breaker
 
 
-def _retrying(settings: ServiceSettings, should_retry: Callable[[BaseException], bool], name: str) -> AsyncRetrying:
+def retrying(settings: ServiceSettings, should_retry: Callable[[BaseException], bool], name: str) -> AsyncRetrying:
+    """tenacity's AsyncRetrying for a call with the settings' attempts, backoff and budget, retrying what `should_retry`
+    accepts (re-raising the last error) and logging each retry as `name`'s."""
+
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
@@ -230,7 +233,7 @@ class ResilientHttpClient:
             return isinstance(exc, httpx.TransportError)  # connect errors, timeouts, resets
 
         try:
-            async for attempt_ctx in _retrying(self.settings, should_retry, self.name):
+            async for attempt_ctx in retrying(self.settings, should_retry, self.name):
                 with attempt_ctx:
                     return await attempt()
         except _FailedResponse as failed:
@@ -257,7 +260,9 @@ def grpc_channel(target: str, settings: ServiceSettings, *, options: Iterable[tu
     """Insecure grpc.aio channel (traffic stays inside the VPC/mesh) with correlation metadata;
     the OTel aio client instrumentation adds its tracing interceptor to it."""
     opts = [
-        # Notice dead connections (e.g. a killed task) between calls instead of on the next call.
+        # Pings (every 30 s, 5 s to answer) go out only while a call is in flight: gRPC sends none on an idle
+        # connection unless grpc.keepalive_permit_without_calls is 1 (gRPC's doc/keepalive.md). So a dead connection
+        # (e.g. a killed task) is found only while calls use it, not between calls; each call's deadline bounds its wait.
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 5_000),
         *options,
@@ -307,7 +312,7 @@ async def resilient_grpc_call(
     def should_retry(exc: BaseException) -> bool:
         return isinstance(exc, aio.AioRpcError) and exc.code() in retry_set
 
-    async for attempt_ctx in _retrying(settings, should_retry, breaker_name):
+    async for attempt_ctx in retrying(settings, should_retry, breaker_name):
         with attempt_ctx:
             return await attempt()
     raise AssertionError("unreachable")

@@ -61,7 +61,7 @@ class ServiceSettings(BaseSettings):
     # production, per app in tests, so one test's open breaker never leaks into the next).
     _breakers: dict[str, Any] = PrivateAttr(default_factory=dict)
     # boto3 clients are thread-safe and slow to build: one per (kind, name) per settings object.
-    _aws_clients: dict[tuple[str, str], Any] = PrivateAttr(default_factory=dict)
+    _aws_clients: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("bind_host")
     @classmethod

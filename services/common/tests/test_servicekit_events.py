@@ -93,6 +93,37 @@ async def test_publish_failure_raises_event_publish_error(make_settings, aws_env
         await publisher.publish("SessionStarted", {"session_id": "s1"})
 
 
+def _rejected(code: str) -> dict:
+    """PutEvents' answer (HTTP 200) when EventBridge rejected the one entry with `code`; botocore does not retry it."""
+    return {"FailedEntryCount": 1, "Entries": [{"ErrorCode": code, "ErrorMessage": f"{code} for this entry"}]}
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "InternalFailure"])
+async def test_an_entry_rejected_with_a_retryable_code_is_put_again(settings, bus, queued, answer_instead, code):
+    put_events = answer_instead("PutEvents", _rejected(code), status=200, times=1)
+    event_id = await EventPublisher(settings).publish("SessionStarted", {"session_id": "s1"})
+    assert put_events.sent == 2
+    (message,) = queued(bus)
+    assert json.loads(message["Body"])["detail"]["event_id"] == event_id  # the same event: consumers dedupe by its id
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "MalformedDetail", "NotAuthorizedForSourceException"])
+async def test_an_entry_rejected_for_good_fails_at_once(settings, bus, queued, answer_instead, code):
+    put_events = answer_instead("PutEvents", _rejected(code), status=200)
+    with pytest.raises(EventPublishError, match=code):
+        await EventPublisher(settings).publish("SessionStarted", {"session_id": "s1"})
+    assert put_events.sent == 1
+    assert queued(bus) == []
+
+
+async def test_an_entry_throttled_every_time_fails_after_the_retry_attempts(settings, bus, queued, answer_instead):
+    put_events = answer_instead("PutEvents", _rejected("ThrottlingException"), status=200)
+    with pytest.raises(EventPublishError, match="ThrottlingException"):
+        await EventPublisher(settings).publish("SessionStarted", {"session_id": "s1"})
+    assert put_events.sent == settings.retry_attempts == 3
+    assert queued(bus) == []
+
+
 async def test_consumer_handles_event_and_continues_trace(settings, bus, queued):
     exporter = InMemorySpanExporter()
     configure_telemetry(settings, span_exporter=exporter)

@@ -54,7 +54,8 @@ def create_app(settings: PersonaSettings | None = None, *, clients: PersonaClien
         version=__version__,
         description="Personas owned by users, and the session slots the vc-start saga reserves on them.",
         routers=[build_router(store, verifier)],
-        readiness_checks={"dynamodb": readiness_check(settings, client=dynamodb)},
+        # A test's client, or (None) readiness's own one-attempt client (servicekit.dynamo).
+        readiness_checks={"dynamodb": readiness_check(settings, client=clients.dynamodb)},
         on_shutdown=[close_clients],
     )
     app.state.store = store

@@ -51,6 +51,9 @@ REASON_NOT_FOUND = "reservation_not_found"
 RELEASED_RETENTION_SECONDS = 7 * 24 * 3600
 # Optimistic retries when a concurrent writer won a race (conditional check / transaction conflict).
 _ATTEMPTS = 8
+# A transaction's cancellation reasons that mean DynamoDB throttled it (TransactWriteItems API reference), not that a
+# condition failed or a concurrent transaction conflicted (TransactionConflict): retrying at once cannot help.
+_THROTTLED_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
 # Batch calls that DynamoDB answered only in part (it leaves items unprocessed when throttled): the calls for the rest,
 # 50 ms apart and doubling, before the request answers storage unavailable (0.75 s of back-off in all).
 _BATCH_ATTEMPTS = 5
@@ -130,12 +133,9 @@ class StoreConflict(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """A batch call still left items unprocessed after _BATCH_ATTEMPTS (DynamoDB does that while it throttles): storage
-    unavailable, retry later (HTTP 503 with Retry-After, gRPC UNAVAILABLE), not a conflict. Our own error, not a made-up
-    AWS one: AWS answered every call."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what}: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
+    """DynamoDB throttles: a batch call still left items unprocessed after _BATCH_ATTEMPTS, or a transaction was
+    cancelled for throttling. Storage unavailable, retry later (HTTP 503 with Retry-After, gRPC UNAVAILABLE), not a
+    conflict. Our own error, not a made-up AWS one: AWS answered every call."""
 
 
 def _until_processed(call: Callable[..., dict[str, Any]], request: dict[str, Any], unprocessed: str, *,
@@ -636,7 +636,8 @@ class PersonaStore:
         return _to_reservation(item) if item else None
 
     def _release_transition(self, current: Reservation, reason: str) -> bool:
-        """current (HELD/CONFIRMED) -> RELEASED and reserved - 1, atomically; False if `current` is stale."""
+        """current (HELD/CONFIRMED) -> RELEASED and reserved - 1, atomically; False if `current` is stale (StoreUnavailable
+        when DynamoDB throttles the transaction: nothing was released)."""
         now = self._clock()
         try:
             self._transact(
@@ -699,6 +700,8 @@ class PersonaStore:
             if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+            if _THROTTLED_REASONS.intersection(reasons):
+                raise StoreUnavailable(f"DynamoDB cancelled a transaction for throttling ({', '.join(reasons)})") from None
             raise _Cancelled(reasons) from None
 
     def _query(self, pk: str, sk_prefix: str, **extra: Any) -> Iterable[dict[str, Any]]:
@@ -731,5 +734,5 @@ class PersonaStore:
             left = _until_processed(self._db.batch_get_item, request, "UnprocessedKeys", on_answer=lambda out: found.extend(
                 _to_persona(item) for item in out.get("Responses", {}).get(self._table, [])))
             if left:
-                raise StoreUnavailable("listing personas")
+                raise StoreUnavailable(f"listing personas: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
         return found

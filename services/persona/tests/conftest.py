@@ -114,6 +114,24 @@ def dynamodb(aws_clients, monkeypatch, local_bootstrap):
 
 
 @pytest.fixture
+def cancel_transactions(answer_instead):
+    """cancel_transactions(*reasons, times=None) -> Answered: DynamoDB cancels the next `times` (None: every)
+    TransactWriteItems with these cancellation reason codes, one per item ("None": that item was fine), as it does while
+    it throttles (ThrottlingError, ProvisionedThroughputExceeded) or on a conflict (TransactionConflict); moto never
+    does. Answered.sent counts the transactions sent."""
+
+    def cancel(*reasons: str, times: int | None = None):
+        answer = {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "Message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(reasons)}]",
+            "CancellationReasons": [{"Code": code} for code in reasons],
+        }
+        return answer_instead("TransactWriteItems", answer, times=times)
+
+    return cancel
+
+
+@pytest.fixture
 def sqs(aws_clients, dynamodb):
     return aws_clients["sqs"]
 

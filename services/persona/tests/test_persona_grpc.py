@@ -180,6 +180,18 @@ async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+async def test_a_reserve_dynamodb_cancels_for_throttling_is_unavailable_not_aborted(grpc_env, store, auth, cancel_transactions):
+    # vc-start retries UNAVAILABLE (ReserveSlot is idempotent); ABORTED would cancel the session as persona_unavailable.
+    stub, *_ = grpc_env
+    ada = store.create("user-a", "Ada", {}, 1)
+    transactions = cancel_transactions("None", "ThrottlingError")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReserveSlot(persona_pb2.ReserveSlotRequest(persona_id=ada.persona_id, session_id="s1"), metadata=auth())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert transactions.sent == 1
+    assert store.get(ada.persona_id, "user-a").reserved == 0
+
+
 async def test_grpc_server_listens_on_bind_host_every_interface_unless_set(settings, dynamodb, verifier, monkeypatch, listening):
     # What `python -m persona_service` binds: servicekit.server.run calls this factory with the settings. Real
     # sockets on ephemeral ports, read back from the process's listening sockets.

@@ -36,6 +36,27 @@ def test_release_is_idempotent_and_frees_the_slot_once(store):
     assert store.get(persona.persona_id, "user-a").reserved == 1
 
 
+@pytest.mark.parametrize("reason", ["ThrottlingError", "ProvisionedThroughputExceeded"])
+def test_a_transaction_cancelled_for_throttling_is_unavailable_not_a_conflict(store, cancel_transactions, reason):
+    # Retrying at once (as after a conflict) only adds load: the caller is told to come back later, after one try.
+    persona = store.create("user-a", "Ada", {}, 2)
+    store.reserve(persona.persona_id, "s1", "user-a")
+    transactions = cancel_transactions("None", reason)
+    with pytest.raises(st.StoreUnavailable):
+        store.reserve(persona.persona_id, "s2", "user-a")
+    with pytest.raises(st.StoreUnavailable):  # not "someone else released it": nothing was released
+        store.release(persona.persona_id, "s1", "done")
+    assert transactions.sent == 2
+    assert store.get(persona.persona_id, "user-a").reserved == 1
+
+
+def test_a_transaction_conflict_is_still_retried(store, cancel_transactions):
+    persona = store.create("user-a", "Ada", {}, 1)
+    conflict = cancel_transactions("None", "TransactionConflict", times=1)
+    assert store.reserve(persona.persona_id, "s1", "user-a").status == st.HELD
+    assert conflict.sent == 2
+
+
 def test_release_of_unknown_reservation_blocks_a_late_reserve(store):
     # The compensation may overtake a retried ReserveSlot: the late call must not take a slot.
     persona = store.create("user-a", "Ada", {}, 1)

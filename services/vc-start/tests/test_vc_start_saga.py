@@ -86,6 +86,22 @@ async def test_publish_failure_cancels_and_releases_the_slot(persona, broken_pub
     assert persona.called("release_slot") == [("release_slot", "p-1", session.session_id, "event_publish_failed", TOKEN)]
 
 
+async def test_a_session_started_event_eventbridge_throttled_once_is_put_again_and_the_session_goes_on(
+    persona, publisher, store, persona_events, answer_instead
+):
+    # PutEvents answers 200 with the entry rejected (botocore does not retry that); ThrottlingException may pass later.
+    throttled = {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"}]}
+    put_events = answer_instead("PutEvents", throttled, status=200, times=1)
+
+    session = await saga(persona, publisher, store).start(persona_id="p-1", user_id="user-1", token=TOKEN, session_id=str(uuid.uuid4()))
+
+    assert (session.status, session.reason) == (SessionStatus.PENDING, None)
+    assert put_events.sent == 2
+    [(detail_type, detail)] = persona_events()
+    assert detail_type == "SessionStarted" and detail["data"]["session_id"] == session.session_id
+    assert persona.called("release_slot") == []
+
+
 async def test_a_cancel_whose_answer_was_lost_and_retried_still_releases_the_slot_at_once(persona, broken_publisher, store, lose_answer):
     """DynamoDB applied the cancel but answered 500; botocore's retry then fails the PENDING condition. The saga
     must see its own write, or it leaves the slot to the sweeper a minute later."""
