@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .defaults import profile_defaults
+
 PROFILES = ("dev", "prod")
 MESH_BACKENDS = ("service-connect", "appmesh")
 
@@ -284,7 +286,7 @@ class ChaosConfig:
     latency_ms: int  # delay the network-faults experiment adds to every packet of the targeted tasks
     packet_loss_percent: int  # share of packets the network-faults experiment drops
     duration_minutes: int  # how long each fault lasts
-    availability_zone: str  # the zone letter (a, b or c) whose private subnets the AZ experiment cuts off
+    availability_zone: str  # the zone letter (a, b or c) whose tasks the AZ experiment stops and whose subnets it cuts off
 
 
 @dataclass(frozen=True)
@@ -1267,7 +1269,8 @@ def _parse_chaos(key: str, value: Any) -> ChaosConfig | None:
         "packet_loss_percent": (10, _integer(1, 100)),
         # FIS actions last at most 12 hours; an hour is already a long game day.
         "duration_minutes": (10, _integer(1, 60)),
-        "availability_zone": ("a", _one_of(_AZ_LETTERS)),
+        # The last zone: in either profile it holds no NAT gateway or endpoint that another zone uses (_check_chaos).
+        "availability_zone": ("c", _one_of(_AZ_LETTERS)),
     }))
 
 
@@ -1289,6 +1292,13 @@ def _check_chaos(values: dict[str, Any]) -> None:
         # With App Mesh the only SLO alarms are the load balancer's: a service without a path has none to stop on.
         raise ConfigError("chaos.service", chaos.service, "with mesh=appmesh, pick a service with a path: its load "
                                                           "balancer alarms are the experiments' stop conditions")
+    # Cutting off a zone whose NAT gateway or endpoints the others use (dev keeps one of each, in zone a) cuts every
+    # zone off AWS's APIs (ECR, Logs, SQS, STS...): a regional outage, not the AZ outage the experiment is for.
+    shared = profile_defaults(values["profile"]).shared_zone_count(AZ_COUNT)
+    if _AZ_LETTERS.index(chaos.availability_zone) < shared:
+        raise ConfigError("chaos.availability_zone", chaos.availability_zone,
+                          f"with profile {values['profile']} the zone holds the NAT gateway and interface endpoints that "
+                          f"every zone uses, so cutting it off is a regional outage; expected {', '.join(_AZ_LETTERS[shared:])}")
     if chaos.task_network_faults:
         longest = max((name for region in values["regions"]
                        for name in fault_injection_role_names(values["prefix"], region.name, chaos.service)), key=len)

@@ -211,6 +211,9 @@ CASES = [
      ["chaos.stop_percent=100", "from 1 to 99"]),
     ("chaos in a fourth availability zone", {"chaos": json.dumps({"service": "persona", "availability_zone": "d"})},
      ["chaos.availability_zone='d'", "a, b, c"]),
+    # dev's only NAT gateway and its interface endpoints are in zone a: cutting it off cuts every zone off AWS's APIs.
+    ("chaos cuts off the zone every dev zone depends on", {"chaos": json.dumps({"service": "persona", "availability_zone": "a"})},
+     ["chaos.availability_zone='a'", "with profile dev", "regional outage", "expected b, c"]),
     ("chaos latency beyond what FIS takes", {"chaos": json.dumps({"service": "persona", "latency_ms": 20000})},
      ["chaos.latency_ms=20000", "from 1 to 10000"]),
     # The longest prefix, region and service name each pass alone; together the FIS role name is 65 characters.
