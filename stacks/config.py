@@ -314,6 +314,12 @@ class FoundationConfig:
     pipeline: PipelineConfig | None = None
     chaos: ChaosConfig | None = None
 
+    def platform_key_alias(self, name: str) -> str:
+        """A platform key's alias (CDK adds ``alias/``): one of PLATFORM_KEY_ALIASES, which no service may be named."""
+        if name not in PLATFORM_KEY_ALIASES:
+            raise ValueError(f"{name!r} is not in PLATFORM_KEY_ALIASES: add it there, so that no service can take it")
+        return f"{self.prefix}/{name}"
+
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
         return f"{self.prefix}.{service}"
@@ -537,6 +543,9 @@ _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 # <name>-sc and <name>-grpc-sc are Service Connect's Cloud Map entries and <name>-canary the App Mesh
 # canary service.
 _RESERVED_SUFFIXES = ("-sc", "-grpc", "-canary")
+# The platform's KMS key aliases, alias/<prefix>/<name> (FoundationConfig.platform_key_alias), beside the services'
+# keys, alias/<prefix>/<service> (data stack): a service of one of these names would claim a platform key's alias.
+PLATFORM_KEY_ALIASES = ("logs", "ecr", "pipeline-logs", "edge-logs")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
 # Each non-empty environment value becomes an SSM Standard parameter: at most 4096 characters, and no {{ }} (SSM
@@ -795,6 +804,9 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if not _SERVICE_NAME_PATTERN.match(name) or name.endswith(_RESERVED_SUFFIXES):
             raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens, "
                                                f"not ending in {', '.join(_RESERVED_SUFFIXES)} (names the mesh derives)")
+        if name in PLATFORM_KEY_ALIASES:
+            raise ConfigError(item_key, entry, f"the service name must not be {', '.join(PLATFORM_KEY_ALIASES)}: the service's "
+                                               f"KMS key would take the alias <prefix>/{name}, which a platform key has")
         fields = _object(item_key, entry, _SERVICE_FIELDS)
         if fields["memory_mib"] not in FARGATE_MEMORY_BY_CPU.get(fields["cpu"], ()):
             raise ConfigError(

@@ -205,6 +205,10 @@ CASES = [
     ("service without an image or a Dockerfile", {"regions": _regions(("eu-central-1", "10.10.0.0/16")),
                                                   "services": json.dumps({"auth": {"path": "/api/auth"}, "billing": {"path": "/api/billing"}})},
      ["services.billing.image=null", "add services/billing/Dockerfile, or set image_tag"]),
+    # Its key's alias would be alias/mf/logs, the logs key's in every region: the data stack would fail (AlreadyExists).
+    ("service named like a platform key alias", {"services": json.dumps({"logs": {"path": "/api/logs", "table": True, "image_tag": "1"}})},
+     ['services.logs={"path": "/api/logs", "table": true, "image_tag": "1"}', "must not be logs, ecr, pipeline-logs, edge-logs",
+      "alias <prefix>/logs"]),
     ("chaos targets an unknown service", {"chaos": json.dumps({"service": "billing"})},
      ["chaos.service='billing'", "auth, persona, vc-start"]),
     ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
