@@ -98,7 +98,7 @@ class PipelineStack(cdk.Stack):
         assert config.pipeline is not None
         source = pipelines.CodePipelineSource.connection(
             config.pipeline.repository, config.pipeline.branch, connection_arn=config.pipeline.connection_arn)
-        logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/pipeline-logs").key
+        logs_key = LogsEncryptionKey(self, "LogsKey", alias=config.platform_key_alias("pipeline-logs")).key
         build_logs = logs.LogGroup(
             self, "BuildLogs", encryption_key=logs_key, removal_policy=cdk.RemovalPolicy.DESTROY,
             retention=logs.RetentionDays[profile_defaults(config.profile).log_retention],

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .defaults import profile_defaults
+
 PROFILES = ("dev", "prod")
 MESH_BACKENDS = ("service-connect", "appmesh")
 
@@ -284,7 +286,7 @@ class ChaosConfig:
     latency_ms: int  # delay the network-faults experiment adds to every packet of the targeted tasks
     packet_loss_percent: int  # share of packets the network-faults experiment drops
     duration_minutes: int  # how long each fault lasts
-    availability_zone: str  # the zone letter (a, b or c) whose private subnets the AZ experiment cuts off
+    availability_zone: str  # the zone letter (a, b or c) whose tasks the AZ experiment stops and whose subnets it cuts off
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,12 @@ class FoundationConfig:
     github: GitHubConfig | None
     pipeline: PipelineConfig | None = None
     chaos: ChaosConfig | None = None
+
+    def platform_key_alias(self, name: str) -> str:
+        """A platform key's alias (CDK adds ``alias/``): one of PLATFORM_KEY_ALIASES, which no service may be named."""
+        if name not in PLATFORM_KEY_ALIASES:
+            raise ValueError(f"{name!r} is not in PLATFORM_KEY_ALIASES: add it there, so that no service can take it")
+        return f"{self.prefix}/{name}"
 
     def event_source(self, service: str) -> str:
         """The ``source`` of every event a service publishes; its task role may put no other."""
@@ -535,6 +543,9 @@ _SERVICE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 # <name>-sc and <name>-grpc-sc are Service Connect's Cloud Map entries and <name>-canary the App Mesh
 # canary service.
 _RESERVED_SUFFIXES = ("-sc", "-grpc", "-canary")
+# The platform's KMS key aliases, alias/<prefix>/<name> (FoundationConfig.platform_key_alias), beside the services'
+# keys, alias/<prefix>/<service> (data stack): a service of one of these names would claim a platform key's alias.
+PLATFORM_KEY_ALIASES = ("logs", "ecr", "pipeline-logs", "edge-logs")
 _ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _SECRET_REFERENCE = re.compile(r"^(secretsmanager:[A-Za-z0-9/_+=.@-]+|ssm:/[A-Za-z0-9/_.-]+)$")
 # Each non-empty environment value becomes an SSM Standard parameter: at most 4096 characters, and no {{ }} (SSM
@@ -793,6 +804,9 @@ def _parse_services(key: str, value: Any) -> tuple[ServiceConfig, ...]:
         if not _SERVICE_NAME_PATTERN.match(name) or name.endswith(_RESERVED_SUFFIXES):
             raise ConfigError(item_key, entry, "the service name must be 1-20 lower-case letters, digits or hyphens, "
                                                f"not ending in {', '.join(_RESERVED_SUFFIXES)} (names the mesh derives)")
+        if name in PLATFORM_KEY_ALIASES:
+            raise ConfigError(item_key, entry, f"the service name must not be {', '.join(PLATFORM_KEY_ALIASES)}: the service's "
+                                               f"KMS key would take the alias <prefix>/{name}, which a platform key has")
         fields = _object(item_key, entry, _SERVICE_FIELDS)
         if fields["memory_mib"] not in FARGATE_MEMORY_BY_CPU.get(fields["cpu"], ()):
             raise ConfigError(
@@ -1267,7 +1281,8 @@ def _parse_chaos(key: str, value: Any) -> ChaosConfig | None:
         "packet_loss_percent": (10, _integer(1, 100)),
         # FIS actions last at most 12 hours; an hour is already a long game day.
         "duration_minutes": (10, _integer(1, 60)),
-        "availability_zone": ("a", _one_of(_AZ_LETTERS)),
+        # The last zone: in either profile it holds no NAT gateway or endpoint that another zone uses (_check_chaos).
+        "availability_zone": ("c", _one_of(_AZ_LETTERS)),
     }))
 
 
@@ -1289,6 +1304,13 @@ def _check_chaos(values: dict[str, Any]) -> None:
         # With App Mesh the only SLO alarms are the load balancer's: a service without a path has none to stop on.
         raise ConfigError("chaos.service", chaos.service, "with mesh=appmesh, pick a service with a path: its load "
                                                           "balancer alarms are the experiments' stop conditions")
+    # Cutting off a zone whose NAT gateway or endpoints the others use (dev keeps one of each, in zone a) cuts every
+    # zone off AWS's APIs (ECR, Logs, SQS, STS...): a regional outage, not the AZ outage the experiment is for.
+    shared = profile_defaults(values["profile"]).shared_zone_count(AZ_COUNT)
+    if _AZ_LETTERS.index(chaos.availability_zone) < shared:
+        raise ConfigError("chaos.availability_zone", chaos.availability_zone,
+                          f"with profile {values['profile']} the zone holds the NAT gateway and interface endpoints that "
+                          f"every zone uses, so cutting it off is a regional outage; expected {', '.join(_AZ_LETTERS[shared:])}")
     if chaos.task_network_faults:
         longest = max((name for region in values["regions"]
                        for name in fault_injection_role_names(values["prefix"], region.name, chaos.service)), key=len)

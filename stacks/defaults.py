@@ -41,6 +41,12 @@ class ProfileDefaults:
     # Load balancer requests one task should serve per minute (see REQUESTS_PER_TASK_PER_MINUTE).
     requests_per_task_per_minute: int
 
+    def shared_zone_count(self, az_count: int) -> int:
+        """How many of the VPC's first AZs hold a NAT gateway or interface endpoints that the other AZs use too
+        (constructs/vpc_network puts both into the first AZs): 0 when every AZ has its own. Losing one of these
+        AZs takes internet egress and AWS API access from every AZ, not from that one alone."""
+        return max((count for count in (self.nat_gateways, self.endpoint_az_count) if count < az_count), default=0)
+
     @property
     def backlog_per_task(self) -> int:
         """SQS messages per running task that target tracking keeps the queue at: the acceptable

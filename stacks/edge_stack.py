@@ -45,7 +45,7 @@ class EdgeStack(cdk.Stack):
         self.config = config
         defaults = profile_defaults(config.profile)
         domain = config.domain
-        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/edge-logs").key
+        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=config.platform_key_alias("edge-logs")).key
         # The log group of CDK's custom resource handler that reads the regions (one per stack).
         self.reader_logs = logs.LogGroup(self, "ReaderLogs", encryption_key=self.logs_key,
                                          retention=logs.RetentionDays[defaults.log_retention],

@@ -50,6 +50,9 @@ class GlobalStack(cdk.Stack):
         )
         cdk.CfnOutput(self, "BudgetAlertTopicArn", value=self.budget.topic.topic_arn,
                       description="SNS topic of the monthly cost budget's alerts: subscribe on-call tooling here")
+        # The name ends in a hash of the alerts, which changes with them: read it here, not from config.
+        cdk.CfnOutput(self, "BudgetName", value=self.budget.budget_name,
+                      description="The monthly cost budget: aws budgets describe-budget --account-id <account> --budget-name <this>")
         self.registry_replication = None
         if config.other_regions(self.region):
             self.registry_replication = RegistryReplication(

@@ -23,7 +23,7 @@ class NetworkStack(cdk.Stack):
         super().__init__(scope, construct_id, **kwargs)
         defaults = profile_defaults(config.profile)
 
-        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=f"{config.prefix}/logs").key
+        self.logs_key = LogsEncryptionKey(self, "LogsKey", alias=config.platform_key_alias("logs")).key
         self.network = VpcNetwork(
             self,
             "Network",

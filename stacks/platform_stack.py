@@ -43,7 +43,7 @@ class PlatformStack(cdk.Stack):
         self.registry_key = kms.Key(
             self,
             "RegistryKey",
-            alias=f"{config.prefix}/ecr",
+            alias=config.platform_key_alias("ecr"),
             description="Encrypts this region's service images in ECR",
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,

@@ -59,9 +59,11 @@ VARIANTS: dict[str, dict] = {
     "prod": {"profile": "prod", "account": EXAMPLE_ACCOUNT},
     # The legacy mesh backend (dev profile).
     "appmesh": {"mesh": "appmesh"},
-    # Domain mode in prod, with an on-call address subscribed to every alarm topic.
+    # Domain mode in prod, with an on-call address subscribed to every alarm topic and to the budget's alerts (against
+    # prod: a change of the budget's notifications, which replaces the budget; tests/test_update_safety.py).
     "domain": {"profile": "prod", "account": EXAMPLE_ACCOUNT, "domain": EXAMPLE_DOMAIN,
-               "observability": {**cdk_json_context()["observability"], "notify_emails": [ONCALL_EMAIL]}},
+               "observability": {**cdk_json_context()["observability"], "notify_emails": [ONCALL_EMAIL]},
+               "budget": {**cdk_json_context()["budget"], "notify_emails": [ONCALL_EMAIL]}},
     # CI through GitHub OIDC (dev profile).
     "github": {"github": EXAMPLE_GITHUB},
     # auth's legacy function named (the same name in both regions), 37 % to the service.

@@ -15,6 +15,7 @@ from tests.assembly import REPO_ROOT, Assembly, cdk_json_context
 REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
 TARGET = "persona"  # cdk.json's chaos.service
+ZONE = "c"  # cdk.json's chaos.availability_zone
 TEMPLATES = {"stop_tasks": f"mf-{TARGET}-stop-tasks", "network_faults": f"mf-{TARGET}-network-faults", "az_outage": "mf-az-outage"}
 # Not the App Mesh canary's own alarms (mf-<service>-canary-5xx-rate...): a release's share of the mesh's calls, not an SLO.
 # A service's (not its App Mesh canary's); the load balancer's own 5xx alarm is the region's, not a service's.
@@ -128,7 +129,7 @@ def test_network_faults_add_latency_then_packet_loss_through_the_ecs_fault_endpo
 
 def test_az_outage_stops_every_task_in_the_zone_and_cuts_off_exactly_its_subnets(dev):
     for region in REGIONS:
-        zone = f"{region}a"
+        zone = f"{region}{ZONE}"
         template = _templates(dev, region)[TEMPLATES["az_outage"]]
         actions = {action["ActionId"]: action for action in template["Actions"].values()}
         assert set(actions) == {"aws:ecs:stop-task", "aws:network:disrupt-connectivity"}
@@ -151,6 +152,27 @@ def test_az_outage_stops_every_task_in_the_zone_and_cuts_off_exactly_its_subnets
                          "Filters": [{"Path": "AvailabilityZone", "Values": [zone]}]}
         # A zone with no running task is still an outage: the stop is skipped, the network cut runs.
         assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "skip"
+
+
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_az_outage_cuts_off_no_nat_gateway_or_endpoint_that_other_zones_use(request, variant):
+    """An AZ outage, not a regional one: the zone it cuts off holds no NAT gateway or interface endpoint unless every
+    zone has its own. dev has one NAT gateway and its endpoints in zone a, which tasks of every zone use."""
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        template = _templates(assembly, region)[TEMPLATES["az_outage"]]
+        (subnets,) = [t for t in template["Targets"].values() if t["ResourceType"] == "aws:ec2:subnet"]
+        cut = {_subnet_id(assembly, region, arn) for arn in subnets["ResourceArns"]}
+        resources = assembly.template(f"mf-{region}/network")["Resources"]
+        zones = {r["Properties"]["AvailabilityZone"] for r in resources.values() if r["Type"] == "AWS::EC2::Subnet"}
+        # What each zone's tasks reach AWS and the internet through: the NAT gateways, and each interface endpoint.
+        shared = {"NAT gateways": [r["Properties"]["SubnetId"]["Ref"] for r in resources.values() if r["Type"] == "AWS::EC2::NatGateway"]}
+        shared |= {logical_id: [ref["Ref"] for ref in r["Properties"]["SubnetIds"]] for logical_id, r in resources.items()
+                   if r["Type"] == "AWS::EC2::VPCEndpoint" and r["Properties"].get("VpcEndpointType") == "Interface"}
+        assert len(shared) == 12 and cut  # the NAT gateways and 11 endpoints
+        for what, in_subnets in shared.items():
+            if {resources[subnet]["Properties"]["AvailabilityZone"] for subnet in in_subnets} != zones:
+                assert not cut & set(in_subnets), f"{variant} {region}: the AZ experiment cuts off {what}, which other zones use"
 
 
 @pytest.mark.parametrize("variant", ["dev", "appmesh"])
@@ -296,14 +318,18 @@ def _service_name(assembly: Assembly, region: str, name: str) -> str:
     return name
 
 
+def _subnet_id(assembly: Assembly, region: str, arn: dict) -> str:
+    """The logical ID of the network stack's subnet an ARN names through a stack output."""
+    text = _text(arn)
+    # The account: the stack's own, or the configured one (prod).
+    assert re.match(rf"arn:aws:ec2:{region}:(<AWS::AccountId>|[0-9]{{12}}):subnet/<output:", text), text
+    output_name = text.split("<output:")[1].rstrip(">")
+    return assembly.template(f"mf-{region}/network")["Outputs"][output_name]["Value"]["Ref"]
+
+
 def _subnet_zone(assembly: Assembly, region: str, arn: dict) -> tuple[str, str]:
     """(AZ, public/private/isolated) of the network stack's subnet an ARN names through a stack output."""
-    text = _text(arn)
-    assert text.startswith(f"arn:aws:ec2:{region}:<AWS::AccountId>:subnet/<output:"), text
-    output_name = text.split("<output:")[1].rstrip(">")
-    network = assembly.template(f"mf-{region}/network")
-    subnet_id = network["Outputs"][output_name]["Value"]["Ref"]
-    subnet = network["Resources"][subnet_id]
+    subnet = assembly.template(f"mf-{region}/network")["Resources"][_subnet_id(assembly, region, arn)]
     assert subnet["Type"] == "AWS::EC2::Subnet"
     kind = next(t["Value"] for t in subnet["Properties"]["Tags"] if t["Key"] == "aws-cdk:subnet-name")
     return subnet["Properties"]["AvailabilityZone"], kind
@@ -316,7 +342,12 @@ def _context(**chaos: Any) -> dict[str, Any]:
 def test_config_defaults_and_what_it_rejects():
     config = load_config({**cdk_json_context(), "chaos": {"service": "auth"}}).chaos
     assert (config.stop_percent, config.latency_ms, config.packet_loss_percent, config.duration_minutes,
-            config.availability_zone, config.task_network_faults) == (30, 200, 10, 10, "a", True)
+            config.availability_zone, config.task_network_faults) == (30, 200, 10, 10, ZONE, True)
+    # dev's one NAT gateway and its endpoints are in zone a, which every zone uses; prod has them in every zone.
+    with pytest.raises(ConfigError, match=r"^config error: chaos.availability_zone='a' is invalid: with profile dev .* expected b, c$"):
+        load_config(_context(availability_zone="a"))
+    assert load_config(_context(availability_zone="b")).chaos.availability_zone == "b"
+    assert load_config({**_context(availability_zone="a"), "profile": "prod"}).chaos.availability_zone == "a"
     assert load_config({**cdk_json_context(), "chaos": None}).chaos is None
     # The default targets persona; an app without persona has no experiments until its chaos config says more.
     assert load_config({}).chaos.service == "persona"

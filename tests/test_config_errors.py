@@ -205,12 +205,19 @@ CASES = [
     ("service without an image or a Dockerfile", {"regions": _regions(("eu-central-1", "10.10.0.0/16")),
                                                   "services": json.dumps({"auth": {"path": "/api/auth"}, "billing": {"path": "/api/billing"}})},
      ["services.billing.image=null", "add services/billing/Dockerfile, or set image_tag"]),
+    # Its key's alias would be alias/mf/logs, the logs key's in every region: the data stack would fail (AlreadyExists).
+    ("service named like a platform key alias", {"services": json.dumps({"logs": {"path": "/api/logs", "table": True, "image_tag": "1"}})},
+     ['services.logs={"path": "/api/logs", "table": true, "image_tag": "1"}', "must not be logs, ecr, pipeline-logs, edge-logs",
+      "alias <prefix>/logs"]),
     ("chaos targets an unknown service", {"chaos": json.dumps({"service": "billing"})},
      ["chaos.service='billing'", "auth, persona, vc-start"]),
     ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
      ["chaos.stop_percent=100", "from 1 to 99"]),
     ("chaos in a fourth availability zone", {"chaos": json.dumps({"service": "persona", "availability_zone": "d"})},
      ["chaos.availability_zone='d'", "a, b, c"]),
+    # dev's only NAT gateway and its interface endpoints are in zone a: cutting it off cuts every zone off AWS's APIs.
+    ("chaos cuts off the zone every dev zone depends on", {"chaos": json.dumps({"service": "persona", "availability_zone": "a"})},
+     ["chaos.availability_zone='a'", "with profile dev", "regional outage", "expected b, c"]),
     ("chaos latency beyond what FIS takes", {"chaos": json.dumps({"service": "persona", "latency_ms": 20000})},
      ["chaos.latency_ms=20000", "from 1 to 10000"]),
     # The longest prefix, region and service name each pass alone; together the FIS role name is 65 characters.

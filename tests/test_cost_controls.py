@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+import aws_cdk as cdk
 import pytest
+
+from constructs.cost_budget import MonthlyCostBudget
 
 from tests.test_cross_cutting import UNTAGGABLE_TYPES
 
@@ -28,11 +33,41 @@ def test_one_monthly_cost_budget_per_deployment_with_the_profiles_limit(dev, pro
     budgets = _budgets(assembly)
     assert list(budgets) == ["mf-eu-central-1/global"]  # Budgets is global: once, with the primary region
     budget = budgets["mf-eu-central-1/global"]["Properties"]["Budget"]
-    assert budget["BudgetName"] == f"mf-{profile}-monthly-cost"
+    # A readable name and a hash of the alerts (test_budget_name_changes_with_its_alerts_only).
+    assert re.fullmatch(f"mf-{profile}-monthly-cost-[0-9a-f]{{8}}", budget["BudgetName"])
+    assert assembly.template("mf-eu-central-1/global")["Outputs"]["BudgetName"]["Value"] == budget["BudgetName"]
     assert (budget["BudgetType"], budget["TimeUnit"]) == ("COST", "MONTHLY")
     assert budget["BudgetLimit"] == {"Amount": limit, "Unit": "USD"}
     # This deployment's costs: what the stage tagged project=mf (a cost allocation tag once activated).
     assert budget["CostFilters"] == {"TagKeyValue": ["user:project$mf"]}
+
+
+def _budget_and_topic_names(**changes):
+    stack = cdk.Stack(cdk.App(), "global", env=cdk.Environment(region="eu-central-1"))
+    props = {"budget_name": "mf-dev-monthly-cost", "limit_usd": 600, "thresholds_percent": [50, 80, 100],
+             "emails": ["oncall@example.com"], "cost_filter_tag": ("project", "mf"), **changes}
+    budget = MonthlyCostBudget(stack, "Budget", **props)
+    template = cdk.assertions.Template.from_stack(stack).to_json()["Resources"]
+    (name,) = [r["Properties"]["Budget"]["BudgetName"] for r in template.values() if r["Type"] == "AWS::Budgets::Budget"]
+    (topic,) = [r["Properties"]["TopicName"] for r in template.values() if r["Type"] == "AWS::SNS::Topic"]
+    assert name == budget.budget_name
+    return name, topic
+
+
+def test_budget_name_changes_with_its_alerts_only():
+    """CloudFormation replaces a budget whose notifications change, creating the new one before deleting the old:
+    the new one needs a name of its own (AWS Budgets refuses a second budget under one name). The limit and the
+    filter update in place and keep the name; the topic, which on-call tooling subscribes to, keeps its name."""
+    name, topic = _budget_and_topic_names()
+    assert name.startswith("mf-dev-monthly-cost-") and topic == "mf-dev-monthly-cost"
+    for change in ({"thresholds_percent": [50, 80, 90]}, {"thresholds_percent": [80, 100]},
+                   {"emails": ["oncall@example.com", "finance@example.com"]}, {"emails": []}):
+        renamed, same_topic = _budget_and_topic_names(**change)
+        assert renamed != name and same_topic == topic, change
+    for change in ({"limit_usd": 900}, {"cost_filter_tag": None}, {"thresholds_percent": [100, 50, 80]}):
+        assert _budget_and_topic_names(**change) == (name, topic), change
+    with pytest.raises(ValueError, match="budget_name='x{92}' is invalid: expected 1 to 91 characters"):
+        _budget_and_topic_names(budget_name="x" * 92)
 
 
 def test_every_threshold_alerts_on_actual_and_forecasted_cost_to_the_budget_topic(dev):

@@ -32,7 +32,8 @@ from tests.assembly import Assembly, cdk_json_context
 
 SCHEMAS = Path(cfnlint.__file__).parent / "data" / "schemas"
 
-# Both directions of each config change whose variants the session already synthesizes.
+# Both directions of each config change whose variants the session already synthesizes. prod -> domain also subscribes
+# an e-mail address to the budget's alerts (a create-only property of AWS::Budgets::Budget: the budget is replaced).
 CHANGES = [("dev", "appmesh"), ("prod", "domain"), ("dev", "github"), ("dev", "strangler")]
 PAIRS = [*CHANGES, *[(new, old) for old, new in CHANGES]]
 
@@ -167,6 +168,17 @@ def test_no_replaced_resource_keeps_its_custom_name(request, old, new):
             if name is not None and name == _custom_name(before["Resources"][logical_id]):
                 clashes.append(f"{stack} {logical_id} ({after['Resources'][logical_id]['Type']}) {name}")
     assert clashes == []
+
+
+def test_new_budget_alerts_replace_the_budget_under_a_new_name(prod, domain):
+    """domain subscribes an e-mail address to the budget's alerts: CloudFormation replaces the budget (its
+    NotificationsWithSubscribers are create-only), and AWS Budgets takes the replacement only under a name the old
+    budget does not hold."""
+    stack = "mf-eu-central-1/global"
+    before, after = prod.template(stack)["Resources"], domain.template(stack)["Resources"]
+    (budget,) = [logical_id for logical_id, resource in after.items() if resource["Type"] == "AWS::Budgets::Budget"]
+    assert budget in _replaced(before, after)
+    assert _custom_name(before[budget]) != _custom_name(after[budget])
 
 
 @pytest.mark.parametrize("old, new", PAIRS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Sequence
 
 import aws_cdk as cdk
@@ -14,6 +16,8 @@ from constructs import Construct
 BUDGETS_PRINCIPAL = "budgets.amazonaws.com"
 # AWS Budgets: at most 10 notifications per budget, each with 1 SNS and up to 10 e-mail subscribers.
 _MAX_NOTIFICATIONS, _MAX_EMAILS = 10, 10
+# Budget names have at most 100 characters; the construct appends "-" and an 8-character hash.
+_MAX_NAME = 100 - 9
 
 
 class MonthlyCostBudget(Construct):
@@ -26,7 +30,11 @@ class MonthlyCostBudget(Construct):
     counts only costs whose resources carry that tag; the key must be activated as a cost allocation
     tag in the account's Billing console first, or the budget sees no cost at all.
 
-    Attributes: ``budget`` (the ``CfnBudget``), ``topic``, ``key``.
+    The budget is named ``<budget_name>-<hash of its alerts>``: CloudFormation cannot change a budget's
+    notifications in place, so new thresholds or e-mails replace the budget, and it creates the new one
+    before it deletes the old; under the same name AWS Budgets would refuse it and the update would roll back.
+
+    Attributes: ``budget`` (the ``CfnBudget``), ``budget_name``, ``topic``, ``key``.
     """
 
     def __init__(
@@ -34,6 +42,9 @@ class MonthlyCostBudget(Construct):
         thresholds_percent: Sequence[float], emails: Sequence[str] = (), cost_filter_tag: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        if not 1 <= len(budget_name) <= _MAX_NAME:
+            raise ValueError(f"budget_name={budget_name!r} is invalid: expected 1 to {_MAX_NAME} characters "
+                             "(AWS Budgets' 100 less the hash suffix)")
         if limit_usd <= 0:
             raise ValueError(f"limit_usd={limit_usd} is invalid: expected a positive amount")
         if not thresholds_percent or 2 * len(thresholds_percent) > _MAX_NOTIFICATIONS or len(set(thresholds_percent)) != len(thresholds_percent):
@@ -71,27 +82,36 @@ class MonthlyCostBudget(Construct):
 
         subscribers = [budgets.CfnBudget.SubscriberProperty(subscription_type="SNS", address=self.topic.topic_arn),
                        *(budgets.CfnBudget.SubscriberProperty(subscription_type="EMAIL", address=email) for email in emails)]
+        notifications = [
+            budgets.CfnBudget.NotificationWithSubscribersProperty(
+                notification=budgets.CfnBudget.NotificationProperty(
+                    notification_type=kind, comparison_operator="GREATER_THAN", threshold=threshold,
+                    threshold_type="PERCENTAGE",
+                ),
+                subscribers=subscribers,
+            )
+            for threshold in sorted(thresholds_percent) for kind in ("ACTUAL", "FORECASTED")
+        ]
+        # NotificationsWithSubscribers is create-only (the resource schema; cloudformation-coverage-roadmap#365):
+        # a new name for new notifications lets CloudFormation create the replacement beside the old budget.
+        self.budget_name = f"{budget_name}-{_digest(stack.resolve(notifications))}"
         self.budget = budgets.CfnBudget(
             self, "Budget",
             budget=budgets.CfnBudget.BudgetDataProperty(
-                budget_name=budget_name,
+                budget_name=self.budget_name,
                 budget_type="COST",
                 time_unit="MONTHLY",
                 budget_limit=budgets.CfnBudget.SpendProperty(amount=limit_usd, unit="USD"),
                 # Budgets' documented tag filter form: "user:<key>$<value>".
                 cost_filters={"TagKeyValue": ["user:{}${}".format(*cost_filter_tag)]} if cost_filter_tag else None,
             ),
-            notifications_with_subscribers=[
-                budgets.CfnBudget.NotificationWithSubscribersProperty(
-                    notification=budgets.CfnBudget.NotificationProperty(
-                        notification_type=kind, comparison_operator="GREATER_THAN", threshold=threshold,
-                        threshold_type="PERCENTAGE",
-                    ),
-                    subscribers=subscribers,
-                )
-                for threshold in sorted(thresholds_percent) for kind in ("ACTUAL", "FORECASTED")
-            ],
+            notifications_with_subscribers=notifications,
         )
         # Budgets checks that it may publish when the budget is created: the topic's policy first (the
         # budget's Ref already orders the topic itself).
         self.budget.node.add_dependency(self.topic.node.find_child("Policy"))
+
+
+def _digest(value: object) -> str:
+    """8 hex characters that change whenever ``value`` (plain JSON data with CloudFormation references) does."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
