@@ -37,7 +37,7 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ApiError(422, "invalid_page_token", str(exc)) from None
     except st.StoreUnavailable as exc:
         # DynamoDB keeps throttling a batch call: the same answer as servicekit's to its throttling errors.
-        log.warning("storage unavailable: %s", exc)
+        log.warning("storage unavailable: %s", exc, extra={"aws_error": exc.aws_error})
         raise aws.storage_unavailable(aws.RETRY_AFTER_THROTTLED_SECONDS) from None
     # DynamoDB unreachable or throttling (a botocore error): servicekit answers 503 storage_unavailable.
 

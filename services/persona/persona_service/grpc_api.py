@@ -78,7 +78,7 @@ def _rpc(method: Handler) -> Handler:
             except st.InvalidPageToken as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except st.StoreUnavailable as exc:
-                log.warning("storage unavailable", extra={"rpc": method.__name__, "reason": str(exc)})
+                log.warning("storage unavailable", extra={"rpc": method.__name__, "aws_error": exc.aws_error, "reason": str(exc)})
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable ({exc}); retry")
             except (ClientError, BotoCoreError) as exc:
                 if not aws.is_unavailable(exc):

@@ -135,7 +135,12 @@ class StoreConflict(StoreError):
 class StoreUnavailable(StoreError):
     """DynamoDB throttles: a batch call still left items unprocessed after _BATCH_ATTEMPTS, or a transaction was
     cancelled for throttling. Storage unavailable, retry later (HTTP 503 with Retry-After, gRPC UNAVAILABLE), not a
-    conflict. Our own error, not a made-up AWS one: AWS answered every call."""
+    conflict. Our own error, not a made-up AWS one: AWS answered every call. ``aws_error``: what DynamoDB answered, for
+    the logs' ``aws_error`` field (runbooks/table-errors.md groups by it)."""
+
+    def __init__(self, message: str, aws_error: str) -> None:
+        super().__init__(message)
+        self.aws_error = aws_error
 
 
 def _until_processed(call: Callable[..., dict[str, Any]], request: dict[str, Any], unprocessed: str, *,
@@ -701,7 +706,8 @@ class PersonaStore:
                 raise
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
             if _THROTTLED_REASONS.intersection(reasons):
-                raise StoreUnavailable(f"DynamoDB cancelled a transaction for throttling ({', '.join(reasons)})") from None
+                raise StoreUnavailable(f"DynamoDB cancelled a transaction for throttling ({', '.join(reasons)})",
+                                       "TransactionCanceledException") from None
             raise _Cancelled(reasons) from None
 
     def _query(self, pk: str, sk_prefix: str, **extra: Any) -> Iterable[dict[str, Any]]:
@@ -734,5 +740,6 @@ class PersonaStore:
             left = _until_processed(self._db.batch_get_item, request, "UnprocessedKeys", on_answer=lambda out: found.extend(
                 _to_persona(item) for item in out.get("Responses", {}).get(self._table, [])))
             if left:
-                raise StoreUnavailable(f"listing personas: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts")
+                raise StoreUnavailable(f"listing personas: DynamoDB left items unprocessed after {_BATCH_ATTEMPTS} attempts",
+                                       "UnprocessedKeys")
         return found

@@ -170,7 +170,7 @@ async def test_unreachable_dynamodb_is_reported_as_unavailable(verifier, auth):
         await server.stop(0)
 
 
-async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(grpc_env, store, auth, monkeypatch):
+async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(grpc_env, store, auth, monkeypatch, caplog):
     # DynamoDB leaves a batch read unprocessed while it throttles: retry later (UNAVAILABLE), not a conflict (ABORTED).
     stub, *_ = grpc_env
     store.create("user-a", "Ada", {}, 1)
@@ -178,6 +178,8 @@ async def test_a_list_that_dynamodb_keeps_throttling_is_unavailable_not_aborted(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.ListPersonas(persona_pb2.ListPersonasRequest(), metadata=auth())
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    # What runbooks/table-errors.md's query counts the failed requests by.
+    assert [r.aws_error for r in caplog.records if r.getMessage() == "storage unavailable"] == ["UnprocessedKeys"]
 
 
 async def test_a_reserve_dynamodb_cancels_for_throttling_is_unavailable_not_aborted(grpc_env, store, auth, cancel_transactions):

@@ -160,13 +160,15 @@ async def test_throttled_dynamodb_answers_503_with_retry_after(settings, verifie
     assert created.headers["retry-after"] == "1"
 
 
-async def test_a_transaction_cancelled_for_throttling_answers_503_not_a_conflict(client, alice, cancel_transactions):
+async def test_a_transaction_cancelled_for_throttling_answers_503_not_a_conflict(client, alice, cancel_transactions, caplog):
     transactions = cancel_transactions("None", "None", "ThrottlingError")  # creating a persona writes three items
     created = await client.post("/v1/personas", json={"display_name": "Ada"}, headers=alice)
     assert created.status_code == 503, created.text
     assert created.json()["error"]["code"] == "storage_unavailable"  # retry later, not 409 "concurrent_update"
     assert created.headers["retry-after"] == "1"
     assert transactions.sent == 1  # not retried at once, as after a conflict
+    # What runbooks/table-errors.md's query counts the failed requests by.
+    assert [r.aws_error for r in caplog.records if r.getMessage().startswith("storage unavailable")] == ["TransactionCanceledException"]
 
 
 class _BatchCallsProcessNothing:
