@@ -27,6 +27,32 @@ GRPC_PORT_MAPPING_NAME = "grpc"
 # would die on x86_64 tasks with "exec format error". ecs.CpuArchitecture objects do not compare, hence the name.
 CPU_ARCHITECTURE = "X86_64"
 IMAGE_PLATFORM = {"X86_64": ecr_assets.Platform.LINUX_AMD64, "ARM64": ecr_assets.Platform.LINUX_ARM64}[CPU_ARCHITECTURE]
+# The writable paths of a container with a read-only root filesystem are tmpfs mounts (Fargate has them since
+# 2026-01-06), not task volumes: on Fargate a volume without a host is a bind mount owned by root with mode 0755,
+# which a non-root user cannot write (aws/containers-roadmap#938). Options: no device files, no setuid, nothing
+# executed from it, and mode 1777 like any /tmp (sticky: each user removes only its own files), stated because a
+# mount point the image lacks would otherwise get whatever mode the runtime picks. A tmpfs is memory: what a
+# container writes there counts against the task's memory (and the container's own limit), up to the size.
+TMPFS_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec", "mode=1777")
+# The sidecars' /tmp: Envoy's agent writes its bootstrap config there (kilobytes); the collector writes nothing.
+SIDECAR_TMPFS_MIB = 16
+
+
+class TmpfsMounts(ecs.LinuxParameters):
+    """A container's Linux parameters that hold only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS.
+
+    CDK's ``add_tmpfs`` takes option names only (``TmpfsMountOption``), not values such as ``mode=1777``, so this
+    renders the mounts itself. Its ``add_tmpfs`` docstring says EC2 only; that predates Fargate's tmpfs support.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, paths: Sequence[str], size_mib: int) -> None:
+        super().__init__(scope, construct_id)
+        self._paths, self._size_mib = tuple(paths), size_mib
+
+    def render_linux_parameters(self) -> ecs.CfnTaskDefinition.LinuxParametersProperty:
+        return ecs.CfnTaskDefinition.LinuxParametersProperty(tmpfs=[
+            ecs.CfnTaskDefinition.TmpfsProperty(container_path=path, size=self._size_mib, mount_options=list(TMPFS_MOUNT_OPTIONS))
+            for path in self._paths])
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -185,6 +211,7 @@ class MeshedFargateService(Construct):
             essential=True,
             user=props.user,
             readonly_root_filesystem=True,
+            linux_parameters=self.scratch_space(APP_CONTAINER),
             environment=dict(props.environment),
             secrets=dict(props.secrets),
             port_mappings=[
@@ -204,11 +231,14 @@ class MeshedFargateService(Construct):
             stop_timeout=cdk.Duration.seconds(props.stop_timeout_seconds),
             logging=self.container_logs("app"),
         )
-        for index, path in enumerate(props.scratch_paths):
-            volume = f"scratch{index}"
-            self.task_definition.add_volume(name=volume)
-            container.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
         return container
+
+    def scratch_space(self, container_name: str) -> TmpfsMounts | None:
+        """The writable paths of a container that runs the app's image (the app's, a worker's): a tmpfs of
+        ``scratch_size_mib`` at each of ``scratch_paths``, its own."""
+        if not self.props.scratch_paths:
+            return None
+        return TmpfsMounts(self, f"{container_name}-scratch", paths=self.props.scratch_paths, size_mib=self.props.scratch_size_mib)
 
     def container_logs(self, stream_prefix: str) -> ecs.LogDriver:
         """awslogs into the service's encrypted log group; non-blocking, so logging never stalls the app."""
