@@ -80,7 +80,7 @@ def test_every_read_only_non_root_container_writes_to_a_tmpfs_at_tmp_not_to_a_ta
                 (tmp,) = container["LinuxParameters"]["Tmpfs"]
                 assert tmp["ContainerPath"] == "/tmp", container["Name"]
                 # No device files, no setuid, nothing executed from it; sticky and world-writable like any /tmp.
-                assert tmp["MountOptions"] == ["nosuid", "nodev", "noexec", "mode=1777"], container["Name"]
+                assert tmp["MountOptions"] == ["nosuid", "nodev", "noexec"], container["Name"]
                 # A tmpfs is memory: a sidecar's is a small part of its hard limit, and the task's all within a quarter
                 # of the task's memory.
                 assert "Memory" not in container or tmp["Size"] <= container["Memory"] // 8, container["Name"]
@@ -109,7 +109,7 @@ def test_app_container_health_check_stop_timeout_and_scratch_space(backend):
         assert app["StopTimeout"] == 30
         assert app["PortMappings"][0] == {"AppProtocol": "http", "ContainerPort": 8080, "Name": "http", "Protocol": "tcp"}
         assert app["LinuxParameters"]["Tmpfs"] == [
-            {"ContainerPath": "/tmp", "MountOptions": ["nosuid", "nodev", "noexec", "mode=1777"], "Size": 64}]
+            {"ContainerPath": "/tmp", "MountOptions": ["nosuid", "nodev", "noexec"], "Size": 64}]
         assert task["Properties"]["ExecutionRoleArn"] != task["Properties"]["TaskRoleArn"]
 
 

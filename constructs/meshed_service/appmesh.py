@@ -24,7 +24,7 @@ from constructs import Construct
 from constructs.compliance import skip_cfn_lint
 
 from .extensions import ServiceExtension
-from .service import APP_CONTAINER, SIDECAR_TMPFS_MIB, MeshedFargateService, TmpfsMounts
+from .service import APP_CONTAINER, SIDECAR_TMPFS_MIB, MeshedFargateService, tmpfs_mounts
 
 ENVOY_IMAGE = "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.6.0-prod"
 ENVOY_CONTAINER = "envoy"
@@ -273,7 +273,7 @@ class _AppMeshExtension(ServiceExtension):
             user=str(ENVOY_UID),
             readonly_root_filesystem=True,
             # Envoy's agent writes its bootstrap config to the temp dir, and exits if it cannot (aws-app-mesh-roadmap#433).
-            linux_parameters=TmpfsMounts(service, f"{ENVOY_CONTAINER}-tmp", paths=["/tmp"], size_mib=SIDECAR_TMPFS_MIB),
+            linux_parameters=tmpfs_mounts(service, f"{ENVOY_CONTAINER}-tmp", paths=["/tmp"], size_mib=SIDECAR_TMPFS_MIB),
             environment={"APPMESH_RESOURCE_ARN": node.virtual_node_arn, "ENVOY_LOG_LEVEL": "info"},
             health_check=ecs.HealthCheck(
                 command=["CMD-SHELL", "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE"],

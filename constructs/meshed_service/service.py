@@ -30,29 +30,21 @@ IMAGE_PLATFORM = {"X86_64": ecr_assets.Platform.LINUX_AMD64, "ARM64": ecr_assets
 # The writable paths of a container with a read-only root filesystem are tmpfs mounts (Fargate has them since
 # 2026-01-06), not task volumes: on Fargate a volume without a host is a bind mount owned by root with mode 0755,
 # which a non-root user cannot write (aws/containers-roadmap#938). Options: no device files, no setuid, nothing
-# executed from it, and mode 1777 like any /tmp (sticky: each user removes only its own files), stated because a
-# mount point the image lacks would otherwise get whatever mode the runtime picks. A tmpfs is memory: what a
-# container writes there counts against the task's memory (and the container's own limit), up to the size.
-TMPFS_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec", "mode=1777")
+# executed from it; no mode option (ECS documents only option names): a tmpfs keeps the mode of the image's /tmp
+# (1777 in the Python and Envoy images) and is 1777 where the image has none. A tmpfs is memory: what a container
+# writes there counts against the task's memory (and the container's own limit), up to the size.
+TMPFS_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
 # The sidecars' /tmp: Envoy's agent writes its bootstrap config there (kilobytes); the collector writes nothing.
 SIDECAR_TMPFS_MIB = 16
 
 
-class TmpfsMounts(ecs.LinuxParameters):
-    """A container's Linux parameters that hold only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS.
-
-    CDK's ``add_tmpfs`` takes option names only (``TmpfsMountOption``), not values such as ``mode=1777``, so this
-    renders the mounts itself. Its ``add_tmpfs`` docstring says EC2 only; that predates Fargate's tmpfs support.
-    """
-
-    def __init__(self, scope: Construct, construct_id: str, *, paths: Sequence[str], size_mib: int) -> None:
-        super().__init__(scope, construct_id)
-        self._paths, self._size_mib = tuple(paths), size_mib
-
-    def render_linux_parameters(self) -> ecs.CfnTaskDefinition.LinuxParametersProperty:
-        return ecs.CfnTaskDefinition.LinuxParametersProperty(tmpfs=[
-            ecs.CfnTaskDefinition.TmpfsProperty(container_path=path, size=self._size_mib, mount_options=list(TMPFS_MOUNT_OPTIONS))
-            for path in self._paths])
+def tmpfs_mounts(scope: Construct, construct_id: str, *, paths: Sequence[str], size_mib: int) -> ecs.LinuxParameters:
+    """A container's Linux parameters holding only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS.
+    (``add_tmpfs``'s docstring still says EC2 only; that predates Fargate's tmpfs support.)"""
+    options = [ecs.TmpfsMountOption[option.upper()] for option in TMPFS_MOUNT_OPTIONS]
+    parameters = ecs.LinuxParameters(scope, construct_id)
+    parameters.add_tmpfs(*(ecs.Tmpfs(container_path=path, size=size_mib, mount_options=options) for path in paths))
+    return parameters
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -233,12 +225,12 @@ class MeshedFargateService(Construct):
         )
         return container
 
-    def scratch_space(self, container_name: str) -> TmpfsMounts | None:
+    def scratch_space(self, container_name: str) -> ecs.LinuxParameters | None:
         """The writable paths of a container that runs the app's image (the app's, a worker's): a tmpfs of
         ``scratch_size_mib`` at each of ``scratch_paths``, its own."""
         if not self.props.scratch_paths:
             return None
-        return TmpfsMounts(self, f"{container_name}-scratch", paths=self.props.scratch_paths, size_mib=self.props.scratch_size_mib)
+        return tmpfs_mounts(self, f"{container_name}-scratch", paths=self.props.scratch_paths, size_mib=self.props.scratch_size_mib)
 
     def container_logs(self, stream_prefix: str) -> ecs.LogDriver:
         """awslogs into the service's encrypted log group; non-blocking, so logging never stalls the app."""

@@ -32,7 +32,7 @@ WAIT_SECONDS="${WAIT_SECONDS:-90}"
 # scratch_size_mib), as Fargate mounts one. Not a Docker volume: Docker fills a new volume from the
 # image's /tmp, mode 1777, where a Fargate task volume is a bind mount only root may write, so a
 # volume here would pass what fails in ECS. Stricter than Fargate: no capabilities, no privilege gain.
-AS_ECS=(--read-only --tmpfs "/tmp:nosuid,nodev,noexec,mode=1777,size=64m" --user 10001:10001 --cap-drop ALL
+AS_ECS=(--read-only --tmpfs "/tmp:nosuid,nodev,noexec,size=64m" --user 10001:10001 --cap-drop ALL
         --security-opt no-new-privileges)
 # What the processes refuse to start without, as placeholders: boto3 builds no client without a
 # region (ECS sets AWS_REGION in every task), every process needs TABLE_NAME, vc-start and both
