@@ -76,6 +76,8 @@ TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "P
                                          "OTEL_EXPORTER_OTLP_ENDPOINT", *EXPORTER_ENVIRONMENT})
 # servicekit's own default, published so that operators can change it per service.
 DEFAULT_LOG_LEVEL = "INFO"
+# The app's and worker's variable that holds the hash of the service's SSM settings (ServiceConfigParameters.digest).
+CONFIG_DIGEST = "CONFIG_DIGEST"
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:
@@ -582,8 +584,11 @@ class ServicesStack(cdk.Stack):
         if service.name not in self.config_parameters:
             self.config_parameters[service.name] = ServiceConfigParameters(
                 self, f"{service.name}-config", prefix=self.config.prefix, service=service.name, values=in_ssm)
-        environment = {name: value for name, value in settings.items() if name not in in_ssm}
-        return environment, self.config_parameters[service.name]
+        parameters = self.config_parameters[service.name]
+        # A value changed in cdk.json changes only its parameter, which starts no ECS deployment: the digest of the
+        # values makes it change the task definition, so the change rolls out through the deployment and its alarms.
+        environment = {name: value for name, value in settings.items() if name not in in_ssm} | {CONFIG_DIGEST: parameters.digest}
+        return environment, parameters
 
     def _image(self, service: ServiceConfig, image_tag: str | None) -> ecs.ContainerImage:
         if image_tag:

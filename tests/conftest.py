@@ -43,6 +43,13 @@ def with_legacy(legacy: dict, services: dict | None = None) -> dict:
     return services
 
 
+def with_environment(service: str, environment: dict) -> dict:
+    """cdk.json's services, with ``environment`` set on ``service``."""
+    services = json.loads(json.dumps(cdk_json_context()["services"]))
+    services[service]["environment"] = environment
+    return services
+
+
 def with_image_tags(tag: str) -> dict:
     """cdk.json's services, each running ``tag`` from its ECR repository (as CI pushed it): nothing to build."""
     services = json.loads(json.dumps(cdk_json_context()["services"]))
@@ -125,8 +132,12 @@ SHARED_APPS: dict[str, dict] = {
     # dev (both regions) with the edge's web ACL on and its next origin generation, read by test_edge
     # test_waf_follows_its_setting_not_the_profile (the web ACL and its log group) and
     # test_a_new_origin_generation_makes_the_edge_read_the_regions_again (the region readers, against dev's): the web
-    # ACL reads no region, and the readers' calls name only the region, its parameter and the generation.
-    "edge_settings": {"ingress": {**cdk_json_context()["ingress"], "waf": "on", "origin_generation": 2}},
+    # ACL reads no region, and the readers' calls name only the region, its parameter and the generation. Also auth's
+    # LOG_LEVEL DEBUG, read by test_service_config test_a_deployed_setting_changes_only_its_services_task_definitions
+    # (the services stacks, against dev's): it changes only auth's parameter and task definition, which the edge
+    # settings do not touch, and no edge resource.
+    "edge_settings": {"ingress": {**cdk_json_context()["ingress"], "waf": "on", "origin_generation": 2},
+                      "services": with_environment("auth", {"LOG_LEVEL": "DEBUG"})},
 }
 
 # pytest-xdist names its workers gw0, gw1...; without it (or with -p no:xdist) there is one process.

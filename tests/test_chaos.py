@@ -302,6 +302,22 @@ def test_only_the_targeted_services_task_definition_allows_fault_injection(reque
             assert not _statements_for(_policy_of(resources, other["TaskRoleArn"]["Fn::GetAtt"][0]), "ssm:CreateActivation")
 
 
+@pytest.mark.parametrize("variant", ["dev", "appmesh"])
+def test_the_targeted_service_starts_its_tasks_only_once_the_sidecars_grants_are_attached(request, variant):
+    """The sidecar calls ssm:CreateActivation once as its task starts and exits for good when denied (not essential,
+    no restart): on a first deploy a task that started before the fault-injection policy was attached would never
+    register, and the network-fault experiment would find no instance of it."""
+    assembly: Assembly = request.getfixturevalue(variant)
+    for region in REGIONS:
+        resources = assembly.template(f"mf-{region}/services")["Resources"]
+        (service,) = [s for s in resources.values() if s["Type"] == "AWS::ECS::Service" and s["Properties"]["ServiceName"] == TARGET]
+        task_role = resources[service["Properties"]["TaskDefinition"]["Ref"]]["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+        # Every policy on its task role that grants the activation, the fault-injection policy among them.
+        granting = {i for i, r in resources.items() if r["Type"] == "AWS::IAM::Policy" and {"Ref": task_role} in r["Properties"]["Roles"]
+                    and "ssm:CreateActivation" in _actions(r["Properties"]["PolicyDocument"]["Statement"])}
+        assert granting and granting <= set(service["DependsOn"]), (region, granting, service["DependsOn"])
+
+
 def _policy_of(resources: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
     return [s for r in resources.values() if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
             for s in r["Properties"]["PolicyDocument"]["Statement"]]

@@ -69,6 +69,9 @@ CASES = [
     # Which X-Forwarded-For entries are the caller's follows from the ingress; an override would let callers choose theirs.
     ("environment overriding the proxies the stack trusts", {"services": json.dumps({"auth": {"environment": {"TRUSTED_PROXY_HOPS": "3"}}})},
      ["services.auth.environment.TRUSTED_PROXY_HOPS='3'", "the stack sets this variable itself"]),
+    # The hash that makes a deployed settings change a new task definition; a fixed one would stop that.
+    ("environment setting the config digest", {"services": json.dumps({"auth": {"environment": {"CONFIG_DIGEST": "0"}}})},
+     ["services.auth.environment.CONFIG_DIGEST='0'", "the stack sets this variable itself"]),
     ("environment value SSM would not store", {"services": json.dumps({"auth": {"environment": {"OTHER": "{{ssm:/other/param}}"}}})},
      ["services.auth.environment.OTHER='{{ssm:/other/param}}'", "at most 4096 characters without {{", "SSM Standard parameter"]),
     # ECS SIGKILLs a task 30 s after SIGTERM: the drain and the in-flight grace must end 3 s before.

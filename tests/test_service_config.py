@@ -10,6 +10,8 @@ REGIONS = ("eu-central-1", "eu-west-1")
 SERVICES = ("auth", "persona", "vc-start")
 # What the task definition itself is built around stays a plain environment variable.
 TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "TRUSTED_PROXY_HOPS", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                               # The hash of the service's parameters' values (the test below).
+                               "CONFIG_DIGEST",
                                # The ADOT collector's: histograms it can turn into percentiles (tests/test_service_percentiles.py).
                                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"}
 SSM_READS = {"ssm:GetParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:DescribeParameters"}
@@ -130,6 +132,42 @@ def test_config_environment_goes_to_ssm_and_overrides_the_default_log_level(one_
     assert (settings["LOG_LEVEL"], settings["FEATURE_FLAGS"], settings["EMPTY"]) == ("DEBUG", "login-v2", "")
 
 
+def _app_and_worker(tasks):
+    """task definition logical ID -> its app's and worker's container definitions (the ones that read the parameters)."""
+    return {i: [c for c in t["Properties"]["ContainerDefinitions"] if c["Name"] in ("app", "worker")] for i, t in tasks.items()}
+
+
+def _without_digest(container):
+    return {**container, "Environment": [e for e in container["Environment"] if e["Name"] != "CONFIG_DIGEST"]}
+
+
+def test_a_deployed_setting_changes_only_its_services_task_definitions(dev, edge_settings):
+    """edge_settings (tests/conftest.py): dev with auth's LOG_LEVEL DEBUG in its environment (and edge settings that no
+    regional stack reads). A changed parameter alone starts no ECS deployment: its new value would reach tasks one by
+    one as they are replaced, past the deployment's canary, alarms and circuit breaker. The digest of the values in
+    the task definition makes ECS deploy the change; the same settings keep the same digest, synth after synth."""
+    for region in REGIONS:
+        before_resources, before = _task_definitions(dev, region)
+        after_resources, after = _task_definitions(edge_settings, region)
+        assert set(before) == set(after)
+        parameter = "/mf/auth/config/LOG_LEVEL"
+        assert [p["Value"] for p in _parameters(before_resources).values() if p["Name"] == parameter] == ["INFO"]
+        assert [p["Value"] for p in _parameters(after_resources).values() if p["Name"] == parameter] == ["DEBUG"]
+        before_containers, after_containers = _app_and_worker(before), _app_and_worker(after)
+        for logical_id in before:
+            if _owner(logical_id) == "auth":
+                assert before[logical_id]["Properties"]["ContainerDefinitions"] != after[logical_id]["Properties"]["ContainerDefinitions"]
+                # Only the digest differs: the value itself still comes from the parameter.
+                assert [_without_digest(c) for c in before_containers[logical_id]] == [_without_digest(c) for c in after_containers[logical_id]]
+            else:
+                assert before[logical_id]["Properties"]["ContainerDefinitions"] == after[logical_id]["Properties"]["ContainerDefinitions"], logical_id
+        # The app and the worker of one task carry the same digest, and each service its own.
+        digests = {i: {e["Value"] for c in containers for e in c["Environment"] if e["Name"] == "CONFIG_DIGEST"}
+                   for i, containers in before_containers.items()}
+        assert all(len(values) == 1 for values in digests.values())
+        assert len({value for values in digests.values() for value in values}) == len(digests)
+
+
 def test_service_config_parameters_reject_what_ssm_cannot_hold():
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
@@ -143,5 +181,9 @@ def test_service_config_parameters_reject_what_ssm_cannot_hold():
         ServiceConfigParameters(stack, "Lower", prefix="mf", service="auth", values={"log_level": "INFO"})
     config = ServiceConfigParameters(stack, "Good", prefix="mf", service="auth", values={"LOG_LEVEL": "INFO"})
     assert config.path == "/mf/auth/config" and list(config.secrets) == ["LOG_LEVEL"]
+    # The digest depends on the values alone (not on the construct's path or stack), and changes with any.
+    again = ServiceConfigParameters(cdk.Stack(cdk.App(), "Other"), "Again", prefix="mf", service="auth", values={"LOG_LEVEL": "INFO"})
+    debug = ServiceConfigParameters(stack, "Debug", prefix="mf", service="auth", values={"LOG_LEVEL": "DEBUG"})
+    assert config.digest == again.digest != debug.digest and len(config.digest) == 16
     Template.from_stack(stack).has_resource_properties(
         "AWS::SSM::Parameter", {"Name": "/mf/auth/config/LOG_LEVEL", "Value": "INFO", "Type": "String"})

@@ -370,6 +370,8 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
             for service, containers in _containers(assembly, region, primary_only=not canaries).items():
                 # Environment variables and the service's configuration from SSM (tests/test_service_config.py).
                 settings = container_settings(resources, containers["app"])
+                # Not a setting the service reads: the hash of those from SSM (tests/test_service_config.py).
+                assert re.fullmatch(r"[0-9a-f]{16}", settings.pop("CONFIG_DIGEST"))
                 environment = {name: _readable(value) for name, value in settings.items()}
                 assert environment == expected[service], (region, service)
                 # Each value that names a resource of the stack names the service's own.
@@ -403,7 +405,8 @@ def test_consumers_run_a_worker_from_the_app_image_read_only_non_root_with_the_s
         assert worker["StopTimeout"] == app["StopTimeout"] == 30
         assert worker["LogConfiguration"]["Options"]["awslogs-stream-prefix"] == "worker"
         assert worker["LogConfiguration"]["Options"]["awslogs-group"] == app["LogConfiguration"]["Options"]["awslogs-group"]
-        assert worker["MountPoints"] == [{"ContainerPath": "/tmp", "ReadOnly": False, "SourceVolume": "worker-scratch0"}]
+        # Its own tmpfs at the app's scratch paths (a tmpfs belongs to one container).
+        assert worker["LinuxParameters"] == app["LinuxParameters"] and "MountPoints" not in worker
         # It waits for what the app waits for (the collector; with App Mesh, a healthy Envoy), serves no port
         # and has no health check: ECS replaces the task if it exits.
         assert worker["DependsOn"] == app["DependsOn"]
@@ -520,6 +523,13 @@ def test_constructs_reject_what_cannot_work():
     with pytest.raises(ValueError, match="grpc_port=8080 is invalid"):
         MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
                            health_check_path="/", min_tasks=1, max_tasks=1, grpc_port=8080)
+    # A tmpfs is task memory: the app's scratch space (and a worker's as much again) must leave most of it to the app.
+    with pytest.raises(ValueError, match="scratch_size_mib=129 is invalid: .* within a quarter of memory_limit_mib=512"):
+        MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
+                           health_check_path="/", min_tasks=1, max_tasks=1, scratch_size_mib=129)
+    with pytest.raises(ValueError, match="scratch_size_mib=0 is invalid: expected at least 1"):
+        MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
+                           health_check_path="/", min_tasks=1, max_tasks=1, scratch_size_mib=0)
     with pytest.raises(ValueError, match="command=\\[\\] is invalid"):
         WorkerContainer(command=[])
     with pytest.raises(ValueError, match="table_actions=\\['dynamodb:Scan'\\] is invalid"):

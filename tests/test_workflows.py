@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from constructs.meshed_service.props import MeshedServiceProps
+from constructs.meshed_service.service import TMPFS_MOUNT_OPTIONS
 from stacks.config import load_config
 from stacks.services_stack import STOP_TIMEOUT_SECONDS
 from tests.assembly import REPO_ROOT, cdk_json_context, committed_context
@@ -377,10 +378,13 @@ def test_the_smoke_script_runs_each_container_as_the_task_definition_does():
     assert script.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in script
     (as_ecs,) = re.findall(r"^AS_ECS=\((.*?)\)$", script, re.MULTILINE | re.DOTALL)
     flags = as_ecs.split()
-    # ECS: read-only root, one empty writable volume per scratch path, the configured user.
+    # ECS: read-only root, a tmpfs per scratch path with the task definition's options and size (no Docker volume,
+    # which Docker makes writable where a Fargate task volume is not), the configured user.
     assert "--read-only" in flags
     (scratch,) = MeshedServiceProps.__dataclass_fields__["scratch_paths"].default
-    assert flags[flags.index("--mount") + 1] == f'"type=volume,destination={scratch}"'
+    size_mib = MeshedServiceProps.__dataclass_fields__["scratch_size_mib"].default
+    assert flags[flags.index("--tmpfs") + 1] == f'"{scratch}:{",".join(TMPFS_MOUNT_OPTIONS)},size={size_mib}m"'
+    assert "--mount" not in flags and "--volume" not in flags and "-v" not in flags
     assert {service.user for service in CONFIG.services} == {"10001:10001"}
     assert flags[flags.index("--user") + 1] == "10001:10001"
     # Stricter than Fargate needs: no capabilities, no privilege gain.

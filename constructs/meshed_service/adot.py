@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs.compliance import acknowledge_nag
 
 from .extensions import ServiceExtension
-from .service import APP_CONTAINER, MeshedFargateService
+from .service import APP_CONTAINER, SIDECAR_TMPFS_MIB, MeshedFargateService, tmpfs_mounts
 from .worker import WORKER_CONTAINER
 
 # awsemf writes exponential histograms as EMF Values/Counts (percentiles in CloudWatch) since
@@ -87,6 +87,7 @@ class AdotCollector(ServiceExtension):
             memory_limit_mib=self.memory_limit_mib,
             user="10001",
             readonly_root_filesystem=True,
+            linux_parameters=tmpfs_mounts(service, f"{CONTAINER}-tmp", paths=["/tmp"], size_mib=SIDECAR_TMPFS_MIB),
             environment={
                 # The collector reads its whole configuration from this variable.
                 "AOT_CONFIG_CONTENT": collector_config(self.metrics_namespace, metrics_log_group.log_group_name),

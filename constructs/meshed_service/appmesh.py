@@ -24,7 +24,7 @@ from constructs import Construct
 from constructs.compliance import skip_cfn_lint
 
 from .extensions import ServiceExtension
-from .service import APP_CONTAINER, MeshedFargateService
+from .service import APP_CONTAINER, SIDECAR_TMPFS_MIB, MeshedFargateService, tmpfs_mounts
 
 ENVOY_IMAGE = "public.ecr.aws/appmesh/aws-appmesh-envoy:v1.29.6.0-prod"
 ENVOY_CONTAINER = "envoy"
@@ -272,6 +272,8 @@ class _AppMeshExtension(ServiceExtension):
             memory_limit_mib=256,
             user=str(ENVOY_UID),
             readonly_root_filesystem=True,
+            # Envoy's agent writes its bootstrap config to the temp dir, and exits if it cannot (aws-app-mesh-roadmap#433).
+            linux_parameters=tmpfs_mounts(service, f"{ENVOY_CONTAINER}-tmp", paths=["/tmp"], size_mib=SIDECAR_TMPFS_MIB),
             environment={"APPMESH_RESOURCE_ARN": node.virtual_node_arn, "ENVOY_LOG_LEVEL": "info"},
             health_check=ecs.HealthCheck(
                 command=["CMD-SHELL", "curl -s http://localhost:9901/server_info | grep state | grep -q LIVE"],
@@ -280,8 +282,6 @@ class _AppMeshExtension(ServiceExtension):
             ),
             logging=service.container_logs(ENVOY_CONTAINER),
         )
-        service.task_definition.add_volume(name="envoy-tmp")
-        self.envoy.add_mount_points(ecs.MountPoint(container_path="/tmp", source_volume="envoy-tmp", read_only=False))
         # Envoy fetches only its own node's configuration, and the certificate material for its TLS.
         service.task_role.add_to_principal_policy(iam.PolicyStatement(
             actions=["appmesh:StreamAggregatedResources"], resources=[node.virtual_node_arn]))

@@ -128,3 +128,10 @@ class FaultInjection(ServiceExtension):
             "CKV_AWS_336": "The FIS SSM agent sidecar installs its tools (dnf) and writes its registration at start, "
                            "as AWS's script requires; the app and every other container keep read-only root filesystems",
         })
+
+    def use_service(self, service: MeshedFargateService) -> None:
+        # The sidecar calls ssm:CreateActivation once, as its task starts, and exits for good if that is denied (not
+        # essential, no restart). CDK makes the service wait for the task role's default policy only (aws/aws-cdk#24880),
+        # not for this one: without this, a first deploy's tasks could start before it is attached and never register.
+        # The ECS service alone waits (not its scaling target and roles), as for the default policy.
+        service.service.node.default_child.add_dependency(self.task_policy.node.default_child)

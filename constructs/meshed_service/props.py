@@ -36,8 +36,10 @@ class MeshedServiceProps:
     secrets: Mapping[str, ecs.Secret] = field(default_factory=dict)
     # Must cover the app's graceful shutdown: ECS sends SIGTERM, waits this long, then SIGKILL.
     stop_timeout_seconds: int = 30
-    # The only writable paths of the app container (empty task-scoped volumes).
+    # The only writable paths of the app container (and of a worker's): a tmpfs of scratch_size_mib at each, per
+    # container. Task memory: a container's writes there count against memory_limit_mib.
     scratch_paths: Sequence[str] = ("/tmp",)
+    scratch_size_mib: int = 64
     # Non-root user the app container runs as (uid[:gid]).
     user: str = "10001:10001"
     # ECS service name (unique in the cluster); None lets CloudFormation generate one.
@@ -68,6 +70,11 @@ class MeshedServiceProps:
             raise ValueError(f"health_check_command={list(self.health_check_command)} is invalid: start with CMD or CMD-SHELL, then the command")
         if not 5 <= self.dns_ttl_seconds <= 60:
             raise ValueError(f"dns_ttl_seconds={self.dns_ttl_seconds} is invalid: expected 5 to 60 (short, so clients follow task changes)")
+        if self.scratch_paths and not (
+                self.scratch_size_mib >= 1 and len(self.scratch_paths) * self.scratch_size_mib <= self.memory_limit_mib // 4):
+            raise ValueError(f"scratch_size_mib={self.scratch_size_mib} is invalid: expected at least 1, and the app's scratch space "
+                             f"({len(self.scratch_paths)} path(s)) within a quarter of memory_limit_mib={self.memory_limit_mib} "
+                             "(a tmpfs is task memory, and a worker gets as much again)")
         if self.user.split(":")[0] in ("0", "root"):
             raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
         if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != self.container_port):

@@ -27,6 +27,24 @@ GRPC_PORT_MAPPING_NAME = "grpc"
 # would die on x86_64 tasks with "exec format error". ecs.CpuArchitecture objects do not compare, hence the name.
 CPU_ARCHITECTURE = "X86_64"
 IMAGE_PLATFORM = {"X86_64": ecr_assets.Platform.LINUX_AMD64, "ARM64": ecr_assets.Platform.LINUX_ARM64}[CPU_ARCHITECTURE]
+# The writable paths of a container with a read-only root filesystem are tmpfs mounts (Fargate has them since
+# 2026-01-06), not task volumes: on Fargate a volume without a host is a bind mount owned by root with mode 0755,
+# which a non-root user cannot write (aws/containers-roadmap#938). Options: no device files, no setuid, nothing
+# executed from it; no mode option (ECS documents only option names): a tmpfs keeps the mode of the image's /tmp
+# (1777 in the Python and Envoy images) and is 1777 where the image has none. A tmpfs is memory: what a container
+# writes there counts against the task's memory (and the container's own limit), up to the size.
+TMPFS_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
+# The sidecars' /tmp: Envoy's agent writes its bootstrap config there (kilobytes); the collector writes nothing.
+SIDECAR_TMPFS_MIB = 16
+
+
+def tmpfs_mounts(scope: Construct, construct_id: str, *, paths: Sequence[str], size_mib: int) -> ecs.LinuxParameters:
+    """A container's Linux parameters holding only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS.
+    (``add_tmpfs``'s docstring still says EC2 only; that predates Fargate's tmpfs support.)"""
+    options = [ecs.TmpfsMountOption[option.upper()] for option in TMPFS_MOUNT_OPTIONS]
+    parameters = ecs.LinuxParameters(scope, construct_id)
+    parameters.add_tmpfs(*(ecs.Tmpfs(container_path=path, size=size_mib, mount_options=options) for path in paths))
+    return parameters
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -185,6 +203,7 @@ class MeshedFargateService(Construct):
             essential=True,
             user=props.user,
             readonly_root_filesystem=True,
+            linux_parameters=self.scratch_space(APP_CONTAINER),
             environment=dict(props.environment),
             secrets=dict(props.secrets),
             port_mappings=[
@@ -204,11 +223,14 @@ class MeshedFargateService(Construct):
             stop_timeout=cdk.Duration.seconds(props.stop_timeout_seconds),
             logging=self.container_logs("app"),
         )
-        for index, path in enumerate(props.scratch_paths):
-            volume = f"scratch{index}"
-            self.task_definition.add_volume(name=volume)
-            container.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
         return container
+
+    def scratch_space(self, container_name: str) -> ecs.LinuxParameters | None:
+        """The writable paths of a container that runs the app's image (the app's, a worker's): a tmpfs of
+        ``scratch_size_mib`` at each of ``scratch_paths``, its own."""
+        if not self.props.scratch_paths:
+            return None
+        return tmpfs_mounts(self, f"{container_name}-scratch", paths=self.props.scratch_paths, size_mib=self.props.scratch_size_mib)
 
     def container_logs(self, stream_prefix: str) -> ecs.LogDriver:
         """awslogs into the service's encrypted log group; non-blocking, so logging never stalls the app."""

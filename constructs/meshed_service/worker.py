@@ -19,7 +19,7 @@ class WorkerContainer(ServiceExtension):
     """Runs ``command`` (a queue worker, say) beside the app, from the same image.
 
     It gets what the app container gets: image, environment, secrets, user, log group (stream prefix
-    ``worker``), stop timeout and a read-only root filesystem with scratch volumes of its own at the
+    ``worker``), stop timeout and a read-only root filesystem with tmpfs mounts of its own at the
     app's ``scratch_paths``. It is essential: if it exits, ECS replaces the whole task, as it does
     when the app exits. It has no port and no health check. It starts after every container the app
     starts after, so list it after the extensions that add those containers.
@@ -48,15 +48,12 @@ class WorkerContainer(ServiceExtension):
             essential=True,
             user=props.user,
             readonly_root_filesystem=True,
+            linux_parameters=service.scratch_space(WORKER_CONTAINER),
             environment=dict(props.environment),
             secrets=dict(props.secrets),
             stop_timeout=cdk.Duration.seconds(props.stop_timeout_seconds),
             logging=service.container_logs(WORKER_CONTAINER),
         )
-        for index, path in enumerate(props.scratch_paths):
-            volume = f"{WORKER_CONTAINER}-scratch{index}"
-            service.task_definition.add_volume(name=volume)
-            self.container.add_mount_points(ecs.MountPoint(container_path=path, source_volume=volume, read_only=False))
 
     def resolve_container_dependencies(self, service: MeshedFargateService) -> None:
         # The collector (and with App Mesh, Envoy) must be up before the worker's first call too.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Mapping
 
@@ -25,6 +27,9 @@ class ServiceConfigParameters(Construct):
     ``secrets`` maps each setting's name to an ``ecs.Secret`` for a container's ``secrets``: ECS
     reads the parameters when a task starts, so a changed value reaches the service with its next
     tasks (a new deployment, a scale-out, a replaced task), without a new image or task definition.
+    A changed parameter alone starts no deployment, though: put ``digest`` (a short hash of the values)
+    in the containers' environment, and a deployed change of any value changes the task definition too,
+    so ECS rolls it out like a new image (deployment strategy, alarms, circuit breaker).
     Passing a secret to a task definition grants its execution role CDK's parameter reads
     (``ssm:GetParameters``, ``GetParameter``, ``GetParameterHistory``) on that parameter's ARN only. No other
     role of the app reads the path: none is allowed to read parameters on ``*`` (tests/test_least_privilege.py,
@@ -32,7 +37,7 @@ class ServiceConfigParameters(Construct):
 
     Every parameter is tagged ``service=<service>``, like the service's other resources.
 
-    Attributes: ``path``, ``parameters`` (name -> ``ssm.StringParameter``), ``secrets``.
+    Attributes: ``path``, ``parameters`` (name -> ``ssm.StringParameter``), ``secrets``, ``digest``.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, prefix: str, service: str, values: Mapping[str, str]) -> None:
@@ -56,3 +61,7 @@ class ServiceConfigParameters(Construct):
             self.parameters[name] = parameter
             self.secrets[name] = ecs.Secret.from_ssm_parameter(parameter)
         cdk.Tags.of(self).add("service", service)
+        # The values as the template holds them (a token as its Ref or GetAtt: logical IDs, stable across synths),
+        # keys sorted: the same settings give the same digest on every synth, and any changed value another one.
+        resolved = cdk.Stack.of(self).resolve(dict(values))
+        self.digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]

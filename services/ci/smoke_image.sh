@@ -3,8 +3,8 @@
 # image after the Trivy scans and before any push; `make test` only checks that the workflow calls it.
 #
 # The Dockerfiles promise a numeric non-root user (10001), a process that needs no writable root
-# filesystem and writes no bytecode (ECS mounts the root read-only with one empty writable volume at
-# /tmp: constructs/meshed_service), and a HEALTHCHECK on /health/live. Run that way, with no AWS
+# filesystem and writes no bytecode (ECS mounts the root read-only, with a tmpfs at /tmp as its only
+# writable path: constructs/meshed_service), and a HEALTHCHECK on /health/live. Run that way, with no AWS
 # credentials (readiness needs AWS and is not asked; liveness must not):
 #   - the image's default command answers 200 on /health/live through a published port, and Docker's
 #     own HEALTHCHECK reports healthy, both within WAIT_SECONDS;
@@ -16,7 +16,8 @@
 # Every container must run each process as 10001:10001, exit 0 on SIGTERM within ECS's 30 s stop timeout
 # (python is PID 1: only its own handler stops it), log no "Read-only file system" error, and leave
 # `docker diff` empty outside /tmp. With --read-only nothing can land there (a write fails instead, and
-# the checks above catch what that breaks), so an entry would mean the root was writable after all.
+# the checks above catch what that breaks), so an entry would mean the root was writable after all. (What
+# lands in the tmpfs is in memory, not in the container's layer: docker diff never lists it.)
 #
 # Environment: IMAGE (a local tag of the image); LAYOUT (optional: the scanned OCI image layout, whose
 # layers the image must have); GRPC_PORT, WORKER (optional); WAIT_SECONDS (default 90).
@@ -26,10 +27,12 @@ set -euo pipefail
 : "${IMAGE:?set IMAGE to the local tag of the image}"
 WAIT_SECONDS="${WAIT_SECONDS:-90}"
 
-# As ECS runs the app and worker containers (constructs/meshed_service): read-only root, an empty
-# volume at /tmp (the task's scratch volume), user 10001:10001; stricter than Fargate, no capabilities
-# and no privilege gain.
-AS_ECS=(--read-only --mount "type=volume,destination=/tmp" --user 10001:10001 --cap-drop ALL
+# As ECS runs the app and worker containers (constructs/meshed_service): read-only root, user
+# 10001:10001, and at /tmp a tmpfs with the task definition's options and size (TMPFS_MOUNT_OPTIONS,
+# scratch_size_mib), as Fargate mounts one. Not a Docker volume: Docker fills a new volume from the
+# image's /tmp, mode 1777, where a Fargate task volume is a bind mount only root may write, so a
+# volume here would pass what fails in ECS. Stricter than Fargate: no capabilities, no privilege gain.
+AS_ECS=(--read-only --tmpfs "/tmp:nosuid,nodev,noexec,size=64m" --user 10001:10001 --cap-drop ALL
         --security-opt no-new-privileges)
 # What the processes refuse to start without, as placeholders: boto3 builds no client without a
 # region (ECS sets AWS_REGION in every task), every process needs TABLE_NAME, vc-start and both
