@@ -63,15 +63,18 @@ class GlobalStack(cdk.Stack):
             )
         self.github_oidc = None
         if config.github:
-            # CI pushes to the primary region only: replication copies each image to the others.
+            # CI pushes to the primary region, and replication copies each push to the others. A region that
+            # lacks a tag the primary holds (added since that push, or its repository re-created) gets a copy from
+            # CI (containers.yml): so the role may use the repositories of every region.
             self.github_oidc = GitHubOidc(
                 self, "GitHubOidc",
                 repository=config.github.repository,
                 branch=config.github.branch,
                 role_name_prefix=config.prefix,
                 image_repository_arns=[
-                    self.format_arn(service="ecr", resource="repository", resource_name=f"{config.prefix}/{service.name}")
-                    for service in config.services
+                    self.format_arn(service="ecr", region=region, resource="repository",
+                                    resource_name=f"{config.prefix}/{service.name}")
+                    for region in config.region_names for service in config.services
                 ],
                 diff_regions=diff_regions(config),
                 bootstrap_qualifier=bootstrap_qualifier(self),

@@ -56,19 +56,29 @@ def test_only_the_configured_repository_and_branch_can_assume_the_ci_roles(githu
     assert "mf-eu-central-1-permissions-boundary" in json.dumps(role["Properties"]["PermissionsBoundary"])
 
 
-def test_the_push_role_may_push_only_to_the_primary_regions_service_repositories(github):
+def test_the_push_role_may_use_only_the_service_repositories_of_the_apps_regions(github):
+    """containers.yml pushes to the primary region and copies a tag the primary holds into a region without it (one
+    added since the push, or whose repository was re-created): both need the repositories of every app region, and
+    nothing else (no repository in us-east-1, where the edge has none)."""
     role_id, _ = _role(github, "mf-github-image-push")
     statements = _statements(github, role_id)
     assert {"Action": "ecr:GetAuthorizationToken", "Effect": "Allow", "Resource": "*"} in statements
     (push,) = [statement for statement in statements if statement["Action"] != "ecr:GetAuthorizationToken"]
     assert push["Action"] == sorted(ECR_PUSH_ACTIONS)
     repositories = [json.dumps(arn) for arn in push["Resource"]]
-    assert len(repositories) == 3
-    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
-        assert "arn:aws:ecr:eu-central-1:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
-    # Those are the repositories the platform stack creates in that region.
-    names = {r["Properties"]["RepositoryName"] for r in github.resources("mf-eu-central-1/platform", "AWS::ECR::Repository").values()}
-    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
+    expected = [(region, service) for region in ("eu-central-1", "eu-west-1") for service in ("auth", "persona", "vc-start")]
+    assert len(repositories) == len(expected)
+    for (region, service), arn in zip(expected, repositories, strict=True):
+        assert f"arn:aws:ecr:{region}:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
+    # Those are the repositories each region's platform stack creates.
+    for region in ("eu-central-1", "eu-west-1"):
+        names = {r["Properties"]["RepositoryName"] for r in github.resources(f"mf-{region}/platform", "AWS::ECR::Repository").values()}
+        assert names == {"mf/auth", "mf/persona", "mf/vc-start"}, region
+    # The role's boundary (the primary stage's) lets it use ECR in both regions.
+    boundary = {s.get("Sid"): s for s in _boundary_statements(github, "mf-eu-central-1/baseline")}
+    platform = boundary["AllowOnlyThePlatformsServicesInTheAppsRegions"]
+    assert "ecr:*" in platform["Action"]
+    assert sorted(platform["Condition"]["StringEquals"]["aws:RequestedRegion"]) == ["eu-central-1", "eu-west-1"]
 
 
 def test_the_push_role_can_tag_an_index_of_scanned_manifests_but_not_delete_or_retag(github):

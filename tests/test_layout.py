@@ -117,7 +117,7 @@ def test_shell_scripts_pass_shellcheck():
                 shebang = file.read(40)
             if re.match(rb"#!\s*/(usr/)?bin/(env )?(ba)?sh\b", shebang):
                 scripts.append(path.relative_to(REPO_ROOT).as_posix())
-    assert {".ci/run", "services/ci/smoke_image.sh"} <= set(scripts)
+    assert {".ci/run", "services/ci/smoke_image.sh", "services/ci/ecr_regions.sh"} <= set(scripts)
     shellcheck = Path(sys.executable).parent / "shellcheck"
     result = subprocess.run([str(shellcheck), "--format", "gcc", *scripts], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -571,6 +571,7 @@ def test_the_image_check_of_a_replica_region_waits_five_minutes_in_all_then_fail
     assert result.returncode != 0
     assert f"MISSING: persona runs mf/persona:{PROD_IMAGE_TAG}, which is not in the ECR repository mf/persona of eu-central-1" in result.stdout
     assert "replicat" in result.stdout  # says where the tag should have come from
+    assert "a region added after the push gets no replica of it: README.md, Add a region" in result.stdout
     assert (tmp_path / "sleep.log").read_text().splitlines() == ["15"] * 20  # 300 s, however many tags are late
 
 

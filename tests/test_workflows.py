@@ -8,7 +8,9 @@ commit SHA) to ECR.
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -304,22 +306,225 @@ def test_a_pull_request_builds_and_scans_but_gets_no_credentials_and_pushes_noth
 def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
     steps = _container_steps()
     push = _push(steps)
-    login = next(step for step in steps if step.get("id") == "ecr")
-    # Tags are immutable: a commit whose tag exists is skipped, by the push and by the crane install.
-    for step in (push, next(step for step in steps if step.get("name") == "Install crane")):
-        assert step["if"] == "env.PUSH == 'true' && steps.ecr.outputs.exists == 'false'"
-    assert 'aws ecr describe-images --repository-name "$REPOSITORY" --image-ids "imageTag=${GITHUB_SHA}"' in login["run"]
+    check = _region_check(steps)
+    # Tags are immutable: a commit whose tag the primary region holds is not pushed again (the check copies it to
+    # the regions without it instead); crane is installed for both.
+    assert push["if"] == "env.PUSH == 'true' && steps.ecr.outputs.exists == 'false'"
+    install = next(step for step in steps if step.get("name") == "Install crane")
+    assert install["if"] == "env.PUSH == 'true'"
+    assert steps.index(install) < steps.index(check) < steps.index(push)
     # One tag only, the commit SHA, in <prefix>/<service> of the primary region read from cdk.json;
     # the manifests themselves go up untagged (by digest), so no other tag is ever taken.
     assert push["env"]["REPOSITORY_URI"] == "${{ steps.ecr.outputs.repository }}"
-    assert 'echo "repository=${registry}/${REPOSITORY}" >> "$GITHUB_OUTPUT"' in login["run"]
     assert re.findall(r"--tag \S+", push["run"]) == ['--tag "${REPOSITORY_URI}:${GITHUB_SHA}"']
-    assert login["env"]["REPOSITORY"] == "${{ steps.app.outputs.prefix }}/${{ matrix.service }}"
+    assert check["env"]["REPOSITORY"] == "${{ steps.app.outputs.prefix }}/${{ matrix.service }}"
     credentials = next(step for step in steps if _uses(step, "aws-actions/configure-aws-credentials"))
     assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_IMAGE_PUSH_ROLE_ARN }}"
     assert credentials["with"]["aws-region"] == "${{ steps.app.outputs.region }}"
     config_step = next(step for step in steps if step.get("id") == "app")
     assert ".context.prefix" in config_step["run"] and ".context.primary_region" in config_step["run"]
+
+
+REGION_SCRIPT = "services/ci/ecr_regions.sh"
+SHA = "4f2c" + "0" * 36
+
+
+def _region_check(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    (check,) = [step for step in steps if step.get("run") == f"bash {REGION_SCRIPT}"]
+    return check
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()) if path.exists() else {}
+
+
+def _app_outputs(tmp_path: Path) -> dict[str, str]:
+    """What the workflow's step `app` reads from cdk.json: its own shell, run on the repository's cdk.json."""
+    app = next(step for step in _container_steps() if step.get("id") == "app")
+    output = tmp_path / "app-output"
+    subprocess.run(["bash", "-e", "-c", app["run"]], cwd=REPO_ROOT, env={"PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(output)},
+                   check=True, timeout=30)
+    return _outputs(output)
+
+
+# Stand-ins for what the region check calls. ECR: $STATE/<region> holds the digest the commit's tag names there;
+# empty or absent: no such tag; NOREPO: no repository; DENIED: no answer. crane copy writes the source's digest into
+# the target region, or fails (CRANE_FAILS=denied), or fails after replication delivered it (=replicated).
+_FAKE_AWS = r"""#!/bin/bash
+echo "aws $*" >> "$CALLS/calls.log"
+region=""; previous=""
+for word in "$@"; do [ "$previous" = --region ] && region=$word; previous=$word; done
+case "$1 $2" in
+  "sts get-caller-identity") echo 111122223333 ;;
+  "ecr get-login-password") echo token ;;
+  "ecr describe-images")
+    case "$(cat "$STATE/$region" 2>/dev/null)" in
+      NOREPO) echo "An error occurred (RepositoryNotFoundException) when calling the DescribeImages operation: The repository does not exist" >&2; exit 254 ;;
+      DENIED) echo "An error occurred (AccessDeniedException) when calling the DescribeImages operation: not authorized" >&2; exit 254 ;;
+      "") echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation: The image does not exist" >&2; exit 254 ;;
+      *) cat "$STATE/$region" ;;
+    esac ;;
+  *) echo "unexpected: aws $*" >&2; exit 2 ;;
+esac
+"""
+_FAKE_DOCKER = r"""#!/bin/bash
+[ "$1" = login ] || { echo "unexpected: docker $*" >&2; exit 2; }
+[ "$(cat)" = token ] || exit 1
+echo "docker $*" >> "$CALLS/calls.log"
+"""
+_FAKE_CRANE = r"""#!/bin/bash
+echo "crane $*" >> "$CALLS/calls.log"
+region_of() { local host=${1%%/*}; host=${host#*.dkr.ecr.}; echo "${host%.amazonaws.com}"; }
+case "$1" in
+  copy)
+    [ "$CRANE_FAILS" = denied ] && { echo "PUT manifest: DENIED" >&2; exit 1; }
+    echo "${2##*@}" > "$STATE/$(region_of "$3")"
+    [ "$CRANE_FAILS" = replicated ] && { echo "PUT manifest: tag already exists" >&2; exit 1; }
+    exit 0 ;;
+  digest)
+    digest=$(cat "$STATE/$(region_of "$2")" 2>/dev/null)
+    [ -n "$digest" ] || { echo "MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1; }
+    echo "$digest" ;;
+  *) echo "unexpected: crane $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def _run_region_check(tmp_path: Path, states: dict[str, str], crane_fails: str = "") -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+    """Runs the workflow's region check for auth as the workflow wires it: its env from step `app`'s outputs (read
+    from cdk.json by that step's own shell), against stand-in aws, docker and crane."""
+    app = _app_outputs(tmp_path)
+    check = _region_check(_container_steps())
+    env = {name: re.sub(r"\$\{\{ steps\.app\.outputs\.(\w+) \}\}", lambda m: app[m.group(1)], value).replace("${{ matrix.service }}", "auth")
+           for name, value in check["env"].items()}
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, text in (("aws", _FAKE_AWS), ("docker", _FAKE_DOCKER), ("crane", _FAKE_CRANE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    for region, value in states.items():
+        (state / region).write_text(value)
+    result = subprocess.run(["bash", "-c", check["run"]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path), "STATE": str(state),
+                                 "CRANE_FAILS": crane_fails, "GITHUB_SHA": SHA, "GITHUB_OUTPUT": str(tmp_path / "output"), **env})
+    calls = (tmp_path / "calls.log").read_text() if (tmp_path / "calls.log").exists() else ""
+    return result, _outputs(tmp_path / "output"), calls
+
+
+PRIMARY = CONFIG.primary_region
+OTHERS = [name for name in CONFIG.region_names if name != PRIMARY]
+
+
+def _registry(region: str) -> str:
+    return f"111122223333.dkr.ecr.{region}.amazonaws.com"
+
+
+def test_the_region_check_reads_every_region_of_cdk_json_and_asks_each():
+    """The repository check and the copy cover each region cdk.json configures, read by the workflow itself."""
+    assert OTHERS  # the reference settings have a second region: the copy has somewhere to go
+    steps = _container_steps()
+    check = _region_check(steps)
+    assert check["if"] == "env.PUSH == 'true'"
+    assert check["env"] == {"REPOSITORY": "${{ steps.app.outputs.prefix }}/${{ matrix.service }}",
+                            "PRIMARY_REGION": "${{ steps.app.outputs.region }}", "REGIONS": "${{ steps.app.outputs.regions }}"}
+    credentials = next(step for step in steps if _uses(step, "aws-actions/configure-aws-credentials"))
+    assert steps.index(credentials) < steps.index(check) < steps.index(_push(steps))
+
+
+def test_the_workflow_reads_the_prefix_and_every_region_from_cdk_json(tmp_path):
+    assert _app_outputs(tmp_path) == {"prefix": CONFIG.prefix, "region": PRIMARY, "regions": " ".join(CONFIG.region_names)}
+
+
+def test_nothing_is_pushed_while_a_region_lacks_the_repository(tmp_path):
+    """Replication would create the repository with ECR's defaults on the first push, and that region's platform
+    stack would then fail on the existing name: the job stops first, naming the stack to deploy."""
+    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "", **{region: "NOREPO" for region in OTHERS}})
+    assert result.returncode != 0
+    for region in OTHERS:
+        assert (f"::error::the ECR repository {CONFIG.prefix}/auth is not in {region}: deploy every region's platform stack "
+                f"(npx cdk deploy '{CONFIG.stage_name(region)}/platform') before the first push") in result.stdout
+    assert "exists" not in outputs  # the push step does not run
+    assert "crane" not in calls
+    for region in CONFIG.region_names:  # every region was asked
+        assert f"aws ecr describe-images --region {region} --repository-name {CONFIG.prefix}/auth --image-ids imageTag={SHA}" in calls
+
+
+def test_a_new_commit_is_pushed_to_the_primary_region_only(tmp_path):
+    result, outputs, calls = _run_region_check(tmp_path, {region: "" for region in CONFIG.region_names})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs == {"repository": f"{_registry(PRIMARY)}/{CONFIG.prefix}/auth", "exists": "false"}
+    assert "crane" not in calls  # replication copies the push to the other regions
+
+
+def test_a_tag_the_primary_holds_is_copied_by_digest_to_each_region_without_it(tmp_path):
+    """A region added after the push (or whose repository was re-created) never gets it from replication, and the
+    primary's tag keeps the push from running again: the rerun copies the primary's image, keeping its digest."""
+    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "" for region in OTHERS}})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs == {"repository": f"{_registry(PRIMARY)}/{CONFIG.prefix}/auth", "exists": "true"}  # no push
+    for region in OTHERS:
+        target = f"{_registry(region)}/{CONFIG.prefix}/auth:{SHA}"
+        assert f"crane copy {_registry(PRIMARY)}/{CONFIG.prefix}/auth@sha256:aaa {target}\n" in calls
+        assert f"crane digest {target}\n" in calls  # read back and compared
+        assert (tmp_path / "state" / region).read_text().strip() == "sha256:aaa"
+        assert f"copied: {CONFIG.prefix}/auth:{SHA} in {region} (sha256:aaa)" in result.stdout
+    for region in CONFIG.region_names:  # docker, and so crane, logged in to every region's registry
+        assert f"docker login --username AWS --password-stdin {_registry(region)}\n" in calls
+
+
+def test_a_region_that_already_holds_the_primarys_image_is_left_alone(tmp_path):
+    result, outputs, calls = _run_region_check(tmp_path, {region: "sha256:aaa" for region in CONFIG.region_names})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs["exists"] == "true" and "crane" not in calls
+
+
+@pytest.mark.parametrize("crane_fails, passes", [("replicated", True), ("denied", False)])
+def test_a_failed_copy_is_judged_by_what_the_region_holds_after_it(tmp_path, crane_fails, passes):
+    """Replication may deliver the same image while the copy runs (a rerun right after the push): then the region
+    holds the primary's digest and the job passes; otherwise it fails naming what the region holds."""
+    result, _, _ = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "" for region in OTHERS}}, crane_fails)
+    assert (result.returncode == 0) == passes, result.stdout + result.stderr
+    if not passes:
+        assert f"::error::{CONFIG.prefix}/auth:{SHA} in {OTHERS[0]} is none (MANIFEST_UNKNOWN" in result.stdout
+
+
+def test_a_region_whose_tag_names_another_image_fails_the_job(tmp_path):
+    result, _, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "sha256:bbb" for region in OTHERS}})
+    assert result.returncode != 0
+    assert f"::error::{CONFIG.prefix}/auth:{SHA} in {OTHERS[0]} is sha256:bbb, not {PRIMARY}'s sha256:aaa" in result.stdout
+    assert "crane copy" not in calls  # an immutable tag cannot be put right by copying over it
+
+
+def test_a_region_ecr_does_not_answer_about_fails_the_job_instead_of_guessing(tmp_path):
+    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "DENIED" for region in OTHERS}})
+    assert result.returncode != 0
+    assert f"::error::could not check {CONFIG.prefix}/auth:{SHA} in {OTHERS[0]}: An error occurred (AccessDeniedException)" in result.stdout
+    assert "exists" not in outputs and "crane" not in calls
+
+
+def _markdown_section(path: Path, heading: str) -> str:
+    """The text under ``heading`` up to the next heading of the same or a higher level."""
+    text = path.read_text()
+    level = heading.split(" ")[0]
+    start = text.index(f"\n{heading}\n")
+    end = re.search(rf"\n#{{1,{len(level)}}} ", text[start + 1:])
+    return text[start:start + 1 + end.start()] if end else text[start:]
+
+
+@pytest.mark.parametrize("path, heading", [(REPO_ROOT / "README.md", "## CI"), (REPO_ROOT / "pipelines" / "README.md", "## Set it up")],
+                         ids=["README CI", "pipelines README set-up"])
+def test_the_ci_set_up_deploys_every_regions_repositories_and_the_push_role_before_the_first_push(path, heading):
+    """Deploying only the primary stage before containers.yml's first push turns on replication (its global stack),
+    which then creates the other regions' repositories with ECR's defaults, and their platform stacks fail on the
+    names. The set-up's deploy commands must cover every region's platform stack and the primary's global stack."""
+    section = _markdown_section(path, heading)
+    patterns = [word for command in re.findall(r"npx cdk deploy ([^`\n]*)", section)
+                for word in shlex.split(command) if not word.startswith("-")]
+    needed = [f"{CONFIG.stage_name(region)}/platform" for region in CONFIG.region_names]
+    needed.append(f"{CONFIG.stage_name(PRIMARY)}/global")
+    for stack in needed:
+        assert any(fnmatch.fnmatchcase(stack, pattern) for pattern in patterns), f"{path.relative_to(REPO_ROOT)} {heading}: {stack} not deployed"
 
 
 def test_the_smoke_test_loads_the_amd64_image_from_the_same_build():

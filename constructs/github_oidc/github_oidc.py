@@ -16,8 +16,9 @@ STS_AUDIENCE = "sts.amazonaws.com"
 # What pushing the scanned images needs besides the registry token: upload blobs and manifests by
 # digest (crane checks layers and manifests first), then tag an index of them (`docker buildx imagetools
 # create` reads each manifest and its config blob for the platform: BatchGetImage, GetDownloadUrlForLayer),
-# and DescribeImages: the workflow skips a commit whose immutable tag is already pushed. Nothing that
-# deletes an image or changes the repository's tag mutability.
+# and DescribeImages: the workflow skips a commit whose immutable tag is already pushed. Copying an image to
+# another region's repository (`crane copy`) needs the same: reads in the source, uploads and PutImage in the
+# target. Nothing that deletes an image or changes the repository's tag mutability.
 ECR_PUSH_ACTIONS = (
     "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
     "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart",
