@@ -59,9 +59,8 @@ class EdgeDistribution(Construct):
       (``VIEWER_TRACE_HEADERS``) forwarded (so ``Authorization`` and ``X-Correlation-Id`` reach the services). Origin
       groups cannot carry POST, so a CloudFront Function picks the region from the key
       ``active_region`` of the distribution's KeyValueStore (default: the primary).
-    * Viewers: HTTPS only (``/api/*`` refuses HTTP with 403, other paths redirect it), security headers on every response, standard logs
-      to an S3 bucket that expires them after ``log_days``.
-
+    * Viewers: HTTPS only (``/api/*`` refuses HTTP with 403, other paths redirect it), security
+      headers on every response, standard logs to an S3 bucket that expires them after ``log_days``.
     * VPC origins: one per region, under a construct ID and name that change with all they hold
       (``_vpc_origin_key``), so a change replaces the origin instead of updating it in use.
 
