@@ -57,6 +57,8 @@ class EdgeStack(cdk.Stack):
                 load_balancer_arn=self._read(region, "load-balancer-arn"),
                 domain_name=domain.regional_name(region) if domain else self._read(region, "load-balancer-dns-name"),
                 https=domain is not None,
+                # Raised when a load balancer was replaced: the readers read again, the VPC origins are replaced.
+                generation=config.ingress.origin_generation,
             )
             for region in ordered
         ]

@@ -131,8 +131,10 @@ SHARED_APPS: dict[str, dict] = {
         "environment": {"LOG_LEVEL": "DEBUG", "FEATURE_FLAGS": "login-v2", "EMPTY": ""}}}},
     # dev (both regions) with the edge's web ACL on and its next origin generation, read by test_edge
     # test_waf_follows_its_setting_not_the_profile (the web ACL and its log group) and
-    # test_a_new_origin_generation_makes_the_edge_read_the_regions_again (the region readers, against dev's): the web
-    # ACL reads no region, and the readers' calls name only the region, its parameter and the generation. Also auth's
+    # test_a_new_origin_generation_makes_the_edge_read_the_regions_again (the region readers, against dev's),
+    # test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names and test_update_safety
+    # test_no_vpc_origin_changes_under_its_logical_id (the VPC origins): the web ACL reads no region and changes no
+    # VPC origin, and the readers' calls name only the region, its parameter and the generation. Also auth's
     # LOG_LEVEL DEBUG, read by test_service_config test_a_deployed_setting_changes_only_its_services_task_definitions
     # (the services stacks, against dev's): it changes only auth's parameter and task definition, which the edge
     # settings do not touch, and no edge resource.

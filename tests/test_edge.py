@@ -88,7 +88,8 @@ def test_api_takes_every_method_uncached_with_viewer_headers_and_a_region_switch
     assert set(api["AllowedMethods"]) == {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
     assert api["CachePolicyId"] == CACHING_DISABLED
     assert api["OriginRequestPolicyId"] == _viewer_requests_policy_ref(dev)
-    assert api["ViewerProtocolPolicy"] == "redirect-to-https"
+    # Refused, not redirected: a POST to http:// has sent its credentials in cleartext before any 301.
+    assert api["ViewerProtocolPolicy"] == "https-only"
     assert api["TargetOriginId"] == "api-eu-central-1"
     assert {o["Id"] for o in config["Origins"]} == {"eu-central-1", "eu-west-1", "api-eu-central-1"}
     (association,) = api["FunctionAssociations"]
@@ -316,6 +317,19 @@ def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, edge
 
     before, after = reader_calls(dev), reader_calls(edge_settings)
     assert len(before) == len(after) == 4 and not set(before) & set(after)  # CloudFormation updates, so reads, all four
+
+
+def test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names(dev, edge_settings):
+    """CloudFront refuses to update a VPC origin a distribution uses, so the origins of a replaced load balancer must be
+    new ones (new logical IDs and names) that the distribution is repointed to, not the old ones updated."""
+    def vpc_origins(assembly):
+        origins = _of_type(_edge(assembly), "AWS::CloudFront::VpcOrigin")
+        used = {o["VpcOriginConfig"]["VpcOriginId"]["Fn::GetAtt"][0] for o in _distribution(assembly)["Origins"]}
+        assert used == set(origins)
+        return set(origins), {o["Properties"]["VpcOriginEndpointConfig"]["Name"] for o in origins.values()}
+
+    (before, before_names), (after, after_names) = vpc_origins(dev), vpc_origins(edge_settings)
+    assert len(before) == len(after) == 2 and not before & after and not before_names & after_names
 
 
 def test_no_edge_without_two_regions(one_region):

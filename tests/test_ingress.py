@@ -253,6 +253,18 @@ def test_domain_mode_names_each_region_and_checks_its_health_through_the_load_ba
         assert "runbooks/region-failover.md" in alarm["AlarmDescription"]
 
 
+@pytest.mark.parametrize("region", REGIONS)
+def test_a_target_group_check_without_data_reads_unhealthy_and_steady_state_still_reads_healthy(domain, region):
+    """Missing data (an alarm just created, or a metric that stopped) must not count towards the region's health:
+    LastKnownStatus would keep a group that stopped reporting healthy, and starts a new check healthy. The idle group of
+    each service counts as unhealthy either way, so the threshold must need no more than one group per service."""
+    checks = _of_type(_services(domain, region), "AWS::Route53::HealthCheck")
+    children = [c["Properties"]["HealthCheckConfig"] for c in checks.values() if c["Properties"]["HealthCheckConfig"]["Type"] == "CLOUDWATCH_METRIC"]
+    assert [c["InsufficientDataHealthStatus"] for c in children] == ["Unhealthy"] * len(children)
+    (region_check,) = [c for c in checks.values() if c["Properties"]["HealthCheckConfig"]["Type"] == "CALCULATED"]
+    assert region_check["Properties"]["HealthCheckConfig"]["HealthThreshold"] == len(ROUTES) == len(children) // 2
+
+
 def test_with_mesh_tls_the_load_balancer_reaches_the_app_past_the_service_connect_proxy(prod, dev):
     """The proxy takes only TLS 1.3 on its port; load balancer health checks do not speak it."""
     for assembly, override in ((prod, 15443), (dev, None)):

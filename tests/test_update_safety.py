@@ -10,6 +10,9 @@ and the update rolls back:
   budgets): the new one is created while the old one still holds the name;
 - a listener's (load balancer, port) under another logical ID: ELBv2 `DuplicateListener`;
 - a listener rule's (listener, priority) under another logical ID: ELBv2 `PriorityInUse`.
+
+And an update that the service refuses: CloudFront updates no VPC origin, not even its tags, while a distribution
+uses it (409 "currently associated with one or more distributions"), so a changed one must come under a new logical ID.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ SCHEMAS = Path(cfnlint.__file__).parent / "data" / "schemas"
 # an e-mail address to the budget's alerts (a create-only property of AWS::Budgets::Budget: the budget is replaced).
 CHANGES = [("dev", "appmesh"), ("prod", "domain"), ("dev", "github"), ("dev", "strangler")]
 PAIRS = [*CHANGES, *[(new, old) for old, new in CHANGES]]
+# And for the edge's VPC origins, a new ingress.origin_generation (a load balancer replaced; tests/conftest.py).
+EDGE_PAIRS = [*PAIRS, ("dev", "edge_settings"), ("edge_settings", "dev")]
 
 # Names in one namespace per account, not per region.
 ACCOUNT_WIDE = ("AWS::IAM::", "AWS::Budgets::", "AWS::CloudFront::")
@@ -203,6 +208,17 @@ def test_no_listener_rule_priority_moves_to_another_rule(request, old, new):
     moves = [f"{stack}: {move}" for stack, before, after in _stacks_in_both(request, old, new)
              for move in _taken_over(before, after, "AWS::ElasticLoadBalancingV2::ListenerRule", ("ListenerArn", "Priority"))]
     assert moves == []
+
+
+@pytest.mark.parametrize("old, new", EDGE_PAIRS)
+def test_no_vpc_origin_changes_under_its_logical_id(request, old, new):
+    """CloudFormation updates an AWS::CloudFront::VpcOrigin in place (its schema has no create-only property), which
+    CloudFront refuses while the distribution uses it: any change must be a new origin (constructs/ingress/edge.py)."""
+    changed = [f"{stack} {logical_id}" for stack, before, after in _stacks_in_both(request, old, new)
+               for logical_id, resource in after["Resources"].items()
+               if resource["Type"] == "AWS::CloudFront::VpcOrigin" and logical_id in before["Resources"]
+               and before["Resources"][logical_id]["Properties"] != resource["Properties"]]
+    assert changed == []
 
 
 def _ingress_template(services: dict[str, Any]) -> dict[str, Any]:

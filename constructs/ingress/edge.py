@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,19 @@ class RegionalOrigin:
     # domain the regional name its certificate covers.
     domain_name: str
     https: bool  # True when the load balancer listens on HTTPS (domain mode)
+    # Which load balancer load_balancer_arn names: raise it when that one is replaced. The ARN is a token the
+    # construct cannot compare, and CloudFront cannot point a VPC origin in use at another one (see _vpc_origin_key).
+    generation: int = 1
+
+
+def _vpc_origin_key(origin: RegionalOrigin, endpoint: dict, tags: dict[str, str]) -> str:
+    """8 hex digits that change with everything a VPC origin holds. CloudFront refuses UpdateVpcOrigin, tags
+    included, while a distribution uses the origin (409, "currently associated with one or more distributions"), and
+    the resource has no create-only properties, so CloudFormation would update it in place and fail. Under a new
+    construct ID (and name) CloudFormation creates the new origin, repoints the distribution, then deletes the old one."""
+    arn = None if cdk.Token.is_unresolved(origin.load_balancer_arn) else origin.load_balancer_arn
+    held = {"arn": arn, "generation": origin.generation, "endpoint": endpoint, "tags": tags}
+    return hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:8]
 
 
 class EdgeDistribution(Construct):
@@ -45,8 +59,10 @@ class EdgeDistribution(Construct):
       (``VIEWER_TRACE_HEADERS``) forwarded (so ``Authorization`` and ``X-Correlation-Id`` reach the services). Origin
       groups cannot carry POST, so a CloudFront Function picks the region from the key
       ``active_region`` of the distribution's KeyValueStore (default: the primary).
-    * Viewers: HTTPS only (HTTP redirected), security headers on every response, standard logs
-      to an S3 bucket that expires them after ``log_days``.
+    * Viewers: HTTPS only (``/api/*`` refuses HTTP with 403, other paths redirect it), security
+      headers on every response, standard logs to an S3 bucket that expires them after ``log_days``.
+    * VPC origins: one per region, under a construct ID and name that change with all they hold
+      (``_vpc_origin_key``), so a change replaces the origin instead of updating it in use.
 
     Attributes: ``distribution``, ``key_value_store``, ``select_api_origin`` (the /api/* function), ``vpc_origins`` (region -> CfnVpcOrigin),
     ``log_bucket``, ``response_headers_policy``.
@@ -77,17 +93,24 @@ class EdgeDistribution(Construct):
 
         self.vpc_origins: dict[str, cloudfront.CfnVpcOrigin] = {}
         imported: dict[str, tuple[cloudfront.IVpcOrigin, str]] = {}
+        # Fixed here, not by the stage's Tags aspects: CloudFront cannot retag a VPC origin in use either.
+        tags = cdk.Stack.of(self).tags.tag_values()
         for origin in origins_by_priority:
+            endpoint = {"http_port": 80, "https_port": 443, "origin_protocol_policy": "https-only" if origin.https else "http-only",
+                        "origin_ssl_protocols": ["TLSv1.2"]}
+            key = _vpc_origin_key(origin, endpoint, tags)
             vpc_origin = cloudfront.CfnVpcOrigin(
-                self, f"VpcOrigin-{origin.region}",
+                self, f"VpcOrigin-{origin.region}-{key}",
                 vpc_origin_endpoint_config=cloudfront.CfnVpcOrigin.VpcOriginEndpointConfigProperty(
                     arn=origin.load_balancer_arn,
-                    name=f"{cdk.Names.unique_id(self)[-40:]}-{origin.region}"[-64:],
-                    http_port=80, https_port=443,
-                    origin_protocol_policy="https-only" if origin.https else "http-only",
-                    origin_ssl_protocols=["TLSv1.2"],
+                    name=f"{cdk.Names.unique_id(self)[-40:]}-{origin.region}-{key}"[-64:],
+                    **endpoint,
                 ),
             )
+            if tags:
+                vpc_origin.add_property_override("Tags", [{"Key": k, "Value": v} for k, v in sorted(tags.items())])
+            else:
+                vpc_origin.add_property_deletion_override("Tags")
             self.vpc_origins[origin.region] = vpc_origin
             imported[origin.region] = (cloudfront.VpcOrigin.from_vpc_origin_attributes(
                 self, f"Imported-{origin.region}", vpc_origin_id=vpc_origin.attr_id, domain_name=origin.domain_name),
@@ -148,7 +171,6 @@ class EdgeDistribution(Construct):
             "cache_policy": cloudfront.CachePolicy.CACHING_DISABLED,
             "origin_request_policy": viewer_requests,
             "response_headers_policy": self.response_headers_policy,
-            "viewer_protocol_policy": cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
             # CloudFront compresses only what a caching policy lets it; the services compress themselves.
             "compress": False,
         }
@@ -162,11 +184,15 @@ class EdgeDistribution(Construct):
                     fallback_status_codes=list(failover_status_codes),
                 ),
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD_OPTIONS,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
                 **no_cache,
             ),
             additional_behaviors={API_PATH_PATTERN: cloudfront.BehaviorOptions(
                 origin=regional(primary, f"api-{primary}"),
                 allowed_methods=cloudfront.AllowedMethods.ALLOW_ALL,
+                # Refused (403), not redirected: a request to http:// has already sent its credentials and body in
+                # cleartext, and many clients follow a 301 with a GET.
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
                 function_associations=[cloudfront.FunctionAssociation(
                     function=select_api_origin, event_type=cloudfront.FunctionEventType.VIEWER_REQUEST)],
                 **no_cache,

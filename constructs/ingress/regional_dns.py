@@ -36,7 +36,8 @@ class RegionalDnsRecord(Construct):
       Route 53 CLOUDWATCH_METRIC health check on it (Route 53 takes single-metric alarms only);
     * ``health_check``: CALCULATED, healthy while at least as many groups are healthy as there are
       services: one per service in steady state. During one service's deployment both its groups
-      are healthy, which can mask another service that is down at that moment.
+      are healthy, which can mask another service that is down at that moment. A group check without
+      data (its alarm INSUFFICIENT_DATA: just created, or no metric) is unhealthy, never its last status.
 
     Attributes: ``record``, ``health_check``, ``alarms`` (service -> notifying alarm).
     """
@@ -95,7 +96,11 @@ class RegionalDnsRecord(Construct):
                     health_check_config=route53.CfnHealthCheck.HealthCheckConfigProperty(
                         type="CLOUDWATCH_METRIC",
                         alarm_identifier=route53.CfnHealthCheck.AlarmIdentifierProperty(name=group_alarm.alarm_name, region=region),
-                        insufficient_data_health_status="LastKnownStatus",
+                        # No data is no evidence of health. LastKnownStatus would keep a group that stopped reporting
+                        # healthy (and a new check starts healthy), masking a dead region in the calculated check.
+                        # Unhealthy costs nothing in steady state: the idle group counts as unhealthy anyway (its alarm
+                        # breaches on 0 or no data) and the threshold needs only the live group of each service.
+                        insufficient_data_health_status="Unhealthy",
                     ),
                     health_check_tags=[route53.CfnHealthCheck.HealthCheckTagProperty(key="Name", value=f"{alarm_name_prefix}-{name}-group{i}")],
                 ))
