@@ -57,13 +57,24 @@ def aws_session():
 def atomic_moto(monkeypatch):
     """Real DynamoDB applies each request atomically; moto's in-process backend does not lock, so serialize it."""
     lock = threading.Lock()
-    original = BotocoreStubber.process_request
 
-    def locked(self, request):
+    def locked(answer, request):
         with lock:
-            return original(self, request)
+            return answer(request)
 
-    monkeypatch.setattr(BotocoreStubber, "process_request", locked)
+    _intercept(monkeypatch, locked)
+
+
+def _intercept(monkeypatch, handle: Callable) -> None:
+    """Every request in-process moto answers goes through ``handle(answer, request)``, where ``answer(request)`` is
+    the answer so far (moto's, or that of an earlier interception, which this one wraps)."""
+    original = BotocoreStubber.process_request
+    monkeypatch.setattr(BotocoreStubber, "process_request", lambda self, request: handle(lambda r: original(self, r), request))
+
+
+def _header(request, name: str, default: str = "") -> str:
+    value = request.headers.get(name, default)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -86,15 +97,12 @@ def lose_answer(monkeypatch):
 
     def lose(operation: str, containing: str, times: int = 1, meanwhile: Callable[[], object] | None = None) -> LostAnswers:
         state = LostAnswers()
-        original = BotocoreStubber.process_request  # as patched so far: each call adds its own losses
 
-        def process(self, request):
-            target = request.headers.get("X-Amz-Target", b"")
-            target = target.decode() if isinstance(target, bytes) else target
+        def process(answer, request):  # wraps earlier calls' interceptions: each call adds its own losses
             body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
-            matches = target.endswith("." + operation) and containing in body
+            matches = _header(request, "X-Amz-Target").endswith("." + operation) and containing in body
             state.sent += matches
-            response = original(self, request)
+            response = answer(request)
             if not matches or state.lost >= times or response is None or response[0] != 200:
                 return response
             state.lost += 1
@@ -103,7 +111,7 @@ def lose_answer(monkeypatch):
             error = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": "Internal server error"}
             return 500, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(error)
 
-        monkeypatch.setattr(BotocoreStubber, "process_request", process)
+        _intercept(monkeypatch, process)
         return state
 
     return lose
@@ -128,22 +136,17 @@ def answer_instead(monkeypatch):
 
     def answer(operation: str, body: dict, status: int = 400, times: int | None = None) -> Answered:
         state = Answered()
-        original = BotocoreStubber.process_request  # as patched so far
 
-        def process(self, request):
-            target = request.headers.get("X-Amz-Target", b"")
-            target = target.decode() if isinstance(target, bytes) else target
-            if not target.endswith("." + operation):
-                return original(self, request)
+        def process(answer, request):
+            if not _header(request, "X-Amz-Target").endswith("." + operation):
+                return answer(request)
             state.sent += 1
             if times is not None and state.replaced >= times:
-                return original(self, request)
+                return answer(request)
             state.replaced += 1
-            content_type = request.headers.get("Content-Type", b"application/x-amz-json-1.0")
-            content_type = content_type.decode() if isinstance(content_type, bytes) else content_type
-            return status, {"Content-Type": content_type}, json.dumps(body)
+            return status, {"Content-Type": _header(request, "Content-Type", "application/x-amz-json-1.0")}, json.dumps(body)
 
-        monkeypatch.setattr(BotocoreStubber, "process_request", process)
+        _intercept(monkeypatch, process)
         return state
 
     return answer

@@ -45,7 +45,8 @@ def create_app(
     settings = settings or AuthSettings()
     if not settings.table_name:
         raise ValueError("TABLE_NAME is not set: auth needs its DynamoDB table")
-    injected = clients  # a test's clients: readiness uses them too; else readiness's own one-attempt client
+    # A test's client, or (None) readiness's own one-attempt client (servicekit.dynamo), as in persona.
+    readiness_client = clients.dynamodb if clients else None
     clients = clients or AuthClients.from_settings(settings)
 
     store = UserStore(clients.dynamodb, settings.table_name)
@@ -87,6 +88,6 @@ def create_app(
         # failing readiness would take them all out of the load balancer and make ECS roll back the
         # deployment (the first deploy could never finish: the key is stored after it). Token issue
         # and the JWKS answer 503 signing_key_unavailable instead, and the error is logged.
-        readiness_checks={"dynamodb": readiness_check(settings, client=injected.dynamodb if injected else None)},
+        readiness_checks={"dynamodb": readiness_check(settings, client=readiness_client)},
         on_startup=[load_signing_key],
     )

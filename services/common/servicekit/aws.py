@@ -74,9 +74,10 @@ def resource(name: str, settings: ServiceSettings) -> Any:
     return cached
 
 
-async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking (boto3) call in a worker thread; contextvars (trace, correlation id) follow it."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+async def run_sync(fn: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter | None = None, **kwargs: Any) -> T:
+    """Run a blocking (boto3) call in a worker thread (anyio's shared pool, or ``limiter``'s); contextvars (trace,
+    correlation id) follow it."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=limiter)
 
 
 def error_code(exc: BaseException) -> str | None:

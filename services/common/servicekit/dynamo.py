@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
-import anyio.to_thread
+import anyio
 from botocore.exceptions import ClientError
 
 from . import aws
@@ -65,9 +64,8 @@ def readiness_check(settings: ServiceSettings, table_name: str | None = None, *,
 
     async def check() -> None:
         ddb = client or aws.client("dynamodb", settings, retries=False)
-        get = functools.partial(ddb.get_item, TableName=name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}})
         try:
-            await anyio.to_thread.run_sync(get, limiter=threads)
+            await aws.run_sync(ddb.get_item, TableName=name, Key={"pk": {"S": "HEALTH"}, "sk": {"S": "HEALTH"}}, limiter=threads)
         except ClientError as exc:
             # Throttled is ready: the table answered, so path, credentials and permission are fine. Failing would
             # take every task out of the load balancer at once, and replacing tasks adds no table capacity.

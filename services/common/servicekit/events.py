@@ -63,10 +63,6 @@ class _RetryableRejection(EventPublishError):
     """EventBridge rejected the entry with a RETRYABLE_ENTRY_ERRORS code."""
 
 
-def _is_retryable_rejection(exc: BaseException) -> bool:
-    return isinstance(exc, _RetryableRejection)
-
-
 class EventPublisher:
     def __init__(self, settings: ServiceSettings, *, bus_name: str | None = None, source: str | None = None) -> None:
         self.settings = settings
@@ -97,7 +93,7 @@ class EventPublisher:
             try:
                 # A rejection that may pass puts the same entry again (its event_id, by which consumers dedupe),
                 # with the backoff of calls to other services (RETRY_ATTEMPTS within CALL_BUDGET_SECONDS).
-                async for attempt in retrying(self.settings, _is_retryable_rejection, f"PutEvents {detail_type}"):
+                async for attempt in retrying(self.settings, lambda exc: isinstance(exc, _RetryableRejection), f"PutEvents {detail_type}"):
                     with attempt:
                         await self._put(detail_type, entry)
             except EventPublishError as exc:

@@ -41,7 +41,7 @@ async def test_ready_while_every_shared_worker_thread_is_busy(aws_env, make_sett
 @pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"])
 async def test_throttled_table_is_ready_after_one_attempt(aws_env, make_settings, answer_instead, code):
     # The table answered: replacing tasks would add no capacity. One attempt: botocore's backoff between throttled
-    # attempts (up to 1 s, then 2 s) would run past the check's time-out.
+    # attempts (up to 1, 2 and 4 s) would run past the check's time-out.
     get_item = answer_instead("GetItem", {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": "Rate of requests exceeds the allowed throughput."})
     response = await _ready(make_settings())
     assert response.status_code == 200, response.text
