@@ -635,13 +635,15 @@ _DETAIL_TYPE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,127}$")
 # constructs/meshed_service/adot-collector.yaml), Envoy (9901, 15000, 15001) and the Service Connect proxy behind a
 # load balancer (15443). Whichever container binds second fails, and the task never becomes healthy.
 SIDECAR_PORTS = (4317, 4318, 9901, 13133, 15000, 15001, 15443)
+# The app's and worker's variable that holds the hash of the service's SSM settings (ServiceConfigParameters.digest).
+CONFIG_DIGEST = "CONFIG_DIGEST"
 # What the services stack sets in every task's environment itself (services_stack._environment,
 # constructs/service_resources and the ADOT collector's exporter settings, constructs/meshed_service/adot.py):
 # a value of the same name in `environment` would be overwritten.
 GENERATED_ENVIRONMENT = frozenset({
     "SERVICE_NAME", "PORT", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUBLIC_PATH", "TRUSTED_PROXY_HOPS", "GRPC_PORT", "TABLE_NAME", "EVENT_BUS_NAME",
     "EVENT_SOURCE", "QUEUE_URL", "JWT_SIGNING_SECRET_ID", "JWT_ISSUER", "JWT_AUDIENCE",
-    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "CONFIG_DIGEST",
+    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", CONFIG_DIGEST,
     "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
 })
 

@@ -49,6 +49,7 @@ from constructs.strangler_fig import StranglerFig
 from .config import (
     SERVICES_DIR,
     STOP_TIMEOUT_SECONDS,
+    CONFIG_DIGEST,
     DeploymentConfig,
     FoundationConfig,
     ServiceConfig,
@@ -76,8 +77,6 @@ TASK_DEFINITION_ENVIRONMENT = frozenset({"SERVICE_NAME", "PORT", "GRPC_PORT", "P
                                          "OTEL_EXPORTER_OTLP_ENDPOINT", *EXPORTER_ENVIRONMENT})
 # servicekit's own default, published so that operators can change it per service.
 DEFAULT_LOG_LEVEL = "INFO"
-# The app's and worker's variable that holds the hash of the service's SSM settings (ServiceConfigParameters.digest).
-CONFIG_DIGEST = "CONFIG_DIGEST"
 
 
 def ingress_parameter_name(prefix: str, name: str) -> str:

@@ -129,7 +129,8 @@ SHARED_APPS: dict[str, dict] = {
         "image_tag": "1.4.2",
         "secrets": {"JWT_SIGNING_KEY": "secretsmanager:mf/auth/jwt", "DB_PASSWORD": "ssm:/mf/auth/db"},
         "environment": {"LOG_LEVEL": "DEBUG", "FEATURE_FLAGS": "login-v2", "EMPTY": ""}}}},
-    # dev (both regions) with the edge's web ACL on and its next origin generation, read by test_edge
+    # dev (both regions) with settings that change different resources: the edge's web ACL on and its next origin
+    # generation, read by test_edge
     # test_waf_follows_its_setting_not_the_profile (the web ACL and its log group) and
     # test_a_new_origin_generation_makes_the_edge_read_the_regions_again (the region readers, against dev's),
     # test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names and test_update_safety
@@ -138,8 +139,8 @@ SHARED_APPS: dict[str, dict] = {
     # LOG_LEVEL DEBUG, read by test_service_config test_a_deployed_setting_changes_only_its_services_task_definitions
     # (the services stacks, against dev's): it changes only auth's parameter and task definition, which the edge
     # settings do not touch, and no edge resource.
-    "edge_settings": {"ingress": {**cdk_json_context()["ingress"], "waf": "on", "origin_generation": 2},
-                      "services": with_environment("auth", {"LOG_LEVEL": "DEBUG"})},
+    "settings_changes": {"ingress": {**cdk_json_context()["ingress"], "waf": "on", "origin_generation": 2},
+                         "services": with_environment("auth", {"LOG_LEVEL": "DEBUG"})},
 }
 
 # pytest-xdist names its workers gw0, gw1...; without it (or with -p no:xdist) there is one process.

@@ -169,7 +169,8 @@ def test_az_outage_cuts_off_no_nat_gateway_or_endpoint_that_other_zones_use(requ
         shared = {"NAT gateways": [r["Properties"]["SubnetId"]["Ref"] for r in resources.values() if r["Type"] == "AWS::EC2::NatGateway"]}
         shared |= {logical_id: [ref["Ref"] for ref in r["Properties"]["SubnetIds"]] for logical_id, r in resources.items()
                    if r["Type"] == "AWS::EC2::VPCEndpoint" and r["Properties"].get("VpcEndpointType") == "Interface"}
-        assert len(shared) == 12 and cut  # the NAT gateways and 11 endpoints
+        # Something to check: the cut subnets, the NAT gateways' and the interface endpoints' (however many there are).
+        assert cut and len(shared) > 1 and all(shared.values())
         for what, in_subnets in shared.items():
             if {resources[subnet]["Properties"]["AvailabilityZone"] for subnet in in_subnets} != zones:
                 assert not cut & set(in_subnets), f"{variant} {region}: the AZ experiment cuts off {what}, which other zones use"
@@ -359,9 +360,8 @@ def test_config_defaults_and_what_it_rejects():
     config = load_config({**cdk_json_context(), "chaos": {"service": "auth"}}).chaos
     assert (config.stop_percent, config.latency_ms, config.packet_loss_percent, config.duration_minutes,
             config.availability_zone, config.task_network_faults) == (30, 200, 10, 10, ZONE, True)
-    # dev's one NAT gateway and its endpoints are in zone a, which every zone uses; prod has them in every zone.
-    with pytest.raises(ConfigError, match=r"^config error: chaos.availability_zone='a' is invalid: with profile dev .* expected b, c$"):
-        load_config(_context(availability_zone="a"))
+    # Zone a holds dev's one NAT gateway and its endpoints (dev refuses it: tests/test_config_errors.py); prod has
+    # them in every zone.
     assert load_config(_context(availability_zone="b")).chaos.availability_zone == "b"
     assert load_config({**_context(availability_zone="a"), "profile": "prod"}).chaos.availability_zone == "a"
     assert load_config({**cdk_json_context(), "chaos": None}).chaos is None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from stacks.config import CONFIG_DIGEST
 from tests.assembly import REPO_ROOT, cdk_json_context, committed_context
 
 CDK_CLI = REPO_ROOT / "node_modules" / ".bin" / "cdk"
@@ -70,8 +71,8 @@ CASES = [
     ("environment overriding the proxies the stack trusts", {"services": json.dumps({"auth": {"environment": {"TRUSTED_PROXY_HOPS": "3"}}})},
      ["services.auth.environment.TRUSTED_PROXY_HOPS='3'", "the stack sets this variable itself"]),
     # The hash that makes a deployed settings change a new task definition; a fixed one would stop that.
-    ("environment setting the config digest", {"services": json.dumps({"auth": {"environment": {"CONFIG_DIGEST": "0"}}})},
-     ["services.auth.environment.CONFIG_DIGEST='0'", "the stack sets this variable itself"]),
+    ("environment setting the config digest", {"services": json.dumps({"auth": {"environment": {CONFIG_DIGEST: "0"}}})},
+     [f"services.auth.environment.{CONFIG_DIGEST}='0'", "the stack sets this variable itself"]),
     ("environment value SSM would not store", {"services": json.dumps({"auth": {"environment": {"OTHER": "{{ssm:/other/param}}"}}})},
      ["services.auth.environment.OTHER='{{ssm:/other/param}}'", "at most 4096 characters without {{", "SSM Standard parameter"]),
     # ECS SIGKILLs a task 30 s after SIGTERM: the drain and the in-flight grace must end 3 s before.

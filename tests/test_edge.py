@@ -283,11 +283,11 @@ def test_the_edge_alarm_takes_its_threshold_from_config():
     assert "More than 2.5 % " in alarm["AlarmDescription"]
 
 
-def test_waf_follows_its_setting_not_the_profile(edge_settings):
-    """edge_settings (tests/conftest.py): dev with ingress.waf on (and the next origin generation)."""
-    (acl,) = _of_type(_edge(edge_settings), "AWS::WAFv2::WebACL").values()
+def test_waf_follows_its_setting_not_the_profile(settings_changes):
+    """settings_changes (tests/conftest.py): dev with ingress.waf on (and the next origin generation)."""
+    (acl,) = _of_type(_edge(settings_changes), "AWS::WAFv2::WebACL").values()
     assert acl["Properties"]["Scope"] == "CLOUDFRONT"
-    (log_group,) = [g for g in _of_type(_edge(edge_settings), "AWS::Logs::LogGroup").values()
+    (log_group,) = [g for g in _of_type(_edge(settings_changes), "AWS::Logs::LogGroup").values()
                     if g["Properties"].get("LogGroupName") == "aws-waf-logs-mf-edge"]
     assert log_group["DeletionPolicy"] == "Delete"  # dev: a kept, fixed-name log group would block a rebuild
 
@@ -310,16 +310,16 @@ def test_domain_mode_serves_viewers_on_the_domain_with_a_us_east_1_certificate_a
     assert {o["DomainName"] for o in config["Origins"]} == {f"{region}.api.example.com" for region in REGIONS}
 
 
-def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, edge_settings):
-    """edge_settings (tests/conftest.py): dev with ingress.origin_generation 2 (and the web ACL on, which reads no region)."""
+def test_a_new_origin_generation_makes_the_edge_read_the_regions_again(dev, settings_changes):
+    """settings_changes (tests/conftest.py): dev with ingress.origin_generation 2 (and the web ACL on, which reads no region)."""
     def reader_calls(assembly):
         return sorted(r["Properties"]["Update"] for r in _of_type(_edge(assembly), "Custom::AWS").values())
 
-    before, after = reader_calls(dev), reader_calls(edge_settings)
+    before, after = reader_calls(dev), reader_calls(settings_changes)
     assert len(before) == len(after) == 4 and not set(before) & set(after)  # CloudFormation updates, so reads, all four
 
 
-def test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names(dev, edge_settings):
+def test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names(dev, settings_changes):
     """CloudFront refuses to update a VPC origin a distribution uses, so the origins of a replaced load balancer must be
     new ones (new logical IDs and names) that the distribution is repointed to, not the old ones updated."""
     def vpc_origins(assembly):
@@ -328,7 +328,7 @@ def test_a_new_origin_generation_replaces_the_vpc_origins_under_new_names(dev, e
         assert used == set(origins)
         return set(origins), {o["Properties"]["VpcOriginEndpointConfig"]["Name"] for o in origins.values()}
 
-    (before, before_names), (after, after_names) = vpc_origins(dev), vpc_origins(edge_settings)
+    (before, before_names), (after, after_names) = vpc_origins(dev), vpc_origins(settings_changes)
     assert len(before) == len(after) == 2 and not before & after and not before_names & after_names
 
 

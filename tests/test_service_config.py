@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stacks.config import CONFIG_DIGEST
 from tests.assembly import container_settings
 
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -11,7 +12,7 @@ SERVICES = ("auth", "persona", "vc-start")
 # What the task definition itself is built around stays a plain environment variable.
 TASK_DEFINITION_ENVIRONMENT = {"SERVICE_NAME", "PORT", "GRPC_PORT", "PUBLIC_PATH", "TRUSTED_PROXY_HOPS", "OTEL_EXPORTER_OTLP_ENDPOINT",
                                # The hash of the service's parameters' values (the test below).
-                               "CONFIG_DIGEST",
+                               CONFIG_DIGEST,
                                # The ADOT collector's: histograms it can turn into percentiles (tests/test_service_percentiles.py).
                                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"}
 SSM_READS = {"ssm:GetParameters", "ssm:GetParameter", "ssm:GetParameterHistory", "ssm:DescribeParameters"}
@@ -138,17 +139,17 @@ def _app_and_worker(tasks):
 
 
 def _without_digest(container):
-    return {**container, "Environment": [e for e in container["Environment"] if e["Name"] != "CONFIG_DIGEST"]}
+    return {**container, "Environment": [e for e in container["Environment"] if e["Name"] != CONFIG_DIGEST]}
 
 
-def test_a_deployed_setting_changes_only_its_services_task_definitions(dev, edge_settings):
-    """edge_settings (tests/conftest.py): dev with auth's LOG_LEVEL DEBUG in its environment (and edge settings that no
-    regional stack reads). A changed parameter alone starts no ECS deployment: its new value would reach tasks one by
+def test_a_deployed_setting_changes_only_its_services_task_definitions(dev, settings_changes):
+    """settings_changes (tests/conftest.py): dev with auth's LOG_LEVEL DEBUG in its environment (and edge settings
+    that no regional stack reads). A changed parameter alone starts no ECS deployment: its new value would reach tasks one by
     one as they are replaced, past the deployment's canary, alarms and circuit breaker. The digest of the values in
     the task definition makes ECS deploy the change; the same settings keep the same digest, synth after synth."""
     for region in REGIONS:
         before_resources, before = _task_definitions(dev, region)
-        after_resources, after = _task_definitions(edge_settings, region)
+        after_resources, after = _task_definitions(settings_changes, region)
         assert set(before) == set(after)
         parameter = "/mf/auth/config/LOG_LEVEL"
         assert [p["Value"] for p in _parameters(before_resources).values() if p["Name"] == parameter] == ["INFO"]
@@ -162,7 +163,7 @@ def test_a_deployed_setting_changes_only_its_services_task_definitions(dev, edge
             else:
                 assert before[logical_id]["Properties"]["ContainerDefinitions"] == after[logical_id]["Properties"]["ContainerDefinitions"], logical_id
         # The app and the worker of one task carry the same digest, and each service its own.
-        digests = {i: {e["Value"] for c in containers for e in c["Environment"] if e["Name"] == "CONFIG_DIGEST"}
+        digests = {i: {e["Value"] for c in containers for e in c["Environment"] if e["Name"] == CONFIG_DIGEST}
                    for i, containers in before_containers.items()}
         assert all(len(values) == 1 for values in digests.values())
         assert len({value for values in digests.values() for value in values}) == len(digests)

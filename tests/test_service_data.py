@@ -10,8 +10,8 @@ import re
 import pytest
 
 from constructs.service_data.signing_key_rotation import REPLICA_KEY_ACTIONS, ROTATION_KEY_ACTIONS, ROTATION_SECRET_ACTIONS
-from stacks.config import PLATFORM_KEY_ALIASES, ConfigError, load_config
-from tests.assembly import REPO_ROOT, cdk_json_context, source_value
+from stacks.config import PLATFORM_KEY_ALIASES
+from tests.assembly import REPO_ROOT, source_value
 from tests.conftest import VARIANTS
 from constructs.lambda_layer import LAYER_TARGET
 
@@ -156,14 +156,6 @@ def test_no_two_kms_keys_claim_one_alias_in_an_account_and_region(request, varia
                 assert name.removeprefix("alias/mf/") in PLATFORM_KEY_ALIASES, f"{stack} {logical_id}: {name}"
     assert {key: ids for key, ids in holders.items() if len(ids) > 1} == {}
     assert {"alias/mf/logs", "alias/mf/ecr", *(f"alias/mf/{name}" for name in SERVICES)} <= {name for _, name in holders}
-
-
-def test_no_service_may_take_a_platform_keys_alias():
-    services = cdk_json_context()["services"]
-    for name in PLATFORM_KEY_ALIASES:
-        with pytest.raises(ConfigError, match=rf"^config error: services\.{name}=.* the service name must not be logs, ecr, "
-                                              rf"pipeline-logs, edge-logs: the service's KMS key would take the alias <prefix>/{name}"):
-            load_config({**cdk_json_context(), "services": {**services, name: {"table": True, "image_tag": "1"}}})
 
 
 def test_the_replica_key_custom_resource_may_replicate_only_its_key_into_the_other_region(dev):

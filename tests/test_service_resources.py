@@ -16,7 +16,7 @@ from constructs.service_resources.service_resources import (
     TABLE_KEY_ACTIONS,
     TABLE_KEY_DESCRIBE_ACTIONS,
 )
-from stacks.config import TABLE_ITEM_ACTIONS, load_config
+from stacks.config import CONFIG_DIGEST, TABLE_ITEM_ACTIONS, load_config
 from tests.assembly import cdk_json_context, container_settings, source_value, synth
 
 REGIONS = ("eu-central-1", "eu-west-1")
@@ -371,7 +371,7 @@ def test_each_service_gets_the_environment_the_services_read_on_either_backend(b
                 # Environment variables and the service's configuration from SSM (tests/test_service_config.py).
                 settings = container_settings(resources, containers["app"])
                 # Not a setting the service reads: the hash of those from SSM (tests/test_service_config.py).
-                assert re.fullmatch(r"[0-9a-f]{16}", settings.pop("CONFIG_DIGEST"))
+                assert re.fullmatch(r"[0-9a-f]{16}", settings.pop(CONFIG_DIGEST))
                 environment = {name: _readable(value) for name, value in settings.items()}
                 assert environment == expected[service], (region, service)
                 # Each value that names a resource of the stack names the service's own.
@@ -510,6 +510,39 @@ def test_a_new_consumer_needs_config_only(tmp_path):
     assert not [s for role, s in _statements_by_role(resources) if role.startswith("billing") and "events:PutEvents" in _actions(s)]
 
 
+def test_a_service_refuses_scratch_space_beyond_a_quarter_of_its_task_memory():
+    """A tmpfs is task memory: app 64 + worker 64 + collector 16 MiB fit a 1024 MiB task, not a 512 MiB one, and
+    synthesis says which containers take what."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_ecs as ecs
+    from aws_cdk import aws_kms as kms
+    from aws_cdk import aws_logs as logs
+    from aws_cdk import aws_servicediscovery as servicediscovery
+
+    from constructs.meshed_service import AdotCollector, MeshedFargateService, MeshedServiceProps, WorkerContainer
+
+    def synth(memory_limit_mib):
+        app = cdk.App()
+        stack = cdk.Stack(app, "consumer", env=cdk.Environment(account="111122223333", region="eu-west-1"))
+        cluster = ecs.Cluster(stack, "Cluster", vpc=ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1))
+        cluster.add_default_cloud_map_namespace(name="svc.local", type=servicediscovery.NamespaceType.DNS_PRIVATE)
+        MeshedFargateService(
+            stack, "orders", cluster=cluster,
+            extensions=[AdotCollector(metrics_namespace="demo"), WorkerContainer(command=["python", "-m", "app.worker"])],
+            capacity_strategy=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE", weight=1)],
+            log_encryption_key=kms.Key(stack, "LogsKey"), log_retention=logs.RetentionDays.ONE_WEEK,
+            props=MeshedServiceProps(name="orders", image=ecs.ContainerImage.from_registry("registry.example.com/app:1"),
+                                     container_port=8080, cpu=256 if memory_limit_mib == 512 else 512,
+                                     memory_limit_mib=memory_limit_mib, health_check_path="/", min_tasks=1, max_tasks=1))
+        return app.synth()
+
+    synth(1024)
+    with pytest.raises(Exception, match=r"scratch space of 144 MiB \(app 64, adot-collector 16, worker 64\) is invalid: .*"
+                                        r"quarter of its memory \(512 MiB\)"):
+        synth(512)
+
+
 def test_constructs_reject_what_cannot_work():
     import aws_cdk as cdk
     from aws_cdk import aws_ecs as ecs
@@ -523,10 +556,6 @@ def test_constructs_reject_what_cannot_work():
     with pytest.raises(ValueError, match="grpc_port=8080 is invalid"):
         MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
                            health_check_path="/", min_tasks=1, max_tasks=1, grpc_port=8080)
-    # A tmpfs is task memory: the app's scratch space (and a worker's as much again) must leave most of it to the app.
-    with pytest.raises(ValueError, match="scratch_size_mib=129 is invalid: .* within a quarter of memory_limit_mib=512"):
-        MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
-                           health_check_path="/", min_tasks=1, max_tasks=1, scratch_size_mib=129)
     with pytest.raises(ValueError, match="scratch_size_mib=0 is invalid: expected at least 1"):
         MeshedServiceProps(name="a", image=image, container_port=8080, cpu=256, memory_limit_mib=512,
                            health_check_path="/", min_tasks=1, max_tasks=1, scratch_size_mib=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Sequence
 
 import aws_cdk as cdk
@@ -12,6 +10,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
+from constructs.fingerprint import fingerprint
 
 BUDGETS_PRINCIPAL = "budgets.amazonaws.com"
 # AWS Budgets: at most 10 notifications per budget, each with 1 SNS and up to 10 e-mail subscribers.
@@ -30,9 +29,8 @@ class MonthlyCostBudget(Construct):
     counts only costs whose resources carry that tag; the key must be activated as a cost allocation
     tag in the account's Billing console first, or the budget sees no cost at all.
 
-    The budget is named ``<budget_name>-<hash of its alerts>``: CloudFormation cannot change a budget's
-    notifications in place, so new thresholds or e-mails replace the budget, and it creates the new one
-    before it deletes the old; under the same name AWS Budgets would refuse it and the update would roll back.
+    The budget is named ``<budget_name>-<hash of its alerts>``, so that new thresholds or e-mails, which
+    replace the budget, give the replacement a new name (why: README.md, Default settings).
 
     Attributes: ``budget`` (the ``CfnBudget``), ``budget_name``, ``topic``, ``key``.
     """
@@ -92,9 +90,7 @@ class MonthlyCostBudget(Construct):
             )
             for threshold in sorted(thresholds_percent) for kind in ("ACTUAL", "FORECASTED")
         ]
-        # NotificationsWithSubscribers is create-only (the resource schema; cloudformation-coverage-roadmap#365):
-        # a new name for new notifications lets CloudFormation create the replacement beside the old budget.
-        self.budget_name = f"{budget_name}-{_digest(stack.resolve(notifications))}"
+        self.budget_name = f"{budget_name}-{fingerprint(stack.resolve(notifications), 8)}"
         self.budget = budgets.CfnBudget(
             self, "Budget",
             budget=budgets.CfnBudget.BudgetDataProperty(
@@ -111,7 +107,3 @@ class MonthlyCostBudget(Construct):
         # budget's Ref already orders the topic itself).
         self.budget.node.add_dependency(self.topic.node.find_child("Policy"))
 
-
-def _digest(value: object) -> str:
-    """8 hex characters that change whenever ``value`` (plain JSON data with CloudFormation references) does."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]

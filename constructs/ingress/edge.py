@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
+from constructs.fingerprint import fingerprint
 
 from constructs.compliance import acknowledge_nag, skip_checkov
 
@@ -47,7 +48,7 @@ def _vpc_origin_key(origin: RegionalOrigin, endpoint: dict, tags: dict[str, str]
     construct ID (and name) CloudFormation creates the new origin, repoints the distribution, then deletes the old one."""
     arn = None if cdk.Token.is_unresolved(origin.load_balancer_arn) else origin.load_balancer_arn
     held = {"arn": arn, "generation": origin.generation, "endpoint": endpoint, "tags": tags}
-    return hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:8]
+    return fingerprint(held, 8)
 
 
 class EdgeDistribution(Construct):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 import zipfile
@@ -13,6 +11,8 @@ from typing import Sequence
 
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
+
+from constructs.fingerprint import fingerprint
 
 # What every function with a built layer runs on, and what the Makefile writes into each layer's stamp
 # (LAYER_PYTHON, LAYER_ARCH): the runtime and CPU the layer's wheels were chosen for.
@@ -62,7 +62,7 @@ def layer_archive(layer_dir: Path, exclude: Sequence[str] = ()) -> Path:
     files = sorted((os.path.join(root, name)[prefix:], os.path.join(root, name))
                    for root, _dirs, names in os.walk(layer_dir / "python") for name in names)
     listing = [(relative, stat.st_size, stat.st_mtime_ns) for relative, path in files for stat in [os.stat(path)]]
-    key = hashlib.sha256(json.dumps([LAYER_TARGET, list(exclude), listing]).encode()).hexdigest()[:16]
+    key = fingerprint([LAYER_TARGET, list(exclude), listing], 16)
     archive = layer_dir / f"layer-{key}.zip"
     if not archive.exists():
         # Written aside and renamed: two synths at once (test workers) each write whole, identical archives.

@@ -70,11 +70,10 @@ class MeshedServiceProps:
             raise ValueError(f"health_check_command={list(self.health_check_command)} is invalid: start with CMD or CMD-SHELL, then the command")
         if not 5 <= self.dns_ttl_seconds <= 60:
             raise ValueError(f"dns_ttl_seconds={self.dns_ttl_seconds} is invalid: expected 5 to 60 (short, so clients follow task changes)")
-        if self.scratch_paths and not (
-                self.scratch_size_mib >= 1 and len(self.scratch_paths) * self.scratch_size_mib <= self.memory_limit_mib // 4):
-            raise ValueError(f"scratch_size_mib={self.scratch_size_mib} is invalid: expected at least 1, and the app's scratch space "
-                             f"({len(self.scratch_paths)} path(s)) within a quarter of memory_limit_mib={self.memory_limit_mib} "
-                             "(a tmpfs is task memory, and a worker gets as much again)")
+        # The task's tmpfs mounts together (app, worker, sidecars) must fit in a quarter of memory_limit_mib: checked
+        # by MeshedFargateService at synthesis, once every container is in.
+        if self.scratch_paths and self.scratch_size_mib < 1:
+            raise ValueError(f"scratch_size_mib={self.scratch_size_mib} is invalid: expected at least 1")
         if self.user.split(":")[0] in ("0", "root"):
             raise ValueError(f"user={self.user!r} is invalid: the app container must not run as root")
         if self.grpc_port is not None and not (1 <= self.grpc_port <= 65535 and self.grpc_port != self.container_port):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -12,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_servicediscovery as servicediscovery
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from constructs.compliance import acknowledge_nag
 
@@ -27,24 +28,40 @@ GRPC_PORT_MAPPING_NAME = "grpc"
 # would die on x86_64 tasks with "exec format error". ecs.CpuArchitecture objects do not compare, hence the name.
 CPU_ARCHITECTURE = "X86_64"
 IMAGE_PLATFORM = {"X86_64": ecr_assets.Platform.LINUX_AMD64, "ARM64": ecr_assets.Platform.LINUX_ARM64}[CPU_ARCHITECTURE]
-# The writable paths of a container with a read-only root filesystem are tmpfs mounts (Fargate has them since
-# 2026-01-06), not task volumes: on Fargate a volume without a host is a bind mount owned by root with mode 0755,
-# which a non-root user cannot write (aws/containers-roadmap#938). Options: no device files, no setuid, nothing
-# executed from it; no mode option (ECS documents only option names): a tmpfs keeps the mode of the image's /tmp
-# (1777 in the Python and Envoy images) and is 1777 where the image has none. A tmpfs is memory: what a container
-# writes there counts against the task's memory (and the container's own limit), up to the size.
+# The writable paths of a container with a read-only root filesystem are tmpfs mounts, not task volumes, which a
+# non-root user cannot write on Fargate (why, the options, and the memory they take: README.md, Default settings).
 TMPFS_MOUNT_OPTIONS = ("nosuid", "nodev", "noexec")
 # The sidecars' /tmp: Envoy's agent writes its bootstrap config there (kilobytes); the collector writes nothing.
 SIDECAR_TMPFS_MIB = 16
 
 
 def tmpfs_mounts(scope: Construct, construct_id: str, *, paths: Sequence[str], size_mib: int) -> ecs.LinuxParameters:
-    """A container's Linux parameters holding only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS.
-    (``add_tmpfs``'s docstring still says EC2 only; that predates Fargate's tmpfs support.)"""
+    """A container's Linux parameters holding only tmpfs mounts: ``paths``, ``size_mib`` each, TMPFS_MOUNT_OPTIONS."""
     options = [ecs.TmpfsMountOption[option.upper()] for option in TMPFS_MOUNT_OPTIONS]
     parameters = ecs.LinuxParameters(scope, construct_id)
     parameters.add_tmpfs(*(ecs.Tmpfs(container_path=path, size=size_mib, mount_options=options) for path in paths))
     return parameters
+
+
+@jsii.implements(IValidation)
+class _ScratchSpaceWithinAQuarterOfMemory:
+    """A tmpfs is task memory: the task's tmpfs mounts together (app, worker, sidecars) may take at most a quarter
+    of it. Checked at synthesis, once the extensions have added their containers."""
+
+    def __init__(self, task_definition: ecs.TaskDefinition) -> None:
+        self.task_definition = task_definition
+
+    def validate(self) -> list[str]:
+        cfn = self.task_definition.node.default_child
+        stack = cdk.Stack.of(self.task_definition)
+        memory = int(stack.resolve(cfn.memory))
+        sizes = {c["name"]: sum(t["size"] for t in c.get("linuxParameters", {}).get("tmpfs", []))
+                 for c in stack.resolve(cfn.container_definitions)}
+        if sum(sizes.values()) <= memory // 4:
+            return []
+        parts = ", ".join(f"{name} {size}" for name, size in sizes.items() if size)
+        return [f"scratch space of {sum(sizes.values())} MiB ({parts}) is invalid: the task's tmpfs mounts must fit in a "
+                f"quarter of its memory ({memory} MiB): lower scratch_size_mib or raise memory_limit_mib"]
 
 
 def ecs_task_role(scope: Construct, construct_id: str, description: str) -> iam.Role:
@@ -124,6 +141,7 @@ class MeshedFargateService(Construct):
             task_definition_props = extension.modify_task_definition_props(task_definition_props)
         self.task_definition = ecs.FargateTaskDefinition(self, "TaskDefinition", **task_definition_props)
         self.app_container = self._add_app_container()
+        self.task_definition.node.add_validation(_ScratchSpaceWithinAQuarterOfMemory(self.task_definition))
 
         acknowledge_nag(
             self.task_definition,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Mapping
 
@@ -11,6 +9,8 @@ import aws_cdk as cdk
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
+
+from constructs.fingerprint import fingerprint
 
 _NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -64,4 +64,4 @@ class ServiceConfigParameters(Construct):
         # The values as the template holds them (a token as its Ref or GetAtt: logical IDs, stable across synths),
         # keys sorted: the same settings give the same digest on every synth, and any changed value another one.
         resolved = cdk.Stack.of(self).resolve(dict(values))
-        self.digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+        self.digest = fingerprint(resolved, 16, separators=(",", ":"))

@@ -1,0 +1,3 @@
+from .fingerprint import fingerprint
+
+__all__ = ["fingerprint"]
