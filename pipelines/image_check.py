@@ -52,7 +52,7 @@ check_image() {{
         echo "  containers.yml pushes $repository:<commit SHA> only when its build, Trivy scan and smoke test pass: check the tag and that commit's run"
       else
         echo "  ECR replicates each push to {primary_region} here, and did not in $REPLICATION_WAIT_SECONDS s: aws ecr describe-image-replication-status --region {primary_region} --repository-name $repository --image-id imageTag=$tag"
-        echo "  (a region added after the push gets no replica of it: README.md, Add a region)"
+        echo "  (a region added after the push gets no replica of it: start an ECR replication backfill, aws ecr start-replication-backfill --region {primary_region}; README.md, Add a region)"
       fi
       missing=$((missing + 1)); return
     fi

@@ -63,20 +63,24 @@ class GlobalStack(cdk.Stack):
             )
         self.github_oidc = None
         if config.github:
-            # CI pushes to the primary region, and replication copies each push to the others. A region that
-            # lacks a tag the primary holds (added since that push, or its repository re-created) gets a copy from
-            # CI (containers.yml): so the role may use the repositories of every region.
+            # CI pushes to the primary region, and replication copies each push to the others. Before the push it
+            # checks (DescribeImages only) that every other region has the repository (deploy every platform
+            # stack first: constructs/container_registry/README.md) and does not hold the tag already.
             self.github_oidc = GitHubOidc(
                 self, "GitHubOidc",
                 repository=config.github.repository,
                 branch=config.github.branch,
                 role_name_prefix=config.prefix,
                 image_repository_arns=[
-                    self.format_arn(service="ecr", region=region, resource="repository",
-                                    resource_name=f"{config.prefix}/{service.name}")
-                    for region in config.region_names for service in config.services
+                    self.format_arn(service="ecr", resource="repository", resource_name=f"{config.prefix}/{service.name}")
+                    for service in config.services
                 ],
                 diff_regions=diff_regions(config),
+                image_check_repository_arns=[
+                    self.format_arn(service="ecr", region=region, resource="repository",
+                                    resource_name=f"{config.prefix}/{service.name}")
+                    for region in config.other_regions(self.region) for service in config.services
+                ],
                 bootstrap_qualifier=bootstrap_qualifier(self),
                 existing_provider_arn=config.github.oidc_provider_arn,
             )

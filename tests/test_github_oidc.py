@@ -56,24 +56,40 @@ def test_only_the_configured_repository_and_branch_can_assume_the_ci_roles(githu
     assert "mf-eu-central-1-permissions-boundary" in json.dumps(role["Properties"]["PermissionsBoundary"])
 
 
-def test_the_push_role_may_use_only_the_service_repositories_of_the_apps_regions(github):
-    """containers.yml pushes to the primary region and copies a tag the primary holds into a region without it (one
-    added since the push, or whose repository was re-created): both need the repositories of every app region, and
-    nothing else (no repository in us-east-1, where the edge has none)."""
+def _push_and_check(statements: list[dict]) -> tuple[dict, dict]:
+    """The push role's push statement and its read-only check statement, apart from the registry token's."""
+    (push,) = [s for s in statements if s["Action"] not in ("ecr:GetAuthorizationToken", "ecr:DescribeImages")]
+    (check,) = [s for s in statements if s["Action"] == "ecr:DescribeImages"]
+    return push, check
+
+
+def test_the_push_role_may_push_only_to_the_primary_regions_service_repositories(github):
+    """containers.yml pushes to the primary region only: replication copies each push to the other regions."""
     role_id, _ = _role(github, "mf-github-image-push")
     statements = _statements(github, role_id)
     assert {"Action": "ecr:GetAuthorizationToken", "Effect": "Allow", "Resource": "*"} in statements
-    (push,) = [statement for statement in statements if statement["Action"] != "ecr:GetAuthorizationToken"]
+    push, _ = _push_and_check(statements)
     assert push["Action"] == sorted(ECR_PUSH_ACTIONS)
     repositories = [json.dumps(arn) for arn in push["Resource"]]
-    expected = [(region, service) for region in ("eu-central-1", "eu-west-1") for service in ("auth", "persona", "vc-start")]
-    assert len(repositories) == len(expected)
-    for (region, service), arn in zip(expected, repositories, strict=True):
-        assert f"arn:aws:ecr:{region}:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
-    # Those are the repositories each region's platform stack creates.
-    for region in ("eu-central-1", "eu-west-1"):
-        names = {r["Properties"]["RepositoryName"] for r in github.resources(f"mf-{region}/platform", "AWS::ECR::Repository").values()}
-        assert names == {"mf/auth", "mf/persona", "mf/vc-start"}, region
+    assert len(repositories) == 3
+    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
+        assert "arn:aws:ecr:eu-central-1:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
+    # Those are the repositories the platform stack creates in that region.
+    names = {r["Properties"]["RepositoryName"] for r in github.resources("mf-eu-central-1/platform", "AWS::ECR::Repository").values()}
+    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
+
+
+def test_the_push_role_may_only_look_up_tags_in_the_other_regions_repositories(github):
+    """Before the push, containers.yml asks every other region whether it has the repository and the tag:
+    DescribeImages there, nothing that writes (and nothing in us-east-1, where the edge has no repository)."""
+    role_id, _ = _role(github, "mf-github-image-push")
+    _, check = _push_and_check(_statements(github, role_id))
+    repositories = [json.dumps(arn) for arn in check["Resource"]]
+    assert len(repositories) == 3
+    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
+        assert "arn:aws:ecr:eu-west-1:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
+    names = {r["Properties"]["RepositoryName"] for r in github.resources("mf-eu-west-1/platform", "AWS::ECR::Repository").values()}
+    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
     # The role's boundary (the primary stage's) lets it use ECR in both regions.
     boundary = {s.get("Sid"): s for s in _boundary_statements(github, "mf-eu-central-1/baseline")}
     platform = boundary["AllowOnlyThePlatformsServicesInTheAppsRegions"]
@@ -85,7 +101,7 @@ def test_the_push_role_can_tag_an_index_of_scanned_manifests_but_not_delete_or_r
     """containers.yml pushes manifests by digest and then tags an index of them: `imagetools create` reads
     each manifest and its config blob back. Immutability must stay the repository's, not the role's, choice."""
     role_id, _ = _role(github, "mf-github-image-push")
-    (push,) = [statement for statement in _statements(github, role_id) if statement["Action"] != "ecr:GetAuthorizationToken"]
+    push, _ = _push_and_check(_statements(github, role_id))
     assert {"ecr:PutImage", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload",
             "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:BatchCheckLayerAvailability"} <= set(push["Action"])
     assert not {"ecr:BatchDeleteImage", "ecr:PutImageTagMutability", "ecr:DeleteRepository", "ecr:SetRepositoryPolicy",

@@ -571,7 +571,11 @@ def test_the_image_check_of_a_replica_region_waits_five_minutes_in_all_then_fail
     assert result.returncode != 0
     assert f"MISSING: persona runs mf/persona:{PROD_IMAGE_TAG}, which is not in the ECR repository mf/persona of eu-central-1" in result.stdout
     assert "replicat" in result.stdout  # says where the tag should have come from
-    assert "a region added after the push gets no replica of it: README.md, Add a region" in result.stdout
+    # ... and how a region added since gets it: a replication backfill from the primary region, where the push went.
+    primary = re.search(r"describe-image-replication-status --region (\S+)", result.stdout).group(1)
+    assert primary != "eu-central-1"
+    assert ("a region added after the push gets no replica of it: start an ECR replication backfill, "
+            f"aws ecr start-replication-backfill --region {primary}; README.md, Add a region") in result.stdout
     assert (tmp_path / "sleep.log").read_text().splitlines() == ["15"] * 20  # 300 s, however many tags are late
 
 

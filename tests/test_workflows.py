@@ -307,8 +307,7 @@ def test_the_push_is_both_platforms_under_one_immutable_tag_the_commit_sha():
     steps = _container_steps()
     push = _push(steps)
     check = _region_check(steps)
-    # Tags are immutable: a commit whose tag the primary region holds is not pushed again (the check copies it to
-    # the regions without it instead); crane is installed for both.
+    # Tags are immutable: a commit whose tag the primary region holds is not pushed again.
     assert push["if"] == "env.PUSH == 'true' && steps.ecr.outputs.exists == 'false'"
     install = next(step for step in steps if step.get("name") == "Install crane")
     assert install["if"] == "env.PUSH == 'true'"
@@ -348,10 +347,11 @@ def _app_outputs(tmp_path: Path) -> dict[str, str]:
 
 
 # Stand-ins for what the region check calls. ECR: $STATE/<region> holds the digest the commit's tag names there;
-# empty or absent: no such tag; NOREPO: no repository; DENIED: no answer. crane copy writes the source's digest into
-# the target region, or fails (CRANE_FAILS=denied), or fails after replication delivered it (=replicated).
+# empty or absent: no such tag; NOREPO: no repository; DENIED: no answer. AWS_WARNS=1: the CLI prints a warning
+# on stderr before answering.
 _FAKE_AWS = r"""#!/bin/bash
 echo "aws $*" >> "$CALLS/calls.log"
+[ -n "$AWS_WARNS" ] && echo "WARNING: your AWS CLI version is out of date" >&2
 region=""; previous=""
 for word in "$@"; do [ "$previous" = --region ] && region=$word; previous=$word; done
 case "$1 $2" in
@@ -372,27 +372,12 @@ _FAKE_DOCKER = r"""#!/bin/bash
 [ "$(cat)" = token ] || exit 1
 echo "docker $*" >> "$CALLS/calls.log"
 """
-_FAKE_CRANE = r"""#!/bin/bash
-echo "crane $*" >> "$CALLS/calls.log"
-region_of() { local host=${1%%/*}; host=${host#*.dkr.ecr.}; echo "${host%.amazonaws.com}"; }
-case "$1" in
-  copy)
-    [ "$CRANE_FAILS" = denied ] && { echo "PUT manifest: DENIED" >&2; exit 1; }
-    echo "${2##*@}" > "$STATE/$(region_of "$3")"
-    [ "$CRANE_FAILS" = replicated ] && { echo "PUT manifest: tag already exists" >&2; exit 1; }
-    exit 0 ;;
-  digest)
-    digest=$(cat "$STATE/$(region_of "$2")" 2>/dev/null)
-    [ -n "$digest" ] || { echo "MANIFEST_UNKNOWN: manifest unknown" >&2; exit 1; }
-    echo "$digest" ;;
-  *) echo "unexpected: crane $*" >&2; exit 2 ;;
-esac
-"""
 
 
-def _run_region_check(tmp_path: Path, states: dict[str, str], crane_fails: str = "") -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+def _run_region_check(tmp_path: Path, states: dict[str, str], aws_warns: bool = False,
+                      **overrides: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
     """Runs the workflow's region check for auth as the workflow wires it: its env from step `app`'s outputs (read
-    from cdk.json by that step's own shell), against stand-in aws, docker and crane."""
+    from cdk.json by that step's own shell), against stand-in aws and docker."""
     app = _app_outputs(tmp_path)
     check = _region_check(_container_steps())
     env = {name: re.sub(r"\$\{\{ steps\.app\.outputs\.(\w+) \}\}", lambda m: app[m.group(1)], value).replace("${{ matrix.service }}", "auth")
@@ -400,14 +385,15 @@ def _run_region_check(tmp_path: Path, states: dict[str, str], crane_fails: str =
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
-    for name, text in (("aws", _FAKE_AWS), ("docker", _FAKE_DOCKER), ("crane", _FAKE_CRANE)):
+    for name, text in (("aws", _FAKE_AWS), ("docker", _FAKE_DOCKER)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     for region, value in states.items():
         (state / region).write_text(value)
     result = subprocess.run(["bash", "-c", check["run"]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path), "STATE": str(state),
-                                 "CRANE_FAILS": crane_fails, "GITHUB_SHA": SHA, "GITHUB_OUTPUT": str(tmp_path / "output"), **env})
+                                 "AWS_WARNS": "1" if aws_warns else "", "GITHUB_SHA": SHA,
+                                 "GITHUB_OUTPUT": str(tmp_path / "output"), **env, **overrides})
     calls = (tmp_path / "calls.log").read_text() if (tmp_path / "calls.log").exists() else ""
     return result, _outputs(tmp_path / "output"), calls
 
@@ -421,8 +407,8 @@ def _registry(region: str) -> str:
 
 
 def test_the_region_check_reads_every_region_of_cdk_json_and_asks_each():
-    """The repository check and the copy cover each region cdk.json configures, read by the workflow itself."""
-    assert OTHERS  # the reference settings have a second region: the copy has somewhere to go
+    """The repository check covers each region cdk.json configures, read by the workflow itself."""
+    assert OTHERS  # the reference settings have a second region to check
     steps = _container_steps()
     check = _region_check(steps)
     assert check["if"] == "env.PUSH == 'true'"
@@ -445,62 +431,58 @@ def test_nothing_is_pushed_while_a_region_lacks_the_repository(tmp_path):
         assert (f"::error::the ECR repository {CONFIG.prefix}/auth is not in {region}: deploy every region's platform stack "
                 f"(npx cdk deploy '{CONFIG.stage_name(region)}/platform') before the first push") in result.stdout
     assert "exists" not in outputs  # the push step does not run
-    assert "crane" not in calls
     for region in CONFIG.region_names:  # every region was asked
         assert f"aws ecr describe-images --region {region} --repository-name {CONFIG.prefix}/auth --image-ids imageTag={SHA}" in calls
 
 
 def test_a_new_commit_is_pushed_to_the_primary_region_only(tmp_path):
+    """Replication copies the push to the other regions: docker logs in to the primary's registry alone."""
     result, outputs, calls = _run_region_check(tmp_path, {region: "" for region in CONFIG.region_names})
     assert result.returncode == 0, result.stdout + result.stderr
     assert outputs == {"repository": f"{_registry(PRIMARY)}/{CONFIG.prefix}/auth", "exists": "false"}
-    assert "crane" not in calls  # replication copies the push to the other regions
+    assert [line for line in calls.splitlines() if line.startswith("docker ")] == [
+        f"docker login --username AWS --password-stdin {_registry(PRIMARY)}"]
 
 
-def test_a_tag_the_primary_holds_is_copied_by_digest_to_each_region_without_it(tmp_path):
-    """A region added after the push (or whose repository was re-created) never gets it from replication, and the
-    primary's tag keeps the push from running again: the rerun copies the primary's image, keeping its digest."""
-    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "" for region in OTHERS}})
+@pytest.mark.parametrize("others", ["", "sha256:aaa"])
+def test_a_tag_the_primary_holds_is_not_pushed_again_whatever_the_other_regions_hold(tmp_path, others):
+    """Tags are immutable: a rerun pushes nothing. A region without the tag (added since) gets it from replication
+    backfill, not from this job."""
+    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: others for region in OTHERS}})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert outputs == {"repository": f"{_registry(PRIMARY)}/{CONFIG.prefix}/auth", "exists": "true"}  # no push
-    for region in OTHERS:
-        target = f"{_registry(region)}/{CONFIG.prefix}/auth:{SHA}"
-        assert f"crane copy {_registry(PRIMARY)}/{CONFIG.prefix}/auth@sha256:aaa {target}\n" in calls
-        assert f"crane digest {target}\n" in calls  # read back and compared
-        assert (tmp_path / "state" / region).read_text().strip() == "sha256:aaa"
-        assert f"copied: {CONFIG.prefix}/auth:{SHA} in {region} (sha256:aaa)" in result.stdout
-    for region in CONFIG.region_names:  # docker, and so crane, logged in to every region's registry
-        assert f"docker login --username AWS --password-stdin {_registry(region)}\n" in calls
+    assert outputs == {"exists": "true"}
+    assert "docker" not in calls
 
 
-def test_a_region_that_already_holds_the_primarys_image_is_left_alone(tmp_path):
-    result, outputs, calls = _run_region_check(tmp_path, {region: "sha256:aaa" for region in CONFIG.region_names})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert outputs["exists"] == "true" and "crane" not in calls
-
-
-@pytest.mark.parametrize("crane_fails, passes", [("replicated", True), ("denied", False)])
-def test_a_failed_copy_is_judged_by_what_the_region_holds_after_it(tmp_path, crane_fails, passes):
-    """Replication may deliver the same image while the copy runs (a rerun right after the push): then the region
-    holds the primary's digest and the job passes; otherwise it fails naming what the region holds."""
-    result, _, _ = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "" for region in OTHERS}}, crane_fails)
-    assert (result.returncode == 0) == passes, result.stdout + result.stderr
-    if not passes:
-        assert f"::error::{CONFIG.prefix}/auth:{SHA} in {OTHERS[0]} is none (MANIFEST_UNKNOWN" in result.stdout
-
-
-def test_a_region_whose_tag_names_another_image_fails_the_job(tmp_path):
-    result, _, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "sha256:bbb" for region in OTHERS}})
+def test_a_tag_only_another_region_holds_stops_the_job_instead_of_a_rebuild(tmp_path):
+    """The primary's repository was re-created: a rebuild would push another digest under the same immutable tag,
+    and replicating it into the region that holds the tag would fail without a word."""
+    result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "", **{region: "sha256:aaa" for region in OTHERS}})
     assert result.returncode != 0
-    assert f"::error::{CONFIG.prefix}/auth:{SHA} in {OTHERS[0]} is sha256:bbb, not {PRIMARY}'s sha256:aaa" in result.stdout
-    assert "crane copy" not in calls  # an immutable tag cannot be put right by copying over it
+    assert (f"::error::{CONFIG.prefix}/auth:{SHA} is in {OTHERS[0]} (sha256:aaa) but not in {PRIMARY} (its repository "
+            "re-created?): a rebuild would push another digest") in result.stdout
+    assert "exists" not in outputs and "docker" not in calls
+
+
+def test_a_cli_warning_is_not_read_as_a_digest(tmp_path):
+    result, outputs, _ = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "" for region in OTHERS}}, aws_warns=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outputs == {"exists": "true"}
+    assert f"is in {PRIMARY} (sha256:aaa): nothing to push" in result.stdout
+
+
+def test_a_primary_region_missing_from_the_regions_is_a_clear_error(tmp_path):
+    result, outputs, calls = _run_region_check(tmp_path, {}, PRIMARY_REGION="us-west-2")
+    assert result.returncode != 0
+    assert "::error::the primary region us-west-2 is not one of the regions of cdk.json" in result.stdout
+    assert "unbound variable" not in result.stderr and outputs == {} and calls == ""
 
 
 def test_a_region_ecr_does_not_answer_about_fails_the_job_instead_of_guessing(tmp_path):
     result, outputs, calls = _run_region_check(tmp_path, {PRIMARY: "sha256:aaa", **{region: "DENIED" for region in OTHERS}})
     assert result.returncode != 0
     assert f"::error::could not check {CONFIG.prefix}/auth:{SHA} in {OTHERS[0]}: An error occurred (AccessDeniedException)" in result.stdout
-    assert "exists" not in outputs and "crane" not in calls
+    assert "exists" not in outputs and "docker" not in calls
 
 
 def _markdown_section(path: Path, heading: str) -> str:

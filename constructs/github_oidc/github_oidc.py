@@ -16,9 +16,8 @@ STS_AUDIENCE = "sts.amazonaws.com"
 # What pushing the scanned images needs besides the registry token: upload blobs and manifests by
 # digest (crane checks layers and manifests first), then tag an index of them (`docker buildx imagetools
 # create` reads each manifest and its config blob for the platform: BatchGetImage, GetDownloadUrlForLayer),
-# and DescribeImages: the workflow skips a commit whose immutable tag is already pushed. Copying an image to
-# another region's repository (`crane copy`) needs the same: reads in the source, uploads and PutImage in the
-# target. Nothing that deletes an image or changes the repository's tag mutability.
+# and DescribeImages: the workflow skips a commit whose immutable tag is already pushed. Nothing that
+# deletes an image or changes the repository's tag mutability.
 ECR_PUSH_ACTIONS = (
     "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:DescribeImages",
     "ecr:GetDownloadUrlForLayer", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart",
@@ -51,6 +50,7 @@ class GitHubOidc(Construct):
         role_name_prefix: str,
         image_repository_arns: Sequence[str],
         diff_regions: Sequence[str],
+        image_check_repository_arns: Sequence[str] = (),
         bootstrap_qualifier: str = cdk.DefaultStackSynthesizer.DEFAULT_QUALIFIER,
         existing_provider_arn: str | None = None,
     ) -> None:
@@ -85,6 +85,11 @@ class GitHubOidc(Construct):
         token_statement = iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
         self.image_push_role.add_to_policy(token_statement)
         self.image_push_role.add_to_policy(iam.PolicyStatement(actions=list(ECR_PUSH_ACTIONS), resources=list(image_repository_arns)))
+        if image_check_repository_arns:
+            # Read-only: whether a repository holds a tag. With the ARN allowed, a missing repository answers
+            # RepositoryNotFoundException rather than AccessDenied, so no other action is needed to tell the two apart.
+            self.image_push_role.add_to_policy(iam.PolicyStatement(
+                actions=["ecr:DescribeImages"], resources=list(image_check_repository_arns)))
         acknowledge_nag(
             self.image_push_role,
             "ecr:GetAuthorizationToken has no resource-level permissions: it returns a registry login token, "
