@@ -63,6 +63,16 @@ def _push_and_check(statements: list[dict]) -> tuple[dict, dict]:
     return push, check
 
 
+def _assert_names_the_service_repositories_of(github, statement: dict, region: str) -> None:
+    """``statement`` names the three service repositories in ``region``, which that region's platform stack creates."""
+    repositories = [json.dumps(arn) for arn in statement["Resource"]]
+    assert len(repositories) == 3
+    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
+        assert f"arn:aws:ecr:{region}:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
+    names = {r["Properties"]["RepositoryName"] for r in github.resources(f"mf-{region}/platform", "AWS::ECR::Repository").values()}
+    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
+
+
 def test_the_push_role_may_push_only_to_the_primary_regions_service_repositories(github):
     """containers.yml pushes to the primary region only: replication copies each push to the other regions."""
     role_id, _ = _role(github, "mf-github-image-push")
@@ -70,13 +80,7 @@ def test_the_push_role_may_push_only_to_the_primary_regions_service_repositories
     assert {"Action": "ecr:GetAuthorizationToken", "Effect": "Allow", "Resource": "*"} in statements
     push, _ = _push_and_check(statements)
     assert push["Action"] == sorted(ECR_PUSH_ACTIONS)
-    repositories = [json.dumps(arn) for arn in push["Resource"]]
-    assert len(repositories) == 3
-    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
-        assert "arn:aws:ecr:eu-central-1:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
-    # Those are the repositories the platform stack creates in that region.
-    names = {r["Properties"]["RepositoryName"] for r in github.resources("mf-eu-central-1/platform", "AWS::ECR::Repository").values()}
-    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
+    _assert_names_the_service_repositories_of(github, push, "eu-central-1")
 
 
 def test_the_push_role_may_only_look_up_tags_in_the_other_regions_repositories(github):
@@ -84,12 +88,7 @@ def test_the_push_role_may_only_look_up_tags_in_the_other_regions_repositories(g
     DescribeImages there, nothing that writes (and nothing in us-east-1, where the edge has no repository)."""
     role_id, _ = _role(github, "mf-github-image-push")
     _, check = _push_and_check(_statements(github, role_id))
-    repositories = [json.dumps(arn) for arn in check["Resource"]]
-    assert len(repositories) == 3
-    for service, arn in zip(["auth", "persona", "vc-start"], repositories, strict=True):
-        assert "arn:aws:ecr:eu-west-1:" in arn and arn.endswith(f':repository/mf/{service}"]]}}')
-    names = {r["Properties"]["RepositoryName"] for r in github.resources("mf-eu-west-1/platform", "AWS::ECR::Repository").values()}
-    assert names == {"mf/auth", "mf/persona", "mf/vc-start"}
+    _assert_names_the_service_repositories_of(github, check, "eu-west-1")
     # The role's boundary (the primary stage's) lets it use ECR in both regions.
     boundary = {s.get("Sid"): s for s in _boundary_statements(github, "mf-eu-central-1/baseline")}
     platform = boundary["AllowOnlyThePlatformsServicesInTheAppsRegions"]
