@@ -6,7 +6,7 @@ import hashlib
 import json
 
 
-def fingerprint(value: object, length: int, *, separators: tuple[str, str] | None = None) -> str:
-    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys (``separators`` as
-    ``json.dumps`` takes them): the same data gives the same digits on every run, any change other digits."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=separators).encode()).hexdigest()[:length]
+def fingerprint(value: object, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys: the same data gives the
+    same digits on every run, any change other digits."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]

@@ -64,4 +64,4 @@ class ServiceConfigParameters(Construct):
         # The values as the template holds them (a token as its Ref or GetAtt: logical IDs, stable across synths),
         # keys sorted: the same settings give the same digest on every synth, and any changed value another one.
         resolved = cdk.Stack.of(self).resolve(dict(values))
-        self.digest = fingerprint(resolved, 16, separators=(",", ":"))
+        self.digest = fingerprint(resolved, 16)
