@@ -42,8 +42,8 @@ def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, 
 
 
 class ChaosStack(cdk.Stack):
-    """Three experiment templates per region, from the ``chaos`` config: stop a share of one service's
-    tasks; add latency, then packet loss, to that service's tasks (only with ``task_network_faults``;
+    """Three experiment templates per region, from the ``chaos`` config: stop some of one service's
+    tasks (``stop_percent`` of its minimum task count, at least one: FoundationConfig.stop_task_count); add latency, then packet loss, to that service's tasks (only with ``task_network_faults``;
     the services stack gives that service's task definition fault injection); lose one AZ (stop
     every task there and cut its subnets off the network). Each stops when an SLO alarm fires and logs to
     one KMS-encrypted log group.
@@ -82,7 +82,7 @@ class ChaosStack(cdk.Stack):
         self.experiments = {
             "stop_tasks": StopTasksExperiment(
                 self, "StopTasks", name=names["stop_tasks"], cluster_name=cluster_name, service_name=chaos.service,
-                percent=chaos.stop_percent, stop_alarm=service_slo, log_group=self.log_group),
+                count=config.stop_task_count, stop_alarm=service_slo, log_group=self.log_group),
         }
         if chaos.task_network_faults:
             self.experiments["network_faults"] = NetworkFaultsExperiment(

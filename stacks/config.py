@@ -141,6 +141,11 @@ class ServiceConfig:
         return tuple(dict.fromkeys(tag for tag in (self.image_tag, self.canary_image_tag) if tag))
 
 
+def min_task_count(service: ServiceConfig, profile: str) -> int:
+    """The fewest tasks a service runs: its own min_tasks, else the profile's."""
+    return service.min_tasks or profile_defaults(profile).min_tasks
+
+
 @dataclass(frozen=True)
 class MeshOptionsConfig:
     """Settings of whichever mesh backend is chosen (``tls`` applies to Service Connect; App Mesh always uses TLS)."""
@@ -281,7 +286,7 @@ class ChaosConfig:
     """The AWS FIS experiment templates of every region (the chaos stack). Templates cost nothing until run."""
 
     service: str  # the service the task experiments target (stop tasks, network faults)
-    stop_percent: int  # share of the service's running tasks the stop-tasks experiment stops
+    stop_percent: int  # share of the service's minimum task count the stop-tasks experiment stops (stop_task_count)
     task_network_faults: bool  # create the latency and packet-loss experiment (adds the SSM agent sidecar to the service)
     latency_ms: int  # delay the network-faults experiment adds to every packet of the targeted tasks
     packet_loss_percent: int  # share of packets the network-faults experiment drops
@@ -384,6 +389,16 @@ class FoundationConfig:
         if self.chaos is None or not self.chaos.task_network_faults:
             return None
         return fault_injection_role_names(self.prefix, region, self.chaos.service)
+
+    @property
+    def stop_task_count(self) -> int:
+        """How many tasks the stop-tasks experiment stops (FIS COUNT(n)): stop_percent of the chaos service's minimum,
+        rounded down, and at least one. FIS's PERCENT(n) would round down to none at small counts (30 % of 1, 2 or 3
+        tasks), and a target that resolves to nothing fails the experiment. With stop_percent at most 99 that leaves
+        a task serving whenever the minimum is 2 or more; at a minimum of 1 (dev's default) it is the only task."""
+        assert self.chaos is not None, "only with chaos configured"
+        service = next(service for service in self.services if service.name == self.chaos.service)
+        return max(1, min_task_count(service, self.profile) * self.chaos.stop_percent // 100)
 
     @property
     def region_failover_role_name(self) -> str:
@@ -1275,7 +1290,8 @@ def _parse_chaos(key: str, value: Any) -> ChaosConfig | None:
         raise ConfigError(key, value, 'expected null or an object {"service": "<a configured service>", ...}')
     return ChaosConfig(**_object(key, value, {
         "service": (None, _pattern(_SERVICE_NAME_PATTERN, "expected the name of a configured service")),
-        # 100 % would be an outage, not an experiment: at least one task keeps serving.
+        # Of the service's minimum task count (FoundationConfig.stop_task_count). 100 % would be an outage, not an
+        # experiment: below it, at least one task keeps serving once the minimum is 2 or more.
         "stop_percent": (30, _integer(1, 99)),
         "task_network_faults": (True, _boolean),
         # FIS takes 0-10000 ms for aws:ecs:task-network-latency.
@@ -1306,6 +1322,14 @@ def _check_chaos(values: dict[str, Any]) -> None:
         # With App Mesh the only SLO alarms are the load balancer's: a service without a path has none to stop on.
         raise ConfigError("chaos.service", chaos.service, "with mesh=appmesh, pick a service with a path: its load "
                                                           "balancer alarms are the experiments' stop conditions")
+    # The stop-tasks experiment stops at least one task: with a single one at the minimum, that is an outage of the
+    # service. Dev accepts it (its default minimum is 1 for cost; the run still checks the template, the replacement
+    # and the stop condition); prod's users would see it.
+    minimum = min_task_count(by_name[chaos.service], values["profile"])
+    if values["profile"] == "prod" and minimum < 2:
+        raise ConfigError(f"services.{chaos.service}.min_tasks", minimum,
+                          f"with profile prod and chaos.service={chaos.service}, expected at least 2: the stop-tasks "
+                          "experiment stops at least one task, and the others must keep serving")
     # Cutting off a zone whose NAT gateway or endpoints the others use (dev keeps one of each, in zone a) cuts every
     # zone off AWS's APIs (ECR, Logs, SQS, STS...): a regional outage, not the AZ outage the experiment is for.
     shared = profile_defaults(values["profile"]).shared_zone_count(AZ_COUNT)

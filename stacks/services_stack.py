@@ -55,6 +55,7 @@ from .config import (
     ServiceConfig,
     env_prefix,
     legacy_target_group_name,
+    min_task_count,
 )
 from .defaults import profile_defaults
 from .network_stack import NetworkStack
@@ -519,7 +520,7 @@ class ServicesStack(cdk.Stack):
                  worker: bool = True, variant: str | None = None, external_task_count: bool = False) -> MeshedFargateService:
         """``variant`` (App Mesh: primary or canary) tags the task's telemetry, so alarms can judge the canary alone."""
         min_tasks, max_tasks = tasks or (
-            service.min_tasks or self.defaults.min_tasks,
+            min_task_count(service, self.config.profile),
             service.max_tasks or max(self.defaults.max_tasks, service.min_tasks or 0),
         )
         environment, parameters = self._configuration(service)

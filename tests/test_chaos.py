@@ -100,15 +100,50 @@ def test_every_region_has_the_three_experiments_and_the_runbook_names_each(reque
             assert output in runbook
 
 
-def test_stop_tasks_stops_the_configured_share_of_the_target_services_tasks(dev):
+@pytest.mark.parametrize("variant", ["dev", "prod"])
+def test_stop_tasks_stops_one_task_of_the_target_service_at_its_minimum_size(request, variant):
+    # 30 % of dev's 1 task or prod's 3, rounded down, is none: FIS's PERCENT(30) would resolve to no target, and the
+    # template's emptyTargetResolutionMode fail would fail every run. A count of at least one never resolves to none.
+    assembly: Assembly = request.getfixturevalue(variant)
     for region in REGIONS:
-        template = _templates(dev, region)[TEMPLATES["stop_tasks"]]
+        template = _templates(assembly, region)[TEMPLATES["stop_tasks"]]
         (action,) = template["Actions"].values()
         assert action["ActionId"] == "aws:ecs:stop-task" and "Parameters" not in action
         target = template["Targets"][action["Targets"]["Tasks"]]
         assert target["ResourceType"] == "aws:ecs:task"
-        assert target["SelectionMode"] == "PERCENT(30)"
-        assert target["Parameters"] == {"cluster": _cluster_name(dev, region), "service": _service_name(dev, region, TARGET)}
+        assert target["SelectionMode"] == "COUNT(1)"
+        assert template["ExperimentOptions"]["EmptyTargetResolutionMode"] == "fail"
+        assert target["Parameters"] == {"cluster": _cluster_name(assembly, region),
+                                        "service": _service_name(assembly, region, TARGET)}
+
+
+def _with_min_tasks(context: dict[str, Any], service: str, min_tasks: int) -> dict[str, Any]:
+    return {**context, "services": {**context["services"], service: {**context["services"][service], "min_tasks": min_tasks}}}
+
+
+@pytest.mark.parametrize("profile, min_tasks, stop_percent, count", [
+    ("dev", None, 30, 1),  # dev's default minimum, 1: the one task (an outage dev accepts: runbooks/chaos-experiments.md)
+    ("prod", None, 30, 1),  # prod's default minimum, 3: 0.9 rounded down, raised to one
+    ("prod", 10, 30, 3),  # 3.0: the share of the minimum
+    ("prod", 2, 99, 1),  # 1.98 rounded down: never both tasks
+    ("dev", 4, 50, 2),  # the service's own minimum, not the profile's
+])
+def test_the_stop_task_count_is_stop_percent_of_the_minimum_rounded_down_at_least_one_never_all(profile, min_tasks,
+                                                                                                 stop_percent, count):
+    context = {**cdk_json_context(), "profile": profile, "chaos": {"service": TARGET, "stop_percent": stop_percent}}
+    if min_tasks is not None:
+        context = _with_min_tasks(context, TARGET, min_tasks)
+    assert load_config(context).stop_task_count == count
+
+
+def test_prod_refuses_a_chaos_service_that_runs_a_single_task():
+    # Stopping at least one of one is the whole service: prod's users would see the drill.
+    context = _with_min_tasks({**cdk_json_context(), "profile": "prod"}, TARGET, 1)
+    with pytest.raises(ConfigError, match="expected at least 2: the stop-tasks experiment stops at least one task") as error:
+        load_config(context)
+    assert error.value.key == f"services.{TARGET}.min_tasks"
+    assert load_config({**context, "chaos": None}).chaos is None
+    assert load_config({**context, "profile": "dev"}).stop_task_count == 1
 
 
 def test_network_faults_add_latency_then_packet_loss_through_the_ecs_fault_endpoints(dev):
@@ -430,4 +465,19 @@ def test_an_action_on_a_target_set_the_template_does_not_define_stops_synth_nami
                       actions={"stop": ExperimentAction("aws:ecs:stop-task", "stop", "Tasks", target_set="tasks")},
                       statements=[], stop_alarm=cloudwatch.Alarm.from_alarm_name(stack, "Slo", "mf-slo"),
                       log_group=logs.LogGroup.from_log_group_name(stack, "Logs", "/aws/fis/mf"))
+    assert stack.node.try_find_child("X") is None, "nothing half-built"
+
+
+def test_a_stop_tasks_experiment_that_would_stop_no_task_stops_synth():
+    import aws_cdk as cdk
+    from aws_cdk import aws_cloudwatch as cloudwatch
+    from aws_cdk import aws_logs as logs
+
+    from constructs.chaos import StopTasksExperiment
+
+    stack = cdk.Stack(cdk.App(), "Chaos", env=cdk.Environment(region="eu-central-1"))
+    with pytest.raises(ValueError, match=r"^mf-x: count=0; the experiment must stop at least one task$"):
+        StopTasksExperiment(stack, "X", name="mf-x", cluster_name="mf", service_name="persona", count=0,
+                            stop_alarm=cloudwatch.Alarm.from_alarm_name(stack, "Slo", "mf-slo"),
+                            log_group=logs.LogGroup.from_log_group_name(stack, "Logs", "/aws/fis/mf"))
     assert stack.node.try_find_child("X") is None, "nothing half-built"

@@ -217,6 +217,11 @@ CASES = [
      ["chaos.service='billing'", "auth, persona, vc-start"]),
     ("chaos stops every task", {"chaos": json.dumps({"service": "persona", "stop_percent": 100})},
      ["chaos.stop_percent=100", "from 1 to 99"]),
+    # The stop-tasks experiment stops at least one task: of one, that is the whole service, which prod refuses.
+    ("chaos stops a prod service's only task", {"profile": "prod", "account": "111122223333",
+                                                 "services": json.dumps({**cdk_json_context()["services"], "persona": {
+                                                     **cdk_json_context()["services"]["persona"], "min_tasks": 1}})},
+     ["services.persona.min_tasks=1", "with profile prod and chaos.service=persona", "expected at least 2"]),
     ("chaos in a fourth availability zone", {"chaos": json.dumps({"service": "persona", "availability_zone": "d"})},
      ["chaos.availability_zone='d'", "a, b, c"]),
     # dev's only NAT gateway and its interface endpoints are in zone a: cutting it off cuts every zone off AWS's APIs.

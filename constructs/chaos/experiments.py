@@ -71,16 +71,21 @@ _LIST_TASKS_REASON = ("ECS (ecs) ListTasks has no resource-level permissions; th
 
 
 class StopTasksExperiment(FisExperiment):
-    """``aws:ecs:stop-task`` on ``percent`` % of a service's running tasks: ECS must replace them while
-    the rest carry the load."""
+    """``aws:ecs:stop-task`` on ``count`` of a service's running tasks, picked at random (``COUNT(n)``): ECS
+    must replace them while the rest carry the load. A count, not FIS's ``PERCENT(n)``, which rounds down and
+    so selects no task of a small service (30 % of 1, 2 or 3), and an experiment whose target resolves to
+    nothing fails. Keep ``count`` below the service's minimum task count, or it stops the whole service."""
 
     def __init__(self, scope: Construct, construct_id: str, *, name: str, cluster_name: str, service_name: str,
-                 percent: int, stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup) -> None:
+                 count: int, stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup) -> None:
+        if count < 1:
+            raise ValueError(f"{name}: count={count}; the experiment must stop at least one task")
+        tasks = "1 task" if count == 1 else f"{count} tasks"
         super().__init__(
             scope, construct_id, name=name,
-            description=f"Stop {percent}% of the {service_name} service's tasks; ECS replaces them",
-            targets={TARGET: _task_target(cluster_name, service_name, f"PERCENT({percent})")},
-            actions={"stop-tasks": ExperimentAction("aws:ecs:stop-task", f"Stop {percent}% of {service_name}'s tasks", "Tasks")},
+            description=f"Stop {tasks} of the {service_name} service; ECS starts replacements",
+            targets={TARGET: _task_target(cluster_name, service_name, f"COUNT({count})")},
+            actions={"stop-tasks": ExperimentAction("aws:ecs:stop-task", f"Stop {tasks} of {service_name}", "Tasks")},
             statements=_task_statements(scope, cluster_name, "ecs:StopTask"),
             stop_alarm=stop_alarm, log_group=log_group,
             wildcard_reason=_LIST_TASKS_REASON, finding_reasons=_tasks_finding(scope, cluster_name),
