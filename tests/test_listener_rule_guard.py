@@ -97,22 +97,30 @@ def test_one_function_per_services_stack_guards_the_rules_of_every_exposed_servi
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_an_update_of_its_own_stack_or_the_end_of_a_guarded_services_deployment_invokes_it(dev, region):
-    """A stack update that ends while a deployment is under way finds its services skipped (ECS owns the weights);
-    if it wrote the rule after ECS's last shift, only the deployment's end puts the weights right."""
+def test_an_update_of_a_guarded_rule_or_its_own_stack_or_the_end_of_a_guarded_services_deployment_invokes_it(dev, region):
+    """The stack's UPDATE_COMPLETE waits for every service in it to stabilise (a canary's bake), so CloudFormation's
+    update of a guarded rule invokes it too. A stack update that ends while a deployment is under way finds its
+    services skipped (ECS owns the weights); if it wrote the rule after ECS's last shift, only the deployment's end
+    puts the weights right."""
     resources = _services(dev, region)
     function_id, function = _guard(resources)
     rules = {i: r["Properties"] for i, r in _of_type(resources, "AWS::Events::Rule").items()
              if any(t["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]} for t in r["Properties"]["Targets"])}
-    patterns = sorted((rule["EventPattern"] for rule in rules.values()), key=lambda pattern: pattern["source"])
-    deployment_pattern = patterns[1]
+    patterns = sorted((rule["EventPattern"] for rule in rules.values()), key=lambda pattern: (pattern["source"], pattern["detail-type"]))
+    rule_pattern, deployment_pattern = patterns[0], patterns[2]
     assert patterns == [{
+        "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Resource Status Change"],
+        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "logical-resource-id": rule_pattern["detail"]["logical-resource-id"],
+                   "status-details": {"status": ["UPDATE_COMPLETE"]}},
+    }, {
         "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Stack Status Change"],
         "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}},
     }, {
         "source": ["aws.ecs"], "detail-type": ["ECS Deployment State Change"], "resources": deployment_pattern["resources"],
         "detail": {"eventName": ["SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"]},
     }]
+    # CloudFormation's events name the rule by its logical ID in this stack: exactly the guarded rules, literally.
+    assert sorted(rule_pattern["detail"]["logical-resource-id"]) == sorted(_rule_id(resources, s) for s in EXPOSED)
     # The events name the service by its ARN, the Ref of AWS::ECS::Service: exactly the guarded services.
     assert sorted(r["Ref"] for r in deployment_pattern["resources"]) == sorted(_service_id(resources, s) for s in EXPOSED)
     for rule in rules.values():
@@ -123,7 +131,7 @@ def test_an_update_of_its_own_stack_or_the_end_of_a_guarded_services_deployment_
     alarms = {a["Properties"]["AlarmName"]: a["Properties"] for a in dev.resources(f"mf-{region}/observability", "AWS::CloudWatch::Alarm").values()}
     alarm = alarms["mf-listener-rule-guard-dlq-not-empty"]
     assert alarm["AlarmDescription"].endswith("Runbook: runbooks/canary-rollback.md")
-    # Only the two rules may invoke it.
+    # Only the three rules may invoke it.
     permissions = [p["Properties"] for p in _of_type(resources, "AWS::Lambda::Permission").values()
                    if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_id, "Arn"]}]
     assert {p["Principal"] for p in permissions} == {"events.amazonaws.com"}
@@ -156,9 +164,13 @@ def test_a_strangler_fig_keeps_its_own_guard_and_the_guard_takes_the_other_rules
     for region in REGIONS:
         resources = _services(strangler, region)
         assert _guarded(resources) == {"persona", "vc-start"}
-        _, guard = _guard(resources)
+        guard_id, guard = _guard(resources)
         modified = {r["Ref"] for r in _resources_by_action(_statements(resources, guard))["elasticloadbalancing:ModifyRule"]}
         assert _rule_id(resources, "auth") not in modified
+        (updated,) = (r["Properties"]["EventPattern"] for r in _of_type(resources, "AWS::Events::Rule").values()
+                      if r["Properties"]["EventPattern"]["detail-type"] == ["CloudFormation Resource Status Change"]
+                      and r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [guard_id, "Arn"]})
+        assert sorted(updated["detail"]["logical-resource-id"]) == sorted(_rule_id(resources, s) for s in ("persona", "vc-start"))
         # auth's rule: its strangler fig's function, invoked by the same stack events, puts the flag's split back.
         (fig,) = (r["Properties"] for i, r in _of_type(resources, "AWS::Lambda::Function").items() if i.startswith("authstranglerfig"))
         assert fig["Handler"] == "handler.handler"
@@ -195,6 +207,13 @@ def test_one_guard_takes_the_services_of_one_cluster_only():
         ListenerRuleGuard(stack, "Empty", rules=[], log_group=log_group)
     with pytest.raises(ValueError, match="in 2 clusters"):
         ListenerRuleGuard(stack, "Two", rules=[rule("persona", "mf"), rule("vc-start", "other")], log_group=log_group)
+    other = cdk.Stack(stack.node.scope, "other", env=cdk.Environment(account="111122223333", region="eu-west-1"))
+    foreign = GuardedRule(listener_rule=elbv2.ApplicationListenerRule(
+        other, "Rule", listener=listener, priority=9, conditions=[elbv2.ListenerCondition.path_patterns(["/api/other"])],
+        action=elbv2.ListenerAction.fixed_response(200)), service=rule("solo", "mf").service)
+    # CloudFormation's resource events would name the rule by a logical ID in another stack, which this one never has.
+    with pytest.raises(ValueError, match="must be in the stack of"):
+        ListenerRuleGuard(stack, "Foreign", rules=[foreign], log_group=log_group)
     ListenerRuleGuard(stack, "One", rules=[rule("auth", "mf"), rule("docs", "mf")], log_group=log_group)
     (function,) = _guards(Template.from_stack(stack).to_json()["Resources"]).values()
     assert function["Environment"]["Variables"] == {"CLUSTER": "mf", "SERVICES": "auth,docs"}

@@ -44,9 +44,13 @@ def _legacy_group(resources):
     return group_id, group
 
 
+def _route_id(resources, service):
+    (rule_id,) = (i for i in _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule") if i.startswith(f"Ingress{service}route"))
+    return rule_id
+
+
 def _route(resources, service):
-    (rule,) = (r for i, r in _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule").items() if i.startswith(f"Ingress{service}route"))
-    return rule
+    return resources[_route_id(resources, service)]
 
 
 @pytest.mark.parametrize("region", REGIONS)
@@ -87,17 +91,23 @@ def test_the_flag_starts_at_the_initial_percent_and_takes_only_whole_numbers_fro
 
 
 @pytest.mark.parametrize("region", REGIONS)
-def test_a_flag_change_the_end_of_an_ecs_deployment_and_a_stack_update_invoke_the_function_that_applies_it(strangler, region):
+def test_a_flag_change_the_end_of_an_ecs_deployment_and_a_stack_or_rule_update_invoke_the_function_that_applies_it(strangler, region):
     resources = _services(strangler, region)
-    # The fig's own rules (the listener rule guard, tests/test_listener_rule_guard.py, has one on stack updates too).
-    rules = {r["Properties"]["EventPattern"]["source"][0]: r["Properties"] for i, r in _of_type(resources, "AWS::Events::Rule").items()
+    # The fig's own rules (the listener rule guard, tests/test_listener_rule_guard.py, has its own on the same events).
+    rules = {r["Properties"]["EventPattern"]["detail-type"][0]: r["Properties"] for i, r in _of_type(resources, "AWS::Events::Rule").items()
              if r["Properties"]["EventPattern"]["source"][0] in ("aws.ssm", "aws.ecs", "aws.cloudformation") and i.startswith("authstranglerfig")}
-    assert rules["aws.cloudformation"]["EventPattern"] == {
+    assert len(rules) == 4
+    assert rules["CloudFormation Stack Status Change"]["EventPattern"] == {
         "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Stack Status Change"],
         "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "status-details": {"status": ["UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]}}}
-    assert rules["aws.ssm"]["EventPattern"] == {"source": ["aws.ssm"], "detail-type": ["Parameter Store Change"],
-                                                "detail": {"name": [PARAMETER], "operation": ["Create", "Update"]}}
-    deployment = rules["aws.ecs"]["EventPattern"]
+    # CloudFormation's update of the rule itself: the stack's UPDATE_COMPLETE waits for every service to stabilise.
+    assert rules["CloudFormation Resource Status Change"]["EventPattern"] == {
+        "source": ["aws.cloudformation"], "detail-type": ["CloudFormation Resource Status Change"],
+        "detail": {"stack-id": [{"Ref": "AWS::StackId"}], "logical-resource-id": [_route_id(resources, "auth")],
+                   "status-details": {"status": ["UPDATE_COMPLETE"]}}}
+    assert rules["Parameter Store Change"]["EventPattern"] == {"source": ["aws.ssm"], "detail-type": ["Parameter Store Change"],
+                                                               "detail": {"name": [PARAMETER], "operation": ["Create", "Update"]}}
+    deployment = rules["ECS Deployment State Change"]["EventPattern"]
     assert deployment["detail"] == {"eventName": ["SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"]}
     (service,) = deployment["resources"]
     assert resources[service["Ref"]]["Type"] == "AWS::ECS::Service" and service["Ref"].startswith("authService")

@@ -18,7 +18,7 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
-from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, reconcile_triggers
+from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, check_in_stack, reconcile_triggers
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,14 @@ class GuardedRule:
 
 
 class ListenerRuleGuard(Construct):
-    """One function for all ``rules`` of the stack, invoked when an update of the stack completes or rolls back, and
-    when a deployment of a guarded service ends.
+    """One function for all ``rules`` of the stack, invoked when CloudFormation has updated a guarded rule, when an
+    update of the stack completes or rolls back, and when a deployment of a guarded service ends.
 
     ECS's canary and linear deployments alternate the live target group; CloudFormation knows only the
     template's weights (all on the first group) and writes them back whenever an update changes the rule,
     which after an odd number of deployments sends all traffic to a group without tasks (aws/aws-cdk#36649).
+    The rule's own update ends within seconds, the stack's only once every service in it has stabilised (a canary's
+    bake can take half an hour), so the function runs on the first.
     The function puts each rule's weight on the groups with healthy targets and leaves a rule alone when
     its weights already sit there, or while a deployment of its service is under way (ECS owns the
     weights then). A rule without any group with healthy targets keeps its weights and fails the run:
@@ -57,6 +59,7 @@ class ListenerRuleGuard(Construct):
         clusters = {json.dumps(stack.resolve(rule.service.cluster.cluster_name), sort_keys=True) for rule in rules}
         if len(clusters) > 1:
             raise ValueError(f"the services of rules are in {len(clusters)} clusters: one guard guards one cluster's services")
+        check_in_stack(self, [rule.listener_rule for rule in rules])
         cluster = rules[0].service.cluster
         self.dead_letter_queue = target_dead_letter_queue(
             self, "DeadLetterQueue", dead_letter_of="the rule's target and of the function's failed runs", senders="EventBridge and Lambda",
@@ -82,9 +85,11 @@ class ListenerRuleGuard(Construct):
             actions=["elasticloadbalancing:DescribeRules", "elasticloadbalancing:DescribeTargetHealth"], resources=["*"]))
         # The function skips a service while its deployment is under way; a stack update that wrote the rule then
         # (after ECS's last shift, during the bake) is put right when the deployment ends.
-        _, self.stack_rule, self.deployment_rule = reconcile_triggers(
-            self, self.function, self.dead_letter_queue, service_arns=[rule.service.service_arn for rule in rules],
+        _, self.stack_rule, self.listener_rule_rule, self.deployment_rule = reconcile_triggers(
+            self, self.function, self.dead_letter_queue, listener_rules=[rule.listener_rule for rule in rules],
+            service_arns=[rule.service.service_arn for rule in rules],
             stack_description="The stack was updated: put its traffic-shifting listener rules' weights on the serving groups",
+            rule_description="CloudFormation updated a guarded listener rule: put its weights on the serving groups",
             deployment_description="A guarded service's ECS deployment ended: put the listener rules' weights on the serving groups")
         self._acknowledge()
 

@@ -31,6 +31,9 @@ DEPLOYMENT_ENDED = ("SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED")
 # The ends of a stack update that may have rewritten the listener rule's weights: a completed update writes the
 # template's, a rolled-back one the previous template's.
 STACK_UPDATE_ENDED = ("UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE")
+# The end of CloudFormation's update of a listener rule, which writes the template's weights; a rollback reverts the
+# rule with an update of its own. Not CREATE_COMPLETE: a new rule is not yet the one the service or function names.
+RULE_UPDATED = ("UPDATE_COMPLETE",)
 # A flag change is worth applying for a day; EventBridge's retries back off over that time.
 MAX_EVENT_AGE = cdk.Duration.hours(24)
 RETRY_ATTEMPTS = 185
@@ -38,24 +41,52 @@ _FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:functio
 _TARGET_GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
 
 
+def check_in_stack(scope: Construct, listener_rules: Sequence[elbv2.ApplicationListenerRule]) -> None:
+    """Raises ValueError unless ``listener_rules`` are some and all in ``scope``'s stack: CloudFormation's resource
+    events name a rule by its logical ID within its stack's ID."""
+    if not listener_rules:
+        raise ValueError("listener_rules=[] is invalid: give the listener rules whose weights the function reconciles")
+    foreign = [rule.node.path for rule in listener_rules if cdk.Stack.of(rule) is not cdk.Stack.of(scope)]
+    if foreign:
+        raise ValueError(f"listener rules {foreign} are invalid: they must be in the stack of {scope.node.path}")
+
+
 def reconcile_triggers(
-    scope: Construct, function: lambda_.IFunction, dead_letter_queue: sqs.IQueue, *, stack_description: str,
+    scope: Construct, function: lambda_.IFunction, dead_letter_queue: sqs.IQueue, *,
+    listener_rules: Sequence[elbv2.ApplicationListenerRule], stack_description: str, rule_description: str,
     deployment_description: str, service_arns: Sequence[str],
-) -> tuple[events_targets.LambdaFunction, events.Rule, events.Rule | None]:
+) -> tuple[events_targets.LambdaFunction, events.Rule, events.Rule, events.Rule | None]:
     """What runs the reconcile function (this construct's and ListenerRuleGuard's) when the listener rule's
-    weights may have been rewritten: ``(target, stack_rule, deployment_rule)``.
+    weights may have been rewritten: ``(target, stack_rule, listener_rule_rule, deployment_rule)``.
 
     ``StackUpdated``: an update of ``scope``'s stack completed or rolled back (STACK_UPDATE_ENDED): CloudFormation
-    wrote the template's weights, or the previous template's. ``DeploymentEnded`` (None without ``service_arns``):
-    an ECS deployment of one of them ended (DEPLOYMENT_ENDED): ECS may have shifted the weights. Both invoke
-    ``target``, the function with EventBridge's retries and ``dead_letter_queue``."""
+    wrote the template's weights, or the previous template's. ``ListenerRuleUpdated``: CloudFormation finished
+    updating one of ``listener_rules`` (RULE_UPDATED), which may be long before the stack's update ends.
+    ``DeploymentEnded`` (None without ``service_arns``): an ECS deployment of one of them ended (DEPLOYMENT_ENDED):
+    ECS may have shifted the weights. All invoke ``target``, the function with EventBridge's retries and
+    ``dead_letter_queue``."""
+    stack = cdk.Stack.of(scope)
+    check_in_stack(scope, listener_rules)
     target = events_targets.LambdaFunction(
         function, dead_letter_queue=dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
     stack_rule = events.Rule(
         scope, "StackUpdated", description=stack_description,
         event_pattern=events.EventPattern(
             source=["aws.cloudformation"], detail_type=["CloudFormation Stack Status Change"],
-            detail={"stack-id": [cdk.Stack.of(scope).stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
+            detail={"stack-id": [stack.stack_id], "status-details": {"status": list(STACK_UPDATE_ENDED)}}),
+        targets=[target],
+    )
+    # The stack's update ends only once every ECS service in it has stabilised (a canary's bake: tens of minutes),
+    # while the rule, written with the template's weights, may send traffic to a group without tasks all that time.
+    # The event's fields (detail.stack-id, detail.logical-resource-id, detail.status-details.status): CloudFormation
+    # User Guide, https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/event-detail-resource-status-change.html
+    listener_rule_rule = events.Rule(
+        scope, "ListenerRuleUpdated", description=rule_description,
+        event_pattern=events.EventPattern(
+            source=["aws.cloudformation"], detail_type=["CloudFormation Resource Status Change"],
+            detail={"stack-id": [stack.stack_id],
+                    "logical-resource-id": [stack.get_logical_id(rule.node.default_child) for rule in listener_rules],
+                    "status-details": {"status": list(RULE_UPDATED)}}),
         targets=[target],
     )
     deployment_rule = events.Rule(
@@ -65,7 +96,7 @@ def reconcile_triggers(
             detail={"eventName": list(DEPLOYMENT_ENDED)}),
         targets=[target],
     ) if service_arns else None
-    return target, stack_rule, deployment_rule
+    return target, stack_rule, listener_rule_rule, deployment_rule
 
 
 class StranglerFig(Construct):
@@ -95,6 +126,7 @@ class StranglerFig(Construct):
             raise ValueError(f"target_group_name={target_group_name!r} is invalid: 1-32 letters, digits or hyphens, no hyphen at either end")
         if not service_target_groups:
             raise ValueError("service_target_groups=[] is invalid: the service needs at least one target group")
+        check_in_stack(self, [listener_rule])
         stack = cdk.Stack.of(self)
         cdk.Tags.of(self).add("service", name)  # the migration is the service's: its target group, flag, function, queue, rules
 
@@ -112,9 +144,10 @@ class StranglerFig(Construct):
         self.function = self._function(name, listener_rule, service_target_groups, log_group, function_name)
         # A stack update that touches the rule writes the template's (initial) weights back over the flag's; so
         # does the rollback of a failed one (back to the previous template's weights).
-        target, self.stack_rule, self.deployment_rule = reconcile_triggers(
-            self, self.function, self.dead_letter_queue, service_arns=deployment_service_arns,
+        target, self.stack_rule, self.listener_rule_rule, self.deployment_rule = reconcile_triggers(
+            self, self.function, self.dead_letter_queue, listener_rules=[listener_rule], service_arns=deployment_service_arns,
             stack_description=f"{name}: the stack with the load balancer rule was updated; apply the migration flag again",
+            rule_description=f"{name}: CloudFormation updated the load balancer rule; apply the migration flag again",
             deployment_description=f"{name}: an ECS deployment ended; apply the migration flag again")
         self.flag_rule = events.Rule(
             self, "FlagChanged", description=f"{name}: the migration flag changed; apply it to the load balancer rule",

@@ -223,6 +223,31 @@ def test_the_lambda_entry_point_reads_the_cluster_and_its_services_from_the_envi
     assert _weights(stack, "persona") == [0, 100] and _weights(stack, "vc-start") == [0, 100]
 
 
+def test_cloudformations_update_of_a_rule_mid_stack_update_moves_its_weights_while_another_service_deploys(stack, monkeypatch, caplog):
+    """The update wrote persona's rule back to 100/0 (its tasks are in the alternate group) and is deploying vc-start:
+    the stack's UPDATE_COMPLETE waits for that deployment, the rule's own event does not. The function reads the current
+    state, not the event's: persona's rule moves at once, vc-start's waits for its deployment's end."""
+    _serve_from(stack, "persona", 1)
+    _serve_from(stack, "vc-start", 0)
+    _describe(stack, "persona", "vc-start")
+    _deployments(stack, False, True)
+    monkeypatch.setenv("CLUSTER", "mf")
+    monkeypatch.setenv("SERVICES", "persona,vc-start")
+    monkeypatch.setattr(boto3, "client", lambda name: {"elbv2": stack["elbv2"], "ecs": stack["ecs"]}[name])
+    # The event's shape: CloudFormation User Guide, "Resource Status Change event detail".
+    event = {"source": "aws.cloudformation", "detail-type": "CloudFormation Resource Status Change",
+             "detail": {"stack-id": f"arn:aws:cloudformation:{REGION}:123456789012:stack/mf-services/0a1b2c3d",
+                        "logical-resource-id": "IngresspersonarouteRule0123ABCD", "physical-resource-id": stack["rules"]["persona"]["rule_arn"],
+                        "status-details": {"status": "UPDATE_COMPLETE", "status-reason": ""},
+                        "resource-type": "AWS::ElasticLoadBalancingV2::ListenerRule"}}
+    with caplog.at_level("INFO"):
+        result = handler.guard(event, None)
+    assert [(r["service"], r["outcome"]) for r in result["rules"]] == [("persona", "applied"), ("vc-start", "skipped")]
+    assert _weights(stack, "persona") == [0, 100] and _weights(stack, "vc-start") == [100, 0]
+    assert '"trigger": "CloudFormation Resource Status Change"' in caplog.text
+    stack["ecs_stub"].assert_no_pending_responses()
+
+
 @pytest.mark.parametrize("service_weights, serving, expected", [
     ({"live": 100, "alt": 0}, frozenset({"alt"}), {"live": 0, "alt": 100}),
     ({"live": 0, "alt": 100}, frozenset({"alt"}), {"live": 0, "alt": 100}),

@@ -2,11 +2,11 @@
 ListenerRuleGuard's (rules without a legacy function) back onto the service's serving target group.
 
 Two entry points over one reconcile step. ``handler`` (StranglerFig) is invoked by EventBridge when the
-flag changes, when an ECS deployment of the service ends and when its stack's update ends. ``guard``
-(ListenerRuleGuard) is invoked when its stack's update ends; its environment names only the cluster and
-the guarded services (``CLUSTER``, ``SERVICES`` comma-separated), and ECS's DescribeServices tells each
-service's production listener rule and its two target groups (the load balancer's ``advancedConfiguration``).
-Every invocation
+flag changes, when an ECS deployment of the service ends, when CloudFormation has updated its listener rule and
+when its stack's update ends. ``guard`` (ListenerRuleGuard) is invoked on the same events but the flag's; its
+environment names only the cluster and the guarded services (``CLUSTER``, ``SERVICES`` comma-separated), and
+ECS's DescribeServices tells each service's production listener rule and its two target groups (the load
+balancer's ``advancedConfiguration``). The event only names the trigger in the log: every invocation
 reconciles: it reads the rule and writes the weights only if they differ, so a repeated or late event
 does no harm. boto3 only (the Lambda runtime's own).
 """
