@@ -195,9 +195,11 @@ async def test_breaker_open_stops_retries_midway(make_settings):
 
 @pytest.mark.parametrize(("trial_status", "state_after"), [(200, "closed"), (503, "open")])
 async def test_half_open_lets_one_trial_through_and_fails_the_others_fast(make_settings, trial_status, state_after):
-    # Margins for a loaded machine: the trial is slow (the others arrive while it runs), and a re-opened breaker
-    # stays open for a second (the last call below must still find it open).
-    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=1.0)
+    # Margins for a loaded machine: the trial is slow (the others arrive while it runs), a re-opened breaker
+    # stays open for a second (the last call below must still find it open), and no call times out (a 2 s
+    # timeout: with 0.5 s, the 0.3 s trial timed out when both suites of `make test` loaded the cores).
+    settings = make_settings(retry_attempts=1, breaker_failure_threshold=3, breaker_reset_seconds=1.0,
+                             http_timeout_seconds=2.0, call_budget_seconds=4.0)
     async with FlakyServer([(503, 0)] * 3 + [(trial_status, 0.3)]) as server:
         async with ResilientHttpClient(server.url, name="dep", settings=settings) as client:
             for _ in range(3):
