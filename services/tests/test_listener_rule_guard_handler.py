@@ -210,14 +210,19 @@ def test_the_deployment_statuses_it_skips_are_ecs_statuses_of_deployments_under_
     assert not {"SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED"} & set(handler.DEPLOYMENT_UNDER_WAY)
 
 
+def _lambda_environment(stack, monkeypatch) -> None:
+    """What the Lambda entry point reads: the cluster and its guarded services, and boto3 clients (the stubbed ones)."""
+    monkeypatch.setenv("CLUSTER", "mf")
+    monkeypatch.setenv("SERVICES", "persona,vc-start")
+    monkeypatch.setattr(boto3, "client", lambda name: {"elbv2": stack["elbv2"], "ecs": stack["ecs"]}[name])
+
+
 def test_the_lambda_entry_point_reads_the_cluster_and_its_services_from_the_environment(stack, monkeypatch):
     _serve_from(stack, "persona", 1)
     _serve_from(stack, "vc-start", 1)
     _describe(stack, "persona", "vc-start")
     _deployments(stack, False, False)
-    monkeypatch.setenv("CLUSTER", "mf")
-    monkeypatch.setenv("SERVICES", "persona,vc-start")
-    monkeypatch.setattr(boto3, "client", lambda name: {"elbv2": stack["elbv2"], "ecs": stack["ecs"]}[name])
+    _lambda_environment(stack, monkeypatch)
     event = {"source": "aws.cloudformation", "detail-type": "CloudFormation Stack Status Change"}
     assert handler.guard(event, None)["outcome"] == "guarded"
     assert _weights(stack, "persona") == [0, 100] and _weights(stack, "vc-start") == [0, 100]
@@ -231,9 +236,7 @@ def test_cloudformations_update_of_a_rule_mid_stack_update_moves_its_weights_whi
     _serve_from(stack, "vc-start", 0)
     _describe(stack, "persona", "vc-start")
     _deployments(stack, False, True)
-    monkeypatch.setenv("CLUSTER", "mf")
-    monkeypatch.setenv("SERVICES", "persona,vc-start")
-    monkeypatch.setattr(boto3, "client", lambda name: {"elbv2": stack["elbv2"], "ecs": stack["ecs"]}[name])
+    _lambda_environment(stack, monkeypatch)
     # The event's shape: CloudFormation User Guide, "Resource Status Change event detail".
     event = {"source": "aws.cloudformation", "detail-type": "CloudFormation Resource Status Change",
              "detail": {"stack-id": f"arn:aws:cloudformation:{REGION}:123456789012:stack/mf-services/0a1b2c3d",
