@@ -212,8 +212,10 @@ def test_one_guard_takes_the_services_of_one_cluster_only():
         other, "Rule", listener=listener, priority=9, conditions=[elbv2.ListenerCondition.path_patterns(["/api/other"])],
         action=elbv2.ListenerAction.fixed_response(200)), service=rule("solo", "mf").service)
     # CloudFormation's resource events would name the rule by a logical ID in another stack, which this one never has.
+    # (In a stack of its own: the refusal comes after the guard has made its function.)
+    scratch = cdk.Stack(stack.node.scope, "scratch", env=cdk.Environment(account="111122223333", region="eu-west-1"))
     with pytest.raises(ValueError, match="must be in the stack of"):
-        ListenerRuleGuard(stack, "Foreign", rules=[foreign], log_group=log_group)
+        ListenerRuleGuard(scratch, "Foreign", rules=[foreign], log_group=logs.LogGroup(scratch, "Logs"))
     ListenerRuleGuard(stack, "One", rules=[rule("auth", "mf"), rule("docs", "mf")], log_group=log_group)
     (function,) = _guards(Template.from_stack(stack).to_json()["Resources"]).values()
     assert function["Environment"]["Variables"] == {"CLUSTER": "mf", "SERVICES": "auth,docs"}

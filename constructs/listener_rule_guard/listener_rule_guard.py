@@ -18,7 +18,7 @@ from constructs import Construct
 from constructs.compliance import acknowledge_nag, skip_checkov, skip_role_dependency_lint
 from constructs.event_bus import target_dead_letter_queue
 # The strangler fig's function: its `guard` entry point runs the same reconcile step without a legacy function.
-from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, check_in_stack, reconcile_triggers
+from constructs.strangler_fig.strangler_fig import ARCHITECTURE, FUNCTION_DIR, RUNTIME, reconcile_triggers
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,6 @@ class ListenerRuleGuard(Construct):
         clusters = {json.dumps(stack.resolve(rule.service.cluster.cluster_name), sort_keys=True) for rule in rules}
         if len(clusters) > 1:
             raise ValueError(f"the services of rules are in {len(clusters)} clusters: one guard guards one cluster's services")
-        check_in_stack(self, [rule.listener_rule for rule in rules])
         cluster = rules[0].service.cluster
         self.dead_letter_queue = target_dead_letter_queue(
             self, "DeadLetterQueue", dead_letter_of="the rule's target and of the function's failed runs", senders="EventBridge and Lambda",
@@ -73,7 +72,7 @@ class ListenerRuleGuard(Construct):
             dead_letter_queue=self.dead_letter_queue, retry_attempts=2,
             # A name per service, not its rule and groups: ECS describes those, and Lambda allows 4 KB of environment.
             environment={"CLUSTER": cluster.cluster_name, "SERVICES": cdk.Fn.join(",", [rule.service.service_name for rule in rules])},
-            description="After a stack update or an ECS deployment, moves listener rules' weights onto the target group with healthy targets",
+            description="After CloudFormation updates a guarded rule, a stack update or an ECS deployment, moves listener rules' weights onto the target group with healthy targets",
         )
         log_group.grant_write(self.role)
         self.role.add_to_principal_policy(iam.PolicyStatement(

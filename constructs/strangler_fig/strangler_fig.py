@@ -41,16 +41,6 @@ _FUNCTION_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:functio
 _TARGET_GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
 
 
-def check_in_stack(scope: Construct, listener_rules: Sequence[elbv2.ApplicationListenerRule]) -> None:
-    """Raises ValueError unless ``listener_rules`` are some and all in ``scope``'s stack: CloudFormation's resource
-    events name a rule by its logical ID within its stack's ID."""
-    if not listener_rules:
-        raise ValueError("listener_rules=[] is invalid: give the listener rules whose weights the function reconciles")
-    foreign = [rule.node.path for rule in listener_rules if cdk.Stack.of(rule) is not cdk.Stack.of(scope)]
-    if foreign:
-        raise ValueError(f"listener rules {foreign} are invalid: they must be in the stack of {scope.node.path}")
-
-
 def reconcile_triggers(
     scope: Construct, function: lambda_.IFunction, dead_letter_queue: sqs.IQueue, *,
     listener_rules: Sequence[elbv2.ApplicationListenerRule], stack_description: str, rule_description: str,
@@ -66,7 +56,10 @@ def reconcile_triggers(
     ECS may have shifted the weights. All invoke ``target``, the function with EventBridge's retries and
     ``dead_letter_queue``."""
     stack = cdk.Stack.of(scope)
-    check_in_stack(scope, listener_rules)
+    # CloudFormation's resource events name a rule by its logical ID within its stack's ID.
+    foreign = [rule.node.path for rule in listener_rules if cdk.Stack.of(rule) is not stack]
+    if foreign:
+        raise ValueError(f"listener rules {foreign} are invalid: they must be in the stack of {scope.node.path}")
     target = events_targets.LambdaFunction(
         function, dead_letter_queue=dead_letter_queue, retry_attempts=RETRY_ATTEMPTS, max_event_age=MAX_EVENT_AGE)
     stack_rule = events.Rule(
@@ -106,8 +99,9 @@ class StranglerFig(Construct):
     weights from the String parameter ``parameter_name`` (percent of requests to the service, 0-100).
     Changing the parameter triggers a function that rewrites the rule's weights; so does the end of
     each deployment of ``deployment_service_arns`` (ECS's canary and linear deployments rewrite the
-    rule) and each completed update of the stack (CloudFormation writes the template's weights). The
-    service's groups keep the proportion ECS gave them; only the legacy share is the flag's.
+    rule), CloudFormation's update of the rule and each completed update of the stack (both write the
+    template's weights). The service's groups keep the proportion ECS gave them; only the legacy share
+    is the flag's.
     """
 
     def __init__(
@@ -126,7 +120,6 @@ class StranglerFig(Construct):
             raise ValueError(f"target_group_name={target_group_name!r} is invalid: 1-32 letters, digits or hyphens, no hyphen at either end")
         if not service_target_groups:
             raise ValueError("service_target_groups=[] is invalid: the service needs at least one target group")
-        check_in_stack(self, [listener_rule])
         stack = cdk.Stack.of(self)
         cdk.Tags.of(self).add("service", name)  # the migration is the service's: its target group, flag, function, queue, rules
 
