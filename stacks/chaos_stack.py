@@ -42,9 +42,9 @@ def slo_alarm_names(services: ServicesStack, observability: ObservabilityStack, 
 
 
 class ChaosStack(cdk.Stack):
-    """Three experiment templates per region, from the ``chaos`` config: stop some of one service's
-    tasks (``stop_percent`` of its minimum task count, at least one: FoundationConfig.stop_task_count); add latency, then packet loss, to that service's tasks (only with ``task_network_faults``;
-    the services stack gives that service's task definition fault injection); lose one AZ (stop
+    """Three experiment templates per region, from the ``chaos`` config: stop some of one service's tasks
+    (FoundationConfig.stop_task_count); add latency, then packet loss, to that service's tasks (only with
+    ``task_network_faults``; the services stack gives that service's task definition fault injection); lose one AZ (stop
     every task there and cut its subnets off the network). Each stops when an SLO alarm fires and logs to
     one KMS-encrypted log group.
 

@@ -71,10 +71,9 @@ _LIST_TASKS_REASON = ("ECS (ecs) ListTasks has no resource-level permissions; th
 
 
 class StopTasksExperiment(FisExperiment):
-    """``aws:ecs:stop-task`` on ``count`` of a service's running tasks, picked at random (``COUNT(n)``): ECS
-    must replace them while the rest carry the load. A count, not FIS's ``PERCENT(n)``, which rounds down and
-    so selects no task of a small service (30 % of 1, 2 or 3), and an experiment whose target resolves to
-    nothing fails. Keep ``count`` below the service's minimum task count, or it stops the whole service."""
+    """``aws:ecs:stop-task`` on ``count`` of a service's running tasks, picked at random (``COUNT(n)``, not
+    ``PERCENT(n)``: constructs/chaos/README.md, ``count``): ECS must replace them while the rest carry the load. Keep ``count``
+    below the service's minimum task count, or it stops the whole service."""
 
     def __init__(self, scope: Construct, construct_id: str, *, name: str, cluster_name: str, service_name: str,
                  count: int, stop_alarm: cloudwatch.IAlarm, log_group: logs.ILogGroup) -> None:
